@@ -1,0 +1,80 @@
+"""Time grids: explicit tensors of times from the noise end to the data end.
+
+Every grid is a 1-D tensor ``t_0 > t_1 > ... > t_K`` (K steps) in the time of a reference
+Gaussian schedule; a user tensor is accepted as is. Log-SNR and Karras grids are spaced in
+``lam`` (or ``sigma / alpha``) and mapped back through the schedule's inverse, so they mean the
+same thing for VP, VE, EDM and interpolants. ``final_zero`` appends t = 0 (sigma = 0): the last
+step then returns the model's clean estimate, as k-diffusion and diffusers do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .processes.gaussian import Schedule
+from .registry import Registry
+
+GRIDS: Registry = Registry("time grid")
+
+
+@GRIDS.register("uniform_t", "evenly spaced in t")
+def uniform_t(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+
+
+@GRIDS.register("uniform_logsnr", "evenly spaced in log-SNR (DPM-Solver's 'logSNR' skip type)")
+def uniform_logsnr(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    lo = schedule.lam(torch.tensor(t_max, dtype=torch.float64))
+    hi = schedule.lam(torch.tensor(t_min, dtype=torch.float64))
+    lo = torch.clamp(lo, min=-10.0)  # alpha(t_max) = 0 (rectified flow): start from a finite lam
+    grid = schedule.t_of_lam(torch.linspace(float(lo), float(hi), steps + 1, dtype=torch.float64))
+    grid[0], grid[-1] = t_max, t_min
+    return grid
+
+
+@GRIDS.register("karras", "Karras et al. rho-spaced noise levels sigma/alpha (rho = 7)")
+def karras(schedule: Schedule, steps: int, t_max: float, t_min: float, rho: float = 7.0) -> Tensor:
+    s_max = torch.exp(-schedule.lam(torch.tensor(t_max, dtype=torch.float64))).clamp(max=1e4)
+    s_min = torch.exp(-schedule.lam(torch.tensor(t_min, dtype=torch.float64)))
+    r = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    sig = (s_max ** (1 / rho) + r * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    grid = schedule.t_of_lam(-torch.log(sig))
+    grid[0], grid[-1] = t_max, t_min
+    return grid
+
+
+@GRIDS.register("quadratic", "quadratically spaced in t (dense near the data end; DDIM's 'quad')")
+def quadratic(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    r = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    return t_min + (t_max - t_min) * r**2
+
+
+def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, *,
+              t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
+              **options: float) -> Tensor:
+    """Build a grid of ``steps`` intervals for ``schedule`` (float64, decreasing).
+
+    ``kind`` is a registered grid name, a user tensor (returned after validation), or None
+    for the schedule's default (log-SNR for VP/VE, Karras for EDM, uniform t for interpolants).
+    """
+    kind = schedule.default_grid if kind is None else kind
+    if isinstance(kind, Tensor):
+        grid = kind.to(torch.float64)
+        if grid.dim() not in (1, 2) or grid.shape[0] < 2:
+            raise ValueError(f"a user grid must have shape (K+1,) or (K+1, B) with K >= 1, got {tuple(grid.shape)}")
+        if not bool((grid[1:] < grid[:-1]).all()):
+            raise ValueError("a user grid must be strictly decreasing (noise end first)")
+        return grid
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    t_max = schedule.t_max if t_max is None else t_max
+    t_min = schedule.t_min if t_min is None else t_min
+    if t_min <= 0 and kind in ("uniform_logsnr", "karras"):
+        t_min = 1e-3 * t_max  # log-SNR is infinite at t = 0
+    if not t_max > t_min:
+        raise ValueError(f"t_max ({t_max}) must exceed t_min ({t_min})")
+    grid = GRIDS.get(kind)(schedule, steps - int(final_zero), t_max, t_min, **options)
+    if final_zero:
+        grid = torch.cat([grid, grid.new_zeros(1)])
+    return grid

@@ -1,0 +1,401 @@
+"""Gaussian processes in one affine form: ``x_t = alpha(t) x_0 + sigma(t) eps``.
+
+A schedule is a small object giving ``alpha``, ``sigma``, their time derivatives, the half
+log-SNR ``lam = log(alpha / sigma)`` and its inverse. Every Gaussian sampler and loss in
+polydiff is written against this interface only, so VP, VE, EDM and flow-matching
+interpolants share one implementation. Time runs from data (``t_min``) to noise (``t_max``);
+for the EDM schedule ``t`` is sigma itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..registry import Registry
+
+SCHEDULES: Registry = Registry("schedule")
+
+
+class Schedule:
+    """Base class: subclasses give ``log_alpha``, ``sigma`` and derivatives, and ``t_of_lam``."""
+
+    t_min: float = 1e-3  # default end of sampling grids (data side)
+    t_max: float = 1.0  # prior side
+    t_train_min: float = 1e-5  # smallest time drawn in training
+    default_grid: str = "uniform_logsnr"  # the grid samplers use unless told otherwise
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log(self.alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        """d alpha / dt."""
+        raise NotImplementedError
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        """d sigma / dt."""
+        raise NotImplementedError
+
+    def lam(self, t: Tensor) -> Tensor:
+        """Half log-SNR, ``log(alpha / sigma)``; decreasing in t."""
+        return self.log_alpha(t) - torch.log(self.sigma(t))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        """Inverse of :meth:`lam`."""
+        raise NotImplementedError
+
+    def prior_std(self) -> float:
+        """Standard deviation of the prior at ``t_max`` (the data term is neglected)."""
+        return float(self.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
+
+    def drift_diffusion(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward SDE ``dx = f x dt + g dW``: returns ``(f, g**2)`` with the same marginals."""
+        a, s = self.alpha(t), self.sigma(t)
+        f = self.dalpha(t) / a
+        g2 = 2 * s * self.dsigma(t) - 2 * f * s**2
+        return f, g2
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+@SCHEDULES.register("vp_linear", "variance preserving, linear beta(t) (DDPM / score_sde VP-SDE)")
+@dataclass(repr=False)
+class VPLinear(Schedule):
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return self.alpha(t) * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return -self.alpha(t) * self.dalpha(t) / self.sigma(t)
+
+    def lam(self, t: Tensor) -> Tensor:
+        la = self.log_alpha(t)
+        return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        big = torch.nn.functional.softplus(-2 * lam)  # = -2 log alpha
+        d = self.beta_max - self.beta_min
+        return 2 * big / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * big))
+
+
+@SCHEDULES.register("vp_cosine", "variance preserving, cosine alpha (improved DDPM)")
+@dataclass(repr=False)
+class VPCosine(Schedule):
+    s: float = 0.008
+    t_max: float = 0.9946  # alpha(1) = 0 exactly; stop just short (as iDDPM clips beta at 0.999)
+
+    def _phase(self, t: Tensor) -> Tensor:
+        return (t + self.s) / (1 + self.s) * math.pi / 2
+
+    def _c0(self) -> float:
+        return math.log(math.cos(self.s / (1 + self.s) * math.pi / 2))
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log(torch.cos(self._phase(t))) - self._c0()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        k = math.pi / 2 / (1 + self.s)
+        return -torch.sin(self._phase(t)) * k * math.exp(-self._c0())
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return -self.alpha(t) * self.dalpha(t) / self.sigma(t)
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
+        phase = torch.arccos(torch.exp(log_alpha + self._c0()))
+        return phase * 2 * (1 + self.s) / math.pi - self.s
+
+
+@SCHEDULES.register("subvp", "sub-variance-preserving SDE (score_sde): sigma = 1 - alpha^2")
+@dataclass(repr=False)
+class SubVP(Schedule):
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return -torch.expm1(2 * self.log_alpha(t))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return self.alpha(t) * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return -2 * self.alpha(t) * self.dalpha(t)
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        # alpha / (1 - alpha^2) = e^lam  ->  alpha = (sqrt(1 + 4 e^{2 lam}) - 1) / (2 e^lam)
+        el = torch.exp(-lam)
+        alpha = 2 / (el + torch.sqrt(el**2 + 4))
+        big = -2 * torch.log(alpha)
+        d = self.beta_max - self.beta_min
+        return 2 * big / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * big))
+
+
+@SCHEDULES.register("ve", "variance exploding (NCSN / score_sde VE): alpha = 1, geometric sigma")
+@dataclass(repr=False)
+class VE(Schedule):
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    t_min: float = 0.0  # sigma(0) = sigma_min > 0 already
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return self.sigma(t) * math.log(self.sigma_max / self.sigma_min)
+
+    def lam(self, t: Tensor) -> Tensor:
+        return -torch.log(self.sigma(t))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        return (-lam - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+
+
+@SCHEDULES.register("edm", "EDM / Karras: alpha = 1, sigma = t (t is the noise level itself)")
+@dataclass(repr=False)
+class EDM(Schedule):
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5  # used by EDM preconditioning and weighting
+    p_mean: float = -1.2  # log-normal training density of sigma
+    p_std: float = 1.2
+
+    def __post_init__(self) -> None:
+        self.t_min, self.t_max, self.t_train_min = self.sigma_min, self.sigma_max, self.sigma_min
+        self.default_grid = "karras"
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def lam(self, t: Tensor) -> Tensor:
+        return -torch.log(t)
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        return torch.exp(-lam)
+
+
+@SCHEDULES.register("linear", "linear interpolant / rectified flow: alpha = 1 - t, sigma = t")
+@dataclass(repr=False)
+class LinearInterpolant(Schedule):
+    t_min: float = 0.0
+    default_grid: str = "uniform_t"
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1 - t
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return -torch.ones_like(t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def lam(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t) - torch.log(t)
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        return torch.sigmoid(-lam)
+
+
+@SCHEDULES.register("stochastic_interpolant",
+                    "x_t = (1-t) x0 + t x1 + gamma(t) z with gamma = sqrt(a t (1-t)); Gaussian x1")
+@dataclass(repr=False)
+class StochasticInterpolant(Schedule):
+    """Albergo & Vanden-Eijnden's interpolant with a Gaussian base: its marginals are affine,
+    with ``alpha = 1 - t`` and ``sigma = sqrt(t**2 + gamma(t)**2)``; ``a`` tunes gamma."""
+
+    a: float = 1.0
+    t_min: float = 0.0
+    default_grid: str = "uniform_t"
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1 - t
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(t**2 + self.a * t * (1 - t))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return -torch.ones_like(t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return (2 * t + self.a * (1 - 2 * t)) / (2 * self.sigma(t))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        # (1-t)^2 e^{-2 lam} = (1-a) t^2 + a t ; solve the quadratic for t in [0, 1]
+        r = torch.exp(-2 * lam)
+        qa, qb, qc = r - (1 - self.a), -(2 * r + self.a), r
+        disc = torch.sqrt(torch.clamp(qb**2 - 4 * qa * qc, min=0))
+        return 2 * qc / (-qb + disc)  # the root in [0, 1], stable form
+
+
+class DiscreteVP(Schedule):
+    """A discrete DDPM schedule (``betas``) made continuous the DPM-Solver way: ``log alpha``
+    interpolated piecewise-linearly at ``t_k = (k + 1) / N``. Lets polydiff sample models
+    trained with integer timesteps; ``timestep(t) = N t - 1`` recovers the index."""
+
+    def __init__(self, betas: Tensor) -> None:
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        self.n = len(betas)
+        self.t_grid = torch.linspace(1.0 / self.n, 1.0, self.n, dtype=torch.float64)
+        self.log_alpha_grid = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
+        self.t_min, self.t_max = 1.0 / self.n, 1.0
+
+    def _interp(self, t: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+        xs = self.t_grid.to(t.device, t.dtype)
+        ys = ys.to(t.device, t.dtype)
+        i = torch.clamp(torch.searchsorted(xs, t.contiguous(), right=False), 1, self.n - 1)
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        slope = (y1 - y0) / (x1 - x0)
+        return y0 + slope * (t - x0), slope
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return self._interp(t, self.log_alpha_grid)[0]
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        la, slope = self._interp(t, self.log_alpha_grid)
+        return torch.exp(la) * slope
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        return -self.alpha(t) * self.dalpha(t) / self.sigma(t)
+
+    def lam(self, t: Tensor) -> Tensor:
+        la = self.log_alpha(t)
+        return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
+        xs = torch.flip(self.log_alpha_grid, [0]).to(lam.device, lam.dtype)
+        ts = torch.flip(self.t_grid, [0]).to(lam.device, lam.dtype)
+        i = torch.clamp(torch.searchsorted(xs, log_alpha.contiguous()), 1, self.n - 1)
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ts[i - 1], ts[i]
+        return y0 + (y1 - y0) / (x1 - x0) * (log_alpha - x0)
+
+    def __repr__(self) -> str:
+        return f"DiscreteVP(n={self.n})"
+
+
+@SCHEDULES.register("vp_discrete", "DDPM's discrete linear betas (1e-4..0.02, N=1000) made continuous")
+def vp_discrete(n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteVP:
+    return DiscreteVP(torch.linspace(beta_start, beta_end, n, dtype=torch.float64))
+
+
+@dataclass
+class Coefs:
+    """Schedule values at one time, already broadcast to a field (or a packed flat state)."""
+
+    alpha: Tensor
+    sigma: Tensor
+    lam: Tensor
+    dalpha: Tensor
+    dsigma: Tensor
+
+
+class GaussianProcess:
+    """The forward process of one continuous field: a schedule plus noise draws."""
+
+    kind = "gaussian"
+
+    def __init__(self, schedule: Schedule | str = "vp_linear", **options: float) -> None:
+        self.schedule = SCHEDULES.build(schedule, **options) if isinstance(schedule, str) else schedule
+        if options and not isinstance(schedule, str):
+            raise TypeError("options are only accepted together with a schedule name")
+
+    @property
+    def t_min(self) -> float:
+        return self.schedule.t_min
+
+    @property
+    def t_max(self) -> float:
+        return self.schedule.t_max
+
+    def coefs(self, t: Tensor) -> Coefs:
+        s = self.schedule
+        return Coefs(s.alpha(t), s.sigma(t), s.lam(t), s.dalpha(t), s.dsigma(t))
+
+    def marginal(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """``x_t = alpha(t) x0 + sigma(t) eps`` with ``t`` of shape (B,) or (B, ...)."""
+        t = expand_t(t, x0)
+        return self.schedule.alpha(t) * x0 + self.schedule.sigma(t) * eps
+
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+        """A draw from the prior at ``t_max``: N(0, sigma(t_max)^2)."""
+        return self.schedule.prior_std() * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+    def __repr__(self) -> str:
+        return f"GaussianProcess({self.schedule!r})"
+
+
+def expand_t(t: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a time of shape (B,) or (B, ...) against a field ``x`` of shape (B, ...)."""
+    if t.dim() == 0:
+        return t
+    if t.dim() > x.dim() or t.shape[0] != x.shape[0]:
+        raise ValueError(f"time of shape {tuple(t.shape)} does not broadcast against a field of shape "
+                         f"{tuple(x.shape)}: use (B,) or (B, ...) per-element times")
+    return t.reshape(*t.shape, *([1] * (x.dim() - t.dim())))

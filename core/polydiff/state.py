@@ -1,0 +1,123 @@
+"""States and field specifications.
+
+A state is a plain ``dict[str, Tensor]`` whose entries share the batch dimension. Entries
+named in the field specs are generated; every other entry (node masks, conditions, fixed
+fields) is carried along unchanged. ``FieldSpec`` says how one field is noised (its process),
+which subspace it lives in (its structure) and what the network predicts for it.
+
+``Packer`` flattens the Gaussian fields of a state into one (B, D) tensor and broadcasts
+per-field schedule values to match, so that a Gaussian solver is written once, elementwise,
+and serves any number of fields with different schedules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .parametrization import check_prediction
+from .processes.categorical import CategoricalProcess
+from .processes.gaussian import Coefs, GaussianProcess, expand_t
+from .processes.manifold import GeodesicFlow
+from .structures import Plain
+
+State = dict[str, Tensor]
+
+
+@dataclass
+class FieldSpec:
+    """How one field of the state is generated.
+
+    ``prediction``: for Gaussian fields one of eps / x0 / v / score / velocity; categorical
+    fields predict ``logits`` over the clean vocabulary; manifold fields predict ``x0``.
+    """
+
+    process: Any
+    structure: Any = field(default_factory=Plain)
+    prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        kind = getattr(self.process, "kind", None)
+        if kind not in ("gaussian", "categorical", "manifold"):
+            raise TypeError(f"process must be a Gaussian, categorical or manifold process, got {self.process!r}")
+        if kind == "gaussian":
+            check_prediction(self.prediction)
+        elif kind == "categorical" and self.prediction == "eps":
+            self.prediction = "logits"
+        elif kind == "manifold" and self.prediction == "eps":
+            self.prediction = "x0"
+
+    @property
+    def kind(self) -> str:
+        return self.process.kind
+
+
+def as_fields(process: Any, prediction: str = "eps", name: str = "x") -> dict[str, FieldSpec]:
+    """Normalise ``process`` (a process, a FieldSpec or a dict of them) to ``{name: FieldSpec}``."""
+    if isinstance(process, Mapping):
+        return {k: v if isinstance(v, FieldSpec) else FieldSpec(v, prediction=prediction) for k, v in process.items()}
+    if isinstance(process, FieldSpec):
+        return {name: process}
+    if isinstance(process, (GaussianProcess, CategoricalProcess, GeodesicFlow)):
+        return {name: FieldSpec(process, prediction=prediction)}
+    raise TypeError(f"expected a process, a FieldSpec or a dict of them, got {type(process).__name__}")
+
+
+class Packer:
+    """Flatten named Gaussian fields to (B, D) and back; broadcast schedule values alike."""
+
+    def __init__(self, fields: Mapping[str, FieldSpec], state: Mapping[str, Tensor]) -> None:
+        self.names = [k for k, f in fields.items() if f.kind == "gaussian"]
+        self.fields = {k: fields[k] for k in self.names}
+        self.shapes = {k: tuple(state[k].shape[1:]) for k in self.names}
+        self.sizes = [int(torch.Size(self.shapes[k]).numel()) for k in self.names]
+        self.single = len(self.names) == 1
+
+    def pack(self, state: Mapping[str, Tensor]) -> Tensor:
+        parts = [state[k].reshape(state[k].shape[0], -1) for k in self.names]
+        return parts[0] if self.single else torch.cat(parts, dim=1)
+
+    def unpack(self, flat: Tensor) -> State:
+        if self.single:
+            k = self.names[0]
+            return {k: flat.reshape(flat.shape[0], *self.shapes[k])}
+        chunks = torch.split(flat, self.sizes, dim=1)
+        return {k: c.reshape(c.shape[0], *self.shapes[k]) for k, c in zip(self.names, chunks, strict=True)}
+
+    def _block(self, name: str, v: Tensor, batch: int) -> Tensor:
+        """A scalar, per-sample (B,) or per-element (B, *shape) value as a packed block."""
+        if v.dim() <= 1:
+            v = v.reshape(-1, 1).expand(batch, 1)
+            return v if self.single else v.expand(batch, self.sizes[self.names.index(name)])
+        return v.expand(batch, *self.shapes[name]).reshape(batch, -1)
+
+    def coefs(self, t: Tensor | Mapping[str, Tensor], batch: int) -> Coefs:
+        """Schedule values of every packed field at time ``t``: a scalar or (B,) tensor shared
+        by all fields, or a dict of per-field (possibly per-element) times."""
+        per = {k: self.fields[k].process.coefs(t[k] if isinstance(t, Mapping) else t) for k in self.names}
+        out = []
+        for attr in ("alpha", "sigma", "lam", "dalpha", "dsigma"):
+            blocks = [self._block(k, getattr(per[k], attr), batch) for k in self.names]
+            out.append(blocks[0] if self.single else torch.cat(blocks, dim=1))
+        return Coefs(*out)
+
+    def segment_sum(self, flat: Tensor) -> Tensor:
+        """Per-field sums of a packed (B, D) tensor: shape (B, n_fields)."""
+        if self.single:
+            return flat.sum(1, keepdim=True)
+        return torch.stack([c.sum(1) for c in torch.split(flat, self.sizes, dim=1)], dim=1)
+
+    def expand_fields(self, per_field: Tensor) -> Tensor:
+        """(B, n_fields) -> packed (B, D) (or (B, 1) for a single field)."""
+        if self.single:
+            return per_field
+        return torch.repeat_interleave(per_field, torch.tensor(self.sizes, device=per_field.device), dim=1)
+
+
+def broadcast_t(t: Tensor, x: Tensor) -> Tensor:
+    """Alias of :func:`polydiff.processes.gaussian.expand_t` for modality code."""
+    return expand_t(t, x)
