@@ -74,6 +74,8 @@ def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, 
         t_min = 1e-3 * t_max  # log-SNR is infinite at t = 0
     if not t_max > t_min:
         raise ValueError(f"t_max ({t_max}) must exceed t_min ({t_min})")
+    if final_zero and t_min <= 0:  # the grid already ends at sigma = 0
+        final_zero = False
     grid = GRIDS.get(kind)(schedule, steps - int(final_zero), t_max, t_min, **options)
     if final_zero:
         grid = torch.cat([grid, grid.new_zeros(1)])

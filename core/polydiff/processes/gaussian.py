@@ -82,7 +82,7 @@ class VPLinear(Schedule):
         return torch.exp(self.log_alpha(t))
 
     def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+        return torch.sqrt(torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0))
 
     def dalpha(self, t: Tensor) -> Tensor:
         return self.alpha(t) * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
@@ -116,7 +116,7 @@ class VPCosine(Schedule):
         return torch.log(torch.cos(self._phase(t))) - self._c0()
 
     def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+        return torch.sqrt(torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0))
 
     def dalpha(self, t: Tensor) -> Tensor:
         k = math.pi / 2 / (1 + self.s)
@@ -144,7 +144,7 @@ class SubVP(Schedule):
         return torch.exp(self.log_alpha(t))
 
     def sigma(self, t: Tensor) -> Tensor:
-        return -torch.expm1(2 * self.log_alpha(t))
+        return torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0)
 
     def dalpha(self, t: Tensor) -> Tensor:
         return self.alpha(t) * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
@@ -289,20 +289,21 @@ class StochasticInterpolant(Schedule):
 
 class DiscreteVP(Schedule):
     """A discrete DDPM schedule (``betas``) made continuous the DPM-Solver way: ``log alpha``
-    interpolated piecewise-linearly at ``t_k = (k + 1) / N``. Lets polydiff sample models
-    trained with integer timesteps; ``timestep(t) = N t - 1`` recovers the index."""
+    interpolated piecewise-linearly at ``t_k = (k + 1) / N`` (index k = 0..N-1, and alpha(0) = 1).
+    Lets polydiff sample models trained with integer timesteps: ``k = N t - 1``."""
 
     def __init__(self, betas: Tensor) -> None:
         betas = torch.as_tensor(betas, dtype=torch.float64)
         self.n = len(betas)
-        self.t_grid = torch.linspace(1.0 / self.n, 1.0, self.n, dtype=torch.float64)
-        self.log_alpha_grid = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
+        # log alpha at t_k = k / N for k = 0..N, with alpha(0) = 1 so that sigma(0) = 0
+        self.t_grid = torch.linspace(0.0, 1.0, self.n + 1, dtype=torch.float64)
+        self.log_alpha_grid = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
         self.t_min, self.t_max = 1.0 / self.n, 1.0
 
     def _interp(self, t: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
         xs = self.t_grid.to(t.device, t.dtype)
         ys = ys.to(t.device, t.dtype)
-        i = torch.clamp(torch.searchsorted(xs, t.contiguous(), right=False), 1, self.n - 1)
+        i = torch.clamp(torch.searchsorted(xs, t.contiguous(), right=False), 1, self.n)
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         slope = (y1 - y0) / (x1 - x0)
         return y0 + slope * (t - x0), slope
@@ -314,7 +315,7 @@ class DiscreteVP(Schedule):
         return torch.exp(self.log_alpha(t))
 
     def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+        return torch.sqrt(torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0))
 
     def dalpha(self, t: Tensor) -> Tensor:
         la, slope = self._interp(t, self.log_alpha_grid)
@@ -331,7 +332,7 @@ class DiscreteVP(Schedule):
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
         xs = torch.flip(self.log_alpha_grid, [0]).to(lam.device, lam.dtype)
         ts = torch.flip(self.t_grid, [0]).to(lam.device, lam.dtype)
-        i = torch.clamp(torch.searchsorted(xs, log_alpha.contiguous()), 1, self.n - 1)
+        i = torch.clamp(torch.searchsorted(xs, log_alpha.contiguous()), 1, self.n)
         x0, x1, y0, y1 = xs[i - 1], xs[i], ts[i - 1], ts[i]
         return y0 + (y1 - y0) / (x1 - x0) * (log_alpha - x0)
 

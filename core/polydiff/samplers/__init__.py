@@ -3,6 +3,6 @@
 from . import categorical, gaussian  # noqa: F401  (registers the built-in samplers)
 from .base import SAMPLERS, SamplerDef, StepContext, get_sampler, register
 from .categorical import first_hitting
-from .driver import run, sample
+from .driver import SamplingLoop, prepare, run, sample
 
-__all__ = ["SAMPLERS", "SamplerDef", "StepContext", "first_hitting", "get_sampler", "register", "run", "sample"]
+__all__ = ["SAMPLERS", "SamplerDef", "StepContext", "first_hitting", "get_sampler", "register", "run", "sample", "SamplingLoop", "prepare"]

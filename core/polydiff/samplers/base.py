@@ -39,6 +39,7 @@ class StepContext(NamedTuple):
     noise: Callable[[], Tensor]  # fresh structured N(0, I) noise, packed like x
     field_norm: Callable[[Tensor], Tensor]  # per-sample, per-field L2 norm, packed like x
     options: dict[str, Any]
+    t_of_lam: Callable[[Tensor], Tensor] | None = None  # reference schedule's inverse lam (intermediate stages)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ prediction to ``(x0, eps)`` and advances
 all on the same grid. Solver arithmetic runs in ``dtype`` (float32 or float64) whatever the
 model's own precision; categorical draws are always float64. The loop never reads a tensor
 back to the host, so it can be compiled or captured.
+
+:class:`SamplingLoop` exposes the loop one step at a time, so steering (SMC), inpainting
+with resampling and other inference-time control can act between steps without
+re-implementing it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,21 @@ def _col(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t.to(dtype) if t.dim() == 0 else t.to(dtype).reshape(-1, 1)
 
 
+def _cast(c: Coefs, dtype: torch.dtype) -> Coefs:
+    return Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+
+
+def _index(tree: Any, index: Tensor, batch: int) -> Any:
+    """Select ``index`` along the batch dimension of every tensor in a nested tuple/list/dict."""
+    if isinstance(tree, Tensor):
+        return tree[index] if tree.dim() > 0 and tree.shape[0] == batch else tree
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_index(v, index, batch) for v in tree)
+    if isinstance(tree, dict):
+        return {k: _index(v, index, batch) for k, v in tree.items()}
+    return tree
+
+
 def init_state(fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], noise: Noise,
                device: torch.device, dtype: torch.dtype) -> State:
     """Prior draws for fields given as shapes; tensors are kept (as aux entries or as given
@@ -70,14 +89,245 @@ def init_state(fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], noise: 
     return state
 
 
+class SamplingLoop:
+    """The sampler as an explicit loop: ``for i in range(loop.n): loop.step(i)``, then
+    ``loop.finish()``. Between steps, ``loop.state`` may be read or replaced, ``loop.select``
+    resamples the batch (SMC) and ``loop.renoise`` takes the Gaussian fields back one step
+    (RePaint). Everything the method carries (history, noise counter) lives here, in the open.
+    """
+
+    def __init__(self, model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Noise, *,
+                 sampler: str = "dpm++2m", steps: int = 20, grid: str | Tensor | None = None,
+                 categorical: str = "ancestral", cond: Any = None, t_max: float | None = None,
+                 t_min: float | None = None, final_zero: bool = False, dtype: torch.dtype = torch.float32,
+                 **options: Any) -> None:
+        self.gdef: SamplerDef = get_sampler(sampler)
+        if self.gdef.kind != "gaussian":
+            raise ValueError(f"sampler {sampler!r} is a {self.gdef.kind} sampler; pass it as categorical= "
+                             "or use polydiff.samplers.first_hitting for absorbing-only states")
+        self.cdef: SamplerDef = get_sampler(categorical)
+        if self.cdef.kind != "categorical":
+            raise ValueError(f"categorical={categorical!r} is not a categorical sampler")
+        self.opts = self.gdef.options(options)
+        self.model, self.fields, self.noise, self.cond, self.dtype = model, dict(fields), noise, cond, dtype
+        self.batch = noise.batch
+        self.packer = Packer(fields, state)
+        self.cat_names = [k for k, f in fields.items() if f.kind == "categorical"]
+        self.man_names = [k for k, f in fields.items() if f.kind == "manifold"]
+        self.ref = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
+        if self.ref is not None:
+            ts = make_grid(self.ref, steps, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
+        elif isinstance(grid, Tensor):
+            ts = grid.to(torch.float64)
+        else:  # no Gaussian field: an even grid over the discrete / manifold time
+            ts = torch.linspace(1.0 if t_max is None else t_max, 0.0 if t_min is None else t_min, steps + 1,
+                                dtype=torch.float64)
+        self.ts = ts.to(noise.device)
+        self.n = self.ts.shape[0] - 1
+        self.coefs = [_cast(self.packer.coefs(self.ts[i], self.batch), dtype) if self.packer.names else None
+                      for i in range(self.n + 1)]
+        if self.gdef.name == "euler_maruyama" and self.packer.names and \
+                not bool(torch.isfinite(self.coefs[0].dalpha / self.coefs[0].alpha).all()):
+            raise ValueError(f"sampler {sampler!r} needs alpha(t) > 0 on the whole grid; the process reaches "
+                             "alpha = 0 at t_max: lower t_max or use an ODE sampler / ddim / ddpm")
+        for k in self.packer.names:
+            f = self.fields[k]
+            if f.prediction in ("eps", "score") and \
+                    not bool((f.process.schedule.alpha(self.ts[0].to(torch.float64)) > 0).all()):
+                raise ValueError(f"field {k!r}: a {f.prediction!r} prediction gives no clean estimate where "
+                                 "alpha(t) = 0 (the grid starts there); predict x0 / v / velocity or lower t_max")
+        # a grid ending where sigma = 0 ends with the clean estimate itself (all methods agree there)
+        self.final_zero = bool(self.packer.names) and bool((self.coefs[-1].sigma == 0).all())
+        self._state = dict(state)
+        self.x = self.packer.pack(state).to(dtype) if self.packer.names else None
+        self.hist: Any = None
+        self.last: dict[str, Tensor] = {}
+
+    # -- state access --
+    @property
+    def state(self) -> State:
+        """The current state (all fields at the time of the next step)."""
+        if self.packer.names:
+            self._state.update(self.packer.unpack(self.x))
+        return self._state
+
+    @state.setter
+    def state(self, new: State) -> None:
+        self._state = dict(new)
+        if self.packer.names:
+            self.x = self.packer.pack(new).to(self.dtype)
+
+    def select(self, index: Tensor) -> None:
+        """Keep the samples ``index`` (B,), e.g. after SMC resampling: state, history and the
+        last model outputs follow. Noise streams stay those of the batch slots."""
+        st = self.state
+        self.state = {k: v[index] if v.dim() > 0 and v.shape[0] == self.batch else v for k, v in st.items()}
+        self.hist = _index(self.hist, index, self.batch)
+        self.last = _index(self.last, index, self.batch)
+
+    # -- model evaluation --
+    def evaluate(self, state: State, t: Tensor) -> Mapping[str, Tensor]:
+        """One model call at time ``t`` (scalar or (B,))."""
+        tm = _time(t, self.batch, self.dtype)
+        return self.model(state, tm) if self.cond is None else self.model(state, tm, self.cond)
+
+    def split(self, out: Mapping[str, Tensor], xf: Tensor, c: Coefs, st: State) -> tuple[Tensor, Tensor]:
+        """Packed ``(x0, eps)`` estimates from the model's raw Gaussian predictions."""
+        p = self.packer
+        ds, es = {}, {}
+        xs = p.unpack(xf)
+        for k in p.names:
+            f = self.fields[k]
+            if k not in out:
+                raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
+            d, e = to_x0_eps(out[k].to(self.dtype), f.prediction, xs[k], self.field_coefs(c, k))
+            ds[k], es[k] = f.structure.project(d, st), f.structure.project(e, st)
+        return p.pack(ds), p.pack(es)
+
+    def field_coefs(self, c: Coefs, name: str) -> Coefs:
+        """Packed coefficients restricted to one field and shaped to broadcast against it."""
+        p, b = self.packer, self.batch
+        if p.single:
+            n_lead = 1 if c.alpha.shape[1] == 1 else 0
+            shape = (b, *([1] * len(p.shapes[name]))) if n_lead else (b, *p.shapes[name])
+            return Coefs(*(v.reshape(shape) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+        j = p.names.index(name)
+        lo = sum(p.sizes[:j])
+        sl = slice(lo, lo + p.sizes[j])
+        return Coefs(*(v[:, sl].reshape(b, *p.shapes[name]) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+
+    def structured_noise(self) -> Tensor:
+        """Fresh N(0, I) noise for the packed Gaussian fields, respecting their structures."""
+        st = self._state
+        zs = {k: self.fields[k].structure.noise(self.noise.randn(self.packer.shapes[k], self.dtype).to(self.x.device),
+                                                st) for k in self.packer.names}
+        return self.packer.pack(zs)
+
+    def field_norm(self, v: Tensor) -> Tensor:
+        """Per-sample, per-field L2 norm of a packed tensor, broadcast back to the packing."""
+        return self.packer.expand_fields(torch.sqrt(self.packer.segment_sum(v * v)))
+
+    # -- one step --
+    def step(self, i: int) -> dict[str, Tensor]:
+        """Advance every field from ``ts[i]`` to ``ts[i+1]``; returns the clean estimates."""
+        t, s = self.ts[i], self.ts[i + 1]
+        state = self.state
+        out = self.evaluate(state, t)
+        self.last = dict(out)
+        x0: dict[str, Tensor] = {}
+        if self.packer.names:
+            d, e = self.split(out, self.x, self.coefs[i], state)
+            x0.update(self.packer.unpack(d))
+            if self.final_zero and i == self.n - 1:
+                self.x = d
+            else:
+                self.x, self.hist = self.gdef.step(self.x, d, e, self.coefs[i], self.coefs[i + 1], self.hist,
+                                                   self._context(i, t, s, state))
+        for k in self.cat_names:
+            p0 = _probs(out, k, self.fields[k].process)
+            state[k] = self.cdef.step(state[k], p0, _time(t, self.batch, torch.float64),
+                                      _time(s, self.batch, torch.float64), self.fields[k].process, self.noise)
+            x0[k] = p0
+        for k in self.man_names:
+            proc = self.fields[k].process
+            if k not in out:
+                raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
+            x0[k] = out[k].to(self.dtype)
+            tb, sb = _time(t, self.batch, self.dtype), _time(s, self.batch, self.dtype)
+            state[k] = proc.manifold.project(proc.step(state[k].to(self.dtype), x0[k], tb, sb))
+        return x0
+
+    def _context(self, i: int, t: Tensor, s: Tensor, state: State) -> StepContext:
+        cur = dict(state)
+        p, b, dt = self.packer, self.batch, self.dtype
+
+        def denoise(xu: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+            u = u.reshape(-1) if u.dim() > 1 else u
+            st = {**cur, **p.unpack(xu)}
+            return self.split(self.evaluate(st, u), xu, _cast(p.coefs(u, b), dt), st)
+
+        def coefs(u: Tensor) -> Coefs:
+            return _cast(p.coefs(u.reshape(-1) if u.dim() > 1 else u, b), dt)
+
+        t_of_lam = self.ref.t_of_lam if self.ref is not None else None
+        return StepContext(i, self.n, _col(t, dt), _col(s, dt), denoise, coefs, self.structured_noise,
+                           self.field_norm, self.opts, t_of_lam)
+
+    def renoise(self, i: int) -> None:
+        """Take the Gaussian fields from ``ts[i+1]`` back to ``ts[i]`` by the forward transition
+        (RePaint's resampling); masked tokens are re-masked with the forward probability."""
+        if self.packer.names:
+            ct, cs = self.coefs[i], self.coefs[i + 1]
+            ratio = ct.alpha / cs.alpha
+            var = (ct.sigma**2 - ratio**2 * cs.sigma**2).clamp_min(0)
+            self.x = ratio * self.x + var.sqrt() * self.structured_noise()
+            self.hist = None
+        state = self.state
+        for k in self.cat_names:
+            proc = self.fields[k].process
+            if isinstance(proc, Absorbing):
+                keep = (proc.alpha(self.ts[i]) / proc.alpha(self.ts[i + 1])).to(torch.float64)
+                u = self.noise.rand(state[k].shape[1:]).to(state[k].device)
+                state[k] = torch.where(u < keep, state[k], torch.full_like(state[k], proc.mask_id))
+
+    def finish(self) -> State:
+        """The final state; tokens still masked at ``t_min > 0`` take their last predicted value."""
+        state = self.state
+        for k in self.cat_names:
+            proc = self.fields[k].process
+            if isinstance(proc, Absorbing) and k in self.last:
+                left = state[k] == proc.mask_id
+                u = self.noise.rand(state[k].shape[1:]).to(state[k].device)
+                state[k] = torch.where(left, sample_categorical(_probs(self.last, k, proc), u), state[k])
+        return state
+
+
+def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Noise, *,
+        callback: Callable[[dict[str, Any]], None] | None = None, **loop_options: Any) -> State:
+    """Run a :class:`SamplingLoop` to the end on an initialised state."""
+    loop = SamplingLoop(model, fields, state, noise, **loop_options)
+    for i in range(loop.n):
+        x0 = loop.step(i)
+        if callback is not None:
+            callback({"i": i, "t": loop.ts[i], "s": loop.ts[i + 1], "state": loop.state, "x0": x0})
+    return loop.finish()
+
+
+def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
+            prediction: str = "eps", seed: int | Tensor | None = None, generator: torch.Generator | None = None,
+            dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+            wrap_model: Callable[[Model], Model] | None = None) -> tuple[Model, dict[str, FieldSpec], State, Noise,
+                                                                          str | None]:
+    """Normalise :func:`sample`'s inputs: a state-level model, field specs, the initial state,
+    the noise stream, and the field name when a single field was given by shape."""
+    fields = as_fields(process, prediction)
+    single = not isinstance(shape_or_state, Mapping)
+    name = None
+    if single:
+        (name,) = fields
+        spec: dict[str, Any] = {name: tuple(shape_or_state)}
+
+        def state_model(state: State, t: Tensor, c: Any = None) -> dict[str, Tensor]:
+            out = model(state[name], t) if c is None else model(state[name], t, c)
+            return {name: out}
+    else:
+        spec = dict(shape_or_state)
+        state_model = model
+    if wrap_model is not None:
+        state_model = wrap_model(state_model)
+    batch = _batch_size(spec)
+    dev = torch.device(device) if device is not None else _device_of(spec)
+    noise = Noise(batch, seed=seed, generator=generator, device=dev)
+    return state_model, fields, init_state(fields, spec, noise, dev, dtype), noise, name
+
+
 def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
            sampler: str = "dpm++2m", steps: int = 20, grid: str | Tensor | None = None,
            prediction: str = "eps", categorical: str = "ancestral", seed: int | Tensor | None = None,
            generator: torch.Generator | None = None, cond: Any = None, t_max: float | None = None,
            t_min: float | None = None, final_zero: bool = False, dtype: torch.dtype = torch.float32,
            device: torch.device | str | None = None, callback: Callable[[dict[str, Any]], None] | None = None,
-           wrap_model: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-           **options: Any) -> Tensor | State:
+           wrap_model: Callable[[Model], Model] | None = None, **options: Any) -> Tensor | State:
     """Generate a batch by walking a time grid from noise to data.
 
     Args:
@@ -88,155 +338,25 @@ def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping
             shapes (drawn from the prior) or tensors (initial values at the grid's first time)
             and whose other entries (masks, conditions) are passed through.
         sampler: a Gaussian method from ``polydiff samplers``; ``categorical`` likewise.
-        steps, grid, t_max, t_min, final_zero: the time grid (see :func:`polydiff.grids.make_grid`).
+        steps, grid, t_max, t_min, final_zero: the time grid (see :func:`polydiff.grids.make_grid`;
+            ``grid=None`` takes the schedule's default).
         prediction: what the model predicts for Gaussian fields given as bare processes.
         seed: per-sample seeds (an int s gives sample b the seed (s, b)); ``generator`` instead
             for ordinary torch RNG semantics (then samples depend on the batch).
         dtype: solver arithmetic dtype. callback: called after every step with a dict of
-            ``i``, ``t``, ``state`` and ``x0`` (clean estimates).
+            ``i``, ``t``, ``s``, ``state`` and ``x0`` (clean estimates).
         wrap_model: a function applied to the internal state-level model (guidance wrappers).
         options: options of the Gaussian method (e.g. ``eta``, ``order``), listed by
             ``polydiff samplers``.
 
     Returns: the final tensor for a single field given by shape, else the final state.
     """
-    fields = as_fields(process, prediction)
-    single = not isinstance(shape_or_state, Mapping)
-    if single:
-        (name,) = fields
-        spec: dict[str, Any] = {name: tuple(shape_or_state)}
-        call = model
-
-        def state_model(state: State, t: Tensor, c: Any = None) -> dict[str, Tensor]:
-            out = call(state[name], t) if c is None else call(state[name], t, c)
-            return {name: out}
-    else:
-        spec = dict(shape_or_state)
-        state_model = model
-    if wrap_model is not None:
-        state_model = wrap_model(state_model)
-
-    batch = _batch_size(spec)
-    dev = torch.device(device) if device is not None else _device_of(spec)
-    noise = Noise(batch, seed=seed, generator=generator, device=dev)
-    state = init_state(fields, spec, noise, dev, dtype)
-    out = run(state_model, fields, state, noise, sampler=sampler, steps=steps, grid=grid,
-              categorical=categorical, cond=cond, t_max=t_max, t_min=t_min, final_zero=final_zero,
-              dtype=dtype, callback=callback, **options)
-    return out[next(iter(fields))] if single else out
-
-
-def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Noise, *, sampler: str = "dpm++2m",
-        steps: int = 20, grid: str | Tensor | None = None, categorical: str = "ancestral", cond: Any = None,
-        t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
-        dtype: torch.dtype = torch.float32, callback: Callable[[dict[str, Any]], None] | None = None,
-        **options: Any) -> State:
-    """The loop behind :func:`sample`, on an already initialised state (used by steering and
-    guidance code that manages its own states and noise)."""
-    gdef: SamplerDef = get_sampler(sampler)
-    if gdef.kind != "gaussian":
-        raise ValueError(f"sampler {sampler!r} is a {gdef.kind} sampler; pass it as categorical= "
-                         "or use polydiff.samplers.first_hitting for absorbing-only states")
-    cdef: SamplerDef = get_sampler(categorical)
-    if cdef.kind != "categorical":
-        raise ValueError(f"categorical={categorical!r} is not a categorical sampler")
-    opts = gdef.options(options)
-    batch = noise.batch
-    packer = Packer(fields, state)
-    cat_names = [k for k, f in fields.items() if f.kind == "categorical"]
-    man_names = [k for k, f in fields.items() if f.kind == "manifold"]
-
-    ref = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
-    if ref is not None:
-        ts = make_grid(ref, steps, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
-    else:  # no Gaussian field: an even grid over the discrete / manifold time
-        t_hi = 1.0 if t_max is None else t_max
-        ts = grid.to(torch.float64) if isinstance(grid, Tensor) else \
-            torch.linspace(t_hi, 0.0 if t_min is None else t_min, steps + 1, dtype=torch.float64)
-    ts = ts.to(noise.device)
-    n = ts.shape[0] - 1
-    coefs = [packer.coefs(ts[i], batch) if packer.names else None for i in range(n + 1)]
-    coefs = [_cast(c, dtype) for c in coefs]
-    if gdef.name in ("euler_maruyama",) and packer.names and not bool(torch.isfinite(coefs[0].dalpha / coefs[0].alpha).all()):
-        raise ValueError(f"sampler {sampler!r} needs alpha(t) > 0 on the whole grid; the process reaches alpha = 0 "
-                         "at t_max: lower t_max or use an ODE sampler / ddim / ddpm")
-
-    x = packer.pack(state).to(dtype) if packer.names else None
-
-    def evaluate(st: State, t: Tensor) -> dict[str, Tensor]:
-        tm = _time(t, batch, dtype)
-        return model(st, tm) if cond is None else model(st, tm, cond)
-
-    def split(out: Mapping[str, Tensor], xf: Tensor, c, st: State) -> tuple[Tensor, Tensor]:
-        ds, es = {}, {}
-        xs = packer.unpack(xf)
-        for k in packer.names:
-            f = fields[k]
-            if k not in out:
-                raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
-            kc = _field_coefs(packer, c, k, batch)
-            d, e = to_x0_eps(out[k].to(dtype), f.prediction, xs[k], kc)
-            ds[k], es[k] = f.structure.project(d, st), f.structure.project(e, st)
-        return packer.pack(ds), packer.pack(es)
-
-    def noise_fn() -> Tensor:
-        zs = {k: fields[k].structure.noise(noise.randn(packer.shapes[k], dtype).to(x.device), state)
-              for k in packer.names}
-        return packer.pack(zs)
-
-    def field_norm(v: Tensor) -> Tensor:
-        return packer.expand_fields(torch.sqrt(packer.segment_sum(v * v)))
-
-    hist = None
-    last_out: Mapping[str, Tensor] = {}
-    for i in range(n):
-        t, s = ts[i], ts[i + 1]
-        if packer.names:
-            state.update(packer.unpack(x))
-        out = evaluate(state, t)
-        last_out = out
-        x0: dict[str, Tensor] = {}
-        if packer.names:
-            d, e = split(out, x, coefs[i], state)
-            x0.update(packer.unpack(d))
-            if final_zero and i == n - 1:
-                x = d
-            else:
-                cur = dict(state)
-
-                def denoise(xu: Tensor, u: Tensor, _cur: State = cur) -> tuple[Tensor, Tensor]:
-                    st = {**_cur, **packer.unpack(xu)}
-                    cu = packer.coefs(u.reshape(-1) if u.dim() > 1 else u, batch)
-                    return split(evaluate(st, u.reshape(-1) if u.dim() > 1 else u), xu, _cast(cu, dtype), st)
-
-                ctx = StepContext(i, n, _col(t, dtype), _col(s, dtype), denoise,
-                                  lambda u: _cast(packer.coefs(u, batch), dtype), noise_fn, field_norm, opts)
-                x, hist = gdef.step(x, d, e, coefs[i], coefs[i + 1], hist, ctx)
-        for k in cat_names:
-            p0 = _probs(out, k, fields[k].process)
-            state[k] = cdef.step(state[k], p0, _time(t, batch, torch.float64), _time(s, batch, torch.float64),
-                                 fields[k].process, noise)
-            x0[k] = p0
-        for k in man_names:
-            proc = fields[k].process
-            if k not in out:
-                raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
-            x0[k] = out[k].to(dtype)
-            tb, sb = _time(t, batch, dtype), _time(s, batch, dtype)
-            state[k] = proc.manifold.project(proc.step(state[k].to(dtype), x0[k], tb, sb))
-        if callback is not None:
-            if packer.names:
-                state.update(packer.unpack(x))
-            callback({"i": i, "t": t, "s": s, "state": state, "x0": x0})
-    if packer.names:
-        state.update(packer.unpack(x))
-    for k in cat_names:  # tokens still masked at t_min > 0 take their last predicted value
-        proc = fields[k].process
-        if isinstance(proc, Absorbing) and last_out:
-            left = state[k] == proc.mask_id
-            fill = sample_categorical(_probs(last_out, k, proc), noise.rand(state[k].shape[1:]).to(state[k].device))
-            state[k] = torch.where(left, fill, state[k])
-    return state
+    state_model, fields, state, noise, name = prepare(model, process, shape_or_state, prediction=prediction,
+                                                      seed=seed, generator=generator, dtype=dtype, device=device,
+                                                      wrap_model=wrap_model)
+    out = run(state_model, fields, state, noise, sampler=sampler, steps=steps, grid=grid, categorical=categorical,
+              cond=cond, t_max=t_max, t_min=t_min, final_zero=final_zero, dtype=dtype, callback=callback, **options)
+    return out[name] if name is not None else out
 
 
 def _probs(out: Mapping[str, Tensor], name: str, process: Any) -> Tensor:
@@ -248,24 +368,6 @@ def _probs(out: Mapping[str, Tensor], name: str, process: Any) -> Tensor:
         raise ValueError(f"field {name!r}: logits have {logits.shape[-1]} classes, the process has vocab "
                          f"{process.vocab} (do not include the mask token)")
     return torch.softmax(logits.to(torch.float64), dim=-1)
-
-
-def _field_coefs(packer: Packer, c, name: str, batch: int):
-    """The packed coefficients restricted (and reshaped) to one field."""
-    if packer.single:
-        shape = (batch, *([1] * len(packer.shapes[name]))) if c.alpha.shape[1] == 1 else (batch, *packer.shapes[name])
-        return Coefs(*(v.reshape(shape) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
-    j = packer.names.index(name)
-    lo = sum(packer.sizes[:j])
-    hi = lo + packer.sizes[j]
-    shape = (batch, *packer.shapes[name])
-    return Coefs(*(v[:, lo:hi].reshape(shape) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
-
-
-def _cast(c, dtype: torch.dtype):
-    if c is None:
-        return None
-    return Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
 
 
 def _batch_size(spec: Mapping[str, Any]) -> int:
