@@ -136,9 +136,12 @@ def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Done in float64 with one uniform per draw: the float32 Gumbel trick used by MDLM / SEDD
     truncates the tail (fp32 uniforms bottom out at 2**-24) and lowers the effective
-    temperature; float64 keeps the distribution's entropy. Rows need not be normalised.
+    temperature; float64 keeps the distribution's entropy. Rows need not be normalised; a
+    1-D ``probs`` is shared by all draws.
     """
     cdf = torch.cumsum(probs.to(torch.float64), dim=-1)
+    if cdf.dim() == 1:  # one distribution shared by every draw in u
+        return torch.searchsorted(cdf, u.to(torch.float64) * cdf[-1], right=True).clamp_max(len(cdf) - 1)
     target = (u.to(torch.float64) * cdf[..., -1]).unsqueeze(-1)
     idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     return idx.clamp_max(probs.shape[-1] - 1)
