@@ -1,20 +1,25 @@
-"""First-order and Runge-Kutta Gaussian samplers: DDIM / DDPM, PF-ODE Euler and Heun,
-Euler-Maruyama.
+"""First-order, Runge-Kutta and stochastic Gaussian samplers: DDIM / DDPM, PF-ODE Euler, Heun
+and adaptive Dormand-Prince (rk45), EDM's churned Heun, Euler-Maruyama and Song et al.'s
+predictor-corrector.
 
 All steps share the signature documented in :mod:`polydiff.samplers.base`. ODE methods here
 integrate the probability-flow ODE in ``t`` on ``x`` itself, whose velocity is
 ``dalpha x0 + dsigma eps``: for rectified flow this is the usual flow-matching Euler, for
 EDM (sigma = t) it is EDM's Euler/Heun. Exponential-integrator methods (DDIM, DPM-Solver, ...)
-are invariant to the parametrisation of time.
+are invariant to the parametrisation of time (see :mod:`polydiff.samplers.dpm` and
+:mod:`polydiff.samplers.multistep`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from ..processes.gaussian import Coefs
 from .base import StepContext, register
+from .dpm import clip_lam
 
 History = object
 
@@ -59,15 +64,145 @@ def euler_maruyama(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: 
     return x + dt * (f * x - g2 * score) + torch.sqrt(-dt * g2) * ctx.noise(), hist
 
 
-@register("dpm++2m", "DPM-Solver++(2M): 2nd-order multistep, data prediction (Lu et al. 2022)",
-          lower_order_final=True)
-def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
-    h = cs.lam - ct.lam
-    first = hist is None or (ctx.options["lower_order_final"] and ctx.i == ctx.n - 1 and ctx.n < 15)
-    if first:
-        D = d
-    else:
-        d_prev, h_prev = hist
-        r = h_prev / h
-        D = d + (d - d_prev) / (2 * r)
-    return (cs.sigma / ct.sigma) * x - cs.alpha * torch.expm1(-h) * D, (d, h)
+# ----------------------------------------------------------------------------- adaptive RK45
+# Dormand & Prince (1980) 5(4) pair: stage nodes, stage weights, 5th-order weights (also the
+# last stage, evaluated at the new point: "first same as last") and 5th-minus-4th weights.
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+_RK45_MAX_STEPS = 100_000
+
+
+def _rms(v: Tensor) -> float:
+    return float(torch.sqrt(torch.mean(v * v)))
+
+
+@register("rk45", "probability-flow ODE, adaptive Dormand-Prince 5(4) in each grid interval (NFE 0 = adaptive; "
+          "syncs to the host for step-size control)",
+          nfe_per_step=0, rtol=1e-5, atol=1e-5)
+def rk45(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+    """Adaptive Dormand-Prince 5(4) on the PF-ODE ``dx/dt = dalpha x0 + dsigma eps`` from ``t``
+    to ``s`` (the whole way with ``steps=1``). ``nfe_per_step = 0`` means adaptive: each
+    accepted or rejected sub-step costs 6 model calls.
+
+    Step-size control follows Hairer, Norsett & Wanner (RMS error scaled by
+    ``atol + rtol |x|``, safety 0.9, growth in [0.2, 5]); the error is one norm over the whole
+    batch, so sub-steps are shared by all samples. Unlike every other method here, this step
+    reads the error norm back to the host (``float(...)``) to choose the next sub-step: it
+    cannot be captured in a CUDA graph.
+    """
+    rtol, atol = ctx.options["rtol"], ctx.options["atol"]
+    span = ctx.s - ctx.t
+
+    def f(xu: Tensor, tau: float) -> Tensor:  # dx / dtau, tau in [0, 1]
+        u = ctx.t + tau * span
+        du, eu = ctx.denoise(xu, u)
+        return span * _velocity(du, eu, ctx.coefs(u if u.dim() == 0 else u.reshape(-1)))
+
+    k1 = span * _velocity(d, e, ct)
+    scale = atol + rtol * x.abs()
+    d0, d1 = _rms(x / scale), _rms(k1 / scale)
+    dtau = 1.0 if d0 < 1e-5 or d1 < 1e-5 else min(1.0, 0.01 * d0 / d1)
+    tau = 0.0
+    for _ in range(_RK45_MAX_STEPS):
+        if tau >= 1.0:
+            return x, hist
+        dtau = min(dtau, 1.0 - tau)
+        ks = [k1]
+        for row, c in zip(_DP_A[1:], _DP_C[1:]):
+            xi = x + dtau * sum(a * k for a, k in zip(row, ks) if a != 0.0)
+            ks.append(f(xi, tau + c * dtau))
+        x_new = xi  # the last stage was evaluated at the 5th-order solution
+        err = dtau * sum(w * k for w, k in zip(_DP_E, ks) if w != 0.0)
+        ratio = _rms(err / (atol + rtol * torch.maximum(x.abs(), x_new.abs())))
+        if ratio <= 1.0:
+            tau = 1.0 if dtau >= 1.0 - tau else tau + dtau
+            x, k1 = x_new, ks[-1]
+        dtau *= min(5.0, max(0.2, 0.9 * (ratio if ratio > 0 else 1e-10) ** -0.2))
+    raise RuntimeError(f"rk45 took more than {_RK45_MAX_STEPS} sub-steps in one grid interval; loosen rtol/atol")
+
+
+# ----------------------------------------------------------------------------- EDM
+@register("edm", "EDM sampler (Karras et al. 2022, Alg. 2): Heun with stochastic churn s_churn, s_tmin, s_tmax, "
+          "s_noise; deterministic Heun for s_churn = 0", nfe_per_step=2, stochastic=True,
+          s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0)
+def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+    """Karras et al.'s Algorithm 2 for any affine schedule.
+
+    Churn raises the noise level from ``rho = sigma/alpha`` to ``rho (1 + gamma)``, with
+    ``gamma = min(s_churn / n, sqrt(2) - 1)`` where ``s_tmin <= rho <= s_tmax`` (EDM's sigma),
+    mapped back to a time ``t_hat`` through the reference schedule and capped at the grid's
+    first time (the process ``t_max`` unless a lower ``t_max`` was asked for). The state gets the
+    forward transition noise from ``t`` to ``t_hat`` (times ``s_noise``), then a Heun step goes
+    from ``t_hat`` to ``s``; the last step is Euler where ``sigma(s) = 0``.
+
+    With churn the driver's model output at ``(x, t)`` is not used: the step evaluates at
+    ``(x_hat, t_hat)``, so a churned step costs 3 model calls (2 without churn).
+    """
+    o = ctx.options
+    t_top = ctx.t if hist is None else hist
+    t = ctx.t
+    if o["s_churn"] > 0:
+        if ctx.t_of_lam is None:
+            raise ValueError("edm with s_churn > 0 needs StepContext.t_of_lam")
+        lam = clip_lam(ct.lam[:, :1])  # reference field
+        rho = torch.exp(-lam)
+        inside = (rho >= o["s_tmin"]) & (rho <= o["s_tmax"])
+        gamma = torch.where(inside, min(o["s_churn"] / ctx.n, math.sqrt(2) - 1), 0.0)
+        t_hat = torch.minimum(ctx.t_of_lam(lam - torch.log1p(gamma)).to(lam.dtype), t_top)
+        moved = torch.isfinite(t_hat) & (t_hat > t)
+        t_hat = torch.where(moved, t_hat, t.expand_as(t_hat))
+        c_hat = ctx.coefs(t_hat.reshape(-1))
+        ratio = c_hat.alpha / ct.alpha
+        std = torch.sqrt((c_hat.sigma**2 - (ratio * ct.sigma) ** 2).clamp_min(0))
+        x = torch.where(moved, ratio * x + std * o["s_noise"] * ctx.noise(), x)
+        d, e = ctx.denoise(x, t_hat)
+        ct, t = c_hat, t_hat
+    dt = ctx.s - t
+    v1 = _velocity(d, e, ct)
+    x1 = x + dt * v1
+    d2, e2 = ctx.denoise(x1, ctx.s)
+    x2 = x + dt * 0.5 * (v1 + _velocity(d2, e2, cs))
+    return torch.where(cs.sigma > 0, x2, x1), t_top
+
+
+# ----------------------------------------------------------------------------- predictor-corrector
+@register("pc", "predictor-corrector (Song et al. 2021): n_corrector Langevin steps at signal-to-noise snr "
+          "(GDSS's scale_eps), then a reverse-diffusion predictor; 1 + n_corrector NFE/step",
+          nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0)
+def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+    """Langevin corrector then reverse-diffusion predictor (score_sde's PC sampler).
+
+    Corrector: ``x += eps_L score + sqrt(2 eps_L) scale_eps z`` with
+    ``eps_L = 2 (snr ||z|| / ||score||)^2``, norms per sample and per field (score_sde takes
+    batch means; GDSS scales the noise by ``scale_eps``). Predictor: the reverse of the forward
+    transition ``x_t = a x_s + b z`` (``a = alpha_t / alpha_s``, ``b^2 = sigma_t^2 - a^2 sigma_s^2``),
+    ``x_s = (x + b^2 score) / a + b z``, written in ``(x0, eps)`` so it stays finite where
+    ``alpha_t = 0``. Registered ``nfe_per_step`` is for the default ``n_corrector = 1``.
+
+    Per-sample norms concentrate only when a field has many entries: on a field of a few
+    dimensions, a sample where the score nearly vanishes (a mode centre) gets a huge Langevin
+    step. Use a small ``snr`` (or ``n_corrector = 0``) there.
+    """
+    o = ctx.options
+    n_corr = int(o["n_corrector"])
+    for j in range(n_corr):
+        if j > 0:
+            d, e = ctx.denoise(x, ctx.t)
+        score = -e / ct.sigma
+        z = ctx.noise()
+        eps_l = 2 * (o["snr"] * ctx.field_norm(z) / ctx.field_norm(score).clamp_min(1e-30)) ** 2
+        x = x + eps_l * score + torch.sqrt(2 * eps_l) * o["scale_eps"] * z
+    if n_corr > 0:
+        d, e = ctx.denoise(x, ctx.t)
+    mean = cs.alpha * d + (ct.alpha * cs.sigma**2 / (cs.alpha * ct.sigma)) * e
+    std = torch.sqrt((ct.sigma**2 - (ct.alpha * cs.sigma / cs.alpha) ** 2).clamp_min(0))
+    return mean + std * ctx.noise(), hist

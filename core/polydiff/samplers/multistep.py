@@ -1,0 +1,169 @@
+"""Multistep samplers on the noise prediction (DEIS, PNDM / PLMS, GHVB) and UniPC.
+
+DEIS, PLMS and GHVB work in the coordinates of DDIM's ODE, ``y = x / alpha`` and
+``rho = sigma / alpha``, where the probability-flow ODE is ``dy/drho = eps``. One step combines
+the current and stored noise predictions into an ``eps_hat`` and moves along it exactly as
+DDIM does (the "transfer" of PNDM):
+
+    y_s = y_t + (rho_s - rho_t) eps_hat,  i.e.  x_s = alpha_s x0_hat + sigma_s eps_hat,
+    x0_hat = x0 + rho_t (eps - eps_hat).
+
+With ``eps_hat = eps`` every one of them is DDIM. UniPC (Zhao et al. 2023) works on the data
+prediction in log-SNR like DPM-Solver++ and adds a corrector that reuses the next model call.
+
+Every method carries its history explicitly (newest first) and takes lower orders while it
+warms up and, with ``lower_order_final`` on grids of fewer than 15 steps, on the last steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..processes.gaussian import Coefs
+from .base import StepContext, register
+from .dpm import LAM_CLIP, check_option, clip_lam, data_first_order, lagrange_weights, lam_step, phi, step_order
+
+_RHO_MAX = math.exp(LAM_CLIP)
+
+
+def _rho(c: Coefs) -> Tensor:
+    """``sigma / alpha``, capped where ``alpha = 0`` (a node there weighs ~``e^-30``)."""
+    return (c.sigma / c.alpha).clamp(max=_RHO_MAX)
+
+
+def _transfer(d: Tensor, e: Tensor, e_hat: Tensor | None, ct: Coefs, cs: Coefs) -> Tensor:
+    """DDIM's move along ``eps_hat`` (``None``: along ``eps`` itself, exactly DDIM)."""
+    if e_hat is None:
+        return cs.alpha * d + cs.sigma * e
+    return cs.alpha * (d + _rho(ct) * (e - e_hat)) + cs.sigma * e_hat
+
+
+# ----------------------------------------------------------------------------- DEIS
+@register("deis", "DEIS (Zhang & Chen 2022), rho-AB: Lagrange polynomial of eps in rho = sigma/alpha, integrated "
+          "exactly; order 1 is DDIM", order=3, lower_order_final=True)
+def deis(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+    """``eps_hat`` is the mean over ``[rho_t, rho_s]`` of the polynomial through the last
+    ``order`` noise predictions at their ``rho`` (variable steps, per element)."""
+    order = ctx.options["order"]
+    check_option("order", order, (1, 2, 3))
+    hist = hist or ()
+    rho_t = _rho(ct)
+    k = step_order(order, ctx, 1 + len(hist))
+    e_hat = None
+    if k > 1:
+        width = _rho(cs) - rho_t
+        prev = hist[: k - 1]
+        nodes = [0.0] + [(rk - rho_t) / width for _, rk in prev]
+        w = lagrange_weights(nodes, [1 / (j + 1) for j in range(k)])
+        e_hat = e + sum(wk * (ek - e) for wk, (ek, _) in zip(w[1:], prev))
+    return _transfer(d, e, e_hat, ct, cs), ((e, rho_t), *hist)[: max(order - 1, 0)]
+
+
+# ----------------------------------------------------------------------------- PLMS and GHVB
+_AB_BACKWARD = (1.0, 1 / 2, 5 / 12, 3 / 8)  # Adams-Bashforth in backward differences (GHVB eq. 15)
+
+
+def ghvb_weights(order: int, beta: float) -> list[float]:
+    """Weights of ``v_n, v_{n-1}, ...`` in GHVB's update (Wizadwongsa et al. 2023, eq. 16-19):
+    the AB series multiplied by the momentum operator ``beta + (1 - beta) Delta``, truncated to
+    ``order`` terms, divided back. ``beta = 1`` gives the Adams-Bashforth (PLMS) weights."""
+    q = [1.0] + [(beta * _AB_BACKWARD[j] + (1 - beta) * _AB_BACKWARD[j - 1]) / beta for j in range(1, order)]
+    return [(-1) ** m * sum(q[j] * math.comb(j, m) for j in range(m, order)) for m in range(order)]
+
+
+def _momentum(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext,
+              order: int, beta: float) -> tuple[Tensor, tuple]:
+    """``v = (1 - beta) v_prev + beta eps`` (``v`` starts at the first ``eps``), then
+    ``eps_hat = sum_m w_m v_{n-m}`` and DDIM's transfer along ``eps_hat``."""
+    hist = hist or ()
+    v = e if not hist else (1 - beta) * hist[0] + beta * e
+    k = step_order(order, ctx, 1 + len(hist))
+    vs = (v, *hist)
+    e_hat = None if k == 1 and not hist else sum(w * vm for w, vm in zip(ghvb_weights(k, beta), vs))
+    return _transfer(d, e, e_hat, ct, cs), vs[: max(order - 1, 1)]
+
+
+@register("pndm", "PLMS / pseudo linear multistep (Liu et al. 2022): Adams-Bashforth on eps with DDIM's transfer, "
+          "lower-order warm-up", order=4, lower_order_final=True)
+def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+    """Fixed Adams-Bashforth weights (55, -59, 37, -9) / 24 for order 4, as in PLMS: they
+    assume evenly spaced steps, so on other grids the method is consistent but of low order.
+    The warm-up uses AB1-AB3 (PLMS), not PNDM's pseudo Runge-Kutta steps."""
+    order = ctx.options["order"]
+    check_option("order", order, (1, 2, 3, 4))
+    return _momentum(x, d, e, ct, cs, hist, ctx, order, 1.0)
+
+
+@register("ghvb", "generalised heavy-ball momentum on PLMS (Wizadwongsa et al. 2023): order + beta; beta = 1 is PLMS",
+          order=4, beta=0.8, lower_order_final=True)
+def ghvb(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+    """GHVB ``order - 1 + beta`` ("GHVB 1.8" is order 2, beta 0.8): the velocity is an
+    exponential moving average of ``eps``, combined by AB-like weights so the method keeps
+    order ``order`` (on evenly spaced steps) with a larger stability region; beta = 1 is PLMS
+    and ``order = 1, beta = 1`` is DDIM."""
+    order, beta = ctx.options["order"], float(ctx.options["beta"])
+    check_option("order", order, (1, 2, 3, 4))
+    if not 0 < beta <= 1:
+        raise ValueError(f"option beta={beta!r} must lie in (0, 1]")
+    return _momentum(x, d, e, ct, cs, hist, ctx, order, beta)
+
+
+# ----------------------------------------------------------------------------- UniPC
+def _unipc_update(base: Tensor, m0: Tensor, others: list[tuple[Tensor, Tensor]], lam0: Tensor, h: Tensor,
+                  alpha_s: Tensor, variant: str, n_eq: int, extra: Tensor | None) -> Tensor:
+    """``base + alpha_s B(h) sum_k rho_k D_k`` with ``D_k = (m_k - m0) / r_k`` over the stored
+    outputs (``r_k = (lam_k - lam0) / h < 0``) and, for the corrector, the new output at
+    ``r = 1``; ``rho`` solves UniPC's ``n_eq`` order conditions in closed form."""
+    nodes = [(lk - lam0) / h for _, lk in others]
+    diffs = [(mk - m0) / rk for (mk, _), rk in zip(others, nodes)]
+    if extra is not None:
+        nodes.append(1.0)
+        diffs.append(extra - m0)
+    if n_eq == 1:  # the official implementation's fixed choice for UniP-2 / UniC-1
+        rho = [0.5]
+        b_h = h if variant == "bh1" else -torch.expm1(-h)
+    else:  # B(h) b_i = h i! phi_{i+1}(-h) for both variants
+        rho = lagrange_weights(nodes, [math.factorial(i) * phi(i + 1, -h) for i in range(1, n_eq + 1)])
+        b_h = h
+    return base + alpha_s * b_h * sum(r * dk for r, dk in zip(rho, diffs))
+
+
+@register("unipc", "UniPC (Zhao et al. 2023): UniP predictor + UniC corrector reusing the next model call, "
+          "data prediction, order 1-3, variant bh1/bh2", order=2, variant="bh2", lower_order_final=True,
+          disable_corrector=False)
+def unipc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+    """UniPC-p with the UniC corrector (one model call per step, order ``p + 1``).
+
+    The corrector of the previous step needs the model output at the point it predicted,
+    which is the ``d`` this step receives; so the step first corrects ``x`` (recomputing the
+    previous step from its stored start with the new output as an extra node), then predicts
+    from the corrected ``x`` with ``d`` still taken at the uncorrected point, as UniPC does.
+    The returned ``x`` is the uncorrected prediction (the point the model is evaluated at next).
+    """
+    o = ctx.options
+    order, variant = o["order"], o["variant"]
+    check_option("order", order, (1, 2, 3))
+    check_option("variant", variant, ("bh1", "bh2"))
+    outs: tuple = ()
+    if hist is not None:
+        x_start, sigma0, lam0_raw, outs, p_prev = hist
+        if not o["disable_corrector"]:
+            h_raw = ct.lam - lam0_raw
+            ok = torch.isfinite(h_raw)
+            lam0 = clip_lam(lam0_raw)
+            h = clip_lam(ct.lam) - lam0
+            m0 = outs[0][0]
+            base = (ct.sigma / sigma0) * x_start + ct.alpha * (1 - torch.exp(-h_raw)) * m0
+            corrected = _unipc_update(base, m0, list(outs[1:p_prev]), lam0, h, ct.alpha, variant, p_prev, d)
+            x = torch.where(ok, corrected, base)
+    lam = clip_lam(ct.lam)
+    outs = ((d, lam), *outs)
+    k = step_order(order, ctx, len(outs))
+    h, emh, ok = lam_step(ct, cs)
+    x_s = data_first_order(x, d, ct, cs, emh)
+    if k > 1:
+        x_s = torch.where(ok, _unipc_update(x_s, d, list(outs[1:k]), lam, h, cs.alpha, variant, k - 1, None), x_s)
+    return x_s, (x, ct.sigma, ct.lam, outs[:order], k)

@@ -1,0 +1,411 @@
+"""Gaussian samplers against exact Gaussian-mixture denoisers: convergence to the target,
+observed order of accuracy, equivalences, seeding, multi-field packing, dtypes, errors."""
+
+import decimal
+import math
+
+import polydiff as pd
+import pytest
+import torch
+from polydiff.grids import make_grid
+from polydiff.processes.gaussian import GaussianProcess
+from polydiff.registry import RegistryError
+from polydiff.samplers import SAMPLERS, SamplingLoop, get_sampler, prepare, time_shift
+from polydiff.samplers.dpm import lagrange_weights, phi, step_order
+from polydiff.samplers.multistep import ghvb_weights
+from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
+
+F64 = torch.float64
+GAUSSIAN = [n for n in SAMPLERS if get_sampler(n).kind == "gaussian"]
+PRED = {"vp_linear": "eps", "edm": "eps", "linear": "velocity"}
+
+
+def _setup(schedule: str, gmm: GaussianMixture, **options):
+    proc = GaussianProcess(schedule, **options)
+    return proc, ExactDenoiser(gmm, proc, PRED[schedule])
+
+
+def _run(model, proc, shape, sampler, **kw):
+    kw.setdefault("dtype", F64)
+    kw.setdefault("seed", 0)
+    return pd.sample(model, proc, shape, sampler=sampler, prediction=getattr(model, "prediction", "eps"), **kw)
+
+
+# ----------------------------------------------------------------------------- convergence to the target
+TARGET = GaussianMixture.random(k=4, dim=2, spread=2.0, std=0.3, seed=0)
+TARGET8 = GaussianMixture.random(k=4, dim=8, spread=2.0, std=0.3, seed=0)
+VARIANTS = [(n, {}) for n in GAUSSIAN] + [
+    ("edm", {"s_churn": 20.0, "s_tmin": 0.05, "s_tmax": 50.0}), ("pc", {"n_corrector": 2, "snr": 0.1}),
+    ("unipc", {"order": 3, "variant": "bh1"}), ("dpm++2m_sde", {"solver_type": "heun"}),
+    ("ghvb", {"order": 2, "beta": 0.5}), ("deis", {"order": 2}),
+]
+
+
+def test_the_registry_lists_every_method():
+    expected = {"ddim", "ddpm", "euler", "heun", "euler_maruyama", "rk45", "edm", "pc", "dpm_solver1", "dpm_solver2",
+                "dpm_solver3", "dpm++2m", "dpm++3m", "dpm++2m_sde", "deis", "pndm", "unipc", "ghvb"}
+    assert expected <= set(GAUSSIAN)
+    for n in expected:
+        assert SAMPLERS.describe()[n], f"{n} has no description"
+
+
+FIRST_ORDER = {"ddim", "ddpm", "dpm_solver1", "euler"}
+CONFIGS = [(s, 2, n, o) for s in ("vp_linear", "edm", "linear") for n, o in VARIANTS
+           if n != "pc" and (s == "vp_linear" or not o)]
+CONFIGS += [("vp_linear", 8, n, o) for n, o in VARIANTS if get_sampler(n).stochastic or n in ("dpm++2m", "unipc")]
+
+
+@pytest.mark.parametrize("schedule,dim,name,options", CONFIGS,
+                         ids=[f"{n}{o or ''}-{s}-{d}d" for s, d, n, o in CONFIGS])
+def test_sampler_reaches_the_target_moments(schedule, dim, name, options):
+    """2000 samples match the exact mean and covariance of the marginal at the grid's end.
+
+    Exact draws of that size miss by about 0.02 (2-D) / 0.04 (8-D) in the mean and 0.02 / 0.06
+    in the covariance; the bounds add the discretisation error of 25 deterministic or 60
+    stochastic steps (first-order methods: covariance off by ~0.15 at 25 steps). The
+    predictor-corrector runs in 8 dimensions only: its per-sample Langevin step
+    ``2 (snr |z| / |score|)^2`` explodes for 2-D samples that sit where the score vanishes."""
+    target = TARGET if dim == 2 else TARGET8
+    proc, model = _setup(schedule, target)
+    stochastic = get_sampler(name).stochastic and (name != "edm" or options)
+    kw = {"rtol": 1e-4, "atol": 1e-4} if name == "rk45" else {}
+    if schedule == "linear" and name == "euler_maruyama":
+        kw["t_max"] = 0.999  # its drift needs alpha(t) > 0
+    x = _run(model, proc, (2000, dim), name, steps=60 if stochastic else 25, seed=1, **kw, **options)
+    assert torch.isfinite(x).all()
+    c = proc.coefs(torch.tensor(proc.t_min, dtype=F64))
+    mean, cov = target.moments(float(c.alpha), float(c.sigma))
+    err_mean = (x.mean(0) - mean).abs().max().item()
+    err_cov = (torch.cov(x.T) - cov).abs().max().item()
+    assert err_mean < 0.08 and err_cov < (0.2 if name in FIRST_ORDER else 0.1), (err_mean, err_cov)
+
+
+# ----------------------------------------------------------------------------- observed order
+SMOOTH = GaussianMixture.random(k=3, dim=2, spread=1.0, std=0.5, seed=0)  # well-conditioned ODE
+_REFS: dict = {}
+
+
+def _reference(schedule: str, kw: dict):
+    key = (schedule, tuple(sorted(kw.items())))
+    if key not in _REFS:
+        proc, model = _setup(schedule, SMOOTH)
+        _REFS[key] = _run(model, proc, (32, 2), "rk45", steps=1, seed=3, rtol=1e-12, atol=1e-12, **kw)
+    return _REFS[key]
+
+
+ORDERS = [  # (sampler, options, schedule, grid keywords, expected order)
+    ("euler", {}, "vp_linear", {}, 1),
+    ("euler", {}, "linear", {"t_min": 1e-3}, 1),
+    ("heun", {}, "vp_linear", {}, 2),
+    ("heun", {}, "edm", {}, 2),
+    ("heun", {}, "linear", {"t_min": 1e-3}, 2),
+    ("dpm_solver2", {}, "vp_linear", {}, 2),
+    ("dpm_solver3", {}, "vp_linear", {}, 3),
+    ("dpm_solver3", {}, "edm", {}, 3),
+    ("dpm++2m", {}, "vp_linear", {}, 2),
+    ("dpm++3m", {}, "vp_linear", {}, 3),
+    ("dpm++3m", {}, "edm", {}, 3),
+    ("dpm++3m", {}, "linear", {"t_min": 1e-3, "grid": "uniform_logsnr"}, 3),  # starts at alpha = 0
+    ("deis", {"order": 2}, "vp_linear", {}, 2),
+    ("deis", {"order": 3}, "vp_linear", {}, 3),
+    ("unipc", {"order": 1}, "vp_linear", {}, 2),  # UniC adds one order
+    ("unipc", {"order": 2}, "vp_linear", {}, 3),
+    ("unipc", {"order": 2}, "edm", {}, 3),
+    ("unipc", {"order": 2, "disable_corrector": True}, "vp_linear", {}, 2),
+    ("unipc", {"order": 3}, "edm", {}, 4),
+    # PLMS / GHVB weights assume evenly spaced steps in rho = sigma / alpha: EDM, uniform in t
+    ("pndm", {"order": 3}, "edm", {"t_max": 3.0, "t_min": 0.1, "grid": "uniform_t"}, 3),
+    ("ghvb", {"order": 2, "beta": 0.8}, "edm", {"t_max": 3.0, "t_min": 0.1, "grid": "uniform_t"}, 2),
+    ("ghvb", {"order": 3, "beta": 0.5}, "edm", {"t_max": 3.0, "t_min": 0.1, "grid": "uniform_t"}, 3),
+]
+
+
+@pytest.mark.parametrize("name,options,schedule,kw,p", ORDERS,
+                         ids=[f"{n}{o or ''}-{s}" for n, o, s, _, _ in ORDERS])
+def test_ode_solver_shows_its_order(name, options, schedule, kw, p):
+    """From the same initial noise, the error against an rk45 solution at rtol 1e-12 falls
+    by about 2^p when the steps double (measured between 64 and 128 steps)."""
+    proc, model = _setup(schedule, SMOOTH)
+    ref = _reference(schedule, kw)
+    errs = [(_run(model, proc, (32, 2), name, steps=n, seed=3, **kw, **options) - ref).norm(dim=1).mean().item()
+            for n in (64, 128)]
+    observed = math.log2(errs[0] / errs[1])
+    assert p - 0.35 < observed < p + 1.0, (errs, observed)
+
+
+def test_rk45_meets_its_tolerance_with_few_calls():
+    proc, model = _setup("vp_linear", SMOOTH)
+    ref = _reference("vp_linear", {})
+    model.calls = 0
+    x = _run(model, proc, (32, 2), "rk45", steps=1, seed=3, rtol=1e-6, atol=1e-6)
+    assert (x - ref).abs().max() < 1e-4
+    assert model.calls < 1000
+
+
+# ----------------------------------------------------------------------------- equivalences
+@pytest.mark.parametrize("name,options", [("dpm_solver1", {}), ("deis", {"order": 1}), ("pndm", {"order": 1}),
+                                          ("ghvb", {"order": 1, "beta": 1.0}),
+                                          ("unipc", {"order": 1, "disable_corrector": True}),
+                                          ("dpm++2m", {"lower_order_final": True}),
+                                          ("dpm++3m", {"lower_order_final": True})])
+def test_first_order_methods_are_ddim(name, options):
+    """Order 1 of every exponential integrator is DDIM; with two steps (< 15) lower_order_final
+    makes the multistep methods first order throughout."""
+    proc, model = _setup("vp_linear", SMOOTH)
+    steps = 2 if name.startswith("dpm++") else 8
+    ref = _run(model, proc, (16, 2), "ddim", steps=steps)
+    x = _run(model, proc, (16, 2), name, steps=steps, **options)
+    assert torch.allclose(x, ref, rtol=1e-11, atol=1e-12)
+    y = _run(model, proc, (16, 2), "dpm++2m", steps=2, lower_order_final=False)
+    assert not torch.allclose(y, ref, atol=1e-6)
+
+
+def test_deis_on_even_rho_steps_is_plms():
+    """Lagrange weights in rho on an evenly spaced grid are the Adams-Bashforth weights."""
+    proc, model = _setup("edm", SMOOTH)
+    kw = {"t_max": 3.0, "t_min": 0.1, "grid": "uniform_t", "steps": 20}
+    for k in (2, 3):
+        a = _run(model, proc, (16, 2), "deis", order=k, **kw)
+        b = _run(model, proc, (16, 2), "pndm", order=k, **kw)
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_ghvb_with_beta_one_is_plms():
+    """GHVB(beta = 1) against a direct PLMS loop: eps combined by AB weights, DDIM transfer."""
+    proc, model = _setup("vp_linear", SMOOTH)
+    grid = make_grid(proc.schedule, 10)
+    y = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64) * proc.schedule.prior_std()
+    x = pd.sample(lambda st, t: {"x": model(st["x"], t)}, proc, {"x": y}, sampler="ghvb", grid=grid, dtype=F64,
+                  order=4, beta=1.0, lower_order_final=False)["x"]
+    ab = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+    eps_hist = []
+    for i in range(10):
+        c, cn = proc.coefs(grid[i]), proc.coefs(grid[i + 1])
+        eps = model(y, grid[i].expand(8))
+        eps_hist.insert(0, eps)
+        w = ab[min(4, i + 1)]
+        e_hat = sum(wk * ek for wk, ek in zip(w, eps_hist))
+        y = cn.alpha * (y - c.sigma * e_hat) / c.alpha + cn.sigma * e_hat
+    assert torch.allclose(x, y, rtol=1e-10, atol=1e-10)
+    assert ghvb_weights(4, 1.0) == pytest.approx([55 / 24, -59 / 24, 37 / 24, -9 / 24])
+    assert ghvb_weights(3, 0.5) == pytest.approx([(18 + 2.5) / 6, -(24 - 4) / 6, (6 - 0.5) / 6])  # paper, Alg. 2
+
+
+def test_ddpm_is_the_exact_posterior_and_ddim_eta_one():
+    """One ddpm step from a fixed x_t with a fixed clean estimate draws from q(x_s | x_t, x0)."""
+    proc = GaussianProcess("vp_linear")
+    n = 40000
+    xt = torch.full((n, 1), 0.7, dtype=F64)
+    c0 = 0.3
+    grid = torch.tensor([0.6, 0.4], dtype=F64)
+
+    def model(state, t):
+        return {"x": torch.full_like(state["x"], c0)}
+
+    kw = dict(grid=grid, prediction="x0", dtype=F64, seed=11)
+    x = pd.sample(model, proc, {"x": xt}, sampler="ddpm", **kw)["x"]
+    x_eta = pd.sample(model, proc, {"x": xt}, sampler="ddim", eta=1.0, **kw)["x"]
+    assert torch.equal(x, x_eta)
+    ct, cs = proc.coefs(grid[0]), proc.coefs(grid[1])
+    a = ct.alpha / cs.alpha
+    b2 = ct.sigma**2 - a**2 * cs.sigma**2
+    mean = a * cs.sigma**2 / ct.sigma**2 * 0.7 + cs.alpha * b2 / ct.sigma**2 * c0
+    var = cs.sigma**2 * b2 / ct.sigma**2
+    assert abs(x.mean() - mean) < 5 * math.sqrt(var / n)
+    assert abs(x.var() / var - 1) < 5 * math.sqrt(2 / n)
+
+
+def test_edm_is_karras_algorithm_2():
+    """The churned Heun step on the EDM schedule equals a direct transcription of Karras et
+    al.'s Algorithm 2 driven by the same noise stream (prior draw first, then one draw per step)."""
+    proc, model = _setup("edm", SMOOTH)
+    n, churn, s_tmin, s_tmax, s_noise = 12, 30.0, 0.05, 50.0, 1.003
+    x = _run(model, proc, (8, 2), "edm", steps=n, seed=4, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax,
+             s_noise=s_noise)
+    ts = make_grid(proc.schedule, n)
+    noise = pd.Noise(8, seed=4)
+    y = noise.randn((2,), F64) * proc.schedule.prior_std()
+
+    def denoised(v, sigma):
+        return SMOOTH.denoise(v, torch.tensor(1.0, dtype=F64), sigma)
+
+    for i in range(n):
+        t, t_next = ts[i], ts[i + 1]
+        gamma = min(churn / n, math.sqrt(2) - 1) if s_tmin <= t <= s_tmax else 0.0
+        t_hat = t * (1 + gamma)
+        y_hat = y + torch.sqrt(t_hat**2 - t**2) * s_noise * noise.randn((2,), F64)
+        d = (y_hat - denoised(y_hat, t_hat)) / t_hat
+        y_next = y_hat + (t_next - t_hat) * d
+        d2 = (y_next - denoised(y_next, t_next)) / t_next
+        y = y_hat + (t_next - t_hat) * 0.5 * (d + d2)
+    assert torch.allclose(x, y, rtol=0, atol=1e-8)  # rounding at noise levels ~70 (eps -> x0) is ~1e-14 * 70
+
+
+@pytest.mark.parametrize("name,options", [("dpm_solver3", {}), ("edm", {"s_churn": 10.0}), ("unipc", {"order": 3}),
+                                          ("dpm++2m_sde", {}), ("ghvb", {})])
+def test_per_sample_grids(name, options):
+    """A (K+1, B) grid gives each sample the result it gets alone on its own grid."""
+    proc, model = _setup("vp_linear", SMOOTH)
+    grids = torch.stack([make_grid(proc.schedule, 10, t_max=1.0 - 0.1 * b) for b in range(4)], dim=1)
+    x = _run(model, proc, (4, 2), name, grid=grids, **options)
+    for b in (0, 3):
+        xb = _run(model, proc, (4, 2), name, grid=grids[:, b], **options)
+        assert torch.allclose(x[b], xb[b], rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_phi_and_lagrange_weights():
+    z = torch.tensor([-40.0, -3.0, -1.0, -0.999, -1e-3, 0.0, 1e-3, 0.999, 1.0, 5.0], dtype=F64)
+    decimal.getcontext().prec = 60
+
+    def exact_phi(k, v):  # (e^v - sum_{j<k} v^j / j!) / v^k in 60 digits
+        if v == 0:
+            return 1 / math.factorial(k)
+        d = decimal.Decimal(v)
+        return float((d.exp() - sum(d**j / math.factorial(j) for j in range(k))) / d**k)
+
+    for k in range(1, 5):
+        exact = torch.tensor([exact_phi(k, v) for v in z.tolist()], dtype=F64)
+        assert torch.allclose(phi(k, z), exact, rtol=1e-12, atol=1e-300)
+        assert torch.allclose(phi(k, z.float()), exact.float(), rtol=2e-5)  # no cancellation in float32
+    nodes = [0.0, -0.7, -1.9]
+    w = lagrange_weights(nodes, [1.0, 1 / 2, 1 / 3])  # integral over [0, 1]
+    for c in ([1, 0, 0], [0.3, -2.0, 0], [1.0, 0.5, 4.0]):
+        integral = c[0] + c[1] / 2 + c[2] / 3
+        assert sum(wk * (c[0] + c[1] * v + c[2] * v * v) for wk, v in zip(w, nodes)) == pytest.approx(integral)
+
+
+class _Ctx:
+    def __init__(self, i, n, lof=True):
+        self.i, self.n, self.options = i, n, {"lower_order_final": lof}
+
+
+def test_lower_order_final_follows_diffusers():
+    assert [step_order(3, _Ctx(i, 10), i + 1) for i in range(10)] == [1, 2, 3, 3, 3, 3, 3, 3, 2, 1]
+    assert [step_order(3, _Ctx(i, 20), i + 1) for i in range(20)][-3:] == [3, 3, 3]  # >= 15 steps: unchanged
+    assert [step_order(2, _Ctx(i, 5, False), i + 1) for i in range(5)] == [1, 2, 2, 2, 2]
+
+
+# ----------------------------------------------------------------------------- seeding, fields, dtypes
+@pytest.mark.parametrize("name", ["ddpm", "dpm++2m_sde", "pc", "dpm++3m", "unipc"])
+def test_samples_do_not_depend_on_the_batch(name):
+    proc, model = _setup("vp_linear", TARGET)
+    x3 = _run(model, proc, (3, 2), name, steps=10, seed=7)
+    x7 = _run(model, proc, (7, 2), name, steps=10, seed=7)
+    assert torch.allclose(x3, x7[:3], rtol=0, atol=1e-13)
+
+
+MULTI = ["ddim", "euler", "heun", "edm", "dpm_solver1", "dpm++2m", "dpm++3m", "deis", "pndm", "ghvb", "unipc"]
+
+
+@pytest.mark.parametrize("name", [*MULTI, "dpm_solver2", "dpm_solver3"])
+def test_two_fields_with_different_schedules_evolve_independently(name):
+    """A VP field and a VE field packed into one state on one time grid equal each field
+    sampled alone (elementwise methods). Singlestep DPM-Solver places its intermediate stages
+    by the first field's log-SNR: that field matches exactly, the other one closely."""
+    vp, ve = GaussianProcess("vp_linear"), GaussianProcess("ve")
+    ma = ExactDenoiser(GaussianMixture.random(k=3, dim=2, seed=1), vp)
+    mb = ExactDenoiser(GaussianMixture.random(k=2, dim=3, seed=2, spread=3.0), ve)
+    g = torch.Generator().manual_seed(0)
+    a0 = vp.schedule.prior_std() * torch.randn(16, 2, generator=g, dtype=F64)
+    b0 = ve.schedule.prior_std() * torch.randn(16, 3, generator=g, dtype=F64)
+    kw = dict(sampler=name, grid=make_grid(vp.schedule, 12), dtype=F64, seed=0)
+
+    def joint(state, t):
+        return {"a": ma(state["a"], t), "b": mb(state["b"], t)}
+
+    both = pd.sample(joint, {"a": vp, "b": ve}, {"a": a0, "b": b0}, **kw)
+    alone_a = pd.sample(lambda s, t: {"a": ma(s["a"], t)}, {"a": vp}, {"a": a0}, **kw)["a"]
+    alone_b = pd.sample(lambda s, t: {"b": mb(s["b"], t)}, {"b": ve}, {"b": b0}, **kw)["b"]
+    assert torch.allclose(both["a"], alone_a, rtol=1e-10, atol=1e-10)
+    if name in MULTI:
+        assert torch.allclose(both["b"], alone_b, rtol=1e-10, atol=1e-9)
+    else:
+        assert (both["b"] - alone_b).abs().max() < 0.05 * alone_b.abs().max()
+
+
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.bfloat16])
+def test_float64_solver_with_a_low_precision_model(model_dtype):
+    proc, model = _setup("vp_linear", SMOOTH)
+
+    def low(x, t):
+        return model(x.to(model_dtype), t.to(model_dtype))
+
+    ref = _run(model, proc, (64, 2), "dpm++3m", steps=12)
+    x = _run(low, proc, (64, 2), "dpm++3m", steps=12)
+    assert x.dtype == F64 and torch.isfinite(x).all()
+    tol = 1e-3 if model_dtype == torch.float32 else 0.15
+    assert (x - ref).abs().max() < tol
+    x32 = pd.sample(model, proc, (64, 2), sampler="unipc", steps=12, seed=0, dtype=torch.float32)
+    assert x32.dtype == torch.float32
+    assert (x32.double() - _run(model, proc, (64, 2), "unipc", steps=12)).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("name", [n for n in GAUSSIAN if n != "rk45"])
+def test_steps_never_read_tensors_back_to_the_host(name, monkeypatch):
+    """No .item(), float(), bool() or Python branching on tensor values inside a step (rk45 is
+    the documented exception), time-shifted model included."""
+    proc, model = _setup("vp_linear", SMOOTH)
+    options = {"s_churn": 5.0} if name == "edm" else {}
+    state_model, fields, state, noise, _ = prepare(model, proc, (4, 2), seed=0, dtype=F64,
+                                                   wrap_model=time_shift(proc))
+    loop = SamplingLoop(state_model, fields, state, noise, sampler=name, steps=6, dtype=F64, **options)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a step read a tensor back to the host")
+
+    for attr in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, attr, refuse)
+    for i in range(loop.n):
+        loop.step(i)
+    monkeypatch.undo()
+    assert torch.isfinite(loop.finish()["x"]).all()
+
+
+# ----------------------------------------------------------------------------- errors
+def test_unknown_sampler_and_options_are_named():
+    proc, model = _setup("vp_linear", SMOOTH)
+    with pytest.raises(RegistryError, match=r"unknown sampler 'dpm\+\+4m'.*Allowed: .*dpm\+\+3m.*unipc"):
+        _run(model, proc, (4, 2), "dpm++4m")
+    with pytest.raises(RegistryError, match="has no option orderr; allowed: lower_order_final, order"):
+        _run(model, proc, (4, 2), "deis", orderr=2)
+    with pytest.raises(ValueError, match="order=5 is not allowed; choose one of 1, 2, 3"):
+        _run(model, proc, (4, 2), "deis", order=5)
+    with pytest.raises(ValueError, match="'bh1', 'bh2'"):
+        _run(model, proc, (4, 2), "unipc", variant="bh3")
+    with pytest.raises(ValueError, match="'midpoint', 'heun'"):
+        _run(model, proc, (4, 2), "dpm++2m_sde", solver_type="rk")
+
+
+# ----------------------------------------------------------------------------- time shift
+def test_time_shift_picks_the_time_whose_variance_matches():
+    proc = GaussianProcess("vp_linear")
+    s = proc.schedule
+    seen = []
+
+    def model(state, t):
+        seen.append(t)
+        return {"x": torch.zeros_like(state["x"])}
+
+    t = torch.full((3,), 0.5, dtype=F64)
+    lam = s.lam(t[0])
+    target = s.t_of_lam(lam - 0.3)  # a candidate of the window +-0.5 (steps of 0.05)
+    z = torch.randn(3, 4000, generator=torch.Generator().manual_seed(0), dtype=F64)
+    z = (z - z.mean(1, keepdim=True)) / z.std(1, unbiased=False, keepdim=True)
+    x = torch.stack([s.sigma(target) * z[0], s.sigma(t[0]) * z[1], 5.0 * z[2]])
+    time_shift(proc, window=0.5, cutoff=0.0)(model)({"x": x}, t)
+    got = seen[-1]
+    assert got[0].item() == pytest.approx(target.item(), rel=1e-9)
+    assert got[1].item() == 0.5  # already matched: the grid time itself
+    assert got[2].item() == pytest.approx(s.t_of_lam(lam - 0.5).item(), rel=1e-9)  # clipped to the window
+    time_shift(proc, window=0.5, cutoff=100.0)(model)({"x": x}, t)
+    assert torch.equal(seen[-1], t)  # below the cutoff: unchanged
+
+
+def test_time_shift_in_the_sampler():
+    proc, model = _setup("vp_linear", TARGET)
+    base = _run(model, proc, (256, 2), "dpm++2m", steps=10)
+    same = _run(model, proc, (256, 2), "dpm++2m", steps=10, wrap_model=time_shift(proc, window=0.0))
+    assert torch.equal(base, same)
+    shifted = _run(model, proc, (256, 2), "dpm++2m", steps=10, wrap_model=time_shift(proc))
+    assert torch.isfinite(shifted).all() and not torch.equal(base, shifted)
