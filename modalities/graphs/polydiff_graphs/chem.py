@@ -1,0 +1,240 @@
+"""Molecules as graphs: RDKit molecules <-> networkx molecular graphs, SMILES / SDF reading.
+
+A *molecular graph* is an ``nx.Graph`` over heavy atoms 0..n-1 with the node attribute
+``atom`` (an atom token: the element symbol, plus the formal charge when non-zero, e.g. ``"C"``,
+``"N+"``, ``"O-"``) and the edge attribute ``bond`` (the Kekulé bond order 1, 2 or 3), the
+representation GDSS and PARD generate. Hydrogens stay implicit: RDKit recomputes them from the
+valences when the graph is turned back into a molecule, so a charged token such as ``N+``
+round-trips ``[NH3+]`` / ``[nH+]`` and ``O-`` round-trips ``[O-]``. Stereochemistry is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import networkx as nx
+from rdkit import Chem, RDLogger
+
+ATOM = "atom"
+BOND = "bond"
+BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+_TOKEN = re.compile(r"^([A-Z][a-z]?)([+-]\d*)?$")
+
+
+@contextlib.contextmanager
+def quiet_rdkit() -> Iterator[None]:
+    """Silence RDKit's own error log (we report problems ourselves)."""
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        yield
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+def atom_token(symbol: str, charge: int = 0) -> str:
+    """``"N"``, ``"N+"``, ``"O-"``, ``"Fe+2"``: element symbol plus formal charge when non-zero."""
+    if charge == 0:
+        return symbol
+    sign = "+" if charge > 0 else "-"
+    return f"{symbol}{sign}{abs(charge) if abs(charge) > 1 else ''}"
+
+
+def parse_token(token: str) -> tuple[str, int]:
+    """Inverse of :func:`atom_token`: ``"N+"`` -> ``("N", 1)``."""
+    m = _TOKEN.match(token)
+    if not m:
+        raise ValueError(f"bad atom token {token!r}: expected an element symbol with an optional charge like 'N+'")
+    sign = m.group(2) or ""
+    charge = 0 if not sign else (1 if sign[0] == "+" else -1) * int(sign[1:] or 1)
+    return m.group(1), charge
+
+
+def token_sort_key(token: str) -> tuple[int, int]:
+    """Order atom tokens by atomic number, then charge (used to build vocabularies)."""
+    symbol, charge = parse_token(token)
+    return Chem.GetPeriodicTable().GetAtomicNumber(symbol), charge
+
+
+def mol_to_graph(mol: Chem.Mol) -> nx.Graph:
+    """Heavy-atom molecular graph with Kekulé bond orders (raises ValueError if it cannot be kekulised)."""
+    if mol.GetNumAtoms() != mol.GetNumHeavyAtoms():
+        mol = Chem.RemoveHs(mol, sanitize=False)
+    mol = Chem.Mol(mol)
+    try:
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+    except Exception as err:  # RDKit raises KekulizeException (a ValueError subclass in recent versions)
+        raise ValueError(f"cannot kekulise {Chem.MolToSmiles(mol)!r}: {err}") from None
+    g = nx.Graph()
+    atoms = [mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())]
+    g.add_nodes_from((i, {ATOM: atom_token(a.GetSymbol(), a.GetFormalCharge())}) for i, a in enumerate(atoms))
+    edges = []
+    for bond in (mol.GetBondWithIdx(i) for i in range(mol.GetNumBonds())):
+        order = bond.GetBondTypeAsDouble()
+        if order not in (1.0, 2.0, 3.0):
+            raise ValueError(f"unsupported bond type {bond.GetBondType()} in {Chem.MolToSmiles(mol)!r}")
+        edges.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), {BOND: int(order)}))
+    g.add_edges_from(edges)
+    return g
+
+
+def build_mol(graph: nx.Graph) -> Chem.RWMol:
+    """The unsanitised RDKit molecule of a molecular graph (nodes in sorted order)."""
+    nodes = sorted(graph.nodes())
+    index = {v: i for i, v in enumerate(nodes)}
+    mol = Chem.RWMol()
+    for v in nodes:
+        symbol, charge = parse_token(graph.nodes[v].get(ATOM, "C"))
+        atom = Chem.Atom(symbol)
+        atom.SetFormalCharge(charge)
+        mol.AddAtom(atom)
+    for u, v, d in graph.edges(data=True):
+        order = round(float(d.get(BOND, 1)))
+        if u == v or order == 0:
+            continue
+        if order not in BOND_TYPES:
+            raise ValueError(f"bond order {d.get(BOND)!r} between {u} and {v}: expected 1, 2 or 3")
+        mol.AddBond(index[u], index[v], BOND_TYPES[order])
+    return mol
+
+
+def graph_to_mol(graph: nx.Graph) -> Chem.Mol | None:
+    """The sanitised molecule of a molecular graph, or None if RDKit rejects it (valence, ...).
+
+    No correction is attempted: this is the "validity without correction" test.
+    """
+    if graph.number_of_nodes() == 0:
+        return None
+    mol = build_mol(graph).GetMol()
+    with quiet_rdkit():
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception:  # RDKit raises AtomValenceException, KekulizeException, ...
+            return None
+    return mol
+
+
+def canonical_smiles(mol: Chem.Mol | None) -> str | None:
+    """Canonical SMILES without stereochemistry (None for None)."""
+    return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def graph_smiles(graph: nx.Graph) -> str | None:
+    """Canonical SMILES of a molecular graph, None if invalid."""
+    return canonical_smiles(graph_to_mol(graph))
+
+
+def _parse(mol: Chem.Mol | None) -> nx.Graph | None:
+    if mol is None:
+        return None
+    try:
+        return mol_to_graph(mol)
+    except ValueError:
+        return None
+
+
+def smiles_to_graphs(smiles: Sequence[str], source: str = "<smiles>",
+                     lines: Sequence[int] | None = None) -> tuple[list[nx.Graph], int]:
+    """Parse SMILES into molecular graphs; invalid ones are skipped, reported in one warning
+    (``source:line``) and counted. Returns ``(graphs, n_skipped)``."""
+    graphs, bad = [], []
+    with quiet_rdkit():
+        for i, s in enumerate(smiles):
+            graph = _parse(Chem.MolFromSmiles(s) if s else None)
+            if graph is None:
+                bad.append((i, s))
+            else:
+                graphs.append(graph)
+    if bad:
+        where = [f"{source}:{lines[i] if lines is not None else i + 1}: {s!r}" for i, s in bad[:5]]
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        warnings.warn(f"skipped {len(bad)} invalid SMILES of {len(smiles)}: " + "; ".join(where) + more,
+                      stacklevel=2)
+    return graphs, len(bad)
+
+
+def read_smiles_column(path: str | Path, column: str | None = None) -> tuple[list[str], list[int]]:
+    """SMILES strings and their line numbers from a ``.smi`` file (first token per line; a
+    ``smiles`` header and ``#`` comments are skipped) or a CSV with a ``smiles`` column
+    (``column`` to choose another). Malformed CSV rows raise ValueError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such SMILES file")
+    if path.suffix.lower() == ".csv":
+        return _read_csv_smiles(path, column)
+    smiles, lines = [], []
+    with path.open() as f:
+        for n, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            token = text.split()[0]
+            if n == 1 and token.lower() == "smiles":
+                continue
+            smiles.append(token)
+            lines.append(n)
+    return smiles, lines
+
+
+def _read_csv_smiles(path: Path, column: str | None) -> tuple[list[str], list[int]]:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}:1: empty CSV file")
+        names = [h.strip() for h in header]
+        wanted = column or next((h for h in names if h.lower() == "smiles"), None)
+        if wanted is None or wanted not in names:
+            raise ValueError(f"{path}:1: no {'column ' + repr(column) if column else 'smiles column'}; "
+                             f"columns: {', '.join(names)}")
+        col = names.index(wanted)
+        smiles, lines = [], []
+        for row in reader:
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(names):
+                raise ValueError(f"{path}:{reader.line_num}: expected {len(names)} fields, got {len(row)}: "
+                                 f"{','.join(row)!r}")
+            smiles.append(row[col].strip())
+            lines.append(reader.line_num)
+    return smiles, lines
+
+
+def read_smiles(path: str | Path, column: str | None = None) -> tuple[list[nx.Graph], int]:
+    """Molecular graphs from a SMILES file; returns ``(graphs, n_invalid_skipped)``."""
+    smiles, lines = read_smiles_column(path, column)
+    return smiles_to_graphs(smiles, str(path), lines)
+
+
+def read_sdf(path: str | Path) -> tuple[list[nx.Graph], int]:
+    """Molecular graphs from an SDF file; unreadable records are skipped, reported (record
+    number and first line) in a warning and counted. Returns ``(graphs, n_skipped)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such SDF file")
+    graphs, bad = [], []
+    with quiet_rdkit():
+        supplier = Chem.SDMolSupplier(str(path), sanitize=True, removeHs=True)
+        starts = _sdf_record_lines(path)
+        for i, mol in enumerate(supplier):
+            graph = _parse(mol)
+            if graph is None:
+                bad.append(i)
+            else:
+                graphs.append(graph)
+    if bad:
+        where = [f"{path}:{starts[i] if i < len(starts) else '?'} (record {i + 1})" for i in bad[:5]]
+        warnings.warn(f"skipped {len(bad)} unreadable SDF records: " + "; ".join(where), stacklevel=2)
+    return graphs, len(bad)
+
+
+def _sdf_record_lines(path: Path) -> list[int]:
+    """First line number of every SDF record (line 1, then the line after each ``$$$$``)."""
+    starts = [1]
+    with path.open() as f:
+        starts += [n + 1 for n, line in enumerate(f, start=1) if line.startswith("$$$$")]
+    return starts
