@@ -127,7 +127,7 @@ def load_modality(name: str, **options: Any) -> Any:
             f"modality {name!r} needs the package {err.name!r}, which is not installed: "
             f"`pip install polydiff-{name}` pulls its dependencies (or `pip install {err.name}`)."
         ) from err
-    return obj(**options) if inspect.isclass(obj) or callable(obj) and not hasattr(obj, "name") else obj
+    return obj(**options) if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "name")) else obj
 
 
 def import_object(path: str) -> Any:

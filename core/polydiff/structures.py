@@ -31,6 +31,10 @@ def _mask_for(x: Tensor, state: State, key: str | None, dims: int = 1) -> Tensor
 class Plain:
     """Unconstrained: every entry is free."""
 
+    # squared norm of the full tensor per unit squared norm over the free entries (2 for a
+    # symmetric matrix, whose free entries each appear twice); used by likelihoods
+    noise_gain = 1.0
+
     def noise(self, z: Tensor, state: State) -> Tensor:
         return z
 
@@ -96,6 +100,7 @@ class Symmetric(Plain):
     columns of absent nodes held at zero. Off-diagonal noise has unit variance."""
 
     mask: str | None = None
+    noise_gain = 2.0
 
     def _pair_mask(self, x: Tensor, state: State) -> Tensor:
         n = x.shape[1]

@@ -44,7 +44,7 @@ def _exact_model(process):
 
 
 def _tv(samples):
-    seqs, probs = _target()
+    _, probs = _target()
     idx = (samples * torch.tensor([V**2, V, 1])).sum(1)
     emp = torch.bincount(idx, minlength=V**L).double() / len(samples)
     return 0.5 * float((emp - probs).abs().sum())

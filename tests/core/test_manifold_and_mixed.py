@@ -78,6 +78,6 @@ def test_loss_covers_every_field_kind():
         return {"pos": torch.zeros(B, N, 3), "atom": 50.0 * torch.nn.functional.one_hot(batch["atom"], V).float(),
                 "tors": batch["tors"]}
 
-    loss, logs = diffusion_loss(perfect, fields, batch, Noise(B, seed=0))
+    _, logs = diffusion_loss(perfect, fields, batch, Noise(B, seed=0))
     assert set(logs) == {"pos", "atom", "tors"}
     assert float(logs["atom"]) < 1e-6 and float(logs["tors"]) < 1e-10 and float(logs["pos"]) > 0.1

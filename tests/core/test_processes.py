@@ -146,7 +146,7 @@ def test_user_grid_is_validated():
 
 
 def test_unknown_schedule_lists_choices():
-    with pytest.raises(KeyError, match="Allowed: .*vp_linear"):
+    with pytest.raises(KeyError, match=r"Allowed: .*vp_linear"):
         pd.GaussianProcess("vp_lin")
     with pytest.raises(KeyError, match="has no option beta"):
         pd.GaussianProcess("vp_linear", beta=3)

@@ -297,7 +297,8 @@ class DiscreteVP(Schedule):
         self.n = len(betas)
         # log alpha at t_k = k / N for k = 0..N, with alpha(0) = 1 so that sigma(0) = 0
         self.t_grid = torch.linspace(0.0, 1.0, self.n + 1, dtype=torch.float64)
-        self.log_alpha_grid = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
+        cum = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
+        self.log_alpha_grid = torch.cat([torch.zeros(1, dtype=torch.float64), cum])
         self.t_min, self.t_max = 1.0 / self.n, 1.0
 
     def _interp(self, t: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:

@@ -222,7 +222,7 @@ class SamplingLoop:
                 self.x = d
             else:
                 self.x, self.hist = self.gdef.step(self.x, d, e, self.coefs[i], self.coefs[i + 1], self.hist,
-                                                   self._context(i, t, s, state))
+                                                   self.context(i, t, s, state))
         for k in self.cat_names:
             p0 = _probs(out, k, self.fields[k].process)
             state[k] = self.cdef.step(state[k], p0, _time(t, self.batch, torch.float64),
@@ -237,7 +237,9 @@ class SamplingLoop:
             state[k] = proc.manifold.project(proc.step(state[k].to(self.dtype), x0[k], tb, sb))
         return x0
 
-    def _context(self, i: int, t: Tensor, s: Tensor, state: State) -> StepContext:
+    def context(self, i: int, t: Tensor, s: Tensor, state: State) -> StepContext:
+        """The :class:`StepContext` of step ``i`` from ``t`` to ``s`` at ``state`` (for code that
+        applies a step function itself, e.g. SMC transition densities)."""
         cur = dict(state)
         p, b, dt = self.packer, self.batch, self.dtype
 

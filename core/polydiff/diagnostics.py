@@ -1,0 +1,189 @@
+"""Diagnostics of a trained model: is its score consistent with a diffusion at all?
+
+- :func:`fokker_planck_residual`: the true score ``s = grad log p_t`` of a forward SDE
+  ``dx = f x dt + g dW`` satisfies the score Fokker-Planck equation
+  ``d s / dt = grad( -f <x, s> + g^2 / 2 (div s + |s|^2) )`` (Lai et al. 2023, "FP-Diffusion");
+  a learned score does not exactly, and the size of the residual on a user's data measures by
+  how much. ``d s / dt`` is a central difference in ``t`` (relative step); ``div s`` exact or Hutchinson (two
+  independent probes give an unbiased estimate of the squared residual).
+- :func:`ode_sde_gap`: the probability-flow ODE and the reverse SDE share their marginals only
+  for the exact score; the distance between the two samplers' outputs (and to the data) is a
+  cheap check of a trained model.
+- :func:`sliced_wasserstein`: the distance both use, for samples of any dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .guidance import call, field_coefs, x0_eps
+from .samplers.driver import prepare, sample
+from .state import FieldSpec, Packer, State
+
+
+def flat(x: Tensor | Mapping[str, Tensor], keys: list[str] | None = None) -> Tensor:
+    """(N, D) float64 view of a tensor or of the named entries of a state, concatenated."""
+    if isinstance(x, Mapping):
+        keys = sorted(k for k, v in x.items() if v.is_floating_point()) if keys is None else keys
+        return torch.cat([x[k].reshape(x[k].shape[0], -1).double() for k in keys], 1)
+    return x.reshape(x.shape[0], -1).double()
+
+
+def sliced_wasserstein(a: Tensor | Mapping[str, Tensor], b: Tensor | Mapping[str, Tensor], *,
+                       projections: int = 128, p: int = 1, seed: int = 0) -> Tensor:
+    """Sliced Wasserstein-p distance between two sample sets (N, ...) and (M, ...): the mean over
+    random directions of the 1-D W_p between projections, compared at common quantiles."""
+    a, b = flat(a), flat(b)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    theta = torch.randn(a.shape[1], projections, generator=gen, dtype=torch.float64).to(a.device)
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    pa, pb = torch.sort(a @ theta, 0)[0], torch.sort(b @ theta, 0)[0]
+    if pa.shape[0] != pb.shape[0]:
+        q = (torch.arange(max(len(pa), len(pb)), dtype=torch.float64, device=a.device) + 0.5) / max(len(pa), len(pb))
+        pa, pb = _quantiles(pa, q), _quantiles(pb, q)
+    return ((pa - pb).abs() ** p).mean() ** (1 / p)
+
+
+def _quantiles(sorted_x: Tensor, q: Tensor) -> Tensor:
+    """Linear-interpolated quantiles ``q`` of each column of a sorted (N, P) tensor."""
+    n = sorted_x.shape[0]
+    pos = (q * n - 0.5).clamp(0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp_max(n - 1)
+    w = (pos - lo)[:, None]
+    return sorted_x[lo] * (1 - w) + sorted_x[hi] * w
+
+
+def score_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, t: Tensor, *,
+                   cond: Any = None, probes: list[Tensor] | None = None, h: float = 1e-4,
+                   create_graph: bool = False) -> Tensor:
+    """The score Fokker-Planck residual ``d s/dt - grad Phi`` (B, D) of the Gaussian fields of
+    ``state`` at per-sample times ``t`` (B,), packed. ``model`` is state-level. ``probes``
+    (packed, projected) selects Hutchinson's divergence with one probe, else it is exact.
+    ``d s/dt`` is a central difference with relative step ``h``; ``create_graph`` keeps the
+    graph (for a training regulariser)."""
+    packer = Packer(fields, state)
+    aux = {k: v for k, v in state.items() if k not in packer.names}
+    names = packer.names
+
+    def score(xp: Tensor, tt: Tensor) -> Tensor:
+        st = {**aux, **packer.unpack(xp)}
+        est = x0_eps(call(model, st, tt, cond), st, tt, fields, names)
+        return packer.pack({k: -fields[k].structure.project(est[k][1], st) / field_coefs(fields[k], tt, st[k]).sigma
+                            for k in names})
+
+    def project(v: Tensor) -> Tensor:
+        st = {**aux, **packer.unpack(v)}
+        return packer.pack({k: fields[k].structure.project(st[k], st) for k in names})
+
+    x = packer.pack(state).detach().requires_grad_(True)
+    fs, g2s = {}, {}
+    for k in names:
+        tt = t.to(torch.float64).reshape(-1, *([1] * (state[k].dim() - 1)))
+        f, g2 = fields[k].process.schedule.drift_diffusion(tt)
+        fs[k], g2s[k] = f.to(x.dtype).expand_as(state[k]), g2.to(x.dtype).expand_as(state[k])
+    f, half_g2 = packer.pack(fs), 0.5 * packer.pack(g2s)
+    with torch.enable_grad():
+        s = score(x, t)
+        ds_dt = (score(x, t * (1 + h)) - score(x, t * (1 - h))) / (2 * h * t.to(x.dtype)[:, None])
+        if probes is None:
+            eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+            vecs = [project(eye[j].expand_as(x)) for j in range(x.shape[1])]
+        else:
+            vecs = probes
+        div = 0
+        for u in vecs:
+            (ju,) = torch.autograd.grad(s, x, half_g2 * u, create_graph=True)
+            div = div + (ju * u).sum(1)
+        phi = (-f * x * s + half_g2 * s * s).sum(1) + div
+        (grad_phi,) = torch.autograd.grad(phi.sum(), x, create_graph=create_graph)
+    return project(ds_dt - grad_phi)
+
+
+def fokker_planck_residual(model: Callable[..., Any], process: Any, data: Tensor | Mapping[str, Any], *,
+                           times: Tensor | list[float] | None = None, prediction: str = "eps", cond: Any = None,
+                           divergence: str = "exact", h: float = 1e-4, seed: int = 0,
+                           dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    """Score Fokker-Planck residual of a trained model on noised copies of ``data``.
+
+    For each time in ``times`` (default: 8 between the schedule's ends), the data are noised to
+    ``x_t`` and the residual ``R = d s/dt - grad Phi`` is evaluated. Returns ``t``, ``residual``
+    (mean ``|R|^2`` per dimension) and ``relative`` (``mean |R|^2 / mean (|d s/dt|^2 +
+    |grad Phi|^2)``, 0 for an exact score and of order 1 for one unrelated to the SDE); with
+    ``divergence="hutchinson"`` the squared norm is estimated without bias from two probes (it
+    may then come out slightly negative where the residual is near zero).
+    """
+    single = not isinstance(data, Mapping)
+    spec = tuple(data.shape) if single else dict(data)
+    smodel, fields, _, noise, name = prepare(model, process, spec, prediction=prediction, seed=seed, dtype=dtype,
+                                             device=(data if single else next(iter(data.values()))).device)
+    clean = {name: data.to(dtype)} if single else {k: v.to(dtype) if k in fields else v for k, v in data.items()}
+    packer = Packer(fields, clean)
+    ref = fields[packer.names[0]].process.schedule
+    if times is None:
+        lo, hi = max(ref.t_min, 1e-3 * ref.t_max) * 10, ref.t_max * 0.9
+        times = torch.linspace(lo, hi, 8, dtype=torch.float64)
+    times = torch.as_tensor(times, dtype=torch.float64)
+    batch = packer.pack(clean).shape[0]
+    rows = {"t": times, "residual": [], "relative": []}
+    for t in times:
+        tb = t.expand(batch).to(dtype)
+        noisy = dict(clean)
+        for k in packer.names:
+            c = field_coefs(fields[k], tb, clean[k])
+            eps = fields[k].structure.noise(noise.randn(clean[k].shape[1:], dtype).to(clean[k].device), clean)
+            noisy[k] = c.alpha * clean[k] + c.sigma * eps
+        if divergence == "exact":
+            r = score_residual(smodel, fields, noisy, tb, cond=cond, h=h)
+            r2 = (r * r).sum(1)
+        else:
+            d = packer.pack(noisy).shape[1]
+            pr = [packer.pack({k: fields[k].structure.project(v, noisy) for k, v in
+                               packer.unpack(noise.randn((d,), dtype).to(tb.device)).items()}) for _ in range(2)]
+            ra = score_residual(smodel, fields, noisy, tb, cond=cond, probes=[pr[0]], h=h)
+            rb = score_residual(smodel, fields, noisy, tb, cond=cond, probes=[pr[1]], h=h)
+            r2 = (ra * rb).sum(1)
+        zero = score_residual(_Zero(smodel, fields, noisy, tb, cond), fields, noisy, tb, h=h)  # -grad Phi alone
+        rows["residual"].append(r2.detach().mean() / packer.pack(noisy).shape[1])
+        ds_dt = r.detach() - zero.detach() if divergence == "exact" else ra.detach() - zero.detach()
+        scale = ((zero * zero).sum(1) + (ds_dt * ds_dt).sum(1)).detach().mean()
+        rows["relative"].append(r2.detach().mean() / scale.clamp_min(1e-30))
+    return {"t": times, "residual": torch.stack(rows["residual"]), "relative": torch.stack(rows["relative"])}
+
+
+class _Zero:
+    """The model's score frozen in time (so the residual reduces to ``-grad Phi``)."""
+
+    def __init__(self, model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, t: Tensor,
+                 cond: Any) -> None:
+        self.model, self.t, self.cond = model, t, cond
+
+    def __call__(self, state: State, t: Tensor) -> Mapping[str, Tensor]:
+        return call(self.model, state, self.t, self.cond)
+
+
+def ode_sde_gap(model: Callable[..., Any], process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
+                data: Tensor | Mapping[str, Tensor] | None = None, ode: str = "heun", sde: str = "euler_maruyama",
+                steps: int = 100, seed: int = 0, projections: int = 128, **sample_options: Any) -> dict[str, float]:
+    """Sliced-Wasserstein distances between the probability-flow ODE's samples, the reverse
+    SDE's samples and (optionally) ``data``: ``ode_sde``, ``ode_data``, ``sde_data``. With the
+    exact score ``ode_sde`` is discretisation error and sampling noise only; a larger gap flags
+    a score that is not the gradient of a diffusion's log-densities."""
+    a = sample(model, process, shape_or_state, sampler=ode, steps=steps, seed=seed, **sample_options)
+    b = sample(model, process, shape_or_state, sampler=sde, steps=steps, seed=seed + 1, **sample_options)
+    keys = None
+    if isinstance(a, Mapping):
+        keys = sorted(k for k in a if isinstance(shape_or_state[k], (tuple, list, torch.Size))
+                      and a[k].is_floating_point())
+    fa, fb = flat(a, keys), flat(b, keys)
+    out = {"ode_sde": float(sliced_wasserstein(fa, fb, projections=projections, seed=seed))}
+    if data is not None:
+        fd = flat(data, keys).to(fa.device)
+        out["ode_data"] = float(sliced_wasserstein(fa, fd, projections=projections, seed=seed))
+        out["sde_data"] = float(sliced_wasserstein(fb, fd, projections=projections, seed=seed))
+    return out
+

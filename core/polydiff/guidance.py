@@ -1,0 +1,607 @@
+"""Guidance and conditioning: wrappers ``Model -> Model`` around the state-level model.
+
+Every wrapper takes the state-level model ``model(state, t[, cond]) -> {field: prediction}``
+(what :func:`polydiff.sample` builds internally; pass a wrapper as ``wrap_model=``) and
+returns another one with the same signature, so guidance is independent of the sampler and
+of the modality. Predictions stay in each field's own parametrisation: a wrapper converts
+Gaussian predictions to ``(x0, eps)`` with the field's schedule, changes them, and converts
+back.
+
+- :func:`classifier_free`: classifier-free guidance (Ho & Salimans 2022) in one batched
+  conditional / unconditional pass, scalar, per-field or time-dependent scale; or guidance
+  between a conditional and a separate unconditional (or weaker) model.
+- :func:`gradient_guidance`: the gradient of any differentiable log-potential (a classifier's
+  log-probability, a regressor's Gaussian log-likelihood, a reward) on the clean estimate
+  ``x0_hat`` (DPS, Chung et al. 2023) or on ``x_t`` (classifier guidance, Dhariwal & Nichol
+  2021) added to the score.
+- :func:`reconstruction_guidance`: gradient guidance toward observed entries of a state.
+- :class:`Observation` and :class:`ObservedPath`: observed fields / entries (masks) and their
+  forward-noised path, for inpainting by replacement (RePaint, Lugmayr et al. 2022), see
+  :func:`polydiff.steering.steer`.
+
+Conditions are ordinary entries of the state (``state["label"]``); a dropped condition is
+written with a sentinel, ``-1`` for integer labels and NaN for real values, which
+:class:`polydiff.nn.ConditionEmbedding` maps to its learned null embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .parametrization import from_x0_eps, to_x0_eps
+from .processes.gaussian import Coefs
+from .random import Noise
+from .state import FieldSpec, State
+
+Model = Callable[..., Mapping[str, Tensor]]
+Wrapper = Callable[[Model], Model]
+Scale = float | Tensor | Mapping[str, float] | Callable[[Tensor], Tensor]
+LogPotential = Callable[[State, Tensor], Tensor]
+
+NULL_CLASS = -1  # the dropped-condition sentinel of integer labels (NaN for real values)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers shared by the control modules
+# --------------------------------------------------------------------------------------------
+def call(model: Model, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
+    """``model(state, t)`` or ``model(state, t, cond)``, as the driver calls it."""
+    return model(state, t) if cond is None else model(state, t, cond)
+
+
+def compose(*wrappers: Wrapper | None) -> Wrapper:
+    """One wrapper applying ``wrappers`` in order (the first is innermost)."""
+
+    def wrap(model: Model) -> Model:
+        for w in wrappers:
+            if w is not None:
+                model = w(model)
+        return model
+
+    return wrap
+
+
+def gaussian_names(fields: Mapping[str, FieldSpec], keys: Sequence[str] | None = None) -> list[str]:
+    """The Gaussian fields among ``keys`` (all of them by default)."""
+    names = [k for k, f in fields.items() if f.kind == "gaussian"]
+    if keys is None:
+        return names
+    bad = [k for k in keys if k not in names]
+    if bad:
+        raise KeyError(f"{bad} are not Gaussian fields; Gaussian fields: {names}")
+    return list(keys)
+
+
+def field_coefs(spec: FieldSpec, t: Tensor, like: Tensor) -> Coefs:
+    """Schedule values of a Gaussian field at time ``t`` (scalar or (B,)), shaped to broadcast
+    against ``like`` (B, ...) and in its dtype."""
+    tt = t.to(torch.float64)
+    tt = tt.reshape(-1, *([1] * (like.dim() - 1))) if tt.dim() else tt
+    c = spec.process.coefs(tt)
+    return Coefs(*(v.to(like.dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+
+
+def x0_eps(out: Mapping[str, Tensor], state: State, t: Tensor, fields: Mapping[str, FieldSpec],
+           names: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """``(x0, eps)`` of the Gaussian fields ``names`` from raw predictions ``out``."""
+    res = {}
+    for k in names:
+        if k not in out:
+            raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
+        x = state[k]
+        res[k] = to_x0_eps(out[k].to(x.dtype), fields[k].prediction, x, field_coefs(fields[k], t, x))
+    return res
+
+
+def with_x0_eps(out: Mapping[str, Tensor], state: State, t: Tensor, fields: Mapping[str, FieldSpec],
+                new: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """A copy of ``out`` whose fields in ``new`` predict the given ``(x0, eps)``."""
+    res = dict(out)
+    for k, (d, e) in new.items():
+        res[k] = from_x0_eps(d, e, fields[k].prediction, field_coefs(fields[k], t, state[k]))
+    return res
+
+
+def batch_of(state: Mapping[str, Any]) -> int:
+    for v in state.values():
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return v.shape[0]
+    raise ValueError("the state has no batched tensor")
+
+
+def tree_map(fn: Callable[[Tensor], Tensor], tree: Any, batch: int) -> Any:
+    """Apply ``fn`` to every tensor of a nested dict / list / tuple whose first dimension is
+    ``batch``; other leaves are returned unchanged."""
+    if isinstance(tree, Tensor):
+        return fn(tree) if tree.dim() > 0 and tree.shape[0] == batch else tree
+    if isinstance(tree, Mapping):
+        return {k: tree_map(fn, v, batch) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v, batch) for v in tree)
+    return tree
+
+
+def tree_cat(a: Any, b: Any, batch: int) -> Any:
+    """Concatenate two trees of the same structure along their batch dimension."""
+    if isinstance(a, Tensor):
+        return torch.cat([a, b]) if a.dim() > 0 and a.shape[0] == batch else a
+    if isinstance(a, Mapping):
+        return {k: tree_cat(v, b[k], batch) for k, v in a.items()}
+    if isinstance(a, (list, tuple)):
+        return type(a)(tree_cat(x, y, batch) for x, y in zip(a, b))
+    return a
+
+
+def _scale_at(scale: Scale, t: Tensor, key: str, default: float, like: Tensor) -> Tensor | float:
+    """The guidance scale of field ``key`` at time ``t``, broadcast against ``like``."""
+    if isinstance(scale, Mapping):
+        scale = scale.get(key, default)
+    if callable(scale):
+        scale = scale(t)
+    if isinstance(scale, Tensor) and scale.dim() > 0:
+        return scale.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    return scale
+
+
+def interval(scale: float, t_lo: float, t_hi: float, outside: float = 1.0) -> Callable[[Tensor], Tensor]:
+    """A time-dependent scale: ``scale`` for ``t_lo <= t <= t_hi``, ``outside`` elsewhere
+    (guidance in a limited interval, Kynkäänniemi et al. 2024)."""
+
+    def fn(t: Tensor) -> Tensor:
+        inside = (t >= t_lo) & (t <= t_hi)
+        return torch.where(inside, torch.full_like(t, scale), torch.full_like(t, outside))
+
+    return fn
+
+
+# --------------------------------------------------------------------------------------------
+# conditions
+# --------------------------------------------------------------------------------------------
+def null_value(v: Tensor) -> Tensor:
+    """The dropped-condition sentinel shaped like ``v``: -1 for integer labels, NaN for reals."""
+    if v.dtype.is_floating_point or v.dtype.is_complex:
+        return torch.full_like(v, float("nan"))
+    return torch.full_like(v, NULL_CLASS)
+
+
+def null_state(state: State, keys: Sequence[str], drop: Tensor | None = None) -> State:
+    """A copy of ``state`` whose condition entries ``keys`` are dropped (where ``drop`` (B,)
+    is true; everywhere by default)."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise KeyError(f"condition keys {missing} are not in the state (it has {sorted(state)})")
+    out = dict(state)
+    for k in keys:
+        v = state[k]
+        if drop is None:
+            out[k] = null_value(v)
+        else:
+            d = drop.to(v.device).reshape(-1, *([1] * (v.dim() - 1)))
+            out[k] = torch.where(d, null_value(v), v)
+    return out
+
+
+def drop_condition(state: State, keys: Sequence[str], p: float, noise: Noise) -> State:
+    """Condition dropout for classifier-free guidance training: each sample's conditions
+    ``keys`` are dropped together with probability ``p`` (one uniform draw per sample from
+    ``noise``, so the choice is reproducible and batch independent)."""
+    if p <= 0:
+        return dict(state)
+    return null_state(state, [k for k in keys if k in state], noise.rand(()) < p)
+
+
+def parse_condition(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``["label=3", "logp=-1.5", "vec=0,1,2"]`` (the CLI's ``--condition``) -> a dict of
+    Python values (int, float or list of floats)."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a condition is written key=value, got {item!r}")
+        try:
+            if "," in value:
+                out[key] = [float(v) for v in value.split(",")]
+            else:
+                out[key] = int(value) if value.lstrip("+-").isdigit() else float(value)
+        except ValueError as err:
+            raise ValueError(f"condition {key!r}: {value!r} is not a number or a comma-separated list of "
+                             "numbers") from err
+    return out
+
+
+def make_condition(values: Mapping[str, Any] | Sequence[str], batch: int,
+                   device: torch.device | str = "cpu") -> State:
+    """Condition entries of a state: an int gives a (B,) long label, a float a (B,) value, a
+    list a (B, n) vector, a tensor is broadcast to the batch."""
+    out: State = {}
+    for k, v in parse_condition(values).items():
+        if isinstance(v, Tensor):
+            t = v.to(device)
+            if t.dim() and t.shape[0] == batch:
+                out[k] = t
+            elif t.dim() and t.shape[0] == 1:
+                out[k] = t.expand(batch, *t.shape[1:])
+            else:
+                out[k] = t.expand(batch, *t.shape)
+        elif isinstance(v, int):
+            out[k] = torch.full((batch,), int(v), dtype=torch.long, device=device)
+        elif isinstance(v, float):
+            out[k] = torch.full((batch,), v, dtype=torch.float32, device=device)
+        else:
+            out[k] = torch.tensor(v, dtype=torch.float32, device=device).expand(batch, -1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# classifier-free guidance
+# --------------------------------------------------------------------------------------------
+def guide(cond_out: Mapping[str, Tensor], uncond_out: Mapping[str, Tensor], fields: Mapping[str, FieldSpec],
+          scale: Scale, t: Tensor) -> dict[str, Tensor]:
+    """``uncond + w (cond - uncond)`` per field.
+
+    Gaussian predictions are combined in their own parametrisation (every parametrisation is
+    affine in ``(x0, eps)`` at fixed ``x_t``, so this equals guidance on eps, x0 or the score);
+    categorical fields combine log-probabilities; manifold fields keep the conditional
+    prediction unless a per-field scale names them. Extra outputs come from ``cond_out``.
+    """
+    out = dict(cond_out)
+    for k, f in fields.items():
+        if k not in cond_out:
+            continue
+        if f.kind == "manifold" and not (isinstance(scale, Mapping) and k in scale):
+            continue
+        c, u = cond_out[k], uncond_out[k]
+        if f.kind == "categorical":
+            c, u = torch.log_softmax(c.float(), -1), torch.log_softmax(u.float(), -1)
+        w = _scale_at(scale, t, k, 1.0, c)
+        out[k] = u + w * (c - u)
+    return out
+
+
+def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale, *,
+                    keys: Sequence[str] | None = None, null: Any = None, uncond_model: Model | None = None,
+                    batched: bool = True) -> Model:
+    """Classifier-free guidance: ``pred_u + scale * (pred_c - pred_u)``.
+
+    The unconditional prediction comes from (in order of precedence):
+
+    - ``uncond_model(state, t)``: a separate unconditional (or weaker, "autoguidance")
+      model; scale 1 is the conditional model, 0 the other one, and values in between
+      interpolate;
+    - ``keys``: condition entries of the state, dropped with the null sentinel (-1 / NaN);
+    - ``null``: the driver-level ``cond`` argument replaced by ``null`` (a value, or a
+      callable ``cond -> null cond``).
+
+    With ``batched`` the two passes are one call on a doubled batch. ``scale`` is a float, a
+    ``{field: scale}`` dict (fields not named get 1, i.e. the conditional prediction) or a
+    callable of the (B,) time such as :func:`interval`.
+    """
+    if uncond_model is None and keys is None and null is None:
+        raise ValueError("classifier-free guidance needs condition keys (keys=), a null cond (null=) "
+                         "or an unconditional model (uncond_model=)")
+
+    def guided(state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+        if uncond_model is not None:
+            oc, ou = call(model, state, t, cond), uncond_model(state, t)
+        else:
+            if keys is not None:
+                nstate, ncond = null_state(state, keys), cond
+            else:
+                nstate, ncond = state, (null(cond) if callable(null) else null)
+            if batched:
+                b = batch_of(state)
+                tt = t.expand(b) if t.dim() == 0 else t
+                both = call(model, tree_cat(state, nstate, b), torch.cat([tt, tt]),
+                            None if cond is None else tree_cat(cond, ncond, b))
+                oc = {k: v[:b] if isinstance(v, Tensor) and v.dim() and v.shape[0] == 2 * b else v
+                      for k, v in both.items()}
+                ou = {k: v[b:] if isinstance(v, Tensor) and v.dim() and v.shape[0] == 2 * b else v
+                      for k, v in both.items()}
+            else:
+                oc, ou = call(model, state, t, cond), call(model, nstate, t, ncond)
+        return guide(oc, ou, fields, scale, t)
+
+    return guided
+
+
+# --------------------------------------------------------------------------------------------
+# gradient guidance
+# --------------------------------------------------------------------------------------------
+def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: LogPotential, *,
+                      scale: Scale = 1.0, on: str = "x0", backprop: bool = True, data_std: float = 1.0,
+                      keys: Sequence[str] | None = None) -> Model:
+    """Add ``scale * grad_{x_t} log G`` to the score of the Gaussian fields.
+
+    ``potential(state, t) -> (B,)`` is a differentiable log-potential: a classifier's
+    ``log p(y | x)``, a regressor's Gaussian log-likelihood, ``beta * reward``. With
+    ``on="x0"`` it sees the clean estimates (the other entries of the state unchanged) and the
+    gradient flows back through the model to ``x_t`` (DPS; ``backprop=False`` skips the
+    model's Jacobian and uses that of Gaussian data of std ``data_std``,
+    ``d x0 / d x_t = alpha v / (alpha^2 v + sigma^2)`` with ``v = data_std^2``: cheaper, and
+    ``1 / alpha`` at low noise). With
+    ``on="xt"`` it sees the noisy state: a noise-aware classifier (Dhariwal & Nichol 2021); with
+    the exact noisy classifier and scale 1 this samples the exact conditional.
+
+    The score changes by ``scale * g``: ``eps -> eps - scale sigma g`` and
+    ``x0 -> x0 + scale (sigma^2 / alpha) g``. ``scale`` may depend on time (a callable).
+    """
+    if on not in ("x0", "xt"):
+        raise ValueError(f"on must be 'x0' or 'xt', got {on!r}")
+    names = gaussian_names(fields, keys)
+
+    def guided(state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+        with torch.enable_grad():
+            xs = {k: state[k].detach().requires_grad_(True) for k in names}
+            st = {**state, **xs}
+            if on == "xt":
+                val = potential(st, t)
+                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names], allow_unused=True)
+                with torch.no_grad():
+                    out = call(model, state, t, cond)
+            elif backprop:
+                out = call(model, st, t, cond)
+                est = x0_eps(out, st, t, fields, names)
+                val = potential({**st, **{k: est[k][0] for k in names}}, t)
+                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names], allow_unused=True)
+                out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
+            else:
+                with torch.no_grad():
+                    out = call(model, state, t, cond)
+                est = x0_eps(out, state, t, fields, names)
+                z = {k: est[k][0].detach().requires_grad_(True) for k in names}
+                val = potential({**state, **z}, t)
+                grads = torch.autograd.grad(val.sum(), [z[k] for k in names], allow_unused=True)
+                grads = [g * _tweedie_jacobian(field_coefs(fields[k], t, state[k]), data_std) if g is not None
+                         else None for k, g in zip(names, grads)]
+        est = x0_eps(out, state, t, fields, names)
+        new = {}
+        for k, g in zip(names, grads):
+            if g is None:
+                continue
+            d, e = est[k]
+            c = field_coefs(fields[k], t, state[k])
+            w = _scale_at(scale, t, k, 0.0, d)
+            g = g.detach().to(d.dtype)
+            new[k] = (d + w * c.sigma**2 / c.alpha * g, e - w * c.sigma * g)
+        return with_x0_eps(out, state, t, fields, new)
+
+    return guided
+
+
+def _tweedie_jacobian(c: Coefs, data_std: float) -> Tensor:
+    """``d E[x0 | x_t] / d x_t`` for Gaussian data of std ``data_std`` (a scalar per entry)."""
+    v = data_std**2
+    return c.alpha * v / (c.alpha**2 * v + c.sigma**2)
+
+
+def classifier_potential(log_prob: Callable[[State, Tensor], Tensor], target: Tensor | int) -> LogPotential:
+    """``log p(target | x)`` from a classifier ``log_prob(state, t) -> (B, C)`` log-probabilities."""
+
+    def pot(state: State, t: Tensor) -> Tensor:
+        lp = log_prob(state, t)
+        idx = torch.as_tensor(target, device=lp.device).long().expand(lp.shape[0])
+        return lp.gather(1, idx[:, None])[:, 0]
+
+    return pot
+
+
+def operator_potential(operator: Callable[[State], Tensor], y: Tensor, std: float | Tensor = 1.0) -> LogPotential:
+    """``log N(y; A(x), std^2)`` for a differentiable observation operator ``A(state)``
+    (e.g. a sum of tracks, a subsampling, a property predictor); use with
+    :func:`gradient_guidance` for reconstruction guidance under any operator."""
+
+    def pot(state: State, t: Tensor) -> Tensor:
+        r = (y.to(state_dtype(state)) - operator(state)) / std
+        return -0.5 * r.flatten(1).pow(2).sum(1)
+
+    return pot
+
+
+def state_dtype(state: State) -> torch.dtype:
+    return next((v.dtype for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()), torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# observations: fixed fields and fixed entries
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Observation:
+    """Observed (clean) values of some fields of a state, with masks of the observed entries.
+
+    ``values[k]`` has the field's shape with or without the batch dimension (or a batch of
+    one); ``masks[k]`` (bool, True = observed) broadcasts against it; a missing mask means the
+    whole field is given. Build masks with :func:`index_mask`, e.g. "the first 100 time steps"
+    is ``index_mask(shape, 1, slice(0, 100))`` and "tracks 1 and 4" ``index_mask(shape, 0, [1, 4])``.
+    """
+
+    values: dict[str, Tensor]
+    masks: dict[str, Tensor] = field(default_factory=dict)
+
+    def expand(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(values, mask)`` of field ``name`` broadcast to ``like`` (B, ...)."""
+        v = self.values[name].to(like.device)
+        v = v.to(like.dtype)
+        if v.dim() == like.dim() - 1:
+            v = v[None]
+        m = self.masks.get(name)
+        m = torch.ones((), dtype=torch.bool, device=like.device) if m is None else m.to(like.device).bool()
+        if m.dim() == like.dim() - 1:
+            m = m[None]
+        try:
+            return v.expand_as(like), m.expand_as(like)
+        except RuntimeError as err:
+            raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
+                             f"broadcast against the field's shape {tuple(like.shape)}") from err
+
+
+def as_observation(observed: Observation | Mapping[str, Any] | str | Path) -> Observation:
+    """Normalise ``{field: values}``, ``{field: (values, mask)}``, an :class:`Observation` or a
+    file (see :func:`load_observed`)."""
+    if isinstance(observed, Observation):
+        return observed
+    if isinstance(observed, (str, Path)):
+        return load_observed(observed)
+    values, masks = {}, {}
+    for k, v in observed.items():
+        if isinstance(v, (tuple, list)):
+            values[k], masks[k] = torch.as_tensor(v[0]), torch.as_tensor(v[1]).bool()
+        else:
+            values[k] = torch.as_tensor(v)
+    return Observation(values, masks)
+
+
+def index_mask(shape: Sequence[int], dim: int, index: int | slice | Sequence[int] | Tensor) -> Tensor:
+    """A bool mask of ``shape`` that is True at ``index`` along ``dim`` (an observation operator
+    "these steps / tracks / residues are known")."""
+    m = torch.zeros(tuple(shape), dtype=torch.bool)
+    sl: list[Any] = [slice(None)] * len(shape)
+    sl[dim] = torch.as_tensor(index) if isinstance(index, (list, tuple)) else index
+    m[tuple(sl)] = True
+    return m
+
+
+def load_observed(path: str | Path) -> Observation:
+    """Read observations from a ``.pt`` (a dict of tensors) or ``.npz`` file: entry ``k`` holds
+    the values of field ``k`` and ``k_mask`` (or ``k.mask``) its mask (True = observed)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as z:
+            raw = {k: torch.from_numpy(z[k]) for k in z.files}
+    elif path.suffix in (".pt", ".pth"):
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        raise ValueError(f"{path}: observations are read from .pt or .npz files")
+    values = {k: torch.as_tensor(v) for k, v in raw.items() if not (k.endswith("_mask") or k.endswith(".mask"))}
+    masks = {}
+    for k, v in raw.items():
+        for suf in ("_mask", ".mask"):
+            if k.endswith(suf):
+                base = k[: -len(suf)]
+                if base not in values:
+                    raise KeyError(f"{path}: mask {k!r} has no values entry {base!r}")
+                masks[base] = torch.as_tensor(v).bool()
+    return Observation(values, masks)
+
+
+class ObservedPath:
+    """The observed values of the Gaussian fields noised along one path of the forward process,
+    drawn from the noise end back to the data end, plus clean observed tokens.
+
+    :meth:`start` draws ``y_t ~ N(alpha_t y, sigma_t^2)`` at the grid's first time;
+    :meth:`advance` draws the next point from the forward process's bridge ``q(y_s | y_t, y)``
+    (the DDPM posterior), so the sequence is an exact forward path whatever the grid. One path
+    is shared by the ``repeat`` consecutive particles of each sample (``noise`` has one stream
+    per sample). :meth:`apply` writes it into a state (replacement, as in RePaint and SMCDiff).
+    """
+
+    def __init__(self, obs: Observation, fields: Mapping[str, FieldSpec], state: State, noise: Noise,
+                 repeat: int = 1) -> None:
+        self.fields, self.noise, self.repeat = fields, noise, repeat
+        unknown = [k for k in obs.values if k not in fields]
+        if unknown:
+            raise KeyError(f"observed {unknown} are not fields of the state; fields: {sorted(fields)}")
+        bad = [k for k in obs.values if fields[k].kind == "manifold"]
+        if bad:
+            raise NotImplementedError(f"observing manifold fields ({bad}) is not supported; use guidance")
+        self.obs = {k: obs.expand(k, state[k]) for k in obs.values}
+        self.gauss = [k for k in self.obs if fields[k].kind == "gaussian"]
+        self.y: dict[str, Tensor] = {}
+
+    def _z(self, k: str, state: State) -> Tensor:
+        shape = self.obs[k][0].shape[1:]
+        z = self.noise.randn(shape, self.obs[k][0].dtype).to(self.obs[k][0].device)
+        z = z.repeat_interleave(self.repeat, 0) if self.repeat > 1 else z
+        return self.fields[k].structure.noise(z, state)
+
+    def start(self, ts: Tensor, state: State) -> None:
+        """Draw the path's first point, at the grid's first time ``ts[0]``."""
+        self.ts, self.history = ts, {0: {}}
+        for k in self.gauss:
+            v = self.obs[k][0]
+            c = field_coefs(self.fields[k], ts[0], v)
+            self.history[0][k] = c.alpha * v + c.sigma * self._z(k, state)
+        self.y = self.history[0]
+
+    def advance(self, i: int, state: State, keep: int = 1) -> None:
+        """Move to ``ts[i + 1]``: reuse the point drawn there before (RePaint's passes go over
+        the same path), else draw it from the bridge; points more than ``keep`` steps behind
+        are forgotten."""
+        if i + 1 not in self.history:
+            t, s, new = self.ts[i], self.ts[i + 1], {}
+            for k in self.gauss:
+                v = self.obs[k][0]
+                ct, cs = field_coefs(self.fields[k], t, v), field_coefs(self.fields[k], s, v)
+                eps = (self.history[i][k] - ct.alpha * v) / ct.sigma
+                c2 = -torch.expm1(-2 * (cs.lam - ct.lam))  # posterior variance / sigma_s^2
+                new[k] = cs.alpha * v + cs.sigma * (torch.sqrt(1 - c2) * eps + torch.sqrt(c2) * self._z(k, state))
+            self.history[i + 1] = new
+            for j in [j for j in self.history if j < i + 1 - keep]:
+                del self.history[j]
+        self.y = self.history[i + 1]
+
+    def apply(self, state: State, clean: bool = False) -> State:
+        """``state`` with the observed entries replaced (clean values when ``clean``)."""
+        out = dict(state)
+        for k, (v, m) in self.obs.items():
+            src = v if clean or k not in self.gauss else self.y[k]
+            out[k] = torch.where(m, src.to(state[k].dtype), state[k])
+        return out
+
+    def packed(self, packer: Any, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The current noisy observed values and the observed-entry mask, packed like the
+        Gaussian state ``like`` (B, D) (zeros elsewhere)."""
+        ys, ms = {}, {}
+        for k in packer.names:
+            if k in self.gauss:
+                ys[k], ms[k] = self.y[k].to(like.dtype), self.obs[k][1].to(like.dtype)
+            else:
+                z = like.new_zeros((like.shape[0], *packer.shapes[k]))
+                ys[k], ms[k] = z, z
+        return packer.pack(ys), packer.pack(ms)
+
+
+def reconstruction_guidance(model: Model, fields: Mapping[str, FieldSpec],
+                            observed: Observation | Mapping[str, Any], *, scale: Scale = 1.0, std: float = 0.0,
+                            data_std: float = 1.0, backprop: bool = True) -> Model:
+    """Guidance toward observed entries of Gaussian fields: the gradient of
+    ``log N(y; mask * x0_hat, r_t^2)`` with ``r_t^2 = std^2 + data_std^2 sigma^2 / (alpha^2 data_std^2 +
+    sigma^2)`` (the variance of ``x0 | x_t`` for Gaussian data, as in PiGDM, Song et al. 2023).
+    Approximate by nature: use replacement with SMC (:func:`polydiff.steering.steer`) where the
+    exact conditional matters."""
+    obs = as_observation(observed)
+    names = [k for k in obs.values if fields[k].kind == "gaussian"]
+    if not names:
+        raise ValueError("reconstruction guidance needs at least one observed Gaussian field")
+
+    def pot(state: State, t: Tensor) -> Tensor:
+        total = 0
+        for k in names:
+            x = state[k]
+            v, m = obs.expand(k, x)
+            c = field_coefs(fields[k], t, x)
+            r2 = std**2 + data_std**2 * c.sigma**2 / (c.alpha**2 * data_std**2 + c.sigma**2)
+            total = total - 0.5 * (m * (v - x) ** 2 / r2).flatten(1).sum(1)
+        return total
+
+    return gradient_guidance(model, fields, pot, scale=scale, on="x0", backprop=backprop, data_std=data_std,
+                             keys=names)
+
+
+def log_normal(x: Tensor, mean: Tensor, std: Tensor, mask: Tensor) -> Tensor:
+    """Per-sample ``sum mask * log N(x; mean, std^2)`` over (B, D) tensors (entries with
+    ``std = 0`` or ``mask = 0`` count zero)."""
+    ok = (mask > 0) & (std > 0)
+    s = torch.where(ok, std, torch.ones_like(std))
+    lp = -0.5 * ((x - mean) / s) ** 2 - torch.log(s) - 0.5 * math.log(2 * math.pi)
+    return torch.where(ok, lp, torch.zeros_like(lp)).sum(1)

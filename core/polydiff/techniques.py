@@ -1,0 +1,397 @@
+"""Opt-in training techniques, each a function or a model wrapper that a config switch turns on.
+
+- Minibatch noise assignment ("immiscible diffusion", Li et al. 2024): each data point is
+  paired with a nearby noise draw of the batch by a linear assignment, solved in pure torch
+  (:func:`auction_assignment`, Bertsekas' auction with epsilon scaling, exact to ``n eps``; or
+  :func:`sinkhorn_assignment`, entropic OT rounded greedily), batched over groups, on any
+  device. :func:`immiscible_loss` applies it to :func:`polydiff.losses.diffusion_loss`.
+- :func:`fokker_planck_penalty`: the score Fokker-Planck residual (Lai et al. 2023) as a
+  regulariser, with Hutchinson divergences (unbiased squared norm from two probes).
+- :class:`ScoreAugment`: score augmentation (Hou et al. 2025, "ScoreAug"): transform the noisy
+  input, ask for the transformed target, and tell the network which transform was used.
+- :class:`SelfConditioning`: self-conditioning (Chen et al. 2023, "Analog bits"): the
+  network also sees its own previous clean estimate.
+- :class:`Techniques` / :func:`technique_loss`: the config switches and the loss using them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .diagnostics import score_residual
+from .guidance import batch_of, call, drop_condition, gaussian_names, tree_map, x0_eps
+from .losses import corrupt, diffusion_loss, sample_time
+from .random import Noise
+from .state import FieldSpec, Packer, State
+
+Model = Callable[..., Mapping[str, Tensor]]
+_DENSITY_OPTIONS = ("p_mean", "p_std", "m", "std", "loc", "scale")
+
+
+# --------------------------------------------------------------------------------------------
+# linear assignment in pure torch
+# --------------------------------------------------------------------------------------------
+def auction_assignment(cost: Tensor, *, eps: float | None = None, scaling: float = 5.0,
+                       max_iter: int = 1_000_000) -> Tensor:
+    """Minimum-cost perfect matching of each square cost matrix (n, n) or batch (G, n, n).
+
+    Returns ``perm`` (n,) / (G, n): row ``i`` is matched to column ``perm[i]``. Jacobi-style
+    forward auction (Bertsekas 1988): every unassigned row bids for its best column by the
+    margin over its second best plus ``eps``; columns go to the highest bidder. Epsilon scaling
+    from the cost range down to ``eps`` (default ``1e-9`` of the range over n), so the total
+    cost is within ``n eps`` of the optimum. Loops until every row is assigned (one host check
+    per round).
+    """
+    squeeze = cost.dim() == 2
+    benefit = -(cost[None] if squeeze else cost).double()
+    g, n, _ = benefit.shape
+    dev = benefit.device
+    if n == 1:
+        perm = torch.zeros(g, 1, dtype=torch.long, device=dev)
+        return perm[0] if squeeze else perm
+    spread = (benefit.amax((1, 2)) - benefit.amin((1, 2))).clamp_min(1e-12)
+    final = spread * 1e-9 / n if eps is None else torch.full_like(spread, eps)
+    prices = torch.zeros(g, n, dtype=torch.float64, device=dev)
+    offs = (torch.arange(g, device=dev) * n)[:, None]
+    rows = torch.arange(n, device=dev).expand(g, n)
+    level = spread / scaling
+    it = 0
+    while True:
+        e = torch.maximum(level, final)
+        owner = torch.full((g * n,), -1, dtype=torch.long, device=dev)  # column -> row
+        match = torch.full((g, n), -1, dtype=torch.long, device=dev)  # row -> column
+        while True:
+            free = match < 0
+            if not bool(free.any()):
+                break
+            it += 1
+            if it > max_iter:
+                raise RuntimeError(f"auction did not converge in {max_iter} rounds")
+            top = (benefit - prices[:, None, :]).topk(2, dim=2)
+            j1 = top.indices[..., 0]
+            bid = prices.gather(1, j1) + top.values[..., 0] - top.values[..., 1] + e[:, None]
+            col = (j1 + offs)[free]
+            best = torch.full((g * n,), float("-inf"), dtype=torch.float64, device=dev)
+            best = best.scatter_reduce(0, col, bid[free], "amax")
+            winner = free & (bid == best[j1 + offs])
+            win = torch.full((g * n,), n, dtype=torch.long, device=dev)
+            win = win.scatter_reduce(0, (j1 + offs)[winner], rows[winner], "amin")
+            taken = (win < n).nonzero()[:, 0]  # flat columns that received bids
+            prev = owner[taken]
+            grp = taken // n
+            lost = prev >= 0
+            match.view(-1)[grp[lost] * n + prev[lost]] = -1
+            owner[taken] = win[taken]
+            match.view(-1)[grp * n + win[taken]] = taken % n
+            prices.view(-1)[taken] = best[taken]
+        if bool((e <= final).all()):
+            break
+        level = level / scaling
+    return match[0] if squeeze else match
+
+
+def sinkhorn_assignment(cost: Tensor, *, reg: float = 0.01, iters: int = 200) -> Tensor:
+    """Approximate minimum-cost matching: entropic OT (log-domain Sinkhorn, ``reg`` relative to
+    the cost range) rounded to a permutation by taking the largest remaining plan entry n times.
+    Faster than the auction for large n; not exactly optimal."""
+    squeeze = cost.dim() == 2
+    c = (cost[None] if squeeze else cost).double()
+    g, n, _ = c.shape
+    span = (c.amax((1, 2)) - c.amin((1, 2))).clamp_min(1e-12)[:, None, None]
+    logk = -c / (reg * span)
+    u = torch.zeros(g, n, 1, dtype=torch.float64, device=c.device)
+    v = torch.zeros(g, 1, n, dtype=torch.float64, device=c.device)
+    for _ in range(iters):
+        u = -torch.logsumexp(logk + v, 2, keepdim=True)
+        v = -torch.logsumexp(logk + u, 1, keepdim=True)
+    plan = (logk + u + v).clone()
+    match = torch.empty(g, n, dtype=torch.long, device=c.device)
+    ar = torch.arange(g, device=c.device)
+    for _ in range(n):
+        flat = plan.reshape(g, -1).argmax(1)
+        i, j = flat // n, flat % n
+        match[ar, i] = j
+        plan[ar, i, :] = float("-inf")
+        plan[ar, :, j] = float("-inf")
+    return match[0] if squeeze else match
+
+
+ASSIGNMENTS = {"auction": auction_assignment, "sinkhorn": sinkhorn_assignment}
+
+
+def assign_noise(x0: Tensor, eps: Tensor, *, metric: str = "l2", method: str = "auction", groups: int = 1) -> Tensor:
+    """The permutation pairing data with noise: data ``i`` gets noise ``perm[i]``, minimising the
+    summed distance (``metric`` ``"l2"`` as in Immiscible Diffusion, or ``"sq"``, squared L2 as in
+    minibatch OT). ``x0``, ``eps``: (B, ...); with ``groups`` > 1 the batch is split into that
+    many consecutive groups (e.g. per device) solved as one batched problem."""
+    if method not in ASSIGNMENTS:
+        raise ValueError(f"unknown assignment method {method!r}; allowed: {', '.join(ASSIGNMENTS)}")
+    if metric not in ("l2", "sq"):
+        raise ValueError(f"metric must be 'l2' or 'sq', got {metric!r}")
+    b = x0.shape[0]
+    if b % groups:
+        raise ValueError(f"batch {b} does not split into {groups} groups")
+    a = x0.reshape(groups, b // groups, -1).double()
+    e = eps.reshape(groups, b // groups, -1).double()
+    d = torch.cdist(a, e)
+    perm = ASSIGNMENTS[method](d**2 if metric == "sq" else d)
+    return (perm + (torch.arange(groups, device=perm.device) * (b // groups))[:, None]).reshape(-1)
+
+
+def fork_noise(noise: Noise) -> Noise:
+    """A copy of a noise stream that will produce the same next draws (counter-based seeds are
+    copied; a ``torch.Generator``'s state is cloned)."""
+    out = copy.copy(noise)
+    if noise.generator is not None:
+        gen = torch.Generator(device=noise.generator.device)
+        gen.set_state(noise.generator.get_state())
+        out.generator = gen
+    return out
+
+
+def immiscible_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
+                    method: str = "auction", metric: str = "l2", time_density: str = "uniform", cond: Any = None,
+                    **loss_options: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`polydiff.losses.diffusion_loss` with minibatch noise assignment.
+
+    The times and the noise the loss is about to draw are drawn first on a fork of ``noise``;
+    the batch is then permuted so that each data point lands in the slot of the noise draw it
+    is assigned to (distance over all Gaussian fields), and the loss runs with the same draws.
+    Structured noise follows its sample (masks move with the data).
+    """
+    dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
+    t = loss_options.pop("t", None)
+    if t is None:
+        t = sample_time(fields, noise, time_density, **dens)
+    dev = next(iter(batch.values())).device
+    _, aux = corrupt(fields, batch, t.to(dev), fork_noise(noise))
+    names = gaussian_names(fields)
+    if not names:
+        raise ValueError("immiscible diffusion needs a Gaussian field")
+    x0 = torch.cat([batch[k].reshape(batch[k].shape[0], -1) for k in names], 1)
+    eps = torch.cat([aux[k][0].reshape(aux[k][0].shape[0], -1) for k in names], 1)
+    perm = assign_noise(x0, eps, metric=metric, method=method)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(len(perm), device=perm.device)
+    b = x0.shape[0]
+    batch = tree_map(lambda v: v[inv], batch, b)
+    cond = tree_map(lambda v: v[inv], cond, b)
+    return diffusion_loss(model, fields, batch, noise, cond=cond, t=t, time_density=time_density, **loss_options)
+
+
+# --------------------------------------------------------------------------------------------
+# Fokker-Planck regulariser
+# --------------------------------------------------------------------------------------------
+def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
+                          cond: Any = None, time_density: str = "uniform", h: float = 1e-2,
+                          divergence: str = "hutchinson", **density_options: float) -> Tensor:
+    """The squared score Fokker-Planck residual per dimension at one random time per sample, with
+    the graph kept for training (it needs double backpropagation through the network).
+
+    ``divergence="hutchinson"`` estimates the squared norm without bias from two independent
+    probes (noisy, cheap); ``"exact"`` takes one vector-Jacobian product per dimension (small
+    fields). ``h``: relative time step of the central difference ``d s/dt``."""
+    if divergence not in ("exact", "hutchinson"):
+        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    t = sample_time(fields, noise, time_density, **density_options)
+    dev = next(iter(batch.values())).device
+    noisy, _ = corrupt(fields, batch, t.to(dev), noise)
+    packer = Packer(fields, noisy)
+    if not packer.names:
+        raise ValueError("the Fokker-Planck penalty needs a Gaussian field")
+    dtype = noisy[packer.names[0]].dtype
+    dim = packer.pack(noisy).shape[1]
+    tt = t.to(dev, dtype)
+    if divergence == "exact":
+        r = score_residual(model, fields, noisy, tt, cond=cond, h=h, create_graph=True)
+        return (r * r).sum(1).mean() / dim
+    probes = []
+    for _ in range(2):
+        z = packer.unpack(noise.randn((dim,), dtype).to(dev))
+        probes.append(packer.pack({k: fields[k].structure.project(v, noisy) for k, v in z.items()}))
+    ra = score_residual(model, fields, noisy, tt, cond=cond, probes=[probes[0]], h=h, create_graph=True)
+    rb = score_residual(model, fields, noisy, tt, cond=cond, probes=[probes[1]], h=h, create_graph=True)
+    return (ra * rb).sum(1).mean() / dim
+
+
+# --------------------------------------------------------------------------------------------
+# score augmentation
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transform:
+    """An invertible map of states: ``forward`` acts on the (noisy) input state, ``inverse`` on
+    the network's predictions. Orthogonal linear maps (flips, permutations, rotations) keep the
+    Gaussian noise Gaussian, which makes score augmentation exact."""
+
+    forward: Callable[[State], State]
+    inverse: Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
+    name: str = "transform"
+
+
+def flip(keys: Sequence[str], dim: int) -> Transform:
+    """Reverse entries ``keys`` (of the state, and of the predictions) along ``dim`` (>= 1)."""
+
+    def fwd(st: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {**st, **{k: st[k].flip(dim) for k in keys if k in st}}
+
+    return Transform(fwd, fwd, f"flip:{','.join(keys)}:{dim}")
+
+
+def parse_transform(spec: str) -> Transform:
+    """``"flip:x:1"`` (reverse field ``x`` along dim 1; several fields ``"flip:x,mask:1"``)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "flip":
+        keys, _, dim = rest.rpartition(":")
+        return flip(keys.split(","), int(dim))
+    raise ValueError(f"unknown transform {spec!r}; allowed: flip:<keys>:<dim>")
+
+
+class ScoreAugment:
+    """Score augmentation (Hou et al. 2025): with probability ``p`` per sample one of
+    ``transforms`` is applied to the noisy state, the network is asked for the transformed
+    target, and its prediction is mapped back, so the loss (on the original target) trains
+    ``net(T x_t) = T target`` for orthogonal ``T``. The transform's index (0 = none) is written
+    to ``state[label_key]`` so the network can be told (non-leaky conditioning); at sampling
+    time give it 0. A training-time wrapper of the state-level network."""
+
+    def __init__(self, model: Model, transforms: Sequence[Transform], p: float = 0.5, label_key: str = "augment",
+                 generator: torch.Generator | None = None) -> None:
+        self.model, self.transforms, self.p, self.key, self.generator = model, list(transforms), p, label_key, generator
+
+    def __call__(self, state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+        b = batch_of(state)
+        dev = next(v.device for v in state.values() if isinstance(v, Tensor))
+        u = torch.rand(b, generator=self.generator).to(dev)
+        pick = torch.randint(len(self.transforms), (b,), generator=self.generator).to(dev) + 1
+        choice = torch.where(u < self.p, pick, torch.zeros_like(pick))
+        st = dict(state)
+        for j, tr in enumerate(self.transforms, 1):
+            moved = tr.forward(state)
+            st = _select(choice == j, moved, st)
+        st[self.key] = choice
+        out = dict(call(self.model, st, t, cond))
+        res = dict(out)
+        for j, tr in enumerate(self.transforms, 1):
+            res = _select(choice == j, tr.inverse(out), res)
+        return res
+
+
+def _select(sel: Tensor, a: Mapping[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per sample, the entries of ``a`` where ``sel`` (B,) else those of ``b``."""
+    out = dict(b)
+    for k, v in a.items():
+        if k in b and isinstance(v, Tensor) and v.dim() and v.shape[0] == sel.shape[0] and v is not b[k]:
+            out[k] = torch.where(sel.reshape(-1, *([1] * (v.dim() - 1))), v, b[k])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# self-conditioning
+# --------------------------------------------------------------------------------------------
+class SelfConditioning:
+    """Self-conditioning (Chen et al. 2023): the network also receives a clean estimate of each
+    Gaussian field under ``state[prefix + field]`` (zeros when there is none).
+
+    In training (``training=True``), with probability ``p`` per batch a first pass without
+    gradient makes the estimate; otherwise it is zeros. In sampling, the estimate of the
+    previous call is fed back (kept on the wrapper: call :meth:`reset` between runs; it is not
+    re-indexed when SMC resamples particles)."""
+
+    def __init__(self, model: Model, fields: Mapping[str, FieldSpec], p: float = 0.5, *, prefix: str = "sc_",
+                 training: bool = True, keys: Sequence[str] | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        self.model, self.fields, self.p, self.prefix, self.training = model, fields, p, prefix, training
+        self.names, self.generator = gaussian_names(fields, keys), generator
+        self.last: dict[str, Tensor] | None = None
+
+    def reset(self) -> None:
+        self.last = None
+
+    def __call__(self, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
+        zeros = {self.prefix + k: torch.zeros_like(state[k]) for k in self.names}
+        if self.training:
+            st = {**state, **zeros}
+            if float(torch.rand((), generator=self.generator)) < self.p:
+                with torch.no_grad():
+                    est = x0_eps(call(self.model, st, t, cond), st, t, self.fields, self.names)
+                st.update({self.prefix + k: est[k][0].detach() for k in self.names})
+            return call(self.model, st, t, cond)
+        prev = self.last
+        if prev is None or any(prev[self.prefix + k].shape != state[k].shape for k in self.names):
+            prev = zeros
+        st = {**state, **prev}
+        out = call(self.model, st, t, cond)
+        est = x0_eps(out, st, t, self.fields, self.names)
+        self.last = {self.prefix + k: est[k][0].detach().to(state[k].dtype) for k in self.names}
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# config switches
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Techniques:
+    """The opt-in training techniques, as read from a recipe's ``loss.techniques`` section:
+
+    ``immiscible`` (bool), ``assignment`` ("auction" | "sinkhorn"), ``metric`` ("l2" | "sq"),
+    ``self_condition`` (probability), ``score_augment`` (probability) with ``augment``
+    (transform specs such as ``"flip:x:1"``), ``fp_weight`` (Fokker-Planck penalty weight)
+    with ``fp_step`` (relative time step), ``cond_drop`` (condition dropout probability) with
+    ``condition_keys``.
+    """
+
+    immiscible: bool = False
+    assignment: str = "auction"
+    metric: str = "l2"
+    self_condition: float = 0.0
+    score_augment: float = 0.0
+    augment: list[str] = field(default_factory=list)
+    fp_weight: float = 0.0
+    fp_step: float = 1e-2
+    cond_drop: float = 0.0
+    condition_keys: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> Techniques:
+        cfg = dict(cfg or {})
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise KeyError(f"unknown training techniques {unknown}; allowed: {', '.join(sorted(allowed))}")
+        return cls(**cfg)
+
+    def wrap(self, model: Model, fields: Mapping[str, FieldSpec]) -> Model:
+        """The network as the loss should call it (self-conditioning, score augmentation)."""
+        if self.self_condition > 0:
+            model = SelfConditioning(model, fields, self.self_condition)
+        if self.score_augment > 0:
+            if not self.augment:
+                raise ValueError("score_augment needs transforms in `augment` (e.g. ['flip:x:1'])")
+            model = ScoreAugment(model, [parse_transform(s) for s in self.augment], self.score_augment)
+        return model
+
+
+def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise,
+                   techniques: Techniques, **loss_options: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`polydiff.losses.diffusion_loss` with the techniques switched on in ``techniques``."""
+    if techniques.cond_drop > 0:
+        batch = drop_condition(batch, techniques.condition_keys, techniques.cond_drop, noise)
+    net = techniques.wrap(model, fields)
+    if techniques.immiscible:
+        loss, logs = immiscible_loss(net, fields, batch, noise, method=techniques.assignment,
+                                     metric=techniques.metric, **loss_options)
+    else:
+        loss, logs = diffusion_loss(net, fields, batch, noise, **loss_options)
+    if techniques.fp_weight > 0:
+        dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
+        pen = fokker_planck_penalty(model, fields, batch, noise, cond=loss_options.get("cond"), h=techniques.fp_step,
+                                    time_density=loss_options.get("time_density", "uniform"), **dens)
+        loss = loss + techniques.fp_weight * pen
+        logs = {**logs, "fokker_planck": pen.detach()}
+    return loss, logs

@@ -1,0 +1,209 @@
+"""Training techniques: pure-torch linear assignment (checked against scipy when installed),
+immiscible noise assignment, the Fokker-Planck penalty, score augmentation, self-conditioning and
+the config switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from polydiff import FieldSpec, GaussianProcess, Masked, Noise
+from polydiff.losses import corrupt, diffusion_loss, sample_time
+from polydiff.techniques import (
+    ScoreAugment,
+    SelfConditioning,
+    Techniques,
+    assign_noise,
+    auction_assignment,
+    flip,
+    fokker_planck_penalty,
+    fork_noise,
+    immiscible_loss,
+    parse_transform,
+    sinkhorn_assignment,
+    technique_loss,
+)
+from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
+
+PROC = GaussianProcess("vp_linear")
+
+
+def brute_force(cost: torch.Tensor) -> float:
+    import itertools
+
+    n = cost.shape[0]
+    return min(float(cost[torch.arange(n), torch.tensor(p)].sum()) for p in itertools.permutations(range(n)))
+
+
+def test_auction_is_optimal_on_small_problems():
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(5, 6, 6, generator=g)
+    perm = auction_assignment(cost)
+    for i in range(5):
+        assert sorted(perm[i].tolist()) == list(range(6))
+        got = float(cost[i, torch.arange(6), perm[i]].sum())
+        assert abs(got - brute_force(cost[i])) < 1e-6
+    assert auction_assignment(torch.ones(1, 1)).tolist() == [0]
+    ties = auction_assignment(torch.zeros(4, 4))  # degenerate costs still give a permutation
+    assert sorted(ties.tolist()) == [0, 1, 2, 3]
+
+
+def test_auction_matches_scipy_and_sinkhorn_is_close():
+    scipy_opt = pytest.importorskip("scipy.optimize")
+    g = torch.Generator().manual_seed(1)
+    cost = torch.cdist(torch.randn(3, 64, 8, generator=g), torch.randn(3, 64, 8, generator=g))
+    perm, approx = auction_assignment(cost), sinkhorn_assignment(cost)
+    for i in range(3):
+        rows, cols = scipy_opt.linear_sum_assignment(cost[i].numpy())
+        opt = float(cost[i].numpy()[rows, cols].sum())
+        got = float(cost[i, torch.arange(64), perm[i]].sum())
+        assert abs(got - opt) < 1e-5 * opt
+        assert sorted(approx[i].tolist()) == list(range(64))
+        assert float(cost[i, torch.arange(64), approx[i]].sum()) < 1.03 * opt  # measured: within 1.5%
+
+
+def test_assign_noise_pairs_data_with_near_noise():
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(32, 4, generator=g), torch.randn(32, 4, generator=g)
+    perm = assign_noise(x0, eps)
+    assert sorted(perm.tolist()) == list(range(32))
+    assert (x0 - eps[perm]).norm(dim=1).sum() < (x0 - eps).norm(dim=1).sum()
+    grouped = assign_noise(x0, eps, groups=4, metric="sq", method="sinkhorn")
+    assert all(sorted(grouped[8 * i:8 * i + 8].tolist()) == list(range(8 * i, 8 * i + 8)) for i in range(4))
+    with pytest.raises(ValueError):
+        assign_noise(x0, eps, metric="l1")
+    with pytest.raises(ValueError):
+        assign_noise(x0, eps, groups=5)
+
+
+def test_fork_noise_replays_the_same_draws():
+    for noise in (Noise(4, seed=3), Noise(4, generator=torch.Generator().manual_seed(3))):
+        fork = fork_noise(noise)
+        assert torch.equal(fork.randn((3,)), noise.randn((3,)))
+
+
+def test_immiscible_loss_uses_assigned_noise():
+    fields = {"x": FieldSpec(PROC)}
+    g = torch.Generator().manual_seed(4)
+    batch = {"x": torch.randn(64, 3, generator=g) * 2 + 1}
+    seen = {}
+
+    def net(state, t):
+        seen["x_t"], seen["t"] = state["x"], t
+        return {"x": torch.zeros_like(state["x"])}
+
+    immiscible_loss(net, fields, batch, Noise(64, seed=0))
+    # replay the draws: the data in slot j was noised with the j-th noise draw, and the pairing
+    # is a permutation of the batch that shortens the data-noise distances
+    noise = Noise(64, seed=0)
+    t = sample_time(fields, noise)
+    _, aux = corrupt(fields, batch, t, noise)
+    eps = aux["x"][0]
+    c = PROC.coefs(t.reshape(-1, 1))
+    x0 = (seen["x_t"] - c.sigma * eps) / c.alpha
+    match = torch.cdist(x0.double(), batch["x"].double()).argmin(1)
+    assert sorted(match.tolist()) == list(range(64))
+    assert torch.allclose(x0.float(), batch["x"][match], atol=1e-4)
+    assert (x0 - eps).norm(dim=1).sum() < 0.9 * (batch["x"] - eps).norm(dim=1).sum()
+    assert torch.equal(seen["t"], t.float())
+
+
+def test_fokker_planck_penalty_is_zero_for_an_exact_score_and_trains():
+    gm = GaussianMixture.random(k=2, dim=2, seed=0)
+    exact = ExactDenoiser(gm, PROC)
+    fields = {"x": FieldSpec(PROC)}
+    batch = {"x": gm.sample(64, torch.Generator().manual_seed(0))}
+
+    def shifted(state, t):  # the score of a mixture whose means drift with t: not a diffusion's
+        c = PROC.coefs(t.double())
+        moved = GaussianMixture(gm.weights, gm.means + t.double().mean() * 2.0, gm.stds)
+        x0 = moved.denoise(state["x"], c.alpha, c.sigma)
+        return {"x": (state["x"] - c.alpha[:, None] * x0) / c.sigma[:, None]}
+
+    ok = fokker_planck_penalty(lambda s, t: {"x": exact(s["x"], t)}, fields, batch, Noise(64, seed=0), h=1e-4,
+                               divergence="exact")
+    bad = fokker_planck_penalty(shifted, fields, batch, Noise(64, seed=0), h=1e-4, divergence="exact")
+    assert abs(float(ok.detach())) < 1e-6 and float(bad.detach()) > 1e-2
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).double()
+
+    def model(state, t):
+        return {"x": net(torch.cat([state["x"], t[:, None].to(state["x"].dtype)], 1))}
+
+    pen = fokker_planck_penalty(model, fields, batch, Noise(64, seed=1))  # Hutchinson, two probes
+    pen.backward()  # double backpropagation through the network
+    assert torch.isfinite(pen) and all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_score_augment_with_an_equivariant_model_changes_nothing():
+    fields = {"x": FieldSpec(PROC)}
+
+    def net(state, t):  # equivariant to reversing the sequence
+        x = state["x"]
+        return {"x": 0.5 * x + 0.1 * x.flip(1)}
+
+    aug = ScoreAugment(net, [flip(["x"], 1)], p=1.0, generator=torch.Generator().manual_seed(0))
+    state = {"x": torch.randn(8, 5)}
+    assert torch.allclose(aug(state, torch.ones(8))["x"], net(state, torch.ones(8))["x"])
+    seen = {}
+
+    def probe(state, t):
+        seen.update(state)
+        return {"x": state["x"] * torch.arange(5.0)}  # not equivariant: predictions are mapped back
+
+    out = ScoreAugment(probe, [flip(["x"], 1)], p=1.0)(state, torch.ones(8))["x"]
+    assert torch.all(seen["augment"] == 1) and torch.allclose(seen["x"], state["x"].flip(1))
+    assert torch.allclose(out, (state["x"].flip(1) * torch.arange(5.0)).flip(1))
+    assert parse_transform("flip:x,mask:2").name == "flip:x,mask:2"
+    with pytest.raises(ValueError):
+        parse_transform("rotate:x:1")
+    loss, _ = diffusion_loss(ScoreAugment(net, [flip(["x"], 1)], p=0.5), fields, {"x": torch.randn(8, 5)},
+                             Noise(8, seed=0))
+    assert torch.isfinite(loss)
+
+
+def test_self_conditioning_feeds_the_previous_estimate():
+    fields = {"x": FieldSpec(PROC, prediction="x0")}
+    seen = []
+
+    def net(state, t):
+        seen.append(state["sc_x"].clone())
+        return {"x": state["x"] * 0.5 + 1.0}
+
+    train = SelfConditioning(net, fields, p=1.0)
+    state = {"x": torch.randn(4, 3)}
+    train(state, torch.full((4,), 0.5))
+    assert len(seen) == 2 and torch.all(seen[0] == 0) and torch.allclose(seen[1], state["x"] * 0.5 + 1.0)
+    seen.clear()
+    SelfConditioning(net, fields, p=0.0)(state, torch.full((4,), 0.5))
+    assert len(seen) == 1 and torch.all(seen[0] == 0)
+    seen.clear()
+    sampler = SelfConditioning(net, fields, training=False)
+    sampler(state, torch.full((4,), 0.5))
+    sampler({"x": state["x"] + 1}, torch.full((4,), 0.4))
+    assert torch.all(seen[0] == 0) and torch.allclose(seen[1], state["x"] * 0.5 + 1.0)
+    sampler.reset()
+    sampler(state, torch.full((4,), 0.5))
+    assert torch.all(seen[2] == 0)
+
+
+def test_techniques_config_and_loss():
+    fields = {"x": FieldSpec(PROC, Masked("mask"))}
+    net = torch.nn.Linear(5, 5).double()
+
+    def model(state, t):
+        return {"x": net(state["x"]) * state["mask"]}
+
+    batch = {"x": torch.randn(16, 5, dtype=torch.float64), "mask": torch.ones(16, 5, dtype=torch.float64),
+             "label": torch.arange(16) % 3}
+    cfg = Techniques.from_config({"immiscible": True, "score_augment": 0.5, "augment": ["flip:x,mask:1"],
+                                  "fp_weight": 0.1, "cond_drop": 0.5, "condition_keys": ["label"]})
+    loss, logs = technique_loss(model, fields, batch, Noise(16, seed=0), cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and "fokker_planck" in logs and net.weight.grad is not None
+    plain, _ = technique_loss(model, fields, batch, Noise(16, seed=0), Techniques())
+    ref, _ = diffusion_loss(model, fields, batch, Noise(16, seed=0))
+    assert torch.allclose(plain, ref)
+    with pytest.raises(KeyError):
+        Techniques.from_config({"immiscibel": True})
+    with pytest.raises(ValueError):
+        Techniques(score_augment=0.5).wrap(model, fields)
