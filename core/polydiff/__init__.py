@@ -5,7 +5,9 @@ The public API that first- and third-party modality plugins use alike.
 
 from __future__ import annotations
 
+from .generator import load
 from .grids import GRIDS, make_grid
+from .modality import DataBundle, Modality
 from .processes import (
     EDM,
     SCHEDULES,
@@ -29,8 +31,18 @@ from .structures import Masked, Plain, Symmetric, ZeroCoM
 __version__ = "0.1.0"
 
 __all__ = [
-    "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "FieldSpec", "GaussianProcess", "GeodesicFlow",
-    "LinearInterpolant", "Masked", "Noise", "Packer", "Plain", "Registry", "RegistryError", "State",
-    "StochasticInterpolant", "SubVP", "Symmetric", "Uniform", "VPCosine", "VPLinear", "ZeroCoM",
-    "available_modalities", "first_hitting", "load_modality", "make_grid", "sample",
+    "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "DataBundle", "FieldSpec", "GaussianProcess",
+    "GeodesicFlow", "LinearInterpolant", "Masked", "Modality", "Noise", "Packer", "Plain", "Registry", "RegistryError",
+    "State", "StochasticInterpolant", "SubVP", "Symmetric", "Uniform", "VPCosine", "VPLinear", "ZeroCoM",
+    "available_modalities", "first_hitting", "load", "load_modality", "make_grid", "sample", "train",
 ]
+
+
+def train(config, out_dir=None, **options):
+    """Train a recipe (a YAML path, a dict or a Config); see :func:`polydiff.training.train`.
+
+    Imported lazily so that ``import polydiff`` does not import Lightning.
+    """
+    from .training import train as _train
+
+    return _train(config, out_dir, **options)

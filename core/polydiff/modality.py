@@ -123,8 +123,9 @@ class Modality(ABC):
         collate = data.collate or default_collate
         return self.to_native(collate([ds[i] for i in range(len(ds))]), data.info)
 
-    def plot(self, objects: Sequence[Any], path: Path) -> Path | None:
-        """Save a figure of some objects to ``path`` (PNG); None if the plugin has no plot."""
+    def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
+        """Save a figure of some objects (over ``reference`` where that helps) to ``path``
+        (PNG); None if the plugin has no plot or its plotting library is missing."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,296 @@
+"""The ``polydiff`` command.
+
+::
+
+    polydiff modalities                  installed plugins: datasets, networks, recipes
+    polydiff samplers                    samplers: kind, NFE per step, options
+    polydiff train CONFIG.yaml [--set key=value ...] [--out DIR] [--fresh]
+    polydiff sample CKPT [--num N] [--sampler NAME] [--steps K] [--seed S] [--out DIR] [--option key=value ...]
+                         [--condition key=value ...] [--guidance-scale W] [--observed FILE] [--particles K]
+    polydiff evaluate (CKPT | SAMPLES_DIR) [--json FILE] [--config CONFIG]
+    polydiff bench samplers [...]
+
+A bad recipe, an unknown name or a bad file prints one line on stderr and exits with
+status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, load_config
+from .generator import CheckpointError
+from .registry import RegistryError, available_modalities, load_modality
+
+# errors that are the user's to fix: reported in one line, exit status 2
+USER_ERRORS = (ConfigError, RegistryError, CheckpointError, OSError, KeyError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_in
+    args_in = [a for a in args_in if a != "--debug"]
+    try:
+        if args_in[:1] == ["bench"]:
+            return _bench(args_in[1:])
+        args = _parser().parse_args(args_in)
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and not isinstance(err, RegistryError) and err.args else err
+        print(f"polydiff: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("polydiff: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polydiff", description="Diffusion and flow-matching models for many modalities.",
+                                epilog="--debug anywhere shows tracebacks instead of one-line errors.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("modalities", help="installed modality plugins with their datasets, networks and recipes")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_modalities)
+
+    s = sub.add_parser("samplers", help="samplers with their kind, NFE per step and options")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_samplers)
+
+    s = sub.add_parser("train", help="train a recipe (resumes from OUT/checkpoints/last.ckpt if there is one)")
+    s.add_argument("config", type=Path, help="YAML recipe")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.max_steps=500 (repeatable)")
+    s.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
+    s.add_argument("--fresh", action="store_true", help="delete earlier checkpoints and logs in OUT and start over")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate samples from a checkpoint and write them in native formats")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--num", type=int, help="number of samples (default: the recipe's sample.num)")
+    s.add_argument("--sampler", help="sampler name (see `polydiff samplers`)")
+    s.add_argument("--steps", type=int, help="number of steps")
+    s.add_argument("--seed", type=int, help="seed (default: the recipe's sample.seed)")
+    s.add_argument("--out", type=Path, help="output folder (default: RUN/samples)")
+    s.add_argument("--batch-size", type=int, help="samples generated at once (results do not depend on it)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
+    s.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
+                   help="condition of the samples, e.g. label=3 (repeatable)")
+    s.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale on the --condition keys")
+    s.add_argument("--observed", type=Path, metavar="FILE", help="observed entries to inpaint (.pt / .npz)")
+    s.add_argument("--particles", type=int, help="SMC particles per sample (steering / exact inpainting)")
+    s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    s.add_argument("--plot", action="store_true", help="also save a figure (needs matplotlib)")
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("evaluate", help="metrics of a checkpoint's samples or of a samples folder")
+    s.add_argument("target", type=Path, help="a checkpoint, or a folder written by `polydiff sample`")
+    s.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics to FILE as JSON")
+    s.add_argument("--config", type=Path, help="recipe whose data is the reference (default: the stored one)")
+    s.add_argument("--num", type=int, help="samples to draw from a checkpoint (default: the recipe's sample.num)")
+    s.add_argument("--seed", type=int, help="seed for sampling a checkpoint (default: the recipe's sample.seed)")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("bench", help="benchmarks: `polydiff bench samplers --help`")
+    s.add_argument("suite", choices=["samplers"])
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=lambda a: _bench([a.suite, *a.rest]))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+
+def cmd_modalities(args: argparse.Namespace) -> int:
+    """List plugins by entry point; import each one only to describe it, reporting failures."""
+    out: dict[str, Any] = {}
+    for name, ep in available_modalities().items():
+        entry: dict[str, Any] = {"target": ep.target, "distribution": ep.distribution}
+        try:
+            entry.update(load_modality(name).describe())
+        except Exception as err:  # a broken plugin must not hide the others
+            entry["error"] = " ".join(str(err).split())
+        out[name] = entry
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    if not out:
+        print("no modality plugins are installed")
+    for name, e in out.items():
+        print(f"{name}  ({e['target']})")
+        if "error" in e:
+            print(f"  cannot load: {e['error']}")
+            continue
+        if e.get("description"):
+            print(f"  {e['description']}")
+        print(f"  datasets: {', '.join(e.get('datasets', [])) or '-'}")
+        print(f"  networks: {', '.join(e.get('networks', [])) or '-'}")
+        recipes = e.get("recipes") or {}
+        print(f"  recipes:  {', '.join(f'{k} ({v})' for k, v in recipes.items()) or '-'}")
+    return 0
+
+
+def cmd_samplers(args: argparse.Namespace) -> int:
+    from .samplers import SAMPLERS
+
+    rows = []
+    for name in SAMPLERS:
+        d = SAMPLERS.get(name)
+        rows.append({"name": name, "kind": d.kind, "nfe_per_step": d.nfe_per_step, "stochastic": d.stochastic,
+                     "options": dict(d.defaults), "description": d.description})
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}}  {'kind':<11}  NFE  type  description [options]")
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        kind = "SDE" if r["stochastic"] else "ODE"
+        print(f"{r['name']:<{width}}  {r['kind']:<11}  {r['nfe_per_step']:>3}  {kind:<4}  {r['description']}"
+              + (f" [{opts}]" if opts else ""))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    cfg = load_config(args.config, args.overrides)
+    run = train(cfg, args.out, fresh=args.fresh)
+    if run.rank == 0:
+        loss = run.metrics.get("train/loss")
+        print(f"polydiff: trained to step {run.step}" + (f" (loss {loss:.4g})" if loss is not None else ""))
+        print(f"polydiff: checkpoint {run.checkpoint}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .generator import load
+
+    gen = load(args.checkpoint, device=args.device)
+    _threads(args.threads, gen.config)
+    sc = gen.config.sample
+    num = args.num or sc.num
+    seed = sc.seed if args.seed is None else args.seed
+    options = _pairs(args.option, "--option")
+    condition = _pairs(args.condition, "--condition")
+    control = {"guidance_scale": args.guidance_scale, "observed": args.observed, "particles": args.particles}
+    control = {k: str(v) if isinstance(v, Path) else v for k, v in control.items() if v is not None}
+    if "guidance_scale" in control and not condition:
+        raise ValueError("--guidance-scale guides toward a condition: give it with --condition KEY=VALUE")
+    out = args.out or _default_samples_dir(args.checkpoint)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+    objects = gen.generate(num, sampler=args.sampler, steps=args.steps, seed=seed, condition=condition or None,
+                           batch_size=args.batch_size, device=args.device, **options, **control)
+    meta = {"sampler": args.sampler or sc.sampler, "steps": args.steps or sc.steps, "seed": seed,
+            "options": options, "condition": condition, **control}
+    paths = gen.save(objects, out, overwrite=args.overwrite, plot=args.plot, metadata=meta)
+    print(f"polydiff: wrote {num} samples to {out}")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .generator import evaluate_samples, load
+
+    cfg = load_config(args.config) if args.config is not None else None
+    target: Path = args.target
+    if target.is_dir():
+        _threads(args.threads, cfg)
+        metrics = evaluate_samples(target, cfg)
+    elif target.is_file():
+        gen = load(target)
+        if cfg is not None:
+            gen.config = cfg
+        _threads(args.threads, gen.config)
+        sc = gen.config.sample
+        objects = gen.generate(args.num or sc.num, seed=sc.seed if args.seed is None else args.seed)
+        metrics = gen.evaluate(objects)
+    else:
+        raise FileNotFoundError(f"{target}: no such checkpoint or samples folder")
+    for k, v in metrics.items():
+        print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"target": str(target), "metrics": metrics}, indent=1))
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: polydiff bench samplers [options]   (see `polydiff bench samplers --help`)")
+        return 0
+    suite, rest = argv[0], argv[1:]
+    if suite != "samplers":
+        raise ValueError(f"unknown benchmark suite {suite!r}; allowed: samplers")
+    try:
+        mod = importlib.import_module(f"polydiff.benchmarks.{suite}")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("polydiff.benchmarks"):
+            raise ValueError(f"the {suite} benchmark (polydiff.benchmarks.{suite}) is not part of this "
+                             "installation") from err
+        raise
+    return int(mod.main(rest) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key] = _value(text)
+    return out
+
+
+def _value(text: str) -> Any:
+    """A command-line value parsed as YAML, with ``1e-3`` read as a number (YAML 1.1 says string)."""
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _threads(n: int | None, cfg: Any) -> None:
+    """Set torch's CPU threads: ``--threads``, else the recipe's ``train.threads`` (0: leave)."""
+    n = n if n is not None else (cfg.train.threads if cfg is not None else 0)
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _default_samples_dir(checkpoint: Path) -> Path:
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return run / "samples"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

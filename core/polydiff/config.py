@@ -1,0 +1,463 @@
+"""Run recipes: a small YAML schema checked with dataclasses.
+
+A recipe has seven sections::
+
+    modality: toy
+    data:    {name: gmm, k: 8}                # dataset name + its options
+    model:   {name: mlp, hidden: 128}         # network name + its options
+    process: {schedule: vp_cosine, prediction: eps}   # -> modality.fields(info, **process)
+    loss:    {weighting: prediction, time_density: uniform, cond_drop: 0.0}
+    train:   {max_steps: 2000, batch_size: 256, lr: 2e-3, ...}
+    sample:  {num: 1000, sampler: dpm++2m, steps: 20, seed: 0}
+
+``train``, ``loss`` and ``sample`` are checked here (types, allowed values, registered
+names); the options of ``data``, ``model`` and ``process`` are checked against the
+modality's factories when the run is built. Every error names the file, the key path and
+what is allowed, e.g. ``configs/x.yaml: train.lr: expected a number, got 'abc'``.
+``--set key.sub=value`` overrides are YAML-parsed and applied before checking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import RegistryError
+
+PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+LOGGERS = ("csv", "tensorboard", "none")
+# keywords of polydiff.sample a recipe's `sample` section may set besides the sampler's own options
+DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero")
+
+
+class ConfigError(ValueError):
+    """A bad recipe; the message names the file, the key path and what is allowed."""
+
+
+@dataclass
+class Component:
+    """A named component (dataset, network) and its options: YAML ``{name: ..., **options}``."""
+
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and hardware; Lightning receives accelerator / devices / strategy as is."""
+
+    max_steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 0  # linear learning-rate warm-up, in steps
+    ema: float = 0.999  # EMA decay of the weights; 0 turns EMA off
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    precision: str = field(default="32", metadata={"choices": PRECISIONS})
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1  # 1: one GPU if there is one, else the CPU; -1: all GPUs
+    strategy: str = "auto"
+    num_nodes: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    val_every: int = 0  # steps between validation losses; 0 turns validation off
+    num_workers: int = 0
+    threads: int = 0  # torch CPU threads (torch.set_num_threads); 0 keeps PyTorch's default
+    logger: str = field(default="csv", metadata={"choices": LOGGERS})
+    progress: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Arguments of :func:`polydiff.losses.diffusion_loss`, plus condition dropout."""
+
+    weighting: str = "prediction"
+    time_density: str = "uniform"
+    cond_drop: float = 0.0  # probability of replacing a sample's conditions by the null condition
+    field_weights: dict[str, float] | None = None
+    techniques: dict[str, Any] | None = None  # opt-in techniques (polydiff.techniques.Techniques)
+    options: dict[str, float] = field(default_factory=dict)  # weighting / time-density parameters
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of ``polydiff sample``: how many, which sampler, how many steps, which seed."""
+
+    num: int = 1000
+    sampler: str = "dpm++2m"
+    steps: int = 20
+    seed: int = 0
+    batch_size: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # sampler options and driver keywords
+
+
+@dataclass
+class Config:
+    """A whole recipe. ``source`` (the file it came from) is used in error messages only."""
+
+    modality: str = "toy"
+    data: Component = field(default_factory=Component)
+    model: Component = field(default_factory=Component)
+    process: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    source: str = field(default="<config>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain YAML/JSON-able primitives (what checkpoints store)."""
+        return {
+            "modality": self.modality,
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "process": dict(self.process),
+            "loss": {**_plain(self.loss, "options"), **self.loss.options},
+            "train": _plain(self.train),
+            "sample": {**_plain(self.sample, "options"), **self.sample.options},
+        }
+
+    def error(self, path: str, message: str) -> ConfigError:
+        """A :class:`ConfigError` about ``path`` in this recipe."""
+        return ConfigError(f"{self.source}: {path}: {message}")
+
+
+def _plain(obj: Any, skip: str = "") -> dict[str, Any]:
+    return {f.name: _copy(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != skip}
+
+
+def _copy(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_copy(x) for x in v]
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and checking
+# ---------------------------------------------------------------------------------------------
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML recipe, apply ``key.sub=value`` overrides and check it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: str = "<config>") -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``"a.b.c=value"`` set (values parsed as YAML)."""
+    out = _copy(dict(raw))
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{source}: --set expects key.path=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        *parents, last = key.strip().split(".")
+        node = out
+        for i, p in enumerate(parents):
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: --set {key}: {'.'.join(parents[:i + 1])} is not a section")
+            node = child
+        node[last] = value
+    return out
+
+
+_SECTIONS = ("modality", "data", "model", "process", "loss", "train", "sample")
+
+
+def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Config:
+    """Check a recipe given as a dict (or pass a :class:`Config` through)."""
+    if isinstance(raw, Config):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    _no_unknown(raw, _SECTIONS, "", source)
+    cfg = Config(source=source)
+    modality = raw.get("modality", "toy")
+    if not isinstance(modality, str) or not modality:
+        raise ConfigError(f"{source}: modality: expected a plugin name, got {modality!r}")
+    cfg.modality = modality
+    cfg.data = _component(raw.get("data"), "data", source)
+    cfg.model = _component(raw.get("model"), "model", source)
+    cfg.process = dict(_section(raw.get("process"), "process", source))
+    cfg.train = _fill(TrainConfig(), _section(raw.get("train"), "train", source), "train", source)
+    loss = dict(_section(raw.get("loss"), "loss", source))
+    cfg.loss = _fill(LossConfig(), _take(loss, LossConfig), "loss", source)
+    cfg.loss.options = _loss_options(cfg.loss, loss, source)
+    sample = dict(_section(raw.get("sample"), "sample", source))
+    cfg.sample = _fill(SampleConfig(), _take(sample, SampleConfig), "sample", source)
+    cfg.sample.options = _sample_options(cfg.sample, sample, source)
+    _check_train(cfg, source)
+    return cfg
+
+
+def _section(v: Any, name: str, source: str) -> Mapping[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{source}: {name}: expected a mapping, got {v!r}")
+    for k in v:
+        if not isinstance(k, str):
+            raise ConfigError(f"{source}: {name}: keys must be strings, got {k!r}")
+    return v
+
+
+def _component(v: Any, name: str, source: str) -> Component:
+    if isinstance(v, str):  # `data: gmm` is short for `data: {name: gmm}`
+        return Component(v, {})
+    opts = dict(_section(v, name, source))
+    comp_name = opts.pop("name", None)
+    if comp_name is not None and not isinstance(comp_name, str):
+        raise ConfigError(f"{source}: {name}.name: expected a name, got {comp_name!r}")
+    return Component(comp_name, opts)
+
+
+def _take(d: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Pop the keys that are fields of ``cls`` (other than ``options``) out of ``d``."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    return {k: d.pop(k) for k in list(d) if k in names}
+
+
+def _no_unknown(d: Mapping[str, Any], allowed: Iterable[str], prefix: str, source: str) -> None:
+    allowed = list(allowed)
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(f"{source}: unknown key {prefix + k!r}; allowed: {', '.join(allowed)}")
+
+
+def _fill(obj: Any, values: Mapping[str, Any], section: str, source: str) -> Any:
+    """Set checked ``values`` on the dataclass ``obj``."""
+    fields = {f.name: f for f in dataclasses.fields(obj) if f.name != "options"}
+    _no_unknown(values, fields, section + ".", source)
+    hints = typing.get_type_hints(type(obj))
+    for k, v in values.items():
+        path = f"{section}.{k}"
+        choices = fields[k].metadata.get("choices")
+        if choices is not None and isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)  # `precision: 32`
+        v = _coerce(v, hints[k], path, source)
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{source}: {path}: expected one of {', '.join(choices)}, got {v!r}")
+        setattr(obj, k, v)
+    return obj
+
+
+def _coerce(v: Any, tp: Any, path: str, source: str) -> Any:
+    """Check ``v`` against the annotation ``tp`` (a small subset of typing), converting where
+    YAML is ambiguous (``1e-3`` is a string in YAML 1.1; ``precision: 32`` is an int)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(tp)
+        if v is None and type(None) in members:
+            return None
+        for m in (m for m in members if m is not type(None)):
+            try:
+                return _coerce(v, m, path, source)
+            except ConfigError:
+                pass
+        wanted = " or ".join(_DESCRIBE.get(typing.get_origin(m) or m, str(m)) for m in members)
+        raise ConfigError(f"{source}: {path}: expected {wanted}, got {v!r}")
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"{source}: {path}: expected true or false, got {v!r}")
+    if tp is int:
+        if isinstance(v, str):
+            v = _number(v)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        raise ConfigError(f"{source}: {path}: expected an integer, got {v!r}")
+    if tp is float:
+        if isinstance(v, str):
+            v = _number(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        raise ConfigError(f"{source}: {path}: expected a number, got {v!r}")
+    if tp is str:
+        if isinstance(v, str):
+            return v
+        raise ConfigError(f"{source}: {path}: expected a string, got {v!r}")
+    if origin is list:
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(f"{source}: {path}: expected a list, got {v!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [x if item is Any else _coerce(x, item, f"{path}[{i}]", source) for i, x in enumerate(v)]
+    if origin is dict or tp is dict:
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{source}: {path}: expected a mapping, got {v!r}")
+        args = typing.get_args(tp)
+        item = args[1] if args else Any
+        return {str(k): x if item is Any else _coerce(x, item, f"{path}.{k}", source) for k, x in v.items()}
+    return v
+
+
+_DESCRIBE = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping", type(None): "null"}
+
+
+def _number(s: str) -> Any:
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _keywords(fn: Any, skip: int) -> list[str]:
+    """Named keyword parameters of ``fn`` after its first ``skip`` positional ones."""
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _registered(registry: Any, name: str, path: str, source: str) -> Any:
+    try:
+        return registry.get(name)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: {path}: {err}") from None
+
+
+def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dict[str, float]:
+    from .losses import TIME_DENSITIES, WEIGHTINGS
+
+    w = _registered(WEIGHTINGS, loss.weighting, "loss.weighting", source)
+    d = _registered(TIME_DENSITIES, loss.time_density, "loss.time_density", source)
+    if not 0.0 <= loss.cond_drop < 1.0:
+        raise ConfigError(f"{source}: loss.cond_drop: expected a probability in [0, 1), got {loss.cond_drop}")
+    allowed = [f.name for f in dataclasses.fields(LossConfig) if f.name != "options"]
+    allowed += _keywords(w, 2) + _keywords(d, 3)
+    _no_unknown(rest, allowed, "loss.", source)
+    if loss.techniques is not None:
+        from .techniques import Techniques
+
+        tech = _fill(Techniques(), loss.techniques, "loss.techniques", source)
+        if tech.cond_drop > 0 and loss.cond_drop > 0:
+            raise ConfigError(f"{source}: loss.techniques.cond_drop: condition dropout is set twice; "
+                              "keep loss.cond_drop (it drops every condition of the data) or this one")
+        loss.techniques = {k: v for k, v in _plain(tech).items() if k in loss.techniques}
+    return {k: _coerce(v, float, f"loss.{k}", source) for k, v in rest.items()}
+
+
+def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) -> dict[str, Any]:
+    from .grids import GRIDS
+    from .samplers import SAMPLERS
+
+    sdef = _registered(SAMPLERS, sample.sampler, "sample.sampler", source)
+    if sdef.kind != "gaussian":
+        raise ConfigError(f"{source}: sample.sampler: {sample.sampler!r} is a {sdef.kind} sampler; "
+                          "set it as sample.categorical")
+    allowed = [f.name for f in dataclasses.fields(SampleConfig) if f.name != "options"]
+    allowed += list(DRIVER_OPTIONS) + sorted(sdef.defaults)
+    _no_unknown(rest, allowed, "sample.", source)
+    if isinstance(rest.get("grid"), str):
+        _registered(GRIDS, rest["grid"], "sample.grid", source)
+    if "categorical" in rest:
+        cdef = _registered(SAMPLERS, str(rest["categorical"]), "sample.categorical", source)
+        if cdef.kind != "categorical":
+            raise ConfigError(f"{source}: sample.categorical: {rest['categorical']!r} is not a categorical sampler")
+    for k, default in sdef.defaults.items():
+        if k in rest and default is not None:
+            rest = {**rest, k: _coerce(rest[k], type(default), f"sample.{k}", source)}
+    for k in ("num", "steps"):
+        if getattr(sample, k) < 1:
+            raise ConfigError(f"{source}: sample.{k}: expected a positive integer, got {getattr(sample, k)}")
+    return dict(rest)
+
+
+def _check_train(cfg: Config, source: str) -> None:
+    t = cfg.train
+    for k in ("max_steps", "batch_size", "checkpoint_every", "log_every", "num_nodes"):
+        if getattr(t, k) < 1:
+            raise ConfigError(f"{source}: train.{k}: expected a positive integer, got {getattr(t, k)}")
+    for k in ("val_every", "num_workers", "warmup", "threads"):
+        if getattr(t, k) < 0:
+            raise ConfigError(f"{source}: train.{k}: expected a non-negative integer, got {getattr(t, k)}")
+    if not 0.0 <= t.ema < 1.0:
+        raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
+    if t.lr <= 0:
+        raise ConfigError(f"{source}: train.lr: expected a positive number, got {t.lr}")
+
+
+# ---------------------------------------------------------------------------------------------
+# building a run's pieces from a recipe (options checked against the modality's factories)
+# ---------------------------------------------------------------------------------------------
+
+def build_data(cfg: Config, modality: Any) -> Any:
+    """``modality.dataset(cfg.data.name, **cfg.data.options)`` with errors that name the recipe."""
+    table = modality.datasets()
+    name = _pick(cfg, "data", table, "dataset", modality.name)
+    _check_options(cfg, table[name], cfg.data.options, 0, "data", f"dataset {name!r}")
+    return _guard(cfg, "data", lambda: table[name](**cfg.data.options))
+
+
+def build_fields(cfg: Config, modality: Any, info: Mapping[str, Any]) -> Any:
+    """``modality.fields(info, **cfg.process)`` with errors that name the recipe."""
+    _check_options(cfg, modality.fields, cfg.process, 1, "process", f"modality {modality.name!r}")
+    return _guard(cfg, "process", lambda: modality.fields(info, **cfg.process))
+
+
+def build_network(cfg: Config, modality: Any, info: Mapping[str, Any], fields: Mapping[str, Any]) -> Any:
+    """``modality.network(cfg.model.name, info, fields, **cfg.model.options)``, checked."""
+    table = modality.networks()
+    name = _pick(cfg, "model", table, "network", modality.name)
+    _check_options(cfg, table[name], cfg.model.options, 2, "model", f"network {name!r}")
+    return _guard(cfg, "model", lambda: modality.network(name, info, fields, **cfg.model.options))
+
+
+def _pick(cfg: Config, section: str, table: Mapping[str, Any], what: str, modality: str) -> str:
+    name = getattr(cfg, section).name or next(iter(table))
+    if name not in table:
+        raise cfg.error(f"{section}.name", f"modality {modality!r} has no {what} {name!r}; "
+                                           f"allowed: {', '.join(table)}")
+    return name
+
+
+def _check_options(cfg: Config, factory: Any, options: Mapping[str, Any], skip: int, section: str,
+                   what: str) -> None:
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    allowed = [p.name for p in params[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for k in options:
+        if k not in allowed:
+            raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}; "
+                              f"allowed: {', '.join(allowed) or 'none'}")
+
+
+def _guard(cfg: Config, section: str, build: Any) -> Any:
+    """Run ``build()``; a bad value or name inside becomes a ConfigError naming the section."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise cfg.error(section, str(msg)) from err

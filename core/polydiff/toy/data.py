@@ -1,0 +1,211 @@
+"""Toy point clouds: Gaussian-mixture data with exact likelihoods, users' own CSV points,
+CSV files, and the metrics that compare two point clouds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..modality import DataBundle
+from .gmm import GaussianMixture
+
+
+class TensorStates(Dataset):
+    """States held as batched tensors of equal length; ``get_batch`` indexes them all at once
+    (the trainer uses it instead of collating items one by one)."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        lengths = {len(v) for v in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"all entries need the same length, got {({k: len(v) for k, v in tensors.items()})}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
+        return {k: v[index] for k, v in self.tensors.items()}
+
+
+def _stats(x: Tensor) -> dict[str, Any]:
+    return {"data_mean": x.mean(0).tolist(), "data_std": float(x.std(0).pow(2).mean().sqrt())}
+
+
+def draw_gmm(gmm: GaussianMixture, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` points of the mixture and the index of the component each came from."""
+    g = torch.Generator().manual_seed(seed)
+    comp = torch.multinomial(gmm.weights, n, replacement=True, generator=g)
+    z = torch.randn(n, gmm.dim, generator=g, dtype=torch.float64)
+    return gmm.means[comp] + gmm.stds[comp] * z, comp
+
+
+def gmm_dataset(k: int = 8, dim: int = 2, n: int = 10_000, seed: int = 0, spread: float = 3.0,
+                std: float = 0.2, n_test: int = 5000) -> DataBundle:
+    """The embedded default: draws of ``GaussianMixture.random(k, dim, spread, std, seed)``;
+    the component index is kept as a class label ``"label"`` usable as a condition."""
+    if k < 1 or dim < 1 or n < 2:
+        raise ValueError(f"gmm needs k >= 1, dim >= 1 and n >= 2, got k={k}, dim={dim}, n={n}")
+    gmm = GaussianMixture.random(k, dim, spread=spread, std=std, seed=seed)
+    splits = {}
+    for name, size, offset in (("train", n, 0), ("val", max(n // 10, 2), 1), ("test", n_test, 2)):
+        x, c = draw_gmm(gmm, size, seed * 1000 + 17 + offset)
+        splits[name] = TensorStates(x=x.float(), label=c)
+    info = {"dataset": "gmm", "dim": dim, "n": n, "gmm": gmm.to_dict(), "num_classes": k,
+            "conditions": {"label": {"kind": "class", "num_classes": k}},
+            **_stats(splits["train"].tensors["x"])}
+    return DataBundle(splits["train"], splits["val"], splits["test"], info)
+
+
+def csv_dataset(path: str, label: str | None = None, columns: Sequence[str] | None = None,
+                delimiter: str = ",") -> DataBundle:
+    """Users' own points: one row per point, numeric columns (a header row is optional).
+
+    ``label`` names a column of class labels (any strings) kept as the condition ``"label"``;
+    ``columns`` picks the coordinate columns (default: every column but the label).
+    """
+    file = Path(path).expanduser().resolve()
+    header, rows = read_table(file, delimiter)
+    names = header or [f"x{i}" for i in range(len(rows[0][1]))]
+    if label is not None and label not in names:
+        raise ValueError(f"{file}: no label column {label!r}; columns: {', '.join(names)}")
+    coords = list(columns) if columns is not None else [c for c in names if c != label]
+    for c in coords:
+        if c not in names:
+            raise ValueError(f"{file}: no column {c!r}; columns: {', '.join(names)}")
+    idx = [names.index(c) for c in coords]
+    values, labels = [], []
+    for line, row in rows:
+        try:
+            values.append([float(row[i]) for i in idx])
+        except ValueError:
+            raise ValueError(f"{file}:{line}: expected numbers in columns {', '.join(coords)}, "
+                             f"got {delimiter.join(row)!r}") from None
+        if label is not None:
+            labels.append(row[names.index(label)])
+    x = torch.tensor(values, dtype=torch.float32)
+    tensors: dict[str, Tensor] = {"x": x}
+    info: dict[str, Any] = {"dataset": "csv", "path": str(file), "dim": len(coords), "n": len(x),
+                            "columns": coords, **_stats(x)}
+    if label is not None:
+        classes = sorted(set(labels))
+        tensors["label"] = torch.tensor([classes.index(v) for v in labels])
+        info.update(num_classes=len(classes), classes=classes,
+                    conditions={"label": {"kind": "class", "num_classes": len(classes)}})
+    return DataBundle(TensorStates(**tensors), info=info)
+
+
+def read_table(file: Path, delimiter: str = ",") -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """Rows of a CSV file with their line numbers; the header (or None when the first row is
+    numeric). Every row must have the header's number of fields."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such CSV file")
+    with file.open(newline="") as f:
+        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
+                if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{file}: no rows")
+    header = None
+    if not all(_is_number(c) for c in rows[0][1]):
+        header, rows = rows[0][1], rows[1:]
+    if not rows:
+        raise ValueError(f"{file}: a header but no data rows")
+    width = len(header) if header else len(rows[0][1])
+    for line, r in rows:
+        if len(r) != width:
+            raise ValueError(f"{file}:{line}: expected {width} fields, got {len(r)}: {delimiter.join(r)!r}")
+    return header, rows
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def write_points(points: np.ndarray, file: Path, columns: Sequence[str] | None = None) -> Path:
+    """Write (N, D) points to a CSV file with a header, atomically (temp file + rename)."""
+    points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    columns = list(columns) if columns is not None else [f"x{i}" for i in range(points.shape[1])]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([[repr(float(v)) for v in row] for row in points])
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return file
+
+
+def read_points(file: Path) -> np.ndarray:
+    """(N, D) float64 points from a CSV file written by :func:`write_points` (or any numeric CSV)."""
+    _, rows = read_table(file)
+    out = []
+    for line, r in rows:
+        try:
+            out.append([float(c) for c in r])
+        except ValueError:
+            raise ValueError(f"{file}:{line}: expected numbers, got {','.join(r)!r}") from None
+    return np.asarray(out, dtype=np.float64)
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-2 distance: the root mean over random directions of the squared 1-D
+    W2 between the projected empirical distributions (compared at common quantile levels)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    dirs = np.random.default_rng(seed).standard_normal((a.shape[1], projections))
+    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+    m = max(len(a), len(b))
+    qa, qb = _quantiles(np.sort(a @ dirs, axis=0), m), _quantiles(np.sort(b @ dirs, axis=0), m)
+    return float(np.sqrt(np.mean((qa - qb) ** 2)))
+
+
+def _quantiles(s: np.ndarray, m: int) -> np.ndarray:
+    """Empirical quantiles of sorted columns ``s`` (n, P) at the levels ``(i + 1/2) / m``,
+    linearly interpolated (the sorted values themselves when ``m == n``)."""
+    n = len(s)
+    if n == m:
+        return s
+    pos = np.clip((np.arange(m) + 0.5) / m * n - 0.5, 0, n - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo)[:, None]
+    return s[lo] * (1 - frac) + s[hi] * frac
+
+
+def point_metrics(x: np.ndarray, ref: np.ndarray, gmm: dict[str, Any] | None = None) -> dict[str, float]:
+    """Sliced W2, mean error (L2), relative covariance error (Frobenius), and, for a known
+    mixture, the mean exact log-likelihood of the samples and of the reference points."""
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    if x.ndim != 2 or ref.ndim != 2 or x.shape[1] != ref.shape[1]:
+        raise ValueError(f"samples {x.shape} and reference {ref.shape} must both be (N, D) with the same D")
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 samples to evaluate, got {len(x)}")
+    cov_x, cov_r = np.atleast_2d(np.cov(x.T)), np.atleast_2d(np.cov(ref.T))
+    out = {"n": float(len(x)), "sw2": sliced_wasserstein(x, ref),
+           "mean_error": float(np.linalg.norm(x.mean(0) - ref.mean(0))),
+           "cov_error": float(np.linalg.norm(cov_x - cov_r) / max(np.linalg.norm(cov_r), 1e-12))}
+    if gmm is not None:
+        mix = GaussianMixture(torch.tensor(gmm["weights"]), torch.tensor(gmm["means"]), torch.tensor(gmm["stds"]))
+        out["loglik"] = float(mix.log_prob(torch.from_numpy(x)).mean())
+        out["loglik_ref"] = float(mix.log_prob(torch.from_numpy(ref)).mean())
+    return out

@@ -1,0 +1,481 @@
+"""Training with PyTorch Lightning: one recipe runs on a CPU, a GPU or many nodes.
+
+:func:`train` builds the modality's data, fields and network from a recipe and fits a
+:class:`DiffusionModule` (AdamW, optional warm-up, EMA of the weights, gradient clipping,
+mixed precision through Lightning's ``precision``). ``train.accelerator / devices /
+strategy / num_nodes`` go to Lightning unchanged, so moving a run from CPU to multi-GPU DDP
+is a one-line change.
+
+Exact resumption. Everything random in a step is a pure function of ``(seed, global step,
+rank)``: the batch (:class:`StepBatches` permutes the data per epoch with a seeded generator
+and jumps straight to any step), the loss's times, noise and condition dropout (a
+:class:`polydiff.Noise` stream seeded per step and rank) and torch's global generator. With
+the optimizer, scheduler, EMA and loop state restored from a checkpoint, a run killed and
+resumed reproduces the uninterrupted run bit for bit on the same machine.
+
+Checkpoints (``OUT/checkpoints/step-NNNNNNNN.ckpt`` every ``checkpoint_every`` steps and
+``last.ckpt``) are written atomically and hold only tensors and primitives, so they load
+with ``torch.load(weights_only=True)``; under ``"polydiff"`` they store the recipe as a
+plain dict and the data ``info``, which is all :func:`polydiff.load` needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from . import __version__
+from .config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    build_data,
+    build_fields,
+    build_network,
+    from_dict,
+    load_config,
+)
+from .generator import load_checkpoint, save_checkpoint_file
+from .losses import diffusion_loss
+from .modality import default_collate
+from .random import Noise
+from .registry import load_modality
+from .state import FieldSpec, State
+from .techniques import Techniques, technique_loss
+
+LAST = "last.ckpt"
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: str = "train") -> int:
+    """A 40-bit seed for one (seed, step, rank, stream): independent streams, no overflow."""
+    digest = hashlib.blake2b(f"{stream}:{seed}:{step}:{rank}".encode(), digest_size=5).digest()
+    return int.from_bytes(digest, "little")
+
+
+# ---------------------------------------------------------------------------------------------
+# data: batches as a pure function of (seed, step, rank)
+# ---------------------------------------------------------------------------------------------
+
+class StepBatches(IterableDataset):
+    """An endless stream of batches, batch ``g`` being a pure function of ``(seed, g, rank)``.
+
+    The data set is read in epochs, each a fresh permutation drawn from a generator seeded by
+    ``(seed, epoch)``; step ``g`` of rank ``r`` takes positions ``[(g W + r) B, (g W + r + 1) B)``
+    of that endless sequence (``W`` ranks, ``B`` samples each), so ranks see disjoint data and
+    a resumed run starts exactly at its step. Worker ``w`` of ``k`` loader workers yields the
+    steps ``start + w, start + w + k, ...``, which the loader interleaves back in order.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 start: int = 0, collate: Any = None) -> None:
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world, self.start, self.collate = rank, world, start, collate
+        self.n = len(dataset)  # type: ignore[arg-type]
+        if self.n < 1:
+            raise ValueError("the training set is empty")
+        self._perms: dict[int, Tensor] = {}
+
+    def permutation(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            g = torch.Generator().manual_seed(step_seed(self.seed, epoch, 0, "data"))
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> Tensor:
+        """Data indices of the batch of global step ``step`` on this rank."""
+        pos = (step * self.world + self.rank) * self.batch_size + torch.arange(self.batch_size)
+        epoch, offset = pos // self.n, pos % self.n
+        out = torch.empty_like(pos)
+        for e in torch.unique(epoch).tolist():
+            sel = epoch == e
+            out[sel] = self.permutation(e)[offset[sel]]
+        return out
+
+    def batch(self, step: int) -> State:
+        idx = self.indices(step)
+        get = getattr(self.dataset, "get_batch", None)
+        if get is not None and self.collate is None:
+            return get(idx)
+        return (self.collate or default_collate)([self.dataset[i] for i in idx.tolist()])
+
+    def __iter__(self) -> Iterator[State]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in count(self.start + wid, nw):
+            yield self.batch(step)
+
+
+class EvalBatches(IterableDataset):
+    """The validation set once, in order, in chunks shared out between ranks."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, rank: int = 0, world: int = 1, collate: Any = None) -> None:
+        self.dataset, self.batch_size, self.rank, self.world, self.collate = dataset, batch_size, rank, world, collate
+
+    def __iter__(self) -> Iterator[State]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        for i, lo in enumerate(range(0, n, self.batch_size)):
+            if i % self.world != self.rank:
+                continue
+            idx = torch.arange(lo, min(n, lo + self.batch_size))
+            get = getattr(self.dataset, "get_batch", None)
+            yield get(idx) if get is not None and self.collate is None else \
+                (self.collate or default_collate)([self.dataset[j] for j in idx.tolist()])
+
+
+# ---------------------------------------------------------------------------------------------
+# the Lightning module
+# ---------------------------------------------------------------------------------------------
+
+class DiffusionModule(L.LightningModule):
+    """A modality network trained with :func:`polydiff.losses.diffusion_loss`, plus its EMA."""
+
+    def __init__(self, net: nn.Module, fields: Mapping[str, FieldSpec], config: Config, info: Mapping[str, Any],
+                 data: Any = None) -> None:
+        super().__init__()
+        self.net = net
+        self.ema = copy.deepcopy(net).requires_grad_(False).eval() if config.train.ema > 0 else None
+        self.fields, self.config, self.info, self.data = dict(fields), config, dict(info), data
+        self.techniques = _techniques(config, self.info)
+        self.data_fingerprints: list[float] = []
+        self._fingerprint: Tensor | None = None
+
+    def forward(self, state: State, t: Tensor, cond: Any = None) -> Any:
+        return self.net(state, t) if cond is None else self.net(state, t, cond)
+
+    # -- data --
+    def train_dataloader(self) -> DataLoader:
+        t = self.config.train
+        start = self.trainer.global_step  # already restored when resuming
+        ds = StepBatches(self.data.train, t.batch_size, t.seed, self.global_rank, self.trainer.world_size, start,
+                         self.data.collate)
+        return DataLoader(ds, batch_size=None, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = EvalBatches(self.data.val, self.config.train.batch_size, self.global_rank, self.trainer.world_size,
+                         self.data.collate)
+        return DataLoader(ds, batch_size=None)
+
+    # -- steps --
+    def _loss(self, net: nn.Module, batch: State, seed: int, train: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        lc = self.config.loss
+        n = next(iter(batch.values())).shape[0]
+        # a generator seeded per (step, rank): as reproducible as per-sample counter-based seeds
+        # (which training does not need) and several times cheaper
+        noise = Noise(n, generator=torch.Generator(self.device).manual_seed(seed), device=self.device)
+        opts = {"weighting": lc.weighting, "time_density": lc.time_density, "field_weights": lc.field_weights,
+                **lc.options}
+        if train:  # condition dropout and the opt-in techniques
+            return technique_loss(net, self.fields, batch, noise, self.techniques, **opts)
+        return diffusion_loss(net, self.fields, batch, noise, **opts)
+
+    def on_train_batch_start(self, batch: State, batch_idx: int) -> None:
+        # stray uses of torch's global RNG (dropout in a network) are seeded per step too
+        # (per device: torch.manual_seed would also touch every other backend, slowly)
+        s = step_seed(self.config.train.seed, self.global_step, self.global_rank, "torch")
+        torch.default_generator.manual_seed(s)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(s)
+
+    def training_step(self, batch: State, batch_idx: int) -> Tensor:
+        seed = step_seed(self.config.train.seed, self.global_step, self.global_rank)
+        loss, per_field = self._loss(self.net, batch, seed)
+        n = next(iter(batch.values())).shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        if len(per_field) > 1:
+            for k, v in per_field.items():
+                self.log(f"train/loss_{k}", v, batch_size=n)
+        first = batch[next(iter(self.fields))].detach().double().sum()
+        self._fingerprint = first if self._fingerprint is None else self._fingerprint + first
+        return loss
+
+    def validation_step(self, batch: State, batch_idx: int) -> None:
+        seed = step_seed(self.config.train.seed, batch_idx, self.global_rank, "val")
+        loss, _ = self._loss(self.ema if self.ema is not None else self.net, batch, seed, train=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=next(iter(batch.values())).shape[0])
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # here, not in on_train_batch_end: callbacks (the checkpoint writer) run before that hook
+        if self.ema is None:
+            return
+        step = self.global_step + 1  # this optimizer step, 1-based
+        decay = min(self.config.train.ema, step / (9 + step))  # warm-up: early weights fade fast
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.net.parameters()):
+                e.lerp_(p.detach().to(e.dtype), 1 - decay)
+            for e, b in zip(self.ema.buffers(), self.net.buffers()):
+                e.copy_(b)
+
+    def configure_optimizers(self) -> Any:
+        t = self.config.train
+        opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.warmup <= 0:
+            return opt
+        warm = t.warmup
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints --
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["polydiff"] = {"version": __version__, "modality": self.config.modality,
+                                  "config": self.config.to_dict(), "info": self.info, "ema": self.ema is not None,
+                                  "data_fingerprints": list(self.data_fingerprints)}
+
+    def gather_fingerprints(self) -> None:
+        """Per-rank sums of the data each rank trained on since (re)start (a sharding check)."""
+        local = self._fingerprint if self._fingerprint is not None else torch.zeros((), dtype=torch.float64)
+        local = local.reshape(1).to(self.device)
+        parts = [local]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [torch.zeros_like(local) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(parts, local)
+        self.data_fingerprints = [float(v) for v in torch.cat(parts)]
+
+
+def _techniques(cfg: Config, info: Mapping[str, Any]) -> Techniques:
+    """The recipe's ``loss.techniques``, with ``loss.cond_drop`` as condition dropout on every
+    condition the data declares (``info["conditions"]``)."""
+    tech = Techniques.from_config(cfg.loss.techniques)
+    drop = cfg.loss.cond_drop or tech.cond_drop
+    if drop > 0:
+        keys = tech.condition_keys or list(info.get("conditions") or {})
+        if not keys:
+            raise cfg.error("loss.cond_drop", "the data has no conditions to drop (info['conditions'] is empty)")
+        tech.cond_drop, tech.condition_keys = drop, list(keys)
+    return tech
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes with temp file + ``os.replace``; reads only with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        save_checkpoint_file(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location="cpu" if map_location is None else map_location)
+
+
+class StepCheckpoints(Callback):
+    """``step-NNNNNNNN.ckpt`` every ``every`` steps, and ``last.ckpt`` then and at the end."""
+
+    def __init__(self, dirpath: Path, every: int) -> None:
+        self.dirpath, self.every = Path(dirpath), every
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every == 0:
+            path = self.dirpath / f"step-{step:08d}.ckpt"
+            trainer.save_checkpoint(path, weights_only=False)
+            if trainer.is_global_zero:
+                _publish(path, self.dirpath / LAST)
+            trainer.strategy.barrier()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.gather_fingerprints()
+        trainer.save_checkpoint(self.dirpath / LAST, weights_only=False)
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically (a hard link where the file system allows)."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """The result of :func:`train`."""
+
+    out_dir: Path
+    checkpoint: Path  # OUT/checkpoints/last.ckpt
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged values (rank 0)
+    resumed_from: Path | None = None
+    rank: int = 0
+
+    def load(self, device: str | None = None) -> Any:
+        """The trained model as a :class:`polydiff.generator.Generator`."""
+        from .generator import load
+
+        return load(self.checkpoint, device=device)
+
+
+def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()) -> Config:
+    """A checked :class:`Config` from a recipe object, a plain dict or a YAML path."""
+    if isinstance(config, Config):
+        if overrides:
+            return from_dict(apply_overrides(config.to_dict(), overrides, config.source), config.source)
+        return config
+    if isinstance(config, Mapping):
+        return from_dict(apply_overrides(config, overrides), "<config>")
+    return load_config(config, overrides)
+
+
+def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path | None = None, *,
+          overrides: Sequence[str] = (), fresh: bool = False, callbacks: Sequence[Callback] = (),
+          verbose: bool = True) -> Run:
+    """Train a recipe into ``out_dir`` (default ``runs/<recipe name>``) and return the :class:`Run`.
+
+    If ``out_dir/checkpoints/last.ckpt`` exists the run resumes from it (unless ``fresh``,
+    which deletes earlier checkpoints and logs first). ``callbacks`` are extra Lightning
+    callbacks. Lightning's DDP launcher re-runs the calling script once per extra process, so
+    multi-process runs are best started from the command line (``polydiff train``).
+    """
+    cfg = resolve_config(config, overrides)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)
+    ckpt_dir = out / "checkpoints"
+    launcher = _launcher_rank() == 0
+    if fresh and launcher:
+        for sub in (ckpt_dir, out / "logs"):
+            shutil.rmtree(sub, ignore_errors=True)
+    resume = ckpt_dir / LAST if (ckpt_dir / LAST).is_file() else None
+    if resume is not None:
+        _check_resume(resume, cfg, announce=launcher and verbose)
+
+    modality = load_modality(cfg.modality)
+    data = build_data(cfg, modality)
+    info = _plain_info(data.info, cfg)
+    fields = build_fields(cfg, modality, info)
+    torch.manual_seed(cfg.train.seed)  # the initial weights
+    net = build_network(cfg, modality, info, fields)
+    module = DiffusionModule(net, fields, cfg, info, data)
+    if launcher:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    t = cfg.train
+    quiet = logging.getLogger("lightning.pytorch")
+    level, threads = quiet.level, torch.get_num_threads()
+    if t.threads > 0:  # small models on a shared CPU run far faster on one thread
+        torch.set_num_threads(t.threads)
+    if not (verbose and t.progress):
+        quiet.setLevel(logging.WARNING)
+    val = t.val_every > 0 and data.val is not None and len(data.val) > 0
+    logger: Any = False
+    if t.logger == "csv":
+        logger = L.pytorch.loggers.CSVLogger(out, name="logs")
+    elif t.logger == "tensorboard":
+        logger = L.pytorch.loggers.TensorBoardLogger(out, name="logs")
+    try:
+        trainer = _trainer(cfg, out, ckpt_dir, logger, val, callbacks, verbose)
+    except (MisconfigurationException, ValueError, ImportError) as err:
+        raise cfg.error("train", str(err)) from err
+    try:
+        with warnings.catch_warnings():
+            for msg in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=msg)
+            trainer.fit(module, ckpt_path=resume)
+    finally:
+        quiet.setLevel(level)
+        torch.set_num_threads(threads)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+    return Run(out, ckpt_dir / LAST, trainer.global_step, metrics, resume, trainer.global_rank)
+
+
+# Lightning messages that say nothing about a polydiff run
+_QUIET_WARNINGS = (".*does not have many workers.*", ".*resuming from a checkpoint that ended before.*",
+                   ".*module\\(s\\) in eval mode.*", ".*isinstance\\(treespec, LeafSpec\\).*",
+                   ".*sync_dist=True.*")
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
+
+
+def _trainer(cfg: Config, out: Path, ckpt_dir: Path, logger: Any, val: bool, callbacks: Sequence[Callback],
+             verbose: bool) -> L.Trainer:
+    t = cfg.train
+    return L.Trainer(
+        max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
+        callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every), *callbacks], logger=logger,
+        enable_checkpointing=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=t.log_every,
+        enable_progress_bar=t.progress, enable_model_summary=t.progress and verbose, default_root_dir=out,
+        val_check_interval=t.val_every if val else None, check_val_every_n_epoch=None,
+        limit_val_batches=None if val else 0, num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+
+
+def _run_name(cfg: Config) -> str:
+    src = Path(cfg.source)
+    return src.stem if src.suffix in (".yaml", ".yml") else cfg.modality
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the launcher environment tells it (0 before any launch)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
+def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
+    """``info`` as JSON primitives (it is stored in checkpoints loaded with weights_only)."""
+    try:
+        return json.loads(json.dumps(dict(info)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{cfg.source}: data: the dataset's info must be JSON-able ({err})") from err
+
+
+# recipe keys that may differ when resuming without changing what is computed
+_RESUME_FREE = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.progress", "train.logger",
+                "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.num_workers",
+                "train.val_every", "train.threads")
+
+
+def _check_resume(path: Path, cfg: Config, announce: bool) -> None:
+    ckpt = load_checkpoint(path, mmap=True)
+    old = ckpt["polydiff"].get("config", {})
+    changed = [k for k in _flatten_keys(cfg.to_dict(), old) if k not in _RESUME_FREE and
+               not k.startswith("sample.")]
+    if announce:
+        print(f"polydiff: resuming from {path} (step {ckpt.get('global_step', '?')})", flush=True)
+        if changed:
+            print(f"polydiff: warning: the recipe differs from the checkpoint's in {', '.join(changed)}; "
+                  "pass --fresh to start over", file=sys.stderr, flush=True)
+
+
+def _flatten_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += _flatten_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(prefix + k)
+    return out

@@ -1,0 +1,183 @@
+"""The ``polydiff`` command: end to end, listings, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from polydiff import cli
+from polydiff.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+GMM = ROOT / "configs" / "toy" / "gmm.yaml"
+FAST = ["--set", "train.progress=false", "--set", "model.hidden=32", "--set", "model.depth=2"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("polydiff: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
+    """The acceptance path (with fewer steps): train the recipe, sample 500 points, evaluate."""
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    code, text, _ = run(capsys, "train", GMM, "--out", out, "--set", "train.max_steps=300", *FAST)
+    assert code == 0 and "trained to step 300" in text
+    ckpt = out / "checkpoints" / "last.ckpt"
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 500, "--out", out / "samples")
+    assert code == 0 and "wrote 500 samples" in text
+    assert (out / "samples" / "samples.csv").is_file() and (out / "samples" / "polydiff.json").is_file()
+    code, text, _ = run(capsys, "evaluate", out / "samples", "--json", out / "metrics.json")
+    elapsed = time.perf_counter() - t0
+    assert code == 0 and "sw2:" in text and "loglik:" in text
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["n"] == 500
+    # 300 steps of a small MLP put the samples near the mixture (an untrained one: loglik < -20)
+    assert m["loglik"] > m["loglik_ref"] - 4 and m["sw2"] < 0.5, m
+    assert elapsed < 120, elapsed  # the acceptance bound is one minute for the full recipe on an idle CPU
+
+    # a second `train` on the same folder resumes; a longer run continues from step 300
+    code, text, _ = run(capsys, "train", GMM, "--out", out, "--set", "train.max_steps=310", *FAST)
+    assert code == 0 and "resuming from" in text and "trained to step 310" in text
+    # evaluating a checkpoint samples it first
+    code, text, _ = run(capsys, "evaluate", ckpt, "--num", 200)
+    assert code == 0 and "n: 200" in text
+    # sampler and options from the command line; existing output is protected
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 20, "--sampler", "ddim", "--steps", 5,
+                        "--option", "eta=1", "--out", out / "samples")
+    assert "already exists" in one_line_error(code, _)
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 20, "--sampler", "ddim", "--steps", 5,
+                        "--option", "eta=1", "--out", out / "samples", "--overwrite")
+    assert code == 0
+    assert json.loads((out / "samples" / "polydiff.json").read_text())["options"] == {"eta": 1}
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 10, "--steps", 4, "--condition", "label=1",
+                        "--guidance-scale", 2, "--out", tmp_path / "guided")
+    assert code == 0
+    assert json.loads((tmp_path / "guided" / "polydiff.json").read_text())["guidance_scale"] == 2.0
+    code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--guidance-scale", 2, "--out", tmp_path / "s1")
+    assert "give it with --condition" in one_line_error(code, err)
+    code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--option", "etaa=1", "--out", tmp_path / "s2")
+    assert "has no option etaa" in one_line_error(code, err)
+    code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--sampler", "eulr", "--out", tmp_path / "s3")
+    assert "unknown sampler 'eulr'" in one_line_error(code, err)
+    assert not (tmp_path / "s3").exists()
+
+
+def test_bad_recipes_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modality: toy\ntrain:\n  lrr: 0.1\n")
+    code, _, err = run(capsys, "train", bad, "--out", tmp_path / "o")
+    line = one_line_error(code, err)
+    assert f"{bad}: unknown key 'train.lrr'; allowed: max_steps" in line
+    code, _, err = run(capsys, "train", GMM, "--set", "train.lr=abc", "--out", tmp_path / "o")
+    assert "gmm.yaml: train.lr: expected a number, got 'abc'" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", GMM, "--set", "sample.sampler=nope", "--out", tmp_path / "o")
+    assert "sample.sampler: unknown sampler 'nope'" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", GMM, "--set", "data.name=mnist", "--out", tmp_path / "o")
+    assert "data.name: modality 'toy' has no dataset 'mnist'; allowed: gmm, csv" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", GMM, "--set", "modality=proteins", "--out", tmp_path / "o")
+    assert "no polydiff modality 'proteins' is installed" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", GMM, "--set", "train.accelerator=tpu", "--out", tmp_path / "o",
+                       "--set", "train.progress=false")
+    assert "train:" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", tmp_path / "none.yaml")
+    assert "no such config file" in one_line_error(code, err)
+    assert not (tmp_path / "o" / "checkpoints").exists()
+    with pytest.raises(ConfigError):  # --debug: the traceback instead of one line
+        cli.main(["train", str(bad), "--debug"])
+
+
+def test_bad_files_exit_2(tmp_path, capsys):
+    code, _, err = run(capsys, "sample", tmp_path / "none.ckpt", "--num", 3)
+    assert "no such checkpoint file" in one_line_error(code, err)
+    fake = tmp_path / "fake.ckpt"
+    fake.write_text("not a checkpoint")
+    code, _, err = run(capsys, "evaluate", fake)
+    assert "fake.ckpt: not a readable checkpoint" in one_line_error(code, err)
+    code, _, err = run(capsys, "evaluate", tmp_path)
+    assert "polydiff.json" in one_line_error(code, err)
+    code, _, err = run(capsys, "evaluate", tmp_path / "nothing")
+    assert "no such checkpoint or samples folder" in one_line_error(code, err)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([])  # argparse: usage and status 2
+    assert exit_.value.code == 2
+
+
+def test_a_fresh_process_lists_lightly_and_exits_2_without_traceback(tmp_path):
+    """In a new interpreter: `modalities` imports no training machinery (Lightning), and a bad
+    recipe gives status 2 and one line on stderr."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {max_steps: many}\n")
+    script = ("import sys; from polydiff.cli import main; main(['modalities']); "
+              "print('LIGHTNING', 'lightning' in sys.modules); sys.exit(main(['train', sys.argv[1]]))")
+    proc = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "toy  (polydiff.toy:ToyModality)" in proc.stdout and "LIGHTNING False" in proc.stdout
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"polydiff: error: {bad}: train.max_steps: expected an integer, got 'many'"
+
+
+def test_modalities_lists_plugins_and_reports_broken_ones(capsys, monkeypatch):
+    code, out, _ = run(capsys, "modalities")
+    assert code == 0 and "toy  (polydiff.toy:ToyModality)" in out
+    assert "datasets: gmm, csv" in out and "networks: mlp" in out and "gmm (" in out
+    # a plugin that fails to import is reported, the others are still listed
+    real = cli.available_modalities()
+    fake = types.SimpleNamespace(name="broken", target="broken_pkg:Modality", distribution=None)
+    monkeypatch.setattr(cli, "available_modalities", lambda: {**real, "broken": fake})
+    real_load = cli.load_modality
+
+    def load(name):
+        if name == "broken":
+            raise ModuleNotFoundError("No module named 'broken_pkg'")
+        return real_load(name)
+
+    monkeypatch.setattr(cli, "load_modality", load)
+    code, out, _ = run(capsys, "modalities", "--json")
+    data = json.loads(out)
+    assert code == 0 and "broken_pkg" in data["broken"]["error"] and data["toy"]["datasets"] == ["gmm", "csv"]
+
+
+def test_samplers_listing(capsys):
+    code, out, _ = run(capsys, "samplers")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("heun "))
+    assert "gaussian" in line and " 2 " in line and "ODE" in line
+    assert any(ln.startswith("ddim ") and "eta=0.0" in ln for ln in out.splitlines())
+    code, out, _ = run(capsys, "samplers", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["ddpm"]["stochastic"] and rows["ancestral"]["kind"] == "categorical"
+
+
+def test_bench_delegates_or_explains(capsys, monkeypatch):
+    seen = []
+    fake = types.ModuleType("polydiff.benchmarks.samplers")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
+    code, _, _ = run(capsys, "bench", "samplers", "--quick", "--out", "x")
+    assert code == 0 and seen == [["--quick", "--out", "x"]]
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", missing)
+    code, _, err = run(capsys, "bench", "samplers")
+    assert "is not part of this installation" in one_line_error(code, err)
+    code, _, err = run(capsys, "bench", "nope")
+    assert "unknown benchmark suite 'nope'" in one_line_error(code, err)

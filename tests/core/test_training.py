@@ -1,0 +1,347 @@
+"""Recipes, training, checkpoints, exact resumption, DDP and the Generator."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import polydiff
+from polydiff.config import ConfigError, build_fields, from_dict, load_config
+from polydiff.generator import CheckpointError, evaluate_samples, load_checkpoint
+from polydiff.toy.data import TensorStates
+from polydiff.training import StepBatches
+
+SRC = "configs/x.yaml"
+
+
+def tiny(**train) -> dict:
+    """A recipe that trains in about a second."""
+    return {"modality": "toy", "data": {"name": "gmm", "n": 500},
+            "model": {"name": "mlp", "hidden": 16, "depth": 1, "emb_dim": 16},
+            "process": {"schedule": "vp_cosine", "prediction": "eps"},
+            "train": {"max_steps": 12, "batch_size": 32, "checkpoint_every": 4, "progress": False,
+                      "accelerator": "cpu", "devices": 1, "warmup": 3, "ema": 0.9, "log_every": 4, "threads": 1,
+                      **train},
+            "sample": {"num": 64, "steps": 5}}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+# ---------------------------------------------------------------------------------------------
+
+def test_unknown_key_names_file_path_and_allowed_keys():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"train": {"lrr": 1e-3}}, SRC)
+    msg = str(err.value)
+    assert msg.startswith("configs/x.yaml: unknown key 'train.lrr'; allowed: max_steps, batch_size, lr,")
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'; allowed: modality, data, model"):
+        from_dict({"trian": {}}, SRC)
+
+
+def test_wrong_types_are_named():
+    with pytest.raises(ConfigError, match=r"^configs/x\.yaml: train\.lr: expected a number, got 'abc'$"):
+        from_dict({"train": {"lr": "abc"}}, SRC)
+    with pytest.raises(ConfigError, match=r"train\.max_steps: expected an integer, got 2\.5"):
+        from_dict({"train": {"max_steps": 2.5}}, SRC)
+    with pytest.raises(ConfigError, match=r"train\.progress: expected true or false, got 3"):
+        from_dict({"train": {"progress": 3}}, SRC)
+    with pytest.raises(ConfigError, match=r"train\.precision: expected one of 32, 64, bf16-mixed"):
+        from_dict({"train": {"precision": "8bit"}}, SRC)
+    with pytest.raises(ConfigError, match=r"train\.devices: expected an integer or a string or a list"):
+        from_dict({"train": {"devices": 1.5}}, SRC)
+    with pytest.raises(ConfigError, match=r"^configs/x\.yaml: train: expected a mapping, got 5$"):
+        from_dict({"train": 5}, SRC)
+
+
+def test_yaml_ambiguities_are_resolved():
+    cfg = from_dict({"train": {"lr": "1e-3", "precision": 32, "max_steps": "1e3", "devices": [0, 1]}}, SRC)
+    assert cfg.train.lr == 1e-3 and cfg.train.precision == "32" and cfg.train.max_steps == 1000
+    assert cfg.train.devices == [0, 1]
+
+
+def test_unknown_names_error_through_the_registries():
+    with pytest.raises(ConfigError, match=r"configs/x\.yaml: sample\.sampler: unknown sampler 'eulr'\. "
+                                          r"Did you mean 'euler'\? Allowed: .*ddim"):
+        from_dict({"sample": {"sampler": "eulr"}}, SRC)
+    with pytest.raises(ConfigError, match=r"unknown key 'sample\.etaa'; allowed: .*eta"):
+        from_dict({"sample": {"sampler": "ddim", "etaa": 1.0}}, SRC)
+    with pytest.raises(ConfigError, match=r"loss\.weighting: unknown loss weighting 'snrr'"):
+        from_dict({"loss": {"weighting": "snrr"}}, SRC)
+    with pytest.raises(ConfigError, match=r"unknown key 'loss\.gama'; allowed: .*gamma"):
+        from_dict({"loss": {"weighting": "min_snr", "gama": 5}}, SRC)
+    assert from_dict({"loss": {"weighting": "min_snr", "gamma": 3}}, SRC).loss.options == {"gamma": 3.0}
+    cfg = from_dict({"process": {"schedule": "vp_cosinus"}}, SRC)
+    toy = polydiff.load_modality("toy")
+    with pytest.raises(ConfigError, match=r"configs/x\.yaml: process: unknown schedule 'vp_cosinus'"):
+        build_fields(cfg, toy, {"dim": 2})
+
+
+def test_yaml_file_overrides_and_roundtrip(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("modality: toy\ntrain:\n  lr: 1.0e-3\nsample: {sampler: ddim, eta: 0.5}\n")
+    cfg = load_config(f, ["train.lr=0.01", "model.hidden=8", "sample.steps=7"])
+    assert cfg.train.lr == 0.01 and cfg.model.options == {"hidden": 8} and cfg.sample.steps == 7
+    assert cfg.sample.options == {"eta": 0.5}
+    again = from_dict(cfg.to_dict(), "again")
+    assert again == cfg and json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"r\.yaml: --set expects key\.path=value, got 'train\.lr'"):
+        load_config(f, ["train.lr"])
+    with pytest.raises(ConfigError, match=r"r\.yaml: train\.lr: expected a number, got 'x'"):
+        load_config(f, ["train.lr=x"])
+    f.write_text("train: [1,\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml: not valid YAML"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_shipped_recipes_are_valid():
+    root = Path(__file__).resolve().parents[2] / "configs" / "toy"
+    for f in sorted(root.glob("*.yaml")):
+        cfg = load_config(f)
+        assert cfg.modality == "toy"
+
+
+# ---------------------------------------------------------------------------------------------
+# data order
+# ---------------------------------------------------------------------------------------------
+
+def test_batches_are_a_pure_function_of_seed_step_rank():
+    ds = TensorStates(x=torch.arange(50.0)[:, None])
+    a, b = StepBatches(ds, 8, seed=1), StepBatches(ds, 8, seed=1)
+    assert torch.equal(a.batch(17)["x"], b.batch(17)["x"])
+    assert not torch.equal(a.batch(17)["x"], StepBatches(ds, 8, seed=2).batch(17)["x"])
+    it = iter(StepBatches(ds, 8, seed=1, start=5))
+    for step in range(5, 12):
+        assert torch.equal(next(it)["x"], a.batch(step)["x"])
+    # each epoch is a permutation: 50 samples, batches of 10 -> steps 0..4 cover everything once
+    seen = torch.cat([StepBatches(ds, 10, seed=3).indices(s) for s in range(5)])
+    assert sorted(seen.tolist()) == list(range(50))
+
+
+def test_ranks_see_disjoint_data_and_workers_keep_the_order():
+    ds = TensorStates(x=torch.arange(64.0)[:, None])
+    r0 = torch.cat([StepBatches(ds, 8, seed=0, rank=0, world=2).indices(s) for s in range(4)])
+    r1 = torch.cat([StepBatches(ds, 8, seed=0, rank=1, world=2).indices(s) for s in range(4)])
+    assert not set(r0.tolist()) & set(r1.tolist())
+    assert sorted(r0.tolist() + r1.tolist()) == list(range(64))
+    one = StepBatches(ds, 8, seed=0, start=3)
+    loader = torch.utils.data.DataLoader(StepBatches(ds, 8, seed=0, start=3), batch_size=None, num_workers=2)
+    for step, batch in zip(range(3, 9), loader):
+        assert torch.equal(batch["x"], one.batch(step)["x"])
+
+
+# ---------------------------------------------------------------------------------------------
+# training and checkpoints
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> polydiff.training.Run:
+    """12 steps without interruption (shared by several tests)."""
+    return polydiff.train(tiny(), tmp_path_factory.mktemp("straight"), verbose=False)
+
+
+def test_train_writes_checkpoints_logs_and_config(straight):
+    out = straight.out_dir
+    assert straight.step == 12 and straight.checkpoint == out / "checkpoints" / "last.ckpt"
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step-00000004.ckpt", "step-00000008.ckpt", "step-00000012.ckpt"]
+    assert "train/loss" in straight.metrics and np.isfinite(straight.metrics["train/loss"])
+    rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:2] == ["epoch", "step"] or "train/loss" in rows[0]
+    assert len(rows) == 4  # header + steps 4, 8, 12
+    assert load_config(out / "config.yaml").to_dict() == from_dict(tiny()).to_dict()
+
+
+def test_checkpoints_load_with_weights_only(straight):
+    ckpt = torch.load(straight.checkpoint, weights_only=True)
+    meta = ckpt["polydiff"]
+    assert meta["config"] == from_dict(tiny()).to_dict()
+    assert meta["info"]["dim"] == 2 and json.loads(json.dumps(meta["info"])) == meta["info"]
+    assert any(k.startswith("ema.") for k in ckpt["state_dict"]) and ckpt["optimizer_states"]
+    assert ckpt["global_step"] == 12
+    step4 = torch.load(straight.out_dir / "checkpoints" / "step-00000004.ckpt", weights_only=True)
+    assert step4["global_step"] == 4
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_arbitrary_pickles_are_refused(tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"polydiff": {}, "state_dict": {}, "payload": Evil()}, bad)
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: refusing to load: .*weights_only=True"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        polydiff.load(bad)
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not a polydiff checkpoint"):
+        load_checkpoint(plain)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(pickle.dumps([1, 2]) + b"garbage")
+    with pytest.raises(CheckpointError, match=r"junk\.ckpt: "):
+        load_checkpoint(junk)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.ckpt")
+
+
+class Kill(Callback):
+    """Simulates a crash right after step ``at`` (after the checkpoint of step ``at - 2``)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at:
+            raise RuntimeError("killed")
+
+
+def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="killed"):
+        polydiff.train(tiny(), tmp_path, verbose=False, callbacks=[Kill(6)])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    run = polydiff.train(tiny(), tmp_path)
+    assert run.resumed_from == tmp_path / "checkpoints" / "last.ckpt" and run.step == 12
+    assert "resuming from" in capsys.readouterr().out
+    a, b = weights(straight.checkpoint), weights(run.checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    oa = torch.load(straight.checkpoint, weights_only=True)["optimizer_states"][0]["state"]
+    ob = torch.load(run.checkpoint, weights_only=True)["optimizer_states"][0]["state"]
+    torch.testing.assert_close(oa, ob, atol=1e-6, rtol=0)
+
+
+def test_extending_a_finished_run_equals_the_longer_run(straight, tmp_path):
+    polydiff.train(tiny(max_steps=8), tmp_path, verbose=False)
+    run = polydiff.train(tiny(), tmp_path, verbose=False)
+    assert run.step == 12
+    a, b = weights(straight.checkpoint), weights(run.checkpoint)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    fresh = polydiff.train(tiny(max_steps=4), tmp_path, verbose=False, fresh=True)
+    assert fresh.resumed_from is None and fresh.step == 4
+    assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary files left behind
+
+
+def test_condition_dropout_trains_the_null_embedding(tmp_path):
+    recipe = tiny(max_steps=6, ema=0.0)
+    recipe["model"]["conditional"] = True
+    for drop, moved in ((0.0, False), (0.5, True)):
+        recipe["loss"] = {"cond_drop": drop}
+        run = polydiff.train(recipe, tmp_path / str(drop), verbose=False)
+        w = weights(run.checkpoint)
+        assert not any(k.startswith("ema.") for k in w)
+        assert bool(w["net.cond.null.label"].abs().sum() > 0) == moved
+    gen = polydiff.load(run.checkpoint)
+    cond = gen.generate(4, seed=0, steps=4, condition={"label": 1})
+    assert cond.shape == (4, 2)
+    assert gen.generate(4, seed=0, steps=4).shape == (4, 2)  # no label: the null (unconditional) embedding
+    guided = gen.generate(4, seed=0, steps=4, condition={"label": 1}, guidance_scale=3.0)
+    assert not np.allclose(guided, cond)  # classifier-free guidance through polydiff.steering
+    np.testing.assert_allclose(gen.generate(4, seed=0, steps=4, condition={"label": 1}, guidance_scale=1.0), cond,
+                               atol=1e-5)  # scale 1 is the conditional model
+
+
+def test_techniques_from_the_recipe(tmp_path):
+    recipe = tiny(max_steps=3, checkpoint_every=3)
+    recipe["loss"] = {"techniques": {"immiscible": True, "self_condition": 0.5}}
+    run = polydiff.train(recipe, tmp_path, verbose=False)
+    assert run.step == 3 and np.isfinite(run.metrics["train/loss"])
+    with pytest.raises(ConfigError, match=r"unknown key 'loss\.techniques\.imiscible'; allowed: immiscible"):
+        from_dict({"loss": {"techniques": {"imiscible": True}}}, SRC)
+    with pytest.raises(ConfigError, match=r"loss\.techniques\.cond_drop: condition dropout is set twice"):
+        from_dict({"loss": {"cond_drop": 0.1, "techniques": {"cond_drop": 0.2}}}, SRC)
+    recipe = tiny(max_steps=2)
+    recipe["data"] = {"name": "csv", "path": str(tmp_path / "p.csv")}
+    recipe["loss"] = {"cond_drop": 0.1}
+    (tmp_path / "p.csv").write_text("".join(f"{i},{-i}\n" for i in range(40)))
+    with pytest.raises(ConfigError, match=r"loss\.cond_drop: the data has no conditions"):
+        polydiff.train(recipe, tmp_path / "csv", verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the generator
+# ---------------------------------------------------------------------------------------------
+
+def test_generate_does_not_depend_on_batch_size(straight):
+    gen = polydiff.load(straight.checkpoint)
+    assert gen.step == 12
+    full = gen.generate(10, seed=0, steps=4)
+    np.testing.assert_allclose(full[:5], gen.generate(5, seed=0, steps=4), atol=1e-5)
+    np.testing.assert_allclose(full, gen.generate(10, seed=0, steps=4, batch_size=3), atol=1e-5)
+    assert not np.allclose(full, gen.generate(10, seed=1, steps=4))
+    states = gen.sample_states(6, seed=0, steps=4, batch_size=4, sampler="ddim", eta=1.0)
+    assert states["x"].shape == (6, 2)
+    with pytest.raises(polydiff.RegistryError, match="has no option"):
+        gen.generate(2, seed=0, steps=2, sampler="euler", eta=1.0)
+
+
+def test_generator_uses_ema_weights(straight):
+    ema, raw = polydiff.load(straight.checkpoint), polydiff.load(straight.checkpoint, ema=False)
+    w = weights(straight.checkpoint)
+    torch.testing.assert_close(ema.net.state_dict()["mlp.inp.weight"], w["ema.mlp.inp.weight"])
+    torch.testing.assert_close(raw.net.state_dict()["mlp.inp.weight"], w["net.mlp.inp.weight"])
+
+
+def test_save_is_atomic_and_evaluable(straight, tmp_path, monkeypatch):
+    gen = polydiff.load(straight.checkpoint)
+    x = gen.generate(64, seed=0, steps=4)
+    out = tmp_path / "samples"
+    paths = gen.save(x, out, metadata={"seed": 0})
+    assert [p.name for p in paths] == ["samples.csv"]
+    meta = json.loads((out / "polydiff.json").read_text())
+    assert meta["modality"] == "toy" and meta["num"] == 64 and meta["seed"] == 0
+    m = evaluate_samples(out)
+    assert m == pytest.approx(gen.evaluate(x)) and {"sw2", "mean_error", "cov_error", "loglik"} <= set(m)
+    with pytest.raises(FileExistsError):
+        gen.save(x, out)
+
+    def broken(objects, out_dir):
+        (Path(out_dir) / "samples.csv").write_text("half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gen.modality, "write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        gen.save(x, out, overwrite=True)
+    np.testing.assert_array_equal(gen.modality.read(out), x)  # the earlier output is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples"]  # no temporary folders left
+    monkeypatch.undo()
+    gen.save(x[:10], out, overwrite=True)
+    assert len(gen.modality.read(out)) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes
+# ---------------------------------------------------------------------------------------------
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """Lightning's DDP launcher re-runs the command per rank, so this goes through the CLI."""
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(json.dumps(tiny(max_steps=4, checkpoint_every=2, strategy="ddp", devices=2)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "train", str(recipe), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained to step 4" in proc.stdout
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    fp = ckpt["polydiff"]["data_fingerprints"]
+    assert ckpt["global_step"] == 4 and len(fp) == 2 and fp[0] != fp[1]  # each rank trained on its own data
+    assert polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
