@@ -4,9 +4,10 @@ observed order of accuracy, equivalences, seeding, multi-field packing, dtypes, 
 import decimal
 import math
 
-import polydiff as pd
 import pytest
 import torch
+
+import polydiff as pd
 from polydiff.grids import make_grid
 from polydiff.processes.gaussian import GaussianProcess
 from polydiff.registry import RegistryError

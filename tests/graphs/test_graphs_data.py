@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+
 from polydiff_graphs.chem import ATOM, graph_smiles, read_smiles_column, smiles_to_graphs
 from polydiff_graphs.convert import (
     bond_channels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+
 from polydiff_graphs.chem import graph_smiles, smiles_to_graphs
 from polydiff_graphs.io import (
     atomic_write,

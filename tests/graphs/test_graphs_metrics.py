@@ -10,6 +10,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+
 from polydiff_graphs.data import graphs_from_json, shared_dir
 from polydiff_graphs.metrics import (
     clustering_histogram,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from polydiff import available_modalities, load_modality
 from polydiff_graphs import GraphsModality
 

@@ -8,6 +8,8 @@ import warnings
 
 import networkx as nx
 import pytest
+from rdkit import Chem
+
 from polydiff_graphs.chem import (
     atom_token,
     graph_smiles,
@@ -20,7 +22,6 @@ from polydiff_graphs.chem import (
 )
 from polydiff_graphs.io import write_sdf, write_smiles
 from polydiff_graphs.metrics import fcd_available, molecule_metrics, nspdk_features, nspdk_mmd, type_statistics
-from rdkit import Chem
 
 TRICKY = ["CCO", "c1ccccc1", "c1cc[nH]c1", "C[NH3+]", "CC(=O)[O-]", "O=[N+]([O-])c1ccccc1", "C#N",
           "COc1ccc([C@@H]([NH3+])c2cscc2C)cc1C", "CCCCc1nn2c(=O)cc(N3CCN(c4c(Cl)cccc4[N+](=O)[O-])CC3)[nH+]c2s1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
+
 from polydiff_graphs.data import planar_graphs, sbm_graphs
 from polydiff_graphs.metrics import fit_blocks, is_planar_graph, is_sbm_graph, novelty, sbm_p_value, uniqueness, vun
 

@@ -36,11 +36,12 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from polydiff import DataBundle
 from rdkit import Chem, RDConfig
 from scipy.spatial import Delaunay
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from polydiff import DataBundle
 
 from .chem import ATOM, mol_to_graph, quiet_rdkit, read_sdf, read_smiles_column, smiles_to_graphs, token_sort_key
 from .convert import graphs_to_dense, mol_graphs_to_dense

@@ -16,8 +16,9 @@ from typing import Any
 
 import networkx as nx
 import torch
-from polydiff import DataBundle, FieldSpec, Modality, State
 from torch import nn
+
+from polydiff import DataBundle, FieldSpec, Modality, State
 
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
