@@ -40,7 +40,7 @@ import torch
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
@@ -420,6 +420,8 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts(
 def _trainer(cfg: Config, out: Path, ckpt_dir: Path, logger: Any, val: bool, callbacks: Sequence[Callback],
              verbose: bool) -> L.Trainer:
     t = cfg.train
+    if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of progress lines, not one per step
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.max_steps // 20))]
     return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
