@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(PLUGINS)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev,plot]"
-	for p in $(dir $(PLUGINS)); do $(PIP) -e "$$p" $$(grep -q '^dev' $$p/pyproject.toml && echo "$$p[dev]") || exit 1; done
+	for p in $(dir $(PLUGINS)); do extra=$$(grep -q '^dev *=' $$p/pyproject.toml && echo '[dev]'); $(PIP) -e "$$p$$extra" || exit 1; done
 	touch $@
 
 # Train the toy model on its embedded Gaussian mixture, sample, evaluate and plot (CPU, < 1 min).
