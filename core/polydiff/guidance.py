@@ -426,8 +426,9 @@ class Observation:
     values: dict[str, Tensor]
     masks: dict[str, Tensor] = field(default_factory=dict)
 
-    def expand(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
-        """``(values, mask)`` of field ``name`` broadcast to ``like`` (B, ...)."""
+    def expand(self, name: str, like: Tensor, repeat: int = 1) -> tuple[Tensor, Tensor]:
+        """``(values, mask)`` of field ``name`` broadcast to ``like`` (B, ...); per-sample rows are
+        repeated ``repeat`` times when ``like`` holds ``repeat`` particles per sample."""
         v = self.values[name].to(like.device)
         v = v.to(like.dtype)
         if v.dim() == like.dim() - 1:
@@ -436,6 +437,9 @@ class Observation:
         m = torch.ones((), dtype=torch.bool, device=like.device) if m is None else m.to(like.device).bool()
         if m.dim() == like.dim() - 1:
             m = m[None]
+        if repeat > 1:
+            v, m = (u.repeat_interleave(repeat, 0) if u.dim() and u.shape[0] * repeat == like.shape[0] else u
+                    for u in (v, m))
         try:
             return v.expand_as(like), m.expand_as(like)
         except RuntimeError as err:
@@ -514,7 +518,7 @@ class ObservedPath:
         bad = [k for k in obs.values if fields[k].kind == "manifold"]
         if bad:
             raise NotImplementedError(f"observing manifold fields ({bad}) is not supported; use guidance")
-        self.obs = {k: obs.expand(k, state[k]) for k in obs.values}
+        self.obs = {k: obs.expand(k, state[k], repeat) for k in obs.values}
         self.gauss = [k for k in self.obs if fields[k].kind == "gaussian"]
         self.y: dict[str, Tensor] = {}
 

@@ -72,6 +72,20 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     assert json.loads((tmp_path / "guided" / "polydiff.json").read_text())["guidance_scale"] == 2.0
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--guidance-scale", 2, "--out", tmp_path / "s1")
     assert "give it with --condition" in one_line_error(code, err)
+    # inpainting from an observation file: the observed coordinate is reproduced, the other varies
+    import numpy as np
+
+    obs = tmp_path / "obs.npz"
+    np.savez(obs, x=np.tile([[1.5, 0.0]], (12, 1)).astype("float32"), x_mask=np.tile([[True, False]], (12, 1)))
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 12, "--sampler", "ddpm", "--steps", 20,
+                        "--observed", obs, "--out", tmp_path / "inpaint")
+    assert code == 0
+    pts = np.loadtxt(tmp_path / "inpaint" / "samples.csv", delimiter=",", skiprows=1)
+    assert np.allclose(pts[:, 0], 1.5, atol=1e-4) and pts[:, 1].std() > 0
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 12, "--sampler", "ddpm", "--steps", 10, "--particles", 4,
+                        "--observed", obs, "--out", tmp_path / "smc")
+    assert code == 0
+    assert json.loads((tmp_path / "smc" / "polydiff.json").read_text())["particles"] == 4
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--option", "etaa=1", "--out", tmp_path / "s2")
     assert "has no option etaa" in one_line_error(code, err)
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--sampler", "eulr", "--out", tmp_path / "s3")
