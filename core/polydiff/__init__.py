@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .generator import load
 from .grids import GRIDS, make_grid
+from .likelihood import log_likelihood
 from .modality import DataBundle, Modality
 from .processes import (
     EDM,
@@ -26,6 +27,7 @@ from .random import Noise
 from .registry import Registry, RegistryError, available_modalities, load_modality
 from .samplers import SAMPLERS, first_hitting, sample
 from .state import FieldSpec, Packer, State
+from .steering import controlled_sample, steer
 from .structures import Masked, Plain, Symmetric, ZeroCoM
 
 __version__ = "0.1.0"
@@ -34,7 +36,8 @@ __all__ = [
     "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "DataBundle", "FieldSpec", "GaussianProcess",
     "GeodesicFlow", "LinearInterpolant", "Masked", "Modality", "Noise", "Packer", "Plain", "Registry", "RegistryError",
     "State", "StochasticInterpolant", "SubVP", "Symmetric", "Uniform", "VPCosine", "VPLinear", "ZeroCoM",
-    "available_modalities", "first_hitting", "load", "load_modality", "make_grid", "sample", "train",
+    "available_modalities", "controlled_sample", "first_hitting", "load", "load_modality", "log_likelihood",
+    "make_grid", "sample", "steer", "train",
 ]
 
 

@@ -9,7 +9,7 @@
 - :func:`ode_sde_gap`: the probability-flow ODE and the reverse SDE share their marginals only
   for the exact score; the distance between the two samplers' outputs (and to the data) is a
   cheap check of a trained model.
-- :func:`sliced_wasserstein`: the distance both use, for samples of any dimension.
+- :func:`polydiff.metrics.sliced_wasserstein` (re-exported here): the distance both use.
 """
 
 from __future__ import annotations
@@ -21,41 +21,9 @@ import torch
 from torch import Tensor
 
 from .guidance import call, field_coefs, x0_eps
+from .metrics import flat, sliced_wasserstein
 from .samplers.driver import prepare, sample
 from .state import FieldSpec, Packer, State
-
-
-def flat(x: Tensor | Mapping[str, Tensor], keys: list[str] | None = None) -> Tensor:
-    """(N, D) float64 view of a tensor or of the named entries of a state, concatenated."""
-    if isinstance(x, Mapping):
-        keys = sorted(k for k, v in x.items() if v.is_floating_point()) if keys is None else keys
-        return torch.cat([x[k].reshape(x[k].shape[0], -1).double() for k in keys], 1)
-    return x.reshape(x.shape[0], -1).double()
-
-
-def sliced_wasserstein(a: Tensor | Mapping[str, Tensor], b: Tensor | Mapping[str, Tensor], *,
-                       projections: int = 128, p: int = 1, seed: int = 0) -> Tensor:
-    """Sliced Wasserstein-p distance between two sample sets (N, ...) and (M, ...): the mean over
-    random directions of the 1-D W_p between projections, compared at common quantiles."""
-    a, b = flat(a), flat(b)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    theta = torch.randn(a.shape[1], projections, generator=gen, dtype=torch.float64).to(a.device)
-    theta = theta / theta.norm(dim=0, keepdim=True)
-    pa, pb = torch.sort(a @ theta, 0)[0], torch.sort(b @ theta, 0)[0]
-    if pa.shape[0] != pb.shape[0]:
-        q = (torch.arange(max(len(pa), len(pb)), dtype=torch.float64, device=a.device) + 0.5) / max(len(pa), len(pb))
-        pa, pb = _quantiles(pa, q), _quantiles(pb, q)
-    return ((pa - pb).abs() ** p).mean() ** (1 / p)
-
-
-def _quantiles(sorted_x: Tensor, q: Tensor) -> Tensor:
-    """Linear-interpolated quantiles ``q`` of each column of a sorted (N, P) tensor."""
-    n = sorted_x.shape[0]
-    pos = (q * n - 0.5).clamp(0, n - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(n - 1)
-    w = (pos - lo)[:, None]
-    return sorted_x[lo] * (1 - w) + sorted_x[hi] * w
 
 
 def score_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, t: Tensor, *,
@@ -180,10 +148,10 @@ def ode_sde_gap(model: Callable[..., Any], process: Any, shape_or_state: tuple[i
         keys = sorted(k for k in a if isinstance(shape_or_state[k], (tuple, list, torch.Size))
                       and a[k].is_floating_point())
     fa, fb = flat(a, keys), flat(b, keys)
-    out = {"ode_sde": float(sliced_wasserstein(fa, fb, projections=projections, seed=seed))}
+    out = {"ode_sde": sliced_wasserstein(fa, fb, projections=projections, seed=seed)}
     if data is not None:
         fd = flat(data, keys).to(fa.device)
-        out["ode_data"] = float(sliced_wasserstein(fa, fd, projections=projections, seed=seed))
-        out["sde_data"] = float(sliced_wasserstein(fb, fd, projections=projections, seed=seed))
+        out["ode_data"] = sliced_wasserstein(fa, fd, projections=projections, seed=seed)
+        out["sde_data"] = sliced_wasserstein(fb, fd, projections=projections, seed=seed)
     return out
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..metrics import sliced_wasserstein
 from ..modality import DataBundle
 from .gmm import GaussianMixture
 
@@ -167,30 +168,6 @@ def read_points(file: Path) -> np.ndarray:
 
 
 # -- metrics --------------------------------------------------------------------------------
-
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-2 distance: the root mean over random directions of the squared 1-D
-    W2 between the projected empirical distributions (compared at common quantile levels)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    dirs = np.random.default_rng(seed).standard_normal((a.shape[1], projections))
-    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-    m = max(len(a), len(b))
-    qa, qb = _quantiles(np.sort(a @ dirs, axis=0), m), _quantiles(np.sort(b @ dirs, axis=0), m)
-    return float(np.sqrt(np.mean((qa - qb) ** 2)))
-
-
-def _quantiles(s: np.ndarray, m: int) -> np.ndarray:
-    """Empirical quantiles of sorted columns ``s`` (n, P) at the levels ``(i + 1/2) / m``,
-    linearly interpolated (the sorted values themselves when ``m == n``)."""
-    n = len(s)
-    if n == m:
-        return s
-    pos = np.clip((np.arange(m) + 0.5) / m * n - 0.5, 0, n - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = (pos - lo)[:, None]
-    return s[lo] * (1 - frac) + s[hi] * frac
-
 
 def point_metrics(x: np.ndarray, ref: np.ndarray, gmm: dict[str, Any] | None = None) -> dict[str, float]:
     """Sliced W2, mean error (L2), relative covariance error (Frobenius), and, for a known
