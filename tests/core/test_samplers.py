@@ -61,9 +61,9 @@ CONFIGS += [("vp_linear", 8, n, o) for n, o in VARIANTS if get_sampler(n).stocha
 def test_sampler_reaches_the_target_moments(schedule, dim, name, options):
     """2000 samples match the exact mean and covariance of the marginal at the grid's end.
 
-    Exact draws of that size miss by about 0.02 (2-D) / 0.04 (8-D) in the mean and 0.02 / 0.06
-    in the covariance; the bounds add the discretisation error of 25 deterministic or 60
-    stochastic steps (first-order methods: covariance off by ~0.15 at 25 steps). The
+    Each entry may miss by five standard errors of exact draws of that size plus an allowance
+    for the discretisation error of 25 deterministic or 60 stochastic steps (first-order
+    methods: covariance entries off by up to ~0.1 at 25 steps). The
     predictor-corrector runs in 8 dimensions only: its per-sample Langevin step
     ``2 (snr |z| / |score|)^2`` explodes for 2-D samples that sit where the score vanishes."""
     target = TARGET if dim == 2 else TARGET8
@@ -76,9 +76,15 @@ def test_sampler_reaches_the_target_moments(schedule, dim, name, options):
     assert torch.isfinite(x).all()
     c = proc.coefs(torch.tensor(proc.t_min, dtype=F64))
     mean, cov = target.moments(float(c.alpha), float(c.sigma))
-    err_mean = (x.mean(0) - mean).abs().max().item()
-    err_cov = (torch.cov(x.T) - cov).abs().max().item()
-    assert err_mean < 0.08 and err_cov < (0.2 if name in FIRST_ORDER else 0.1), (err_mean, err_cov)
+    n = x.shape[0]
+    var = torch.diagonal(cov)
+    se_mean = torch.sqrt(var / n)  # standard errors of exact draws (Gaussian approximation for the covariance)
+    se_cov = torch.sqrt((var[:, None] * var[None, :] + cov**2) / n)
+    err_mean = (x.mean(0).double() - mean).abs()
+    err_cov = (torch.cov(x.T).double() - cov).abs()
+    allow = 0.1 if name in FIRST_ORDER else 0.04  # discretisation error on top of 5 standard errors
+    assert bool((err_mean <= 5 * se_mean + 0.02).all()), (err_mean, se_mean)
+    assert bool((err_cov <= 5 * se_cov + allow).all()), (err_cov, se_cov)
 
 
 # ----------------------------------------------------------------------------- observed order

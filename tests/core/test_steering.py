@@ -163,10 +163,13 @@ def observation() -> Observation:
 
 
 # DDPM's transitions are exact Gaussian posteriors given the clean estimate, the others' only to
-# first order over a step, which biases the transition-density weights (measured worst share errors
-# over 4 seeds: DDPM 0.03, Euler-Maruyama at 100 steps 0.04, SDE-DPM-Solver++ 0.07)
-@pytest.mark.parametrize("sampler,opts,tol", [("ddpm", {"steps": 50}, 0.045),
-                                              ("ddim", {"eta": 1.0, "steps": 50}, 0.045),
+# first order over a step, which biases the transition-density weights. With 16 particles DDPM
+# still carries a finite-particle bias: over seeds 0-5 with 2000 samples the heaviest share is
+# 0.69-0.70 against the exact 0.683, and with 500 samples (standard error ~0.02) seeds 0-5 gave
+# 0.68-0.73. (Measured worst share errors at 500 samples over 4 seeds: Euler-Maruyama at 100
+# steps 0.04, SDE-DPM-Solver++ 0.07.)
+@pytest.mark.parametrize("sampler,opts,tol", [("ddpm", {"steps": 50}, 0.06),
+                                              ("ddim", {"eta": 1.0, "steps": 50}, 0.06),
                                               ("euler_maruyama", {"steps": 100}, 0.07),
                                               ("dpm++2m_sde", {"steps": 50}, 0.1)])
 def test_smc_inpainting_matches_the_exact_conditional(sampler, opts, tol):

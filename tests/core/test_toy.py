@@ -109,13 +109,15 @@ def test_metrics_tell_good_from_bad_samples(toy):
 
 def test_exact_denoiser_samples_evaluate_well(toy):
     """Sampling the toy's own fields with the exact denoiser: no training error, good metrics."""
-    data = toy.dataset("gmm", n=2000)
+    data = toy.dataset("gmm", n=10000)  # a reference of 2000 points: SW2 noise floor ~0.05
     gmm = GaussianMixture(*(torch.tensor(data.info["gmm"][k]) for k in ("weights", "means", "stds")))
     fields = toy.fields(data.info, schedule="vp_cosine", prediction="eps")
     model = ExactDenoiser(gmm, fields["x"].process, "eps")
-    x = polydiff.sample(model, fields["x"].process, (2000, 2), sampler="dpm++2m", steps=20, seed=0)
-    m = toy.evaluate(toy.to_native({"x": x}, data.info), toy.reference(data), data.info)
-    assert m["sw2"] < 0.1 and m["loglik"] > m["loglik_ref"] - 0.2
+    x = polydiff.sample(model, fields["x"].process, (2000, 2), sampler="dpm++2m", steps=40, seed=0)
+    ref = toy.reference(data)
+    m = toy.evaluate(toy.to_native({"x": x}, data.info), ref, data.info)
+    floor = toy.evaluate(gmm.sample(2000, torch.Generator().manual_seed(5)).numpy(), ref, data.info)["sw2"]
+    assert m["sw2"] < 1.6 * floor and m["loglik"] > m["loglik_ref"] - 0.2  # exact draws: sw2 ~0.08
 
 
 def test_preconditioning_bounds_x0_near_pure_noise(toy):
