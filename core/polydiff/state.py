@@ -89,10 +89,13 @@ class Packer:
         return {k: c.reshape(c.shape[0], *self.shapes[k]) for k, c in zip(self.names, chunks, strict=True)}
 
     def _block(self, name: str, v: Tensor, batch: int) -> Tensor:
-        """A scalar, per-sample (B,) or per-element (B, *shape) value as a packed block."""
+        """A scalar, per-sample (B,) or per-element (B, *shape) value as a packed block:
+        (1, 1) / (1, n) for a scalar (a broadcast, so per-step arithmetic on it is free),
+        (B, 1) / (B, n) per sample, (B, n) per element."""
+        rows = 1 if v.dim() == 0 else batch
         if v.dim() <= 1:
-            v = v.reshape(-1, 1).expand(batch, 1)
-            return v if self.single else v.expand(batch, self.sizes[self.names.index(name)])
+            v = v.reshape(-1, 1).expand(rows, 1)
+            return v if self.single else v.expand(rows, self.sizes[self.names.index(name)])
         return v.expand(batch, *self.shapes[name]).reshape(batch, -1)
 
     def coefs(self, t: Tensor | Mapping[str, Tensor], batch: int) -> Coefs:
@@ -102,8 +105,37 @@ class Packer:
         out = []
         for attr in ("alpha", "sigma", "lam", "dalpha", "dsigma"):
             blocks = [self._block(k, getattr(per[k], attr), batch) for k in self.names]
-            out.append(blocks[0] if self.single else torch.cat(blocks, dim=1))
+            out.append(blocks[0] if self.single else torch.cat(_same_rows(blocks), dim=1))
         return Coefs(*out)
+
+    def grid_coefs(self, ts: Tensor, batch: int, dtype: torch.dtype | None = None) -> list[Coefs]:
+        """:meth:`coefs` at every time of a grid (K+1,) or (K+1, B), with one schedule call
+        per field for the whole grid, cast to ``dtype`` before broadcasting (so the per-step
+        values are views, not copies)."""
+        per = {k: self.fields[k].process.coefs(ts) for k in self.names}
+        if dtype is not None:
+            per = {k: Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+                   for k, c in per.items()}
+        out = []
+        for i in range(ts.shape[0]):
+            vals = []
+            for attr in ("alpha", "sigma", "lam", "dalpha", "dsigma"):
+                blocks = [self._block(k, getattr(per[k], attr)[i], batch) for k in self.names]
+                vals.append(blocks[0] if self.single else torch.cat(_same_rows(blocks), dim=1))
+            out.append(Coefs(*vals))
+        return out
+
+    def field_view(self, c: Coefs, name: str, batch: int) -> Coefs:
+        """Packed coefficients restricted to one field and shaped to broadcast against it."""
+        shape = self.shapes[name]
+        rows = c.alpha.shape[0]
+        if self.single:
+            target = (rows, *([1] * len(shape))) if c.alpha.shape[1] == 1 else (rows, *shape)
+            return Coefs(*(v.reshape(target) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
+        j = self.names.index(name)
+        lo = sum(self.sizes[:j])
+        sl = slice(lo, lo + self.sizes[j])
+        return Coefs(*(v[:, sl].reshape(rows, *shape) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
 
     def segment_sum(self, flat: Tensor) -> Tensor:
         """Per-field sums of a packed (B, D) tensor: shape (B, n_fields)."""
@@ -116,6 +148,12 @@ class Packer:
         if self.single:
             return per_field
         return torch.repeat_interleave(per_field, torch.tensor(self.sizes, device=per_field.device), dim=1)
+
+
+def _same_rows(blocks: list[Tensor]) -> list[Tensor]:
+    """Blocks with 1 or B rows brought to a common number of rows before concatenation."""
+    rows = max(b.shape[0] for b in blocks)
+    return [b.expand(rows, b.shape[1]) for b in blocks]
 
 
 def broadcast_t(t: Tensor, x: Tensor) -> Tensor:

@@ -31,14 +31,16 @@ from ..processes.categorical import Absorbing
 from ..processes.gaussian import Coefs
 from ..random import Noise, sample_categorical
 from ..state import FieldSpec, Packer, State, as_fields
+from ..structures import Plain
 from .base import SamplerDef, StepContext, get_sampler
 
 Model = Callable[..., Any]
 
 
 def _time(t: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
-    """A grid time (scalar or (B,)) as the (B,) tensor models receive."""
-    return t.to(dtype).expand(batch) if t.dim() == 0 else t.to(dtype)
+    """A grid time (scalar, (1,) or (B,)) as the (B,) tensor models receive."""
+    t = t.to(dtype).reshape(-1)
+    return t.expand(batch) if t.numel() == 1 else t
 
 
 def _col(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -124,8 +126,12 @@ class SamplingLoop:
                                 dtype=torch.float64)
         self.ts = ts.to(noise.device)
         self.n = self.ts.shape[0] - 1
-        self.coefs = [_cast(self.packer.coefs(self.ts[i], self.batch), dtype) if self.packer.names else None
-                      for i in range(self.n + 1)]
+        if self.packer.names:
+            self.coefs = self.packer.grid_coefs(self.ts, self.batch, dtype)
+            self._views = [{k: self.packer.field_view(c, k, self.batch) for k in self.packer.names}
+                           for c in self.coefs]
+        else:
+            self.coefs, self._views = [None] * (self.n + 1), [{}] * (self.n + 1)
         if self.gdef.name == "euler_maruyama" and self.packer.names and \
                 not bool(torch.isfinite(self.coefs[0].dalpha / self.coefs[0].alpha).all()):
             raise ValueError(f"sampler {sampler!r} needs alpha(t) > 0 on the whole grid; the process reaches "
@@ -171,30 +177,23 @@ class SamplingLoop:
         tm = _time(t, self.batch, self.dtype)
         return self.model(state, tm) if self.cond is None else self.model(state, tm, self.cond)
 
-    def split(self, out: Mapping[str, Tensor], xf: Tensor, c: Coefs, st: State) -> tuple[Tensor, Tensor]:
-        """Packed ``(x0, eps)`` estimates from the model's raw Gaussian predictions."""
+    def split(self, out: Mapping[str, Tensor], xf: Tensor, c: Coefs | dict[str, Coefs],
+              st: State) -> tuple[Tensor, Tensor]:
+        """Packed ``(x0, eps)`` estimates from the model's raw Gaussian predictions; ``c`` is the
+        packed coefficients at the evaluation time (or their per-field views)."""
         p = self.packer
+        views = c if isinstance(c, dict) else {k: p.field_view(c, k, self.batch) for k in p.names}
         ds, es = {}, {}
         xs = p.unpack(xf)
         for k in p.names:
             f = self.fields[k]
             if k not in out:
                 raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
-            d, e = to_x0_eps(out[k].to(self.dtype), f.prediction, xs[k], self.field_coefs(c, k))
-            ds[k], es[k] = f.structure.project(d, st), f.structure.project(e, st)
+            d, e = to_x0_eps(out[k].to(self.dtype), f.prediction, xs[k], views[k])
+            if not isinstance(f.structure, Plain):
+                d, e = f.structure.project(d, st), f.structure.project(e, st)
+            ds[k], es[k] = d, e
         return p.pack(ds), p.pack(es)
-
-    def field_coefs(self, c: Coefs, name: str) -> Coefs:
-        """Packed coefficients restricted to one field and shaped to broadcast against it."""
-        p, b = self.packer, self.batch
-        if p.single:
-            n_lead = 1 if c.alpha.shape[1] == 1 else 0
-            shape = (b, *([1] * len(p.shapes[name]))) if n_lead else (b, *p.shapes[name])
-            return Coefs(*(v.reshape(shape) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
-        j = p.names.index(name)
-        lo = sum(p.sizes[:j])
-        sl = slice(lo, lo + p.sizes[j])
-        return Coefs(*(v[:, sl].reshape(b, *p.shapes[name]) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
 
     def structured_noise(self) -> Tensor:
         """Fresh N(0, I) noise for the packed Gaussian fields, respecting their structures."""
@@ -216,7 +215,7 @@ class SamplingLoop:
         self.last = dict(out)
         x0: dict[str, Tensor] = {}
         if self.packer.names:
-            d, e = self.split(out, self.x, self.coefs[i], state)
+            d, e = self.split(out, self.x, self._views[i], state)
             x0.update(self.packer.unpack(d))
             if self.final_zero and i == self.n - 1:
                 self.x = d
