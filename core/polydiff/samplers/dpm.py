@@ -82,13 +82,14 @@ def lagrange_weights(nodes: Sequence[Number], moments: Sequence[Number]) -> list
     return out
 
 
-def step_order(order: int, ctx: StepContext, available: int) -> int:
+def step_order(order: int, ctx: StepContext, available: int, below: int | None = 15) -> int:
     """Order a multistep method uses at this step: at most ``available`` model outputs
-    (warm-up) and, with option ``lower_order_final`` on a grid of fewer than 15 steps,
-    at most the number of steps left (diffusers' rule: order 1 on the last step, 2 on the one
-    before)."""
+    (warm-up) and, with option ``lower_order_final`` on a grid of fewer than ``below`` steps
+    (any grid when ``below`` is None), at most the number of steps left (order 1 on the last
+    step, 2 on the one before). diffusers uses ``below=15`` for DPM-Solver++ and no bound for
+    UniPC; polydiff follows each method's reference."""
     k = min(order, available)
-    if ctx.options.get("lower_order_final", False) and ctx.n < 15:
+    if ctx.options.get("lower_order_final", False) and (below is None or ctx.n < below):
         k = min(k, ctx.n - ctx.i)
     return max(k, 1)
 

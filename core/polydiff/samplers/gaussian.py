@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..processes.gaussian import Coefs
 from .base import StepContext, register
-from .dpm import clip_lam
+from .dpm import check_option, clip_lam
 
 History = object
 
@@ -177,7 +177,7 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ct
 # ----------------------------------------------------------------------------- predictor-corrector
 @register("pc", "predictor-corrector (Song et al. 2021): n_corrector Langevin steps at signal-to-noise snr "
           "(GDSS's scale_eps), then a reverse-diffusion predictor; 1 + n_corrector NFE/step",
-          nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0)
+          nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0, norm="batch")
 def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
     """Langevin corrector then reverse-diffusion predictor (score_sde's PC sampler).
 
@@ -188,18 +188,23 @@ def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx
     ``x_s = (x + b^2 score) / a + b z``, written in ``(x0, eps)`` so it stays finite where
     ``alpha_t = 0``. Registered ``nfe_per_step`` is for the default ``n_corrector = 1``.
 
-    Per-sample norms concentrate only when a field has many entries: on a field of a few
-    dimensions, a sample where the score nearly vanishes (a mode centre) gets a huge Langevin
-    step. Use a small ``snr`` (or ``n_corrector = 0``) there.
+    ``norm="batch"`` (default) takes the norms' batch means per field, as score_sde and GDSS do;
+    ``norm="sample"`` keeps every sample independent of its batch, but per-sample norms
+    concentrate only when a field has many entries: on a field of a few dimensions, a sample
+    where the score nearly vanishes (a mode centre) gets a huge Langevin step.
     """
     o = ctx.options
+    check_option("norm", o["norm"], ("batch", "sample"))
     n_corr = int(o["n_corrector"])
     for j in range(n_corr):
         if j > 0:
             d, e = ctx.denoise(x, ctx.t)
         score = -e / ct.sigma
         z = ctx.noise()
-        eps_l = 2 * (o["snr"] * ctx.field_norm(z) / ctx.field_norm(score).clamp_min(1e-30)) ** 2
+        nz, ns = ctx.field_norm(z), ctx.field_norm(score)
+        if o["norm"] == "batch":
+            nz, ns = nz.mean(0, keepdim=True), ns.mean(0, keepdim=True)
+        eps_l = 2 * (o["snr"] * nz / ns.clamp_min(1e-30)) ** 2
         x = x + eps_l * score + torch.sqrt(2 * eps_l) * o["scale_eps"] * z
     if n_corr > 0:
         d, e = ctx.denoise(x, ctx.t)

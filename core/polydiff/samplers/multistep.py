@@ -161,7 +161,7 @@ def unipc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | N
             x = torch.where(ok, corrected, base)
     lam = clip_lam(ct.lam)
     outs = ((d, lam), *outs)
-    k = step_order(order, ctx, len(outs))
+    k = step_order(order, ctx, len(outs), below=None)  # UniPC lowers the final orders at any step count
     h, emh, ok = lam_step(ct, cs)
     x_s = data_first_order(x, d, ct, cs, emh)
     if k > 1:
