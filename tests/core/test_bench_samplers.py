@@ -1,0 +1,123 @@
+"""Smoke tests of the sampler benchmark (polydiff.benchmarks.samplers): metrics, structure of
+the results, the diffusers equivalence check, and that a wrong sampler scores worse."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+
+from polydiff.benchmarks import samplers as bench
+from polydiff.samplers import SAMPLERS
+from polydiff.samplers.base import SamplerDef
+
+
+def test_sliced_w2_exact_cases():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 3, generator=g, dtype=torch.float64)
+    dirs = bench.directions(3, 512, seed=1)
+    assert bench.sliced_w2(x, x, dirs) == 0.0
+    # the same set reordered is the same empirical measure
+    assert bench.sliced_w2(x, x[torch.randperm(2000, generator=g)], dirs) < 1e-12
+    # a shift c moves every 1-D projection by <c, theta>: SW2^2 = mean <c, theta>^2 ~ |c|^2 / d
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    exact = math.sqrt(float(((c @ dirs) ** 2).mean()))
+    assert bench.sliced_w2(x, x + c, dirs) == pytest.approx(exact, rel=1e-9)
+    assert exact == pytest.approx(float(c.norm()) / math.sqrt(3), rel=0.15)
+    with pytest.raises(ValueError, match="equal-size"):
+        bench.sliced_w2(x, x[:10], dirs)
+
+
+def _wrong_ddim(x, d, e, ct, cs, hist, ctx):
+    """DDIM with a clean estimate shrunk by 10%: a deliberately biased sampler."""
+    return cs.alpha * 0.9 * d + cs.sigma * e, hist
+
+
+def _walk(v):
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _walk(x)
+    else:
+        yield v
+
+
+def test_benchmark_structure_and_wrong_sampler(tmp_path, monkeypatch):
+    monkeypatch.setitem(SAMPLERS._items, "bench_wrong",
+                        (SamplerDef("bench_wrong", _wrong_ddim, "gaussian", "biased DDIM (test)"), "test"))
+    cfg = bench.Config(dims=(2,), processes=("vp_discrete",), nfe=(10,), samples=400,
+                       samplers=["ddim", "bench_wrong", "no_such_sampler"], replicates=2, path_steps=100,
+                       reference_steps=200, repeats=1, projections=64, log=lambda msg: None)
+    res = bench.run(cfg, command="pytest")
+    bench.write(res, tmp_path / "s.json", tmp_path / "s.md")
+    data = json.loads((tmp_path / "s.json").read_text())
+
+    assert data["environment"]["command"] == "pytest" and data["environment"]["torch"] == torch.__version__
+    assert data["missing"] == ["no_such_sampler"]
+    (tg,) = data["targets"]
+    assert tg["dim"] == 2 and tg["process"] == "vp_discrete" and tg["n"] == 400
+    assert set(tg["samplers"]) == {"ddim", "bench_wrong"}
+    assert set(tg["references"]) == {"euler_200", "ddim_200"}
+    good, bad = (tg["samplers"][k]["runs"][0] for k in ("ddim", "bench_wrong"))
+    for r in (good, bad, *tg["references"].values()):
+        assert r["nfe"] == r.get("nfe_target", r["nfe"])
+        for k in ("sw2", "sw2_excess", "mean_err", "cov_err", "path_rmse", "seconds", "model_seconds"):
+            assert isinstance(r[k], float) and math.isfinite(r[k]) and r[k] >= 0, (k, r[k])
+    assert good["nfe"] == 10 and good["steps"] == 10
+    assert 0 < tg["floor"]["sw2"] < good["sw2"]
+    # the biased sampler is measurably worse on every metric
+    assert bad["sw2"] > 1.5 * good["sw2"]
+    assert bad["path_rmse"] > 2 * good["path_rmse"]
+    assert bad["cov_err"] > good["cov_err"]
+    # and the long references are far closer to the converged ODE solution than 10 steps
+    assert tg["references"]["euler_200"]["path_rmse"] < good["path_rmse"]
+
+    assert data["checks"]["a_status"] == "not run"  # no dpm++2m / unipc requested
+    assert all(v is None or isinstance(v, (str, int, float, bool)) for v in _walk(data))
+    md = (tmp_path / "s.md").read_text()
+    assert md.startswith("# Sampler benchmark") and "Produced by: `pytest`" in md
+    assert "| ddim |" in md and "| bench_wrong |" in md
+
+    dz = data["diffusers"]
+    if importlib.util.find_spec("diffusers") is None:  # bench-only dependency
+        assert "not installed" in dz["skipped"]
+        return
+    (row,) = dz["rows"]  # only DDIM of the requested samplers has a diffusers twin
+    assert row["scheduler"] == "DDIMScheduler" and row["identical"]
+    assert row["ours"]["nfe"] == row["diffusers"]["nfe"] == 10
+    assert row["grid"][-1] == 0.0 and row["grid_lam_mismatch"] < 1e-3
+    assert row["max_abs_diff"] < 1e-4  # same maths, same grid, same start: same samples
+    assert row["error_ratio"] == pytest.approx(1.0, abs=1e-3)
+    assert row["ours"]["path_rmse"] == pytest.approx(row["diffusers"]["path_rmse"], rel=1e-3)
+    assert row["ours"]["overhead_per_step_s"] > 0 and row["diffusers"]["overhead_per_step_s"] > 0
+    assert data["checks"]["b_equivalence_status"] == "pass"
+    assert "DDIMScheduler" in md
+
+
+def test_broken_sampler_is_skipped_with_reason(monkeypatch):
+    def broken(x, d, e, ct, cs, hist, ctx):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setitem(SAMPLERS._items, "bench_broken",
+                        (SamplerDef("bench_broken", broken, "gaussian", "raises (test)"), "test"))
+    target = bench.Target(2, "edm", bench.make_mixture(2), bench.make_process("edm"))
+    cfg = bench.Config(nfe=(5,), samples=200, replicates=2, path_steps=20, reference_steps=20,
+                       projections=16, log=lambda msg: None)
+    out = bench.accuracy(target, cfg, ["bench_broken", "euler"])
+    assert "deliberately broken" in out["samplers"]["bench_broken"]["skipped"]
+    assert math.isfinite(out["samplers"]["euler"]["runs"][0]["sw2"])
+
+
+def test_cli_parses_and_builds_config():
+    args = bench.parser().parse_args(["--quick", "--dims", "2,8", "--nfe", "5", "--samplers", "ddim, euler",
+                                      "--samples", "123", "--no-diffusers"])
+    cfg = bench.config_from_args(args)
+    assert list(cfg.dims) == [2, 8] and list(cfg.nfe) == [5] and cfg.samples == 123
+    assert cfg.samplers == ["ddim", "euler"] and not cfg.diffusers
+    quick = bench.config_from_args(bench.parser().parse_args(["--quick"]))
+    assert list(quick.dims) == [2] and list(quick.nfe) == [5, 10] and quick.samplers is None
