@@ -22,7 +22,9 @@ last time (the data itself when the grid ends at sigma = 0):
 Overhead: the model is wrapped in a timer accumulating its own ``time.perf_counter`` time;
 the per-step solver overhead is ``(total - model time) / steps`` on the same grid for both
 libraries, from repeats of ours and diffusers interleaved so that load from other processes
-hits both alike (medians reported).
+hits both alike (medians reported). In the comparison both draw noise from a seeded
+``torch.Generator``; polydiff's per-sample counter-based seeds (batch-independent samples, the
+default with ``seed=``) cost extra per draw and are used in the polydiff-only tables.
 
 Diffusers is a bench-only dependency; only its public scheduler API is used
 (``set_timesteps`` / ``scale_model_input`` / ``step``).
@@ -221,13 +223,18 @@ class Run:
 
 def run_ours(process: GaussianProcess, gmm: GaussianMixture, sampler: str, x_init: Tensor, *, steps: int = 10,
              grid: str | Tensor | None = None, seed: int = 0, dtype: torch.dtype = torch.float32,
-             **options: Any) -> Run:
-    """``polydiff.sample`` from the given initial points with the exact denoiser (eps prediction)."""
+             torch_rng: bool = False, **options: Any) -> Run:
+    """``polydiff.sample`` from the given initial points with the exact denoiser (eps prediction).
+
+    ``torch_rng`` draws noise from a seeded ``torch.Generator`` (what diffusers uses) instead of
+    polydiff's per-sample counter-based seeds, so overhead comparisons measure the solvers alone.
+    """
     den = ExactModel(gmm, process)
     model = Timed(lambda st, t: {"x": den(st["x"], t)})
+    rng = {"generator": torch.Generator().manual_seed(seed)} if torch_rng else {"seed": seed}
     t0 = time.perf_counter()
     out = sample(model, {"x": process}, {"x": x_init.to(dtype)}, sampler=sampler, steps=steps, grid=grid,
-                 seed=seed, dtype=dtype, **options)["x"]
+                 dtype=dtype, **rng, **options)["x"]
     total = time.perf_counter() - t0
     n_steps = grid.shape[0] - 1 if isinstance(grid, Tensor) else steps
     return Run(out, model.calls, n_steps, total, model.seconds)
@@ -626,7 +633,7 @@ def _compare_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
     for rep in range(max(cfg.repeats, 1)):  # interleaved, so load from elsewhere hits both alike
         seed = cfg.seed + (rep if spec.sde else 0)  # fresh noise per repeat for SDE methods
         ours_runs.append(run_ours(process, gmm, spec.algorithm, x_init, grid=grid, seed=seed, dtype=cfg.dtype,
-                                  **spec.options))
+                                  torch_rng=True, **spec.options))
         theirs_runs.append(run_diffusers(spec, gmm, process, x_init, nfe, seed=seed))
     ours, theirs = ours_runs[0], theirs_runs[0]
     mo, mt = ev.metrics(ours.x), ev.metrics(theirs.x)
