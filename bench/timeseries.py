@@ -1,0 +1,338 @@
+"""Time-series acceptance benchmark: TSDiff (predict / refine / synthesize) and PaCoDi.
+
+    python bench/timeseries.py --jobs 2    # full run, CPU (tiny but honest budgets, see BUDGETS)
+    python bench/timeseries.py --quick     # smoke run on the embedded data only (a few minutes)
+
+Writes bench/results/timeseries.json (every number, the budgets and the environment) and
+bench/results/timeseries.md, headed by the exact command. Needs the shared data for the real
+series (ETTh1, exchange_rate) and pytorch-forecasting for DeepAR (``polydiff-timeseries[forecasting]``).
+
+1. Forecasting on the same time splits of real series (every channel a univariate series;
+   the last ``test_windows`` horizons of each series are the test windows): seasonal naive,
+   DeepAR (pytorch-forecasting, trained on the same mean-scaled training windows as TSDiff),
+   TSDiff with quantile self-guidance, and refinement (Langevin and most-likely) of the
+   seasonal-naive and DeepAR forecasts with TSDiff's implicit density.
+2. Train on synthetic, test on real: linear (the Linear Predictive Score) and DeepAR models
+   trained on TSDiff samples against the same models trained on the real training windows.
+3. PaCoDi against an equal-size time-domain DiT at equal training budget: generation metrics,
+   sampling time, parameters and the attention FLOPs measured with torch's FLOP counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "full": {
+        "forecast_sets": {
+            "etth1": {"context": 96, "horizon": 24, "stride": 12, "test_windows": 4, "season": 24},
+            "exchange_rate": {"context": 60, "horizon": 30, "stride": 10, "test_windows": 4, "season": 1},
+        },
+        "tsdiff_model": {"hidden": 32, "depth": 2, "state": 32, "emb_dim": 32},
+        "tsdiff_steps": 600, "batch": 64, "num_samples": 32, "sample_steps": 50, "guidance_scale": 4.0,
+        "deepar_steps": 300, "refine_iterations": 10, "synthetic": 1000,
+        "gen_sets": {"sine": {"window": 24, "channels": 5, "length": 10000},
+                     "etth1": {"context": 24, "horizon": 0, "stride": 1, "multivariate": True,
+                               "scaling": "minmax"}},
+        "gen_variants": {"sine": ["pacodi", "pacodi_mean_field", "pacodi_sde", "time_domain"],
+                         "etth1": ["pacodi", "time_domain"]},
+        "gen_model": {"hidden": 64, "heads": 4}, "gen_depth": 2, "gen_steps": 800, "gen_batch": 128,
+        "gen_samples": 500, "metric_steps": 200,
+    },
+    "quick": {
+        "forecast_sets": {"ar": {"context": 40, "horizon": 10, "stride": 5, "test_windows": 2, "season": 10,
+                                 "n_series": 20, "length": 200}},
+        "tsdiff_model": {"hidden": 16, "depth": 1, "state": 16, "emb_dim": 16},
+        "tsdiff_steps": 150, "batch": 32, "num_samples": 16, "sample_steps": 20, "guidance_scale": 4.0,
+        "deepar_steps": 30, "refine_iterations": 5, "synthetic": 200,
+        "gen_sets": {"sine": {"window": 24, "channels": 5, "length": 2000}},
+        "gen_variants": {"sine": ["pacodi", "pacodi_mean_field", "pacodi_sde", "time_domain"]},
+        "gen_model": {"hidden": 16, "heads": 2}, "gen_depth": 1, "gen_steps": 100, "gen_batch": 64,
+        "gen_samples": 200, "metric_steps": 60,
+    },
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train(cfg: dict[str, Any], out: Path) -> Any:
+    import polydiff
+
+    run = polydiff.train(cfg, out, fresh=True, verbose=False)
+    return polydiff.load(run.checkpoint), run
+
+
+def _train_cfg(steps: int, batch: int) -> dict[str, Any]:
+    return {"max_steps": steps, "batch_size": batch, "lr": 1e-3, "ema": 0.995, "checkpoint_every": steps,
+            "progress": False, "logger": "none", "seed": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1 + 2: forecasting, refinement, TSTR
+# ---------------------------------------------------------------------------------------------
+
+def forecasting(name: str, opts: dict[str, Any], b: dict[str, Any], work: Path) -> dict[str, Any]:
+    from polydiff_timeseries import predict, refine
+    from polydiff_timeseries.baselines import DeepARForecaster, LinearForecaster, seasonal_naive
+    from polydiff_timeseries.data import mean_scale
+    from polydiff_timeseries.metrics import forecast_metrics
+    from polydiff_timeseries.tsdiff import raw_windows
+
+    season = opts.pop("season")
+    ctx_len, h = opts["context"], opts["horizon"]
+    cfg = {"modality": "timeseries", "data": {"name": name, **opts}, "model": {"name": "tsdiff", **b["tsdiff_model"]},
+           "process": {"schedule": "tsdiff", "prediction": "eps"}, "train": _train_cfg(b["tsdiff_steps"], b["batch"]),
+           "sample": {"num": 16, "sampler": "ddpm", "steps": 100, "grid": "uniform_t", "final_zero": True}}
+    t0 = time.time()
+    gen, run = train(cfg, work / f"tsdiff_{name}")
+    t_train = time.time() - t0
+    data = gen.modality.dataset(name, **opts)
+    w = raw_windows(data.test)[..., 0]
+    ctx, y = w[:, :ctx_len], w[:, ctx_len:]
+    res: dict[str, Any] = {"dataset": name, "options": {**opts, "season": season}, "n_series": data.info["n_series"],
+                           "n_test_windows": len(w), "n_train_windows": len(data.train),
+                           "tsdiff_train_seconds": t_train, "tsdiff_final_loss": run.metrics.get("train/loss"),
+                           "methods": {}, "seconds": {}}
+
+    def score(key: str, samples: np.ndarray, seconds: float) -> None:
+        res["methods"][key] = forecast_metrics(y, samples, ctx, season)
+        res["seconds"][key] = seconds
+        log(f"  {name} {key}: CRPS {res['methods'][key]['crps']:.4f} ({seconds:.0f} s)")
+
+    s = b["num_samples"]
+    t0 = time.time()
+    naive = seasonal_naive(ctx, h, season)
+    score("seasonal_naive", naive, time.time() - t0)
+
+    # DeepAR on the same mean-scaled training windows
+    t0 = time.time()
+    train_w = data.train.tensors["x"].numpy()[..., 0]
+    deepar = DeepARForecaster(ctx_len, h, max_steps=b["deepar_steps"], batch_size=b["batch"]).fit(train_w)
+    scale = mean_scale(ctx[..., None])[:, 0]
+    dar = deepar.predict(ctx / scale[:, None], num_samples=s) * scale[:, None, None]
+    score("deepar", dar, time.time() - t0)
+
+    t0 = time.time()
+    grid = {"steps": b["sample_steps"], "grid": "uniform_t", "final_zero": True}
+    fc = predict(gen, ctx, num_samples=s, guidance="quantile", scale=b["guidance_scale"], seed=0, **grid)
+    score("tsdiff_quantile", fc.samples, time.time() - t0)
+    t0 = time.time()
+    fc_mse = predict(gen, ctx, num_samples=s, guidance="mse", scale=1.0, seed=0, **grid)
+    score("tsdiff_mse", fc_mse.samples, time.time() - t0)
+
+    it = b["refine_iterations"]
+    for base_name, base in (("seasonal_naive", naive), ("deepar", dar)):
+        for method in ("langevin", "ml"):
+            t0 = time.time()
+            r = refine(gen, ctx, base, method=method, iterations=it, num_samples=s if method == "langevin" else None,
+                       step_size=0.05 if method == "langevin" else 0.1, seed=0)
+            score(f"{base_name}+refine_{method}", r.samples, time.time() - t0)
+
+    # train on synthetic, test on real (in the model's scaled units)
+    t0 = time.time()
+    syn = gen.generate(b["synthetic"], seed=1, **grid)[..., 0]
+    t_syn = time.time() - t0
+    real_test = data.test.tensors["x"].numpy()[..., 0]
+    yt = real_test[:, ctx_len:]
+    tstr: dict[str, Any] = {"synthetic_windows": len(syn), "sampling_seconds": t_syn}
+    for src, windows in (("real", train_w), ("synthetic", syn)):
+        lin = LinearForecaster(ctx_len).fit(windows).predict(real_test[:, :ctx_len])
+        tstr[f"linear_{src}"] = forecast_metrics(yt, lin[:, None, :, 0])
+        t0 = time.time()  # DeepAR on the real windows is the forecasting model above
+        dm = deepar if src == "real" else DeepARForecaster(ctx_len, h, max_steps=b["deepar_steps"],
+                                                           batch_size=b["batch"]).fit(windows)
+        tstr[f"deepar_{src}"] = forecast_metrics(yt, dm.predict(real_test[:, :ctx_len], num_samples=s))
+        tstr[f"deepar_{src}_seconds"] = time.time() - t0
+    tstr["lps"] = tstr["linear_synthetic"]["crps"]
+    res["tstr"] = tstr
+    log(f"  {name} TSTR: LPS {tstr['lps']:.4f} (linear on real {tstr['linear_real']['crps']:.4f}), DeepAR synthetic "
+        f"{tstr['deepar_synthetic']['crps']:.4f} vs real {tstr['deepar_real']['crps']:.4f}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# 3: PaCoDi against a time-domain model
+# ---------------------------------------------------------------------------------------------
+
+def attention_flops_measured(net: Any, state: dict[str, torch.Tensor]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(state, torch.tensor([0.5]))
+    return int(sum(v for k, v in fc.get_flop_counts()["Global"].items() if "bmm" in str(k)))
+
+
+def generation(name: str, opts: dict[str, Any], b: dict[str, Any], work: Path) -> dict[str, Any]:
+    from polydiff_timeseries.genmetrics import generation_metrics, train_encoder
+    from polydiff_timeseries.modality import TimeSeriesModality
+    from polydiff_timeseries.nets import num_parameters
+    from polydiff_timeseries.spectral import num_bins
+
+    m = TimeSeriesModality()
+    data = m.dataset(name, **opts)
+    real = data.test.tensors["x"].numpy()
+    length, ch = data.info["length"], data.info["channels"]
+    d = b["gen_depth"]
+    variants = {
+        "pacodi": ({"name": "pacodi", "depth": d, **b["gen_model"]}, "spectral", "tsdiff", "ddpm"),
+        "pacodi_mean_field": ({"name": "pacodi", "depth": d, "interaction": False, **b["gen_model"]}, "spectral",
+                              "tsdiff", "ddpm"),
+        "pacodi_sde": ({"name": "pacodi", "depth": d, **b["gen_model"]}, "spectral", "vp_linear", "euler_maruyama"),
+        "time_domain": ({"name": "transformer", "depth": 2 * d, **b["gen_model"]}, "time", "tsdiff", "ddpm"),
+    }
+    enc = train_encoder(real, steps=b["metric_steps"], seed=0)  # one encoder for every model of this data
+    res: dict[str, Any] = {"dataset": name, "options": opts, "length": length, "channels": ch,
+                           "bins": num_bins(length), "n_test": len(real), "models": {}}
+    for key in b["gen_variants"][name]:
+        model, rep, schedule, sampler = variants[key]
+        cfg = {"modality": "timeseries", "data": {"name": name, **opts}, "model": model,
+               "process": {"schedule": schedule, "prediction": "eps", "representation": rep},
+               "train": _train_cfg(b["gen_steps"], b["gen_batch"]),
+               "sample": {"num": 16, "sampler": sampler, "steps": 100,
+                          **({"grid": "uniform_t", "final_zero": True} if schedule == "tsdiff" else {})}}
+        t0 = time.time()
+        gen, run = train(cfg, work / f"gen_{name}_{key}")
+        t_train = time.time() - t0
+        t0 = time.time()
+        syn = gen.generate(b["gen_samples"], seed=0, batch_size=500)
+        t_sample = time.time() - t0
+        from polydiff_timeseries import genmetrics as G
+
+        met = generation_metrics(syn, real, data.info, steps=b["metric_steps"], seed=0)
+        met["context_fid"] = G.context_fid(syn, real, enc)  # the shared encoder
+        field = "spec" if rep == "spectral" else "x"
+        shape = (1, num_bins(length), ch, 2) if rep == "spectral" else (1, length, ch)
+        res["models"][key] = {"params": num_parameters(gen.net), "train_seconds": t_train,
+                              "final_loss": run.metrics.get("train/loss"), "sample_seconds": t_sample,
+                              "sampler": sampler, "schedule": schedule,
+                              "attention_flops_per_forward": attention_flops_measured(
+                                  gen.net, {field: torch.randn(shape), "observed": torch.ones(1, length, ch)}),
+                              "metrics": met}
+        log(f"  {name} {key}: disc {met['discriminative']:.3f} pred {met['predictive']:.4f} "
+            f"ctx-FID {met['context_fid']:.3f} sample {t_sample:.1f} s")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [f"# Time-series benchmark\n\n```\n{res['command']}\n```\n",
+             f"{res['environment']['platform']}, torch {res['environment']['torch']}, "
+             f"{res['environment']['cpus']} CPUs (load average {res['environment']['load_average_at_start']:.1f} at "
+             f"start: the machine was shared), {res['environment']['jobs']} process(es) x "
+             f"{res['environment']['threads']} thread(s); total {res['total_seconds'] / 60:.1f} min. "
+             f"Budgets ({res['mode']}): `{json.dumps(res['budgets'])}`\n",
+             "CRPS is gluonts' mean weighted quantile loss over q = 0.1..0.9 (nearest-rank quantiles), "
+             "ND / NRMSE / MASE as in gluonts (MASE's seasonal error from the context window). "
+             "Lower is better everywhere except coverage (50 / 90 ideal).\n"]
+    for f in res.get("forecasting", []):
+        o = f["options"]
+        lines.append(f"## Forecasting: {f['dataset']} ({f['n_series']} univariate series, context {o['context']}, "
+                     f"horizon {o['horizon']}, {f['n_test_windows']} test windows, {f['n_train_windows']} training "
+                     f"windows; TSDiff trained {f['tsdiff_train_seconds']:.0f} s)\n")
+        lines.append("| method | CRPS | ND | NRMSE | MASE | 50% cov. | 90% cov. | seconds |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for k, v in f["methods"].items():
+            lines.append(f"| {k} | {v['crps']:.4f} | {v['nd']:.4f} | {v['nrmse']:.4f} | {v['mase']:.3f} | "
+                         f"{100 * v['coverage_50']:.0f} | {100 * v['coverage_90']:.0f} | {f['seconds'][k]:.0f} |")
+        mt = f["methods"]
+        gains = []
+        for base in ("seasonal_naive", "deepar"):
+            for meth in ("langevin", "ml"):
+                k = f"{base}+refine_{meth}"
+                if k in mt:
+                    gains.append(f"{base} {meth}: {100 * (1 - mt[k]['crps'] / mt[base]['crps']):+.1f}%")
+        lines.append(f"\nRefinement CRPS gain (positive = better): {'; '.join(gains)}.\n")
+        t = f["tstr"]
+        lines.append(f"Train on synthetic, test on real ({t['synthetic_windows']} TSDiff windows, scaled units): "
+                     "CRPS of the same forecaster trained on real vs synthetic training windows.\n")
+        lines.append("| forecaster | trained on real | trained on synthetic |")
+        lines.append("|---|---|---|")
+        lines.append(f"| linear (LPS) | {t['linear_real']['crps']:.4f} | {t['linear_synthetic']['crps']:.4f} |")
+        lines.append(f"| DeepAR | {t['deepar_real']['crps']:.4f} | {t['deepar_synthetic']['crps']:.4f} |\n")
+    for g in res.get("generation", []):
+        lines.append(f"## PaCoDi vs time domain: {g['dataset']} (windows {g['length']} x {g['channels']}, "
+                     f"{g['bins']} frequency bins, {g['n_test']} held-out windows)\n")
+        lines.append("| model | params | sampler | discriminative | predictive | context-FID | ACF err. | "
+                     "train s | sample s | attention FLOPs / forward |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for k, v in g["models"].items():
+            mm = v["metrics"]
+            lines.append(f"| {k} | {v['params']} | {v['sampler']} | {mm['discriminative']:.3f} | "
+                         f"{mm['predictive']:.4f} | {mm['context_fid']:.3f} | {mm['acf_error']:.4f} | "
+                         f"{v['train_seconds']:.0f} | {v['sample_seconds']:.1f} | "
+                         f"{v['attention_flops_per_forward']:,} |")
+        lines.append("")
+    lines.append("Context-FID uses an encoder trained in-project on the held-out real windows (one per data set, "
+                 "shared by all models); it is not TS2Vec's published weights, so compare values within this "
+                 "table only.\n")
+    return "\n".join(lines)
+
+
+def _task(section: str, name: str, opts: dict[str, Any], b: dict[str, Any], tmp: str) -> dict[str, Any]:
+    """One data set of one section (run in a worker process with ``--jobs``)."""
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+    log(f"{section} {name}")
+    fn = forecasting if section == "forecasting" else generation
+    return fn(name, dict(opts), b, Path(tmp))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run on embedded data only")
+    p.add_argument("--json", type=Path, default=RESULTS / "timeseries.json")
+    p.add_argument("--md", type=Path, default=RESULTS / "timeseries.md")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: forecasting,generation")
+    p.add_argument("--jobs", type=int, default=1, help="run the data sets in this many processes (1 thread each)")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    b = json.loads(json.dumps(BUDGETS[mode]))
+    skip = set(filter(None, args.skip.split(",")))
+    command = "python " + " ".join(shlex.quote(a) for a in ["bench/timeseries.py", *(argv or sys.argv[1:])])
+    res: dict[str, Any] = {"command": command, "mode": mode, "budgets": b,
+                           "environment": {"platform": platform.platform(), "python": platform.python_version(),
+                                           "torch": torch.__version__, "jobs": args.jobs,
+                                           "threads": 1 if args.jobs > 1 else torch.get_num_threads(),
+                                           "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}}
+    t_all = time.time()
+    tasks = [("forecasting", n, o) for n, o in b["forecast_sets"].items() if "forecasting" not in skip]
+    tasks += [("generation", n, o) for n, o in b["gen_sets"].items() if "generation" not in skip]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.jobs > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(args.jobs) as pool:
+                outs = pool.starmap(_task, [(*t, b, tmp) for t in tasks])
+        else:
+            outs = [_task(*t, b, tmp) for t in tasks]
+    for (section, _, _), out in zip(tasks, outs):
+        res.setdefault(section, []).append(out)
+    res["total_seconds"] = time.time() - t_all
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=1, default=float))
+    args.md.write_text(markdown(res))
+    log(f"wrote {os.path.relpath(args.json)} and {os.path.relpath(args.md)} ({res['total_seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

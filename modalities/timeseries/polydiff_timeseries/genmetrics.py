@@ -1,0 +1,255 @@
+"""Metrics of generated windows (N, L, C) against real ones, as in TSDiff, TimeGAN, Diffusion-TS
+and PaCoDi:
+
+- :func:`linear_predictive_score` (TSDiff): a linear (ridge) forecaster fitted on synthetic
+  windows (context -> horizon), scored by CRPS on real windows;
+- :func:`tstr`: train on synthetic, test on real, with any forecaster of
+  :mod:`polydiff_timeseries.baselines` (the LPS is TSTR with the linear model);
+- :func:`discriminative_score` (TimeGAN): ``|accuracy - 0.5|`` of a GRU classifier of real vs
+  synthetic on held-out windows;
+- :func:`predictive_score` (TimeGAN): a GRU trained on synthetic windows to predict the next
+  step, its mean absolute error on real windows;
+- :func:`context_fid` (Diffusion-TS / PaCoDi): the Fréchet distance between Gaussian fits of
+  encoder embeddings of real and synthetic windows. The encoder is **trained in-project** on the
+  real windows (:class:`WindowEncoder`, a dilated-convolution encoder with a TS2Vec-like
+  contrastive objective on cropped and jittered views); it is *not* TS2Vec's published
+  weights, so values are comparable within this project only.
+
+Every classifier / encoder here is small and seeded so the metrics run on a CPU in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .metrics import forecast_metrics
+
+
+def _arr(x: Any) -> np.ndarray:
+    a = np.array(x, dtype=np.float64)  # a writable copy (torch.from_numpy warns on read-only arrays)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"expected windows (N, L, C), got shape {a.shape}")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------
+# predictive scores of synthetic data: LPS and TSTR
+# ---------------------------------------------------------------------------------------------
+
+def linear_predictive_score(synthetic: np.ndarray, real: np.ndarray, context: int, alpha: float = 1.0) -> float:
+    """TSDiff's Linear Predictive Score: ridge regression (context -> horizon) fitted on
+    ``synthetic`` windows, CRPS (mean weighted quantile loss) of its point forecasts on the
+    horizons of ``real`` windows (both in the same, scaled units)."""
+    from .baselines import LinearForecaster
+
+    syn, rl = _arr(synthetic), _arr(real)
+    lin = LinearForecaster(context, alpha).fit(syn)
+    pred = lin.predict(rl[:, :context])
+    y = np.moveaxis(rl[:, context:], -1, 1).reshape(-1, rl.shape[1] - context)
+    p = np.moveaxis(pred, -1, 1).reshape(-1, 1, rl.shape[1] - context)
+    return forecast_metrics(y, p)["crps"]
+
+
+def tstr(synthetic: np.ndarray, real: np.ndarray, context: int, model: str = "linear",
+         **options: Any) -> dict[str, float]:
+    """Train on synthetic, test on real: fit ``model`` (``linear`` or ``deepar``) on synthetic
+    windows and return its forecast metrics on the horizons of real windows."""
+    from .baselines import LinearForecaster, deepar_forecast
+
+    syn, rl = _arr(synthetic), _arr(real)
+    h = rl.shape[1] - context
+    y = np.moveaxis(rl[:, context:], -1, 1).reshape(-1, h)
+    if model == "linear":
+        pred = LinearForecaster(context, options.get("alpha", 1.0)).fit(syn).predict(rl[:, :context])
+        samples = np.moveaxis(pred, -1, 1).reshape(-1, 1, h)
+    elif model == "deepar":
+        train = [w[:, c] for w in syn for c in range(syn.shape[2])]
+        ctx = np.moveaxis(rl[:, :context], -1, 1).reshape(-1, context)
+        samples = deepar_forecast(train, ctx, h, context, **options)
+    else:
+        raise ValueError(f"unknown TSTR model {model!r}; allowed: linear, deepar")
+    return forecast_metrics(y, samples)
+
+
+# ---------------------------------------------------------------------------------------------
+# TimeGAN's discriminative and predictive scores
+# ---------------------------------------------------------------------------------------------
+
+class _GRU(nn.Module):
+    def __init__(self, inp: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(inp, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.gru(x)[0])
+
+
+def discriminative_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, hidden: int | None = None,
+                         seed: int = 0) -> float:
+    """``|accuracy - 0.5|`` of a GRU classifier of real vs synthetic windows, trained on 80%
+    of each and tested on the rest (0 = indistinguishable, 0.5 = perfectly separated)."""
+    syn, rl = _arr(synthetic), _arr(real)
+    n = min(len(syn), len(rl))
+    rng = np.random.default_rng(seed)
+    syn, rl = syn[rng.permutation(len(syn))[:n]], rl[rng.permutation(len(rl))[:n]]
+    x = torch.from_numpy(np.concatenate([rl, syn])).float()
+    y = torch.cat([torch.ones(n), torch.zeros(n)])
+    perm = torch.from_numpy(rng.permutation(2 * n))
+    cut = int(0.8 * 2 * n)
+    tr, te = perm[:cut], perm[cut:]
+    torch.manual_seed(seed)
+    net = _GRU(x.shape[2], hidden or max(x.shape[2] * 2, 8), 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = tr[torch.randint(len(tr), (min(128, len(tr)),), generator=g)]
+        loss = F.binary_cross_entropy_with_logits(net(x[idx])[:, -1, 0], y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = ((net(x[te])[:, -1, 0] > 0).float() == y[te]).float().mean().item()
+    return float(abs(acc - 0.5))
+
+
+def predictive_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, hidden: int | None = None,
+                     seed: int = 0) -> float:
+    """Mean absolute error on real windows of a GRU trained on synthetic windows to predict
+    every next step (all channels) from the steps before it."""
+    syn, rl = _arr(synthetic), _arr(real)
+    xs = torch.from_numpy(syn).float()
+    xr = torch.from_numpy(rl).float()
+    torch.manual_seed(seed)
+    net = _GRU(xs.shape[2], hidden or max(xs.shape[2] * 2, 8), xs.shape[2])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(xs), (min(128, len(xs)),), generator=g)
+        b = xs[idx]
+        loss = (net(b[:, :-1]) - b[:, 1:]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((net(xr[:, :-1]) - xr[:, 1:]).abs().mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# context-FID with an in-project encoder
+# ---------------------------------------------------------------------------------------------
+
+class WindowEncoder(nn.Module):
+    """Dilated residual 1-D convolutions over time, max-pooled to one embedding per window."""
+
+    def __init__(self, channels: int, hidden: int = 64, out: int = 64, depth: int = 4) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(channels, hidden, 1)
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=2**i, dilation=2**i) for i in range(depth))
+        self.out = nn.Conv1d(hidden, out, 1)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, L, C) -> per-step features (B, L, out)."""
+        h = self.inp(x.transpose(1, 2))
+        for conv in self.convs:
+            h = h + F.gelu(conv(h))
+        return self.out(h).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).max(dim=1).values
+
+
+def train_encoder(real: np.ndarray, steps: int = 300, seed: int = 0, temperature: float = 0.1) -> WindowEncoder:
+    """Fit a :class:`WindowEncoder` on real windows: two random crops (at least half the
+    window, overlapping) with jitter and scaling are two views of a window; an InfoNCE loss
+    over the batch pulls their embeddings together (a simplified TS2Vec instance-wise loss)."""
+    x = torch.from_numpy(_arr(real)).float()
+    length = x.shape[1]
+    torch.manual_seed(seed)
+    enc = WindowEncoder(x.shape[2])
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    std = x.std().clamp_min(1e-6)
+
+    def view(b: Tensor) -> Tensor:
+        m = int(torch.randint((length + 1) // 2, length + 1, (1,), generator=g))
+        lo = int(torch.randint(0, length - m + 1, (1,), generator=g))
+        v = b[:, lo:lo + m]
+        v = v * (1 + 0.1 * torch.randn(len(b), 1, 1, generator=g)) + 0.05 * std * torch.randn(v.shape, generator=g)
+        return v
+
+    for _ in range(steps):
+        b = x[torch.randint(len(x), (min(64, len(x)),), generator=g)]
+        z1, z2 = F.normalize(enc(view(b)), dim=1), F.normalize(enc(view(b)), dim=1)
+        logits = z1 @ z2.T / temperature
+        labels = torch.arange(len(b))
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return enc.eval()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussian fits of two sets of embeddings (N, D)."""
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(s1 @ s2)
+    covmean = np.real(root[0] if isinstance(root, tuple) else root)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
+
+
+def context_fid(synthetic: np.ndarray, real: np.ndarray, encoder: WindowEncoder | None = None, steps: int = 300,
+                seed: int = 0) -> float:
+    """Context-FID with an encoder trained in-project on ``real`` (see the module docstring)."""
+    enc = encoder or train_encoder(real, steps, seed)
+    with torch.no_grad():
+        fa = enc(torch.from_numpy(_arr(real)).float()).numpy().astype(np.float64)
+        fb = enc(torch.from_numpy(_arr(synthetic)).float()).numpy().astype(np.float64)
+    return frechet_distance(fa, fb)
+
+
+# ---------------------------------------------------------------------------------------------
+# everything at once (what `polydiff evaluate` prints)
+# ---------------------------------------------------------------------------------------------
+
+def marginal_metrics(synthetic: np.ndarray, real: np.ndarray, lags: int = 5) -> dict[str, float]:
+    """Differences of per-channel means, standard deviations and autocorrelations (lags 1..)."""
+    syn, rl = _arr(synthetic), _arr(real)
+
+    def acf(x: np.ndarray) -> np.ndarray:
+        xc = x - x.mean(1, keepdims=True)
+        var = (xc**2).mean(1) + 1e-12
+        k = min(lags, x.shape[1] - 1)
+        return np.stack([(xc[:, j:] * xc[:, :-j]).mean(1) / var for j in range(1, k + 1)]).mean(1)
+
+    return {"mean_error": float(np.abs(syn.mean((0, 1)) - rl.mean((0, 1))).mean()),
+            "std_error": float(np.abs(syn.std((0, 1)) - rl.std((0, 1))).mean()),
+            "acf_error": float(np.abs(acf(syn) - acf(rl)).mean())}
+
+
+def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[str, Any] | None = None,
+                       steps: int = 300, seed: int = 0) -> dict[str, float]:
+    """Marginal errors, discriminative / predictive scores, context-FID and (for windows with a
+    horizon) the Linear Predictive Score of ``synthetic`` against ``real`` windows."""
+    syn, rl = _arr(synthetic), _arr(real)
+    if syn.shape[1:] != rl.shape[1:]:
+        raise ValueError(f"synthetic windows {syn.shape[1:]} and real windows {rl.shape[1:]} differ in shape")
+    out = {"n": float(len(syn)), **marginal_metrics(syn, rl)}
+    out["discriminative"] = discriminative_score(syn, rl, steps, seed=seed)
+    out["predictive"] = predictive_score(syn, rl, steps, seed=seed)
+    out["context_fid"] = context_fid(syn, rl, steps=steps, seed=seed)
+    horizon = int((info or {}).get("horizon", 0))
+    if horizon > 0:
+        out["lps"] = linear_predictive_score(syn, rl, int(info["context"]))
+    return out

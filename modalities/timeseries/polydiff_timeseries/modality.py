@@ -1,0 +1,294 @@
+"""The ``timeseries`` modality: fixed-length windows (context + horizon) of regular series.
+
+- fields: one Gaussian field ``"x"`` (L, C) whose unobserved entries (``state["observed"]`` = 0,
+  e.g. NaNs kept with ``nan="mask"``) are held at zero and left out of the loss
+  (``representation="time"``), or PaCoDi's half spectrum ``"spec"`` (K, C, 2), K = L // 2 + 1,
+  with the :class:`~polydiff_timeseries.spectral.HalfSpectrum` structure
+  (``representation="spectral"``);
+- networks: ``tsdiff`` (S4 residual blocks), ``transformer`` (a DiT over time steps) and
+  ``pacodi`` (parallel real / imaginary DiTs over frequency bins);
+- datasets: generated ``ar`` (the embedded default) and ``sine``, statsmodels' bundled series,
+  the shared ETTh1 / ETTh2 / exchange_rate files, and users' CSV / parquet (``file``);
+- objects: windows as a float64 array (N, L, C) in model (scaled) units; files: a long CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from polydiff import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State
+
+from . import data as D
+from .nets import PaCoDiNet, TimeTransformer, TSDiffNet
+from .spectral import HalfSpectrum, from_spectrum, num_bins
+
+SAMPLES_FILE = "samples.csv"
+_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "timeseries"
+REPRESENTATIONS = ("time", "spectral")
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+# ---------------------------------------------------------------------------------------------
+
+def window_bundle(ss: D.SeriesSet, name: str, context: int, horizon: int, stride: int = 1, scaling: str = "mean",
+                  test_windows: int = 1, val_windows: int = 0, multivariate: bool = False, drop_short: bool = False,
+                  seed: int = 0, options: Mapping[str, Any] | None = None) -> DataBundle:
+    """Windows of ``context + horizon`` steps of a :class:`SeriesSet` as a :class:`DataBundle`.
+
+    With ``horizon > 0`` the splits are in time (see :func:`data.split_windows`); with
+    ``horizon = 0`` (pure generation of ``context``-step windows) every window of every series
+    (``stride`` apart) is shuffled with ``seed`` and split 80 / 10 / 10.
+    ``multivariate=False`` turns every channel into its own univariate series (TSDiff's setting).
+    """
+    if context < 1 or horizon < 0:
+        raise D.DataError(f"{name}: context must be >= 1 and horizon >= 0, got {context} and {horizon}")
+    if stride < 1:
+        raise D.DataError(f"{name}: stride must be >= 1, got {stride}")
+    ss = ss if multivariate else ss.univariate()
+    length = context + horizon
+    if horizon > 0:
+        splits = D.split_windows(ss, length, horizon, stride, test_windows, val_windows, drop_short)
+    else:
+        splits = _random_splits(ss, length, stride, seed, drop_short)
+    scaler = D.Scaler(scaling, context if horizon > 0 else None).fit(list(splits["train"].windows))
+    train = D.states_of(splits["train"], scaler)
+    x, obs = train.tensors["x"], train.tensors["observed"]
+    info = {"dataset": name, "source": ss.source, "options": dict(options or {}), "length": length,
+            "context": context, "horizon": horizon, "channels": ss.channels,
+            "columns": list(ss.columns), "multivariate": multivariate, "scaling": scaler.to_dict(),
+            "freq": ss.freq, "season": int(ss.meta.get("season", ss.season)), "n_series": len(ss),
+            "series_ids": list(ss.ids)[:1000], "n_train": len(train),
+            "has_missing": bool((obs < 1).any()),
+            "data_std": float(torch.sqrt((x**2 * obs).sum() / obs.sum().clamp_min(1))) if len(train) else 1.0}
+    val = D.states_of(splits["val"], scaler) if len(splits["val"].windows) else None
+    test = D.states_of(splits["test"], scaler, extras=True) if len(splits["test"].windows) else None
+    return DataBundle(train, val, test, info)
+
+
+def _random_splits(ss: D.SeriesSet, length: int, stride: int, seed: int, drop_short: bool) -> dict[str, D.Split]:
+    parts = []
+    for i, v in enumerate(ss.values):
+        w = D.sliding_windows(v, length, stride)
+        if not len(w):
+            msg = f"{ss.source}: series {ss.ids[i]!r} has {len(v)} time steps, fewer than one window of {length}"
+            if drop_short:
+                continue
+            raise D.DataError(msg + " (lower the window length or pass drop_short=True)")
+        parts.append((w, np.full(len(w), i), np.arange(length, len(v) + 1, stride)[: len(w)]))
+    if not parts:
+        raise D.DataError(f"{ss.source}: no series is long enough for windows of {length} steps")
+    w, s, e = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    perm = np.random.default_rng(seed).permutation(len(w))
+    n_val = n_test = max(len(w) // 10, 1) if len(w) >= 10 else 0
+    cut = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+    return {k: D.Split(w[ix], s[ix], e[ix]) for k, ix in cut.items()}
+
+
+def ar_dataset(context: int = 40, horizon: int = 10, stride: int = 5, scaling: str = "mean", test_windows: int = 2,
+               val_windows: int = 1, n_series: int = 100, length: int = 400, season: int = 10, ar: float = 0.8,
+               noise: float = 0.1, seed: int = 0) -> DataBundle:
+    """The embedded default: seasonal AR series (:func:`data.ar_series`), windows of 50 steps."""
+    ss = D.ar_series(n_series, length, season, ar, noise, seed=seed)
+    return window_bundle(ss, "ar", context, horizon, stride, scaling, test_windows, val_windows,
+                         options={"n_series": n_series, "length": length, "season": season, "seed": seed})
+
+
+def sine_dataset(window: int = 24, stride: int = 1, channels: int = 5, length: int = 10_000, scaling: str = "none",
+                 seed: int = 0) -> DataBundle:
+    """TimeGAN's multichannel sines as ``window``-step windows for pure generation."""
+    ss = D.sine_series(1, length, channels, seed=seed, segment=window)
+    return window_bundle(ss, "sine", window, 0, stride, scaling, multivariate=True, seed=seed,
+                         options={"channels": channels, "length": length})
+
+
+def _statsmodels(name: str) -> Callable[..., DataBundle]:
+    def factory(context: int = 24, horizon: int = 6, stride: int = 1, scaling: str = "mean", test_windows: int = 1,
+                val_windows: int = 0, multivariate: bool = False, columns: Sequence[str] | None = None) -> DataBundle:
+        ss = D.statsmodels_series(name)
+        ss = ss.select(columns) if columns else ss
+        return window_bundle(ss, name, context, horizon, stride, scaling, test_windows, val_windows, multivariate)
+
+    factory.__name__ = f"{name}_dataset"
+    factory.__doc__ = f"statsmodels' bundled ``{name}`` series (embedded; see :func:`data.statsmodels_series`)."
+    return factory
+
+
+def _shared(name: str) -> Callable[..., DataBundle]:
+    def factory(context: int = 96, horizon: int = 24, stride: int = 24, scaling: str = "mean", test_windows: int = 7,
+                val_windows: int = 1, multivariate: bool = False, columns: Sequence[str] | None = None,
+                max_steps: int | None = None) -> DataBundle:
+        ss = D.exchange_rate() if name == "exchange_rate" else D.ett("ETTh1" if name == "etth1" else "ETTh2")
+        ss = ss.select(columns) if columns else ss
+        ss = ss.head(max_steps) if max_steps else ss
+        return window_bundle(ss, name, context, horizon, stride, scaling, test_windows, val_windows, multivariate,
+                             options={"columns": list(columns) if columns else None, "max_steps": max_steps})
+
+    factory.__name__ = f"{name}_dataset"
+    factory.__doc__ = f"``{name}`` from shared/data/timeseries (needs the shared folder; see its README)."
+    return factory
+
+
+def file_dataset(path: str, target: str | list[str] | None = None, id_col: str | None = None,
+                 time_col: str = "timestamp", context: int = 24, horizon: int = 6, stride: int = 1,
+                 scaling: str = "mean", test_windows: int = 1, val_windows: int = 0, multivariate: bool = False,
+                 nan: str = "error", regularize: bool = False, drop_short: bool = False) -> DataBundle:
+    """Users' CSV / parquet, long (``id_col`` given) or wide; see :func:`data.read_series` for
+    the handling of irregular timestamps, NaNs and short series."""
+    ss = D.read_series(path, target, id_col, time_col, multivariate=multivariate, nan=nan, regularize=regularize)
+    return window_bundle(ss, "file", context, horizon, stride, scaling, test_windows, val_windows, multivariate,
+                         drop_short, options={"path": str(path)})
+
+
+# ---------------------------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------------------------
+
+def _sigma_data(info: Mapping[str, Any]) -> float:
+    return float(max(info.get("data_std", 1.0), 1e-3))
+
+
+def tsdiff_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 64, depth: int = 3,
+                   state: int = 64, emb_dim: int = 64) -> nn.Module:
+    """TSDiff's S4 backbone (paper: hidden 128 x 6 blocks; small: 64 x 3)."""
+    return TSDiffNet(int(info["channels"]), fields, _sigma_data(info), hidden, depth, state, emb_dim)
+
+
+def transformer_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 64, depth: int = 4,
+                        heads: int = 4, emb_dim: int = 64) -> nn.Module:
+    """A DiT over the L time steps (the time-domain model of the PaCoDi comparison)."""
+    return TimeTransformer(int(info["length"]), int(info["channels"]), fields, _sigma_data(info), hidden, depth,
+                           heads, emb_dim)
+
+
+def pacodi_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 64, depth: int = 2,
+                   heads: int = 4, emb_dim: int = 64, interaction: bool = True) -> nn.Module:
+    """PaCoDi: parallel real / imaginary DiTs of ``depth`` blocks each over L // 2 + 1 bins."""
+    return PaCoDiNet(int(info["length"]), int(info["channels"]), fields, _sigma_data(info), hidden, depth, heads,
+                     emb_dim, interaction)
+
+
+# ---------------------------------------------------------------------------------------------
+# the modality
+# ---------------------------------------------------------------------------------------------
+
+class TimeSeriesModality(Modality):
+    """Windows of time series: TSDiff (forecasting by self-guidance, refinement, synthesis) and
+    PaCoDi (spectral diffusion)."""
+
+    name = "timeseries"
+    description = ("time-series windows: TSDiff (self-guided forecasting, refinement, synthesis) and PaCoDi "
+                   "(spectral diffusion); CRPS / ND / NRMSE / MASE and TSTR / LPS / discriminative / predictive / "
+                   "context-FID metrics")
+
+    def datasets(self) -> dict[str, Callable[..., DataBundle]]:
+        table: dict[str, Callable[..., DataBundle]] = {"ar": ar_dataset, "sine": sine_dataset}
+        table.update({n: _statsmodels(n) for n in D.STATSMODELS_SERIES})
+        table.update({n: _shared(n) for n in ("etth1", "etth2", "exchange_rate")})
+        table["file"] = file_dataset
+        return table
+
+    def networks(self) -> dict[str, Callable[..., nn.Module]]:
+        return {"tsdiff": tsdiff_network, "transformer": transformer_network, "pacodi": pacodi_network}
+
+    def recipes(self) -> dict[str, Path]:
+        return {p.stem: p for p in sorted(_CONFIGS.glob("*.yaml"))} if _CONFIGS.is_dir() else {}
+
+    def fields(self, info: Mapping[str, Any], schedule: str = "tsdiff", prediction: str = "eps",
+               representation: str = "time", **schedule_options: Any) -> dict[str, FieldSpec]:
+        """``representation="time"``: field ``"x"`` (L, C) masked by ``"observed"``;
+        ``"spectral"``: PaCoDi's field ``"spec"`` (K, C, 2). ``schedule="tsdiff"`` is TSDiff's
+        DDPM schedule (100 linear betas 1e-4 .. 0.1, made continuous); any polydiff schedule
+        name with its options works too (``vp_linear`` for the VP-SDE variant)."""
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"representation={representation!r}; allowed: {', '.join(REPRESENTATIONS)}")
+        if schedule == "tsdiff":
+            opts = {"n": 100, "beta_start": 1e-4, "beta_end": 0.1, **schedule_options}
+            process = GaussianProcess("vp_discrete", **opts)
+        else:
+            process = GaussianProcess(schedule, **schedule_options)
+        if representation == "spectral":
+            if info.get("has_missing"):
+                raise ValueError("the spectral representation needs complete windows; this data has missing values "
+                                 "(use nan='interpolate' or the time representation)")
+            return {"spec": FieldSpec(process, HalfSpectrum(int(info["length"])), prediction)}
+        return {"x": FieldSpec(process, Masked("observed"), prediction)}
+
+    def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
+                    condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Shapes of both representations (the sampler draws the one that is a field) and an
+        all-observed mask."""
+        if condition:
+            raise ValueError("time-series models are unconditional; use polydiff_timeseries.predict for forecasts")
+        length, c = int(info["length"]), int(info["channels"])
+        return {"x": (n, length, c), "spec": (n, num_bins(length), c, 2), "observed": torch.ones(n, length, c)}
+
+    def to_native(self, state: State, info: Mapping[str, Any]) -> np.ndarray:
+        """Windows (N, L, C) float64 in model units (scaled as the training data)."""
+        if "spec" in state and "x" not in state:
+            x = from_spectrum(state["spec"].double(), int(info["length"]))
+        else:
+            x = state["x"]
+        return x.detach().to("cpu", torch.float64).numpy()
+
+    def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> State:
+        x = torch.as_tensor(np.asarray(objects), dtype=torch.float32)
+        return {"x": x, "observed": torch.ones_like(x)}
+
+    def reference(self, data: DataBundle) -> np.ndarray:
+        ds = data.test or data.val or data.train
+        return ds.tensors["x"].double().numpy()
+
+    def write(self, objects: Sequence[Any], out_dir: Path) -> list[Path]:
+        return [write_windows(np.asarray(objects), Path(out_dir) / SAMPLES_FILE)]
+
+    def read(self, path: Path) -> np.ndarray:
+        path = Path(path)
+        return read_windows(path / SAMPLES_FILE if path.is_dir() else path)
+
+    def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
+        from .genmetrics import generation_metrics
+
+        return generation_metrics(np.asarray(objects), np.asarray(reference), info)
+
+    def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
+        from .plot import plot_samples
+
+        return plot_samples(np.asarray(objects), None if reference is None else np.asarray(reference), path)
+
+
+def write_windows(windows: np.ndarray, file: Path, columns: Sequence[str] | None = None) -> Path:
+    """Windows (N, L, C) as a long CSV ``sample, step, <channels>`` (written atomically)."""
+    w = np.asarray(windows, dtype=np.float64)
+    n, length, c = w.shape
+    cols = list(columns) if columns is not None else [f"c{i}" for i in range(c)]
+    df = pd.DataFrame(w.reshape(n * length, c), columns=cols)
+    df.insert(0, "step", np.tile(np.arange(length), n))
+    df.insert(0, "sample", np.repeat(np.arange(n), length))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.9g")
+    tmp.replace(file)
+    return file
+
+
+def read_windows(file: Path) -> np.ndarray:
+    """Read windows written by :func:`write_windows` back to (N, L, C)."""
+    if not Path(file).is_file():
+        raise FileNotFoundError(f"{file}: no such samples file")
+    df = pd.read_csv(file)
+    if not {"sample", "step"} <= set(df.columns):
+        raise D.DataError(f"{file}: expected columns sample, step and one per channel; got {list(df.columns)}")
+    df = df.sort_values(["sample", "step"])
+    n, length = df["sample"].nunique(), df["step"].nunique()
+    vals = df.drop(columns=["sample", "step"]).to_numpy(np.float64)
+    if len(vals) != n * length:
+        raise D.DataError(f"{file}: every sample must have the same {length} steps")
+    return vals.reshape(n, length, -1)

@@ -1,0 +1,85 @@
+"""Figures: forecasts with 50% / 90% intervals over their history, and real vs synthetic windows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import sample_quantile
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: np.ndarray | None = None,
+                  titles: Sequence[str] | None = None, max_series: int = 6) -> Path | None:
+    """One panel per series: the history, the median forecast with 50% and 90% intervals
+    (nearest-rank quantiles of the sample paths) and, when given, the true future.
+    ``history`` (N, T), ``samples`` (N, S, H), ``target`` (N, H)."""
+    plt = _plt()
+    if plt is None:
+        return None
+    hist = np.atleast_2d(np.asarray(history, np.float64))
+    s = np.asarray(samples, np.float64)
+    s = s[None] if s.ndim == 2 else s
+    n = min(len(s), max_series)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        t_h = np.arange(hist.shape[1])
+        t_f = np.arange(hist.shape[1], hist.shape[1] + s.shape[2])
+        ax.plot(t_h, hist[i], color="0.2", lw=1, label="history")
+        q = {p: sample_quantile(s[i:i + 1], p)[0] for p in (0.05, 0.25, 0.5, 0.75, 0.95)}
+        ax.fill_between(t_f, q[0.05], q[0.95], color="C0", alpha=0.2, label="90% interval")
+        ax.fill_between(t_f, q[0.25], q[0.75], color="C0", alpha=0.4, label="50% interval")
+        ax.plot(t_f, q[0.5], color="C0", lw=1.5, label="median")
+        if target is not None:
+            ax.plot(t_f, np.atleast_2d(target)[i], color="C3", lw=1, label="actual")
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+        if i == 0:
+            ax.legend(loc="upper left", fontsize=7, ncol=5)
+    return _save(fig, path)
+
+
+def plot_samples(synthetic: np.ndarray, reference: np.ndarray | None, path: Path, n: int = 8,
+                 channel: int = 0) -> Path | None:
+    """Real (grey, left) and synthetic (blue, right) windows of one channel."""
+    plt = _plt()
+    if plt is None:
+        return None
+    syn = np.asarray(synthetic, np.float64)
+    syn = syn[..., None] if syn.ndim == 2 else syn
+    cols = 2 if reference is not None else 1
+    fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 3), squeeze=False, sharey=True)
+    if reference is not None:
+        ref = np.asarray(reference, np.float64)
+        ref = ref[..., None] if ref.ndim == 2 else ref
+        for w in ref[:n]:
+            axes[0, 0].plot(w[:, channel], color="0.4", lw=0.8)
+        axes[0, 0].set_title("real")
+    for w in syn[:n]:
+        axes[0, cols - 1].plot(w[:, channel], color="C0", lw=0.8)
+    axes[0, cols - 1].set_title("synthetic")
+    return _save(fig, path)
