@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .state import FieldSpec, State
@@ -132,6 +132,26 @@ class Modality(ABC):
         """What ``polydiff modalities`` prints."""
         return {"description": self.description, "datasets": list(self.datasets()),
                 "networks": list(self.networks()), "recipes": {k: str(v) for k, v in self.recipes().items()}}
+
+
+class TensorStates(Dataset):
+    """States held as batched tensors of equal length; ``get_batch`` indexes them all at once
+    (the trainer uses it instead of collating items one by one)."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        lengths = {len(v) for v in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"all entries need the same length, got {({k: len(v) for k, v in tensors.items()})}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
+        return {k: v[index] for k, v in self.tensors.items()}
 
 
 def default_collate(items: Sequence[State]) -> State:

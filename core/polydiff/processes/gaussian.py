@@ -133,32 +133,23 @@ class VPCosine(Schedule):
 
 @SCHEDULES.register("subvp", "sub-variance-preserving SDE (score_sde): sigma = 1 - alpha^2")
 @dataclass(repr=False)
-class SubVP(Schedule):
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-
-    def log_alpha(self, t: Tensor) -> Tensor:
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
-    def alpha(self, t: Tensor) -> Tensor:
-        return torch.exp(self.log_alpha(t))
+class SubVP(VPLinear):
+    """VP's alpha (linear beta) with ``sigma = 1 - alpha^2``."""
 
     def sigma(self, t: Tensor) -> Tensor:
         return torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0)
 
-    def dalpha(self, t: Tensor) -> Tensor:
-        return self.alpha(t) * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
-
     def dsigma(self, t: Tensor) -> Tensor:
         return -2 * self.alpha(t) * self.dalpha(t)
 
+    def lam(self, t: Tensor) -> Tensor:
+        return self.log_alpha(t) - torch.log(self.sigma(t))
+
     def t_of_lam(self, lam: Tensor) -> Tensor:
-        # alpha / (1 - alpha^2) = e^lam  ->  alpha = (sqrt(1 + 4 e^{2 lam}) - 1) / (2 e^lam)
+        # alpha / (1 - alpha^2) = e^lam  ->  alpha = 2 / (e^-lam + sqrt(e^-2lam + 4)); then VP's inverse
         el = torch.exp(-lam)
         alpha = 2 / (el + torch.sqrt(el**2 + 4))
-        big = -2 * torch.log(alpha)
-        d = self.beta_max - self.beta_min
-        return 2 * big / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * big))
+        return super().t_of_lam(torch.log(alpha) - 0.5 * torch.log(-torch.expm1(2 * torch.log(alpha))))
 
 
 @SCHEDULES.register("ve", "variance exploding (NCSN / score_sde VE): alpha = 1, geometric sigma")

@@ -13,31 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from ..metrics import sliced_wasserstein
-from ..modality import DataBundle
+from ..modality import DataBundle, TensorStates
 from .gmm import GaussianMixture
-
-
-class TensorStates(Dataset):
-    """States held as batched tensors of equal length; ``get_batch`` indexes them all at once
-    (the trainer uses it instead of collating items one by one)."""
-
-    def __init__(self, **tensors: Tensor) -> None:
-        lengths = {len(v) for v in tensors.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"all entries need the same length, got {({k: len(v) for k, v in tensors.items()})}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
-        return {k: v[index] for k, v in self.tensors.items()}
 
 
 def _stats(x: Tensor) -> dict[str, Any]:

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
+
+from polydiff.modality import TensorStates
 
 from .spectral import to_spectrum
 
@@ -525,22 +525,9 @@ def scale_windows(windows: np.ndarray, scaler: Scaler) -> tuple[np.ndarray, np.n
 # datasets of windows
 # ---------------------------------------------------------------------------------------------
 
-class WindowStates(Dataset):
+class WindowStates(TensorStates):
     """Windows as states ``{"x": (L, C), "observed": (L, C), "spec": (K, C, 2)}`` plus optional
-    per-window extras;
-    ``get_batch`` indexes every entry at once (the trainer's fast path)."""
-
-    def __init__(self, **tensors: Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
-        return {k: v[index] for k, v in self.tensors.items()}
+    per-window extras; ``get_batch`` indexes every entry at once (the trainer's fast path)."""
 
 
 @dataclass
