@@ -53,6 +53,11 @@ class Schedule:
         """Inverse of :meth:`lam`."""
         raise NotImplementedError
 
+    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(alpha, sigma, lam, dalpha, dsigma)`` at ``t``; schedules whose pieces share work
+        (a table lookup) override this to do it once."""
+        return self.alpha(t), self.sigma(t), self.lam(t), self.dalpha(t), self.dsigma(t)
+
     def prior_std(self) -> float:
         """Standard deviation of the prior at ``t_max`` (the data term is neglected)."""
         return float(self.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
@@ -320,6 +325,13 @@ class DiscreteVP(Schedule):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
+    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        la, slope = self._interp(t, self.log_alpha_grid)
+        alpha = torch.exp(la)
+        sigma = torch.sqrt(torch.clamp(-torch.expm1(2 * la), min=0))
+        dalpha = alpha * slope
+        return alpha, sigma, la - torch.log(sigma), dalpha, -alpha * dalpha / sigma
+
     def t_of_lam(self, lam: Tensor) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
         xs = torch.flip(self.log_alpha_grid, [0]).to(lam.device, lam.dtype)
@@ -367,8 +379,7 @@ class GaussianProcess:
         return self.schedule.t_max
 
     def coefs(self, t: Tensor) -> Coefs:
-        s = self.schedule
-        return Coefs(s.alpha(t), s.sigma(t), s.lam(t), s.dalpha(t), s.dsigma(t))
+        return Coefs(*self.schedule.values(t))
 
     def marginal(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """``x_t = alpha(t) x0 + sigma(t) eps`` with ``t`` of shape (B,) or (B, ...)."""
