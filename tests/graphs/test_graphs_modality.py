@@ -21,10 +21,7 @@ def test_registered_and_listed(modality):
     assert info.target == "polydiff_graphs:GraphsModality" and info.distribution == "polydiff-graphs"
     assert isinstance(modality, GraphsModality)
     listing = modality.describe()
-    assert listing["datasets"][0] == "community_small" and listing["networks"] == []
-    for call in (modality.networks, lambda: modality.fields({}), lambda: modality.prior_state(2, {})):
-        with pytest.raises(NotImplementedError, match="models come with GDSS/PARD"):
-            call()
+    assert listing["datasets"][0] == "community_small" and listing["networks"] == ["gdss", "pard"]
 
 
 def test_states_to_graphs_and_back(modality):

@@ -1,0 +1,583 @@
+"""Graph generation benchmark: GDSS and PARD on community-small / ego-small / QM9, timings,
+parameter counts and memory scaling, next to the published numbers.
+
+    python bench/graphs.py                                # every part (several CPU hours; see BUDGETS)
+    python bench/graphs.py --parts gdss_cs,gdss_qm9       # some parts; results merge into the JSON
+    python bench/graphs.py --quick --parts gdss_cs        # a smoke run (minutes)
+
+Every part writes its section of bench/results/graphs.json (merged with the sections already
+there, each with its exact command, budget and environment) and re-renders bench/results/graphs.md.
+Training runs through ``polydiff.train`` with the repository's recipes (configs/graphs/) and a
+wall-clock budget: a Lightning callback stops training after ``minutes`` (the step count reached
+is reported), and another applies GDSS's exponential learning-rate decay (0.999 per epoch), which
+polydiff's training loop has no setting for. Needs shared/ (GDSS's graphs, QM9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "configs" / "graphs"
+
+PAPER = {
+    "gdss_community_small": {"degree": 0.045, "cluster": 0.086, "orbit": 0.007, "source": "GDSS paper, Table 1"},
+    "gdss_ego_small": {"degree": 0.021, "cluster": 0.024, "orbit": 0.007, "source": "GDSS paper, Table 1"},
+    "gdss_qm9": {"validity": 0.9572, "source": "GDSS paper, Table 2 (validity w/o correction, 10,000 samples)"},
+    "pard_qm9": {"validity": 0.971, "uniqueness": 0.965, "source": "PARD README (max_hops 1)"},
+}
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "full": {"gdss_cs": {"minutes": 30, "seeds": 3, "num": 20, "steps": 1000},
+             "gdss_ego": {"minutes": 15, "seeds": 3, "num": 40, "steps": 1000},
+             "gdss_qm9": {"minutes": 25, "num": 1000, "steps": 1000},
+             "pard_cs": {"minutes": 25, "seeds": 3, "num": 20, "steps": 40, "batch": 32},
+             "pard_qm9": {"minutes": 25, "num": 1000, "steps": 50, "batch": 128},
+             "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600], "budget_gib": 4.0, "timeout": 900}},
+    "quick": {"gdss_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
+              "gdss_ego": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
+              "gdss_qm9": {"minutes": 1, "num": 64, "steps": 50},
+              "pard_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 5, "batch": 16},
+              "pard_qm9": {"minutes": 1, "num": 64, "steps": 5, "batch": 64},
+              "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300}},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# training with a wall-clock budget
+# ---------------------------------------------------------------------------------------------
+
+def _callbacks(minutes: float, lr_decay: float | None, steps_per_epoch: int) -> list[Any]:
+    from lightning.pytorch.callbacks import Callback
+
+    class WallClock(Callback):
+        """Stop training after ``minutes`` of wall time; record the time of every step."""
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.stamps: list[float] = []
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, idx: int) -> None:
+            self.stamps.append(time.perf_counter())
+            if self.stamps[-1] - self.start > 60 * minutes:
+                trainer.should_stop = True
+
+    class ExponentialDecay(Callback):
+        """GDSS's ``ExponentialLR(gamma=lr_decay)`` stepped once per epoch of the training set."""
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+            for opt in trainer.optimizers:
+                for g in opt.param_groups:
+                    g.setdefault("initial_lr", g["lr"])
+                    g["lr"] = g["initial_lr"] * lr_decay ** (trainer.global_step // steps_per_epoch)
+
+    cbs: list[Any] = [WallClock()]
+    if lr_decay is not None:
+        cbs.append(ExponentialDecay())
+    return cbs
+
+
+REUSE: dict[str, Any] = {}  # part -> training facts of an earlier run whose checkpoint is kept (--reuse)
+
+
+def train_recipe(recipe: Path, out: Path, overrides: list[str], minutes: float, lr_decay: float | None = 0.999,
+                 ) -> tuple[Any, dict[str, Any]]:
+    """Train a recipe for at most ``minutes``; returns the generator and training facts (or
+    reload the checkpoint of an earlier run of the same part with ``--reuse``)."""
+    import polydiff
+    from polydiff.config import load_config
+
+    prior = REUSE.get(out.name)
+    if prior is not None and (out / "checkpoints" / "last.ckpt").is_file():
+        log(f"  reusing {out / 'checkpoints' / 'last.ckpt'} (trained {prior['steps']} steps)")
+        return polydiff.load(out / "checkpoints" / "last.ckpt"), {**prior, "reused": True}
+
+    cfg = load_config(recipe, overrides)
+    data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
+    n_train = len(data.train)
+    steps_per_epoch = max(1, -(-n_train // cfg.train.batch_size))
+    cbs = _callbacks(minutes, lr_decay, steps_per_epoch)
+    t0 = time.perf_counter()
+    run = polydiff.train(cfg, out, fresh=True, callbacks=cbs, verbose=False)
+    wall = time.perf_counter() - t0
+    stamps = cbs[0].stamps
+    steps = [b - a for a, b in itertools.pairwise(stamps)]
+    gen = polydiff.load(run.checkpoint)
+    facts = {"recipe": str(recipe.relative_to(ROOT)), "overrides": overrides, "budget_minutes": minutes,
+             "steps": run.step, "epochs": run.step / steps_per_epoch, "train_graphs": n_train,
+             "batch_size": cfg.train.batch_size, "lr_decay_per_epoch": lr_decay, "wall_seconds": wall,
+             "step_seconds_median": statistics.median(steps) if steps else None,
+             "final_loss": run.metrics.get("train/loss"), "parameters": parameter_counts(gen.net)}
+    log(f"  trained {run.step} steps ({facts['epochs']:.0f} epochs) in {wall / 60:.1f} min, "
+        f"median step {facts['step_seconds_median'] or float('nan'):.3f} s, loss {facts['final_loss']}")
+    return gen, facts
+
+
+def parameter_counts(net: torch.nn.Module) -> dict[str, int]:
+    out = {"total": sum(p.numel() for p in net.parameters())}
+    for name, child in net.named_children():
+        n = sum(p.numel() for p in child.parameters())
+        if n:
+            out[name] = n
+    return out
+
+
+def timed_generate(gen: Any, n: int, **options: Any) -> tuple[list[Any], float]:
+    t0 = time.perf_counter()
+    objs = gen.generate(n, **options)
+    return objs, time.perf_counter() - t0
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+# ---------------------------------------------------------------------------------------------
+# GDSS on generic graphs
+# ---------------------------------------------------------------------------------------------
+
+def gdss_generic(part: str, recipe: str, budget: dict[str, Any], work: Path, samplers: dict[str, dict[str, Any]],
+                 ) -> dict[str, Any]:
+    import polydiff
+
+    gen, facts = train_recipe(RECIPES / recipe, work / part, ["train.progress=false", "train.logger=none"],
+                              budget["minutes"])
+    gen.info["drop_isolated"] = True  # GDSS's protocol: adjs_to_graphs removes isolated nodes
+    # GDSS samples its raw weights (use_ema: False): the recipe's sampler on them as well
+    raw = polydiff.load(work / part / "checkpoints" / "last.ckpt", ema=False)
+    raw.info["drop_isolated"] = True
+    first = next(iter(samplers))
+    samplers = {**samplers, f"{first} (raw weights)": {**samplers[first], "raw": True}}
+    ref = gen.reference()
+    train = gen.modality.dataset(gen.config.data.name, **gen.config.data.options).train.graphs
+    res: dict[str, Any] = {"training": facts, "reference_graphs": len(ref), "samplers": {}}
+    # the floor: training graphs against the test graphs with the same metrics
+    floor = gen.evaluate(list(train)[: len(ref)])
+    res["train_vs_test"] = {k: floor[k] for k in ("degree", "cluster", "orbit", "spectral")}
+    for name, opts in samplers.items():
+        rows: dict[str, list[float]] = {}
+        seconds = []
+        model = raw if opts.get("raw") else gen
+        opts = {k: v for k, v in opts.items() if k != "raw"}
+        for seed in range(budget["seeds"]):
+            graphs, sec = timed_generate(model, budget["num"], seed=seed, steps=budget["steps"], **opts)
+            seconds.append(sec / budget["num"])
+            m = gen.evaluate(graphs)
+            for k in ("degree", "cluster", "orbit", "spectral", "unique", "novel", "nodes_mean", "edges_mean"):
+                rows.setdefault(k, []).append(m[k])
+            log(f"  {part} {name} seed {seed}: degree {m['degree']:.4f} cluster {m['cluster']:.4f} "
+                f"orbit {m['orbit']:.4f} ({sec:.0f} s)")
+        res["samplers"][name] = {"options": opts, "steps": budget["steps"], "num": budget["num"],
+                                 "seconds_per_graph": statistics.fmean(seconds),
+                                 "nfe_per_graph": budget["steps"] * _nfe(opts),
+                                 **{k: _mean_std(v) for k, v in rows.items()}}
+    return res
+
+
+def _nfe(opts: dict[str, Any]) -> int:
+    from polydiff.samplers import get_sampler
+
+    name = opts.get("sampler", "pc")
+    if name == "pc":
+        return 1 + int(opts.get("n_corrector", 1))
+    return max(get_sampler(name).nfe_per_step, 1)
+
+
+def part_gdss_cs(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    return gdss_generic("gdss_cs", "community_small_gdss.yaml", budget, work,
+                        {"pc": {"sampler": "pc", "snr": 0.05, "scale_eps": 0.7, "n_corrector": 1},
+                         "s4": {"sampler": "s4", "snr": 0.05, "scale_eps": 0.7}})
+
+
+def part_gdss_ego(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    return gdss_generic("gdss_ego", "ego_small_gdss.yaml", budget, work,
+                        {"euler_maruyama": {"sampler": "euler_maruyama"}})
+
+
+# ---------------------------------------------------------------------------------------------
+# GDSS on QM9
+# ---------------------------------------------------------------------------------------------
+
+MOL_KEYS = ("validity", "validity_corrected", "uniqueness", "uniqueness_corrected", "novelty", "novelty_corrected",
+            "nspdk", "fcd", "atom_tv", "bond_tv", "atoms_mean")
+
+
+def part_gdss_qm9(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    gen, facts = train_recipe(RECIPES / "qm9_gdss.yaml", work / "gdss_qm9",
+                              ["train.progress=false", "train.logger=none"], budget["minutes"])
+    res: dict[str, Any] = {"training": facts, "samplers": {}}
+    ref = gen.reference()
+    for name, opts in {"pc": {"sampler": "pc", "snr": 0.2, "scale_eps": 0.7, "n_corrector": 1},
+                       "s4": {"sampler": "s4", "snr": 0.2, "scale_eps": 0.7}}.items():
+        mols, sec = timed_generate(gen, budget["num"], seed=0, steps=budget["steps"], **opts)
+        m = gen.modality.evaluate(mols, ref, gen.info, fcd=_fcd_ok())
+        res["samplers"][name] = {"options": opts, "steps": budget["steps"], "num": budget["num"],
+                                 "seconds_per_graph": sec / budget["num"],
+                                 "nfe_per_graph": budget["steps"] * _nfe(opts),
+                                 **{k: m[k] for k in MOL_KEYS if k in m}}
+        log(f"  gdss_qm9 {name}: validity w/o corr {m['validity']:.3f}, corrected {m['validity_corrected']:.3f}, "
+            f"unique {m['uniqueness']:.3f}, nspdk {m['nspdk']:.4f} ({sec:.0f} s)")
+    return res
+
+
+def _fcd_ok() -> bool:
+    from polydiff_graphs.metrics import fcd_available
+
+    return fcd_available()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# PARD
+# ---------------------------------------------------------------------------------------------
+
+PARD_CPU = ["train.progress=false", "train.logger=none"]
+
+
+def _pard_generate(gen: Any, n: int, steps: int, seed: int) -> tuple[list[Any], float, dict[str, float]]:
+    """``n`` graphs block by block; returns the graphs, the seconds and NFE / block statistics."""
+    from polydiff_graphs.models.pard import generate_states
+
+    t0 = time.perf_counter()
+    graphs, nfe, blocks = [], [], []
+    bs = gen.config.sample.batch_size or n
+    seeds = seed * 1_000_003 + torch.arange(n)
+    for lo in range(0, n, bs):
+        st = generate_states(gen.net, len(seeds[lo:lo + bs]), steps=steps, seed=seeds[lo:lo + bs])
+        graphs += gen.modality.to_native(st, gen.info)
+        nfe += st["nfe"].tolist()
+        blocks += st["blocks"].tolist()
+    return graphs, time.perf_counter() - t0, {"nfe_per_graph": statistics.fmean(nfe),
+                                             "blocks_per_graph": statistics.fmean(blocks)}
+
+
+def part_pard_cs(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    gen, facts = train_recipe(RECIPES / "community_small_pard.yaml", work / "pard_cs",
+                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 32)}"], budget["minutes"], None)
+    gen.info["drop_isolated"] = True  # evaluated like GDSS
+    res: dict[str, Any] = {"training": facts, "reference_graphs": len(gen.reference()),
+                           "order": gen.info["order"], "samplers": {}}
+    rows: dict[str, list[float]] = {}
+    seconds, stats = [], []
+    for seed in range(budget["seeds"]):
+        graphs, sec, st = _pard_generate(gen, budget["num"], budget["steps"], seed)
+        seconds.append(sec / budget["num"])
+        stats.append(st)
+        m = gen.evaluate(graphs)
+        for k in ("degree", "cluster", "orbit", "spectral", "unique", "novel", "nodes_mean", "edges_mean"):
+            rows.setdefault(k, []).append(m[k])
+        log(f"  pard_cs seed {seed}: degree {m['degree']:.4f} cluster {m['cluster']:.4f} orbit {m['orbit']:.4f} "
+            f"({sec:.0f} s, {st['blocks_per_graph']:.1f} blocks, {st['nfe_per_graph']:.0f} NFE per graph)")
+    res["samplers"]["ancestral"] = {"steps": budget["steps"], "num": budget["num"],
+                                    "seconds_per_graph": statistics.fmean(seconds),
+                                    "nfe_per_graph": statistics.fmean(s["nfe_per_graph"] for s in stats),
+                                    "blocks_per_graph": statistics.fmean(s["blocks_per_graph"] for s in stats),
+                                    **{k: _mean_std(v) for k, v in rows.items()}}
+    return res
+
+
+def part_pard_qm9(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    gen, facts = train_recipe(RECIPES / "qm9_pard.yaml", work / "pard_qm9",
+                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 128)}"], budget["minutes"], None)
+    res: dict[str, Any] = {"training": facts, "order": gen.info["order"], "samplers": {}}
+    mols, sec, st = _pard_generate(gen, budget["num"], budget["steps"], 0)
+    m = gen.modality.evaluate(mols, gen.reference(), gen.info, fcd=_fcd_ok())
+    res["samplers"]["ancestral"] = {"steps": budget["steps"], "num": budget["num"],
+                                    "seconds_per_graph": sec / budget["num"], **st,
+                                    **{k: m[k] for k in MOL_KEYS if k in m}}
+    log(f"  pard_qm9: validity w/o corr {m['validity']:.3f}, corrected {m['validity_corrected']:.3f}, "
+        f"unique {m['uniqueness']:.3f}, nspdk {m['nspdk']:.4f} ({sec:.0f} s, {st['nfe_per_graph']:.0f} NFE per mol)")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# memory and time scaling in the number of nodes
+# ---------------------------------------------------------------------------------------------
+
+def probe(model: str, n: int) -> dict[str, Any]:
+    """One network evaluation at sampling time on one graph of ``n`` nodes (an untrained
+    network with the community-small recipe's sizes): seconds and peak resident memory above
+    the process's baseline (``resource.ru_maxrss``). Run in a fresh process per size."""
+    import resource
+
+    import polydiff
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    m = polydiff.load_modality("graphs")
+    info: dict[str, Any] = {"kind": "graph", "max_nodes": n, "max_feat_num": 10, "node_count_hist": [0] * n + [1]}
+    if model == "gdss":
+        from polydiff.config import load_config
+
+        cfg = load_config(RECIPES / "community_small_gdss.yaml")
+        fields = m.fields(info, **cfg.process)
+        net = m.network("gdss", info, fields, **cfg.model.options).eval()
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(1, n, n, generator=g)
+        state = {"x": torch.randn(1, n, 10, generator=g), "adj": (a + a.transpose(1, 2)) * (1 - torch.eye(n)),
+                 "mask": torch.ones(1, n)}
+    else:
+        from polydiff.config import load_config
+
+        cfg = load_config(RECIPES / "community_small_pard.yaml")
+        k = 6
+        info["order"] = {"max_hops": 1, "max_blocks": k, "max_block_size": n, "max_block_degree": 10,
+                         "next_vocab": (n + 1) * 11, "edge_vocab": 2, "node_vocab": 0}
+        fields = m.fields(info, **cfg.process)
+        net = m.network("pard", info, fields, **cfg.model.options).eval()
+        p = n * (n - 1) // 2
+        g = torch.Generator().manual_seed(0)
+        block = torch.arange(n)[None] * k // n  # k equal blocks, the last one being generated
+        state = {"e": torch.randint(0, 2, (1, p), generator=g), "e_ctx": torch.randint(0, 2, (1, p), generator=g),
+                 "block": block, "bdeg": torch.ones(1, n, dtype=torch.long), "current": torch.tensor([k - 1])}
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    with torch.no_grad():
+        for _ in range(2 if n <= 400 else 1):
+            t0 = time.perf_counter()
+            net(state, torch.tensor([0.5]))
+            times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": model, "nodes": n, "seconds_per_call": min(times), "peak_mib": (peak - base) / 1024,
+            "parameters": sum(q.numel() for q in net.parameters())}
+
+
+def part_scaling(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    rows = []
+    for model in ("gdss", "pard"):
+        for n in budget["sizes"]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", f"{model}:{n}"]
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget.get("timeout", 600),
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+                row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else \
+                    {"model": model, "nodes": n, "error": done.stderr.strip().splitlines()[-1][:200]}
+            except subprocess.TimeoutExpired:
+                row = {"model": model, "nodes": n, "error": "timeout"}
+            rows.append(row)
+            log(f"  scaling {model} n={n}: {row}")
+            if "error" in row or row["peak_mib"] > 1024 * budget["budget_gib"]:
+                break
+    return {"rows": rows, "budget_gib": budget["budget_gib"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# driver and report
+# ---------------------------------------------------------------------------------------------
+
+PARTS = {"gdss_cs": part_gdss_cs, "gdss_ego": part_gdss_ego, "gdss_qm9": part_gdss_qm9, "pard_cs": part_pard_cs,
+         "pard_qm9": part_pard_qm9, "scaling": part_scaling}
+
+
+def environment() -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "git": _git()}
+
+
+def _git() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    p.add_argument("--quick", action="store_true", help="smoke budgets (minutes)")
+    p.add_argument("--minutes", type=float, help="override every part's training budget (minutes)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_graphs", help="run folders")
+    p.add_argument("--json", type=Path, default=RESULTS / "graphs.json")
+    p.add_argument("--md", type=Path, default=RESULTS / "graphs.md")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU more are slower)")
+    p.add_argument("--reuse", action="store_true", help="reuse a part's checkpoint from an earlier run (re-evaluate)")
+    p.add_argument("--probe", help=argparse.SUPPRESS)  # MODEL:N, one scaling measurement (internal)
+    args = p.parse_args(argv)
+    if args.probe:
+        model, n = args.probe.split(":")
+        print(json.dumps(probe(model, int(n))))
+        return 0
+    torch.set_num_threads(args.threads)
+    budgets = BUDGETS["quick" if args.quick else "full"]
+    command = "python bench/graphs.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results = json.loads(args.json.read_text()) if args.json.is_file() else {"parts": {}}
+    if args.reuse:
+        REUSE.update({k: v["training"] for k, v in results["parts"].items() if "training" in v})
+    for part in [s for s in args.parts.split(",") if s]:
+        if part not in PARTS:
+            raise SystemExit(f"unknown part {part!r}; allowed: {', '.join(PARTS)}")
+        budget = dict(budgets[part])
+        if args.minutes is not None and "minutes" in budget:
+            budget["minutes"] = args.minutes
+        log(f"{part}: {budget}")
+        t0 = time.perf_counter()
+        res = PARTS[part](budget, args.work)
+        res.update({"command": command, "budget": budget, "quick": args.quick, "seconds": time.perf_counter() - t0,
+                    "environment": environment()})
+        results["parts"][part] = res
+        results["paper"] = PAPER
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+        args.md.write_text(render(results))
+        log(f"{part}: done in {res['seconds'] / 60:.1f} min -> {args.json}")
+    return 0
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, dict) and "mean" in v:
+        return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v.get("std") else f"{v['mean']:.{digits}f}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return "–" if v is None else str(v)
+
+
+def _training_line(t: dict[str, Any]) -> str:
+    p = t["parameters"]
+    parts = ", ".join(f"{k} {v:,}" for k, v in p.items() if k != "total")
+    return (f"`{t['recipe']}` for {t['budget_minutes']:g} min of wall time: {t['steps']} steps "
+            f"({t['epochs']:.0f} epochs of {t['train_graphs']} graphs, batch {t['batch_size']}), median step "
+            f"{_fmt(t['step_seconds_median'], 3)} s, final loss {_fmt(t['final_loss'], 3)}; parameters "
+            f"{p['total']:,} ({parts})")
+
+
+def render(results: dict[str, Any]) -> str:
+    """The markdown report from the JSON results (every part that has run)."""
+    parts = results.get("parts", {})
+    lines = ["# Graph generation benchmark: GDSS and PARD", "",
+             "Written by `bench/graphs.py` (see its docstring); every number below is measured, on the CPU named in "
+             "each section's environment (2 cores shared with other jobs), under the stated training budgets. "
+             "The published numbers come from GPU runs with the full budgets (GDSS: 5000 epochs for community-small, "
+             "300 epochs of ~120k molecules for QM9), which a CPU cannot reach here; the gap is the budget's, and "
+             "closing it needs a GPU.", ""]
+    for part, title, paper in (("gdss_cs", "GDSS on community-small", "gdss_community_small"),
+                               ("gdss_ego", "GDSS on ego-small", "gdss_ego_small")):
+        if part not in parts:
+            continue
+        r = parts[part]
+        pp = PAPER[paper]
+        lines += [f"## {title}", "", f"Command: `{r['command']}`", "", "Training: " + _training_line(r["training"]),
+                  "", "| sampler | steps | NFE / graph | s / graph | degree | cluster | orbit | spectral | unique "
+                  "| novel |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in r["samplers"].items():
+            lines.append(f"| {name} | {s['steps']} | {s['nfe_per_graph']} | {_fmt(s['seconds_per_graph'], 3)} | "
+                         f"{_fmt(s['degree'])} | {_fmt(s['cluster'])} | {_fmt(s['orbit'])} | {_fmt(s['spectral'])} | "
+                         f"{_fmt(s['unique'], 2)} | {_fmt(s['novel'], 2)} |")
+        tv = r["train_vs_test"]
+        lines += [f"| training graphs vs test | – | – | – | {_fmt(tv['degree'])} | {_fmt(tv['cluster'])} | "
+                  f"{_fmt(tv['orbit'])} | {_fmt(tv['spectral'])} | – | – |",
+                  f"| **{pp['source']}** | 1000 | 2000 | – | {pp['degree']} | {pp['cluster']} | {pp['orbit']} "
+                  "| – | – | – |",
+                  "", f"MMDs of {r['budget']['num']} generated graphs (the test-set size, GDSS's protocol) against "
+                  f"the {r['reference_graphs']} test graphs, mean ± std over {r['budget']['seeds']} sampling seeds; "
+                  "the row *training graphs vs test* is the same metric between real graphs (the floor at this "
+                  "sample size).", ""]
+    if "gdss_qm9" in parts:
+        r = parts["gdss_qm9"]
+        pp = PAPER["gdss_qm9"]
+        lines += ["## GDSS on QM9", "", f"Command: `{r['command']}`", "", "Training: " + _training_line(r["training"]),
+                  "", "| sampler | steps | NFE / mol | s / mol | validity w/o corr. | validity corr. | unique | "
+                  "novel | NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in r["samplers"].items():
+            lines.append(f"| {name} | {s['steps']} | {s['nfe_per_graph']} | {_fmt(s['seconds_per_graph'], 4)} | "
+                         f"{_fmt(s['validity'], 3)} | {_fmt(s['validity_corrected'], 3)} | "
+                         f"{_fmt(s['uniqueness'], 3)} | "
+                         f"{_fmt(s.get('novelty'), 3)} | {_fmt(s.get('nspdk'))} | {_fmt(s.get('fcd'), 2)} |")
+        lines += [f"| **{pp['source']}** | 1000 | 2000 | – | {pp['validity']} | – | – | – | – | – |", "",
+                  f"{r['budget']['num']} molecules; validity without correction is over all generated graphs "
+                  "(GDSS issue #3); uniqueness and novelty are over valid molecules before correction, the "
+                  "`*_corrected` numbers after valency correction.", ""]
+    if "pard_cs" in parts:
+        r = parts["pard_cs"]
+        s_ = r["samplers"]["ancestral"]
+        lines += ["## PARD on community-small", "", f"Command: `{r['command']}`", "",
+                  "Training: " + _training_line(r["training"]), "",
+                  f"Blocks (max_hops {r['order']['max_hops']}): up to {r['order']['max_blocks']} per graph, "
+                  f"{r['order']['blocks_mean']:.2f} on average over the training graphs, sizes up to "
+                  f"{r['order']['max_block_size']}, degrees up to {r['order']['max_block_degree']}.", "",
+                  "| model | steps | NFE / graph | s / graph | degree | cluster | orbit | spectral | unique | novel |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
+                  f"({s_['blocks_per_graph']:.1f} blocks) | "
+                  f"{_fmt(s_['seconds_per_graph'], 3)} | {_fmt(s_['degree'])} | {_fmt(s_['cluster'])} | "
+                  f"{_fmt(s_['orbit'])} | {_fmt(s_['spectral'])} | {_fmt(s_['unique'], 2)} | {_fmt(s_['novel'], 2)} |"]
+        if "gdss_cs" in parts:
+            for name, g in parts["gdss_cs"]["samplers"].items():
+                lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
+                             f"{_fmt(g['seconds_per_graph'], 3)} | {_fmt(g['degree'])} | {_fmt(g['cluster'])} | "
+                             f"{_fmt(g['orbit'])} | {_fmt(g['spectral'])} | {_fmt(g['unique'], 2)} | "
+                             f"{_fmt(g['novel'], 2)} |")
+        lines += ["", "Same data, split, test set and metrics as the GDSS section (isolated nodes dropped from "
+                  "generated graphs as GDSS does); NFE per graph counts every network call, the block-size "
+                  "predictions included.", ""]
+    if "pard_qm9" in parts:
+        r = parts["pard_qm9"]
+        s_ = r["samplers"]["ancestral"]
+        pp = PAPER["pard_qm9"]
+        lines += ["## PARD on QM9", "", f"Command: `{r['command']}`", "", "Training: " + _training_line(r["training"]),
+                  "", "| model | steps | NFE / mol | s / mol | validity w/o corr. | validity corr. | unique | novel | "
+                  "NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
+                  f"({s_['blocks_per_graph']:.1f} blocks) | "
+                  f"{_fmt(s_['seconds_per_graph'], 4)} | {_fmt(s_['validity'], 3)} | "
+                  f"{_fmt(s_['validity_corrected'], 3)} | {_fmt(s_['uniqueness'], 3)} | {_fmt(s_.get('novelty'), 3)} | "
+                  f"{_fmt(s_.get('nspdk'))} | {_fmt(s_.get('fcd'), 2)} |"]
+        if "gdss_qm9" in parts:
+            for name, g in parts["gdss_qm9"]["samplers"].items():
+                lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
+                             f"{_fmt(g['seconds_per_graph'], 4)} | {_fmt(g['validity'], 3)} | "
+                             f"{_fmt(g['validity_corrected'], 3)} | {_fmt(g['uniqueness'], 3)} | "
+                             f"{_fmt(g.get('novelty'), 3)} | {_fmt(g.get('nspdk'))} | {_fmt(g.get('fcd'), 2)} |")
+        lines += [f"| **{pp['source']}** | 50 per block | – | – | {pp['validity']} | – | {pp['uniqueness']} | – | – "
+                  "| – |", ""]
+    if "scaling" in parts:
+        r = parts["scaling"]
+        lines += ["## Memory and time against the number of nodes", "", f"Command: `{r['command']}`", "",
+                  "One network evaluation at sampling time on one graph (batch 1, one thread, untrained networks "
+                  "with the community-small recipes' sizes; PARD in its generation layout, one copy per node, the "
+                  "last of 6 equal blocks being generated). Peak memory is the growth of the probe process's "
+                  "peak resident set during the call. A GDSS sample costs 2000 such calls (1000 PC steps); a PARD "
+                  "sample costs `steps` calls per block on the graph so far plus one block-size call per block.",
+                  "", "| model | nodes | s / call | peak MiB | s / sample (GDSS: 2000 calls; PARD: 6 blocks x 40 "
+                  "steps at this size, an upper bound) |", "|---|---|---|---|---|"]
+        for row in r["rows"]:
+            if "error" in row:
+                lines.append(f"| {row['model']} | {row['nodes']} | {row['error']} | – | – |")
+                continue
+            calls = 2000 if row["model"] == "gdss" else 6 * 41
+            lines.append(f"| {row['model']} | {row['nodes']} | {row['seconds_per_call']:.4f} | {row['peak_mib']:.0f} | "
+                         f"{row['seconds_per_call'] * calls:.1f} |")
+        fit = {}
+        for row in r["rows"]:
+            if "error" not in row and row["peak_mib"] <= 1024 * r["budget_gib"]:
+                fit[row["model"]] = max(fit.get(row["model"], 0), row["nodes"])
+        lines += ["", "Largest graph sampled within " + f"{r['budget_gib']:g} GiB: "
+                  + ", ".join(f"{k} {v} nodes" for k, v in fit.items())
+                  + " (of the sizes tried; a size whose probe exceeded the budget or the time limit ends a "
+                    "model's row).", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

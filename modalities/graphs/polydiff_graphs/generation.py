@@ -1,0 +1,30 @@
+"""Generating graphs from a trained checkpoint, whichever model it holds.
+
+GDSS samples with one :func:`polydiff.sample` loop (``Generator.generate``); PARD samples block
+by block (:func:`.models.pard.generate`), which polydiff's ``Generator`` cannot do by itself
+(see docs/graphs.md, "PARD and the core"). :func:`generate_graphs` picks the right path, and
+``python -m polydiff_graphs sample CKPT`` is ``polydiff sample`` with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from .models.pard import PardNet, generate
+
+
+def is_pard(gen: Any) -> bool:
+    """Whether a loaded :class:`polydiff.generator.Generator` holds a PARD network."""
+    return isinstance(gen.net, PardNet)
+
+
+def generate_graphs(gen: Any, n: int, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+                    batch_size: int | None = None, **options: Any) -> list[nx.Graph]:
+    """``n`` graphs (or molecular graphs) from ``gen`` (``polydiff.load(CKPT)``); for PARD
+    ``steps`` is the number of diffusion steps per block and ``sampler`` is ignored (its fields
+    are categorical: ``categorical=`` picks the categorical sampler)."""
+    if is_pard(gen):
+        return generate(gen, n, steps=steps, seed=seed, batch_size=batch_size, **options)
+    return gen.generate(n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, **options)
