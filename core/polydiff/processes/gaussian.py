@@ -252,28 +252,20 @@ class LinearInterpolant(Schedule):
 @SCHEDULES.register("stochastic_interpolant",
                     "x_t = (1-t) x0 + t x1 + gamma(t) z with gamma = sqrt(a t (1-t)); Gaussian x1")
 @dataclass(repr=False)
-class StochasticInterpolant(Schedule):
+class StochasticInterpolant(LinearInterpolant):
     """Albergo & Vanden-Eijnden's interpolant with a Gaussian base: its marginals are affine,
     with ``alpha = 1 - t`` and ``sigma = sqrt(t**2 + gamma(t)**2)``; ``a`` tunes gamma."""
 
     a: float = 1.0
-    t_min: float = 0.0
-    default_grid: str = "uniform_t"
-
-    def alpha(self, t: Tensor) -> Tensor:
-        return 1 - t
-
-    def log_alpha(self, t: Tensor) -> Tensor:
-        return torch.log1p(-t)
 
     def sigma(self, t: Tensor) -> Tensor:
         return torch.sqrt(t**2 + self.a * t * (1 - t))
 
-    def dalpha(self, t: Tensor) -> Tensor:
-        return -torch.ones_like(t)
-
     def dsigma(self, t: Tensor) -> Tensor:
         return (2 * t + self.a * (1 - 2 * t)) / (2 * self.sigma(t))
+
+    def lam(self, t: Tensor) -> Tensor:
+        return self.log_alpha(t) - torch.log(self.sigma(t))
 
     def t_of_lam(self, lam: Tensor) -> Tensor:
         # (1-t)^2 e^{-2 lam} = (1-a) t^2 + a t ; solve the quadratic for t in [0, 1]
