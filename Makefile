@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(PLUGINS)
 # Train the toy model on its embedded Gaussian mixture, sample, evaluate and plot (CPU, < 1 min).
 demo: setup
 	$(BIN)/polydiff train configs/toy/gmm.yaml --out runs/demo --fresh
-	$(BIN)/polydiff sample runs/demo/checkpoints/last.ckpt --num 2000 --out runs/demo/samples
+	$(BIN)/polydiff sample runs/demo/checkpoints/last.ckpt --num 2000 --out runs/demo/samples --overwrite --plot
 	$(BIN)/polydiff evaluate runs/demo/samples --json runs/demo/metrics.json
 
 test: setup
