@@ -7,7 +7,11 @@
 - :mod:`.convert`: graphs <-> padded dense tensors (torch_geometric batching);
 - :mod:`.metrics`: GDSS MMDs, ORCA-equivalent orbits, V.U.N., NSPDK, molecule metrics;
 - :mod:`.io`: graph6 / GraphML / edge lists / SMILES / SDF, atomic writes;
-- :mod:`.plot`: PNG grids of graphs and molecules.
+- :mod:`.plot`: PNG grids of graphs and molecules;
+- :mod:`.models`: GDSS (score SDEs on node features and adjacency, the S4 solver registered as
+  the sampler ``s4``) and PARD (structural partial order, block-wise discrete diffusion);
+- :mod:`.generation`: sampling any graphs checkpoint (PARD block by block), also as
+  ``python -m polydiff_graphs sample``.
 """
 
 from __future__ import annotations
@@ -40,19 +44,22 @@ from .data import (
     shared_dir,
     split_indices,
 )
+from .generation import generate_graphs, is_pard
 from .io import read_graphs, write_graphs, write_molecules
 from .metrics import graph_metrics, graph_mmds, molecule_metrics, nspdk_mmd, orbit_counts, vun
 from .modality import GraphsModality
+from .models import GDSSNet, PardNet, block_order, gdss_network, pard_network
 from .plot import plot_graphs, plot_molecules
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "GENERATORS", "GraphStates", "GraphsModality", "bond_channels", "community_graphs",
-    "degree_features", "dense_to_graphs", "dense_to_mol_graphs", "ego_graphs", "graph_metrics", "graph_mmds",
-    "graph_smiles", "graph_to_mol", "graphs_from_json", "graphs_to_dense", "graphs_to_pyg", "grid_graphs",
+    "DATASETS", "GENERATORS", "GDSSNet", "GraphStates", "GraphsModality", "PardNet", "block_order", "bond_channels",
+    "community_graphs", "degree_features", "dense_to_graphs", "dense_to_mol_graphs", "ego_graphs", "gdss_network",
+    "generate_graphs", "graph_metrics", "graph_mmds",
+    "graph_smiles", "graph_to_mol", "graphs_from_json", "graphs_to_dense", "graphs_to_pyg", "grid_graphs", "is_pard",
     "load_gdss_graphs", "load_nci", "load_qm9", "load_spectre_community", "load_zinc250k",
-    "mol_graphs_to_dense", "mol_to_graph", "molecule_metrics", "nspdk_mmd", "orbit_counts", "planar_graphs",
-    "plot_graphs", "plot_molecules", "read_graphs", "read_sdf", "read_smiles", "sbm_graphs", "shared_dir",
-    "smiles_to_graphs", "split_indices", "vun", "write_graphs", "write_molecules",
+    "mol_graphs_to_dense", "mol_to_graph", "molecule_metrics", "nspdk_mmd", "orbit_counts", "pard_network",
+    "planar_graphs", "plot_graphs", "plot_molecules", "read_graphs", "read_sdf", "read_smiles", "sbm_graphs",
+    "shared_dir", "smiles_to_graphs", "split_indices", "vun", "write_graphs", "write_molecules",
 ]

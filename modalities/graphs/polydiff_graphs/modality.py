@@ -22,8 +22,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from polydiff import VE, DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, Symmetric
-from polydiff.processes import SCHEDULES
+from polydiff import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, Symmetric
 
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
@@ -31,6 +30,7 @@ from .io import is_molecular, read_graphs, write_graphs, write_molecules
 from .metrics import graph_metrics, molecule_metrics, smiles_of
 from .metrics.correction import corrected_metrics
 from .models.gdss import UnitPriorVP, gdss_network
+from .models.pard import block_bundle, pard_fields, pard_network
 from .plot import plot_graphs, plot_molecules
 
 _CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "graphs"
@@ -48,9 +48,7 @@ def gaussian_process(spec: Mapping[str, Any] | None, kind: str, unit_prior: bool
     name = spec.pop("schedule", "vp_linear")
     if name == "vp_linear" and unit_prior:
         return GaussianProcess(UnitPriorVP(**spec))
-    if name == "ve":
-        return GaussianProcess(VE(**spec))
-    return GaussianProcess(SCHEDULES.build(name, **spec))
+    return GaussianProcess(name, **spec)
 
 
 class GraphsModality(Modality):
@@ -65,8 +63,6 @@ class GraphsModality(Modality):
         return {name: _with_model_options(factory) for name, factory in DATASETS.items()}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
-        from .models.pard import pard_network
-
         return {"gdss": gdss_network, "pard": pard_network}
 
     def recipes(self) -> dict[str, Path]:
@@ -83,8 +79,6 @@ class GraphsModality(Modality):
         ``mask_schedule``, plus the block-size classifier (see :func:`.models.pard.pard_fields`).
         """
         if "order" in info:
-            from .models.pard import pard_fields
-
             return pard_fields(info, noise, mask_schedule)
         kind = "molecule" if info.get("kind") == "molecule" else "graph"
         return {"x": FieldSpec(gaussian_process(x, kind, unit_prior), Masked("mask"), "score"),
@@ -183,8 +177,6 @@ def _with_model_options(factory: Callable[..., DataBundle]) -> Callable[..., Dat
             bundle.info["drop_isolated"] = bool(drop_isolated)
         if max_hops is None:
             return bundle
-        from .models.pard import block_bundle
-
         return block_bundle(bundle, int(max_hops))
 
     sig = inspect.signature(factory)
