@@ -47,13 +47,14 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "gdss_qm9": {"minutes": 25, "num": 1000, "steps": 1000},
              "pard_cs": {"minutes": 25, "seeds": 3, "num": 20, "steps": 40, "batch": 32},
              "pard_qm9": {"minutes": 25, "num": 1000, "steps": 50, "batch": 128},
-             "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600], "budget_gib": 4.0, "timeout": 900}},
+             "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600, 3200, 6400], "budget_gib": 22.0,
+                         "timeout": 900, "bisect": 3}},
     "quick": {"gdss_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_ego": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_qm9": {"minutes": 1, "num": 64, "steps": 50},
               "pard_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 5, "batch": 16},
               "pard_qm9": {"minutes": 1, "num": 64, "steps": 5, "batch": 64},
-              "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300}},
+              "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300, "bisect": 0}},
 }
 
 
@@ -377,23 +378,54 @@ def probe(model: str, n: int) -> dict[str, Any]:
             "parameters": sum(q.numel() for q in net.parameters())}
 
 
+def _probe_once(model: str, n: int, budget: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`probe` in a fresh process whose address space is capped at ``budget_gib``
+    (``RLIMIT_AS``), so an over-large graph fails with an allocation error instead of pushing
+    the machine into swap or the OOM killer."""
+    import resource
+
+    cap = int(budget["budget_gib"] * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", f"{model}:{n}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget.get("timeout", 600),
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        return {"model": model, "nodes": n, "error": "timeout"}
+    if done.returncode == 0:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return {"model": model, "nodes": n, "error": tail[:200]}
+
+
 def part_scaling(budget: dict[str, Any], work: Path) -> dict[str, Any]:
-    rows = []
+    """Time and memory per network call against the node count: the listed sizes until one
+    fails within the memory cap, then ``bisect`` halvings between the last size that ran and
+    the first that did not (the largest graph each model samples within the cap)."""
+    rows, largest = [], {}
     for model in ("gdss", "pard"):
+        ok, bad = 0, None
         for n in budget["sizes"]:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", f"{model}:{n}"]
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget.get("timeout", 600),
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
-                row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else \
-                    {"model": model, "nodes": n, "error": done.stderr.strip().splitlines()[-1][:200]}
-            except subprocess.TimeoutExpired:
-                row = {"model": model, "nodes": n, "error": "timeout"}
+            row = _probe_once(model, n, budget)
             rows.append(row)
             log(f"  scaling {model} n={n}: {row}")
-            if "error" in row or row["peak_mib"] > 1024 * budget["budget_gib"]:
+            if "error" in row:
+                bad = n
                 break
-    return {"rows": rows, "budget_gib": budget["budget_gib"]}
+            ok = n
+        for _ in range(budget.get("bisect", 0) if bad is not None and ok else 0):
+            n = (ok + bad) // 2
+            if n in (ok, bad):
+                break
+            row = _probe_once(model, n, budget)
+            rows.append(row)
+            log(f"  scaling {model} n={n}: {row}")
+            ok, bad = (n, bad) if "error" not in row else (ok, n)
+        largest[model] = {"nodes": ok, "first_failure": bad}
+    return {"rows": rows, "budget_gib": budget["budget_gib"], "largest": largest}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +449,12 @@ def _git() -> str | None:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,11 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         res = PARTS[part](budget, args.work)
         res.update({"command": command, "budget": budget, "quick": args.quick, "seconds": time.perf_counter() - t0,
                     "environment": environment()})
+        # re-read before writing: parts run by other processes at the same time are kept
+        results = json.loads(args.json.read_text()) if args.json.is_file() else {"parts": {}}
         results["parts"][part] = res
         results["paper"] = PAPER
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, default=str))
-        args.md.write_text(render(results))
+        _atomic_write(args.json, json.dumps(results, indent=1, default=str))
+        _atomic_write(args.md, render(results))
         log(f"{part}: done in {res['seconds'] / 60:.1f} min -> {args.json}")
     return 0
 
@@ -578,21 +618,19 @@ def render(results: dict[str, Any]) -> str:
                   "sample costs `steps` calls per block on the graph so far plus one block-size call per block.",
                   "", "| model | nodes | s / call | peak MiB | s / sample (GDSS: 2000 calls; PARD: 6 blocks x 40 "
                   "steps at this size, an upper bound) |", "|---|---|---|---|---|"]
-        for row in r["rows"]:
+        for row in sorted(r["rows"], key=lambda q: (q["model"], q["nodes"])):  # bisection rows arrive last
             if "error" in row:
-                lines.append(f"| {row['model']} | {row['nodes']} | {row['error']} | – | – |")
+                lines.append(f"| {row['model']} | {row['nodes']} | failed: {row['error']} | – | – |")
                 continue
             calls = 2000 if row["model"] == "gdss" else 6 * 41
             lines.append(f"| {row['model']} | {row['nodes']} | {row['seconds_per_call']:.4f} | {row['peak_mib']:.0f} | "
                          f"{row['seconds_per_call'] * calls:.1f} |")
-        fit = {}
-        for row in r["rows"]:
-            if "error" not in row and row["peak_mib"] <= 1024 * r["budget_gib"]:
-                fit[row["model"]] = max(fit.get(row["model"], 0), row["nodes"])
-        lines += ["", "Largest graph sampled within " + f"{r['budget_gib']:g} GiB: "
-                  + ", ".join(f"{k} {v} nodes" for k, v in fit.items())
-                  + " (of the sizes tried; a size whose probe exceeded the budget or the time limit ends a "
-                    "model's row).", ""]
+        big = r.get("largest", {})
+        lines += ["", f"Largest graph whose sampling call runs within a {r['budget_gib']:g} GiB address-space cap: "
+                  + ", ".join(f"{k} {v['nodes']} nodes " + (f"(first failure {v['first_failure']})"
+                                                             if v["first_failure"] else "(the largest size tried)")
+                              for k, v in big.items())
+                  + ".", ""]
     return "\n".join(lines) + "\n"
 
 
