@@ -25,7 +25,7 @@ from .processes import (
 )
 from .random import Noise
 from .registry import Registry, RegistryError, available_modalities, load_modality
-from .samplers import SAMPLERS, first_hitting, sample
+from .samplers import SAMPLERS, calibrate_grid, first_hitting, sample
 from .state import FieldSpec, Packer, State
 from .steering import controlled_sample, steer
 from .structures import Masked, Plain, Symmetric, ZeroCoM
@@ -36,8 +36,8 @@ __all__ = [
     "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "DataBundle", "FieldSpec", "GaussianProcess",
     "GeodesicFlow", "LinearInterpolant", "Masked", "Modality", "Noise", "Packer", "Plain", "Registry", "RegistryError",
     "State", "StochasticInterpolant", "SubVP", "Symmetric", "Uniform", "VPCosine", "VPLinear", "ZeroCoM",
-    "available_modalities", "controlled_sample", "first_hitting", "load", "load_modality", "log_likelihood",
-    "make_grid", "sample", "steer", "train",
+    "available_modalities", "calibrate_grid", "controlled_sample", "first_hitting", "load", "load_modality",
+    "log_likelihood", "make_grid", "sample", "steer", "train",
 ]
 
 

@@ -7,6 +7,8 @@
     polydiff train CONFIG.yaml [--set key=value ...] [--out DIR] [--fresh]
     polydiff sample CKPT [--num N] [--sampler NAME] [--steps K] [--seed S] [--out DIR] [--option key=value ...]
                          [--condition key=value ...] [--guidance-scale W] [--observed FILE] [--particles K]
+                         [--grid FILE]
+    polydiff calibrate CKPT --steps K [--sampler NAME] [--pilot N] [--out FILE]   few-step grid fitted to CKPT
     polydiff evaluate (CKPT | SAMPLES_DIR) [--json FILE] [--config CONFIG]
     polydiff bench samplers [...]
 
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,9 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--particles", type=int, help="SMC particles per sample (steering / exact inpainting)")
     s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.add_argument("--grid", type=Path, metavar="FILE", help="time grid written by `polydiff calibrate` (JSON)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     s.add_argument("--plot", action="store_true", help="also save a figure (needs matplotlib)")
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("calibrate", help="fit a few-step time grid to a checkpoint (for `polydiff sample --grid`)")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--steps", type=int, required=True, help="grid steps (NFE = steps x the sampler's NFE per step)")
+    s.add_argument("--sampler", help="deterministic sampler (default: the recipe's)")
+    s.add_argument("--pilot", type=int, default=256, help="pilot samples the grid is fitted on (default 256)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the pilot samples")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
+    s.add_argument("--out", type=Path, help="grid file (default: RUN/grid-SAMPLER-STEPS.json)")
+    s.add_argument("--device", help="torch device (default: the checkpoint's)")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("evaluate", help="metrics of a checkpoint's samples or of a samples folder")
     s.add_argument("target", type=Path, help="a checkpoint, or a folder written by `polydiff sample`")
@@ -178,6 +195,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_grid(path: Path) -> dict[str, Any]:
+    """A grid file of ``polydiff calibrate``: JSON with a strictly decreasing list ``grid``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable grid file ({err})") from None
+    g = data.get("grid") if isinstance(data, dict) else None
+    if not isinstance(g, list) or len(g) < 2 or not all(isinstance(v, (int, float)) for v in g):
+        raise ValueError(f"{path}: field 'grid' must be a list of at least 2 numbers")
+    if any(b >= a for a, b in itertools.pairwise(g)):
+        raise ValueError(f"{path}: field 'grid' must be strictly decreasing (noise end first)")
+    return data
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .generator import load
+
+    gen = load(args.checkpoint, device=args.device)
+    _threads(args.threads, gen.config)
+    sampler = args.sampler or gen.config.sample.sampler
+    grid = gen.calibrate_grid(args.steps, sampler, pilot=args.pilot, seed=args.seed,
+                              **_pairs(args.option, "--option"))
+    out = args.out or _default_samples_dir(args.checkpoint).parent / f"grid-{sampler}-{args.steps}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps({"grid": grid.tolist(), "sampler": sampler, "steps": args.steps,
+                               "checkpoint": str(args.checkpoint), "pilot": args.pilot, "seed": args.seed}, indent=1))
+    os.replace(tmp, out)
+    print(f"polydiff: grid for {sampler} with {args.steps} steps -> {out}")
+    print("  times: " + ", ".join(f"{v:.4g}" for v in grid.tolist()))
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .generator import load
 
@@ -195,10 +245,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = args.out or _default_samples_dir(args.checkpoint)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
-    objects = gen.generate(num, sampler=args.sampler, steps=args.steps, seed=seed, condition=condition or None,
+    sampler, steps = args.sampler, args.steps
+    if args.grid is not None:
+        import torch
+
+        grid_meta = read_grid(args.grid)
+        options["grid"] = torch.tensor(grid_meta["grid"], dtype=torch.float64)
+        sampler = sampler or grid_meta.get("sampler")
+        steps = len(grid_meta["grid"]) - 1
+    objects = gen.generate(num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
                            batch_size=args.batch_size, device=args.device, **options, **control)
-    meta = {"sampler": args.sampler or sc.sampler, "steps": args.steps or sc.steps, "seed": seed,
-            "options": options, "condition": condition, **control}
+    meta = {"sampler": sampler or sc.sampler, "steps": steps or sc.steps, "seed": seed,
+            "options": {k: v for k, v in options.items() if k != "grid"}, "condition": condition, **control,
+            **({"grid": str(args.grid)} if args.grid is not None else {})}
     paths = gen.save(objects, out, overwrite=args.overwrite, plot=args.plot, metadata=meta)
     print(f"polydiff: wrote {num} samples to {out}")
     for p in paths:

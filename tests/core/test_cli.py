@@ -86,6 +86,21 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
                         "--observed", obs, "--out", tmp_path / "smc")
     assert code == 0
     assert json.loads((tmp_path / "smc" / "polydiff.json").read_text())["particles"] == 4
+    # a few-step grid fitted to the checkpoint, then used for sampling; bad grid files are refused
+    code, text, _ = run(capsys, "calibrate", ckpt, "--steps", 4, "--sampler", "unipc", "--pilot", 64,
+                        "--out", tmp_path / "grid.json")
+    assert code == 0 and "grid for unipc with 4 steps" in text
+    g = json.loads((tmp_path / "grid.json").read_text())
+    assert len(g["grid"]) == 5 and all(b < a for a, b in zip(g["grid"], g["grid"][1:], strict=False))
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 16, "--grid", tmp_path / "grid.json",
+                        "--out", tmp_path / "fitted")
+    meta = json.loads((tmp_path / "fitted" / "polydiff.json").read_text())
+    assert code == 0 and meta["sampler"] == "unipc" and meta["steps"] == 4
+    (tmp_path / "bad.json").write_text(json.dumps({"grid": [1.0, 0.5, 0.7]}))
+    code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--grid", tmp_path / "bad.json", "--out", tmp_path / "s4")
+    assert "bad.json: field 'grid' must be strictly decreasing" in one_line_error(code, err)
+    code, _, err = run(capsys, "calibrate", ckpt, "--steps", 4, "--sampler", "ddpm", "--out", tmp_path / "g2.json")
+    assert "deterministic" in one_line_error(code, err) and not (tmp_path / "g2.json").exists()
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--option", "etaa=1", "--out", tmp_path / "s2")
     assert "has no option etaa" in one_line_error(code, err)
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--sampler", "eulr", "--out", tmp_path / "s3")
