@@ -121,3 +121,20 @@ def test_cli_parses_and_builds_config():
     assert cfg.samplers == ["ddim", "euler"] and not cfg.diffusers
     quick = bench.config_from_args(bench.parser().parse_args(["--quick"]))
     assert list(quick.dims) == [2] and list(quick.nfe) == [5, 10] and quick.samplers is None
+
+
+def test_target_a_on_fitted_grids(tmp_path):
+    """Target (a)'s samplers also run on grids fitted by calibrate_grid; the report shows both."""
+    cfg = bench.Config(dims=(2,), processes=("vp_discrete",), nfe=(10,), samples=1000, samplers=["unipc"],
+                       replicates=2, path_steps=200, reference_steps=200, projections=64, diffusers=False,
+                       pilot=256, fit_reference_steps=100, log=lambda msg: None)
+    res = bench.run(cfg, command="pytest")
+    bench.write(res, tmp_path / "s.json", tmp_path / "s.md")
+    (tg,) = res["targets"]
+    fitted, default = tg["fitted"]["unipc"], tg["samplers"]["unipc"]["runs"][0]
+    assert fitted["nfe"] == default["nfe"] == 10 and len(fitted["grid"]) == 11
+    assert fitted["fit"]["trials"] > 10 and fitted["fit"]["model_calls"] > 100
+    assert fitted["path_rmse"] < 0.7 * default["path_rmse"], (fitted["path_rmse"], default["path_rmse"])
+    (row,) = res["checks"]["a_fitted"]
+    assert row["sampler"] == "unipc" and row["status"] in ("pass", "FAIL")
+    assert "(a') The same at 10 NFE on grids fitted" in (tmp_path / "s.md").read_text()

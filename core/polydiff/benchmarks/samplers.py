@@ -53,7 +53,7 @@ from torch import Tensor
 
 from ..grids import make_grid
 from ..processes.gaussian import GaussianProcess
-from ..samplers import SAMPLERS, sample
+from ..samplers import SAMPLERS, calibrate_grid, sample
 from ..toy.gmm import ExactDenoiser, GaussianMixture
 
 DEFAULT_DIMS = (2, 64)
@@ -67,6 +67,7 @@ VARIANTS = {"edm(churn)": ("edm", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50
 REFERENCE_STEPS = 1000  # the 1000-step Euler / DDIM references of the acceptance target
 ACCEPT_RATIO = 1.5  # target (a): 10-NFE DPM-Solver++(2M) / UniPC within 1.5x of 1000-step Euler
 OVERHEAD_TOL = 1.10  # target (b): timing noise allowed on per-step overhead medians
+FITTED = ("dpm++2m", "unipc")  # target (a)'s samplers, also run on fitted grids
 EQUIV_TOL = 1e-4  # per-sample RMS |ours - diffusers| (99th percentile) for same-maths pairs (float32)
 
 
@@ -272,6 +273,9 @@ class Config:
     reference_steps: int = REFERENCE_STEPS
     repeats: int = 5  # interleaved timing repeats in the diffusers comparison
     diffusers: bool = True
+    fitted: bool = True  # also run target (a)'s samplers on grids fitted with calibrate_grid
+    pilot: int = 1024  # pilot samples of the fitted grids
+    fit_reference_steps: int = 250
     seed: int = 0
     dtype: torch.dtype = torch.float32
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -355,7 +359,30 @@ def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, 
             continue
         cells = ", ".join(f"{r.get('nfe_target', r.get('tol'))}:{r['sw2']:.4g}" for r in entry["runs"])
         cfg.log(f"[{target.name}] {label}: {cells}")
+    if cfg.fitted:
+        out["fitted"] = {name: fitted_run(target, cfg, name, x_init, ev, ref) for name in FITTED if name in samplers}
     return out
+
+
+def fitted_run(target: Target, cfg: Config, name: str, x_init: Tensor, ev: Evaluator, ref: Tensor | None,
+               nfe: int = 10) -> dict[str, Any]:
+    """``name`` at ``nfe`` on a grid fitted by :func:`polydiff.calibrate_grid` to this target's
+    model on a separate pilot batch (``cfg.pilot`` prior draws, another seed), then run from the
+    benchmark's own initial points. Records the fit's cost in model calls and seconds."""
+    steps = max(1, nfe // SAMPLERS.get(name).nfe_per_step)
+    trials = [0]
+    t0 = time.perf_counter()
+    grid = calibrate_grid(ExactModel(target.gmm, target.process), target.process, (cfg.pilot, target.dim), steps,
+                          sampler=name, seed=cfg.seed + 303, reference_steps=cfg.fit_reference_steps,
+                          progress=lambda n, _: trials.__setitem__(0, n))
+    fit_seconds = time.perf_counter() - t0
+    r = run_ours(target.process, target.gmm, name, x_init, grid=grid, seed=cfg.seed, dtype=cfg.dtype)
+    row = _row(ev, r, ref, False, nfe_target=nfe, grid=[float(v) for v in grid],
+               fit={"pilot": cfg.pilot, "trials": trials[0], "reference_steps": cfg.fit_reference_steps,
+                    "model_calls": cfg.fit_reference_steps + trials[0] * steps, "seconds": fit_seconds})
+    cfg.log(f"[{target.name}] {name} on a fitted grid: SW2 {row['sw2']:.4g} @ {nfe} NFE "
+            f"({trials[0]} trials, {fit_seconds:.1f} s)")
+    return row
 
 
 def bench_rows(samplers: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -737,6 +764,16 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
                            "path_rmse": run.get("path_rmse"), "reference_path_rmse": ref.get("path_rmse"),
                            "first_nfe_within": min(within) if within else None,
                            "status": "pass" if ok else "FAIL", "ok": ok})
+    fit_rows = []
+    for tg in result["targets"]:
+        ref = tg["references"].get(ref_key, {})
+        for name, run in tg.get("fitted", {}).items():
+            ratio = _num(run["sw2"]) / _num(ref["sw2"]) if "sw2" in ref else math.nan
+            ok = bool(ratio <= ACCEPT_RATIO)
+            fit_rows.append({"target": tg["name"], "sampler": name, "sw2": run["sw2"], "reference_sw2": ref.get("sw2"),
+                             "ratio": ratio, "path_rmse": run.get("path_rmse"),
+                             "reference_path_rmse": ref.get("path_rmse"), "fit": run["fit"],
+                             "status": "pass" if ok else "FAIL", "ok": ok})
     b_rows = []
     for row in result.get("diffusers", {}).get("rows", []):
         margin = error_margin(row)
@@ -748,7 +785,8 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
                        "overhead_ok": ovh_ok, "equivalent": eq_ok, "error_ratio": row["error_ratio"],
                        "path_ratio": row.get("path_ratio"),
                        "overhead_ratio": row["overhead_ratio"], "max_abs_diff": row["max_abs_diff"]})
-    return {"a": a_rows, "b": b_rows, "a_status": _all([r["ok"] for r in a_rows]),
+    return {"a": a_rows, "a_fitted": fit_rows, "b": b_rows, "a_status": _all([r["ok"] for r in a_rows]),
+            "a_fitted_status": _all([r["ok"] for r in fit_rows]),
             "b_error_status": _all([r["error_ok"] for r in b_rows]),
             "b_overhead_status": _all([r["overhead_ok"] for r in b_rows]),
             "b_equivalence_status": _all([r["equivalent"] for r in b_rows if r["equivalent"] is not None])}
@@ -805,7 +843,8 @@ def run(cfg: Config | None = None, command: str = "polydiff bench samplers") -> 
                    "reference_steps": cfg.reference_steps, "repeats": cfg.repeats, "seed": cfg.seed,
                    "dtype": str(cfg.dtype).replace("torch.", ""), "samplers": samplers,
                    "registry": available, "margin_rule": "see error_margin()",
-                   "overhead_tolerance": OVERHEAD_TOL, "accept_ratio": ACCEPT_RATIO},
+                   "overhead_tolerance": OVERHEAD_TOL, "accept_ratio": ACCEPT_RATIO,
+                   "pilot": cfg.pilot if cfg.fitted else None},
         "missing": [s for s in wanted if s not in available],
         "targets": [],
     }
@@ -853,6 +892,17 @@ def to_markdown(res: dict[str, Any]) -> str:
                  f"{_f(r.get('floor'))} +- {_f(r.get('floor_std'), 2)} | {_f(r.get('ratio'))} | "
                  f"{_f(r.get('path_rmse'))} | {_f(r.get('reference_path_rmse'))} | {r['status']} | "
                  f"{_f(r.get('first_nfe_within'))} |")
+    if ch.get("a_fitted"):
+        L += ["", f"(a') The same at 10 NFE on grids fitted to each target's model with `polydiff.calibrate_grid` "
+              f"(pilot of {cfg.get('pilot')} prior draws with another seed; the fit's model calls are on the pilot "
+              f"batch): **{ch['a_fitted_status']}**", "",
+              f"| target | sampler | SW2 @10 | {ref} SW2 | ratio | path RMSE @10 | {ref} path RMSE | fit: trials, "
+              "model calls, s | status |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in ch["a_fitted"]:
+            f = r["fit"]
+            L.append(f"| {r['target']} | {r['sampler']} | {_f(r['sw2'])} | {_f(r.get('reference_sw2'))} | "
+                     f"{_f(r['ratio'])} | {_f(r.get('path_rmse'))} | {_f(r.get('reference_path_rmse'))} | "
+                     f"{f['trials']}, {f['model_calls']}, {f['seconds']:.1f} | {r['status']} |")
     b = ch["b"]
     L += ["", "(b) For every algorithm shared with diffusers: our SW2 no worse than diffusers' "
           f"(**{ch['b_error_status']}**), our per-step overhead no larger (**{ch['b_overhead_status']}**); "
@@ -1051,6 +1101,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--projections", type=int, help="SW2 projection directions (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-diffusers", action="store_true", help="skip the side-by-side comparison")
+    p.add_argument("--no-fitted", action="store_true", help="skip the fitted-grid runs of target (a)")
     p.add_argument("--render", metavar="JSON", help="only re-render the report (--md, --json) from a results file")
     return p
 
@@ -1058,7 +1109,8 @@ def parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config()
     if args.quick:
-        cfg = Config(dims=(2,), nfe=(5, 10), samples=1000, replicates=3, path_steps=200, repeats=2, projections=128)
+        cfg = Config(dims=(2,), nfe=(5, 10), samples=1000, replicates=3, path_steps=200, repeats=2, projections=128,
+                     pilot=128, fit_reference_steps=100)
     if args.dims:
         cfg.dims = args.dims
     if args.nfe:
@@ -1075,6 +1127,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.projections = args.projections
     cfg.seed = args.seed
     cfg.diffusers = not args.no_diffusers
+    cfg.fitted = not args.no_fitted
     return cfg
 
 
