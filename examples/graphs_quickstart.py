@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import polydiff
-from polydiff_graphs.generation import generate_graphs
 
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/graphs_quickstart")
 
@@ -59,7 +58,8 @@ print("wrote", *map(str, paths))
 
 # 6. PARD on the same graphs: `max_hops` turns the data into blocks of the structural partial
 #    order; one discrete diffusion, shared by all blocks and trained on all of them at once,
-#    generates the graphs block by block (generate_graphs; also `python -m polydiff_graphs sample`).
+#    generates the graphs block by block (PardNet.generate, which Generator.generate and
+#    `polydiff sample` call).
 pard = {
     "modality": "graphs",
     "data": {"name": "community_small", "max_hops": 1, "drop_isolated": True},
@@ -71,7 +71,7 @@ pard = {
 }
 run = polydiff.train(pard, out / "pard", fresh=True, verbose=False)
 pgen = polydiff.load(run.checkpoint)
-pard_graphs = generate_graphs(pgen, 20, seed=0)  # 20 diffusion steps per block
+pard_graphs = pgen.generate(20, seed=0)  # 20 diffusion steps per block (the recipe's sample.steps)
 m = pgen.evaluate(pard_graphs)
 print(f"pard: degree {m['degree']:.3f}  cluster {m['cluster']:.3f}  orbit {m['orbit']:.3f}  "
       f"unique {m['unique']:.2f}  novel {m['novel']:.2f}")

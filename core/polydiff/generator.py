@@ -192,8 +192,15 @@ class Generator:
                 options: Mapping[str, Any]) -> State:
         """One call of :func:`polydiff.steering.controlled_sample` (exactly :func:`polydiff.sample`
         unless guidance, inpainting or steering keywords are given). Gradient guidance turns
-        gradients back on inside its own wrapper."""
+        gradients back on inside its own wrapper.
+
+        A network that samples with a loop of its own (e.g. block by block, as PARD does)
+        defines ``generate(spec, *, sampler, steps, seed, device, **options) -> state``; it is
+        called instead, with the same prior ``spec`` and per-sample ``seed`` tensor."""
+        own = getattr(self.net, "generate", None)
         with torch.no_grad():
+            if callable(own):
+                return own(spec, sampler=sampler, steps=steps, seed=seeds, device=device, **options)
             return controlled_sample(self.net, self.fields, spec, sampler=sampler, steps=steps, seed=seeds,
                                      device=device, **options)
 

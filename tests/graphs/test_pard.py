@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import networkx as nx
@@ -228,11 +228,15 @@ def test_pard_end_to_end_community(tmp_path, modality):
     with redirect_stdout(buf):
         assert cli(["evaluate", str(out)]) == 0
     assert "degree:" in buf.getvalue()
-    # the core's one-loop sampler refuses PARD with a clear message
-    err = io.StringIO()
-    with redirect_stderr(err):
-        assert cli(["sample", str(run.checkpoint), "--num", "2", "--out", str(tmp_path / "core")]) == 2
-    assert "block by block" in err.getvalue() and "python -m polydiff_graphs" in err.getvalue()
+    # the core's Generator and `polydiff sample` call PardNet.generate: the same graphs
+    native = gen.generate(5, steps=2, seed=0, batch_size=3)
+    assert [sorted(g.edges()) for g in native] == [sorted(g.edges()) for g in graphs]
+    with redirect_stdout(io.StringIO()):
+        assert cli(["sample", str(run.checkpoint), "--num", "4", "--out", str(tmp_path / "core")]) == 0
+    assert sorted(p.name for p in (tmp_path / "core").iterdir()) == sorted(p.name for p in out.iterdir())
+    # one polydiff.sample loop cannot run PARD: a clear message
+    with pytest.raises(ValueError, match="block by block"):
+        polydiff.sample(gen.net, gen.fields, gen.modality.prior_state(2, gen.info), steps=2)
 
 
 def test_pard_end_to_end_molecules(tmp_path):

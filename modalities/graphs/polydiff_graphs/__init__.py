@@ -10,8 +10,8 @@
 - :mod:`.plot`: PNG grids of graphs and molecules;
 - :mod:`.models`: GDSS (score SDEs on node features and adjacency, the S4 solver registered as
   the sampler ``s4``) and PARD (structural partial order, block-wise discrete diffusion);
-- :mod:`.generation`: sampling any graphs checkpoint (PARD block by block), also as
-  ``python -m polydiff_graphs sample``.
+- :mod:`.generation`: sampling any graphs checkpoint with the recipe's defaults (PARD block by
+  block through ``PardNet.generate``, which ``polydiff sample`` also calls).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Generating graphs from a trained checkpoint, whichever model it holds.
 
-GDSS samples with one :func:`polydiff.sample` loop (``Generator.generate``); PARD samples block
-by block (:func:`.models.pard.generate`), which polydiff's ``Generator`` cannot do by itself
-(see docs/graphs.md, "PARD and the core"). :func:`generate_graphs` picks the right path, and
-``python -m polydiff_graphs sample CKPT`` is ``polydiff sample`` with it.
+GDSS samples with one :func:`polydiff.sample` loop; PARD samples block by block through
+``PardNet.generate``, the core ``Generator``'s hook for networks with their own loop, so
+``Generator.generate`` and ``polydiff sample`` serve both. :func:`generate_graphs` is the same
+with the recipe's defaults spelled out, and ``python -m polydiff_graphs sample CKPT`` an alias
+of ``polydiff sample``.
 """
 
 from __future__ import annotations

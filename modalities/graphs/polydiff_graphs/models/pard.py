@@ -274,8 +274,8 @@ class PardNet(nn.Module):
 
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         if "block" not in state:
-            raise ValueError("PARD generates block by block: sample it with polydiff_graphs.models.pard.generate "
-                             "(`python -m polydiff_graphs sample CKPT`), not with one polydiff.sample loop")
+            raise ValueError("PARD generates block by block: sample it with Generator.generate / `polydiff sample "
+                             "CKPT` (they call PardNet.generate), not with one polydiff.sample loop")
         block = state["block"]
         b, n = block.shape
         node, virtual, valid, target = self._copies(state)
