@@ -47,7 +47,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "gdss_qm9": {"minutes": 25, "num": 1000, "steps": 1000},
              "pard_cs": {"minutes": 25, "seeds": 3, "num": 20, "steps": 40, "batch": 32},
              "pard_qm9": {"minutes": 25, "num": 1000, "steps": 50, "batch": 128},
-             "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600, 3200, 6400], "budget_gib": 22.0,
+             "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600, 3200, 6400], "budget_gib": 20.0,
                          "timeout": 900, "bisect": 3}},
     "quick": {"gdss_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_ego": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
