@@ -25,6 +25,7 @@ The helpers below (:func:`phi`, :func:`lagrange_weights`, :func:`step_order`) ar
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -41,6 +42,35 @@ Number = float | Tensor
 
 
 # ----------------------------------------------------------------------------- shared helpers
+# Every tensor operation costs a dispatch (microseconds on CPU) whatever its size, and the
+# coefficients below are (1, 1) or (B, 1) tensors: the helpers keep their operation count low
+# (one Taylor evaluation for all phi_k, no arithmetic with exact Python zeros and ones), and
+# the steps select between branches on the small coefficients, not with a full-size
+# ``torch.where`` on the state (several times the cost of an elementwise pass on CPU).
+@functools.lru_cache(maxsize=64)
+def _taylor(k_max: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Exponents ``0 .. N-1`` and the ``(N, k_max)`` Taylor coefficients ``1 / (j + k)!`` of
+    ``phi_1 .. phi_kmax`` (cached per dtype and device)."""
+    powers = torch.arange(_SERIES_TERMS, dtype=dtype, device=device)
+    coef = [[1 / math.factorial(j + k) for k in range(1, k_max + 1)] for j in range(_SERIES_TERMS)]
+    return powers, torch.tensor(coef, dtype=dtype, device=device)
+
+
+def phis(z: Tensor, k_max: int) -> Tensor:
+    """``phi_1(z) .. phi_kmax(z)`` stacked on a new last dimension (see :func:`phi`).
+
+    For ``|z| < 1`` a Taylor series (one power table and one matrix product for all ``k``);
+    elsewhere ``phi_1 = (e^z - 1) / z`` and ``phi_{k+1} = (phi_k - 1/k!) / z``, the closed
+    form, whose cancellation is mild there.
+    """
+    powers, coef = _taylor(k_max, z.dtype, z.device)
+    series = (z.unsqueeze(-1) ** powers) @ coef
+    closed = [torch.expm1(z) / z]
+    for k in range(1, k_max):
+        closed.append((closed[-1] - 1 / math.factorial(k)) / z)
+    return torch.where((z.abs() < 1).unsqueeze(-1), series, torch.stack(closed, dim=-1))
+
+
 def phi(k: int, z: Tensor) -> Tensor:
     """``phi_k(z) = sum_j z^j / (j + k)!`` (so ``phi_0 = e^z``, ``phi_1 = (e^z - 1) / z``).
 
@@ -48,37 +78,52 @@ def phi(k: int, z: Tensor) -> Tensor:
     ``|z|``; a Taylor series is used there instead, so high-order coefficients stay accurate in
     float32 at many steps.
     """
-    small = z.abs() < 1
-    zs = torch.where(small, z, torch.zeros_like(z))
-    zl = torch.where(small, torch.ones_like(z), z)
-    series = torch.full_like(z, 1 / math.factorial(k + _SERIES_TERMS - 1))
-    for j in range(_SERIES_TERMS - 2, -1, -1):
-        series = series * zs + 1 / math.factorial(j + k)
-    closed = torch.expm1(zl) if k > 0 else torch.exp(zl)
-    for j in range(1, k):
-        closed = closed - zl**j / math.factorial(j)
-    return torch.where(small, series, closed / zl**k)
+    return torch.exp(z) if k == 0 else phis(z, k)[..., k - 1]
 
 
-def lagrange_weights(nodes: Sequence[Number], moments: Sequence[Number]) -> list[Number]:
+def _is_num(v: Number, value: float) -> bool:
+    return not isinstance(v, Tensor) and v == value
+
+
+def _mul(a: Number, b: Number) -> Number:
+    """``a * b`` without a tensor operation where either factor is an exact Python 0 or 1."""
+    if _is_num(a, 0.0) or _is_num(b, 0.0):
+        return 0.0
+    return b if _is_num(a, 1.0) else a if _is_num(b, 1.0) else a * b
+
+
+def _sub(a: Number, b: Number) -> Number:
+    """``a - b`` without a tensor operation where either term is an exact Python 0."""
+    return a if _is_num(b, 0.0) else -b if _is_num(a, 0.0) else a - b
+
+
+def lagrange_weights(nodes: Sequence[Number], moments: Sequence[Number], start: int = 0) -> list[Number]:
     """Weights ``w_k`` with ``sum_k w_k p(nodes[k]) = sum_j c_j moments[j]`` for every
     polynomial ``p(v) = sum_j c_j v^j`` of degree below ``len(nodes)``.
 
     With ``moments[j] = int v^j w(v) dv`` this integrates the Lagrange interpolant of values at
     ``nodes`` against the weight ``w``; with UniPC's order conditions as moments it is the
-    closed-form solution of its small Vandermonde system. Works elementwise on tensors.
+    closed-form solution of its small Vandermonde system. Works elementwise on tensors; nodes
+    and moments may mix tensors and Python numbers. Only the weights of ``nodes[start:]`` are
+    returned (methods that combine differences to the first node need no weight for it).
     """
     out: list[Number] = []
     for k, a in enumerate(nodes):
+        if k < start:
+            continue
         poly: list[Number] = [1.0]  # prod_{l != k} (v - n_l), lowest degree first
         den: Number = 1.0
         for m, c in enumerate(nodes):
             if m == k:
                 continue
-            poly = [(poly[j - 1] if j > 0 else 0.0) - (c * poly[j] if j < len(poly) else 0.0)
+            poly = [_sub(poly[j - 1] if j > 0 else 0.0, _mul(c, poly[j]) if j < len(poly) else 0.0)
                     for j in range(len(poly) + 1)]
-            den = den * (a - c)
-        out.append(sum(p * mo for p, mo in zip(poly, moments)) / den)
+            den = _mul(den, _sub(a, c))
+        num: Number = 0.0
+        for p, mo in zip(poly, moments):
+            term = _mul(p, mo)
+            num = term if _is_num(num, 0.0) else num if _is_num(term, 0.0) else num + term
+        out.append(num / den)
     return out
 
 
@@ -105,29 +150,48 @@ def clip_lam(lam: Tensor) -> Tensor:
     return lam.clamp(-LAM_CLIP, LAM_CLIP)
 
 
+def _lam_step(ct: Coefs, cs: Coefs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`lam_step` plus the clipped ``lam_t`` it is built on: ``(h, e^-h, ok, lam_t)``."""
+    neg = ct.lam - cs.lam  # -h, exactly
+    lt = clip_lam(ct.lam)
+    return clip_lam(cs.lam) - lt, torch.exp(neg), torch.isfinite(neg), lt
+
+
 def lam_step(ct: Coefs, cs: Coefs) -> tuple[Tensor, Tensor, Tensor]:
     """``(h, e^-h, ok)``: the clipped (finite) log-SNR step for coefficients, the exact
     ``e^-h`` (0 at an infinite end) and where the step is finite (higher orders allowed)."""
-    raw = cs.lam - ct.lam
-    return clip_lam(cs.lam) - clip_lam(ct.lam), torch.exp(-raw), torch.isfinite(raw)
+    return _lam_step(ct, cs)[:3]
 
 
 def data_first_order(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, emh: Tensor) -> Tensor:
     """DDIM in data-prediction form, ``(sigma_s / sigma_t) x + alpha_s (1 - e^-h) x0``: finite
     where ``alpha_t = 0`` or ``sigma_s = 0``."""
-    return (cs.sigma / ct.sigma) * x + cs.alpha * (1 - emh) * d
+    return torch.addcmul((cs.sigma / ct.sigma) * x, cs.alpha * (1 - emh), d)
+
+
+def _ddim(d: Tensor, e: Tensor, c: Coefs) -> Tensor:
+    """``alpha x0 + sigma eps``: DDIM's (and DPM-Solver-1's) move to the time of ``c``."""
+    return torch.addcmul(c.sigma * e, c.alpha, d)
 
 
 # ----------------------------------------------------------------------------- singlestep DPM-Solver
-def _intermediate(ctx: StepContext, ct: Coefs, cs: Coefs, r: float) -> tuple[Tensor, Coefs]:
-    """The time at fraction ``r`` of the reference field's log-SNR step, and the packed
-    schedule values there (each field's own ``lam`` at that time)."""
+@functools.lru_cache(maxsize=64)
+def _fractions(rs: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(rs, dtype=dtype, device=device)
+
+
+def _intermediate(ctx: StepContext, lt: Tensor, ls: Tensor, rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
+    """The times at fractions ``rs`` of the reference field's (clipped) log-SNR step from
+    ``lt`` to ``ls`` (one inverse-lam evaluation for all of them), and the packed schedule
+    values there (each field's own ``lam`` at that time)."""
     if ctx.t_of_lam is None:
         raise ValueError("singlestep DPM-Solver needs StepContext.t_of_lam (the driver passes the reference "
                          "schedule's inverse log-SNR)")
-    lt, ls = clip_lam(ct.lam[:, :1]), clip_lam(cs.lam[:, :1])  # column 0 is the reference field
-    u = ctx.t_of_lam(lt + r * (ls - lt)).to(ct.lam.dtype)
-    return u, ctx.coefs(u.reshape(-1))
+    lt, ls = lt[:, :1], ls[:, :1]  # column 0 is the reference field
+    us = ctx.t_of_lam(lt + _fractions(rs, lt.dtype, lt.device) * (ls - lt)).to(lt.dtype)  # (rows, len(rs))
+    # one shared time stays a scalar, so its schedule values stay (1, D) broadcasts
+    us = us.reshape(len(rs)) if us.shape[0] == 1 else us.t()
+    return [(u, ctx.coefs(u)) for u in us.unbind(0)]
 
 
 def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: StepContext, order: int) -> Tensor:
@@ -137,30 +201,29 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
     stages sit at ``r1 = 1/2`` (order 2) or ``1/3, 2/3`` (order 3) of the reference field's
     log-SNR step; the coefficients use each element's actual ``lam`` there, so fields with other
     schedules stay consistent (second order at least; third order holds for fields whose
-    log-SNR is an affine function of the reference's).
+    log-SNR is an affine function of the reference's). Where the step is infinite (``ok``
+    false) the stages are evaluated at ``x`` itself and the result is DDIM; there every
+    correction's coefficient is zeroed (it may be infinite), so the stages stay finite.
     """
-    ddim = cs.alpha * d + cs.sigma * e
+    ddim = _ddim(d, e, cs)
     if order == 1:
         return ddim
-    h, _, ok = lam_step(ct, cs)
-    lt = clip_lam(ct.lam)
+    lt, ls = clip_lam(ct.lam), clip_lam(cs.lam)
+    h, ok = ls - lt, torch.isfinite(cs.lam - ct.lam)
+    keep = ok.to(x.dtype)  # lerp weight 1 (the stage) where ok, 0 (x itself) elsewhere: exact either way
     if order == 2:
-        u1, c1 = _intermediate(ctx, ct, cs, 0.5)
-        h1 = clip_lam(c1.lam) - lt
-        x1 = torch.where(ok, c1.alpha * d + c1.sigma * e, x)  # DDIM to s1
-        _, e1 = ctx.denoise(x1, u1)
-        corr = cs.sigma * h * phi(1, h) * h / (2 * h1) * (e1 - e)
-        return torch.where(ok, ddim - corr, ddim)
-    u1, c1 = _intermediate(ctx, ct, cs, 1 / 3)
-    u2, c2 = _intermediate(ctx, ct, cs, 2 / 3)
+        ((u1, c1),) = _intermediate(ctx, lt, ls, (0.5,))
+        _, e1 = ctx.denoise(torch.lerp(x, _ddim(d, e, c1), keep), u1)  # DDIM to s1
+        # sigma_s h phi_1(h) h / (2 h1) (e1 - e), with h phi_1(h) = e^h - 1
+        k = torch.where(ok, cs.sigma * torch.expm1(h) * h / (clip_lam(c1.lam) - lt), 0.0)
+        return torch.addcmul(ddim, k, e1 - e, value=-0.5)
+    (u1, c1), (u2, c2) = _intermediate(ctx, lt, ls, (1 / 3, 2 / 3))
     h1, h2 = clip_lam(c1.lam) - lt, clip_lam(c2.lam) - lt
-    x1 = torch.where(ok, c1.alpha * d + c1.sigma * e, x)
-    _, e1 = ctx.denoise(x1, u1)
-    x2 = c2.alpha * d + c2.sigma * e - c2.sigma * h2**2 * phi(2, h2) / h1 * (e1 - e)
-    x2 = torch.where(ok, x2, x)
-    _, e2 = ctx.denoise(x2, u2)
-    corr = cs.sigma * h**2 * phi(2, h) / h2 * (e2 - e)
-    return torch.where(ok, ddim - corr, ddim)
+    p2 = phis(torch.stack(torch.broadcast_tensors(h2, h)), 2)[..., 1]  # phi_2 at h2 and h
+    _, e1 = ctx.denoise(torch.lerp(x, _ddim(d, e, c1), keep), u1)
+    x2 = torch.addcmul(_ddim(d, e, c2), torch.where(ok, c2.sigma * h2**2 * p2[0] / h1, 0.0), e1 - e, value=-1)
+    _, e2 = ctx.denoise(torch.lerp(x, x2, keep), u2)
+    return torch.addcmul(ddim, torch.where(ok, cs.sigma * h**2 * p2[1] / h2, 0.0), e2 - e, value=-1)
 
 
 @register("dpm_solver1", "DPM-Solver-1 (singlestep, noise prediction): identical to DDIM")
@@ -191,13 +254,12 @@ def _push(hist: tuple | None, item: tuple, keep: int) -> tuple:
 def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
     """``x_s = (sigma_s/sigma_t) x + alpha_s (1 - e^-h) D`` with ``D = x0 + (x0 - x0_prev) h / (2 h_prev)``
     (the 'midpoint' form of the paper, k-diffusion and diffusers)."""
-    h, emh, ok = lam_step(ct, cs)
-    x_s = data_first_order(x, d, ct, cs, emh)
-    lam = clip_lam(ct.lam)
+    h, emh, ok, lam = _lam_step(ct, cs)
+    b = cs.alpha * (1 - emh)
+    x_s = torch.addcmul((cs.sigma / ct.sigma) * x, b, d)
     if step_order(2, ctx, 1 + len(hist or ())) == 2:
         d_prev, lam_prev = hist[0]
-        corr = cs.alpha * (1 - emh) * h / (2 * (lam - lam_prev)) * (d - d_prev)
-        x_s = torch.where(ok, x_s + corr, x_s)
+        x_s = torch.addcmul(x_s, torch.where(ok, b * h / (lam - lam_prev), 0.0), d - d_prev, value=0.5)
     return x_s, _push(hist, (d, lam), 1)
 
 
@@ -214,17 +276,17 @@ def dpmpp_3m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple 
 
 def _dpmpp_multistep(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext,
                      order: int) -> tuple[Tensor, tuple]:
-    h, emh, ok = lam_step(ct, cs)
-    x_s = data_first_order(x, d, ct, cs, emh)
-    lam = clip_lam(ct.lam)
+    h, emh, ok, lam = _lam_step(ct, cs)
+    x_s = torch.addcmul((cs.sigma / ct.sigma) * x, cs.alpha * (1 - emh), d)
     k = step_order(order, ctx, 1 + len(hist or ()))
     if k > 1:
         prev = hist[: k - 1]
         nodes = [0.0] + [(lp - lam) / h for _, lp in prev]
-        moments = [math.factorial(j) * phi(j + 1, -h) for j in range(k)]
-        w = lagrange_weights(nodes, moments)
-        corr = sum(wk * (dk - d) for wk, (dk, _) in zip(w[1:], prev))
-        x_s = torch.where(ok, x_s + cs.alpha * h * corr, x_s)
+        m = phis(-h, k)
+        w = lagrange_weights(nodes, [_mul(math.factorial(j), m[..., j]) for j in range(k)], start=1)
+        g = torch.where(ok, cs.alpha * h, 0.0)
+        for wk, (dk, _) in zip(w, prev):
+            x_s = torch.addcmul(x_s, g * wk, dk - d)
     return x_s, _push(hist, (d, lam), order - 1)
 
 

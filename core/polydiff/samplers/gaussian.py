@@ -26,7 +26,7 @@ History = object
 
 def _velocity(d: Tensor, e: Tensor, c: Coefs) -> Tensor:
     """PF-ODE velocity ``dx/dt`` of the affine path."""
-    return c.dalpha * d + c.dsigma * e
+    return torch.addcmul(c.dsigma * e, c.dalpha, d)
 
 
 @register("ddim", "DDIM (Song et al.): deterministic for eta = 0, DDPM's posterior for eta = 1", eta=0.0)
@@ -42,7 +42,7 @@ def ddim(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, c
 
 @register("euler", "probability-flow ODE, explicit Euler in t (flow matching's default)")
 def euler(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
-    return x + (ctx.s - ctx.t) * _velocity(d, e, ct), hist
+    return torch.addcmul(x, ctx.s - ctx.t, _velocity(d, e, ct)), hist
 
 
 @register("heun", "probability-flow ODE, Heun's 2nd-order method in t (EDM's deterministic sampler)",
@@ -50,9 +50,8 @@ def euler(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, 
 def heun(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
     dt = ctx.s - ctx.t
     v1 = _velocity(d, e, ct)
-    x1 = x + dt * v1
-    d2, e2 = ctx.denoise(x1, ctx.s)
-    return x + dt * 0.5 * (v1 + _velocity(d2, e2, cs)), hist
+    d2, e2 = ctx.denoise(torch.addcmul(x, dt, v1), ctx.s)
+    return torch.addcmul(x, dt, v1.add_(_velocity(d2, e2, cs)), value=0.5), hist  # v1 is ours: summed in place
 
 
 @register("euler_maruyama", "reverse-time SDE of the forward process, Euler-Maruyama", stochastic=True)
@@ -168,9 +167,9 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ct
         ct, t = c_hat, t_hat
     dt = ctx.s - t
     v1 = _velocity(d, e, ct)
-    x1 = x + dt * v1
+    x1 = torch.addcmul(x, dt, v1)
     d2, e2 = ctx.denoise(x1, ctx.s)
-    x2 = x + dt * 0.5 * (v1 + _velocity(d2, e2, cs))
+    x2 = torch.addcmul(x, dt, v1.add_(_velocity(d2, e2, cs)), value=0.5)
     return torch.where(cs.sigma > 0, x2, x1), t_top
 
 

@@ -37,8 +37,8 @@ def _rho(c: Coefs) -> Tensor:
 def _transfer(d: Tensor, e: Tensor, e_hat: Tensor | None, ct: Coefs, cs: Coefs) -> Tensor:
     """DDIM's move along ``eps_hat`` (``None``: along ``eps`` itself, exactly DDIM)."""
     if e_hat is None:
-        return cs.alpha * d + cs.sigma * e
-    return cs.alpha * (d + _rho(ct) * (e - e_hat)) + cs.sigma * e_hat
+        return torch.addcmul(cs.sigma * e, cs.alpha, d)
+    return torch.addcmul(cs.sigma * e_hat, cs.alpha, torch.addcmul(d, _rho(ct), e - e_hat))
 
 
 # ----------------------------------------------------------------------------- DEIS
@@ -79,10 +79,15 @@ def _momentum(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple
     """``v = (1 - beta) v_prev + beta eps`` (``v`` starts at the first ``eps``), then
     ``eps_hat = sum_m w_m v_{n-m}`` and DDIM's transfer along ``eps_hat``."""
     hist = hist or ()
-    v = e if not hist else (1 - beta) * hist[0] + beta * e
+    v = e if not hist or beta == 1 else (1 - beta) * hist[0] + beta * e
     k = step_order(order, ctx, 1 + len(hist))
     vs = (v, *hist)
-    e_hat = None if k == 1 and not hist else sum(w * vm for w, vm in zip(ghvb_weights(k, beta), vs))
+    e_hat = None
+    if hist:  # (k > 1 needs a history)
+        w = ghvb_weights(k, beta)
+        e_hat = vs[0] if w[0] == 1 else w[0] * vs[0]
+        for wm, vm in zip(w[1:], vs[1:]):
+            e_hat = torch.add(e_hat, vm, alpha=wm)
     return _transfer(d, e, e_hat, ct, cs), vs[: max(order - 1, 1)]
 
 
