@@ -116,6 +116,10 @@ class Packer:
         if dtype is not None:
             per = {k: Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
                    for k, c in per.items()}
+        if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts, made in one pass per value
+            (c,) = per.values()
+            cols = [v.reshape(-1, 1, 1).unbind(0) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)]
+            return [Coefs(*vals) for vals in zip(*cols, strict=True)]
         out = []
         for i in range(ts.shape[0]):
             vals = []

@@ -288,17 +288,29 @@ class DiscreteVP(Schedule):
         cum = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
         self.log_alpha_grid = torch.cat([torch.zeros(1, dtype=torch.float64), cum])
         self.t_min, self.t_max = 1.0 / self.n, 1.0
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
-    def _interp(self, t: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
-        xs = self.t_grid.to(t.device, t.dtype)
-        ys = ys.to(t.device, t.dtype)
-        i = torch.clamp(torch.searchsorted(xs, t.contiguous(), right=False), 1, self.n)
-        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-        slope = (y1 - y0) / (x1 - x0)
-        return y0 + slope * (t - x0), slope
+    def _tables(self, like: Tensor) -> tuple[Tensor, ...]:
+        """The interpolation tables on ``like``'s device and dtype, made once per pair: knots
+        ``t_k``, ``log alpha`` there and its slopes, and the same reversed (for ``t_of_lam``)."""
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            xs, ys = self.t_grid, self.log_alpha_grid
+            slope = torch.diff(ys) / torch.diff(xs)
+            rx, ry = torch.flip(ys, [0]), torch.flip(xs, [0])
+            self._cache[key] = tuple(v.to(like.device, like.dtype)
+                                     for v in (xs, ys, slope, rx, ry, torch.diff(ry) / torch.diff(rx)))
+        return self._cache[key]
+
+    def _interp(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``log alpha`` at ``t`` and its slope."""
+        xs, la, slopes = self._tables(t)[:3]
+        i = torch.clamp(torch.searchsorted(xs, t.contiguous(), right=False), 1, self.n) - 1
+        slope = slopes[i]
+        return torch.addcmul(la[i], slope, t - xs[i]), slope
 
     def log_alpha(self, t: Tensor) -> Tensor:
-        return self._interp(t, self.log_alpha_grid)[0]
+        return self._interp(t)[0]
 
     def alpha(self, t: Tensor) -> Tensor:
         return torch.exp(self.log_alpha(t))
@@ -307,7 +319,7 @@ class DiscreteVP(Schedule):
         return torch.sqrt(torch.clamp(-torch.expm1(2 * self.log_alpha(t)), min=0))
 
     def dalpha(self, t: Tensor) -> Tensor:
-        la, slope = self._interp(t, self.log_alpha_grid)
+        la, slope = self._interp(t)
         return torch.exp(la) * slope
 
     def dsigma(self, t: Tensor) -> Tensor:
@@ -318,7 +330,7 @@ class DiscreteVP(Schedule):
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
     def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        la, slope = self._interp(t, self.log_alpha_grid)
+        la, slope = self._interp(t)
         alpha = torch.exp(la)
         sigma = torch.sqrt(torch.clamp(-torch.expm1(2 * la), min=0))
         dalpha = alpha * slope
@@ -326,11 +338,9 @@ class DiscreteVP(Schedule):
 
     def t_of_lam(self, lam: Tensor) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
-        xs = torch.flip(self.log_alpha_grid, [0]).to(lam.device, lam.dtype)
-        ts = torch.flip(self.t_grid, [0]).to(lam.device, lam.dtype)
-        i = torch.clamp(torch.searchsorted(xs, log_alpha.contiguous()), 1, self.n)
-        x0, x1, y0, y1 = xs[i - 1], xs[i], ts[i - 1], ts[i]
-        return y0 + (y1 - y0) / (x1 - x0) * (log_alpha - x0)
+        xs, ts, slopes = self._tables(lam)[3:]
+        i = torch.clamp(torch.searchsorted(xs, log_alpha.contiguous()), 1, self.n) - 1
+        return torch.addcmul(ts[i], slopes[i], log_alpha - xs[i])
 
     def __repr__(self) -> str:
         return f"DiscreteVP(n={self.n})"

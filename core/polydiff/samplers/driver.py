@@ -126,6 +126,9 @@ class SamplingLoop:
                                 dtype=torch.float64)
         self.ts = ts.to(noise.device)
         self.n = self.ts.shape[0] - 1
+        # every grid time once in the solver dtype: as the model's (B,) times and as columns
+        self._tm = [_time(t, self.batch, dtype) for t in self.ts]
+        self._tc = [_col(t, dtype) for t in self.ts]
         if self.packer.names:
             self.coefs = self.packer.grid_coefs(self.ts, self.batch, dtype)
             self._views = [{k: self.packer.field_view(c, k, self.batch) for k in self.packer.names}
@@ -211,7 +214,7 @@ class SamplingLoop:
         """Advance every field from ``ts[i]`` to ``ts[i+1]``; returns the clean estimates."""
         t, s = self.ts[i], self.ts[i + 1]
         state = self.state
-        out = self.evaluate(state, t)
+        out = self.model(state, self._tm[i]) if self.cond is None else self.model(state, self._tm[i], self.cond)
         self.last = dict(out)
         x0: dict[str, Tensor] = {}
         if self.packer.names:
@@ -221,7 +224,7 @@ class SamplingLoop:
                 self.x = d
             else:
                 self.x, self.hist = self.gdef.step(self.x, d, e, self.coefs[i], self.coefs[i + 1], self.hist,
-                                                   self.context(i, t, s, state))
+                                                   self.context(i, None, None, state))
         for k in self.cat_names:
             p0 = _probs(out, k, self.fields[k].process)
             state[k] = self.cdef.step(state[k], p0, _time(t, self.batch, torch.float64),
@@ -236,23 +239,46 @@ class SamplingLoop:
             state[k] = proc.manifold.project(proc.step(state[k].to(self.dtype), x0[k], tb, sb))
         return x0
 
-    def context(self, i: int, t: Tensor, s: Tensor, state: State) -> StepContext:
-        """The :class:`StepContext` of step ``i`` from ``t`` to ``s`` at ``state`` (for code that
-        applies a step function itself, e.g. SMC transition densities)."""
+    def context(self, i: int, t: Tensor | None, s: Tensor | None, state: State) -> StepContext:
+        """The :class:`StepContext` of step ``i`` from ``t`` to ``s`` (None: the grid's ``ts[i]``,
+        ``ts[i+1]``) at ``state`` (for code that applies a step function itself, e.g. SMC
+        transition densities).
+
+        Extra model calls at the step's own ends (``ctx.denoise(x, ctx.t)`` / ``ctx.s``) reuse
+        the grid's precomputed coefficients; other stage times are evaluated once each, however
+        often ``coefs`` and ``denoise`` ask for them."""
         cur = dict(state)
         p, b, dt = self.packer, self.batch, self.dtype
+        tc = self._tc[i] if t is None else _col(t, dt)
+        sc = self._tc[i + 1] if s is None else _col(s, dt)
+        known = {id(tc): (tc, i), id(sc): (sc, i + 1)} if t is None and s is None else {}
+        memo: dict[int, tuple[Tensor, Coefs, dict[str, Coefs], Tensor]] = {}
+
+        def at(u: Tensor) -> tuple[Coefs, dict[str, Coefs], Tensor]:
+            """Packed coefficients, their per-field views and the model's time at ``u``."""
+            hit = known.get(id(u))
+            if hit is not None and hit[0] is u:
+                j = hit[1]
+                return self.coefs[j], self._views[j], self._tm[j]
+            got = memo.get(id(u))
+            if got is None or got[0] is not u:
+                flat = u.reshape(-1) if u.dim() > 1 else u
+                c = _cast(p.coefs(flat, b), dt)
+                got = memo[id(u)] = (u, c, {k: p.field_view(c, k, b) for k in p.names}, _time(flat, b, dt))
+            return got[1], got[2], got[3]
 
         def denoise(xu: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-            u = u.reshape(-1) if u.dim() > 1 else u
+            _, views, tm = at(u)
             st = {**cur, **p.unpack(xu)}
-            return self.split(self.evaluate(st, u), xu, _cast(p.coefs(u, b), dt), st)
+            out = self.model(st, tm) if self.cond is None else self.model(st, tm, self.cond)
+            return self.split(out, xu, views, st)
 
         def coefs(u: Tensor) -> Coefs:
-            return _cast(p.coefs(u.reshape(-1) if u.dim() > 1 else u, b), dt)
+            return at(u)[0]
 
         t_of_lam = self.ref.t_of_lam if self.ref is not None else None
-        return StepContext(i, self.n, _col(t, dt), _col(s, dt), denoise, coefs, self.structured_noise,
-                           self.field_norm, self.opts, t_of_lam)
+        return StepContext(i, self.n, tc, sc, denoise, coefs, self.structured_noise, self.field_norm, self.opts,
+                           t_of_lam)
 
     def renoise(self, i: int) -> None:
         """Take the Gaussian fields from ``ts[i+1]`` back to ``ts[i]`` by the forward transition
