@@ -170,7 +170,8 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ct
     x1 = torch.addcmul(x, dt, v1)
     d2, e2 = ctx.denoise(x1, ctx.s)
     x2 = torch.addcmul(x, dt, v1.add_(_velocity(d2, e2, cs)), value=0.5)
-    return torch.where(cs.sigma > 0, x2, x1), t_top
+    # sigma(s) = 0 is only possible at the end of a (strictly decreasing) grid
+    return (torch.where(cs.sigma > 0, x2, x1) if ctx.i == ctx.n - 1 else x2), t_top
 
 
 # ----------------------------------------------------------------------------- predictor-corrector
