@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -617,12 +618,18 @@ def render(results: dict[str, Any]) -> str:
                   "with the community-small recipes' sizes; PARD in its generation layout, one copy per node, the "
                   "last of 6 equal blocks being generated). Peak memory is the growth of the probe process's "
                   "peak resident set during the call. A GDSS sample costs 2000 such calls (1000 PC steps); a PARD "
-                  "sample costs `steps` calls per block on the graph so far plus one block-size call per block.",
+                  "sample costs `steps` calls per block on the graph so far plus one block-size call per block. "
+                  "PARD's parameter count grows with the node count (its block-size vocabulary and embeddings are "
+                  "sized by the largest graph). Timings come from a 2-core machine shared with other jobs (load "
+                  "2-3), so single calls vary by up to 2x; the memory column does not depend on the load.",
                   "", "| model | nodes | s / call | peak MiB | s / sample (GDSS: 2000 calls; PARD: 6 blocks x 40 "
                   "steps at this size, an upper bound) |", "|---|---|---|---|---|"]
         for row in sorted(r["rows"], key=lambda q: (q["model"], q["nodes"])):  # bisection rows arrive last
             if "error" in row:
-                lines.append(f"| {row['model']} | {row['nodes']} | failed: {row['error']} | – | – |")
+                m = re.search(r"allocate (\d+) bytes", row["error"])
+                why = f"out of memory (an allocation of {int(m.group(1)) / 2**30:.1f} GiB refused)" if m else \
+                    row["error"]
+                lines.append(f"| {row['model']} | {row['nodes']} | {why} | – | – |")
                 continue
             calls = 2000 if row["model"] == "gdss" else 6 * 41
             lines.append(f"| {row['model']} | {row['nodes']} | {row['seconds_per_call']:.4f} | {row['peak_mib']:.0f} | "
