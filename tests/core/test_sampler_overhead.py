@@ -141,6 +141,9 @@ def ref_pndm(x, d, e, ct, cs, hist, ctx):
     return cs.alpha * (d + rho * (e - e_hat)) + cs.sigma * e_hat, vs[:3]
 
 
+# the references above are the variants these options select (the defaults are checked against the
+# published formulas in test_sampler_variants.py)
+OPTIONS = {"dpm++3m": {"variant": "lagrange"}, "pndm": {"warmup": "ab", "lower_order_final": True}}
 REFERENCES = {"heun": ref_heun, "edm": ref_edm, "dpm++2m": ref_dpmpp_2m, "dpm++3m": ref_dpmpp_3m,
               "dpm_solver2": _ref_dpm_solver(2), "dpm_solver3": _ref_dpm_solver(3), "pndm": ref_pndm}
 CASES = [("vp_linear", "eps", 6), ("vp_linear", "eps", 20), ("edm", "eps", 7), ("linear", "x0", 5)]
@@ -151,7 +154,7 @@ def _loops(name, schedule, prediction, steps, step=None):
     den = ExactDenoiser(TARGET, proc, prediction)
     model, fields, state, noise, _ = prepare(lambda x, t: den(x, t), proc, (64, 2), prediction=prediction, seed=1,
                                              dtype=F64)
-    loop = SamplingLoop(model, fields, state, noise, sampler=name, steps=steps, dtype=F64)
+    loop = SamplingLoop(model, fields, state, noise, sampler=name, steps=steps, dtype=F64, **OPTIONS.get(name, {}))
     if step is not None:
         loop.gdef = dataclasses.replace(loop.gdef, step=step)
     return loop

@@ -110,11 +110,12 @@ ORDERS = [  # (sampler, options, schedule, grid keywords, expected order)
     ("dpm_solver3", {}, "vp_linear", {}, 3),
     ("dpm_solver3", {}, "edm", {}, 3),
     ("dpm++2m", {}, "vp_linear", {}, 2),
-    ("dpm++3m", {}, "vp_linear", {}, 3),
-    ("dpm++3m", {}, "edm", {}, 3),
-    ("dpm++3m", {}, "linear", {"t_min": 1e-3, "grid": "uniform_logsnr"}, 3),  # starts at alpha = 0
+    ("dpm++3m", {"variant": "lagrange"}, "vp_linear", {}, 3),
+    ("dpm++3m", {"variant": "lagrange"}, "edm", {}, 3),
+    ("dpm++3m", {"variant": "lagrange"}, "linear", {"t_min": 1e-3, "grid": "uniform_logsnr"}, 3),  # alpha = 0
     ("deis", {"order": 2}, "vp_linear", {}, 2),
     ("deis", {"order": 3}, "vp_linear", {}, 3),
+    ("deis", {"order": 3, "space": "rho"}, "vp_linear", {}, 3),
     ("unipc", {"order": 1}, "vp_linear", {}, 2),  # UniC adds one order
     ("unipc", {"order": 2}, "vp_linear", {}, 3),
     ("unipc", {"order": 2}, "edm", {}, 3),
@@ -172,8 +173,8 @@ def test_deis_on_even_rho_steps_is_plms():
     proc, model = _setup("edm", SMOOTH)
     kw = {"t_max": 3.0, "t_min": 0.1, "grid": "uniform_t", "steps": 20}
     for k in (2, 3):
-        a = _run(model, proc, (16, 2), "deis", order=k, **kw)
-        b = _run(model, proc, (16, 2), "pndm", order=k, **kw)
+        a = _run(model, proc, (16, 2), "deis", order=k, space="rho", **kw)
+        b = _run(model, proc, (16, 2), "pndm", order=k, warmup="ab", lower_order_final=True, **kw)
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
 
 

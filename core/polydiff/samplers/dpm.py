@@ -263,27 +263,45 @@ def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple 
     return x_s, _push(hist, (d, lam), 1)
 
 
-@register("dpm++3m", "DPM-Solver++(3M): 3rd-order multistep, data prediction, exact Lagrange integration",
-          lower_order_final=True)
+@register("dpm++3m", "DPM-Solver++(3M): multistep on the last 3 data predictions (Lu et al. 2022); variant "
+          "published (the dpm-solver / diffusers update, observed order 2) or lagrange (exact integration, order 3)",
+          lower_order_final=True, variant="published")
 def dpmpp_3m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
-    """The data prediction interpolated through the last three outputs as a polynomial in
-    ``lam`` and integrated exactly against ``e^(tau - h)``: the moments are
-    ``int_0^1 e^(-h (1 - v)) v^j dv = j! phi_{j+1}(-h)``. (dpm-solver's / diffusers' 3M weights
-    the second-difference term by half of this exact integral, which is second order only.)
+    """The data prediction as the polynomial in ``v = (lam - lam_t) / h`` through the last
+    three outputs, ``x0 ~ c_0 + c_1 v + c_2 v^2``, integrated against ``e^(tau - h)``.
+
+    ``variant="published"`` (default): the update of the DPM-Solver++ paper, the official
+    DPM-Solver code and diffusers, ``x_s = (sigma_s/sigma_t) x + alpha_s h (phi_1 D0 + phi_2 D1
+    + phi_3 D2)`` (``phi_k`` at ``-h``; ``D1 = c_1``, ``D2 = c_2`` are its finite differences),
+    with the midpoint 2M update (``D1`` weighted by ``phi_1 / 2``) while only two outputs
+    exist or on the second-to-last step of a short grid. The exact weight of ``c_2`` is
+    ``2 phi_3``: the published update halves it, an ``O(h^3)`` local error.
+    ``variant="lagrange"``: the exact integral, moments ``j! phi_{j+1}(-h)`` at every order.
     """
-    return _dpmpp_multistep(x, d, ct, cs, hist, ctx, 3)
+    variant = ctx.options["variant"]
+    check_option("variant", variant, ("published", "lagrange"))
+    return _dpmpp_multistep(x, d, ct, cs, hist, ctx, 3, exact=variant == "lagrange")
 
 
 def _dpmpp_multistep(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext,
-                     order: int) -> tuple[Tensor, tuple]:
+                     order: int, exact: bool = True) -> tuple[Tensor, tuple]:
+    """DPM-Solver++ of ``order`` on the last outputs: ``sum_j c_j moment_j`` with the moments
+    ``int_0^1 e^(-h (1 - v)) v^j dv = j! phi_{j+1}(-h)`` (``exact``) or the published ones
+    (``phi_1, phi_1 / 2`` at order 2, ``phi_1, phi_2, phi_3`` at order 3)."""
     h, emh, ok, lam = _lam_step(ct, cs)
     x_s = torch.addcmul((cs.sigma / ct.sigma) * x, cs.alpha * (1 - emh), d)
     k = step_order(order, ctx, 1 + len(hist or ()))
     if k > 1:
         prev = hist[: k - 1]
         nodes = [0.0] + [(lp - lam) / h for _, lp in prev]
-        m = phis(-h, k)
-        w = lagrange_weights(nodes, [_mul(math.factorial(j), m[..., j]) for j in range(k)], start=1)
+        m = phis(-h, 1 if k == 2 and not exact else k)
+        if exact:
+            moments = [_mul(math.factorial(j), m[..., j]) for j in range(k)]
+        elif k == 2:
+            moments = [m[..., 0], 0.5 * m[..., 0]]
+        else:
+            moments = [m[..., j] for j in range(k)]
+        w = lagrange_weights(nodes, moments, start=1)
         g = torch.where(ok, cs.alpha * h, 0.0)
         for wk, (dk, _) in zip(w, prev):
             x_s = torch.addcmul(x_s, g * wk, dk - d)

@@ -12,7 +12,8 @@ With ``eps_hat = eps`` every one of them is DDIM. UniPC (Zhao et al. 2023) works
 prediction in log-SNR like DPM-Solver++ and adds a corrector that reuses the next model call.
 
 Every method carries its history explicitly (newest first) and takes lower orders while it
-warms up and, with ``lower_order_final`` on grids of fewer than 15 steps, on the last steps.
+warms up (PLMS by default spends one extra model call instead, as diffusers does) and, with
+``lower_order_final`` on grids of fewer than 15 steps, on the last steps.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from ..processes.gaussian import Coefs
 from .base import StepContext, register
-from .dpm import LAM_CLIP, check_option, clip_lam, data_first_order, lagrange_weights, lam_step, phi, step_order
+from .dpm import LAM_CLIP, check_option, clip_lam, data_first_order, lagrange_weights, lam_step, phi, phis, step_order
 
 _RHO_MAX = math.exp(LAM_CLIP)
 
@@ -42,24 +43,43 @@ def _transfer(d: Tensor, e: Tensor, e_hat: Tensor | None, ct: Coefs, cs: Coefs) 
 
 
 # ----------------------------------------------------------------------------- DEIS
-@register("deis", "DEIS (Zhang & Chen 2022), rho-AB: Lagrange polynomial of eps in rho = sigma/alpha, integrated "
-          "exactly; order 1 is DDIM", order=3, lower_order_final=True)
+@register("deis", "DEIS (Zhang & Chen 2022): Lagrange polynomial of eps in log rho (default, as diffusers' "
+          "DEISMultistepScheduler) or in rho = sigma/alpha, integrated exactly in rho; order 1 is DDIM",
+          order=3, lower_order_final=True, space="logrho")
 def deis(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
     """``eps_hat`` is the mean over ``[rho_t, rho_s]`` of the polynomial through the last
-    ``order`` noise predictions at their ``rho`` (variable steps, per element)."""
-    order = ctx.options["order"]
+    ``order`` noise predictions (variable steps, per element), as a function of:
+
+    - ``space="logrho"`` (default; DEIS's "log-rho AB", diffusers' only formulation):
+      ``log rho = -lam``. In ``v = (lam - lam_t) / h`` the mean of ``v^j`` is
+      ``j! phi_{j+1}(h) / phi_1(h)``, which makes this the multistep DPM-Solver on the noise
+      prediction with exact Lagrange integration;
+    - ``space="rho"``: ``rho`` itself, where the mean of ``v^j`` is ``1 / (j + 1)`` (the
+      "rho-AB" variant; on evenly spaced ``rho`` it is PLMS).
+    """
+    order, space = ctx.options["order"], ctx.options["space"]
     check_option("order", order, (1, 2, 3))
+    check_option("space", space, ("logrho", "rho"))
     hist = hist or ()
-    rho_t = _rho(ct)
+    if space == "rho":
+        node_t = _rho(ct)
+        width = _rho(cs) - node_t
+    else:
+        width, node_t = lam_step(ct, cs)[0], clip_lam(ct.lam)
     k = step_order(order, ctx, 1 + len(hist))
     e_hat = None
     if k > 1:
-        width = _rho(cs) - rho_t
         prev = hist[: k - 1]
-        nodes = [0.0] + [(rk - rho_t) / width for _, rk in prev]
-        w = lagrange_weights(nodes, [1 / (j + 1) for j in range(k)])
-        e_hat = e + sum(wk * (ek - e) for wk, (ek, _) in zip(w[1:], prev))
-    return _transfer(d, e, e_hat, ct, cs), ((e, rho_t), *hist)[: max(order - 1, 0)]
+        nodes = [0.0] + [(nk - node_t) / width for _, nk in prev]
+        if space == "rho":
+            moments: list = [1 / (j + 1) for j in range(k)]
+        else:
+            m = phis(width, k)
+            moments = [1.0] + [math.factorial(j) * m[..., j] / m[..., 0] for j in range(1, k)]
+        e_hat = e
+        for wk, (ek, _) in zip(lagrange_weights(nodes, moments, start=1), prev):
+            e_hat = torch.addcmul(e_hat, wk, ek - e)
+    return _transfer(d, e, e_hat, ct, cs), ((e, node_t), *hist)[: max(order - 1, 0)]
 
 
 # ----------------------------------------------------------------------------- PLMS and GHVB
@@ -91,14 +111,28 @@ def _momentum(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple
     return _transfer(d, e, e_hat, ct, cs), vs[: max(order - 1, 1)]
 
 
-@register("pndm", "PLMS / pseudo linear multistep (Liu et al. 2022): Adams-Bashforth on eps with DDIM's transfer, "
-          "lower-order warm-up", order=4, lower_order_final=True)
+@register("pndm", "PLMS / pseudo linear multistep (Liu et al. 2022): Adams-Bashforth on eps with DDIM's transfer; "
+          "warm-up by a pseudo improved Euler step (as diffusers / LDM, N + 1 calls) or lower-order AB",
+          order=4, lower_order_final=False, warmup="improved_euler")
 def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
     """Fixed Adams-Bashforth weights (55, -59, 37, -9) / 24 for order 4, as in PLMS: they
     assume evenly spaced steps, so on other grids the method is consistent but of low order.
-    The warm-up uses AB1-AB3 (PLMS), not PNDM's pseudo Runge-Kutta steps."""
-    order = ctx.options["order"]
+
+    ``warmup="improved_euler"`` (default): the first step is PNDM's pseudo improved Euler
+    (DDIM to ``s``, one more model call there, then DDIM's transfer from ``t`` along the mean of
+    the two noise predictions; only the first is kept), then AB2, AB3, AB4: the PLMS of LDM and
+    diffusers' PNDMScheduler with ``skip_prk_steps`` (one extra model call in all).
+    From a time with ``alpha = 0`` (a rectified flow's noise end) the first step is DDIM.
+    ``warmup="ab"``: AB1 (DDIM) to AB3 on the first steps, one call per step. Neither runs
+    PNDM's pseudo Runge-Kutta warm-up (12 calls). diffusers keeps the full order to the end
+    (``lower_order_final=False``)."""
+    order, warmup = ctx.options["order"], ctx.options["warmup"]
     check_option("order", order, (1, 2, 3, 4))
+    check_option("warmup", warmup, ("improved_euler", "ab"))
+    if hist is None and order > 1 and warmup == "improved_euler" and ctx.n > 1:
+        _, e1 = ctx.denoise(_transfer(d, e, None, ct, cs), ctx.s)
+        half = 0.5 * (ct.alpha > 0).to(e.dtype)  # from alpha = 0 (infinite rho) only DDIM is finite
+        return _transfer(d, e, torch.lerp(e, e1, half), ct, cs), (e,)
     return _momentum(x, d, e, ct, cs, hist, ctx, order, 1.0)
 
 
