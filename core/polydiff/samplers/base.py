@@ -40,6 +40,9 @@ class StepContext(NamedTuple):
     field_norm: Callable[[Tensor], Tensor]  # per-sample, per-field L2 norm, packed like x
     options: dict[str, Any]
     t_of_lam: Callable[[Tensor], Tensor] | None = None  # reference schedule's inverse lam (intermediate stages)
+    # (fractions) -> [(u, coefs at u)]: times at those fractions of this step's reference log-SNR
+    # interval, evaluated for the whole grid at once by the driver (singlestep methods' stages)
+    stages: Callable[[tuple[float, ...]], list[tuple[Tensor, Coefs]]] | None = None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,8 @@ def _intermediate(ctx: StepContext, lt: Tensor, ls: Tensor, rs: tuple[float, ...
     """The times at fractions ``rs`` of the reference field's (clipped) log-SNR step from
     ``lt`` to ``ls`` (one inverse-lam evaluation for all of them), and the packed schedule
     values there (each field's own ``lam`` at that time)."""
+    if ctx.stages is not None:  # precomputed by the driver for the whole grid
+        return ctx.stages(rs)
     if ctx.t_of_lam is None:
         raise ValueError("singlestep DPM-Solver needs StepContext.t_of_lam (the driver passes the reference "
                          "schedule's inverse log-SNR)")

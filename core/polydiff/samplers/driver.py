@@ -33,6 +33,7 @@ from ..random import Noise, sample_categorical
 from ..state import FieldSpec, Packer, State, as_fields
 from ..structures import Plain
 from .base import SamplerDef, StepContext, get_sampler
+from .dpm import clip_lam
 
 Model = Callable[..., Any]
 
@@ -151,6 +152,7 @@ class SamplingLoop:
         self.x = self.packer.pack(state).to(dtype) if self.packer.names else None
         self.hist: Any = None
         self.last: dict[str, Tensor] = {}
+        self._stages: dict[tuple[float, ...], list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]] = {}
 
     # -- state access --
     @property
@@ -251,21 +253,26 @@ class SamplingLoop:
         p, b, dt = self.packer, self.batch, self.dtype
         tc = self._tc[i] if t is None else _col(t, dt)
         sc = self._tc[i + 1] if s is None else _col(s, dt)
-        known = {id(tc): (tc, i), id(sc): (sc, i + 1)} if t is None and s is None else {}
+        on_grid = t is None and s is None
+        # stage time -> (time, packed coefficients, per-field views, model time), by identity
         memo: dict[int, tuple[Tensor, Coefs, dict[str, Coefs], Tensor]] = {}
+        if on_grid:
+            memo.update({id(tc): (tc, self.coefs[i], self._views[i], self._tm[i]),
+                         id(sc): (sc, self.coefs[i + 1], self._views[i + 1], self._tm[i + 1])})
 
         def at(u: Tensor) -> tuple[Coefs, dict[str, Coefs], Tensor]:
             """Packed coefficients, their per-field views and the model's time at ``u``."""
-            hit = known.get(id(u))
-            if hit is not None and hit[0] is u:
-                j = hit[1]
-                return self.coefs[j], self._views[j], self._tm[j]
             got = memo.get(id(u))
             if got is None or got[0] is not u:
                 flat = u.reshape(-1) if u.dim() > 1 else u
                 c = _cast(p.coefs(flat, b), dt)
                 got = memo[id(u)] = (u, c, {k: p.field_view(c, k, b) for k in p.names}, _time(flat, b, dt))
             return got[1], got[2], got[3]
+
+        def stages(rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
+            rows = self._stage_table(tuple(rs))[i]
+            memo.update({id(r[0]): r for r in rows})
+            return [(r[0], r[1]) for r in rows]
 
         def denoise(xu: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
             _, views, tm = at(u)
@@ -278,7 +285,25 @@ class SamplingLoop:
 
         t_of_lam = self.ref.t_of_lam if self.ref is not None else None
         return StepContext(i, self.n, tc, sc, denoise, coefs, self.structured_noise, self.field_norm, self.opts,
-                           t_of_lam)
+                           t_of_lam, stages if on_grid and self.ref is not None else None)
+
+    def _stage_table(self, rs: tuple[float, ...]) -> list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]:
+        """For every step, the times at fractions ``rs`` of its reference log-SNR interval (the
+        reference field's, clipped as the methods clip it) with their packed coefficients,
+        per-field views and model times: one schedule evaluation for the whole grid, made on
+        first use (singlestep DPM-Solver's stages)."""
+        if rs not in self._stages:
+            lam = clip_lam(self.ref.lam(self.ts))  # (K+1,) or (K+1, B), float64
+            frac = torch.tensor(rs, dtype=torch.float64, device=lam.device)
+            lt, ls = lam[:-1].unsqueeze(1), lam[1:].unsqueeze(1)  # (K, 1[, B])
+            frac = frac.reshape(1, -1, *([1] * (lam.dim() - 1)))
+            times = self.ref.t_of_lam(lt + frac * (ls - lt)).flatten(0, 1)  # (K * R[, B])
+            coefs = self.packer.grid_coefs(times, self.batch, self.dtype)
+            us = times.to(self.dtype).unbind(0)
+            entries = [(u, c, {k: self.packer.field_view(c, k, self.batch) for k in self.packer.names},
+                        _time(u, self.batch, self.dtype)) for u, c in zip(us, coefs, strict=True)]
+            self._stages[rs] = [entries[j:j + len(rs)] for j in range(0, len(entries), len(rs))]
+        return self._stages[rs]
 
     def renoise(self, i: int) -> None:
         """Take the Gaussian fields from ``ts[i+1]`` back to ``ts[i]`` by the forward transition
