@@ -213,18 +213,24 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
     lt, ls = clip_lam(ct.lam), clip_lam(cs.lam)
     h, ok = ls - lt, torch.isfinite(cs.lam - ct.lam)
     keep = ok.to(x.dtype)  # lerp weight 1 (the stage) where ok, 0 (x itself) elsewhere: exact either way
+
+    def guard(stage: Tensor) -> Tensor:
+        # lam is infinite only where alpha = 0 (the largest time) or sigma = 0 (time 0), so
+        # only a grid's first or last step can be infinite: the others skip the full-size lerp
+        return torch.lerp(x, stage, keep) if ctx.i in (0, ctx.n - 1) else stage
+
     if order == 2:
         ((u1, c1),) = _intermediate(ctx, lt, ls, (0.5,))
-        _, e1 = ctx.denoise(torch.lerp(x, _ddim(d, e, c1), keep), u1)  # DDIM to s1
+        _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)  # DDIM to s1
         # sigma_s h phi_1(h) h / (2 h1) (e1 - e), with h phi_1(h) = e^h - 1
         k = torch.where(ok, cs.sigma * torch.expm1(h) * h / (clip_lam(c1.lam) - lt), 0.0)
         return torch.addcmul(ddim, k, e1 - e, value=-0.5)
     (u1, c1), (u2, c2) = _intermediate(ctx, lt, ls, (1 / 3, 2 / 3))
     h1, h2 = clip_lam(c1.lam) - lt, clip_lam(c2.lam) - lt
     p2 = phis(torch.stack(torch.broadcast_tensors(h2, h)), 2)[..., 1]  # phi_2 at h2 and h
-    _, e1 = ctx.denoise(torch.lerp(x, _ddim(d, e, c1), keep), u1)
+    _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)
     x2 = torch.addcmul(_ddim(d, e, c2), torch.where(ok, c2.sigma * h2**2 * p2[0] / h1, 0.0), e1 - e, value=-1)
-    _, e2 = ctx.denoise(torch.lerp(x, x2, keep), u2)
+    _, e2 = ctx.denoise(guard(x2), u2)
     return torch.addcmul(ddim, torch.where(ok, cs.sigma * h**2 * p2[1] / h2, 0.0), e2 - e, value=-1)
 
 
