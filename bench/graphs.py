@@ -521,6 +521,18 @@ def _training_line(t: dict[str, Any]) -> str:
             f"{p['total']:,} ({parts})")
 
 
+def _graph_cells(s: dict[str, Any]) -> str:
+    """The metric cells of a generic-graph table row."""
+    return (f"{_fmt(s['degree'])} | {_fmt(s['cluster'])} | {_fmt(s['orbit'])} | {_fmt(s['spectral'])} | "
+            f"{_fmt(s['unique'], 2)} | {_fmt(s['novel'], 2)} |")
+
+
+def _mol_cells(s: dict[str, Any]) -> str:
+    """The metric cells of a molecule table row."""
+    return (f"{_fmt(s['validity'], 3)} | {_fmt(s['validity_corrected'], 3)} | {_fmt(s['uniqueness'], 3)} | "
+            f"{_fmt(s.get('novelty'), 3)} | {_fmt(s.get('nspdk'))} | {_fmt(s.get('fcd'), 2)} |")
+
+
 def render(results: dict[str, Any]) -> str:
     """The markdown report from the JSON results (every part that has run)."""
     parts = results.get("parts", {})
@@ -542,8 +554,7 @@ def render(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in r["samplers"].items():
             lines.append(f"| {name} | {s['steps']} | {s['nfe_per_graph']} | {_fmt(s['seconds_per_graph'], 3)} | "
-                         f"{_fmt(s['degree'])} | {_fmt(s['cluster'])} | {_fmt(s['orbit'])} | {_fmt(s['spectral'])} | "
-                         f"{_fmt(s['unique'], 2)} | {_fmt(s['novel'], 2)} |")
+                         + _graph_cells(s))
         tv = r["train_vs_test"]
         lines += [f"| training graphs vs test | – | – | – | {_fmt(tv['degree'])} | {_fmt(tv['cluster'])} | "
                   f"{_fmt(tv['orbit'])} | {_fmt(tv['spectral'])} | – | – |",
@@ -561,9 +572,7 @@ def render(results: dict[str, Any]) -> str:
                   "novel | NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in r["samplers"].items():
             lines.append(f"| {name} | {s['steps']} | {s['nfe_per_graph']} | {_fmt(s['seconds_per_graph'], 4)} | "
-                         f"{_fmt(s['validity'], 3)} | {_fmt(s['validity_corrected'], 3)} | "
-                         f"{_fmt(s['uniqueness'], 3)} | "
-                         f"{_fmt(s.get('novelty'), 3)} | {_fmt(s.get('nspdk'))} | {_fmt(s.get('fcd'), 2)} |")
+                         + _mol_cells(s))
         lines += [f"| **{pp['source']}** | 1000 | 2000 | – | {pp['validity']} | – | – | – | – | – |", "",
                   f"{r['budget']['num']} molecules; validity without correction is over all generated graphs "
                   "(GDSS issue #3); uniqueness and novelty are over valid molecules before correction, the "
@@ -580,14 +589,11 @@ def render(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|",
                   f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
                   f"({s_['blocks_per_graph']:.1f} blocks) | "
-                  f"{_fmt(s_['seconds_per_graph'], 3)} | {_fmt(s_['degree'])} | {_fmt(s_['cluster'])} | "
-                  f"{_fmt(s_['orbit'])} | {_fmt(s_['spectral'])} | {_fmt(s_['unique'], 2)} | {_fmt(s_['novel'], 2)} |"]
+                  f"{_fmt(s_['seconds_per_graph'], 3)} | " + _graph_cells(s_)]
         if "gdss_cs" in parts:
             for name, g in parts["gdss_cs"]["samplers"].items():
                 lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
-                             f"{_fmt(g['seconds_per_graph'], 3)} | {_fmt(g['degree'])} | {_fmt(g['cluster'])} | "
-                             f"{_fmt(g['orbit'])} | {_fmt(g['spectral'])} | {_fmt(g['unique'], 2)} | "
-                             f"{_fmt(g['novel'], 2)} |")
+                             f"{_fmt(g['seconds_per_graph'], 3)} | " + _graph_cells(g))
         lines += ["", "Same data, split, test set and metrics as the GDSS section (isolated nodes dropped from "
                   "generated graphs as GDSS does); NFE per graph counts every network call, the block-size "
                   "predictions included.", ""]
@@ -600,15 +606,11 @@ def render(results: dict[str, Any]) -> str:
                   "NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|",
                   f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
                   f"({s_['blocks_per_graph']:.1f} blocks) | "
-                  f"{_fmt(s_['seconds_per_graph'], 4)} | {_fmt(s_['validity'], 3)} | "
-                  f"{_fmt(s_['validity_corrected'], 3)} | {_fmt(s_['uniqueness'], 3)} | {_fmt(s_.get('novelty'), 3)} | "
-                  f"{_fmt(s_.get('nspdk'))} | {_fmt(s_.get('fcd'), 2)} |"]
+                  f"{_fmt(s_['seconds_per_graph'], 4)} | " + _mol_cells(s_)]
         if "gdss_qm9" in parts:
             for name, g in parts["gdss_qm9"]["samplers"].items():
                 lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
-                             f"{_fmt(g['seconds_per_graph'], 4)} | {_fmt(g['validity'], 3)} | "
-                             f"{_fmt(g['validity_corrected'], 3)} | {_fmt(g['uniqueness'], 3)} | "
-                             f"{_fmt(g.get('novelty'), 3)} | {_fmt(g.get('nspdk'))} | {_fmt(g.get('fcd'), 2)} |")
+                             f"{_fmt(g['seconds_per_graph'], 4)} | " + _mol_cells(g))
         lines += [f"| **{pp['source']}** | 50 per block | – | – | {pp['validity']} | – | {pp['uniqueness']} | – | – "
                   "| – |", ""]
     if "scaling" in parts:
