@@ -135,6 +135,8 @@ class Packer:
         rows = c.alpha.shape[0]
         if self.single:
             target = (rows, *([1] * len(shape))) if c.alpha.shape[1] == 1 else (rows, *shape)
+            if tuple(c.alpha.shape) == target:  # e.g. (1, 1) scalars for a (B, D) field: already shaped
+                return c
             return Coefs(*(v.reshape(target) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
         j = self.names.index(name)
         lo = sum(self.sizes[:j])
