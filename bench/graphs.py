@@ -533,6 +533,16 @@ def _mol_cells(s: dict[str, Any]) -> str:
             f"{_fmt(s.get('novelty'), 3)} | {_fmt(s.get('nspdk'))} | {_fmt(s.get('fcd'), 2)} |")
 
 
+def _pard_vs_gdss(pard: dict[str, Any], gdss: dict[str, Any] | None, cells: Any, digits: int) -> list[str]:
+    """Table rows: PARD, then every GDSS sampler of the same dataset (when that part ran)."""
+    rows = [f"| PARD | {pard['steps']} per block | {pard['nfe_per_graph']:.0f} ({pard['blocks_per_graph']:.1f} "
+            f"blocks) | {_fmt(pard['seconds_per_graph'], digits)} | " + cells(pard)]
+    for name, g in (gdss or {}).get("samplers", {}).items():
+        rows.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | {_fmt(g['seconds_per_graph'], digits)} | "
+                    + cells(g))
+    return rows
+
+
 def render(results: dict[str, Any]) -> str:
     """The markdown report from the JSON results (every part that has run)."""
     parts = results.get("parts", {})
@@ -587,13 +597,7 @@ def render(results: dict[str, Any]) -> str:
                   f"{r['order']['max_block_size']}, degrees up to {r['order']['max_block_degree']}.", "",
                   "| model | steps | NFE / graph | s / graph | degree | cluster | orbit | spectral | unique | novel |",
                   "|---|---|---|---|---|---|---|---|---|---|",
-                  f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
-                  f"({s_['blocks_per_graph']:.1f} blocks) | "
-                  f"{_fmt(s_['seconds_per_graph'], 3)} | " + _graph_cells(s_)]
-        if "gdss_cs" in parts:
-            for name, g in parts["gdss_cs"]["samplers"].items():
-                lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
-                             f"{_fmt(g['seconds_per_graph'], 3)} | " + _graph_cells(g))
+                  *_pard_vs_gdss(s_, parts.get("gdss_cs"), _graph_cells, 3)]
         lines += ["", "Same data, split, test set and metrics as the GDSS section (isolated nodes dropped from "
                   "generated graphs as GDSS does); NFE per graph counts every network call, the block-size "
                   "predictions included.", ""]
@@ -604,13 +608,7 @@ def render(results: dict[str, Any]) -> str:
         lines += ["## PARD on QM9", "", f"Command: `{r['command']}`", "", "Training: " + _training_line(r["training"]),
                   "", "| model | steps | NFE / mol | s / mol | validity w/o corr. | validity corr. | unique | novel | "
                   "NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|",
-                  f"| PARD | {s_['steps']} per block | {s_['nfe_per_graph']:.0f} "
-                  f"({s_['blocks_per_graph']:.1f} blocks) | "
-                  f"{_fmt(s_['seconds_per_graph'], 4)} | " + _mol_cells(s_)]
-        if "gdss_qm9" in parts:
-            for name, g in parts["gdss_qm9"]["samplers"].items():
-                lines.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | "
-                             f"{_fmt(g['seconds_per_graph'], 4)} | " + _mol_cells(g))
+                  *_pard_vs_gdss(s_, parts.get("gdss_qm9"), _mol_cells, 4)]
         lines += [f"| **{pp['source']}** | 50 per block | – | – | {pp['validity']} | – | {pp['uniqueness']} | – | – "
                   "| – |", ""]
     if "scaling" in parts:

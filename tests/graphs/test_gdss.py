@@ -12,6 +12,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import torch
+from graphs_helpers import tiny_overrides
 
 import polydiff
 from polydiff import FieldSpec, GaussianProcess, Plain, VPLinear
@@ -180,17 +181,13 @@ def test_recipes_are_listed_and_valid(modality):
         assert cfg.modality == "graphs" and cfg.model.name == "gdss"
 
 
-def _tiny(recipe: str, **data) -> list[str]:
-    sets = [f"model.{k}={v}" for k, v in TINY.items()]
-    sets += [f"data.{k}={v}" for k, v in data.items()]
-    sets += ["train.max_steps=3", "train.batch_size=8", "train.checkpoint_every=3", "train.progress=false",
-             "train.logger=none", "train.threads=1", "sample.steps=4", "sample.num=4"]
-    return sets
+def _tiny(**data) -> list[str]:
+    return tiny_overrides(TINY, 4, **data)
 
 
 def test_gdss_end_to_end_community(tmp_path, modality):
     cfg = load_config(RECIPES / "community_small_gdss.yaml",
-                      _tiny("community_small_gdss", name="community_small", num_graphs=20))
+                      _tiny(name="community_small", num_graphs=20))
     run = polydiff.train(cfg, tmp_path / "run", verbose=False)
     assert run.step == 3 and run.checkpoint.is_file()
     gen = polydiff.load(run.checkpoint)
@@ -218,7 +215,7 @@ def test_gdss_end_to_end_community(tmp_path, modality):
 
 
 def test_gdss_end_to_end_molecules(tmp_path, modality):
-    cfg = load_config(RECIPES / "qm9_gdss.yaml", [*_tiny("qm9_gdss"), "data.name=nci", "data.limit=60",
+    cfg = load_config(RECIPES / "qm9_gdss.yaml", [*_tiny(), "data.name=nci", "data.limit=60",
                                                    "data.file=null"])
     cfg.data.options.pop("file", None)
     run = polydiff.train(cfg, tmp_path / "run", verbose=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import torch
+from graphs_helpers import tiny_overrides
 
 import polydiff
 from polydiff.cli import main as cli
@@ -192,11 +193,7 @@ def test_fields_and_errors(modality, setup):
 # -- end to end ---------------------------------------------------------------------------------
 
 def _tiny(**data) -> list[str]:
-    sets = [f"model.{k}={v}" for k, v in TINY.items()]
-    sets += [f"data.{k}={v}" for k, v in data.items()]
-    sets += ["train.max_steps=3", "train.batch_size=8", "train.checkpoint_every=3", "train.progress=false",
-             "train.logger=none", "train.threads=1", "sample.steps=3", "sample.num=4"]
-    return sets
+    return tiny_overrides(TINY, 3, **data)
 
 
 def test_pard_end_to_end_community(tmp_path, modality):
