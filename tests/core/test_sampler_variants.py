@@ -214,6 +214,8 @@ def bench():
     # Stable Diffusion 1.x's PLMS settings: the last step ends at timestep 0 (our driver ends a
     # grid at sigma = 0 with the clean estimate, diffusers with set_alpha_to_one by one more AB4 step)
     ("pndm", "PNDMScheduler", {"set_alpha_to_one": False, "steps_offset": 1}),
+    # singlestep DPM-Solver-2 with stages="grid": the middle timestep of each pair is the stage
+    ("dpm_solver2", "DPMSolverSinglestepScheduler", {}),
 ])
 @pytest.mark.parametrize("nfe", [5, 12, 20])
 def test_defaults_equal_diffusers_sample_by_sample(bench, algorithm, scheduler, config, nfe):
@@ -236,3 +238,36 @@ def test_defaults_equal_diffusers_sample_by_sample(bench, algorithm, scheduler, 
     diff = ((ours.x.double() - theirs.x.double()) ** 2).mean(1).sqrt()
     scale = max(1.0, float(theirs.x.abs().max()))
     assert float(diff.quantile(0.99)) < 1e-4 * scale, float(diff.quantile(0.99))
+
+
+# ----------------------------------------------------------------------------- singlestep stage placement
+@pytest.mark.parametrize("name", ["dpm_solver2", "dpm_solver3"])
+def test_grid_stages_on_a_uniform_logsnr_grid_are_the_papers(name):
+    """The inner points of a finer uniform log-SNR grid are the log-SNR fractions of each step,
+    so both placements give the same samples there; on a Karras grid they differ."""
+    gmm = GaussianMixture.random(k=3, dim=2, seed=5)
+    proc = GaussianProcess("vp_linear")
+    model = ExactDenoiser(gmm, proc)
+    runs = {st: pd.sample(model, proc, (64, 2), sampler=name, steps=6, seed=1, stages=st)
+            for st in ("logsnr", "grid")}
+    assert torch.allclose(runs["logsnr"], runs["grid"], atol=1e-5)
+    edm = GaussianProcess("edm", sigma_min=0.002, sigma_max=80.0)
+    model = ExactDenoiser(gmm, edm)
+    runs = {st: pd.sample(model, edm, (64, 2), sampler=name, steps=6, seed=1, stages=st)
+            for st in ("logsnr", "grid")}
+    assert (runs["logsnr"] - runs["grid"]).abs().max() > 1e-3
+
+
+def test_grid_stages_need_whole_steps_and_known_values():
+    proc = GaussianProcess("vp_linear")
+    grid = torch.linspace(1.0, 1e-3, 6, dtype=torch.float64)  # 5 intervals: not whole 2-stage steps
+    with pytest.raises(ValueError, match="multiple of 2 intervals"):
+        pd.sample(lambda x, t: 0 * x, proc, (2, 2), sampler="dpm_solver2", grid=grid, stages="grid")
+    with pytest.raises(ValueError, match="stages='gird' is not allowed"):
+        pd.sample(lambda x, t: 0 * x, proc, (2, 2), sampler="dpm_solver3", steps=2, stages="gird")
+    # a user grid lists every model call: 3 steps of 2 stages
+    calls = []
+    pd.sample(lambda x, t: calls.append(float(t[0])) or 0 * x, proc, (2, 2), sampler="dpm_solver2",
+              grid=torch.linspace(1.0, 1e-3, 7, dtype=torch.float64), stages="grid")
+    assert len(calls) == 6
+    assert calls == pytest.approx(torch.linspace(1.0, 1e-3, 7, dtype=torch.float64)[:-1].tolist(), abs=1e-6)

@@ -109,6 +109,8 @@ ORDERS = [  # (sampler, options, schedule, grid keywords, expected order)
     ("dpm_solver2", {}, "vp_linear", {}, 2),
     ("dpm_solver3", {}, "vp_linear", {}, 3),
     ("dpm_solver3", {}, "edm", {}, 3),
+    ("dpm_solver2", {"stages": "grid"}, "edm", {}, 2),
+    ("dpm_solver3", {"stages": "grid"}, "edm", {}, 3),
     ("dpm++2m", {}, "vp_linear", {}, 2),
     ("dpm++3m", {"variant": "lagrange"}, "vp_linear", {}, 3),
     ("dpm++3m", {"variant": "lagrange"}, "edm", {}, 3),

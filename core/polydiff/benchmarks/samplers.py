@@ -437,6 +437,7 @@ class Spec:
     identical: bool = False
     steps_for_nfe: Callable[[int], int] = lambda nfe: nfe
     stride: int = 1  # singlestep order-k methods: our grid keeps every k-th diffusers timestep
+    default_stride: int = 0  # > 0: also run our default options on every k-th timestep (informational)
     sde: bool = False  # draws noise: compared by SW2 averaged over repeats with fresh noise
     note: str = ""
     equiv_tol: float = EQUIV_TOL  # same-maths tolerance (looser only where the note says why)
@@ -487,11 +488,14 @@ def diffusers_specs() -> list[Spec]:
         Spec("dpm_solver1", "DPMSolverSinglestepScheduler", "vp", {**single, "solver_order": 1}, end="k0",
              identical=True),
         Spec("dpm_solver2", "DPMSolverSinglestepScheduler", "vp", {**single, "solver_order": 2}, end="k0",
-             steps_for_nfe=lambda nfe: 2 * max(nfe // 2, 1), stride=2,
-             note="diffusers' stage is the middle timestep, ours the log-SNR midpoint"),
+             options={"stages": "grid"}, identical=True, steps_for_nfe=lambda nfe: 2 * max(nfe // 2, 1),
+             default_stride=2, note="stages='grid' (diffusers' placement: the middle timestep); our default, the "
+                                    "paper's log-SNR midpoint, is reported beside it"),
         Spec("dpm_solver3", "DPMSolverSinglestepScheduler", "vp", {**single, "solver_order": 3}, end="k0",
-             steps_for_nfe=lambda nfe: 3 * max(nfe // 3, 1), stride=3,
-             note="diffusers' stages are the inner timesteps, ours at 1/3 and 2/3 of the log-SNR step"),
+             options={"stages": "grid"}, steps_for_nfe=lambda nfe: 3 * max(nfe // 3, 1), default_stride=3,
+             note="stages='grid' (diffusers' placement: the inner timesteps); not the same maths because the "
+                  "second stage is the paper's phi_2 update, diffusers' a midpoint one; our default (the paper's "
+                  "stages at 1/3 and 2/3 of the log-SNR step) is reported beside it"),
         Spec("pndm", "PNDMScheduler", "vp", {**leading, "skip_prk_steps": True, "set_alpha_to_one": True},
              steps_for_nfe=lambda nfe: max(nfe - 1, 2),
              note="PLMS with the improved-Euler warm-up (N+1 calls) in both; not the same maths only because our "
@@ -682,6 +686,12 @@ def _compare_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
         if pkey not in paths:
             paths[pkey] = converged(process, gmm, x_init, grid, max(cfg.path_steps // 2, 50))
         mo["path_rmse"], mt["path_rmse"] = rmse(ours.x, paths[pkey]), rmse(theirs.x, paths[pkey])
+    default = None
+    if spec.default_stride:  # our default options (e.g. the paper's stage placement) on the same grid
+        k = spec.default_stride
+        r = run_ours(process, gmm, spec.algorithm, x_init, grid=torch.cat([grid[:-1][::k], grid[-1:]]),
+                     seed=cfg.seed, dtype=cfg.dtype, torch_rng=True)
+        default = {**ev.metrics(r.x), "nfe": r.nfe, "path_rmse": None if spec.sde else rmse(r.x, paths[pkey])}
     oo = statistics.median(r.overhead_per_step for r in ours_runs)
     ot = statistics.median(r.overhead_per_step for r in theirs_runs)
     return {
@@ -700,7 +710,7 @@ def _compare_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
         "max_abs_diff": float((ours.x.double() - theirs.x.double()).abs().max()),
         "max_abs": float(theirs.x.abs().max()), "rmse_diff": rmse(ours.x, theirs.x),
         "diff_p99": float(((ours.x.double() - theirs.x.double()) ** 2).mean(1).sqrt().quantile(0.99)),
-        "repeats": len(ours_runs),
+        "repeats": len(ours_runs), "ours_default": default,
     }
 
 
@@ -1051,6 +1061,18 @@ def _diffusers_tables(dz: dict[str, Any]) -> list[str]:
                  f"{_f(t.get('path_rmse'))} | {_f(r.get('path_ratio'))} | {_f(r.get('diff_p99'), 2)} | "
                  f"{_f(r['max_abs_diff'], 2)} | {same} | "
                  f"{_f(r['grid_lam_mismatch'], 2)} |")
+    defaults = [r for r in dz["rows"] if r.get("ours_default")]
+    if defaults:
+        L += ["", "Our default options on the same model, grid and initial points, where the compared row sets "
+              "options to match diffusers (singlestep DPM-Solver: `stages='grid'` above, the paper's log-SNR "
+              "stage placement here, on every k-th timestep):", "",
+              "| algorithm | d | NFE | SW2 default | SW2 diffusers | path default | path diffusers | path ratio |",
+              "|---|---|---|---|---|---|---|---|"]
+        for r in defaults:
+            o, t = r["ours_default"], r["diffusers"]
+            pr = _num(o.get("path_rmse")) / _num(t.get("path_rmse")) if t.get("path_rmse") else None
+            L.append(f"| {r['algorithm']} | {r['dim']} | {o['nfe']} | {_f(o['sw2'])} | {_f(t['sw2'])} | "
+                     f"{_f(o.get('path_rmse'))} | {_f(t.get('path_rmse'))} | {_f(pr)} |")
     L += ["", "Per-step solver overhead (total minus model time, per grid step; microseconds, medians of "
           "interleaved repeats):", "",
           "| algorithm | diffusers scheduler | d | NFE | ours | diffusers | ratio |", "|---|---|---|---|---|---|---|"]

@@ -210,6 +210,7 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
     ddim = _ddim(d, e, cs)
     if order == 1:
         return ddim
+    check_option("stages", ctx.options["stages"], ("logsnr", "grid"))
     lt, ls = clip_lam(ct.lam), clip_lam(cs.lam)
     h, ok = ls - lt, torch.isfinite(cs.lam - ct.lam)
     keep = ok.to(x.dtype)  # lerp weight 1 (the stage) where ok, 0 (x itself) elsewhere: exact either way
@@ -239,14 +240,16 @@ def dpm_solver1(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: obj
     return _dpm_solver(x, d, e, ct, cs, ctx, 1), hist
 
 
-@register("dpm_solver2", "DPM-Solver-2 (Lu et al. 2022): singlestep 2nd order, midpoint in log-SNR, 2 NFE/step",
-          nfe_per_step=2)
+@register("dpm_solver2", "DPM-Solver-2 (Lu et al. 2022): singlestep 2nd order, 2 NFE/step; stage at the log-SNR "
+          "midpoint (stages='logsnr') or at the middle point of a twice finer grid (stages='grid', as diffusers)",
+          nfe_per_step=2, stages="logsnr")
 def dpm_solver2(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
     return _dpm_solver(x, d, e, ct, cs, ctx, 2), hist
 
 
-@register("dpm_solver3", "DPM-Solver-3 (Lu et al. 2022): singlestep 3rd order, stages at 1/3 and 2/3, 3 NFE/step",
-          nfe_per_step=3)
+@register("dpm_solver3", "DPM-Solver-3 (Lu et al. 2022): singlestep 3rd order, 3 NFE/step; stages at 1/3 and 2/3 "
+          "of the log-SNR step (stages='logsnr') or the inner points of a 3x finer grid (stages='grid', diffusers)",
+          nfe_per_step=3, stages="logsnr")
 def dpm_solver3(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
     return _dpm_solver(x, d, e, ct, cs, ctx, 3), hist
 

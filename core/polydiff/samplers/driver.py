@@ -118,7 +118,18 @@ class SamplingLoop:
         self.cat_names = [k for k, f in fields.items() if f.kind == "categorical"]
         self.man_names = [k for k, f in fields.items() if f.kind == "manifold"]
         self.ref = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
-        if self.ref is not None:
+        # option stages="grid" (singlestep methods): the stages are the inner points of a grid
+        # nfe_per_step times finer, and the steps walk every nfe_per_step-th point of it
+        self._fine: Tensor | None = None
+        if self.ref is not None and self.opts.get("stages") == "grid":
+            k = self.gdef.nfe_per_step
+            fine = make_grid(self.ref, steps * k, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
+            if (fine.shape[0] - 1) % k:
+                raise ValueError(f"sampler {sampler!r} with stages='grid' spends {k} grid intervals per step, so a "
+                                 f"user grid needs a multiple of {k} intervals; got {fine.shape[0] - 1}")
+            self._fine = fine.to(noise.device)
+            ts = fine[::k]
+        elif self.ref is not None:
             ts = make_grid(self.ref, steps, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
         elif isinstance(grid, Tensor):
             ts = grid.to(torch.float64)
@@ -293,11 +304,19 @@ class SamplingLoop:
         per-field views and model times: one schedule evaluation for the whole grid, made on
         first use (singlestep DPM-Solver's stages)."""
         if rs not in self._stages:
-            lam = clip_lam(self.ref.lam(self.ts))  # (K+1,) or (K+1, B), float64
-            frac = torch.tensor(rs, dtype=torch.float64, device=lam.device)
-            lt, ls = lam[:-1].unsqueeze(1), lam[1:].unsqueeze(1)  # (K, 1[, B])
-            frac = frac.reshape(1, -1, *([1] * (lam.dim() - 1)))
-            times = self.ref.t_of_lam(lt + frac * (ls - lt)).flatten(0, 1)  # (K * R[, B])
+            if self._fine is not None:  # stages="grid": the inner points of the finer grid
+                k = len(rs) + 1
+                if k != self.gdef.nfe_per_step:
+                    raise ValueError(f"stages='grid' gives {self.gdef.nfe_per_step - 1} stages per step, "
+                                     f"the method asked for {len(rs)}")
+                inner = [i * k + j for i in range(self.n) for j in range(1, k)]
+                times = self._fine[torch.tensor(inner, device=self._fine.device)]  # (K * R[, B])
+            else:
+                lam = clip_lam(self.ref.lam(self.ts))  # (K+1,) or (K+1, B), float64
+                frac = torch.tensor(rs, dtype=torch.float64, device=lam.device)
+                lt, ls = lam[:-1].unsqueeze(1), lam[1:].unsqueeze(1)  # (K, 1[, B])
+                frac = frac.reshape(1, -1, *([1] * (lam.dim() - 1)))
+                times = self.ref.t_of_lam(lt + frac * (ls - lt)).flatten(0, 1)  # (K * R[, B])
             coefs = self.packer.grid_coefs(times, self.batch, self.dtype)
             us = times.to(self.dtype).unbind(0)
             entries = [(u, c, {k: self.packer.field_view(c, k, self.batch) for k in self.packer.names},
