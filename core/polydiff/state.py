@@ -76,15 +76,19 @@ class Packer:
         self.shapes = {k: tuple(state[k].shape[1:]) for k in self.names}
         self.sizes = [int(torch.Size(self.shapes[k]).numel()) for k in self.names]
         self.single = len(self.names) == 1
+        # one field of shape (B, D) is its own packing: no reshape either way
+        self.flat = self.single and len(self.shapes[self.names[0]]) == 1
 
     def pack(self, state: Mapping[str, Tensor]) -> Tensor:
+        if self.flat:
+            return state[self.names[0]]
         parts = [state[k].reshape(state[k].shape[0], -1) for k in self.names]
         return parts[0] if self.single else torch.cat(parts, dim=1)
 
     def unpack(self, flat: Tensor) -> State:
         if self.single:
             k = self.names[0]
-            return {k: flat.reshape(flat.shape[0], *self.shapes[k])}
+            return {k: flat if self.flat else flat.reshape(flat.shape[0], *self.shapes[k])}
         chunks = torch.split(flat, self.sizes, dim=1)
         return {k: c.reshape(c.shape[0], *self.shapes[k]) for k, c in zip(self.names, chunks, strict=True)}
 
@@ -113,13 +117,18 @@ class Packer:
         per field for the whole grid, cast to ``dtype`` before broadcasting (so the per-step
         values are views, not copies)."""
         per = {k: self.fields[k].process.coefs(ts) for k in self.names}
+        if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts, one table for the grid
+            (c,) = per.values()
+            vals = (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)
+            if any(v.shape != ts.shape for v in vals):  # a schedule returning a constant as a scalar
+                vals = tuple(v.expand(ts.shape) for v in vals)
+            table = torch.stack(vals)  # (5, K+1)
+            flat = (table if dtype is None else table.to(dtype)).reshape(-1, 1, 1).unbind(0)
+            n = ts.shape[0]
+            return [Coefs(*flat[i::n]) for i in range(n)]
         if dtype is not None:
             per = {k: Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
                    for k, c in per.items()}
-        if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts, made in one pass per value
-            (c,) = per.values()
-            cols = [v.reshape(-1, 1, 1).unbind(0) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)]
-            return [Coefs(*vals) for vals in zip(*cols, strict=True)]
         out = []
         for i in range(ts.shape[0]):
             vals = []

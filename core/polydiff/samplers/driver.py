@@ -19,6 +19,7 @@ re-implementing it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,6 +48,21 @@ def _time(t: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
 def _col(t: Tensor, dtype: torch.dtype) -> Tensor:
     """A grid time shaped to broadcast against packed (B, D) tensors."""
     return t.to(dtype) if t.dim() == 0 else t.to(dtype).reshape(-1, 1)
+
+
+def _grid_times(ts: Tensor, batch: int, dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor]]:
+    """Every time of a grid (K+1,) or (K+1, B) as :func:`_time` and :func:`_col` give it, made
+    with a few operations for the whole grid (they are views of one cast)."""
+    td = ts.to(dtype)
+    rows = td.shape[0]
+    cols = td.unbind(0) if td.dim() == 1 else td.reshape(rows, -1, 1).unbind(0)
+    return list(td.reshape(rows, -1).expand(rows, batch).unbind(0)), list(cols)
+
+
+@functools.lru_cache(maxsize=32)
+def _fractions(rs: tuple[float, ...], device: torch.device) -> Tensor:
+    """Stage fractions as a float64 tensor, made once per tuple and device."""
+    return torch.tensor(rs, dtype=torch.float64, device=device)
 
 
 def _cast(c: Coefs, dtype: torch.dtype) -> Coefs:
@@ -139,8 +155,7 @@ class SamplingLoop:
         self.ts = ts.to(noise.device)
         self.n = self.ts.shape[0] - 1
         # every grid time once in the solver dtype: as the model's (B,) times and as columns
-        self._tm = [_time(t, self.batch, dtype) for t in self.ts]
-        self._tc = [_col(t, dtype) for t in self.ts]
+        self._tm, self._tc = _grid_times(self.ts, self.batch, dtype)
         if self.packer.names:
             self.coefs = self.packer.grid_coefs(self.ts, self.batch, dtype)
             self._views = [{k: self.packer.field_view(c, k, self.batch) for k in self.packer.names}
@@ -153,8 +168,7 @@ class SamplingLoop:
                              "alpha = 0 at t_max: lower t_max or use an ODE sampler / ddim / ddpm")
         for k in self.packer.names:
             f = self.fields[k]
-            if f.prediction in ("eps", "score") and \
-                    not bool((f.process.schedule.alpha(self.ts[0].to(torch.float64)) > 0).all()):
+            if f.prediction in ("eps", "score") and not bool((self._views[0][k].alpha > 0).all()):
                 raise ValueError(f"field {k!r}: a {f.prediction!r} prediction gives no clean estimate where "
                                  "alpha(t) = 0 (the grid starts there); predict x0 / v / velocity or lower t_max")
         # a grid ending where sigma = 0 ends with the clean estimate itself (all methods agree there)
@@ -313,14 +327,15 @@ class SamplingLoop:
                 times = self._fine[torch.tensor(inner, device=self._fine.device)]  # (K * R[, B])
             else:
                 lam = clip_lam(self.ref.lam(self.ts))  # (K+1,) or (K+1, B), float64
-                frac = torch.tensor(rs, dtype=torch.float64, device=lam.device)
-                lt, ls = lam[:-1].unsqueeze(1), lam[1:].unsqueeze(1)  # (K, 1[, B])
-                frac = frac.reshape(1, -1, *([1] * (lam.dim() - 1)))
-                times = self.ref.t_of_lam(lt + frac * (ls - lt)).flatten(0, 1)  # (K * R[, B])
-            coefs = self.packer.grid_coefs(times, self.batch, self.dtype)
+                frac = _fractions(rs, lam.device).reshape(1, -1, *([1] * (lam.dim() - 1)))
+                lt = lam[:-1].unsqueeze(1)  # (K, 1[, B])
+                times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(1) - lt)).flatten(0, 1)
+            coefs = self.packer.grid_coefs(times, self.batch, self.dtype)  # (K * R[, B]) stage times
+            tms, _ = _grid_times(times, self.batch, self.dtype)
             us = times.to(self.dtype).unbind(0)
-            entries = [(u, c, {k: self.packer.field_view(c, k, self.batch) for k in self.packer.names},
-                        _time(u, self.batch, self.dtype)) for u, c in zip(us, coefs, strict=True)]
+            p, b = self.packer, self.batch
+            entries = [(u, c, {k: p.field_view(c, k, b) for k in p.names}, tm)
+                       for u, c, tm in zip(us, coefs, tms, strict=True)]
             self._stages[rs] = [entries[j:j + len(rs)] for j in range(0, len(entries), len(rs))]
         return self._stages[rs]
 
