@@ -9,6 +9,7 @@ Ho: ``alpha eps - sigma x0``), the ``score`` (``-eps / sigma``) or the flow-matc
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .processes.gaussian import Coefs
@@ -26,7 +27,7 @@ def to_x0_eps(pred: Tensor, kind: str, x: Tensor, c: Coefs) -> tuple[Tensor, Ten
     """``(x0, eps)`` from a prediction of ``kind`` at the noisy ``x``."""
     a, s = c.alpha, c.sigma
     if kind == "eps":
-        return (x - s * pred) / a, pred
+        return torch.addcmul(x, s, pred, value=-1) / a, pred
     if kind == "x0":
         return pred, (x - a * pred) / s
     if kind == "score":

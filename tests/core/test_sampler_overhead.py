@@ -233,8 +233,18 @@ BUDGET = {"ddim": 5, "euler": 6, "heun": 10, "edm": 12, "dpm_solver1": 4, "dpm_s
 FULL_WHERE: dict[str, int] = {}  # (edm's Euler fallback where sigma(s) = 0 runs on the last step only)
 
 
+# on the grid, methods whose coefficients come from whole-grid tables (polydiff.samplers.dpm.coef_table)
+# dispatch only their full-size operations per step (measured: dpm_solver2 6, dpm_solver3 10, dpm++2m 4,
+# dpm++3m 6; off the grid 33, 63, 21, 59)
+GRID_BUDGET = {**BUDGET, "dpm_solver2": 7, "dpm_solver3": 11, "dpm++2m": 5, "dpm++3m": 7}
+
+
+@pytest.mark.parametrize("on_grid", [False, True], ids=["off-grid", "grid"])
 @pytest.mark.parametrize("name", list(BUDGET))
-def test_steps_dispatch_few_operations_and_no_full_size_where(name):
+def test_steps_dispatch_few_operations_and_no_full_size_where(name, on_grid):
+    """Off the grid (explicit times, as steering's transition densities use) a step computes its
+    coefficients itself; on the grid it reads them from the loop's tables, built once per grid
+    (at the warm-up steps here, outside the count)."""
     batch = 256
     proc = GaussianProcess("vp_linear")
     model, fields, state, noise, _ = prepare(lambda x, t: 0.5 * x, proc, (batch, 3), seed=0)
@@ -243,14 +253,40 @@ def test_steps_dispatch_few_operations_and_no_full_size_where(name):
         loop.step(i)
     i, st = 4, loop.state
     d, e = loop.split(loop.evaluate(st, loop.ts[i]), loop.x, loop._views[i], st)
-    ctx = loop.context(i, loop.ts[i], loop.ts[i + 1], st)
+    ctx = loop.context(i, None, None, st) if on_grid else loop.context(i, loop.ts[i], loop.ts[i + 1], st)
+    if on_grid:  # build this step's tables outside the count (the loop builds each once per grid)
+        loop.gdef.step(loop.x, d, e, loop.coefs[i], loop.coefs[i + 1], loop.hist, ctx)
     with _Count(batch * 3) as count:
         ctx = ctx._replace(denoise=count.pause(ctx.denoise), coefs=count.pause(ctx.coefs),
                            t_of_lam=count.pause(ctx.t_of_lam))
         x, _ = loop.gdef.step(loop.x, d, e, loop.coefs[i], loop.coefs[i + 1], loop.hist, ctx)
     assert torch.isfinite(x).all()
     assert count.big_where == FULL_WHERE.get(name, 0)
-    assert count.ops <= BUDGET[name], f"{name}: {count.ops} tensor operations in one step"
+    budget = (GRID_BUDGET if on_grid else BUDGET)[name]
+    assert count.ops <= budget, f"{name}: {count.ops} tensor operations in one step"
+
+
+@pytest.mark.parametrize("name,options", [("dpm++2m", {}), ("dpm++3m", {}), ("dpm++3m", {"variant": "lagrange"}),
+                                          ("dpm_solver2", {}), ("dpm_solver3", {}),
+                                          ("dpm_solver3", {"stages": "grid"})])
+@pytest.mark.parametrize("grid", ["uniform_logsnr", "karras"])
+def test_grid_tables_equal_the_per_step_coefficients(name, options, grid):
+    """The whole-grid coefficient tables give the steps the values they would compute themselves:
+    every step run on the grid equals the same step with explicit times (no tables), float64."""
+    gmm = GaussianMixture.random(k=3, dim=2, seed=2)
+    proc = GaussianProcess("vp_linear")
+    model, fields, state, noise, _ = prepare(ExactDenoiser(gmm, proc), proc, (64, 2), seed=0, dtype=torch.float64)
+    loop = SamplingLoop(model, fields, state, noise, sampler=name, steps=9, grid=grid, dtype=torch.float64,
+                        **options)
+    for i in range(loop.n):
+        st = loop.state
+        d, e = loop.split(loop.evaluate(st, loop.ts[i]), loop.x, loop._views[i], st)
+        ctx = loop.context(i, loop.ts[i], loop.ts[i + 1], st)
+        if ctx.stages is None and options.get("stages") == "grid":  # off the grid: the grid's own stage times
+            ctx = ctx._replace(stages=loop.context(i, None, None, st).stages)
+        direct, _ = loop.gdef.step(loop.x, d, e, loop.coefs[i], loop.coefs[i + 1], loop.hist, ctx)
+        loop.step(i)
+        assert torch.allclose(loop.x, direct, rtol=1e-12, atol=1e-12), (i, (loop.x - direct).abs().max())
 
 
 def test_edm_keeps_its_euler_fallback_where_sigma_reaches_zero():

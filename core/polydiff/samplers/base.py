@@ -12,6 +12,12 @@ target time ``s`` (see :class:`polydiff.processes.Coefs`), the method's history 
 multi-stage methods, fresh structured noise and the method's options. Nothing in a step
 reads a tensor back to the host.
 
+Coefficients that depend only on the grid (log-SNR steps, phi functions, multistep weights)
+can be computed for every step at once: a method writes them as a function of stacked schedule
+values and reads them through :func:`polydiff.samplers.dpm.coef_table`, which evaluates that
+function once per grid (a handful of tensor operations instead of dozens per step) or, off the
+grid, directly at the step's own values.
+
 A categorical step is ``step(tokens, p0, t, s, process, ctx) -> tokens``.
 """
 
@@ -43,6 +49,9 @@ class StepContext(NamedTuple):
     # (fractions) -> [(u, coefs at u)]: times at those fractions of this step's reference log-SNR
     # interval, evaluated for the whole grid at once by the driver (singlestep methods' stages)
     stages: Callable[[tuple[float, ...]], list[tuple[Tensor, Coefs]]] | None = None
+    # (key, fn, n_prev, fractions, node) -> fn's coefficients at this step, fn evaluated once for
+    # the whole grid (see polydiff.samplers.dpm.coef_table); None off the grid
+    table: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

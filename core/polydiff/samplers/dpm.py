@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -163,6 +164,29 @@ def lam_step(ct: Coefs, cs: Coefs) -> tuple[Tensor, Tensor, Tensor]:
     return _lam_step(ct, cs)[:3]
 
 
+def lam_node(c: Coefs) -> Tensor:
+    """A multistep method's history node: the clipped log-SNR of a step's start."""
+    return clip_lam(c.lam)
+
+
+def coef_table(ctx: StepContext, key: Any, fn: Callable[..., Any], ct: Coefs, cs: Coefs,
+               prev: Sequence[Tensor] = (), stages: Sequence[Coefs] = (), rs: tuple[float, ...] = (),
+               node: Callable[[Coefs], Tensor] = lam_node) -> Any:
+    """``fn(ct, cs, prev, stages)``: a step's coefficients, which depend only on the grid.
+
+    ``fn`` must be elementwise in its tensors, so that it can run on schedule values stacked
+    over all steps: on the grid the driver evaluates it once per ``key`` for every step, with
+    ``prev[j]`` = ``node`` at the ``j + 1``-th grid time before each step's start (what a
+    multistep history holds) and ``stages`` the schedule values at fractions ``rs`` of each
+    step (singlestep stages), and returns this step's slice. Off the grid (``ctx.table`` is
+    None: steering's transition densities) it runs on this step's own ``ct``, ``cs``, history
+    nodes ``prev`` and ``stages``. ``key`` names ``fn`` with its parameters.
+    """
+    if ctx.table is not None:
+        return ctx.table(key, fn, len(prev), tuple(rs), node if prev else None)
+    return fn(ct, cs, list(prev), list(stages))
+
+
 def data_first_order(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, emh: Tensor) -> Tensor:
     """DDIM in data-prediction form, ``(sigma_s / sigma_t) x + alpha_s (1 - e^-h) x0``: finite
     where ``alpha_t = 0`` or ``sigma_s = 0``."""
@@ -180,16 +204,16 @@ def _fractions(rs: tuple[float, ...], dtype: torch.dtype, device: torch.device) 
     return torch.tensor(rs, dtype=dtype, device=device)
 
 
-def _intermediate(ctx: StepContext, lt: Tensor, ls: Tensor, rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
+def _intermediate(ctx: StepContext, ct: Coefs, cs: Coefs, rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
     """The times at fractions ``rs`` of the reference field's (clipped) log-SNR step from
-    ``lt`` to ``ls`` (one inverse-lam evaluation for all of them), and the packed schedule
+    ``ct`` to ``cs`` (one inverse-lam evaluation for all of them), and the packed schedule
     values there (each field's own ``lam`` at that time)."""
     if ctx.stages is not None:  # precomputed by the driver for the whole grid
         return ctx.stages(rs)
     if ctx.t_of_lam is None:
         raise ValueError("singlestep DPM-Solver needs StepContext.t_of_lam (the driver passes the reference "
                          "schedule's inverse log-SNR)")
-    lt, ls = lt[:, :1], ls[:, :1]  # column 0 is the reference field
+    lt, ls = clip_lam(ct.lam)[:, :1], clip_lam(cs.lam)[:, :1]  # column 0 is the reference field
     us = ctx.t_of_lam(lt + _fractions(rs, lt.dtype, lt.device) * (ls - lt)).to(lt.dtype)  # (rows, len(rs))
     # one shared time stays a scalar, so its schedule values stay (1, D) broadcasts
     us = us.reshape(len(rs)) if us.shape[0] == 1 else us.t()
@@ -211,9 +235,10 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
     if order == 1:
         return ddim
     check_option("stages", ctx.options["stages"], ("logsnr", "grid"))
-    lt, ls = clip_lam(ct.lam), clip_lam(cs.lam)
-    h, ok = ls - lt, torch.isfinite(cs.lam - ct.lam)
-    keep = ok.to(x.dtype)  # lerp weight 1 (the stage) where ok, 0 (x itself) elsewhere: exact either way
+    rs = (0.5,) if order == 2 else (1 / 3, 2 / 3)
+    stages = _intermediate(ctx, ct, cs, rs)
+    keep, *ks = coef_table(ctx, ("dpm_solver", order), _singlestep_coefs, ct, cs, stages=[c for _, c in stages],
+                           rs=rs)
 
     def guard(stage: Tensor) -> Tensor:
         # lam is infinite only where alpha = 0 (the largest time) or sigma = 0 (time 0), so
@@ -221,18 +246,32 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
         return torch.lerp(x, stage, keep) if ctx.i in (0, ctx.n - 1) else stage
 
     if order == 2:
-        ((u1, c1),) = _intermediate(ctx, lt, ls, (0.5,))
+        ((u1, c1),) = stages
         _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)  # DDIM to s1
-        # sigma_s h phi_1(h) h / (2 h1) (e1 - e), with h phi_1(h) = e^h - 1
-        k = torch.where(ok, cs.sigma * torch.expm1(h) * h / (clip_lam(c1.lam) - lt), 0.0)
-        return torch.addcmul(ddim, k, e1 - e, value=-0.5)
-    (u1, c1), (u2, c2) = _intermediate(ctx, lt, ls, (1 / 3, 2 / 3))
+        return torch.addcmul(ddim, ks[0], e1 - e, value=-0.5)
+    (u1, c1), (u2, c2) = stages
+    _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)
+    x2 = torch.addcmul(_ddim(d, e, c2), ks[0], e1 - e, value=-1)
+    _, e2 = ctx.denoise(guard(x2), u2)
+    return torch.addcmul(ddim, ks[1], e2 - e, value=-1)
+
+
+def _singlestep_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs]) -> tuple[Tensor, ...]:
+    """``(keep, k...)``: 1 where the step is finite (0 where lam is infinite: the stages are
+    then taken at ``x`` itself) and the correction weights of DPM-Solver-2
+    (``sigma_s (e^h - 1) h / h1``, with ``h phi_1(h) = e^h - 1``) or -3
+    (``sigma_s2 h2^2 phi_2(h2) / h1`` and ``sigma_s h^2 phi_2(h) / h2``), zeroed where the step
+    is infinite (they may be infinite there)."""
+    lt = clip_lam(ct.lam)
+    h, ok = clip_lam(cs.lam) - lt, torch.isfinite(cs.lam - ct.lam)
+    keep = ok.to(ct.alpha.dtype)  # lerp weight 1 (the stage) where ok, 0 (x itself) elsewhere: exact either way
+    if len(stages) == 1:
+        return keep, torch.where(ok, cs.sigma * torch.expm1(h) * h / (clip_lam(stages[0].lam) - lt), 0.0)
+    c1, c2 = stages
     h1, h2 = clip_lam(c1.lam) - lt, clip_lam(c2.lam) - lt
     p2 = phis(torch.stack(torch.broadcast_tensors(h2, h)), 2)[..., 1]  # phi_2 at h2 and h
-    _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)
-    x2 = torch.addcmul(_ddim(d, e, c2), torch.where(ok, c2.sigma * h2**2 * p2[0] / h1, 0.0), e1 - e, value=-1)
-    _, e2 = ctx.denoise(guard(x2), u2)
-    return torch.addcmul(ddim, torch.where(ok, cs.sigma * h**2 * p2[1] / h2, 0.0), e2 - e, value=-1)
+    return (keep, torch.where(ok, c2.sigma * h2**2 * p2[0] / h1, 0.0),
+            torch.where(ok, cs.sigma * h**2 * p2[1] / h2, 0.0))
 
 
 @register("dpm_solver1", "DPM-Solver-1 (singlestep, noise prediction): identical to DDIM")
@@ -265,13 +304,22 @@ def _push(hist: tuple | None, item: tuple, keep: int) -> tuple:
 def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
     """``x_s = (sigma_s/sigma_t) x + alpha_s (1 - e^-h) D`` with ``D = x0 + (x0 - x0_prev) h / (2 h_prev)``
     (the 'midpoint' form of the paper, k-diffusion and diffusers)."""
+    two = step_order(2, ctx, 1 + len(hist or ())) == 2
+    prev = hist[:1] if two else ()
+    ratio, b, lam, w = coef_table(ctx, ("dpm++2m", two), _dpmpp_2m_coefs, ct, cs, [lp for _, lp in prev])
+    x_s = torch.addcmul(ratio * x, b, d)
+    if two:
+        x_s = torch.addcmul(x_s, w, d - prev[0][0], value=0.5)
+    return x_s, _push(hist, (d, lam), 1)
+
+
+def _dpmpp_2m_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs]) -> tuple[Any, ...]:
+    """``(sigma_s / sigma_t, alpha_s (1 - e^-h), lam_t, w)`` with the second-order weight
+    ``w = alpha_s (1 - e^-h) h / h_prev`` (None at first order), zero where the step is infinite."""
     h, emh, ok, lam = _lam_step(ct, cs)
     b = cs.alpha * (1 - emh)
-    x_s = torch.addcmul((cs.sigma / ct.sigma) * x, b, d)
-    if step_order(2, ctx, 1 + len(hist or ())) == 2:
-        d_prev, lam_prev = hist[0]
-        x_s = torch.addcmul(x_s, torch.where(ok, b * h / (lam - lam_prev), 0.0), d - d_prev, value=0.5)
-    return x_s, _push(hist, (d, lam), 1)
+    w = torch.where(ok, b * h / (lam - prev[0]), 0.0) if prev else None
+    return cs.sigma / ct.sigma, b, lam, w
 
 
 @register("dpm++3m", "DPM-Solver++(3M): multistep on the last 3 data predictions (Lu et al. 2022); variant "
@@ -299,12 +347,23 @@ def _dpmpp_multistep(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, hist: tuple | N
     """DPM-Solver++ of ``order`` on the last outputs: ``sum_j c_j moment_j`` with the moments
     ``int_0^1 e^(-h (1 - v)) v^j dv = j! phi_{j+1}(-h)`` (``exact``) or the published ones
     (``phi_1, phi_1 / 2`` at order 2, ``phi_1, phi_2, phi_3`` at order 3)."""
-    h, emh, ok, lam = _lam_step(ct, cs)
-    x_s = torch.addcmul((cs.sigma / ct.sigma) * x, cs.alpha * (1 - emh), d)
     k = step_order(order, ctx, 1 + len(hist or ()))
+    prev = hist[: k - 1] if k > 1 else ()
+    ratio, b, lam, ws = coef_table(ctx, ("dpm++", k, exact), functools.partial(_dpmpp_coefs, k=k, exact=exact),
+                                   ct, cs, [lp for _, lp in prev])
+    x_s = torch.addcmul(ratio * x, b, d)
+    for wk, (dk, _) in zip(ws, prev):
+        x_s = torch.addcmul(x_s, wk, dk - d)
+    return x_s, _push(hist, (d, lam), order - 1)
+
+
+def _dpmpp_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs], *, k: int,
+                 exact: bool) -> tuple[Any, ...]:
+    """``(sigma_s / sigma_t, alpha_s (1 - e^-h), lam_t, [weight of (x0_j - x0) per history node])``."""
+    h, emh, ok, lam = _lam_step(ct, cs)
+    ws: list[Tensor] = []
     if k > 1:
-        prev = hist[: k - 1]
-        nodes = [0.0] + [(lp - lam) / h for _, lp in prev]
+        nodes = [0.0] + [(lp - lam) / h for lp in prev]
         m = phis(-h, 1 if k == 2 and not exact else k)
         if exact:
             moments = [_mul(math.factorial(j), m[..., j]) for j in range(k)]
@@ -312,11 +371,9 @@ def _dpmpp_multistep(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, hist: tuple | N
             moments = [m[..., 0], 0.5 * m[..., 0]]
         else:
             moments = [m[..., j] for j in range(k)]
-        w = lagrange_weights(nodes, moments, start=1)
         g = torch.where(ok, cs.alpha * h, 0.0)
-        for wk, (dk, _) in zip(w, prev):
-            x_s = torch.addcmul(x_s, g * wk, dk - d)
-    return x_s, _push(hist, (d, lam), order - 1)
+        ws = [g * wk for wk in lagrange_weights(nodes, moments, start=1)]
+    return cs.sigma / ct.sigma, cs.alpha * (1 - emh), lam, ws
 
 
 @register("dpm++2m_sde", "SDE-DPM-Solver++(2M) (Lu et al. 2022): stochastic 2nd-order multistep, data prediction",

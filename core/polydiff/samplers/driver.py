@@ -59,6 +59,21 @@ def _grid_times(ts: Tensor, batch: int, dtype: torch.dtype) -> tuple[list[Tensor
     return list(td.reshape(rows, -1).expand(rows, batch).unbind(0)), list(cols)
 
 
+def _stack(cs: list[Coefs]) -> Coefs:
+    """Per-time coefficients stacked on a new leading dimension."""
+    return Coefs(*(torch.stack([getattr(c, a) for c in cs]) for a in ("alpha", "sigma", "lam", "dalpha", "dsigma")))
+
+
+def _split_steps(tree: Any, n: int) -> list[Any]:
+    """A nested tuple/list of (n, ...) tensors (and plain values) as n per-step trees."""
+    if isinstance(tree, Tensor):
+        return list(tree.unbind(0))
+    if isinstance(tree, (tuple, list)):
+        parts = [_split_steps(v, n) for v in tree]
+        return [type(tree)(p[i] for p in parts) for i in range(n)]
+    return [tree] * n
+
+
 @functools.lru_cache(maxsize=32)
 def _fractions(rs: tuple[float, ...], device: torch.device) -> Tensor:
     """Stage fractions as a float64 tensor, made once per tuple and device."""
@@ -178,6 +193,8 @@ class SamplingLoop:
         self.hist: Any = None
         self.last: dict[str, Tensor] = {}
         self._stages: dict[tuple[float, ...], list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]] = {}
+        self._tables: dict[Any, list[Any]] = {}
+        self._stacked: Coefs | None = None
 
     # -- state access --
     @property
@@ -219,7 +236,8 @@ class SamplingLoop:
             f = self.fields[k]
             if k not in out:
                 raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
-            d, e = to_x0_eps(out[k].to(self.dtype), f.prediction, xs[k], views[k])
+            pred = out[k]
+            d, e = to_x0_eps(pred if pred.dtype == self.dtype else pred.to(self.dtype), f.prediction, xs[k], views[k])
             if not isinstance(f.structure, Plain):
                 d, e = f.structure.project(d, st), f.structure.project(e, st)
             ds[k], es[k] = d, e
@@ -239,7 +257,6 @@ class SamplingLoop:
     # -- one step --
     def step(self, i: int) -> dict[str, Tensor]:
         """Advance every field from ``ts[i]`` to ``ts[i+1]``; returns the clean estimates."""
-        t, s = self.ts[i], self.ts[i + 1]
         state = self.state
         out = self.model(state, self._tm[i]) if self.cond is None else self.model(state, self._tm[i], self.cond)
         self.last = dict(out)
@@ -252,6 +269,8 @@ class SamplingLoop:
             else:
                 self.x, self.hist = self.gdef.step(self.x, d, e, self.coefs[i], self.coefs[i + 1], self.hist,
                                                    self.context(i, None, None, state))
+        if self.cat_names or self.man_names:
+            t, s = self.ts[i], self.ts[i + 1]
         for k in self.cat_names:
             p0 = _probs(out, k, self.fields[k].process)
             state[k] = self.cdef.step(state[k], p0, _time(t, self.batch, torch.float64),
@@ -308,9 +327,45 @@ class SamplingLoop:
         def coefs(u: Tensor) -> Coefs:
             return at(u)[0]
 
+        def table(key: Any, fn: Callable[..., Any], n_prev: int, rs: tuple[float, ...],
+                  node: Callable[[Coefs], Tensor] | None) -> Any:
+            return self._coef_table(key, fn, n_prev, rs, node)[i]
+
         t_of_lam = self.ref.t_of_lam if self.ref is not None else None
+        grid_ok = on_grid and self.ref is not None
         return StepContext(i, self.n, tc, sc, denoise, coefs, self.structured_noise, self.field_norm, self.opts,
-                           t_of_lam, stages if on_grid and self.ref is not None else None)
+                           t_of_lam, stages if grid_ok else None, table if grid_ok else None)
+
+    def _coef_table(self, key: Any, fn: Callable[..., Any], n_prev: int, rs: tuple[float, ...],
+                    node: Callable[[Coefs], Tensor] | None) -> list[Any]:
+        """``fn(ct, cs, prev, stages)`` for every step at once, split into per-step values.
+
+        ``ct`` / ``cs`` are the grid's packed coefficients at the steps' start and end times,
+        stacked on a new leading step dimension; ``prev[j]`` is ``node`` of the coefficients
+        ``j + 1`` grid points before each step's start (the history nodes a multistep method
+        would read from its history; steps with fewer predecessors get distinct finite
+        stand-ins, which those steps never use); ``stages[r]`` the stacked coefficients at the
+        stage fractions ``rs`` (see :meth:`_stage_table`). Made on first use per ``key``."""
+        full = (key, n_prev, rs)
+        if full not in self._tables:
+            if self._stacked is None:
+                self._stacked = _stack(self.coefs)
+            a = self._stacked
+            ct = Coefs(*(v[:-1] for v in (a.alpha, a.sigma, a.lam, a.dalpha, a.dsigma)))
+            cs = Coefs(*(v[1:] for v in (a.alpha, a.sigma, a.lam, a.dalpha, a.dsigma)))
+            prev = []
+            if n_prev:
+                nodes = node(a)  # (K+1, ...)
+                for j in range(1, n_prev + 1):
+                    pad = nodes[:1] - torch.arange(j, 0, -1, dtype=nodes.dtype, device=nodes.device).reshape(
+                        -1, *([1] * (nodes.dim() - 1)))
+                    prev.append(torch.cat([pad, nodes[: max(self.n - j, 0)]])[: self.n])
+            stages = []
+            if rs:
+                rows = self._stage_table(rs)
+                stages = [_stack([r[j][1] for r in rows]) for j in range(len(rs))]
+            self._tables[full] = _split_steps(fn(ct, cs, prev, stages), self.n)
+        return self._tables[full]
 
     def _stage_table(self, rs: tuple[float, ...]) -> list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]:
         """For every step, the times at fractions ``rs`` of its reference log-SNR interval (the

@@ -18,6 +18,7 @@ warms up (PLMS by default spends one extra model call instead, as diffusers does
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -86,12 +87,13 @@ def deis(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | No
 _AB_BACKWARD = (1.0, 1 / 2, 5 / 12, 3 / 8)  # Adams-Bashforth in backward differences (GHVB eq. 15)
 
 
-def ghvb_weights(order: int, beta: float) -> list[float]:
+@functools.lru_cache(maxsize=64)
+def ghvb_weights(order: int, beta: float) -> tuple[float, ...]:
     """Weights of ``v_n, v_{n-1}, ...`` in GHVB's update (Wizadwongsa et al. 2023, eq. 16-19):
     the AB series multiplied by the momentum operator ``beta + (1 - beta) Delta``, truncated to
     ``order`` terms, divided back. ``beta = 1`` gives the Adams-Bashforth (PLMS) weights."""
     q = [1.0] + [(beta * _AB_BACKWARD[j] + (1 - beta) * _AB_BACKWARD[j - 1]) / beta for j in range(1, order)]
-    return [(-1) ** m * sum(q[j] * math.comb(j, m) for j in range(m, order)) for m in range(order)]
+    return tuple((-1) ** m * sum(q[j] * math.comb(j, m) for j in range(m, order)) for m in range(order))
 
 
 def _momentum(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext,
