@@ -112,31 +112,34 @@ class Packer:
             out.append(blocks[0] if self.single else torch.cat(_same_rows(blocks), dim=1))
         return Coefs(*out)
 
-    def grid_coefs(self, ts: Tensor, batch: int, dtype: torch.dtype | None = None) -> list[Coefs]:
-        """:meth:`coefs` at every time of a grid (K+1,) or (K+1, B), with one schedule call
-        per field for the whole grid, cast to ``dtype`` before broadcasting (so the per-step
-        values are views, not copies)."""
+    def grid_table(self, ts: Tensor, batch: int, dtype: torch.dtype | None = None) -> tuple[Tensor, dict[str, Coefs]]:
+        """:meth:`coefs` at every time of a grid (T,) or (T, B) as one tensor ``(5, T, rows, D)``
+        (alpha, sigma, lam, dalpha, dsigma; ``rows`` 1 or B, ``D`` 1 for one field with shared
+        times), cast to ``dtype``, with one schedule call per field for the whole grid; also
+        returns each field's own float64 values (T[, B]). See :func:`table_coefs`."""
         per = {k: self.fields[k].process.coefs(ts) for k in self.names}
-        if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts, one table for the grid
+        if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts
             (c,) = per.values()
             vals = (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)
             if any(v.shape != ts.shape for v in vals):  # a schedule returning a constant as a scalar
                 vals = tuple(v.expand(ts.shape) for v in vals)
-            table = torch.stack(vals)  # (5, K+1)
-            flat = (table if dtype is None else table.to(dtype)).reshape(-1, 1, 1).unbind(0)
-            n = ts.shape[0]
-            return [Coefs(*flat[i::n]) for i in range(n)]
-        if dtype is not None:
-            per = {k: Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
-                   for k, c in per.items()}
+            table = torch.stack(vals)  # (5, T)
+            return (table if dtype is None else table.to(dtype)).reshape(5, -1, 1, 1), per
+        cast = per if dtype is None else {k: Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha,
+                                                                            c.dsigma))) for k, c in per.items()}
         out = []
         for i in range(ts.shape[0]):
             vals = []
             for attr in ("alpha", "sigma", "lam", "dalpha", "dsigma"):
-                blocks = [self._block(k, getattr(per[k], attr)[i], batch) for k in self.names]
+                blocks = [self._block(k, getattr(cast[k], attr)[i], batch) for k in self.names]
                 vals.append(blocks[0] if self.single else torch.cat(_same_rows(blocks), dim=1))
-            out.append(Coefs(*vals))
-        return out
+            rows = max(v.shape[0] for v in vals)
+            out.append(torch.stack([v.expand(rows, v.shape[1]) for v in vals]))  # (5, rows, D)
+        return torch.stack(out, dim=1), per
+
+    def grid_coefs(self, ts: Tensor, batch: int, dtype: torch.dtype | None = None) -> list[Coefs]:
+        """:meth:`coefs` at every time of a grid (T,) or (T, B): views of :meth:`grid_table`."""
+        return per_time(self.grid_table(ts, batch, dtype)[0])
 
     def field_view(self, c: Coefs, name: str, batch: int) -> Coefs:
         """Packed coefficients restricted to one field and shaped to broadcast against it."""
@@ -163,6 +166,18 @@ class Packer:
         if self.single:
             return per_field
         return torch.repeat_interleave(per_field, torch.tensor(self.sizes, device=per_field.device), dim=1)
+
+
+def table_coefs(table: Tensor) -> Coefs:
+    """A ``(5, T, ...)`` coefficient table as Coefs of ``(T, ...)`` tensors (views)."""
+    return Coefs(*table.unbind(0))
+
+
+def per_time(table: Tensor) -> list[Coefs]:
+    """A ``(5, T, ...)`` coefficient table as T Coefs of ``(...)`` views, in two operations."""
+    n = table.shape[1]
+    flat = table.reshape(5 * n, *table.shape[2:]).unbind(0)
+    return [Coefs(*flat[i::n]) for i in range(n)]
 
 
 def _same_rows(blocks: list[Tensor]) -> list[Tensor]:

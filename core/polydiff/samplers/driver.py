@@ -31,7 +31,7 @@ from ..parametrization import to_x0_eps
 from ..processes.categorical import Absorbing
 from ..processes.gaussian import Coefs
 from ..random import Noise, sample_categorical
-from ..state import FieldSpec, Packer, State, as_fields
+from ..state import FieldSpec, Packer, State, as_fields, per_time, table_coefs
 from ..structures import Plain
 from .base import SamplerDef, StepContext, get_sampler
 from .dpm import clip_lam
@@ -57,11 +57,6 @@ def _grid_times(ts: Tensor, batch: int, dtype: torch.dtype) -> tuple[list[Tensor
     rows = td.shape[0]
     cols = td.unbind(0) if td.dim() == 1 else td.reshape(rows, -1, 1).unbind(0)
     return list(td.reshape(rows, -1).expand(rows, batch).unbind(0)), list(cols)
-
-
-def _stack(cs: list[Coefs]) -> Coefs:
-    """Per-time coefficients stacked on a new leading dimension."""
-    return Coefs(*(torch.stack([getattr(c, a) for c in cs]) for a in ("alpha", "sigma", "lam", "dalpha", "dsigma")))
 
 
 def _split_steps(tree: Any, n: int) -> list[Any]:
@@ -171,8 +166,18 @@ class SamplingLoop:
         self.n = self.ts.shape[0] - 1
         # every grid time once in the solver dtype: as the model's (B,) times and as columns
         self._tm, self._tc = _grid_times(self.ts, self.batch, dtype)
+        # packed schedule values at every grid time, as one (5, K+1, rows, D) table and per time
+        self._table: Tensor | None = None
+        self._fine_table: Tensor | None = None
+        self._ref_lam64: Tensor | None = None  # the reference field's float64 lam on the grid
         if self.packer.names:
-            self.coefs = self.packer.grid_coefs(self.ts, self.batch, dtype)
+            if self._fine is not None:  # every point of the finer grid at once; the steps' are every k-th
+                self._fine_table, _ = self.packer.grid_table(self._fine, self.batch, dtype)
+                self._table = self._fine_table[:, ::self.gdef.nfe_per_step]
+            else:
+                self._table, per = self.packer.grid_table(self.ts, self.batch, dtype)
+                self._ref_lam64 = per[self.packer.names[0]].lam
+            self.coefs = per_time(self._table)
             self._views = [{k: self.packer.field_view(c, k, self.batch) for k in self.packer.names}
                            for c in self.coefs]
         else:
@@ -192,9 +197,10 @@ class SamplingLoop:
         self.x = self.packer.pack(state).to(dtype) if self.packer.names else None
         self.hist: Any = None
         self.last: dict[str, Tensor] = {}
-        self._stages: dict[tuple[float, ...], list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]] = {}
+        self._stages: dict[tuple[float, ...], tuple[list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]],
+                                                     list[Coefs]]] = {}
         self._tables: dict[Any, list[Any]] = {}
-        self._stacked: Coefs | None = None
+        self._ends: tuple[Coefs, Coefs] | None = None
 
     # -- state access --
     @property
@@ -314,7 +320,7 @@ class SamplingLoop:
             return got[1], got[2], got[3]
 
         def stages(rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
-            rows = self._stage_table(tuple(rs))[i]
+            rows = self._stage_table(tuple(rs))[0][i]
             memo.update({id(r[0]): r for r in rows})
             return [(r[0], r[1]) for r in rows]
 
@@ -348,50 +354,49 @@ class SamplingLoop:
         stage fractions ``rs`` (see :meth:`_stage_table`). Made on first use per ``key``."""
         full = (key, n_prev, rs)
         if full not in self._tables:
-            if self._stacked is None:
-                self._stacked = _stack(self.coefs)
-            a = self._stacked
-            ct = Coefs(*(v[:-1] for v in (a.alpha, a.sigma, a.lam, a.dalpha, a.dsigma)))
-            cs = Coefs(*(v[1:] for v in (a.alpha, a.sigma, a.lam, a.dalpha, a.dsigma)))
+            if self._ends is None:
+                self._ends = table_coefs(self._table[:, :-1]), table_coefs(self._table[:, 1:])
+            ct, cs = self._ends
             prev = []
             if n_prev:
-                nodes = node(a)  # (K+1, ...)
+                nodes = node(table_coefs(self._table))  # (K+1, ...)
                 for j in range(1, n_prev + 1):
                     pad = nodes[:1] - torch.arange(j, 0, -1, dtype=nodes.dtype, device=nodes.device).reshape(
                         -1, *([1] * (nodes.dim() - 1)))
                     prev.append(torch.cat([pad, nodes[: max(self.n - j, 0)]])[: self.n])
-            stages = []
-            if rs:
-                rows = self._stage_table(rs)
-                stages = [_stack([r[j][1] for r in rows]) for j in range(len(rs))]
+            stages = self._stage_table(rs)[1] if rs else []
             self._tables[full] = _split_steps(fn(ct, cs, prev, stages), self.n)
         return self._tables[full]
 
-    def _stage_table(self, rs: tuple[float, ...]) -> list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]]:
+    def _stage_table(self, rs: tuple[float, ...]) -> tuple[list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]],
+                                                           list[Coefs]]:
         """For every step, the times at fractions ``rs`` of its reference log-SNR interval (the
-        reference field's, clipped as the methods clip it) with their packed coefficients,
-        per-field views and model times: one schedule evaluation for the whole grid, made on
-        first use (singlestep DPM-Solver's stages)."""
+        reference field's, clipped as the methods clip it), or with ``stages="grid"`` the inner
+        points of the finer grid, with their packed coefficients, per-field views and model
+        times; and per fraction the coefficients of all steps stacked (for :meth:`_coef_table`).
+        One schedule evaluation for the whole grid, made on first use (singlestep stages)."""
         if rs not in self._stages:
+            n_r, n = len(rs), self.n
             if self._fine is not None:  # stages="grid": the inner points of the finer grid
-                k = len(rs) + 1
+                k = n_r + 1
                 if k != self.gdef.nfe_per_step:
                     raise ValueError(f"stages='grid' gives {self.gdef.nfe_per_step - 1} stages per step, "
-                                     f"the method asked for {len(rs)}")
-                inner = [i * k + j for i in range(self.n) for j in range(1, k)]
-                times = self._fine[torch.tensor(inner, device=self._fine.device)]  # (K * R[, B])
+                                     f"the method asked for {n_r}")
+                inner = torch.tensor([i * k + j for j in range(1, k) for i in range(n)], device=self._fine.device)
+                times, table = self._fine[inner], self._fine_table[:, inner]  # fraction-major (R * K[, B])
             else:
-                lam = clip_lam(self.ref.lam(self.ts))  # (K+1,) or (K+1, B), float64
-                frac = _fractions(rs, lam.device).reshape(1, -1, *([1] * (lam.dim() - 1)))
-                lt = lam[:-1].unsqueeze(1)  # (K, 1[, B])
-                times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(1) - lt)).flatten(0, 1)
-            coefs = self.packer.grid_coefs(times, self.batch, self.dtype)  # (K * R[, B]) stage times
+                lam = clip_lam(self._ref_lam64)  # (K+1,) or (K+1, B), float64
+                frac = _fractions(rs, lam.device).reshape(-1, 1, *([1] * (lam.dim() - 1)))
+                lt = lam[:-1].unsqueeze(0)  # (1, K[, B])
+                times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(0) - lt)).flatten(0, 1)
+                table, _ = self.packer.grid_table(times, self.batch, self.dtype)
             tms, _ = _grid_times(times, self.batch, self.dtype)
             us = times.to(self.dtype).unbind(0)
+            cs = per_time(table)
             p, b = self.packer, self.batch
-            entries = [(u, c, {k: p.field_view(c, k, b) for k in p.names}, tm)
-                       for u, c, tm in zip(us, coefs, tms, strict=True)]
-            self._stages[rs] = [entries[j:j + len(rs)] for j in range(0, len(entries), len(rs))]
+            entries = [(u, c, {k: p.field_view(c, k, b) for k in p.names}, tm) for u, c, tm in zip(us, cs, tms)]
+            rows = [[entries[j * n + i] for j in range(n_r)] for i in range(n)]
+            self._stages[rs] = rows, [table_coefs(table[:, j * n:(j + 1) * n]) for j in range(n_r)]
         return self._stages[rs]
 
     def renoise(self, i: int) -> None:
