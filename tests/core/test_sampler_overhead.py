@@ -215,10 +215,10 @@ class _Count(TorchDispatchMode):
         return out
 
     def pause(self, fn):
-        def call(*args):
+        def call(*args, **kwargs):
             self.paused = True
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             finally:
                 self.paused = False
         return call
@@ -302,3 +302,21 @@ def test_edm_keeps_its_euler_fallback_where_sigma_reaches_zero():
     out = pd.sample(joint, {"a": pd.FieldSpec(vp, prediction="x0"), "b": ve}, {"a": (32, 2), "b": (32, 2)},
                     sampler="edm", grid=grid, seed=0, dtype=F64)
     assert torch.isfinite(out["a"]).all() and torch.isfinite(out["b"]).all()
+
+
+def test_finite_steps_and_noise_only_calls():
+    """``ctx.finite`` marks the grid's steps whose log-SNR step is finite (a rectified flow's
+    first step from alpha = 0 is not); ``denoise(..., x0=False)`` returns the same noise estimate
+    without the clean one."""
+    proc = GaussianProcess("linear")
+    model, fields, state, noise, _ = prepare(ExactDenoiser(TARGET, proc, "velocity"), proc, (16, 2), seed=0,
+                                             prediction="velocity")
+    loop = SamplingLoop(model, fields, state, noise, sampler="unipc", steps=6, t_max=1.0, t_min=1e-3)
+    st = loop.state
+    flags = [loop.context(i, None, None, st).finite for i in range(loop.n)]
+    assert flags == [False] + [True] * (loop.n - 1)
+    assert not loop.context(2, loop.ts[2], loop.ts[3], st).finite  # off the grid: unknown
+    ctx = loop.context(2, None, None, st)
+    d, e = ctx.denoise(loop.x, ctx.s)
+    none, e2 = ctx.denoise(loop.x, ctx.s, x0=False)
+    assert none is None and torch.equal(e, e2) and d is not None

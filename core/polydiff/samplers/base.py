@@ -40,7 +40,8 @@ class StepContext(NamedTuple):
     n: int  # number of steps in the grid
     t: Tensor  # current time: scalar or (B,)
     s: Tensor  # target time
-    denoise: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, u) -> (d, e): one more model call
+    # (x, u[, x0=False]) -> (d, e): one more model call; x0=False when only e is used: (None, e)
+    denoise: Callable[..., tuple[Tensor | None, Tensor]]
     coefs: Callable[[Tensor], Coefs]  # schedule values at any time, packed like x
     noise: Callable[[], Tensor]  # fresh structured N(0, I) noise, packed like x
     field_norm: Callable[[Tensor], Tensor]  # per-sample, per-field L2 norm, packed like x
@@ -52,6 +53,7 @@ class StepContext(NamedTuple):
     # (key, fn, n_prev, fractions, node) -> fn's coefficients at this step, fn evaluated once for
     # the whole grid (see polydiff.samplers.dpm.coef_table); None off the grid
     table: Callable[..., Any] | None = None
+    finite: bool = False  # the step's log-SNR step is finite everywhere (on the grid; False: unknown)
 
 
 @dataclass(frozen=True)

@@ -242,17 +242,17 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
 
     def guard(stage: Tensor) -> Tensor:
         # lam is infinite only where alpha = 0 (the largest time) or sigma = 0 (time 0), so
-        # only a grid's first or last step can be infinite: the others skip the full-size lerp
-        return torch.lerp(x, stage, keep) if ctx.i in (0, ctx.n - 1) else stage
+        # only a grid's first or last step can be infinite: finite steps skip the full-size lerp
+        return stage if ctx.finite or ctx.i not in (0, ctx.n - 1) else torch.lerp(x, stage, keep)
 
     if order == 2:
         ((u1, c1),) = stages
-        _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)  # DDIM to s1
+        _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1, x0=False)  # DDIM to s1
         return torch.addcmul(ddim, ks[0], e1 - e, value=-0.5)
     (u1, c1), (u2, c2) = stages
-    _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1)
+    _, e1 = ctx.denoise(guard(_ddim(d, e, c1)), u1, x0=False)
     x2 = torch.addcmul(_ddim(d, e, c2), ks[0], e1 - e, value=-1)
-    _, e2 = ctx.denoise(guard(x2), u2)
+    _, e2 = ctx.denoise(guard(x2), u2, x0=False)
     return torch.addcmul(ddim, ks[1], e2 - e, value=-1)
 
 

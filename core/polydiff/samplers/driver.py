@@ -193,6 +193,13 @@ class SamplingLoop:
                                  "alpha(t) = 0 (the grid starts there); predict x0 / v / velocity or lower t_max")
         # a grid ending where sigma = 0 ends with the clean estimate itself (all methods agree there)
         self.final_zero = bool(self.packer.names) and bool((self.coefs[-1].sigma == 0).all())
+        # per step: is its log-SNR step finite everywhere (so methods may skip their infinite-end
+        # fallbacks)? lam is infinite only where alpha = 0 or sigma = 0, i.e. at a grid's ends
+        self._finite = [True] * self.n
+        if self.packer.names and self.n:
+            ends = torch.isfinite(self._table[2, [0, -1]]).reshape(2, -1).all(1).tolist()
+            self._finite[0] &= ends[0]
+            self._finite[-1] &= ends[1]
         self._state = dict(state)
         self.x = self.packer.pack(state).to(dtype) if self.packer.names else None
         self.hist: Any = None
@@ -231,9 +238,11 @@ class SamplingLoop:
         return self.model(state, tm) if self.cond is None else self.model(state, tm, self.cond)
 
     def split(self, out: Mapping[str, Tensor], xf: Tensor, c: Coefs | dict[str, Coefs],
-              st: State) -> tuple[Tensor, Tensor]:
+              st: State, x0: bool = True) -> tuple[Tensor | None, Tensor]:
         """Packed ``(x0, eps)`` estimates from the model's raw Gaussian predictions; ``c`` is the
-        packed coefficients at the evaluation time (or their per-field views)."""
+        packed coefficients at the evaluation time (or their per-field views). ``x0=False``:
+        only the noise estimate is wanted (``(None, eps)``; a noise-predicting field then costs
+        nothing)."""
         p = self.packer
         views = c if isinstance(c, dict) else {k: p.field_view(c, k, self.batch) for k in p.names}
         ds, es = {}, {}
@@ -243,11 +252,12 @@ class SamplingLoop:
             if k not in out:
                 raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
             pred = out[k]
-            d, e = to_x0_eps(pred if pred.dtype == self.dtype else pred.to(self.dtype), f.prediction, xs[k], views[k])
+            pred = pred if pred.dtype == self.dtype else pred.to(self.dtype)
+            d, e = (None, pred) if not x0 and f.prediction == "eps" else to_x0_eps(pred, f.prediction, xs[k], views[k])
             if not isinstance(f.structure, Plain):
-                d, e = f.structure.project(d, st), f.structure.project(e, st)
+                d, e = (f.structure.project(d, st) if x0 else None), f.structure.project(e, st)
             ds[k], es[k] = d, e
-        return p.pack(ds), p.pack(es)
+        return (p.pack(ds) if x0 else None), p.pack(es)
 
     def structured_noise(self) -> Tensor:
         """Fresh N(0, I) noise for the packed Gaussian fields, respecting their structures."""
@@ -324,11 +334,11 @@ class SamplingLoop:
             memo.update({id(r[0]): r for r in rows})
             return [(r[0], r[1]) for r in rows]
 
-        def denoise(xu: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        def denoise(xu: Tensor, u: Tensor, x0: bool = True) -> tuple[Tensor | None, Tensor]:
             _, views, tm = at(u)
             st = {**cur, **p.unpack(xu)}
             out = self.model(st, tm) if self.cond is None else self.model(st, tm, self.cond)
-            return self.split(out, xu, views, st)
+            return self.split(out, xu, views, st, x0)
 
         def coefs(u: Tensor) -> Coefs:
             return at(u)[0]
@@ -340,7 +350,8 @@ class SamplingLoop:
         t_of_lam = self.ref.t_of_lam if self.ref is not None else None
         grid_ok = on_grid and self.ref is not None
         return StepContext(i, self.n, tc, sc, denoise, coefs, self.structured_noise, self.field_norm, self.opts,
-                           t_of_lam, stages if grid_ok else None, table if grid_ok else None)
+                           t_of_lam, stages if grid_ok else None, table if grid_ok else None,
+                           grid_ok and self._finite[i])
 
     def _coef_table(self, key: Any, fn: Callable[..., Any], n_prev: int, rs: tuple[float, ...],
                     node: Callable[[Coefs], Tensor] | None) -> list[Any]:

@@ -132,7 +132,7 @@ def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | No
     check_option("order", order, (1, 2, 3, 4))
     check_option("warmup", warmup, ("improved_euler", "ab"))
     if hist is None and order > 1 and warmup == "improved_euler" and ctx.n > 1:
-        _, e1 = ctx.denoise(_transfer(d, e, None, ct, cs), ctx.s)
+        _, e1 = ctx.denoise(_transfer(d, e, None, ct, cs), ctx.s, x0=False)
         half = 0.5 * (ct.alpha > 0).to(e.dtype)  # from alpha = 0 (infinite rho) only DDIM is finite
         return _transfer(d, e, torch.lerp(e, e1, half), ct, cs), (e,)
     return _momentum(x, d, e, ct, cs, hist, ctx, order, 1.0)
@@ -190,21 +190,22 @@ def unipc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | N
     check_option("variant", variant, ("bh1", "bh2"))
     outs: tuple = ()
     if hist is not None:
-        x_start, sigma0, lam0_raw, outs, p_prev = hist
+        x_start, sigma0, lam0_raw, outs, p_prev, finite_prev = hist
         if not o["disable_corrector"]:
             h_raw = ct.lam - lam0_raw
-            ok = torch.isfinite(h_raw)
             lam0 = clip_lam(lam0_raw)
             h = clip_lam(ct.lam) - lam0
             m0 = outs[0][0]
             base = (ct.sigma / sigma0) * x_start + ct.alpha * (1 - torch.exp(-h_raw)) * m0
             corrected = _unipc_update(base, m0, list(outs[1:p_prev]), lam0, h, ct.alpha, variant, p_prev, d)
-            x = torch.where(ok, corrected, base)
+            # the corrected step is finite on the grid's inner steps (known there: no full-size where)
+            x = corrected if finite_prev else torch.where(torch.isfinite(h_raw), corrected, base)
     lam = clip_lam(ct.lam)
     outs = ((d, lam), *outs)
     k = step_order(order, ctx, len(outs), below=None)  # UniPC lowers the final orders at any step count
     h, emh, ok = lam_step(ct, cs)
     x_s = data_first_order(x, d, ct, cs, emh)
     if k > 1:
-        x_s = torch.where(ok, _unipc_update(x_s, d, list(outs[1:k]), lam, h, cs.alpha, variant, k - 1, None), x_s)
-    return x_s, (x, ct.sigma, ct.lam, outs[:order], k)
+        x_p = _unipc_update(x_s, d, list(outs[1:k]), lam, h, cs.alpha, variant, k - 1, None)
+        x_s = x_p if ctx.finite else torch.where(ok, x_p, x_s)
+    return x_s, (x, ct.sigma, ct.lam, outs[:order], k, ctx.finite)
