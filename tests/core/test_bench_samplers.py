@@ -127,7 +127,7 @@ def test_target_a_on_fitted_grids(tmp_path):
     """Target (a)'s samplers also run on grids fitted by calibrate_grid; the report shows both."""
     cfg = bench.Config(dims=(2,), processes=("vp_discrete",), nfe=(10,), samples=1000, samplers=["unipc"],
                        replicates=2, path_steps=200, reference_steps=200, projections=64, diffusers=False,
-                       pilot=256, fit_reference_steps=100, log=lambda msg: None)
+                       pilot=256, fit_reference_steps=100, a_replicates=3, log=lambda msg: None)
     res = bench.run(cfg, command="pytest")
     bench.write(res, tmp_path / "s.json", tmp_path / "s.md")
     (tg,) = res["targets"]
@@ -137,4 +137,16 @@ def test_target_a_on_fitted_grids(tmp_path):
     assert fitted["path_rmse"] < 0.7 * default["path_rmse"], (fitted["path_rmse"], default["path_rmse"])
     (row,) = res["checks"]["a_fitted"]
     assert row["sampler"] == "unipc" and row["status"] in ("pass", "FAIL")
-    assert "(a') The same at 10 NFE on grids fitted" in (tmp_path / "s.md").read_text()
+    md = (tmp_path / "s.md").read_text()
+    assert "(a') The same at 10 NFE on grids fitted" in md
+    # and over independent replicate pairs, on the default and the fitted grid
+    rep = tg["replicated"]
+    assert rep["replicates"] == 3 and set(rep["sw2"]) == {"euler_200", "unipc default", "unipc fitted"}
+    assert all(len(v) == 3 and all(x > 0 for x in v) for v in rep["sw2"].values())
+    assert len(set(rep["sw2"]["euler_200"])) == 3  # independent pairs: different values
+    rows = {r["grid"]: r for r in res["checks"]["a_replicated"]}
+    assert set(rows) == {"default", "fitted"}
+    for r in rows.values():
+        assert r["ratio"] == pytest.approx(sum(rep["sw2"][f"unipc {r['grid']}"]) / sum(rep["sw2"]["euler_200"]))
+        assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1]
+    assert "(a'') Target (a) over 3 independent replicate pairs" in md
