@@ -1283,8 +1283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write(result, args.json, args.md)
     ch = result["checks"]
     print(f"targets: (a) {ch['a_status']} (replicated: default grids {ch.get('a_replicated_default_status')}, "
-          f"fitted {ch.get('a_replicated_fitted_status')}); (b) error {ch['b_error_status']}, overhead {ch['b_overhead_status']}, "
-          f"equivalence {ch['b_equivalence_status']}; {result['seconds']:.0f} s", file=sys.stderr)
+          f"fitted {ch.get('a_replicated_fitted_status')}); (b) error {ch['b_error_status']}, "
+          f"overhead {ch['b_overhead_status']}, equivalence {ch['b_equivalence_status']}; "
+          f"{result['seconds']:.0f} s", file=sys.stderr)
     if not args.json and not args.md:
         print(to_markdown(result))
     return 0
