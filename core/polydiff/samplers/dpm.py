@@ -171,7 +171,7 @@ def lam_node(c: Coefs) -> Tensor:
 
 def coef_table(ctx: StepContext, key: Any, fn: Callable[..., Any], ct: Coefs, cs: Coefs,
                prev: Sequence[Tensor] = (), stages: Sequence[Coefs] = (), rs: tuple[float, ...] = (),
-               node: Callable[[Coefs], Tensor] = lam_node) -> Any:
+               node: Callable[[Coefs], Tensor] = lam_node, n_prev: int | None = None) -> Any:
     """``fn(ct, cs, prev, stages)``: a step's coefficients, which depend only on the grid.
 
     ``fn`` must be elementwise in its tensors, so that it can run on schedule values stacked
@@ -180,10 +180,14 @@ def coef_table(ctx: StepContext, key: Any, fn: Callable[..., Any], ct: Coefs, cs
     multistep history holds) and ``stages`` the schedule values at fractions ``rs`` of each
     step (singlestep stages), and returns this step's slice. Off the grid (``ctx.table`` is
     None: steering's transition densities) it runs on this step's own ``ct``, ``cs``, history
-    nodes ``prev`` and ``stages``. ``key`` names ``fn`` with its parameters.
+    nodes ``prev`` and ``stages``. ``key`` names ``fn`` with its parameters. ``n_prev``: how
+    many history nodes the table holds (default ``len(prev)``); a method whose order grows
+    while its history fills gives its full count, so that one table serves every step, and
+    ``fn`` computes the coefficients of every order its ``prev`` allows.
     """
-    if ctx.table is not None:
-        return ctx.table(key, fn, len(prev), tuple(rs), node if prev else None)
+    if ctx.table is not None and ctx.n > 1:  # (a one-step grid gains nothing from a table)
+        n = len(prev) if n_prev is None else n_prev
+        return ctx.table(key, fn, n, tuple(rs), node if n else None)
     return fn(ct, cs, list(prev), list(stages))
 
 
@@ -304,12 +308,11 @@ def _push(hist: tuple | None, item: tuple, keep: int) -> tuple:
 def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
     """``x_s = (sigma_s/sigma_t) x + alpha_s (1 - e^-h) D`` with ``D = x0 + (x0 - x0_prev) h / (2 h_prev)``
     (the 'midpoint' form of the paper, k-diffusion and diffusers)."""
-    two = step_order(2, ctx, 1 + len(hist or ())) == 2
-    prev = hist[:1] if two else ()
-    ratio, b, lam, w = coef_table(ctx, ("dpm++2m", two), _dpmpp_2m_coefs, ct, cs, [lp for _, lp in prev])
+    hist = hist or ()
+    ratio, b, lam, w = coef_table(ctx, "dpm++2m", _dpmpp_2m_coefs, ct, cs, [lp for _, lp in hist[:1]], n_prev=1)
     x_s = torch.addcmul(ratio * x, b, d)
-    if two:
-        x_s = torch.addcmul(x_s, w, d - prev[0][0], value=0.5)
+    if step_order(2, ctx, 1 + len(hist)) == 2:
+        x_s = torch.addcmul(x_s, w, d - hist[0][0], value=0.5)
     return x_s, _push(hist, (d, lam), 1)
 
 
@@ -347,32 +350,35 @@ def _dpmpp_multistep(x: Tensor, d: Tensor, ct: Coefs, cs: Coefs, hist: tuple | N
     """DPM-Solver++ of ``order`` on the last outputs: ``sum_j c_j moment_j`` with the moments
     ``int_0^1 e^(-h (1 - v)) v^j dv = j! phi_{j+1}(-h)`` (``exact``) or the published ones
     (``phi_1, phi_1 / 2`` at order 2, ``phi_1, phi_2, phi_3`` at order 3)."""
-    k = step_order(order, ctx, 1 + len(hist or ()))
-    prev = hist[: k - 1] if k > 1 else ()
-    ratio, b, lam, ws = coef_table(ctx, ("dpm++", k, exact), functools.partial(_dpmpp_coefs, k=k, exact=exact),
-                                   ct, cs, [lp for _, lp in prev])
+    hist = hist or ()
+    k = step_order(order, ctx, 1 + len(hist))
+    ratio, b, lam, ws = coef_table(ctx, ("dpm++", order, exact), functools.partial(_dpmpp_coefs, exact=exact),
+                                   ct, cs, [lp for _, lp in hist[: order - 1]], n_prev=order - 1)
     x_s = torch.addcmul(ratio * x, b, d)
-    for wk, (dk, _) in zip(ws, prev):
+    for wk, (dk, _) in zip(ws[k - 1], hist[: k - 1]):
         x_s = torch.addcmul(x_s, wk, dk - d)
     return x_s, _push(hist, (d, lam), order - 1)
 
 
-def _dpmpp_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs], *, k: int,
-                 exact: bool) -> tuple[Any, ...]:
-    """``(sigma_s / sigma_t, alpha_s (1 - e^-h), lam_t, [weight of (x0_j - x0) per history node])``."""
+def _dpmpp_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs], *, exact: bool) -> tuple[Any, ...]:
+    """``(sigma_s / sigma_t, alpha_s (1 - e^-h), lam_t, ws)`` with ``ws[k - 1]`` the weights of
+    ``x0_j - x0`` per history node at order ``k``, for every order the history nodes ``prev``
+    allow (shared pieces computed once for all of them)."""
     h, emh, ok, lam = _lam_step(ct, cs)
-    ws: list[Tensor] = []
-    if k > 1:
+    top = 1 + len(prev)
+    ws: list[list[Tensor]] = [[]]
+    if top > 1:
         nodes = [0.0] + [(lp - lam) / h for lp in prev]
-        m = phis(-h, 1 if k == 2 and not exact else k)
-        if exact:
-            moments = [_mul(math.factorial(j), m[..., j]) for j in range(k)]
-        elif k == 2:
-            moments = [m[..., 0], 0.5 * m[..., 0]]
-        else:
-            moments = [m[..., j] for j in range(k)]
+        m = phis(-h, 1 if top == 2 and not exact else top)
         g = torch.where(ok, cs.alpha * h, 0.0)
-        ws = [g * wk for wk in lagrange_weights(nodes, moments, start=1)]
+        for k in range(2, top + 1):
+            if exact:
+                moments = [_mul(math.factorial(j), m[..., j]) for j in range(k)]
+            elif k == 2:
+                moments = [m[..., 0], 0.5 * m[..., 0]]
+            else:
+                moments = [m[..., j] for j in range(k)]
+            ws.append([g * wk for wk in lagrange_weights(nodes[:k], moments, start=1)])
     return cs.sigma / ct.sigma, cs.alpha * (1 - emh), lam, ws
 
 
