@@ -20,6 +20,7 @@ re-implementing it.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -186,26 +187,31 @@ class SamplingLoop:
                 not bool(torch.isfinite(self.coefs[0].dalpha / self.coefs[0].alpha).all()):
             raise ValueError(f"sampler {sampler!r} needs alpha(t) > 0 on the whole grid; the process reaches "
                              "alpha = 0 at t_max: lower t_max or use an ODE sampler / ddim / ddpm")
-        for k in self.packer.names:
-            f = self.fields[k]
-            if f.prediction in ("eps", "score") and not bool((self._views[0][k].alpha > 0).all()):
-                raise ValueError(f"field {k!r}: a {f.prediction!r} prediction gives no clean estimate where "
-                                 "alpha(t) = 0 (the grid starts there); predict x0 / v / velocity or lower t_max")
-        # a grid ending where sigma = 0 ends with the clean estimate itself (all methods agree there)
-        self.final_zero = bool(self.packer.names) and bool((self.coefs[-1].sigma == 0).all())
-        # per step: is its log-SNR step finite everywhere (so methods may skip their infinite-end
-        # fallbacks)? lam is infinite only where alpha = 0 or sigma = 0, i.e. at a grid's ends
-        self._finite = [True] * self.n
-        if self.packer.names and self.n:
-            ends = torch.isfinite(self._table[2, [0, -1]]).reshape(2, -1).all(1).tolist()
-            self._finite[0] &= ends[0]
-            self._finite[-1] &= ends[1]
+        # the grid's ends in one read: (min, max) over the packing of every value at t_0 and t_K
+        self.final_zero, self._finite = False, [True] * self.n
+        if self.packer.names:
+            ends = self._table[:, [0, -1]].reshape(5, 2, -1)
+            lo, hi = torch.stack([ends.amin(-1), ends.amax(-1)]).tolist()  # [min | max][value][end]
+            if lo[0][0] <= 0 and any(self.fields[k].prediction in ("eps", "score") for k in self.packer.names):
+                for k in self.packer.names:
+                    f = self.fields[k]
+                    if f.prediction in ("eps", "score") and not bool((self._views[0][k].alpha > 0).all()):
+                        raise ValueError(f"field {k!r}: a {f.prediction!r} prediction gives no clean estimate "
+                                         "where alpha(t) = 0 (the grid starts there); predict x0 / v / velocity or "
+                                         "lower t_max")
+            # a grid ending where sigma = 0 ends with the clean estimate itself (all methods agree there)
+            self.final_zero = hi[1][1] == 0
+            # per step: is its log-SNR step finite everywhere (so methods may skip their infinite-end
+            # fallbacks)? lam is infinite only where alpha = 0 or sigma = 0, i.e. at a grid's ends
+            if self.n:
+                self._finite[0] &= math.isfinite(lo[2][0]) and math.isfinite(hi[2][0])
+                self._finite[-1] &= math.isfinite(lo[2][1]) and math.isfinite(hi[2][1])
         self._state = dict(state)
         self.x = self.packer.pack(state).to(dtype) if self.packer.names else None
         self.hist: Any = None
         self.last: dict[str, Tensor] = {}
         self._stages: dict[tuple[float, ...], tuple[list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]],
-                                                     list[Coefs]]] = {}
+                                                     Tensor]] = {}
         self._tables: dict[Any, list[Any]] = {}
         self._ends: tuple[Coefs, Coefs] | None = None
 
@@ -375,16 +381,19 @@ class SamplingLoop:
                     pad = nodes[:1] - torch.arange(j, 0, -1, dtype=nodes.dtype, device=nodes.device).reshape(
                         -1, *([1] * (nodes.dim() - 1)))
                     prev.append(torch.cat([pad, nodes[: max(self.n - j, 0)]])[: self.n])
-            stages = self._stage_table(rs)[1] if rs else []
+            stages = []
+            if rs:  # per fraction, the stage coefficients of every step (the stage table is fraction-major)
+                table = self._stage_table(rs)[1]
+                stages = [table_coefs(table[:, j * self.n:(j + 1) * self.n]) for j in range(len(rs))]
             self._tables[full] = _split_steps(fn(ct, cs, prev, stages), self.n)
         return self._tables[full]
 
     def _stage_table(self, rs: tuple[float, ...]) -> tuple[list[list[tuple[Tensor, Coefs, dict[str, Coefs], Tensor]]],
-                                                           list[Coefs]]:
+                                                           Tensor]:
         """For every step, the times at fractions ``rs`` of its reference log-SNR interval (the
         reference field's, clipped as the methods clip it), or with ``stages="grid"`` the inner
         points of the finer grid, with their packed coefficients, per-field views and model
-        times; and per fraction the coefficients of all steps stacked (for :meth:`_coef_table`).
+        times; and their (5, R * K, ...) coefficient table, fraction-major (for :meth:`_coef_table`).
         One schedule evaluation for the whole grid, made on first use (singlestep stages)."""
         if rs not in self._stages:
             n_r, n = len(rs), self.n
@@ -401,13 +410,13 @@ class SamplingLoop:
                 lt = lam[:-1].unsqueeze(0)  # (1, K[, B])
                 times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(0) - lt)).flatten(0, 1)
                 table, _ = self.packer.grid_table(times, self.batch, self.dtype)
-            tms, _ = _grid_times(times, self.batch, self.dtype)
-            us = times.to(self.dtype).unbind(0)
+            tms, cols = _grid_times(times, self.batch, self.dtype)
+            us = cols if times.dim() == 1 else times.to(self.dtype).unbind(0)
             cs = per_time(table)
             p, b = self.packer, self.batch
             entries = [(u, c, {k: p.field_view(c, k, b) for k in p.names}, tm) for u, c, tm in zip(us, cs, tms)]
             rows = [[entries[j * n + i] for j in range(n_r)] for i in range(n)]
-            self._stages[rs] = rows, [table_coefs(table[:, j * n:(j + 1) * n]) for j in range(n_r)]
+            self._stages[rs] = rows, table
         return self._stages[rs]
 
     def renoise(self, i: int) -> None:
