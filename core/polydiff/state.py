@@ -116,7 +116,7 @@ class Packer:
         """:meth:`coefs` at every time of a grid (T,) or (T, B) as one tensor ``(5, T, rows, D)``
         (alpha, sigma, lam, dalpha, dsigma; ``rows`` 1 or B, ``D`` 1 for one field with shared
         times), cast to ``dtype``, with one schedule call per field for the whole grid; also
-        returns each field's own float64 values (T[, B]). See :func:`table_coefs`."""
+        returns each field's own float64 values (T[, B]). See :func:`table_coefs` and :func:`per_time`."""
         per = {k: self.fields[k].process.coefs(ts) for k in self.names}
         if self.single and ts.dim() == 1:  # the common case: (1, 1) broadcasts
             (c,) = per.values()
@@ -136,10 +136,6 @@ class Packer:
             rows = max(v.shape[0] for v in vals)
             out.append(torch.stack([v.expand(rows, v.shape[1]) for v in vals]))  # (5, rows, D)
         return torch.stack(out, dim=1), per
-
-    def grid_coefs(self, ts: Tensor, batch: int, dtype: torch.dtype | None = None) -> list[Coefs]:
-        """:meth:`coefs` at every time of a grid (T,) or (T, B): views of :meth:`grid_table`."""
-        return per_time(self.grid_table(ts, batch, dtype)[0])
 
     def field_view(self, c: Coefs, name: str, batch: int) -> Coefs:
         """Packed coefficients restricted to one field and shaped to broadcast against it."""

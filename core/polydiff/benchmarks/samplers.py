@@ -468,10 +468,10 @@ class Spec:
     t = (k+1)/1000); ``"ve"`` the same betas in diffusers' sigma = sigma/alpha coordinates (our
     EDM process, t = sigma); ``"edm"`` EDM's own schedulers (our EDM process). ``end``: both end
     at sigma = 0 (``"zero"``) or at timestep 0, t = 1/1000 (``"k0"``). ``identical``: the same
-    formulas on the same grid, so samples from the same initial points must agree. ``stride``:
-    diffusers' singlestep schedulers spend one timestep per model call, so an order-k step spans
-    k timesteps and uses the ones inside as its stages; ours places its stages itself (in
-    log-SNR), so our grid is every k-th timestep.
+    formulas on the same grid, so samples from the same initial points must agree.
+    ``default_stride``: diffusers' singlestep schedulers spend one timestep per model call, so an
+    order-k step spans k timesteps and uses the ones inside as its stages (ours with
+    ``stages="grid"``); our default places the stages itself (in log-SNR), on every k-th timestep.
     """
 
     algorithm: str
@@ -483,7 +483,6 @@ class Spec:
     step_kwargs: dict[str, Any] = field(default_factory=dict)
     identical: bool = False
     steps_for_nfe: Callable[[int], int] = lambda nfe: nfe
-    stride: int = 1  # singlestep order-k methods: our grid keeps every k-th diffusers timestep
     default_stride: int = 0  # > 0: also run our default options on every k-th timestep (informational)
     sde: bool = False  # draws noise: compared by SW2 averaged over repeats with fresh noise
     note: str = ""
@@ -569,11 +568,10 @@ def diffusers_grid(sched: Any, spec: Spec) -> Tensor:
     """The scheduler's time grid in our time: vp -> t = (k+1)/1000 then the end point; ve/edm ->
     t = sigma (diffusers' sigmas already end at 0)."""
     if spec.family == "vp":
-        ks = _unique(sched.timesteps.to(torch.int64)).to(torch.float64)[::spec.stride]
+        ks = _unique(sched.timesteps.to(torch.int64)).to(torch.float64)
         end = torch.tensor([0.0 if spec.end == "zero" else 1e-3], dtype=torch.float64)
         return torch.cat([(ks + 1) / 1000, end])
-    sig = _unique(sched.sigmas.to(torch.float64))
-    return torch.cat([sig[:-1][::spec.stride], sig[-1:]])
+    return _unique(sched.sigmas.to(torch.float64))
 
 
 def grid_mismatch(sched: Any, spec: Spec, grid: Tensor, process: GaussianProcess) -> float:
@@ -583,16 +581,14 @@ def grid_mismatch(sched: Any, spec: Spec, grid: Tensor, process: GaussianProcess
     lam_ours = s.lam(grid)
     if spec.family == "vp":
         sig = getattr(sched, "sigmas", None)
-        if sig is not None and (len(sig) - 2) // spec.stride + 2 == len(grid):  # solvers stepping on VE sigmas
-            sig = sig.to(torch.float64)
-            lam_diff = -torch.log(torch.cat([sig[:-1][::spec.stride], sig[-1:]]))
+        if sig is not None and len(sig) == len(grid):  # solvers stepping on VE sigmas
+            lam_diff = -torch.log(sig.to(torch.float64))
         else:
             acp = sched.alphas_cumprod.to(torch.float64)
             ks = torch.clamp(torch.round(grid * 1000 - 1).to(torch.int64), min=0)
             lam_diff = 0.5 * torch.log(acp[ks] / (1 - acp[ks]))
     else:
-        sig = _unique(sched.sigmas.to(torch.float64))
-        lam_diff = -torch.log(torch.cat([sig[:-1][::spec.stride], sig[-1:]]))
+        lam_diff = -torch.log(_unique(sched.sigmas.to(torch.float64)))
     ok = torch.isfinite(lam_ours) & torch.isfinite(lam_diff)
     return float((lam_ours[ok] - lam_diff[ok]).abs().max()) if bool(ok.any()) else 0.0
 

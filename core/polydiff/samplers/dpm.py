@@ -204,7 +204,8 @@ def _ddim(d: Tensor, e: Tensor, c: Coefs) -> Tensor:
 
 # ----------------------------------------------------------------------------- singlestep DPM-Solver
 @functools.lru_cache(maxsize=64)
-def _fractions(rs: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+def stage_fractions(rs: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Stage fractions as a tensor, made once per tuple, dtype and device."""
     return torch.tensor(rs, dtype=dtype, device=device)
 
 
@@ -218,7 +219,7 @@ def _intermediate(ctx: StepContext, ct: Coefs, cs: Coefs, rs: tuple[float, ...])
         raise ValueError("singlestep DPM-Solver needs StepContext.t_of_lam (the driver passes the reference "
                          "schedule's inverse log-SNR)")
     lt, ls = clip_lam(ct.lam)[:, :1], clip_lam(cs.lam)[:, :1]  # column 0 is the reference field
-    us = ctx.t_of_lam(lt + _fractions(rs, lt.dtype, lt.device) * (ls - lt)).to(lt.dtype)  # (rows, len(rs))
+    us = ctx.t_of_lam(lt + stage_fractions(rs, lt.dtype, lt.device) * (ls - lt)).to(lt.dtype)  # (rows, len(rs))
     # one shared time stays a scalar, so its schedule values stay (1, D) broadcasts
     us = us.reshape(len(rs)) if us.shape[0] == 1 else us.t()
     return [(u, ctx.coefs(u)) for u in us.unbind(0)]

@@ -19,7 +19,6 @@ re-implementing it.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,7 +34,7 @@ from ..random import Noise, sample_categorical
 from ..state import FieldSpec, Packer, State, as_fields, per_time, table_coefs
 from ..structures import Plain
 from .base import SamplerDef, StepContext, get_sampler
-from .dpm import clip_lam
+from .dpm import clip_lam, stage_fractions
 
 Model = Callable[..., Any]
 
@@ -68,12 +67,6 @@ def _split_steps(tree: Any, n: int) -> list[Any]:
         parts = [_split_steps(v, n) for v in tree]
         return [type(tree)(p[i] for p in parts) for i in range(n)]
     return [tree] * n
-
-
-@functools.lru_cache(maxsize=32)
-def _fractions(rs: tuple[float, ...], device: torch.device) -> Tensor:
-    """Stage fractions as a float64 tensor, made once per tuple and device."""
-    return torch.tensor(rs, dtype=torch.float64, device=device)
 
 
 def _cast(c: Coefs, dtype: torch.dtype) -> Coefs:
@@ -406,7 +399,7 @@ class SamplingLoop:
                 times, table = self._fine[inner], self._fine_table[:, inner]  # fraction-major (R * K[, B])
             else:
                 lam = clip_lam(self._ref_lam64)  # (K+1,) or (K+1, B), float64
-                frac = _fractions(rs, lam.device).reshape(-1, 1, *([1] * (lam.dim() - 1)))
+                frac = stage_fractions(rs, torch.float64, lam.device).reshape(-1, 1, *([1] * (lam.dim() - 1)))
                 lt = lam[:-1].unsqueeze(0)  # (1, K[, B])
                 times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(0) - lt)).flatten(0, 1)
                 table, _ = self.packer.grid_table(times, self.batch, self.dtype)
