@@ -5,10 +5,11 @@ The public API that first- and third-party modality plugins use alike.
 
 from __future__ import annotations
 
+from .data import DataBundle, DatasetInfo
 from .generator import load
 from .grids import GRIDS, make_grid
 from .likelihood import log_likelihood
-from .modality import DataBundle, Modality
+from .modality import Modality
 from .processes import (
     EDM,
     SCHEDULES,
@@ -25,19 +26,18 @@ from .processes import (
 )
 from .random import Noise
 from .registry import Registry, RegistryError, available_modalities, load_modality
-from .samplers import SAMPLERS, calibrate_grid, first_hitting, sample
+from .samplers import SAMPLERS, SampleSettings, calibrate_grid, first_hitting, sample
 from .state import FieldSpec, Packer, State
-from .steering import controlled_sample, steer
+from .steering import Control, controlled_sample, steer
 from .structures import Masked, Plain, Symmetric, ZeroCoM
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
-    "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "DataBundle", "FieldSpec", "GaussianProcess",
-    "GeodesicFlow", "LinearInterpolant", "Masked", "Modality", "Noise", "Packer", "Plain", "Registry", "RegistryError",
-    "State", "StochasticInterpolant", "SubVP", "Symmetric", "Uniform", "VPCosine", "VPLinear", "ZeroCoM",
-    "available_modalities", "calibrate_grid", "controlled_sample", "first_hitting", "load", "load_modality",
-    "log_likelihood", "make_grid", "sample", "steer", "train",
+    "EDM", "GRIDS", "SAMPLERS", "SCHEDULES", "VE", "Absorbing", "Control", "DataBundle", "DatasetInfo", "FieldSpec",
+    "GaussianProcess", "GeodesicFlow", "LinearInterpolant", "Masked", "Modality", "Noise", "Packer", "Plain",
+    "Registry", "RegistryError", "SampleSettings", "State", "StochasticInterpolant", "SubVP", "Symmetric", "Uniform",
+    "VPCosine", "VPLinear", "ZeroCoM", "__version__", "available_modalities", "calibrate_grid", "controlled_sample",
+    "first_hitting", "load", "load_modality", "log_likelihood", "make_grid", "sample", "steer", "train",
 ]
 
 

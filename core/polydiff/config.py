@@ -11,9 +11,12 @@ A recipe has seven sections::
     sample:  {num: 1000, sampler: dpm++2m, steps: 20, seed: 0}
 
 ``train``, ``loss`` and ``sample`` are checked here (types, allowed values, registered
-names); the options of ``data``, ``model`` and ``process`` are checked against the
-modality's factories when the run is built. Every error names the file, the key path and
-what is allowed, e.g. ``configs/x.yaml: train.lr: expected a number, got 'abc'``.
+names; the recipe's modality plugin is imported first, so the samplers, weightings, time
+densities and objectives it registers are known); the options of ``data``, ``model`` and
+``process`` are checked against the modality's factories when the run is built. A recipe
+shipped with a plugin is named ``<modality>:<recipe>`` (``polydiff modalities`` lists them).
+Every error names the file, the key path and what is allowed, e.g.
+``configs/x.yaml: train.lr: expected a number, got 'abc'``.
 ``--set key.sub=value`` overrides are YAML-parsed and applied before checking.
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from .registry import RegistryError
+from .registry import RegistryError, load_modality
 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
@@ -81,14 +84,20 @@ class TrainConfig:
 
 @dataclass
 class LossConfig:
-    """Arguments of :func:`polydiff.losses.diffusion_loss`, plus condition dropout."""
+    """Arguments of :func:`polydiff.losses.diffusion_loss`, plus condition dropout, the
+    training objective and its options (other keys of the section: parameters of the
+    weighting, the time density or the objective)."""
 
     weighting: str = "prediction"
     time_density: str = "uniform"
     cond_drop: float = 0.0  # probability of replacing a sample's conditions by the null condition
     field_weights: dict[str, float] | None = None
+    terms: dict[str, float] | None = None  # weights of the network's extra ``loss/<name>`` outputs (default 1)
+    manifold_weighting: str = field(default="x0", metadata={"choices": ("x0", "velocity")})
     techniques: dict[str, Any] | None = None  # opt-in techniques (polydiff.techniques.Techniques)
-    options: dict[str, float] = field(default_factory=dict)  # weighting / time-density parameters
+    objective: str = "denoising"  # a registered objective (polydiff.losses.OBJECTIVES), e.g. ctm distillation
+    teacher: str | None = None  # a frozen teacher checkpoint (distillation objectives)
+    options: dict[str, Any] = field(default_factory=dict)  # weighting / time-density / objective parameters
 
 
 @dataclass
@@ -149,9 +158,27 @@ def _copy(v: Any) -> Any:
 # loading and checking
 # ---------------------------------------------------------------------------------------------
 
+def recipe_path(name: str | Path) -> Path:
+    """A recipe file: a path, or ``<modality>:<recipe>`` for one shipped with a plugin."""
+    path = Path(name)
+    text = str(name)
+    if path.is_file() or ":" not in text or "/" in text.partition(":")[0]:
+        return path
+    modality, _, recipe = text.partition(":")
+    try:
+        table = load_modality(modality).recipes()
+    except RegistryError as err:
+        raise ConfigError(f"{text}: {err}") from None
+    if recipe not in table:
+        raise ConfigError(f"{text}: modality {modality!r} ships no recipe {recipe!r}; "
+                          f"recipes: {', '.join(table) or 'none'}")
+    return table[recipe]
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides and check it."""
-    path = Path(path)
+    """Read a YAML recipe (a path or ``<modality>:<recipe>``), apply ``key.sub=value``
+    overrides and check it."""
+    path = recipe_path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -202,6 +229,7 @@ def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Conf
     if not isinstance(modality, str) or not modality:
         raise ConfigError(f"{source}: modality: expected a plugin name, got {modality!r}")
     cfg.modality = modality
+    _load_plugin(modality, source)
     cfg.data = _component(raw.get("data"), "data", source)
     cfg.model = _component(raw.get("model"), "model", source)
     cfg.process = dict(_section(raw.get("process"), "process", source))
@@ -214,6 +242,15 @@ def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Conf
     cfg.sample.options = _sample_options(cfg.sample, sample, source)
     _check_train(cfg, source)
     return cfg
+
+
+def _load_plugin(name: str, source: str) -> None:
+    """Import the recipe's modality plugin, so that what it registers (samplers, weightings,
+    time densities, objectives) is known before those names are checked."""
+    try:
+        load_modality(name)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: modality: {err}") from None
 
 
 def _section(v: Any, name: str, source: str) -> Mapping[str, Any]:
@@ -342,16 +379,20 @@ def _registered(registry: Any, name: str, path: str, source: str) -> Any:
         raise ConfigError(f"{source}: {path}: {err}") from None
 
 
-def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dict[str, float]:
-    from .losses import TIME_DENSITIES, WEIGHTINGS
+def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dict[str, Any]:
+    from .losses import OBJECTIVES, TIME_DENSITIES, WEIGHTINGS
 
     w = _registered(WEIGHTINGS, loss.weighting, "loss.weighting", source)
     d = _registered(TIME_DENSITIES, loss.time_density, "loss.time_density", source)
+    o = _registered(OBJECTIVES, loss.objective, "loss.objective", source)
     if not 0.0 <= loss.cond_drop < 1.0:
         raise ConfigError(f"{source}: loss.cond_drop: expected a probability in [0, 1), got {loss.cond_drop}")
-    allowed = [f.name for f in dataclasses.fields(LossConfig) if f.name != "options"]
-    allowed += _keywords(w, 2) + _keywords(d, 3)
+    numeric = _keywords(w, 2) + _keywords(d, 3)
+    objective = [k for k in _keywords(o, 0) if k not in ("teacher", "fields", "info")]
+    allowed = [f.name for f in dataclasses.fields(LossConfig) if f.name != "options"] + numeric + objective
     _no_unknown(rest, allowed, "loss.", source)
+    if loss.teacher is not None and "teacher" not in _keywords(o, 0):
+        raise ConfigError(f"{source}: loss.teacher: objective {loss.objective!r} takes no teacher")
     if loss.techniques is not None:
         from .techniques import Techniques
 
@@ -360,7 +401,24 @@ def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dic
             raise ConfigError(f"{source}: loss.techniques.cond_drop: condition dropout is set twice; "
                               "keep loss.cond_drop (it drops every condition of the data) or this one")
         loss.techniques = {k: v for k, v in _plain(tech).items() if k in loss.techniques}
-    return {k: _coerce(v, float, f"loss.{k}", source) for k, v in rest.items()}
+    out = {}
+    for k, v in rest.items():
+        if k in numeric:
+            out[k] = _coerce(v, float, f"loss.{k}", source)
+        else:
+            default = _defaults(o).get(k)
+            out[k] = _coerce(v, type(default), f"loss.{k}", source) if isinstance(default, (bool, int, float, str)) \
+                else v
+    return out
+
+
+def _defaults(fn: Any) -> dict[str, Any]:
+    """Default values of ``fn``'s keyword parameters."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -368,21 +426,24 @@ def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) 
     from .samplers import SAMPLERS
 
     sdef = _registered(SAMPLERS, sample.sampler, "sample.sampler", source)
-    if sdef.kind != "gaussian":
-        raise ConfigError(f"{source}: sample.sampler: {sample.sampler!r} is a {sdef.kind} sampler; "
-                          "set it as sample.categorical")
     allowed = [f.name for f in dataclasses.fields(SampleConfig) if f.name != "options"]
     allowed += list(DRIVER_OPTIONS) + sorted(sdef.defaults)
-    _no_unknown(rest, allowed, "sample.", source)
-    if isinstance(rest.get("grid"), str):
-        _registered(GRIDS, rest["grid"], "sample.grid", source)
+    cdef = None
     if "categorical" in rest:
         cdef = _registered(SAMPLERS, str(rest["categorical"]), "sample.categorical", source)
         if cdef.kind != "categorical":
             raise ConfigError(f"{source}: sample.categorical: {rest['categorical']!r} is not a categorical sampler")
-    for k, default in sdef.defaults.items():
-        if k in rest and default is not None:
-            rest = {**rest, k: _coerce(rest[k], type(default), f"sample.{k}", source)}
+        if cdef.loop == "own":
+            raise ConfigError(f"{source}: sample.categorical: {rest['categorical']!r} runs its own loop over a state "
+                              "of absorbing fields only; name it as sample.sampler")
+        allowed += sorted(cdef.defaults)
+    _no_unknown(rest, allowed, "sample.", source)
+    if isinstance(rest.get("grid"), str):
+        _registered(GRIDS, rest["grid"], "sample.grid", source)
+    for d in (sdef, cdef):
+        for k, default in (d.defaults.items() if d is not None else ()):
+            if k in rest and default is not None:
+                rest = {**rest, k: _coerce(rest[k], type(default), f"sample.{k}", source)}
     for k in ("num", "steps"):
         if getattr(sample, k) < 1:
             raise ConfigError(f"{source}: sample.{k}: expected a positive integer, got {getattr(sample, k)}")

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import pickle
-import re
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,70 +21,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import DRIVER_OPTIONS, Config, build_data, build_fields, build_network, from_dict
+from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
+from .config import DRIVER_OPTIONS, Config, build_data, from_dict
+from .files import atomic_folder
 from .modality import Modality
 from .registry import load_modality
+from .samplers.base import SampleSettings, settings_of
 from .state import FieldSpec, State
-from .steering import controlled_sample
+from .steering import CONTROL_NAMES, Control, control_of
 
 METADATA_FILE = "polydiff.json"
 _SEED_STRIDE = 1_000_003  # sample b of a request seeded s gets seed s * stride + b (as polydiff.random.Noise)
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be (safely) loaded."""
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoint files
-# ---------------------------------------------------------------------------------------------
-
-def save_checkpoint_file(obj: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader
-    never sees a half-written checkpoint, and a crash leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; refuse anything else clearly.
-    ``mmap=True`` maps tensors lazily (cheap when only the metadata is needed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if found is None:  # not a pickle of objects at all
-            raise CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file)") from None
-        detail = f"it references {found.group(1)}"
-        raise CheckpointError(
-            f"{path}: refusing to load: the file holds Python objects besides tensors and plain containers, "
-            f"and polydiff opens checkpoints only with torch.load(weights_only=True) so that loading cannot run "
-            f"code ({detail})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or "polydiff" not in ckpt:
-        raise CheckpointError(f"{path}: not a polydiff checkpoint (no 'polydiff' entry)")
-    return ckpt
-
-
-def network_weights(ckpt: Mapping[str, Any], ema: bool = True) -> dict[str, Tensor]:
-    """The network's state dict from a checkpoint: the EMA copy when present and wanted."""
-    sd = ckpt["state_dict"]
-    prefix = "ema." if ema and any(k.startswith("ema.") for k in sd) else "net."
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+# re-exported for code written against the older layout (checkpoint I/O lives in polydiff.checkpoints)
+__all__ = [
+    "METADATA_FILE",
+    "CheckpointError",
+    "Evaluation",
+    "Generator",
+    "evaluate_samples",
+    "load",
+    "load_checkpoint",
+    "network_weights",
+    "save_checkpoint_file",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,20 +64,8 @@ class Generator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         ema: bool = True) -> Generator:
-        path = Path(path)
-        ckpt = load_checkpoint(path)
-        meta = ckpt["polydiff"]
-        cfg = from_dict(meta["config"], source=f"{path} (stored recipe)")
-        modality = load_modality(cfg.modality)
-        info = meta["info"]
-        fields = build_fields(cfg, modality, info)
-        net = build_network(cfg, modality, info, fields)
-        try:
-            net.load_state_dict(network_weights(ckpt, ema))
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: the stored weights do not fit the network the recipe builds: "
-                                  f"{str(err).splitlines()[0]}") from None
-        gen = cls(modality, cfg, info, fields, net, checkpoint=path, step=ckpt.get("global_step"))
+        got = load_network(path, ema)
+        gen = cls(got.modality, got.config, got.info, got.fields, got.net, checkpoint=got.path, step=got.step)
         return gen.to(device) if device is not None else gen
 
     def to(self, device: str | torch.device) -> Generator:
@@ -134,30 +78,41 @@ class Generator:
         return p.device if p is not None else torch.device("cpu")
 
     # -- sampling --
+    def settings(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> SampleSettings:
+        """The recipe's sampling settings (its ``sample`` section), with ``sampler``, ``steps``
+        and other settings or sampler options overriding them. A sampler other than the
+        recipe's keeps only the recipe's grid settings, not its sampler options."""
+        sc = self.config.sample
+        base = dict(sc.options) if sampler in (None, sc.sampler) else {k: v for k, v in sc.options.items()
+                                                                       if k in DRIVER_OPTIONS}
+        return settings_of(SampleSettings(sampler=sc.sampler, steps=sc.steps), **base, sampler=sampler, steps=steps,
+                           **options)
+
     def sample_states(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | None = None,
                       condition: Mapping[str, Any] | None = None, batch_size: int | None = None,
-                      device: str | torch.device | None = None, **sampler_options: Any) -> State:
+                      device: str | torch.device | None = None, **options: Any) -> State:
         """``n`` generated states, concatenated on the CPU (see :meth:`generate`)."""
-        parts = list(self._chunks(n, sampler, steps, seed, condition, batch_size, device, sampler_options))
+        parts = list(self._chunks(n, sampler, steps, seed, condition, batch_size, device, options))
         return {k: torch.cat([p[k] for p in parts]) if isinstance(v, Tensor) and v.dim() else v
                 for k, v in parts[0].items()}
 
     def generate(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | None = None,
                  condition: Mapping[str, Any] | None = None, batch_size: int | None = None,
-                 device: str | torch.device | None = None, **sampler_options: Any) -> Any:
+                 device: str | torch.device | None = None, **options: Any) -> Any:
         """``n`` new objects in the modality's own form (e.g. an (n, D) array of points).
 
         ``sampler`` / ``steps`` default to the recipe's ``sample`` section; ``seed=None`` draws a
         fresh seed. Sample ``i`` is seeded by ``(seed, i)``, so the result does not depend on
         ``batch_size`` (the number generated at once). ``condition`` goes to the modality's
-        ``prior_state`` (e.g. ``{"label": 3}``). Other keywords go to
-        :func:`polydiff.steering.controlled_sample` and :func:`polydiff.sample`: sampler options
-        (``eta``, ...), grid settings, ``dtype``, ``callback``, ``wrap_model``, and guidance /
-        steering (``guidance_scale`` guides on the keys of ``condition``; ``observed``,
-        ``particles``, ``reward``, ...).
+        ``prior_state`` (e.g. ``{"label": 3}``). Other keywords: a ``settings=``
+        :class:`~polydiff.SampleSettings` or its fields (grid, t_min, dtype, ...), sampler
+        options (``eta``, ...), and a ``control=`` :class:`~polydiff.steering.Control` or its
+        fields (``guidance_scale`` guides on the keys of ``condition``; ``observed``,
+        ``particles``, ``reward``, ...). The modality's :meth:`~polydiff.Modality.sample`
+        generates each chunk.
         """
         parts = [self.modality.to_native(st, self.info)
-                 for st in self._chunks(n, sampler, steps, seed, condition, batch_size, device, sampler_options)]
+                 for st in self._chunks(n, sampler, steps, seed, condition, batch_size, device, options)]
         return _concat(parts)
 
     def _chunks(self, n: int, sampler: str | None, steps: int | None, seed: int | None,
@@ -166,43 +121,36 @@ class Generator:
         """Generate in chunks of ``batch_size``; yields each chunk's final state (on the CPU)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        sc = self.config.sample
-        sampler = sampler or sc.sampler
-        steps = steps or sc.steps
-        base = dict(sc.options) if sampler == sc.sampler else {k: v for k, v in sc.options.items()
-                                                               if k in DRIVER_OPTIONS}
-        options = {**base, **options}
-        if options.get("guidance_scale") is not None and condition and "condition_keys" not in options:
-            options["condition_keys"] = list(condition)  # guide on the conditions asked for
+        options = dict(options)
+        ctl = control_of(options.pop("control", None), **{k: options.pop(k) for k in list(options)
+                                                          if k in CONTROL_NAMES})
+        if ctl.guidance_scale is not None and condition and ctl.condition_keys is None:
+            ctl = control_of(ctl, condition_keys=list(condition))  # guide on the conditions asked for
+        given = options.pop("settings", None)
+        settings = settings_of(given, sampler=sampler, steps=steps, **options) if given is not None else \
+            self.settings(sampler, steps, **options)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         dev = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else self.device)
         self.net.to(dev)
-        batch_size = batch_size or sc.batch_size or min(n, 1024)
+        batch_size = batch_size or self.config.sample.batch_size or min(n, 1024)
         spec = self.modality.prior_state(n, self.info, torch.Generator().manual_seed(seed), condition)
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             seeds = seed * _SEED_STRIDE + torch.arange(lo, hi, dtype=torch.long)
             part = {k: _slice(v, n, lo, hi) for k, v in spec.items()}
-            state = self._sample(part, sampler, steps, seeds, dev, options)
+            state = self._sample(part, settings, ctl, seeds, dev)
             yield {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in state.items()}
 
-    def _sample(self, spec: Mapping[str, Any], sampler: str, steps: int, seeds: Tensor, device: torch.device,
-                options: Mapping[str, Any]) -> State:
-        """One call of :func:`polydiff.steering.controlled_sample` (exactly :func:`polydiff.sample`
-        unless guidance, inpainting or steering keywords are given). Gradient guidance turns
-        gradients back on inside its own wrapper.
-
-        A network that samples with a loop of its own (e.g. block by block, as PARD does)
-        defines ``generate(spec, *, sampler, steps, seed, device, **options) -> state``; it is
-        called instead, with the same prior ``spec`` and per-sample ``seed`` tensor."""
-        own = getattr(self.net, "generate", None)
+    def _sample(self, spec: Mapping[str, Any], settings: SampleSettings, control: Control, seeds: Tensor,
+                device: torch.device) -> State:
+        """One call of the modality's :meth:`~polydiff.Modality.sample` hook (by default
+        :func:`polydiff.steering.controlled_sample`, exactly :func:`polydiff.sample` unless
+        guidance, inpainting or steering is asked for). Gradient guidance turns gradients back
+        on inside its own wrapper."""
         with torch.no_grad():
-            if callable(own):
-                return own(spec, sampler=sampler, steps=steps, seed=seeds, device=device, **options)
-            return controlled_sample(self.net, self.fields, spec, sampler=sampler, steps=steps, seed=seeds,
-                                     device=device, **options)
+            return self.modality.sample(self.net, self.fields, spec, settings, control, seed=seeds, device=device)
 
     def calibrate_grid(self, steps: int, sampler: str | None = None, *, pilot: int = 256, seed: int = 0,
                        condition: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
@@ -212,17 +160,14 @@ class Generator:
         Worth it for few-step sampling (5-20 NFE) of deterministic samplers."""
         from .samplers.calibrate import calibrate_grid
 
-        sc = self.config.sample
-        sampler = sampler or sc.sampler
-        base = dict(sc.options) if sampler == sc.sampler else {k: v for k, v in sc.options.items()
-                                                               if k in DRIVER_OPTIONS}
+        st = self.settings(sampler, **options)
         dev = torch.device(device) if device is not None else self.device
         self.net.to(dev)
         spec = self.modality.prior_state(pilot, self.info, torch.Generator().manual_seed(seed), condition)
         spec = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in spec.items()}
         with torch.no_grad():
-            return calibrate_grid(self.net, self.fields, spec, steps, sampler=sampler, seed=seed,
-                                  **{**base, **options})
+            return calibrate_grid(self.net, self.fields, spec, steps, sampler=st.sampler, seed=seed, grid=st.grid,
+                                  t_max=st.t_max, t_min=st.t_min, final_zero=st.final_zero, **st.options)
 
     # -- files and metrics --
     def save(self, objects: Any, out_dir: str | Path, *, overwrite: bool = False, plot: bool = False,
@@ -234,14 +179,7 @@ class Generator:
         a failure leaves any existing ``out_dir`` untouched. An existing non-empty ``out_dir``
         is replaced only with ``overwrite=True``.
         """
-        out = Path(out_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty (choose another output folder "
-                                  "or overwrite it)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_folder(out_dir, overwrite=overwrite) as tmp:
             paths = [Path(p) for p in self.modality.write(objects, tmp)]
             if plot:
                 png = self.plot(objects, tmp / "samples.png")
@@ -250,10 +188,7 @@ class Generator:
                     "step": self.step, "num": len(objects), "files": [str(p.relative_to(tmp)) for p in paths],
                     **dict(metadata or {}), "info": self.info, "config": self.config.to_dict()}
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1, default=str))
-            _swap_in(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        out = Path(out_dir)
         return [out / p.relative_to(tmp) for p in paths]
 
     def reference(self) -> Any:
@@ -279,23 +214,53 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: 
     return Generator.from_checkpoint(checkpoint, device=device, ema=ema)
 
 
-def evaluate_samples(samples_dir: str | Path, config: Config | None = None) -> dict[str, float]:
-    """Metrics of a folder written by :meth:`Generator.save`, against the reference data of the
-    recipe stored in its ``polydiff.json`` (or of ``config`` when given)."""
-    folder = Path(samples_dir)
-    meta_file = folder / METADATA_FILE
-    if not meta_file.is_file():
-        if config is None:
-            raise FileNotFoundError(f"{folder}: no {METADATA_FILE} (written by `polydiff sample`); "
-                                    "pass --config RECIPE to say which data to compare with")
-        meta: dict[str, Any] = {}
+@dataclass
+class Evaluation:
+    """Metrics of a set of objects, with the per-sample flags the modality reports."""
+
+    metrics: dict[str, float]
+    flags: dict[str, list[Any]]
+    num: int
+    modality: str
+
+
+def evaluate_samples(target: str | Path, config: Config | None = None, *, modality: str | None = None,
+                     reference: str | Path | None = None) -> Evaluation:
+    """Metrics of native files: a folder written by ``polydiff sample`` or any folder / file of
+    the modality's native files written by another tool.
+
+    The modality is ``modality``, else the recipe's (``config``), else the one named in the
+    folder's ``polydiff.json``. The reference objects are read from ``reference`` (a file or
+    folder of native files) when given, else taken from the recipe's data (``config``, else the
+    recipe stored in ``polydiff.json``), else from the modality's embedded default dataset.
+    """
+    target = Path(target)
+    if not target.exists():
+        raise FileNotFoundError(f"{target}: no such file or folder")
+    meta_file = target / METADATA_FILE if target.is_dir() else None
+    meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file is not None and meta_file.is_file() else {}
+    name = modality or (config.modality if config is not None else None) or meta.get("modality")
+    if name is None:
+        raise ValueError(f"{target}: not a folder written by `polydiff sample` (no {METADATA_FILE}); say which "
+                         "modality its files are with --modality NAME (see `polydiff modalities`)")
+    mod = load_modality(name)
+    cfg = config
+    if cfg is None and meta.get("config") and meta.get("modality") == name:
+        cfg = from_dict(meta["config"], source=f"{meta_file} (stored recipe)")
+    if reference is not None:
+        ref_objects = mod.read(Path(reference))
+        info = (meta.get("info") if meta.get("modality") == name else None) or {}
     else:
-        meta = json.loads(meta_file.read_text())
-    cfg = config if config is not None else from_dict(meta["config"], source=f"{meta_file} (stored recipe)")
-    modality = load_modality(cfg.modality)
-    data = build_data(cfg, modality)
-    objects = modality.read(folder)
-    return modality.evaluate(objects, modality.reference(data), meta.get("info", data.info))
+        data = build_data(cfg, mod) if cfg is not None else mod.dataset()
+        ref_objects = mod.reference(data)
+        info = meta.get("info") if meta.get("modality") == name and meta.get("info") else data.info
+    objects = mod.read(target)
+    metrics = mod.evaluate(objects, ref_objects, info)
+    flags = {k: list(v) for k, v in mod.flags(objects, info).items()}
+    for k, v in flags.items():
+        if len(v) != len(objects):
+            raise ValueError(f"modality {name!r}: per-sample flag {k!r} has {len(v)} values for {len(objects)} objects")
+    return Evaluation(metrics, flags, len(objects), name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,19 +286,3 @@ def _concat(parts: Sequence[Any]) -> Any:
     if isinstance(first, Tensor):
         return torch.cat(list(parts))
     return [obj for p in parts for obj in p]
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``out``, replacing an existing ``out`` last."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-

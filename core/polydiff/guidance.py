@@ -35,110 +35,39 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .parametrization import from_x0_eps, to_x0_eps
+from .conditions import NULL_CLASS, drop_condition, make_condition, null_state, null_value, parse_condition
+from .estimates import (
+    Model,
+    Wrapper,
+    batch_of,
+    call,
+    compose,
+    field_coefs,
+    gaussian_names,
+    state_dtype,
+    tree_cat,
+    tree_map,
+    with_x0_eps,
+    x0_eps,
+)
 from .processes.gaussian import Coefs
 from .random import Noise
 from .state import FieldSpec, State
 
-Model = Callable[..., Mapping[str, Tensor]]
-Wrapper = Callable[[Model], Model]
 Scale = float | Tensor | Mapping[str, float] | Callable[[Tensor], Tensor]
 LogPotential = Callable[[State, Tensor], Tensor]
 
-NULL_CLASS = -1  # the dropped-condition sentinel of integer labels (NaN for real values)
+# re-exported: condition helpers and estimates are part of the guidance API users know
+__all__ = ["NULL_CLASS", "LogPotential", "Model", "Observation", "ObservedPath", "Scale", "Wrapper", "as_observation",
+           "batch_of", "call", "classifier_free", "classifier_potential", "compose", "drop_condition", "field_coefs",
+           "gaussian_names", "gradient_guidance", "guide", "index_mask", "interval", "load_observed", "log_normal",
+           "make_condition", "null_state", "null_value", "operator_potential", "parse_condition",
+           "reconstruction_guidance", "state_dtype", "tree_cat", "tree_map", "with_x0_eps", "x0_eps"]
 
 
 # --------------------------------------------------------------------------------------------
-# small helpers shared by the control modules
+# scales
 # --------------------------------------------------------------------------------------------
-def call(model: Model, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
-    """``model(state, t)`` or ``model(state, t, cond)``, as the driver calls it."""
-    return model(state, t) if cond is None else model(state, t, cond)
-
-
-def compose(*wrappers: Wrapper | None) -> Wrapper:
-    """One wrapper applying ``wrappers`` in order (the first is innermost)."""
-
-    def wrap(model: Model) -> Model:
-        for w in wrappers:
-            if w is not None:
-                model = w(model)
-        return model
-
-    return wrap
-
-
-def gaussian_names(fields: Mapping[str, FieldSpec], keys: Sequence[str] | None = None) -> list[str]:
-    """The Gaussian fields among ``keys`` (all of them by default)."""
-    names = [k for k, f in fields.items() if f.kind == "gaussian"]
-    if keys is None:
-        return names
-    bad = [k for k in keys if k not in names]
-    if bad:
-        raise KeyError(f"{bad} are not Gaussian fields; Gaussian fields: {names}")
-    return list(keys)
-
-
-def field_coefs(spec: FieldSpec, t: Tensor, like: Tensor) -> Coefs:
-    """Schedule values of a Gaussian field at time ``t`` (scalar or (B,)), shaped to broadcast
-    against ``like`` (B, ...) and in its dtype."""
-    tt = t.to(torch.float64)
-    tt = tt.reshape(-1, *([1] * (like.dim() - 1))) if tt.dim() else tt
-    c = spec.process.coefs(tt)
-    return Coefs(*(v.to(like.dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
-
-
-def x0_eps(out: Mapping[str, Tensor], state: State, t: Tensor, fields: Mapping[str, FieldSpec],
-           names: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-    """``(x0, eps)`` of the Gaussian fields ``names`` from raw predictions ``out``."""
-    res = {}
-    for k in names:
-        if k not in out:
-            raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
-        x = state[k]
-        res[k] = to_x0_eps(out[k].to(x.dtype), fields[k].prediction, x, field_coefs(fields[k], t, x))
-    return res
-
-
-def with_x0_eps(out: Mapping[str, Tensor], state: State, t: Tensor, fields: Mapping[str, FieldSpec],
-                new: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    """A copy of ``out`` whose fields in ``new`` predict the given ``(x0, eps)``."""
-    res = dict(out)
-    for k, (d, e) in new.items():
-        res[k] = from_x0_eps(d, e, fields[k].prediction, field_coefs(fields[k], t, state[k]))
-    return res
-
-
-def batch_of(state: Mapping[str, Any]) -> int:
-    for v in state.values():
-        if isinstance(v, Tensor) and v.dim() > 0:
-            return v.shape[0]
-    raise ValueError("the state has no batched tensor")
-
-
-def tree_map(fn: Callable[[Tensor], Tensor], tree: Any, batch: int) -> Any:
-    """Apply ``fn`` to every tensor of a nested dict / list / tuple whose first dimension is
-    ``batch``; other leaves are returned unchanged."""
-    if isinstance(tree, Tensor):
-        return fn(tree) if tree.dim() > 0 and tree.shape[0] == batch else tree
-    if isinstance(tree, Mapping):
-        return {k: tree_map(fn, v, batch) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_map(fn, v, batch) for v in tree)
-    return tree
-
-
-def tree_cat(a: Any, b: Any, batch: int) -> Any:
-    """Concatenate two trees of the same structure along their batch dimension."""
-    if isinstance(a, Tensor):
-        return torch.cat([a, b]) if a.dim() > 0 and a.shape[0] == batch else a
-    if isinstance(a, Mapping):
-        return {k: tree_cat(v, b[k], batch) for k, v in a.items()}
-    if isinstance(a, (list, tuple)):
-        return type(a)(tree_cat(x, y, batch) for x, y in zip(a, b))
-    return a
-
-
 def _scale_at(scale: Scale, t: Tensor, key: str, default: float, like: Tensor) -> Tensor | float:
     """The guidance scale of field ``key`` at time ``t``, broadcast against ``like``."""
     if isinstance(scale, Mapping):
@@ -159,86 +88,6 @@ def interval(scale: float, t_lo: float, t_hi: float, outside: float = 1.0) -> Ca
         return torch.where(inside, torch.full_like(t, scale), torch.full_like(t, outside))
 
     return fn
-
-
-# --------------------------------------------------------------------------------------------
-# conditions
-# --------------------------------------------------------------------------------------------
-def null_value(v: Tensor) -> Tensor:
-    """The dropped-condition sentinel shaped like ``v``: -1 for integer labels, NaN for reals."""
-    if v.dtype.is_floating_point or v.dtype.is_complex:
-        return torch.full_like(v, float("nan"))
-    return torch.full_like(v, NULL_CLASS)
-
-
-def null_state(state: State, keys: Sequence[str], drop: Tensor | None = None) -> State:
-    """A copy of ``state`` whose condition entries ``keys`` are dropped (where ``drop`` (B,)
-    is true; everywhere by default)."""
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise KeyError(f"condition keys {missing} are not in the state (it has {sorted(state)})")
-    out = dict(state)
-    for k in keys:
-        v = state[k]
-        if drop is None:
-            out[k] = null_value(v)
-        else:
-            d = drop.to(v.device).reshape(-1, *([1] * (v.dim() - 1)))
-            out[k] = torch.where(d, null_value(v), v)
-    return out
-
-
-def drop_condition(state: State, keys: Sequence[str], p: float, noise: Noise) -> State:
-    """Condition dropout for classifier-free guidance training: each sample's conditions
-    ``keys`` are dropped together with probability ``p`` (one uniform draw per sample from
-    ``noise``, so the choice is reproducible and batch independent)."""
-    if p <= 0:
-        return dict(state)
-    return null_state(state, [k for k in keys if k in state], noise.rand(()) < p)
-
-
-def parse_condition(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """``["label=3", "logp=-1.5", "vec=0,1,2"]`` (the CLI's ``--condition``) -> a dict of
-    Python values (int, float or list of floats)."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"a condition is written key=value, got {item!r}")
-        try:
-            if "," in value:
-                out[key] = [float(v) for v in value.split(",")]
-            else:
-                out[key] = int(value) if value.lstrip("+-").isdigit() else float(value)
-        except ValueError as err:
-            raise ValueError(f"condition {key!r}: {value!r} is not a number or a comma-separated list of "
-                             "numbers") from err
-    return out
-
-
-def make_condition(values: Mapping[str, Any] | Sequence[str], batch: int,
-                   device: torch.device | str = "cpu") -> State:
-    """Condition entries of a state: an int gives a (B,) long label, a float a (B,) value, a
-    list a (B, n) vector, a tensor is broadcast to the batch."""
-    out: State = {}
-    for k, v in parse_condition(values).items():
-        if isinstance(v, Tensor):
-            t = v.to(device)
-            if t.dim() and t.shape[0] == batch:
-                out[k] = t
-            elif t.dim() and t.shape[0] == 1:
-                out[k] = t.expand(batch, *t.shape[1:])
-            else:
-                out[k] = t.expand(batch, *t.shape)
-        elif isinstance(v, int):
-            out[k] = torch.full((batch,), int(v), dtype=torch.long, device=device)
-        elif isinstance(v, float):
-            out[k] = torch.full((batch,), v, dtype=torch.float32, device=device)
-        else:
-            out[k] = torch.tensor(v, dtype=torch.float32, device=device).expand(batch, -1)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,10 +253,6 @@ def operator_potential(operator: Callable[[State], Tensor], y: Tensor, std: floa
         return -0.5 * r.flatten(1).pow(2).sum(1)
 
     return pot
-
-
-def state_dtype(state: State) -> torch.dtype:
-    return next((v.dtype for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()), torch.float32)
 
 
 # --------------------------------------------------------------------------------------------

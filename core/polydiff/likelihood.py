@@ -15,7 +15,8 @@ Structured fields are handled in their own coordinates: the divergence is the tr
 Jacobian restricted to the field's subspace (masked entries, zero centre of mass, symmetric
 matrices), the prior counts only the free dimensions, and bits per dimension divide by
 ``structure.dof``. Every Gaussian field of the state takes part; other entries (masks,
-conditions) are held fixed. Categorical fields have no density here (use the masked ELBO).
+conditions) are held fixed. States of categorical fields get the continuous-time ELBO instead
+(:mod:`polydiff.elbo`): an upper bound on the negative log-likelihood, with perplexity.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .elbo import CategoricalELBO, categorical_elbo
+from .estimates import call, field_coefs, x0_eps
 from .grids import make_grid
-from .guidance import call, field_coefs, x0_eps
 from .random import Noise
 from .samplers.driver import prepare
-from .state import FieldSpec, Packer, State
+from .state import FieldSpec, Packer, State, as_fields
 
 
 class Likelihood(NamedTuple):
@@ -64,8 +66,11 @@ def log_likelihood(model: Callable[..., Any], process: Any, x: Tensor | Mapping[
                    prediction: str = "eps", cond: Any = None, steps: int = 128, grid: str | Tensor | None = None,
                    t_min: float | None = None, t_max: float | None = None, divergence: str = "exact",
                    probes: int = 1, seed: int = 0, dtype: torch.dtype = torch.float64,
-                   prior: Callable[[State], Tensor] | None = None) -> Likelihood:
-    """Log-likelihood of data under a trained model via the probability-flow ODE.
+                   prior: Callable[[State], Tensor] | None = None) -> Likelihood | CategoricalELBO:
+    """Log-likelihood of data under a trained model: via the probability-flow ODE for Gaussian
+    fields; for states whose fields are all categorical, the continuous-time ELBO (an upper
+    bound on the negative log-likelihood, with perplexity and bits per token) of
+    :func:`polydiff.elbo.categorical_elbo`, integrated over ``steps`` stratified times.
 
     Args:
         model, process, prediction, cond: as for :func:`polydiff.sample` (a single field given
@@ -82,6 +87,14 @@ def log_likelihood(model: Callable[..., Any], process: Any, x: Tensor | Mapping[
     """
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    kinds = {f.kind for f in as_fields(process, prediction).values()}
+    if kinds == {"categorical"}:
+        data = x if isinstance(x, Mapping) else {"x": x}
+        fields = as_fields(process, prediction, name="x")
+        smodel = model if isinstance(x, Mapping) else (lambda st, t, c=None: {
+            "x": model(st["x"], t) if c is None else model(st["x"], t, c)})
+        return categorical_elbo(smodel, fields, dict(data), steps=steps, seed=seed, cond=cond,
+                                t_min=0.0 if t_min is None else t_min, t_max=1.0 if t_max is None else t_max)
     single = not isinstance(x, Mapping)
     data = {"x": x} if single else dict(x)
     spec = tuple(x.shape) if single else data

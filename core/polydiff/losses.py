@@ -6,6 +6,15 @@ state with its own process, calls the network once and sums the per-field losses
 losses are written in the network's own parametrisation with an optional weighting expressed
 in x0-space, ``w(t) * |x0_hat - x0|^2``, so that "eps-MSE", "v-MSE", "flow matching",
 "min-SNR" and "EDM" weightings are all the same code with a different ``w``.
+
+Plugins extend training in two documented ways:
+
+- **loss terms**: a network may return extra outputs named ``loss/<name>`` (a per-sample (B,)
+  tensor or a scalar: a property regressor's error, a block-size classifier's cross-entropy,
+  an auxiliary term); :func:`diffusion_loss` adds their means, weighted by ``terms[name]``
+  (recipe: ``loss.terms``; default 1), and logs them;
+- **objectives**: a whole training objective registered in :data:`OBJECTIVES` (recipe:
+  ``loss.objective``), e.g. consistency-trajectory distillation from a frozen teacher.
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ from .state import FieldSpec, State
 
 WEIGHTINGS: Registry = Registry("loss weighting")
 TIME_DENSITIES: Registry = Registry("training time density")
+OBJECTIVES: Registry = Registry("training objective")
+TERM_PREFIX = "loss/"
+MANIFOLD_WEIGHTINGS = ("x0", "velocity")
 
 
 @WEIGHTINGS.register("prediction", "plain MSE in the network's own parametrisation (eps-, v- or velocity-MSE)")
@@ -160,13 +172,22 @@ def corrupt(fields: Mapping[str, FieldSpec], batch: State, t: Tensor, noise: Noi
 
 def diffusion_loss(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[str, FieldSpec], batch: State,
                    noise: Noise, *, cond: Any = None, weighting: str = "prediction", time_density: str = "uniform",
-                   field_weights: Mapping[str, float] | None = None, t: Tensor | None = None,
+                   field_weights: Mapping[str, float] | None = None, terms: Mapping[str, float] | None = None,
+                   manifold_weighting: str = "x0", t: Tensor | None = None,
                    **options: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """The loss of one batch: mean over samples of the (weighted) sum of per-field losses.
+    """The loss of one batch: mean over samples of the (weighted) sum of per-field losses, plus
+    the network's ``loss/<name>`` outputs weighted by ``terms`` (default 1).
 
-    ``model(noisy_state, t[, cond]) -> {field: prediction}``. Returns the scalar loss and
-    per-field mean losses for logging.
+    ``model(noisy_state, t[, cond]) -> {field: prediction}``. Manifold fields are scored by the
+    squared geodesic distance of the predicted clean point, averaged over their present entries
+    (their structure's mask), weighted ``"x0"`` (plainly) or ``"velocity"`` (by
+    ``(kappa'(t) / kappa(t))^2``, clipped at 100: the error of the implied velocity, as flow
+    matching on manifolds weights it). Returns the scalar loss and per-field / per-term mean
+    losses for logging.
     """
+    if manifold_weighting not in MANIFOLD_WEIGHTINGS:
+        raise ValueError(f"manifold_weighting must be one of {', '.join(MANIFOLD_WEIGHTINGS)}, got "
+                         f"{manifold_weighting!r}")
     dens_opts = {k: v for k, v in options.items() if k in ("p_mean", "p_std", "m", "std", "loc", "scale")}
     w_opts = {k: v for k, v in options.items() if k not in dens_opts}
     if t is None:
@@ -189,7 +210,39 @@ def diffusion_loss(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[s
             per = masked_elbo(out[k], x0, noisy[k], t, f.process, mask) if isinstance(f.process, Absorbing) \
                 else categorical_ce(out[k], x0, mask)
         else:
-            per = (f.process.manifold.log(x0, out[k].to(x0.dtype)) ** 2).flatten(1).mean(1)
+            per = geodesic_loss(out[k].to(x0.dtype), x0, t, f, batch, manifold_weighting)
         logs[k] = per.mean()
         total = total + (1.0 if field_weights is None else field_weights.get(k, 1.0)) * per.mean()
+    for key, value in out.items():
+        if key.startswith(TERM_PREFIX):
+            name = key[len(TERM_PREFIX):]
+            term = value.float().mean()
+            logs[name] = term.detach()
+            total = total + (1.0 if terms is None else terms.get(name, 1.0)) * term
+    unknown = sorted(set(terms or ()) - {key[len(TERM_PREFIX):] for key in out if key.startswith(TERM_PREFIX)})
+    if unknown:
+        raise KeyError(f"loss.terms names {unknown}, but the network returned no such loss/<name> output "
+                       f"(it returned {sorted(out)})")
     return total, logs
+
+
+def geodesic_loss(pred: Tensor, x0: Tensor, t: Tensor, spec: FieldSpec, state: State,
+                  weighting: str = "x0") -> Tensor:
+    """Per-sample squared geodesic distance between predicted and true clean points of a
+    manifold field, averaged over its present entries, optionally weighted by time."""
+    v = spec.process.manifold.log(x0, pred)
+    err = v**2
+    w = spec.structure.weights(err, state)
+    per = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    if weighting == "velocity":
+        tt = t.to(per.dtype)
+        scale = spec.process.dkappa(tt) / spec.process.kappa(tt).clamp_min(1e-12)
+        per = per * (scale**2).clamp(max=100.0)
+    return per
+
+
+@OBJECTIVES.register("denoising", "denoising score matching / flow matching / masked ELBO (diffusion_loss)")
+def denoising() -> None:
+    """The default objective: :func:`diffusion_loss` with the recipe's weighting, time density,
+    field weights, loss terms and techniques. (The trainer runs it directly.)"""
+    return None

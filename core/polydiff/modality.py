@@ -5,47 +5,70 @@ A plugin subclasses :class:`Modality` and registers the class under the entry-po
 ``polydiff.modalities`` (``[project.entry-points."polydiff.modalities"] name =
 "pkg.module:Class"``). The core never imports a plugin's heavy dependencies before
 :func:`polydiff.load_modality` is called, and treats first-party plugins (graphs, molecules,
-...) exactly like third-party ones.
+...) exactly like third-party ones. Everything a plugin may use is in :mod:`polydiff.plugin`.
 
 The flow of one run:
 
-1. ``data = modality.dataset(name, **options)`` -> :class:`DataBundle` (train / val
-   datasets of states, plus ``info``: JSON-able facts the other steps need, e.g. the feature
-   dimension or the distribution of node counts; ``info`` is saved in checkpoints).
+1. ``data = modality.dataset(name, **options)`` -> :class:`DataBundle` (train / val / test
+   datasets of states, plus ``info``: JSON-able facts the other steps need, see
+   :class:`~polydiff.data.DatasetInfo`; ``info`` is saved in checkpoints).
 2. ``fields = modality.fields(data.info, **process_options)`` -> ``{name: FieldSpec}``.
 3. ``net = modality.network(name, data.info, fields, **options)``: an ``nn.Module`` with
-   ``forward(state, t, cond=None) -> {field: prediction}``.
+   ``forward(state, t, cond=None) -> {field: prediction}`` (extra outputs named
+   ``loss/<name>`` are added to the training loss, see :func:`polydiff.losses.diffusion_loss`).
 4. Sampling: ``modality.prior_state(n, info, generator)`` gives the shapes and fixed entries
-   (masks, sizes) of ``n`` new samples; after sampling, ``modality.to_native(state, info)``
-   turns the state into the field's own objects.
+   (masks, sizes) of ``n`` new samples; ``modality.sample(net, fields, spec, settings,
+   control, ...)`` turns them into states (one :func:`polydiff.steering.controlled_sample`
+   loop unless the plugin's model samples otherwise: blocks, windows, rollouts); then
+   ``modality.to_native(state, info)`` turns the state into the field's own objects.
 5. ``modality.write(objects, out_dir)`` / ``modality.read(path)`` for native files;
-   ``modality.evaluate(objects, reference, info)`` for metrics; ``modality.plot`` for a figure.
+   ``modality.evaluate(objects, reference, info)`` for metrics (``flags`` for per-sample
+   ones), ``modality.evaluate_model(generator, ...)`` for metrics that need the model;
+   ``modality.plot`` for a figure; ``modality.observation(path, info)`` for conditional
+   generation from the user's files; ``modality.commands()`` for ``polydiff <name> ...``.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.resources
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
+from .data import DataBundle, TensorStates, default_collate
 from .state import FieldSpec, State
 
+__all__ = ["Command", "DataBundle", "Modality", "TensorStates", "default_collate", "package_recipes"]
 
-@dataclass
-class DataBundle:
-    """Datasets of states (each item a ``dict[str, Tensor]`` without batch dimension)."""
 
-    train: Dataset
-    val: Dataset | None = None
-    test: Dataset | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    collate: Callable[[list[State]], State] | None = None  # default: stack every entry
+@dataclass(frozen=True)
+class Command:
+    """A plugin subcommand, run as ``polydiff <modality> <name> ...``: ``configure(parser)`` adds
+    its arguments, ``run(args)`` does the work and returns the exit status (None = 0)."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
+    """The YAML recipes shipped as package data in ``package/folder`` (name -> path), read
+    with :mod:`importlib.resources` so they are found in wheels as in checkouts."""
+    try:
+        root = importlib.resources.files(package) / folder
+    except ModuleNotFoundError:
+        return {}
+    if not root.is_dir():
+        return {}
+    return {Path(p.name).stem: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith((".yaml", ".yml"))}
 
 
 class Modality(ABC):
@@ -65,8 +88,11 @@ class Modality(ABC):
         """Network factories ``f(info, fields, **options) -> nn.Module``."""
 
     def recipes(self) -> dict[str, Path]:
-        """Ready-to-run YAML recipes shipped with the plugin (name -> path)."""
-        return {}
+        """Ready-to-run YAML recipes shipped with the plugin (name -> path): by default the
+        ``recipes/`` folder of the package that defines the class (declare it as package data)."""
+        module = sys.modules.get(type(self).__module__)
+        package = getattr(module, "__package__", None) or type(self).__module__.rpartition(".")[0]
+        return package_recipes(package) if package else {}
 
     # -- the run --
     def dataset(self, name: str | None = None, **options: Any) -> DataBundle:
@@ -96,6 +122,20 @@ class Modality(ABC):
         """The state spec of ``n`` new samples: field shapes (tuples) plus fixed entries
         (masks, sizes, conditions as tensors), ready for :func:`polydiff.sample`."""
 
+    def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
+               control: Any, *, seed: Tensor, device: torch.device) -> State:
+        """Generate the states of ``spec`` (a part of :meth:`prior_state`'s output) with ``net``.
+
+        ``settings`` is a :class:`polydiff.SampleSettings`, ``control`` a
+        :class:`polydiff.steering.Control` (guidance, observations, steering), ``seed`` the
+        (B,) per-sample seeds. The default is one :func:`polydiff.steering.controlled_sample`
+        loop; override it for models whose samples do not come out of one loop (block-wise
+        generation, semi-autoregressive windows, receding-horizon rollouts, chunked audio) and
+        honour ``control`` there or reject what it cannot do."""
+        from .steering import controlled_sample
+
+        return controlled_sample(net, fields, spec, settings, control, seed=seed, device=device)
+
     @abstractmethod
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[Any]:
         """Generated state -> the field's own objects (graphs, molecules, frames, arrays...)."""
@@ -111,11 +151,37 @@ class Modality(ABC):
 
     @abstractmethod
     def read(self, path: Path) -> list[Any]:
-        """Read objects back from a file or directory written by :meth:`write`."""
+        """Read objects from a file or a directory of native files (written by :meth:`write` or
+        by any other tool); a bad file raises an error naming it and the record at fault."""
 
     @abstractmethod
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
-        """Metrics of generated objects against reference objects (e.g. the test split)."""
+        """Metrics of generated objects against reference objects (e.g. the test split).
+        ``info`` may be empty when evaluating a user's files without a recipe."""
+
+    def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """Per-sample flags or values (``{"valid": [...], "stable": [...]}``, one entry per
+        object) that ``polydiff evaluate`` writes beside the metrics; none by default."""
+        return {}
+
+    def evaluate_model(self, generator: Any, *, num: int, seed: int, **options: Any) -> dict[str, float]:
+        """Metrics of a trained model (``polydiff evaluate CKPT --option key=value``): by default
+        the metrics of ``num`` generated samples. Override to add those that need the model
+        itself (held-out likelihood or perplexity, forecasts, rollouts in an environment)."""
+        if options:
+            raise ValueError(f"modality {self.name!r} takes no evaluation options (got {', '.join(options)})")
+        return generator.evaluate(generator.generate(num, seed=seed))
+
+    def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
+        """An observation for conditional generation (``polydiff sample --observed FILE``) from a
+        file: ``.pt`` / ``.npz`` tensors by default (:func:`polydiff.guidance.load_observed`);
+        plugins read their native files (a series CSV, a motif PDB, a MIDI track)."""
+        from .guidance import load_observed
+
+        path = Path(path)
+        if path.suffix not in (".pt", ".pth", ".npz"):
+            raise ValueError(f"{path}: modality {self.name!r} reads observations only from .pt / .npz tensor files")
+        return load_observed(path)
 
     def reference(self, data: DataBundle) -> list[Any]:
         """Reference objects for :meth:`evaluate`: the test split, else val, else train."""
@@ -128,35 +194,12 @@ class Modality(ABC):
         (PNG); None if the plugin has no plot or its plotting library is missing."""
         return None
 
+    def commands(self) -> dict[str, Command]:
+        """Subcommands of ``polydiff <modality name>`` (e.g. ``polydiff timeseries forecast``)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """What ``polydiff modalities`` prints."""
         return {"description": self.description, "datasets": list(self.datasets()),
-                "networks": list(self.networks()), "recipes": {k: str(v) for k, v in self.recipes().items()}}
-
-
-class TensorStates(Dataset):
-    """States held as batched tensors of equal length; ``get_batch`` indexes them all at once
-    (the trainer uses it instead of collating items one by one)."""
-
-    def __init__(self, **tensors: Tensor) -> None:
-        lengths = {len(v) for v in tensors.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"all entries need the same length, got {({k: len(v) for k, v in tensors.items()})}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
-        return {k: v[index] for k, v in self.tensors.items()}
-
-
-def default_collate(items: Sequence[State]) -> State:
-    """Stack a list of states (same keys, same shapes) into one batched state."""
-    if not items:
-        raise ValueError("cannot collate an empty batch")
-    keys = items[0].keys()
-    return {k: torch.stack([it[k] for it in items]) for k in keys}
+                "networks": list(self.networks()), "recipes": {k: str(v) for k, v in self.recipes().items()},
+                "commands": list(self.commands())}

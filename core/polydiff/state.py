@@ -56,6 +56,20 @@ class FieldSpec:
         return self.process.kind
 
 
+def field_mask(spec: FieldSpec, state: Mapping[str, Tensor], like: Tensor) -> Tensor | None:
+    """Where a field's entries are present: its structure's mask entry of the state (e.g.
+    ``Masked("mask")``'s ``state["mask"]``, (B, N)) as a bool tensor broadcasting against the
+    field ``like`` (B, N, ...); None when the structure has no mask."""
+    key = getattr(spec.structure, "mask", None)
+    if key is None:
+        return None
+    if key not in state:
+        raise KeyError(f"the field's structure needs the mask {key!r} in the state; state has {sorted(state)}")
+    m = state[key].to(like.device)
+    m = m.bool() if m.dtype == torch.bool else m > 0
+    return m.reshape(*m.shape, *([1] * (like.dim() - m.dim())))
+
+
 def as_fields(process: Any, prediction: str = "eps", name: str = "x") -> dict[str, FieldSpec]:
     """Normalise ``process`` (a process, a FieldSpec or a dict of them) to ``{name: FieldSpec}``."""
     if isinstance(process, Mapping):

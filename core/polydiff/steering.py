@@ -24,6 +24,7 @@ entry point of ``Generator.generate`` and ``polydiff sample``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ from .guidance import (
     x0_eps,
 )
 from .random import Noise
-from .samplers.driver import SamplingLoop, prepare, sample
+from .samplers.base import SampleSettings, settings_of
+from .samplers.driver import SamplingLoop, model_dtype_of, prepare, sample
 from .state import FieldSpec, State, as_fields
 
 _ids = count()
@@ -394,19 +396,21 @@ def _group_seed(seed: int | Tensor | None, batch: int) -> int | Tensor | None:
     return (s * 1_000_003 + torch.arange(batch) if s.dim() == 0 else s.reshape(batch)) * 31 + 0xC0FFEE
 
 
-def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
-          particles: int = 1, potentials: Sequence[Potential] = (), ess_threshold: float = 0.5,
-          observed: Observation | Mapping[str, Any] | None = None, repaint: int = 1, jump: int = 1,
-          observation_weights: bool = False, wrap_model: Wrapper | None = None, sampler: str = "euler_maruyama",
-          steps: int = 50, grid: str | Tensor | None = None, prediction: str = "eps", categorical: str = "ancestral",
-          seed: int | Tensor | None = None, generator: torch.Generator | None = None, cond: Any = None,
-          t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
-          dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+STEER_DEFAULTS = SampleSettings(sampler="euler_maruyama", steps=50)
+
+
+def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any],
+          settings: SampleSettings | None = None, *, particles: int = 1, potentials: Sequence[Potential] = (),
+          ess_threshold: float = 0.5, observed: Observation | Mapping[str, Any] | None = None, repaint: int = 1,
+          jump: int = 1, observation_weights: bool = False, wrap_model: Wrapper | None = None,
+          prediction: str = "eps", seed: int | Tensor | None = None, generator: torch.Generator | None = None,
+          cond: Any = None, device: torch.device | str | None = None, model_dtype: torch.dtype | None = None,
           callback: Callable[[dict[str, Any]], None] | None = None, return_result: bool = False,
-          **options: Any) -> Tensor | State | SMCResult:
+          **keywords: Any) -> Tensor | State | SMCResult:
     """Sample with ``particles`` particles per sample, potentials, resampling and observations.
 
-    Arguments as :func:`polydiff.sample`, plus:
+    Arguments as :func:`polydiff.sample` (``settings`` default to Euler-Maruyama with 50 steps,
+    a stochastic sampler, as resampling needs), plus:
 
     - ``potentials``: :class:`Potential` objects; their log-weight increments add up.
     - ``ess_threshold``: resample a sample's particles when their ESS < threshold * K.
@@ -423,6 +427,7 @@ def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[
     The sampler should be stochastic when particles are resampled: a deterministic one keeps
     duplicates identical (the result is then weighted importance sampling over the prior).
     """
+    settings = settings_of(STEER_DEFAULTS if settings is None else settings, **keywords)
     k = particles
     if k < 1:
         raise ValueError(f"particles must be >= 1, got {k}")
@@ -448,16 +453,15 @@ def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[
     shape_k = spec_k["x"] if single else spec_k
     state_model, fields, state, noise, name = prepare(model, process, shape_k, prediction=prediction,
                                                       seed=_particle_seeds(seed, batch, k), generator=generator,
-                                                      dtype=dtype, device=device, wrap_model=wrap)
+                                                      dtype=settings.dtype, device=device, wrap_model=wrap)
     scale = math.prod(p.prior_scale for p in pots)
     if scale != 1.0:
         for f_name, f in fields.items():
             if f.kind == "gaussian" and not isinstance(spec_k.get(f_name), Tensor):
                 state[f_name] = state[f_name] * scale
     cond_k = tree_map(lambda v: v.repeat_interleave(k, 0), cond, batch) if k > 1 else cond
-    loop = SamplingLoop(state_model, fields, state, noise, sampler=sampler, steps=steps, grid=grid,
-                        categorical=categorical, cond=cond_k, t_max=t_max, t_min=t_min, final_zero=final_zero,
-                        dtype=dtype, **options)
+    loop = SamplingLoop(state_model, fields, state, noise, settings, cond=cond_k,
+                        model_dtype=model_dtype or model_dtype_of(model))
     dev = loop.ts.device
     gnoise = Noise(batch, seed=_group_seed(seed, batch), generator=generator, device=dev)
     path = None
@@ -469,7 +473,7 @@ def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[
         if path is None:
             raise ValueError("observation_weights needs observed=")
         if not (loop.gdef.stochastic or loop.opts.get("eta", 0) > 0):
-            raise ValueError(f"observation_weights needs a stochastic sampler, not {sampler!r}")
+            raise ValueError(f"observation_weights needs a stochastic sampler, not {settings.sampler!r}")
     carries = [p.init(loop) for p in pots]
     _write_carries(loop, pots, carries)
     weighted = k > 1 and (bool(pots) or observation_weights)
@@ -543,62 +547,109 @@ def _write_carries(loop: SamplingLoop, pots: Sequence[Potential], carries: Seque
 # --------------------------------------------------------------------------------------------
 # one entry point for generate() and the CLI
 # --------------------------------------------------------------------------------------------
-def controlled_sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
-                      guidance_scale: Scale | None = None, condition: Mapping[str, Any] | Sequence[str] | None = None,
-                      condition_keys: Sequence[str] | None = None, null: Any = None, uncond_model: Any = None,
-                      guidance: Wrapper | Sequence[Wrapper] | None = None,
-                      observed: Observation | Mapping[str, Any] | str | None = None, inpaint: str | None = None,
-                      repaint: int = 1, jump: int = 1, observation_scale: Scale = 1.0, particles: int | None = None,
-                      reward: Callable[[State], Tensor] | None = None, beta: float = 1.0,
-                      potentials: Sequence[Potential] = (), ess_threshold: float = 0.5,
-                      wrap_model: Wrapper | None = None, **sample_options: Any) -> Tensor | State | SMCResult:
-    """:func:`polydiff.sample` with guidance, conditioning, inpainting and steering switched on
-    by keyword; with none of them it is exactly ``sample``.
+@dataclass(frozen=True)
+class Control:
+    """Inference-time control of one run, all off by default (see :func:`controlled_sample`).
 
     - ``guidance_scale``: classifier-free guidance on the condition entries ``condition_keys``
-      (default: the keys of ``condition``), or between the model and ``uncond_model``, or on
-      the driver's ``cond`` with ``null``.
-    - ``condition``: ``{key: value}`` or ``["key=value", ...]`` added to the state as (B,)
-      condition entries (when the state is given as a dict).
-    - ``guidance``: extra wrappers (e.g. :func:`polydiff.guidance.gradient_guidance` partials).
+      (default: the keys of the ``condition`` given to :func:`controlled_sample`), or between
+      the model and ``uncond_model``, or on the driver's ``cond`` with ``null``.
+    - ``guidance``: extra model wrappers (e.g. :func:`polydiff.guidance.gradient_guidance`
+      partials); ``wrap_model``: one more, applied first.
     - ``observed``: observed fields / entries (dict, :class:`Observation` or a .pt / .npz file);
-      ``inpaint`` is ``"replace"`` (RePaint-style replacement; ``repaint`` jumps), ``"smc"``
+      ``inpaint`` is ``"replace"`` (RePaint-style replacement; ``repaint`` / ``jump``), ``"smc"``
       (replacement with SMCDiff weights, the default when ``particles`` > 1) or ``"guidance"``
       (reconstruction guidance with ``observation_scale``).
     - ``particles``, ``reward`` / ``beta``, ``potentials``, ``ess_threshold``: SMC steering
       (:func:`steer`); ``reward`` adds a :class:`RewardTilt`.
     """
-    fields = as_fields(process, sample_options.get("prediction", "eps"))
+
+    guidance_scale: Scale | None = None
+    condition_keys: Sequence[str] | None = None
+    null: Any = None
+    uncond_model: Any = None
+    guidance: Wrapper | Sequence[Wrapper] | None = None
+    observed: Observation | Mapping[str, Any] | str | None = None
+    inpaint: str | None = None
+    repaint: int = 1
+    jump: int = 1
+    observation_scale: Scale = 1.0
+    particles: int | None = None
+    reward: Callable[[State], Tensor] | None = None
+    beta: float = 1.0
+    potentials: Sequence[Potential] = ()
+    ess_threshold: float = 0.5
+    wrap_model: Wrapper | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is switched on (otherwise the run is plain :func:`polydiff.sample`)."""
+        return self != Control()
+
+
+CONTROL_NAMES = tuple(Control.__dataclass_fields__)
+RUN_NAMES = ("prediction", "seed", "generator", "cond", "device", "model_dtype", "callback")
+
+
+def control_of(control: Control | None = None, **keywords: Any) -> Control:
+    """``control`` (default: none) with the :class:`Control` fields given as keywords set."""
+    base = control if control is not None else Control()
+    given = {k: v for k, v in keywords.items() if k in CONTROL_NAMES}
+    unknown = sorted(set(keywords) - set(CONTROL_NAMES))
+    if unknown:
+        raise TypeError(f"unknown control options {unknown}; allowed: {', '.join(CONTROL_NAMES)}")
+    return dataclasses.replace(base, **given) if given else base
+
+
+def controlled_sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any],
+                      settings: SampleSettings | None = None, control: Control | None = None, *,
+                      condition: Mapping[str, Any] | Sequence[str] | None = None,
+                      **keywords: Any) -> Tensor | State | SMCResult:
+    """:func:`polydiff.sample` with guidance, conditioning, inpainting and steering switched on
+    by a :class:`Control` (or its fields as keywords); with none of them it is exactly ``sample``.
+
+    ``condition``: ``{key: value}`` or ``["key=value", ...]`` added to the state as (B,)
+    condition entries (when the state is given as a dict); classifier-free guidance guides on
+    them unless ``condition_keys`` says otherwise. Other keywords: :class:`SampleSettings`
+    fields, sampler options, and ``prediction`` / ``seed`` / ``generator`` / ``cond`` /
+    ``device`` / ``model_dtype`` / ``callback`` as for :func:`polydiff.sample`.
+    """
+    ctl = control_of(control, **{k: v for k, v in keywords.items() if k in CONTROL_NAMES})
+    run = {k: v for k, v in keywords.items() if k in RUN_NAMES}
+    rest = {k: v for k, v in keywords.items() if k not in CONTROL_NAMES and k not in RUN_NAMES}
+    fields = as_fields(process, run.get("prediction", "eps"))
     single = not isinstance(shape_or_state, Mapping)
+    condition_keys = ctl.condition_keys
     if condition is not None:
         if single:
             raise ValueError("condition= needs the state as a dict (conditions are entries of the state)")
         shape_or_state = dict(shape_or_state)
-        cond_entries = make_condition(condition, _batch(shape_or_state), sample_options.get("device") or "cpu")
+        cond_entries = make_condition(condition, _batch(shape_or_state), run.get("device") or "cpu")
         shape_or_state.update(cond_entries)
         condition_keys = list(cond_entries) if condition_keys is None else condition_keys
-    wrappers: list[Wrapper | None] = [wrap_model]
-    if guidance_scale is not None:
-        uncond = uncond_model
+    wrappers: list[Wrapper | None] = [ctl.wrap_model]
+    if ctl.guidance_scale is not None:
+        uncond = ctl.uncond_model
         if uncond is not None and single:
             (fname,) = fields
-            raw = uncond_model
+            raw = ctl.uncond_model
             uncond = lambda st, t: {fname: raw(st[fname], t)}  # noqa: E731
-        wrappers.append(lambda m: classifier_free(m, fields, guidance_scale, keys=condition_keys, null=null,
+        wrappers.append(lambda m: classifier_free(m, fields, ctl.guidance_scale, keys=condition_keys, null=ctl.null,
                                                   uncond_model=uncond))
-    if guidance is not None:
-        wrappers.extend(guidance if isinstance(guidance, Sequence) else [guidance])
-    k = particles or 1
-    mode = inpaint or ("smc" if k > 1 else "replace")
+    if ctl.guidance is not None:
+        wrappers.extend(ctl.guidance if isinstance(ctl.guidance, Sequence) else [ctl.guidance])
+    k = ctl.particles or 1
+    mode = ctl.inpaint or ("smc" if k > 1 else "replace")
     if mode not in ("replace", "smc", "guidance"):
-        raise ValueError(f"inpaint must be 'replace', 'smc' or 'guidance', got {inpaint!r}")
-    obs = as_observation(observed) if observed is not None else None
+        raise ValueError(f"inpaint must be 'replace', 'smc' or 'guidance', got {ctl.inpaint!r}")
+    obs = as_observation(ctl.observed) if ctl.observed is not None else None
     if obs is not None and mode == "guidance":
-        wrappers.append(lambda m: reconstruction_guidance(m, fields, obs, scale=observation_scale))
-    pots = list(potentials) + ([RewardTilt(reward, beta)] if reward is not None else [])
+        wrappers.append(lambda m: reconstruction_guidance(m, fields, obs, scale=ctl.observation_scale))
+    pots = list(ctl.potentials) + ([RewardTilt(ctl.reward, ctl.beta)] if ctl.reward is not None else [])
     wrap = compose(*wrappers)
     if k == 1 and not pots and (obs is None or mode == "guidance"):
-        return sample(model, process, shape_or_state, wrap_model=wrap, **sample_options)
-    return steer(model, process, shape_or_state, particles=k, potentials=pots, ess_threshold=ess_threshold,
-                 observed=obs if mode != "guidance" else None, repaint=repaint, jump=jump,
-                 observation_weights=obs is not None and mode == "smc" and k > 1, wrap_model=wrap, **sample_options)
+        return sample(model, process, shape_or_state, settings, wrap_model=wrap, **run, **rest)
+    return steer(model, process, shape_or_state, settings, particles=k, potentials=pots,
+                 ess_threshold=ctl.ess_threshold, observed=obs if mode != "guidance" else None, repaint=ctl.repaint,
+                 jump=ctl.jump, observation_weights=obs is not None and mode == "smc" and k > 1, wrap_model=wrap,
+                 **run, **rest)

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .diagnostics import score_residual
-from .guidance import batch_of, call, drop_condition, gaussian_names, tree_map, x0_eps
+from .conditions import drop_condition
+from .estimates import batch_of, call, field_coefs, gaussian_names, tree_map, x0_eps
 from .losses import corrupt, diffusion_loss, sample_time
 from .random import Noise
 from .state import FieldSpec, Packer, State
@@ -188,6 +188,52 @@ def immiscible_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State,
 # --------------------------------------------------------------------------------------------
 # Fokker-Planck regulariser
 # --------------------------------------------------------------------------------------------
+def score_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, t: Tensor, *,
+                   cond: Any = None, probes: list[Tensor] | None = None, h: float = 1e-4,
+                   create_graph: bool = False) -> Tensor:
+    """The score Fokker-Planck residual ``d s/dt - grad Phi`` (B, D) of the Gaussian fields of
+    ``state`` at per-sample times ``t`` (B,), packed. ``model`` is state-level. ``probes``
+    (packed, projected) selects Hutchinson's divergence with one probe, else it is exact.
+    ``d s/dt`` is a central difference with relative step ``h``; ``create_graph`` keeps the
+    graph (for a training regulariser)."""
+    packer = Packer(fields, state)
+    aux = {k: v for k, v in state.items() if k not in packer.names}
+    names = packer.names
+
+    def score(xp: Tensor, tt: Tensor) -> Tensor:
+        st = {**aux, **packer.unpack(xp)}
+        est = x0_eps(call(model, st, tt, cond), st, tt, fields, names)
+        return packer.pack({k: -fields[k].structure.project(est[k][1], st) / field_coefs(fields[k], tt, st[k]).sigma
+                            for k in names})
+
+    def project(v: Tensor) -> Tensor:
+        st = {**aux, **packer.unpack(v)}
+        return packer.pack({k: fields[k].structure.project(st[k], st) for k in names})
+
+    x = packer.pack(state).detach().requires_grad_(True)
+    fs, g2s = {}, {}
+    for k in names:
+        tt = t.to(torch.float64).reshape(-1, *([1] * (state[k].dim() - 1)))
+        f, g2 = fields[k].process.schedule.drift_diffusion(tt)
+        fs[k], g2s[k] = f.to(x.dtype).expand_as(state[k]), g2.to(x.dtype).expand_as(state[k])
+    f, half_g2 = packer.pack(fs), 0.5 * packer.pack(g2s)
+    with torch.enable_grad():
+        s = score(x, t)
+        ds_dt = (score(x, t * (1 + h)) - score(x, t * (1 - h))) / (2 * h * t.to(x.dtype)[:, None])
+        if probes is None:
+            eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+            vecs = [project(eye[j].expand_as(x)) for j in range(x.shape[1])]
+        else:
+            vecs = probes
+        div = 0
+        for u in vecs:
+            (ju,) = torch.autograd.grad(s, x, half_g2 * u, create_graph=True)
+            div = div + (ju * u).sum(1)
+        phi = (-f * x * s + half_g2 * s * s).sum(1) + div
+        (grad_phi,) = torch.autograd.grad(phi.sum(), x, create_graph=create_graph)
+    return project(ds_dt - grad_phi)
+
+
 def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
                           cond: Any = None, time_density: str = "uniform", h: float = 1e-2,
                           divergence: str = "hutchinson", **density_options: float) -> Tensor:

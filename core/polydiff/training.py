@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
+import inspect
 import logging
 import os
 import shutil
@@ -44,7 +44,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from . import __version__
+from .checkpoints import load_checkpoint, save_checkpoint_file
 from .config import (
     Config,
     ConfigError,
@@ -55,13 +55,14 @@ from .config import (
     from_dict,
     load_config,
 )
-from .generator import load_checkpoint, save_checkpoint_file
-from .losses import diffusion_loss
-from .modality import default_collate
+from .data import check_info, default_collate
+from .files import publish
+from .losses import OBJECTIVES, diffusion_loss
 from .random import Noise
 from .registry import load_modality
 from .state import FieldSpec, State
 from .techniques import Techniques, technique_loss
+from .version import __version__
 
 LAST = "last.ckpt"
 
@@ -87,9 +88,9 @@ class StepBatches(IterableDataset):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 start: int = 0, collate: Any = None) -> None:
+                 start: int = 0, collate: Any = None, augment: Any = None) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.rank, self.world, self.start, self.collate = rank, world, start, collate
+        self.rank, self.world, self.start, self.collate, self.augment = rank, world, start, collate, augment
         self.n = len(dataset)  # type: ignore[arg-type]
         if self.n < 1:
             raise ValueError("the training set is empty")
@@ -114,11 +115,17 @@ class StepBatches(IterableDataset):
         return out
 
     def batch(self, step: int) -> State:
+        """The batch of global step ``step`` on this rank, augmented (when the data has an
+        ``augment`` hook) with a generator seeded by ``(seed, step, rank)``."""
         idx = self.indices(step)
         get = getattr(self.dataset, "get_batch", None)
         if get is not None and self.collate is None:
-            return get(idx)
-        return (self.collate or default_collate)([self.dataset[i] for i in idx.tolist()])
+            out = get(idx)
+        else:
+            out = (self.collate or default_collate)([self.dataset[i] for i in idx.tolist()])
+        if self.augment is not None:
+            out = self.augment(out, torch.Generator().manual_seed(step_seed(self.seed, step, self.rank, "augment")))
+        return out
 
     def __iter__(self) -> Iterator[State]:
         info = get_worker_info()
@@ -158,6 +165,7 @@ class DiffusionModule(L.LightningModule):
         self.ema = copy.deepcopy(net).requires_grad_(False).eval() if config.train.ema > 0 else None
         self.fields, self.config, self.info, self.data = dict(fields), config, dict(info), data
         self.techniques = _techniques(config, self.info)
+        self.objective = _objective(config, self.fields, self.info)
         self.data_fingerprints: list[float] = []
         self._fingerprint: Tensor | None = None
 
@@ -169,7 +177,7 @@ class DiffusionModule(L.LightningModule):
         t = self.config.train
         start = self.trainer.global_step  # already restored when resuming
         ds = StepBatches(self.data.train, t.batch_size, t.seed, self.global_rank, self.trainer.world_size, start,
-                         self.data.collate)
+                         self.data.collate, self.data.augment)
         return DataLoader(ds, batch_size=None, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
@@ -184,8 +192,10 @@ class DiffusionModule(L.LightningModule):
         # a generator seeded per (step, rank): as reproducible as per-sample counter-based seeds
         # (which training does not need) and several times cheaper
         noise = Noise(n, generator=torch.Generator(self.device).manual_seed(seed), device=self.device)
+        if self.objective is not None:
+            return self.objective(net, batch, noise)
         opts = {"weighting": lc.weighting, "time_density": lc.time_density, "field_weights": lc.field_weights,
-                **lc.options}
+                "terms": lc.terms, "manifold_weighting": lc.manifold_weighting, **lc.options}
         if train:  # condition dropout and the opt-in techniques
             return technique_loss(net, self.fields, batch, noise, self.techniques, **opts)
         return diffusion_loss(net, self.fields, batch, noise, **opts)
@@ -267,6 +277,25 @@ def _techniques(cfg: Config, info: Mapping[str, Any]) -> Techniques:
     return tech
 
 
+def _objective(cfg: Config, fields: Mapping[str, FieldSpec], info: Mapping[str, Any]) -> Any:
+    """The recipe's registered objective, built once (None: the default denoising loss). An
+    objective factory receives the fields, the data ``info``, the recipe's ``loss.teacher``
+    (when it takes one) and its options from the loss section, and returns
+    ``objective(net, batch, noise) -> (loss, logs)``."""
+    lc = cfg.loss
+    if lc.objective == "denoising":
+        return None
+    factory = OBJECTIVES.get(lc.objective)
+    params = inspect.signature(factory).parameters
+    opts = {k: v for k, v in lc.options.items() if k in params}
+    if "teacher" in params:
+        opts["teacher"] = lc.teacher
+    try:
+        return factory(fields=fields, info=info, **opts)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise cfg.error("loss", str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from err
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes with temp file + ``os.replace``; reads only with ``weights_only=True``."""
 
@@ -290,23 +319,12 @@ class StepCheckpoints(Callback):
             path = self.dirpath / f"step-{step:08d}.ckpt"
             trainer.save_checkpoint(path, weights_only=False)
             if trainer.is_global_zero:
-                _publish(path, self.dirpath / LAST)
+                publish(path, self.dirpath / LAST)
             trainer.strategy.barrier()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.gather_fingerprints()
         trainer.save_checkpoint(self.dirpath / LAST, weights_only=False)
-
-
-def _publish(src: Path, dst: Path) -> None:
-    """Make ``dst`` a copy of ``src`` atomically (a hard link where the file system allows)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,11 +465,12 @@ def _launcher_rank() -> int:
 
 
 def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
-    """``info`` as JSON primitives (it is stored in checkpoints loaded with weights_only)."""
+    """``info`` as JSON primitives (it is stored in checkpoints loaded with weights_only), its
+    typed keys checked (:class:`polydiff.data.DatasetInfo`)."""
     try:
-        return json.loads(json.dumps(dict(info)))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{cfg.source}: data: the dataset's info must be JSON-able ({err})") from err
+        return check_info(info, "the dataset's info")
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source}: data: {err}") from err
 
 
 # recipe keys that may differ when resuming without changing what is computed

@@ -1,34 +1,54 @@
-"""Smoke tests of the sampler benchmark (polydiff.benchmarks.samplers): metrics, structure of
-the results, the diffusers equivalence check, and that a wrong sampler scores worse."""
+"""Smoke tests of the sampler benchmark (bench/samplers.py, loaded by path): its metrics, the
+structure of the results, the diffusers equivalence check, and that a wrong sampler scores worse."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
+from bench_loader import SCRIPT, load_bench
 
-from polydiff.benchmarks import samplers as bench
+from polydiff.metrics import directions, sliced_wasserstein
 from polydiff.samplers import SAMPLERS
 from polydiff.samplers.base import SamplerDef
 
+bench = load_bench()
 
-def test_sliced_w2_exact_cases():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2000, 3, generator=g, dtype=torch.float64)
-    dirs = bench.directions(3, 512, seed=1)
-    assert bench.sliced_w2(x, x, dirs) == 0.0
+
+def test_evaluator_metrics_exact_cases():
+    """SW2 against the exact set is polydiff.metrics.sliced_wasserstein with the shared directions,
+    exact between equal-size sets; the moment errors and the floor behave as documented."""
+    target = bench.Target(3, "edm", bench.make_mixture(3), bench.make_process("edm"))
+    dirs = directions(3, 256, seed=1)
+    ev = bench.Evaluator(target, 0.5, 1000, dirs, seed=3, replicates=2)
+    x = ev.ref
+    base = ev.metrics(x)
+    assert base["sw2"] == 0.0 and base["sw2_excess"] == 0.0
     # the same set reordered is the same empirical measure
-    assert bench.sliced_w2(x, x[torch.randperm(2000, generator=g)], dirs) < 1e-12
+    perm = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
+    assert ev.metrics(x[perm])["sw2"] < 1e-12
     # a shift c moves every 1-D projection by <c, theta>: SW2^2 = mean <c, theta>^2 ~ |c|^2 / d
     c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     exact = math.sqrt(float(((c @ dirs) ** 2).mean()))
-    assert bench.sliced_w2(x, x + c, dirs) == pytest.approx(exact, rel=1e-9)
+    shifted = ev.metrics(x + c)
+    assert shifted["sw2"] == pytest.approx(exact, rel=1e-9)
     assert exact == pytest.approx(float(c.norm()) / math.sqrt(3), rel=0.15)
+    assert shifted["sw2"] == sliced_wasserstein(x + c, x, dirs=dirs)
+    # the mean error moves by the shift, the covariance error not at all
+    assert shifted["mean_err"] == pytest.approx(float((x.mean(0) + c - ev.mean).norm()), rel=1e-9)
+    assert shifted["cov_err"] == pytest.approx(base["cov_err"], rel=1e-9)
+    assert shifted["sw2_excess"] == pytest.approx(math.sqrt(shifted["sw2"] ** 2 - ev.floor_rms**2), rel=1e-12)
+    # the floor: exact-vs-exact replicates, small but not zero
+    assert 0 < ev.floor["sw2"] < 0.2 and ev.floor["replicates"] == 2 and ev.floor["sw2_std"] > 0
+    assert ev.floor_rms >= ev.floor["sw2"]
     with pytest.raises(ValueError, match="equal-size"):
-        bench.sliced_w2(x, x[:10], dirs)
+        ev.metrics(x[:10])
+    assert not ev.metrics(x * float("nan"))["finite"]
 
 
 def _wrong_ddim(x, d, e, ct, cs, hist, ctx):
@@ -121,6 +141,20 @@ def test_cli_parses_and_builds_config():
     assert cfg.samplers == ["ddim", "euler"] and not cfg.diffusers
     quick = bench.config_from_args(bench.parser().parse_args(["--quick"]))
     assert list(quick.dims) == [2] and list(quick.nfe) == [5, 10] and quick.samplers is None
+
+
+def test_script_defaults_and_command_line(monkeypatch):
+    """Run as a script it writes into bench/results unless told otherwise, and the report's
+    header names the script."""
+    res = SCRIPT.parent / "results"
+    args = bench.default_args(["--quick"])
+    assert args[0] == "--quick" and Path(args[args.index("--json") + 1]).resolve() == res / "samplers.json"
+    assert Path(args[args.index("--md") + 1]).resolve() == res / "samplers.md"
+    assert bench.default_args(["--json", "a.json", "--md=b.md"]) == ["--json", "a.json", "--md=b.md"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(SCRIPT.parents[1])
+    assert bench.command_line(["--quick", "--md", "x y.md"]) == \
+        f"OMP_NUM_THREADS=1 python {os.path.join('bench', 'samplers.py')} --quick --md 'x y.md'"
 
 
 def test_target_a_on_fitted_grids(tmp_path):

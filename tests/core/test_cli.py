@@ -142,7 +142,7 @@ def test_bad_files_exit_2(tmp_path, capsys):
     code, _, err = run(capsys, "evaluate", tmp_path)
     assert "polydiff.json" in one_line_error(code, err)
     code, _, err = run(capsys, "evaluate", tmp_path / "nothing")
-    assert "no such checkpoint or samples folder" in one_line_error(code, err)
+    assert "no such checkpoint, file or folder" in one_line_error(code, err)
     with pytest.raises(SystemExit) as exit_:
         cli.main([])  # argparse: usage and status 2
     assert exit_.value.code == 2
@@ -165,7 +165,7 @@ def test_a_fresh_process_lists_lightly_and_exits_2_without_traceback(tmp_path):
 def test_modalities_lists_plugins_and_reports_broken_ones(capsys, monkeypatch):
     code, out, _ = run(capsys, "modalities")
     assert code == 0 and "toy  (polydiff.toy:ToyModality)" in out
-    assert "datasets: gmm, csv" in out and "networks: mlp" in out and "gmm (" in out
+    assert "datasets: gmm, csv" in out and "networks: mlp" in out and "toy:gmm" in out
     # a plugin that fails to import is reported, the others are still listed
     real = cli.available_modalities()
     fake = types.SimpleNamespace(name="broken", target="broken_pkg:Modality", distribution=None)
@@ -192,21 +192,3 @@ def test_samplers_listing(capsys):
     code, out, _ = run(capsys, "samplers", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["ddpm"]["stochastic"] and rows["ancestral"]["kind"] == "categorical"
-
-
-def test_bench_delegates_or_explains(capsys, monkeypatch):
-    seen = []
-    fake = types.ModuleType("polydiff.benchmarks.samplers")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
-    code, _, _ = run(capsys, "bench", "samplers", "--quick", "--out", "x")
-    assert code == 0 and seen == [["--quick", "--out", "x"]]
-
-    def missing(name):
-        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    monkeypatch.setattr(cli.importlib, "import_module", missing)
-    code, _, err = run(capsys, "bench", "samplers")
-    assert "is not part of this installation" in one_line_error(code, err)
-    code, _, err = run(capsys, "bench", "nope")
-    assert "unknown benchmark suite 'nope'" in one_line_error(code, err)

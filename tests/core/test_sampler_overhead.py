@@ -21,7 +21,7 @@ import polydiff as pd
 from polydiff.grids import make_grid
 from polydiff.processes.gaussian import GaussianProcess
 from polydiff.samplers import SamplingLoop, prepare
-from polydiff.samplers.dpm import clip_lam, lagrange_weights, phi, phis
+from polydiff.samplers.coefs import clip_lam, lagrange_weights, phi, phis
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
 
 F64 = torch.float64
@@ -233,7 +233,7 @@ BUDGET = {"ddim": 5, "euler": 6, "heun": 10, "edm": 12, "dpm_solver1": 4, "dpm_s
 FULL_WHERE: dict[str, int] = {}  # (edm's Euler fallback where sigma(s) = 0 runs on the last step only)
 
 
-# on the grid, methods whose coefficients come from whole-grid tables (polydiff.samplers.dpm.coef_table)
+# on the grid, methods whose coefficients come from whole-grid tables (polydiff.samplers.coefs.coef_table)
 # dispatch only their full-size operations per step (measured: dpm_solver2 6, dpm_solver3 10, dpm++2m 4,
 # dpm++3m 6; off the grid 33, 63, 21, 59)
 GRID_BUDGET = {**BUDGET, "dpm_solver2": 7, "dpm_solver3": 11, "dpm++2m": 5, "dpm++3m": 7}

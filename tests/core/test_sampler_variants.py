@@ -199,12 +199,11 @@ def test_bad_variant_values_are_rejected(name, options):
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("diffusers", reason="diffusers is a bench-only dependency (pip install polydiff[bench])")
+    from bench_loader import load_bench
     from diffusers.utils import logging as dlog
 
-    from polydiff.benchmarks import samplers as bench_mod
-
     dlog.set_verbosity_error()
-    return bench_mod
+    return load_bench()
 
 
 @pytest.mark.parametrize("algorithm,scheduler,config", [

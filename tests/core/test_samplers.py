@@ -12,7 +12,7 @@ from polydiff.grids import make_grid
 from polydiff.processes.gaussian import GaussianProcess
 from polydiff.registry import RegistryError
 from polydiff.samplers import SAMPLERS, SamplingLoop, get_sampler, prepare, time_shift
-from polydiff.samplers.dpm import lagrange_weights, phi, step_order
+from polydiff.samplers.coefs import lagrange_weights, phi, step_order
 from polydiff.samplers.multistep import ghvb_weights
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif("spirals" not in polydiff.available_modalities()
 
 
 def test_third_party_plugin_end_to_end(tmp_path):
-    run = polydiff.train("examples/third_party_plugin/spirals.yaml", tmp_path / "run",
+    run = polydiff.train("spirals:spirals", tmp_path / "run",
                          overrides=["train.max_steps=300", "train.progress=false"], verbose=False)
     gen = polydiff.load(run.checkpoint)
     points = gen.generate(400, sampler="heun", steps=10, seed=0)

@@ -309,7 +309,7 @@ def test_save_is_atomic_and_evaluable(straight, tmp_path, monkeypatch):
     assert [p.name for p in paths] == ["samples.csv"]
     meta = json.loads((out / "polydiff.json").read_text())
     assert meta["modality"] == "toy" and meta["num"] == 64 and meta["seed"] == 0
-    m = evaluate_samples(out)
+    m = evaluate_samples(out).metrics
     assert m == pytest.approx(gen.evaluate(x)) and {"sw2", "mean_error", "cov_error", "loglik"} <= set(m)
     with pytest.raises(FileExistsError):
         gen.save(x, out)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from polydiff.plugin import shared_dir
 from polydiff_graphs.chem import ATOM, graph_smiles, read_smiles_column, smiles_to_graphs
 from polydiff_graphs.convert import (
     bond_channels,
@@ -31,7 +32,6 @@ from polydiff_graphs.data import (
     load_zinc250k,
     planar_graphs,
     sbm_graphs,
-    shared_dir,
     shared_file,
     split_indices,
     train_graphs,

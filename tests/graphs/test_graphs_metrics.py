@@ -11,7 +11,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from polydiff_graphs.data import graphs_from_json, shared_dir
+from polydiff.plugin import shared_dir
+from polydiff_graphs.data import graphs_from_json
 from polydiff_graphs.metrics import (
     clustering_histogram,
     clustering_mmd,

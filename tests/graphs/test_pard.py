@@ -19,7 +19,6 @@ from graphs_helpers import tiny_overrides
 import polydiff
 from polydiff.cli import main as cli
 from polydiff.config import load_config
-from polydiff_graphs.__main__ import main as graphs_cli
 from polydiff_graphs.chem import ATOM
 from polydiff_graphs.data import GraphStates
 from polydiff_graphs.generation import generate_graphs, is_pard
@@ -182,8 +181,15 @@ def test_parallel_training_sees_what_generation_sees(setup):
 
 def test_fields_and_errors(modality, setup):
     data, fields, _ = setup
-    assert fields["next"].process.vocab == data.info["order"]["next_vocab"]
-    assert fields["e"].structure.mask == "pair_mask" and fields["next"].structure.mask == "next_mask"
+    assert set(fields) <= {"x", "e"} and fields["e"].structure.mask == "pair_mask"
+    # the block-size classifier is a loss term of the network: its masked cross-entropy
+    batch = {k: v[:4] for k, v in data.train.tensors.items()} if hasattr(data.train, "tensors") else None
+    if batch is not None:
+        net = modality.network("pard", data.info, fields, hidden=16, edge_hidden=8, layers=1, heads=2)
+        out = net(batch, torch.full((4,), 0.5))
+        logits, target, w = out["next"], batch["next"], batch["next_mask"]
+        ce = -torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+        torch.testing.assert_close(out["loss/next"], (ce * w).sum(1) / w.sum(1))
     with pytest.raises(ValueError, match="noise"):
         modality.fields(data.info, noise="gaussian")
     with pytest.raises(ValueError, match="max_hops"):
@@ -212,20 +218,25 @@ def test_pard_end_to_end_community(tmp_path, modality):
     assert bool((st["nfe"] <= st["blocks"] * 2 + st["blocks"] + 1).all())
     again = generate_states(gen.net, 2, steps=2, seed=0)
     assert torch.equal(again["adj"], st["adj"][:2]) and torch.equal(again["mask"], st["mask"][:2])
-    # the hook a core Generator would call: net.generate(prior_state spec, ...)
-    hooked = gen.net.generate(gen.modality.prior_state(5, gen.info), steps=2, seed=0)
+    # the modality's sampling hook, which the core Generator calls with a prior_state spec
+    settings = polydiff.SampleSettings(steps=2)
+    seeds = torch.arange(5) + 0 * 1_000_003
+    hooked = gen.modality.sample(gen.net, gen.fields, gen.modality.prior_state(5, gen.info), settings,
+                                 polydiff.Control(), seed=seeds, device=torch.device("cpu"))
     assert torch.equal(hooked["adj"], st["adj"])
+    with pytest.raises(ValueError, match="block by block"):  # no guidance / steering for PARD's blocks
+        gen.generate(2, steps=2, seed=0, particles=2)
     graphs = generate_graphs(gen, 5, steps=2, seed=0, batch_size=2)
     assert [sorted(g.edges()) for g in graphs] == [sorted(g.edges()) for g in gen.modality.to_native(st, gen.info)]
     # the plugin's command line writes what `polydiff evaluate DIR` reads
     out = tmp_path / "samples"
     with redirect_stdout(io.StringIO()):
-        assert graphs_cli(["sample", str(run.checkpoint), "--num", "4", "--out", str(out)]) == 0
+        assert cli(["graphs", "sample", str(run.checkpoint), "--num", "4", "--out", str(out)]) == 0
     buf = io.StringIO()
     with redirect_stdout(buf):
         assert cli(["evaluate", str(out)]) == 0
     assert "degree:" in buf.getvalue()
-    # the core's Generator and `polydiff sample` call PardNet.generate: the same graphs
+    # the core's Generator and `polydiff sample` call GraphsModality.sample: the same graphs
     native = gen.generate(5, steps=2, seed=0, batch_size=3)
     assert [sorted(g.edges()) for g in native] == [sorted(g.edges()) for g in graphs]
     with redirect_stdout(io.StringIO()):

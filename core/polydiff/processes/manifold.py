@@ -18,7 +18,16 @@ from torch import Tensor
 
 
 class Manifold:
-    """The operations a manifold-valued field needs."""
+    """The operations a manifold-valued field needs.
+
+    ``prior_draw`` says which draws :meth:`prior` turns into prior points ("uniform": uniforms
+    in (0, 1), "normal": standard normals, both of the point shape); ``tangent_shape`` is the
+    shape of tangent vectors replacing the point's trailing dimensions (None: the same shape);
+    :meth:`origin` is the point padded entries are held at.
+    """
+
+    prior_draw: str = "uniform"
+    tangent_shape: tuple[int, ...] | None = None
 
     def exp(self, x: Tensor, v: Tensor) -> Tensor:
         raise NotImplementedError
@@ -31,11 +40,17 @@ class Manifold:
         return x
 
     def prior(self, shape: tuple[int, ...], u: Tensor) -> Tensor:
-        """A prior draw from uniforms or normals ``u`` (the subclass says which)."""
+        """A prior draw from uniforms or normals ``u`` (``prior_draw`` says which)."""
         raise NotImplementedError
+
+    def origin(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        """The point padded (masked-out) entries hold: zeros by default."""
+        return torch.zeros(shape, dtype=dtype, device=device)
 
 
 class Euclidean(Manifold):
+    prior_draw = "normal"
+
     def exp(self, x: Tensor, v: Tensor) -> Tensor:
         return x + v
 
@@ -79,7 +94,8 @@ class GeodesicFlow:
     kind = "manifold"
     t_min, t_max = 0.0, 1.0
 
-    def __init__(self, manifold: Manifold, prior: str = "uniform", rate: float = 0.0) -> None:
+    def __init__(self, manifold: Manifold, prior: str | None = None, rate: float = 0.0) -> None:
+        prior = manifold.prior_draw if prior is None else prior
         if prior not in ("uniform", "normal"):
             raise ValueError(f"prior must be 'uniform' or 'normal', got {prior!r}")
         self.manifold, self.prior_kind, self.rate = manifold, prior, rate
@@ -95,20 +111,23 @@ class GeodesicFlow:
         return self.rate * torch.exp(-self.rate * t) / -math.expm1(-self.rate)
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        k = _expand(self.kappa(t), x0)
-        return self.manifold.exp(x0, k * self.manifold.log(x0, x1))
+        v = self.manifold.log(x0, x1)
+        return self.manifold.exp(x0, _expand(self.kappa(t), v) * v)
 
     def velocity(self, x_t: Tensor, x0: Tensor, t: Tensor) -> Tensor:
-        """Conditional velocity ``d x_t / dt`` at ``x_t`` of the path through ``x0``."""
-        k, dk = _expand(self.kappa(t), x_t), _expand(self.dkappa(t), x_t)
-        return -dk / k.clamp_min(1e-12) * self.manifold.log(x_t, x0)
+        """Conditional velocity ``d x_t / dt`` at ``x_t`` of the path through ``x0`` (a tangent
+        vector at ``x_t``)."""
+        v = self.manifold.log(x_t, x0)
+        k, dk = _expand(self.kappa(t), v), _expand(self.dkappa(t), v)
+        return -dk / k.clamp_min(1e-12) * v
 
     def step(self, x: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """Geodesic step from ``t`` towards the predicted clean point, landing at time ``s``:
         the exact move along the geodesic to ``x0_hat`` by fraction ``1 - kappa(s)/kappa(t)``."""
-        kt, ks = _expand(self.kappa(t), x), _expand(self.kappa(s), x)
+        v = self.manifold.log(x, x0_hat)
+        kt, ks = _expand(self.kappa(t), v), _expand(self.kappa(s), v)
         frac = 1 - ks / kt.clamp_min(1e-12)
-        return self.manifold.exp(x, frac * self.manifold.log(x, x0_hat))
+        return self.manifold.exp(x, frac * v)
 
     def __repr__(self) -> str:
         return f"GeodesicFlow({self.manifold!r}, prior={self.prior_kind!r}, rate={self.rate})"

@@ -14,19 +14,28 @@ reads a tensor back to the host.
 
 Coefficients that depend only on the grid (log-SNR steps, phi functions, multistep weights)
 can be computed for every step at once: a method writes them as a function of stacked schedule
-values and reads them through :func:`polydiff.samplers.dpm.coef_table`, which evaluates that
+values and reads them through :func:`polydiff.samplers.coefs.coef_table`, which evaluates that
 function once per grid (a handful of tensor operations instead of dozens per step) or, off the
 grid, directly at the step's own values.
 
-A categorical step is ``step(tokens, p0, t, s, process, ctx) -> tokens``.
+A categorical step is ``step(tokens, p0, t, s, process, ctx) -> tokens`` with the model's
+clean-token probabilities ``p0`` (B, ..., V), (B,) times and a :class:`CategoricalContext`
+(noise, options, the state, the field's mask). A sampler registered with ``loop="own"``
+(first-hitting) has no grid: it is run by its own loop over the whole state.
+
+:class:`SampleSettings` gathers how a run walks from noise to data (sampler, steps, grid, end
+times, categorical method, solver dtype, the sampler's options); every sampling entry point
+takes one, or the same names as keywords.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from ..processes.gaussian import Coefs
@@ -51,9 +60,23 @@ class StepContext(NamedTuple):
     # interval, evaluated for the whole grid at once by the driver (singlestep methods' stages)
     stages: Callable[[tuple[float, ...]], list[tuple[Tensor, Coefs]]] | None = None
     # (key, fn, n_prev, fractions, node) -> fn's coefficients at this step, fn evaluated once for
-    # the whole grid (see polydiff.samplers.dpm.coef_table); None off the grid
+    # the whole grid (see polydiff.samplers.coefs.coef_table); None off the grid
     table: Callable[..., Any] | None = None
     finite: bool = False  # the step's log-SNR step is finite everywhere (on the grid; False: unknown)
+    # (x, u_from, u_to) -> x at u_to: one call of a two-time model G(x_t, t, s) (consistency
+    # trajectory models); None for ordinary denoisers
+    jump: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+
+
+class CategoricalContext(NamedTuple):
+    """Everything a categorical step may need beyond its tokens and probabilities."""
+
+    i: int  # step index
+    n: int  # number of steps
+    noise: Any  # the run's polydiff.random.Noise (per-sample counter-based draws)
+    options: dict[str, Any]
+    state: Mapping[str, Tensor]  # the state at t
+    mask: Tensor | None  # (B, ...) bool, True where the field's entries are generated; None: all
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,11 @@ class SamplerDef:
     nfe_per_step: int = 1  # model evaluations per grid step
     stochastic: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
+    # "grid": the step is called by the sampling loop on every grid interval, after one model
+    # call at (x, t); "calls": the same, but the loop makes no model call of its own (the step
+    # calls ctx.denoise / ctx.jump itself); "own": the sampler runs its own loop (no grid)
+    loop: str = "grid"
+    origin: str = ""  # top-level package that registered it ("polydiff" for built-ins)
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:
         """Merge user options with the defaults, rejecting unknown names clearly."""
@@ -81,12 +109,23 @@ SAMPLERS: Registry = Registry("sampler")
 
 
 def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_step: int = 1,
-             stochastic: bool = False, **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering a step function under ``name`` with its default options."""
+             stochastic: bool = False, loop: str = "grid", **defaults: Any
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a step function under ``name`` with its default options.
+
+    ``kind``: "gaussian" (``step(x, d, e, ct, cs, hist, ctx)``) or "categorical"
+    (``step(tokens, p0, t, s, process, ctx)``); ``loop``: see :class:`SamplerDef`. A plugin
+    registers its samplers when it is imported; recipes naming them load the plugin first.
+    """
+    if kind not in ("gaussian", "categorical"):
+        raise ValueError(f"sampler kind must be 'gaussian' or 'categorical', got {kind!r}")
+    if loop not in ("grid", "calls", "own"):
+        raise ValueError(f"sampler loop must be 'grid', 'calls' or 'own', got {loop!r}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        origin = (getattr(fn, "__module__", "") or "").split(".")[0]
         SAMPLERS.register(name, description)(SamplerDef(name, fn, kind, description, nfe_per_step, stochastic,
-                                                        defaults))
+                                                        defaults, loop, origin))
         return fn
 
     return deco
@@ -94,3 +133,50 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
 
 def get_sampler(name: str) -> SamplerDef:
     return SAMPLERS.get(name)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How a run walks from noise to data.
+
+    ``sampler``: a Gaussian method, or (for states without Gaussian fields) a categorical one;
+    ``categorical``: the method of the categorical fields of mixed states; ``steps`` / ``grid``
+    / ``t_max`` / ``t_min`` / ``final_zero``: the time grid (:func:`polydiff.grids.make_grid`;
+    ``grid`` a name, a (K+1,) or (K+1, B) tensor, or None for the schedule's default);
+    ``dtype``: the solver's arithmetic (the network runs in its own dtype); ``options``: the
+    sampler's own options (``eta``, ``order``, ...; ``polydiff samplers`` lists them).
+    """
+
+    sampler: str = "dpm++2m"
+    steps: int = 20
+    grid: str | Tensor | None = None
+    t_min: float | None = None
+    t_max: float | None = None
+    final_zero: bool = False
+    categorical: str = "ancestral"
+    dtype: torch.dtype = torch.float32
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> SampleSettings:
+        """A copy with some settings changed (``options`` merged, not replaced)."""
+        if "options" in changes:
+            changes["options"] = {**self.options, **changes["options"]}
+        return dataclasses.replace(self, **changes)
+
+
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(SampleSettings) if f.name != "options")
+
+
+def settings_of(settings: SampleSettings | None = None, **keywords: Any) -> SampleSettings:
+    """``settings`` (default: the defaults) with ``keywords`` applied: names of
+    :class:`SampleSettings` fields set those fields, any other keyword is a sampler option.
+    ``None`` values leave a setting unchanged."""
+    base = settings if settings is not None else SampleSettings()
+    if not isinstance(base, SampleSettings):
+        raise TypeError(f"settings must be a SampleSettings, got {type(base).__name__}")
+    named = {k: v for k, v in keywords.items() if k in SETTING_NAMES and v is not None}
+    opts = {k: v for k, v in keywords.items() if k not in SETTING_NAMES and k != "options"}
+    opts.update(keywords.get("options") or {})
+    if not named and not opts:
+        return base
+    return base.replace(**named, options=opts)

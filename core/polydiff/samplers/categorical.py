@@ -1,15 +1,18 @@
 """Categorical samplers: ancestral, tau-leaping and the first-hitting sampler.
 
 Every draw is made in float64 (:func:`polydiff.random.sample_categorical`). Ancestral and
-tau-leaping steps share the signature ``step(tokens, p0, t, s, process, noise) -> tokens``
-with ``p0`` the model's clean-token probabilities (B, L, V) and ``t``, ``s`` (B,) times, so
-they run inside the common driver next to Gaussian fields. The first-hitting sampler has its
-own loop: it is exact for absorbing processes and needs no grid.
+tau-leaping steps share the signature ``step(tokens, p0, t, s, process, ctx) -> tokens``
+with ``p0`` the model's clean-token probabilities (B, L, V), ``t``, ``s`` (B,) times and a
+:class:`~polydiff.samplers.base.CategoricalContext`, so they run inside the common loop next
+to Gaussian fields (which keeps tokens outside a field's mask as they are). The first-hitting
+sampler has its own loop (registered with ``loop="own"``): it is exact for absorbing
+processes, needs no grid, and is chosen with ``sampler="first_hitting"`` for states whose
+fields are all absorbing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -17,19 +20,23 @@ from torch import Tensor
 
 from ..processes.categorical import Absorbing, CategoricalProcess
 from ..random import Noise, sample_categorical
-from .base import register
+from ..state import FieldSpec, State, field_mask
+from .base import CategoricalContext, SampleSettings, register
 
 
 @register("ancestral", "exact posterior step p(x_s | x_t) of the discrete process (D3PM / MDLM)",
           kind="categorical", stochastic=True)
-def ancestral(x: Tensor, p0: Tensor, t: Tensor, s: Tensor, process: CategoricalProcess, noise: Noise) -> Tensor:
+def ancestral(x: Tensor, p0: Tensor, t: Tensor, s: Tensor, process: CategoricalProcess,
+              ctx: CategoricalContext) -> Tensor:
     probs = process.posterior_probs(x, p0, t, s)
-    return sample_categorical(probs, noise.rand(x.shape[1:]).to(x.device))
+    return sample_categorical(probs, ctx.noise.rand(x.shape[1:]).to(x.device))
 
 
 @register("tau_leaping", "tau-leaping: at most one jump per token, probability rate x dt (Campbell et al.)",
           kind="categorical", stochastic=True)
-def tau_leaping(x: Tensor, p0: Tensor, t: Tensor, s: Tensor, process: CategoricalProcess, noise: Noise) -> Tensor:
+def tau_leaping(x: Tensor, p0: Tensor, t: Tensor, s: Tensor, process: CategoricalProcess,
+                ctx: CategoricalContext) -> Tensor:
+    noise = ctx.noise
     dt = (t - s).reshape(-1, *([1] * (x.dim() - 1)))[..., None]
     jump = process.reverse_rates(x, p0, t) * dt
     total = jump.sum(-1, keepdim=True)
@@ -39,10 +46,11 @@ def tau_leaping(x: Tensor, p0: Tensor, t: Tensor, s: Tensor, process: Categorica
     return sample_categorical(jump + stay, noise.rand(x.shape[1:]).to(x.device))
 
 
-def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple[int, int], *,
+def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple[int, ...], *,
                   seed: int | Tensor | None = None, generator: torch.Generator | None = None,
                   tokens_per_step: int = 1, cond: Any = None, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32, x: Tensor | None = None) -> Tensor:
+                  dtype: torch.dtype = torch.float32, x: Tensor | None = None, valid: Tensor | None = None,
+                  noise: Noise | None = None) -> Tensor:
     """First-hitting sampler for absorbing (masked) diffusion (Zheng et al., 2024).
 
     With ``n`` masked tokens at time ``t``, all stay masked until ``s`` with probability
@@ -52,17 +60,25 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
     ancestral sampler with infinitely many steps, in ``L / tokens_per_step`` model calls.
     ``tokens_per_step > 1`` unmasks several tokens per call (an approximation).
 
-    ``model(tokens, t[, cond]) -> logits (B, L, V)``. ``x`` may hold a partially masked start
-    (infilling); times are per sample.
+    ``model(tokens, t[, cond]) -> logits (*shape, V)``. ``x`` may hold a partially masked start
+    (infilling); ``valid`` (bool, broadcasting against ``shape``) marks the positions that are
+    generated (padding outside it is never unmasked); times are per sample. ``noise`` replaces
+    ``seed`` / ``generator`` by an existing stream.
     """
-    B, L = shape
-    noise = Noise(B, seed=seed, generator=generator, device=device)
-    x = process.prior_sample((B, L), device=device) if x is None else x.clone()
-    t = torch.ones(B, dtype=torch.float64, device=device)
-    most = int((x == process.mask_id).sum(1).max())  # once, before the loop
+    B = shape[0]
+    if noise is None:
+        noise = Noise(B, seed=seed, generator=generator, device=device)
+    x = process.prior_sample(tuple(shape), device=device) if x is None else x.clone()
+    flat = x.reshape(B, -1)
+    L = flat.shape[1]
+    ok = torch.ones_like(flat, dtype=torch.bool) if valid is None else valid.expand_as(x).reshape(B, -1)
+    if valid is not None:
+        flat = torch.where(ok | (flat != process.mask_id), flat, torch.zeros_like(flat))  # padding: token 0
+    t = torch.ones(B, dtype=torch.float64, device=flat.device)
+    most = int(((flat == process.mask_id) & ok).sum(1).max())  # once, before the loop
     steps = -(-most // tokens_per_step)
     for _ in range(steps):
-        masked = x == process.mask_id
+        masked = (flat == process.mask_id) & ok
         n = masked.sum(1).clamp_min(1).double()
         u = noise.rand(())
         alpha_t = process.alpha(t)
@@ -73,14 +89,53 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
         s = process.schedule.t_of_alpha((1 - new_one_minus).clamp(max=1.0)).clamp(0, 1)
         s = torch.where(masked.any(1), s, t)
         tm = s.to(dtype)
-        logits = model(x, tm) if cond is None else model(x, tm, cond)
-        p0 = torch.softmax(logits.to(torch.float64), dim=-1)
+        cur = flat.reshape(x.shape)
+        logits = model(cur, tm) if cond is None else model(cur, tm, cond)
+        p0 = torch.softmax(logits.to(torch.float64), dim=-1).reshape(B, L, -1)
         # choose which masked positions to reveal: uniformly at random (random keys)
-        keys = torch.where(masked, noise.rand((L,)).to(x.device), torch.full_like(t[:, None].expand(B, L), 2.0))
+        keys = torch.where(masked, noise.rand((L,)).to(flat.device), torch.full_like(t[:, None].expand(B, L), 2.0))
         order = torch.argsort(keys, dim=1)
         rank = torch.argsort(order, dim=1)
         reveal = masked & (rank < k.long()[:, None])
-        draw = sample_categorical(p0, noise.rand((L,)).to(x.device))
-        x = torch.where(reveal, draw, x)
+        draw = sample_categorical(p0, noise.rand((L,)).to(flat.device))
+        flat = torch.where(reveal, draw, flat)
         t = s
-    return x
+    return flat.reshape(x.shape)
+
+
+@register("first_hitting", "first-hitting sampler for absorbing fields (Zheng et al. 2024): one token unmasked per "
+          "model call at its exactly drawn first-hitting time; no grid (steps is ignored)",
+          kind="categorical", stochastic=True, loop="own", tokens_per_step=1)
+def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, noise: Noise,
+                       settings: SampleSettings, *, cond: Any = None,
+                       callback: Callable[[dict[str, Any]], None] | None = None) -> State:
+    """:func:`first_hitting` on a state-level model: the state's one absorbing field is
+    generated (its masked positions inside the field's mask), every other entry is passed
+    through; ``model(state, t[, cond]) -> {field: logits}``."""
+    names = list(fields)
+    if len(names) != 1 or not isinstance(fields[names[0]].process, Absorbing):
+        raise ValueError("sampler 'first_hitting' generates one absorbing (masked) categorical field; this state has "
+                         f"fields {', '.join(f'{k} ({fields[k].kind})' for k in names)}")
+    (name,) = names
+    opts = {"tokens_per_step": 1, **dict(settings.options)}
+    unknown = sorted(set(opts) - {"tokens_per_step"})
+    if unknown:
+        raise ValueError(f"sampler 'first_hitting' has no option {', '.join(unknown)}; allowed: tokens_per_step")
+    spec = fields[name]
+    x = state[name]
+    valid = field_mask(spec, state, x)
+    aux = {k: v for k, v in state.items() if k != name}
+    calls = [0]
+
+    def field_model(tokens: Tensor, t: Tensor, c: Any = None) -> Tensor:
+        st = {**aux, name: tokens}
+        out = model(st, t) if c is None else model(st, t, c)
+        if callback is not None:
+            callback({"i": calls[0], "t": t, "state": st, "out": out})
+        calls[0] += 1
+        return out[name]
+
+    tokens = first_hitting(field_model, spec.process, tuple(x.shape), noise=noise,
+                           tokens_per_step=int(opts["tokens_per_step"]), cond=cond, dtype=settings.dtype, x=x,
+                           valid=valid)
+    return {**state, name: tokens}

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..processes.gaussian import Coefs
 from .base import StepContext, register
-from .dpm import check_option, clip_lam
+from .coefs import check_option, clip_lam
 
 History = object
 

@@ -26,7 +26,17 @@ from torch import Tensor
 
 from ..processes.gaussian import Coefs
 from .base import StepContext, register
-from .dpm import LAM_CLIP, check_option, clip_lam, data_first_order, lagrange_weights, lam_step, phi, phis, step_order
+from .coefs import (
+    LAM_CLIP,
+    check_option,
+    clip_lam,
+    data_first_order,
+    lagrange_weights,
+    lam_step,
+    phi,
+    phis,
+    step_order,
+)
 
 _RHO_MAX = math.exp(LAM_CLIP)
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..processes.gaussian import GaussianProcess, Schedule
-from .dpm import LAM_CLIP
+from .coefs import LAM_CLIP
 
 StateModel = Callable[..., Any]
 

@@ -35,7 +35,6 @@ from .gmm import ExactDenoiser, GaussianMixture
 __all__ = ["ExactDenoiser", "GaussianMixture", "ToyMLP", "ToyModality"]
 
 SAMPLES_FILE = "samples.csv"
-_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "toy"
 
 
 class ToyMLP(nn.Module):
@@ -99,9 +98,6 @@ class ToyModality(Modality):
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
         return {"mlp": mlp_network}
-
-    def recipes(self) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(_CONFIGS.glob("*.yaml"))} if _CONFIGS.is_dir() else {}
 
     def fields(self, info: Mapping[str, Any], schedule: str = "vp_cosine", prediction: str = "eps",
                **schedule_options: Any) -> dict[str, FieldSpec]:

@@ -1,16 +1,17 @@
 """polydiff-spirals: a minimal third-party modality plugin.
 
-Everything here uses public polydiff names only, exactly as a first-party plugin does:
-a dataset factory returning a :class:`~polydiff.modality.DataBundle`, a network factory, the
-field specs, sampling shapes, conversion to native objects (numpy arrays), files, a metric
-and a plot hook.
+Everything here comes from :mod:`polydiff.plugin`, the namespace first-party plugins use too:
+a dataset factory returning a :class:`~polydiff.plugin.DataBundle`, a network factory, the
+field specs, sampling shapes, conversion to native objects (numpy arrays), files written
+atomically, a metric, a native observation reader and a plugin command
+(``polydiff spirals stats FILE``). Recipes ship as package data in ``recipes/``.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from polydiff import FieldSpec, GaussianProcess
-from polydiff.modality import DataBundle, Modality
-from polydiff.nn import ResidualMLP, TimeEmbedding, time_input
+from polydiff.plugin import (
+    Command,
+    DataBundle,
+    FieldSpec,
+    GaussianProcess,
+    Modality,
+    Observation,
+    ResidualMLP,
+    TimeEmbedding,
+    atomic_write,
+    time_input,
+)
 
 
 class Points(Dataset):
@@ -92,17 +102,43 @@ class SpiralsModality(Modality):
         return data.test.xy.double().numpy()
 
     def write(self, objects: Sequence[Any], out_dir: Path) -> list[Path]:
-        out = Path(out_dir) / "points.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")  # write, then rename: never a half file
-        with os.fdopen(fd, "w") as f:
-            np.savetxt(f, np.asarray(objects), delimiter=",", header="x,y", comments="")
-        os.replace(tmp, out)
-        return [out]
+        buf = io.StringIO()
+        np.savetxt(buf, np.asarray(objects), delimiter=",", header="x,y", comments="")
+        return [atomic_write(Path(out_dir) / "points.csv", buf.getvalue())]  # write, then rename: never a half file
 
     def read(self, path: Path) -> np.ndarray:
         path = Path(path)
-        return np.loadtxt(path / "points.csv" if path.is_dir() else path, delimiter=",", skiprows=1, ndmin=2)
+        file = path / "points.csv" if path.is_dir() else path
+        try:
+            return np.loadtxt(file, delimiter=",", skiprows=1, ndmin=2)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{file}: not a points file with a header and two numeric columns ({err})") from None
+
+    def observation(self, path: Path, info: Mapping[str, Any]) -> Observation:
+        """``polydiff sample CKPT --observed x.csv``: a one-line CSV ``x,y`` with either value
+        empty observes the other coordinate of every sample."""
+        lines = Path(path).read_text().splitlines()
+        if len(lines) < 2:
+            raise ValueError(f"{path}: expected a header line and one line 'x,y' (either may be empty)")
+        cells = [c.strip() for c in lines[1].split(",")]
+        if len(cells) != 2:
+            raise ValueError(f"{path}: line 2: expected two comma-separated cells, got {len(cells)}")
+        try:
+            values = torch.tensor([float(c) if c else 0.0 for c in cells])
+        except ValueError as err:
+            raise ValueError(f"{path}: line 2: {err}") from None
+        return Observation({"xy": values}, {"xy": torch.tensor([bool(c) for c in cells])})
+
+    def commands(self) -> dict[str, Command]:
+        def configure(p: argparse.ArgumentParser) -> None:
+            p.add_argument("file", type=Path, help="a points.csv file")
+
+        def run(args: argparse.Namespace) -> int:
+            pts = self.read(args.file)
+            print(f"{len(pts)} points, mean radius {float(np.linalg.norm(pts, axis=1).mean()):.4f}")
+            return 0
+
+        return {"stats": Command("print the number of points and their mean radius", configure, run)}
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         return {"energy_distance": energy_distance(np.asarray(objects), np.asarray(reference))}

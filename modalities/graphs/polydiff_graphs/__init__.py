@@ -41,7 +41,6 @@ from .data import (
     load_zinc250k,
     planar_graphs,
     sbm_graphs,
-    shared_dir,
     split_indices,
 )
 from .generation import generate_graphs, is_pard
@@ -61,5 +60,5 @@ __all__ = [
     "load_gdss_graphs", "load_nci", "load_qm9", "load_spectre_community", "load_zinc250k",
     "mol_graphs_to_dense", "mol_to_graph", "molecule_metrics", "nspdk_mmd", "orbit_counts", "pard_network",
     "planar_graphs", "plot_graphs", "plot_molecules", "read_graphs", "read_sdf", "read_smiles", "sbm_graphs",
-    "shared_dir", "smiles_to_graphs", "split_indices", "vun", "write_graphs", "write_molecules",
+    "smiles_to_graphs", "split_indices", "vun", "write_graphs", "write_molecules",
 ]

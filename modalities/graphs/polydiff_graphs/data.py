@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,31 +40,14 @@ from scipy.spatial import Delaunay
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from polydiff import DataBundle
+from polydiff.plugin import DataBundle, shared_file
 
 from .chem import ATOM, mol_to_graph, quiet_rdkit, read_sdf, read_smiles_column, smiles_to_graphs, token_sort_key
 from .convert import graphs_to_dense, mol_graphs_to_dense
 
-SHARED_ENV = "POLYDIFF_SHARED"
 ZINC_ELEMENTS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 
 # -- locating shared data -----------------------------------------------------------------------
-
-
-def shared_dir() -> Path:
-    """``$POLYDIFF_SHARED``, else the ``shared`` folder beside the repository root."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[3].parent / "shared"
-
-
-def shared_file(*parts: str) -> Path:
-    """A file under the shared folder; a clear error naming the expected path when absent."""
-    path = shared_dir().joinpath(*parts)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"shared data not found: expected {path}. Set {SHARED_ENV} to the folder that holds data/ and "
-            f"fixtures/ (default: the 'shared' folder beside the repository root).")
-    return path
 
 
 # -- generators ---------------------------------------------------------------------------------

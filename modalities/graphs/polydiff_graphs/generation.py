@@ -1,10 +1,9 @@
 """Generating graphs from a trained checkpoint, whichever model it holds.
 
-GDSS samples with one :func:`polydiff.sample` loop; PARD samples block by block through
-``PardNet.generate``, the core ``Generator``'s hook for networks with their own loop, so
-``Generator.generate`` and ``polydiff sample`` serve both. :func:`generate_graphs` is the same
-with the recipe's defaults spelled out, and ``python -m polydiff_graphs sample CKPT`` an alias
-of ``polydiff sample``.
+GDSS samples with one :func:`polydiff.sample` loop; PARD samples block by block
+(:meth:`GraphsModality.sample`, the core's hook for models with their own loop), so
+``Generator.generate`` and ``polydiff sample`` serve both. :func:`generate_graphs` is
+``Generator.generate`` with PARD's ``steps`` meaning steps per block.
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ from typing import Any
 
 import networkx as nx
 
-from .models.pard import PardNet, generate
+from .models.pard import PardNet
 
 
 def is_pard(gen: Any) -> bool:
-    """Whether a loaded :class:`polydiff.generator.Generator` holds a PARD network."""
+    """Whether a loaded :class:`polydiff.plugin.Generator` holds a PARD network."""
     return isinstance(gen.net, PardNet)
 
 
@@ -27,5 +26,5 @@ def generate_graphs(gen: Any, n: int, *, sampler: str | None = None, steps: int 
     ``steps`` is the number of diffusion steps per block and ``sampler`` is ignored (its fields
     are categorical: ``categorical=`` picks the categorical sampler)."""
     if is_pard(gen):
-        return generate(gen, n, steps=steps, seed=seed, batch_size=batch_size, **options)
+        sampler = None
     return gen.generate(n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, **options)

@@ -22,7 +22,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from polydiff import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, Symmetric
+from polydiff.plugin import Command, DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, Symmetric
 
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
@@ -30,10 +30,8 @@ from .io import is_molecular, read_graphs, write_graphs, write_molecules
 from .metrics import graph_metrics, molecule_metrics, smiles_of
 from .metrics.correction import corrected_metrics
 from .models.gdss import UnitPriorVP, gdss_network
-from .models.pard import block_bundle, pard_fields, pard_network
+from .models.pard import PardNet, block_bundle, generate_states, pard_fields, pard_network
 from .plot import plot_graphs, plot_molecules
-
-_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "graphs"
 
 # GDSS's SDEs: VP beta 0.1 -> 1.0 for generic graphs (community-small, ego-small, grid), VE
 # sigma 0.1 -> 1.0 for molecules (QM9, ZINC250k)
@@ -65,9 +63,6 @@ class GraphsModality(Modality):
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
         return {"gdss": gdss_network, "pard": pard_network}
 
-    def recipes(self) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(_CONFIGS.glob("*.yaml"))} if _CONFIGS.is_dir() else {}
-
     def fields(self, info: Mapping[str, Any], x: Mapping[str, Any] | None = None,
                adj: Mapping[str, Any] | None = None, unit_prior: bool = True, noise: str = "uniform",
                mask_schedule: str = "cosine") -> dict[str, FieldSpec]:
@@ -96,14 +91,34 @@ class GraphsModality(Modality):
         counts = node_counts(n, info, generator)
         mask = (torch.arange(n_max)[None, :] < counts[:, None]).float()
         if "order" in info:
-            p, k = n_max * (n_max - 1) // 2, int(info["order"]["max_blocks"]) + 1
-            spec: dict[str, Any] = {"e": (n, p), "next": (n, k), "mask": mask, "pair_mask": torch.ones(n, p),
-                                    "next_mask": torch.ones(n, k)}
+            p = n_max * (n_max - 1) // 2
+            spec: dict[str, Any] = {"e": (n, p), "mask": mask, "pair_mask": torch.ones(n, p)}
             if info["order"]["node_vocab"]:
                 spec["x"] = (n, n_max)
             return spec
         feat = len(info["atom_types"]) if info.get("kind") == "molecule" else int(info["max_feat_num"])
         return {"x": (n, n_max, feat), "adj": (n, n_max, n_max), "mask": mask}
+
+    def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
+               control: Any, *, seed: torch.Tensor, device: torch.device) -> State:
+        """GDSS: one sampling loop (the core's default). PARD: block by block
+        (:func:`.models.pard.generate_states`, ``settings.steps`` steps of the categorical sampler
+        per block); guidance, inpainting and steering are not defined for its blocks."""
+        if not isinstance(net, PardNet):
+            return super().sample(net, fields, spec, settings, control, seed=seed, device=device)
+        if control.active:
+            raise ValueError("PARD generates graphs block by block: guidance, inpainting and steering are not "
+                             "supported for PARD checkpoints")
+        n = int(next(v.shape[0] if isinstance(v, torch.Tensor) else v[0] for v in spec.values()))
+        return generate_states(net, n, steps=settings.steps, seed=seed, categorical=settings.categorical,
+                               device=device, **settings.options)
+
+    def commands(self) -> dict[str, Command]:
+        """``polydiff graphs sample|evaluate CKPT ...``: sampling / evaluating a graphs checkpoint
+        (GDSS or PARD) with timings, on one CPU thread by default."""
+        from .cli import COMMANDS
+
+        return COMMANDS
 
     # -- states <-> objects --
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[nx.Graph]:

@@ -30,7 +30,6 @@ the mean absolute observed value of its context (gluonts' ``MeanScaler``, as in 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,11 +40,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from polydiff.modality import TensorStates
+from polydiff.plugin import TensorStates, shared_file
 
 from .spectral import to_spectrum
 
-SHARED_ENV = "POLYDIFF_SHARED"
 NAN_POLICIES = ("error", "mask", "interpolate")
 SCALINGS = ("mean", "minmax", "standard", "none")
 STATSMODELS_SERIES = ("sunspots", "co2", "elnino", "macrodata", "nile", "elec_equip")
@@ -405,21 +403,6 @@ def sine_series(n_series: int = 1, length: int = 10_000, channels: int = 5, seed
         vals.append(np.concatenate(parts)[:length])
     return SeriesSet(vals, [f"sine{i}" for i in range(n_series)], [pd.RangeIndex(length)] * n_series,
                      [f"c{c}" for c in range(channels)], None, "generated:sine", {"segment": segment})
-
-
-def shared_dir() -> Path:
-    """``$POLYDIFF_SHARED``, else the ``shared`` folder beside the repository root."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[3].parent / "shared"
-
-
-def shared_file(*parts: str) -> Path:
-    """A file under the shared folder; a clear error naming the expected path when absent."""
-    path = shared_dir().joinpath(*parts)
-    if not path.is_file():
-        raise FileNotFoundError(f"shared data not found: expected {path}. Set {SHARED_ENV} to the folder that holds "
-                                "data/ and fixtures/ (default: the 'shared' folder beside the repository root).")
-    return path
 
 
 ETT_COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")

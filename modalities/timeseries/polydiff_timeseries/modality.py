@@ -23,14 +23,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from polydiff import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State
+from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State
 
 from . import data as D
 from .nets import PaCoDiNet, TimeTransformer, TSDiffNet
 from .spectral import HalfSpectrum, from_spectrum, num_bins
 
 SAMPLES_FILE = "samples.csv"
-_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "timeseries"
 REPRESENTATIONS = ("time", "spectral")
 
 
@@ -197,9 +196,6 @@ class TimeSeriesModality(Modality):
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
         return {"tsdiff": tsdiff_network, "transformer": transformer_network, "pacodi": pacodi_network}
-
-    def recipes(self) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(_CONFIGS.glob("*.yaml"))} if _CONFIGS.is_dir() else {}
 
     def fields(self, info: Mapping[str, Any], schedule: str = "tsdiff", prediction: str = "eps",
                representation: str = "time", **schedule_options: Any) -> dict[str, FieldSpec]:

@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.nn import TimeEmbedding, input_scale, time_input
-from polydiff.nn import precondition as edm_precondition
-from polydiff.parametrization import from_x0_eps
-from polydiff.state import FieldSpec
+from polydiff.plugin import FieldSpec, TimeEmbedding, from_x0_eps, input_scale, time_input
+from polydiff.plugin import precondition as edm_precondition
 
 from .spectral import component_variance
 

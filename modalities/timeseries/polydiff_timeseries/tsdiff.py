@@ -36,9 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from polydiff import sample
-from polydiff.guidance import gradient_guidance
-from polydiff.parametrization import to_x0_eps
+from polydiff.plugin import gradient_guidance, sample, to_x0_eps
 
 from . import data as D
 from .metrics import QUANTILES, forecast_metrics, sample_quantile

@@ -3,7 +3,7 @@ adjacency) and PARD (block-wise autoregressive discrete diffusion over a structu
 
 from .gdss import GDSSNet, ScoreNetworkA, ScoreNetworkX, ScoreNetworkXGMH, UnitPriorVP, gdss_network, s4
 from .order import block_order
-from .pard import PardNet, block_bundle, generate, generate_states, pard_fields, pard_network
+from .pard import PardNet, block_bundle, generate_states, pard_fields, pard_network
 
 __all__ = ["GDSSNet", "PardNet", "ScoreNetworkA", "ScoreNetworkX", "ScoreNetworkXGMH", "UnitPriorVP", "block_bundle",
-           "block_order", "gdss_network", "generate", "generate_states", "pard_fields", "pard_network", "s4"]
+           "block_order", "gdss_network", "generate_states", "pard_fields", "pard_network", "s4"]

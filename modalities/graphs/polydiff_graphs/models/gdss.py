@@ -32,9 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff import FieldSpec, VPLinear
-from polydiff.processes import Coefs
-from polydiff.samplers import StepContext, register
+from polydiff.plugin import Coefs, FieldSpec, StepContext, VPLinear, register
 
 # ---------------------------------------------------------------------------------------------
 # building blocks

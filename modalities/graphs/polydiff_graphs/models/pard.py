@@ -10,9 +10,10 @@ head predicts the next block's (size, degree), size 0 meaning stop.
 sorted by block, ``N = max_nodes``, ``P = N (N - 1) / 2`` node pairs ``i < j`` in
 ``torch.triu_indices`` order):
 
-- fields ``x`` (N,) atom tokens (molecules only), ``e`` (P,) edge tokens (0 = none, 1..3 bond
-  orders, 1 = edge for generic graphs) and ``next`` (K + 1,): the class ``size * (D + 1) +
-  degree`` of block ``k`` given the blocks before it (class 0 after the last block = stop);
+- fields ``x`` (N,) atom tokens (molecules only) and ``e`` (P,) edge tokens (0 = none, 1..3
+  bond orders, 1 = edge for generic graphs);
+- the block-size target ``next`` (K + 1,): the class ``size * (D + 1) + degree`` of block ``k``
+  given the blocks before it (class 0 after the last block = stop);
 - fixed entries ``x_ctx`` / ``e_ctx`` (the same clean tokens, which the earlier blocks are read
   from), ``block`` (N,) block ids (-1 = padding), ``bdeg`` (N,) block degree per node, masks
   ``mask`` (N,), ``pair_mask`` (P,) and ``next_mask`` (K + 1,).
@@ -25,12 +26,11 @@ of blocks ``< k``, and a real node the real nodes of blocks ``<= k``; the edges 
 therefore gives the denoising logits of every block under its own context, and the loss is
 :func:`polydiff.losses.diffusion_loss` over the fields ``x`` and ``e`` (one time per graph,
 PARD's ``blockwise_timestep: False``). The block-size head reads the real copies of blocks
-``< k`` (a causal prefix pooling) and is trained as the field ``next`` with a
-:class:`~polydiff.Uniform` process whose loss is the cross-entropy of the clean value: the
-network never looks at that field's noisy input (a classifier expressed as a field, so the core
-training loop needs no extra hook).
+``< k`` (a causal prefix pooling); its cross-entropy against ``next`` (over ``next_mask``) is
+returned as the network output ``loss/next``, which the core's loss adds to the denoising loss
+(a plugin loss term, weighted by ``loss.terms.next``, default 1).
 
-**Generation** (:func:`generate`, :meth:`PardNet.generate`): block by block, each block one
+**Generation** (:func:`generate_states`, called by ``GraphsModality.sample``): block by block, each block one
 :func:`polydiff.sample` call on the fields of the new nodes and pairs only, the earlier blocks
 being fixed entries of the state (the network then sees one copy per node: real for earlier
 blocks, virtual for the new one, ``current`` = the block index).
@@ -52,9 +52,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polydiff import Absorbing, DataBundle, FieldSpec, Masked, Uniform, sample
-from polydiff.nn import TimeEmbedding
-from polydiff.random import Noise, sample_categorical
+from polydiff.plugin import (
+    Absorbing,
+    DataBundle,
+    FieldSpec,
+    Masked,
+    Noise,
+    TimeEmbedding,
+    Uniform,
+    sample,
+    sample_categorical,
+)
 
 from ..chem import ATOM, BOND
 from ..data import GraphStates
@@ -141,14 +149,14 @@ def block_bundle(bundle: DataBundle, max_hops: int) -> DataBundle:
 # ---------------------------------------------------------------------------------------------
 
 def pard_fields(info: Mapping[str, Any], noise: str = "uniform", mask_schedule: str = "cosine") -> dict[str, FieldSpec]:
-    """Categorical fields: node tokens ``x`` (molecules), edge tokens ``e`` with ``noise``
-    ``uniform`` (PARD's QM9 setting) or ``absorbing``, and the block-size classifier ``next``."""
+    """Categorical fields: node tokens ``x`` (molecules) and edge tokens ``e`` with ``noise``
+    ``uniform`` (PARD's QM9 setting) or ``absorbing`` (the block-size classifier is a loss term
+    of the network, not a field)."""
     if noise not in ("uniform", "absorbing"):
         raise ValueError(f"noise must be 'uniform' or 'absorbing', got {noise!r}")
     order = info["order"]
     proc = Uniform if noise == "uniform" else Absorbing
-    fields = {"e": FieldSpec(proc(order["edge_vocab"], mask_schedule), Masked("pair_mask")),
-              "next": FieldSpec(Uniform(order["next_vocab"]), Masked("next_mask"))}
+    fields = {"e": FieldSpec(proc(order["edge_vocab"], mask_schedule), Masked("pair_mask"))}
     if order["node_vocab"]:
         fields = {"x": FieldSpec(proc(order["node_vocab"], mask_schedule), Masked("mask")), **fields}
     return fields
@@ -219,7 +227,9 @@ class PardLayer(nn.Module):
 
 
 class PardNet(nn.Module):
-    """PARD's denoiser and block-size model: ``forward(state, t) -> {"x", "e", "next": logits}``.
+    """PARD's denoiser and block-size model: ``forward(state, t) -> {"x", "e", "next": logits}``,
+    plus ``"loss/next"``, the block-size cross-entropy, when the state carries the targets
+    ``next`` / ``next_mask`` (training).
 
     Without ``state["current"]`` (training) every node has a real and a virtual copy (the 2n
     construction) and the logits of every block come out of one pass; with ``current`` (B,)
@@ -275,7 +285,7 @@ class PardNet(nn.Module):
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         if "block" not in state:
             raise ValueError("PARD generates block by block: sample it with Generator.generate / `polydiff sample "
-                             "CKPT` (they call PardNet.generate), not with one polydiff.sample loop")
+                             "CKPT` (they call GraphsModality.sample), not with one polydiff.sample loop")
         block = state["block"]
         b, n = block.shape
         node, virtual, valid, target = self._copies(state)
@@ -302,6 +312,11 @@ class PardNet(nn.Module):
         for layer in self.layers:
             h, z = layer(h, z, causal, pairs, valid)
         out = {"e": self._edge_logits(z, block, target), "next": self._next_logits(h, blk, virtual, valid)}
+        if "next" in state and "next_mask" in state:  # training: the block-size classifier's loss term
+            nll = nn.functional.cross_entropy(out["next"].float().transpose(1, 2), state["next"].long(),
+                                              reduction="none")
+            w = state["next_mask"].to(nll.dtype)
+            out["loss/next"] = (nll * w).sum(1) / w.sum(1).clamp_min(1)
         if self.node_head is not None:
             out["x"] = self.node_head(h.gather(1, target[..., None].expand(-1, -1, h.shape[-1])))
         return out
@@ -337,18 +352,6 @@ class PardNet(nn.Module):
         ks = torch.arange(self.k_max + 1, device=h.device).expand(h.shape[0], -1)
         return self.next_head(torch.cat([pooled, self.prefix_emb(ks)], -1))
 
-    # -- generation --
-    @torch.no_grad()
-    def generate(self, spec: Mapping[str, Any], *, steps: int = 40, seed: int | Tensor = 0, sampler: str | None = None,
-                 categorical: str = "ancestral", device: str | torch.device | None = None,
-                 **options: Any) -> dict[str, Tensor]:
-        """Generate as many graphs as ``spec`` (a ``prior_state``) describes, block by block (see
-        :func:`generate_states`; ``sampler`` is unused: every field is categorical). The hook a
-        core ``Generator`` would call for networks that sample with their own loop."""
-        n = int(next(v.shape[0] if isinstance(v, Tensor) else v[0] for v in spec.values()))
-        return generate_states(self, n, steps=steps, seed=seed, categorical=categorical, device=device, **options)
-
-
 def _take2(x: Tensor, i: Tensor, j: Tensor) -> Tensor:
     """``x[b, i[b, ...], j[b, ...]]`` for x (B, N, N, ...) and index tensors (B, ...)."""
     b = torch.arange(x.shape[0], device=x.device).reshape(-1, *([1] * (i.dim() - 1)))
@@ -361,8 +364,8 @@ def pard_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidde
     with node width ``hidden`` and pair width ``edge_hidden`` (PARD QM9: 256 / 64, 8 layers)."""
     if "order" not in info:
         raise ValueError("the pard network needs block-ordered data: set data.max_hops (e.g. 1)")
-    if set(fields) - {"x", "e", "next"} or "e" not in fields:
-        raise ValueError("the pard network needs PARD's categorical fields (e, next and x for molecules)")
+    if set(fields) - {"x", "e"} or "e" not in fields:
+        raise ValueError("the pard network needs PARD's categorical fields (e, and x for molecules)")
     return PardNet(info, fields, hidden, edge_hidden, layers, heads)
 
 
@@ -490,21 +493,3 @@ def _scatter(base: Tensor, slots: Tensor, mask: Tensor, values: Tensor) -> Tenso
 
 def _gather(x: Tensor, slots: Tensor) -> Tensor:
     return x.gather(1, slots[..., None].expand(-1, -1, x.shape[-1]))
-
-
-def generate(gen: Any, n: int, *, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
-             categorical: str | None = None, **options: Any) -> list[nx.Graph]:
-    """``n`` graphs from a loaded PARD :class:`polydiff.generator.Generator` (``polydiff.load``),
-    in chunks of ``batch_size``; ``steps`` (diffusion steps per block) and ``categorical``
-    default to the recipe's ``sample`` section. Results do not depend on ``batch_size``."""
-    sc = gen.config.sample
-    steps = steps or sc.steps
-    categorical = categorical or sc.options.get("categorical", "ancestral")
-    batch_size = batch_size or sc.batch_size or min(n, 256)
-    seeds = seed * _SEED_STRIDE + torch.arange(n, dtype=torch.long)
-    out: list[nx.Graph] = []
-    for lo in range(0, n, batch_size):
-        st = generate_states(gen.net, min(batch_size, n - lo), steps=steps, seed=seeds[lo:lo + batch_size],
-                             categorical=categorical, **options)
-        out += gen.modality.to_native({k: v.cpu() for k, v in st.items()}, gen.info)
-    return out

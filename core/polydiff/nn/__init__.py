@@ -9,6 +9,10 @@ altogether; :class:`ConditionEmbedding` maps both to a learned null embedding (H
 2022, "Classifier-free diffusion guidance"). Conditions are dropped by
 :func:`polydiff.guidance.null_state` when guiding and :func:`polydiff.guidance.drop_condition`
 when training with ``loss.cond_drop``.
+
+Equivariant layers for point sets live in :mod:`polydiff.nn.egnn` and are re-exported here:
+:class:`EGNNLayer` (one masked E(n)-equivariant message-passing step, Satorras et al. 2021) and
+:class:`EGNN` (an embedding, a stack of those layers and an output head).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .egnn import EGNN as EGNN
+from .egnn import EGNNLayer as EGNNLayer
 
 
 def time_input(schedule: Any, t: Tensor) -> Tensor:

@@ -1,0 +1,149 @@
+"""Data bundles, tensor-backed datasets and the typed dataset metadata (``info``).
+
+A modality's dataset factory returns a :class:`DataBundle`: train / val / test datasets of
+states (dicts of tensors without the batch dimension) plus ``info``, the JSON-able facts the
+rest of a run needs. ``info`` is stored in checkpoints and handed back to every modality hook,
+so a model can be rebuilt, sampled and evaluated without its data. :class:`DatasetInfo` names
+the keys the core itself reads; plugins add any other JSON-able keys they need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+State = dict[str, Tensor]
+
+
+class ConditionSpec(TypedDict, total=False):
+    """One condition entry of the state: ``{"kind": "class", "num_classes": K}``, ``{"kind":
+    "scalar", "low": a, "high": b, "basis": n}`` or ``{"kind": "vector", "dim": d}`` (what
+    :class:`polydiff.nn.ConditionEmbedding` embeds and ``loss.cond_drop`` drops)."""
+
+    kind: str
+    num_classes: int
+    low: float
+    high: float
+    basis: int
+    dim: int
+
+
+class DatasetInfo(TypedDict, total=False):
+    """The keys of a dataset's ``info`` that the core reads (all optional; plugins add others).
+
+    - ``conditions``: the state's condition entries (``loss.cond_drop``, guidance, the
+      condition embedding, ``--condition`` on the command line);
+    - ``size_hist``: counts of training objects by size (index = number of nodes, atoms,
+      residues, tokens), from which :func:`draw_sizes` draws the sizes of new samples;
+    - ``vocabularies``: per categorical field, the names of its tokens (files and plots);
+    - ``dataset``: the dataset's name, for reports.
+    """
+
+    conditions: dict[str, ConditionSpec]
+    size_hist: list[float]
+    vocabularies: dict[str, list[str]]
+    dataset: str
+
+
+CONDITION_KINDS = {"class": ("num_classes",), "scalar": (), "vector": ("dim",)}
+
+
+def check_info(info: Mapping[str, Any], source: str = "info") -> dict[str, Any]:
+    """``info`` as plain JSON data, with the keys of :class:`DatasetInfo` checked; a clear
+    error names the key otherwise."""
+    try:
+        plain = json.loads(json.dumps(dict(info)))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: the dataset's info must be JSON-able ({err})") from None
+    conds = plain.get("conditions")
+    if conds is not None:
+        if not isinstance(conds, Mapping):
+            raise ValueError(f"{source}: conditions: expected a mapping of condition specs, got {conds!r}")
+        for key, spec in conds.items():
+            kind = spec.get("kind") if isinstance(spec, Mapping) else None
+            if kind not in CONDITION_KINDS:
+                raise ValueError(f"{source}: conditions.{key}: kind must be one of {', '.join(CONDITION_KINDS)}, "
+                                 f"got {spec!r}")
+            for need in CONDITION_KINDS[kind]:
+                if not isinstance(spec.get(need), int) or spec[need] < 1:
+                    raise ValueError(f"{source}: conditions.{key}: a {kind} condition needs a positive integer "
+                                     f"{need!r}")
+    hist = plain.get("size_hist")
+    if hist is not None and (not isinstance(hist, list) or not hist or any(
+            not isinstance(v, (int, float)) or v < 0 for v in hist) or sum(hist) <= 0):
+        raise ValueError(f"{source}: size_hist: expected a non-empty list of non-negative counts with a positive "
+                         "sum")
+    vocab = plain.get("vocabularies")
+    if vocab is not None and (not isinstance(vocab, Mapping) or any(
+            not isinstance(v, list) for v in vocab.values())):
+        raise ValueError(f"{source}: vocabularies: expected a mapping of field -> list of token names")
+    return plain
+
+
+def draw_sizes(n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
+               key: str = "size_hist") -> Tensor:
+    """``n`` object sizes drawn from the histogram ``info[key]`` (index = size), as GDSS draws
+    node counts and EDM-style molecule models atom counts."""
+    hist = torch.as_tensor(info.get(key) or [], dtype=torch.float64)
+    if hist.numel() == 0 or float(hist.sum()) <= 0:
+        raise ValueError(f"info has no {key} to draw object sizes from")
+    return torch.multinomial(hist, n, replacement=True, generator=generator)
+
+
+def size_histogram(sizes: Sequence[int]) -> list[int]:
+    """Counts of ``sizes`` by value (index = size): the ``size_hist`` of :class:`DatasetInfo`."""
+    top = max(sizes, default=0)
+    hist = [0] * (top + 1)
+    for s in sizes:
+        hist[int(s)] += 1
+    return hist
+
+
+@dataclass
+class DataBundle:
+    """Datasets of states (each item a ``dict[str, Tensor]`` without batch dimension).
+
+    ``collate`` batches items (default: stack every entry); ``augment(batch, generator)`` is a
+    training-time augmentation applied to each batch with a generator seeded by the step (random
+    rotations of coordinates, symmetry relabellings...), so resumed runs stay exact."""
+
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    collate: Callable[[list[State]], State] | None = None
+    augment: Callable[[State, torch.Generator], State] | None = None
+
+
+class TensorStates(Dataset):
+    """States held as batched tensors of equal length; ``get_batch`` indexes them all at once
+    (the trainer uses it instead of collating items one by one)."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        lengths = {len(v) for v in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"all entries need the same length, got {({k: len(v) for k, v in tensors.items()})}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
+        return {k: v[index] for k, v in self.tensors.items()}
+
+
+def default_collate(items: Sequence[State]) -> State:
+    """Stack a list of states (same keys, same shapes) into one batched state."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    keys = items[0].keys()
+    return {k: torch.stack([it[k] for it in items]) for k in keys}

@@ -1,0 +1,137 @@
+"""Files: atomic writes, atomic output folders, and the shared benchmark-data folder.
+
+Every file polydiff or a plugin writes goes through :func:`atomic_write` (a temporary file in
+the same folder, then ``os.replace``), and every output folder through :func:`atomic_folder`
+(a temporary sibling folder renamed into place at the end), so a crash or a bad input never
+leaves a half-written file and never destroys what was there before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SHARED_ENV = "POLYDIFF_SHARED"
+
+
+def temp_path(path: Path) -> Path:
+    """A unique hidden sibling of ``path`` that keeps its suffix (plotting libraries choose the
+    format from it)."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object], *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically and return ``path``.
+
+    ``data`` is text, bytes, or a function that writes a given temporary path (``torch.save``,
+    ``fig.savefig``, ``np.savetxt``...). The file appears complete or not at all; an existing
+    file is replaced only once the new one is written. ``fsync`` flushes it to disk first
+    (checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        if callable(data):
+            data(tmp)
+        elif isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_folder(out: str | Path, *, overwrite: bool = False,
+                  replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to ``out`` when the block succeeds.
+
+    An existing non-empty ``out`` is replaced only with ``overwrite`` and, when given, only if
+    ``replaceable(out)`` says so (e.g. "a samples folder polydiff wrote"); the old folder is
+    removed only after the new one is in place. On failure nothing at ``out`` changes."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty (choose another output folder or "
+                                  "overwrite it)")
+        if replaceable is not None and not replaceable(out):
+            raise FileExistsError(f"{out} holds files polydiff did not write there; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``, replacing an existing ``out`` last."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` a copy of ``src`` atomically (a hard link where the file system allows)."""
+    src, dst = Path(src), Path(dst)
+    tmp = temp_path(dst)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def _has_shared(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "data").is_dir() or (folder / "fixtures").is_dir())
+
+
+def shared_dir() -> Path:
+    """The folder of shared benchmark data and golden fixtures (``data/``, ``fixtures/``).
+
+    ``$POLYDIFF_SHARED`` when set; else the first folder named ``shared`` holding ``data/`` or
+    ``fixtures/`` beside the current directory or one of its parents, or beside this
+    installation's checkout (for a checkout, ``../shared``). If none exists the conventional
+    place is returned (callers check and skip or fail with a clear message)."""
+    env = os.environ.get(SHARED_ENV)
+    if env:
+        return Path(env).expanduser()
+    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
+    for start in starts:
+        for folder in (start, *start.parents):
+            if _has_shared(folder / "shared"):
+                return folder / "shared"
+    return Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def shared_file(*parts: str) -> Path:
+    """A path under :func:`shared_dir`; a clear error naming the expected path when absent."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"shared data not found: expected {path}. Set {SHARED_ENV} to the folder that holds "
+                                "data/ and fixtures/ (default: the 'shared' folder beside the repository root).")
+    return path

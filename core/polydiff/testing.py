@@ -1,0 +1,474 @@
+"""Test kits shared by the core's and every plugin's tests.
+
+Symmetry checks (this section): group actions on dict-of-tensor states (:func:`rotation`,
+:func:`translation`, :func:`permutation`, :func:`compose`) and :func:`assert_equivariant` /
+:func:`assert_invariant`, which check ``fn(T x) == T fn(x)`` for random group elements ``T``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# ---------------------------------------------------------------------------------------------
+# Symmetry checks: group actions on states and assert_equivariant / assert_invariant
+# ---------------------------------------------------------------------------------------------
+#
+# A state is a flat ``dict[str, Tensor]`` whose entries share the batch dimension 0. A transform
+# draws one random group element per batch sample (``sample``) and applies it to the entries it
+# acts on (``apply``), returning a new dict in which every other entry is the same object as
+# before. Non-tensor values are carried along untouched.
+
+TENSOR_KEY = "x"
+"""The key under which :func:`assert_equivariant` sees a bare tensor input or output."""
+
+
+class Transform:
+    """A group action on dict-of-tensor states.
+
+    ``sample(batch, generator, dtype, device)`` draws a random group element per batch sample
+    (an opaque object: pass it back to ``apply`` of this transform or of one of the same kind
+    acting on other keys); ``apply(tree, g)`` returns a new dict with ``g`` applied to the
+    entries this transform acts on; ``acts_on(tree)`` lists those entries.
+    """
+
+    def sample(self, batch: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device | str) -> Any:
+        """Draw one random group element per batch sample."""
+        raise NotImplementedError
+
+    def apply(self, tree: Mapping[str, Any], g: Any) -> dict[str, Any]:
+        """Apply the group element ``g`` to the entries of ``tree`` this transform acts on."""
+        raise NotImplementedError
+
+    def acts_on(self, tree: Mapping[str, Any]) -> list[str]:
+        """The keys of ``tree`` that ``apply`` changes."""
+        raise NotImplementedError
+
+    def __call__(self, tree: Mapping[str, Any], g: Any) -> dict[str, Any]:
+        return self.apply(tree, g)
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A group element drawn lazily: a seed from which the per-sample element is built once its
+    size is known (the number of nodes of a permutation, the dimension of a translation). The
+    same seed gives the same element for every entry of that size, inputs and outputs alike."""
+
+    seed: int
+    batch: int
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def normal(self, dim: int) -> Tensor:
+        """(batch, dim) standard normal vectors, float64 on the CPU."""
+        return torch.randn(self.batch, dim, generator=self._generator(), dtype=torch.float64)
+
+    def permutation(self, n: int) -> Tensor:
+        """(batch, n) random permutations: new position i holds old node ``perm[b, i]``."""
+        return torch.rand(self.batch, n, generator=self._generator()).argsort(dim=1)
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+
+
+def _batch_of(v: Tensor, batch: int, key: str) -> None:
+    if v.ndim == 0 or v.shape[0] != batch:
+        raise ValueError(f"entry {key!r} has shape {tuple(v.shape)}; expected batch size {batch} in dim 0")
+
+
+def _present(tree: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    return [k for k in keys if isinstance(tree.get(k), Tensor)]
+
+
+class Rotation(Transform):
+    """Multiply vectors by a random orthogonal matrix ``Q`` per sample: see :func:`rotation`."""
+
+    def __init__(self, keys: tuple[str, ...], dim: int, reflections: bool, frames: tuple[str, ...]) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.keys, self.dim, self.reflections, self.frames = keys, dim, reflections, frames
+
+    def sample(self, batch: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        """(batch, dim, dim) Haar-random matrices in SO(dim), or in O(dim) with reflections."""
+        a = torch.randn(batch, self.dim, self.dim, generator=generator, dtype=torch.float64, device=generator.device)
+        q, r = torch.linalg.qr(a)
+        q = q * torch.where(torch.diagonal(r, dim1=-2, dim2=-1) < 0, -1.0, 1.0)[:, None, :]
+        if not self.reflections:
+            flip = torch.where(torch.linalg.det(q) < 0, -1.0, 1.0)
+            q = torch.cat([q[:, :, :1] * flip[:, None, None], q[:, :, 1:]], dim=2)
+        return q.to(dtype=dtype, device=device)
+
+    def apply(self, tree: Mapping[str, Any], g: Tensor) -> dict[str, Any]:
+        out = dict(tree)
+        b, d = g.shape[0], self.dim
+        for key in _present(tree, self.keys):
+            v = tree[key]
+            _batch_of(v, b, key)
+            if not v.is_floating_point() or v.shape[-1] != d or v.ndim < 2:
+                raise ValueError(f"rotation acts on floating vectors (B, ..., {d}); entry {key!r} is "
+                                 f"{tuple(v.shape)} {v.dtype}")
+            q = g.to(device=v.device, dtype=v.dtype)
+            out[key] = (v.reshape(b, -1, d) @ q.transpose(1, 2)).reshape(v.shape)  # v_i -> Q v_i
+        for key in _present(tree, self.frames):
+            r = tree[key]
+            _batch_of(r, b, key)
+            if not r.is_floating_point() or r.ndim < 3 or tuple(r.shape[-2:]) != (d, d):
+                raise ValueError(f"rotation acts on frames (B, ..., {d}, {d}); entry {key!r} is "
+                                 f"{tuple(r.shape)} {r.dtype}")
+            q = g.to(device=r.device, dtype=r.dtype)
+            out[key] = (q[:, None] @ r.reshape(b, -1, d, d)).reshape(r.shape)  # R -> Q R
+        return out
+
+    def acts_on(self, tree: Mapping[str, Any]) -> list[str]:
+        return _present(tree, self.keys + self.frames)
+
+    def __repr__(self) -> str:
+        args = [repr(k) for k in self.keys] + [f"dim={self.dim}"]
+        if self.reflections:
+            args.append("reflections=True")
+        if self.frames:
+            args.append(f"frames={self.frames!r}")
+        return f"rotation({', '.join(args)})"
+
+
+class Translation(Transform):
+    """Add a random vector per sample: see :func:`translation`."""
+
+    def __init__(self, keys: tuple[str, ...], mask: str | None, scale: float) -> None:
+        self.keys, self.mask, self.scale = keys, mask, scale
+
+    def sample(self, batch: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device | str) -> Seeded:
+        """A seed; the (batch, D) shift is drawn from it for the last dimension D of each entry."""
+        return Seeded(_draw_seed(generator), batch)
+
+    def apply(self, tree: Mapping[str, Any], g: Seeded) -> dict[str, Any]:
+        out = dict(tree)
+        for key in _present(tree, self.keys):
+            v = tree[key]
+            _batch_of(v, g.batch, key)
+            if not v.is_floating_point() or v.ndim < 2:
+                raise ValueError(f"translation acts on floating vectors (B, ..., D); entry {key!r} is "
+                                 f"{tuple(v.shape)} {v.dtype}")
+            shift = (self.scale * g.normal(v.shape[-1])).to(device=v.device, dtype=v.dtype)
+            shift = shift.reshape(g.batch, *([1] * (v.ndim - 2)), v.shape[-1])
+            if self.mask is None:
+                out[key] = v + shift
+                continue
+            if not isinstance(tree.get(self.mask), Tensor):
+                raise KeyError(f"translation needs the mask entry {self.mask!r}; the state has {sorted(tree)}")
+            m = tree[self.mask]
+            if v.ndim < 3 or tuple(m.shape) != tuple(v.shape[:2]):
+                raise ValueError(f"mask {self.mask!r} {tuple(m.shape)} does not index the nodes of entry {key!r} "
+                                 f"{tuple(v.shape)}")
+            m = (m != 0).reshape(*m.shape, *([1] * (v.ndim - 2)))
+            out[key] = torch.where(m, v + shift, v)
+        return out
+
+    def acts_on(self, tree: Mapping[str, Any]) -> list[str]:
+        return _present(tree, self.keys)
+
+    def __repr__(self) -> str:
+        args = [repr(k) for k in self.keys]
+        if self.mask is not None:
+            args.append(f"mask={self.mask!r}")
+        if self.scale != 1.0:
+            args.append(f"scale={self.scale:g}")
+        return f"translation({', '.join(args)})"
+
+
+class Permutation(Transform):
+    """Permute the nodes of every node-indexed entry: see :func:`permutation`."""
+
+    def __init__(self, dim: int, keys: tuple[str, ...] | None, pair_keys: tuple[str, ...], n: int | None) -> None:
+        if dim < 1:
+            raise ValueError(f"permutation dim must be >= 1 (dim 0 is the batch), got {dim}")
+        self.dim, self.keys, self.pair_keys, self.n = dim, keys, pair_keys, n
+
+    def sample(self, batch: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device | str) -> Seeded:
+        """A seed; the (batch, N) permutation is drawn from it once N is known."""
+        return Seeded(_draw_seed(generator), batch)
+
+    def _nodes(self, tree: Mapping[str, Any]) -> int | None:
+        """The number of nodes N: ``n``, else the size of the pair entries, else that of the named
+        entries, else that along ``dim`` of entries with feature dims after it, else of the rest."""
+        if self.n is not None:
+            return self.n
+        d = self.dim
+        pairs = _present(tree, self.pair_keys)
+        if pairs:
+            groups = [{tree[k].shape[d] for k in pairs} | {tree[k].shape[d + 1] for k in pairs}]
+        elif self.keys is not None:
+            groups = [{tree[k].shape[d] for k in _present(tree, self.keys) if tree[k].ndim > d}]
+        else:
+            tensors = [v for v in tree.values() if isinstance(v, Tensor)]
+            groups = [{v.shape[d] for v in tensors if v.ndim > d + 1}, {v.shape[d] for v in tensors if v.ndim == d + 1}]
+        for sizes in groups:
+            if len(sizes) > 1:
+                raise ValueError(f"permutation: entries disagree on the number of nodes along dim {d} ({sorted(sizes)})"
+                                 "; pass keys=... or n=...")
+            if sizes:
+                return sizes.pop()
+        return None
+
+    def _node_keys(self, tree: Mapping[str, Any], n: int | None) -> list[str]:
+        candidates = list(tree) if self.keys is None else self.keys
+        return [k for k in _present(tree, candidates)
+                if k not in self.pair_keys and tree[k].ndim > self.dim and tree[k].shape[self.dim] == n]
+
+    def apply(self, tree: Mapping[str, Any], g: Seeded) -> dict[str, Any]:
+        out = dict(tree)
+        n = self._nodes(tree)
+        if n is None:
+            return out
+        perm = g.permutation(n)
+        for key in self._node_keys(tree, n):
+            _batch_of(tree[key], g.batch, key)
+            out[key] = _permute(tree[key], perm, self.dim)
+        for key in _present(tree, self.pair_keys):
+            v = tree[key]
+            _batch_of(v, g.batch, key)
+            if v.ndim < self.dim + 2 or v.shape[self.dim] != n or v.shape[self.dim + 1] != n:
+                raise ValueError(f"pair entry {key!r} {tuple(v.shape)} needs {n} nodes in dims {self.dim} and "
+                                 f"{self.dim + 1}")
+            out[key] = _permute(_permute(v, perm, self.dim), perm, self.dim + 1)
+        return out
+
+    def acts_on(self, tree: Mapping[str, Any]) -> list[str]:
+        n = self._nodes(tree)
+        return [] if n is None else self._node_keys(tree, n) + _present(tree, self.pair_keys)
+
+    def __repr__(self) -> str:
+        args = [f"dim={self.dim}"]
+        if self.keys is not None:
+            args.append(f"keys={self.keys!r}")
+        if self.pair_keys:
+            args.append(f"pair_keys={self.pair_keys!r}")
+        if self.n is not None:
+            args.append(f"n={self.n}")
+        return f"permutation({', '.join(args)})"
+
+
+def _permute(v: Tensor, perm: Tensor, dim: int) -> Tensor:
+    """``out[b, ..., i, ...] = v[b, ..., perm[b, i], ...]`` along ``dim``."""
+    w = v.movedim(dim, 1)
+    idx = perm.to(w.device).reshape(*perm.shape, *([1] * (w.ndim - 2))).expand_as(w)
+    return torch.gather(w, 1, idx).movedim(1, dim)
+
+
+class Compose(Transform):
+    """Apply several transforms in order: see :func:`compose`."""
+
+    def __init__(self, transforms: tuple[Transform, ...]) -> None:
+        self.transforms = transforms
+
+    def sample(self, batch: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device | str) -> tuple:
+        """One element of each transform, in order."""
+        return tuple(t.sample(batch, generator, dtype, device) for t in self.transforms)
+
+    def apply(self, tree: Mapping[str, Any], g: tuple) -> dict[str, Any]:
+        if len(g) != len(self.transforms):
+            raise ValueError(f"{self!r} needs {len(self.transforms)} group elements, got {len(g)}")
+        out = dict(tree)
+        for t, gi in zip(self.transforms, g):
+            out = t.apply(out, gi)
+        return out
+
+    def acts_on(self, tree: Mapping[str, Any]) -> list[str]:
+        keys = [k for t in self.transforms for k in t.acts_on(tree)]
+        return list(dict.fromkeys(keys))
+
+    def __repr__(self) -> str:
+        return f"compose({', '.join(map(repr, self.transforms))})"
+
+
+def rotation(*keys: str, dim: int = 3, reflections: bool = False, frames: Iterable[str] = ()) -> Rotation:
+    """Rotate the vectors in the named entries by a random ``Q`` per sample.
+
+    Entries of ``keys`` are (B, ..., dim) vectors (positions, forces, velocities): each vector
+    ``v`` becomes ``Q v``. Entries of ``frames`` are (B, ..., dim, dim) rotation matrices
+    (residue frames): ``R`` becomes ``Q R``. ``Q`` is Haar-random in SO(dim), or in O(dim) with
+    ``reflections=True`` (then about half the samples are reflections: the check of a
+    reflection symmetry). Translations are not included: compose with :func:`translation`.
+    """
+    return Rotation(tuple(keys), dim, reflections, tuple(frames))
+
+
+def translation(*keys: str, mask: str | None = None, scale: float = 1.0) -> Translation:
+    """Add a random vector ``t ~ N(0, scale^2 I)`` per sample to the (B, ..., D) named entries.
+
+    The same ``t`` is added to every vector of a sample and to every named entry of the same
+    size D. With ``mask`` naming the state's (B, N) node mask, only present nodes of (B, N, ...,
+    D) entries move; padded nodes keep their values exactly.
+    """
+    return Translation(tuple(keys), mask, scale)
+
+
+def permutation(
+    dim: int = 1, keys: Iterable[str] | None = None, pair_keys: Iterable[str] = (), *, n: int | None = None
+) -> Permutation:
+    """Permute the N nodes of a sample by a random permutation per sample.
+
+    Acts along ``dim`` on every entry whose size there is N (node features, positions, masks,
+    atom types: any dtype) or, with ``keys``, on the named entries only; and along both ``dim``
+    and ``dim + 1`` on the ``pair_keys`` entries (B, N, N, ...) such as adjacency or edge
+    features. N is ``n`` when given, else the size of the pair entries, else that of the named
+    entries, else the common size along ``dim`` of the entries with trailing feature dims, else
+    of the (B, N) entries. With ``keys=None`` an unrelated entry that happens to have N columns
+    (a condition vector of size N) is permuted too: name the keys in that case.
+    """
+    return Permutation(dim, None if keys is None else tuple(keys), tuple(pair_keys), n)
+
+
+def compose(*transforms: Transform) -> Compose:
+    """Apply ``transforms`` one after the other (the first one first) with independent elements."""
+    return Compose(tuple(transforms))
+
+
+def _cast(tree: Mapping[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
+    if dtype is None:
+        return dict(tree)
+    return {k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in tree.items()}
+
+
+def _as_dict(y: Any, what: str) -> dict[str, Any]:
+    if isinstance(y, Tensor):
+        return {TENSOR_KEY: y}
+    if isinstance(y, Mapping):
+        return dict(y)
+    raise TypeError(f"{what} must be a dict of tensors or a tensor, got {type(y).__name__}")
+
+
+def _max_error(got: Tensor, want: Tensor) -> float:
+    if got.dtype == torch.bool:
+        got, want = got.long(), want.long()
+    diff = (got.to(torch.complex128 if got.is_complex() else torch.float64)
+            - want.to(torch.complex128 if want.is_complex() else torch.float64)).abs()
+    both_nan = torch.isnan(got) & torch.isnan(want) if got.is_floating_point() else torch.zeros_like(diff, dtype=bool)
+    diff = torch.where(both_nan, 0.0, torch.nan_to_num(diff, nan=float("inf")))
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def _check_equal(got: Any, want: Any, atol: float, rtol: float) -> tuple[bool, str]:
+    """Whether ``got`` matches ``want`` within the tolerance, and the size of the mismatch."""
+    if not isinstance(want, Tensor) or not isinstance(got, Tensor):
+        same = type(got) is type(want) and got == want
+        return bool(same), "values differ" if not same else ""
+    if got.shape != want.shape:
+        return False, f"shape {tuple(got.shape)} != expected {tuple(want.shape)}"
+    if got.is_floating_point() or got.is_complex():
+        ok = bool(torch.isclose(got, want.to(got.dtype), rtol=rtol, atol=atol, equal_nan=True).all())
+    else:
+        ok = bool((got == want).all())
+    return ok, f"max abs error {_max_error(got, want):.3e}"
+
+
+def _run_check(
+    fn: Callable[[Any], Any],
+    inputs: Mapping[str, Any] | Tensor,
+    transform: Transform,
+    outputs: Transform | None,
+    invariant: Iterable[str] | None,
+    atol: float,
+    rtol: float,
+    trials: int,
+    seed: int,
+    dtype: torch.dtype | None,
+) -> None:
+    """Shared body of :func:`assert_equivariant` (``invariant`` a key list) and
+    :func:`assert_invariant` (``invariant=None``: every output key)."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if isinstance(fn, nn.Module):
+        fn = copy.deepcopy(fn).eval()
+        if dtype is not None:
+            fn = fn.to(dtype)
+    bare = isinstance(inputs, Tensor)
+    x = _cast(_as_dict(inputs, "inputs"), dtype)
+    if not transform.acts_on(x):
+        raise ValueError(f"{transform!r} acts on none of the inputs {sorted(x)}; check the keys")
+    tensors = [v for v in x.values() if isinstance(v, Tensor) and v.ndim > 0]
+    if not tensors:
+        raise ValueError("inputs hold no batched tensor")
+    batch, device = tensors[0].shape[0], tensors[0].device
+    out_t = transform if outputs is None else outputs
+
+    def call(state: dict[str, Any]) -> dict[str, Any]:
+        return _as_dict(fn(state[TENSOR_KEY] if bare else state), f"the output of {name}")
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        y = call(x)
+        inv = set(y) if invariant is None else set(invariant)
+        unknown = inv - set(y)
+        if unknown:
+            raise ValueError(f"invariant keys {sorted(unknown)} are not outputs of {name} (outputs: {sorted(y)})")
+        for trial in range(trials):
+            g = transform.sample(batch, gen, dtype or torch.float64, device)
+            y_t = call(transform.apply(x, g))
+            if set(y_t) != set(y):
+                raise AssertionError(f"{name} returned keys {sorted(y_t)} on transformed inputs but {sorted(y)} "
+                                     f"on the originals")
+            # The output transform sees the inputs as context (e.g. the mask named by a translation).
+            expected = out_t.apply({**x, **y}, g)
+            for key in y:
+                want = y[key] if key in inv else expected[key]
+                ok, size = _check_equal(y_t[key], want, atol, rtol)
+                if not ok:
+                    kind = "invariant" if key in inv else "equivariant"
+                    acting = transform if key in inv or outputs is None else f"{transform!r} (outputs: {outputs!r})"
+                    raise AssertionError(
+                        f"{name} is not {kind} under {acting}: output {key!r} {size} > tolerance atol={atol:g}, "
+                        f"rtol={rtol:g} (trial {trial + 1} of {trials}, seed {seed}, dtype {dtype})"
+                    )
+
+
+def assert_equivariant(
+    fn: Callable[[Any], Any],
+    inputs: Mapping[str, Any] | Tensor,
+    transform: Transform,
+    *,
+    outputs: Transform | None = None,
+    invariant: Iterable[str] = (),
+    atol: float = 1e-6,
+    rtol: float = 0.0,
+    trials: int = 3,
+    seed: int = 0,
+    dtype: torch.dtype | None = torch.float64,
+) -> None:
+    """Check ``fn(T x) == T fn(x)`` for ``trials`` random group elements ``T`` of ``transform``.
+
+    ``fn`` maps a state dict to a dict (a bare tensor input or output is seen as the entry
+    ``"x"``). Floating inputs are cast to ``dtype`` (``None``: leave them), and an ``nn.Module``
+    ``fn`` is checked as a copy cast to ``dtype`` in eval mode (the original is untouched); the
+    check runs without gradients. ``transform`` acts on the inputs; the same group element acts
+    on the outputs through ``outputs`` (default ``transform``; give one of the same kind naming
+    the output keys when they differ from the input keys, e.g. ``rotation("pos")`` in,
+    ``rotation("force")`` out), which sees the inputs as context (so a masked translation finds
+    its mask). Every output key is compared: those the output transform acts on must be
+    equivariant, the others unchanged, and the keys in ``invariant`` must be unchanged even if
+    the transform would act on them (an energy, a graph-level label). Raises AssertionError
+    naming the key, the transform, the max abs error and the tolerance
+    (``|got - want| <= atol + rtol |want|`` elementwise; NaN matches NaN).
+    """
+    _run_check(fn, inputs, transform, outputs, tuple(invariant), atol, rtol, trials, seed, dtype)
+
+
+def assert_invariant(
+    fn: Callable[[Any], Any],
+    inputs: Mapping[str, Any] | Tensor,
+    transform: Transform,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 0.0,
+    trials: int = 3,
+    seed: int = 0,
+    dtype: torch.dtype | None = torch.float64,
+) -> None:
+    """Check ``fn(T x) == fn(x)`` for every output key: :func:`assert_equivariant` with all outputs invariant."""
+    _run_check(fn, inputs, transform, None, None, atol, rtol, trials, seed, dtype)
