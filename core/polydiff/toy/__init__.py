@@ -29,7 +29,7 @@ from ..parametrization import from_x0_eps
 from ..processes.gaussian import GaussianProcess
 from ..state import FieldSpec, State
 from ..structures import Plain
-from .data import csv_dataset, gmm_dataset, point_metrics, read_points, write_points
+from .data import csv_dataset, gmm_dataset, point_metrics, read_observation, read_points, write_points
 from .gmm import ExactDenoiser, GaussianMixture
 
 __all__ = ["ExactDenoiser", "GaussianMixture", "ToyMLP", "ToyModality"]
@@ -142,6 +142,26 @@ class ToyModality(Modality):
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         return point_metrics(np.asarray(objects), np.asarray(reference), info.get("gmm"))
+
+    def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """Per point, when the data is a known mixture: its exact log-density ``loglik`` and the
+        most likely component ``component``."""
+        gmm = info.get("gmm")
+        if gmm is None:
+            return {}
+        mix = GaussianMixture(torch.tensor(gmm["weights"]), torch.tensor(gmm["means"]), torch.tensor(gmm["stds"]))
+        x = torch.as_tensor(np.asarray(objects, dtype=np.float64))
+        return {"loglik": mix.log_prob(x).tolist(), "component": mix.responsibilities(x).argmax(-1).tolist()}
+
+    def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
+        """``polydiff sample CKPT --observed point.csv``: one row of coordinates (a header is
+        optional), empty cells generated given the others; ``.pt`` / ``.npz`` files as usual."""
+        if Path(path).suffix in (".pt", ".pth", ".npz"):
+            return super().observation(path, info)
+        from ..guidance import Observation
+
+        values, mask = read_observation(Path(path), int(info["dim"]))
+        return Observation({"x": values}, {"x": mask})
 
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
         """Scatter of the first two coordinates (a histogram in 1-D), over the reference in grey."""

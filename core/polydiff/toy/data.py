@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..files import atomic_write
 from ..metrics import sliced_wasserstein
 from ..modality import DataBundle, TensorStates
 from .gmm import GaussianMixture
@@ -124,14 +124,7 @@ def write_points(points: np.ndarray, file: Path, columns: Sequence[str] | None =
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     w.writerows([[repr(float(v)) for v in row] for row in points])
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return file
+    return atomic_write(file, buf.getvalue())
 
 
 def read_points(file: Path) -> np.ndarray:
@@ -144,6 +137,32 @@ def read_points(file: Path) -> np.ndarray:
         except ValueError:
             raise ValueError(f"{file}:{line}: expected numbers, got {','.join(r)!r}") from None
     return np.asarray(out, dtype=np.float64)
+
+
+def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
+    """An observed point from a CSV file: one data row of ``dim`` cells (after an optional
+    header), an empty cell leaving that coordinate free. Returns ``(values (dim,), mask (dim,))``
+    for :class:`polydiff.guidance.Observation` (generate the free coordinates given the others)."""
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such observation file")
+    with file.open(newline="") as f:
+        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f), start=1) if r]
+    if rows and not all(_is_number(c) or c == "" for c in rows[0][1]):
+        rows = rows[1:]
+    if len(rows) != 1:
+        raise ValueError(f"{file}: expected one row of {dim} coordinates (empty cells are generated), "
+                         f"got {len(rows)} rows")
+    line, cells = rows[0]
+    if len(cells) != dim:
+        raise ValueError(f"{file}:{line}: expected {dim} cells, got {len(cells)}")
+    bad = [c for c in cells if c and not _is_number(c)]
+    if bad:
+        raise ValueError(f"{file}:{line}: not a number: {bad[0]!r}")
+    if all(c == "" for c in cells):
+        raise ValueError(f"{file}:{line}: every cell is empty: nothing is observed")
+    values = torch.tensor([float(c) if c else 0.0 for c in cells], dtype=torch.float32)
+    return values, torch.tensor([c != "" for c in cells])
 
 
 # -- metrics --------------------------------------------------------------------------------
