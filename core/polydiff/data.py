@@ -96,6 +96,42 @@ def draw_sizes(n: int, info: Mapping[str, Any], generator: torch.Generator | Non
     return torch.multinomial(hist, n, replacement=True, generator=generator)
 
 
+Augment = Callable[[State, torch.Generator], State]
+
+
+def rotate(*keys: str, mask: str | None = None) -> Augment:
+    """A :attr:`DataBundle.augment` hook rotating the 3-D vectors of entries ``keys`` ((B, N, 3)
+    coordinates, forces, ...) by one uniformly random rotation per sample, about the masked
+    centre of mass (padding stays zero), drawn from the step's seeded generator."""
+    from .processes.so3 import random_rotation
+
+    def augment(batch: State, generator: torch.Generator) -> State:
+        out = dict(batch)
+        first = batch[keys[0]]
+        q = random_rotation((first.shape[0],), generator=generator, dtype=first.dtype).to(first.device)
+        for k in keys:
+            x = batch[k]
+            m = None if mask is None else batch[mask].to(x.dtype).reshape(*batch[mask].shape, 1)
+            centre = x.mean(1, keepdim=True) if m is None else (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True
+                                                                                                   ).clamp_min(1)
+            y = (x - centre) @ q.transpose(1, 2) + centre
+            out[k] = y if m is None else y * m
+        return out
+
+    return augment
+
+
+def compose_augment(*hooks: Augment) -> Augment:
+    """Several augmentation hooks applied in order, each with its own draws from the generator."""
+
+    def augment(batch: State, generator: torch.Generator) -> State:
+        for h in hooks:
+            batch = h(batch, generator)
+        return batch
+
+    return augment
+
+
 def size_histogram(sizes: Sequence[int]) -> list[int]:
     """Counts of ``sizes`` by value (index = size): the ``size_hist`` of :class:`DatasetInfo`."""
     top = max(sizes, default=0)

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .guidance import call
+from .estimates import call
 from .losses import corrupt
 from .random import Noise
 from .state import FieldSpec, State

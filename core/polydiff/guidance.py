@@ -94,26 +94,46 @@ def interval(scale: float, t_lo: float, t_hi: float, outside: float = 1.0) -> Ca
 # classifier-free guidance
 # --------------------------------------------------------------------------------------------
 def guide(cond_out: Mapping[str, Tensor], uncond_out: Mapping[str, Tensor], fields: Mapping[str, FieldSpec],
-          scale: Scale, t: Tensor) -> dict[str, Tensor]:
+          scale: Scale, t: Tensor, *, state: State | None = None) -> dict[str, Tensor]:
     """``uncond + w (cond - uncond)`` per field.
 
     Gaussian predictions are combined in their own parametrisation (every parametrisation is
     affine in ``(x0, eps)`` at fixed ``x_t``, so this equals guidance on eps, x0 or the score);
-    categorical fields combine log-probabilities; manifold fields keep the conditional
-    prediction unless a per-field scale names them. Extra outputs come from ``cond_out``.
+    categorical fields combine log-probabilities. Manifold fields are guided in the tangent
+    space at their current point ``x_t = state[k]`` (so ``state`` is needed for them):
+    ``exp_{x_t}(v_u + w (v_c - v_u))`` with ``v = log_{x_t}(clean prediction)``. The geodesic
+    step moves along ``log_{x_t}(x0_hat)`` by a fraction that depends on time only, so this is
+    guidance on the geodesic velocity; ``w = 1`` gives the conditional prediction and ``w = 0``
+    the unconditional one. Extra outputs come from ``cond_out``.
     """
     out = dict(cond_out)
     for k, f in fields.items():
         if k not in cond_out:
             continue
-        if f.kind == "manifold" and not (isinstance(scale, Mapping) and k in scale):
-            continue
         c, u = cond_out[k], uncond_out[k]
+        if f.kind == "manifold":
+            if state is None or k not in state:
+                raise ValueError(f"guiding the manifold field {k!r} happens in the tangent space at its current "
+                                 "point: pass the state the predictions were made at, guide(..., state=state)")
+            out[k] = _tangent_guide(f.process.manifold, state[k], c, u, scale, t, k)
+            continue
         if f.kind == "categorical":
             c, u = torch.log_softmax(c.float(), -1), torch.log_softmax(u.float(), -1)
         w = _scale_at(scale, t, k, 1.0, c)
         out[k] = u + w * (c - u)
     return out
+
+
+def _tangent_guide(manifold: Any, x: Tensor, c: Tensor, u: Tensor, scale: Scale, t: Tensor, key: str) -> Tensor:
+    """Classifier-free guidance of one manifold field in the tangent space at ``x``."""
+    fixed = scale.get(key, 1.0) if isinstance(scale, Mapping) else scale
+    if isinstance(fixed, (int, float)) and fixed in (0, 1):
+        return c if fixed == 1 else u  # the conditional / unconditional prediction exactly
+    dt = x.dtype if x.is_floating_point() else c.dtype
+    xx = x.to(dt)
+    vc, vu = manifold.log(xx, c.to(dt)), manifold.log(xx, u.to(dt))
+    w = _scale_at(scale, t, key, 1.0, vc)
+    return manifold.exp(xx, vu + w * (vc - vu)).to(c.dtype)
 
 
 def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale, *,
@@ -132,7 +152,8 @@ def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale,
 
     With ``batched`` the two passes are one call on a doubled batch. ``scale`` is a float, a
     ``{field: scale}`` dict (fields not named get 1, i.e. the conditional prediction) or a
-    callable of the (B,) time such as :func:`interval`.
+    callable of the (B,) time such as :func:`interval`. Manifold fields are guided with the
+    same scale in the tangent space at their current point (see :func:`guide`).
     """
     if uncond_model is None and keys is None and null is None:
         raise ValueError("classifier-free guidance needs condition keys (keys=), a null cond (null=) "
@@ -157,7 +178,7 @@ def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale,
                       for k, v in both.items()}
             else:
                 oc, ou = call(model, state, t, cond), call(model, nstate, t, ncond)
-        return guide(oc, ou, fields, scale, t)
+        return guide(oc, ou, fields, scale, t, state=state)
 
     return guided
 
@@ -168,7 +189,8 @@ def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale,
 def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: LogPotential, *,
                       scale: Scale = 1.0, on: str = "x0", backprop: bool = True, data_std: float = 1.0,
                       keys: Sequence[str] | None = None) -> Model:
-    """Add ``scale * grad_{x_t} log G`` to the score of the Gaussian fields.
+    """Add ``scale * grad_{x_t} log G`` to the score of the Gaussian fields (and move the clean
+    estimates of the manifold fields named in ``keys`` along the Riemannian gradient).
 
     ``potential(state, t) -> (B,)`` is a differentiable log-potential: a classifier's
     ``log p(y | x)``, a regressor's Gaussian log-likelihood, ``beta * reward``. With
@@ -182,35 +204,57 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
 
     The score changes by ``scale * g``: ``eps -> eps - scale sigma g`` and
     ``x0 -> x0 + scale (sigma^2 / alpha) g``. ``scale`` may depend on time (a callable).
+
+    ``keys`` picks the guided fields (default: every Gaussian field); it may name manifold
+    fields, which are guided through their clean prediction ``x0_hat`` with the Riemannian
+    gradient ``g = manifold.riemannian_grad(x, dlog G / dx)`` (the Euclidean gradient with
+    respect to the point's embedding turned into a tangent vector at ``x``):
+
+    - ``on="xt"``: ``g`` at ``x_t``, ``x0_hat -> exp_{x_t}(log_{x_t}(x0_hat) + scale g)``. The
+      geodesic step from ``t`` to ``s`` moves by ``(1 - kappa(s) / kappa(t)) log_{x_t}(x0_hat)``,
+      so the step's velocity gains ``scale g`` in the same proportion as its pull to the data;
+    - ``on="x0"``: ``g`` at the clean estimate (the potential sees ``x0_hat``; no gradient
+      through the model for these fields), ``x0_hat -> exp_{x0_hat}(scale g)``: a Riemannian
+      gradient-ascent step of length ``scale |g|`` on the clean estimate, which the sampler then
+      heads for.
+
+    Both are heuristics in the spirit of DPS / classifier guidance (the manifold analogue of the
+    exact Gaussian identity does not hold): ``scale`` is a step size in tangent units.
     """
     if on not in ("x0", "xt"):
         raise ValueError(f"on must be 'x0' or 'xt', got {on!r}")
-    names = gaussian_names(fields, keys)
+    names, mnames = _guided_names(fields, keys)
 
     def guided(state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         with torch.enable_grad():
             xs = {k: state[k].detach().requires_grad_(True) for k in names}
             st = {**state, **xs}
             if on == "xt":
-                val = potential(st, t)
-                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names], allow_unused=True)
+                zm = {k: state[k].detach().requires_grad_(True) for k in mnames}
+                val = potential({**st, **zm}, t)
+                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names] + [zm[k] for k in mnames],
+                                            allow_unused=True)
                 with torch.no_grad():
                     out = call(model, state, t, cond)
             elif backprop:
                 out = call(model, st, t, cond)
                 est = x0_eps(out, st, t, fields, names)
-                val = potential({**st, **{k: est[k][0] for k in names}}, t)
-                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names], allow_unused=True)
+                zm = _clean_leaves(out, state, mnames)
+                val = potential({**st, **{k: est[k][0] for k in names}, **zm}, t)
+                grads = torch.autograd.grad(val.sum(), [xs[k] for k in names] + [zm[k] for k in mnames],
+                                            allow_unused=True)
                 out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
             else:
                 with torch.no_grad():
                     out = call(model, state, t, cond)
                 est = x0_eps(out, state, t, fields, names)
                 z = {k: est[k][0].detach().requires_grad_(True) for k in names}
-                val = potential({**state, **z}, t)
-                grads = torch.autograd.grad(val.sum(), [z[k] for k in names], allow_unused=True)
+                zm = _clean_leaves(out, state, mnames)
+                val = potential({**state, **z, **zm}, t)
+                grads = torch.autograd.grad(val.sum(), [z[k] for k in names] + [zm[k] for k in mnames],
+                                            allow_unused=True)
                 grads = [g * _tweedie_jacobian(field_coefs(fields[k], t, state[k]), data_std) if g is not None
-                         else None for k, g in zip(names, grads)]
+                         else None for k, g in zip(names, grads)] + list(grads[len(names):])
         est = x0_eps(out, state, t, fields, names)
         new = {}
         for k, g in zip(names, grads):
@@ -221,9 +265,51 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
             w = _scale_at(scale, t, k, 0.0, d)
             g = g.detach().to(d.dtype)
             new[k] = (d + w * c.sigma**2 / c.alpha * g, e - w * c.sigma * g)
-        return with_x0_eps(out, state, t, fields, new)
+        res = with_x0_eps(out, state, t, fields, new)
+        for k, g in zip(mnames, grads[len(names):]):
+            if g is not None:
+                res[k] = _riemannian_push(fields[k].process.manifold, state[k], out[k], g.detach(), scale, t, k, on)
+        return res
 
     return guided
+
+
+def _guided_names(fields: Mapping[str, FieldSpec], keys: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """The Gaussian and the manifold fields gradient guidance acts on (by default every
+    Gaussian field and no manifold field)."""
+    if keys is None:
+        names, mnames = gaussian_names(fields), []
+    else:
+        ok = [k for k, f in fields.items() if f.kind in ("gaussian", "manifold")]
+        bad = [k for k in keys if k not in ok]
+        if bad:
+            raise KeyError(f"{bad} are not Gaussian or manifold fields; those fields: {ok}")
+        names = [k for k in keys if fields[k].kind == "gaussian"]
+        mnames = [k for k in keys if fields[k].kind == "manifold"]
+    if not names and not mnames:
+        raise ValueError("gradient guidance has no field to guide: the state has no Gaussian field (name manifold "
+                         "fields in keys=)")
+    return names, mnames
+
+
+def _clean_leaves(out: Mapping[str, Tensor], state: State, names: Sequence[str]) -> dict[str, Tensor]:
+    """The manifold fields' clean predictions as leaves to differentiate the potential at."""
+    for k in names:
+        if k not in out:
+            raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
+    return {k: out[k].detach().to(state[k].dtype).requires_grad_(True) for k in names}
+
+
+def _riemannian_push(manifold: Any, x: Tensor, x0: Tensor, grad: Tensor, scale: Scale, t: Tensor, key: str,
+                     on: str) -> Tensor:
+    """A manifold field's clean estimate moved along the Riemannian gradient (see
+    :func:`gradient_guidance`)."""
+    d = x0.to(x.dtype)
+    at = x if on == "xt" else d
+    g = manifold.riemannian_grad(at, grad.to(x.dtype))
+    w = _scale_at(scale, t, key, 0.0, g)
+    moved = manifold.exp(x, manifold.log(x, d) + w * g) if on == "xt" else manifold.exp(d, w * g)
+    return moved.to(x0.dtype)
 
 
 def _tweedie_jacobian(c: Coefs, data_std: float) -> Tensor:
@@ -291,6 +377,51 @@ class Observation:
             raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
                              f"broadcast against the field's shape {tuple(like.shape)}") from err
 
+    def expand_points(self, name: str, like: Tensor, manifold: Any, repeat: int = 1) -> tuple[Tensor, Tensor]:
+        """:meth:`expand` for a manifold field, whose entries are whole points (a rotation is one
+        entry of a (B, N, 3, 3) field): the mask has the entries' shape, with or without the batch
+        dimension ((N,) or (B, N) there), or the points' full shape if it is constant over each
+        point. Returns ``(values, mask)`` broadcast to ``like``."""
+        v = self.values[name].to(device=like.device, dtype=like.dtype)
+        if v.dim() == like.dim() - 1:
+            v = v[None]
+        ne = _entry_ndim(manifold, like)  # leading dims of `like` that index points, batch included
+        m = self.masks.get(name)
+        m = torch.ones((), dtype=torch.bool, device=like.device) if m is None else m.to(like.device).bool()
+        if m.dim() > ne:  # a mask of the points' shape: one value per point
+            if m.dim() == like.dim() - 1:
+                m = m[None]
+            try:
+                full = m.expand(*m.shape[:1], *like.shape[1:]).flatten(ne)
+            except RuntimeError as err:
+                raise ValueError(f"observed field {name!r}: mask {tuple(m.shape)} does not broadcast against the "
+                                 f"field's shape {tuple(like.shape)}") from err
+            if not torch.equal(full.all(-1), full.any(-1)):
+                raise ValueError(f"observed manifold field {name!r}: the mask must observe whole points (each point "
+                                 "of the field is one entry), not some of a point's coordinates")
+            m = full.all(-1)
+        elif m.dim() == ne - 1:
+            m = m[None]
+        m = m.reshape(*m.shape, *([1] * (like.dim() - m.dim())))
+        if repeat > 1:
+            v, m = (u.repeat_interleave(repeat, 0) if u.dim() and u.shape[0] * repeat == like.shape[0] else u
+                    for u in (v, m))
+        try:
+            return v.expand_as(like), m.expand_as(like)
+        except RuntimeError as err:
+            raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
+                             f"broadcast against the field's shape {tuple(like.shape)}") from err
+
+
+def _entry_ndim(manifold: Any, like: Tensor) -> int:
+    """How many leading dimensions of a manifold field's tensor index its points (batch
+    included): all of them when tangent vectors have the points' shape (a torus is a product of
+    circles), else those its tangent vectors keep (``(B, N, 3, 3)`` rotations: 2)."""
+    if manifold.tangent_shape is None:
+        return like.dim()
+    probe = manifold.log(like[:1], like[:1])
+    return probe.dim() - len(manifold.tangent_shape)
+
 
 def as_observation(observed: Observation | Mapping[str, Any] | str | Path) -> Observation:
     """Normalise ``{field: values}``, ``{field: (values, mask)}``, an :class:`Observation` or a
@@ -344,14 +475,18 @@ def load_observed(path: str | Path) -> Observation:
 
 
 class ObservedPath:
-    """The observed values of the Gaussian fields noised along one path of the forward process,
-    drawn from the noise end back to the data end, plus clean observed tokens.
+    """The observed values of the Gaussian and manifold fields along one path of the forward
+    process, drawn from the noise end back to the data end, plus clean observed tokens.
 
-    :meth:`start` draws ``y_t ~ N(alpha_t y, sigma_t^2)`` at the grid's first time;
-    :meth:`advance` draws the next point from the forward process's bridge ``q(y_s | y_t, y)``
-    (the DDPM posterior), so the sequence is an exact forward path whatever the grid. One path
-    is shared by the ``repeat`` consecutive particles of each sample (``noise`` has one stream
-    per sample). :meth:`apply` writes it into a state (replacement, as in RePaint and SMCDiff).
+    Gaussian fields: :meth:`start` draws ``y_t ~ N(alpha_t y, sigma_t^2)`` at the grid's first
+    time; :meth:`advance` draws the next point from the forward process's bridge
+    ``q(y_s | y_t, y)`` (the DDPM posterior), so the sequence is an exact forward path whatever
+    the grid. Manifold fields (observed entries are whole points, e.g. motif residues' frames):
+    :meth:`start` draws one prior point ``x1`` per observed entry and the path is the geodesic
+    interpolant ``y_t = exp_y(kappa(t) log_y(x1))`` of the field's flow, the same path training
+    noises data along, ending at the clean value ``y``. One path is shared by the ``repeat``
+    consecutive particles of each sample (``noise`` has one stream per sample). :meth:`apply`
+    writes it into a state (replacement, as in RePaint and SMCDiff).
     """
 
     def __init__(self, obs: Observation, fields: Mapping[str, FieldSpec], state: State, noise: Noise,
@@ -360,11 +495,11 @@ class ObservedPath:
         unknown = [k for k in obs.values if k not in fields]
         if unknown:
             raise KeyError(f"observed {unknown} are not fields of the state; fields: {sorted(fields)}")
-        bad = [k for k in obs.values if fields[k].kind == "manifold"]
-        if bad:
-            raise NotImplementedError(f"observing manifold fields ({bad}) is not supported; use guidance")
-        self.obs = {k: obs.expand(k, state[k], repeat) for k in obs.values}
+        self.obs = {k: obs.expand_points(k, state[k], fields[k].process.manifold, repeat)
+                    if fields[k].kind == "manifold" else obs.expand(k, state[k], repeat) for k in obs.values}
         self.gauss = [k for k in self.obs if fields[k].kind == "gaussian"]
+        self.manifold = [k for k in self.obs if fields[k].kind == "manifold"]
+        self.x1: dict[str, Tensor] = {}
         self.y: dict[str, Tensor] = {}
 
     def _z(self, k: str, state: State) -> Tensor:
@@ -373,6 +508,21 @@ class ObservedPath:
         z = z.repeat_interleave(self.repeat, 0) if self.repeat > 1 else z
         return self.fields[k].structure.noise(z, state)
 
+    def _prior(self, k: str) -> Tensor:
+        """One prior point per observed entry of manifold field ``k`` (shared by the particles)."""
+        v = self.obs[k][0]
+        p = self.fields[k].process
+        shape = tuple(v.shape)
+        u = self.noise.rand(shape[1:], v.dtype) if p.prior_kind == "uniform" else self.noise.randn(shape[1:], v.dtype)
+        u = u.to(v.device)
+        u = u.repeat_interleave(self.repeat, 0) if self.repeat > 1 else u
+        return p.manifold.project(p.manifold.prior(shape, u))
+
+    def _geodesic(self, k: str, t: Tensor) -> Tensor:
+        """The observed points of manifold field ``k`` at time ``t`` on their geodesic path."""
+        v = self.obs[k][0]
+        return self.fields[k].process.interpolate(v, self.x1[k], t.to(v.dtype))
+
     def start(self, ts: Tensor, state: State) -> None:
         """Draw the path's first point, at the grid's first time ``ts[0]``."""
         self.ts, self.history = ts, {0: {}}
@@ -380,6 +530,9 @@ class ObservedPath:
             v = self.obs[k][0]
             c = field_coefs(self.fields[k], ts[0], v)
             self.history[0][k] = c.alpha * v + c.sigma * self._z(k, state)
+        for k in self.manifold:
+            self.x1[k] = self._prior(k)
+            self.history[0][k] = self._geodesic(k, ts[0])
         self.y = self.history[0]
 
     def advance(self, i: int, state: State, keep: int = 1) -> None:
@@ -394,6 +547,8 @@ class ObservedPath:
                 eps = (self.history[i][k] - ct.alpha * v) / ct.sigma
                 c2 = -torch.expm1(-2 * (cs.lam - ct.lam))  # posterior variance / sigma_s^2
                 new[k] = cs.alpha * v + cs.sigma * (torch.sqrt(1 - c2) * eps + torch.sqrt(c2) * self._z(k, state))
+            for k in self.manifold:
+                new[k] = self._geodesic(k, s)
             self.history[i + 1] = new
             for j in [j for j in self.history if j < i + 1 - keep]:
                 del self.history[j]
@@ -403,13 +558,24 @@ class ObservedPath:
         """``state`` with the observed entries replaced (clean values when ``clean``)."""
         out = dict(state)
         for k, (v, m) in self.obs.items():
-            src = v if clean or k not in self.gauss else self.y[k]
+            src = v if clean or (k not in self.gauss and k not in self.manifold) else self.y[k]
             out[k] = torch.where(m, src.to(state[k].dtype), state[k])
         return out
 
+    def check_weights(self) -> None:
+        """Raise unless observation weights (SMCDiff) can be computed: they are the Gaussian
+        transition densities of observed Gaussian entries, so an observation of manifold fields
+        alone has none."""
+        if not self.gauss and self.manifold:
+            raise ValueError(f"observation weights (SMCDiff) are Gaussian transition densities of observed Gaussian "
+                             f"entries; this observation only has manifold fields ({', '.join(self.manifold)}): use "
+                             "replacement without weights (inpaint='replace', observation_weights=False)")
+
     def packed(self, packer: Any, like: Tensor) -> tuple[Tensor, Tensor]:
         """The current noisy observed values and the observed-entry mask, packed like the
-        Gaussian state ``like`` (B, D) (zeros elsewhere)."""
+        Gaussian state ``like`` (B, D) (zeros elsewhere); manifold fields are not covered (see
+        :meth:`check_weights`)."""
+        self.check_weights()
         ys, ms = {}, {}
         for k in packer.names:
             if k in self.gauss:

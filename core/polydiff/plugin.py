@@ -33,10 +33,13 @@ from .data import (
     DatasetInfo,
     TensorStates,
     check_info,
+    compose_augment,
     default_collate,
     draw_sizes,
+    rotate,
     size_histogram,
 )
+from .energy import EnergyModel, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
 from .files import SHARED_ENV, atomic_folder, atomic_write, shared_dir, shared_file
 from .generator import Generator, load
@@ -153,6 +156,7 @@ __all__ = [
     "DatasetInfo",
     "DiscreteVP",
     "EGNNLayer",
+    "EnergyModel",
     "Euclidean",
     "FieldSpec",
     "FlatTorus",
@@ -200,6 +204,7 @@ __all__ = [
     "classifier_potential",
     "clip_lam",
     "coef_table",
+    "compose_augment",
     "controlled_sample",
     "default_collate",
     "diffusion_loss",
@@ -210,6 +215,7 @@ __all__ = [
     "field_coefs",
     "field_mask",
     "first_hitting",
+    "forces",
     "from_x0_eps",
     "gaussian_loss",
     "gaussian_names",
@@ -243,6 +249,7 @@ __all__ = [
     "reconstruction_guidance",
     "register",
     "report_error",
+    "rotate",
     "sample",
     "sample_categorical",
     "sample_igso3",

@@ -1,13 +1,19 @@
 """Test kits shared by the core's and every plugin's tests.
 
-Symmetry checks (this section): group actions on dict-of-tensor states (:func:`rotation`,
-:func:`translation`, :func:`permutation`, :func:`compose`) and :func:`assert_equivariant` /
-:func:`assert_invariant`, which check ``fn(T x) == T fn(x)`` for random group elements ``T``.
+- :func:`check_modality`: the modality contract. Every plugin runs it in its own tests:
+  datasets load offline, ``info`` is well typed, ``fields`` / ``prior_state`` / network shapes
+  agree, one training step and one sampling call work, ``write`` then ``read`` round-trips,
+  ``evaluate`` returns finite floats, ``flags`` have one value per object, and a bad file makes
+  ``read`` fail with an error naming the file.
+- Symmetry checks: group actions on dict-of-tensor states (:func:`rotation`,
+  :func:`translation`, :func:`permutation`, :func:`compose`) and :func:`assert_equivariant` /
+  :func:`assert_invariant`, which check ``fn(T x) == T fn(x)`` for random group elements ``T``.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -472,3 +478,230 @@ def assert_invariant(
 ) -> None:
     """Check ``fn(T x) == fn(x)`` for every output key: :func:`assert_equivariant` with all outputs invariant."""
     _run_check(fn, inputs, transform, None, None, atol, rtol, trials, seed, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The modality contract
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ContractReport:
+    """What :func:`check_modality` exercised (for a plugin's test to assert more on)."""
+
+    modality: Any
+    info: dict[str, Any]
+    fields: dict[str, Any]
+    net: nn.Module
+    batch: dict[str, Tensor]
+    state: dict[str, Any]
+    objects: Any
+    paths: list[Any]
+    metrics: dict[str, float]
+    flags: dict[str, list[Any]]
+    checked: list[str]
+
+
+def _fail(what: str, detail: str) -> AssertionError:
+    return AssertionError(f"modality contract: {what}: {detail}")
+
+
+class _Offline:
+    """Refuse network connections (datasets must load offline) while the block runs."""
+
+    def __enter__(self) -> _Offline:
+        import socket
+
+        self._socket = socket
+        self._connect = socket.socket.connect
+
+        def refuse(sock: Any, address: Any) -> None:
+            raise AssertionError(f"modality contract: a dataset tried to connect to {address!r}; datasets must load "
+                                 "offline (embedded or generated data, never a download at run time)")
+
+        socket.socket.connect = refuse  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._socket.socket.connect = self._connect  # type: ignore[method-assign]
+
+
+def _field_output_shape(spec: Any, x: Tensor) -> tuple[int, ...]:
+    if spec.kind == "categorical":
+        return (*x.shape, spec.process.vocab)
+    return tuple(x.shape)
+
+
+def _states_close(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """None if two states agree (floats to 1e-4 relative, everything else exactly), else why not."""
+    if set(a) != set(b):
+        return f"entries {sorted(a)} vs {sorted(b)}"
+    for k, va in a.items():
+        vb = b[k]
+        if not isinstance(va, Tensor) or not isinstance(vb, Tensor):
+            continue
+        if va.shape != vb.shape:
+            return f"entry {k!r}: shape {tuple(va.shape)} vs {tuple(vb.shape)}"
+        if va.is_floating_point():
+            if not torch.allclose(va.double(), vb.double(), rtol=1e-4, atol=1e-5, equal_nan=True):
+                return f"entry {k!r}: values differ by up to {float((va.double() - vb.double()).abs().max()):.3g}"
+        elif not torch.equal(va, vb):
+            return f"entry {k!r}: values differ"
+    return None
+
+
+def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | None = None,
+                   model: Mapping[str, Any] | None = None, process: Mapping[str, Any] | None = None, n: int = 4,
+                   sampler: str | None = None, steps: int = 2, sample_options: Mapping[str, Any] | None = None,
+                   seed: int = 0, bad_files: bool = True) -> ContractReport:
+    """Run the modality contract on ``modality`` (an instance), writing into ``tmp_dir``.
+
+    ``data`` / ``model`` / ``process``: the dataset, network and process options, as a recipe
+    writes them (``{"name": ..., **options}``; choose small ones so the check takes seconds);
+    ``n``: how many samples to draw; ``sampler`` / ``steps`` / ``sample_options``: the sampling
+    settings (the first Gaussian sampler by default, or ``ancestral`` for categorical states).
+    Raises AssertionError naming the broken part of the contract; returns what it built.
+    """
+    from pathlib import Path
+
+    from .data import check_info, default_collate
+    from .losses import diffusion_loss
+    from .random import Noise
+    from .samplers.base import SampleSettings
+    from .steering import Control
+
+    tmp = Path(tmp_dir)
+    checked: list[str] = []
+    data, model, process = dict(data or {}), dict(model or {}), dict(process or {})
+    if not getattr(modality, "name", ""):
+        raise _fail("name", "the modality class sets no name")
+    table = modality.datasets()
+    if not table:
+        raise _fail("datasets", "datasets() is empty: the first entry must be an embedded default")
+    with _Offline():
+        bundle = modality.dataset(data.pop("name", None), **data)
+    checked.append("datasets load offline")
+    info = check_info(bundle.info, f"modality {modality.name!r}: dataset info")
+    if len(bundle.train) < n:
+        raise _fail("datasets", f"the training split has {len(bundle.train)} items, fewer than n={n}")
+    collate = bundle.collate or default_collate
+    batch = collate([bundle.train[i] for i in range(n)])
+    fields = modality.fields(info, **process)
+    if not fields:
+        raise _fail("fields", "fields() returned no field")
+    for k, spec in fields.items():
+        if k not in batch:
+            raise _fail("fields", f"field {k!r} is not an entry of the dataset's states (entries: {sorted(batch)})")
+        if getattr(spec, "kind", None) not in ("gaussian", "categorical", "manifold"):
+            raise _fail("fields", f"field {k!r} is not a FieldSpec")
+    spec = modality.prior_state(n, info, torch.Generator().manual_seed(seed))
+    for k in fields:
+        if k not in spec:
+            raise _fail("prior_state", f"no shape or value for field {k!r}")
+        shape = tuple(spec[k].shape if isinstance(spec[k], Tensor) else spec[k])
+        if shape[0] != n or shape[1:] != tuple(batch[k].shape[1:]):
+            raise _fail("prior_state", f"field {k!r} has shape {shape}, the data's states {tuple(batch[k].shape)} "
+                                       f"(batch {n})")
+    checked.append("fields and prior_state agree with the data")
+    net = modality.network(model.pop("name", None), info, fields, **model)
+    net.train()
+    noise = Noise(n, seed=seed)
+    out_shapes: dict[str, tuple[int, ...]] = {}
+
+    def recording(state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
+        out = net(state, t) if cond is None else net(state, t, cond)
+        out_shapes.update({k: tuple(out[k].shape) for k in fields if k in out})
+        return out
+
+    loss, _ = diffusion_loss(recording, fields, batch, noise)
+    for k, f in fields.items():
+        want = _field_output_shape(f, batch[k])
+        if out_shapes.get(k) != want:
+            raise _fail("network", f"the prediction of field {k!r} has shape {out_shapes.get(k)}, expected {want}")
+    if not torch.isfinite(loss):
+        raise _fail("training step", f"the loss is {float(loss)}")
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    if not grads or all(g is None or not bool(g.abs().sum() > 0) for g in grads):
+        raise _fail("training step", "no parameter received a gradient")
+    if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+        raise _fail("training step", "a gradient is not finite")
+    checked.append("one training step (finite loss, gradients reach the parameters)")
+    net.eval()
+    kinds = {f.kind for f in fields.values()}
+    default = "ddim" if "gaussian" in kinds else ("ancestral" if kinds == {"categorical"} else "euler")
+    settings = SampleSettings(sampler=sampler or default, steps=steps, options=dict(sample_options or {}))
+    with torch.no_grad():
+        state = modality.sample(net, fields, spec, settings, Control(), seed=torch.arange(n) + seed * 1_000_003,
+                                device=torch.device("cpu"))
+    for k in fields:
+        v = state.get(k)
+        if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise _fail("sampling", f"field {k!r} of the samples is not finite")
+    objects = modality.to_native(state, info)
+    if len(objects) != n:
+        raise _fail("to_native", f"{len(objects)} objects from {n} samples")
+    checked.append("one sampling call and to_native")
+    out_dir = tmp / f"{modality.name}-samples"
+    paths = [Path(p) for p in modality.write(objects, out_dir)]
+    if not paths or not all(p.is_file() for p in paths):
+        raise _fail("write", f"write returned {paths}, not the files it wrote")
+    if any(p.name.startswith(".") and ".tmp" in p.name for p in out_dir.rglob("*")):
+        raise _fail("write", "temporary files were left behind (write to a temp file, then rename)")
+    back = modality.read(out_dir)
+    if len(back) != n:
+        raise _fail("read", f"read back {len(back)} objects of the {n} written")
+    again = tmp / f"{modality.name}-rewritten"
+    rewritten = sorted(Path(p) for p in modality.write(back, again))
+    for p, q in zip(sorted(paths), rewritten, strict=False):
+        if p.name != q.name or p.read_bytes() != q.read_bytes():
+            raise _fail("write then read", f"writing the objects read from {p.name!r} again gives a different file "
+                                           f"({q.name!r})")
+    if len(rewritten) != len(paths):
+        raise _fail("write then read", f"{len(paths)} files written, {len(rewritten)} when written again")
+    try:  # where from_native accepts the objects, their states must agree too
+        a, b = modality.from_native(objects, info), modality.from_native(back, info)
+    except (NotImplementedError, ValueError):
+        a = b = None
+    if a is not None:
+        why = _states_close(a, b)
+        if why is not None:
+            raise _fail("write then read", f"the objects read back differ from those written: {why}")
+    checked.append("write then read round-trips")
+    reference = modality.reference(bundle)
+    metrics = modality.evaluate(objects, reference, info)
+    if not metrics:
+        raise _fail("evaluate", "no metric")
+    for k, v in metrics.items():  # NaN marks an undefined metric (e.g. uniqueness of zero valid molecules)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or float(v) in (float("inf"), float("-inf")):
+            raise _fail("evaluate", f"metric {k!r} is {v!r}, not a float (finite, or NaN where undefined)")
+    if not any(v == v for v in metrics.values()):
+        raise _fail("evaluate", f"every metric is NaN: {metrics}")
+    flags = modality.flags(objects, info)
+    for k, v in flags.items():
+        if len(v) != n:
+            raise _fail("flags", f"flag {k!r} has {len(v)} values for {n} objects")
+    checked.append("evaluate returns floats; flags have one value per object")
+    if bad_files:
+        for p in paths:
+            if p.suffix == ".png":
+                continue
+            bad_dir = tmp / f"{modality.name}-bad-{p.name}"
+            bad_dir.mkdir(parents=True, exist_ok=True)
+            bad = bad_dir / p.name
+            bad.write_bytes(b"\x00\x01 this is not a valid file ,,; <<>> \n 1 2 three\n")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    modality.read(bad_dir)
+                except Exception as err:  # the contract: an error that names the file
+                    if p.name not in str(err):
+                        raise _fail("read of a bad file", f"the error does not name the file {p.name!r}: {err}") \
+                            from err
+                    continue
+            # or, for formats whose readers skip bad records: a warning naming the file and the count
+            if not any(p.name in str(w.message) for w in caught):
+                raise _fail("read of a bad file", f"reading a corrupted {p.name!r} raised no error and no warning "
+                                                  "naming it (skipped records must be reported)")
+        checked.append("a corrupted file makes read fail (or warn about skipped records) naming it")
+    return ContractReport(modality, info, dict(fields), net, batch, dict(state), objects, paths, dict(metrics),
+                          dict(flags), checked)

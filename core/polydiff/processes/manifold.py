@@ -47,6 +47,16 @@ class Manifold:
         """The point padded (masked-out) entries hold: zeros by default."""
         return torch.zeros(shape, dtype=dtype, device=device)
 
+    def riemannian_grad(self, x: Tensor, euclidean_grad: Tensor) -> Tensor:
+        """The Riemannian gradient at ``x``, a tangent vector, of a function whose Euclidean gradient
+        with respect to the point's embedding coordinates is ``euclidean_grad`` (same shape as ``x``).
+
+        It is the tangent vector ``g`` with ``<g, v> = d/ds f(exp(x, s v))`` at ``s = 0`` for every tangent
+        vector ``v``, in the metric whose norm of ``log(x, y)`` is the geodesic distance; gradient guidance
+        moves clean estimates along it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no riemannian_grad")
+
 
 class Euclidean(Manifold):
     prior_draw = "normal"
@@ -59,6 +69,10 @@ class Euclidean(Manifold):
 
     def prior(self, shape: tuple[int, ...], u: Tensor) -> Tensor:
         return u  # standard normal draws
+
+    def riemannian_grad(self, x: Tensor, euclidean_grad: Tensor) -> Tensor:
+        """Flat space: the Euclidean gradient itself."""
+        return euclidean_grad
 
 
 class FlatTorus(Manifold):
@@ -79,6 +93,11 @@ class FlatTorus(Manifold):
 
     def prior(self, shape: tuple[int, ...], u: Tensor) -> Tensor:
         return u * self.period  # uniform draws in (0, 1)
+
+    def riemannian_grad(self, x: Tensor, euclidean_grad: Tensor) -> Tensor:
+        """The torus is flat in its coordinates (``log`` is the wrapped coordinate difference): the
+        gradient with respect to the coordinates itself."""
+        return euclidean_grad
 
     def __repr__(self) -> str:
         return f"FlatTorus(period={self.period})"

@@ -240,6 +240,16 @@ class SO3(Manifold):
         """Identity matrices of ``shape`` (ending in ``(3, 3)``): the value padded entries are held at."""
         return torch.eye(3, dtype=dtype, device=device).expand(*shape).clone()
 
+    def riemannian_grad(self, x: Tensor, euclidean_grad: Tensor) -> Tensor:
+        """Body-frame Riemannian gradient ``2 vee(R^T G)`` (shape ``(..., 3)``) from the Euclidean gradient
+        ``G`` of a function of the matrix entries.
+
+        Moving along ``v`` changes ``f`` at the rate ``<G, R hat(v)>_F = <R^T G, hat(v)>_F = 2 vee(R^T G) . v``:
+        only the skew part of ``R^T G`` counts, and the factor 2 is there because the metric in which ``|v|`` is
+        the rotation angle (``|log(R, S)|`` the geodesic distance) is half the Frobenius one.
+        """
+        return 2 * vee(x.transpose(-1, -2) @ euclidean_grad)
+
     def dist(self, x: Tensor, y: Tensor) -> Tensor:
         """Geodesic distance: the angle of ``x^T y``, in ``[0, pi]``."""
         return angle(x.transpose(-1, -2) @ y)

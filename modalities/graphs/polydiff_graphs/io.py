@@ -19,7 +19,6 @@ Readers name the file and line of a malformed entry. Formats:
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -30,28 +29,14 @@ from typing import Any
 import networkx as nx
 from rdkit import Chem
 
+from polydiff.plugin import atomic_write
+
 from .chem import ATOM, graph_to_mol, read_sdf, read_smiles
 
 GRAPH_SUFFIXES = (".g6", ".graph6", ".graphml", ".edgelist", ".edges", ".txt", ".json")
 MOLECULE_SUFFIXES = (".smi", ".csv", ".sdf", ".sd")
 _HEADER = re.compile(r"^#\s*graph\b(.*)$", re.IGNORECASE)
 _NODES = re.compile(r"nodes\s*=\s*(\d+)")
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def is_molecular(graphs: Sequence[nx.Graph]) -> bool:
@@ -155,6 +140,8 @@ def read_graphml(path: str | Path) -> list[nx.Graph]:
     out = []
     for g in graphs:
         g = nx.Graph(g)
+        for key in ("node_default", "edge_default"):  # the reader's own bookkeeping, not graph data
+            g.graph.pop(key, None)
         try:
             g = nx.relabel_nodes(g, {v: int(v) for v in g.nodes()})
         except ValueError:

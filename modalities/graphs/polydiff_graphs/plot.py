@@ -4,18 +4,14 @@ depictions (RDKit ``Draw.MolsToGridImage``). Both return None when their library
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import networkx as nx
 
+from polydiff.plugin import atomic_write
+
 from .chem import build_mol, graph_to_mol
-
-
-def _replace_into(tmp: Path, path: Path) -> Path:
-    os.replace(tmp, path)
-    return path
 
 
 def plot_graphs(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int = 16, ncols: int = 4,
@@ -40,12 +36,10 @@ def plot_graphs(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int = 
         pos = nx.spring_layout(g, seed=seed)
         nx.draw_networkx(g, pos, ax=ax, node_size=18, with_labels=False, width=0.6, node_color="C0")
         ax.set_title(f"#{i}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges", fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix or '.png'}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return _replace_into(tmp, path)
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_molecules(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int = 16, ncols: int = 4,
@@ -72,8 +66,4 @@ def plot_molecules(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int
         image = Draw.MolsToGridImage(mols, molsPerRow=min(ncols, len(mols)), subImgSize=(size, size), legends=legends)
     except ImportError:  # no PIL backend
         return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    image.save(tmp, format="PNG")
-    return _replace_into(tmp, path)
+    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State
+from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, atomic_write
 
 from . import data as D
 from .nets import PaCoDiNet, TimeTransformer, TSDiffNet
@@ -268,11 +268,7 @@ def write_windows(windows: np.ndarray, file: Path, columns: Sequence[str] | None
     df = pd.DataFrame(w.reshape(n * length, c), columns=cols)
     df.insert(0, "step", np.tile(np.arange(length), n))
     df.insert(0, "sample", np.repeat(np.arange(n), length))
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.9g")
-    tmp.replace(file)
-    return file
+    return atomic_write(file, lambda tmp: df.to_csv(tmp, index=False, float_format="%.9g"))
 
 
 def read_windows(file: Path) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""Energy parametrisation: a network returning a scalar energy ``E(x, t)`` per sample whose
+negative gradient is the score (at ``t -> 0``, the force of a Boltzmann density ``exp(-E)``).
+
+:class:`EnergyModel` wraps such a network as an ordinary state-level model predicting the score
+of the Gaussian fields it differentiates, so every loss, sampler and guidance in polydiff works
+with it unchanged (give those fields ``prediction="score"``). The gradient is taken with
+``torch.enable_grad()``, so it works inside sampling's ``no_grad`` too; while gradients are on
+(training) it is taken with ``create_graph=True``, so the loss trains the energy through its
+gradient. The energy itself is returned as the extra output ``"energy"`` (e.g. for Metropolis
+corrections, energy-based likelihood ratios or importance weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .estimates import gaussian_names
+from .state import FieldSpec
+
+EnergyFn = Callable[..., Tensor]
+
+
+class EnergyModel(nn.Module):
+    """``model(state, t[, cond]) -> {field: -dE/dfield, "energy": E}`` from an energy network
+    ``energy(state, t[, cond]) -> (B,)``; ``keys`` are the Gaussian fields differentiated
+    (default: all of them), which must predict the ``score``."""
+
+    def __init__(self, energy: EnergyFn, fields: Mapping[str, FieldSpec], keys: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.energy = energy
+        self.keys = gaussian_names(fields, keys)
+        wrong = [k for k in self.keys if fields[k].prediction != "score"]
+        if wrong:
+            raise ValueError(f"an energy network predicts scores: give fields {wrong} prediction='score'")
+
+    def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+        graph = torch.is_grad_enabled()  # training: keep the graph so the loss reaches the energy
+        with torch.enable_grad():
+            xs = {k: state[k] if state[k].requires_grad else state[k].detach().requires_grad_(True)
+                  for k in self.keys}
+            st = {**state, **xs}
+            e = self.energy(st, t) if cond is None else self.energy(st, t, cond)
+            if e.dim() != 1:
+                raise ValueError(f"the energy network must return one energy per sample (B,), got {tuple(e.shape)}")
+            grads = torch.autograd.grad(e.sum(), [xs[k] for k in self.keys], create_graph=graph)
+        out = {k: -g if graph else -g.detach() for k, g in zip(self.keys, grads)}
+        out["energy"] = e if graph else e.detach()
+        return out
+
+
+def forces(model: EnergyModel, state: Mapping[str, Tensor], t: Tensor | float = 0.0) -> dict[str, Tensor]:
+    """``-dE/dx`` of every differentiated field at time ``t`` (default 0: the data end, where the
+    score of a Boltzmann density is the force over kT), without keeping a graph."""
+    b = next(v.shape[0] for v in state.values() if isinstance(v, Tensor) and v.dim())
+    tt = torch.as_tensor(t, dtype=torch.float32).expand(b)
+    with torch.no_grad():
+        out = model(state, tt)
+    return {k: out[k] for k in model.keys}
