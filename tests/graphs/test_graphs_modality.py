@@ -61,3 +61,18 @@ def test_molecule_run(modality, tmp_path):
     pytest.importorskip("matplotlib")
     assert modality.plot(back, tmp_path / "m.png").is_file()
     assert modality.plot(data.train.graphs[:4], tmp_path / "g.png").is_file()
+
+
+@pytest.mark.parametrize("data,model", [
+    ({"name": "community_small", "num_graphs": 12, "max_feat_num": None},
+     {"name": "gdss", "nhid": 8, "adim": 8, "num_layers": 2, "depth": 2}),
+    ({"name": "community_small", "num_graphs": 12, "max_hops": 1},
+     {"name": "pard", "hidden": 16, "edge_hidden": 8, "layers": 1, "heads": 2}),
+    ({"name": "nci", "limit": 40}, {"name": "gdss", "nhid": 8, "adim": 8, "num_layers": 2, "depth": 2}),
+])
+def test_modality_contract(tmp_path, data, model):
+    """The core's contract kit on GDSS and PARD, generic and molecular graphs."""
+    from polydiff.testing import check_modality
+
+    rep = check_modality(GraphsModality(), tmp_path, data=data, model=model, steps=2)
+    assert len(rep.objects) == 4 and rep.metrics

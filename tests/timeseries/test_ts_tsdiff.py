@@ -179,3 +179,48 @@ def test_synthesize_tstr_and_lps(tiny):
     pred = lin.predict(real[:, :20])
     ref = forecast_metrics(real[:, 20:, 0], pred[:, None, :, 0])["crps"]
     assert ref < 1.0
+
+
+def test_forecast_command_and_native_observations(tiny, tmp_path, capsys):
+    """`polydiff timeseries forecast CKPT SERIES.csv` (a plugin subcommand) and `polydiff sample
+    CKPT --observed SERIES.csv` (the plugin turns its own file into an observation)."""
+    from polydiff.cli import main as cli
+
+    gen, data = tiny
+    w = raw_windows(data.test)[:1, :, 0][0]
+    idx = pd.date_range("2024-01-01", periods=20, freq="D")
+    series = tmp_path / "history.csv"
+    pd.DataFrame({"timestamp": idx, "value": w[:20]}).to_csv(series, index=False)
+    out = tmp_path / "fc.csv"
+    assert cli(["timeseries", "forecast", str(gen.checkpoint), str(series), "--num-samples", "8", "--steps", "20",
+                "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:3]) == ["item_id", "timestamp", "mean"] and len(frame) == 5
+    assert frame["timestamp"].iloc[0] == "2024-01-21" and (frame["0.9"] >= frame["0.1"]).all()
+    same = predict(gen, pd.read_csv(series, parse_dates=["timestamp"]).set_index("timestamp")["value"].to_numpy(),
+                   num_samples=8, steps=20, seed=0)
+    np.testing.assert_allclose(frame["mean"].to_numpy(), same.mean[0], rtol=1e-4, atol=1e-4)
+    # inpainting the horizon from the observed history, with the core's sampler
+    obs = gen.modality.observation(series, gen.info)
+    assert obs.masks["x"][:20].all() and not obs.masks["x"][20:].any()
+    samples = tmp_path / "samples"
+    assert cli(["sample", str(gen.checkpoint), "--num", "4", "--observed", str(series), "--out", str(samples)]) == 0
+    x = gen.modality.read(samples)
+    np.testing.assert_allclose(x[:, :20, 0], np.broadcast_to(obs.values["x"][:20, 0].numpy(), (4, 20)), atol=1e-5)
+    assert np.std(x[:, 20:, 0], axis=0).mean() > 1e-3  # the horizon is generated, not copied
+    bad = tmp_path / "two.csv"
+    pd.DataFrame({"timestamp": idx, "a": w[:20], "b": w[:20]}).to_csv(bad, index=False)
+    capsys.readouterr()
+    assert cli(["sample", str(gen.checkpoint), "--observed", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "two.csv: 2 value columns, the model has 1 channels" in capsys.readouterr().err
+
+
+def test_modality_contract(tmp_path):
+    from polydiff.testing import check_modality
+    from polydiff_timeseries import TimeSeriesModality
+
+    rep = check_modality(TimeSeriesModality(), tmp_path, data={"name": "ar", "context": 12, "horizon": 4,
+                                                               "n_series": 8, "length": 60},
+                         model={"name": "tsdiff", "hidden": 8, "depth": 1, "state": 8, "emb_dim": 8},
+                         process={"schedule": "tsdiff", "n": 10})
+    assert rep.objects.shape == (4, 16, 1)

@@ -8,7 +8,7 @@
 - methods: :mod:`.gaussian`, :mod:`.dpm`, :mod:`.multistep`, :mod:`.categorical`.
 """
 
-from . import categorical, dpm, gaussian, multistep  # noqa: F401  (registers the built-in samplers)
+from . import categorical, ctm, dpm, gaussian, multistep  # noqa: F401  (registers the built-in samplers)
 from .base import (
     SAMPLERS,
     CategoricalContext,

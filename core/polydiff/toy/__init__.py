@@ -5,11 +5,15 @@ It is registered through the same entry point as every other plugin (``toy =
 reference implementation of the :class:`~polydiff.modality.Modality` contract.
 
 - datasets: ``gmm`` (embedded default: a random Gaussian mixture, component index as the
-  class label ``"label"``) and ``csv`` (your own points, optionally with a label column);
-- network: ``mlp``, a residual MLP with a time embedding and an optional class condition;
-- fields: one Gaussian field ``"x"`` of shape (D,);
+  class label ``"label"``), ``csv`` (your own points, optionally with a label column) and
+  ``rotations`` (a mixture of rotations on SO(3), see :mod:`polydiff.toy.rotations`);
+- networks: ``mlp``, a residual MLP with a time embedding and an optional class condition;
+  ``so3_mlp`` for rotations;
+- fields: one Gaussian field ``"x"`` of shape (D,); for rotations one SO(3) field ``"R"`` of
+  shape (3, 3) on a geodesic flow (``process.rate``);
 - metrics: sliced Wasserstein-2, mean and covariance errors, and the exact log-likelihood of
-  the samples when the data is a known mixture.
+  the samples when the data is a known mixture; for rotations SW2 of the matrix entries, the
+  distance to the nearest centre and the error of the component frequencies.
 """
 
 from __future__ import annotations
@@ -31,8 +35,22 @@ from ..state import FieldSpec, State
 from ..structures import Plain
 from .data import csv_dataset, gmm_dataset, point_metrics, read_observation, read_points, write_points
 from .gmm import ExactDenoiser, GaussianMixture
+from .rotations import (
+    ExactRotationDenoiser,
+    RotationMixture,
+    is_rotation_file,
+    is_rotations,
+    plot_rotations,
+    read_rotations,
+    rotation_fields,
+    rotation_flags,
+    rotation_metrics,
+    rotations_dataset,
+    so3_mlp_network,
+    write_rotations,
+)
 
-__all__ = ["ExactDenoiser", "GaussianMixture", "ToyMLP", "ToyModality"]
+__all__ = ["ExactDenoiser", "ExactRotationDenoiser", "GaussianMixture", "RotationMixture", "ToyMLP", "ToyModality"]
 
 SAMPLES_FILE = "samples.csv"
 
@@ -75,6 +93,8 @@ def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden
                 emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False,
                 precondition: bool = True) -> nn.Module:
     """The residual MLP; ``conditional=True`` embeds the class label (needs labelled data)."""
+    if is_rotations(info):
+        raise ValueError("the mlp network generates points; rotations data needs the so3_mlp network")
     conditions = None
     if conditional:
         conditions = info.get("conditions")
@@ -88,24 +108,33 @@ def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden
 
 
 class ToyModality(Modality):
-    """Points in R^D: Gaussian mixtures with exact likelihoods, or your own CSV points."""
+    """Points in R^D: Gaussian mixtures with exact likelihoods, or your own CSV points; or
+    rotations (SO(3) mixtures)."""
 
     name = "toy"
     description = "points in R^D: Gaussian-mixture data with exact likelihoods, or your own CSV points"
 
     def datasets(self) -> dict[str, Callable[..., DataBundle]]:
-        return {"gmm": gmm_dataset, "csv": csv_dataset}
+        return {"gmm": gmm_dataset, "csv": csv_dataset, "rotations": rotations_dataset}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
-        return {"mlp": mlp_network}
+        return {"mlp": mlp_network, "so3_mlp": so3_mlp_network}
 
     def fields(self, info: Mapping[str, Any], schedule: str = "vp_cosine", prediction: str = "eps",
                **schedule_options: Any) -> dict[str, FieldSpec]:
-        """One Gaussian field ``"x"``; ``schedule`` and its options name the noise schedule."""
+        """One Gaussian field ``"x"``; ``schedule`` and its options name the noise schedule.
+        Rotations data: one SO(3) field ``"R"`` predicting the clean rotation, on a geodesic flow
+        whose ``rate`` option defaults to the data's (``schedule`` is not used)."""
+        if is_rotations(info):
+            return rotation_fields(info, "x0" if prediction == "eps" else prediction, **schedule_options)
         return {"x": FieldSpec(GaussianProcess(schedule, **schedule_options), Plain(), prediction)}
 
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if is_rotations(info):
+            if condition:
+                raise ValueError(f"unknown condition {next(iter(condition))!r}; rotations data has none")
+            return {"R": (n, 3, 3)}
         spec: dict[str, Any] = {"x": (n, int(info["dim"]))}
         allowed = dict(info.get("conditions") or {})
         for key, value in (condition or {}).items():
@@ -123,29 +152,50 @@ class ToyModality(Modality):
         return spec
 
     def to_native(self, state: State, info: Mapping[str, Any]) -> np.ndarray:
-        """The points as a float64 array (N, D) (indexable like a list of points)."""
+        """The points as a float64 array (N, D) (indexable like a list of points); rotations as
+        an (N, 3, 3) array."""
+        if "x" not in state and "R" in state:
+            return state["R"].detach().to("cpu", torch.float64).numpy()
         return state["x"].detach().to("cpu", torch.float64).numpy()
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> State:
-        return {"x": torch.as_tensor(np.asarray(objects), dtype=torch.float32)}
+        arr = np.asarray(objects)
+        if arr.ndim == 3 and arr.shape[1:] == (3, 3):
+            return {"R": torch.as_tensor(arr, dtype=torch.float32)}
+        return {"x": torch.as_tensor(arr, dtype=torch.float32)}
 
     def reference(self, data: DataBundle) -> np.ndarray:
         ds = data.test or data.val or data.train
+        if hasattr(ds, "tensors") and "x" not in ds.tensors and "R" in ds.tensors:
+            return ds.tensors["R"].double().numpy()
         return ds.tensors["x"].double().numpy() if hasattr(ds, "tensors") else super().reference(data)
 
     def write(self, objects: Sequence[Any], out_dir: Path) -> list[Path]:
+        arr = np.asarray(objects)
+        if arr.ndim == 3 and arr.shape[1:] == (3, 3):
+            return [write_rotations(arr, Path(out_dir) / SAMPLES_FILE)]
         return [write_points(np.asarray(objects), Path(out_dir) / SAMPLES_FILE)]
 
     def read(self, path: Path) -> np.ndarray:
+        """Points (N, D), or rotations (N, 3, 3) from a file with the columns ``r00 .. r22``."""
         path = Path(path)
-        return read_points(path / SAMPLES_FILE if path.is_dir() else path)
+        file = path / SAMPLES_FILE if path.is_dir() else path
+        if is_rotation_file(file):
+            return read_rotations(file)
+        return read_points(file)
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
+        x = np.asarray(objects)
+        if x.ndim == 3:
+            return rotation_metrics(x, np.asarray(reference), info.get("rotations"))
         return point_metrics(np.asarray(objects), np.asarray(reference), info.get("gmm"))
 
     def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
         """Per point, when the data is a known mixture: its exact log-density ``loglik`` and the
-        most likely component ``component``."""
+        most likely component ``component``; for a known rotation mixture the nearest component
+        ``component`` and its geodesic distance ``distance``."""
+        if info.get("rotations") is not None:
+            return rotation_flags(np.asarray(objects), info["rotations"])
         gmm = info.get("gmm")
         if gmm is None:
             return {}
@@ -156,7 +206,7 @@ class ToyModality(Modality):
     def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
         """``polydiff sample CKPT --observed point.csv``: one row of coordinates (a header is
         optional), empty cells generated given the others; ``.pt`` / ``.npz`` files as usual."""
-        if Path(path).suffix in (".pt", ".pth", ".npz"):
+        if Path(path).suffix in (".pt", ".pth", ".npz") or is_rotations(info):
             return super().observation(path, info)
         from ..guidance import Observation
 
@@ -164,7 +214,10 @@ class ToyModality(Modality):
         return Observation({"x": values}, {"x": mask})
 
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
-        """Scatter of the first two coordinates (a histogram in 1-D), over the reference in grey."""
+        """Scatter of the first two coordinates (a histogram in 1-D), over the reference in grey;
+        for rotations the rotated x axes and the rotation angles."""
+        if np.asarray(objects).ndim == 3:
+            return plot_rotations(np.asarray(objects), path, reference)
         try:
             import matplotlib
 

@@ -23,7 +23,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, atomic_write
+from polydiff.plugin import (
+    Command,
+    DataBundle,
+    FieldSpec,
+    GaussianProcess,
+    Masked,
+    Modality,
+    Observation,
+    State,
+    atomic_write,
+)
 
 from . import data as D
 from .nets import PaCoDiNet, TimeTransformer, TSDiffNet
@@ -235,7 +245,7 @@ class TimeSeriesModality(Modality):
         return x.detach().to("cpu", torch.float64).numpy()
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> State:
-        x = torch.as_tensor(np.asarray(objects), dtype=torch.float32)
+        x = torch.from_numpy(np.array(objects, dtype=np.float32))  # a copy: read-only arrays are fine
         return {"x": x, "observed": torch.ones_like(x)}
 
     def reference(self, data: DataBundle) -> np.ndarray:
@@ -253,6 +263,41 @@ class TimeSeriesModality(Modality):
         from .genmetrics import generation_metrics
 
         return generation_metrics(np.asarray(objects), np.asarray(reference), info)
+
+    def observation(self, path: Path, info: Mapping[str, Any]) -> Observation:
+        """``polydiff sample CKPT --observed SERIES.csv``: the last ``context`` steps of one
+        series (wide CSV / parquet with a ``timestamp`` column, one column per channel; NaN =
+        missing) scaled as the model's training windows, observed; the horizon is generated
+        (forecasting by inpainting; ``polydiff timeseries forecast`` uses self-guidance instead).
+        Samples are windows in model units."""
+        if Path(path).suffix in (".pt", ".pth", ".npz"):
+            return super().observation(path, info)
+        from .tsdiff import _scales, as_context
+
+        ctx_len, horizon = int(info["context"]), int(info.get("horizon", 0))
+        if horizon < 1:
+            raise ValueError(f"{path}: the model was trained on windows without a horizon; there is nothing to "
+                             "forecast from an observed history")
+        ss = D.read_series(path, nan="mask", multivariate=True)
+        if len(ss) != 1:
+            raise ValueError(f"{path}: expected one series (the history to forecast from), found {len(ss)}")
+        c = as_context(ss, ctx_len, horizon)
+        if c.values.shape[-1] != int(info["channels"]):
+            raise ValueError(f"{path}: {c.values.shape[-1]} value columns, the model has {info['channels']} channels")
+        obs = np.isfinite(c.values)
+        if not obs.any():
+            raise ValueError(f"{path}: no observed value in the last {ctx_len} steps")
+        loc, scl = _scales(c.values, obs, info)
+        y = np.where(obs, (np.nan_to_num(c.values) - loc[:, None]) / scl[:, None], 0.0)[0]
+        values = np.concatenate([y, np.zeros((horizon, y.shape[1]))])
+        mask = np.concatenate([obs[0], np.zeros((horizon, y.shape[1]), bool)])
+        return Observation({"x": torch.as_tensor(values, dtype=torch.float32)}, {"x": torch.as_tensor(mask)})
+
+    def commands(self) -> dict[str, Command]:
+        """``polydiff timeseries forecast CKPT SERIES``: quantile forecasts of a series file."""
+        from .cli import COMMANDS
+
+        return COMMANDS
 
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
         from .plot import plot_samples
