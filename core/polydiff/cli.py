@@ -20,6 +20,7 @@ status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import sys
@@ -333,6 +334,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             gen.config = cfg
         _threads(args.threads, gen.config)
         sc = gen.config.sample
+        _check_options(gen.modality.evaluate_model, options, f"modality {gen.modality.name!r}'s evaluation",
+                       skip=("generator", "num", "seed"))
         metrics = gen.modality.evaluate_model(gen, num=args.num or sc.num, seed=sc.seed if args.seed is None
                                               else args.seed, **options)
         result.update(modality=gen.modality.name, metrics=metrics)
@@ -368,6 +371,17 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = _value(text)
     return out
+
+
+def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[str] = ()) -> None:
+    """A clear error for ``--option`` names that ``fn`` does not take (unless it takes ``**``)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [k for k in params if k not in skip and k != "self"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{what} has no option {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
 
 
 def _value(text: str) -> Any:

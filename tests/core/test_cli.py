@@ -82,6 +82,19 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     assert code == 0
     pts = np.loadtxt(tmp_path / "inpaint" / "samples.csv", delimiter=",", skiprows=1)
     assert np.allclose(pts[:, 0], 1.5, atol=1e-4) and pts[:, 1].std() > 0
+    # the same from the modality's own file format: a CSV row whose empty cells are generated
+    (tmp_path / "obs.csv").write_text("x0,x1\n,-0.75\n")
+    code, text, _ = run(capsys, "sample", ckpt, "--num", 12, "--sampler", "ddpm", "--steps", 20,
+                        "--observed", tmp_path / "obs.csv", "--out", tmp_path / "inpaint_csv")
+    pts = np.loadtxt(tmp_path / "inpaint_csv" / "samples.csv", delimiter=",", skiprows=1)
+    assert code == 0 and np.allclose(pts[:, 1], -0.75, atol=1e-4) and pts[:, 0].std() > 0
+    assert json.loads((tmp_path / "inpaint_csv" / "polydiff.json").read_text())["observed"].endswith("obs.csv")
+    (tmp_path / "obs.csv").write_text("x0,x1\n1,2,3\n")
+    code, _, err = run(capsys, "sample", ckpt, "--observed", tmp_path / "obs.csv", "--out", tmp_path / "x")
+    assert "obs.csv:2: expected 2 cells, got 3" in one_line_error(code, err)
+    # model-level evaluation options: the toy modality takes none, and says so
+    code, _, err = run(capsys, "evaluate", ckpt, "--option", "depth=3")
+    assert "takes no evaluation options (got depth)" in one_line_error(code, err)
     code, text, _ = run(capsys, "sample", ckpt, "--num", 12, "--sampler", "ddpm", "--steps", 10, "--particles", 4,
                         "--observed", obs, "--out", tmp_path / "smc")
     assert code == 0

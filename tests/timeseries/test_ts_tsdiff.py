@@ -224,3 +224,23 @@ def test_modality_contract(tmp_path):
                          model={"name": "tsdiff", "hidden": 8, "depth": 1, "state": 8, "emb_dim": 8},
                          process={"schedule": "tsdiff", "n": 10})
     assert rep.objects.shape == (4, 16, 1)
+
+
+def test_model_level_evaluation_from_the_command_line(tiny, tmp_path, capsys):
+    """`polydiff evaluate CKPT --option ...`: generation metrics plus held-out forecasts."""
+    import json
+
+    from polydiff.cli import main as cli
+
+    gen, data = tiny
+    out = tmp_path / "m.json"
+    assert cli(["evaluate", str(gen.checkpoint), "--num", "16", "--option", "num_samples=4", "--option", "windows=3",
+                "--option", "steps=20", "--json", str(out)]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["forecast_windows"] == 3 and 0 < m["forecast_crps"] < 2 and "discriminative" in m
+    fc = predict(gen, raw_windows(data.test)[:3, :20, 0], num_samples=4, steps=20, seed=0)
+    assert m["forecast_crps"] == pytest.approx(fc.metrics(raw_windows(data.test)[:3, 20:, 0],
+                                                          raw_windows(data.test)[:3, :20, 0], 5)["crps"])
+    capsys.readouterr()
+    assert cli(["evaluate", str(gen.checkpoint), "--option", "nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err

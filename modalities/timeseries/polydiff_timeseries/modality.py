@@ -293,6 +293,38 @@ class TimeSeriesModality(Modality):
         mask = np.concatenate([obs[0], np.zeros((horizon, y.shape[1]), bool)])
         return Observation({"x": torch.as_tensor(values, dtype=torch.float32)}, {"x": torch.as_tensor(mask)})
 
+    def evaluate_model(self, generator: Any, *, num: int, seed: int, forecast: bool | None = None,
+                       num_samples: int = 32, windows: int = 64, steps: int | None = None) -> dict[str, float]:
+        """``polydiff evaluate CKPT [--option forecast=true num_samples=32 windows=64]``: the
+        generation metrics of ``num`` samples and, for models trained with a horizon (by default
+        then), CRPS / ND / NRMSE / MASE of self-guided forecasts of the first ``windows`` held-out
+        test windows with ``num_samples`` paths each (prefixed ``forecast_``)."""
+        from .metrics import forecast_metrics
+        from .tsdiff import predict, raw_windows
+
+        out = dict(super().evaluate_model(generator, num=num, seed=seed))
+        info = generator.info
+        horizon = int(info.get("horizon", 0))
+        if forecast is None:
+            forecast = horizon > 0 and "x" in generator.fields
+        if not forecast:
+            return out
+        if horizon < 1:
+            raise ValueError("forecast=true needs a model trained on windows with a horizon")
+        data = generator.modality.dataset(generator.config.data.name, **generator.config.data.options)
+        if data.test is None:
+            raise ValueError(f"dataset {generator.config.data.name!r} has no test windows to forecast")
+        w = raw_windows(data.test)[:windows]
+        ctx, target = w[:, : int(info["context"])], w[:, int(info["context"]):]
+        fc = predict(generator, ctx, num_samples=num_samples, steps=steps, seed=seed)
+        ch = target.shape[-1]
+        y = np.moveaxis(target, -1, 1).reshape(-1, horizon)  # series id/c as the forecast orders them
+        hist = np.moveaxis(ctx, -1, 1).reshape(len(y), -1)
+        metrics = forecast_metrics(y, fc.samples, hist, int(info.get("season", 1)))
+        out.update({f"forecast_{k}": float(v) for k, v in metrics.items()})
+        out["forecast_windows"] = float(len(w) * ch)
+        return out
+
     def commands(self) -> dict[str, Command]:
         """``polydiff timeseries forecast CKPT SERIES``: quantile forecasts of a series file."""
         from .cli import COMMANDS
