@@ -58,8 +58,8 @@ print("wrote", *map(str, paths))
 
 # 6. PARD on the same graphs: `max_hops` turns the data into blocks of the structural partial
 #    order; one discrete diffusion, shared by all blocks and trained on all of them at once,
-#    generates the graphs block by block (PardNet.generate, which Generator.generate and
-#    `polydiff sample` call).
+#    generates the graphs block by block (GraphsModality.sample, the plugin's sampling hook, which
+#    Generator.generate and `polydiff sample` call).
 pard = {
     "modality": "graphs",
     "data": {"name": "community_small", "max_hops": 1, "drop_isolated": True},
