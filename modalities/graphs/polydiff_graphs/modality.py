@@ -22,7 +22,17 @@ import networkx as nx
 import torch
 from torch import nn
 
-from polydiff.plugin import Command, DataBundle, FieldSpec, GaussianProcess, Masked, Modality, State, Symmetric
+from polydiff.plugin import (
+    Command,
+    DataBundle,
+    FieldSpec,
+    GaussianProcess,
+    Masked,
+    Modality,
+    State,
+    Symmetric,
+    draw_sizes,
+)
 
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
@@ -173,10 +183,7 @@ class GraphsModality(Modality):
 
 def node_counts(n: int, info: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` node counts drawn from ``info["node_count_hist"]`` (counts of training graphs by size)."""
-    hist = torch.as_tensor(info.get("node_count_hist") or [], dtype=torch.float64)
-    if hist.numel() == 0 or float(hist.sum()) <= 0:
-        raise ValueError("info has no node_count_hist to draw node counts from")
-    return torch.multinomial(hist, n, replacement=True, generator=generator)
+    return draw_sizes(n, info, generator, key="node_count_hist")
 
 
 def _with_model_options(factory: Callable[..., DataBundle]) -> Callable[..., DataBundle]:
