@@ -59,6 +59,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     return ckpt
 
 
+def run_folder(checkpoint: str | Path) -> Path:
+    """The run folder of a checkpoint: ``RUN`` for ``RUN/checkpoints/last.ckpt`` (where
+    ``polydiff train`` puts it), else the checkpoint's own folder. Default outputs go here."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
 def network_weights(ckpt: Mapping[str, Any], ema: bool = True) -> dict[str, Tensor]:
     """The network's state dict from a checkpoint: the EMA copy when present and wanted."""
     sd = ckpt["state_dict"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, run_folder
 from .config import ConfigError, load_config
 from .files import atomic_write
 from .registry import RegistryError, available_modalities, load_modality
@@ -415,8 +415,7 @@ def _threads(n: int | None, cfg: Any) -> None:
 
 
 def _default_samples_dir(checkpoint: Path) -> Path:
-    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return run / "samples"
+    return run_folder(checkpoint) / "samples"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ Groups:
 from __future__ import annotations
 
 from . import nn
-from .checkpoints import CheckpointError, load_network
+from .checkpoints import CheckpointError, load_network, run_folder
 from .cli import USER_ERRORS, parse_pairs, plugin_command, report_error
 from .conditions import NULL_CLASS, drop_condition, make_condition, null_state, parse_condition
 from .data import (
@@ -250,6 +250,7 @@ __all__ = [
     "register",
     "report_error",
     "rotate",
+    "run_folder",
     "sample",
     "sample_categorical",
     "sample_igso3",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, atomic_write, load, parse_pairs
+from polydiff.plugin import Command, atomic_write, load, parse_pairs, run_folder
 
 from .generation import generate_graphs, is_pard
 
@@ -63,9 +63,7 @@ def _generate(args: argparse.Namespace) -> tuple[object, list, int, int, dict, f
 def run_sample(args: argparse.Namespace) -> int:
     gen, graphs, num, seed, options, seconds = _generate(args)
     sc = gen.config.sample
-    ckpt = args.checkpoint
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out = args.out or run / "samples"
+    out = args.out or run_folder(args.checkpoint) / "samples"
     meta = {"model": "pard" if is_pard(gen) else "gdss", "sampler": args.sampler or sc.sampler,
             "steps": args.steps or sc.steps, "seed": seed, "options": options, "seconds": seconds}
     paths = gen.save(graphs, out, overwrite=args.overwrite, plot=args.plot, metadata=meta)

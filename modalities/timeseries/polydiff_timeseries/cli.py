@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.plugin import Command, atomic_write, load
+from polydiff.plugin import Command, atomic_write, load, run_folder
 
 from . import data as D
 from .tsdiff import as_context, predict
@@ -48,9 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
                  steps=args.steps, seed=args.seed)
-    ckpt = args.checkpoint
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out = args.out or run / f"{args.series.stem}.forecast.csv"
+    out = args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv"
     atomic_write(out, lambda tmp: fc.to_frame().to_csv(tmp, index=False, float_format="%.9g"))
     print(f"polydiff timeseries: forecasts of {len(fc.ids)} series, {fc.samples.shape[-1]} steps ahead -> {out}")
     if args.plot is not None:
