@@ -9,15 +9,17 @@ back.
 
 - :func:`classifier_free`: classifier-free guidance (Ho & Salimans 2022) in one batched
   conditional / unconditional pass, scalar, per-field or time-dependent scale; or guidance
-  between a conditional and a separate unconditional (or weaker) model.
+  between a conditional and a separate unconditional (or weaker) model. Manifold fields are
+  guided in the tangent space at their current point.
 - :func:`gradient_guidance`: the gradient of any differentiable log-potential (a classifier's
   log-probability, a regressor's Gaussian log-likelihood, a reward) on the clean estimate
   ``x0_hat`` (DPS, Chung et al. 2023) or on ``x_t`` (classifier guidance, Dhariwal & Nichol
-  2021) added to the score.
+  2021) added to the score; manifold fields named in ``keys`` move along the Riemannian
+  gradient.
 - :func:`reconstruction_guidance`: gradient guidance toward observed entries of a state.
 - :class:`Observation` and :class:`ObservedPath`: observed fields / entries (masks) and their
-  forward-noised path, for inpainting by replacement (RePaint, Lugmayr et al. 2022), see
-  :func:`polydiff.steering.steer`.
+  forward-noised path (a geodesic path for manifold fields, e.g. fixed motif frames), for
+  inpainting by replacement (RePaint, Lugmayr et al. 2022), see :func:`polydiff.steering.steer`.
 
 Conditions are ordinary entries of the state (``state["label"]``); a dropped condition is
 written with a sentinel, ``-1`` for integer labels and NaN for real values, which
@@ -100,7 +102,8 @@ def guide(cond_out: Mapping[str, Tensor], uncond_out: Mapping[str, Tensor], fiel
     Gaussian predictions are combined in their own parametrisation (every parametrisation is
     affine in ``(x0, eps)`` at fixed ``x_t``, so this equals guidance on eps, x0 or the score);
     categorical fields combine log-probabilities. Manifold fields are guided in the tangent
-    space at their current point ``x_t = state[k]`` (so ``state`` is needed for them):
+    space at their current point ``x_t = state[k]`` (so ``state`` is needed for them unless
+    their scale is exactly 0 or 1):
     ``exp_{x_t}(v_u + w (v_c - v_u))`` with ``v = log_{x_t}(clean prediction)``. The geodesic
     step moves along ``log_{x_t}(x0_hat)`` by a fraction that depends on time only, so this is
     guidance on the geodesic velocity; ``w = 1`` gives the conditional prediction and ``w = 0``
@@ -112,10 +115,7 @@ def guide(cond_out: Mapping[str, Tensor], uncond_out: Mapping[str, Tensor], fiel
             continue
         c, u = cond_out[k], uncond_out[k]
         if f.kind == "manifold":
-            if state is None or k not in state:
-                raise ValueError(f"guiding the manifold field {k!r} happens in the tangent space at its current "
-                                 "point: pass the state the predictions were made at, guide(..., state=state)")
-            out[k] = _tangent_guide(f.process.manifold, state[k], c, u, scale, t, k)
+            out[k] = _tangent_guide(f.process.manifold, state, c, u, scale, t, k)
             continue
         if f.kind == "categorical":
             c, u = torch.log_softmax(c.float(), -1), torch.log_softmax(u.float(), -1)
@@ -124,11 +124,16 @@ def guide(cond_out: Mapping[str, Tensor], uncond_out: Mapping[str, Tensor], fiel
     return out
 
 
-def _tangent_guide(manifold: Any, x: Tensor, c: Tensor, u: Tensor, scale: Scale, t: Tensor, key: str) -> Tensor:
-    """Classifier-free guidance of one manifold field in the tangent space at ``x``."""
+def _tangent_guide(manifold: Any, state: State | None, c: Tensor, u: Tensor, scale: Scale, t: Tensor,
+                   key: str) -> Tensor:
+    """Classifier-free guidance of manifold field ``key`` in the tangent space at ``state[key]``."""
     fixed = scale.get(key, 1.0) if isinstance(scale, Mapping) else scale
     if isinstance(fixed, (int, float)) and fixed in (0, 1):
         return c if fixed == 1 else u  # the conditional / unconditional prediction exactly
+    if state is None or key not in state:
+        raise ValueError(f"guiding the manifold field {key!r} happens in the tangent space at its current point: "
+                         "pass the state the predictions were made at, guide(..., state=state)")
+    x = state[key]
     dt = x.dtype if x.is_floating_point() else c.dtype
     xx = x.to(dt)
     vc, vu = manifold.log(xx, c.to(dt)), manifold.log(xx, u.to(dt))
@@ -352,6 +357,8 @@ class Observation:
     one); ``masks[k]`` (bool, True = observed) broadcasts against it; a missing mask means the
     whole field is given. Build masks with :func:`index_mask`, e.g. "the first 100 time steps"
     is ``index_mask(shape, 1, slice(0, 100))`` and "tracks 1 and 4" ``index_mask(shape, 0, [1, 4])``.
+    For a manifold field a mask selects whole points (see :meth:`expand_points`): ``(N,)`` for
+    the rotations of a ``(B, N, 3, 3)`` field.
     """
 
     values: dict[str, Tensor]

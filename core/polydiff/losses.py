@@ -229,9 +229,14 @@ def diffusion_loss(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[s
 def geodesic_loss(pred: Tensor, x0: Tensor, t: Tensor, spec: FieldSpec, state: State,
                   weighting: str = "x0") -> Tensor:
     """Per-sample squared geodesic distance between predicted and true clean points of a
-    manifold field, averaged over its present entries, optionally weighted by time."""
+    manifold field, averaged over its present points, optionally weighted by time. A point is
+    an entry of the field, or for manifolds with a tangent shape (SO(3): tangent vectors (3,)
+    for points (3, 3)) the group of entries one tangent vector describes, whose squared
+    distance is summed over its tangent coordinates."""
     v = spec.process.manifold.log(x0, pred)
-    err = v**2
+    tangent = spec.process.manifold.tangent_shape
+    err = v**2 if tangent is None else (v**2).sum(tuple(range(-len(tangent), 0)))
+    err = err.reshape(err.shape[0], -1) if err.dim() < 2 else err  # one point per sample: (B, 1)
     w = spec.structure.weights(err, state)
     per = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
     if weighting == "velocity":

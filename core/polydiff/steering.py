@@ -474,6 +474,7 @@ def steer(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[
             raise ValueError("observation_weights needs observed=")
         if not (loop.gdef.stochastic or loop.opts.get("eta", 0) > 0):
             raise ValueError(f"observation_weights needs a stochastic sampler, not {settings.sampler!r}")
+        path.check_weights()
     carries = [p.init(loop) for p in pots]
     _write_carries(loop, pots, carries)
     weighted = k > 1 and (bool(pots) or observation_weights)

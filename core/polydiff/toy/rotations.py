@@ -53,7 +53,6 @@ from ..nn import ResidualMLP, TimeEmbedding
 from ..processes.manifold import GeodesicFlow
 from ..processes.so3 import SO3, exp_map, log_map, random_rotation, sample_igso3
 from ..state import FieldSpec
-from .data import read_table
 
 __all__ = ["COLUMNS", "SO3MLP", "ExactRotationDenoiser", "RotationMixture", "log_transition_density",
            "read_rotations", "rotation_flags", "rotation_metrics", "rotations_dataset", "so3_mlp_network",
@@ -269,15 +268,24 @@ def is_rotation_file(file: Path) -> bool:
 
 
 def read_rotations(file: Path, tol: float = ROTATION_TOL) -> np.ndarray:
-    """(N, 3, 3) float64 rotations from a CSV file of 9 row-major columns (header optional); a
-    row that is not a rotation (``|R^T R - I| > tol`` or ``det R < 0``) is an error naming the
-    file and the line."""
-    _, rows = read_table(Path(file))
-    if len(rows[0][1]) != 9:
-        raise ValueError(f"{file}: expected 9 columns (a row-major 3x3 rotation per row), got {len(rows[0][1])}")
+    """(N, 3, 3) float64 rotations from a CSV file of 9 row-major columns (the header ``r00 .. r22``
+    optional); a malformed row or one that is not a rotation (``|R^T R - I| > tol`` or
+    ``det R < 0``) is an error naming the file and the line."""
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such CSV file")
+    with file.open(newline="") as f:
+        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    if rows and [c.lower() for c in rows[0][1]] == COLUMNS:
+        rows = rows[1:]
+    if not rows:
+        raise ValueError(f"{file}: no rotations (expected rows of 9 numbers, the row-major entries of a 3x3 matrix)")
     out = []
     eye = np.eye(3)
     for line, r in rows:
+        if len(r) != 9:
+            raise ValueError(f"{file}:{line}: expected 9 fields (a row-major 3x3 rotation), got {len(r)}: "
+                             f"{','.join(r)!r}")
         try:
             m = np.array([float(c) for c in r], dtype=np.float64).reshape(3, 3)
         except ValueError:
