@@ -5,6 +5,7 @@ The public API that first- and third-party modality plugins use alike.
 
 from __future__ import annotations
 
+from . import distill  # noqa: F401  (registers the "ctm" training objective)
 from .data import DataBundle, DatasetInfo
 from .generator import load
 from .grids import GRIDS, make_grid

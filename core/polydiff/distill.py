@@ -198,28 +198,41 @@ def _frozen(model: Model) -> Model:
 # the teacher's ODE on per-sample grids
 # ---------------------------------------------------------------------------------------------
 
-def per_sample_grid(schedule: Any, t: Tensor, u: Tensor, steps: int) -> Tensor:
-    """A (steps+1, B) float64 grid from ``t`` to ``u`` (B,) per sample, evenly spaced in the
-    schedule's log-SNR (clipped to [-10, 30], as the core's log-SNR grids are), ends exact."""
+def per_sample_grid(schedule: Any, t: Tensor, u: Tensor, steps: int, kind: str | None = None) -> Tensor:
+    """A (steps+1, B) float64 grid from ``t`` to ``u`` (B,) per sample, ends exact, spaced like the
+    core's grid ``kind`` (default: the schedule's default grid): ``uniform_t``, ``uniform_logsnr``
+    (log-SNR clipped to [-10, 30] as the core's grid clips it) or ``karras`` (rho = 7 in sigma/alpha)."""
     if steps < 1:
         raise ValueError(f"teacher_steps must be >= 1, got {steps}")
+    kind = kind or schedule.default_grid
     t64, u64 = t.to(torch.float64), u.to(torch.float64)
-    lt = schedule.lam(t64).nan_to_num(nan=-LAM_CLIP).clamp(-LAM_CLIP, LAM_CLIP)
-    lu = schedule.lam(u64).nan_to_num(nan=LAM_CLIP).clamp(-LAM_CLIP, LAM_CLIP)
-    lt = torch.maximum(lt, torch.minimum(torch.full_like(lu, LAM_LOW), lu - 1.0))  # skip the flat alpha ~ 0 end
     r = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=t64.device)[:, None]
-    grid = schedule.t_of_lam(lt + r * (lu - lt))
+    if kind == "uniform_t":
+        grid = t64 + r * (u64 - t64)
+    elif kind in ("uniform_logsnr", "karras"):
+        lt = schedule.lam(t64).nan_to_num(nan=-LAM_CLIP).clamp(-LAM_CLIP, LAM_CLIP)
+        lu = schedule.lam(u64).nan_to_num(nan=LAM_CLIP).clamp(-LAM_CLIP, LAM_CLIP)
+        lt = torch.maximum(lt, torch.minimum(torch.full_like(lu, LAM_LOW), lu - 1.0))  # skip the flat alpha ~ 0 end
+        if kind == "karras":
+            rho = 7.0
+            hi, lo = torch.exp(-lt / rho), torch.exp(-lu / rho)  # (sigma/alpha)^(1/rho) at t and u
+            grid = schedule.t_of_lam(-rho * torch.log(hi + r * (lo - hi)))
+        else:
+            grid = schedule.t_of_lam(lt + r * (lu - lt))
+    else:
+        raise ValueError(f"per-sample teacher grids are uniform_t, uniform_logsnr or karras; got {kind!r}")
     grid[0], grid[-1] = t64, u64
     return grid
 
 
 def teacher_solve(teacher: Model, fields: Mapping[str, FieldSpec], state: State, t: Tensor, u: Tensor, *,
-                  sampler: str = "heun", steps: int = 8, cond: Any = None) -> dict[str, Tensor]:
+                  sampler: str = "heun", steps: int = 16, cond: Any = None) -> dict[str, Tensor]:
     """The teacher's probability-flow ODE solution from ``state`` at (B,) times ``t`` to ``u < t``:
-    ``steps`` steps of the deterministic core ``sampler`` on per-sample log-SNR grids (one
-    :func:`polydiff.sample` call). Where ``sigma(u) = 0`` (the data end of an interpolant) the solve
-    stops at ``sigma/alpha = e^-9`` and finishes with one DDIM step of the teacher, so no sampler
-    evaluates the teacher where its noise estimate is undefined. No gradients."""
+    ``steps`` steps of the deterministic core ``sampler`` on per-sample grids spaced like the
+    schedule's default grid (:func:`per_sample_grid`; one :func:`polydiff.sample` call). Where
+    ``sigma(u) = 0`` (the data end of an interpolant) the solve stops at ``sigma/alpha = e^-9`` and
+    finishes with one DDIM step of the teacher, so no sampler evaluates the teacher where its noise
+    estimate is undefined. No gradients."""
     gaussian_only(fields, "the teacher's ODE")
     sdef = get_sampler(sampler)
     if sdef.kind != "gaussian" or sdef.stochastic or sdef.loop != "grid":
@@ -322,15 +335,16 @@ def data_end(fields: Mapping[str, FieldSpec], t_end: float | None = None) -> flo
 
 def ctm_loss(student: Model, teacher: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
              cond: Any = None, teacher_fields: Mapping[str, FieldSpec] | None = None, teacher_sampler: str = "heun",
-             teacher_steps: int = 8, distance: str | Distance = "l2", dsm_weight: float = 1.0,
+             teacher_steps: int = 16, distance: str | Distance = "l2", dsm_weight: float = 1.0,
              dsm_weighting: str = "prediction", u_fraction: float = 1.0, u_random: bool = False,
-             compare: str = "data", p_end: float = 0.25, t_density: str = "uniform",
+             compare: str = "data", p_end: float = 0.25, p_max: float = 0.25, t_density: str = "uniform",
              t_end: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """CTM's loss for one batch: ``d(G_sg(G_theta(x_t, t, s), s, t_end), G_sg(G_sg(x_u, u, s), s, t_end))``
     plus ``dsm_weight`` times the student's denoising loss at ``s = t``; returns ``(loss, logs)``.
 
-    Per sample, from the ``noise`` stream only: ``t`` from the time density ``t_density`` (kept
-    above the data end ``t_end``), ``s = t_end`` with probability ``p_end`` (the jump one-step
+    Per sample, from the ``noise`` stream only: ``t = t_max`` with probability ``p_max`` (where every
+    few-step grid starts; 0 gives CTM's plain density) else from the time density ``t_density``
+    (kept above the data end ``t_end``), ``s = t_end`` with probability ``p_end`` (the jump one-step
     generation uses) else uniform in ``[t_end, t)``, ``u = t - f (t - s)`` with ``f = u_fraction``
     (times a uniform draw if ``u_random``: CTM's ``u ~ U[s, t)``), ``x_t`` by the forward process.
     ``x_u`` is the frozen teacher's ODE solution (:func:`teacher_solve`, ``teacher_steps`` steps of
@@ -346,8 +360,8 @@ def ctm_loss(student: Model, teacher: Model, fields: Mapping[str, FieldSpec], ba
         raise ValueError(f"compare must be one of {', '.join(COMPARE)}, got {compare!r}")
     if not 0.0 < u_fraction <= 1.0:
         raise ValueError(f"u_fraction must lie in (0, 1], got {u_fraction}")
-    if not 0.0 <= p_end <= 1.0:
-        raise ValueError(f"p_end must be a probability, got {p_end}")
+    if not (0.0 <= p_end <= 1.0 and 0.0 <= p_max <= 1.0):
+        raise ValueError(f"p_end and p_max must be probabilities, got {p_end} and {p_max}")
     dist = get_distance(distance)
     tfields = dict(teacher_fields or fields)
     names = list(fields)
@@ -357,7 +371,8 @@ def ctm_loss(student: Model, teacher: Model, fields: Mapping[str, FieldSpec], ba
     # times: t above the data end, s in [t_end, t), u in [s, t)
     t = sample_time(fields, noise, t_density).to(like.device)
     t = torch.maximum(t, torch.full_like(t, end + 1e-3 * (ref.t_max - end)))
-    r_s, at_end, r_u = noise.rand(()).to(like.device), noise.rand(()).to(like.device), noise.rand(()).to(like.device)
+    r_s, at_end, r_u, at_max = (noise.rand(()).to(like.device) for _ in range(4))
+    t = torch.where(at_max < p_max, torch.full_like(t, ref.t_max), t)
     s = torch.where(at_end < p_end, torch.full_like(t, end), end + 0.999 * r_s * (t - end))
     f = u_fraction * (r_u.clamp_min(1e-3) if u_random else torch.ones_like(r_u))
     u = s + (1 - f) * (t - s)  # f = 1: u = s exactly
@@ -447,10 +462,10 @@ def load_teacher(teacher: str | Path | Model, fields: Mapping[str, FieldSpec]) -
 @OBJECTIVES.register("ctm", "consistency trajectory distillation of a frozen teacher into a two-time model "
                             "G(x_t, t, s) (Kim et al. 2024); loss.teacher: the teacher checkpoint")
 def ctm(fields: Mapping[str, FieldSpec], info: Mapping[str, Any] | None = None, teacher: str | Model | None = None,
-        teacher_steps: int = 8, teacher_sampler: str = "heun", distance: str | Distance = "l2",
+        teacher_steps: int = 16, teacher_sampler: str = "heun", distance: str | Distance = "l2",
         dsm_weight: float = 1.0, dsm_weighting: str = "prediction", u_fraction: float = 1.0, u_random: bool = False,
-        compare: str = "data", p_end: float = 0.25, t_density: str = "uniform", t_end: float | None = None
-        ) -> CTMObjective:
+        compare: str = "data", p_end: float = 0.25, p_max: float = 0.25, t_density: str = "uniform",
+        t_end: float | None = None) -> CTMObjective:
     """Build the ``ctm`` objective (see :func:`ctm_loss` for the options). ``teacher``: a checkpoint
     path (the recipe's ``loss.teacher``) or a state-level callable; the student network must be a
     two-time model (e.g. the toy modality's ``two_time_mlp``)."""
@@ -459,9 +474,10 @@ def ctm(fields: Mapping[str, FieldSpec], info: Mapping[str, Any] | None = None, 
         raise ValueError("objective 'ctm' needs a teacher: set loss.teacher to a checkpoint path")
     if compare not in COMPARE:
         raise ValueError(f"compare must be one of {', '.join(COMPARE)}, got {compare!r}")
-    if not 0.0 < u_fraction <= 1.0 or not 0.0 <= p_end <= 1.0 or teacher_steps < 1 or dsm_weight < 0:
-        raise ValueError(f"ctm: need 0 < u_fraction <= 1 (got {u_fraction}), 0 <= p_end <= 1 (got {p_end}), "
-                         f"teacher_steps >= 1 (got {teacher_steps}) and dsm_weight >= 0 (got {dsm_weight})")
+    if not (0.0 < u_fraction <= 1.0 and 0.0 <= p_end <= 1.0 and 0.0 <= p_max <= 1.0 and teacher_steps >= 1
+            and dsm_weight >= 0):
+        raise ValueError(f"ctm: need 0 < u_fraction <= 1 (got {u_fraction}), p_end and p_max in [0, 1] (got {p_end}, "
+                         f"{p_max}), teacher_steps >= 1 (got {teacher_steps}) and dsm_weight >= 0 (got {dsm_weight})")
     get_distance(distance)
     sdef = get_sampler(teacher_sampler)
     if sdef.kind != "gaussian" or sdef.stochastic or sdef.loop != "grid":
@@ -471,7 +487,7 @@ def ctm(fields: Mapping[str, FieldSpec], info: Mapping[str, Any] | None = None, 
     return CTMObjective(net, fields, tfields, teacher_sampler=teacher_sampler, teacher_steps=int(teacher_steps),
                         distance=distance, dsm_weight=float(dsm_weight), dsm_weighting=dsm_weighting,
                         u_fraction=float(u_fraction), u_random=bool(u_random), compare=compare, p_end=float(p_end),
-                        t_density=t_density, t_end=None if t_end is None else float(t_end))
+                        p_max=float(p_max), t_density=t_density, t_end=None if t_end is None else float(t_end))
 
 
 __all__ = ["DISTANCES", "CTMObjective", "Comparison", "TwoTime", "TwoTimeMLP", "ctm", "ctm_loss", "data_end",

@@ -22,9 +22,10 @@ Model = Callable[..., Mapping[str, Tensor]]
 Wrapper = Callable[[Model], Model]
 
 
-def call(model: Model, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
-    """``model(state, t)`` or ``model(state, t, cond)``, as the driver calls it."""
-    return model(state, t) if cond is None else model(state, t, cond)
+def call(model: Model, state: State, t: Tensor, cond: Any = None, **kw: Any) -> Mapping[str, Tensor]:
+    """``model(state, t)`` or ``model(state, t, cond)``, as the driver calls it; ``kw`` carries
+    the target time ``s=`` of two-time models (consistency trajectory models)."""
+    return model(state, t, **kw) if cond is None else model(state, t, cond, **kw)
 
 
 def compose(*wrappers: Wrapper | None) -> Wrapper:

@@ -164,9 +164,10 @@ def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale,
         raise ValueError("classifier-free guidance needs condition keys (keys=), a null cond (null=) "
                          "or an unconditional model (uncond_model=)")
 
-    def guided(state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+    def guided(state: State, t: Tensor, cond: Any = None, **kw: Any) -> dict[str, Tensor]:
+        # kw: the target time s= of a two-time model, passed through (doubled with the batch)
         if uncond_model is not None:
-            oc, ou = call(model, state, t, cond), uncond_model(state, t)
+            oc, ou = call(model, state, t, cond, **kw), uncond_model(state, t, **kw)
         else:
             if keys is not None:
                 nstate, ncond = null_state(state, keys), cond
@@ -176,13 +177,13 @@ def classifier_free(model: Model, fields: Mapping[str, FieldSpec], scale: Scale,
                 b = batch_of(state)
                 tt = t.expand(b) if t.dim() == 0 else t
                 both = call(model, tree_cat(state, nstate, b), torch.cat([tt, tt]),
-                            None if cond is None else tree_cat(cond, ncond, b))
+                            None if cond is None else tree_cat(cond, ncond, b), **tree_cat(kw, kw, b))
                 oc = {k: v[:b] if isinstance(v, Tensor) and v.dim() and v.shape[0] == 2 * b else v
                       for k, v in both.items()}
                 ou = {k: v[b:] if isinstance(v, Tensor) and v.dim() and v.shape[0] == 2 * b else v
                       for k, v in both.items()}
             else:
-                oc, ou = call(model, state, t, cond), call(model, nstate, t, ncond)
+                oc, ou = call(model, state, t, cond, **kw), call(model, nstate, t, ncond, **kw)
         return guide(oc, ou, fields, scale, t, state=state)
 
     return guided
@@ -230,7 +231,7 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
         raise ValueError(f"on must be 'x0' or 'xt', got {on!r}")
     names, mnames = _guided_names(fields, keys)
 
-    def guided(state: State, t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+    def guided(state: State, t: Tensor, cond: Any = None, **kw: Any) -> dict[str, Tensor]:
         with torch.enable_grad():
             xs = {k: state[k].detach().requires_grad_(True) for k in names}
             st = {**state, **xs}
@@ -240,9 +241,9 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
                 grads = torch.autograd.grad(val.sum(), [xs[k] for k in names] + [zm[k] for k in mnames],
                                             allow_unused=True)
                 with torch.no_grad():
-                    out = call(model, state, t, cond)
+                    out = call(model, state, t, cond, **kw)
             elif backprop:
-                out = call(model, st, t, cond)
+                out = call(model, st, t, cond, **kw)
                 est = x0_eps(out, st, t, fields, names)
                 zm = _clean_leaves(out, state, mnames)
                 val = potential({**st, **{k: est[k][0] for k in names}, **zm}, t)
@@ -251,7 +252,7 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
                 out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
             else:
                 with torch.no_grad():
-                    out = call(model, state, t, cond)
+                    out = call(model, state, t, cond, **kw)
                 est = x0_eps(out, state, t, fields, names)
                 z = {k: est[k][0].detach().requires_grad_(True) for k in names}
                 zm = _clean_leaves(out, state, mnames)

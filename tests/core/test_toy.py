@@ -26,7 +26,7 @@ def test_plugin_found_through_entry_point(toy):
     assert "toy" in polydiff.available_modalities()
     assert isinstance(toy, ToyModality)
     d = toy.describe()
-    assert d["datasets"] == ["gmm", "csv", "rotations"] and d["networks"] == ["mlp", "so3_mlp"]
+    assert d["datasets"] == ["gmm", "csv", "rotations"] and d["networks"] == ["mlp", "so3_mlp", "two_time_mlp"]
     assert "gmm" in d["recipes"]
 
 

@@ -75,8 +75,3 @@ def ctm(x: Tensor, d: Tensor | None, e: Tensor | None, ct: Coefs, cs: Coefs, his
     ratio = cs.alpha / c_hat.alpha
     std = torch.sqrt((cs.sigma**2 - (ratio * c_hat.sigma) ** 2).clamp_min(0))
     return torch.addcmul(ratio * x_hat, std, ctx.noise()), hist
-
-
-# the training side of two-time models (the ``ctm`` objective in polydiff.losses.OBJECTIVES) registers
-# with the sampler, so recipes naming ``loss.objective: ctm`` are recognised once polydiff is imported
-from .. import distill as _distill  # noqa: E402, F401

@@ -8,7 +8,8 @@ reference implementation of the :class:`~polydiff.modality.Modality` contract.
   class label ``"label"``), ``csv`` (your own points, optionally with a label column) and
   ``rotations`` (a mixture of rotations on SO(3), see :mod:`polydiff.toy.rotations`);
 - networks: ``mlp``, a residual MLP with a time embedding and an optional class condition;
-  ``so3_mlp`` for rotations;
+  ``so3_mlp`` for rotations; ``two_time_mlp``, a two-time model ``G(x_t, t, s)`` for
+  consistency-trajectory distillation (``loss.objective: ctm``, sampler ``ctm``);
 - fields: one Gaussian field ``"x"`` of shape (D,); for rotations one SO(3) field ``"R"`` of
   shape (3, 3) on a geodesic flow (``process.rate``);
 - metrics: sliced Wasserstein-2, mean and covariance errors, and the exact log-likelihood of
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..distill import two_time_mlp
 from ..modality import DataBundle, Modality
 from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, time_input
 from ..nn import precondition as edm_precondition
@@ -118,7 +120,7 @@ class ToyModality(Modality):
         return {"gmm": gmm_dataset, "csv": csv_dataset, "rotations": rotations_dataset}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
-        return {"mlp": mlp_network, "so3_mlp": so3_mlp_network}
+        return {"mlp": mlp_network, "so3_mlp": so3_mlp_network, "two_time_mlp": two_time_mlp}
 
     def fields(self, info: Mapping[str, Any], schedule: str = "vp_cosine", prediction: str = "eps",
                **schedule_options: Any) -> dict[str, FieldSpec]:
