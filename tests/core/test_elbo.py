@@ -15,15 +15,7 @@ from polydiff.elbo import CategoricalELBO, batch_perplexity, categorical_elbo, e
 from polydiff.losses import masked_elbo
 from polydiff.processes import CosineMask, LinearMask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # thousands of calls on tensors of a few hundred entries: intra-op threads only add
-    # synchronisation (and spin-waits on a busy machine), so run these tests on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def f64(v: float) -> torch.Tensor:

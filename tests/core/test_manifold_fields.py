@@ -35,12 +35,7 @@ MIX = RotationMixture.random(4, seed=3)  # weights ~ 0.17 / 0.28 / 0.39 / 0.17
 EYE = torch.eye(3, dtype=F64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -30,12 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "core" / "polydiff"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
