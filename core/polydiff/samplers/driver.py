@@ -124,12 +124,14 @@ class SamplingLoop:
         self.man_names = [k for k, f in fields.items() if f.kind == "manifold"]
         self.packer = Packer(fields, state)
         cname = settings.categorical
-        if gdef.kind == "categorical":  # a categorical sampler for a state without Gaussian fields
+        opts = dict(settings.options)
+        cat_only = gdef.kind == "categorical"  # a categorical sampler for a state without Gaussian fields
+        if cat_only:
             if self.packer.names:
                 raise ValueError(f"sampler {settings.sampler!r} is a categorical sampler, but the state has Gaussian "
                                  f"fields ({', '.join(self.packer.names)}): name a Gaussian sampler and pass "
                                  f"categorical={settings.sampler!r}")
-            cname, gdef = settings.sampler, get_sampler("ddim")
+            cname, gdef = settings.sampler, get_sampler("ddim")  # ddim: only a stand-in, no Gaussian field moves
         self.cdef: SamplerDef = get_sampler(cname)
         if self.cdef.kind != "categorical":
             raise ValueError(f"categorical={cname!r} is not a categorical sampler")
@@ -137,10 +139,11 @@ class SamplingLoop:
             raise ValueError(f"categorical sampler {cname!r} runs its own loop: use polydiff.sample (not "
                              "SamplingLoop) on a state whose fields are all absorbing")
         self.gdef = gdef
-        opts = dict(settings.options)
-        cat_opts = {k: opts.pop(k) for k in list(opts) if k in self.cdef.defaults and k not in gdef.defaults}
-        self.opts = gdef.options(opts) if self.packer.names or not opts else self.cdef.options(opts)
-        self.cat_opts = self.cdef.options(cat_opts)
+        if cat_only:  # every option is the categorical sampler's
+            self.opts, self.cat_opts = gdef.options({}), self.cdef.options(opts)
+        else:  # options only the categorical sampler knows go to it, the others to the Gaussian one
+            cat_opts = {k: opts.pop(k) for k in list(opts) if k in self.cdef.defaults and k not in gdef.defaults}
+            self.opts, self.cat_opts = gdef.options(opts), self.cdef.options(cat_opts)
         self.model, self.fields, self.noise, self.cond = model, dict(fields), noise, cond
         self.dtype = dtype = settings.dtype
         self.model_dtype = model_dtype or dtype
