@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .estimates import call, field_coefs
 from .losses import OBJECTIVES, corrupt, gaussian_loss, sample_time
 from .nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, precondition, time_input
 from .parametrization import from_x0_eps, to_x0_eps
-from .processes.gaussian import Coefs
 from .random import Noise
 from .registry import Registry
 from .samplers.base import get_sampler
@@ -107,33 +106,9 @@ class TwoTimeMLP(nn.Module):
         return {self.field: from_x0_eps(x0, eps, self.prediction, c).to(x.dtype)}
 
 
-def two_time_mlp(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 128, depth: int = 3,
-                 emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False) -> TwoTimeMLP:
-    """Network factory (the toy modality's signature): a :class:`TwoTimeMLP` on field ``"x"`` of
-    dimension ``info["dim"]``, ``sigma_data`` from the data's mean and std as the toy MLP takes it."""
-    conditions = None
-    if conditional:
-        conditions = info.get("conditions")
-        if not conditions:
-            raise ValueError("conditional=True needs a dataset with labels (gmm, or csv with label=COLUMN)")
-    mean = np.asarray(info.get("data_mean", [0.0]), dtype=np.float64)
-    sigma_data = float(np.sqrt(float(info.get("data_std", 1.0)) ** 2 + np.mean(mean**2)))
-    return TwoTimeMLP(int(info["dim"]), fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions)
-
-
-def _call(model: Model, state: State, t: Tensor, cond: Any, **kw: Any) -> Mapping[str, Tensor]:
-    return model(state, t, **kw) if cond is None else model(state, t, cond, **kw)
-
-
 def _col(t: Tensor, like: Tensor) -> Tensor:
     """A (B,) time shaped to broadcast against a field (B, ...)."""
     return t.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _coefs(f: FieldSpec, t: Tensor, like: Tensor) -> Coefs:
-    """Schedule values of field ``f`` at (B,) times, computed in float64, in ``like``'s dtype."""
-    c = f.process.coefs(_col(t.to(torch.float64), like))
-    return Coefs(*(v.to(like.dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
 
 
 def gaussian_only(fields: Mapping[str, FieldSpec], what: str = "distillation") -> None:
@@ -149,13 +124,13 @@ def estimates(model: Model, fields: Mapping[str, FieldSpec], state: State, t: Te
     times ``s`` for a two-time model; None: an ordinary call), converted with the schedule at ``t``
     and projected onto each field's structure."""
     kw = {} if s is None else {"s": s.to(torch.float32)}
-    out = _call(model, state, t.to(torch.float32), cond, **kw)
+    out = call(model, state, t.to(torch.float32), cond, **kw)
     res = {}
     for k, f in fields.items():
         if k not in out:
             raise KeyError(f"the model returned no prediction for field {k!r} (got {sorted(out)})")
         x = state[k]
-        x0, eps = to_x0_eps(out[k].to(x.dtype), f.prediction, x, _coefs(f, t, x))
+        x0, eps = to_x0_eps(out[k].to(x.dtype), f.prediction, x, field_coefs(f, t, x))
         res[k] = f.structure.project(x0, state), f.structure.project(eps, state)
     return res
 
@@ -177,7 +152,7 @@ def jump(model: Model, fields: Mapping[str, FieldSpec], state: State, t: Tensor,
                         ) from err
     res = {}
     for k, (d, e) in est.items():
-        c = _coefs(fields[k], s, d)
+        c = field_coefs(fields[k], s, d)
         res[k] = torch.addcmul(c.sigma * e, c.alpha, d)
     return res
 
@@ -242,7 +217,7 @@ def teacher_solve(teacher: Model, fields: Mapping[str, FieldSpec], state: State,
     ref = fields[names[0]].process.schedule
     like = state[names[0]]
     with torch.no_grad():
-        c_u = _coefs(fields[names[0]], u, like)
+        c_u = field_coefs(fields[names[0]], u, like)
         zero = (c_u.sigma.reshape(-1) == 0)
         safe = torch.minimum(ref.t_of_lam(torch.full_like(u, LAM_SAFE, dtype=torch.float64)), 0.5 * t.double())
         u_ode = torch.where(zero, safe, u.double())
@@ -254,7 +229,7 @@ def teacher_solve(teacher: Model, fields: Mapping[str, FieldSpec], state: State,
         if bool(zero.any()):  # finish with DDIM from the safe time (one teacher call at u_ode)
             est = estimates(teacher, fields, {**spec, **res}, u_ode, cond=cond)
             for k, (d, e) in est.items():
-                c = _coefs(fields[k], u, d)
+                c = field_coefs(fields[k], u, d)
                 res[k] = torch.where(_col(zero, d), torch.addcmul(c.sigma * e, c.alpha, d), res[k])
     return res
 
@@ -400,7 +375,7 @@ def ctm_loss(student: Model, teacher: Model, fields: Mapping[str, FieldSpec], ba
     logs: dict[str, Tensor] = {"ctm": ctm_term.detach()}
     loss = ctm_term
     if dsm_weight > 0:
-        out = _call(student, noisy, t.to(torch.float32), cond, s=t.to(torch.float32))
+        out = call(student, noisy, t.to(torch.float32), cond, s=t.to(torch.float32))
         dsm = torch.zeros((), device=like.device)
         for k, spec in fields.items():
             eps, c = aux[k]
@@ -491,5 +466,4 @@ def ctm(fields: Mapping[str, FieldSpec], info: Mapping[str, Any] | None = None, 
 
 
 __all__ = ["DISTANCES", "CTMObjective", "Comparison", "TwoTime", "TwoTimeMLP", "ctm", "ctm_loss", "data_end",
-           "estimates", "gaussian_only", "get_distance", "jump", "load_teacher", "per_sample_grid", "teacher_solve",
-           "two_time_mlp"]
+           "estimates", "gaussian_only", "get_distance", "jump", "load_teacher", "per_sample_grid", "teacher_solve"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..distill import two_time_mlp
+from ..distill import TwoTimeMLP
 from ..modality import DataBundle, Modality
 from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, time_input
 from ..nn import precondition as edm_precondition
@@ -91,21 +91,35 @@ class ToyMLP(nn.Module):
         return {"x": from_x0_eps(x0, eps, self.prediction, c).to(x.dtype)}
 
 
-def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 128, depth: int = 3,
-                emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False,
-                precondition: bool = True) -> nn.Module:
-    """The residual MLP; ``conditional=True`` embeds the class label (needs labelled data)."""
+def _point_inputs(info: Mapping[str, Any], conditional: bool, name: str) -> tuple[int, float, Any]:
+    """What a point network needs from ``info``: the dimension, ``sigma_data`` (the data's root
+    mean square about 0, what EDM's skip connection assumes) and the condition specs."""
     if is_rotations(info):
-        raise ValueError("the mlp network generates points; rotations data needs the so3_mlp network")
+        raise ValueError(f"the {name} network generates points; rotations data needs the so3_mlp network")
     conditions = None
     if conditional:
         conditions = info.get("conditions")
         if not conditions:
             raise ValueError("conditional=True needs a dataset with labels (gmm, or csv with label=COLUMN)")
-    # sigma_data is the data's root mean square about 0 (what the skip connection assumes)
     mean = np.asarray(info.get("data_mean", [0.0]), dtype=np.float64)
     sigma_data = float(np.sqrt(float(info.get("data_std", 1.0)) ** 2 + np.mean(mean**2)))
-    return ToyMLP(int(info["dim"]), fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions,
+    return int(info["dim"]), sigma_data, conditions
+
+
+def two_time_mlp(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 128, depth: int = 3,
+                 emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False) -> nn.Module:
+    """A two-time model ``G(x_t, t, s)`` of points (:class:`polydiff.distill.TwoTimeMLP`) for
+    consistency-trajectory distillation (``loss.objective: ctm``, sampler ``ctm``)."""
+    dim, sigma_data, conditions = _point_inputs(info, conditional, "two_time_mlp")
+    return TwoTimeMLP(dim, fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions)
+
+
+def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden: int = 128, depth: int = 3,
+                emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False,
+                precondition: bool = True) -> nn.Module:
+    """The residual MLP; ``conditional=True`` embeds the class label (needs labelled data)."""
+    dim, sigma_data, conditions = _point_inputs(info, conditional, "mlp")
+    return ToyMLP(dim, fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions,
                   precondition)
 
 
