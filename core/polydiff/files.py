@@ -91,6 +91,16 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def save_figure(fig: object, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it (plots of every modality)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
+
+
 def publish(src: str | Path, dst: str | Path) -> Path:
     """Make ``dst`` a copy of ``src`` atomically (a hard link where the file system allows)."""
     src, dst = Path(src), Path(dst)

@@ -376,14 +376,7 @@ class Observation:
         m = torch.ones((), dtype=torch.bool, device=like.device) if m is None else m.to(like.device).bool()
         if m.dim() == like.dim() - 1:
             m = m[None]
-        if repeat > 1:
-            v, m = (u.repeat_interleave(repeat, 0) if u.dim() and u.shape[0] * repeat == like.shape[0] else u
-                    for u in (v, m))
-        try:
-            return v.expand_as(like), m.expand_as(like)
-        except RuntimeError as err:
-            raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
-                             f"broadcast against the field's shape {tuple(like.shape)}") from err
+        return _broadcast(name, v, m, like, repeat)
 
     def expand_points(self, name: str, like: Tensor, manifold: Any, repeat: int = 1) -> tuple[Tensor, Tensor]:
         """:meth:`expand` for a manifold field, whose entries are whole points (a rotation is one
@@ -411,14 +404,20 @@ class Observation:
         elif m.dim() == ne - 1:
             m = m[None]
         m = m.reshape(*m.shape, *([1] * (like.dim() - m.dim())))
-        if repeat > 1:
-            v, m = (u.repeat_interleave(repeat, 0) if u.dim() and u.shape[0] * repeat == like.shape[0] else u
-                    for u in (v, m))
-        try:
-            return v.expand_as(like), m.expand_as(like)
-        except RuntimeError as err:
-            raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
-                             f"broadcast against the field's shape {tuple(like.shape)}") from err
+        return _broadcast(name, v, m, like, repeat)
+
+
+def _broadcast(name: str, v: Tensor, m: Tensor, like: Tensor, repeat: int) -> tuple[Tensor, Tensor]:
+    """Observed values and mask of field ``name`` broadcast to ``like`` (B, ...), per-sample rows
+    repeated ``repeat`` times for particles."""
+    if repeat > 1:
+        v, m = (u.repeat_interleave(repeat, 0) if u.dim() and u.shape[0] * repeat == like.shape[0] else u
+                for u in (v, m))
+    try:
+        return v.expand_as(like), m.expand_as(like)
+    except RuntimeError as err:
+        raise ValueError(f"observed field {name!r}: values {tuple(v.shape)} / mask {tuple(m.shape)} do not "
+                         f"broadcast against the field's shape {tuple(like.shape)}") from err
 
 
 def _entry_ndim(manifold: Any, like: Tensor) -> int:

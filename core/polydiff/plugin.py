@@ -41,7 +41,7 @@ from .data import (
 )
 from .energy import EnergyModel, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
-from .files import SHARED_ENV, atomic_folder, atomic_write, shared_dir, shared_file
+from .files import SHARED_ENV, atomic_folder, atomic_write, save_figure, shared_dir, shared_file
 from .generator import Generator, load
 from .grids import GRIDS, make_grid
 from .guidance import (
@@ -254,6 +254,7 @@ __all__ = [
     "sample",
     "sample_categorical",
     "sample_igso3",
+    "save_figure",
     "settings_of",
     "shared_dir",
     "shared_file",

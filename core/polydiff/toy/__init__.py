@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distill import TwoTimeMLP
+from ..files import save_figure
 from ..modality import DataBundle, Modality
 from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, time_input
 from ..nn import precondition as edm_precondition
@@ -254,8 +255,4 @@ class ToyModality(Modality):
             ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", label="samples")
             ax.set_aspect("equal", adjustable="datalim")
         ax.legend(loc="upper right", markerscale=4)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_write
+from ..files import atomic_write, save_figure
 from ..metrics import sliced_wasserstein
 from ..modality import DataBundle, TensorStates
 from ..nn import ResidualMLP, TimeEmbedding
@@ -358,8 +358,4 @@ def plot_rotations(x: np.ndarray, path: Path, reference: np.ndarray | None = Non
     ax.set(xlabel="longitude of R e_x (deg)", ylabel="latitude (deg)", xlim=(-180, 180), ylim=(-90, 90))
     bx.set(xlabel="rotation angle (deg)")
     ax.legend(loc="upper right", markerscale=4)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

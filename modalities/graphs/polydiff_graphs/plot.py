@@ -9,7 +9,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from polydiff.plugin import atomic_write
+from polydiff.plugin import atomic_write, save_figure
 
 from .chem import build_mol, graph_to_mol
 
@@ -36,10 +36,7 @@ def plot_graphs(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int = 
         pos = nx.spring_layout(g, seed=seed)
         nx.draw_networkx(g, pos, ax=ax, node_size=18, with_labels=False, width=0.6, node_color="C0")
         ax.set_title(f"#{i}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges", fontsize=7)
-    try:
-        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_molecules(graphs: Sequence[nx.Graph], path: str | Path, max_graphs: int = 16, ncols: int = 4,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polydiff.plugin import save_figure
+
 from .metrics import sample_quantile
 
 
@@ -23,13 +25,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: np.ndarray | None = None,
