@@ -76,3 +76,21 @@ def test_modality_contract(tmp_path, data, model):
 
     rep = check_modality(GraphsModality(), tmp_path, data=data, model=model, steps=2)
     assert len(rep.objects) == 4 and rep.metrics
+
+
+def test_evaluate_users_molecule_files_with_per_molecule_flags(tmp_path, capsys):
+    """`polydiff evaluate FILE --modality graphs --reference FILE`: another tool's SMILES, scored
+    by the plugin's metrics, with a validity flag per molecule in the JSON."""
+    import json
+
+    from polydiff.cli import main as cli
+
+    mine, ref = tmp_path / "generated.smi", tmp_path / "reference.smi"
+    mine.write_text("CCO\nc1ccccc1\nCC(=O)O\nCCN\n")
+    ref.write_text("CCO\nCCC\nCCN\nc1ccncc1\nCOC\n")
+    out = tmp_path / "m.json"
+    assert cli(["evaluate", str(mine), "--modality", "graphs", "--reference", str(ref), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["num"] == 4 and res["metrics"]["validity"] == 1.0 and res["metrics"]["uniqueness"] == 1.0
+    assert res["per_sample"]["valid"] == [True] * 4 and res["per_sample"]["smiles"][0] == "CCO"
+    assert res["per_sample"]["nodes"] == [3, 6, 4, 3]

@@ -34,6 +34,7 @@ from polydiff.plugin import (
     draw_sizes,
 )
 
+from .chem import canonical_smiles, graph_to_mol
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
 from .io import is_molecular, read_graphs, write_graphs, write_molecules
@@ -175,6 +176,18 @@ class GraphsModality(Modality):
             out.update(corrected_metrics(graphs, train_smiles))
             return out
         return graph_metrics(graphs, reference, train, info.get("validity"))
+
+    def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """Per graph: node and edge counts; for molecular graphs also ``valid`` (the valency
+        check without correction, as the validity metric counts it) and the canonical
+        ``smiles`` (None when invalid)."""
+        graphs = list(objects)
+        out: dict[str, list[Any]] = {"nodes": [g.number_of_nodes() for g in graphs],
+                                     "edges": [g.number_of_edges() for g in graphs]}
+        if info.get("kind") == "molecule" or is_molecular(graphs):
+            smiles = [canonical_smiles(graph_to_mol(g)) for g in graphs]
+            out.update(valid=[s is not None for s in smiles], smiles=smiles)
+        return out
 
     def plot(self, objects: Sequence[Any], path: Path) -> Path | None:
         graphs = list(objects)
