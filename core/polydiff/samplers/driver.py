@@ -139,6 +139,7 @@ class SamplingLoop:
             raise ValueError(f"categorical sampler {cname!r} runs its own loop: use polydiff.sample (not "
                              "SamplingLoop) on a state whose fields are all absorbing")
         self.gdef = gdef
+        self._own_calls = gdef.loop == "calls"  # the step makes the model calls (two-time models)
         if cat_only:  # every option is the categorical sampler's
             self.opts, self.cat_opts = gdef.options({}), self.cdef.options(opts)
         else:  # options only the categorical sampler knows go to it, the others to the Gaussian one
@@ -148,6 +149,7 @@ class SamplingLoop:
         self.dtype = dtype = settings.dtype
         self.model_dtype = model_dtype or dtype
         self._recast = self.model_dtype != dtype
+        self._plain_call = not self._recast and cond is None
         self.batch = noise.batch
         self.ref = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
         if gdef.loop == "calls" and (self.cat_names or self.man_names):
@@ -204,8 +206,9 @@ class SamplingLoop:
         if self._recast:
             state = {k: v.to(self.model_dtype) if k in self.fields and v.is_floating_point() else v
                      for k, v in state.items()}
-        extra = {} if s is None else {"s": s}
-        return self.model(state, tm, **extra) if self.cond is None else self.model(state, tm, self.cond, **extra)
+        if s is None:
+            return self.model(state, tm) if self.cond is None else self.model(state, tm, self.cond)
+        return self.model(state, tm, s=s) if self.cond is None else self.model(state, tm, self.cond, s=s)
 
     def evaluate(self, state: State, t: Tensor) -> Mapping[str, Tensor]:
         """One model call at time ``t`` (scalar or (B,))."""
@@ -249,8 +252,13 @@ class SamplingLoop:
         """Advance every field from ``ts[i]`` to ``ts[i+1]``; returns the clean estimates (for a
         sampler that makes its own model calls, only those of the non-Gaussian fields)."""
         state = self.state
-        own = self.gdef.loop == "calls"
-        out = {} if own else self.call(state, self._tm[i])
+        own = self._own_calls
+        if own:
+            out = {}
+        elif self._plain_call:  # the common case, without a frame of its own
+            out = self.model(state, self._tm[i])
+        else:
+            out = self.call(state, self._tm[i])
         self.last = dict(out)
         x0: dict[str, Tensor] = {}
         if self.packer.names:
@@ -324,12 +332,14 @@ class SamplingLoop:
             st = {**cur, **p.unpack(xu)}
             return self.split(self.call(st, tm), xu, views, st, x0)
 
-        def jump(xu: Tensor, u: Tensor, v: Tensor) -> Tensor:
-            _, views, tm = at(u)
-            cv, _, sm = at(v)
-            st = {**cur, **p.unpack(xu)}
-            d, e = self.split(self.call(st, tm, sm), xu, views, st)
-            return torch.addcmul(cv.sigma * e, cv.alpha, d)
+        jump = None
+        if self._own_calls:  # two-time models: G(x, u -> v)
+            def jump(xu: Tensor, u: Tensor, v: Tensor) -> Tensor:
+                _, views, tm = at(u)
+                cv, _, sm = at(v)
+                st = {**cur, **p.unpack(xu)}
+                d, e = self.split(self.call(st, tm, sm), xu, views, st)
+                return torch.addcmul(cv.sigma * e, cv.alpha, d)
 
         def coefs(u: Tensor) -> Coefs:
             return at(u)[0]
