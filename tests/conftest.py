@@ -1,5 +1,7 @@
 """Shared test fixtures."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -13,3 +15,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def host_reads_forbidden(monkeypatch):
+    """A context manager under which reading a tensor back to the host (``.item()``,
+    ``.tolist()``, ``bool()``, ``float()``, ``int()``) raises: samplers' steps must not sync."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a step read a tensor back to the host")
+
+    @contextmanager
+    def forbid():
+        with monkeypatch.context() as m:
+            for attr in ("item", "tolist", "__bool__", "__float__", "__int__"):
+                m.setattr(torch.Tensor, attr, refuse)
+            yield
+
+    return forbid
