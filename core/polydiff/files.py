@@ -8,6 +8,8 @@ leaves a half-written file and never destroys what was there before.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import uuid
@@ -114,6 +116,38 @@ def publish(src: str | Path, dst: str | Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return dst
+
+
+class FolderBusy(FileExistsError):
+    """Another polydiff process is writing the same run or samples folder."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (a run or samples folder) while the block runs, so a
+    second command writing into it refuses instead of interleaving its files.
+
+    The lock is ``.<name>.lock`` beside the folder, held with ``flock``: the operating system
+    releases it when the process ends, even on ``kill -9``, so a stale lock file never blocks a
+    later command. Raises :class:`FolderBusy` naming the folder and the holder's pid."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise FolderBusy(f"{folder}: another polydiff command (pid {holder}) is writing this {what}; wait for "
+                             "it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _has_shared(folder: Path) -> bool:
