@@ -1,10 +1,11 @@
 """Time-series quickstart: train a tiny TSDiff on the embedded AR data, generate, forecast by
 self-guidance, evaluate, and save files and plots (CPU, about 2 minutes).
 
-    python examples/timeseries_quickstart.py [--out runs/timeseries_quickstart] [--steps 600]
+    python examples/timeseries_quickstart.py [--out runs/timeseries_quickstart] [--steps 600] [--quiet]
 
 Writes into OUT: the run (checkpoints), ``samples/`` (synthetic windows, long CSV),
 ``forecast.csv`` (quantile columns), ``metrics.json``, ``forecast.png`` and ``samples.png``.
+Progress bars on a terminal (``--quiet``: none).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 
 import polydiff
+from polydiff.cli import positive_int
 from polydiff_timeseries import predict
 from polydiff_timeseries.baselines import seasonal_naive
 from polydiff_timeseries.metrics import forecast_metrics
@@ -25,19 +27,22 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "timeseries" / "tsdif
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("runs/timeseries_quickstart"))
-    p.add_argument("--steps", type=int, default=600, help="training steps (the recipe says 1500)")
+    p.add_argument("--out", type=Path, default=Path("runs/timeseries_quickstart"),
+                   help="output folder: the run, samples, forecasts, plots (default: runs/timeseries_quickstart)")
+    p.add_argument("--steps", type=positive_int, default=600, help="training steps (the recipe says 1500)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args()
     out = args.out
+    progress = False if args.quiet else None  # None: a bar on a terminal, plain lines in logs of long runs
 
     # 1. train (resumable; `polydiff train configs/timeseries/tsdiff_ar.yaml` does the same)
-    run = polydiff.train(RECIPE, out / "run", overrides=[f"train.max_steps={args.steps}", "train.progress=false"],
-                         fresh=True, verbose=False)
+    overrides = [f"train.max_steps={args.steps}", f"train.progress={str(not args.quiet).lower()}"]
+    run = polydiff.train(RECIPE, out / "run", overrides=overrides, fresh=True, verbose=False)
     gen = polydiff.load(run.checkpoint)
     print(f"trained {run.step} steps, loss {run.metrics.get('train/loss', float('nan')):.4f}")
 
     # 2. synthesize windows and compare them with held-out real windows
-    synthetic = gen.generate(256, seed=0)
+    synthetic = gen.generate(256, seed=0, progress=progress)
     gen.save(synthetic, out / "samples", overwrite=True, plot=True)
     gen_metrics = gen.evaluate(synthetic)
     print("generation:", {k: round(v, 4) for k, v in gen_metrics.items()})

@@ -1,9 +1,18 @@
 """Shared test fixtures."""
 
+import atexit
+import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 
 import pytest
 import torch
+
+# listings are cached (polydiff.files.cache_dir): tests, and the processes they start, use a
+# fresh cache of their own instead of the user's
+os.environ["POLYDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="polydiff-test-cache-")
+atexit.register(shutil.rmtree, os.environ["POLYDIFF_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,19 @@ A polydiff checkpoint is Lightning's dictionary plus a ``"polydiff"`` entry hold
 as a plain dict and the data ``info``, which is all that is needed to rebuild the network:
 :func:`load_network` does that (the generator, the trainer's resume check and distillation
 teachers all open checkpoints through this module), so opening one can never run code.
+
+A run folder's checkpoints are ``RUN/checkpoints/step-NNNNNNNN.ckpt`` and ``last.ckpt`` (a
+hard link to the newest step file, or the final state). :func:`newest_intact` finds the newest
+one that opens and holds what is needed, reporting every file it passes over; training resumes
+from it and ``polydiff.load`` users can open it.
 """
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config, build_fields, build_network, from_dict
+from .errors import CheckpointError, ResumeError  # noqa: F401  (re-exported: polydiff.checkpoints.ResumeError)
 from .files import atomic_write
 from .registry import load_modality
 from .state import FieldSpec
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be (safely) loaded."""
 
 
 def save_checkpoint_file(obj: Mapping[str, Any], path: str | Path) -> Path:
@@ -42,7 +45,21 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        ckpt = _torch_load(path, map_location, mmap)
+    except CheckpointError:
+        if not mmap:
+            raise
+        # a damaged or old-format file fails mapping with a vaguer message ("Invalid argument",
+        # "mmap can only be used with..."): a plain read says what is wrong, or reads it
+        ckpt = _torch_load(path, map_location, False)
+    if not isinstance(ckpt, dict) or "polydiff" not in ckpt:
+        raise CheckpointError(f"{path}: not a polydiff checkpoint (no 'polydiff' entry)")
+    return ckpt
+
+
+def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:  # not a pickle of objects at all
@@ -53,10 +70,109 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
             f"and polydiff opens checkpoints only with torch.load(weights_only=True) so that loading cannot run "
             f"code ({detail})") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or "polydiff" not in ckpt:
-        raise CheckpointError(f"{path}: not a polydiff checkpoint (no 'polydiff' entry)")
+        # torch's zip reader answers some truncated files with a bare EINVAL
+        detail = "damaged or truncated" if getattr(err, "errno", None) == errno.EINVAL else _first_sentence(err)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The gist of a torch / zip error: its first sentence (torch appends paragraphs of advice)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
+LAST = "last.ckpt"
+_STEP = re.compile(r"step-(\d+)\.ckpt")
+# what a checkpoint must hold: to be opened as a model, and to resume training from it exactly
+LOAD_KEYS = ("state_dict",)
+RESUME_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
+
+
+def _step_number(path: Path) -> int:
+    """N of ``step-N.ckpt`` (-1 for any other name)."""
+    m = _STEP.fullmatch(path.name)
+    return int(m.group(1)) if m is not None else -1
+
+
+def checkpoint_dir(folder: str | Path) -> Path:
+    """The checkpoints folder of a run folder (``RUN/checkpoints``), or ``folder`` itself."""
+    folder = Path(folder)
+    return folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+
+
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """The checkpoint files of a run (or checkpoints) folder: ``last.ckpt`` first, then the
+    ``step-*.ckpt`` files from the newest step down. Temporary files of unfinished writes
+    (hidden files) are never listed, so they are never read."""
+    folder = checkpoint_dir(folder)
+    if not folder.is_dir():
+        return []
+    steps = sorted((p for p in folder.iterdir() if _STEP.fullmatch(p.name) and p.is_file()), key=_step_number)
+    last = [folder / LAST] if (folder / LAST).is_file() else []
+    return last + steps[::-1]
+
+
+def open_intact(path: str | Path, need: Sequence[str] = LOAD_KEYS) -> dict[str, Any]:
+    """Open a checkpoint (tensors memory-mapped: cheap) and check that it holds the recipe, the
+    data ``info``, the keys in ``need`` and, for a ``step-N.ckpt``, step N; a
+    :class:`CheckpointError` saying what is wrong otherwise."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, mmap=True)
+    meta = ckpt["polydiff"]
+    missing = [k for k in need if k not in ckpt]
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("config"), Mapping) or "info" not in meta:
+        missing.insert(0, "polydiff.config/info")
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {', '.join(missing)})")
+    if _STEP.fullmatch(path.name) and "global_step" in ckpt and ckpt["global_step"] != _step_number(path):
+        raise CheckpointError(f"{path}: holds step {ckpt['global_step']}, not the step its name says")
     return ckpt
+
+
+def scan_checkpoints(folder: str | Path, need: Sequence[str] = LOAD_KEYS
+                     ) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
+    """:func:`newest_intact` that also returns the opened (memory-mapped) checkpoint."""
+    skipped: list[tuple[Path, str]] = []
+
+    def attempt(path: Path) -> dict[str, Any] | None:
+        try:
+            return open_intact(path, need)
+        except Exception as err:  # a damaged file can fail in many ways; each is a reason to pass it over
+            reason = str(err)
+            if reason.startswith(f"{path}: "):
+                reason = reason[len(f"{path}: "):]
+            skipped.append((path, reason or type(err).__name__))
+            return None
+
+    files = checkpoint_files(folder)
+    last = files[0] if files and files[0].name == LAST else None
+    steps = files[1:] if last is not None else files
+    if last is not None and (ckpt := attempt(last)) is not None:
+        # a step file newer than last.ckpt: a run killed between saving it and publishing it
+        at = int(ckpt.get("global_step", -1))
+        for path in (p for p in steps if _step_number(p) > at):
+            if (newer := attempt(path)) is not None:
+                return path, newer, skipped
+        return last, ckpt, skipped
+    for path in steps:
+        if (ckpt := attempt(path)) is not None:
+            return path, ckpt, skipped
+    return None, None, skipped
+
+
+def newest_intact(folder: str | Path, *, resume: bool = False) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint of a run folder (or its ``checkpoints`` folder), and the
+    newer files passed over with the reason for each.
+
+    ``last.ckpt`` is tried first, then the ``step-*.ckpt`` files from the newest down (a step
+    file newer than a readable ``last.ckpt`` wins: the run was killed before publishing it). A
+    file is intact when it opens with :func:`load_checkpoint` and holds the recipe, the data
+    info and the weights, plus, with ``resume``, the optimizer and loop state training resumes
+    from. Returns ``(None, skipped)`` when no file is intact (``skipped`` is empty when there are
+    no checkpoint files at all). ``polydiff.load(newest_intact(run)[0])`` opens the newest model.
+    """
+    path, _, skipped = scan_checkpoints(folder, RESUME_KEYS if resume else LOAD_KEYS)
+    return path, skipped
 
 
 def run_folder(checkpoint: str | Path) -> Path:

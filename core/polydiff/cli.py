@@ -7,14 +7,24 @@
     polydiff train RECIPE [--set key=value ...] [--out DIR] [--fresh]     RECIPE: a YAML file or MODALITY:NAME
     polydiff sample CKPT [--num N] [--sampler NAME] [--steps K] [--seed S] [--out DIR] [--option key=value ...]
                          [--condition key=value ...] [--guidance-scale W] [--observed FILE] [--particles K]
-                         [--grid FILE]
-    polydiff calibrate CKPT --steps K [--sampler NAME] [--pilot N] [--out FILE]   few-step grid fitted to CKPT
-    polydiff evaluate CKPT [--num N] [--seed S] [--option key=value ...] [--json FILE]
+                         [--grid FILE] [--batch-size B] [--overwrite | --resume] [--quiet]
+    polydiff calibrate CKPT --steps K [--sampler NAME] [--pilot N] [--out FILE] [--quiet]   grid fitted to CKPT
+    polydiff evaluate CKPT [--num N] [--sampler NAME] [--steps K] [--seed S] [--option key=value ...] [--json FILE]
     polydiff evaluate FILES [--modality NAME] [--reference PATH] [--config RECIPE] [--json FILE]
     polydiff MODALITY COMMAND ...        a plugin's own commands (``polydiff modalities`` lists them)
 
 A bad recipe, an unknown name or a bad file prints one line on stderr and exits with
-status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
+status 2; ``--debug`` (anywhere on the line) shows the traceback instead. A bad argument (an
+unknown flag, a count that is zero or negative: ``--num 0``, ``--threads -2``) prints the
+subcommand's usage and ``polydiff sample: error: argument --num: expected a positive integer,
+got 0``, also with status 2. A flag that is left out takes the recipe's value; a flag that is
+given is never replaced by a default.
+
+``polydiff sample`` streams: chunks of ``--batch-size`` samples are written to ``OUT.partial``
+as they finish and merged into OUT at the end (see :mod:`polydiff.generator`); ``--resume``
+finishes a killed run with the same result, ``--overwrite`` replaces only a samples folder that
+polydiff wrote. Long commands show a progress bar on a terminal (plain lines in logs of long
+runs, nothing with ``--quiet``).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import inspect
 import itertools
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +41,12 @@ from typing import Any
 
 import yaml
 
-from .checkpoints import CheckpointError, run_folder
+# light imports only: help, listings and recipe errors answer without importing torch
 from .config import ConfigError, load_config
-from .files import atomic_write
-from .registry import RegistryError, available_modalities, load_modality
+from .errors import CheckpointError
+from .files import atomic_write, cached_json
+from .progress import interactive
+from .registry import RegistryError, available_modalities, load_modality, plugins_fingerprint
 
 # errors that are the user's to fix: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, RegistryError, CheckpointError, OSError, KeyError, ValueError)
@@ -47,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args_in and args_in[0] in available_modalities():
             return plugin_command(args_in[0], args_in[1:])
-        args = _parser().parse_args(args_in)
+        args = parse_command(_parser(), args_in)
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
         if debug:
@@ -65,6 +78,47 @@ def report_error(err: BaseException, prog: str = "polydiff") -> None:
     print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr)
 
 
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line of subcommands; an unknown argument is reported with the
+    subcommand's usage (plain ``parse_args`` reports it with the top-level one)."""
+    args, extra = parser.parse_known_args(list(argv))
+    if extra:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+# -- argument types: a bad value is an argparse error naming the flag (status 2, the subcommand's usage)
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts: --num, --steps, --batch-size, --threads, --particles, ...)."""
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds)."""
+    return _number(text, int, lambda v: v >= 0, "a non-negative integer")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _number(text, float, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (scales: --guidance-scale)."""
+    return _number(text, float, lambda v: v >= 0, "a non-negative number")
+
+
+def _number(text: str, kind: type, ok: Any, what: str) -> Any:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    return value
+
+
 def plugin_command(name: str, argv: Sequence[str]) -> int:
     """``polydiff <modality> <command> ...``: one of the commands the plugin's
     :meth:`~polydiff.Modality.commands` declares."""
@@ -78,8 +132,8 @@ def plugin_command(name: str, argv: Sequence[str]) -> int:
     for cname, cmd in commands.items():
         s = sub.add_parser(cname, help=cmd.help, description=cmd.help)
         cmd.configure(s)
-        s.set_defaults(run=cmd.run)
-    args = p.parse_args(list(argv))
+        s.set_defaults(run=cmd.run, parser=s)
+    args = parse_command(p, argv)
     return int(args.run(args) or 0)
 
 
@@ -92,54 +146,76 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("modalities", help="installed modality plugins with their datasets, networks and recipes")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_modalities)
+    s.set_defaults(func=cmd_modalities, parser=s)
 
     s = sub.add_parser("samplers", help="samplers (built-in and the installed plugins') with kind, NFE and options")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_samplers)
+    s.set_defaults(func=cmd_samplers, parser=s)
 
-    s = sub.add_parser("train", help="train a recipe (resumes from OUT/checkpoints/last.ckpt if there is one)")
+    s = sub.add_parser("train", help="train a recipe (resumes from the newest intact checkpoint in OUT)",
+                       description="Train a recipe into a run folder. A folder with checkpoints resumes from the "
+                                   "newest intact one (last.ckpt, else the newest step-N.ckpt; which one is said); "
+                                   "a folder whose checkpoints are all unreadable, or were trained with another "
+                                   "architecture, is refused unless --fresh. A second command writing into the same "
+                                   "folder refuses while the first runs.")
     s.add_argument("config", help="YAML recipe, or MODALITY:NAME for a recipe shipped with a plugin")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.max_steps=500 (repeatable)")
     s.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
-    s.add_argument("--fresh", action="store_true", help="delete earlier checkpoints and logs in OUT and start over")
-    s.set_defaults(func=cmd_train)
+    s.add_argument("--fresh", action="store_true",
+                   help="delete OUT's checkpoints and logs and start over at step 0 (the only way a run's checkpoints "
+                        "are ever replaced)")
+    s.set_defaults(func=cmd_train, parser=s)
 
-    s = sub.add_parser("sample", help="generate samples from a checkpoint and write them in native formats")
+    s = sub.add_parser("sample", help="generate samples from a checkpoint and write them in native formats",
+                       description="Generate samples from a checkpoint into a samples folder. Chunks of --batch-size "
+                                   "samples are written to OUT.partial as they finish and merged into OUT at the "
+                                   "end; a killed run is finished with --resume (the same samples as an "
+                                   "uninterrupted run).")
     s.add_argument("checkpoint", type=Path)
-    s.add_argument("--num", type=int, help="number of samples (default: the recipe's sample.num)")
+    s.add_argument("--num", type=positive_int, help="number of samples (default: the recipe's sample.num)")
     s.add_argument("--sampler", help="sampler name (see `polydiff samplers`)")
-    s.add_argument("--steps", type=int, help="number of steps")
-    s.add_argument("--seed", type=int, help="seed (default: the recipe's sample.seed)")
+    s.add_argument("--steps", type=positive_int, help="number of steps (default: the recipe's sample.steps)")
+    s.add_argument("--seed", type=non_negative_int, help="seed (default: the recipe's sample.seed)")
     s.add_argument("--out", type=Path, help="output folder (default: RUN/samples)")
-    s.add_argument("--batch-size", type=int, help="samples generated at once (results do not depend on it)")
+    s.add_argument("--batch-size", type=positive_int,
+                   help="samples generated and written at once: bounds memory; the samples do not depend on it "
+                        "(default: the recipe's sample.batch_size, else 1024)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
     s.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
                    help="condition of the samples, e.g. label=3 (repeatable)")
-    s.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale on the --condition keys")
+    s.add_argument("--guidance-scale", type=non_negative_float,
+                   help="classifier-free guidance scale on the --condition keys")
     s.add_argument("--observed", type=Path, metavar="FILE",
                    help="observed entries to generate around: the modality's own files (e.g. a series CSV, a motif "
                         "PDB) or .pt / .npz tensors")
-    s.add_argument("--particles", type=int, help="SMC particles per sample (steering / exact inpainting)")
+    s.add_argument("--particles", type=positive_int, help="SMC particles per sample (steering / exact inpainting)")
     s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--grid", type=Path, metavar="FILE", help="time grid written by `polydiff calibrate` (JSON)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace an existing samples folder written by polydiff (never another folder), or "
+                            "start an interrupted run over")
+    again.add_argument("--resume", action="store_true",
+                       help="finish the run interrupted in OUT.partial (same checkpoint, number, seed, settings)")
     s.add_argument("--plot", action="store_true", help="also save a figure (needs matplotlib)")
-    s.set_defaults(func=cmd_sample)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sample, parser=s)
 
     s = sub.add_parser("calibrate", help="fit a few-step time grid to a checkpoint (for `polydiff sample --grid`)")
     s.add_argument("checkpoint", type=Path)
-    s.add_argument("--steps", type=int, required=True, help="grid steps (NFE = steps x the sampler's NFE per step)")
+    s.add_argument("--steps", type=positive_int, required=True,
+                   help="grid steps (NFE = steps x the sampler's NFE per step)")
     s.add_argument("--sampler", help="deterministic sampler (default: the recipe's)")
-    s.add_argument("--pilot", type=int, default=256, help="pilot samples the grid is fitted on (default 256)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the pilot samples")
+    s.add_argument("--pilot", type=positive_int, default=256, help="pilot samples the grid is fitted on (default 256)")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pilot samples")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
     s.add_argument("--out", type=Path, help="grid file (default: RUN/grid-SAMPLER-STEPS.json)")
     s.add_argument("--device", help="torch device (default: the checkpoint's)")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
-    s.set_defaults(func=cmd_calibrate)
+    s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_calibrate, parser=s)
 
     s = sub.add_parser("evaluate", help="metrics of a checkpoint, or of native files (a samples folder, any tool's "
                                         "outputs)")
@@ -150,12 +226,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="reference file or folder of native files (default: the recipe's data, else the modality's "
                         "embedded default dataset)")
     s.add_argument("--config", help="recipe whose data is the reference (default: the stored one)")
-    s.add_argument("--num", type=int, help="samples to draw from a checkpoint (default: the recipe's sample.num)")
-    s.add_argument("--seed", type=int, help="seed for sampling a checkpoint (default: the recipe's sample.seed)")
+    s.add_argument("--num", type=positive_int,
+                   help="samples to draw from a checkpoint (default: the recipe's sample.num)")
+    s.add_argument("--sampler", help="sampler for a checkpoint's samples (default: the recipe's)")
+    s.add_argument("--steps", type=positive_int, help="steps for a checkpoint's samples (default: the recipe's)")
+    s.add_argument("--seed", type=non_negative_int,
+                   help="seed for sampling a checkpoint (default: the recipe's sample.seed)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="modality evaluation option for a checkpoint (repeatable)")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's train.threads)")
-    s.set_defaults(func=cmd_evaluate)
+    s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar while sampling a checkpoint")
+    s.set_defaults(func=cmd_evaluate, parser=s)
     return p
 
 
@@ -163,8 +244,9 @@ def _parser() -> argparse.ArgumentParser:
 # commands
 # ---------------------------------------------------------------------------------------------
 
-def cmd_modalities(args: argparse.Namespace) -> int:
-    """List plugins by entry point; import each one only to describe it, reporting failures."""
+def modality_rows() -> tuple[dict[str, Any], bool]:
+    """Every installed plugin by entry point, imported to describe it; failures are reported
+    in its entry. Returns the rows and whether all of them loaded."""
     out: dict[str, Any] = {}
     for name, ep in available_modalities().items():
         entry: dict[str, Any] = {"target": ep.target, "distribution": ep.distribution}
@@ -173,6 +255,12 @@ def cmd_modalities(args: argparse.Namespace) -> int:
         except Exception as err:  # a broken plugin must not hide the others
             entry["error"] = " ".join(str(err).split())
         out[name] = entry
+    return out, not any("error" in e for e in out.values())
+
+
+def cmd_modalities(args: argparse.Namespace) -> int:
+    """List plugins (cached until a plugin or the core changes: the listing imports every one)."""
+    out = cached_json("modalities", plugins_fingerprint(), modality_rows)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -197,14 +285,19 @@ def cmd_modalities(args: argparse.Namespace) -> int:
 def sampler_rows() -> list[dict[str, Any]]:
     """Every registered sampler, after importing every installed plugin (so the samplers they
     register are listed too), with the plugin that registered it."""
+    return _sampler_rows()[0]
+
+
+def _sampler_rows() -> tuple[list[dict[str, Any]], bool]:
     from .samplers import SAMPLERS
 
-    packages = {}
+    packages, ok = {}, True
     for name, ep in available_modalities().items():
         packages[ep.target.partition(":")[0].split(".")[0]] = name
         try:
             load_modality(name)
         except Exception as err:  # a broken plugin must not hide the others
+            ok = False
             print(f"polydiff: warning: modality {name!r} cannot be loaded: {' '.join(str(err).split())}",
                   file=sys.stderr)
     rows = []
@@ -213,11 +306,12 @@ def sampler_rows() -> list[dict[str, Any]]:
         origin = "polydiff" if d.origin in ("", "polydiff") else packages.get(d.origin, d.origin)
         rows.append({"name": name, "kind": d.kind, "nfe_per_step": d.nfe_per_step, "stochastic": d.stochastic,
                      "loop": d.loop, "options": dict(d.defaults), "description": d.description, "plugin": origin})
-    return rows
+    return json.loads(json.dumps(rows, default=str)), ok
 
 
 def cmd_samplers(args: argparse.Namespace) -> int:
-    rows = sampler_rows()
+    """List samplers (cached like ``modalities``)."""
+    rows = cached_json("samplers", plugins_fingerprint(), _sampler_rows)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
@@ -249,11 +343,12 @@ def read_grid(path: Path) -> dict[str, Any]:
     """A grid file of ``polydiff calibrate``: JSON with a strictly decreasing list ``grid``."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
         raise ValueError(f"{path}: not a readable grid file ({err})") from None
     g = data.get("grid") if isinstance(data, dict) else None
-    if not isinstance(g, list) or len(g) < 2 or not all(isinstance(v, (int, float)) for v in g):
-        raise ValueError(f"{path}: field 'grid' must be a list of at least 2 numbers")
+    if not isinstance(g, list) or len(g) < 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in g):
+        raise ValueError(f"{path}: field 'grid' must be a list of at least 2 finite numbers")
     if any(b >= a for a, b in itertools.pairwise(g)):
         raise ValueError(f"{path}: field 'grid' must be strictly decreasing (noise end first)")
     return data
@@ -265,7 +360,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     sampler = args.sampler or gen.config.sample.sampler
-    grid = gen.calibrate_grid(args.steps, sampler, pilot=args.pilot, seed=args.seed,
+    grid = gen.calibrate_grid(args.steps, sampler, pilot=args.pilot, seed=args.seed, progress=_progress(args),
                               **parse_pairs(args.option, "--option"))
     out = args.out or _default_samples_dir(args.checkpoint).parent / f"grid-{sampler}-{args.steps}.json"
     atomic_write(out, json.dumps({"grid": grid.tolist(), "sampler": sampler, "steps": args.steps,
@@ -277,13 +372,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .generator import load
+    from .generator import interrupted_run, load
 
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     sc = gen.config.sample
-    num = args.num or sc.num
-    seed = sc.seed if args.seed is None else args.seed
+    out = args.out or _default_samples_dir(args.checkpoint)
+    # absent flags: the interrupted run's values with --resume, else the recipe's
+    before = (interrupted_run(out) if args.resume else None) or {}
+    num = args.num if args.num is not None else before.get("num", sc.num)
+    seed = args.seed if args.seed is not None else before.get("seed", sc.seed)
     options = parse_pairs(args.option, "--option")
     condition = parse_pairs(args.condition, "--condition")
     control: dict[str, Any] = {"guidance_scale": args.guidance_scale, "particles": args.particles}
@@ -294,9 +392,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         control["observed"] = gen.modality.observation(args.observed, gen.info)
     if "guidance_scale" in control and not condition:
         raise ValueError("--guidance-scale guides toward a condition: give it with --condition KEY=VALUE")
-    out = args.out or _default_samples_dir(args.checkpoint)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
     sampler, steps = args.sampler, args.steps
     if args.grid is not None:
         import torch
@@ -304,16 +399,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
         grid_meta = read_grid(args.grid)
         options["grid"] = torch.tensor(grid_meta["grid"], dtype=torch.float64)
         sampler = sampler or grid_meta.get("sampler")
+        if steps is not None and steps != len(grid_meta["grid"]) - 1:
+            raise ValueError(f"--steps {steps} disagrees with --grid {args.grid} ({len(grid_meta['grid']) - 1} "
+                             "steps); give only one of them")
         steps = len(grid_meta["grid"]) - 1
-    objects = gen.generate(num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
-                           batch_size=args.batch_size, device=args.device, **options, **control)
     shown = {k: (str(args.observed) if k == "observed" else v) for k, v in control.items()}
-    meta = {"sampler": sampler or sc.sampler, "steps": steps or sc.steps, "seed": seed,
+    meta = {"sampler": sampler or sc.sampler, "steps": sc.steps if steps is None else steps, "seed": seed,
             "options": {k: v for k, v in options.items() if k != "grid"}, "condition": condition, **shown,
             **({"grid": str(args.grid)} if args.grid is not None else {})}
-    paths = gen.save(objects, out, overwrite=args.overwrite, plot=args.plot, metadata=meta)
-    print(f"polydiff: wrote {num} samples to {out}")
-    for p in paths:
+    done = gen.generate_to(out, num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
+                           batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+                           resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),
+                           **options, **control)
+    if done.complete:
+        print(f"polydiff: {out} already holds these {num} samples; nothing to resume")
+    elif done.resumed:
+        print(f"polydiff: wrote {num} samples to {out} ({done.resumed} from the interrupted run, "
+              f"{done.generated} new)")
+    else:
+        print(f"polydiff: wrote {num} samples to {out}")
+    for p in done.paths:
         print(f"  {p}")
     return 0
 
@@ -336,12 +441,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sc = gen.config.sample
         _check_options(gen.modality.evaluate_model, options, f"modality {gen.modality.name!r}'s evaluation",
                        skip=("generator", "num", "seed"))
-        metrics = gen.modality.evaluate_model(gen, num=args.num or sc.num, seed=sc.seed if args.seed is None
-                                              else args.seed, **options)
+        num = sc.num if args.num is None else args.num
+        if interactive(sys.stderr) and not args.quiet:
+            print(f"polydiff: evaluating {target}: {num} samples, then the metrics", file=sys.stderr)
+        # the modality's evaluate_model generates with its own call: --sampler / --steps / --quiet reach it as the
+        # generator's defaults
+        with gen.sampling_defaults(sampler=args.sampler, steps=args.steps, progress=_progress(args)):
+            metrics = gen.modality.evaluate_model(gen, num=num, seed=sc.seed if args.seed is None else args.seed,
+                                                  **options)
         result.update(modality=gen.modality.name, metrics=metrics)
     elif target.exists():
-        if options or args.num is not None or args.seed is not None:
-            raise ValueError("--option, --num and --seed are for evaluating a checkpoint")
+        if options or any(v is not None for v in (args.num, args.seed, args.sampler, args.steps)):
+            raise ValueError("--option, --num, --sampler, --steps and --seed are for evaluating a checkpoint")
         _threads(args.threads, cfg)
         ev = evaluate_samples(target, cfg, modality=args.modality, reference=args.reference)
         metrics = ev.metrics
@@ -414,7 +525,15 @@ def _threads(n: int | None, cfg: Any) -> None:
         torch.set_num_threads(n)
 
 
+def _progress(args: argparse.Namespace) -> bool | None:
+    """Progress display of a command: none with ``--quiet``, else automatic (a bar on a
+    terminal, sparse lines in logs of long runs)."""
+    return False if getattr(args, "quiet", False) else None
+
+
 def _default_samples_dir(checkpoint: Path) -> Path:
+    from .checkpoints import run_folder
+
     return run_folder(checkpoint) / "samples"
 
 

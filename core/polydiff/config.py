@@ -1,4 +1,4 @@
-"""Run recipes: a small YAML schema checked with dataclasses.
+"""Run recipes: a small YAML schema of dataclasses, checked against type annotations.
 
 A recipe has seven sections::
 
@@ -10,21 +10,26 @@ A recipe has seven sections::
     train:   {max_steps: 2000, batch_size: 256, lr: 2e-3, ...}
     sample:  {num: 1000, sampler: dpm++2m, steps: 20, seed: 0}
 
-``train``, ``loss`` and ``sample`` are checked here (types, allowed values, registered
-names; the recipe's modality plugin is imported first, so the samplers, weightings, time
-densities and objectives it registers are known); the options of ``data``, ``model`` and
-``process`` are checked against the modality's factories when the run is built. A recipe
-shipped with a plugin is named ``<modality>:<recipe>`` (``polydiff modalities`` lists them).
-Every error names the file, the key path and what is allowed, e.g.
-``configs/x.yaml: train.lr: expected a number, got 'abc'``.
-``--set key.sub=value`` overrides are YAML-parsed and applied before checking.
+Every value is checked against an annotation by pydantic (:func:`polydiff.registry.check_value`,
+lax where YAML is ambiguous: ``1e-3`` is a string in YAML 1.1, ``precision: 32`` an int): the
+``train``, ``loss`` and ``sample`` sections against the dataclasses below (and allowed
+values, registered names; the recipe's modality plugin is imported first, so the samplers,
+weightings, time densities and objectives it registers are known; options of a weighting, a
+time density, an objective or a sampler against its signature or defaults), the options of
+``data``, ``model`` and ``process`` against the annotations of the modality's factory that
+receives them. The values are kept converted (``"1e-3"`` -> 0.001, ``3`` -> 3.0 for a float).
+Unknown option names of ``data``, ``model`` and ``process`` are reported when the run is
+built. A recipe shipped with a plugin is named ``<modality>:<recipe>`` (``polydiff
+modalities`` lists them). Every error is one line naming the file, the key path, the expected
+type and the allowed values, e.g. ``configs/x.yaml: model.hidden: expected an integer, got
+'wide'``. ``--set key.sub=value`` overrides are YAML-parsed and applied before checking.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from .registry import RegistryError, load_modality
+from .registry import RegistryError, ValueMismatch, check_options, check_value, load_modality
 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
@@ -183,8 +188,10 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         raise ConfigError(f"{path}: no such config file")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+        raise ConfigError(f"{path}: not valid YAML at {yaml_problem(err, str(path))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
@@ -199,8 +206,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: st
             raise ConfigError(f"{source}: --set expects key.path=value, got {item!r}")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: --set {key.strip()}: {text!r} is not valid YAML at "
+                              f"{yaml_problem(err, '--set', lines=False)}; quote a string value") from None
         *parents, last = key.strip().split(".")
         node = out
         for i, p in enumerate(parents):
@@ -212,6 +220,24 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: st
             node = child
         node[last] = value
     return out
+
+
+def yaml_problem(err: yaml.YAMLError, name: str, lines: bool = True) -> str:
+    """Where and what a YAML error is, from its marks: ``line 2, column 1: did not find
+    expected ',' or ']' (while parsing a flow sequence at line 1, column 8)``; ``name`` replaces
+    PyYAML's ``"<unicode string>"`` where there is no mark."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(err).replace('"<unicode string>"', name).split())
+
+    def at(m: Any) -> str:
+        return f"line {m.line + 1}, column {m.column + 1}" if lines else f"column {m.column + 1}"
+
+    text = f"{at(mark)}: {problem}"
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" at {at(cmark)}" if cmark is not None else "") + ")"
+    return text
 
 
 _SECTIONS = ("modality", "data", "model", "process", "loss", "train", "sample")
@@ -229,10 +255,11 @@ def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Conf
     if not isinstance(modality, str) or not modality:
         raise ConfigError(f"{source}: modality: expected a plugin name, got {modality!r}")
     cfg.modality = modality
-    _load_plugin(modality, source)
+    plugin = _load_plugin(modality, source)
     cfg.data = _component(raw.get("data"), "data", source)
     cfg.model = _component(raw.get("model"), "model", source)
     cfg.process = dict(_section(raw.get("process"), "process", source))
+    _component_options(cfg, plugin, source)
     cfg.train = _fill(TrainConfig(), _section(raw.get("train"), "train", source), "train", source)
     loss = dict(_section(raw.get("loss"), "loss", source))
     cfg.loss = _fill(LossConfig(), _take(loss, LossConfig), "loss", source)
@@ -244,13 +271,43 @@ def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Conf
     return cfg
 
 
-def _load_plugin(name: str, source: str) -> None:
+def _load_plugin(name: str, source: str) -> Any:
     """Import the recipe's modality plugin, so that what it registers (samplers, weightings,
     time densities, objectives) is known before those names are checked."""
     try:
-        load_modality(name)
+        return load_modality(name)
     except RegistryError as err:
         raise ConfigError(f"{source}: modality: {err}") from None
+
+
+def _component_options(cfg: Config, modality: Any, source: str) -> None:
+    """Check (and convert) the values of the ``data``, ``model`` and ``process`` options against
+    the annotations of the factories that will receive them. Unknown names (and an unknown
+    dataset or network) are left to :func:`build_data` and friends."""
+    for section, table, skip in (("data", modality.datasets(), 0), ("model", modality.networks(), 2)):
+        comp = getattr(cfg, section)
+        factory = table.get(comp.name if comp.name is not None else next(iter(table), None))
+        if factory is not None:
+            comp.options = _typed_options(factory, comp.options, skip, section, source)
+    cfg.process = _typed_options(modality.fields, cfg.process, 1, "process", source)
+
+
+def _typed_options(factory: Any, options: Mapping[str, Any], skip: int, section: str, source: str) -> dict[str, Any]:
+    """``options`` checked against ``factory``'s annotations (after ``skip`` positional
+    parameters) and converted; a mismatch is a ConfigError naming ``section.option``."""
+    try:
+        return check_options(factory, options, skip)
+    except ValueMismatch as err:
+        raise ConfigError(f"{source}: {section}.{err.name}: {err}") from None
+
+
+def _checked(value: Any, hint: Any, path: str, source: str, choices: Any = None,
+             default: Any = inspect.Parameter.empty) -> Any:
+    """:func:`polydiff.registry.check_value` with a ConfigError naming the file and ``path``."""
+    try:
+        return check_value(value, hint, choices, default)
+    except ValueMismatch as err:
+        raise ConfigError(f"{source}: {path}: {err}") from None
 
 
 def _section(v: Any, name: str, source: str) -> Mapping[str, Any]:
@@ -293,77 +350,8 @@ def _fill(obj: Any, values: Mapping[str, Any], section: str, source: str) -> Any
     _no_unknown(values, fields, section + ".", source)
     hints = typing.get_type_hints(type(obj))
     for k, v in values.items():
-        path = f"{section}.{k}"
-        choices = fields[k].metadata.get("choices")
-        if choices is not None and isinstance(v, int) and not isinstance(v, bool):
-            v = str(v)  # `precision: 32`
-        v = _coerce(v, hints[k], path, source)
-        if choices is not None and v not in choices:
-            raise ConfigError(f"{source}: {path}: expected one of {', '.join(choices)}, got {v!r}")
-        setattr(obj, k, v)
+        setattr(obj, k, _checked(v, hints[k], f"{section}.{k}", source, fields[k].metadata.get("choices")))
     return obj
-
-
-def _coerce(v: Any, tp: Any, path: str, source: str) -> Any:
-    """Check ``v`` against the annotation ``tp`` (a small subset of typing), converting where
-    YAML is ambiguous (``1e-3`` is a string in YAML 1.1; ``precision: 32`` is an int)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        members = typing.get_args(tp)
-        if v is None and type(None) in members:
-            return None
-        for m in (m for m in members if m is not type(None)):
-            try:
-                return _coerce(v, m, path, source)
-            except ConfigError:
-                pass
-        wanted = " or ".join(_DESCRIBE.get(typing.get_origin(m) or m, str(m)) for m in members)
-        raise ConfigError(f"{source}: {path}: expected {wanted}, got {v!r}")
-    if tp is bool:
-        if isinstance(v, bool):
-            return v
-        raise ConfigError(f"{source}: {path}: expected true or false, got {v!r}")
-    if tp is int:
-        if isinstance(v, str):
-            v = _number(v)
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-        raise ConfigError(f"{source}: {path}: expected an integer, got {v!r}")
-    if tp is float:
-        if isinstance(v, str):
-            v = _number(v)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-        raise ConfigError(f"{source}: {path}: expected a number, got {v!r}")
-    if tp is str:
-        if isinstance(v, str):
-            return v
-        raise ConfigError(f"{source}: {path}: expected a string, got {v!r}")
-    if origin is list:
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"{source}: {path}: expected a list, got {v!r}")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [x if item is Any else _coerce(x, item, f"{path}[{i}]", source) for i, x in enumerate(v)]
-    if origin is dict or tp is dict:
-        if not isinstance(v, Mapping):
-            raise ConfigError(f"{source}: {path}: expected a mapping, got {v!r}")
-        args = typing.get_args(tp)
-        item = args[1] if args else Any
-        return {str(k): x if item is Any else _coerce(x, item, f"{path}.{k}", source) for k, x in v.items()}
-    return v
-
-
-_DESCRIBE = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping", type(None): "null"}
-
-
-def _number(s: str) -> Any:
-    try:
-        return float(s)
-    except ValueError:
-        return s
 
 
 def _keywords(fn: Any, skip: int) -> list[str]:
@@ -402,52 +390,50 @@ def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dic
                               "keep loss.cond_drop (it drops every condition of the data) or this one")
         loss.techniques = {k: v for k, v in _plain(tech).items() if k in loss.techniques}
     out = {}
-    for k, v in rest.items():
-        if k in numeric:
-            out[k] = _coerce(v, float, f"loss.{k}", source)
-        else:
-            default = _defaults(o).get(k)
-            out[k] = _coerce(v, type(default), f"loss.{k}", source) if isinstance(default, (bool, int, float, str)) \
-                else v
+    for k, v in rest.items():  # checked against the annotations of the factory that takes it
+        fn, skip = next(((fn, skip) for fn, skip in ((w, 2), (d, 3), (o, 0)) if k in _keywords(fn, skip)), (o, 0))
+        out.update(_typed_options(fn, {k: v}, skip, "loss", source))
     return out
-
-
-def _defaults(fn: Any) -> dict[str, Any]:
-    """Default values of ``fn``'s keyword parameters."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) -> dict[str, Any]:
     from .grids import GRIDS
     from .samplers import SAMPLERS
+    from .samplers.base import SampleSettings
 
     sdef = _registered(SAMPLERS, sample.sampler, "sample.sampler", source)
     allowed = [f.name for f in dataclasses.fields(SampleConfig) if f.name != "options"]
     allowed += list(DRIVER_OPTIONS) + sorted(sdef.defaults)
+    out = dict(rest)
+    hints = typing.get_type_hints(SampleSettings)
+    for k in DRIVER_OPTIONS:  # None leaves a setting at its default
+        if k in out:
+            out[k] = _checked(out[k], hints[k], f"sample.{k}", source, default=None)
     cdef = None
-    if "categorical" in rest:
-        cdef = _registered(SAMPLERS, str(rest["categorical"]), "sample.categorical", source)
+    if out.get("categorical") is not None:
+        cdef = _registered(SAMPLERS, out["categorical"], "sample.categorical", source)
         if cdef.kind != "categorical":
-            raise ConfigError(f"{source}: sample.categorical: {rest['categorical']!r} is not a categorical sampler")
+            raise ConfigError(f"{source}: sample.categorical: {out['categorical']!r} is not a categorical sampler")
         if cdef.loop == "own":
-            raise ConfigError(f"{source}: sample.categorical: {rest['categorical']!r} runs its own loop over a state "
+            raise ConfigError(f"{source}: sample.categorical: {out['categorical']!r} runs its own loop over a state "
                               "of absorbing fields only; name it as sample.sampler")
         allowed += sorted(cdef.defaults)
-    _no_unknown(rest, allowed, "sample.", source)
-    if isinstance(rest.get("grid"), str):
-        _registered(GRIDS, rest["grid"], "sample.grid", source)
+    _no_unknown(out, allowed, "sample.", source)
+    if isinstance(out.get("grid"), str):
+        _registered(GRIDS, out["grid"], "sample.grid", source)
     for d in (sdef, cdef):
-        for k, default in (d.defaults.items() if d is not None else ()):
-            if k in rest and default is not None:
-                rest = {**rest, k: _coerce(rest[k], type(default), f"sample.{k}", source)}
+        for k in (d.defaults if d is not None else ()):
+            if k in out:
+                try:
+                    out[k] = d.check(k, out[k])
+                except ValueMismatch as err:
+                    raise ConfigError(f"{source}: sample.{k}: {err}") from None
     for k in ("num", "steps"):
         if getattr(sample, k) < 1:
             raise ConfigError(f"{source}: sample.{k}: expected a positive integer, got {getattr(sample, k)}")
-    return dict(rest)
+    if sample.batch_size is not None and sample.batch_size < 1:
+        raise ConfigError(f"{source}: sample.batch_size: expected a positive integer or null, got {sample.batch_size}")
+    return out
 
 
 def _check_train(cfg: Config, source: str) -> None:
@@ -460,8 +446,11 @@ def _check_train(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: train.{k}: expected a non-negative integer, got {getattr(t, k)}")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
-    if t.lr <= 0:
+    if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"{source}: train.lr: expected a positive number, got {t.lr}")
+    for k in ("weight_decay", "grad_clip"):
+        if not (math.isfinite(getattr(t, k)) and getattr(t, k) >= 0):
+            raise ConfigError(f"{source}: train.{k}: expected a non-negative number, got {getattr(t, k)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,22 +461,24 @@ def build_data(cfg: Config, modality: Any) -> Any:
     """``modality.dataset(cfg.data.name, **cfg.data.options)`` with errors that name the recipe."""
     table = modality.datasets()
     name = _pick(cfg, "data", table, "dataset", modality.name)
-    _check_options(cfg, table[name], cfg.data.options, 0, "data", f"dataset {name!r}")
-    return _guard(cfg, "data", lambda: table[name](**cfg.data.options))
+    options = _check_options(cfg, table[name], cfg.data.options, 0, "data", f"dataset {name!r}")
+    return _guard(cfg, "data", lambda: table[name](**options), f"dataset {name!r}", options)
 
 
 def build_fields(cfg: Config, modality: Any, info: Mapping[str, Any]) -> Any:
     """``modality.fields(info, **cfg.process)`` with errors that name the recipe."""
-    _check_options(cfg, modality.fields, cfg.process, 1, "process", f"modality {modality.name!r}")
-    return _guard(cfg, "process", lambda: modality.fields(info, **cfg.process))
+    options = _check_options(cfg, modality.fields, cfg.process, 1, "process", f"modality {modality.name!r}")
+    return _guard(cfg, "process", lambda: modality.fields(info, **options), f"modality {modality.name!r}'s fields",
+                  options)
 
 
 def build_network(cfg: Config, modality: Any, info: Mapping[str, Any], fields: Mapping[str, Any]) -> Any:
     """``modality.network(cfg.model.name, info, fields, **cfg.model.options)``, checked."""
     table = modality.networks()
     name = _pick(cfg, "model", table, "network", modality.name)
-    _check_options(cfg, table[name], cfg.model.options, 2, "model", f"network {name!r}")
-    return _guard(cfg, "model", lambda: modality.network(name, info, fields, **cfg.model.options))
+    options = _check_options(cfg, table[name], cfg.model.options, 2, "model", f"network {name!r}")
+    return _guard(cfg, "model", lambda: modality.network(name, info, fields, **options), f"network {name!r}",
+                  options)
 
 
 def _pick(cfg: Config, section: str, table: Mapping[str, Any], what: str, modality: str) -> str:
@@ -499,22 +490,30 @@ def _pick(cfg: Config, section: str, table: Mapping[str, Any], what: str, modali
 
 
 def _check_options(cfg: Config, factory: Any, options: Mapping[str, Any], skip: int, section: str,
-                   what: str) -> None:
+                   what: str) -> dict[str, Any]:
+    """``options`` checked against ``factory``'s signature (names, unless it takes ``**``) and
+    annotations (values); returned converted."""
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    allowed = [p.name for p in params[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for k in options:
-        if k not in allowed:
-            raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}; "
-                              f"allowed: {', '.join(allowed) or 'none'}")
+        return dict(options)
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        allowed = [p.name for p in params[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for k in options:
+            if k not in allowed:
+                raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}; "
+                                  f"allowed: {', '.join(allowed) or 'none'}")
+    return _typed_options(factory, options, skip, section, cfg.source)
 
 
-def _guard(cfg: Config, section: str, build: Any) -> Any:
-    """Run ``build()``; a bad value or name inside becomes a ConfigError naming the section."""
+# what a factory raises on values of the right type that it cannot build from (a negative width ...)
+_BUILD_ERRORS = (TypeError, RuntimeError, ArithmeticError, IndexError, MemoryError)
+
+
+def _guard(cfg: Config, section: str, build: Any, what: str, options: Mapping[str, Any]) -> Any:
+    """Run ``build()``; a bad value or name inside becomes a ConfigError naming the section (and,
+    for errors that do not say which value they choke on, the factory and the options it got;
+    ``--debug`` shows the traceback)."""
     try:
         return build()
     except ConfigError:
@@ -522,3 +521,7 @@ def _guard(cfg: Config, section: str, build: Any) -> Any:
     except (ValueError, KeyError, FileNotFoundError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise cfg.error(section, str(msg)) from err
+    except _BUILD_ERRORS as err:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "its default options"
+        raise cfg.error(section, f"{what} cannot be built with {given}: {type(err).__name__}: "
+                                 f"{' '.join(str(err).split())}") from err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import uuid
@@ -24,6 +25,18 @@ def temp_path(path: Path) -> Path:
     """A unique hidden sibling of ``path`` that keeps its suffix (plotting libraries choose the
     format from it)."""
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` (hidden
+    ``.NAME.tmp-*``, never read by anything) and return them. Only the holder of the folder's
+    lock may call this: another live writer could own them."""
+    if not folder.is_dir():
+        return []
+    found = sorted(p for p in folder.glob(".*.tmp-*") if p.is_file())
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object], *, fsync: bool = False) -> Path:
@@ -179,3 +192,37 @@ def shared_file(*parts: str) -> Path:
         raise FileNotFoundError(f"shared data not found: expected {path}. Set {SHARED_ENV} to the folder that holds "
                                 "data/ and fixtures/ (default: the 'shared' folder beside the repository root).")
     return path
+
+
+CACHE_ENV = "POLYDIFF_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where polydiff keeps caches it can always rebuild: ``$POLYDIFF_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/polydiff``, else ``~/.cache/polydiff``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "polydiff"
+
+
+def cached_json(name: str, key: str, compute: Callable[[], tuple[object, bool]]) -> object:
+    """The JSON value cached as ``name`` under ``key``, or ``compute()``'s. ``compute`` returns
+    ``(value, keep)``; the value is stored (atomically) only when ``keep`` (a result that
+    reported a problem is recomputed next time). An unreadable cache file is recomputed, and a
+    cache folder that cannot be written only costs the speed."""
+    file = cache_dir() / f"{name}.json"
+    try:
+        stored = json.loads(file.read_text())
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["value"]
+    except (OSError, ValueError, KeyError):
+        pass
+    value, keep = compute()
+    if keep:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(file, json.dumps({"key": key, "value": value}))
+        except OSError:
+            pass
+    return value

@@ -35,7 +35,7 @@ from .state import FieldSpec, State
 
 WEIGHTINGS: Registry = Registry("loss weighting")
 TIME_DENSITIES: Registry = Registry("training time density")
-OBJECTIVES: Registry = Registry("training objective")
+OBJECTIVES: Registry = Registry("training objective", providers=["polydiff.distill"])  # ctm
 TERM_PREFIX = "loss/"
 MANIFOLD_WEIGHTINGS = ("x0", "velocity")
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from .data import DataBundle, TensorStates, default_collate
 from .state import FieldSpec, State
@@ -56,6 +58,16 @@ class Command:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
+
+
+def _size(ds: Dataset | None) -> int:
+    """Items of a split (0 for none; 1 for a dataset without a length)."""
+    if ds is None:
+        return 0
+    try:
+        return len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        return 1
 
 
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
@@ -183,9 +195,24 @@ class Modality(ABC):
             raise ValueError(f"{path}: modality {self.name!r} reads observations only from .pt / .npz tensor files")
         return load_observed(path)
 
+    def reference_split(self, data: DataBundle) -> Dataset:
+        """The split :meth:`reference` takes its objects from: the test split; a dataset without
+        one falls back to the validation split, else to the training split, with a warning that
+        says so (metrics against training data flatter a model that memorised it)."""
+        name = data.info.get("dataset", "?")
+        if _size(data.test):
+            return data.test
+        if _size(data.val):
+            warnings.warn(f"dataset {name!r} has no test split: evaluating against its validation split "
+                          f"({_size(data.val)} items)", stacklevel=3)
+            return data.val
+        warnings.warn(f"dataset {name!r} has no test or validation split: evaluating against its training data "
+                      f"({_size(data.train)} items), so the metrics flatter a model that memorised it", stacklevel=3)
+        return data.train
+
     def reference(self, data: DataBundle) -> list[Any]:
-        """Reference objects for :meth:`evaluate`: the test split, else val, else train."""
-        ds = data.test or data.val or data.train
+        """Reference objects for :meth:`evaluate`: the test split (see :meth:`reference_split`)."""
+        ds = self.reference_split(data)
         collate = data.collate or default_collate
         return self.to_native(collate([ds[i] for i in range(len(ds))]), data.info)
 

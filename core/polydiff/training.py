@@ -17,6 +17,15 @@ Checkpoints (``OUT/checkpoints/step-NNNNNNNN.ckpt`` every ``checkpoint_every`` s
 ``last.ckpt``) are written atomically and hold only tensors and primitives, so they load
 with ``torch.load(weights_only=True)``; under ``"polydiff"`` they store the recipe as a
 plain dict and the data ``info``, which is all :func:`polydiff.load` needs.
+
+No lost work. :func:`train` holds a lock on the run folder (:func:`polydiff.files.folder_lock`)
+for the whole run, so a second command writing into it refuses at once. It resumes from the
+newest intact checkpoint (:func:`polydiff.checkpoints.newest_intact`: ``last.ckpt``, else the
+step files from the newest down), naming it and every file it passed over. It never starts
+over at step 0 on top of a run's checkpoints: without ``fresh`` it refuses a folder whose
+checkpoint files are all unreadable, and one whose newest intact checkpoint was trained with
+a recipe that differs in a key that changes what is computed (anything but ``sample.*`` and
+:data:`RESUME_FREE`: logging, hardware, the step budget) -- that is another run.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import json
 import logging
 import os
 import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -44,7 +55,14 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from .checkpoints import load_checkpoint, save_checkpoint_file
+from .checkpoints import (
+    LAST,
+    RESUME_KEYS,
+    ResumeError,
+    load_checkpoint,
+    save_checkpoint_file,
+    scan_checkpoints,
+)
 from .config import (
     Config,
     ConfigError,
@@ -56,15 +74,13 @@ from .config import (
     load_config,
 )
 from .data import check_info, default_collate
-from .files import publish
+from .files import atomic_write, folder_lock, publish, remove_temp_files
 from .losses import OBJECTIVES, diffusion_loss
 from .random import Noise
 from .registry import load_modality
 from .state import FieldSpec, State
 from .techniques import Techniques, technique_loss
 from .version import __version__
-
-LAST = "last.ckpt"
 
 
 def step_seed(seed: int, step: int, rank: int = 0, stream: str = "train") -> int:
@@ -365,21 +381,28 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
           verbose: bool = True) -> Run:
     """Train a recipe into ``out_dir`` (default ``runs/<recipe name>``) and return the :class:`Run`.
 
-    If ``out_dir/checkpoints/last.ckpt`` exists the run resumes from it (unless ``fresh``,
-    which deletes earlier checkpoints and logs first). ``callbacks`` are extra Lightning
-    callbacks. Lightning's DDP launcher re-runs the calling script once per extra process, so
-    multi-process runs are best started from the command line (``polydiff train``).
+    If ``out_dir/checkpoints`` holds checkpoints the run resumes from the newest intact one
+    (see the module docstring for what refuses instead); ``fresh`` deletes earlier checkpoints
+    and logs first and starts over. The run folder is locked while training
+    (:class:`polydiff.files.FolderBusy` if another command holds it). ``callbacks`` are extra
+    Lightning callbacks. Lightning's DDP launcher re-runs the calling script once per extra
+    process, so multi-process runs are best started from the command line (``polydiff train``).
     """
     cfg = resolve_config(config, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)
-    ckpt_dir = out / "checkpoints"
     launcher = _launcher_rank() == 0
+    # only the launcher locks: the processes Lightning's DDP launcher starts re-run this function
+    with folder_lock(out, "run folder") if launcher else nullcontext():
+        return _train(cfg, out, fresh, callbacks, verbose, launcher)
+
+
+def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], verbose: bool,
+           launcher: bool) -> Run:
+    ckpt_dir = out / "checkpoints"
     if fresh and launcher:
         for sub in (ckpt_dir, out / "logs"):
             shutil.rmtree(sub, ignore_errors=True)
-    resume = ckpt_dir / LAST if (ckpt_dir / LAST).is_file() else None
-    if resume is not None:
-        _check_resume(resume, cfg, announce=launcher and verbose)
+    resume = resume_point(ckpt_dir, cfg, announce=launcher and verbose, report=launcher, tidy=launcher)
 
     modality = load_modality(cfg.modality)
     data = build_data(cfg, modality)
@@ -390,7 +413,7 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
     module = DiffusionModule(net, fields, cfg, info, data)
     if launcher:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     t = cfg.train
     quiet = logging.getLogger("lightning.pytorch")
@@ -473,30 +496,91 @@ def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
         raise ConfigError(f"{cfg.source}: data: {err}") from err
 
 
-# recipe keys that may differ when resuming without changing what is computed
-_RESUME_FREE = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.progress", "train.logger",
-                "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.num_workers",
-                "train.val_every", "train.threads")
+# recipe keys that may differ when resuming without changing what is computed (with sample.*)
+RESUME_FREE = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.progress", "train.logger",
+               "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.num_workers",
+               "train.val_every", "train.threads")
 
 
-def _check_resume(path: Path, cfg: Config, announce: bool) -> None:
-    ckpt = load_checkpoint(path, mmap=True)
-    old = ckpt["polydiff"].get("config", {})
-    changed = [k for k in _flatten_keys(cfg.to_dict(), old) if k not in _RESUME_FREE and
-               not k.startswith("sample.")]
+def resume_point(ckpt_dir: Path, cfg: Config, *, announce: bool = True, report: bool = True,
+                 tidy: bool = False) -> Path | None:
+    """The checkpoint a run of ``cfg`` resumes from (None: a fresh start into an empty folder).
+
+    The newest intact checkpoint in ``ckpt_dir`` (every file passed over is reported on stderr
+    when ``report``); a :class:`~polydiff.checkpoints.ResumeError` when there are checkpoint
+    files but none is intact, or when the recipe differs from the checkpoint's in a key outside
+    :data:`RESUME_FREE` (another run): both would otherwise restart over the run's files.
+    ``tidy`` (the folder's lock holder only) removes temporary files of interrupted writes."""
+    if tidy:
+        _remove_unfinished(ckpt_dir, report)
+    path, ckpt, skipped = scan_checkpoints(ckpt_dir, RESUME_KEYS)
+    if report:
+        for bad, reason in skipped:
+            print(f"polydiff: warning: skipping {bad}: {reason}", file=sys.stderr, flush=True)
+    if path is None or ckpt is None:
+        if not skipped:
+            return None
+        names = ", ".join(f"{bad.name} ({reason})" for bad, reason in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise ResumeError(
+            f"{ckpt_dir}: no checkpoint to resume from: {names}{more} cannot be resumed from; refusing to start over "
+            "at step 0 and overwrite them: pass --fresh (train(fresh=True)) to delete them and start over, or choose "
+            "another output folder")
+    step = ckpt.get("global_step", "?")
+    changes = recipe_changes(ckpt["polydiff"]["config"], cfg)
+    if changes:
+        diff = ", ".join(f"{k} ({_show(old)} in the checkpoint, {_show(new)} now)" for k, old, new in changes)
+        raise ResumeError(
+            f"{path} (step {step}): cannot resume: the recipe differs from the checkpoint's in {diff}; pass --fresh "
+            "(train(fresh=True)) to delete this run's checkpoints and logs and start over, or choose another "
+            "output folder")
     if announce:
-        print(f"polydiff: resuming from {path} (step {ckpt.get('global_step', '?')})", flush=True)
-        if changed:
-            print(f"polydiff: warning: the recipe differs from the checkpoint's in {', '.join(changed)}; "
-                  "pass --fresh to start over", file=sys.stderr, flush=True)
+        note = f"; skipped {', '.join(bad.name for bad, _ in skipped)}" if skipped else ""
+        print(f"polydiff: resuming from {path} (step {step}){note}", flush=True)
+    return path
 
 
-def _flatten_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+def recipe_changes(old: Mapping[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for each recipe key outside ``sample.*`` and
+    :data:`RESUME_FREE` that differs between a checkpoint's stored recipe and ``cfg``. The
+    stored recipe is read through today's schema first, so keys with default values compare
+    equal whether or not they were written out."""
+    try:
+        old = from_dict(old, "<checkpoint>").to_dict()
+    except (ConfigError, ValueError, KeyError, TypeError):
+        old = dict(old)
+    return [(k, a, b) for k, a, b in _differences(old, cfg.to_dict())
+            if k not in RESUME_FREE and not k.startswith("sample.") and k != "sample"]
+
+
+_UNSET = object()
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
     out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
+    for k in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(k, _UNSET), b.get(k, _UNSET)
         if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            out += _flatten_keys(va, vb, f"{prefix}{k}.")
+            out += _differences(va, vb, f"{prefix}{k}.")
         elif va != vb:
-            out.append(prefix + k)
+            out.append((prefix + str(k), va, vb))
     return out
+
+
+def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "unset"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _remove_unfinished(ckpt_dir: Path, report: bool) -> None:
+    """Delete temporary files of checkpoint writes a killed process left: never read, and only
+    the run folder's lock holder could be writing them."""
+    for tmp in remove_temp_files(ckpt_dir):
+        if report:
+            print(f"polydiff: removed {tmp.name}, an unfinished write of an interrupted run", file=sys.stderr,
+                  flush=True)

@@ -66,10 +66,9 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
                         "--option", "eta=1", "--out", out / "samples", "--overwrite")
     assert code == 0
     assert json.loads((out / "samples" / "polydiff.json").read_text())["options"] == {"eta": 1}
-    code, text, _ = run(capsys, "sample", ckpt, "--num", 10, "--steps", 4, "--condition", "label=1",
-                        "--guidance-scale", 2, "--out", tmp_path / "guided")
-    assert code == 0
-    assert json.loads((tmp_path / "guided" / "polydiff.json").read_text())["guidance_scale"] == 2.0
+    code, _, err = run(capsys, "sample", ckpt, "--num", 10, "--steps", 4, "--condition", "label=1",
+                       "--guidance-scale", 2, "--out", tmp_path / "guided")  # an unconditional model: refused
+    assert "unknown condition 'label'" in one_line_error(code, err) and not (tmp_path / "guided").exists()
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--guidance-scale", 2, "--out", tmp_path / "s1")
     assert "give it with --condition" in one_line_error(code, err)
     # inpainting from an observation file: the observed coordinate is reproduced, the other varies
@@ -191,6 +190,7 @@ def test_modalities_lists_plugins_and_reports_broken_ones(capsys, monkeypatch):
         return real_load(name)
 
     monkeypatch.setattr(cli, "load_modality", load)
+    monkeypatch.setattr(cli, "plugins_fingerprint", lambda: "with a broken plugin")  # not the cached listing
     code, out, _ = run(capsys, "modalities", "--json")
     data = json.loads(out)
     assert code == 0 and "broken_pkg" in data["broken"]["error"]
@@ -206,3 +206,52 @@ def test_samplers_listing(capsys):
     code, out, _ = run(capsys, "samplers", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["ddpm"]["stochastic"] and rows["ancestral"]["kind"] == "categorical"
+
+
+# ------------------------------------------------------------------------------ a quick start
+def test_help_and_cached_listings_do_not_import_torch(tmp_path):
+    """`polydiff --help` never imports torch; `modalities` and `samplers` import every plugin
+    once, then answer from the cache (the same text) without torch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "POLYDIFF_CACHE_DIR": str(tmp_path / "cache")}
+    script = ("import sys; from polydiff.cli import main\n"
+              "for argv in sys.argv[1:]:\n"
+              "    try:\n"
+              "        main(argv.split())\n"
+              "    except SystemExit:\n"
+              "        pass\n"
+              "    print('TORCH', 'torch' in sys.modules, flush=True)\n")
+
+    def run_(*argvs):
+        proc = subprocess.run([sys.executable, "-c", script, *argvs], capture_output=True, text=True, timeout=120,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert run_("--help").endswith("TORCH False\n")
+    first = run_("modalities", "samplers")
+    assert "TORCH True" in first and "toy  (polydiff.toy:ToyModality)" in first and "dpm++2m" in first
+    second = run_("modalities", "samplers")
+    assert "TORCH True" not in second
+    assert second.replace("TORCH False", "") == first.replace("TORCH True", "").replace("TORCH False", "")
+
+
+def test_listing_cache_is_keyed_by_the_installed_plugins(tmp_path, monkeypatch, capsys):
+    from polydiff import registry
+
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
+    fake = {"fake": {"target": "fake_pkg:Fake", "distribution": None, "datasets": ["d"], "networks": ["n"]}}
+    (tmp_path / "modalities.json").write_text(json.dumps({"key": "k1", "value": fake}))
+    monkeypatch.setattr(cli, "plugins_fingerprint", lambda: "k1")
+    assert run(capsys, "modalities")[1].startswith("fake  (fake_pkg:Fake)")
+    monkeypatch.setattr(cli, "plugins_fingerprint", lambda: "k2")  # a plugin changed: listed afresh
+    out = run(capsys, "modalities")[1]
+    assert "fake" not in out and "toy  (polydiff.toy:ToyModality)" in out
+    assert json.loads((tmp_path / "modalities.json").read_text())["key"] == "k2"
+    (tmp_path / "modalities.json").write_text("{not json")  # a damaged cache is rebuilt
+    assert run(capsys, "modalities")[1] == out
+    # the fingerprint changes with the entry points (and is stable otherwise)
+    assert registry.plugins_fingerprint() == registry.plugins_fingerprint()
+    before = registry.plugins_fingerprint()
+    eps = registry._entry_points()
+    monkeypatch.setattr(registry, "_entry_points", lambda: {**eps, "extra": eps["toy"]})
+    assert registry.plugins_fingerprint() != before

@@ -265,7 +265,7 @@ def test_plugins_import_only_the_plugin_api():
 # The core's modules from the bottom up: a module may import (at module level) only modules of a
 # lower layer. Packages' __init__ sit above their submodules.
 LAYERS = [
-    ["version", "registry", "random", "files", "metrics"],
+    ["version", "errors", "progress", "registry", "random", "files", "metrics"],
     ["processes.gaussian", "processes.categorical", "processes.manifold"],
     ["processes.so3", "parametrization"],
     ["processes", "structures", "grids"],
@@ -283,8 +283,9 @@ LAYERS = [
     ["config", "modality"],
     ["checkpoints", "distill"],
     ["training", "generator"],
-    ["testing", "toy.gmm"],
-    ["toy.data", "toy.rotations"],
+    ["testing", "fuzz", "toy.gmm"],
+    ["toy.data"],
+    ["toy.rotations"],
     ["toy", "cli"],
     ["plugin"],
     [""],  # polydiff/__init__

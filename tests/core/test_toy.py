@@ -56,7 +56,7 @@ def test_csv_dataset_with_labels(tmp_path, toy):
 def test_csv_errors_name_file_and_line(tmp_path, toy):
     f = tmp_path / "bad.csv"
     f.write_text("x,y\n1,2\n3,oops\n")
-    with pytest.raises(ValueError, match=r"bad\.csv:3: expected numbers"):
+    with pytest.raises(ValueError, match=r"bad\.csv:3: not a number: 'oops'"):
         toy.dataset("csv", path=str(f))
     f.write_text("1,2\n3,4,5\n")
     with pytest.raises(ValueError, match=r"bad\.csv:2: expected 2 fields, got 3"):

@@ -108,7 +108,7 @@ def test_sdf_reader_counts_unreadable_records(tmp_path):
     bad_file = tmp_path / "bad.sdf"
     bad_file.write_text(first + "$$$$\n" + second.replace(" C   0", " Xx  0", 1) + "$$$$\n")  # unknown element
     start = len(first.splitlines()) + 2
-    with pytest.warns(UserWarning, match=rf"skipped 1 unreadable SDF records: .*bad.sdf:{start} \(record 2\)"):
+    with pytest.warns(UserWarning, match=rf"skipped 1 unreadable SDF records of 2: .*bad.sdf:{start} \(record 2\)"):
         back, skipped = read_sdf(bad_file)
     assert skipped == 1 and [graph_smiles(g) for g in back] == ["CCO"]
 

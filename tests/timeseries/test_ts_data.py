@@ -56,7 +56,7 @@ def test_irregular_timestamps_error_names_series_and_row(tmp_path):
     df = pd.DataFrame({"item_id": "s1", "timestamp": ts, "target": np.arange(10.0)})
     f = tmp_path / "irregular.csv"
     df.to_csv(f, index=False)
-    with pytest.raises(D.DataError, match=r"irregular.csv: series 's1'.*irregular timestamps.*row"):
+    with pytest.raises(D.DataError, match=r"irregular.csv: series 's1'.*irregular timestamps.*before line 8 "):
         D.read_series(f, "target", id_col="item_id")
     # duplicates / unsorted rows are named too
     df2 = pd.DataFrame({"timestamp": [ts[0], ts[2], ts[1]], "target": [1.0, 2, 3]})
@@ -75,7 +75,7 @@ def test_nan_policies(tmp_path):
     df = pd.DataFrame({"timestamp": idx, "load": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0]})
     f = tmp_path / "nans.csv"
     df.to_csv(f, index=False)
-    with pytest.raises(D.DataError, match=r"nans.csv.*column 'load'.*1 missing.*row 2"):
+    with pytest.raises(D.DataError, match=r"nans.csv.*column 'load'.*1 missing.*first at line 4 "):
         D.read_series(f, "load")
     ss = D.read_series(f, "load", nan="interpolate")
     assert ss.values[0][2, 0] == pytest.approx(3.0)

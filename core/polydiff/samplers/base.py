@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..processes.gaussian import Coefs
-from ..registry import Registry, RegistryError
+from ..registry import Registry, RegistryError, ValueMismatch, check_value, is_plain
 
 
 class StepContext(NamedTuple):
@@ -96,13 +96,31 @@ class SamplerDef:
     loop: str = "grid"
     origin: str = ""  # top-level package that registered it ("polydiff" for built-ins)
 
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Merge user options with the defaults, rejecting unknown names clearly."""
+    def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge user options with the defaults, rejecting unknown names and values of the wrong
+        type clearly (see :meth:`check`)."""
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
             allowed = ", ".join(sorted(self.defaults)) or "none"
             raise RegistryError(f"sampler {self.name!r} has no option {', '.join(unknown)}; allowed: {allowed}")
-        return {**self.defaults, **given}
+        out = dict(self.defaults)
+        for k, v in given.items():
+            try:
+                out[k] = self.check(k, v)
+            except ValueMismatch as err:
+                listing = ", ".join(f"{n}={d!r}" for n, d in sorted(self.defaults.items()))
+                raise RegistryError(f"sampler {self.name!r} option {k}: {err}; options: {listing}") from None
+        return out
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` of the option ``name`` checked against the type of its default and converted
+        (a float default accepts an integer and a numeric string such as ``"1e-3"``; a None
+        default accepts anything). Objects other than plain values (a per-sample tensor, ...) are
+        the step's to judge. Raises :class:`polydiff.registry.ValueMismatch`."""
+        default = self.defaults[name]
+        if default is None or not is_plain(value):
+            return value
+        return check_value(value, float if isinstance(default, float) else type(default))
 
 
 SAMPLERS: Registry = Registry("sampler")

@@ -124,6 +124,14 @@ def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden
                   precondition)
 
 
+def _net_conditions(net: nn.Module) -> list[str] | None:
+    """The condition keys a point network embeds (``[]``: unconditional); None for a network
+    that does not say (then it is not checked)."""
+    if not hasattr(net, "cond"):
+        return None
+    return list(net.cond.specs) if isinstance(net.cond, ConditionEmbedding) else []
+
+
 class ToyModality(Modality):
     """Points in R^D: Gaussian mixtures with exact likelihoods, or your own CSV points; or
     rotations (SO(3) mixtures)."""
@@ -150,13 +158,15 @@ class ToyModality(Modality):
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if is_rotations(info):
             if condition:
-                raise ValueError(f"unknown condition {next(iter(condition))!r}; rotations data has none")
+                raise ValueError(f"unknown condition {next(iter(condition))!r}: the model is unconditional (rotations "
+                                 "data has no conditions)")
             return {"R": (n, 3, 3)}
         spec: dict[str, Any] = {"x": (n, int(info["dim"]))}
         allowed = dict(info.get("conditions") or {})
         for key, value in (condition or {}).items():
             if key not in allowed:
-                raise ValueError(f"unknown condition {key!r}; this data has: {', '.join(allowed) or 'none'}")
+                has = f"its data declares only: {', '.join(allowed)}" if allowed else "the model is unconditional"
+                raise ValueError(f"unknown condition {key!r}: the model was not trained with it; {has}")
             labels = torch.as_tensor(value, dtype=torch.long).reshape(-1)
             if labels.numel() == 1:
                 labels = labels.expand(n)
@@ -167,6 +177,20 @@ class ToyModality(Modality):
                 raise ValueError(f"condition {key!r}: labels must lie in 0..{k - 1} (-1 = unconditional)")
             spec[key] = labels.clone()
         return spec
+
+    def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
+               control: Any, *, seed: Tensor, device: torch.device) -> State:
+        """The core's sampling loop, after checking that the network takes the conditions asked
+        for: labelled data declares ``label`` whether or not the model was trained with
+        ``conditional=True``, and an unconditional network would ignore it silently."""
+        given = [k for k in spec if k not in fields]
+        have = _net_conditions(net)
+        unknown = [k for k in given if have is not None and k not in have]
+        if unknown:
+            has = f"its conditions are: {', '.join(have)}" if have else \
+                "the model is unconditional (trained without model.conditional: true)"
+            raise ValueError(f"unknown condition {unknown[0]!r}: the model was not trained with it; {has}")
+        return super().sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     def to_native(self, state: State, info: Mapping[str, Any]) -> np.ndarray:
         """The points as a float64 array (N, D) (indexable like a list of points); rotations as
@@ -182,7 +206,8 @@ class ToyModality(Modality):
         return {"x": torch.as_tensor(arr, dtype=torch.float32)}
 
     def reference(self, data: DataBundle) -> np.ndarray:
-        ds = data.test or data.val or data.train
+        """The test points (a fallback to other splits warns, see :meth:`reference_split`)."""
+        ds = self.reference_split(data)
         if hasattr(ds, "tensors") and "x" not in ds.tensors and "R" in ds.tensors:
             return ds.tensors["R"].double().numpy()
         return ds.tensors["x"].double().numpy() if hasattr(ds, "tensors") else super().reference(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ def gmm_dataset(k: int = 8, dim: int = 2, n: int = 10_000, seed: int = 0, spread
                 std: float = 0.2, n_test: int = 5000) -> DataBundle:
     """The embedded default: draws of ``GaussianMixture.random(k, dim, spread, std, seed)``;
     the component index is kept as a class label ``"label"`` usable as a condition."""
-    if k < 1 or dim < 1 or n < 2:
-        raise ValueError(f"gmm needs k >= 1, dim >= 1 and n >= 2, got k={k}, dim={dim}, n={n}")
+    if k < 1 or dim < 1 or n < 2 or n_test < 2:
+        raise ValueError(f"gmm needs k >= 1, dim >= 1, n >= 2 and n_test >= 2 (the test points evaluation compares "
+                         f"against), got k={k}, dim={dim}, n={n}, n_test={n_test}")
     gmm = GaussianMixture.random(k, dim, spread=spread, std=std, seed=seed)
     splits = {}
     for name, size, offset in (("train", n, 0), ("val", max(n // 10, 2), 1), ("test", n_test, 2)):
@@ -49,11 +51,14 @@ def gmm_dataset(k: int = 8, dim: int = 2, n: int = 10_000, seed: int = 0, spread
 
 
 def csv_dataset(path: str, label: str | None = None, columns: Sequence[str] | None = None,
-                delimiter: str = ",") -> DataBundle:
+                delimiter: str = ",", test_fraction: float = 0.0, seed: int = 0) -> DataBundle:
     """Users' own points: one row per point, numeric columns (a header row is optional).
 
     ``label`` names a column of class labels (any strings) kept as the condition ``"label"``;
     ``columns`` picks the coordinate columns (default: every column but the label).
+    ``test_fraction`` > 0 holds out that fraction of the points (rounded, seeded permutation)
+    as the test split evaluation compares against; with the default 0 every point trains and
+    evaluation compares against the training points (with a warning that says so).
     """
     file = Path(path).expanduser().resolve()
     header, rows = read_table(file, delimiter)
@@ -68,12 +73,14 @@ def csv_dataset(path: str, label: str | None = None, columns: Sequence[str] | No
     values, labels = [], []
     for line, row in rows:
         try:
-            values.append([float(row[i]) for i in idx])
-        except ValueError:
-            raise ValueError(f"{file}:{line}: expected numbers in columns {', '.join(coords)}, "
-                             f"got {delimiter.join(row)!r}") from None
+            values.append([parse_number(row[i], file, line) for i in idx])
+        except ValueError as err:
+            raise ValueError(f"{err} (expected numbers in columns {', '.join(coords)}, "
+                             f"got {delimiter.join(row)!r})") from None
         if label is not None:
             labels.append(row[names.index(label)])
+            if not labels[-1]:
+                raise ValueError(f"{file}:{line}: no value in the label column {label!r}")
     x = torch.tensor(values, dtype=torch.float32)
     tensors: dict[str, Tensor] = {"x": x}
     info: dict[str, Any] = {"dataset": "csv", "path": str(file), "dim": len(coords), "n": len(x),
@@ -83,22 +90,84 @@ def csv_dataset(path: str, label: str | None = None, columns: Sequence[str] | No
         tensors["label"] = torch.tensor([classes.index(v) for v in labels])
         info.update(num_classes=len(classes), classes=classes,
                     conditions={"label": {"kind": "class", "num_classes": len(classes)}})
-    return DataBundle(TensorStates(**tensors), info=info)
+    if not test_fraction:
+        return DataBundle(TensorStates(**tensors), info=info)
+    n_test = _test_size(file, len(x), test_fraction)
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+    test, train = perm[:n_test], perm[n_test:]
+    info = {**info, **_stats(x[train]), "n": len(train), "n_test": n_test, "test_fraction": test_fraction}
+    return DataBundle(TensorStates(**{k: v[train] for k, v in tensors.items()}),
+                      test=TensorStates(**{k: v[test] for k, v in tensors.items()}), info=info)
 
 
-def read_table(file: Path, delimiter: str = ",") -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """Rows of a CSV file with their line numbers; the header (or None when the first row is
-    numeric). Every row must have the header's number of fields."""
+def _test_size(file: Path, n: int, test_fraction: float) -> int:
+    """Points held out of ``n`` by ``test_fraction``; a ``ValueError`` naming the file, its size
+    and the fraction when the test or the training split would be empty."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"{file}: test_fraction must lie in [0, 1), got {test_fraction}")
+    n_test = round(test_fraction * n)
+    if 0 < n_test < n:
+        return n_test
+    empty = "test" if n_test == 0 else "training"
+    need = next(m for m in range(n + 1, n + 10**6) if 0 < round(test_fraction * m) < m)
+    raise ValueError(f"{file}: {n} point(s) with test_fraction={test_fraction} leave the {empty} split empty; "
+                     f"need at least {need} points (or set test_fraction: 0 to evaluate against the training points)")
+
+
+def read_csv_rows(file: Path, delimiter: str = ",", what: str = "CSV file") -> tuple[list[tuple[int, list[str]]], bool]:
+    """The non-blank rows of a CSV file with their (1-based) line numbers, cells stripped, and
+    whether the file ends with a line end (a file cut off while it was written does not).
+
+    Every problem is a ``ValueError`` naming the file (and the line): a missing or empty file,
+    bytes that are not UTF-8 text, a quoted field running over several lines (an unclosed quote).
+    Blank lines are skipped; a line of empty cells (``,,``) is a row (the callers refuse it)."""
+    file = Path(file)
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such CSV file")
-    with file.open(newline="") as f:
-        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
-                if r and any(c.strip() for c in r)]
+        raise FileNotFoundError(f"{file}: no such {what}")
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
+            from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, last = [], 0
+    try:
+        for r in reader:
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise ValueError(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
+            if r and (len(r) > 1 or r[0].strip()):
+                rows.append((first, [c.strip() for c in r]))
+    except csv.Error as err:
+        raise ValueError(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
     if not rows:
-        raise ValueError(f"{file}: no rows")
+        raise ValueError(f"{file}: the file is empty" if not text.strip() else f"{file}: no rows, only blank lines")
+    return rows, text.endswith(("\n", "\r"))
+
+
+def read_table(file: Path, delimiter: str = ",", *, complete: bool = False
+               ) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """Rows of a CSV file with their line numbers; the header (or None when the first row is
+    numeric). Every row must have the header's number of fields. ``complete`` also requires the
+    last line to end with a line end: a samples file cut off mid-row (a half-written number)
+    is an error, not a shorter file."""
+    file = Path(file)
+    rows, ended = read_csv_rows(file, delimiter)
+    if complete and not ended:
+        raise ValueError(f"{file}:{rows[-1][0]}: the last line has no line end, so the file looks cut off while it "
+                         "was written (a half-written row); regenerate it, or end the line if it is complete")
     header = None
     if not all(_is_number(c) for c in rows[0][1]):
-        header, rows = rows[0][1], rows[1:]
+        (hline, header), rows = rows[0], rows[1:]
+        empty = [i + 1 for i, c in enumerate(header) if not c]
+        if empty:
+            raise ValueError(f"{file}:{hline}: the header has no name for column {empty[0]}: "
+                             f"{delimiter.join(header)!r}")
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise ValueError(f"{file}:{hline}: the header names column {twice[0]!r} twice")
     if not rows:
         raise ValueError(f"{file}: a header but no data rows")
     width = len(header) if header else len(rows[0][1])
@@ -116,6 +185,17 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def parse_number(cell: str, file: Path, line: int) -> float:
+    """A finite number from a CSV cell; a ``ValueError`` naming file and line otherwise."""
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{file}:{line}: not a number: {cell!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{file}:{line}: not a finite number: {cell!r}")
+    return value
+
+
 def write_points(points: np.ndarray, file: Path, columns: Sequence[str] | None = None) -> Path:
     """Write (N, D) points to a CSV file with a header, atomically (temp file + rename)."""
     points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
@@ -129,14 +209,8 @@ def write_points(points: np.ndarray, file: Path, columns: Sequence[str] | None =
 
 def read_points(file: Path) -> np.ndarray:
     """(N, D) float64 points from a CSV file written by :func:`write_points` (or any numeric CSV)."""
-    _, rows = read_table(file)
-    out = []
-    for line, r in rows:
-        try:
-            out.append([float(c) for c in r])
-        except ValueError:
-            raise ValueError(f"{file}:{line}: expected numbers, got {','.join(r)!r}") from None
-    return np.asarray(out, dtype=np.float64)
+    _, rows = read_table(file, complete=True)
+    return np.asarray([[parse_number(c, file, line) for c in r] for line, r in rows], dtype=np.float64)
 
 
 def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
@@ -144,10 +218,7 @@ def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
     header), an empty cell leaving that coordinate free. Returns ``(values (dim,), mask (dim,))``
     for :class:`polydiff.guidance.Observation` (generate the free coordinates given the others)."""
     file = Path(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such observation file")
-    with file.open(newline="") as f:
-        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f), start=1) if r]
+    rows, _ = read_csv_rows(file, what="observation file")
     if rows and not all(_is_number(c) or c == "" for c in rows[0][1]):
         rows = rows[1:]
     if len(rows) != 1:
@@ -156,12 +227,10 @@ def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
     line, cells = rows[0]
     if len(cells) != dim:
         raise ValueError(f"{file}:{line}: expected {dim} cells, got {len(cells)}")
-    bad = [c for c in cells if c and not _is_number(c)]
-    if bad:
-        raise ValueError(f"{file}:{line}: not a number: {bad[0]!r}")
+    numbers = [parse_number(c, file, line) if c else 0.0 for c in cells]
     if all(c == "" for c in cells):
         raise ValueError(f"{file}:{line}: every cell is empty: nothing is observed")
-    values = torch.tensor([float(c) if c else 0.0 for c in cells], dtype=torch.float32)
+    values = torch.tensor(numbers, dtype=torch.float32)
     return values, torch.tensor([c != "" for c in cells])
 
 

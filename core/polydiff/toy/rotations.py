@@ -53,6 +53,7 @@ from ..nn import ResidualMLP, TimeEmbedding
 from ..processes.manifold import GeodesicFlow
 from ..processes.so3 import SO3, exp_map, log_map, random_rotation, sample_igso3
 from ..state import FieldSpec
+from .data import parse_number, read_csv_rows
 
 __all__ = ["COLUMNS", "SO3MLP", "ExactRotationDenoiser", "RotationMixture", "log_transition_density",
            "read_rotations", "rotation_flags", "rotation_metrics", "rotations_dataset", "so3_mlp_network",
@@ -258,41 +259,39 @@ def write_rotations(R: np.ndarray, file: Path) -> Path:
 
 
 def is_rotation_file(file: Path) -> bool:
-    """Whether a CSV file's header names the rotation columns ``r00 .. r22``."""
+    """Whether a CSV file's header names the rotation columns ``r00 .. r22`` (False for a file
+    that cannot be read: the points reader then says what is wrong with it)."""
     try:
-        with Path(file).open(newline="") as f:
-            first = next(csv.reader(f), None)
-    except OSError:
+        with Path(file).open("rb") as f:
+            first = f.readline(4096).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
         return False
-    return first is not None and [c.strip() for c in first] == COLUMNS
+    return [c.strip().strip('"').lower() for c in first.split(",")] == COLUMNS
 
 
 def read_rotations(file: Path, tol: float = ROTATION_TOL) -> np.ndarray:
     """(N, 3, 3) float64 rotations from a CSV file of 9 row-major columns (the header ``r00 .. r22``
     optional); a malformed row or one that is not a rotation (``|R^T R - I| > tol`` or
-    ``det R < 0``) is an error naming the file and the line."""
+    ``det R < 0``) is an error naming the file and the line, and so is a last line without a
+    line end (a samples file cut off while it was written)."""
     file = Path(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such CSV file")
-    with file.open(newline="") as f:
-        rows = [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    rows, ended = read_csv_rows(file)
     if rows and [c.lower() for c in rows[0][1]] == COLUMNS:
         rows = rows[1:]
     if not rows:
         raise ValueError(f"{file}: no rotations (expected rows of 9 numbers, the row-major entries of a 3x3 matrix)")
+    if not ended:
+        raise ValueError(f"{file}:{rows[-1][0]}: the last line has no line end, so the file looks cut off while it "
+                         "was written (a half-written row); regenerate it, or end the line if it is complete")
     out = []
     eye = np.eye(3)
     for line, r in rows:
         if len(r) != 9:
             raise ValueError(f"{file}:{line}: expected 9 fields (a row-major 3x3 rotation), got {len(r)}: "
                              f"{','.join(r)!r}")
-        try:
-            m = np.array([float(c) for c in r], dtype=np.float64).reshape(3, 3)
-        except ValueError:
-            raise ValueError(f"{file}:{line}: expected 9 numbers, got {','.join(r)!r}") from None
-        finite = bool(np.isfinite(m).all())
-        err = float(np.abs(m.T @ m - eye).max()) if finite else math.inf
-        det = float(np.linalg.det(m)) if finite else math.nan
+        m = np.array([parse_number(c, file, line) for c in r], dtype=np.float64).reshape(3, 3)
+        err = float(np.abs(m.T @ m - eye).max())
+        det = float(np.linalg.det(m))
         if not (err <= tol and det > 0):
             raise ValueError(f"{file}:{line}: not a rotation matrix (max |R^T R - I| = {err:.3g}, det = {det:.6g}; "
                              f"tolerance {tol:g})")

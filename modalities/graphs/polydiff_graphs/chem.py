@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,28 @@ def quiet_rdkit() -> Iterator[None]:
         yield
     finally:
         RDLogger.EnableLog("rdApp.*")
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file (a byte-order mark dropped). A missing file, an empty one and
+    bytes that are not UTF-8 are errors naming the file (and the line of the first bad byte)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
+            from None
+
+
+def text_lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a text, split at ``\\n``, ``\\r\\n`` and ``\\r`` as editors count lines."""
+    return enumerate(io.StringIO(text, newline=None), start=1)
 
 
 def atom_token(symbol: str, charge: int = 0) -> str:
@@ -162,45 +185,50 @@ def read_smiles_column(path: str | Path, column: str | None = None) -> tuple[lis
     ``smiles`` header and ``#`` comments are skipped) or a CSV with a ``smiles`` column
     (``column`` to choose another). Malformed CSV rows raise ValueError naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such SMILES file")
+    text = read_text(path, "SMILES file")
     if path.suffix.lower() == ".csv":
-        return _read_csv_smiles(path, column)
+        return _read_csv_smiles(path, text, column)
     smiles, lines = [], []
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            token = text.split()[0]
-            if n == 1 and token.lower() == "smiles":
-                continue
-            smiles.append(token)
-            lines.append(n)
+    for n, line in text_lines(text):
+        text_ = line.strip()
+        if not text_ or text_.startswith("#"):
+            continue
+        token = text_.split()[0]
+        if n == 1 and token.lower() == "smiles":
+            continue
+        smiles.append(token)
+        lines.append(n)
     return smiles, lines
 
 
-def _read_csv_smiles(path: Path, column: str | None) -> tuple[list[str], list[int]]:
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}:1: empty CSV file")
-        names = [h.strip() for h in header]
-        wanted = column or next((h for h in names if h.lower() == "smiles"), None)
-        if wanted is None or wanted not in names:
-            raise ValueError(f"{path}:1: no {'column ' + repr(column) if column else 'smiles column'}; "
-                             f"columns: {', '.join(names)}")
-        col = names.index(wanted)
-        smiles, lines = [], []
+def _read_csv_smiles(path: Path, text: str, column: str | None) -> tuple[list[str], list[int]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    last = 0
+    try:
         for row in reader:
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != len(names):
-                raise ValueError(f"{path}:{reader.line_num}: expected {len(names)} fields, got {len(row)}: "
-                                 f"{','.join(row)!r}")
-            smiles.append(row[col].strip())
-            lines.append(reader.line_num)
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise ValueError(f"{path}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
+            if row and any(c.strip() for c in row):
+                records.append((first, row))
+    except csv.Error as err:
+        raise ValueError(f"{path}:{last + 1}: not a readable CSV row ({err})") from None
+    if not records:
+        raise ValueError(f"{path}: the file is empty")
+    (hline, header), rows = records[0], records[1:]
+    names = [h.strip() for h in header]
+    wanted = column or next((h for h in names if h.lower() == "smiles"), None)
+    if wanted is None or wanted not in names:
+        raise ValueError(f"{path}:{hline}: no {'column ' + repr(column) if column else 'smiles column'}; "
+                         f"columns: {', '.join(names)}")
+    col = names.index(wanted)
+    smiles, lines = [], []
+    for line, row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"{path}:{line}: expected {len(names)} fields, got {len(row)}: {','.join(row)!r}")
+        smiles.append(row[col].strip())
+        lines.append(line)
     return smiles, lines
 
 
@@ -216,11 +244,18 @@ def read_sdf(path: str | Path) -> tuple[list[nx.Graph], int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such SDF file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: the file is empty")
+    starts = _sdf_record_lines(data)
     graphs, bad = [], []
     with quiet_rdkit():
         supplier = Chem.SDMolSupplier(str(path), sanitize=True, removeHs=True)
-        starts = _sdf_record_lines(path)
-        for i, mol in enumerate(supplier):
+        for i in range(len(supplier)):
+            try:
+                mol = supplier[i]
+            except Exception:  # RDKit raises on some malformed records instead of returning None
+                mol = None
             graph = _parse(mol)
             if graph is None:
                 bad.append(i)
@@ -228,13 +263,13 @@ def read_sdf(path: str | Path) -> tuple[list[nx.Graph], int]:
                 graphs.append(graph)
     if bad:
         where = [f"{path}:{starts[i] if i < len(starts) else '?'} (record {i + 1})" for i in bad[:5]]
-        warnings.warn(f"skipped {len(bad)} unreadable SDF records: " + "; ".join(where), stacklevel=2)
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        warnings.warn(f"skipped {len(bad)} unreadable SDF records of {len(bad) + len(graphs)}: "
+                      + "; ".join(where) + more, stacklevel=2)
     return graphs, len(bad)
 
 
-def _sdf_record_lines(path: Path) -> list[int]:
+def _sdf_record_lines(data: bytes) -> list[int]:
     """First line number of every SDF record (line 1, then the line after each ``$$$$``)."""
-    starts = [1]
-    with path.open() as f:
-        starts += [n + 1 for n, line in enumerate(f, start=1) if line.startswith("$$$$")]
-    return starts
+    text = data.decode("utf-8", errors="replace")
+    return [1] + [n + 1 for n, line in text_lines(text) if line.startswith("$$$$")]

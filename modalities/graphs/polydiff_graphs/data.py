@@ -18,7 +18,11 @@ deterministic):
 
 Splits: ``"gdss"`` = the first 20 % (``int(0.2 n)``) of the list is the test set, the rest
 train (GDSS ``test_split 0.2``; no validation set); ``"spectre"`` = a seeded permutation, 20 %
-(rounded) test, then 80/20 train/validation of the rest (SPECTRE / DiGress / PARD sizes).
+(rounded) test, then 80/20 train/validation of the rest (SPECTRE / DiGress / PARD sizes). A split
+that would leave the test (or the training) split empty is an error naming the dataset, its size
+and the smallest size that splits, never a silent evaluation against the training graphs.
+Self-loops and repeated edges, in files or in graphs given in memory, are dropped with a warning
+that counts them (the graphs here are simple).
 
 Shared data (``shared/data``, see its README) is found through ``POLYDIFF_SHARED`` (default: the
 ``shared`` folder beside the repository root).
@@ -44,6 +48,7 @@ from polydiff.plugin import DataBundle, shared_file
 
 from .chem import ATOM, mol_to_graph, quiet_rdkit, read_sdf, read_smiles_column, smiles_to_graphs, token_sort_key
 from .convert import graphs_to_dense, mol_graphs_to_dense
+from .io import simple_graphs, warn_dropped
 
 ZINC_ELEMENTS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 
@@ -178,21 +183,49 @@ GENERATORS: dict[str, Callable[..., list[nx.Graph]]] = {
 
 
 def split_indices(n: int, scheme: str = "gdss", seed: int = 0, test_fraction: float = 0.2,
-                  val_fraction: float = 0.2, shuffle: bool | None = None) -> dict[str, list[int]]:
+                  val_fraction: float = 0.2, shuffle: bool | None = None, dataset: str = "the dataset",
+                  require_test: bool = True) -> dict[str, list[int]]:
     """Indices of ``train`` / ``val`` / ``test`` (see module doc; ``val`` empty for ``"gdss"``).
 
-    ``shuffle`` (default: False for gdss, True for spectre) permutes with ``seed`` first.
+    ``shuffle`` (default: False for gdss, True for spectre) permutes with ``seed`` first. A
+    split that leaves no training graphs, or (``require_test``) no test graphs, is a
+    ``ValueError`` naming ``dataset``, its size and the smallest size that splits: evaluation
+    would otherwise compare samples against the training graphs.
     """
     if scheme not in ("gdss", "spectre"):
         raise ValueError(f"unknown split {scheme!r}; allowed: gdss, spectre")
+    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1):
+        raise ValueError(f"{dataset}: test_fraction and val_fraction must lie in [0, 1), got {test_fraction} and "
+                         f"{val_fraction}")
+    sizes = _split_sizes(n, scheme, test_fraction, val_fraction)
+    if sizes[0] == 0 or (require_test and sizes[2] == 0):
+        empty = "training" if sizes[0] == 0 else "test"
+        need = next((m for m in range(n + 1, 100_000) if _splits_nonempty(m, scheme, test_fraction, val_fraction)),
+                    None)
+        fix = f"need at least {need} graphs for it" if need else "raise test_fraction"
+        raise ValueError(f"{dataset} has {n} graph(s): the {scheme!r} split with test_fraction={test_fraction} "
+                         f"leaves the {empty} split empty; {fix}")
     shuffle = scheme == "spectre" if shuffle is None else shuffle
     order = np.random.default_rng(seed).permutation(n).tolist() if shuffle else list(range(n))
+    n_train, n_val, _ = sizes
+    if scheme == "gdss":
+        return {"train": order[n - n_train:], "val": [], "test": order[:n - n_train]}
+    return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+
+
+def _split_sizes(n: int, scheme: str, test_fraction: float, val_fraction: float) -> tuple[int, int, int]:
+    """``(train, val, test)`` sizes of a split of ``n`` items (see the module doc)."""
     if scheme == "gdss":
         k = int(test_fraction * n)
-        return {"train": order[k:], "val": [], "test": order[:k]}
+        return n - k, 0, k
     n_test = round(test_fraction * n)
     n_train = round((1 - val_fraction) * (n - n_test))
-    return {"train": order[:n_train], "val": order[n_train:n - n_test], "test": order[n - n_test:]}
+    return n_train, n - n_test - n_train, n_test
+
+
+def _splits_nonempty(n: int, scheme: str, test_fraction: float, val_fraction: float) -> bool:
+    train, _, test = _split_sizes(n, scheme, test_fraction, val_fraction)
+    return train > 0 and test > 0
 
 
 # -- loaders ------------------------------------------------------------------------------------
@@ -202,9 +235,17 @@ def graphs_from_json(path: str | Path) -> list[nx.Graph]:
     """Graphs of a ``{"graphs": [{"n", "edges", ...}]}`` file (shared data and fixtures format);
     ENZYMES-style ``node_labels`` / ``graph_label`` become the ``label`` attributes."""
     path = Path(path)
-    with path.open() as f:
-        items = json.load(f)["graphs"]
-    graphs = []
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such JSON graphs file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        items = json.loads(text)["graphs"]
+    except json.JSONDecodeError as err:
+        cut = "; the document ends early, so the file looks cut off" if err.pos >= len(text.rstrip()) else ""
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}){cut}") from None
+    except (KeyError, TypeError):
+        raise ValueError(f'{path}: expected a JSON object {{"graphs": [{{"n": ..., "edges": ...}}, ...]}}') from None
+    graphs, loops = [], []
     for i, item in enumerate(items):
         g = nx.Graph()
         g.add_nodes_from(range(item["n"]))
@@ -215,8 +256,11 @@ def graphs_from_json(path: str | Path) -> list[nx.Graph]:
         edges = [tuple(e) for e in item["edges"]]
         if any(not (0 <= u < item["n"] and 0 <= v < item["n"]) for u, v in edges):
             raise ValueError(f"{path}: graph {i} has an edge outside nodes 0..{item['n'] - 1}")
-        g.add_edges_from(edges)
+        g.add_edges_from((u, v) for u, v in edges if u != v)
+        if any(u == v for u, v in edges):
+            loops.append((i, sum(u == v for u, v in edges)))
         graphs.append(g)
+    warn_dropped(path, loops, 0, stacklevel=3)
     return graphs
 
 
@@ -330,6 +374,12 @@ class GraphStates(Dataset):
         return {k: v[index] for k, v in self.tensors.items()}
 
 
+def _where(dataset: str, source: dict[str, Any]) -> str:
+    """``dataset 'name'`` for messages, with the user's file when there is one."""
+    path = ((source or {}).get("options") or {}).get("path")
+    return f"dataset {dataset!r}" + (f" ({path})" if path else "")
+
+
 def _size_histogram(graphs: Sequence[nx.Graph]) -> list[int]:
     sizes = [g.number_of_nodes() for g in graphs]
     return np.bincount(sizes, minlength=1).tolist() if sizes else [0]
@@ -355,7 +405,8 @@ def graph_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, Any
     """DataBundle of generic graphs: states ``x`` (one-hot degree), ``adj``, ``mask``."""
     if not graphs:
         raise ValueError(f"dataset {dataset!r} has no graphs")
-    graphs = [nx.convert_node_labels_to_integers(g, ordering="sorted") for g in graphs]
+    where = _where(dataset, source)
+    graphs = [nx.convert_node_labels_to_integers(g, ordering="sorted") for g in simple_graphs(graphs, where)]
     n_max = max(g.number_of_nodes() for g in graphs)
     d_max = max((d for g in graphs for _, d in g.degree()), default=0)
     max_nodes = max_nodes or n_max
@@ -365,7 +416,7 @@ def graph_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, Any
                          f"max_nodes={max_nodes} and max_feat_num={max_feat_num} are too small")
     info = {"dataset": dataset, "kind": "graph", "source": source, "max_nodes": max_nodes,
             "max_feat_num": max_feat_num, "split": split, "validity": validity, "drop_isolated": drop_isolated}
-    idx = split_indices(len(graphs), split, seed, test_fraction, val_fraction, shuffle)
+    idx = split_indices(len(graphs), split, seed, test_fraction, val_fraction, shuffle, where)
     return _bundle(graphs, idx, info, lambda gs: graphs_to_dense(gs, max_nodes, max_feat_num))
 
 
@@ -384,6 +435,11 @@ def molecule_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, 
     """
     if not graphs:
         raise ValueError(f"dataset {dataset!r} has no molecules")
+    where = _where(dataset, source)
+    if test_graphs is not None and not test_graphs:
+        raise ValueError(f"{where} has no test molecules: evaluation needs a held-out set")
+    graphs = simple_graphs(graphs, where)
+    test_graphs = simple_graphs(test_graphs, f"{where} (test)") if test_graphs is not None else None
     every = list(graphs) + list(test_graphs or [])
     atom_types = list(atom_types) if atom_types else atom_vocabulary(every)
     n_max = max(g.number_of_nodes() for g in every)
@@ -393,9 +449,9 @@ def molecule_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, 
     info = {"dataset": dataset, "kind": "molecule", "source": source, "max_nodes": max_nodes,
             "atom_types": atom_types, "num_bond_types": 3, "split": split, "skipped_invalid": skipped}
     if test_graphs is None:
-        idx = split_indices(len(graphs), split, seed, test_fraction, val_fraction, shuffle)
+        idx = split_indices(len(graphs), split, seed, test_fraction, val_fraction, shuffle, where)
     else:
-        inner = split_indices(len(graphs), "gdss", seed, val_fraction, 0.0, shuffle)
+        inner = split_indices(len(graphs), "gdss", seed, val_fraction, 0.0, shuffle, where, require_test=False)
         n = len(graphs)
         idx = {"train": inner["train"], "val": inner["test"], "test": list(range(n, n + len(test_graphs)))}
         graphs = every

@@ -2,7 +2,8 @@
 
 Every writer renders the whole file in memory, writes it to a temporary file in the target
 folder and ``os.replace``-s it into place, so a crash never leaves a half-written file.
-Readers name the file and line of a malformed entry. Formats:
+Readers name the file and line of a malformed entry; read as samples (``complete=True``, what
+``polydiff evaluate`` does), a file cut off while it was written is an error. Formats:
 
 - ``.g6``: one graph6 string per line (an optional ``>>graph6<<`` header is accepted), nodes
   in sorted order;
@@ -19,6 +20,7 @@ Readers name the file and line of a malformed entry. Formats:
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -31,12 +33,14 @@ from rdkit import Chem
 
 from polydiff.plugin import atomic_write
 
-from .chem import ATOM, graph_to_mol, read_sdf, read_smiles
+from .chem import ATOM, graph_to_mol, read_sdf, read_smiles, read_text, text_lines
 
 GRAPH_SUFFIXES = (".g6", ".graph6", ".graphml", ".edgelist", ".edges", ".txt", ".json")
 MOLECULE_SUFFIXES = (".smi", ".csv", ".sdf", ".sd")
 _HEADER = re.compile(r"^#\s*graph\b(.*)$", re.IGNORECASE)
 _NODES = re.compile(r"nodes\s*=\s*(\d+)")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+MAX_NODES = 1_000_000  # a larger declared node count is a typo or a corrupted file, not a graph to build
 
 
 def is_molecular(graphs: Sequence[nx.Graph]) -> bool:
@@ -60,21 +64,32 @@ def write_graph6(graphs: Sequence[nx.Graph], path: str | Path) -> Path:
     return atomic_write(path, b"".join(lines))
 
 
-def read_graph6(path: str | Path) -> list[nx.Graph]:
-    """Graphs of a graph6 file; a malformed line raises ValueError naming file and line."""
+def read_graph6(path: str | Path, complete: bool = False) -> list[nx.Graph]:
+    """Graphs of a graph6 file; a malformed line raises ValueError naming file and line.
+    ``complete``: a last line without a line end is an error (see :func:`check_ended`)."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such graph6 file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: the file is empty")
+    if complete:
+        check_ended(path, data.decode("latin-1"), "graph6 string")
     out = []
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if line.startswith(b">>graph6<<"):
-                line = line[len(b">>graph6<<"):]
-            if not line:
-                continue
-            try:
-                out.append(nx.from_graph6_bytes(line))
-            except Exception as err:  # networkx raises NetworkXError / ValueError / IndexError
-                raise ValueError(f"{path}:{n}: not a graph6 string ({err}): {line[:40]!r}") from None
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.strip()
+        if line.startswith(b">>graph6<<"):
+            line = line[len(b">>graph6<<"):]
+        if not line:
+            continue
+        bad = next((i for i, c in enumerate(line) if not 63 <= c <= 126), None)
+        if bad is not None:  # networkx checks the upper bound only and decodes the rest silently
+            raise ValueError(f"{path}:{n}: not a graph6 string: byte {line[bad]:#04x} at column {bad + 1} is outside "
+                             f"the graph6 range 63..126: {line[:40]!r}")
+        try:
+            out.append(nx.from_graph6_bytes(line))
+        except Exception as err:  # networkx raises NetworkXError / ValueError / IndexError
+            raise ValueError(f"{path}:{n}: not a graph6 string ({err}): {line[:40]!r}") from None
     return out
 
 
@@ -129,25 +144,107 @@ def write_graphml(graphs: Sequence[nx.Graph], path: str | Path) -> Path:
 
 
 def read_graphml(path: str | Path) -> list[nx.Graph]:
-    """Every graph of a GraphML file, nodes relabelled 0..n-1 (numeric ids in numeric order)."""
+    """Every graph of a GraphML file, nodes relabelled 0..n-1 (numeric ids in numeric order).
+
+    Errors name the file: malformed XML (with the line), GraphML that networkx cannot read, an
+    edge naming an undeclared node, a node declared twice. Self-loops and parallel edges are
+    dropped with a warning that counts them (the graphs here are simple)."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GraphML file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        line = err.position[0] if err.position else "?"
+        last = len(data.rstrip().splitlines())
+        cut = "; the document ends early, so the file looks cut off" if err.position and line >= last else ""
+        raise ValueError(f"{path}:{line}: malformed GraphML ({err}){cut}") from None
+    ns = f"{{{_GRAPHML_NS}}}"
+    elements = root.findall(f"{ns}graph")
     reader = nx.readwrite.graphml.GraphMLReader(node_type=str)
     try:
         graphs = list(reader(path=str(path)))
-    except ET.ParseError as err:
-        line = err.position[0] if err.position else "?"
-        raise ValueError(f"{path}:{line}: malformed GraphML ({err})") from None
-    out = []
-    for g in graphs:
-        g = nx.Graph(g)
+    except Exception as err:  # networkx raises NetworkXError, KeyError, ValueError, TypeError...
+        raise ValueError(f"{path}: not a GraphML file polydiff can read ({type(err).__name__}: {err})") from None
+    if len(graphs) != len(elements):
+        raise ValueError(f"{path}: {len(elements)} <graph> elements but {len(graphs)} graphs read")
+    out, loops, parallel = [], [], 0
+    for i, (el, g) in enumerate(zip(elements, graphs)):
+        ids = [node.get("id") for node in el.iter(f"{ns}node")]
+        twice = sorted({str(v) for v in ids if ids.count(v) > 1})
+        if twice:
+            raise ValueError(f"{path}: graph {i + 1} ({el.get('id')!r}) declares node {twice[0]!r} twice")
+        undeclared = sorted(str(v) for v in set(g.nodes()) - set(ids))
+        if undeclared:
+            raise ValueError(f"{path}: graph {i + 1} ({el.get('id')!r}) has edges to undeclared node(s) "
+                             f"{', '.join(map(repr, undeclared[:5]))}")
+        simple = nx.Graph(g)
+        parallel += g.number_of_edges() - simple.number_of_edges()  # multigraphs, reciprocal directed edges
+        if nx.number_of_selfloops(simple):
+            loops.append((i + 1, nx.number_of_selfloops(simple)))
+            simple.remove_edges_from(list(nx.selfloop_edges(simple)))
         for key in ("node_default", "edge_default"):  # the reader's own bookkeeping, not graph data
-            g.graph.pop(key, None)
-        try:
-            g = nx.relabel_nodes(g, {v: int(v) for v in g.nodes()})
-        except ValueError:
-            pass
-        out.append(_relabel(g))
+            simple.graph.pop(key, None)
+        out.append(_relabel(_int_ids(simple)))
+    warn_dropped(path, loops, parallel)
     return out
+
+
+def _int_ids(g: nx.Graph) -> nx.Graph:
+    """Numeric string ids as integers (when that maps no two ids to the same number)."""
+    try:
+        mapping = {v: int(v) for v in g.nodes()}
+    except (TypeError, ValueError):
+        return g
+    return nx.relabel_nodes(g, mapping) if len(set(mapping.values())) == len(mapping) else g
+
+
+def warn_dropped(source: str | Path, loops: Sequence[tuple[Any, int]], parallel: int, where: str = "graph",
+                  stacklevel: int = 3) -> None:
+    """One warning naming the file (or other source) that counts the self-loops (``(where,
+    count)`` pairs) and the parallel or repeated edges dropped while reading it."""
+    parts = []
+    if loops:
+        total = sum(k for _, k in loops)
+        places = ", ".join(str(w) for w, _ in loops[:8]) + (" ..." if len(loops) > 8 else "")
+        parts.append(f"dropped {total} self-loop(s) ({where} {places}): polydiff's graphs are simple")
+    if parallel:
+        parts.append(f"merged {parallel} repeated edge(s) into one edge per node pair")
+    if parts:
+        warnings.warn(f"{source}: " + "; ".join(parts), stacklevel=stacklevel)
+
+
+def simple_graphs(graphs: Sequence[nx.Graph], source: str) -> list[nx.Graph]:
+    """The graphs as simple undirected ``nx.Graph``-s: self-loops dropped and parallel or
+    reciprocal directed edges merged, with one warning naming ``source`` that counts them
+    (graphs given in memory; the file readers warn the same way)."""
+    out, loops, parallel = [], [], 0
+    for i, g in enumerate(graphs):
+        if type(g) is nx.Graph and not nx.number_of_selfloops(g):
+            out.append(g)  # already simple: no copy
+            continue
+        simple = nx.Graph(g)
+        parallel += g.number_of_edges() - simple.number_of_edges()
+        k = nx.number_of_selfloops(simple)
+        if k:
+            loops.append((i, k))
+            simple.remove_edges_from(list(nx.selfloop_edges(simple)))
+        out.append(simple)
+    warn_dropped(source, loops, parallel, stacklevel=4)
+    return out
+
+
+def check_ended(path: Path, text: str, what: str = "record") -> None:
+    """A samples file whose last line has no line end was cut off while it was written (every
+    writer here ends its lines): a ``ValueError`` naming the file and that line, not a
+    shorter read or a half-written record read as a whole one."""
+    lines = _LINE_END.split(text)
+    if lines[-1].strip():
+        raise ValueError(f"{path}:{len(lines)}: the last line has no line end, so the file looks cut off while it "
+                         f"was written (a half-written {what}); regenerate it, or end the line if it is complete")
 
 
 # -- edge lists ---------------------------------------------------------------------------------
@@ -164,59 +261,103 @@ def write_edge_list(graphs: Sequence[nx.Graph], path: str | Path) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
-def read_edge_list(path: str | Path) -> list[nx.Graph]:
-    """Graphs of an edge-list file (format in the module doc); errors name file and line."""
+def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
+    """Graphs of an edge-list file (format in the module doc); errors name file and line.
+    Self-loops and repeated edges are dropped with one warning that counts them and names their
+    lines (the graphs here are simple). ``complete``: a last line without a line end is an
+    error (see :func:`check_ended`)."""
     path = Path(path)
+    text = read_text(path, "edge-list file")
+    if complete:
+        check_ended(path, text, "edge")
     graphs: list[tuple[nx.Graph, int | None]] = []
     current: nx.Graph | None = None
     declared: int | None = None
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            header = _HEADER.match(text)
-            if header:
-                m = _NODES.search(header.group(1))
-                declared = int(m.group(1)) if m else None
-                current = nx.Graph()
-                if declared is not None:
-                    current.add_nodes_from(range(declared))
-                graphs.append((current, declared))
-                continue
-            if text.startswith("#") or text.startswith("%"):
-                continue
-            fields = [t for t in re.split(r"[,\s]+", text) if t]
-            if len(fields) not in (2, 3):
-                raise ValueError(f"{path}:{n}: expected 'u v' or 'u v weight', got {text!r}")
-            if current is None:
-                current = nx.Graph()
-                graphs.append((current, None))
-            u, v = fields[0], fields[1]
+    loops: list[tuple[int, int]] = []
+    repeated = 0
+    for n, line in text_lines(text):
+        text_ = line.strip()
+        if not text_:
+            continue
+        header = _HEADER.match(text_)
+        if header:
+            m = _NODES.search(header.group(1))
+            declared = int(m.group(1)) if m else None
+            if declared is not None and declared > MAX_NODES:
+                raise ValueError(f"{path}:{n}: nodes={declared} is more than polydiff reads ({MAX_NODES:,})")
+            current = nx.Graph()
             if declared is not None:
-                try:
-                    u, v = int(u), int(v)
-                except ValueError:
-                    raise ValueError(f"{path}:{n}: node ids must be integers 0..{declared - 1}, got {text!r}") from None
-                if not (0 <= u < declared and 0 <= v < declared):
-                    raise ValueError(f"{path}:{n}: edge ({u}, {v}) outside nodes 0..{declared - 1}")
-            attrs = {}
-            if len(fields) == 3:
-                try:
-                    attrs["weight"] = float(fields[2])
-                except ValueError:
-                    raise ValueError(f"{path}:{n}: the third field must be a number, got {fields[2]!r}") from None
-            current.add_edge(u, v, **attrs)
+                current.add_nodes_from(range(declared))
+            graphs.append((current, declared))
+            continue
+        if text_.startswith("#") or text_.startswith("%"):
+            continue
+        fields = [t for t in re.split(r"[,\s]+", text_) if t]
+        if len(fields) not in (2, 3):
+            raise ValueError(f"{path}:{n}: expected 'u v' or 'u v weight', got {text_!r}")
+        if current is None:
+            current = nx.Graph()
+            graphs.append((current, None))
+        u, v = fields[0], fields[1]
+        if declared is not None:
+            try:
+                u, v = int(u), int(v)
+            except ValueError:
+                raise ValueError(f"{path}:{n}: node ids must be integers 0..{declared - 1}, got {text_!r}") from None
+            if not (0 <= u < declared and 0 <= v < declared):
+                raise ValueError(f"{path}:{n}: edge ({u}, {v}) outside nodes 0..{declared - 1}")
+        attrs = {}
+        if len(fields) == 3:
+            try:
+                attrs["weight"] = float(fields[2])
+            except ValueError:
+                raise ValueError(f"{path}:{n}: the third field must be a number, got {fields[2]!r}") from None
+            if not math.isfinite(attrs["weight"]):
+                raise ValueError(f"{path}:{n}: the weight must be a finite number, got {fields[2]!r}")
+        if u == v:
+            loops.append((n, 1))
+            current.add_node(u)
+            continue
+        repeated += current.has_edge(u, v)
+        current.add_edge(u, v, **attrs)
     out = []
     for g, declared_n in graphs:
         if declared_n is None:
-            try:
-                g = nx.relabel_nodes(g, {v: int(v) for v in g.nodes()})
-            except ValueError:
-                out.append(nx.convert_node_labels_to_integers(g))
-                continue
+            ids = _int_ids(g)
+            if ids is g and all(_is_int(v) for v in g.nodes()):
+                raise ValueError(f"{path}: node ids {_same_number(g)} name the same number; write each node one way")
+            out.append(_relabel(ids) if ids is not g else nx.convert_node_labels_to_integers(g))
+            continue
         out.append(_relabel(g))
+    warn_dropped(path, loops, repeated, where="line")
     return out
+
+
+def _check_sdf_ended(path: Path) -> None:
+    """An SDF samples file cut off while it was written: its last record has no ``$$$$`` line."""
+    text = read_text(path, "SDF file")
+    check_ended(path, text, "SDF record")
+    lines = _LINE_END.split(text.rstrip())
+    if lines[-1].strip() != "$$$$":
+        raise ValueError(f"{path}:{len(lines)}: the last SDF record has no '$$$$' end line, so the file looks cut "
+                         "off while it was written; regenerate it")
+
+
+def _is_int(v: Any) -> bool:
+    try:
+        int(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _same_number(g: nx.Graph) -> str:
+    seen: dict[int, Any] = {}
+    for v in g.nodes():
+        if int(v) in seen:
+            return f"{seen[int(v)]!r} and {v!r}"
+        seen[int(v)] = v
+    return "?"
 
 
 # -- molecules ----------------------------------------------------------------------------------
@@ -280,33 +421,44 @@ def write_molecules(graphs: Sequence[nx.Graph], out_dir: str | Path, stem: str =
     return [*paths, smi, sdf]
 
 
-def read_graphs(path: str | Path) -> list[nx.Graph]:
+def read_graphs(path: str | Path, complete: bool = False) -> list[nx.Graph]:
     """Graphs or molecular graphs from a file (by suffix) or a directory.
 
     A directory written by :func:`write_graphs` / :func:`write_molecules` is read from its
     most faithful file (``*.graphml``, else ``*.g6``, ``*.edgelist``, ``*.smi``, ``*.sdf``);
-    invalid SMILES / SDF records are skipped with a warning that counts them.
+    invalid SMILES / SDF records are skipped with a warning that counts them. ``complete``
+    (samples files): a file cut off while it was written is an error -- a line-based file
+    (graph6, edge list, SMILES) whose last line has no line end, an SDF file whose last record
+    has no ``$$$$`` line (GraphML and JSON cut off are malformed anyway).
     """
     path = Path(path)
     if path.is_dir():
         for suffix in (".graphml", ".g6", ".edgelist", ".smi", ".sdf"):
             found = sorted(path.glob(f"*{suffix}"))
             if found:
-                return [g for f in found for g in read_graphs(f)]
+                return [g for f in found for g in read_graphs(f, complete)]
         raise FileNotFoundError(f"{path}: no graph or molecule files (*.graphml, *.g6, *.edgelist, *.smi, *.sdf)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".g6", ".graph6"):
-        return read_graph6(path)
-    if suffix == ".graphml":
-        return read_graphml(path)
-    if suffix == ".json":
+        graphs = read_graph6(path, complete)
+    elif suffix == ".graphml":
+        graphs = read_graphml(path)
+    elif suffix == ".json":
         from .data import graphs_from_json
 
-        return graphs_from_json(path)
-    if suffix in (".smi", ".csv"):
-        return read_smiles(path)[0]
-    if suffix in (".sdf", ".sd"):
-        return read_sdf(path)[0]
-    return read_edge_list(path)
+        graphs = graphs_from_json(path)
+    elif suffix in (".smi", ".csv"):
+        if complete:
+            check_ended(path, read_text(path, "SMILES file"), "SMILES")
+        graphs = read_smiles(path)[0]
+    elif suffix in (".sdf", ".sd"):
+        if complete:
+            _check_sdf_ended(path)
+        graphs = read_sdf(path)[0]
+    else:
+        graphs = read_edge_list(path, complete)
+    if not graphs:
+        raise ValueError(f"{path}: no graphs in the file")
+    return graphs

@@ -97,7 +97,8 @@ class GraphsModality(Modality):
         shapes of its fields (PARD itself draws its sizes block by block, see
         :func:`.models.pard.generate`)."""
         if condition:
-            raise ValueError("graph models are unconditional: no condition can be given")
+            raise ValueError(f"unknown condition {next(iter(condition))!r}: the model is unconditional (graph models "
+                             "take no conditions); leave --condition out")
         n_max = int(info["max_nodes"])
         counts = node_counts(n, info, generator)
         mask = (torch.arange(n_max)[None, :] < counts[:, None]).float()
@@ -150,7 +151,8 @@ class GraphsModality(Modality):
         return graphs_to_dense(objects, max_nodes, info.get("max_feat_num"))
 
     def reference(self, data: DataBundle) -> list[nx.Graph]:
-        ds = data.test or data.val or data.train
+        """The test graphs (a fallback to other splits warns, see :meth:`reference_split`)."""
+        ds = self.reference_split(data)
         return list(ds.graphs) if hasattr(ds, "graphs") else super().reference(data)
 
     # -- files, metrics, plots --
@@ -161,7 +163,9 @@ class GraphsModality(Modality):
         return write_graphs(graphs, out_dir)
 
     def read(self, path: Path) -> list[nx.Graph]:
-        return read_graphs(path)
+        """Graphs of a samples file or folder; a file cut off while it was written is an error
+        (see :func:`.io.read_graphs` with ``complete``)."""
+        return read_graphs(path, complete=True)
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any],
                  fcd: bool = False) -> dict[str, float]:

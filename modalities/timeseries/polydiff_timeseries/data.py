@@ -29,6 +29,8 @@ the mean absolute observed value of its context (gluonts' ``MeanScaler``, as in 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pandas.io.parsers import TextParser
 
 from polydiff.plugin import TensorStates, shared_file
 
@@ -142,45 +145,54 @@ def season_of(freq: str | None) -> int:
 # checks: regular timestamps, NaNs
 # ---------------------------------------------------------------------------------------------
 
-def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False) -> tuple[pd.Index, str | None,
-                                                                                              np.ndarray | None]:
+def _row_names(n: int, rows: Sequence[str] | None) -> Sequence[str]:
+    """How messages name the ``n`` rows: the caller's names (``"line 12"`` for files), else
+    ``"row k"`` (0-based positions, as ``df.iloc`` counts them)."""
+    return rows if rows is not None else [f"row {k}" for k in range(n)]
+
+
+def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False,
+                  rows: Sequence[str] | None = None) -> tuple[pd.Index, str | None, np.ndarray | None]:
     """Check that ``ts`` is strictly increasing with one constant step.
 
     Returns the index, its frequency string (None for integer time) and, with ``regularize``,
-    the positions of the given rows in a gap-free index (else None). Errors name ``where``.
+    the positions of the given rows in a gap-free index (else None). Errors name ``where`` and
+    the offending row by its name in ``rows`` (file lines for files; default ``"row k"``, 0-based).
     """
     idx = pd.Index(ts)
     if len(idx) == 0:
         raise DataError(f"{where}: no rows")
+    names = _row_names(len(idx), rows)
+    missing = np.flatnonzero(pd.isna(idx))
+    if missing.size:
+        raise DataError(f"{where}: {names[missing[0]]} has no time value")
     if pd.api.types.is_numeric_dtype(idx.dtype) and not pd.api.types.is_bool_dtype(idx.dtype):
         arr = np.asarray(idx, dtype=np.float64)
-        if not np.allclose(arr, np.round(arr)):
-            raise DataError(f"{where}: integer time steps expected, got non-integer values")
+        odd = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) > 2.0**53))
+        if odd.size:
+            raise DataError(f"{where}: integer time steps expected; {names[odd[0]]} has {idx[odd[0]]!r}")
         step = np.diff(arr)
         bad = np.flatnonzero(step <= 0)
         if bad.size:
-            raise DataError(f"{where}: time must be strictly increasing; row {bad[0] + 1} has {arr[bad[0] + 1]:g} "
+            raise DataError(f"{where}: time must be strictly increasing; {names[bad[0] + 1]} has {arr[bad[0] + 1]:g} "
                             f"after {arr[bad[0]]:g} (sort the rows and drop duplicates)")
         if len(arr) > 1 and not np.all(step == step[0]):
             k = int(np.flatnonzero(step != step[0])[0])
             if not regularize:
-                raise DataError(f"{where}: irregular time steps: step {step[0]:g} at first but {step[k]:g} at row "
-                                f"{k + 1} (pass regularize=True to reindex with NaN gaps)")
+                raise DataError(f"{where}: irregular time steps: step {step[0]:g} at first but {step[k]:g} at "
+                                f"{names[k + 1]} (pass regularize=True to reindex with NaN gaps)")
             d = np.gcd.reduce(step.astype(np.int64))
             pos = ((arr - arr[0]) // d).astype(np.int64)
             return pd.RangeIndex(int(arr[0]), int(arr[0]) + int(pos[-1] + 1) * int(d), int(d)), None, pos
         return pd.Index(arr.astype(np.int64)), None, None
-    try:
-        idx = pd.DatetimeIndex(pd.to_datetime(idx))
-    except (ValueError, TypeError) as err:
-        raise DataError(f"{where}: cannot read timestamps ({err})") from None
+    idx = _timestamps(idx, where, names)
     if idx.tz is not None:
         idx = idx.tz_convert(None)
     idx = idx.as_unit("ns")
     d = np.diff(idx.asi8)
     bad = np.flatnonzero(d <= 0)
     if bad.size:
-        raise DataError(f"{where}: timestamps must be strictly increasing; row {bad[0] + 1} ({idx[bad[0] + 1]}) "
+        raise DataError(f"{where}: timestamps must be strictly increasing; {names[bad[0] + 1]} ({idx[bad[0] + 1]}) "
                         f"follows {idx[bad[0]]} (sort the rows and drop duplicates)")
     if len(idx) < 3:
         return idx, None, None
@@ -191,7 +203,7 @@ def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False
     k = int(np.flatnonzero(d != d[0])[0]) if np.any(d != d[0]) else 0
     if not regularize:
         raise DataError(f"{where}: irregular timestamps: step {pd.Timedelta(int(d[0]), 'ns')} at first but "
-                        f"{pd.Timedelta(int(d[k]), 'ns')} before row {k + 1} ({idx[k + 1]}); resample the data "
+                        f"{pd.Timedelta(int(d[k]), 'ns')} before {names[k + 1]} ({idx[k + 1]}); resample the data "
                         "(e.g. df.resample('h').mean()) or pass regularize=True to reindex with NaN gaps")
     step = int(np.gcd.reduce(d))
     full = pd.date_range(idx[0], idx[-1], freq=pd.Timedelta(step, "ns"))
@@ -200,8 +212,24 @@ def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False
     return pd.DatetimeIndex(full, freq=freq), freq, pos
 
 
-def handle_nans(v: np.ndarray, nan: str, where: str, columns: Sequence[str], index: pd.Index) -> np.ndarray:
-    """Apply the NaN policy to one (T, C) series (see the module docstring)."""
+def _timestamps(idx: pd.Index, where: str, names: Sequence[str]) -> pd.DatetimeIndex:
+    """Timestamps parsed by pandas; the first unreadable one is an error naming its row."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+            parsed = pd.DatetimeIndex(pd.to_datetime(idx, errors="coerce"))
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
+        raise DataError(f"{where}: cannot read timestamps ({err})") from None
+    bad = np.flatnonzero(pd.isna(parsed))
+    if bad.size:
+        raise DataError(f"{where}: {names[bad[0]]}: cannot read the timestamp {idx[bad[0]]!r}")
+    return parsed
+
+
+def handle_nans(v: np.ndarray, nan: str, where: str, columns: Sequence[str], index: pd.Index,
+                rows: Sequence[str | None] | None = None) -> np.ndarray:
+    """Apply the NaN policy to one (T, C) series (see the module docstring). ``rows`` names the
+    rows in messages (file lines; None for a gap that ``regularize`` inserted)."""
     if nan not in NAN_POLICIES:
         raise DataError(f"nan={nan!r}: allowed values are {', '.join(NAN_POLICIES)}")
     miss = ~np.isfinite(v)
@@ -209,8 +237,9 @@ def handle_nans(v: np.ndarray, nan: str, where: str, columns: Sequence[str], ind
         return v
     if nan == "error":
         r, c = np.argwhere(miss)[0]
+        name = _row_names(len(v), rows)[r] or "a gap (no row)"
         raise DataError(f"{where}: column {columns[c]!r} has {int(miss[:, c].sum())} missing (NaN / empty) values, "
-                        f"first at row {r} ({index[r]}); pass nan='mask' to treat them as unobserved or "
+                        f"first at {name} ({index[r]}); pass nan='mask' to treat them as unobserved or "
                         "nan='interpolate' to fill them")
     v = np.where(miss, np.nan, v)
     if nan == "interpolate":
@@ -229,35 +258,63 @@ def handle_nans(v: np.ndarray, nan: str, where: str, columns: Sequence[str], ind
 # frames and files
 # ---------------------------------------------------------------------------------------------
 
+_TIME = "\x00time"  # the time column of the long frame built by from_wide (never shown: messages use the user's)
+
+
 def from_long(df: pd.DataFrame, target: str | Sequence[str] = "target", id_col: str | None = "item_id",
               time_col: str = "timestamp", *, nan: str = "error", regularize: bool = False,
-              source: str = "<frame>") -> SeriesSet:
+              source: str = "<frame>", lines: Sequence[int] | None = None) -> SeriesSet:
     """A long-format frame (one row per series and time step) -> :class:`SeriesSet`.
 
     ``target`` names one or more value columns (channels), ``id_col`` the series (None: one
     series), ``time_col`` the timestamps (datetimes or integers; ``"index"`` = the frame index).
+    ``lines`` gives the file line of every row (see :func:`read_frame`): errors then name lines;
+    otherwise they name rows by their 0-based position in the frame.
     """
+    tname = time_col if time_col != "index" else str(df.index.name or "index")
+    return _from_long(df, target, id_col, time_col, tname, nan=nan, regularize=regularize, source=source,
+                      lines=lines)
+
+
+def _from_long(df: pd.DataFrame, target: str | Sequence[str], id_col: str | None, time_col: str, tname: str, *,
+               nan: str, regularize: bool, source: str, lines: Sequence[int] | None) -> SeriesSet:
     targets = [target] if isinstance(target, str) else list(target)
     df = df.reset_index() if time_col == "index" else df
     tcol = df.columns[0] if time_col == "index" else time_col
     needed = [c for c in [*targets, tcol, *([id_col] if id_col else [])] if c not in df.columns]
     if needed:
-        raise DataError(f"{source}: no column(s) {needed}; columns: {', '.join(map(str, df.columns))}")
-    groups = [("series", df)] if id_col is None else list(df.groupby(id_col, sort=False))
+        shown = [tname if c == tcol else c for c in needed]
+        raise DataError(f"{source}: no column(s) {shown}; columns: {', '.join(map(str, df.columns))}")
+    if lines is not None and len(lines) != len(df):
+        raise DataError(f"{source}: {len(lines)} line numbers for {len(df)} rows")
+    names = [f"line {n}" for n in lines] if lines is not None else [f"row {k}" for k in range(len(df))]
+    if id_col is None:
+        groups = [("series", np.arange(len(df)))]
+    else:
+        no_id = np.flatnonzero(df[id_col].isna().to_numpy())
+        if no_id.size:
+            raise DataError(f"{source}: {names[no_id[0]]} has no series id in column {id_col!r}")
+        groups = list(df.groupby(id_col, sort=False).indices.items())
     values, ids, index, freqs = [], [], [], set()
-    for key, g in groups:
-        where = f"{source}: series {key!r} (time column {tcol!r})" if id_col else f"{source} (time column {tcol!r})"
-        idx, freq, pos = regular_index(g[tcol], where, regularize)
+    for key, at in groups:
+        g = df.iloc[at]
+        rows = [names[k] for k in at]
+        where = f"{source}: series {key!r} (time column {tname!r})" if id_col else f"{source} (time column {tname!r})"
+        idx, freq, pos = regular_index(g[tcol], where, regularize, rows)
         v = g[targets].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         bad = g[targets].notna().to_numpy() & ~np.isfinite(v)
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise DataError(f"{where}: column {targets[c]!r} row {r}: not a number: {g[targets[c]].iloc[r]!r}")
+            raise DataError(f"{where}: column {targets[c]!r} {rows[r]}: not a number: {g[targets[c]].iloc[r]!r}")
         if pos is not None:
             full = np.full((len(idx), len(targets)), np.nan)
             full[pos] = v
             v = full
-        values.append(handle_nans(v, nan, where.split(" (time")[0], targets, idx))
+            named: list[str | None] = [None] * len(idx)
+            for j, k in enumerate(pos):
+                named[k] = rows[j]
+            rows = named
+        values.append(handle_nans(v, nan, where.split(" (time")[0], targets, idx, rows))
         ids.append(str(key))
         index.append(idx)
         freqs.add(freq)
@@ -269,50 +326,120 @@ def from_long(df: pd.DataFrame, target: str | Sequence[str] = "target", id_col: 
 
 def from_wide(df: pd.DataFrame, columns: Sequence[str] | None = None, time_col: str | None = "index", *,
               multivariate: bool = False, nan: str = "error", regularize: bool = False,
-              source: str = "<frame>") -> SeriesSet:
+              source: str = "<frame>", lines: Sequence[int] | None = None) -> SeriesSet:
     """A wide frame (one column per series) -> :class:`SeriesSet`: one univariate series per
-    column, or one multivariate series with ``multivariate=True``."""
+    column, or one multivariate series with ``multivariate=True``. ``lines`` as for :func:`from_long`."""
     if time_col is not None and time_col != "index" and time_col not in df.columns:
         raise DataError(f"{source}: no time column {time_col!r}; columns: {', '.join(map(str, df.columns))}")
     cols = list(columns) if columns is not None else [c for c in df.columns if c != time_col]
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise DataError(f"{source}: no column(s) {missing}; columns: {', '.join(map(str, df.columns))}")
-    ts = df.index if time_col == "index" else (pd.RangeIndex(len(df)) if time_col is None else df[time_col])
-    long = df[cols].rename(columns={c: str(c) for c in cols})
-    long.insert(0, "__time__", np.asarray(ts))
-    ss = from_long(long, [str(c) for c in cols], None, "__time__", nan=nan, regularize=regularize, source=source)
+    if not cols:
+        raise DataError(f"{source}: no value columns besides the time column {time_col!r}")
+    if time_col == "index":
+        ts, tname = df.index, str(df.index.name or "index")
+    elif time_col is None:
+        ts, tname = pd.RangeIndex(len(df)), "row number"
+    else:
+        ts, tname = df[time_col], time_col
+    long = df[cols].rename(columns={c: str(c) for c in cols}).reset_index(drop=True)
+    long.insert(0, _TIME, np.asarray(ts))
+    ss = _from_long(long, [str(c) for c in cols], None, _TIME, tname, nan=nan, regularize=regularize, source=source,
+                    lines=lines)
     return ss if multivariate else ss.univariate()
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (any delimiter pandas can sniff) or parquet file."""
+    """Read a CSV or parquet file. CSV: the delimiter is sniffed from the header line (``,``,
+    tab, ``;``, ``|`` or space), values are typed as :func:`pandas.read_csv` types them, and
+    ``df.attrs["lines"]`` holds the 1-based file line of every row (for messages). Problems are
+    :class:`DataError` s naming the file (and the line): an empty file, bytes that are not UTF-8,
+    a row with more or fewer fields than the header, an unclosed quote."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     if file.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(file)
-        except ImportError as err:
-            raise DataError(f"{file}: reading parquet needs pyarrow (pip install polydiff-timeseries[parquet])") \
-                from err
-    return pd.read_csv(file, sep=None, engine="python")
+        return _read_parquet(file)
+    data = file.read_bytes()
+    if not data.strip():
+        raise DataError(f"{file}: the file is empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
+            from None
+    first = next(s for s in text.splitlines() if s.strip())
+    try:
+        delimiter = csv.Sniffer().sniff(first, delimiters=",\t;| ").delimiter
+    except csv.Error:  # one column
+        delimiter = ","
+    records, lines = _csv_records(file, text, delimiter)
+    header, rows, lines = records[0], records[1:], lines[1:]
+    if not rows:
+        raise DataError(f"{file}: a header line but no data rows")
+    for line, row in zip(lines, rows):
+        if len(row) != len(header):
+            raise DataError(f"{file}:{line}: expected {len(header)} fields like the header, got {len(row)}: "
+                            f"{delimiter.join(row)!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = TextParser([header, *rows], header=0).read()
+    except Exception as err:  # pandas' own typing of the cells
+        raise DataError(f"{file}: cannot read the table ({type(err).__name__}: {err})") from None
+    df.attrs["lines"] = lines
+    return df
+
+
+def _csv_records(file: Path, text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """The non-blank records of a CSV text and the line each starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records, lines, last = [], [], 0
+    try:
+        for r in reader:
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise DataError(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
+            if len(r) > 1 or (r and r[0].strip()):
+                records.append(r)
+                lines.append(first)
+    except csv.Error as err:
+        raise DataError(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
+    return records, lines
+
+
+def _read_parquet(file: Path) -> pd.DataFrame:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as err:
+        raise DataError(f"{file}: reading parquet needs pyarrow (pip install polydiff-timeseries[parquet])") \
+            from err
+    try:
+        return pd.read_parquet(file)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise DataError(f"{file}: not a readable parquet file ({type(err).__name__}: {err})") from None
 
 
 def read_series(path: str | Path, target: str | Sequence[str] | None = None, id_col: str | None = None,
                 time_col: str = "timestamp", *, multivariate: bool = False, nan: str = "error",
                 regularize: bool = False) -> SeriesSet:
     """Users' CSV / parquet: long format when ``id_col`` is given (``target`` = value column(s)),
-    else wide (``target`` = the series columns, default: every column but ``time_col``)."""
+    else wide (``target`` = the series columns, default: every column but ``time_col``).
+    Errors name the file and, for CSV, the 1-based line."""
     df = read_frame(path)
     src = str(Path(path).expanduser())
+    lines = df.attrs.get("lines")
     if time_col not in df.columns:
         raise DataError(f"{src}: no time column {time_col!r}; columns: {', '.join(map(str, df.columns))} "
                         "(set time_col)")
     if id_col is not None:
-        return from_long(df, target or "target", id_col, time_col, nan=nan, regularize=regularize, source=src)
+        return from_long(df, target or "target", id_col, time_col, nan=nan, regularize=regularize, source=src,
+                         lines=lines)
     cols = None if target is None else ([target] if isinstance(target, str) else list(target))
-    return from_wide(df, cols, time_col, multivariate=multivariate, nan=nan, regularize=regularize, source=src)
+    return from_wide(df, cols, time_col, multivariate=multivariate, nan=nan, regularize=regularize, source=src,
+                     lines=lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,7 +655,11 @@ def split_windows(ss: SeriesSet, length: int, horizon: int, stride: int = 1, tes
     (rolling windows ending at ``T - k * horizon``), the ``val_windows`` horizons before them the
     validation targets, and training windows (every ``stride`` steps) end before the first
     validation target. A series too short for a training window and its evaluation windows
-    raises a :class:`DataError` (or is dropped with a warning when ``drop_short``)."""
+    raises a :class:`DataError` (or is dropped with a warning when ``drop_short``), and so does
+    ``test_windows < 1``: an empty test split would leave evaluation only the training windows."""
+    if test_windows < 1 or val_windows < 0:
+        raise DataError(f"{ss.source}: test_windows={test_windows} and val_windows={val_windows}: need at least one "
+                        "test window per series (test_windows >= 1) and val_windows >= 0")
     need = length + (test_windows + val_windows) * horizon
     out: dict[str, list] = {"train": [], "val": [], "test": []}
     for i, (v, sid) in enumerate(zip(ss.values, ss.ids)):

@@ -95,8 +95,11 @@ def _random_splits(ss: D.SeriesSet, length: int, stride: int, seed: int, drop_sh
     if not parts:
         raise D.DataError(f"{ss.source}: no series is long enough for windows of {length} steps")
     w, s, e = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    if len(w) < 10:
+        raise D.DataError(f"{ss.source}: {len(w)} window(s) of {length} steps are too few to hold out a test split; "
+                          "need at least 10 (lower the window length or the stride)")
     perm = np.random.default_rng(seed).permutation(len(w))
-    n_val = n_test = max(len(w) // 10, 1) if len(w) >= 10 else 0
+    n_val = n_test = len(w) // 10
     cut = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
     return {k: D.Split(w[ix], s[ix], e[ix]) for k, ix in cut.items()}
 
@@ -232,7 +235,8 @@ class TimeSeriesModality(Modality):
         """Shapes of both representations (the sampler draws the one that is a field) and an
         all-observed mask."""
         if condition:
-            raise ValueError("time-series models are unconditional; use polydiff_timeseries.predict for forecasts")
+            raise ValueError(f"unknown condition {next(iter(condition))!r}: time-series models are unconditional; "
+                             "use polydiff_timeseries.predict for forecasts")
         length, c = int(info["length"]), int(info["channels"])
         return {"x": (n, length, c), "spec": (n, num_bins(length), c, 2), "observed": torch.ones(n, length, c)}
 
@@ -249,8 +253,7 @@ class TimeSeriesModality(Modality):
         return {"x": x, "observed": torch.ones_like(x)}
 
     def reference(self, data: DataBundle) -> np.ndarray:
-        ds = data.test or data.val or data.train
-        return ds.tensors["x"].double().numpy()
+        return self.reference_split(data).tensors["x"].double().numpy()
 
     def write(self, objects: Sequence[Any], out_dir: Path) -> list[Path]:
         return [write_windows(np.asarray(objects), Path(out_dir) / SAMPLES_FILE)]
@@ -349,15 +352,81 @@ def write_windows(windows: np.ndarray, file: Path, columns: Sequence[str] | None
 
 
 def read_windows(file: Path) -> np.ndarray:
-    """Read windows written by :func:`write_windows` back to (N, L, C)."""
-    if not Path(file).is_file():
+    """Read windows written by :func:`write_windows` back to (N, L, C).
+
+    The file must be complete and regular: the header ``sample, step, <channels>``, every row
+    with that many fields, ``sample`` / ``step`` non-negative integers, finite values, every
+    sample with the same steps, each (sample, step) once, and a line end after the last row (a
+    file cut off while it was written ends mid-row). Anything else is a :class:`DataError`
+    naming the file and the line."""
+    file = Path(file)
+    if not file.is_file():
         raise FileNotFoundError(f"{file}: no such samples file")
-    df = pd.read_csv(file)
-    if not {"sample", "step"} <= set(df.columns):
-        raise D.DataError(f"{file}: expected columns sample, step and one per channel; got {list(df.columns)}")
-    df = df.sort_values(["sample", "step"])
-    n, length = df["sample"].nunique(), df["step"].nunique()
-    vals = df.drop(columns=["sample", "step"]).to_numpy(np.float64)
-    if len(vals) != n * length:
-        raise D.DataError(f"{file}: every sample must have the same {length} steps")
-    return vals.reshape(n, length, -1)
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise D.DataError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
+            from None
+    records, lines = D._csv_records(file, text, ",")
+    if not records:
+        raise D.DataError(f"{file}: the file is empty")
+    header = [c.strip() for c in records[0]]
+    if header[:2] != ["sample", "step"] or len(header) < 3:
+        raise D.DataError(f"{file}:{lines[0]}: expected the header 'sample,step,<one column per channel>'; "
+                          f"got {','.join(header)!r}")
+    rows, lines = records[1:], lines[1:]
+    if not rows:
+        raise D.DataError(f"{file}: a header but no samples")
+    if not text.endswith(("\n", "\r")):
+        raise D.DataError(f"{file}:{lines[-1]}: the last line has no line end, so the file looks cut off while it "
+                          "was written (a half-written row); regenerate it")
+    width = len(header)
+    for line, row in zip(lines, rows):
+        if len(row) != width:
+            raise D.DataError(f"{file}:{line}: expected {width} fields ({','.join(header)}), got {len(row)}: "
+                              f"{','.join(row)!r}")
+    cells = np.asarray(rows, dtype=str)
+    try:
+        vals = np.char.strip(cells).astype(np.float64)
+    except ValueError:
+        vals = np.full(cells.shape, np.nan)
+        for i, row in enumerate(rows):
+            for j, c in enumerate(row):
+                try:
+                    vals[i, j] = float(c)
+                except ValueError:
+                    raise D.DataError(f"{file}:{lines[i]}: column {header[j]!r}: not a number: {c!r}") from None
+    bad = np.argwhere(~np.isfinite(vals))
+    if bad.size:
+        i, j = bad[0]
+        raise D.DataError(f"{file}:{lines[i]}: column {header[j]!r}: not a finite number: {rows[i][j]!r}")
+    ids = vals[:, :2]
+    odd = np.argwhere((ids != np.round(ids)) | (ids < 0) | (ids > 2.0**53))
+    if odd.size:
+        i, j = odd[0]
+        raise D.DataError(f"{file}:{lines[i]}: {header[j]} must be a non-negative integer, got {rows[i][j]!r}")
+    sample, step = ids[:, 0].astype(np.int64), ids[:, 1].astype(np.int64)
+    order = np.lexsort((step, sample))
+    sample, step, vals, where = sample[order], step[order], vals[order, 2:], np.asarray(lines)[order]
+    twice = np.flatnonzero((np.diff(sample) == 0) & (np.diff(step) == 0))
+    if twice.size:
+        k = twice[0] + 1
+        raise D.DataError(f"{file}:{where[k]}: sample {sample[k]} step {step[k]} appears twice "
+                          f"(also at line {where[k - 1]})")
+    starts = np.flatnonzero(np.r_[True, np.diff(sample) != 0])
+    steps = step[starts[0]:starts[1] if len(starts) > 1 else len(step)]
+    length = len(steps)
+    for a, b in zip(starts, [*starts[1:], len(step)]):
+        if b - a != length or not np.array_equal(step[a:b], steps):
+            raise D.DataError(f"{file}: sample {sample[a]} has steps {_span(step[a:b])}, sample {sample[0]} has "
+                              f"{_span(steps)}: every sample must have the same steps (line {where[a]})")
+    return vals.reshape(len(starts), length, -1)
+
+
+def _span(steps: np.ndarray) -> str:
+    """``"0..9"`` for contiguous steps, else the count and the ends."""
+    if len(steps) and steps[-1] - steps[0] == len(steps) - 1:
+        return f"{steps[0]}..{steps[-1]}"
+    return f"{len(steps)} steps in {steps[0]}..{steps[-1]}" if len(steps) else "none"

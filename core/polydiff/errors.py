@@ -1,0 +1,15 @@
+"""The errors of checkpoints and runs, in a module light enough for the command line to import
+before it knows whether it needs torch."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ResumeError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be (safely) loaded."""
+
+
+class ResumeError(CheckpointError):
+    """A run folder training refuses to resume (a different recipe) or to start over in (its
+    checkpoints would be overwritten) without ``fresh``."""

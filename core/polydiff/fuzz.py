@@ -1,0 +1,358 @@
+"""Fuzzing of file readers: random, truncated and mutated inputs must end in a clear error.
+
+Every reader of users' files (the core's and every plugin's) goes through :func:`fuzz_reader`.
+It writes a few valid files, then mutated copies of them (bytes flipped, inserted or deleted,
+tricky tokens spliced in, lines dropped or repeated, truncations at random points, random
+garbage, empty files) into fresh folders, calls the reader on each and accepts only two
+outcomes:
+
+- a typed error (``expected``: by default ``ValueError``, ``OSError`` or ``KeyError``; a plugin
+  passes its own, e.g. ``DataError`` or ``CheckpointError``) whose message names the file;
+- a successful read whose result is consistent: ``count(result)`` objects where the caller's
+  ``records(name, data)`` says the bytes hold that many (fewer only with a warning naming the
+  file, e.g. "skipped 2 invalid SMILES in x.smi"), and ``check(result)`` passes.
+
+Anything else fails the test with the input that caused it: another exception type (an
+``IndexError``, ``UnicodeDecodeError`` or ``_csv.Error`` from deep inside a library), a message
+that does not name the file, a read that takes longer than ``timeout`` seconds (a hang), or a
+silently wrong count.
+
+The mutations are drawn by hypothesis (``@given`` over a composite strategy; a fixed ``seed`` and
+no example database, so CI runs are deterministic; ``examples`` bounds the number per reader),
+which also shrinks a failing input to a small one before reporting it.
+
+A future plugin adds its readers with one test function each::
+
+    from polydiff.fuzz import fuzz_reader
+
+    def test_fuzz_my_reader(tmp_path):
+        valid = {"tracks.mid": write_example_midi()}          # one or more valid files
+        fuzz_reader(read_midi, valid, tmp_path, examples=60, expected=(ValueError, OSError, MidiError),
+                    records=lambda name, data: None)          # None: the count cannot be told
+
+A reader of a whole folder (``polydiff evaluate DIR``) takes ``folder=True``: all files are
+written side by side, one of them (or one of ``mutate``) is mutated, and ``read`` gets the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write
+
+__all__ = ["DEFAULT_EXPECTED", "EXAMPLES_ENV", "REPORT_ENV", "TOKENS", "FuzzFailure", "FuzzReport", "csv_records",
+           "fuzz_reader", "line_records"]
+
+EXAMPLES_ENV = "POLYDIFF_FUZZ_EXAMPLES"
+"""Environment variable that overrides every reader's number of examples (longer local runs)."""
+REPORT_ENV = "POLYDIFF_FUZZ_REPORT"
+"""Environment variable naming a JSON file to which every fuzz run adds its counts."""
+
+DEFAULT_EXPECTED: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
+
+TOKENS: tuple[bytes, ...] = (
+    b"\n", b"\r\n", b"\r", b",", b";", b"\t", b" ", b'"', b"'", b"#", b"\x00", b"\xff", b"\xef\xbb\xbf", b"-", b"+",
+    b".", b"e", b"nan", b"NaN", b"inf", b"-inf", b"1e999", b"-0", b"0", b"1", b"999999999999999999999", b"NA",
+    b"<", b">", b"&", b"</", b"$$$$", b"M  END", b">>graph6<<", b"#graph nodes=3", b"a,b,c\n1,2\n",
+)
+"""Tokens spliced into files: delimiters, quotes, line ends, special numbers and markers of the
+formats polydiff reads. Readers add their own with ``tokens=``."""
+
+
+class FuzzFailure(AssertionError):
+    """A reader misbehaved on a (mutated) input: the message says how, and on which input."""
+
+
+class _Hang(BaseException):
+    """Raised in the reader by the per-example alarm (a BaseException so readers cannot catch it)."""
+
+
+@dataclass
+class FuzzReport:
+    """What a fuzz run saw: examples run, outcomes counted, seconds spent."""
+
+    reader: str
+    examples: int = 0
+    errors: int = 0
+    reads: int = 0
+    warned: int = 0
+    seconds: float = 0.0
+    error_types: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        types = ", ".join(f"{k} {v}" for k, v in sorted(self.error_types.items()))
+        return (f"{self.reader}: {self.examples} examples in {self.seconds:.1f}s: {self.errors} clear errors "
+                f"({types or 'none'}), {self.reads} reads ({self.warned} with a warning)")
+
+
+def line_records(data: bytes, *, header: bool = False, comments: Sequence[bytes] = (b"#",)) -> int:
+    """A ``records`` helper for line-based formats: the number of non-blank lines that are not
+    comments (minus one for a header). Splits on ``\\n``, ``\\r\\n`` and ``\\r`` like Python's text mode."""
+    lines = [s.strip() for s in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")]
+    n = sum(1 for s in lines if s and not s.startswith(tuple(comments)))
+    return max(n - 1, 0) if header else n
+
+
+def csv_records(name: str, data: bytes) -> int | None:
+    """A ``records`` helper for comma-separated numeric files: the non-blank lines, less a first
+    one that is not all numbers (the header); None when the bytes are not UTF-8 (the reader must
+    refuse them). ``name`` is unused (the signature of ``records``)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = [s for s in re.split(r"\r\n|\r|\n", text) if s.strip()]
+    if not lines:
+        return 0
+    return len(lines) - (not all(_is_number(c) for c in lines[0].split(",")))
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+# -- mutations ----------------------------------------------------------------------------------
+
+def _lines(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)
+
+
+def _cases(files: Mapping[str, bytes], mutate: Sequence[str], tokens: Sequence[bytes]) -> Any:
+    """The hypothesis strategy of (file name, mutated bytes, description)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def one(draw: Any, data: bytes) -> tuple[bytes, str]:
+        kind = draw(st.sampled_from(["truncate", "delete", "flip", "token", "insert", "drop line", "repeat line",
+                                     "swap lines"]))
+        n = len(data)
+        if kind == "truncate":
+            cut = draw(st.integers(0, n))
+            return data[:cut], f"truncated at byte {cut}"
+        if kind == "delete" and n:
+            at = draw(st.integers(0, n - 1))
+            k = draw(st.integers(1, 16))
+            return data[:at] + data[at + k:], f"{k} bytes deleted at {at}"
+        if kind == "flip" and n:
+            at = draw(st.integers(0, n - 1))
+            x = draw(st.integers(1, 255))
+            return data[:at] + bytes([data[at] ^ x]) + data[at + 1:], f"byte {at} xor {x:#04x}"
+        if kind in ("token", "insert"):
+            at = draw(st.integers(0, n))
+            new = draw(st.sampled_from(list(tokens))) if kind == "token" else draw(st.binary(min_size=1, max_size=8))
+            replace = draw(st.integers(0, 4))
+            return data[:at] + new + data[at + replace:], f"{new!r} in place of {replace} bytes at {at}"
+        lines = _lines(data)
+        if len(lines) >= 1 and kind in ("drop line", "repeat line"):
+            i = draw(st.integers(0, len(lines) - 1))
+            if kind == "drop line":
+                return b"".join(lines[:i] + lines[i + 1:]), f"line {i + 1} dropped"
+            return b"".join(lines[:i + 1] + lines[i:]), f"line {i + 1} repeated"
+        if len(lines) >= 2 and kind == "swap lines":
+            i, j = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+            return b"".join(lines), f"lines {i + 1} and {j + 1} swapped"
+        return data, "unchanged"
+
+    @st.composite
+    def case(draw: Any) -> tuple[str, bytes, str]:
+        name = draw(st.sampled_from(list(mutate)))
+        data = files[name]
+        how = draw(st.sampled_from(["mutated", "mutated", "mutated", "mutated", "garbage", "text", "empty"]))
+        if how == "empty":
+            return name, b"", "empty file"
+        if how == "garbage":
+            return name, draw(st.binary(max_size=200)), "random bytes"
+        if how == "text":
+            return name, draw(st.text(max_size=200)).encode(), "random text"
+        steps = []
+        for _ in range(draw(st.integers(1, 3))):
+            data, what = draw(one(data))
+            steps.append(what)
+        return name, data, "; ".join(steps)
+
+    return case()
+
+
+# -- one call under a time budget ---------------------------------------------------------------
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (``SIGALRM`` timer: main thread on Unix only; elsewhere
+    the caller runs the reader in a thread and waits with a timeout)."""
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Hang
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _call(read: Callable[[Path], Any], path: Path, timeout: float) -> tuple[str, Any, list[warnings.WarningMessage]]:
+    """``("ok", result, warnings)``, ``("error", exception, warnings)`` or ``("hang", None, warnings)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+            try:
+                with _deadline(timeout):
+                    return "ok", read(path), caught
+            except _Hang:
+                return "hang", None, caught
+            except Exception as err:
+                return "error", err, caught
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["ok"] = read(path)
+            except Exception as err:
+                box["error"] = err
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            return "hang", None, caught
+        return ("ok", box["ok"], caught) if "ok" in box else ("error", box["error"], caught)
+
+
+def _where(err: BaseException) -> str:
+    """The innermost frame of an exception's traceback (where a library raised it)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+# -- the harness --------------------------------------------------------------------------------
+
+def fuzz_reader(read: Callable[[Path], Any], valid_files: Mapping[str, bytes], tmp_path: Path, *,
+                examples: int = 50, seed: int = 0,
+                expected: tuple[type[BaseException], ...] = DEFAULT_EXPECTED,
+                records: Callable[[str, bytes], int | None] | None = None,
+                count: Callable[[Any], int] = len, check: Callable[[Any], None] | None = None,
+                folder: bool = False, mutate: Sequence[str] | None = None, tokens: Sequence[bytes] = (),
+                timeout: float = 5.0, name: str | None = None) -> FuzzReport:
+    """Fuzz ``read`` with ``examples`` mutated versions of ``valid_files`` (name -> bytes).
+
+    ``read`` gets the mutated file (or, with ``folder=True``, the folder holding every file, one
+    of them mutated; ``mutate`` restricts which). Accepted outcomes (see the module docstring):
+    an exception of a type in ``expected`` whose message names the mutated file, or a result
+    whose ``count`` equals ``records(name, data)`` (fewer only with a warning naming the file;
+    ``records`` returning None, or not given, skips the check) and that ``check`` accepts.
+    The valid files must read without error and with the right count. ``tokens`` are spliced
+    in besides :data:`TOKENS`; ``timeout`` is the per-example budget in seconds. Raises
+    :class:`FuzzFailure` describing the first (shrunk) failing input; returns a
+    :class:`FuzzReport` otherwise.
+    """
+    try:
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis import seed as fixed_seed
+    except ImportError as err:  # a dev dependency
+        raise ImportError("polydiff.fuzz needs hypothesis (pip install hypothesis)") from err
+    if not valid_files:
+        raise ValueError("fuzz_reader needs at least one valid file")
+    targets = list(mutate) if mutate is not None else list(valid_files)
+    unknown = [t for t in targets if t not in valid_files]
+    if unknown:
+        raise ValueError(f"mutate names files that are not in valid_files: {', '.join(unknown)}")
+    if not folder and len(valid_files) > 1:
+        raise ValueError("several valid files need folder=True (read gets the folder)")
+    examples = int(os.environ.get(EXAMPLES_ENV) or examples)
+    report = FuzzReport(name or getattr(read, "__qualname__", repr(read)))
+    start = time.perf_counter()
+    counter = itertools.count()
+
+    def run(target: str, data: bytes, what: str) -> BaseException | None:
+        """One call; raises FuzzFailure, or returns the (clear) error the reader raised, or None."""
+        where = Path(tmp_path) / f"fuzz-{next(counter)}"
+        where.mkdir(parents=True)
+        for fname, content in valid_files.items():
+            (where / fname).write_bytes(data if fname == target else content)
+        path = where if folder else where / target
+        outcome, value, caught = _call(read, path, timeout)
+        shown = data if len(data) <= 300 else data[:300] + b"..."
+        context = f"{report.reader} on {target} ({what}; {len(data)} bytes: {shown!r})"
+        if outcome == "hang":
+            raise FuzzFailure(f"{context}: no answer within {timeout:g}s (a hang?)")
+        if outcome == "error":
+            err = value
+            kind = type(err).__name__
+            if not isinstance(err, expected):
+                raise FuzzFailure(f"{context}: raised {kind}{_where(err)}, not one of "
+                                  f"{', '.join(e.__name__ for e in expected)}: {err}") from err
+            if target not in str(err):
+                raise FuzzFailure(f"{context}: the {kind} does not name the file {target!r}{_where(err)}: {err}") \
+                    from err
+            report.errors += 1
+            report.error_types[kind] = report.error_types.get(kind, 0) + 1
+            return err
+        warned = any(target in str(w.message) for w in caught)
+        report.reads += 1
+        report.warned += warned
+        try:
+            got = count(value)
+        except Exception as err:
+            raise FuzzFailure(f"{context}: the read returned {type(value).__name__} that cannot be counted "
+                              f"({type(err).__name__}: {err})") from err
+        want = records(target, data) if records is not None else None
+        if want is not None and got != want and not (got < want and warned):
+            detail = "and no warning names the file" if got < want else "more than the file holds"
+            raise FuzzFailure(f"{context}: read {got} objects where the file holds {want} records, {detail}")
+        if check is not None:
+            try:
+                check(value)
+            except AssertionError as err:
+                raise FuzzFailure(f"{context}: inconsistent result: {err}") from err
+        return None
+
+    for fname in targets:  # the valid files themselves must read
+        err = run(fname, valid_files[fname], "valid file")
+        if err is not None:
+            raise FuzzFailure(f"{report.reader}: the valid file {fname!r} does not read: {err}")
+    cases = _cases(valid_files, targets, (*TOKENS, *tokens))
+
+    @fixed_seed(seed)
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False, print_blob=False,
+              phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
+              suppress_health_check=list(HealthCheck))
+    @given(cases)
+    def examples_of(case: tuple[str, bytes, str]) -> None:
+        report.examples += 1
+        run(*case)
+
+    examples_of()
+    report.seconds = time.perf_counter() - start
+    if os.environ.get(REPORT_ENV):
+        _add_to_report(Path(os.environ[REPORT_ENV]), report)
+    return report
+
+
+def _add_to_report(path: Path, report: FuzzReport) -> None:
+    """Add ``report`` to the JSON file ``path`` (reader -> counts) that benchmarks read."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old[report.reader] = {"examples": report.examples, "ok": report.reads, "errors": report.errors,
+                          "warned": report.warned, "seconds": round(report.seconds, 2),
+                          "error_types": report.error_types}
+    atomic_write(path, json.dumps(old, indent=1))
+

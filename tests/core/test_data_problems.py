@@ -1,0 +1,117 @@
+"""Silent data problems of the core and the toy modality (issue #18, item 6): a split that
+leaves no test points, evaluation falling back to the training data, and a condition the
+model was not trained with -- each an error or a warning that says so."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import polydiff
+from polydiff.cli import main
+from polydiff.config import from_dict
+from polydiff.generator import Generator
+from polydiff.toy import ToyModality
+from polydiff.toy.data import gmm_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {"modality": "toy", "data": {"name": "gmm", "k": 4, "dim": 2},
+        "model": {"name": "mlp", "hidden": 16, "depth": 1},
+        "train": {"max_steps": 4, "batch_size": 32, "accelerator": "cpu", "devices": 1, "threads": 1,
+                  "checkpoint_every": 4, "progress": False, "logger": "none"},
+        "sample": {"steps": 4, "num": 7}}
+
+
+@pytest.fixture(scope="module")
+def unconditional_ckpt(tmp_path_factory):
+    """A tiny unconditional toy model trained on labelled data (the gmm declares ``label``)."""
+    out = tmp_path_factory.mktemp("toy_run")
+    polydiff.train(TINY, out, fresh=True, verbose=False)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _points(tmp_path, n):
+    f = tmp_path / "pts.csv"
+    f.write_text("a,b\n" + "".join(f"{i},{i * 0.5}\n" for i in range(n)))
+    return f
+
+
+# -- splits and the reference set -----------------------------------------------------------------
+
+def test_csv_split_that_leaves_no_test_points_is_an_error(tmp_path):
+    toy = ToyModality()
+    f = _points(tmp_path, 2)
+    with pytest.raises(ValueError, match=r"pts\.csv: 2 point\(s\) with test_fraction=0\.2 leave the test split "
+                                         r"empty; need at least 3 points"):
+        toy.dataset("csv", path=str(f), test_fraction=0.2)
+    with pytest.raises(ValueError, match=r"pts\.csv: test_fraction must lie in \[0, 1\), got 1\.0"):
+        toy.dataset("csv", path=str(f), test_fraction=1.0)
+
+
+def test_csv_test_split_is_the_reference(tmp_path, recwarn):
+    toy = ToyModality()
+    data = toy.dataset("csv", path=str(_points(tmp_path, 10)), test_fraction=0.3, seed=1)
+    assert len(data.train) == 7 and len(data.test) == 3 and data.info["n"] == 7
+    every = np.sort(np.concatenate([data.train.tensors["x"].numpy()[:, 0], data.test.tensors["x"].numpy()[:, 0]]))
+    assert every.tolist() == list(range(10))                        # a partition of the points
+    assert toy.reference(data).shape == (3, 2)
+    assert not [w for w in recwarn if "evaluating against" in str(w.message)]
+
+
+def test_reference_without_a_test_split_warns_that_it_uses_the_training_data(tmp_path):
+    toy = ToyModality()
+    data = toy.dataset("csv", path=str(_points(tmp_path, 4)))
+    with pytest.warns(UserWarning, match=r"dataset 'csv' has no test or validation split: evaluating against its "
+                                         r"training data \(4 items\)"):
+        ref = toy.reference(data)
+    assert ref.shape == (4, 2)
+    gmm = gmm_dataset(k=2, n=40, n_test=8)
+    with pytest.warns(UserWarning, match=r"dataset 'gmm' has no test split: evaluating against its validation "
+                                         r"split \(4 items\)"):
+        assert toy.reference(dataclasses.replace(gmm, test=None)).shape == (4, 2)
+    # the core's default reference (plugins that do not override it) says the same
+    with pytest.warns(UserWarning, match="no test or validation split"):
+        polydiff.Modality.reference(toy, data)
+
+
+def test_gmm_without_test_points_is_an_error():
+    with pytest.raises(ValueError, match=r"n_test >= 2 .* n_test=0"):
+        gmm_dataset(k=2, n=20, n_test=0)
+
+
+# -- conditions the model was not trained with ----------------------------------------------------
+
+def test_condition_on_an_unconditional_model_is_an_error(unconditional_ckpt):
+    gen = polydiff.load(unconditional_ckpt)
+    with pytest.raises(ValueError, match=r"unknown condition 'label': the model was not trained with it; the model is "
+                                         r"unconditional"):
+        gen.generate(4, condition={"label": 3}, steps=2)
+    with pytest.raises(ValueError, match=r"unknown condition 'colour': the model was not trained with it; its data "
+                                         r"declares only: label"):
+        gen.generate(4, condition={"colour": 1}, steps=2)
+    assert gen.generate(4, steps=2, seed=0).shape == (4, 2)          # without a condition it samples
+
+
+def test_condition_on_a_conditional_model_is_used():
+    toy = ToyModality()
+    data = gmm_dataset(k=4, n=64, n_test=8)
+    cfg = from_dict({"modality": "toy", "data": {"name": "gmm", "k": 4, "n": 64, "n_test": 8},
+                     "model": {"name": "mlp", "hidden": 16, "depth": 1, "conditional": True}}, source="t.yaml")
+    fields = toy.fields(data.info)
+    net = toy.network("mlp", data.info, fields, hidden=16, depth=1, conditional=True)
+    gen = Generator(toy, cfg, data.info, fields, net)
+    assert gen.generate(3, condition={"label": 2}, steps=2, seed=0).shape == (3, 2)
+
+
+def test_cli_condition_on_an_unconditional_model_exits_2_with_one_line(unconditional_ckpt, tmp_path, capsys):
+    out = tmp_path / "samples"
+    rc = main(["sample", str(unconditional_ckpt), "--condition", "label=3", "--out", str(out), "--num", "4",
+               "--steps", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("polydiff: error: unknown condition 'label': the model was not trained with it; "
+                             "the model is unconditional")
+    assert not out.exists()                                          # nothing written, no metadata recorded
