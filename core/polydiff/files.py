@@ -8,8 +8,10 @@ leaves a half-written file and never destroys what was there before.
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -226,3 +228,34 @@ def cached_json(name: str, key: str, compute: Callable[[], tuple[object, bool]])
         except OSError:
             pass
     return value
+
+
+def read_text(file: Path, error: type[Exception] = ValueError) -> str:
+    """The UTF-8 text of a user's file (a byte-order mark dropped); bytes that are not UTF-8
+    are an ``error`` naming the file, the line and the offending byte."""
+    data = Path(file).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise error(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
+
+
+def csv_rows(file: Path, text: str, delimiter: str = ",", error: type[Exception] = ValueError
+             ) -> list[tuple[int, list[str]]]:
+    """The non-blank records of ``text`` (read from ``file``) with the 1-based line each starts
+    on. A quoted field running over several lines (an unclosed quote) or a record the csv module
+    cannot read is an ``error`` naming the file and the line. A line of empty cells (``,,``) is
+    a record (callers refuse it)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, last = [], 0
+    try:
+        for r in reader:
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise error(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
+            if len(r) > 1 or (r and r[0].strip()):
+                rows.append((first, r))
+    except csv.Error as err:
+        raise error(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
+    return rows

@@ -17,7 +17,8 @@ Groups:
   objectives, the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
-  :func:`shared_dir`, :func:`parse_pairs`, :data:`USER_ERRORS`;
+  :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
+  naming the file and line), :func:`parse_pairs`, :data:`USER_ERRORS`;
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
 """
 
@@ -41,7 +42,7 @@ from .data import (
 )
 from .energy import EnergyModel, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
-from .files import SHARED_ENV, atomic_folder, atomic_write, save_figure, shared_dir, shared_file
+from .files import SHARED_ENV, atomic_folder, atomic_write, csv_rows, read_text, save_figure, shared_dir, shared_file
 from .generator import Generator, load
 from .grids import GRIDS, make_grid
 from .guidance import (
@@ -206,6 +207,7 @@ __all__ = [
     "coef_table",
     "compose_augment",
     "controlled_sample",
+    "csv_rows",
     "default_collate",
     "diffusion_loss",
     "draw_sizes",
@@ -246,6 +248,7 @@ __all__ = [
     "precondition",
     "project_so3",
     "random_rotation",
+    "read_text",
     "reconstruction_guidance",
     "register",
     "report_error",

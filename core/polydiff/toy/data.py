@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..files import atomic_write
+from ..files import atomic_write, csv_rows, read_text
 from ..metrics import sliced_wasserstein
 from ..modality import DataBundle, TensorStates
 from .gmm import GaussianMixture
@@ -124,24 +124,8 @@ def read_csv_rows(file: Path, delimiter: str = ",", what: str = "CSV file") -> t
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such {what}")
-    data = file.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ValueError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
-            from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows, last = [], 0
-    try:
-        for r in reader:
-            first, last = last + 1, reader.line_num
-            if last > first:
-                raise ValueError(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
-            if r and (len(r) > 1 or r[0].strip()):
-                rows.append((first, [c.strip() for c in r]))
-    except csv.Error as err:
-        raise ValueError(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
+    text = read_text(file)
+    rows = [(line, [c.strip() for c in r]) for line, r in csv_rows(file, text, delimiter)]
     if not rows:
         raise ValueError(f"{file}: the file is empty" if not text.strip() else f"{file}: no rows, only blank lines")
     return rows, text.endswith(("\n", "\r"))

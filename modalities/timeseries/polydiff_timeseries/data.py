@@ -30,7 +30,6 @@ the mean absolute observed value of its context (gluonts' ``MeanScaler``, as in 
 from __future__ import annotations
 
 import csv
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ import pandas as pd
 import torch
 from pandas.io.parsers import TextParser
 
-from polydiff.plugin import TensorStates, shared_file
+from polydiff.plugin import TensorStates, csv_rows, read_text, shared_file
 
 from .spectral import to_spectrum
 
@@ -361,22 +360,18 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{file}: no such file")
     if file.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(file)
-    data = file.read_bytes()
-    if not data.strip():
+    text = read_text(file, DataError)
+    if not text.strip():
         raise DataError(f"{file}: the file is empty")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise DataError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
-            from None
     first = next(s for s in text.splitlines() if s.strip())
     try:
         delimiter = csv.Sniffer().sniff(first, delimiters=",\t;| ").delimiter
     except csv.Error:  # one column
         delimiter = ","
-    records, lines = _csv_records(file, text, delimiter)
-    header, rows, lines = records[0], records[1:], lines[1:]
+    pairs = csv_rows(file, text, delimiter, DataError)
+    if not pairs:
+        raise DataError(f"{file}: no records, only blank lines")
+    header, rows, lines = pairs[0][1], [r for _, r in pairs[1:]], [n for n, _ in pairs[1:]]
     if not rows:
         raise DataError(f"{file}: a header line but no data rows")
     for line, row in zip(lines, rows):
@@ -391,23 +386,6 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{file}: cannot read the table ({type(err).__name__}: {err})") from None
     df.attrs["lines"] = lines
     return df
-
-
-def _csv_records(file: Path, text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
-    """The non-blank records of a CSV text and the line each starts on."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    records, lines, last = [], [], 0
-    try:
-        for r in reader:
-            first, last = last + 1, reader.line_num
-            if last > first:
-                raise DataError(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
-            if len(r) > 1 or (r and r[0].strip()):
-                records.append(r)
-                lines.append(first)
-    except csv.Error as err:
-        raise DataError(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
-    return records, lines
 
 
 def _read_parquet(file: Path) -> pd.DataFrame:

@@ -33,6 +33,8 @@ from polydiff.plugin import (
     Observation,
     State,
     atomic_write,
+    csv_rows,
+    read_text,
 )
 
 from . import data as D
@@ -362,16 +364,11 @@ def read_windows(file: Path) -> np.ndarray:
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such samples file")
-    data = file.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise D.DataError(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") \
-            from None
-    records, lines = D._csv_records(file, text, ",")
-    if not records:
+    text = read_text(file, D.DataError)
+    pairs = csv_rows(file, text, ",", D.DataError)
+    if not pairs:
         raise D.DataError(f"{file}: the file is empty")
+    lines, records = (list(v) for v in zip(*pairs))
     header = [c.strip() for c in records[0]]
     if header[:2] != ["sample", "step"] or len(header) < 3:
         raise D.DataError(f"{file}:{lines[0]}: expected the header 'sample,step,<one column per channel>'; "
