@@ -40,6 +40,7 @@ from .data import (
     rotate,
     size_histogram,
 )
+from .elbo import CategoricalELBO, categorical_elbo
 from .energy import EnergyModel, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
 from .files import SHARED_ENV, atomic_folder, atomic_write, csv_rows, read_text, save_figure, shared_dir, shared_file
@@ -145,6 +146,7 @@ __all__ = [
     "WEIGHTINGS",
     "Absorbing",
     "CategoricalContext",
+    "CategoricalELBO",
     "CategoricalProcess",
     "CheckpointError",
     "Coefs",
@@ -199,6 +201,7 @@ __all__ = [
     "atomic_folder",
     "atomic_write",
     "call",
+    "categorical_elbo",
     "check_info",
     "check_option",
     "classifier_free",

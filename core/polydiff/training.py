@@ -31,6 +31,7 @@ a recipe that differs in a key that changes what is computed (anything but ``sam
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import inspect
 import json
@@ -392,8 +393,14 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
     out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)
     launcher = _launcher_rank() == 0
     # only the launcher locks: the processes Lightning's DDP launcher starts re-run this function
-    with folder_lock(out, "run folder") if launcher else nullcontext():
-        return _train(cfg, out, fresh, callbacks, verbose, launcher)
+    try:
+        with folder_lock(out, "run folder") if launcher else nullcontext():
+            return _train(cfg, out, fresh, callbacks, verbose, launcher)
+    finally:
+        # Lightning's trainer, module and optimizer hold reference cycles over the model's tensors: collect
+        # them now, or a process that trains again and again (a notebook, bench/reliability.py's soak) grows
+        # until the cyclic collector's rare full pass
+        gc.collect()
 
 
 def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], verbose: bool,

@@ -148,3 +148,22 @@ def test_counter_based_noise_is_batch_independent_and_normal():
 def test_seed_and_generator_are_exclusive():
     with pytest.raises(ValueError, match="not both"):
         Noise(2, seed=1, generator=torch.Generator())
+
+
+def test_first_hitting_float32_draws_truncate_the_gumbel_tail():
+    """precision='float32' draws by Gumbel-max with float32 uniforms (MDLM's released sampler):
+    the noise is cut off near 16.6, so a token 19 nats behind can never win, while the exact
+    float64 Gumbel of the same uniform (about 27.6) lets it."""
+    from polydiff.samplers.categorical import _gumbel_max_float32
+
+    logits = torch.tensor([[[0.0, -19.0]]])
+    u = torch.tensor([[[0.9, 1 - 1e-12]]], dtype=torch.float64)  # the second token's uniform is nearly 1
+    assert int(_gumbel_max_float32(logits, u)) == 0
+    exact = torch.argmax(torch.log_softmax(logits.double(), -1) - torch.log(-torch.log(u)), -1)
+    assert int(exact) == 1
+    # on a moderate distribution both precisions sample the same law
+    process = pd.Absorbing(V)
+    x = pd.first_hitting(_exact_model(process), process, (N, L), seed=2, precision="float32")
+    assert _tv(x) < 1.5 * _noise_floor() + 0.01
+    with pytest.raises(ValueError, match="precision"):
+        pd.first_hitting(_exact_model(process), process, (2, L), seed=0, precision="half")

@@ -50,7 +50,7 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
                   seed: int | Tensor | None = None, generator: torch.Generator | None = None,
                   tokens_per_step: int = 1, cond: Any = None, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32, x: Tensor | None = None, valid: Tensor | None = None,
-                  noise: Noise | None = None) -> Tensor:
+                  noise: Noise | None = None, precision: str = "float64") -> Tensor:
     """First-hitting sampler for absorbing (masked) diffusion (Zheng et al., 2024).
 
     With ``n`` masked tokens at time ``t``, all stay masked until ``s`` with probability
@@ -64,7 +64,15 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
     (infilling); ``valid`` (bool, broadcasting against ``shape``) marks the positions that are
     generated (padding outside it is never unmasked); times are per sample. ``noise`` replaces
     ``seed`` / ``generator`` by an existing stream.
+
+    ``precision``: the categorical draws. ``"float64"`` (the default) draws by inverse CDF in
+    float64, exact. ``"float32"`` draws as MDLM's released sampler did, by Gumbel-max with
+    float32 uniforms (multiples of 2^-24, so the Gumbel noise is cut off at about 16.6): the
+    truncated tail lowers the effective temperature (Zheng et al. 2024 traced MDLM's low
+    generative perplexity to it); an option only so that the effect can be measured.
     """
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"first_hitting: precision must be 'float64' or 'float32', got {precision!r}")
     B = shape[0]
     if noise is None:
         noise = Noise(B, seed=seed, generator=generator, device=device)
@@ -97,15 +105,26 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
         order = torch.argsort(keys, dim=1)
         rank = torch.argsort(order, dim=1)
         reveal = masked & (rank < k.long()[:, None])
-        draw = sample_categorical(p0, noise.rand((L,)).to(flat.device))
+        if precision == "float64":
+            draw = sample_categorical(p0, noise.rand((L,)).to(flat.device))
+        else:
+            draw = _gumbel_max_float32(logits.reshape(B, L, -1), noise.rand((L, p0.shape[-1])).to(flat.device))
         flat = torch.where(reveal, draw, flat)
         t = s
     return flat.reshape(x.shape)
 
 
+def _gumbel_max_float32(logits: Tensor, u: Tensor) -> Tensor:
+    """Gumbel-max draws with float32 uniforms as ``torch.rand`` makes them (multiples of 2^-24 in
+    [0, 1)): ``argmax(log_softmax(logits) - log(-log u))`` in float32."""
+    u32 = (torch.floor(u * 2**24) / 2**24).float()
+    gumbel = -torch.log(-torch.log(u32))
+    return torch.argmax(torch.log_softmax(logits.float(), dim=-1) + gumbel, dim=-1)
+
+
 @register("first_hitting", "first-hitting sampler for absorbing fields (Zheng et al. 2024): one token unmasked per "
           "model call at its exactly drawn first-hitting time; no grid (steps is ignored)",
-          kind="categorical", stochastic=True, loop="own", tokens_per_step=1)
+          kind="categorical", stochastic=True, loop="own", tokens_per_step=1, precision="float64")
 def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, noise: Noise,
                        settings: SampleSettings, *, cond: Any = None,
                        callback: Callable[[dict[str, Any]], None] | None = None) -> State:
@@ -117,10 +136,11 @@ def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec
         raise ValueError("sampler 'first_hitting' generates one absorbing (masked) categorical field; this state has "
                          f"fields {', '.join(f'{k} ({fields[k].kind})' for k in names)}")
     (name,) = names
-    opts = {"tokens_per_step": 1, **dict(settings.options)}
-    unknown = sorted(set(opts) - {"tokens_per_step"})
+    opts = {"tokens_per_step": 1, "precision": "float64", **dict(settings.options)}
+    unknown = sorted(set(opts) - {"tokens_per_step", "precision"})
     if unknown:
-        raise ValueError(f"sampler 'first_hitting' has no option {', '.join(unknown)}; allowed: tokens_per_step")
+        raise ValueError(f"sampler 'first_hitting' has no option {', '.join(unknown)}; allowed: tokens_per_step, "
+                         "precision")
     spec = fields[name]
     x = state[name]
     valid = field_mask(spec, state, x)
@@ -137,5 +157,5 @@ def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec
 
     tokens = first_hitting(field_model, spec.process, tuple(x.shape), noise=noise,
                            tokens_per_step=int(opts["tokens_per_step"]), cond=cond, dtype=settings.dtype, x=x,
-                           valid=valid)
+                           valid=valid, precision=str(opts["precision"]))
     return {**state, name: tokens}
