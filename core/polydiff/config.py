@@ -66,6 +66,7 @@ class TrainConfig:
     """Optimisation and hardware; Lightning receives accelerator / devices / strategy as is."""
 
     max_steps: int = 2000
+    max_minutes: float = 0.0  # wall-time budget of this call (stops early, saving last.ckpt); 0: none
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -448,7 +449,7 @@ def _check_train(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"{source}: train.lr: expected a positive number, got {t.lr}")
-    for k in ("weight_decay", "grad_clip"):
+    for k in ("weight_decay", "grad_clip", "max_minutes"):
         if not (math.isfinite(getattr(t, k)) and getattr(t, k) >= 0):
             raise ConfigError(f"{source}: train.{k}: expected a non-negative number, got {getattr(t, k)}")
 

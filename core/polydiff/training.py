@@ -43,6 +43,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -471,7 +472,8 @@ def _trainer(cfg: Config, out: Path, ckpt_dir: Path, logger: Any, val: bool, cal
     if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of progress lines, not one per step
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.max_steps // 20))]
     return L.Trainer(
-        max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes > 0 else None,
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
         callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every), *callbacks], logger=logger,
         enable_checkpointing=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=t.log_every,
@@ -504,9 +506,9 @@ def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
 
 
 # recipe keys that may differ when resuming without changing what is computed (with sample.*)
-RESUME_FREE = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.progress", "train.logger",
-               "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.num_workers",
-               "train.val_every", "train.threads")
+RESUME_FREE = ("train.max_steps", "train.max_minutes", "train.checkpoint_every", "train.log_every", "train.progress",
+               "train.logger", "train.accelerator", "train.devices", "train.num_nodes", "train.strategy",
+               "train.num_workers", "train.val_every", "train.threads")
 
 
 def resume_point(ckpt_dir: Path, cfg: Config, *, announce: bool = True, report: bool = True,

@@ -405,3 +405,17 @@ def test_random_values_are_accepted_or_named(changes):
     except ConfigError as err:
         assert any(str(err).startswith(f"{SRC}: {key.split('.')[0]}") or f"'{key}'" in str(err)
                    for key, _ in changes), (changes, str(err))
+
+
+def test_max_minutes_stops_training_and_saves_the_last_checkpoint(tmp_path):
+    """train.max_minutes: a wall-time budget (benchmarks train rivals for equal time)."""
+    import polydiff
+
+    recipe = {"modality": "toy", "data": {"name": "gmm", "k": 2, "dim": 2, "n": 256},
+              "model": {"name": "mlp", "hidden": 8, "depth": 1},
+              "train": {"max_steps": 10**6, "max_minutes": 0.03, "batch_size": 16, "accelerator": "cpu", "devices": 1,
+                        "threads": 1, "checkpoint_every": 10**6, "progress": False, "logger": "none"}}
+    run = polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
+    assert 0 < run.step < 10**6 and run.checkpoint.name == "last.ckpt" and run.checkpoint.is_file()
+    with pytest.raises(ConfigError, match="train.max_minutes"):
+        from_dict({**recipe, "train": {"max_minutes": -1}})
