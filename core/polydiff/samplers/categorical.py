@@ -66,10 +66,11 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
     ``seed`` / ``generator`` by an existing stream.
 
     ``precision``: the categorical draws. ``"float64"`` (the default) draws by inverse CDF in
-    float64, exact. ``"float32"`` draws as MDLM's released sampler did, by Gumbel-max with
-    float32 uniforms (multiples of 2^-24, so the Gumbel noise is cut off at about 16.6): the
-    truncated tail lowers the effective temperature (Zheng et al. 2024 traced MDLM's low
-    generative perplexity to it); an option only so that the effect can be measured.
+    float64, exact. ``"float32"`` draws as MDLM's released sampler did, an exponential race
+    (Gumbel-max) in float32 with float32 uniforms (multiples of 2^-24, so the exponentials stop
+    near 6e-8, i.e. the Gumbel noise is cut off near 16.6): the truncated tail lowers the
+    effective temperature (Zheng et al. 2024 traced MDLM's low generative perplexity to it);
+    an option only so that the effect can be measured.
     """
     if precision not in ("float64", "float32"):
         raise ValueError(f"first_hitting: precision must be 'float64' or 'float32', got {precision!r}")
@@ -115,11 +116,13 @@ def first_hitting(model: Callable[..., Tensor], process: Absorbing, shape: tuple
 
 
 def _gumbel_max_float32(logits: Tensor, u: Tensor) -> Tensor:
-    """Gumbel-max draws with float32 uniforms as ``torch.rand`` makes them (multiples of 2^-24 in
-    [0, 1)): ``argmax(log_softmax(logits) - log(-log u))`` in float32."""
+    """The draw of MDLM / SEDD / EDLM's released samplers, ``argmax(p / (1e-10 - log(u + 1e-10)))``
+    (an exponential race, i.e. Gumbel-max) computed in float32 with float32 uniforms as
+    ``torch.rand`` makes them (multiples of 2^-24 in [0, 1)): the exponentials cannot fall below
+    about 6e-8, which truncates the race's tail."""
     u32 = (torch.floor(u * 2**24) / 2**24).float()
-    gumbel = -torch.log(-torch.log(u32))
-    return torch.argmax(torch.log_softmax(logits.float(), dim=-1) + gumbel, dim=-1)
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.argmax(probs / (1e-10 - torch.log(u32 + 1e-10)), dim=-1)
 
 
 @register("first_hitting", "first-hitting sampler for absorbing fields (Zheng et al. 2024): one token unmasked per "
