@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, command_line, environment, header, write_results
 
 RECIPES: dict[str, dict[str, Any]] = {
     "toy": {"recipe": "configs/toy/gmm.yaml", "steps": 100, "num": 500,
@@ -142,23 +140,8 @@ def fuzz(examples: int) -> dict[str, Any]:
             "readers": readers, "ok": done.returncode == 0}
 
 
-def environment(command: str) -> dict[str, Any]:
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
-    return {"command": command, "commit": commit, "dirty": dirty, "python": platform.python_version(),
-            "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-
-
 def to_markdown(res: dict[str, Any]) -> str:
-    env = res["environment"]
-    lines = ["# Reliability: memory soak and reader fuzzing", "", "```bash", env["command"], "```", "",
-             f"- commit `{env['commit']}`{' (work tree with uncommitted changes)' if env['dirty'] else ''}, "
-             f"{env['date']}", f"- python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, {env['platform']}",
-             ""]
+    lines = header("Reliability: memory soak and reader fuzzing", res["environment"])
     if "soak" in res:
         lines += ["## Soak: train / load / generate / write / read / evaluate cycles", "",
                   "| recipe | minutes | cycles | steps | warm RSS | first quarter | last quarter | max RSS | growth | "
@@ -201,15 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.examples < 1:
         p.error("--minutes must be positive and --examples at least 1")
-    command = shlex.join(["python", "bench/reliability.py", *(sys.argv[1:] if argv is None else argv)])
-    res: dict[str, Any] = {"environment": environment(command)}
+    res: dict[str, Any] = {"environment": environment(command_line("reliability.py", argv))}
     if "soak" not in args.skip:
         res["soak"] = soak(args.minutes)
     if "fuzz" not in args.skip:
         res["fuzz"] = fuzz(args.examples)
-    args.json.write_text(json.dumps(res, indent=1))
     md = to_markdown(res)
-    args.md.write_text(md)
+    write_results(args.json, args.md, res, md)
     print(md)
     return 0 if all(v.get("ok", True) for k, v in res.items() if k in ("fuzz",)) and all(
         r.get("ok") for r in res.get("soak", {}).values()) else 1

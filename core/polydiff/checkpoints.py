@@ -73,6 +73,9 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
         # torch's zip reader answers some truncated files with a bare EINVAL
         detail = "damaged or truncated" if getattr(err, "errno", None) == errno.EINVAL else _first_sentence(err)
         raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
+    except Exception as err:  # a damaged pickle stream fails anywhere in torch's unpickler (IndexError, ...)
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged: {type(err).__name__}: "
+                              f"{_first_sentence(err)})") from None
 
 
 def _first_sentence(err: BaseException) -> str:

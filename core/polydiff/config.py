@@ -66,7 +66,6 @@ class TrainConfig:
     """Optimisation and hardware; Lightning receives accelerator / devices / strategy as is."""
 
     max_steps: int = 2000
-    max_minutes: float = 0.0  # wall-time budget of this call (stops early, saving last.ckpt); 0: none
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -79,6 +78,7 @@ class TrainConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     seed: int = 0
+    max_minutes: float = 0.0  # wall-time budget of this call (stops early, saving last.ckpt); 0: none
     checkpoint_every: int = 500
     log_every: int = 50
     val_every: int = 0  # steps between validation losses; 0 turns validation off

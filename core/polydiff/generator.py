@@ -514,6 +514,10 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
     try:
         metrics = mod.evaluate(objects, ref_objects, info)
         flags = {k: list(v) for k, v in mod.flags(objects, info).items()}
+    except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which
+        if str(target) in str(err):
+            raise
+        raise ValueError(f"{target}: {err}") from err
     except (TypeError, KeyError, IndexError, RuntimeError, AttributeError) as err:
         if not stored_info:
             raise

@@ -417,5 +417,5 @@ def test_max_minutes_stops_training_and_saves_the_last_checkpoint(tmp_path):
                         "threads": 1, "checkpoint_every": 10**6, "progress": False, "logger": "none"}}
     run = polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
     assert 0 < run.step < 10**6 and run.checkpoint.name == "last.ckpt" and run.checkpoint.is_file()
-    with pytest.raises(ConfigError, match="train.max_minutes"):
+    with pytest.raises(ConfigError, match=r"train\.max_minutes"):
         from_dict({**recipe, "train": {"max_minutes": -1}})

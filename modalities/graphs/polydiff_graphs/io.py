@@ -157,6 +157,8 @@ def read_graphml(path: str | Path) -> list[nx.Graph]:
         raise ValueError(f"{path}: the file is empty")
     try:
         root = ET.parse(path).getroot()
+    except LookupError as err:  # an XML declaration naming an unknown encoding
+        raise ValueError(f"{path}:1: malformed GraphML ({err})") from None
     except ET.ParseError as err:
         line = err.position[0] if err.position else "?"
         last = len(data.rstrip().splitlines())
@@ -329,6 +331,8 @@ def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
             out.append(_relabel(ids) if ids is not g else nx.convert_node_labels_to_integers(g))
             continue
         out.append(_relabel(g))
+    if not out:
+        raise ValueError(f"{path}: no graphs (no edges and no '# graph' headers, only blank or comment lines)")
     warn_dropped(path, loops, repeated, where="line")
     return out
 

@@ -1,0 +1,51 @@
+"""What every benchmark report starts with: the exact command, the commit (and whether the work
+tree had changes), the machine; and the atomic write of its JSON and markdown results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run, as a user types it."""
+    return shlex.join(["python", f"bench/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def environment(command: str) -> dict[str, Any]:
+    """Command, commit, dirty flag, Python / torch versions, CPUs, platform and date."""
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    return {"command": command, "commit": commit, "dirty": dirty, "python": platform.python_version(),
+            "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def header(title: str, env: dict[str, Any]) -> list[str]:
+    """The markdown lines that open a report."""
+    return [f"# {title}", "", "```bash", env["command"], "```", "",
+            f"- commit `{env['commit']}`{' (work tree with uncommitted changes)' if env['dirty'] else ''}, "
+            f"{env['date']}", f"- python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, {env['platform']}",
+            ""]
+
+
+def write_results(json_path: Path, md_path: Path, res: dict[str, Any], markdown: str) -> None:
+    """Both files, written atomically."""
+    from polydiff.files import atomic_write
+
+    for path, text in ((json_path, json.dumps(res, indent=1, default=str)), (md_path, markdown)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)

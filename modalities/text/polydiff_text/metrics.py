@@ -1,0 +1,77 @@
+"""Metrics of generated token sequences.
+
+- :func:`unigram_entropy`: the entropy (nats) of each sample's own token distribution, averaged
+  over samples: the guard against degenerate, repetitive text that a low generative
+  perplexity alone would reward (FHS and ReMDM report it next to generative perplexity).
+- :func:`smiles_metrics`: validity, uniqueness and novelty of SMILES strings as MOSES defines
+  them: valid = parsed by RDKit into a non-empty molecule; uniqueness = distinct canonical
+  SMILES among the valid ones; novelty = the share of those distinct valid molecules that are
+  absent from the training set.
+- :func:`generative_perplexity`: the perplexity of the samples under an autoregressive model
+  (the in-project :class:`~polydiff_text.models.ARLM`), ``exp`` of the mean NLL per token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["canonical_smiles", "generative_perplexity", "smiles_metrics", "unigram_entropy"]
+
+
+def unigram_entropy(token_lists: Iterable[Sequence[int]]) -> float:
+    """Mean over samples of ``-sum_v p_v log p_v`` (nats), ``p`` the sample's token frequencies
+    (empty samples count as 0)."""
+    values = []
+    for ids in token_lists:
+        counts = Counter(ids)
+        n = sum(counts.values())
+        values.append(-sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0)
+    if not values:
+        raise ValueError("unigram_entropy needs at least one sample")
+    return float(sum(values) / len(values))
+
+
+def canonical_smiles(smiles: str) -> str | None:
+    """RDKit's canonical SMILES, or None when the string does not parse into a non-empty molecule."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles) if smiles.strip() else None
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return Chem.MolToSmiles(mol)
+
+
+def smiles_metrics(samples: Sequence[str], training: Iterable[str] | None = None) -> dict[str, float]:
+    """``validity`` (valid / all), ``uniqueness`` (distinct valid / valid) and, with the training
+    SMILES, ``novelty`` (distinct valid not in training / distinct valid); 0 where a
+    denominator is empty."""
+    if not samples:
+        raise ValueError("smiles_metrics needs at least one sample")
+    canon = [canonical_smiles(s) for s in samples]
+    valid = [c for c in canon if c is not None]
+    unique = set(valid)
+    out = {"validity": len(valid) / len(samples), "uniqueness": len(unique) / len(valid) if valid else 0.0}
+    if training is not None:
+        known = {c for c in (canonical_smiles(s) for s in training) if c is not None}
+        out["novelty"] = len(unique - known) / len(unique) if unique else 0.0
+    return out
+
+
+@torch.no_grad()
+def generative_perplexity(ar_model: torch.nn.Module, tokens: Tensor, valid: Tensor, batch_size: int = 64) -> float:
+    """``exp(sum NLL / sum tokens)`` of ``tokens`` (N, L) at the ``valid`` positions under the
+    autoregressive model (``ar_model.nll(tokens, valid) -> (N,)`` nats)."""
+    total, count = 0.0, 0.0
+    for lo in range(0, len(tokens), batch_size):
+        t, v = tokens[lo:lo + batch_size], valid[lo:lo + batch_size]
+        total += float(ar_model.nll(t, v).double().sum())
+        count += float(v.sum())
+    if count == 0:
+        raise ValueError("generative_perplexity: no valid tokens")
+    return math.exp(total / count)
