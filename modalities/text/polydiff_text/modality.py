@@ -260,6 +260,12 @@ class TextModality(Modality):
             out["gen_perplexity"] = generative_perplexity(ar_net, samples["tokens"], samples["valid"])
         return out
 
+    def commands(self) -> dict[str, Any]:
+        """``polydiff text complete CKPT --prompt TEXT``: continue prompts (see :mod:`.generation`)."""
+        from .generation import COMMANDS
+
+        return COMMANDS
+
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
         from .plot import plot_samples
 

@@ -1,0 +1,190 @@
+"""Conditional generation with a masked-diffusion text model: prompts, infilling, and sequences
+longer than the model's length.
+
+All three fix some tokens and let the first-hitting sampler reveal the masked ones, which is
+exact for a masked diffusion model (the unmasked tokens are what ``x`` holds at the time the
+sampler starts, and SUBS carries them over):
+
+- :func:`complete`: each prompt's tokens are fixed at the start, the rest of the sequence is
+  generated (the model's length, or ``length`` tokens);
+- :func:`infill`: templates with holes (``hole``, one masked token each) are filled;
+- :func:`generate_long`: semi-autoregressive generation (MDLM's): a first block of the model's
+  length, then each new block keeps the last ``overlap`` tokens generated so far as its fixed
+  prefix and generates the rest, until ``length`` tokens.
+
+Every sample has its own seed (``seed * 1_000_003 + i`` like the core's generation), so results
+do not depend on how many are generated at once. The ``polydiff text complete`` command wraps
+:func:`complete`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polydiff.plugin import Command, atomic_write, draw_sizes, first_hitting, load
+
+__all__ = ["COMMANDS", "complete", "fill", "generate_long", "infill"]
+
+_STRIDE = 1_000_003
+
+
+def fill(generator: Any, tokens: Tensor, valid: Tensor, *, seed: int = 0, precision: str = "float64") -> Tensor:
+    """Reveal the masked positions (id ``vocab_size``) of ``tokens`` (B, L) inside ``valid`` with the
+    first-hitting sampler; the other tokens stay. Returns the filled tokens."""
+    net = generator.net
+    if getattr(getattr(net, "module", net), "autoregressive", False):
+        raise ValueError("prompting and infilling need a masked-diffusion model (network 'mdlm'), not the "
+                         "autoregressive baseline")
+    field = generator.fields["tokens"]
+    seeds = seed * _STRIDE + torch.arange(len(tokens))
+    valid = valid.to(torch.bool)
+
+    def model(tk: Tensor, t: Tensor) -> Tensor:
+        return net({"tokens": tk, "valid": valid}, t)["tokens"]
+
+    with torch.no_grad():
+        return first_hitting(model, field.process, tuple(tokens.shape), seed=seeds, x=tokens, valid=valid,
+                             precision=precision)
+
+
+def _tokenizer(generator: Any) -> Any:
+    return generator.modality.tokenizer(generator.info)
+
+
+def _decode(generator: Any, tokens: Tensor, valid: Tensor) -> list[str]:
+    return generator.modality.to_native({"tokens": tokens, "valid": valid}, generator.info)
+
+
+def complete(generator: Any, prompts: Sequence[str], *, length: int | None = None, seed: int = 0,
+             precision: str = "float64") -> list[str]:
+    """Continue every prompt up to ``length`` tokens (default: the model's length), prompt included."""
+    tok = _tokenizer(generator)
+    size = int(generator.info["length"]) if length is None else int(length)
+    if not 1 <= size <= int(generator.info["length"]):
+        raise ValueError(f"length must lie in 1..{generator.info['length']} (the model's length), got {length}; "
+                         "use generate_long for longer texts")
+    mask = tok.vocab_size
+    tokens = torch.full((len(prompts), size), mask, dtype=torch.long)
+    valid = torch.ones_like(tokens, dtype=torch.bool)
+    # documents (SMILES, lines): lengths drawn from the training lengths as in unconditional sampling
+    hist = generator.info.get("size_hist") if length is None else None
+    sizes = draw_sizes(len(prompts), generator.info, torch.Generator().manual_seed(seed)) if hist else None
+    for i, p in enumerate(prompts):
+        ids = tok.encode(p)
+        if len(ids) >= size:
+            raise ValueError(f"prompt {i} has {len(ids)} tokens, no room left in {size}")
+        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if sizes is not None:
+            valid[i, max(int(sizes[i]), len(ids) + 1):] = False
+    tokens = torch.where(valid, tokens, torch.full_like(tokens, tok.pad_id))
+    return _decode(generator, fill(generator, tokens, valid, seed=seed, precision=precision), valid)
+
+
+def infill(generator: Any, templates: Sequence[str], *, hole: str = "<mask>", seed: int = 0,
+           precision: str = "float64") -> list[str]:
+    """Fill the holes of every template: each ``hole`` marker is one token to generate, the text
+    between markers is kept (e.g. ``"C<mask><mask>O"`` with a SMILES model)."""
+    tok = _tokenizer(generator)
+    size, mask = int(generator.info["length"]), tok.vocab_size
+    rows = []
+    for i, template in enumerate(templates):
+        parts = template.split(hole)
+        ids: list[int] = []
+        for k, part in enumerate(parts):
+            ids += tok.encode(part) if part else []
+            if k < len(parts) - 1:
+                ids.append(mask)
+        if mask not in ids:
+            raise ValueError(f"template {i} has no hole {hole!r} to fill")
+        if len(ids) > size:
+            raise ValueError(f"template {i} is {len(ids)} tokens long, more than the model's length {size}")
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    valid = torch.zeros_like(tokens, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        valid[i, :len(r)] = True
+    return _decode(generator, fill(generator, tokens, valid, seed=seed, precision=precision), valid)
+
+
+def generate_long(generator: Any, n: int, length: int, *, overlap: int | None = None, seed: int = 0,
+                  precision: str = "float64") -> list[str]:
+    """``n`` texts of ``length`` tokens from a model of shorter length, block after block, each
+    block conditioned on the last ``overlap`` tokens so far (default half the model's length)."""
+    if length < 1 or n < 1:
+        raise ValueError(f"n and length must be positive, got {n} and {length}")
+    size = int(generator.info["length"])
+    mask = _tokenizer(generator).vocab_size
+    first = fill(generator, torch.full((n, size), mask, dtype=torch.long), torch.ones(n, size, dtype=torch.bool),
+                 seed=seed, precision=precision)
+    out = _extend(generator, first, length, overlap, seed, precision)
+    return _decode(generator, out, torch.ones_like(out, dtype=torch.bool))
+
+
+def _extend(generator: Any, tokens: Tensor, length: int, overlap: int | None, seed: int, precision: str) -> Tensor:
+    """``tokens`` (B, L0) extended to ``length`` tokens by blocks of the model's length, each
+    starting from the last ``overlap`` tokens so far (default half the model's length)."""
+    size = int(generator.info["length"])
+    overlap = size // 2 if overlap is None else int(overlap)
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must lie in 0..{size - 1}, got {overlap}")
+    mask = _tokenizer(generator).vocab_size
+    n, out, block = len(tokens), tokens, 1
+    valid = torch.ones(n, size, dtype=torch.bool)
+    while out.shape[1] < length:
+        start = torch.full((n, size), mask, dtype=torch.long)
+        if overlap:
+            start[:, :overlap] = out[:, out.shape[1] - overlap:]
+        new = fill(generator, start, valid, seed=seed + block * 7919, precision=precision)
+        out = torch.cat([out, new[:, overlap:]], dim=1)
+        block += 1
+    return out[:, :length]
+
+
+# -- polydiff text complete -----------------------------------------------------------------------
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a masked-diffusion text model (network 'mdlm')")
+    p.add_argument("--prompt", action="append", required=True, help="text to continue (repeatable)")
+    p.add_argument("--num", type=int, default=1, help="continuations per prompt (default 1)")
+    p.add_argument("--length", type=int, help="tokens per text, prompt included (default: the model's length; "
+                                              "longer: block by block)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="also write the texts as JSONL ({'prompt': ..., 'text': ...})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    gen = load(args.checkpoint)
+    prompts = [p for p in args.prompt for _ in range(args.num)]
+    size = int(gen.info["length"])
+    if args.length is not None and args.length > size:
+        texts = [_continue_long(gen, p, args.length, args.seed + i) for i, p in enumerate(prompts)]
+    else:
+        texts = complete(gen, prompts, length=args.length, seed=args.seed)
+    for p, t in zip(prompts, texts):
+        print(json.dumps({"prompt": p, "text": t}, ensure_ascii=False))
+    if args.out is not None:
+        atomic_write(args.out, "".join(json.dumps({"prompt": p, "text": t}) + "\n" for p, t in zip(prompts, texts)))
+    return 0
+
+
+def _continue_long(generator: Any, prompt: str, length: int, seed: int) -> str:
+    """A prompt continued past the model's length: the first block completes it, the next ones
+    are conditioned on the last half block (:func:`generate_long`'s blocks)."""
+    ids = _tokenizer(generator).encode(complete(generator, [prompt], seed=seed)[0])
+    out = _extend(generator, torch.tensor([ids], dtype=torch.long), length, None, seed, "float64")
+    return _decode(generator, out, torch.ones_like(out, dtype=torch.bool))[0]
+
+
+COMMANDS = {"complete": Command("continue prompts with a masked-diffusion text model (first-hitting sampling)",
+                                _configure, _run)}

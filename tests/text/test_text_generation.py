@@ -1,0 +1,89 @@
+"""Prompting, infilling and semi-autoregressive long generation with a masked-diffusion text
+model (a tiny character model trained on a user's text file as one stream), and the
+``polydiff text complete`` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import polydiff
+from polydiff import cli
+from polydiff_text.generation import _extend, complete, fill, generate_long, infill
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
+
+TEXT = ("to be or not to be that is the question whether tis nobler in the mind to suffer "
+        "the slings and arrows of outrageous fortune or to take arms against a sea of troubles ") * 30
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text-gen")
+    (root / "play.txt").write_text(TEXT)
+    recipe = {"modality": "text",
+              "data": {"name": "file", "path": str(root / "play.txt"), "tokenizer": "char", "length": 32,
+                       "whole": True},
+              "model": {"name": "mdlm", "dim": 32, "depth": 1, "heads": 2},
+              "train": {"max_steps": 20, "batch_size": 16, "lr": 3e-3, "accelerator": "cpu", "devices": 1,
+                        "threads": 1, "checkpoint_every": 20, "progress": False, "logger": "none"},
+              "sample": {"sampler": "first_hitting"}}
+    return polydiff.train(recipe, root / "run", fresh=True, verbose=False).checkpoint
+
+
+@pytest.fixture(scope="module")
+def gen(ckpt):
+    return polydiff.load(ckpt)
+
+
+def test_fill_keeps_the_given_tokens_and_reveals_the_rest(gen):
+    mask = gen.modality.tokenizer(gen.info).vocab_size
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, mask, (5, 32), generator=g)
+    hidden = torch.rand(5, 32, generator=g) < 0.5
+    start = torch.where(hidden, torch.full_like(tokens, mask), tokens)
+    out = fill(gen, start, torch.ones(5, 32, dtype=torch.bool), seed=1)
+    assert (out < mask).all() and torch.equal(out[~hidden], tokens[~hidden])
+    assert torch.equal(out, fill(gen, start, torch.ones(5, 32, dtype=torch.bool), seed=1))
+
+
+def test_complete_keeps_prompts_and_does_not_depend_on_the_batch(gen):
+    texts = complete(gen, ["to be ", "the sl"], seed=3)
+    assert texts[0].startswith("to be ") and texts[1].startswith("the sl")
+    assert all(len(t) <= 32 for t in texts)
+    assert complete(gen, ["to be "], seed=3) == texts[:1]
+    short = complete(gen, ["to be "], length=10, seed=3)[0]
+    assert short.startswith("to be ") and len(short) <= 10
+    with pytest.raises(ValueError, match="no room"):
+        complete(gen, ["t" * 40])
+
+
+def test_infill_fills_only_the_holes(gen):
+    out = infill(gen, ["to <mask><mask> or not", "<mask>he"], seed=0)
+    assert out[0].startswith("to ") and out[0].endswith(" or not") and len(out[0]) == len("to __ or not")
+    assert out[1].endswith("he") and len(out[1]) == 3
+    with pytest.raises(ValueError, match="no hole"):
+        infill(gen, ["nothing to fill"])
+
+
+def test_long_generation_chains_blocks_through_their_overlap(gen):
+    texts = generate_long(gen, 3, 80, seed=0)
+    assert len(texts) == 3 and all(60 < len(t) <= 80 for t in texts)  # 80 tokens (a barely trained model may
+    # still emit the padding token, which decoding drops)
+    mask = gen.modality.tokenizer(gen.info).vocab_size
+    first = fill(gen, torch.full((2, 32), mask), torch.ones(2, 32, dtype=torch.bool), seed=0)
+    out = _extend(gen, first, 56, 16, seed=0, precision="float64")
+    assert out.shape == (2, 56) and torch.equal(out[:, :32], first)  # the first block is kept
+    with pytest.raises(ValueError, match="overlap"):
+        generate_long(gen, 1, 80, overlap=32)
+
+
+def test_complete_command(ckpt, tmp_path, capsys):
+    out = tmp_path / "c.jsonl"
+    assert cli.main(["text", "complete", str(ckpt), "--prompt", "to be ", "--num", "2", "--length", "50",
+                     "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["text"].startswith("to be ") and 40 < len(r["text"]) <= 50 for r in rows)
+    assert cli.main(["text", "complete", str(ckpt), "--prompt", "x", "--num", "0"]) == 2
