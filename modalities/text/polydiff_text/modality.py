@@ -39,7 +39,7 @@ from polydiff.plugin import (
 )
 
 from . import data as D
-from . import models  # noqa: F401  (registers the training objective "autoregressive")
+from . import edlm, models  # noqa: F401  (register the sampler "edlm" and the objective "autoregressive")
 from .metrics import canonical_smiles, generative_perplexity, smiles_metrics, unigram_entropy
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -54,6 +54,15 @@ def mdlm_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: 
 
     return MaskedDiffusionLM(int(info["vocab_size"]), int(info["length"]), dim=dim, depth=depth, heads=heads,
                              mlp_ratio=mlp_ratio, dropout=dropout, time_conditioning=time_conditioning)
+
+
+def energy_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 128, depth: int = 4,
+                   heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0) -> nn.Module:
+    """EDLM's residual energy (train it with ``loss.objective: edlm_nce`` and ``loss.teacher: MDLM.ckpt``)."""
+    from .energy import EnergyLM
+
+    return EnergyLM(int(info["vocab_size"]), int(info["length"]), dim=dim, depth=depth, heads=heads,
+                    mlp_ratio=mlp_ratio, dropout=dropout)
 
 
 def ar_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 128, depth: int = 4,
@@ -114,7 +123,7 @@ class TextModality(Modality):
         return {"smiles": D.smiles_dataset, "shakespeare": D.shakespeare_dataset, "file": D.file_dataset}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
-        return {"mdlm": mdlm_network, "ar": ar_network}
+        return {"mdlm": mdlm_network, "ar": ar_network, "energy": energy_network}
 
     def fields(self, info: Mapping[str, Any], schedule: str = "linear") -> dict[str, FieldSpec]:
         """One absorbing field ``tokens`` over the tokenizer's vocabulary, masked by ``valid``;
