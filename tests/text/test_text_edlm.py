@@ -26,7 +26,7 @@ def _target():
 
 
 def _tv(samples):
-    seqs, probs = _target()
+    _, probs = _target()
     emp = torch.bincount((samples * torch.tensor([V**2, V, 1])).sum(1), minlength=V**L).double() / len(samples)
     return 0.5 * float((emp - probs).abs().sum())
 
@@ -43,7 +43,7 @@ class ContextFree(torch.nn.Module):
 
 
 def exact_energy(x0, valid, log_q):
-    seqs, probs = _target()
+    _, probs = _target()
     idx = (x0 * torch.tensor([V**2, V, 1])).sum(1)
     return -torch.log(probs[idx]) + log_q
 
