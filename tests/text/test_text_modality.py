@@ -149,3 +149,12 @@ def test_the_nll_bound_of_a_uniform_model_equals_the_hand_computation(runs):
     m = gen.modality.evaluate_model(gen, num=2, seed=0, elbo_steps=64, elbo_sequences=64)
     expected = (1 - 1e-3) * math.log(V)
     assert abs(m["nll_per_token"] - expected) < 3 * m["nll_stderr"] + 0.01 * expected
+
+
+def test_shipped_recipes_are_valid():
+    from polydiff.config import load_config
+
+    recipes = TextModality().recipes()
+    assert {"smiles_mdlm", "smiles_ar", "shakespeare_mdlm", "shakespeare_ar", "shakespeare_energy"} <= set(recipes)
+    for path in recipes.values():
+        assert load_config(path).modality == "text"

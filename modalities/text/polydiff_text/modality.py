@@ -39,7 +39,7 @@ from polydiff.plugin import (
 )
 
 from . import data as D
-from . import edlm, models  # noqa: F401  (register the sampler "edlm" and the objective "autoregressive")
+from . import edlm, energy, models  # noqa: F401  (register the sampler "edlm" and the objectives)
 from .metrics import canonical_smiles, generative_perplexity, smiles_metrics, unigram_entropy
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
