@@ -514,10 +514,12 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
     try:
         metrics = mod.evaluate(objects, ref_objects, info)
         flags = {k: list(v) for k, v in mod.flags(objects, info).items()}
-    except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which
+    except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which files hold them
         if str(target) in str(err):
             raise
-        raise ValueError(f"{target}: {err}") from err
+        files = meta.get("files") or sorted(p.name for p in target.iterdir() if p.is_file()) if target.is_dir() else []
+        where = f"{target} ({', '.join(str(f) for f in files if f != METADATA_FILE)})" if files else str(target)
+        raise ValueError(f"{where}: {err}") from err
     except (TypeError, KeyError, IndexError, RuntimeError, AttributeError) as err:
         if not stored_info:
             raise
