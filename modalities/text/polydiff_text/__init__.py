@@ -8,6 +8,10 @@ protein sequences).
 - :mod:`.models`: a bidirectional transformer for masked diffusion (rotary embeddings on
   ``scaled_dot_product_attention``, SUBS outputs) and an autoregressive transformer of the
   same size (baseline and reference for generative perplexity);
+- :mod:`.edlm`: EDLM's importance sampler (``edlm``) with an autoregressive or a residual energy;
+- :mod:`.energy`: the residual energy network and its NCE objective (``edlm_nce``);
+- :mod:`.generation`: prompts, infilling and semi-autoregressive long texts (``polydiff text complete``);
+- :mod:`.metrics`: unigram entropy, SMILES validity / uniqueness / novelty, generative perplexity;
 - :mod:`.modality`: the plugin class.
 """
 
