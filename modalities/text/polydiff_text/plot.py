@@ -1,5 +1,5 @@
-"""A picture of generated sequences next to the data: character (or token) frequencies of
-both, the first samples as text, and for SMILES a grid of the first valid molecules."""
+"""A picture of generated sequences next to the data: character frequencies of both, the first
+samples as text, and for SMILES a grid of the first valid molecules (one PNG)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from polydiff.plugin import save_figure
 
@@ -22,10 +23,14 @@ def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: 
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    grid = _molecule_grid(samples, reference)
     counts = Counter("".join(samples))
     ref_counts = Counter("".join(reference)) if reference else Counter()
     chars = [c for c, _ in (ref_counts or counts).most_common(40)]
-    fig, (ax, tx) = plt.subplots(2, 1, figsize=(10, 8), gridspec_kw={"height_ratios": [1, 1.4]})
+    rows = 3 if grid is not None else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 8 + 5 * (rows == 3)),
+                             gridspec_kw={"height_ratios": [1, 1.4 if rows == 2 else 0.8, 2.6][:rows]})
+    ax, tx = axes[0], axes[1]
     x = range(len(chars))
     total, ref_total = max(sum(counts.values()), 1), max(sum(ref_counts.values()), 1)
     ax.bar([i - 0.2 for i in x], [counts[c] / total for c in chars], width=0.4, label="samples")
@@ -42,21 +47,23 @@ def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: 
         lines += textwrap.wrap(f"[{i}] {flat}", 110, max_lines=3, placeholder=" ...")
     tx.text(0, 1, "\n".join(lines) or "(no samples)", va="top", family="monospace", fontsize=8)
     tx.set_title("first samples")
-    out = save_figure(fig, path)
-    _molecule_grid(samples, Path(path))
-    return out
+    if grid is not None:
+        axes[2].imshow(grid)
+        axes[2].axis("off")
+        axes[2].set_title("first valid sampled molecules")
+    return save_figure(fig, path)
 
 
-def _molecule_grid(samples: Sequence[str], path: Path, n: int = 12) -> Path | None:
-    """For SMILES samples: ``<name>_molecules.png``, the first ``n`` valid molecules."""
-    valid = [c for c in (canonical_smiles(s) for s in samples[:200] if s.strip() and "\n" not in s) if c]
-    if len(valid) < 0.5 * min(len(samples), 200) or not valid:
+def _molecule_grid(samples: Sequence[str], reference: Sequence[str] | None, n: int = 12) -> Any:
+    """For SMILES (most of the reference, else of the samples, parse as molecules): an image of
+    the first ``n`` valid sampled molecules; None otherwise."""
+    judge = [s for s in (reference or samples)[:100] if s.strip() and "\n" not in s]
+    if not judge or sum(canonical_smiles(s) is not None for s in judge) < 0.5 * len(judge):
+        return None
+    valid = [c for c in (canonical_smiles(s) for s in samples[:500] if s.strip() and "\n" not in s) if c]
+    if not valid:
         return None
     from rdkit import Chem
     from rdkit.Chem import Draw
 
-    from polydiff.plugin import atomic_write
-
-    img = Draw.MolsToGridImage([Chem.MolFromSmiles(s) for s in valid[:n]], molsPerRow=4, subImgSize=(220, 180))
-    target = path.with_name(path.stem + "_molecules.png")
-    return atomic_write(target, lambda tmp: img.save(tmp, format="PNG"))
+    return Draw.MolsToGridImage([Chem.MolFromSmiles(s) for s in valid[:n]], molsPerRow=4, subImgSize=(220, 180))
