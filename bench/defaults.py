@@ -1,0 +1,149 @@
+"""Few-step sampling, default against default: what a user gets from polydiff's default time
+grid against what they get from diffusers' default scheduler settings, for the algorithms the
+two libraries share (DDIM, DPM-Solver++(2M), UniPC), on three families of Gaussian mixtures
+with exact scores. The measurement behind issue 11's first section; it changes no default.
+
+    python bench/defaults.py                 # 3 families x d in (2, 16, 64) x NFE in (5, 10, 20, 50)
+    python bench/defaults.py --quick         # d = 2, NFE 5 and 10
+
+- **Targets** (``toy.gmm.GaussianMixture``, diagonal components): ``random`` (the sampler
+  benchmark's: 4 components, means in [-2, 2]^d, per-axis std 0.15-0.45); ``anisotropic``
+  (ill-conditioned: per-axis std log-uniform in [0.01, 1], a 100:1 condition number inside each
+  component); ``multiscale`` (4 isotropic components of std 0.02, 0.1, 0.5 and 1.0).
+- **Process**: DDPM's 1000 linear betas (``vp_discrete``; diffusers' schedulers see exactly the
+  same ``alphas_cumprod``), exact denoiser, the same initial points (exact draws of ``p(x_1)``)
+  for both libraries.
+- **Metric**: the worst per-mode error. Samples are assigned to their most likely component
+  under the true mixture; for each component ``k``: ``|w_hat - w| / w`` plus the RMS over axes of
+  ``(mean_hat - mean) / std`` plus the mean over axes of ``|log(std_hat / std)|`` (scale-free, so
+  narrow and wide modes count alike); the table shows the maximum over components. ``floor``:
+  the same metric for exact samples of the same size (sampling noise).
+- **Pass**: ours <= max(1.1 x diffusers, diffusers + floor).
+
+Writes ``bench/results/defaults.json`` and ``bench/results/defaults.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import samplers as B
+from common import RESULTS, command_line, environment, header, write_results
+
+from polydiff.toy.gmm import GaussianMixture
+
+ALGORITHMS = ("ddim", "dpm++2m", "unipc")
+
+
+def family(name: str, dim: int, seed: int = 0) -> GaussianMixture:
+    """One of the three target families in ``dim`` dimensions."""
+    g = torch.Generator().manual_seed(1000 * dim + seed)
+    if name == "random":
+        return B.make_mixture(dim)
+    k = 4
+    means = (torch.rand(k, dim, generator=g, dtype=torch.float64) * 4 - 2)
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    if name == "anisotropic":
+        stds = torch.exp(torch.rand(k, dim, generator=g, dtype=torch.float64) * math.log(100.0)) * 0.01
+    elif name == "multiscale":
+        stds = torch.tensor([0.02, 0.1, 0.5, 1.0], dtype=torch.float64)[:, None].expand(k, dim).clone()
+    else:
+        raise ValueError(f"unknown target family {name!r}")
+    return GaussianMixture(weights, means, stds)
+
+
+def worst_mode_error(x: torch.Tensor, gmm: GaussianMixture) -> float:
+    """The worst per-component error of samples ``x`` (see the module docstring)."""
+    x = x.double()
+    w, mu, sd = gmm.weights.double(), gmm.means.double(), gmm.stds.double()
+    logp = (torch.log(w)[None] - 0.5 * (((x[:, None] - mu[None]) / sd[None]) ** 2).sum(-1)
+            - torch.log(sd).sum(-1)[None])
+    assign = logp.argmax(1)
+    worst = 0.0
+    for k in range(len(w)):
+        xs = x[assign == k]
+        if len(xs) < 3:
+            return math.inf  # a mode lost
+        weight = abs(len(xs) / len(x) - float(w[k])) / float(w[k])
+        mean = float((((xs.mean(0) - mu[k]) / sd[k]) ** 2).mean().sqrt())
+        spread = float(torch.log(xs.std(0) / sd[k]).abs().mean())
+        worst = max(worst, weight + mean + spread)
+    return worst
+
+
+def run(dims: list[int], nfes: list[int], families: list[str], n: int) -> dict[str, Any]:
+    proc = B.make_process("vp_discrete")
+    specs = {s.algorithm: s for s in B.diffusers_specs() if s.family == "vp" and s.algorithm in ALGORITHMS}
+    rows = []
+    for fam in families:
+        for dim in dims:
+            gmm = family(fam, dim)
+            target = B.Target(dim, "vp_discrete", gmm, proc)
+            x_init = target.exact(n, 1.0, seed=7).float()
+            floor = worst_mode_error(gmm.sample(n, torch.Generator().manual_seed(8)), gmm)
+            for alg in ALGORITHMS:
+                for nfe in nfes:
+                    t0 = time.perf_counter()
+                    ours = worst_mode_error(B.run_ours(proc, gmm, alg, x_init, steps=nfe).x, gmm)
+                    theirs = worst_mode_error(B.run_diffusers(specs[alg], gmm, proc, x_init, nfe).x, gmm)
+                    ok = ours <= max(1.1 * theirs, theirs + floor)
+                    rows.append({"family": fam, "dim": dim, "algorithm": alg, "nfe": nfe, "ours": ours,
+                                 "diffusers": theirs, "floor": floor, "pass": ok,
+                                 "seconds": time.perf_counter() - t0})
+                    print(f"[defaults] {fam} d={dim} {alg} nfe={nfe}: ours {ours:.3f} diffusers {theirs:.3f} "
+                          f"floor {floor:.3f} {'pass' if ok else 'MISS'}", file=sys.stderr, flush=True)
+    return {"n": n, "rows": rows}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = header("Few-step sampling, default against default (polydiff vs diffusers)", res["environment"])
+    rows = res["rows"]
+    passed = sum(r["pass"] for r in rows)
+    lines += [f"Worst per-mode error (lower is better), ours / diffusers, {res['n']} samples per run, the same "
+              "initial points; `floor`: exact samples of the same size. Pass: ours <= max(1.1 x diffusers, "
+              f"diffusers + floor). **{passed} of {len(rows)} cells pass.** polydiff's default grid: uniform "
+              "log-SNR from t = 1 to t = 1e-3; diffusers: each scheduler's default settings.", ""]
+    nfes = sorted({r["nfe"] for r in rows})
+    for fam in dict.fromkeys(r["family"] for r in rows):
+        for dim in sorted({r["dim"] for r in rows if r["family"] == fam}):
+            sub = [r for r in rows if r["family"] == fam and r["dim"] == dim]
+            lines += [f"### {fam}, d = {dim} (floor {sub[0]['floor']:.3f})", "",
+                      "| algorithm | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
+                      "|---|" + "---|" * len(nfes)]
+            for alg in ALGORITHMS:
+                cells = []
+                for k in nfes:
+                    r = next((r for r in sub if r["algorithm"] == alg and r["nfe"] == k), None)
+                    cells.append("" if r is None else
+                                 f"{r['ours']:.3f} / {r['diffusers']:.3f}{'' if r['pass'] else ' MISS'}")
+                lines.append(f"| {alg} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="d = 2, NFE 5 and 10")
+    p.add_argument("--samples", type=int, default=8000, help="samples per run (default 8000)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    dims, nfes = ([2], [5, 10]) if args.quick else ([2, 16, 64], [5, 10, 20, 50])
+    res = {"environment": environment(command_line("defaults.py", argv)),
+           **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples)}
+    md = markdown(res)
+    suffix = "_quick" if args.quick else ""
+    write_results(RESULTS / f"defaults{suffix}.json", RESULTS / f"defaults{suffix}.md", res, md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
