@@ -79,7 +79,13 @@ def worst_mode_error(x: torch.Tensor, gmm: GaussianMixture) -> float:
     return worst
 
 
-def run(dims: list[int], nfes: list[int], families: list[str], n: int) -> dict[str, Any]:
+CANDIDATES = {"uniform_t": {"grid": "uniform_t"}, "quadratic": {"grid": "quadratic"},
+              "logsnr+zero": {"final_zero": True}}
+"""Other grids measured for our samplers beside the default (``--candidates``), to choose defaults from."""
+
+
+def run(dims: list[int], nfes: list[int], families: list[str], n: int,
+        candidates: list[str] = ()) -> dict[str, Any]:
     proc = B.make_process("vp_discrete")
     specs = {s.algorithm: s for s in B.diffusers_specs() if s.family == "vp" and s.algorithm in ALGORITHMS}
     rows = []
@@ -95,8 +101,10 @@ def run(dims: list[int], nfes: list[int], families: list[str], n: int) -> dict[s
                     ours = worst_mode_error(B.run_ours(proc, gmm, alg, x_init, steps=nfe).x, gmm)
                     theirs = worst_mode_error(B.run_diffusers(specs[alg], gmm, proc, x_init, nfe).x, gmm)
                     ok = ours <= max(1.1 * theirs, theirs + floor)
+                    alt = {c: worst_mode_error(B.run_ours(proc, gmm, alg, x_init, steps=nfe, **CANDIDATES[c]).x, gmm)
+                           for c in candidates}
                     rows.append({"family": fam, "dim": dim, "algorithm": alg, "nfe": nfe, "ours": ours,
-                                 "diffusers": theirs, "floor": floor, "pass": ok,
+                                 "diffusers": theirs, "floor": floor, "pass": ok, "candidates": alt,
                                  "seconds": time.perf_counter() - t0})
                     print(f"[defaults] {fam} d={dim} {alg} nfe={nfe}: ours {ours:.3f} diffusers {theirs:.3f} "
                           f"floor {floor:.3f} {'pass' if ok else 'MISS'}", file=sys.stderr, flush=True)
@@ -126,6 +134,22 @@ def markdown(res: dict[str, Any]) -> str:
                                  f"{r['ours']:.3f} / {r['diffusers']:.3f}{'' if r['pass'] else ' MISS'}")
                 lines.append(f"| {alg} | " + " | ".join(cells) + " |")
             lines.append("")
+    names = sorted({c for r in rows for c in r.get("candidates", {})})
+    if names:
+        lines += ["## Other grids for our samplers (candidates for new defaults)", "",
+                  "Cells passing (same rule) with each grid instead of the default, per algorithm and NFE "
+                  f"(out of {len({(r['family'], r['dim']) for r in rows})} targets each).", "",
+                  "| algorithm | NFE | default | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+        for alg in ALGORITHMS:
+            for k in nfes:
+                sub = [r for r in rows if r["algorithm"] == alg and r["nfe"] == k]
+
+                def passes(err_of: Any, sub: list[dict[str, Any]] = sub) -> int:
+                    return sum(err_of(r) <= max(1.1 * r["diffusers"], r["diffusers"] + r["floor"]) for r in sub)
+
+                cells = [str(passes(lambda r, c=c: r["candidates"][c])) for c in names]
+                lines.append(f"| {alg} | {k} | {passes(lambda r: r['ours'])} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -133,11 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="d = 2, NFE 5 and 10")
     p.add_argument("--samples", type=int, default=8000, help="samples per run (default 8000)")
+    p.add_argument("--candidates", default="", help=f"also measure these grids for ours: {', '.join(CANDIDATES)}")
     args = p.parse_args(argv)
+    unknown = [c for c in args.candidates.split(",") if c and c not in CANDIDATES]
+    if unknown:
+        p.error(f"unknown candidate grid {', '.join(unknown)}; allowed: {', '.join(CANDIDATES)}")
     torch.set_num_threads(2)
     dims, nfes = ([2], [5, 10]) if args.quick else ([2, 16, 64], [5, 10, 20, 50])
     res = {"environment": environment(command_line("defaults.py", argv)),
-           **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples)}
+           **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples,
+                 [c for c in args.candidates.split(",") if c])}
     md = markdown(res)
     suffix = "_quick" if args.quick else ""
     write_results(RESULTS / f"defaults{suffix}.json", RESULTS / f"defaults{suffix}.md", res, md)
