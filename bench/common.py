@@ -49,3 +49,9 @@ def write_results(json_path: Path, md_path: Path, res: dict[str, Any], markdown:
     for path, text in ((json_path, json.dumps(res, indent=1, default=str)), (md_path, markdown)):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
+
+
+def publish(stem: str, res: dict[str, Any], markdown: str) -> None:
+    """``bench/results/<stem>.json`` and ``.md`` (written atomically), and the report on stdout."""
+    write_results(RESULTS / f"{stem}.json", RESULTS / f"{stem}.md", res, markdown)
+    print(markdown)

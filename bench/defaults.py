@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import samplers as B
-from common import RESULTS, command_line, environment, header, write_results
+from common import command_line, environment, header, publish
 
 from polydiff.toy.gmm import GaussianMixture
 
@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"environment": environment(command_line("defaults.py", argv)),
            **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples,
                  [c for c in args.candidates.split(",") if c])}
-    md = markdown(res)
-    suffix = "_quick" if args.quick else ""
-    write_results(RESULTS / f"defaults{suffix}.json", RESULTS / f"defaults{suffix}.md", res, md)
-    print(md)
+    publish("defaults_quick" if args.quick else "defaults", res, markdown(res))
     return 0
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, write_results
+from common import ROOT, command_line, environment, header, publish, write_results
 
 import polydiff
 
@@ -253,10 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             res["shakespeare"] = shakespeare(args.minutes, args.quick, Path(tmp))
         if "smiles" not in args.skip:
             res["smiles"] = smiles(args.smiles_minutes, args.quick, Path(tmp))
-    md = markdown(res)
-    suffix = "_quick" if args.quick else ""
-    write_results(RESULTS / f"text{suffix}.json", RESULTS / f"text{suffix}.md", res, md)
-    print(md)
+    publish("text_quick" if args.quick else "text", res, markdown(res))
     return 0
 
 

@@ -517,9 +517,8 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
     except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which files hold them
         if str(target) in str(err):
             raise
-        files = meta.get("files") or sorted(p.name for p in target.iterdir() if p.is_file()) if target.is_dir() else []
-        where = f"{target} ({', '.join(str(f) for f in files if f != METADATA_FILE)})" if files else str(target)
-        raise ValueError(f"{where}: {err}") from err
+        files = _data_files(target, meta)
+        raise ValueError(f"{target} ({', '.join(files)}): {err}" if files else f"{target}: {err}") from err
     except (TypeError, KeyError, IndexError, RuntimeError, AttributeError) as err:
         if not stored_info:
             raise
@@ -553,6 +552,15 @@ def read_metadata(file: Path) -> dict[str, Any]:
         if key in meta and meta[key] is not None and not isinstance(meta[key], kind):
             raise ValueError(f"{file}: field {key!r} must be a JSON {kind.__name__}, got {meta[key]!r:.60}")
     return meta
+
+
+def _data_files(target: Path, meta: Mapping[str, Any]) -> list[str]:
+    """The files holding the samples of ``target``: those its polydiff.json lists, else every
+    file of the folder but the metadata; none for a file."""
+    if not target.is_dir():
+        return []
+    listed = [str(f) for f in meta.get("files") or []]
+    return [f for f in listed or sorted(p.name for p in target.iterdir() if p.is_file()) if f != METADATA_FILE]
 
 
 def is_samples_folder(path: str | Path) -> bool:

@@ -84,13 +84,13 @@ def importance_step(p0: Tensor, x: Tensor, masked: Tensor, energy: Energy | None
     of ``x`` (B, L); with an ``energy`` and ``k > 1``, the one kept of ``k`` candidates with
     probability proportional to ``exp(-E)``."""
     B, L, _ = p0.shape
-    logp = torch.log(p0.clamp_min(1e-300))
     draws = []
     for _ in range(k if energy is not None else 1):
         draws.append(torch.where(masked, sample_categorical(p0, noise.rand((L,)).to(x.device)), x))
     if len(draws) == 1:
         return draws[0]
     cands = torch.stack(draws)  # (k, B, L)
+    logp = torch.log(p0.clamp_min(1e-300))
     log_q = torch.stack([(logp.gather(-1, c[..., None]).squeeze(-1) * masked).sum(1) for c in cands])  # (k, B)
     e = energy(cands.reshape(k * B, L), valid.repeat(k, 1), log_q.reshape(-1)).reshape(k, B)
     w = torch.softmax(-e, dim=0)  # (k, B)

@@ -65,6 +65,12 @@ def _decode(generator: Any, tokens: Tensor, valid: Tensor) -> list[str]:
 def complete(generator: Any, prompts: Sequence[str], *, length: int | None = None, seed: int = 0,
              precision: str = "float64") -> list[str]:
     """Continue every prompt up to ``length`` tokens (default: the model's length), prompt included."""
+    return _decode(generator, *_complete_tokens(generator, prompts, length, seed, precision))
+
+
+def _complete_tokens(generator: Any, prompts: Sequence[str], length: int | None, seed: int,
+                     precision: str) -> tuple[Tensor, Tensor]:
+    """The tokens (B, L) of :func:`complete` and the positions generated."""
     tok = _tokenizer(generator)
     size = int(generator.info["length"]) if length is None else int(length)
     if not 1 <= size <= int(generator.info["length"]):
@@ -84,7 +90,7 @@ def complete(generator: Any, prompts: Sequence[str], *, length: int | None = Non
         if sizes is not None:
             valid[i, max(int(sizes[i]), len(ids) + 1):] = False
     tokens = torch.where(valid, tokens, torch.full_like(tokens, tok.pad_id))
-    return _decode(generator, fill(generator, tokens, valid, seed=seed, precision=precision), valid)
+    return fill(generator, tokens, valid, seed=seed, precision=precision), valid
 
 
 def infill(generator: Any, templates: Sequence[str], *, hole: str = "<mask>", seed: int = 0,
@@ -181,8 +187,8 @@ def _run(args: argparse.Namespace) -> int:
 def _continue_long(generator: Any, prompt: str, length: int, seed: int) -> str:
     """A prompt continued past the model's length: the first block completes it, the next ones
     are conditioned on the last half block (:func:`generate_long`'s blocks)."""
-    ids = _tokenizer(generator).encode(complete(generator, [prompt], seed=seed)[0])
-    out = _extend(generator, torch.tensor([ids], dtype=torch.long), length, None, seed, "float64")
+    first, _ = _complete_tokens(generator, [prompt], int(generator.info["length"]), seed, "float64")
+    out = _extend(generator, first, length, None, seed, "float64")
     return _decode(generator, out, torch.ones_like(out, dtype=torch.bool))[0]
 
 
