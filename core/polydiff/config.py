@@ -115,6 +115,7 @@ class SampleConfig:
     steps: int = 20
     seed: int = 0
     batch_size: int | None = None
+    guidance_scale: float | None = None  # default classifier-free guidance scale on the data's conditions
     options: dict[str, Any] = field(default_factory=dict)  # sampler options and driver keywords
 
 
@@ -432,6 +433,9 @@ def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) 
     for k in ("num", "steps"):
         if getattr(sample, k) < 1:
             raise ConfigError(f"{source}: sample.{k}: expected a positive integer, got {getattr(sample, k)}")
+    if sample.guidance_scale is not None and not sample.guidance_scale >= 0:
+        raise ConfigError(f"{source}: sample.guidance_scale: expected a non-negative number or null, got "
+                          f"{sample.guidance_scale}")
     if sample.batch_size is not None and sample.batch_size < 1:
         raise ConfigError(f"{source}: sample.batch_size: expected a positive integer or null, got {sample.batch_size}")
     return out

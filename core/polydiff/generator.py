@@ -319,8 +319,13 @@ class Generator:
         options = dict(options)
         ctl = control_of(options.pop("control", None), **{k: options.pop(k) for k in list(options)
                                                           if k in CONTROL_NAMES})
-        if ctl.guidance_scale is not None and condition and ctl.condition_keys is None:
-            ctl = control_of(ctl, condition_keys=list(condition))  # guide on the conditions asked for
+        keys = list(condition or {}) or list(self.info.get("conditions") or {})
+        default_scale = self.config.sample.guidance_scale
+        if ctl.guidance_scale is None and default_scale is not None and ctl.uncond_model is None and keys:
+            ctl = control_of(ctl, guidance_scale=default_scale)  # the recipe's default guidance
+        if ctl.guidance_scale is not None and keys and ctl.condition_keys is None and ctl.uncond_model is None \
+                and ctl.null is None:
+            ctl = control_of(ctl, condition_keys=keys)  # guide on the conditions asked for, else the data's
         given = options.pop("settings", None)
         settings = settings_of(given, sampler=sampler, steps=steps, **options) if given is not None else \
             self.settings(sampler, steps, **options)

@@ -33,8 +33,9 @@ def uniform_logsnr(schedule: Schedule, steps: int, t_max: float, t_min: float) -
     return grid
 
 
-@GRIDS.register("karras", "Karras et al. rho-spaced noise levels sigma/alpha (rho = 7)")
-def karras(schedule: Schedule, steps: int, t_max: float, t_min: float, rho: float = 7.0) -> Tensor:
+@GRIDS.register("karras", "Karras et al. rho-spaced noise levels sigma/alpha (rho: the schedule's, else 7)")
+def karras(schedule: Schedule, steps: int, t_max: float, t_min: float, rho: float | None = None) -> Tensor:
+    rho = float(getattr(schedule, "rho", 7.0)) if rho is None else rho
     s_max = torch.exp(-schedule.lam(torch.tensor(t_max, dtype=torch.float64))).clamp(max=1e4)
     s_min = torch.exp(-schedule.lam(torch.tensor(t_min, dtype=torch.float64)))
     r = torch.linspace(0, 1, steps + 1, dtype=torch.float64)

@@ -194,8 +194,11 @@ class EDM(Schedule):
     sigma_data: float = 0.5  # used by EDM preconditioning and weighting
     p_mean: float = -1.2  # log-normal training density of sigma
     p_std: float = 1.2
+    rho: float = 7.0  # the Karras grid's spacing exponent (BESO: 5)
 
     def __post_init__(self) -> None:
+        if self.rho <= 0:
+            raise ValueError(f"rho must be positive, got {self.rho}")
         self.t_min, self.t_max, self.t_train_min = self.sigma_min, self.sigma_max, self.sigma_min
         self.default_grid = "karras"
 
@@ -349,6 +352,16 @@ class DiscreteVP(Schedule):
 @SCHEDULES.register("vp_discrete", "DDPM's discrete linear betas (1e-4..0.02, N=1000) made continuous")
 def vp_discrete(n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteVP:
     return DiscreteVP(torch.linspace(beta_start, beta_end, n, dtype=torch.float64))
+
+
+@SCHEDULES.register("vp_discrete_cosine", "improved DDPM's discrete squared-cosine betas (N=100, capped at 0.999; "
+                                          "Diffusion Policy's default) made continuous")
+def vp_discrete_cosine(n: int = 100, offset: float = 0.008, max_beta: float = 0.999) -> DiscreteVP:
+    """Betas ``1 - abar(k+1)/abar(k)`` with ``abar(u) = cos((u/N + s) / (1 + s) pi/2)^2``
+    (Nichol & Dhariwal 2021), capped at ``max_beta``."""
+    u = torch.arange(n + 1, dtype=torch.float64) / n
+    abar = torch.cos((u + offset) / (1 + offset) * math.pi / 2) ** 2
+    return DiscreteVP((1 - abar[1:] / abar[:-1]).clamp(max=max_beta))
 
 
 @dataclass

@@ -1,0 +1,104 @@
+"""``polydiff policies rollout CKPT`` and ``polydiff policies replay``.
+
+::
+
+    polydiff policies rollout CKPT [--num 16] [--steps K] [--sampler NAME] [--guidance-scale L]
+                                   [--goal-free] [--same-start] [--seed S] [--out DIR] [--gif N]
+    polydiff policies replay [--file pusht.npz] [--episodes N]
+
+``rollout`` runs the policy in its environment, prints the metrics and the control rate, and
+writes the episodes (``rollouts.npz``), a picture of the paths (``rollouts.png``) and GIF
+animations of the first ``--gif`` episodes. ``replay`` measures how faithfully the Push-T
+environment replays the recorded human demonstrations (open loop and step by step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from polydiff.plugin import Command, atomic_write, load, run_folder
+
+from .policy import Policy, _recipe_settings, rollout
+
+
+def _configure_rollout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--num", type=int, default=16, help="episodes (default 16)")
+    p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the recipe's)")
+    p.add_argument("--sampler", help="sampler (default: the recipe's)")
+    p.add_argument("--guidance-scale", type=float, help="lambda of goal guidance (0 = goal-free; default: recipe's)")
+    p.add_argument("--goal-free", action="store_true", help="no goal (lambda = 0): should reach every goal")
+    p.add_argument("--same-start", action="store_true", help="every episode from the same start state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/rollouts)")
+    p.add_argument("--gif", type=int, default=0, metavar="N", help="animate the first N episodes (GIF)")
+
+
+def _run_rollout(args: argparse.Namespace) -> int:
+    from . import envs
+    from .metrics import rollout_metrics
+    from .modality import ROLLOUTS_FILE, _make_env
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    torch.set_num_threads(args.threads)
+    gen = load(args.checkpoint)
+    settings, control = _recipe_settings(gen.config.sample, args.sampler, args.steps)
+    scale = 0.0 if args.goal_free else (control.guidance_scale if args.guidance_scale is None else args.guidance_scale)
+    policy = Policy(gen.net, gen.fields, gen.info, settings=settings, guidance_scale=scale, seed=args.seed)
+    starts = [args.seed] * args.num if args.same_start else [args.seed * 100_003 + i for i in range(args.num)]
+    episodes, timing = rollout(policy, _make_env(gen.info), args.num, goal_free=scale == 0, start_seeds=starts,
+                               record_states=args.gif > 0)
+    name = gen.info.get("env")
+    metrics = rollout_metrics(episodes, (), envs.goal_outcomes(name) if name else ())
+    metrics.update(actions_per_second=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe))
+    out = args.out or run_folder(args.checkpoint) / "rollouts"
+    from .episodes import write_episodes
+
+    write_episodes(episodes, out / ROLLOUTS_FILE)
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"polydiff policies: {args.num} episodes in {name!r} -> {out}")
+    for k, v in metrics.items():
+        print(f"  {k:<24} {v:.4g}")
+    try:
+        from .plot import animate, plot_rollouts
+    except ImportError:
+        print("  (no pictures: matplotlib is not installed)")
+        return 0
+    print(f"  plot: {plot_rollouts(episodes, out / 'rollouts.png')}")
+    for i, ep in enumerate(episodes[: args.gif]):
+        print(f"  animation: {animate(ep, out / f'episode-{i:03d}.gif')}")
+    return 0
+
+
+def _configure_replay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", type=Path, help="Push-T episodes (default: ../shared/data/robot_pusht)")
+    p.add_argument("--episodes", type=int, help="the first N episodes only")
+    p.add_argument("--json", type=Path, help="also write the numbers as JSON")
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from polydiff.plugin import shared_file
+
+    from .envs.pusht import fidelity
+
+    path = args.file or shared_file("data", "robot_pusht", "pusht_cchi_v7_lowdim.npz")
+    res = fidelity(path, episodes=args.episodes)
+    for k, v in res.items():
+        print(f"  {k:<32} {v:.4g}")
+    if args.json:
+        atomic_write(args.json, json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+COMMANDS = {
+    "rollout": Command("roll a trained policy out in its environment: metrics, episodes, plot and GIFs",
+                       _configure_rollout, _run_rollout),
+    "replay": Command("Push-T replay fidelity of the recorded demonstrations (open loop and per step)",
+                      _configure_replay, _run_replay),
+}

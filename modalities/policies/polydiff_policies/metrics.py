@@ -1,0 +1,89 @@
+"""Rollout metrics: success, goal coverage, behaviour entropy, Push-T score.
+
+- ``success_rate``: the fraction of episodes that achieved their commanded goal (goal-free
+  rollouts: any goal).
+- ``goal_coverage``: the fraction of the environment's goals achieved by at least one episode
+  (BESO's test of a goal-free policy: it should reach all of them).
+- ``behaviour_entropy``: the entropy (bits) of the behaviour labels (route, order) of the
+  successful episodes of each commanded goal, averaged over goals: 0 for a policy that always
+  takes the same route, 1 for two routes taken equally often (BeT / BESO's multimodality
+  measure). ``outcome_entropy``: the same over what the episodes achieved.
+- ``behaviour_tv``: total-variation distance between the (goal, behaviour) distribution of the
+  episodes and of the reference demonstrations.
+- ``score``: the mean over episodes of the maximum reward (Diffusion Policy's Push-T score:
+  ``max_t clip(coverage_t / 0.95, 0, 1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from .envs.base import Episode
+
+
+def entropy_bits(labels: Sequence[Hashable]) -> float:
+    """Shannon entropy (bits) of the empirical distribution of ``labels`` (0 for none)."""
+    counts = np.array(list(Counter(labels).values()), dtype=np.float64)
+    if counts.sum() == 0:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def tv_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
+    """Total-variation distance between the empirical distributions of ``a`` and ``b``."""
+    if not a or not b:
+        return float("nan")
+    ca, cb = Counter(a), Counter(b)
+    return 0.5 * sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in set(ca) | set(cb))
+
+
+def _goal_key(ep: Episode) -> tuple[float, ...]:
+    return tuple(np.round(np.asarray(ep.goal, dtype=np.float64), 4).tolist())
+
+
+def succeeded(ep: Episode) -> bool:
+    """An episode's success: recorded by the rollout (``meta["success"]``), else "achieved something"."""
+    return bool(ep.meta.get("success", bool(ep.outcome)))
+
+
+def behaviour_entropy(episodes: Sequence[Episode]) -> float:
+    """Mean over commanded goals of the entropy (bits) of the successful episodes' behaviours
+    (NaN when no episode succeeded)."""
+    by_goal: dict[tuple[float, ...], list[str]] = {}
+    for ep in episodes:
+        if succeeded(ep) and ep.behaviour:
+            by_goal.setdefault(_goal_key(ep), []).append(ep.behaviour)
+    if not by_goal:
+        return float("nan")
+    return float(np.mean([entropy_bits(v) for v in by_goal.values()]))
+
+
+def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = (),
+                    goal_outcomes: Sequence[str] = ()) -> dict[str, float]:
+    """The metrics of the module docstring. ``goal_outcomes``: the outcome label of each of the
+    environment's goals (for ``goal_coverage``; without it, distinct non-empty outcomes are
+    counted against the reference's)."""
+    if not episodes:
+        raise ValueError("no episodes to evaluate")
+    out = {"episodes": float(len(episodes)),
+           "success_rate": float(np.mean([succeeded(e) for e in episodes])),
+           "mean_steps": float(np.mean([len(e.actions) for e in episodes])),
+           "behaviour_entropy": behaviour_entropy(episodes),
+           "outcome_entropy": entropy_bits([e.outcome for e in episodes])}
+    achieved = {e.outcome for e in episodes if e.outcome}
+    targets = set(goal_outcomes) or {e.outcome for e in reference if e.outcome}
+    if targets:
+        out["goal_coverage"] = len(achieved & targets) / len(targets)
+    if all("score" in e.meta for e in episodes):
+        out["score"] = float(np.mean([float(e.meta["score"]) for e in episodes]))
+    if reference:
+        out["reference_behaviour_entropy"] = behaviour_entropy(reference)
+        out["reference_outcome_entropy"] = entropy_bits([e.outcome for e in reference])
+        out["behaviour_tv"] = tv_distance([(_goal_key(e), e.behaviour) for e in episodes if succeeded(e)],
+                                          [(_goal_key(e), e.behaviour) for e in reference])
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

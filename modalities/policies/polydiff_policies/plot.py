@@ -1,0 +1,97 @@
+"""Pictures of episodes: trajectories over the environment's scene, and GIF animations.
+
+Trajectories are drawn from the observations: the agent's path (the first two observation
+dimensions, the agent's position in every environment), coloured by behaviour, with the
+scene drawn by the environment in its start state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from polydiff.plugin import atomic_write, save_figure
+
+from . import envs
+from .envs.base import Episode
+
+MAX_PANEL = 64  # episodes drawn per panel
+
+
+def _env_of(episodes: Sequence[Episode]) -> str | None:
+    return next((str(e.meta["env"]) for e in episodes if e.meta.get("env")), None)
+
+
+def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    name = _env_of(episodes)
+    if name in envs.ENVIRONMENTS and episodes:
+        env = envs.make(name)
+        env.reset(seed=0, options={"goal": episodes[0].goal})
+        first = episodes[0].meta.get("states")
+        if first is not None:
+            env.set_state(np.asarray(first[0]))
+        env.draw(ax)
+    labels = sorted({e.behaviour or "?" for e in episodes})
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(labels)}
+    for ep in episodes[:MAX_PANEL]:
+        ok = bool(ep.meta.get("success", bool(ep.outcome)))
+        ax.plot(ep.obs[:, 0], ep.obs[:, 1], color=colours[ep.behaviour or "?"], lw=1.0, alpha=0.8 if ok else 0.3,
+                ls="-" if ok else ":")
+    for b, c in colours.items():
+        ax.plot([], [], color=c, label=b)
+    if labels:
+        ax.legend(fontsize=7, loc="upper right", title="behaviour", title_fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+
+
+def plot_rollouts(episodes: Sequence[Episode], path: Path, reference: Sequence[Episode] | None = None) -> Path:
+    """Agent paths of ``episodes`` (solid: success, dotted: failure) beside the reference's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(episodes, f"rollouts ({len(episodes)})")]
+    if reference:
+        panels.append((reference, f"demonstrations ({len(reference)})"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for ax, (eps, title) in zip(axes[0], panels):
+        _panel(ax, eps, title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def animate(episode: Episode, path: Path, fps: int = 10, stride: int = 1) -> Path:
+    """A GIF of one episode recorded with ``record_states`` (``meta["states"]``), drawn by its
+    environment frame by frame (every ``stride``-th state), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    states = episode.meta.get("states")
+    name = episode.meta.get("env")
+    if states is None or name not in envs.ENVIRONMENTS:
+        raise ValueError("animate needs an episode recorded with record_states=True in a known environment")
+    env = envs.make(str(name))
+    env.reset(seed=0, options={"goal": episode.goal})
+    fig, ax = plt.subplots(figsize=(4, 4))
+    frames = list(range(0, len(states), stride))
+
+    def draw(k: int) -> None:
+        ax.clear()
+        env.set_state(np.asarray(states[k]))
+        env.draw(ax)
+        upto = min(k, len(episode.obs) - 1)
+        ax.plot(episode.obs[: upto + 1, 0], episode.obs[: upto + 1, 1], color="tab:blue", lw=1)
+        ax.set_title(f"step {k}", fontsize=8)
+
+    anim = FuncAnimation(fig, draw, frames=frames)
+    out = atomic_write(Path(path), lambda tmp: anim.save(str(tmp), writer=PillowWriter(fps=fps)))
+    plt.close(fig)
+    return out
