@@ -148,14 +148,14 @@ def test_load_pusht_errors(tmp_path):
     nan_state = good["state"].copy()
     nan_state[7, 2] = np.nan
     bad = {"missing": ({k: v for k, v in good.items() if k != "action"}, "action"),
-           "nan": ({**good, "state": nan_state}, "row 7"),
-           "short": ({**good, "action": good["action"][:9]}, "'action'"),
+           "nan": ({**good, "state": nan_state}, "episode 1: 'obs' holds NaN or infinite values (step 3)"),
+           "short": ({**good, "action": good["action"][:9]}, "10 observations but 9 actions"),
            "decreasing": ({**good, "episode_ends": np.array([6, 4, 10])}, "episode 1"),
-           "unfinished": ({**good, "episode_ends": np.array([4, 9])}, "not at the arrays' length 10"),
+           "unfinished": ({**good, "episode_ends": np.array([4, 9])}, "ends at 9 but the arrays have 10 steps"),
            "float_ends": ({**good, "episode_ends": np.array([4.0, 10.0])}, "integer")}
     for name, (arrays, detail) in bad.items():
         path = _write(tmp_path / f"{name}.npz", **arrays)
-        with pytest.raises(ValueError, match=r"episode_ends|state|action") as err:
+        with pytest.raises(ValueError) as err:
             load_pusht(path)
         assert str(path) in str(err.value) and detail in str(err.value), (name, err.value)
 
