@@ -22,7 +22,7 @@ import torch
 
 from polydiff.plugin import Command, atomic_write, load, run_folder
 
-from .policy import Policy, _recipe_settings, rollout
+from .policy import Policy, _recipe_settings, control_rate, rollout
 
 
 def _configure_rollout(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,8 @@ def _run_rollout(args: argparse.Namespace) -> int:
                                record_states=args.gif > 0)
     name = gen.info.get("env")
     metrics = rollout_metrics(episodes, (), envs.goal_outcomes(name) if name else ())
-    metrics.update(actions_per_second=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe))
+    metrics.update(actions_per_second=control_rate(policy, _make_env(gen.info)),
+                   actions_per_second_batched=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe))
     out = args.out or run_folder(args.checkpoint) / "rollouts"
     from .episodes import write_episodes
 

@@ -33,7 +33,7 @@ from . import episodes as E
 from .envs.base import Episode
 from .metrics import rollout_metrics
 from .nets import ActionTransformer, MLPPolicy
-from .policy import Policy, _recipe_settings, rollout
+from .policy import Policy, _recipe_settings, control_rate, rollout
 
 ROLLOUTS_FILE = "rollouts.npz"
 BESO_EDM = {"sigma_min": 0.05, "sigma_max": 1.0, "sigma_data": 0.5, "rho": 5.0}
@@ -228,8 +228,9 @@ class PoliciesModality(Modality):
         """``polydiff evaluate CKPT [--option guidance_scale=2 steps=3 goal_free=true same_start=true]``:
         ``num`` rollouts (the environment's goals in turn; ``same_start``: all from one start
         state, so that behaviour entropy measures the policy's own diversity), their metrics
-        against the held-out demonstrations, and the control rate (actions per second of
-        policy computation on this machine) and network evaluations per chunk."""
+        against the held-out demonstrations, the control rate (actions per second of one
+        robot's policy computation on this machine, :func:`.policy.control_rate`; batched over
+        the rollouts: ``actions_per_second_batched``) and network evaluations per chunk."""
         info = generator.info
         settings, control = _recipe_settings(generator.config.sample, sampler, steps)
         scale = 0.0 if goal_free else (control.guidance_scale if guidance_scale is None else guidance_scale)
@@ -240,7 +241,8 @@ class PoliciesModality(Modality):
                                    noise_seeds=[seed * 100_003 + i for i in range(num)])
         data = generator.modality.dataset(generator.config.data.name, **generator.config.data.options)
         out = self.evaluate(episodes, self.reference(data), info)
-        out.update(actions_per_second=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe),
+        out.update(actions_per_second=control_rate(policy, _make_env(info)),
+                   actions_per_second_batched=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe),
                    network_calls_per_action=timing["network_calls"] / max(timing["actions"], 1.0),
                    rollout_seconds=time.perf_counter() - t0)
         return out

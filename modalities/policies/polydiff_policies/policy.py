@@ -239,3 +239,19 @@ def rollout(policy: Policy, make_env: Callable[[], GoalEnv], n: int, *, goals: n
               "actions_per_second": acted / spent if spent > 0 else float("nan")}
     return episodes, timing
 
+
+def control_rate(policy: Policy, make_env: Callable[[], GoalEnv], chunks: int = 20, seed: int = 0) -> float:
+    """Actions per second of one robot's policy computation on this machine: ``execute``
+    actions per chunk over the median time of sampling one chunk (batch 1, the environment's
+    first goal; two warm-up chunks are not timed)."""
+    env = make_env()
+    obs, _ = env.reset(seed=seed)
+    window = np.stack([obs] * policy.obs_steps)[None]
+    goal = np.asarray(env.goals[:1], dtype=np.float32)
+    times = []
+    for k in range(chunks + 2):
+        t0 = time.perf_counter()
+        policy.sample_chunks(window, goal, [seed * SEED_STRIDE + k])
+        times.append(time.perf_counter() - t0)
+    return policy.execute / float(np.median(times[2:]))
+

@@ -10,7 +10,8 @@ given the goal.
 - observation: ``[agent xy, block A xy, block B xy]`` (6,); goal (4,); action: the agent's
   target position (2,).
 - dynamics (10 Hz, quasi-static, plain numpy/Python): the agent moves straight towards the
-  target by at most ``SPEED`` per step, in sub-steps of at most ``SUBSTEP``; after each sub-step
+  target by at most ``SPEED`` per step, in sub-steps of at most ``SUBSTEP``; a block it pushes
+  within the friction cone is carried along (sticking contact, :func:`stick`); after each sub-step
   overlaps are resolved along the contact normals: the agent pushes the blocks, the blocks push
   each other, the walls stop the blocks, and last the agent is pushed out of any block it could
   not move (so blocks never overlap and nothing leaves the arena).
@@ -44,7 +45,10 @@ GOALS = np.array([np.concatenate([TARGETS[0], TARGETS[1]]),  # A->1, B->2
 ORDERS = ("AB", "BA")
 NAMES = "AB"
 
+MU = 1.0  # agent-block friction coefficient of the sticking contact (cone half-angle atan(MU) = 45 degrees)
+
 _CONTACT = AGENT_R + BLOCK_R
+_CONE = 1.0 / math.sqrt(1.0 + MU**2)  # cos(atan(MU))
 
 
 def _clamp(v: float, r: float) -> float:
@@ -87,6 +91,25 @@ def resolve(agent: list[float], blocks: list[list[float]]) -> None:
     for b in blocks:
         _separate(b, agent, _CONTACT, 0.0, 1.0)
     agent[0], agent[1] = _clamp(agent[0], AGENT_R), _clamp(agent[1], AGENT_R)
+
+
+def stick(agent: list[float], blocks: list[list[float]], sx: float, sy: float) -> None:
+    """Sticking contact (quasi-static pushing with friction ``MU``): a block the agent touches
+    before its move ``(sx, sy)``, moving into it within the friction cone (within ``atan(MU)`` of
+    the contact normal), is carried along by the whole move; outside the cone, or when contact
+    starts during the move, it only slides away along the normal (in :func:`resolve`). Without it a disk pushed by a disk slips
+    off sideways at the slightest offset, and pushing needs constant correction."""
+    step = math.hypot(sx, sy)
+    if step < 1e-12:
+        return
+    for b in blocks:
+        dx, dy = b[0] - agent[0], b[1] - agent[1]
+        d = math.hypot(dx, dy)
+        if d < 1e-12 or d > _CONTACT + 1e-9:
+            continue
+        if (dx * sx + dy * sy) / (d * step) >= _CONE:
+            b[0] += sx
+            b[1] += sy
 
 
 class BlocksEnv(GoalEnv):
@@ -185,8 +208,10 @@ class BlocksEnv(GoalEnv):
             dx, dy, d = dx * SPEED / d, dy * SPEED / d, SPEED
         n = max(1, math.ceil(d / SUBSTEP))
         for _ in range(n):
-            self._agent[0] = _clamp(self._agent[0] + dx / n, AGENT_R)
-            self._agent[1] = _clamp(self._agent[1] + dy / n, AGENT_R)
+            sx, sy = dx / n, dy / n
+            stick(self._agent, self._blocks, sx, sy)
+            self._agent[0] = _clamp(self._agent[0] + sx, AGENT_R)
+            self._agent[1] = _clamp(self._agent[1] + sy, AGENT_R)
             resolve(self._agent, self._blocks)
         self._track()
         self._t += 1
