@@ -247,7 +247,7 @@ class BlocksEnv(GoalEnv):
 
 # -- scripted expert ---------------------------------------------------------------------------
 ORBIT = _CONTACT + 0.06  # radius at which the expert circles a block to get behind it
-ALIGN = 0.35  # largest angle (rad) between agent->block and the push direction to keep pushing
+ALIGN = 0.2  # largest angle (rad) between agent->block and the push direction to keep pushing
 DONE = 0.02  # the expert moves on once a block is this close to its target
 
 
@@ -277,9 +277,8 @@ def expert_action(agent: np.ndarray, block: np.ndarray, target: np.ndarray, othe
                   lateral: float = 0.0, orbit: float = ORBIT) -> np.ndarray:
     """The pushing expert's target position for pushing ``block`` towards ``target``.
 
-    Behind the block (within ``ALIGN`` of the push direction, close): push, aiming at a point on
-    the line block -> target just ahead of the contact point (which also corrects sideways
-    drift), never further than the remaining distance. Otherwise: circle the block at radius
+    Behind the block (within ``ALIGN`` of the push direction, close): push straight towards the
+    agent's position with the block on the target (sticking contact carries the block along). Otherwise: circle the block at radius
     ``orbit`` towards the point behind it, going round the ``other`` block. ``lateral`` shifts
     the aim sideways a little (demo variety)."""
     ax_, ay = float(agent[0]), float(agent[1])
@@ -292,9 +291,10 @@ def expert_action(agent: np.ndarray, block: np.ndarray, target: np.ndarray, othe
     want = math.atan2(-uy, -ux)  # bearing of the point behind the block
     err = (want - ang + math.pi) % (2 * math.pi) - math.pi
     if abs(err) < ALIGN and d < orbit + 0.03:
-        ahead = min(0.1, rem + 0.005)
-        px, py = bx - ux * _CONTACT + ux * ahead - uy * lateral, by - uy * _CONTACT + uy * ahead + ux * lateral
-        return np.array([px, py])
+        # push straight to where the agent stands when the block is on the target: in sticking
+        # contact the block keeps its offset from the agent, so it ends (nearly) on the target
+        tx, ty = float(target[0]), float(target[1])
+        return np.array([tx - ux * _CONTACT - uy * lateral, ty - uy * _CONTACT + ux * lateral])
     if abs(err) < 0.15:  # behind it but not close: come in straight
         nav = np.array([bx - ux * (_CONTACT - 0.01), by - uy * (_CONTACT - 0.01)])
     else:
