@@ -24,7 +24,7 @@ def test_schedule_derivatives_and_inverse(name):
     s = SCHEDULES.build(name)
     t = _times(s)
     h = 1e-6 * s.t_max
-    if name != "vp_discrete":  # piecewise linear: derivative jumps at knots
+    if not name.startswith("vp_discrete"):  # piecewise linear: derivative jumps at knots
         fd_a = (s.alpha(t + h) - s.alpha(t - h)) / (2 * h)
         fd_s = (s.sigma(t + h) - s.sigma(t - h)) / (2 * h)
         assert torch.allclose(fd_a, s.dalpha(t), rtol=1e-5, atol=1e-6)

@@ -247,7 +247,7 @@ def test_grid_stages_on_a_uniform_logsnr_grid_are_the_papers(name):
     gmm = GaussianMixture.random(k=3, dim=2, seed=5)
     proc = GaussianProcess("vp_linear")
     model = ExactDenoiser(gmm, proc)
-    runs = {st: pd.sample(model, proc, (64, 2), sampler=name, steps=6, seed=1, stages=st)
+    runs = {st: pd.sample(model, proc, (64, 2), sampler=name, steps=6, seed=1, stages=st, grid="uniform_logsnr")
             for st in ("logsnr", "grid")}
     assert torch.allclose(runs["logsnr"], runs["grid"], atol=1e-5)
     edm = GaussianProcess("edm", sigma_min=0.002, sigma_max=80.0)

@@ -164,10 +164,10 @@ def test_first_order_methods_are_ddim(name, options):
     makes the multistep methods first order throughout."""
     proc, model = _setup("vp_linear", SMOOTH)
     steps = 2 if name.startswith("dpm++") else 8
-    ref = _run(model, proc, (16, 2), "ddim", steps=steps)
-    x = _run(model, proc, (16, 2), name, steps=steps, **options)
+    ref = _run(model, proc, (16, 2), "ddim", steps=steps, grid="uniform_logsnr")  # one grid for all samplers
+    x = _run(model, proc, (16, 2), name, steps=steps, grid="uniform_logsnr", **options)
     assert torch.allclose(x, ref, rtol=1e-11, atol=1e-12)
-    y = _run(model, proc, (16, 2), "dpm++2m", steps=2, lower_order_final=False)
+    y = _run(model, proc, (16, 2), "dpm++2m", steps=2, lower_order_final=False, grid="uniform_logsnr")
     assert not torch.allclose(y, ref, atol=1e-6)
 
 

@@ -82,6 +82,8 @@ class GridPlan:
         self.packer, self.ref, self.gdef, self.batch = packer, ref, gdef, batch
         dtype = self.dtype = settings.dtype
         steps, grid = settings.steps, settings.grid
+        if grid is None and ref is not None:
+            grid = ref.sampling_grid(gdef.name, steps)
         bounds = {"t_max": settings.t_max, "t_min": settings.t_min, "final_zero": settings.final_zero}
         # option stages="grid" (singlestep methods): the stages are the inner points of a grid
         # nfe_per_step times finer, and the steps walk every nfe_per_step-th point of it

@@ -1,0 +1,82 @@
+"""Defaults a user gets without naming them: the few-step time grids of DDPM's linear-beta family
+(bench/defaults.py), the Karras grid's rho from the EDM schedule, DDPM's squared-cosine betas,
+and a recipe's default guidance scale."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import polydiff as pd
+from polydiff.grids import make_grid
+from polydiff.processes.gaussian import SCHEDULES
+from polydiff.samplers.base import SampleSettings, get_sampler
+from polydiff.samplers.plan import GridPlan
+from polydiff.state import Packer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _plan_grid(schedule_name: str, sampler: str, steps: int, grid=None) -> torch.Tensor:
+    proc = pd.GaussianProcess(schedule_name)
+    fields = {"x": pd.FieldSpec(proc)}
+    packer = Packer(fields, {"x": torch.zeros(2, 3)})
+    settings = SampleSettings(sampler=sampler, steps=steps, grid=grid)
+    return GridPlan(packer, proc.schedule, get_sampler(sampler), settings, 2, torch.device("cpu")).ts
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "vp_discrete"])
+def test_ddpm_family_defaults_to_the_measured_grids(name):
+    s = SCHEDULES.build(name)
+    for sampler, steps in (("ddim", 5), ("ddim", 50), ("unipc", 5), ("dpm++2m", 10), ("dpm++2m", 20)):
+        torch.testing.assert_close(_plan_grid(name, sampler, steps), make_grid(s, steps, "quadratic"))
+    for steps in (3, 5):
+        torch.testing.assert_close(_plan_grid(name, "dpm++2m", steps), make_grid(s, steps, "uniform_t"))
+    # a named grid always wins
+    torch.testing.assert_close(_plan_grid(name, "ddim", 5, "uniform_logsnr"), make_grid(s, 5, "uniform_logsnr"))
+
+
+@pytest.mark.parametrize("name", ["vp_cosine", "subvp", "ve", "edm", "linear"])
+def test_other_schedules_keep_their_default_grid(name):
+    s = SCHEDULES.build(name)
+    for sampler in ("ddim", "dpm++2m"):
+        torch.testing.assert_close(_plan_grid(name, sampler, 5), make_grid(s, 5, s.default_grid))
+
+
+def test_karras_grid_takes_rho_from_the_edm_schedule():
+    s = SCHEDULES.build("edm", sigma_min=0.05, sigma_max=1.0, rho=5.0)
+    g = make_grid(s, 3, "karras")
+    r = torch.linspace(0, 1, 4, dtype=torch.float64)
+    want = (1.0 ** (1 / 5) + r * (0.05 ** (1 / 5) - 1.0 ** (1 / 5))) ** 5
+    torch.testing.assert_close(g, want)
+    assert not torch.allclose(make_grid(SCHEDULES.build("edm", sigma_min=0.05, sigma_max=1.0), 3, "karras"), want)
+    with pytest.raises(ValueError, match="rho must be positive"):
+        SCHEDULES.build("edm", rho=0.0)
+
+
+def test_vp_discrete_cosine_matches_the_improved_ddpm_betas():
+    s = SCHEDULES.build("vp_discrete_cosine", n=100)
+    k = torch.arange(1, 101, dtype=torch.float64)
+    f = torch.cos((k / 100 + 0.008) / 1.008 * math.pi / 2) ** 2 / math.cos(0.008 / 1.008 * math.pi / 2) ** 2
+    alpha_bar = torch.cumprod((1 - (1 - f / torch.cat([torch.ones(1, dtype=torch.float64), f[:-1]]))
+                               .clamp(max=0.999)), 0)
+    torch.testing.assert_close(s.alpha(k / 100) ** 2, alpha_bar)
+
+
+def test_a_recipes_guidance_scale_is_the_default(tmp_path):
+    recipe = {"modality": "toy", "data": {"name": "gmm", "k": 3, "n": 300},
+              "model": {"name": "mlp", "hidden": 32, "depth": 1, "emb_dim": 16, "conditional": True},
+              "loss": {"cond_drop": 0.2},
+              "train": {"max_steps": 5, "batch_size": 32, "accelerator": "cpu", "devices": 1, "threads": 1,
+                        "checkpoint_every": 5, "progress": False},
+              "sample": {"sampler": "ddim", "steps": 4, "guidance_scale": 3.0}}
+    gen = pd.load(pd.train(recipe, tmp_path / "run", fresh=True, verbose=False).checkpoint)
+    default = gen.generate(6, seed=1, condition={"label": 1})
+    named = gen.generate(6, seed=1, condition={"label": 1}, guidance_scale=3.0)
+    plain = gen.generate(6, seed=1, condition={"label": 1}, guidance_scale=1.0)
+    assert torch.equal(torch.as_tensor(default), torch.as_tensor(named))
+    assert not torch.equal(torch.as_tensor(default), torch.as_tensor(plain))
+    with pytest.raises(Exception, match="guidance_scale"):
+        pd.train(dict(recipe, sample={"guidance_scale": -1.0}), tmp_path / "bad", fresh=True, verbose=False)
