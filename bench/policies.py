@@ -53,7 +53,7 @@ def train(env: str, method: str, scale: float, quick: bool, tmp: Path) -> tuple[
     if quick:
         steps = 30
         recipe["data"]["episodes"] = 24 if env != "pusht" else 12
-    recipe["train"].update(max_steps=steps, checkpoint_every=steps, progress=False)
+    recipe["train"].update(max_steps=steps, checkpoint_every=steps, progress=False, threads=torch.get_num_threads())
     t0 = time.perf_counter()
     run = polydiff.train(recipe, tmp / f"{env}_{method}", fresh=True, verbose=False)
     seconds = time.perf_counter() - t0
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=float, default=1.0, help="scale of the recipes' training steps (default 1)")
     p.add_argument("--rollouts", type=int, default=60, help="rollouts per evaluation (default 60)")
     p.add_argument("--quick", action="store_true", help="tiny runs (a smoke test of this script)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the markdown report of a results file")
     args = p.parse_args(argv)
     if args.render is not None:
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(args.render, args.render.with_suffix(".md"), res, md)
         print(md)
         return 0
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     res: dict[str, Any] = {"environment": environment(command_line("policies.py", argv)),
                            "settings": {"steps_scale": args.steps, "rollouts": args.rollouts, "quick": args.quick}}
     envs = [e for e in args.envs if e != "pusht" or (shared_dir() / "data" / "robot_pusht").is_dir()]
