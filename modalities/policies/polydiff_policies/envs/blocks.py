@@ -97,8 +97,9 @@ def stick(agent: list[float], blocks: list[list[float]], sx: float, sy: float) -
     """Sticking contact (quasi-static pushing with friction ``MU``): a block the agent touches
     before its move ``(sx, sy)``, moving into it within the friction cone (within ``atan(MU)`` of
     the contact normal), is carried along by the whole move; outside the cone, or when contact
-    starts during the move, it only slides away along the normal (in :func:`resolve`). Without it a disk pushed by a disk slips
-    off sideways at the slightest offset, and pushing needs constant correction."""
+    starts during the move, it only slides away along the normal (in :func:`resolve`). Without
+    it a disk pushed by a disk slips off sideways at the slightest offset, and pushing needs
+    constant correction."""
     step = math.hypot(sx, sy)
     if step < 1e-12:
         return
@@ -278,13 +279,12 @@ def expert_action(agent: np.ndarray, block: np.ndarray, target: np.ndarray, othe
     """The pushing expert's target position for pushing ``block`` towards ``target``.
 
     Behind the block (within ``ALIGN`` of the push direction, close): push straight towards the
-    agent's position with the block on the target (sticking contact carries the block along). Otherwise: circle the block at radius
-    ``orbit`` towards the point behind it, going round the ``other`` block. ``lateral`` shifts
+    agent's position with the block on the target (sticking contact carries the block along).
+    Otherwise: circle the block at radius ``orbit`` towards the point behind it, going round the ``other`` block. ``lateral`` shifts
     the aim sideways a little (demo variety)."""
     ax_, ay = float(agent[0]), float(agent[1])
     bx, by = float(block[0]), float(block[1])
     ux, uy = _unit(float(target[0]) - bx, float(target[1]) - by)
-    rem = math.hypot(float(target[0]) - bx, float(target[1]) - by)
     rx, ry = ax_ - bx, ay - by
     d = math.hypot(rx, ry)
     ang = math.atan2(ry, rx)

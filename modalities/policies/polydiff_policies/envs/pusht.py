@@ -358,6 +358,7 @@ def fidelity(path: str | Path, episodes: int | None = None) -> dict[str, float]:
     out["episodes_off_by_more_than_1px"] = float((pos > 1).sum())
     out["replay_succeeds_at_some_step"] = float(np.mean([r["replay_success"] for r in runs]))
     out["recorded_final_coverage_median"] = float(np.median([r["recorded_coverage"] for r in runs]))
+    out["recorded_success_fraction"] = float(np.mean([r["recorded_coverage"] > SUCCESS_COVERAGE for r in runs]))
     for mode in ("pd", "rest", "carry"):
         err = np.concatenate([step_errors(ep, mode=mode) for ep in eps])
         out[f"step_{mode}_block_pos_error_px_p90"] = float(np.percentile(err[:, 1], 90))
