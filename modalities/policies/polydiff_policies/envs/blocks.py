@@ -280,8 +280,8 @@ def expert_action(agent: np.ndarray, block: np.ndarray, target: np.ndarray, othe
 
     Behind the block (within ``ALIGN`` of the push direction, close): push straight towards the
     agent's position with the block on the target (sticking contact carries the block along).
-    Otherwise: circle the block at radius ``orbit`` towards the point behind it, going round the ``other`` block. ``lateral`` shifts
-    the aim sideways a little (demo variety)."""
+    Otherwise: circle the block at radius ``orbit`` towards the point behind it, going round the
+    ``other`` block. ``lateral`` shifts the aim sideways a little (demo variety)."""
     ax_, ay = float(agent[0]), float(agent[1])
     bx, by = float(block[0]), float(block[1])
     ux, uy = _unit(float(target[0]) - bx, float(target[1]) - by)
