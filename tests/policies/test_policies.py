@@ -292,3 +292,30 @@ def test_baselines_train_and_roll_out(tmp_path: Path) -> None:
         eps, timing = rollout(policy, lambda: envs.make("reach"), 2, max_steps=8)
         assert len(eps) == 2 and all(len(e.actions) <= 8 for e in eps)
         assert timing["network_calls"] == (2 * 2 if name == "bc" else 2 * 2 * 100)  # 2 chunks of 4 actions each
+
+
+def _needs_pusht() -> Path:
+    from polydiff.plugin import shared_dir
+
+    path = shared_dir() / "data" / "robot_pusht" / "pusht_cchi_v7_lowdim.npz"
+    if not path.is_file():
+        pytest.skip(f"shared Push-T demonstrations not found at {path} (set POLYDIFF_SHARED)")
+    return path
+
+
+def test_pusht_dataset_and_replay_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from polydiff.cli import main
+
+    _needs_pusht()
+    data = PoliciesModality().dataset("pusht", episodes=6, test_fraction=0.34)
+    info = data.info
+    assert info["obs_dim"] == 5 and info["obs_feature_dim"] == 6 and info["angle_dims"] == [4]
+    assert info["episodes"] == {"train": 4, "test": 2, "skipped": 0}
+    w = data.train[0]
+    assert w["obs"].shape == (2, 6) and w["actions"].shape == (16, 2) and float(w["obs"].abs().max()) <= 1 + 1e-6
+    assert all(e.meta["env"] == "pusht" for e in PoliciesModality().reference(data))
+    assert main(["policies", "replay", "--episodes", "2", "--json", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["episodes"] == 2 and r["final_block_pos_error_px_max"] < 1.0
+    assert r["step_carry_block_pos_error_px_p90"] < 1e-3
+    capsys.readouterr()
