@@ -1,10 +1,18 @@
 """Few-step sampling, default against default: what a user gets from polydiff's default time
 grid against what they get from diffusers' default scheduler settings, for the algorithms the
 two libraries share (DDIM, DPM-Solver++(2M), UniPC), on three families of Gaussian mixtures
-with exact scores. The measurement behind issue 11's first section; it changes no default.
+with exact scores. The measurement behind issue 11's first section and behind the few-step
+defaults of DDPM's linear-beta family.
+
+- **Ours**: ``polydiff.sample`` with no grid named, i.e. the grid its plan takes from
+  ``Schedule.sampling_grid(sampler, steps)``. For ``vp_discrete`` (and ``vp_linear``) that is
+  the quadratic grid in t, except uniform t for DPM-Solver++(2M) at <= 5 steps
+  (``polydiff.processes.gaussian.ddpm_sampling_grid``); t = 1 to t = 1e-3. ``--candidates``
+  runs our samplers again on other grids, among them ``uniform_logsnr``, the default before.
 
     python bench/defaults.py                 # 3 families x d in (2, 16, 64) x NFE in (5, 10, 20, 50)
     python bench/defaults.py --quick         # d = 2, NFE 5 and 10
+    python bench/defaults.py --candidates uniform_logsnr,uniform_t,quadratic   # also other grids
 
 - **Targets** (``toy.gmm.GaussianMixture``, diagonal components): ``random`` (the sampler
   benchmark's: 4 components, means in [-2, 2]^d, per-axis std 0.15-0.45); ``anisotropic``
@@ -79,9 +87,10 @@ def worst_mode_error(x: torch.Tensor, gmm: GaussianMixture) -> float:
     return worst
 
 
-CANDIDATES = {"uniform_t": {"grid": "uniform_t"}, "quadratic": {"grid": "quadratic"},
-              "logsnr+zero": {"final_zero": True}}
-"""Other grids measured for our samplers beside the default (``--candidates``), to choose defaults from."""
+CANDIDATES = {"uniform_logsnr": {"grid": "uniform_logsnr"}, "uniform_t": {"grid": "uniform_t"},
+              "quadratic": {"grid": "quadratic"}, "logsnr+zero": {"grid": "uniform_logsnr", "final_zero": True}}
+"""Other grids measured for our samplers beside the default (``--candidates``): ``uniform_logsnr``
+(the default before the few-step defaults) and the alternatives the defaults were chosen from."""
 
 
 def run(dims: list[int], nfes: list[int], families: list[str], n: int,
@@ -98,17 +107,29 @@ def run(dims: list[int], nfes: list[int], families: list[str], n: int,
             for alg in ALGORITHMS:
                 for nfe in nfes:
                     t0 = time.perf_counter()
+                    # no grid named: the plan's default, as for a user of polydiff.sample
                     ours = worst_mode_error(B.run_ours(proc, gmm, alg, x_init, steps=nfe).x, gmm)
                     theirs = worst_mode_error(B.run_diffusers(specs[alg], gmm, proc, x_init, nfe).x, gmm)
                     ok = ours <= max(1.1 * theirs, theirs + floor)
                     alt = {c: worst_mode_error(B.run_ours(proc, gmm, alg, x_init, steps=nfe, **CANDIDATES[c]).x, gmm)
                            for c in candidates}
                     rows.append({"family": fam, "dim": dim, "algorithm": alg, "nfe": nfe, "ours": ours,
+                                 "ours_grid": proc.schedule.sampling_grid(alg, nfe),
                                  "diffusers": theirs, "floor": floor, "pass": ok, "candidates": alt,
                                  "seconds": time.perf_counter() - t0})
                     print(f"[defaults] {fam} d={dim} {alg} nfe={nfe}: ours {ours:.3f} diffusers {theirs:.3f} "
                           f"floor {floor:.3f} {'pass' if ok else 'MISS'}", file=sys.stderr, flush=True)
-    return {"n": n, "rows": rows}
+    return {"n": n, "process": "vp_discrete", "rows": rows}
+
+
+def default_grids(rows: list[dict[str, Any]]) -> str:
+    """Which grid the default took, per algorithm and NFE, in words: the most common one, then
+    the exceptions."""
+    used = {(r["algorithm"], r["nfe"]): r.get("ours_grid", "?") for r in rows}
+    names = list(used.values())
+    main = max(dict.fromkeys(names), key=names.count)
+    other = [f"`{g}` for {alg} at NFE {k}" for (alg, k), g in used.items() if g != main]
+    return f"`{main}`" + (", except " + ", ".join(other) if other else "")
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -117,8 +138,9 @@ def markdown(res: dict[str, Any]) -> str:
     passed = sum(r["pass"] for r in rows)
     lines += [f"Worst per-mode error (lower is better), ours / diffusers, {res['n']} samples per run, the same "
               "initial points; `floor`: exact samples of the same size. Pass: ours <= max(1.1 x diffusers, "
-              f"diffusers + floor). **{passed} of {len(rows)} cells pass.** polydiff's default grid: uniform "
-              "log-SNR from t = 1 to t = 1e-3; diffusers: each scheduler's default settings.", ""]
+              f"diffusers + floor). **{passed} of {len(rows)} cells pass.** polydiff: `polydiff.sample` with no "
+              "grid named, i.e. the grid its plan takes from `Schedule.sampling_grid(sampler, steps)`, from t = 1 to "
+              f"t = 1e-3 ({default_grids(rows)}); diffusers: each scheduler's default settings.", ""]
     nfes = sorted({r["nfe"] for r in rows})
     for fam in dict.fromkeys(r["family"] for r in rows):
         for dim in sorted({r["dim"] for r in rows if r["family"] == fam}):
@@ -136,9 +158,15 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append("")
     names = sorted({c for r in rows for c in r.get("candidates", {})})
     if names:
-        lines += ["## Other grids for our samplers (candidates for new defaults)", "",
+        total = sum(r["pass"] for r in rows)
+        per = {c: sum(r["candidates"][c] <= max(1.1 * r["diffusers"], r["diffusers"] + r["floor"]) for r in rows)
+               for c in names}
+        lines += ["## Other grids for our samplers", "",
                   "Cells passing (same rule) with each grid instead of the default, per algorithm and NFE "
-                  f"(out of {len({(r['family'], r['dim']) for r in rows})} targets each).", "",
+                  f"(out of {len({(r['family'], r['dim']) for r in rows})} targets each); `default` is the grid "
+                  "named in its column (`uniform_logsnr` was the default of every schedule before the few-step "
+                  f"defaults). All cells: default {total}, " + ", ".join(f"{c} {v}" for c, v in per.items())
+                  + f" of {len(rows)}.", "",
                   "| algorithm | NFE | default | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
         for alg in ALGORITHMS:
             for k in nfes:
@@ -148,7 +176,8 @@ def markdown(res: dict[str, Any]) -> str:
                     return sum(err_of(r) <= max(1.1 * r["diffusers"], r["diffusers"] + r["floor"]) for r in sub)
 
                 cells = [str(passes(lambda r, c=c: r["candidates"][c])) for c in names]
-                lines.append(f"| {alg} | {k} | {passes(lambda r: r['ours'])} | " + " | ".join(cells) + " |")
+                grids = "/".join(dict.fromkeys(r.get("ours_grid", "?") for r in sub))
+                lines.append(f"| {alg} | {k} | {passes(lambda r: r['ours'])} ({grids}) | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +275,7 @@ class Config:
     reference_steps: int = REFERENCE_STEPS
     repeats: int = 5  # interleaved timing repeats in the diffusers comparison
     diffusers: bool = True
+    defaults: bool = True  # also compare default against default (our plan grid, diffusers' default settings)
     fitted: bool = True  # also run target (a)'s samplers on grids fitted with calibrate_grid
     pilot: int = 1024  # pilot samples of the fitted grids
     fit_reference_steps: int = 250
@@ -289,13 +290,30 @@ class Config:
         return self.samples if self.samples is not None else DEFAULT_SAMPLES.get(dim, 4_000)
 
 
+def reference_grid(target: Target) -> str:
+    """The grid of the long reference runs (the converged ODE solution, the 1000-step Euler and
+    DDIM): the schedule's ``default_grid`` (``make_grid``'s default: uniform log-SNR for VP,
+    Karras for EDM), named, so that the yardstick stays put when the plan's default grid (what
+    the samplers under test walk) changes."""
+    return target.process.schedule.default_grid
+
+
+def plan_grid(target: Target, sampler: str, steps: int) -> str:
+    """The grid ``polydiff.sample`` walks with ``sampler`` in ``steps`` steps when no grid is
+    named: ``Schedule.sampling_grid`` (e.g. for ``vp_discrete`` quadratic in t, uniform t for
+    DPM-Solver++(2M) at <= 5 steps)."""
+    return target.process.schedule.sampling_grid(sampler, steps)
+
+
 def path_reference(target: Target, x_init: Tensor, steps: int) -> tuple[Tensor, float] | None:
-    """A converged PF-ODE solution from ``x_init`` on the default grid: DPM-Solver++(2M) with
-    ``steps`` steps in float64; its own error is estimated against ``steps // 2`` steps
+    """A converged PF-ODE solution from ``x_init`` on :func:`reference_grid`: DPM-Solver++(2M)
+    with ``steps`` steps in float64; its own error is estimated against ``steps // 2`` steps
     (second order: error(steps) ~ |x(steps) - x(steps/2)| / 3)."""
+    grid = reference_grid(target)
     try:
-        fine = run_ours(target.process, target.gmm, "dpm++2m", x_init, steps=steps, dtype=torch.float64).x
-        half = run_ours(target.process, target.gmm, "dpm++2m", x_init, steps=steps // 2, dtype=torch.float64).x
+        fine = run_ours(target.process, target.gmm, "dpm++2m", x_init, steps=steps, grid=grid, dtype=torch.float64).x
+        half = run_ours(target.process, target.gmm, "dpm++2m", x_init, steps=steps // 2, grid=grid,
+                        dtype=torch.float64).x
     except Exception:  # no reference solver: the path metric is left out
         return None
     return fine, rmse(fine, half) / 3
@@ -309,7 +327,8 @@ def _row(ev: Evaluator, r: Run, ref: Tensor | None, stochastic: bool, **extra: A
 
 
 def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, Any]:
-    """Every sampler at every NFE on the process's default grid (``t_max -> t_min``)."""
+    """Every sampler at every NFE on the grid a user gets, the plan's default (:func:`plan_grid`,
+    ``t_max -> t_min``); the long references on :func:`reference_grid`."""
     sched = target.process.schedule
     g = make_grid(sched, 2)
     t_start, t_end = float(g[0]), float(g[-1])
@@ -323,7 +342,8 @@ def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, 
     ref = pref[0] if pref else None
     out: dict[str, Any] = {
         "name": target.name, "dim": target.dim, "process": target.process_name, "n": n,
-        "mixture": target.gmm.to_dict(), "t_start": t_start, "t_end": t_end, "grid": sched.default_grid,
+        "mixture": target.gmm.to_dict(), "t_start": t_start, "t_end": t_end, "grid": "plan default",
+        "reference_grid": reference_grid(target),
         "floor": ev.floor,
         "path_reference": {"sampler": "dpm++2m", "steps": cfg.path_steps, "dtype": "float64",
                            "estimated_rmse": pref[1]} if pref else None,
@@ -332,9 +352,10 @@ def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, 
         if name not in SAMPLERS:
             continue
         try:
-            r = run_ours(target.process, target.gmm, name, x_init, steps=cfg.reference_steps, seed=cfg.seed,
-                         dtype=cfg.dtype)
-            out["references"][f"{name}_{cfg.reference_steps}"] = _row(ev, r, ref, False, sampler=name)
+            r = run_ours(target.process, target.gmm, name, x_init, steps=cfg.reference_steps,
+                         grid=reference_grid(target), seed=cfg.seed, dtype=cfg.dtype)
+            out["references"][f"{name}_{cfg.reference_steps}"] = _row(ev, r, ref, False, sampler=name,
+                                                                       grid=reference_grid(target))
         except Exception as err:  # a broken reference is reported, not fatal
             out["references"][f"{name}_{cfg.reference_steps}"] = {"skipped": _err(err)}
     for label, name, options in bench_rows(samplers):
@@ -357,7 +378,7 @@ def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, 
                     steps = max(1, nfe // sdef.nfe_per_step)
                     r = run_ours(target.process, target.gmm, name, x_init, steps=steps, seed=cfg.seed,
                                  dtype=cfg.dtype, **options)
-                    entry["runs"].append(_row(ev, r, ref, noisy, nfe_target=nfe))
+                    entry["runs"].append(_row(ev, r, ref, noisy, nfe_target=nfe, grid=plan_grid(target, name, steps)))
         except Exception as err:
             entry["skipped"] = _err(err)
             cfg.log(f"[{target.name}] {label}: skipped ({entry['skipped']})")
@@ -381,10 +402,10 @@ def replicated_a(target: Target, cfg: Config, names: Sequence[str], grids: dict[
     of each replicate, and the exact-vs-exact floor per replicate."""
     n = cfg.n(target.dim)
     runs: list[tuple[str, str, dict[str, Any]]] = [(f"euler_{cfg.reference_steps}", "euler",
-                                                    {"steps": cfg.reference_steps})]
+                                                    {"steps": cfg.reference_steps, "grid": reference_grid(target)})]
     for name in names:
         steps = max(1, nfe // SAMPLERS.get(name).nfe_per_step)
-        runs.append((f"{name} default", name, {"steps": steps}))
+        runs.append((f"{name} default", name, {"steps": steps}))  # no grid named: the plan's default
         if name in grids:
             runs.append((f"{name} fitted", name, {"grid": grids[name]}))
     out: dict[str, Any] = {"replicates": cfg.a_replicates, "nfe": nfe, "sw2": {label: [] for label, _, _ in runs},
@@ -692,6 +713,8 @@ def compare_diffusers(dims: Sequence[int], cfg: Config, samplers: Sequence[str])
                         f"{_f(row['diffusers']['path_rmse'])}, max|diff| {row['max_abs_diff']:.2e}, overhead "
                         f"{row['ours']['overhead_per_step_s'] * 1e6:.0f} vs "
                         f"{row['diffusers']['overhead_per_step_s'] * 1e6:.0f} us/step")
+    if cfg.defaults:
+        out["defaults"] = compare_defaults(dims, cfg, samplers)
     return out
 
 
@@ -757,6 +780,142 @@ def _compare_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
         "diff_p99": float(((ours.x.double() - theirs.x.double()) ** 2).mean(1).sqrt().quantile(0.99)),
         "repeats": len(ours_runs), "ours_default": default,
     }
+
+
+# --------------------------------------------------------------------------- default against default
+
+# the settings of a spec's config that define the model (betas or sigma range, what the network
+# predicts) or name the algorithm (DPM-Solver's type and order, UniPC's variant): kept when
+# comparing default against default; every other setting takes the scheduler's own default
+DEFAULT_KEEP = frozenset({"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+                          "sigma_min", "sigma_max", "sigma_data", "algorithm_type", "solver_order", "solver_type",
+                          "predict_x0", "variance_type"})
+
+
+def default_spec(spec: Spec) -> Spec:
+    """``spec`` with diffusers' default settings: :data:`DEFAULT_KEEP` of its config, the
+    scheduler's defaults for the rest (timestep spacing, final sigma, lower-order final steps,
+    PNDM's Runge-Kutta warm-up, ...), except ``clip_sample=False`` (DDIM's and DDPM's default
+    clips x0 to [-1, 1], a setting for images scaled to that range, not for these mixtures) and
+    ``final_sigmas_type="sigma_min"`` for the singlestep ``dpmsolver`` (diffusers refuses its
+    default ``"zero"`` there)."""
+    config = {k: v for k, v in spec.config.items() if k in DEFAULT_KEEP}
+    if "clip_sample" in spec.config:
+        config["clip_sample"] = False
+    if spec.scheduler == "DPMSolverSinglestepScheduler" and config.get("algorithm_type") == "dpmsolver":
+        config["final_sigmas_type"] = "sigma_min"
+    return replace(spec, config=config, options={})
+
+
+def default_steps(spec: Spec, nfe: int) -> int:
+    """Diffusers' ``num_inference_steps`` for an NFE budget: the most whose timesteps (one
+    model call each) fit in ``nfe``; ValueError if none does (PNDM's default Runge-Kutta
+    warm-up alone takes 12 calls)."""
+    sched = _scheduler(spec)
+    for n in range(nfe, 0, -1):
+        try:
+            sched.set_timesteps(n)
+        except Exception:  # too few steps for this scheduler
+            continue
+        if len(sched.timesteps) <= nfe:
+            return n
+    raise ValueError(f"no number of steps of {spec.scheduler} with its defaults fits in {nfe} model calls")
+
+
+def model_process(spec: Spec) -> str:
+    """The model a spec's scheduler samples, as our process: DDPM's betas (``vp``, and ``ve``,
+    the same betas in diffusers' sigma coordinates) or EDM's sigma range."""
+    return "edm" if spec.family == "edm" else "vp_discrete"
+
+
+def compare_defaults(dims: Sequence[int], cfg: Config, samplers: Sequence[str]) -> dict[str, Any]:
+    """Default against default, for every algorithm shared with diffusers: our sampler as
+    ``polydiff.sample`` runs it when told only the sampler and the steps (the plan's default
+    grid, :func:`plan_grid`, and default options), against the spec's scheduler with its default
+    settings (:func:`default_spec`), at the same NFE, from the same initial points (exact draws
+    at our schedule's ``t_max``: diffusers' first timestep for linspace spacing; its default
+    leading spacing starts lower, treating them as its first timestep's, as a user's noise is).
+    SW2 and moments against the data (t = 0; we end at t_min, diffusers where its defaults end),
+    path RMSE against a converged ODE solution from the initial points to sigma = 0."""
+    out: dict[str, Any] = {"rows": [], "skipped": []}
+    evaluators: dict[int, Evaluator] = {}
+    paths: dict[tuple[int, str], Tensor] = {}
+    for base in diffusers_specs():
+        if base.algorithm not in samplers:
+            continue  # compare_diffusers reports it
+        spec = default_spec(base)
+        for dim in dims:
+            gmm, n = make_mixture(dim), cfg.n(dim)
+            target = Target(dim, model_process(spec), gmm, make_process(model_process(spec)))
+            dirs = directions(dim, cfg.projections, cfg.seed + 7)
+            for nfe in cfg.nfe:
+                try:
+                    row = _default_one(spec, target, nfe, n, dirs, cfg, evaluators, paths)
+                except Exception as err:
+                    out["skipped"].append({"spec": spec.label, "dim": dim, "nfe": nfe, "reason": _err(err)})
+                    cfg.log(f"[defaults] {spec.label} d={dim} nfe={nfe}: skipped ({_err(err)})")
+                    continue
+                out["rows"].append(row)
+                cfg.log(f"[defaults] {spec.label} d={dim} nfe={nfe} ({row['ours']['nfe']}/{row['diffusers']['nfe']}): "
+                        f"sw2 {row['ours']['sw2']:.4g} ({row['ours']['grid']}) vs {row['diffusers']['sw2']:.4g}, "
+                        f"path {_f(row['ours']['path_rmse'])} vs {_f(row['diffusers']['path_rmse'])}")
+    return out
+
+
+def _default_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg: Config,
+                 evaluators: dict[int, Evaluator], paths: dict[tuple[int, str], Tensor]) -> dict[str, Any]:
+    process, gmm, dim, sched_t = target.process, target.gmm, target.dim, target.process.schedule
+    if dim not in evaluators:  # the data: the same for every process
+        evaluators[dim] = Evaluator(target, 0.0, n, dirs, seed=cfg.seed + 202, replicates=cfg.replicates)
+    ev = evaluators[dim]
+    x_init = target.exact(n, sched_t.t_max, cfg.seed + 303).to(cfg.dtype)
+    # ours: steps = NFE // nfe_per_step, fewer while the run spends more than nfe calls (PLMS's warm-up)
+    steps = max(1, nfe // SAMPLERS.get(spec.algorithm).nfe_per_step)
+
+    def run(k: int, seed: int) -> Run:
+        return run_ours(process, gmm, spec.algorithm, x_init, steps=k, seed=seed, dtype=cfg.dtype)
+
+    ours_runs = [run(steps, cfg.seed)]
+    while ours_runs[0].nfe > nfe and steps > 1:
+        steps -= 1
+        ours_runs = [run(steps, cfg.seed)]
+    # diffusers: its default timesteps for the most inference steps that fit in nfe calls
+    n_inf = default_steps(spec, nfe)
+    dspec = replace(spec, steps_for_nfe=lambda _nfe, k=n_inf: k)
+    sched = _scheduler(dspec)
+    _set(sched, dspec, nfe)
+    timesteps = [float(v) for v in sched.timesteps]
+    x_theirs = x_init
+    if spec.family == "ve":  # diffusers' sigma coordinates: x / alpha at its first sigma (t = 1 for linspace)
+        x_theirs = x_init * float(torch.sqrt(1 + sched.sigmas[0].double() ** 2))
+    dproc = _family_process(spec)
+    theirs_runs = [run_diffusers(dspec, gmm, dproc, x_theirs, nfe, seed=cfg.seed)]
+    repeats = max(cfg.repeats, 1) if spec.sde else 1
+    for rep in range(1, repeats):  # SDE methods: fresh noise per repeat, error averaged
+        ours_runs.append(run(steps, cfg.seed + rep))
+        theirs_runs.append(run_diffusers(dspec, gmm, dproc, x_theirs, nfe, seed=cfg.seed + rep))
+    if spec.sde:
+        mo, so = _mean_metrics([ev.metrics(r.x) for r in ours_runs])
+        mt, st = _mean_metrics([ev.metrics(r.x) for r in theirs_runs])
+        mo["sw2_std"], mt["sw2_std"] = so, st
+        mo["path_rmse"] = mt["path_rmse"] = None
+    else:
+        mo, mt = ev.metrics(ours_runs[0].x), ev.metrics(theirs_runs[0].x)
+        pkey = (dim, target.process_name)
+        if pkey not in paths:
+            span = torch.tensor([sched_t.t_max, sched_t.t_min, 0.0], dtype=torch.float64)
+            paths[pkey] = converged(process, gmm, x_init, span, max(cfg.path_steps // 2, 50))
+        mo["path_rmse"], mt["path_rmse"] = rmse(ours_runs[0].x, paths[pkey]), rmse(theirs_runs[0].x, paths[pkey])
+    row = {"algorithm": spec.algorithm, "scheduler": spec.scheduler, "family": spec.family,
+           "model": target.process_name, "config": spec.config, "stochastic": spec.sde,
+           "dim": dim, "n": n, "nfe_target": nfe, "floor": ev.floor, "repeats": len(ours_runs),
+           "ours": {**mo, "nfe": ours_runs[0].nfe, "steps": steps, "grid": plan_grid(target, spec.algorithm, steps)},
+           "diffusers": {**mt, "nfe": theirs_runs[0].nfe, "num_inference_steps": n_inf, "timesteps": timesteps},
+           "error_ratio": mo["sw2"] / mt["sw2"] if mt["sw2"] > 0 else float("nan"),
+           "path_ratio": mo["path_rmse"] / mt["path_rmse"] if mo["path_rmse"] is not None and mt["path_rmse"]
+           else None}
+    row["margin"] = error_margin(row)
+    return row
 
 
 # --------------------------------------------------------------------------- acceptance checks
@@ -828,7 +987,8 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
             ratio = _num(run["sw2"]) / _num(ref["sw2"])
             ok = bool(ratio <= ACCEPT_RATIO)
             within = [r["nfe_target"] for r in entry["runs"] if _num(r["sw2"]) <= ACCEPT_RATIO * _num(ref["sw2"])]
-            a_rows.append({"target": tg["name"], "sampler": name, "sw2": run["sw2"], "reference_sw2": ref["sw2"],
+            a_rows.append({"target": tg["name"], "sampler": name, "grid": run.get("grid", tg.get("grid")),
+                           "sw2": run["sw2"], "reference_sw2": ref["sw2"],
                            "floor": tg["floor"]["sw2"], "floor_std": tg["floor"]["sw2_std"], "ratio": ratio,
                            "path_rmse": run.get("path_rmse"), "reference_path_rmse": ref.get("path_rmse"),
                            "first_nfe_within": min(within) if within else None,
@@ -873,7 +1033,12 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
                        "overhead_ok": ovh_ok, "equivalent": eq_ok, "error_ratio": row["error_ratio"],
                        "path_ratio": row.get("path_ratio"),
                        "overhead_ratio": row["overhead_ratio"], "max_abs_diff": row["max_abs_diff"]})
+    d_flags = [default_flags(r) for r in result.get("diffusers", {}).get("defaults", {}).get("rows", [])]
     return {"a": a_rows, "a_fitted": fit_rows, "a_replicated": rep_rows, "b": b_rows,
+            "defaults": {"cells": len(d_flags), "ours_le_diffusers": sum(f["ok"] for f in d_flags),
+                         "ours_le_diffusers_strict": sum(f["strict"] for f in d_flags),
+                         "path_cells": sum(f["path"] is not None for f in d_flags),
+                         "path_ours_le_diffusers": sum(bool(f["path"]) for f in d_flags)},
             "a_status": _all([r["ok"] for r in a_rows]),
             "a_fitted_status": _all([r["ok"] for r in fit_rows]),
             "a_replicated_default_status": _all([r["ok"] for r in rep_rows if r["grid"] == "default"]),
@@ -975,11 +1140,14 @@ def to_markdown(res: dict[str, Any]) -> str:
     ref = f"{cfg['reference_steps']}-step Euler"
     L += ["## Targets", "",
           f"(a) At 10 NFE, `dpm++2m` and `unipc` within {ACCEPT_RATIO}x of the SW2 of {ref} on every target "
-          f"(same initial points, same n, same exact reference set): **{ch['a_status']}**", "",
-          f"| target | sampler | SW2 @10 | {ref} SW2 | floor | ratio | path RMSE @10 | {ref} path RMSE | "
-          "status | first NFE within |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "(same initial points, same n, same exact reference set), on the default grids: what `polydiff.sample` "
+          "walks when no grid is named (`Schedule.sampling_grid`; the grid column), the reference on the "
+          f"schedule's `default_grid`: **{ch['a_status']}**", "",
+          f"| target | sampler | grid | SW2 @10 | {ref} SW2 | floor | ratio | path RMSE @10 | {ref} path RMSE | "
+          "status | first NFE within |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ch["a"]:
-        L.append(f"| {r['target']} | {r['sampler']} | {_f(r.get('sw2'))} | {_f(r.get('reference_sw2'))} | "
+        L.append(f"| {r['target']} | {r['sampler']} | {r.get('grid') or '-'} | {_f(r.get('sw2'))} | "
+                 f"{_f(r.get('reference_sw2'))} | "
                  f"{_f(r.get('floor'))} +- {_f(r.get('floor_std'), 2)} | {_f(r.get('ratio'))} | "
                  f"{_f(r.get('path_rmse'))} | {_f(r.get('reference_path_rmse'))} | {r['status']} | "
                  f"{_f(r.get('first_nfe_within'))} |")
@@ -998,8 +1166,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         reps = ch["a_replicated"][0]["replicates"]
         L += ["", f"(a'') Target (a) over {reps} independent replicate pairs (fresh exact initial points and a fresh "
               "exact reference set per replicate, every run of a replicate from the same points against the same set; "
-              f"the grids fitted above): ratio of the mean SW2 to the mean SW2 of {ref}, with a 95% bootstrap "
-              "interval. Default grids: "
+              f"the grids fitted above; `default`: no grid named, the plan's default as in (a)): ratio of the mean "
+              f"SW2 to the mean SW2 of {ref}, with a 95% bootstrap interval. Default grids: "
               f"**{ch['a_replicated_default_status']}**; fitted grids: **{ch['a_replicated_fitted_status']}**.", "",
               "One pair (tables (a), (a')) gives a noisy denominator: the long reference's SW2 is at the sampling "
               "floor (exact-vs-exact column) and varies between pairs as much as the floor does (range column; "
@@ -1057,8 +1225,12 @@ def to_markdown(res: dict[str, Any]) -> str:
           "Path RMSE (deterministic samplers only): RMS per coordinate against a converged ODE solution "
           f"(DPM-Solver++(2M), {cfg['path_steps']} steps, float64) from the same initial points; no sampling floor. "
           "Multi-stage methods get steps = NFE // nfe_per_step; a cell shows the actual NFE in brackets when it "
-          "differs. Our grids: the process default (uniform log-SNR for VP, Karras rho 7 for EDM), no final "
-          f"sigma = 0 step. Solver dtype {cfg['dtype']}.", ""]
+          "differs. Our grids: what `polydiff.sample` walks when no grid is named, the plan's default "
+          "(`Schedule.sampling_grid(sampler, steps)`: for `vp_discrete` quadratic in t, uniform t for "
+          "DPM-Solver++(2M) at <= 5 steps; Karras rho 7 for EDM), from t_max to t_min with no final sigma = 0 step; "
+          "the long references (1000-step Euler / DDIM, the converged ODE solution) on the schedule's "
+          "`default_grid` (uniform log-SNR for VP, Karras for EDM), which the plan's default does not move. "
+          f"Solver dtype {cfg['dtype']}.", ""]
     if res.get("missing"):
         L += [f"Requested but not registered: {', '.join(res['missing'])}.", ""]
     for tg in res["targets"]:
@@ -1080,7 +1252,8 @@ def _target_tables(tg: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     nfes = cfg["nfe"]
     pr = tg.get("path_reference") or {}
     L = [f"## {tg['name']}: d = {tg['dim']}, process `{tg['process']}`", "",
-         f"n = {tg['n']}, grid `{tg['grid']}` from t = {tg['t_start']:g} to {tg['t_end']:g}. "
+         f"n = {tg['n']}, grid {_grids_used(tg)}, from t = {tg['t_start']:g} to {tg['t_end']:g}"
+         + (f" (references: `{tg['reference_grid']}`)" if tg.get("reference_grid") else "") + ". "
          f"SW2 floor (exact vs exact) {_f(fl['sw2'])} +- {_f(fl['sw2_std'], 2)}; mean-error floor "
          f"{_f(fl['mean_err'])}, covariance-error floor {_f(fl['cov_err'])}. Path reference estimated RMSE "
          f"{_f(pr.get('estimated_rmse'))}.", ""]
@@ -1120,6 +1293,22 @@ def _target_tables(tg: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     if skipped:
         L += ["Skipped: " + "; ".join(f"`{n}`: {why}" for n, why in skipped.items()), ""]
     return L
+
+
+def _grids_used(tg: dict[str, Any]) -> str:
+    """The grids of a target's table in words: the plan's default, the most common grid, then
+    the exceptions (results without per-run grids: the target's grid)."""
+    used = {(name, r["nfe_target"]): r["grid"] for name, e in tg["samplers"].items() for r in e.get("runs", [])
+            if r.get("grid") and r.get("nfe_target") is not None}
+    if not used:
+        return f"`{tg['grid']}`"
+    names = list(used.values())
+    main = max(dict.fromkeys(names), key=names.count)
+    other: dict[str, list[str]] = {}
+    for (name, nfe), g in used.items():
+        if g != main:
+            other.setdefault(g, []).append(f"{name} @ {nfe}")
+    return f"the plan's default (`{main}`" + "".join(f"; `{g}` for {', '.join(v)}" for g, v in other.items()) + ")"
 
 
 def _label(name: str, entry: dict[str, Any]) -> str:
@@ -1163,6 +1352,8 @@ def _diffusers_tables(dz: dict[str, Any]) -> list[str]:
             pr = _num(o.get("path_rmse")) / _num(t.get("path_rmse")) if t.get("path_rmse") else None
             L.append(f"| {r['algorithm']} | {r['dim']} | {o['nfe']} | {_f(o['sw2'])} | {_f(t['sw2'])} | "
                      f"{_f(o.get('path_rmse'))} | {_f(t.get('path_rmse'))} | {_f(pr)} |")
+    if dz.get("defaults"):
+        L += _defaults_tables(dz["defaults"])
     L += ["", "Per-step solver overhead (total minus model time, per grid step; microseconds, medians of "
           "interleaved repeats):", "",
           "| algorithm | diffusers scheduler | d | NFE | ours | diffusers | ratio |", "|---|---|---|---|---|---|---|"]
@@ -1179,6 +1370,65 @@ def _diffusers_tables(dz: dict[str, Any]) -> list[str]:
         L += ["Skipped comparisons: " + "; ".join(
             f"{s['spec']}" + (f" d={s['dim']} NFE {s['nfe']}" if "dim" in s else "") + f": {s['reason']}"
             for s in dz["skipped"]), ""]
+    return L
+
+
+def default_flags(row: dict[str, Any]) -> dict[str, bool | None]:
+    """A default-against-default row: our SW2 no larger than diffusers' up to the margin
+    (``ok``), strictly (``strict``); our path RMSE no larger (``path``, None for SDE methods)."""
+    o, t = _num(row["ours"]["sw2"]), _num(row["diffusers"]["sw2"])
+    path = None if row.get("path_ratio") is None else _num(row["path_ratio"]) <= 1.0
+    return {"ok": o <= t + _num(row["margin"]), "strict": o <= t, "path": path}
+
+
+def _defaults_tables(dd: dict[str, Any]) -> list[str]:
+    """The default-against-default table and its summary."""
+    rows = dd["rows"]
+    L = ["", "### Default against default", "",
+         "What a user of each library gets for the same model and budget: our sampler as `polydiff.sample` runs it "
+         "when told only the sampler and the steps (the plan's default grid, `Schedule.sampling_grid`: for "
+         "`vp_discrete` quadratic in t, uniform t for DPM-Solver++(2M) at <= 5 steps; Karras for EDM; default "
+         "options; t_max to t_min, no final sigma = 0 step), against the scheduler above with its default settings "
+         "(only the model's betas / sigmas and prediction type and the settings that name the algorithm, such as "
+         "`algorithm_type` and `solver_order`, are set; `clip_sample=False` where it exists; everything else, e.g. "
+         "`timestep_spacing`, `final_sigmas_type`, PNDM's Runge-Kutta warm-up, is diffusers' default). Same NFE "
+         "(diffusers: the most inference steps whose model calls fit; both actual counts shown), same exact "
+         "model, same initial points: exact draws at our t_max (t = 1 for DDPM's betas, sigma = 80 for EDM; "
+         "diffusers' first timestep with linspace spacing, scaled to its sigma coordinates for the VE-form "
+         "schedulers; its default leading spacing for DDIM / DDPM / PNDM starts lower, from the same points, as a "
+         "user's noise does). Errors against the data (t = 0) for both: SW2 (exact set and floor as above), path "
+         "RMSE against a converged ODE solution from the initial points to sigma = 0 (so it also counts where a "
+         "library starts or stops off the exact flow). `ours <= diffusers`: SW2 no larger, up to the margin of "
+         "target (b).", ""]
+    if not rows:
+        return [*L, "No rows.", ""]
+    def count(rs: list[dict[str, Any]], key: str) -> str:
+        flags = [f[key] for f in map(default_flags, rs) if f[key] is not None]
+        return f"{sum(flags)} of {len(flags)}"
+
+    L += [f"**SW2: ours <= diffusers in {count(rows, 'ok')} cells within the margin, {count(rows, 'strict')} "
+          f"strictly; path RMSE (deterministic methods): ours <= diffusers in {count(rows, 'path')}.**", "",
+          "| algorithm | diffusers scheduler (model) | SW2 ours <= diffusers (margin) | strictly | median SW2 ratio "
+          "| path ours <= diffusers | median path ratio |", "|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["algorithm"], r["scheduler"], r["model"]) for r in rows):
+        rs = [r for r in rows if (r["algorithm"], r["scheduler"], r["model"]) == key]
+        pr = [_num(r["path_ratio"]) for r in rs if r.get("path_ratio") is not None]
+        sw = statistics.median(_num(r["error_ratio"]) for r in rs)
+        L.append(f"| {key[0]} | {key[1]} ({key[2]}) | {count(rs, 'ok')} | {count(rs, 'strict')} | {_f(sw)} | "
+                 f"{count(rs, 'path')} | {_f(statistics.median(pr)) if pr else '-'} |")
+    L += ["", "| algorithm | diffusers scheduler (model) | d | NFE ours/theirs | our grid | SW2 ours | SW2 diffusers "
+          "| SW2 ratio | margin | path ours | path diffusers | path ratio | ours <= diffusers |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o, t = r["ours"], r["diffusers"]
+        L.append(f"| {r['algorithm']} | {r['scheduler']} ({r['model']}) | {r['dim']} | {o['nfe']}/{t['nfe']} | "
+                 f"{o['grid']} | {_f(o['sw2'])} | {_f(t['sw2'])} | {_f(r['error_ratio'])} | {_f(r['margin'], 2)} | "
+                 f"{_f(o.get('path_rmse'))} | {_f(t.get('path_rmse'))} | {_f(r.get('path_ratio'))} | "
+                 f"{'yes' if default_flags(r)['ok'] else '**no**'} |")
+    if dd.get("skipped"):
+        L += ["", "Skipped: " + "; ".join(f"{s['spec']} d={s['dim']} NFE {s['nfe']}: {s['reason']}"
+                                          for s in dd["skipped"])]
+    L.append("")
     return L
 
 
@@ -1286,7 +1536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ch = result["checks"]
     print(f"targets: (a) {ch['a_status']} (replicated: default grids {ch.get('a_replicated_default_status')}, "
           f"fitted {ch.get('a_replicated_fitted_status')}); (b) error {ch['b_error_status']}, "
-          f"overhead {ch['b_overhead_status']}, equivalence {ch['b_equivalence_status']}; "
+          f"overhead {ch['b_overhead_status']}, equivalence {ch['b_equivalence_status']}; default against default: "
+          f"ours <= diffusers in {ch['defaults']['ours_le_diffusers']} of {ch['defaults']['cells']} cells; "
           f"{result['seconds']:.0f} s", file=sys.stderr)
     if not args.json and not args.md:
         print(to_markdown(result))
