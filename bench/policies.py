@@ -41,7 +41,7 @@ import polydiff
 from polydiff.plugin import shared_dir
 
 METHODS = ("beso", "ddpm", "bc")
-LABELS = {"beso": "BESO (DDIM, 3 steps, lambda 2)", "ddpm": "DDPM policy (100 steps)", "bc": "BC (MLP)"}
+LABELS = {"beso": "BESO (recipe's DDIM steps and lambda)", "ddpm": "DDPM policy (100 steps)", "bc": "BC (MLP)"}
 
 
 def train(env: str, method: str, scale: float, quick: bool, tmp: Path) -> tuple[str, dict[str, Any]]:
@@ -125,7 +125,10 @@ def markdown(res: dict[str, Any]) -> str:
     for env, r in res.items():
         if env == "environment" or not isinstance(r, dict) or "beso" not in r:
             continue
-        lines += [f"## {env}", "",
+        if "from" in r:
+            lines += [f"## {env}", "", f"(from an earlier run: `{r['from']['command']}` at commit "
+                                       f"`{r['from']['commit'][:7]}`, {r['from']['date']})"]
+        lines += ([] if "from" in r else [f"## {env}"]) + ["",
                   "| policy | train steps | train s | success | score | behaviour entropy (random starts / one "
                   "start) | behaviour TV to demos | NFE / chunk | actions/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -192,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"environment": environment(command_line("policies.py", argv)),
                            "settings": {"steps_scale": args.steps, "rollouts": args.rollouts, "quick": args.quick}}
     envs = [e for e in args.envs if e != "pusht" or (shared_dir() / "data" / "robot_pusht").is_dir()]
+    old = RESULTS / "policies.json"
+    if not args.quick and old.is_file():  # environments not rerun keep their last results, with their header
+        prev = json.loads(old.read_text())
+        for env in ("reach", "blocks", "pusht"):
+            if env not in envs and env in prev:
+                res[env] = {**prev[env], "from": prev["environment"]}
     with tempfile.TemporaryDirectory() as tmp:
         for env in envs:
             res[env] = run_env(env, args, Path(tmp))
