@@ -22,6 +22,7 @@ Conventions shared by all environments:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -77,3 +78,34 @@ class GoalEnv(gym.Env):
     def draw(self, ax: Any) -> None:
         """Draw the scene in its current state on a matplotlib axis."""
         raise NotImplementedError
+
+
+def balanced_demonstrations(env: GoalEnv, n: int, seed: int, goal: np.ndarray | None, modes: Sequence[str],
+                            mode_key: str, run: Callable[[GoalEnv, np.ndarray, str, np.random.Generator], Episode]
+                            ) -> list[Episode]:
+    """``n`` successful scripted demonstrations with goals (unless ``goal`` is given) and
+    ``modes`` (routes, orders) balanced and shuffled: ``run(env, goal, mode, rng)`` plays one
+    from ``env``'s just reset state; a failure (wrong mode or no success) is retried with new
+    noise. ``meta`` holds ``success`` (True), the reset ``seed``, start ``state`` and the
+    planned mode under ``mode_key``."""
+    rng = np.random.default_rng(seed)
+    goal_ids = [None] if goal is not None else list(range(len(env.goals)))
+    combos = [(gi, m) for gi in goal_ids for m in modes]
+    plan: list[tuple[int | None, str]] = []
+    while len(plan) < n:
+        plan += [combos[i] for i in rng.permutation(len(combos))]
+    eps = []
+    for gi, mode in plan[:n]:
+        g = np.asarray(goal, dtype=np.float32) if gi is None else env.goals[gi]
+        for _ in range(100):  # the experts practically always succeed; retry with new noise if not
+            ep_seed = int(rng.integers(2**31))
+            env.reset(seed=ep_seed, options={"goal": g})
+            state = env.get_state()
+            ep = run(env, g, mode, rng)
+            if env.success() and ep.behaviour == mode:
+                break
+        else:
+            raise RuntimeError(f"{env.name} expert failed for goal {g} {mode_key} {mode}")
+        ep.meta = {"success": True, "seed": ep_seed, "state": state, mode_key: mode}
+        eps.append(ep)
+    return eps

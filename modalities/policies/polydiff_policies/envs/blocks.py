@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .base import Episode, GoalEnv
+from .base import Episode, GoalEnv, balanced_demonstrations
 
 AGENT_R = 0.05
 BLOCK_R = 0.1
@@ -330,27 +330,6 @@ def rollout_expert(env: BlocksEnv, order: str, rng: np.random.Generator) -> Epis
 
 def demonstrations(n: int, seed: int = 0, goal: np.ndarray | None = None) -> list[Episode]:
     """``n`` successful expert demonstrations, goals (unless ``goal`` is given) and orders
-    balanced and shuffled; ``meta`` holds ``success`` (True), the reset ``seed``, start ``state``
-    and planned ``order``."""
-    rng = np.random.default_rng(seed)
-    goal_ids = [None] if goal is not None else list(range(len(GOALS)))
-    combos = [(gi, o) for gi in goal_ids for o in ORDERS]
-    plan: list[tuple[int | None, str]] = []
-    while len(plan) < n:
-        plan += [combos[i] for i in rng.permutation(len(combos))]
-    env = BlocksEnv()
-    eps = []
-    for gi, order in plan[:n]:
-        g = np.asarray(goal, dtype=np.float32) if gi is None else env.goals[gi]
-        for _ in range(100):  # the expert practically always succeeds; retry with new noise if not
-            ep_seed = int(rng.integers(2**31))
-            env.reset(seed=ep_seed, options={"goal": g})
-            state = env.get_state()
-            ep = rollout_expert(env, order, rng)
-            if env.success() and ep.behaviour == order:
-                break
-        else:
-            raise RuntimeError(f"blocks expert failed for goal {g} order {order}")
-        ep.meta = {"success": True, "seed": ep_seed, "state": state, "order": order}
-        eps.append(ep)
-    return eps
+    balanced and shuffled (:func:`.base.balanced_demonstrations`)."""
+    return balanced_demonstrations(BlocksEnv(), n, seed, goal, ORDERS, "order",
+                                   lambda e, g, m, r: rollout_expert(e, m, r))

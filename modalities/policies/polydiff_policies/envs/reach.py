@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .base import Episode, GoalEnv
+from .base import Episode, GoalEnv, balanced_demonstrations
 
 AGENT_R = 0.05  # agent radius: collisions treat the agent as this disk (block inflated by it)
 SPEED = 0.08  # largest move per step (0.8 arena units per second at 10 Hz)
@@ -217,27 +217,6 @@ def rollout_expert(env: ReachEnv, waypoints: list[np.ndarray]) -> Episode:
 
 def demonstrations(n: int, seed: int = 0, goal: np.ndarray | None = None) -> list[Episode]:
     """``n`` successful expert demonstrations, goals (unless ``goal`` is given) and routes
-    balanced and shuffled; ``meta`` holds ``success`` (True), the reset ``seed``, start ``state``
-    and planned ``route``."""
-    rng = np.random.default_rng(seed)
-    goal_ids = [None] if goal is not None else list(range(len(GOALS)))
-    combos = [(g, r) for g in goal_ids for r in ROUTES]
-    plan: list[tuple[int | None, str]] = []
-    while len(plan) < n:
-        plan += [combos[i] for i in rng.permutation(len(combos))]
-    env = ReachEnv()
-    eps = []
-    for gi, route in plan[:n]:
-        g = np.asarray(goal, dtype=np.float32) if gi is None else GOALS[gi]
-        for _ in range(100):  # the expert practically always succeeds; retry with new noise if not
-            ep_seed = int(rng.integers(2**31))
-            env.reset(seed=ep_seed, options={"goal": g})
-            state = env.get_state()
-            ep = rollout_expert(env, expert_waypoints(g, route, rng))
-            if env.success() and ep.behaviour == route:
-                break
-        else:
-            raise RuntimeError(f"reach expert failed for goal {g} route {route}")
-        ep.meta = {"success": True, "seed": ep_seed, "state": state, "route": route}
-        eps.append(ep)
-    return eps
+    balanced and shuffled (:func:`.base.balanced_demonstrations`)."""
+    return balanced_demonstrations(ReachEnv(), n, seed, goal, ROUTES, "route",
+                                   lambda e, g, m, r: rollout_expert(e, expert_waypoints(g, m, r)))
