@@ -516,3 +516,15 @@ def test_rotations_pass_the_modality_contract(tmp_path):
     rep = check_modality(pd.load_modality("toy"), tmp_path, data={"name": "rotations", "n": 64, "n_test": 32},
                          model={"name": "so3_mlp", "hidden": 16, "depth": 1, "emb_dim": 16}, process={"rate": 3.0})
     assert rep.objects.shape == (4, 3, 3) and "write then read round-trips" in rep.checked
+
+
+def test_rate_schedule_settles_early_as_frameflow() -> None:
+    """FrameFlow's exponential schedule: stepping back from the prior, the distance left to the
+    predicted point shrinks by exp(-rate dt) per step, so the field is near data by t = 0.5."""
+    flow = GeodesicFlow(Euclidean(), rate=10.0)
+    x, x0 = torch.zeros(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    t, s = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.99, dtype=torch.float64)
+    left = (x0 - flow.step(x, x0, t, s)).norm() / (x0 - x).norm()
+    assert abs(float(left) - math.exp(-0.1)) < 1e-4
+    assert float(flow.kappa(torch.tensor(0.5))) < 0.01
+    assert float(flow.kappa(torch.tensor(1.0))) == pytest.approx(1.0)

@@ -106,8 +106,11 @@ class FlatTorus(Manifold):
 class GeodesicFlow:
     """A field process: geodesic interpolation between data (t = 0) and the prior (t = 1).
 
-    ``rate`` > 0 uses ``kappa(t) = (1 - exp(-rate t)) / (1 - exp(-rate))`` instead of ``t``
-    as the interpolation fraction (so the field settles early when sampling backwards).
+    ``rate`` > 0 uses ``kappa(t) = (exp(rate t) - 1) / (exp(rate) - 1)`` instead of ``t`` as
+    the interpolation fraction: sampling backwards from the prior, the remaining distance to the
+    predicted clean point shrinks by ``exp(-rate dt)`` per step ``dt`` (FrameFlow's exponential
+    rate schedule for rotations, ``d x / d s = rate log_x(x0_hat)`` in its time ``s = 1 - t``),
+    so the field settles early, long before ``t`` reaches 0.
     """
 
     kind = "manifold"
@@ -122,12 +125,12 @@ class GeodesicFlow:
     def kappa(self, t: Tensor) -> Tensor:
         if self.rate == 0:
             return t
-        return -torch.expm1(-self.rate * t) / -math.expm1(-self.rate)
+        return torch.expm1(self.rate * t) / math.expm1(self.rate)
 
     def dkappa(self, t: Tensor) -> Tensor:
         if self.rate == 0:
             return torch.ones_like(t)
-        return self.rate * torch.exp(-self.rate * t) / -math.expm1(-self.rate)
+        return self.rate * torch.exp(self.rate * t) / math.expm1(self.rate)
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
         v = self.manifold.log(x0, x1)
