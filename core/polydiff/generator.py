@@ -63,6 +63,7 @@ from .registry import RegistryError, load_modality
 from .samplers.base import SampleSettings, settings_of
 from .state import FieldSpec, State
 from .steering import CONTROL_NAMES, Control, control_of
+from .techniques import SelfConditioned
 
 METADATA_FILE = "polydiff.json"
 PARTIAL_FILE = "polydiff-partial.json"  # the request of an unfinished streamed run, in OUT.partial
@@ -373,8 +374,11 @@ class Generator:
         :func:`polydiff.steering.controlled_sample`, exactly :func:`polydiff.sample` unless
         guidance, inpainting or steering is asked for). Gradient guidance turns gradients back
         on inside its own wrapper."""
+        net = self.net
+        if float((self.config.loss.techniques or {}).get("self_condition", 0.0)) > 0:
+            net = SelfConditioned(net, self.fields)  # trained with self-conditioning: sample with it too
         with torch.no_grad():
-            return self.modality.sample(self.net, self.fields, spec, settings, control, seed=seeds, device=device)
+            return self.modality.sample(net, self.fields, spec, settings, control, seed=seeds, device=device)
 
     def _request(self, plan: _Plan) -> dict[str, Any]:
         """What a streamed run's samples depend on, as JSON (tensors by digest): a resumed run

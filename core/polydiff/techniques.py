@@ -378,6 +378,20 @@ class SelfConditioning:
         return out
 
 
+class SelfConditioned(torch.nn.Module):
+    """A network trained with self-conditioning, as samplers call it: every call receives the
+    clean estimate of the previous call (zeros at the first), as the network saw with
+    probability ``p`` in training. Make one per sampling run (it keeps the last estimate)."""
+
+    def __init__(self, net: torch.nn.Module, fields: Mapping[str, FieldSpec], prefix: str = "sc_") -> None:
+        super().__init__()
+        self.net = net
+        self._sc = SelfConditioning(net, fields, prefix=prefix, training=False)
+
+    def forward(self, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
+        return self._sc(state, t, cond)
+
+
 # --------------------------------------------------------------------------------------------
 # config switches
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,512 @@
+"""Reading protein backbones from PDB / mmCIF files and writing them as PDB.
+
+:func:`read_backbones` turns one structure file (``.pdb``, ``.ent``, ``.cif``, ``.mmcif``, each
+optionally gzipped) into one :class:`~polydiff_proteins.geometry.Backbone` per protein chain of
+its first model, and a :class:`ReadReport` of everything it dropped or found suspicious
+(incomplete residues, non-standard residues, chain breaks, chains too short to use), so that a
+data set of real files can be cleaned without reading a single traceback. Parsing is done by
+biotite; every failure of a file ends in a ``ValueError`` whose message starts with the file's
+path (``ValueError`` is one of the command line's ``USER_ERRORS``). :func:`read_folder` reads
+every structure file of a folder, skipping (with a warning) those that fail.
+
+:func:`write_pdb` writes backbones as fixed-column PDB ``ATOM`` records (byte-identical for the
+same backbones, written atomically), which every viewer and structure tool reads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polydiff.plugin import atomic_write
+
+from .geometry import ATOMS, Backbone
+
+__all__ = [
+    "MODIFIED",
+    "ONE_LETTER",
+    "STRUCTURE_SUFFIXES",
+    "THREE_LETTER",
+    "ChainBreak",
+    "ReadReport",
+    "ResidueProblem",
+    "backbones_to_pdb_string",
+    "read_backbones",
+    "read_folder",
+    "write_pdb",
+]
+
+ONE_LETTER: dict[str, str] = {
+    "ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E", "GLY": "G",
+    "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F", "PRO": "P", "SER": "S",
+    "THR": "T", "TRP": "W", "TYR": "Y", "VAL": "V", "UNK": "X",
+}
+"""The standard amino acids' one-letter codes (``UNK``, an unknown amino acid, is ``X``)."""
+
+THREE_LETTER: dict[str, str] = {v: k for k, v in ONE_LETTER.items()}
+"""One-letter code -> residue name for writing; letters not in it are written as ``UNK``."""
+
+MODIFIED: dict[str, str] = {
+    "MSE": "MET",  # selenomethionine
+    "FME": "MET",  # N-formylmethionine
+    "SEP": "SER",  # phosphoserine
+    "TPO": "THR",  # phosphothreonine
+    "PTR": "TYR",  # phosphotyrosine
+    "TYS": "TYR",  # sulfotyrosine
+    "HYP": "PRO",  # 4-hydroxyproline
+    "MLY": "LYS",  # N-dimethyllysine
+    "M3L": "LYS",  # N-trimethyllysine
+    "ALY": "LYS",  # N-acetyllysine
+    "KCX": "LYS",  # lysine NZ-carboxylic acid
+    "CSO": "CYS",  # S-hydroxycysteine
+    "CSD": "CYS",  # 3-sulfinoalanine
+    "CME": "CYS",  # S,S-(2-hydroxyethyl)thiocysteine
+    "OCS": "CYS",  # cysteine sulfonic acid
+    "CYX": "CYS",  # disulfide-bonded cysteine (Amber)
+    "HIC": "HIS",  # 4-methylhistidine
+    "HID": "HIS", "HIE": "HIS", "HIP": "HIS",  # Amber protonation states
+    "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",  # CHARMM protonation states
+    "CGU": "GLU",  # gamma-carboxyglutamic acid
+    "NLE": "LEU",  # norleucine
+}
+"""Common modified / force-field residue names and their parent amino acid, used by
+``nonstandard="map"`` (the residue keeps its coordinates and gets the parent's one-letter code)."""
+
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+"""File types :func:`read_backbones` reads (each also gzipped, ``.pdb.gz``...)."""
+
+WATERS = frozenset({"HOH", "WAT", "DOD", "H2O", "SOL", "TIP", "TIP3"})
+MAX_C_N = 2.0  # A: a longer C(i)-N(i+1) distance is a chain break (peptide bond 1.33 A)
+MAX_CA_CA = 4.2  # A: a longer CA(i)-CA(i+1) distance breaks a CA trace (trans 3.80 A, cis 2.9 A)
+_BACKBONE = frozenset(ATOMS)
+_ELEMENT = {"N": "N", "CA": "C", "C": "C", "O": "O"}
+_CHAIN_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResidueProblem:
+    """A residue that was dropped: its chain, number (and insertion code), name and why."""
+
+    chain: str
+    res_id: int
+    res_name: str
+    problem: str
+    ins_code: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.chain} {self.res_name} {self.res_id}{self.ins_code}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """A gap between two consecutive kept residues of a chain: the residue numbers (with
+    insertion codes) before and after it and the C-N (or, in CA traces, CA-CA) distance."""
+
+    chain: str
+    before: str
+    after: str
+    distance: float
+
+    def __str__(self) -> str:
+        return f"{self.chain} {self.before}-{self.after} ({self.distance:.1f} A)"
+
+
+@dataclass
+class ReadReport:
+    """What reading one structure file found.
+
+    ``problems``: residues dropped (incomplete backbone, non-finite coordinates, rejected
+    non-standard residues); ``breaks``: chain breaks between kept residues; ``skipped``:
+    ``(chain, reason)`` of protein chains (or segments) that gave no backbone; ``error``: why the
+    whole file was skipped (set by :func:`read_folder` only); ``counts``: ``chains`` (backbones
+    returned), ``residues`` (in them), ``waters`` and ``hetero`` (non-protein residues ignored),
+    ``mapped`` (modified residues read as their parent), ``dropped`` (residues dropped).
+    A report is true (:attr:`ok`) when nothing was dropped, broken, skipped or failed."""
+
+    file: Path
+    problems: list[ResidueProblem] = field(default_factory=list)
+    breaks: list[ChainBreak] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("chains", "residues", "waters", "hetero", "mapped", "dropped"), 0))
+
+    @property
+    def ok(self) -> bool:
+        """No residue problems, chain breaks, skipped chains or file error."""
+        return not (self.problems or self.breaks or self.skipped or self.error)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def summary(self) -> str:
+        """One readable paragraph: what was read, what was ignored and every problem (the first
+        few of each kind)."""
+        name = Path(self.file).name
+        if self.error:
+            return f"{name}: not read: {self.error}"
+        c = self.counts
+        parts = [f"{name}: {c['chains']} chain(s) with {c['residues']} residues read"]
+        if c["mapped"]:
+            parts.append(f"{c['mapped']} modified residue(s) read as their parent amino acid")
+        if c["waters"] or c["hetero"]:
+            parts.append(f"{c['waters']} water(s) and {c['hetero']} other non-protein residue(s) ignored")
+        if self.problems:
+            parts.append(f"{len(self.problems)} residue(s) dropped ({_first(self.problems)})")
+        if self.breaks:
+            parts.append(f"{len(self.breaks)} chain break(s) ({_first(self.breaks)})")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} chain(s) skipped ({_first(f'{k}: {why}' for k, why in self.skipped)})")
+        if self.ok:
+            parts.append("no problems")
+        return "; ".join(parts) + "."
+
+
+def _first(items: Iterable[Any], n: int = 5) -> str:
+    items = [str(x) for x in items]
+    more = f"; and {len(items) - n} more" if len(items) > n else ""
+    return "; ".join(items[:n]) + more
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+
+def _kind(path: Path) -> tuple[str, bool]:
+    """``("pdb" | "cif", gzipped)`` from the file name."""
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    stem = name[:-3] if gz else name
+    for suffix in STRUCTURE_SUFFIXES:
+        if stem.endswith(suffix):
+            return ("cif" if suffix in (".cif", ".mmcif") else "pdb"), gz
+    raise ValueError(f"{path}: not a structure file (expected one of {', '.join(STRUCTURE_SUFFIXES)}, "
+                     "optionally .gz)")
+
+
+def _stem(path: Path) -> str:
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return Path(name).stem
+
+
+def _parse(path: Path) -> Any:
+    """The first model of the file as a biotite ``AtomArray`` (altlocs resolved by occupancy);
+    a ValueError naming the file for anything that is not a readable structure."""
+    kind, gz = _kind(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+        if gz:
+            data = gzip.decompress(data)
+    except Exception as err:  # OSError, gzip's BadGzipFile / EOFError / zlib.error
+        raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
+    if not data.strip():
+        raise ValueError(f"{path}: empty file")
+    text = data.decode("utf-8", errors="replace")
+    if kind == "pdb" and not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
+        raise ValueError(f"{path}: no ATOM or HETATM records (not a PDB file?)")
+    try:
+        import biotite.structure.io.pdb as pdb
+        import biotite.structure.io.pdbx as pdbx
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # biotite's notes on guessed elements and the like
+            if kind == "pdb":
+                atoms = pdb.PDBFile.read(io.StringIO(text)).get_structure(
+                    model=1, altloc="occupancy", extra_fields=["occupancy"])
+            else:
+                atoms = pdbx.get_structure(pdbx.CIFFile.read(io.StringIO(text)), model=1, altloc="occupancy",
+                                           use_author_fields=True)
+        coord = np.asarray(atoms.coord, dtype=np.float64)
+        if coord.ndim != 2 or coord.shape[1:] != (3,):
+            raise ValueError(f"coordinates of shape {coord.shape}")
+    except Exception as err:
+        what = "PDB" if kind == "pdb" else "mmCIF"
+        msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot parse as {what} ({type(err).__name__}: {msg})") from err
+    if len(atoms) == 0:
+        raise ValueError(f"{path}: no atoms in the first model")
+    return atoms
+
+
+@dataclass
+class _Residue:
+    chain: str
+    res_id: int
+    ins_code: str
+    name: str
+    atoms: dict[str, np.ndarray]
+
+    @property
+    def label(self) -> str:
+        return f"{self.res_id}{self.ins_code}"
+
+
+def _residues(atoms: Any, report: ReadReport) -> dict[str, list[_Residue]]:
+    """Protein residues by chain, in file order; counts waters and other residues in ``report``.
+
+    A residue is protein when its name is a standard or known modified amino acid (or ``UNK``)
+    and it has at least one of N, CA, C, O, or when an unknown name has N, CA and C. Atoms are
+    merged by (chain, number, insertion code), the first record of each atom name winning."""
+    import biotite.structure as struc
+
+    starts = struc.get_residue_starts(atoms, add_exclusive_stop=True)
+    chain_ids, res_ids, ins = atoms.chain_id, atoms.res_id, atoms.ins_code
+    names, atom_names, coord = atoms.res_name, atoms.atom_name, atoms.coord
+    blank = "A" if "A" not in set(chain_ids.tolist()) else "_"
+    chains: dict[str, list[_Residue]] = {}
+    seen: dict[tuple[str, int, str], _Residue] = {}
+    for a, b in itertools.pairwise(starts):
+        name = str(names[a]).strip().upper()
+        bb: dict[str, np.ndarray] = {}
+        for i in range(a, b):
+            atom = str(atom_names[i]).strip().upper()
+            if atom in _BACKBONE and atom not in bb:
+                bb[atom] = np.asarray(coord[i], dtype=np.float64)
+        known = name in ONE_LETTER or name in MODIFIED
+        if not (bb and known) and not {"N", "CA", "C"} <= bb.keys():
+            report.counts["waters" if name in WATERS else "hetero"] += 1
+            continue
+        chain = str(chain_ids[a]).strip() or blank
+        key = (chain, int(res_ids[a]), str(ins[a]).strip())
+        if key in seen:  # a residue's records split in the file, or another residue name (microheterogeneity)
+            old = seen[key]
+            if old.name == name:
+                for atom, xyz in bb.items():
+                    old.atoms.setdefault(atom, xyz)
+            continue
+        seen[key] = _Residue(chain, key[1], key[2], name, bb)
+        chains.setdefault(chain, []).append(seen[key])
+    return chains
+
+
+def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonstandard: str = "map",
+                   split_breaks: bool = False) -> tuple[list[Backbone], ReadReport]:
+    """The backbones of the protein chains of a structure file's first model, and a report.
+
+    Reads ``.pdb`` / ``.ent`` / ``.cif`` / ``.mmcif`` (optionally ``.gz``) with biotite, with
+    author chain ids and residue numbers. One :class:`Backbone` per protein chain (``chains``:
+    only those ids), named ``<file stem>_<chain>`` (a blank chain id reads as ``A``):
+
+    - alternate locations: per residue, the altloc with the highest total occupancy is kept
+      (biotite's ``altloc="occupancy"``; on a tie the alphabetically first id);
+    - non-standard residues: ``nonstandard="map"`` reads the modified residues of
+      :data:`MODIFIED` as their parent amino acid and unknown names with N, CA and C as ``X``;
+      ``"reject"`` reports and drops them (which breaks the chain there);
+    - residues lacking any of N, CA, C, O (or with non-finite coordinates) are reported and
+      dropped; a chain none of whose residues has N, C or O is read as a CA trace
+      (``atom_names == ("CA",)``), needing only CA;
+    - breaks (C(i)-N(i+1) > 2.0 A; in CA traces CA-CA > 4.2 A) are reported; with
+      ``split_breaks`` the chain is split there into backbones ``<name>_seg1``, ``_seg2``...
+      (only chains that have a break);
+    - chains (or segments) of fewer than 2 usable residues are skipped and reported;
+      waters and other non-protein residues are ignored and counted.
+
+    Raises ``ValueError`` starting with the path for a missing, empty, unreadable or
+    unparsable file and for one without a usable protein chain.
+    """
+    path = Path(path)
+    if nonstandard not in ("map", "reject"):
+        raise ValueError(f"nonstandard must be 'map' or 'reject', got {nonstandard!r}")
+    wanted = None if chains is None else [str(c) for c in ([chains] if isinstance(chains, str) else chains)]
+    atoms = _parse(path)
+    report = ReadReport(path)
+    by_chain = _residues(atoms, report)
+    if not by_chain:
+        raise ValueError(f"{path}: no protein chain ({report.counts['waters']} waters, "
+                         f"{report.counts['hetero']} other residues)")
+    if wanted is not None:
+        missing = [c for c in wanted if c not in by_chain]
+        if len(missing) == len(wanted):
+            raise ValueError(f"{path}: no protein chain {', '.join(wanted)} (protein chains in the file: "
+                             f"{', '.join(by_chain)})")
+        report.skipped.extend((c, "no such protein chain in the file") for c in missing)
+        by_chain = {c: r for c, r in by_chain.items() if c in wanted}
+    stem = _stem(path)
+    out: list[Backbone] = []
+    for chain, residues in by_chain.items():
+        out.extend(_chain_backbones(f"{stem}_{chain}", chain, residues, nonstandard, split_breaks, report))
+    report.counts["dropped"] = len(report.problems)
+    report.counts["chains"] = len(out)
+    report.counts["residues"] = sum(len(b) for b in out)
+    if not out:
+        raise ValueError(f"{path}: no protein chain with at least 2 usable residues "
+                         f"({_first(f'{k}: {why}' for k, why in report.skipped)})")
+    return out, report
+
+
+def _chain_backbones(name: str, chain: str, residues: list[_Residue], nonstandard: str, split: bool,
+                     report: ReadReport) -> list[Backbone]:
+    """The backbone(s) of one chain's residues, reporting dropped residues, breaks and skips."""
+    ca_trace = not any(r.atoms.keys() & {"N", "C", "O"} for r in residues)
+    need = ("CA",) if ca_trace else ATOMS
+    kept: list[tuple[_Residue, str]] = []
+    for r in residues:
+        if r.name in ONE_LETTER:
+            letter = ONE_LETTER[r.name]
+        elif nonstandard == "reject":
+            report.problems.append(ResidueProblem(chain, r.res_id, r.name, "non-standard residue rejected",
+                                                  r.ins_code))
+            continue
+        else:
+            letter = ONE_LETTER[MODIFIED[r.name]] if r.name in MODIFIED else "X"
+        lacking = [a for a in need if a not in r.atoms]
+        if lacking:
+            problem = f"missing {', '.join(lacking)}"
+        elif not all(np.isfinite(r.atoms[a]).all() for a in need):
+            problem = "non-finite coordinates"
+        else:
+            if r.name in MODIFIED:
+                report.counts["mapped"] += 1
+            kept.append((r, letter))
+            continue
+        report.problems.append(ResidueProblem(chain, r.res_id, r.name, problem, r.ins_code))
+    if not kept:
+        report.skipped.append((chain, "no usable residue"))
+        return []
+    xyz = np.stack([np.stack([r.atoms[a] for a in need]) for r, _ in kept])
+    if ca_trace:
+        dist = np.linalg.norm(xyz[1:, 0] - xyz[:-1, 0], axis=-1)
+        limit = MAX_CA_CA
+    else:
+        dist = np.linalg.norm(xyz[1:, 0] - xyz[:-1, 2], axis=-1)  # N(i+1) - C(i)
+        limit = MAX_C_N
+    cuts = [i + 1 for i in np.flatnonzero(dist > limit)]
+    report.breaks.extend(ChainBreak(chain, kept[i - 1][0].label, kept[i][0].label, float(dist[i - 1]))
+                         for i in cuts)
+    bounds = list(zip([0, *cuts], [*cuts, len(kept)])) if split and cuts else [(0, len(kept))]
+    out = []
+    for k, (a, b) in enumerate(bounds, start=1):
+        label, bb_name = (f"{chain} seg{k}", f"{name}_seg{k}") if len(bounds) > 1 else (chain, name)
+        if b - a < 2:
+            report.skipped.append((label, f"{b - a} usable residue (fewer than 2)"))
+            continue
+        out.append(Backbone(atoms=xyz[a:b], sequence="".join(s for _, s in kept[a:b]), chain=chain, name=bb_name,
+                            atom_names=tuple(need), res_ids=np.array([r.res_id for r, _ in kept[a:b]])))
+    return out
+
+
+def read_folder(folder: str | Path, **options: Any) -> tuple[list[Backbone], list[ReadReport]]:
+    """The backbones of every structure file (:data:`STRUCTURE_SUFFIXES`, optionally ``.gz``)
+    directly in ``folder``, in sorted file-name order, and one report per file.
+
+    ``options`` go to :func:`read_backbones`. A file that fails is skipped, its report holding
+    the reason (``error``); skipped files and chains are counted in one warning naming them.
+    Raises ``ValueError`` naming the folder when it holds no structure file or none of them
+    gives a backbone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    files = []
+    for p in sorted(folder.iterdir()):
+        try:
+            _kind(p)
+        except ValueError:
+            continue
+        if p.is_file():
+            files.append(p)
+    if not files:
+        raise ValueError(f"{folder}: no structure files ({', '.join(STRUCTURE_SUFFIXES)}, optionally .gz)")
+    backbones: list[Backbone] = []
+    reports: list[ReadReport] = []
+    for p in files:
+        try:
+            got, report = read_backbones(p, **options)
+        except ValueError as err:
+            reports.append(ReadReport(p, error=str(err)))
+            continue
+        backbones.extend(got)
+        reports.append(report)
+    failed = [r for r in reports if r.error]
+    chains = sum(len(r.skipped) for r in reports)
+    if failed or chains:
+        names = _first((r.file.name for r in failed), 10)
+        warnings.warn(f"{folder}: skipped {len(failed)} of {len(files)} files that could not be read"
+                      f"{f' ({names})' if failed else ''} and {chains} chain(s) or segment(s)"
+                      f"{f' in {_first((r.file.name for r in reports if r.skipped), 10)}' if chains else ''}",
+                      stacklevel=2)
+    if not backbones:
+        raise ValueError(f"{folder}: no usable protein chain in {len(files)} structure files "
+                         f"({_first((r.summary() for r in failed), 3)})")
+    return backbones, reports
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+def _atom_field(name: str, element: str) -> str:
+    """Columns 13-16: names of one-letter elements shorter than 4 characters start in column 14."""
+    return f" {name:<3s}" if len(element) == 1 and len(name) < 4 else f"{name:<4s}"
+
+
+def _chain_ids(backbones: Sequence[Backbone]) -> list[str]:
+    """Each backbone's own chain id when they are single characters and distinct, else A, B, ..."""
+    own = [b.chain for b in backbones]
+    if all(len(c) == 1 and c.strip() for c in own) and len(set(own)) == len(own):
+        return own
+    if len(backbones) > len(_CHAIN_IDS):
+        raise ValueError(f"{len(backbones)} chains do not fit the PDB format's {len(_CHAIN_IDS)} chain ids")
+    return list(_CHAIN_IDS[:len(backbones)])
+
+
+def backbones_to_pdb_string(backbones: Backbone | Sequence[Backbone]) -> str:
+    """PDB text of one or several backbones (chains of one structure): fixed-column ``ATOM``
+    records (occupancy 1.00, B-factor 0.00), ``TER`` after each chain, ``END``.
+
+    Residue names come from the one-letter sequence (:data:`THREE_LETTER`; ``UNK`` for others).
+    Raises ``ValueError`` naming the backbone when a coordinate is not finite or does not fit
+    the ``%8.3f`` field, or a residue number does not fit the 4-column field."""
+    bbs = [backbones] if isinstance(backbones, Backbone) else list(backbones)
+    if not bbs:
+        raise ValueError("no backbones to write")
+    lines: list[str] = []
+    serial = 0
+    for bb, chain in zip(bbs, _chain_ids(bbs)):
+        label = bb.name or f"chain {bb.chain}"
+        x = np.asarray(bb.atoms, dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError(f"backbone {label!r}: non-finite coordinates cannot be written to PDB")
+        if (x <= -999.9995).any() or (x >= 9999.9995).any():
+            raise ValueError(f"backbone {label!r}: coordinates beyond [-999.999, 9999.999] A do not fit the PDB "
+                             f"format's %8.3f fields (range {x.min():.1f} to {x.max():.1f})")
+        res_ids = np.asarray(bb.res_ids)
+        if len(res_ids) and (res_ids.min() < -999 or res_ids.max() > 9999):
+            raise ValueError(f"backbone {label!r}: residue numbers beyond -999..9999 do not fit the PDB format")
+        if serial + x.shape[0] * x.shape[1] + 1 > 99999:
+            raise ValueError(f"backbone {label!r}: more than 99999 atoms and TER records do not fit the PDB format")
+        fields = [(_atom_field(a, _ELEMENT.get(a, a[:1])), _ELEMENT.get(a, a[:1])) for a in bb.atom_names]
+        res_name = "UNK"
+        for i, letter in enumerate(bb.sequence):
+            res_name = THREE_LETTER.get(letter.upper(), "UNK")
+            for j, (atom, element) in enumerate(fields):
+                serial += 1
+                xi, yi, zi = x[i, j]
+                lines.append(f"ATOM  {serial:5d} {atom} {res_name:>3s} {chain}{int(res_ids[i]):4d}    "
+                             f"{xi:8.3f}{yi:8.3f}{zi:8.3f}{1.0:6.2f}{0.0:6.2f}          {element:>2s}  ")
+        serial += 1
+        last = int(res_ids[-1]) if len(res_ids) else 0
+        lines.append(f"TER   {serial:5d}      {res_name:>3s} {chain}{last:4d}".ljust(80))
+    lines.append("END".ljust(80))
+    return "\n".join(lines) + "\n"
+
+
+def write_pdb(backbones: Backbone | Sequence[Backbone], path: str | Path) -> Path:
+    """Write one backbone, or several as the chains of one structure, to a PDB file atomically
+    (see :func:`backbones_to_pdb_string`; the same backbones give the same bytes). Returns the path."""
+    return atomic_write(path, backbones_to_pdb_string(backbones))
