@@ -67,7 +67,7 @@ def test_round_trip_and_byte_identical_rewrite(tmp_path):
     first = path.read_bytes()
     (got,), report = read_backbones(path)
     assert report.ok and bool(report) and "no problems" in report.summary()
-    assert got.sequence == bb.sequence and got.chain == "A" and got.name == "helix_A" and got.full
+    assert got.sequence == bb.sequence and got.chain == "A" and got.name == "helix" and got.full
     np.testing.assert_array_equal(got.res_ids, bb.res_ids)
     np.testing.assert_allclose(got.atoms, bb.atoms, atol=1e-3)
     assert write_pdb(bb, path).read_bytes() == first
@@ -75,7 +75,7 @@ def test_round_trip_and_byte_identical_rewrite(tmp_path):
     # gzipped
     (tmp_path / "helix.pdb.gz").write_bytes(gzip.compress(first))
     (gz,), _ = read_backbones(tmp_path / "helix.pdb.gz")
-    assert gz.name == "helix_A"
+    assert gz.name == "helix"
     np.testing.assert_allclose(gz.atoms, bb.atoms, atol=1e-3)
 
 
@@ -135,7 +135,7 @@ def test_missing_atom_is_reported_and_breaks_the_chain(tmp_path):
     assert [(b.before, b.after) for b in report.breaks] == [("2", "4")]
     assert report.counts["dropped"] == 1 and "THR 3: missing C" in report.summary()
     segs, report = read_backbones(tmp_path / "gap.pdb", split_breaks=True)
-    assert [(b.name, len(b)) for b in segs] == [("gap_A_seg1", 2), ("gap_A_seg2", 3)]
+    assert [(b.name, len(b)) for b in segs] == [("gap_seg1", 2), ("gap_seg2", 3)]
 
 
 def test_chain_break_by_a_gap_and_short_segments(tmp_path):
@@ -237,11 +237,11 @@ def test_read_folder_skips_bad_files_with_a_warning(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing skipped: no warning
-        assert [b.name for b in read_folder(tmp_path, chains=["A"])[0]] == ["a_A", "b_A"]
+        assert [b.name for b in read_folder(tmp_path, chains=["A"])[0]] == ["a_A", "b"]
     (tmp_path / "c.cif").write_text("nonsense\n")
     with pytest.warns(UserWarning, match=r"skipped 1 of 3 files .*\(c\.cif\) and 0 chain"):
         bbs, reports = read_folder(tmp_path)
-    assert [b.name for b in bbs] == ["a_A", "a_B", "b_A"]
+    assert [b.name for b in bbs] == ["a_A", "a_B", "b"]
     assert [r.file.name for r in reports] == ["a.pdb", "b.pdb", "c.cif"]
     assert reports[0].ok and not reports[2] and reports[2].error.startswith(str(tmp_path / "c.cif"))
     assert "not read" in reports[2].summary()

@@ -206,14 +206,20 @@ class ProteinsModality(Modality):
         return out
 
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
-                    condition: Mapping[str, Any] | None = None, lengths: Sequence[int] | None = None
-                    ) -> dict[str, Any]:
-        """Lengths drawn from the training lengths (or given), padded to the longest (the
-        CA-only model ignores ``rots``)."""
+                    condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Lengths drawn from the training lengths, or given as the condition ``length`` (one
+        int, or one per sample: ``--condition length=80``), padded to the longest (the CA-only
+        model ignores ``rots``)."""
+        condition = dict(condition or {})
+        given = condition.pop("length", None)
         if condition:
-            raise ValueError(f"unknown condition {next(iter(condition))!r}: backbone models are unconditional "
-                             "(use motif scaffolding: polydiff proteins scaffold)")
-        sizes = torch.as_tensor(lengths) if lengths is not None else draw_sizes(n, info, generator)
+            raise ValueError(f"unknown condition {next(iter(condition))!r}: backbone models are unconditional; the "
+                             "only condition is length (motif scaffolding: polydiff proteins scaffold)")
+        if given is None:
+            sizes = draw_sizes(n, info, generator)
+        else:
+            sizes = torch.as_tensor(given, dtype=torch.long).reshape(-1)
+            sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
         if len(sizes) != n or int(sizes.min()) < 2:
             raise ValueError(f"need {n} lengths of at least 2 residues, got {sizes.tolist()}")
         n_max = int(sizes.max())
@@ -222,15 +228,21 @@ class ProteinsModality(Modality):
 
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
                control: Any, *, seed: Tensor, device: torch.device) -> dict[str, Tensor]:
-        """One sampling loop with the rotations' sampling process (Haar prior, exponential rate)."""
+        """One sampling loop with the rotations' sampling process (Haar prior, exponential rate).
+        With observed residues (motif scaffolding) translations are not re-centred: the motif
+        keeps the coordinates it was given and the equivariant network builds around it."""
         from polydiff.plugin import controlled_sample
 
         spec = {k: v for k, v in spec.items() if k in fields or not isinstance(v, tuple)}
         rate = getattr(fields["rots"].process, "sample_rate", 10.0) if "rots" in fields else 0.0
-        return controlled_sample(net, sampling_fields(fields, rate), spec, settings, control, seed=seed, device=device)
+        fields = sampling_fields(fields, rate)
+        if getattr(control, "observed", None) is not None:
+            fields["trans"] = FieldSpec(fields["trans"].process, Masked("mask"), fields["trans"].prediction)
+        return controlled_sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     def to_native(self, state: Mapping[str, Tensor], info: Mapping[str, Any]) -> list[Backbone]:
-        """Full N, CA, C, O backbones (O from ideal geometry), or CA traces without ``rots``."""
+        """Full N, CA, C, O backbones (O from ideal geometry), or CA traces without ``rots``;
+        coordinates rounded to the PDB format's 0.001 A, so objects equal their files."""
         scale = float(info.get("scale", SCALE))
         mask = state["mask"].bool()
         out = []
@@ -239,9 +251,9 @@ class ProteinsModality(Modality):
             ca = state["trans"][i][m].double() / scale
             if "rots" in state:
                 atoms = backbone_from_frames(state["rots"][i][m].double(), ca)
-                out.append(Backbone(atoms, name=f"sample_{i:04d}"))
+                out.append(Backbone(np.round(atoms, 3), name=f"sample_{i:04d}"))
             else:
-                out.append(Backbone(ca.numpy()[:, None], name=f"sample_{i:04d}", atom_names=("CA",)))
+                out.append(Backbone(np.round(ca.numpy()[:, None], 3), name=f"sample_{i:04d}", atom_names=("CA",)))
         return out
 
     def from_native(self, objects: Sequence[Backbone], info: Mapping[str, Any]) -> dict[str, Tensor]:

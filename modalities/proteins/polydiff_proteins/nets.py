@@ -1,5 +1,5 @@
 """Networks: the frame denoiser (invariant point attention, FrameFlow-style) and the CA-only
-EGNN baseline.
+baseline (the same network on frames derived from CA positions).
 
 States (see :mod:`.modality`): ``trans`` (B, N, 3) CA positions in nanometres (Angstrom x
 ``scale``), ``rots`` (B, N, 3, 3) residue rotations, ``mask`` (B, N) present residues, and with
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import EGNN, FieldSpec, SinusoidalEmbedding, TimeEmbedding
+from polydiff.plugin import FieldSpec, SinusoidalEmbedding, TimeEmbedding
 
 
 def rbf(d: Tensor, lo: float, hi: float, bins: int) -> Tensor:
@@ -120,9 +120,13 @@ class FrameBlock(nn.Module):
         return s * m, torch.where(m[..., None], R, torch.eye(3, dtype=R.dtype, device=R.device)), t * m
 
 
-def _centre(x: Tensor, mask: Tensor) -> Tensor:
-    m = mask[..., None].to(x.dtype)
-    return (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1)) * m
+def _recentre(out: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+    """``out`` moved so its masked centre of mass is that of the input ``x``: zero-centred
+    predictions for zero-centred inputs, and exact translation equivariance (a motif held at its
+    own coordinates while the rest is generated keeps the frame it was given)."""
+    m = mask[..., None].to(out.dtype)
+    n = m.sum(1, keepdim=True).clamp_min(1)
+    return (out - (out * m).sum(1, keepdim=True) / n + (x.to(out.dtype) * m).sum(1, keepdim=True) / n) * m
 
 
 class FrameNet(nn.Module):
@@ -163,36 +167,34 @@ class FrameNet(nn.Module):
         Rd, td = R.to(dt), x.to(dt)
         for block in self.blocks:
             s, Rd, td = block(s, z, Rd, td, mask)
-        return {"trans": _centre(td, mask).to(x.dtype), "rots": Rd.to(R.dtype)}
+        return {"trans": _recentre(td, x, mask).to(x.dtype), "rots": Rd.to(R.dtype)}
 
 
-class CANet(nn.Module):
-    """The CA-only baseline: an EGNN over CA positions with time and residue-index features and
-    sequence-separation edge features; predicts clean CA positions (``trans``)."""
+def ca_frames(x: Tensor, mask: Tensor) -> Tensor:
+    """Rotations ``(B, N, 3, 3)`` built from CA positions alone (Gram-Schmidt on the vectors to
+    the next and the previous CA; the chain ends use their two nearest neighbours inward):
+    equivariant functions of the coordinates, so a CA-only model can use frame attention."""
+    B, N, _ = x.shape
+    lengths = mask.sum(1).long().clamp_min(1)[:, None]
+    i = torch.arange(N, device=x.device)[None].expand(B, N)
+    nxt = torch.where(i + 1 < lengths, i + 1, (i - 2).clamp_min(0))
+    prv = torch.where(i > 0, i - 1, torch.minimum(i + 2, lengths - 1))
+    take = lambda idx: torch.gather(x, 1, idx[..., None].expand(B, N, 3))  # noqa: E731
+    e1 = nn.functional.normalize(take(nxt) - x, dim=-1)
+    u = take(prv) - x
+    e2 = nn.functional.normalize(u - (u * e1).sum(-1, keepdim=True) * e1, dim=-1)
+    return torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], dim=-1)
 
-    def __init__(self, dim: int = 64, layers: int = 4, relpos_clip: int = 32, self_condition: bool = True,
-                 scale: float = 0.1) -> None:
-        super().__init__()
-        self.clip, self.self_condition, self.scale = relpos_clip, self_condition, scale
-        self.time = TimeEmbedding(dim)
-        self.index = SinusoidalEmbedding(dim, scale=1.0)
-        self.relpos = nn.Embedding(2 * relpos_clip + 1, 16)
-        edge = 16 + (22 if self_condition else 0)
-        self.egnn = EGNN(2 * dim, dim, 1, layers, edge_dim=edge, normalize=True, coord_clamp=None)
+
+class CANet(FrameNet):
+    """The CA-only baseline: the frame network's architecture and size, reading frames built
+    from the CA positions (:func:`ca_frames`) instead of generated ones, predicting clean CA
+    positions (``trans``) only."""
 
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         x, mask = state["trans"], state["mask"] > 0
-        B, N, _ = x.shape
-        dt = self.relpos.weight.dtype
-        tt = t.reshape(-1).expand(B)
-        idx = torch.arange(N, device=x.device, dtype=torch.float32).expand(B, N)
-        h = torch.cat([self.time(tt)[:, None].expand(B, N, -1), self.index(idx).view(B, N, -1)], -1).to(dt)
-        e = [self.relpos(relpos(N, self.clip, x.device))[None].expand(B, N, N, -1)]
-        if self.self_condition:
-            sc = state.get("sc_trans", torch.zeros_like(x))
-            e.append(rbf(torch.cdist(sc, sc) / self.scale, 0.0, 21.0, 22).to(dt))
-        _, out = self.egnn(h, x, mask, torch.cat(e, -1))
-        return {"trans": _centre(out, mask)}
+        R = torch.where(mask[..., None, None], ca_frames(x, mask), torch.eye(3, dtype=x.dtype, device=x.device))
+        return {"trans": super().forward({**state, "rots": R}, t, cond)["trans"]}
 
 
 def frame_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 64, pair_dim: int = 32,
@@ -204,10 +206,11 @@ def frame_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim:
     return FrameNet(dim, pair_dim, blocks, heads, relpos_clip, self_condition, float(info.get("scale", 0.1)))
 
 
-def ca_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 64, layers: int = 4,
-               relpos_clip: int = 32, self_condition: bool = True) -> nn.Module:
-    """The CA-only EGNN baseline (needs the ``trans`` field only)."""
+def ca_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 64, pair_dim: int = 32,
+               blocks: int = 4, heads: int = 4, relpos_clip: int = 32, self_condition: bool = True) -> nn.Module:
+    """The CA-only baseline (needs the ``trans`` field only): the frame network on frames
+    derived from CA positions."""
     if set(fields) != {"trans"}:
         raise ValueError(f"the CA network generates the field trans only, got {sorted(fields)} "
                          "(use process frames: false)")
-    return CANet(dim, layers, relpos_clip, self_condition, float(info.get("scale", 0.1)))
+    return CANet(dim, pair_dim, blocks, heads, relpos_clip, self_condition, float(info.get("scale", 0.1)))

@@ -301,7 +301,9 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
 
     Reads ``.pdb`` / ``.ent`` / ``.cif`` / ``.mmcif`` (optionally ``.gz``) with biotite, with
     author chain ids and residue numbers. One :class:`Backbone` per protein chain (``chains``:
-    only those ids), named ``<file stem>_<chain>`` (a blank chain id reads as ``A``):
+    only those ids), named ``<file stem>_<chain>`` (the file stem alone for a file of one
+    chain, so files written by :func:`write_pdb` read back under their names; a blank chain id
+    reads as ``A``):
 
     - alternate locations: per residue, the altloc with the highest total occupancy is kept
       (biotite's ``altloc="occupancy"``; on a tie the alphabetically first id);
@@ -330,6 +332,7 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
     if not by_chain:
         raise ValueError(f"{path}: no protein chain ({report.counts['waters']} waters, "
                          f"{report.counts['hetero']} other residues)")
+    single = len(by_chain) == 1  # a one-chain file names its backbone after the file alone
     if wanted is not None:
         missing = [c for c in wanted if c not in by_chain]
         if len(missing) == len(wanted):
@@ -340,7 +343,8 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
     stem = _stem(path)
     out: list[Backbone] = []
     for chain, residues in by_chain.items():
-        out.extend(_chain_backbones(f"{stem}_{chain}", chain, residues, nonstandard, split_breaks, report))
+        name = stem if single else f"{stem}_{chain}"
+        out.extend(_chain_backbones(name, chain, residues, nonstandard, split_breaks, report))
     report.counts["dropped"] = len(report.problems)
     report.counts["chains"] = len(out)
     report.counts["residues"] = sum(len(b) for b in out)

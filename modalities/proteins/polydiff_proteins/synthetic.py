@@ -8,18 +8,19 @@ centres of the Ramachandran regions:
 region   (phi, psi) centre, deg  used for
 ======== ======================= ============================================
 helix    (-63, -42), sd 5         alpha helices (3.6 residues per turn)
-strand   (-120, 135), sd 5        beta strands
+strand   (-132, 121), sd 5        beta strands
 ppII     (-70, 145), sd 12        loops (polyproline II)
 alphaR   (-90, 0), sd 12          loops, turns
 alphaL   (60, 35), sd 10          loops, glycine-like turns
-I'       (55, 45) then (90, 0)    two-residue beta-hairpin turns
+turn     (-44, 98), (130, -36)  two-residue hairpin turns (searched: strands
+                                      pair in DSSP without CA clashes)
 ======== ======================= ============================================
 
-omega is trans (180 deg, sd 3). Topologies: ``bundle`` (2-4 helices), ``hairpin`` (2-4 strands
-joined by type I' turns: a meander), ``mixed`` (helices and hairpins); elements are added
+omega is trans (180 deg, sd 3). Topologies: ``bundle`` (2-4 helices), ``hairpin`` (hairpins: strand
+pairs joined by two-residue turns, hairpins by loops), ``mixed`` (helices and hairpins); elements are added
 while they fit the length. The chain grows one
 loop + SSE at a time; for every piece ``candidates`` loop conformations are drawn and the most
-compact one without CA-CA clashes (< 3.8 A between residues 3 or more apart) is kept (one of the
+compact one without CA-CA clashes (< 3.0 A between residues 3 or more apart) is kept (one of the
 best three, at random), so helices pack into bundles and strands fold back into sheets instead
 of flying apart. Structures are centred at the origin; a seed fixes everything.
 """
@@ -35,16 +36,16 @@ from .geometry import Backbone, add_oxygens, build_backbone, grow
 
 REGIONS = {  # (phi, psi) centre and sd in degrees
     "helix": ((-63.0, -42.0), 5.0),
-    "strand": ((-120.0, 135.0), 5.0),
+    "strand": ((-132.0, 121.0), 5.0),
     "ppII": ((-70.0, 145.0), 12.0),
     "alphaR": ((-90.0, 0.0), 12.0),
     "alphaL": ((60.0, 35.0), 10.0),
 }
 LOOP_REGIONS = ("ppII", "alphaR", "alphaL")
 LOOP_WEIGHTS = (0.5, 0.35, 0.15)
-TURN_I_PRIME = ((55.0, 45.0), (90.0, 0.0))
+TURN = ((-44.0, 98.0), (130.0, -36.0))
 TOPOLOGIES = ("bundle", "hairpin", "mixed")
-CLASH = 3.8  # A: CA-CA distance below which residues 3 or more apart clash
+CLASH = 3.0  # A: CA-CA distance below which residues 3 or more apart clash (the metrics' threshold)
 
 
 def _draw(region: str, n: int, rng: np.random.Generator, shape: tuple[int, ...] = ()) -> np.ndarray:
@@ -77,7 +78,8 @@ def _plan(topology: str, length: int, rng: np.random.Generator) -> list[tuple[st
             kind = "strand" if sse and sse[-1] == "strand" and sse.count("strand") % 2 else str(
                 rng.choice(["helix", "strand"]))
         size = int(rng.integers(lo[kind], hi[kind] - 2))
-        link = 0 if not sse else 2 if kind == sse[-1] == "strand" else int(rng.integers(3, 7))
+        pairs = kind == "strand" and sse.count("strand") % 2 == 1  # the second strand of a hairpin
+        link = 0 if not sse else 2 if pairs else int(rng.integers(3, 7))
         if used + link + size > length:
             break
         sse.append(kind)
@@ -100,7 +102,7 @@ def _plan(topology: str, length: int, rng: np.random.Generator) -> list[tuple[st
     for i, k in enumerate(sse):
         plan.append((k, sizes[i]))
         if i < len(links):
-            plan.append(("turn" if k == sse[i + 1] == "strand" else "loop", links[i]))
+            plan.append(("turn" if links[i] == 2 else "loop", links[i]))
     rest = length - sum(n for _, n in plan)
     head = rest // 2
     return [("loop", head), *plan, ("loop", rest - head)]
@@ -111,7 +113,7 @@ def _piece(kind: str, n: int, rng: np.random.Generator, c: int) -> np.ndarray:
     if kind in ("helix", "strand"):
         return _draw(kind, n, rng, (c,))
     if kind == "turn":
-        t = np.radians(np.array(TURN_I_PRIME))
+        t = np.radians(np.array(TURN))
         return t + rng.normal(0, math.radians(3), (c, 2, 2))
     return _loop(n, rng, (c,))
 
@@ -131,35 +133,56 @@ def _clash_free(ca_old: np.ndarray, ca_new: np.ndarray) -> np.ndarray:
     return ok
 
 
-def synthetic_backbone(length: int, rng: np.random.Generator, topology: str | None = None,
-                       candidates: int = 24) -> tuple[Backbone, str]:
-    """One backbone of ``length`` residues and its secondary-structure string (H / E / L per
-    residue, as built)."""
-    topology = topology or str(rng.choice(TOPOLOGIES))
-    if topology not in TOPOLOGIES:
-        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
-    plan = [(k, n) for k, n in _plan(topology, length, rng) if n > 0]
-    omega = np.radians(rng.normal(180.0, 3.0, length))
+def _build(plan: list[tuple[str, int]], omega: np.ndarray, rng: np.random.Generator,
+           candidates: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """N, CA, C ``(L, 3, 3)`` and dihedrals of one plan, or None when a piece finds no clash-free
+    candidate in a few rounds (the caller starts over)."""
+    length = len(omega)
     dih = np.zeros((length, 2))
-    ss = "".join({"helix": "H", "strand": "E"}.get(k, "L") * n for k, n in plan)
-    # the first piece is placed as drawn, then every later piece picks the most compact candidate
     first_kind, first_n = plan[0]
     dih[:first_n] = _piece(first_kind, first_n, rng, 1)[0]
     x = build_backbone(dih[:first_n, 0], dih[:first_n, 1], omega[:first_n])[:, :3]
+    if not _clash_free(np.zeros((0, 3)), x[None, :, 1])[0]:
+        return None
     pos = first_n
     for kind, n in plan[1:]:
-        cand = _piece(kind, n, rng, candidates)
-        new = grow(np.broadcast_to(x[-1], (candidates, 3, 3)), cand[:, 0, 1] * 0 + dih[pos - 1, 1],
-                   omega[pos - 1], cand[..., 0], cand[..., 1], np.broadcast_to(omega[pos:pos + n], (candidates, n)))
-        ok = _clash_free(x[:, 1], new[:, :, 1])
+        for _ in range(4):  # rounds of fresh candidates
+            cand = _piece(kind, n, rng, candidates)
+            new = grow(np.broadcast_to(x[-1], (candidates, 3, 3)), np.full(candidates, dih[pos - 1, 1]),
+                       omega[pos - 1], cand[..., 0], cand[..., 1],
+                       np.broadcast_to(omega[pos:pos + n], (candidates, n)))
+            ok = _clash_free(x[:, 1], new[:, :, 1])
+            if ok.any():
+                break
+        else:
+            return None
         allca = np.concatenate([np.broadcast_to(x[None, :, 1], (candidates, pos, 3)), new[:, :, 1]], 1)
         rg = np.sqrt(((allca - allca.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
-        score = np.where(ok, rg, rg + 1e3)
-        best = np.argsort(score)[:3]
-        pick = int(rng.choice(best[score[best] < 1e3])) if (score[best] < 1e3).any() else int(best[0])
+        best = np.flatnonzero(ok)[np.argsort(rg[ok])[:3]]
+        pick = int(rng.choice(best))
         dih[pos:pos + n] = cand[pick]
         x = np.concatenate([x, new[pick]], 0)
         pos += n
+    return x, dih
+
+
+def synthetic_backbone(length: int, rng: np.random.Generator, topology: str | None = None,
+                       candidates: int = 24, attempts: int = 50) -> tuple[Backbone, str]:
+    """One clash-free backbone of ``length`` residues and its secondary-structure string (H / E
+    / L per residue, as built)."""
+    topology = topology or str(rng.choice(TOPOLOGIES))
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+    for _ in range(attempts):
+        plan = [(k, n) for k, n in _plan(topology, length, rng) if n > 0]
+        omega = np.radians(rng.normal(180.0, 3.0, length))
+        built = _build(plan, omega, rng, candidates)
+        if built is not None:
+            break
+    else:
+        raise RuntimeError(f"no clash-free {topology} backbone of {length} residues in {attempts} attempts")
+    x, dih = built
+    ss = "".join({"helix": "H", "strand": "E"}.get(k, "L") * n for k, n in plan)
     atoms = add_oxygens(x, dih[:, 1])
     atoms -= atoms[:, 1].mean(0)
     return Backbone(atoms, name=f"synthetic_{topology}"), ss
