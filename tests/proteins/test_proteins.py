@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from polydiff.plugin import SO3, GeodesicFlow, random_rotation, shared_dir
 from polydiff.testing import check_modality
 from polydiff_proteins import ProteinsModality
