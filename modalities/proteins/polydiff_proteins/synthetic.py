@@ -119,18 +119,13 @@ def _piece(kind: str, n: int, rng: np.random.Generator, c: int) -> np.ndarray:
 
 
 def _clash_free(ca_old: np.ndarray, ca_new: np.ndarray) -> np.ndarray:
-    """(c,) whether candidates' new CAs ``(c, k, 3)`` keep >= CLASH from old CAs ``(m, 3)`` (except
-    the last two old residues) and from each other (3 or more apart)."""
-    ok = np.ones(len(ca_new), bool)
-    if len(ca_old) > 2:
-        d = np.linalg.norm(ca_new[:, :, None] - ca_old[None, None, :-2], axis=-1)
-        ok &= d.min(axis=(1, 2)) >= CLASH
-    k = ca_new.shape[1]
-    if k > 3:
-        d = np.linalg.norm(ca_new[:, :, None] - ca_new[:, None], axis=-1)
-        far = np.abs(np.arange(k)[:, None] - np.arange(k)[None]) >= 3
-        ok &= np.where(far, d, np.inf).min(axis=(1, 2)) >= CLASH
-    return ok
+    """(c,) whether candidates' new CAs ``(c, k, 3)``, appended after the old CAs ``(m, 3)``,
+    keep >= CLASH from every residue 3 or more positions away (old and new)."""
+    m, k = len(ca_old), ca_new.shape[1]
+    allca = np.concatenate([np.broadcast_to(ca_old, (len(ca_new), m, 3)), ca_new], axis=1)
+    d = np.linalg.norm(ca_new[:, :, None] - allca[:, None], axis=-1)  # (c, k, m + k)
+    far = (np.arange(m, m + k)[:, None] - np.arange(m + k)[None]) >= 3
+    return np.where(far, d, np.inf).min(axis=(1, 2)) >= CLASH
 
 
 def _build(plan: list[tuple[str, int]], omega: np.ndarray, rng: np.random.Generator,
@@ -139,15 +134,28 @@ def _build(plan: list[tuple[str, int]], omega: np.ndarray, rng: np.random.Genera
     candidate in a few rounds (the caller starts over)."""
     length = len(omega)
     dih = np.zeros((length, 2))
-    first_kind, first_n = plan[0]
-    dih[:first_n] = _piece(first_kind, first_n, rng, 1)[0]
+    # units placed together: a loop with everything up to the next loop (a whole hairpin moves
+    # with the loop before it, so loop candidates decide where it goes)
+    units: list[list[tuple[str, int]]] = []
+    for kind, n in plan:
+        if kind == "loop" or not units:
+            units.append([])
+        units[-1].append((kind, n))
+
+    def draw(unit: list[tuple[str, int]], c: int) -> np.ndarray:
+        return np.concatenate([_piece(kind, n, rng, c) for kind, n in unit], axis=1)
+
+    first = draw(units[0], 1)[0]
+    first_n = len(first)
+    dih[:first_n] = first
     x = build_backbone(dih[:first_n, 0], dih[:first_n, 1], omega[:first_n])[:, :3]
     if not _clash_free(np.zeros((0, 3)), x[None, :, 1])[0]:
         return None
     pos = first_n
-    for kind, n in plan[1:]:
+    for unit in units[1:]:
+        n = sum(k for _, k in unit)
         for _ in range(4):  # rounds of fresh candidates
-            cand = _piece(kind, n, rng, candidates)
+            cand = draw(unit, candidates)
             new = grow(np.broadcast_to(x[-1], (candidates, 3, 3)), np.full(candidates, dih[pos - 1, 1]),
                        omega[pos - 1], cand[..., 0], cand[..., 1],
                        np.broadcast_to(omega[pos:pos + n], (candidates, n)))
