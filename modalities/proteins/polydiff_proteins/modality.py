@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from polydiff.plugin import (
     SO3,
+    WEIGHTINGS,
     DataBundle,
     FieldSpec,
     GaussianProcess,
@@ -38,7 +39,6 @@ from polydiff.plugin import (
     Modality,
     TensorStates,
     ZeroCoM,
-    atomic_write,
     check_info,
     draw_sizes,
     sample_igso3,
@@ -51,6 +51,15 @@ from .nets import ca_network, frame_network
 from .synthetic import TOPOLOGIES, synthetic_backbones
 
 SCALE = 0.1  # Angstrom -> nanometre
+
+
+@WEIGHTINGS.register("frameflow", "x0-space weight 1 / max(sigma, sigma_min)^2, sigma_min 0.1: FrameFlow's clipped "
+                     "velocity loss for the linear interpolant")
+def w_frameflow(c: Any, kind: str, sigma_min: float = 0.1, **_: float) -> Tensor:
+    """FrameFlow's translation loss: the x0 error over the noise level ``t`` (the velocity error
+    of the linear interpolant), with ``t`` clipped below at ``sigma_min``, so local geometry at
+    low noise weighs up to 100 times more than the global layout at high noise."""
+    return 1.0 / torch.clamp(c.sigma, min=sigma_min) ** 2
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -314,8 +323,3 @@ def _train_reference(info: Mapping[str, Any], most: int = 100) -> list[Backbone]
         return [b for b, _ in synthetic_backbones(n, int(info["min_length"]), int(info["max_length_option"]),
                                                   int(info["seed"]), topo)]
     return None
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Atomic text write (reports, summaries)."""
-    return atomic_write(path, text)
