@@ -281,3 +281,37 @@ def test_scaffold_command(trained, tmp_path, capsys):
     assert main(["proteins", "scaffold", str(trained.checkpoint), "--motif", str(motif), "--contig", "A2-99",
                  "--out", str(out)]) != 0
     assert "residues 13, 14" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "heun", "dpm++2m"])
+def test_other_core_samplers_run_on_frames(trained, sampler):
+    bbs = trained.generate(2, seed=0, sampler=sampler, steps=3, condition={"length": 20})
+    assert len(bbs) == 2 and all(len(b) == 20 and np.isfinite(b.atoms).all() for b in bbs)
+
+
+def test_minibatch_ot_pairing_trains(tmp_path):
+    import polydiff as pd
+
+    cfg = {"modality": "proteins", "data": {"name": "synthetic", "n": 8, "test": 2, "min_length": 24,
+                                            "max_length": 28},
+           "model": {"name": "frames", **TINY}, "process": {"frames": True, "train_noise": "igso3"},
+           "loss": {"weighting": "frameflow", "manifold_weighting": "velocity", "techniques": {"immiscible": True}},
+           "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "threads": 1}}
+    run = pd.train(cfg, tmp_path / "ot")
+    assert run.step == 2 and math.isfinite(run.metrics["train/loss"])
+
+
+def test_evaluate_a_folder_of_users_files(tmp_path, capsys):
+    from polydiff.cli import main
+    from polydiff_proteins.pdbio import write_pdb
+
+    for i, (bb, _) in enumerate(synthetic_backbones(4, 30, 40, seed=7)):
+        write_pdb(bb, tmp_path / "mine" / f"s{i}.pdb")
+    for i, (bb, _) in enumerate(synthetic_backbones(3, 30, 40, seed=8)):
+        write_pdb(bb, tmp_path / "ref" / f"r{i}.pdb")
+    rc = main(["evaluate", str(tmp_path / "mine"), "--modality", "proteins", "--reference", str(tmp_path / "ref"),
+               "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    got = json.loads((tmp_path / "m.json").read_text())
+    metrics = got.get("metrics", got)
+    assert metrics["ca_ca_dev"] < 0.05 and metrics["n"] == 4 and 0 <= metrics["rama_jsd"] <= 1
