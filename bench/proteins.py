@@ -167,6 +167,7 @@ def plot_scaling(sc: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from polydiff.plugin import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
