@@ -39,7 +39,7 @@ recipe = {
     "data": {"name": "synthetic", "n": 200, "min_length": 40, "max_length": 60, "test": 16},
     "model": {"name": "frames", "dim": 48, "pair_dim": 16, "blocks": 3, "heads": 4},
     "process": {"frames": True, "rot_rate": 10.0},
-    "loss": {"weighting": "x0", "manifold_weighting": "velocity", "techniques": {"self_condition": 0.5}},
+    "loss": {"weighting": "frameflow", "manifold_weighting": "velocity", "techniques": {"self_condition": 0.5}},
     "train": {"max_steps": 250, "batch_size": 8, "lr": 2e-3, "warmup": 20, "accelerator": "cpu", "devices": 1,
               "threads": 2, "checkpoint_every": 250, "progress": not args.quiet},
     "sample": {"num": 12, "sampler": "euler", "steps": 50},
