@@ -2,7 +2,7 @@
 
 - :mod:`.geometry`: ideal backbone geometry, NeRF chain building, frames from N / CA / C atoms
   and full N, CA, C, O backbones back from frames; :class:`Backbone`;
-- :mod:`.synthetic`: the embedded default data (helix bundles, beta meanders, mixed folds built
+- :mod:`.synthetic`: the embedded default data (helix bundles, hairpins, mixed folds built
   from sampled dihedrals);
 - :mod:`.pdbio`: PDB / mmCIF reading (biotite) with per-residue reports, PDB writing;
 - :mod:`.nets`: the IPA frame network and the CA-only EGNN baseline;

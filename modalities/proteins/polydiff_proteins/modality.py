@@ -139,7 +139,7 @@ def _bundle(train: list[Backbone], val: list[Backbone], test: list[Backbone], in
 def synthetic_dataset(n: int = 1000, min_length: int = 40, max_length: int = 100, seed: int = 0,
                       test: int = 64, topologies: Sequence[str] = TOPOLOGIES) -> DataBundle:
     """The embedded default: ``n`` training backbones from :mod:`.synthetic` (helix bundles,
-    beta meanders, mixed folds) plus ``test`` held-out ones (another seed), offline."""
+    hairpins, mixed folds) plus ``test`` held-out ones (another seed), offline."""
     if n < 1 or test < 1:
         raise ValueError(f"need n >= 1 and test >= 1, got n={n}, test={test}")
     topo = tuple(topologies)
