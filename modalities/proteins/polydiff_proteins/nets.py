@@ -83,7 +83,10 @@ class IPA(nn.Module):
         vg = to_global(vp).view(B, N, H, self.pv, 3)
         w_c, w_l = math.sqrt(2 / (9 * self.pq)), math.sqrt(1 / 3)
         logits = torch.einsum("bihc,bjhc->bhij", q, k) / math.sqrt(C) + self.bias(z).permute(0, 3, 1, 2)
-        d2 = ((qp[:, :, None] - kp[:, None]) ** 2).sum((-1, -2))  # (B, N, N, H)
+        # sum over points of |q_i - k_j|^2 as |q_i|^2 + |k_j|^2 - 2 q_i.k_j: no (B, N, N, H, P, 3) tensor
+        qf, kf = qp.flatten(-2), kp.flatten(-2)  # (B, N, H, P * 3)
+        d2 = ((qf**2).sum(-1)[:, :, None] + (kf**2).sum(-1)[:, None]
+              - 2 * torch.einsum("bihc,bjhc->bijh", qf, kf)).clamp_min(0)  # (B, N, N, H)
         gamma = nn.functional.softplus(self.gamma)
         logits = w_l * (logits - 0.5 * w_c * gamma[None, :, None, None] * d2.permute(0, 3, 1, 2))
         logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
