@@ -62,6 +62,7 @@ from .checkpoints import (
     RESUME_KEYS,
     ResumeError,
     load_checkpoint,
+    network_weights,
     save_checkpoint_file,
     scan_checkpoints,
 )
@@ -418,6 +419,8 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     fields = build_fields(cfg, modality, info)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     net = build_network(cfg, modality, info, fields)
+    if cfg.train.init and resume is None:  # fine-tuning: start from another run's weights
+        init_weights(net, cfg.train.init, cfg.source)
     module = DiffusionModule(net, fields, cfg, info, data)
     if launcher:
         out.mkdir(parents=True, exist_ok=True)
@@ -503,6 +506,19 @@ def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
         return check_info(info, "the dataset's info")
     except ValueError as err:
         raise ConfigError(f"{cfg.source}: data: {err}") from err
+
+
+def init_weights(net: nn.Module, path: str | Path, source: str = "recipe") -> None:
+    """Load a checkpoint's network weights (its EMA copy when it has one) into ``net``: the start
+    of a fine-tuning run (``train.init``; the optimiser and the step count start afresh). A
+    checkpoint of another architecture is an error naming both."""
+    ckpt = load_checkpoint(Path(path))
+    try:
+        net.load_state_dict(network_weights(ckpt, ema=True))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{source}: train.init: {path} holds a network of another architecture than this "
+                          f"recipe's model ({first})") from None
 
 
 # recipe keys that may differ when resuming without changing what is computed (with sample.*)

@@ -345,3 +345,23 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     fp = ckpt["polydiff"]["data_fingerprints"]
     assert ckpt["global_step"] == 4 and len(fp) == 2 and fp[0] != fp[1]  # each rank trained on its own data
     assert polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
+
+
+def test_train_init_starts_from_another_runs_weights(tmp_path):
+    """Fine-tuning: ``train.init`` loads a checkpoint's (EMA) weights into a fresh run; another
+    architecture is an error naming the key."""
+    base = polydiff.train(tiny(max_steps=4, checkpoint_every=4), tmp_path / "base", verbose=False)
+    start = {k[len("ema."):]: v for k, v in weights(base.checkpoint).items() if k.startswith("ema.")}
+    seen = {}
+
+    class First(Callback):
+        def on_train_start(self, trainer, module):
+            seen.update({k: v.clone() for k, v in module.net.state_dict().items()})
+
+    polydiff.train(tiny(max_steps=2, init=str(base.checkpoint)), tmp_path / "tuned", verbose=False,
+                   callbacks=[First()])
+    assert seen and all(torch.equal(seen[k], start[k]) for k in start)
+    bad = tiny(max_steps=2, init=str(base.checkpoint))
+    bad["model"]["hidden"] = 8
+    with pytest.raises(ConfigError, match="train.init"):
+        polydiff.train(bad, tmp_path / "bad", verbose=False)

@@ -315,3 +315,20 @@ def test_evaluate_a_folder_of_users_files(tmp_path, capsys):
     got = json.loads((tmp_path / "m.json").read_text())
     metrics = got.get("metrics", got)
     assert metrics["ca_ca_dev"] < 0.05 and metrics["n"] == 4 and 0 <= metrics["rama_jsd"] <= 1
+
+
+@pytest.mark.shared
+def test_fine_tuning_on_the_shared_pdb_files(trained, tmp_path):
+    import polydiff as pd
+
+    if shared_dir() is None:
+        pytest.skip("shared data folder not found")
+    cfg = {"modality": "proteins", "data": {"name": "pdb", "min_length": 60, "max_length": 150},
+           "model": {"name": "frames", **TINY}, "process": {"frames": True},
+           "loss": {"weighting": "frameflow", "manifold_weighting": "velocity", "techniques": {"self_condition": 0.5}},
+           "train": {"max_steps": 2, "batch_size": 2, "checkpoint_every": 2, "threads": 1,
+                     "init": str(trained.checkpoint)}}
+    with pytest.warns(UserWarning, match="skipped"):
+        run = pd.train(cfg, tmp_path / "ft")
+    gen = pd.load(run.checkpoint)
+    assert gen.info["dataset"] == "pdb" and len(gen.generate(1, seed=0, steps=2)) == 1
