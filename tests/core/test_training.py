@@ -363,5 +363,5 @@ def test_train_init_starts_from_another_runs_weights(tmp_path):
     assert seen and all(torch.equal(seen[k], start[k]) for k in start)
     bad = tiny(max_steps=2, init=str(base.checkpoint))
     bad["model"]["hidden"] = 8
-    with pytest.raises(ConfigError, match="train.init"):
+    with pytest.raises(ConfigError, match=r"train\.init"):
         polydiff.train(bad, tmp_path / "bad", verbose=False)
