@@ -332,3 +332,18 @@ def test_fine_tuning_on_the_shared_pdb_files(trained, tmp_path):
         run = pd.train(cfg, tmp_path / "ft")
     gen = pd.load(run.checkpoint)
     assert gen.info["dataset"] == "pdb" and len(gen.generate(1, seed=0, steps=2)) == 1
+
+
+def test_listed_recipes_are_valid_and_copied_to_configs():
+    import polydiff as pd
+    from polydiff.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    m = pd.load_modality("proteins")
+    d = m.describe()
+    assert d["datasets"][0] == "synthetic" and set(d["networks"]) == {"frames", "ca"}
+    assert {"frames", "ca", "frames_pdb"} <= set(d["recipes"]) and set(d["commands"]) == {"scaffold", "check"}
+    for name, path in m.recipes().items():
+        assert (root / "configs" / "proteins" / f"{name}.yaml").read_text() == Path(path).read_text()
+        cfg = load_config(f"proteins:{name}")
+        assert cfg.modality == "proteins"
