@@ -132,8 +132,8 @@ def test_bad_recipes_exit_2_with_one_line(tmp_path, capsys):
     assert "sample.sampler: unknown sampler 'nope'" in one_line_error(code, err)
     code, _, err = run(capsys, "train", GMM, "--set", "data.name=mnist", "--out", tmp_path / "o")
     assert "data.name: modality 'toy' has no dataset 'mnist'; allowed: gmm, csv" in one_line_error(code, err)
-    code, _, err = run(capsys, "train", GMM, "--set", "modality=proteins", "--out", tmp_path / "o")
-    assert "no polydiff modality 'proteins' is installed" in one_line_error(code, err)
+    code, _, err = run(capsys, "train", GMM, "--set", "modality=galaxies", "--out", tmp_path / "o")
+    assert "no polydiff modality 'galaxies' is installed" in one_line_error(code, err)
     code, _, err = run(capsys, "train", GMM, "--set", "train.accelerator=tpu", "--out", tmp_path / "o",
                        "--set", "train.progress=false")
     assert "train:" in one_line_error(code, err)

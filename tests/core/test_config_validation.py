@@ -240,10 +240,10 @@ def test_yaml_errors_name_the_file_line_and_column(tmp_path):
 def test_missing_plugins_say_to_install_from_the_folder(monkeypatch):
     monkeypatch.setattr(reg, "_entry_points", dict)
     with pytest.raises(reg.ModalityNotFound) as err:
-        reg.load_modality("proteins")
+        reg.load_modality("galaxies")
     msg = str(err.value)
-    assert "no polydiff modality 'proteins' is installed" in msg and "pip install polydiff-" not in msg
-    assert "pip install -e modalities/proteins" in msg and "not from PyPI" in msg
+    assert "no polydiff modality 'galaxies' is installed" in msg and "pip install polydiff-" not in msg
+    assert "pip install -e modalities/galaxies" in msg and "not from PyPI" in msg
 
     class Broken:
         dist = None
