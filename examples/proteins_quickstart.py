@@ -5,7 +5,7 @@ diversity and novelty), PDB files, a picture and a motif-scaffolding run.
 
     python examples/proteins_quickstart.py [--out runs/proteins_quickstart] [--quiet]
 
-About a minute and a half on 2 CPU cores; a toy budget, so the backbones are rough. The same
+About 70 seconds on 2 CPU cores (600 training steps); a toy budget, so the backbones are rough. The same
 from the command line, with the full recipe:
 
     polydiff train proteins:frames --out runs/frames
@@ -40,8 +40,8 @@ recipe = {
     "model": {"name": "frames", "dim": 48, "pair_dim": 16, "blocks": 3, "heads": 4},
     "process": {"frames": True, "rot_rate": 10.0},
     "loss": {"weighting": "frameflow", "manifold_weighting": "velocity", "techniques": {"self_condition": 0.5}},
-    "train": {"max_steps": 250, "batch_size": 8, "lr": 2e-3, "warmup": 20, "accelerator": "cpu", "devices": 1,
-              "threads": 2, "checkpoint_every": 250, "progress": not args.quiet},
+    "train": {"max_steps": 600, "batch_size": 8, "lr": 2e-3, "warmup": 20, "accelerator": "cpu", "devices": 1,
+              "threads": 2, "checkpoint_every": 600, "progress": not args.quiet},
     "sample": {"num": 12, "sampler": "euler", "steps": 50},
 }
 run = polydiff.train(recipe, args.out, fresh=True, verbose=False)
