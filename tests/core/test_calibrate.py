@@ -35,6 +35,9 @@ def test_fitted_grid_beats_the_default_on_fresh_samples(target):
     before = _path_error(model, process, default, "unipc", seed=11)
     after = _path_error(model, process, grid, "unipc", seed=11)
     assert after < 0.6 * before, (before, after)
+    # it starts from the grid sample() walks by default (quadratic here) and improves on it too
+    walked = make_grid(process.schedule, 8, process.schedule.sampling_grid("unipc", 8))
+    assert after < 0.8 * _path_error(model, process, walked, "unipc", seed=11)
 
 
 def test_final_zero_multi_field_and_errors(target):
