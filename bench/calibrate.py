@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, environment, header, publish
 
-from polydiff import GaussianProcess, calibrate_grid, get_sampler, make_grid, sample
+from polydiff import GaussianProcess, calibrate_grid, make_grid, sample
+from polydiff.samplers import get_sampler
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
 
 
@@ -90,11 +91,13 @@ def render(res: dict[str, Any]) -> str:
               "RMS distance to a 400-step DPM-Solver++(2M) solution, 2000 fresh samples. Default = the grid "
               "`polydiff.sample` walks for the sampler and step count.", "",
               "| dim | sampler | K | fit cost (model rows) | fit s | error fitted | error default K | default steps "
-              "for the fitted error | NFE saved / sample | break-even samples |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "for the fitted error | NFE saved / sample | break-even samples |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         m = r["default_steps_to_match"]
         be = r["break_even_samples"]
-        lines.append(f"| {r['dim']} | {r['sampler']} | {r['steps']} | {r['fit_model_rows']:,} | {r['fit_seconds']:.1f} | "
+        lines.append(f"| {r['dim']} | {r['sampler']} | {r['steps']} | {r['fit_model_rows']:,} | "
+                     f"{r['fit_seconds']:.1f} | "
                      f"{r['fitted_error']:.4f} | {r['default_error']:.4f} | {'>200' if m is None else m} | "
                      f"{'n/a' if r['nfe_saved_per_sample'] is None else r['nfe_saved_per_sample']} | "
                      f"{'n/a' if be is None else f'{be:,.0f}'} |")
