@@ -13,7 +13,7 @@ For exact Gaussian-mixture denoisers (``toy.gmm.ExactDenoiser``, VP ``vp_discret
   to 200 steps), so every sample saves (M - K) x NFE/step evaluations; break-even: the number of
   samples after which the fit has paid for itself.
 
-    python bench/calibrate.py [--pilot 256] [--trials 150] [--dims 2,16]
+    python bench/calibrate.py [--pilot 256] [--trials 150] [--reference-steps 200] [--dims 2,16] [--stem calibrate]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 counted = Counted(model)
                 t0 = time.perf_counter()
                 grid = calibrate_grid(counted, process, (args.pilot, dim), k, sampler=sampler, seed=0,
-                                      max_trials=args.trials, reference_steps=200)
+                                      max_trials=args.trials, reference_steps=args.reference_steps)
                 secs = time.perf_counter() - t0
                 fitted = path_error(model, process, dim, grid, sampler)
                 default = path_error(model, process, dim, make_grid(s, k, s.sampling_grid(sampler, k)), sampler)
@@ -82,12 +82,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "break_even_samples": None if not saved else counted.rows / saved})
                 print(f"d={dim} {sampler} K={k}: fit {counted.rows} rows, error {fitted:.4f} vs default "
                       f"{default:.4f}, default needs {m} steps", file=sys.stderr, flush=True)
-    return {"rows": rows, "pilot": args.pilot, "trials": args.trials}
+    return {"rows": rows, "pilot": args.pilot, "trials": args.trials, "reference_steps": args.reference_steps}
 
 
 def render(res: dict[str, Any]) -> str:
     lines = header("calibrate_grid: cost of the fit against the sampling it saves", res["environment"])
-    lines += [f"Pilot batch {res['pilot']}, at most {res['trials']} trial grids, 200-step reference. Path error: "
+    lines += [f"Pilot batch {res['pilot']}, at most {res['trials']} trial grids, {res['reference_steps']}-step "
+              "reference. Path error: "
               "RMS distance to a 400-step DPM-Solver++(2M) solution, 2000 fresh samples. Default = the grid "
               "`polydiff.sample` walks for the sampler and step count.", "",
               "| dim | sampler | K | fit cost (model rows) | fit s | error fitted | error default K | default steps "
@@ -109,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pilot", type=int, default=256)
     p.add_argument("--trials", type=int, default=150)
     p.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[2, 16])
+    p.add_argument("--reference-steps", type=int, default=200)
+    p.add_argument("--stem", default="calibrate", help="results file stem in bench/results (default calibrate)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     res = {"environment": environment(command_line("calibrate.py", argv)), **run(args)}
-    publish("calibrate", res, render(res))
+    publish(args.stem, res, render(res))
     return 0
 
 
