@@ -260,6 +260,9 @@ def test_pdb_dataset_and_check_command(tmp_path, capsys):
     with pytest.warns(UserWarning, match="skipped"):
         data = ProteinsModality().dataset("pdb", path=str(folder), min_length=60)
     assert len(data.train) + len(data.test) >= 8 and data.info["dataset"] == "pdb"
+    from polydiff_proteins.modality import _train_reference
+
+    assert len(_train_reference(data.info)) == len(data.train)  # novelty is measured against them
     assert main(["proteins", "check", str(folder / "5L33.pdb")]) == 0
     assert "5L33" in capsys.readouterr().out
     assert main(["proteins", "check", str(folder / "3HTN_chainA.pdb")]) == 1  # it has chain breaks

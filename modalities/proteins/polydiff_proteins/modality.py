@@ -322,4 +322,15 @@ def _train_reference(info: Mapping[str, Any], most: int = 100) -> list[Backbone]
         n = min(int(info["n"]), most)
         return [b for b, _ in synthetic_backbones(n, int(info["min_length"]), int(info["max_length_option"]),
                                                   int(info["seed"]), topo)]
+    if info.get("dataset") == "pdb" and Path(str(info.get("path", ""))).exists():
+        import warnings
+
+        from .pdbio import read_backbones, read_folder
+
+        p = Path(info["path"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the training run reported what it skipped
+            bbs = read_folder(p, split_breaks=True)[0] if p.is_dir() else read_backbones(p, split_breaks=True)[0]
+        names = set(info.get("names", []))
+        return [b for b in bbs if b.name in names][:most] or None
     return None
