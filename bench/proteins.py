@@ -99,7 +99,7 @@ def quality(args: argparse.Namespace, ckpts: dict[str, str]) -> dict[str, Any]:
     gen = polydiff.load(ckpts["frames"])
     data = gen.modality.dataset(gen.config.data.name, **gen.config.data.options)
     held = gen.modality.reference(data) + gen.modality.to_native(
-        {k: v for k, v in data.val.tensors.items()}, data.info)
+        dict(data.val.tensors), data.info)
     train_ref = _train_reference(gen.info, most=60)
     rows: dict[str, Any] = {}
     ref_half = held[len(held) // 2:]
