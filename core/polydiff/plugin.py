@@ -13,8 +13,8 @@ Groups:
 - sampling: :func:`sample`, :class:`SampleSettings`, :class:`SamplingLoop`, :class:`Control`,
   :func:`controlled_sample`, :func:`register` (samplers) with :class:`StepContext`,
   :class:`CategoricalContext` and the coefficient helpers, guidance and observations;
-- training: :func:`diffusion_loss`, the registries of weightings, time densities and
-  objectives, the energy parametrisation, augmentations;
+- training: :func:`diffusion_loss`, the registries of weightings, time densities,
+  objectives and per-sample alignments (:data:`ALIGNMENTS`), the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
   :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
@@ -128,8 +128,10 @@ from .samplers.coefs import check_option, clip_lam, coef_table, lam_step, phi, p
 from .state import FieldSpec, Packer, State, as_fields, field_mask
 from .steering import Control, controlled_sample, steer
 from .structures import Masked, Plain, Symmetric, ZeroCoM, masked_mean
+from .techniques import ALIGNMENTS
 
 __all__ = [
+    "ALIGNMENTS",
     "EDM",
     "EGNN",
     "GRIDS",

@@ -11,6 +11,9 @@
   input, ask for the transformed target, and tell the network which transform was used.
 - :class:`SelfConditioning`: self-conditioning (Chen et al. 2023, "Analog bits"): the
   network also sees its own previous clean estimate.
+- :data:`ALIGNMENTS` / :func:`aligned_loss`: per-sample prior-to-data alignment (a plugin
+  registers how to move its data onto the noise draw it will be paired with: for molecules,
+  the rotation and atom permutation that bring each molecule closest to its noise).
 - :class:`Techniques` / :func:`technique_loss`: the config switches and the loss using them.
 """
 
@@ -28,6 +31,7 @@ from .conditions import drop_condition
 from .estimates import batch_of, call, field_coefs, gaussian_names, tree_map, x0_eps
 from .losses import corrupt, diffusion_loss, sample_time
 from .random import Noise
+from .registry import Registry
 from .state import FieldSpec, Packer, State
 
 Model = Callable[..., Mapping[str, Tensor]]
@@ -182,6 +186,36 @@ def immiscible_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State,
     b = x0.shape[0]
     batch = tree_map(lambda v: v[inv], batch, b)
     cond = tree_map(lambda v: v[inv], cond, b)
+    return diffusion_loss(model, fields, batch, noise, cond=cond, t=t, time_density=time_density, **loss_options)
+
+
+ALIGNMENTS: Registry = Registry("prior-to-data alignment")
+Alignment = Callable[[State, Mapping[str, Tensor]], State]
+
+
+def aligned_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, align: Alignment, *,
+                 time_density: str = "uniform", cond: Any = None, **loss_options: Any
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`polydiff.losses.diffusion_loss` with each sample moved onto its own noise draw.
+
+    The times and noise the loss is about to draw are drawn first on a fork of ``noise``;
+    ``align(batch, eps)`` (``eps``: the Gaussian fields' structured noise) returns the batch
+    transformed by symmetries of the data distribution (rotations, permutations of identical
+    parts) so that it lies closer to its noise; the loss then runs with the same draws. The
+    alignment must keep every mask and shape, so the draws stay the same.
+    """
+    dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
+    t = loss_options.pop("t", None)
+    if t is None:
+        t = sample_time(fields, noise, time_density, **dens)
+    dev = next(iter(batch.values())).device
+    _, aux = corrupt(fields, batch, t.to(dev), fork_noise(noise))
+    eps = {k: aux[k][0] for k in gaussian_names(fields)}
+    if not eps:
+        raise ValueError("prior-to-data alignment needs a Gaussian field")
+    with torch.no_grad():
+        moved = align(batch, eps)
+    batch = {**batch, **moved}
     return diffusion_loss(model, fields, batch, noise, cond=cond, t=t, time_density=time_density, **loss_options)
 
 
@@ -400,6 +434,7 @@ class Techniques:
     """The opt-in training techniques, as read from a recipe's ``loss.techniques`` section:
 
     ``immiscible`` (bool), ``assignment`` ("auction" | "sinkhorn"), ``metric`` ("l2" | "sq"),
+    ``align`` (the name of a registered per-sample alignment, :data:`ALIGNMENTS`),
     ``self_condition`` (probability), ``score_augment`` (probability) with ``augment``
     (transform specs such as ``"flip:x:1"``), ``fp_weight`` (Fokker-Planck penalty weight)
     with ``fp_step`` (relative time step), ``cond_drop`` (condition dropout probability) with
@@ -407,6 +442,7 @@ class Techniques:
     """
 
     immiscible: bool = False
+    align: str = ""
     assignment: str = "auction"
     metric: str = "l2"
     self_condition: float = 0.0
@@ -424,7 +460,12 @@ class Techniques:
         unknown = sorted(set(cfg) - allowed)
         if unknown:
             raise KeyError(f"unknown training techniques {unknown}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**cfg)
+        out = cls(**cfg)
+        if out.align and out.immiscible:
+            raise ValueError("choose one of immiscible (minibatch pairing) and align (per-sample alignment)")
+        if out.align:
+            ALIGNMENTS.get(out.align)  # an unknown name fails here, listing the registered ones
+        return out
 
     def wrap(self, model: Model, fields: Mapping[str, FieldSpec]) -> Model:
         """The network as the loss should call it (self-conditioning, score augmentation)."""
@@ -443,7 +484,9 @@ def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, 
     if techniques.cond_drop > 0:
         batch = drop_condition(batch, techniques.condition_keys, techniques.cond_drop, noise)
     net = techniques.wrap(model, fields)
-    if techniques.immiscible:
+    if techniques.align:
+        loss, logs = aligned_loss(net, fields, batch, noise, ALIGNMENTS.get(techniques.align), **loss_options)
+    elif techniques.immiscible:
         loss, logs = immiscible_loss(net, fields, batch, noise, method=techniques.assignment,
                                      metric=techniques.metric, **loss_options)
     else:

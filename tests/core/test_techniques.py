@@ -10,9 +10,11 @@ import torch
 from polydiff import FieldSpec, GaussianProcess, Masked, Noise
 from polydiff.losses import corrupt, diffusion_loss, sample_time
 from polydiff.techniques import (
+    ALIGNMENTS,
     ScoreAugment,
     SelfConditioning,
     Techniques,
+    aligned_loss,
     assign_noise,
     auction_assignment,
     flip,
@@ -207,3 +209,44 @@ def test_techniques_config_and_loss():
         Techniques.from_config({"immiscibel": True})
     with pytest.raises(ValueError):
         Techniques(score_augment=0.5).wrap(model, fields)
+
+
+def test_aligned_loss_moves_each_sample_onto_its_own_noise_draw():
+    fields = {"x": FieldSpec(PROC)}
+    g = torch.Generator().manual_seed(5)
+    batch = {"x": torch.randn(16, 3, generator=g) + 3, "tag": torch.arange(16)}
+    seen, given = {}, {}
+
+    def net(state, t):
+        seen["x_t"], seen["tag"] = state["x"], state["tag"]
+        return {"x": torch.zeros_like(state["x"])}
+
+    def flip_towards(b, eps):  # a symmetry of a sign-symmetric density: x -> -x where that is closer
+        given["eps"] = eps["x"]
+        closer = ((-b["x"] - eps["x"]).norm(dim=1) < (b["x"] - eps["x"]).norm(dim=1))[:, None]
+        return {"x": torch.where(closer, -b["x"], b["x"])}
+
+    ALIGNMENTS.register("test_flip", "test")(flip_towards)
+    try:
+        aligned_loss(net, fields, batch, Noise(16, seed=1), ALIGNMENTS.get("test_flip"))
+        noise = Noise(16, seed=1)
+        t = sample_time(fields, noise)
+        _, aux = corrupt(fields, batch, t, noise)
+        eps = aux["x"][0]
+        assert torch.equal(given["eps"], eps)  # the alignment saw the very draws the loss used
+        c = PROC.coefs(t.reshape(-1, 1))
+        x0 = (seen["x_t"] - c.sigma * eps) / c.alpha
+        flipped = torch.where(((-batch["x"] - eps).norm(dim=1) < (batch["x"] - eps).norm(dim=1))[:, None],
+                              -batch["x"], batch["x"])
+        x0 = x0.float()
+        assert torch.allclose(x0, flipped, atol=1e-4) and not torch.allclose(x0, batch["x"], atol=1e-2)
+        assert torch.equal(seen["tag"], batch["tag"])  # entries the alignment leaves alone stay
+        tech = Techniques.from_config({"align": "test_flip"})
+        loss, _ = technique_loss(net, fields, batch, Noise(16, seed=1), tech)
+        assert torch.isfinite(loss)
+        with pytest.raises(ValueError, match="one of immiscible"):
+            Techniques.from_config({"align": "test_flip", "immiscible": True})
+        with pytest.raises(KeyError, match="test_flip"):
+            Techniques.from_config({"align": "nope"})
+    finally:
+        ALIGNMENTS._items.pop("test_flip", None)

@@ -1,0 +1,101 @@
+"""The ``md`` modality end to end: the contract kit on the 2-D systems and the peptide, training an
+energy model with and without the Fokker-Planck regulariser, i.i.d. sampling and Langevin
+dynamics from the same model, the ASE calculator on a trained model, and the JS metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from polydiff.plugin import shared_dir
+from polydiff.testing import check_modality
+from polydiff_molecules import MDModality
+from polydiff_molecules.md import EnergyCalculator, mcmc_reference
+from polydiff_molecules.md_modality import js_metrics, model_forces
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ALA = shared_dir() / "data" / "md_alanine_dipeptide" / "ala2_cg5_cgnet.npz"
+TINY = {"hidden": 16, "layers": 1}
+
+
+def needs_alanine(test):
+    """Mark a test as needing ../shared/data/md_alanine_dipeptide and skip it when absent."""
+    skip = pytest.mark.skipif(not ALA.is_file(), reason=f"shared data file {ALA} not found "
+                                                        "(set POLYDIFF_SHARED to the shared folder)")
+    return skip(pytest.mark.shared(test))
+
+
+def test_contract_muller_brown(tmp_path):
+    check_modality(MDModality(), tmp_path, data={"name": "muller_brown", "n": 64, "test": 64},
+                   model={"name": "mlp", **TINY}, n=3, steps=3)
+
+
+@needs_alanine
+def test_contract_alanine(tmp_path):
+    check_modality(MDModality(), tmp_path, data={"name": "alanine", "stride": 50},
+                   model={"name": "beads", **TINY}, n=3, steps=3)
+
+
+def test_js_metrics_can_fail_and_are_near_zero_for_the_same_density():
+    from polydiff_molecules.md import SYSTEMS
+
+    info = {"system": "double_well", "kind": "2d"}
+    a = mcmc_reference(SYSTEMS["double_well"], 20_000, seed=1)
+    b = mcmc_reference(SYSTEMS["double_well"], 20_000, seed=2)
+    same = js_metrics(a, b, info)["js"]
+    shifted = js_metrics(a + np.array([0.5, 0.0]), b, info)["js"]
+    assert same < 0.08 and shifted > 3 * same
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import polydiff as pd
+
+    out = tmp_path_factory.mktemp("mdrun")
+    cfg = {"modality": "md", "data": {"name": "double_well", "n": 512, "test": 512},
+           "model": {"name": "mlp", "hidden": 32, "layers": 2}, "loss": {"weighting": "snr"},
+           "train": {"max_steps": 60, "batch_size": 64, "lr": 3e-3, "checkpoint_every": 60, "log_every": 20,
+                     "threads": 1},
+           "sample": {"num": 64, "sampler": "euler", "steps": 20, "seed": 0}}
+    pd.train(cfg, out)
+    return pd.load(out / "checkpoints" / "last.ckpt")
+
+
+def test_one_model_samples_and_simulates(trained):
+    res = MDModality().evaluate_model(trained, num=256, seed=0, langevin=20, chains=16, every=5, dt=1e-3)
+    for k in ("iid_js", "langevin_js", "data_js", "langevin_minus_iid"):
+        assert k in res and math.isfinite(res[k])
+    assert 0 <= res["data_js"] <= res["iid_js"] + 0.5
+
+
+def test_forces_of_a_trained_model_drive_ase(trained):
+    from ase import Atoms
+
+    force = model_forces(trained)
+    x = torch.tensor([[0.9, 0.1], [-1.0, 0.0]], dtype=torch.float64)
+    f = force(x)
+    assert f.shape == (2, 2) and torch.isfinite(f).all()
+
+    def energy_fn(xb):
+        from polydiff_molecules.md_nets import energy_closure
+        return energy_closure(trained.net.energy, 1e-3)(xb)
+
+    atoms = Atoms("X", positions=[[0.9, 0.1, 0.0]])
+    atoms.calc = EnergyCalculator(energy_fn, kT=1.0, planar=True)
+    got = atoms.get_forces()
+    assert got.shape == (1, 3) and got[0, 2] == 0 and np.isfinite(got).all()
+    assert np.allclose(got[0, :2], f[0].numpy(), atol=1e-4)
+
+
+def test_fokker_planck_regulariser_trains(tmp_path):
+    import polydiff as pd
+
+    cfg = {"modality": "md", "data": {"name": "muller_brown", "n": 64, "test": 64},
+           "model": {"name": "mlp", **TINY}, "loss": {"weighting": "snr", "techniques": {"fp_weight": 5e-4}},
+           "train": {"max_steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1}}
+    run = pd.train(cfg, tmp_path / "fp")
+    assert run.step == 2 and math.isfinite(run.metrics["train/loss"])

@@ -1,0 +1,126 @@
+"""The molecules modality end to end: the contract kit (flow matching with discrete types, the
+EDM-style Gaussian baseline, the e3nn network, bonds), training with prior-to-data alignment,
+property conditioning with classifier-free guidance, and ``polydiff evaluate`` on users' files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from polydiff.testing import check_modality
+from polydiff_molecules import Molecule, MoleculesModality
+from polydiff_molecules.data import embed_smiles
+from polydiff_molecules.modality import make_bundle, pairs_to_matrix, to_states
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {"hidden": 16, "vectors": 4, "layers": 1}
+DATA = {"n": 24, "test_fraction": 0.25}
+
+
+def test_contract_flow_with_discrete_types(tmp_path):
+    check_modality(MoleculesModality(), tmp_path, data=DATA, model={"name": "gvp", **TINY}, n=3, steps=3,
+                   sampler="euler")
+
+
+def test_contract_gaussian_baseline(tmp_path):
+    check_modality(MoleculesModality(), tmp_path, data=DATA, model={"name": "gvp", **TINY},
+                   process={"path": "diffusion", "discrete": False}, n=3, steps=3, sampler="ddpm")
+
+
+def test_contract_e3nn_with_bonds(tmp_path):
+    check_modality(MoleculesModality(), tmp_path, data=DATA,
+                   model={"name": "e3nn", "hidden_irreps": "8x0e+2x1o+2x1e", "layers": 1},
+                   process={"bonds": True}, n=2, steps=2, sampler="euler")
+
+
+def test_states_round_trip_and_bond_pairs():
+    mols = [embed_smiles(s, name=s) for s in ("CCO", "C=CC#N", "O")]
+    info = make_bundle(mols[:2], mols[2:], {"dataset": "test"}).info
+    st = to_states(mols, info["elements"], 12)
+    batch = st.get_batch(torch.arange(3))
+    assert batch["pos"].shape == (3, 9, 3)  # cut to the largest molecule (C3H3N has 7, CCO 9 atoms)
+    com = (batch["pos"] * batch["mask"][..., None]).sum(1)
+    assert torch.allclose(com, torch.zeros_like(com), atol=1e-5)
+    mat = pairs_to_matrix(batch["bonds"], 9)
+    assert torch.equal(mat, mat.transpose(1, 2))
+    back = MoleculesModality().to_native(batch, info)
+    for m, b in zip(mols, back):
+        assert m.symbols == b.symbols and np.array_equal(m.bonds, b.bonds)
+        d0 = np.linalg.norm(m.positions[:, None] - m.positions[None], axis=-1)
+        d1 = np.linalg.norm(b.positions[:, None] - b.positions[None], axis=-1)
+        assert np.allclose(d0, d1, atol=1e-4)
+    with pytest.raises(ValueError, match="element 'S'"):
+        to_states([Molecule(("C", "S"), np.zeros((2, 3)), name="thio")], info["elements"], 4)
+    with pytest.raises(ValueError, match="formal charge 2"):
+        to_states([Molecule(("C",), np.zeros((1, 3)), charges=[2], name="q")], info["elements"], 4)
+
+
+def test_prior_state_sizes_and_conditions():
+    mod = MoleculesModality()
+    info = {"size_hist": [0, 0, 0, 5], "elements": ["H", "C"], "charges": [-1, 0, 1], "bond_orders": [0, 1, 2, 3],
+            "conditions": {"gap": {"kind": "scalar", "low": 0.1, "high": 0.4}}}
+    spec = mod.prior_state(2, info, condition={"atoms": [4, 6], "gap": 0.3})
+    assert spec["mask"].sum(1).tolist() == [4, 6] and spec["pos"] == (2, 6, 3) and spec["bonds"] == (2, 15)
+    assert torch.allclose(spec["gap"], torch.full((2,), 0.3))
+    assert torch.isnan(mod.prior_state(1, info)["gap"]).all()  # no target: the null condition
+    with pytest.raises(ValueError, match="unknown condition 'mu'"):
+        mod.prior_state(1, info, condition={"mu": 1.0})
+    with pytest.raises(ValueError, match="path must be"):
+        mod.fields(info, path="sde")
+    with pytest.raises(ValueError, match="bonds are a discrete field"):
+        mod.fields(info, discrete=False, bonds=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny flow model with alignment and a gap condition, trained end to end on a few steps."""
+    import polydiff as pd
+
+    out = tmp_path_factory.mktemp("molrun")
+    cfg = {"modality": "molecules", "data": {"name": "default", **DATA},
+           "model": {"name": "gvp", **TINY}, "process": {"path": "flow", "discrete": True},
+           "loss": {"weighting": "x0", "techniques": {"align": "molecule"}},
+           "train": {"max_steps": 4, "batch_size": 6, "lr": 1e-3, "checkpoint_every": 4, "log_every": 2,
+                     "threads": 1},
+           "sample": {"num": 4, "sampler": "euler", "steps": 4, "seed": 0}}
+    run = pd.train(cfg, out)
+    assert math.isfinite(run.metrics["train/loss"])
+    return pd.load(out / "checkpoints" / "last.ckpt")
+
+
+def test_trained_model_generates_molecules_and_metrics(trained, tmp_path):
+    mols = trained.generate(3, seed=1, steps=5, condition={"atoms": 7})
+    assert len(mols) == 3 and all(len(m) == 7 and np.isfinite(m.positions).all() for m in mols)
+    assert all(set(m.symbols) <= set(trained.info["elements"]) for m in mols)
+    again = trained.generate(3, seed=1, steps=5, condition={"atoms": 7})
+    assert all(np.array_equal(a.positions, b.positions) and a.symbols == b.symbols for a, b in zip(mols, again))
+    metrics = trained.evaluate(mols)
+    for key in ("atm_stable", "mol_stable", "validity", "novelty"):
+        assert key in metrics and (math.isnan(metrics[key]) or 0 <= metrics[key] <= 1)
+
+
+def test_evaluate_a_folder_of_users_files(tmp_path):
+    from polydiff.cli import main
+    from polydiff_molecules.molio import write_sdf, write_xyz
+
+    mine = [embed_smiles(s, name=f"m{i}") for i, s in enumerate(("CCO", "CC(=O)O", "c1ccccc1", "CCO"))]
+    ref = [embed_smiles(s, name=f"r{i}") for i, s in enumerate(("CCN", "CCC", "OCCO"))]
+    (tmp_path / "mine").mkdir()
+    for m in mine:
+        write_xyz([m], tmp_path / "mine" / f"{m.name}.xyz")
+    write_sdf(ref, tmp_path / "ref.sdf")
+    rc = main(["evaluate", str(tmp_path / "mine"), "--modality", "molecules", "--reference", str(tmp_path / "ref.sdf"),
+               "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    got = json.loads((tmp_path / "m.json").read_text())
+    metrics = got.get("metrics", got)
+    # EDM's distance table reads benzene's 1.39 A aromatic bonds as single: its carbons come out
+    # under-bonded, so benzene is valid but not stable (as QM9's aromatic rings are in EDM's own code)
+    assert metrics["mol_stable"] == 0.75 and metrics["validity"] == 1.0
+    assert metrics["uniqueness"] == 0.75  # CCO twice
+    assert 0 <= metrics["atom_type_tv"] <= 1 and metrics["bond_length_w1"] >= 0
