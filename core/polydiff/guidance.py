@@ -270,7 +270,11 @@ def gradient_guidance(model: Model, fields: Mapping[str, FieldSpec], potential: 
             c = field_coefs(fields[k], t, state[k])
             w = _scale_at(scale, t, k, 0.0, d)
             g = g.detach().to(d.dtype)
-            new[k] = (d + w * c.sigma**2 / c.alpha * g, e - w * c.sigma * g)
+            # w sigma^2 / alpha, taken as 0 where the scale is 0 (a scale that vanishes with
+            # alpha, e.g. scale * alpha_t, stays finite at the noise end of a flow)
+            wt = torch.as_tensor(w, dtype=d.dtype, device=d.device)
+            push = torch.where(wt == 0, torch.zeros((), dtype=d.dtype, device=d.device), wt * c.sigma**2 / c.alpha)
+            new[k] = (d + push * g, e - w * c.sigma * g)
         res = with_x0_eps(out, state, t, fields, new)
         for k, g in zip(mnames, grads[len(names):]):
             if g is not None:

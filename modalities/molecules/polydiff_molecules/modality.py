@@ -440,6 +440,13 @@ class MoleculesModality(Modality):
 
         return per_molecule_flags(list(objects))
 
+    def commands(self) -> dict[str, Any]:
+        """``polydiff molecules regressor`` (property regressors) and ``polydiff molecules
+        property`` (property MAE of targeted generation); see :mod:`.cli`."""
+        from .cli import COMMANDS
+
+        return COMMANDS
+
     def plot(self, objects: Sequence[Molecule], path: Path, reference: Sequence[Molecule] | None = None
              ) -> Path | None:
         try:

@@ -684,6 +684,9 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {"gvp": gvp_network, "e3nn": e3n
 # ---------------------------------------------------------------------------------------------
 # property regressor
 # ---------------------------------------------------------------------------------------------
+SUM_SCALE = 10.0  # the regressor's sum pooling divided by a typical atom count
+
+
 class PropertyRegressor(nn.Module):
     """An E(3)-invariant regressor of one property: ``forward(state, t=None) -> (B,)`` in
     normalised units (``(value - mean) / std`` with the buffers set by :meth:`fit_normaliser`;
@@ -706,7 +709,8 @@ class PropertyRegressor(nn.Module):
         self.time = TimeEmbedding(hidden)
         self.trunk = GVPTrunk(hidden, vectors, layers, rbf, rbf_max, 0, cutoff, update_pos=False)
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        # mean and sum pooling: QM9 holds intensive (gap, HOMO, LUMO) and extensive (alpha, Cv) labels
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
 
@@ -738,7 +742,8 @@ class PropertyRegressor(nn.Module):
         h = (self.atoms(token_features(state["types"], self.vocab.types, node, dt)) + self.time(tt).to(dt)[:, None]) * m
         x0 = torch.where(node[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)).to(dt)
         s, _, _ = self.trunk(h, x0, node, None, self.vocab.pos_scale)
-        pooled = (self.readout(s) * m).sum(1) / m.sum(1).clamp_min(1)
+        total = (self.readout(s) * m).sum(1)
+        pooled = torch.cat([total / m.sum(1).clamp_min(1), total / SUM_SCALE], -1)
         return self.out(pooled)[:, 0].to(x.dtype)
 
     def predict(self, state: Mapping[str, Tensor], t: Tensor | None = None) -> Tensor:

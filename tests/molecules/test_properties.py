@@ -1,0 +1,84 @@
+"""Property regressors and property-targeted generation on a learnable stand-in property (no
+shared data needed): the regressor beats the shuffled baseline, saves and loads, its noisy
+variant guides sampling through the core's gradient guidance, and the MAE protocol runs in
+every mode."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from polydiff_molecules.data import default_molecules
+from polydiff_molecules.modality import MoleculesModality, make_bundle
+from polydiff_molecules.properties import (
+    load_regressor,
+    property_mae,
+    regressor_guidance,
+    save_regressor,
+    shuffled_mae,
+    targets_for,
+    train_regressor,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """Default molecules with a stand-in 'gap': 0.1 per O atom + 0.05 per N atom (+ 0.2)."""
+    mols = default_molecules(n=80)
+    for m in mols:
+        m.properties["gap"] = 0.2 + 0.1 * m.symbols.count("O") + 0.05 * m.symbols.count("N")
+    return make_bundle(mols[:64], mols[64:], {"dataset": "test"}, elements=["H", "C", "N", "O", "F"],
+                       conditions=["gap"])
+
+
+def test_regressor_learns_saves_and_loads(bundle, tmp_path):
+    net, rep = train_regressor(bundle, "gap", steps=150, batch_size=16, hidden=32, layers=2, lr=3e-3, progress=False)
+    base = shuffled_mae(net, bundle.test)
+    assert rep["test_mae"] < 0.6 * base, (rep, base)
+    path = save_regressor(net, tmp_path / "gap.pt", bundle.info, noisy=False, options={"hidden": 32, "layers": 2})
+    back, blob = load_regressor(path)
+    st = bundle.test.get_batch(torch.arange(4))
+    assert torch.allclose(back.predict(st), net.predict(st)) and blob["property"] == "gap"
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_regressor(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="no property 'mu'"):
+        train_regressor(bundle, "mu", steps=1)
+
+
+def test_targets_and_guided_generation(bundle, tmp_path):
+    import polydiff as pd
+
+    ood = targets_for(bundle, "gap", 5, "ood")
+    assert torch.allclose(ood, ood[:1].expand(5)) and float(ood[0]) >= float(bundle.train.tensors["gap"].median())
+    idt = targets_for(bundle, "gap", 5, "id", seed=1)
+    assert set(idt.tolist()) <= set(bundle.test.tensors["gap"].tolist())
+    cfg = {"modality": "molecules", "data": {"name": "default", "n": 24, "test_fraction": 0.25},
+           "model": {"name": "gvp", "hidden": 16, "vectors": 4, "layers": 1},
+           "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "threads": 1},
+           "sample": {"num": 2, "sampler": "euler", "steps": 3, "seed": 0}}
+    pd.train(cfg, tmp_path / "run")
+    gen = pd.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    guide, _ = train_regressor(bundle, "gap", fields=gen.fields, noisy=True, steps=20, batch_size=8, hidden=16,
+                               layers=1, progress=False)
+    evaluator, _ = train_regressor(bundle, "gap", steps=20, batch_size=8, hidden=16, layers=1, progress=False)
+    # gradient guidance moves the sampled positions; the unguided run is reproduced exactly
+    from polydiff.plugin import Control
+
+    plain = gen.generate(2, seed=3, steps=3, condition={"atoms": 6})
+    again = gen.generate(2, seed=3, steps=3, condition={"atoms": 6})
+    pushed = gen.generate(2, seed=3, steps=3, condition={"atoms": 6},
+                          control=Control(guidance=regressor_guidance(guide, 0.9, gen.fields, scale=5.0)))
+    assert all((a.positions == b.positions).all() for a, b in zip(plain, again))
+    assert any(not (a.positions == b.positions).all() for a, b in zip(plain, pushed))
+    res = property_mae(gen, evaluator, idt[:2], mode="unconditional", steps=3)
+    assert math.isfinite(res["mae"]) and res["n"] == 2
+    res = property_mae(gen, evaluator, idt[:2], mode="gradient", guide=guide, steps=3)
+    assert math.isfinite(res["mae"])
+    with pytest.raises(ValueError, match="needs a noise-aware regressor"):
+        property_mae(gen, evaluator, idt[:2], mode="gradient")
+    assert MoleculesModality().commands().keys() == {"regressor", "property"}
