@@ -44,7 +44,7 @@ def test_regressor_learns_saves_and_loads(bundle, tmp_path):
     st = bundle.test.get_batch(torch.arange(4))
     assert torch.allclose(back.predict(st), net.predict(st)) and blob["property"] == "gap"
     (tmp_path / "bad.pt").write_bytes(b"nope")
-    with pytest.raises(ValueError, match="bad.pt"):
+    with pytest.raises(ValueError, match=r"bad\.pt"):
         load_regressor(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no property 'mu'"):
         train_regressor(bundle, "mu", steps=1)

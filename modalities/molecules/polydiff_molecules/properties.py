@@ -65,7 +65,7 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
     n = len(bundle.train)
     t0 = time.perf_counter()
     bar = _bar(steps, f"regressor {prop}") if progress else None
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         batch = bundle.train.get_batch(idx)
         t = None
