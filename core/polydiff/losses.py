@@ -55,6 +55,15 @@ def w_min_snr(c: Coefs, kind: str, gamma: float = 5.0, **_: float) -> Tensor:
     return torch.clamp((c.alpha / c.sigma) ** 2, max=gamma)
 
 
+@WEIGHTINGS.register("velocity", "x0-space weight 1 / max(sigma, sigma_min)^2, sigma_min 0.1: the velocity MSE of "
+                     "the linear interpolant (rectified flow) predicted in x0, clipped near the data as FrameFlow")
+def w_velocity(c: Coefs, kind: str, sigma_min: float = 0.1, **_: float) -> Tensor:
+    """For ``x_t = (1 - t) x0 + t eps`` the velocity error is the x0 error over ``t``
+    (= sigma): local geometry at low noise weighs up to ``1 / sigma_min^2`` times more than
+    the global layout at high noise."""
+    return 1.0 / torch.clamp(c.sigma, min=sigma_min) ** 2
+
+
 @WEIGHTINGS.register("edm", "EDM: (s^2 + sd^2) / (s sd)^2 with s = sigma/alpha (Karras et al. 2022)")
 def w_edm(c: Coefs, kind: str, sigma_data: float = 0.5, **_: float) -> Tensor:
     s = c.sigma / c.alpha

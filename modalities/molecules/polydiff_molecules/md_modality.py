@@ -36,6 +36,7 @@ from polydiff.plugin import (
     ZeroCoM,
     atomic_write,
     check_info,
+    package_recipes,
     rotate,
 )
 
@@ -134,6 +135,10 @@ class MDModality(Modality):
     name = "md"
     description = ("energy-based diffusion for molecular dynamics (ScoreMD-style): one energy model for i.i.d. "
                    "sampling and Langevin MD (ASE); Müller-Brown, double well, coarse-grained alanine dipeptide")
+
+    def recipes(self) -> dict[str, Path]:
+        """The YAML recipes of ``md_recipes/`` (the package's ``recipes/`` are the molecules')."""
+        return package_recipes(__package__, "md_recipes")
 
     def datasets(self) -> dict[str, Callable[..., DataBundle]]:
         return {"muller_brown": muller_brown_dataset, "double_well": double_well_dataset, "alanine": alanine_dataset}

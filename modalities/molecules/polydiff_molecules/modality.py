@@ -228,45 +228,48 @@ def align_molecules(batch: Mapping[str, Tensor], eps: Mapping[str, Tensor], roun
     x, e, m = batch["pos"], eps["pos"], batch["mask"].bool()
     out = {k: batch[k].clone() for k in ("pos", "types", "charges", "types_onehot", "charges_onehot") if k in batch}
     n = x.shape[1]
+    xs, es, ms = x.detach().double().cpu().numpy(), e.detach().double().cpu().numpy(), m.cpu().numpy()
     has_bonds = "bonds" in batch
     if has_bonds:
         mat = pairs_to_matrix(batch["bonds"], n)
         i, j = pair_index(n, x.device)
         new_bonds = batch["bonds"].clone()
+    # small per-molecule problems: numpy is several times faster than torch at this size
     for b in range(x.shape[0]):
-        idx = torch.nonzero(m[b]).squeeze(1)
-        src, eb = x[b, idx].double(), e[b, idx].double()
-        rot = torch.eye(3, dtype=torch.float64, device=x.device)
+        idx = np.nonzero(ms[b])[0]
+        src, eb = xs[b, idx], es[b, idx]
+        rot = np.eye(3)
         best = None
         for _ in range(rounds):  # alternate: atoms matched to the noise, then the best rotation
-            cost = torch.cdist(src @ rot, eb).pow(2).cpu().numpy()
+            moved = src @ rot
+            cost = ((moved[:, None, :] - eb[None, :, :]) ** 2).sum(-1)
             _, col = linear_sum_assignment(cost)          # data atom a goes to noise slot col[a]
-            col_t = torch.as_tensor(col, device=x.device)
-            rot = _kabsch(src, eb[col_t])
-            err = float(((src @ rot - eb[col_t]) ** 2).sum())
+            rot = _kabsch(src, eb[col])
+            err = float(((src @ rot - eb[col]) ** 2).sum())
             if best is not None and err >= best[0] - 1e-12:
                 break
-            best = (err, col_t, rot)
-        _, col_t, rot = best
-        target = idx[col_t]
-        out["pos"][b, target] = (src @ rot).to(x.dtype)
+            best = (err, col, rot)
+        _, col, rot = best
+        target = torch.as_tensor(idx[col], device=x.device)
+        old = torch.as_tensor(idx, device=x.device)
+        out["pos"][b, target] = torch.as_tensor(src @ rot, dtype=x.dtype, device=x.device)
         for k in ("types", "charges", "types_onehot", "charges_onehot"):
             if k in out:
-                out[k][b, target] = batch[k][b, idx]
+                out[k][b, target] = batch[k][b, old]
         if has_bonds:
             perm = torch.arange(n, device=x.device)
-            perm[target] = idx  # new atom target[a] is old atom idx[a]
+            perm[target] = old  # new atom target[a] is old atom idx[a]
             new_bonds[b] = mat[b][perm][:, perm][i, j]
     if has_bonds:
         out["bonds"] = new_bonds
     return out
 
 
-def _kabsch(x: Tensor, y: Tensor) -> Tensor:
+def _kabsch(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The proper rotation ``R`` minimising ``|x R - y|`` for centred point sets (n, 3)."""
-    u, _, vt = torch.linalg.svd(x.T @ y)
-    d = torch.sign(torch.linalg.det(u @ vt))
-    return u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vt
+    u, _, vt = np.linalg.svd(x.T @ y)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 # -- fields and networks -------------------------------------------------------------------------

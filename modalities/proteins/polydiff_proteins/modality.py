@@ -53,13 +53,11 @@ from .synthetic import TOPOLOGIES, synthetic_backbones
 SCALE = 0.1  # Angstrom -> nanometre
 
 
-@WEIGHTINGS.register("frameflow", "x0-space weight 1 / max(sigma, sigma_min)^2, sigma_min 0.1: FrameFlow's clipped "
-                     "velocity loss for the linear interpolant")
-def w_frameflow(c: Any, kind: str, sigma_min: float = 0.1, **_: float) -> Tensor:
-    """FrameFlow's translation loss: the x0 error over the noise level ``t`` (the velocity error
-    of the linear interpolant), with ``t`` clipped below at ``sigma_min``, so local geometry at
-    low noise weighs up to 100 times more than the global layout at high noise."""
-    return 1.0 / torch.clamp(c.sigma, min=sigma_min) ** 2
+@WEIGHTINGS.register("frameflow", "FrameFlow's clipped velocity loss for the linear interpolant: the core's "
+                     "'velocity' weighting, 1 / max(sigma, 0.1)^2 in x0-space")
+def w_frameflow(c: Any, kind: str, sigma_min: float = 0.1, **options: float) -> Tensor:
+    """FrameFlow's translation loss, kept under its recipe name: the core ``velocity`` weighting."""
+    return WEIGHTINGS.get("velocity")(c, kind, sigma_min=sigma_min)
 
 
 # -- processes ---------------------------------------------------------------------------------
