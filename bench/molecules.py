@@ -188,7 +188,7 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
     mod = MoleculesModality()
     data = qm9_dataset(n=min(args.n, 2000))
     fields = mod.fields(data.info)
-    net = mod.networks()["gvp"](data.info, fields, hidden=128, vectors=16, layers=6)
+    net = mod.networks()["gvp"](data.info, fields, hidden=128, vectors=16, layers=6, rbf=48, rbf_max=10.0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     from polydiff_molecules.modality import align_molecules
 
@@ -202,7 +202,7 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
         noise = Noise(64, generator=torch.Generator().manual_seed(step))
         from polydiff.techniques import aligned_loss
 
-        loss, _ = aligned_loss(net, fields, batch, noise, align_molecules, weighting="x0")
+        loss, _ = aligned_loss(net, fields, batch, noise, align_molecules, weighting="velocity")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--runs", type=Path, default=Path("/tmp/polydiff-bench-molecules"))
     p.add_argument("--n", type=int, default=4000, help="QM9 molecules per half")
-    p.add_argument("--steps", type=int, default=2000, help="training steps of the unconditional models")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of the unconditional models")
     p.add_argument("--prop-steps", type=int, default=1200, help="training steps of the conditional models")
     p.add_argument("--reg-steps", type=int, default=800, help="training steps of each regressor")
     p.add_argument("--samples", type=int, default=256)
