@@ -224,6 +224,16 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_md(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
+    """The MD section: the published ``bench/molecules_md.py`` results when present (that script
+    runs alone in about 13 minutes), else a run of it here."""
+    js, md_path = RESULTS / "molecules_md.json", RESULTS / "molecules_md.md"
+    if js.is_file() and md_path.is_file() and not args.quick:
+        text = md_path.read_text().splitlines()
+        body = text[next(i for i, line in enumerate(text) if line.startswith("## ")):]
+        env = json.loads(js.read_text()).get("environment", {})
+        return {"results": json.loads(js.read_text()), "from": "bench/results/molecules_md.json",
+                "markdown": "\n".join([f"(From `{env.get('command', 'python bench/molecules_md.py')}` at commit "
+                                        f"`{env.get('commit', '?')}`.)", "", *body])}
     from molecules_md import run_md
 
     res, md = run_md(runs / "md", quick=args.quick)
