@@ -249,6 +249,12 @@ def _f(v: Any, d: int = 3) -> str:
 def render(res: dict[str, Any]) -> str:
     lines = header("Molecules: PropMolFlow-style flow matching, EDM baseline, properties, speed, energy MD",
                    res["environment"])
+    done = [f"{k} ({res[k]['part_seconds'] / 60:.0f} min)" for k in PARTS[:-1]
+            if k in res and "part_seconds" in res[k]]
+    if done:
+        lines += [f"Parts rendered from `RUNS/<part>.json`, each computed by `python bench/molecules.py --parts <part> "
+                  f"--runs RUNS` with the defaults above: {', '.join(done)}; the unconditional and properties parts "
+                  "ran side by side on one thread each.", ""]
     u = res.get("unconditional")
     if u:
         tr = u["training"]
