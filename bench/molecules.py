@@ -181,8 +181,9 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
     and step of the flow model at EDM's measured size, 2 threads, on real QM9 batches."""
     import statistics
 
-    from polydiff.plugin import Noise
-    from polydiff_molecules.modality import MoleculesModality, qm9_dataset
+    from polydiff.plugin import Noise, SampleSettings, controlled_sample
+    from polydiff.techniques import aligned_loss
+    from polydiff_molecules.modality import MoleculesModality, align_molecules, qm9_dataset
 
     torch.set_num_threads(2)
     mod = MoleculesModality()
@@ -190,18 +191,13 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
     fields = mod.fields(data.info)
     net = mod.networks()["gvp"](data.info, fields, hidden=128, vectors=16, layers=6, rbf=48, rbf_max=10.0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    from polydiff_molecules.modality import align_molecules
 
     times = []
     g = torch.Generator().manual_seed(0)
     for step in range(7):
         batch = data.train.get_batch(torch.randint(0, len(data.train), (64,), generator=g))
         t0 = time.perf_counter()
-        from polydiff.plugin import ALIGNMENTS  # noqa: F401 - the registered alignment is used below
-
         noise = Noise(64, generator=torch.Generator().manual_seed(step))
-        from polydiff.techniques import aligned_loss
-
         loss, _ = aligned_loss(net, fields, batch, noise, align_molecules, weighting="velocity")
         opt.zero_grad()
         loss.backward()
@@ -209,8 +205,6 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     params = sum(p.numel() for p in net.parameters())
     net.eval()
-    from polydiff.plugin import SampleSettings, controlled_sample
-
     spec = mod.prior_state(16, data.info, torch.Generator().manual_seed(0))
     spec = {k: v for k, v in spec.items() if k in fields or not isinstance(v, tuple)}
     steps = 10 if args.quick else 50

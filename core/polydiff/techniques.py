@@ -159,6 +159,22 @@ def fork_noise(noise: Noise) -> Noise:
     return out
 
 
+def _preview_noise(fields: Mapping[str, FieldSpec], batch: State, noise: Noise, time_density: str,
+                   loss_options: dict[str, Any], what: str) -> tuple[Tensor, dict[str, Tensor]]:
+    """The times (``loss_options["t"]``, popped, or drawn) and the Gaussian fields' structured
+    noise the loss is about to draw, drawn on a fork of ``noise`` so the loss draws them again."""
+    dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
+    t = loss_options.pop("t", None)
+    if t is None:
+        t = sample_time(fields, noise, time_density, **dens)
+    dev = next(iter(batch.values())).device
+    _, aux = corrupt(fields, batch, t.to(dev), fork_noise(noise))
+    eps = {k: aux[k][0] for k in gaussian_names(fields)}
+    if not eps:
+        raise ValueError(f"{what} needs a Gaussian field")
+    return t, eps
+
+
 def immiscible_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
                     method: str = "auction", metric: str = "l2", time_density: str = "uniform", cond: Any = None,
                     **loss_options: Any) -> tuple[Tensor, dict[str, Tensor]]:
@@ -169,17 +185,9 @@ def immiscible_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State,
     is assigned to (distance over all Gaussian fields), and the loss runs with the same draws.
     Structured noise follows its sample (masks move with the data).
     """
-    dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
-    t = loss_options.pop("t", None)
-    if t is None:
-        t = sample_time(fields, noise, time_density, **dens)
-    dev = next(iter(batch.values())).device
-    _, aux = corrupt(fields, batch, t.to(dev), fork_noise(noise))
-    names = gaussian_names(fields)
-    if not names:
-        raise ValueError("immiscible diffusion needs a Gaussian field")
-    x0 = torch.cat([batch[k].reshape(batch[k].shape[0], -1) for k in names], 1)
-    eps = torch.cat([aux[k][0].reshape(aux[k][0].shape[0], -1) for k in names], 1)
+    t, noises = _preview_noise(fields, batch, noise, time_density, loss_options, "immiscible diffusion")
+    x0 = torch.cat([batch[k].reshape(batch[k].shape[0], -1) for k in noises], 1)
+    eps = torch.cat([v.reshape(v.shape[0], -1) for v in noises.values()], 1)
     perm = assign_noise(x0, eps, metric=metric, method=method)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(len(perm), device=perm.device)
@@ -204,15 +212,7 @@ def aligned_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, no
     parts) so that it lies closer to its noise; the loss then runs with the same draws. The
     alignment must keep every mask and shape, so the draws stay the same.
     """
-    dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
-    t = loss_options.pop("t", None)
-    if t is None:
-        t = sample_time(fields, noise, time_density, **dens)
-    dev = next(iter(batch.values())).device
-    _, aux = corrupt(fields, batch, t.to(dev), fork_noise(noise))
-    eps = {k: aux[k][0] for k in gaussian_names(fields)}
-    if not eps:
-        raise ValueError("prior-to-data alignment needs a Gaussian field")
+    t, eps = _preview_noise(fields, batch, noise, time_density, loss_options, "prior-to-data alignment")
     with torch.no_grad():
         moved = align(batch, eps)
     batch = {**batch, **moved}
