@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float = 0.0  # wall-time budget of this call (stops early, saving last.ckpt); 0: none
     init: str | None = None  # checkpoint whose network (EMA) weights start a fresh run: fine-tuning
+    init_partial: bool = False  # init loads the weights whose names and shapes match; the rest stay fresh (new heads)
     checkpoint_every: int = 500
     log_every: int = 50
     val_every: int = 0  # steps between validation losses; 0 turns validation off

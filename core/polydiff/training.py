@@ -420,7 +420,7 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     torch.manual_seed(cfg.train.seed)  # the initial weights
     net = build_network(cfg, modality, info, fields)
     if cfg.train.init and resume is None:  # fine-tuning: start from another run's weights
-        init_weights(net, cfg.train.init, cfg.source)
+        init_weights(net, cfg.train.init, cfg.source, partial=cfg.train.init_partial, verbose=launcher and verbose)
     module = DiffusionModule(net, fields, cfg, info, data)
     if launcher:
         out.mkdir(parents=True, exist_ok=True)
@@ -508,17 +508,37 @@ def _plain_info(info: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
         raise ConfigError(f"{cfg.source}: data: {err}") from err
 
 
-def init_weights(net: nn.Module, path: str | Path, source: str = "recipe") -> None:
+def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, partial: bool = False,
+                 verbose: bool = True) -> list[str]:
     """Load a checkpoint's network weights (its EMA copy when it has one) into ``net``: the start
     of a fine-tuning run (``train.init``; the optimiser and the step count start afresh). A
-    checkpoint of another architecture is an error naming both."""
+    checkpoint of another architecture is an error naming both.
+
+    ``partial`` (``train.init_partial``) loads only the tensors whose names and shapes match,
+    so a network with a new head (e.g. a condition embedding for another property, as in
+    transfer learning from formation energy to band gap) starts from the shared weights; the
+    names left fresh are returned and reported. Nothing matching at all is still an error."""
     ckpt = load_checkpoint(Path(path))
+    weights = network_weights(ckpt, ema=True)
+    if partial:
+        own = net.state_dict()
+        keep = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+        if not keep:
+            raise ConfigError(f"{source}: train.init: {path} shares no weight (name and shape) with this recipe's "
+                              "model")
+        net.load_state_dict(keep, strict=False)
+        fresh = sorted(set(own) - set(keep))
+        if verbose:
+            print(f"polydiff: train.init: loaded {len(keep)} of {len(own)} tensors from {path}; fresh: "
+                  f"{', '.join(fresh[:8]) or 'none'}{' ...' if len(fresh) > 8 else ''}", file=sys.stderr, flush=True)
+        return fresh
     try:
-        net.load_state_dict(network_weights(ckpt, ema=True))
+        net.load_state_dict(weights)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ConfigError(f"{source}: train.init: {path} holds a network of another architecture than this "
                           f"recipe's model ({first})") from None
+    return []
 
 
 # recipe keys that may differ when resuming without changing what is computed (with sample.*)

@@ -365,3 +365,29 @@ def test_train_init_starts_from_another_runs_weights(tmp_path):
     bad["model"]["hidden"] = 8
     with pytest.raises(ConfigError, match=r"train\.init"):
         polydiff.train(bad, tmp_path / "bad", verbose=False)
+
+
+def test_train_init_partial_keeps_matching_weights_and_leaves_new_ones_fresh(tmp_path, capsys):
+    """``train.init_partial``: a deeper network starts from the shared layers of a shallower
+    run (transfer learning onto a new head); the fresh tensors are reported; a model sharing no
+    weight is still an error."""
+    base = polydiff.train(tiny(max_steps=4, checkpoint_every=4), tmp_path / "base", verbose=False)
+    start = {k[len("ema."):]: v for k, v in weights(base.checkpoint).items() if k.startswith("ema.")}
+    seen = {}
+
+    class First(Callback):
+        def on_train_start(self, trainer, module):
+            seen.update({k: v.clone() for k, v in module.net.state_dict().items()})
+
+    deeper = tiny(max_steps=2, init=str(base.checkpoint), init_partial=True)
+    deeper["model"]["depth"] = 2
+    polydiff.train(deeper, tmp_path / "tuned", verbose=True, callbacks=[First()])
+    same = [k for k in seen if k in start and seen[k].shape == start[k].shape]
+    fresh = [k for k in seen if k not in same]
+    assert same and fresh
+    assert all(torch.equal(seen[k], start[k]) for k in same)
+    assert "fresh:" in capsys.readouterr().err
+    from polydiff.training import init_weights
+
+    with pytest.raises(ConfigError, match="shares no weight"):
+        init_weights(torch.nn.Linear(3, 7), base.checkpoint, partial=True)
