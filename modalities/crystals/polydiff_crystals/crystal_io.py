@@ -1,0 +1,482 @@
+"""Crystal files: CIF, POSCAR/CONTCAR, extended XYZ, CSV tables of CIF strings, and pymatgen JSON.
+
+The native object is a pymatgen :class:`~pymatgen.core.Structure`; its metadata lives in
+``structure.properties``: ``"name"`` (always) and float properties where known
+(``"formation_energy"`` eV/atom, ``"band_gap"`` eV, ``"energy_per_atom"`` ...).
+
+Reading is forgiving where datasets are usually dirty and strict elsewhere: an unparsable CIF
+(a file, a data block or a CSV row) is skipped with its reason, and the skips are counted and
+reported with one warning per file; any other malformed input (a POSCAR, an extXYZ frame without
+a cell, a non-numeric property cell) raises :class:`CrystalFileError` naming the file and the
+line, frame, row or column. Writing goes through :func:`polydiff.plugin.atomic_write`, so an
+existing file is replaced only by a complete new one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+from pymatgen.io.vasp import Poscar
+
+from polydiff.plugin import atomic_write, read_text
+
+__all__ = [
+    "STRUCTURE_SUFFIXES",
+    "SUMMARY_COLUMNS",
+    "CrystalFileError",
+    "read_cif_csv",
+    "read_structures",
+    "structure_name",
+    "write_structures",
+]
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".csv", ".json")
+SUMMARY_COLUMNS = ("name", "formula", "spacegroup_symbol", "spacegroup_number", "density", "volume", "n_sites",
+                   "n_elements")
+WRITE_FORMATS = {"cif": ".cif", "poscar": ".vasp", "extxyz": ".extxyz"}
+_SHOWN_REASONS = 3  # skip reasons quoted in a warning
+
+
+class CrystalFileError(ValueError):
+    """A crystal file that cannot be read: the message starts with the file's path and names the
+    line, data block, frame, row or column where known, and what is wrong."""
+
+
+class _NoCifColumn(CrystalFileError):
+    """A CSV file without a ``cif`` column (a folder scan skips such tables, e.g. a summary)."""
+
+
+def structure_name(structure: Structure, default: str = "structure") -> str:
+    """The ``"name"`` property of ``structure``, or ``default``."""
+    name = (structure.properties or {}).get("name")
+    return str(name) if name not in (None, "") else default
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_structures(path: Path | str, *, properties: Sequence[str] | None = None) -> list[Structure]:
+    """The structures of a file, or of every structure file of a folder (not recursive, sorted by
+    name; hidden files ignored, other files skipped with a count).
+
+    Formats by name: ``.cif`` (several data blocks give several structures), ``POSCAR*`` /
+    ``CONTCAR*`` / ``*.vasp`` / ``*.poscar``, ``.extxyz`` / ``.xyz`` (ASE extended XYZ with a
+    ``Lattice``; several frames allowed), ``.csv`` (a ``cif`` column, see :func:`read_cif_csv`),
+    ``.json`` (pymatgen Structure dicts, one or a list). ``properties`` names the numeric
+    properties to keep (CSV columns, extXYZ info keys, JSON properties); ``None`` keeps all.
+    Names: the file stem, ``<stem>_<k>`` for the k-th (0-based) block or frame of a file holding
+    several, the CSV ``material_id`` column, else ``row<k>``. Unparsable CIFs are skipped and
+    reported (one warning per file); if nothing at all could be read, :class:`CrystalFileError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CrystalFileError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_folder(path, properties)
+    if _format_of(path) is None:
+        raise CrystalFileError(f"{path}: not a crystal file (expected .cif, POSCAR/CONTCAR, .vasp, .poscar, "
+                               ".extxyz, .xyz, .csv or .json)")
+    structures, reasons = _read_file(path, properties)
+    if not structures:
+        raise CrystalFileError(f"{path}: no structure could be read: {_listing(reasons)}")
+    _report(path, reasons, len(structures))
+    return structures
+
+
+def read_cif_csv(path: Path | str, *, limit: int | None = None, columns: Mapping[str, str] | None = None
+                 ) -> tuple[list[Structure], int]:
+    """The structures of a CSV table with a ``cif`` column of CIF strings, and the number of rows
+    skipped because their CIF could not be parsed (reported in one warning).
+
+    ``limit`` reads only the first ``limit`` data rows (file order). ``columns`` maps a CSV column
+    to a property name (e.g. ``{"heat_ref": "formation_energy"}``); a named column that is absent,
+    or a cell that is not a number, is a :class:`CrystalFileError` naming the row and column
+    (empty cells leave the property unset). Without ``columns`` every column except ``cif``,
+    ``material_id`` and an unnamed index whose cells are all numbers is kept under its own name.
+    Names come from ``material_id``, else ``row<k>`` (k the 0-based data row)."""
+    path = Path(path)
+    structures, reasons = _read_csv(path, limit=limit, columns=columns)
+    _report(path, reasons, len(structures))
+    return structures, len(reasons)
+
+
+def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structure]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    unrelated = [p.name for p in files if _format_of(p) is None]
+    if unrelated:
+        warnings.warn(f"{folder}: skipped {len(unrelated)} file(s) that are not crystal files: "
+                      f"{_listing(unrelated)}", stacklevel=3)
+    out: list[Structure] = []
+    all_reasons: list[str] = []
+    tables: list[str] = []
+    for file in files:
+        if _format_of(file) is None:
+            continue
+        try:
+            structures, reasons = _read_file(file, properties)
+        except _NoCifColumn:
+            tables.append(file.name)
+            continue
+        _report(file, reasons, len(structures), stacklevel=4)
+        out.extend(structures)
+        all_reasons.extend(f"{file.name}: {r}" for r in reasons)
+    if tables:
+        warnings.warn(f"{folder}: skipped {len(tables)} CSV file(s) without a 'cif' column (not structure "
+                      f"tables): {_listing(tables)}", stacklevel=3)
+    if not out:
+        detail = f": {_listing(all_reasons)}" if all_reasons else " (no crystal files found)"
+        raise CrystalFileError(f"{folder}: no structure could be read{detail}")
+    return out
+
+
+def _format_of(path: Path) -> str | None:
+    name, suffix = path.name.upper(), path.suffix.lower()
+    if suffix == ".cif":
+        return "cif"
+    if name.startswith(("POSCAR", "CONTCAR")) or suffix in (".vasp", ".poscar"):
+        return "poscar"
+    if suffix in (".extxyz", ".xyz"):
+        return "extxyz"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".json":
+        return "json"
+    return None
+
+
+def _read_file(path: Path, properties: Sequence[str] | None) -> tuple[list[Structure], list[str]]:
+    """(structures, skip reasons) of one file."""
+    fmt = _format_of(path)
+    if fmt == "cif":
+        return _read_cif_file(path)
+    if fmt == "csv":
+        columns = None if properties is None else {p: p for p in properties}
+        return _read_csv(path, limit=None, columns=columns)
+    if fmt == "poscar":
+        return [_read_poscar(path)], []
+    if fmt == "extxyz":
+        return _read_extxyz(path, properties), []
+    return _read_json(path, properties), []
+
+
+def _report(path: Path, reasons: list[str], n_read: int, stacklevel: int = 3) -> None:
+    if reasons:
+        warnings.warn(f"{path}: skipped {len(reasons)} of {len(reasons) + n_read} structures that could not be "
+                      f"read: {_listing(reasons)}", stacklevel=stacklevel)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = "; ".join(items[:_SHOWN_REASONS])
+    return shown + (f"; ... ({len(items) - _SHOWN_REASONS} more)" if len(items) > _SHOWN_REASONS else "")
+
+
+def _named(structure: Structure, name: str, props: Mapping[str, Any] | None = None) -> Structure:
+    structure.properties = {"name": name, **(props or {})}
+    return structure
+
+
+# CIF ----------------------------------------------------------------------------------------------------
+
+
+def parse_cif(text: str) -> Structure:
+    """One ordered structure from CIF text (its first data block), as pymatgen's
+    ``Structure.from_str(text, fmt="cif")`` builds it. A ValueError gives the reason (pymatgen's
+    message and the warnings it raised while failing)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            structure = Structure.from_str(text, fmt="cif")
+        except Exception as err:  # any parser failure is a reason to skip this CIF
+            said = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+            said = [m for m in said if not m.startswith("Issues encountered")] or said  # that one repeats the rest
+            detail = f" ({'; '.join(said)})" if said else ""
+            reason = f"{type(err).__name__}: {err}{detail}"
+            raise ValueError(reason if len(reason) <= 300 else reason[:297] + "...") from None
+    if len(structure) == 0:
+        raise ValueError("no atom sites")
+    if not structure.is_ordered:
+        raise ValueError("partial occupancies (disordered sites) are not supported")
+    return structure
+
+
+def cif_blocks(text: str) -> list[tuple[int, str]]:
+    """The data blocks of CIF text as (1-based line of ``data_``, block text); text before the
+    first block (comments) goes with it, and a ``data_`` inside a ``;`` text field is not a block."""
+    lines = text.splitlines(keepends=True)
+    starts, in_field = [], False
+    for i, line in enumerate(lines):
+        if line.startswith(";"):
+            in_field = not in_field
+        elif not in_field and line.lstrip().lower().startswith("data_"):
+            starts.append(i)
+    if not starts:
+        return []
+    bounds = [0, *starts[1:], len(lines)]
+    return [(starts[k] + 1, "".join(lines[bounds[k]:bounds[k + 1]])) for k in range(len(starts))]
+
+
+def _read_cif_file(path: Path) -> tuple[list[Structure], list[str]]:
+    blocks = cif_blocks(read_text(path, CrystalFileError))
+    if not blocks:
+        return [], ["no 'data_' block (not a CIF file?)"]
+    out, reasons = [], []
+    for k, (line, block) in enumerate(blocks):
+        try:
+            structure = parse_cif(block)
+        except ValueError as err:
+            reasons.append(f"data block {k} (line {line}): {err}")
+            continue
+        out.append(_named(structure, path.stem if len(blocks) == 1 else f"{path.stem}_{k}"))
+    return out, reasons
+
+
+# CSV ----------------------------------------------------------------------------------------------------
+
+_SKIP_AUTO = {"", "cif", "material_id"}
+
+
+def _read_csv(path: Path, *, limit: int | None, columns: Mapping[str, str] | None
+              ) -> tuple[list[Structure], list[str]]:
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    reader = csv.reader(io.StringIO(read_text(path, CrystalFileError), newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise CrystalFileError(f"{path}: empty CSV file (expected a header with a 'cif' column)") from None
+    if "cif" not in header:
+        raise _NoCifColumn(f"{path}: no 'cif' column (columns found: {', '.join(map(repr, header))})")
+    if columns is not None:
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise CrystalFileError(f"{path}: no column {', '.join(map(repr, missing))} (columns found: "
+                                   f"{', '.join(map(repr, header))})")
+    rows: list[tuple[int, int, list[str]]] = []  # (data row, line, cells)
+    try:
+        end = reader.line_num
+        for cells in reader:
+            if limit is not None and len(rows) >= limit:
+                break
+            line, end = end + 1, reader.line_num  # a record starts on the line after the previous one ends
+            if cells:
+                rows.append((len(rows), line, cells))
+    except csv.Error as err:
+        raise CrystalFileError(f"{path}:{reader.line_num}: not a readable CSV row ({err})") from None
+    if columns is None:
+        columns = {c: c for c in header if c not in _SKIP_AUTO and _all_numbers(header.index(c), rows)}
+    where = {c: header.index(c) for c in columns}
+    i_cif, i_id = header.index("cif"), header.index("material_id") if "material_id" in header else None
+    out, reasons = [], []
+    for k, line, cells in rows:
+        if len(cells) != len(header):
+            reasons.append(f"row {k} (line {line}): {len(cells)} cells, the header has {len(header)}")
+            continue
+        props = {}
+        for column, prop in columns.items():
+            cell = cells[where[column]].strip()
+            if cell:
+                try:
+                    props[prop] = float(cell)
+                except ValueError:
+                    raise CrystalFileError(f"{path}: row {k} (line {line}), column {column!r}: not a number: "
+                                           f"{cell[:40]!r}") from None
+        try:
+            structure = parse_cif(cells[i_cif])
+        except ValueError as err:
+            reasons.append(f"row {k} (line {line}): {err}")
+            continue
+        name = cells[i_id].strip() if i_id is not None else ""
+        out.append(_named(structure, name or f"row{k}", props))
+    return out, reasons
+
+
+def _all_numbers(i: int, rows: list[tuple[int, int, list[str]]]) -> bool:
+    seen = False
+    for _, _, cells in rows:
+        cell = cells[i].strip() if i < len(cells) else ""
+        if cell:
+            try:
+                float(cell)
+            except ValueError:
+                return False
+            seen = True
+    return seen
+
+
+# POSCAR, extXYZ, JSON -------------------------------------------------------------------------------------
+
+
+def _read_poscar(path: Path) -> Structure:
+    text = read_text(path, CrystalFileError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            structure = Poscar.from_str(text).structure
+        except Exception as err:  # pymatgen raises many kinds for a bad POSCAR
+            raise CrystalFileError(f"{path}: not a readable POSCAR ({type(err).__name__}: {err})") from None
+    return _named(structure, path.stem if path.suffix.lower() in (".vasp", ".poscar") else path.name)
+
+
+def _read_extxyz(path: Path, properties: Sequence[str] | None) -> list[Structure]:
+    import ase.io
+
+    try:
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as err:  # ASE raises many kinds for a bad file
+        raise CrystalFileError(f"{path}: not a readable extended XYZ file ({type(err).__name__}: {err})") from None
+    if not frames:
+        raise CrystalFileError(f"{path}: no frames")
+    out = []
+    for k, atoms in enumerate(frames):
+        if atoms.cell.rank < 3:
+            raise CrystalFileError(f"{path}: frame {k}: no 3-D cell (a crystal needs Lattice=\"ax ay az bx by bz "
+                                   "cx cy cz\" in the frame's comment line)")
+        props = {key: float(v) for key, v in atoms.info.items() if _is_number(v)}
+        if atoms.calc is not None:
+            props.update({key: float(v) for key, v in atoms.calc.results.items() if _is_number(v)})
+        if properties is not None:
+            props = {key: v for key, v in props.items() if key in properties}
+        name = atoms.info.get("name")
+        if not isinstance(name, str) or not name:
+            name = path.stem if len(frames) == 1 else f"{path.stem}_{k}"
+        structure = Structure(Lattice(atoms.cell.array), atoms.get_chemical_symbols(), atoms.positions,
+                              coords_are_cartesian=True)
+        out.append(_named(structure, name, props))
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return isinstance(value, int | float) or (hasattr(value, "shape") and value.shape == () and
+                                                  math.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_json(path: Path, properties: Sequence[str] | None) -> list[Structure]:
+    try:
+        data = json.loads(read_text(path, CrystalFileError))
+    except json.JSONDecodeError as err:
+        raise CrystalFileError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for k, item in enumerate(items):
+        try:
+            structure = Structure.from_dict(item)
+        except Exception as err:  # from_dict raises many kinds for a wrong dict
+            raise CrystalFileError(f"{path}: record {k}: not a pymatgen Structure dict "
+                                   f"({type(err).__name__}: {err})") from None
+        props = dict(structure.properties or {})
+        name = props.pop("name", None) or (path.stem if len(items) == 1 else f"{path.stem}_{k}")
+        props = {key: float(v) for key, v in props.items() if _is_number(v) and
+                 (properties is None or key in properties)}
+        out.append(_named(structure, str(name), props))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def write_structures(structures: Sequence[Structure], out_dir: Path, *,
+                     flags: Mapping[str, Sequence[Any]] | None = None, fmt: str = "cif") -> list[Path]:
+    """Write each structure to ``out_dir/<name>.<ext>`` (``fmt`` ``"cif"`` via pymatgen's
+    CifWriter, ``"poscar"`` as ``.vasp``, ``"extxyz"``) and a ``summary.csv`` (columns
+    :data:`SUMMARY_COLUMNS`, then one per entry of ``flags``), each file atomically. Names are
+    the ``"name"`` properties made filesystem-safe and unique (``-2``, ``-3`` ... suffixes); the
+    summary's ``name`` column holds them. The space group comes from spglib (symprec 0.1) and is
+    left empty where that fails. Returns the paths, the summary last."""
+    if fmt not in WRITE_FORMATS:
+        raise ValueError(f"unknown crystal file format {fmt!r} (choose one of {', '.join(WRITE_FORMATS)})")
+    flags = dict(flags or {})
+    for key, values in flags.items():
+        if len(values) != len(structures):
+            raise ValueError(f"flag {key!r} has {len(values)} values for {len(structures)} structures")
+        if key in SUMMARY_COLUMNS:
+            raise ValueError(f"flag {key!r} clashes with a summary column ({', '.join(SUMMARY_COLUMNS)})")
+    out_dir = Path(out_dir)
+    names = unique_names([structure_name(s, f"structure{i}") for i, s in enumerate(structures)])
+    paths = []
+    for structure, name in zip(structures, names, strict=True):
+        path = out_dir / f"{name}{WRITE_FORMATS[fmt]}"
+        atomic_write(path, _writer(structure, name, fmt))
+        paths.append(path)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow([*SUMMARY_COLUMNS, *flags])
+    for i, (structure, name) in enumerate(zip(structures, names, strict=True)):
+        writer.writerow([name, *summary_row(structure), *(flags[k][i] for k in flags)])
+    paths.append(atomic_write(out_dir / "summary.csv", table.getvalue()))
+    return paths
+
+
+def summary_row(structure: Structure) -> list[Any]:
+    """formula, spacegroup_symbol, spacegroup_number, density, volume, n_sites, n_elements."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's notice about its error handling
+            analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+            symbol, number = analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+    except Exception:  # spglib fails on degenerate cells: leave the cells empty
+        symbol, number = "", ""
+    return [structure.composition.reduced_formula, symbol, number, float(structure.density),
+            float(structure.volume), len(structure), len(structure.composition.elements)]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(name: str, default: str = "structure") -> str:
+    """``name`` as a portable file name: runs of other characters than letters, digits and
+    ``. _ + -`` become ``_``, no leading dot, at most 100 characters."""
+    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:100].strip("_")
+    return cleaned or default
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """:func:`safe_name` of each name, made unique (ignoring case, for case-insensitive file
+    systems) with ``-2``, ``-3`` ... suffixes."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        base = safe_name(name, f"structure{i}")
+        candidate, k = base, 1
+        while candidate.lower() in seen:
+            k += 1
+            candidate = f"{base}-{k}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def _writer(structure: Structure, name: str, fmt: str) -> Callable[[Path], None]:
+    """A function writing ``structure`` to a given (temporary) path in ``fmt``."""
+    if fmt == "cif":
+        return lambda tmp: CifWriter(structure).write_file(tmp)
+    if fmt == "poscar":
+        return lambda tmp: Poscar(structure, comment=name).write_file(tmp, significant_figures=16)
+
+    def write_extxyz(tmp: Path) -> None:
+        import ase
+        import ase.io
+
+        atoms = ase.Atoms([site.specie.symbol for site in structure], positions=structure.cart_coords,
+                          cell=structure.lattice.matrix, pbc=True)
+        atoms.info.update({k: v for k, v in (structure.properties or {}).items() if _is_number(v)})
+        atoms.info["name"] = name
+        ase.io.write(tmp, atoms, format="extxyz")
+
+    return write_extxyz
