@@ -314,13 +314,45 @@ def composition_validity(elements: Sequence[int | str], counts: Sequence[int]) -
     if any(d is None for d in data):
         return False
     enegs = [d[1] for d in data]
-    for ox_states in itertools.product(*(d[0] for d in data)):
+    if any(e is None for e in enegs):  # smact's test is order-dependent here: run it as CDVAE does
+        return _exhaustive_validity([d[0] for d in data], enegs, reduced)
+    return _split_validity([d[0] for d in data], enegs, reduced)
+
+
+def _exhaustive_validity(states: Sequence[Sequence[int]], enegs: Sequence[float | None], reduced: Sequence[int]
+                         ) -> bool:
+    """CDVAE's loop: every combination of one oxidation state per element, neutral ones tested
+    with smact's Pauling test (a TypeError there counts as a pass). Exponential in the number of
+    elements: used only where an electronegativity is missing."""
+    from smact.screening import pauling_test
+
+    for ox_states in itertools.product(*states):
         if sum(o * c for o, c in zip(ox_states, reduced)) != 0:
             continue
         try:
             if pauling_test(ox_states, enegs):
                 return True
         except TypeError:
+            return True
+    return False
+
+
+def _split_validity(states: Sequence[Sequence[int]], enegs: Sequence[float], reduced: Sequence[int]) -> bool:
+    """The same answer as :func:`_exhaustive_validity` when every electronegativity is known, in
+    polynomial time. smact's Pauling test passes iff every cation is less electronegative than
+    every anion, i.e. iff some cut between distinct electronegativities has only cations or
+    neutral states below it and only anions or neutral states above it; for each cut, whether a
+    neutral combination exists is a subset-sum over the reachable total charges."""
+    levels = sorted(set(enegs))
+    for cut in range(len(levels) + 1):
+        low = set(levels[:cut])
+        sums = {0}
+        for ox, e, c in zip(states, enegs, reduced):
+            allowed = [o for o in ox if (o >= 0 if e in low else o <= 0)]
+            sums = {s + o * c for s in sums for o in allowed}
+            if not sums:
+                break
+        if 0 in sums:
             return True
     return False
 

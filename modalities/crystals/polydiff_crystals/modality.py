@@ -613,7 +613,8 @@ def _train(info: Mapping[str, Any]) -> list[Any] | None:
         if info["dataset"] == "default":
             from .data import default_crystals
 
-            pool = default_crystals(info.get("n"), seed=int(info.get("seed", 0)), max_sites=int(info.get("max_sites", 20)),
+            pool = default_crystals(info.get("n"), seed=int(info.get("seed", 0)),
+                                    max_sites=int(info.get("max_sites", 20)),
                                     max_elements=int(info.get("max_elements", 3)))
         else:
             from .data import cdvae_crystals
