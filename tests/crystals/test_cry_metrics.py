@@ -390,9 +390,8 @@ def test_split_composition_validity_equals_cdvae_exhaustive_loop_and_is_fast():
     import random
     import time
 
-    from pymatgen.core import Element
-
     from polydiff_crystals import metrics as M
+    from pymatgen.core import Element
 
     rng = random.Random(1)
     zs = [z for z in range(1, 84) if (d := M._smact_data(Element.from_Z(z).symbol)) is not None and d[1] is not None]

@@ -293,7 +293,6 @@ def composition_validity(elements: Sequence[int | str], counts: Sequence[int]) -
     missing electronegativities, counts as a pass, as in CDVAE). Elements smact has no data for make it False.
     """
     import smact
-    from smact.screening import pauling_test
 
     if len(elements) != len(counts) or not len(elements):
         raise ValueError(f"need one count per element, got {len(elements)} elements and {len(counts)} counts")
