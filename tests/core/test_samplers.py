@@ -417,3 +417,21 @@ def test_time_shift_in_the_sampler():
     assert torch.equal(base, same)
     shifted = _run(model, proc, (256, 2), "dpm++2m", steps=10, wrap_model=time_shift(proc))
     assert torch.isfinite(shifted).all() and not torch.equal(base, shifted)
+
+
+def test_churned_edm_makes_two_calls_per_step_and_the_same_samples(monkeypatch):
+    """``lazy``: with churn the EDM step evaluates at (x_hat, t_hat) itself, so the loop skips
+    its own call at (x, t) on Gaussian states: 2 calls per step (EDM's count) instead of 3, and
+    exactly the samples the wasteful loop gave."""
+    proc, model = _setup("edm", TARGET)
+    opts = {"s_churn": 20.0, "s_tmin": 0.05, "s_tmax": 50.0}
+    model.calls = 0
+    lazy = _run(model, proc, (16, 2), "edm", steps=10, **opts)
+    lazy_calls, model.calls = model.calls, 0
+    import dataclasses
+
+    eager_def = dataclasses.replace(get_sampler("edm"), lazy=None)
+    monkeypatch.setitem(SAMPLERS._items, "edm", (eager_def, SAMPLERS._items["edm"][1]))
+    eager = _run(model, proc, (16, 2), "edm", steps=10, **opts)
+    assert torch.equal(lazy, eager)
+    assert lazy_calls == 20 and model.calls == 30

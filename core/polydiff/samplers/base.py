@@ -95,6 +95,9 @@ class SamplerDef:
     # calls ctx.denoise / ctx.jump itself); "own": the sampler runs its own loop (no grid)
     loop: str = "grid"
     origin: str = ""  # top-level package that registered it ("polydiff" for built-ins)
+    # lazy(options) true: with these options a "grid" step makes all its model calls itself, so on
+    # an all-Gaussian state the loop skips its own call at (x, t) and passes d = e = None
+    lazy: Callable[[Mapping[str, Any]], bool] | None = None
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge user options with the defaults, rejecting unknown names and values of the wrong
@@ -127,12 +130,12 @@ SAMPLERS: Registry = Registry("sampler")
 
 
 def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_step: int = 1,
-             stochastic: bool = False, loop: str = "grid", **defaults: Any
-             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             stochastic: bool = False, loop: str = "grid", lazy: Callable[[Mapping[str, Any]], bool] | None = None,
+             **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a step function under ``name`` with its default options.
 
     ``kind``: "gaussian" (``step(x, d, e, ct, cs, hist, ctx)``) or "categorical"
-    (``step(tokens, p0, t, s, process, ctx)``); ``loop``: see :class:`SamplerDef`. A plugin
+    (``step(tokens, p0, t, s, process, ctx)``); ``loop`` and ``lazy``: see :class:`SamplerDef`. A plugin
     registers its samplers when it is imported; recipes naming them load the plugin first.
     """
     if kind not in ("gaussian", "categorical"):
@@ -143,7 +146,7 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         origin = (getattr(fn, "__module__", "") or "").split(".")[0]
         SAMPLERS.register(name, description)(SamplerDef(name, fn, kind, description, nfe_per_step, stochastic,
-                                                        defaults, loop, origin))
+                                                        defaults, loop, origin, lazy))
         return fn
 
     return deco

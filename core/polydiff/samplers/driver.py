@@ -155,6 +155,8 @@ class SamplingLoop:
         if gdef.loop == "calls" and (self.cat_names or self.man_names):
             raise ValueError(f"sampler {gdef.name!r} makes its own model calls and advances Gaussian fields only; "
                              f"this state also has fields {', '.join(self.cat_names + self.man_names)}")
+        # a step that makes every model call itself with these options: no loop call on Gaussian-only states
+        self._lazy = bool(gdef.lazy and gdef.lazy(self.opts)) and not (self.cat_names or self.man_names)
         plan = self.plan = GridPlan(self.packer, self.ref, gdef, settings, self.batch, noise.device, self.model_dtype,
                                     stages_on_grid=self.opts.get("stages") == "grid")
         self.ts, self.n, self.coefs, self._views = plan.ts, plan.n, plan.coefs, plan.views
@@ -252,7 +254,7 @@ class SamplingLoop:
         """Advance every field from ``ts[i]`` to ``ts[i+1]``; returns the clean estimates (for a
         sampler that makes its own model calls, only those of the non-Gaussian fields)."""
         state = self.state
-        own = self._own_calls
+        own = self._own_calls or (self._lazy and not (self.final_zero and i == self.n - 1))
         if own:
             out = {}
         elif self._plain_call:  # the common case, without a frame of its own

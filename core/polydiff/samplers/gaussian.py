@@ -132,7 +132,7 @@ def rk45(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, c
 # ----------------------------------------------------------------------------- EDM
 @register("edm", "EDM sampler (Karras et al. 2022, Alg. 2): Heun with stochastic churn s_churn, s_tmin, s_tmax, "
           "s_noise; deterministic Heun for s_churn = 0", nfe_per_step=2, stochastic=True,
-          s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0)
+          lazy=lambda o: o["s_churn"] > 0, s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0)
 def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
     """Karras et al.'s Algorithm 2 for any affine schedule.
 
@@ -143,8 +143,10 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ct
     forward transition noise from ``t`` to ``t_hat`` (times ``s_noise``), then a Heun step goes
     from ``t_hat`` to ``s``; the last step is Euler where ``sigma(s) = 0``.
 
-    With churn the driver's model output at ``(x, t)`` is not used: the step evaluates at
-    ``(x_hat, t_hat)``, so a churned step costs 3 model calls (2 without churn).
+    With churn the step evaluates at ``(x_hat, t_hat)`` itself (``lazy``: on an all-Gaussian
+    state the loop makes no call at ``(x, t)``), so every step costs 2 model calls, as in EDM's
+    code; on a state with other fields the loop's call at ``(x, t)`` is still made (they use it)
+    and a churned step costs 3.
     """
     o = ctx.options
     t_top = ctx.t if hist is None else hist

@@ -209,6 +209,17 @@ class MatrixDenoiser(nn.Module):
         rows, cols = self.spec.shape
         self.unet = UNet1D(cols, rows, conditions=info.get("conditions") or None, **options)
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The U-Net in input-to-output order (each encoder level with its noise bias, the
+        bottleneck, each decoder level): what transfer learning freezes from the front
+        (``freeze: 0.5`` freezes the encoder). A fresh list over the same modules, not registered."""
+        u = self.unet
+        enc = [nn.ModuleList([b, e, d]) for b, e, d in zip(u.enc_bias, u.enc, u.down, strict=True)]
+        mid = nn.ModuleList([u.attn_in, u.mid_bias, u.mid, u.attn_out])
+        dec = [nn.ModuleList([p, b, d]) for p, b, d in zip(u.up, u.dec_bias, u.dec, strict=True)]
+        return nn.ModuleList([*enc, mid, *dec])
+
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         x = state["x"]
         if tuple(x.shape[1:]) != self.spec.shape:

@@ -1,0 +1,338 @@
+"""Crystals benchmark: DiffCrysGen matrices and the periodic alternative on Perov-5 and
+Carbon-24 (CDVAE metrics next to the val-vs-test floor and published numbers), conditional
+generation on a small band-gap set with and without Wyckoff augmentation and transfer
+learning, and speed against DiffCrysGen's own code.
+
+    python bench/crystals.py --runs /tmp/crysbench --parts floor,unconditional
+    python bench/crystals.py --runs /tmp/crysbench --parts conditional
+    python bench/crystals.py --runs /tmp/crysbench --parts speed      # needs the DiffCrysGen venv:
+    python bench/diffcrysgen_reference.py --setup                     #   creates /tmp/dcg_venv
+    python bench/crystals.py --runs /tmp/crysbench --parts report     # bench/results/crystals.{json,md}
+
+Each part writes ``RUNS/<part>.json``; ``report`` renders them. CPU budget: ``--minutes`` of
+training per unconditional model (train.max_minutes), the conditional runs a fraction of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, environment, header, publish  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "crystals"
+# Published numbers (full training on CDVAE's train split; percentages as fractions). CDVAE: the generation
+# table of Xie et al., ICLR 2022, as shown in txie-93/cdvae data/README.md (assets/gen.png, "copied from our
+# paper"); DiffCSP: Jiao et al., NeurIPS 2023, Table 4 (its CDVAE rows equal the above). Carbon-24 has no
+# composition metrics (pure carbon).
+PUBLISHED = {
+    "perov_5": {"CDVAE": {"struct_valid": 1.0, "comp_valid": 0.9859, "cov_recall": 0.9945, "cov_precision": 0.9846,
+                          "wdist_density": 0.1258, "wdist_num_elems": 0.0628},
+                "DiffCSP": {"struct_valid": 1.0, "comp_valid": 0.9885, "cov_recall": 0.9974, "cov_precision": 0.9827,
+                            "wdist_density": 0.1110, "wdist_num_elems": 0.0128}},
+    "carbon_24": {"CDVAE": {"struct_valid": 1.0, "cov_recall": 0.9980, "cov_precision": 0.8308,
+                            "wdist_density": 0.1407},
+                  "DiffCSP": {"struct_valid": 1.0, "cov_recall": 0.9990, "cov_precision": 0.9727,
+                              "wdist_density": 0.0805}},
+}
+KEYS = ("comp_valid", "struct_valid", "valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision",
+        "amcd_recall", "amcd_precision", "wdist_density", "wdist_num_elems", "unique", "novel", "spacegroup_tv")
+
+
+def recipe(name: str, **changes: Any) -> dict[str, Any]:
+    """A shipped recipe with sections updated by ``changes`` (``{"train": {...}}``)."""
+    cfg = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            cfg[section] = {**cfg.get(section, {}), **values}
+        else:
+            cfg[section] = values
+    return cfg
+
+
+def train(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> tuple[Path, dict[str, Any]]:
+    import polydiff
+
+    cfg["train"] = {**cfg["train"], "max_minutes": minutes, "max_steps": 10**6, "threads": threads, "progress": False,
+                    "checkpoint_every": 10**6}
+    t0 = time.perf_counter()
+    run = polydiff.train(cfg, out, verbose=False, fresh=True)
+    ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}
+
+
+def test_reference(dataset: str, n: int) -> list[Any]:
+    from polydiff_crystals.data import cdvae_crystals
+
+    return cdvae_crystals(dataset, "test", n=n)
+
+
+def part_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """Metrics of CDVAE's val split against its test split: what a perfect model would score."""
+    from polydiff_crystals.data import cdvae_crystals
+    from polydiff_crystals.metrics import evaluate_crystals
+    from polydiff_crystals.modality import CUTOFFS
+
+    out = {}
+    for ds in ("perov_5", "carbon_24"):
+        val = cdvae_crystals(ds, "val")
+        pick = np.random.default_rng(0).permutation(len(val))[: args.num]
+        t0 = time.perf_counter()
+        m = evaluate_crystals([val[i] for i in sorted(pick)], test_reference(ds, args.reference), cutoffs=CUTOFFS[ds])
+        out[ds] = {**m, "seconds": time.perf_counter() - t0}
+        print(ds, "floor", {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}, flush=True)
+    return out
+
+
+def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
+    """Train each representation on each benchmark for ``--minutes``, sample ``--num`` crystals
+    with the recipe's default sampler and evaluate them against the test split."""
+    import polydiff
+    from polydiff_crystals.metrics import evaluate_crystals
+    from polydiff_crystals.modality import CUTOFFS, Undecodable
+
+    out: dict[str, Any] = {}
+    for ds, short in (("perov_5", "perov"), ("carbon_24", "carbon")):
+        ref = test_reference(ds, args.reference)
+        for kind in ("diffcrysgen", "periodic"):
+            name = f"{short}_{kind}"
+            ckpt, tr = train(recipe(name, data={"test_n": 200}), args.runs / name, args.minutes, args.threads)
+            gen = polydiff.load(ckpt)
+            t0 = time.perf_counter()
+            objs = gen.generate(args.num, seed=0, progress=False)
+            sample_s = (time.perf_counter() - t0) / args.num
+            reasons: dict[str, int] = {}
+            for o in objs:
+                if isinstance(o, Undecodable):
+                    reasons[o.reason] = reasons.get(o.reason, 0) + 1
+            structs = [None if isinstance(o, Undecodable) else o for o in objs]
+            m = evaluate_crystals(structs, ref, cutoffs=CUTOFFS[ds])
+            gen.save(objs, args.runs / name / "samples", overwrite=True, plot=True)
+            out[name] = {**m, "train": tr, "sample_s_per_crystal": sample_s, "undecodable": reasons,
+                         "sampler": gen.config.sample.sampler, "steps": gen.config.sample.steps}
+            print(name, tr, {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}, flush=True)
+    return out
+
+
+def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
+    """Space group + band gap on a small set (``--small`` Perov-5 crystals with a band gap > 0):
+    with / without Wyckoff augmentation x with / without transfer from a formation-energy model
+    trained on the whole split. Scores: share of samples in the requested space group (spglib,
+    0.1 A) and share whose band gap, predicted by an in-project regressor trained on the whole
+    split, falls in the requested window."""
+    import polydiff
+    from polydiff_crystals.data import cdvae_crystals
+    from polydiff_crystals.metrics import hit_rate, spacegroup_number
+    from polydiff_crystals.modality import Undecodable, elements_of, spacegroup_of
+    from polydiff_crystals.periodic import predict, train_regressor
+
+    torch.set_num_threads(args.threads)
+    val = cdvae_crystals("perov_5", "val")
+    elements = elements_of(val + test_reference("perov_5", None))
+    t0 = time.perf_counter()
+    reg, hist = train_regressor(val, ["band_gap"], elements, epochs=args.regressor_epochs, seed=0, progress=False)
+    reg_info = {"val_mae": float(np.ravel(hist["val_mae"][hist["best_epoch"]])[0]),
+                "baseline_val_mae": float(np.ravel(hist["baseline_val_mae"])[0]),
+                "seconds": time.perf_counter() - t0}
+    print("regressor", reg_info, flush=True)
+    gapped = [s for s in val if s.properties["band_gap"] > 0]
+    small = [gapped[i] for i in sorted(np.random.default_rng(0).permutation(len(gapped))[: args.small])]
+    sgs = [spacegroup_of(s) for s in small]
+    target_sg = max(set(sgs), key=sgs.count)
+    gaps = np.array([s.properties["band_gap"] for s in small])
+    target_gap = float(np.median(gaps))
+    window = (target_gap - args.window, target_gap + args.window)
+    data_share = {"spacegroup": sgs.count(target_sg) / len(sgs), "band_gap": hit_rate(gaps, *window)}
+    out: dict[str, Any] = {"small": args.small, "target_spacegroup": target_sg, "target_band_gap": target_gap,
+                           "window": window, "regressor": reg_info, "data_share": data_share, "runs": {}}
+    stage1: dict[bool, Path] = {}
+    for wyckoff in (False, True):
+        name = f"formation_{'wyckoff' if wyckoff else 'plain'}"
+        ckpt, tr = train(recipe("perov_formation", data={"wyckoff": wyckoff, "test_n": 200}), args.runs / name,
+                         args.minutes, args.threads)
+        stage1[wyckoff] = ckpt
+        out["runs"][name] = {"train": tr}
+    for wyckoff in (False, True):
+        for transfer in (False, True):
+            name = f"gap_{'wyckoff' if wyckoff else 'plain'}_{'transfer' if transfer else 'scratch'}"
+            changes: dict[str, Any] = {"data": {"n": None, "wyckoff": wyckoff, "test_n": 200, "min_band_gap": 0.0},
+                                       "train": {"init": str(stage1[wyckoff]) if transfer else None,
+                                                 "init_partial": transfer}}
+            if not transfer:
+                changes["model"] = {"name": "unet"}
+            cfg = recipe("perov_gap_transfer", **changes)
+            cfg["data"]["n"] = args.small
+            ckpt, tr = train(cfg, args.runs / name, args.minutes * args.finetune, args.threads)
+            gen = polydiff.load(ckpt)
+            objs = gen.generate(args.num, seed=0, progress=False,
+                                condition={"spacegroup": target_sg, "band_gap": target_gap})
+            structs = [o for o in objs if not isinstance(o, Undecodable)]
+            known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
+            sg_share = sum(spacegroup_number(s, 0.1) == target_sg for s in structs) / len(objs)
+            pred = predict(reg, known)[:, 0] if known else np.zeros(0)  # unknown elements: outside the window
+            gap_share = float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs)
+            out["runs"][name] = {"train": tr, "spacegroup_share": sg_share, "band_gap_share": gap_share,
+                                 "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred))
+                                 if len(pred) else None}
+            print(name, out["runs"][name], flush=True)
+    return out
+
+
+def part_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Training step and sampling per crystal at DiffCrysGen's network size, interleaved with
+    DiffCrysGen's own code (its scratch venv) in one run."""
+    from diffcrysgen_reference import measure_diffcrysgen
+
+    out: dict[str, Any] = {"batch": 64, "threads": args.threads, "sample_steps": 100, "num": 16, "ours": [],
+                           "diffcrysgen": []}
+    for _ in range(args.rounds):
+        out["ours"].append(_our_speed(args))
+        ref = measure_diffcrysgen(steps=10, batch=64, threads=args.threads, sample_steps=100, num=16)
+        if ref is None:
+            out["diffcrysgen_missing"] = "run python bench/diffcrysgen_reference.py --setup first"
+            break
+        out["diffcrysgen"].append(ref)
+        print("speed", out["ours"][-1]["train_step_s"], ref.get("train_step_s"), out["ours"][-1]["sample_s_per_crystal"],
+              ref.get("sample_s_per_crystal"), flush=True)
+    return out
+
+
+def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Our U-Net at DiffCrysGen's size on its (136, 3) matrix: EDM loss, backward, Adam step;
+    then sampling 16 crystals with EDM's churned Heun, 100 steps (DiffCrysGen's default)."""
+    from polydiff.plugin import Noise, SampleSettings, controlled_sample, diffusion_loss
+    from polydiff_crystals.matrix import MatrixSpec
+    from polydiff_crystals.modality import CrystalsModality
+
+    torch.set_num_threads(args.threads)
+    mod = CrystalsModality()
+    info = {"representation": "matrix", "matrix": MatrixSpec().to_dict(), "conditions": {}}
+    fields = mod.fields(info)
+    net = mod.networks()["unet"](info, fields)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4)
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(12):
+        batch = {"x": torch.rand(64, *MatrixSpec().shape, generator=g) * 2 - 1}
+        t0 = time.perf_counter()
+        loss, _ = diffusion_loss(net, fields, batch, Noise(64, generator=torch.Generator().manual_seed(step)),
+                                 weighting="edm", time_density="lognormal")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    net.eval()
+    spec = mod.prior_state(16, info)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        controlled_sample(net, fields, spec, SampleSettings(sampler="edm", steps=100, options={"s_churn": 1.0}), None,
+                          seed=torch.arange(16), device=torch.device("cpu"))
+    return {"train_step_s": statistics.median(times[2:]), "sample_s_per_crystal": (time.perf_counter() - t0) / 16,
+            "params": sum(p.numel() for p in net.parameters())}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def part_report(args: argparse.Namespace) -> None:
+    res: dict[str, Any] = {}
+    for part in ("floor", "unconditional", "conditional", "speed"):
+        p = args.runs / f"{part}.json"
+        if p.is_file():
+            res[part] = json.loads(p.read_text())
+    env = environment(command_line("bench/crystals.py", sys.argv[1:]))
+    res["environment"] = env
+    md = header("Crystals benchmark", env)
+    md += ["", f"CPU budget: {args.minutes:g} min of training per unconditional model (2 cores shared), samples "
+           "with each recipe's default sampler (DiffCrysGen: EDM churned Heun, 100 steps, S_churn 1; periodic: Euler, "
+           "100 steps). CDVAE's train.csv is not in our data copy: models train on CDVAE's val split and are scored "
+           "against its test split; the floor row scores val crystals against the same test crystals.", ""]
+    unc, floor = res.get("unconditional", {}), res.get("floor", {})
+    for ds, short in (("perov_5", "perov"), ("carbon_24", "carbon")):
+        md += [f"## {ds}", "", "| model | " + " | ".join(KEYS) + " |", "|---" * (len(KEYS) + 1) + "|"]
+        for name, row in ((f"{short}_diffcrysgen", unc.get(f"{short}_diffcrysgen")),
+                          (f"{short}_periodic", unc.get(f"{short}_periodic")), ("floor (val vs test)", floor.get(ds))):
+            if row:
+                md.append(f"| {name} | " + " | ".join(_fmt(row.get(k)) for k in KEYS) + " |")
+        for src, row in PUBLISHED[ds].items():
+            md.append(f"| {src} (published, full training) | " + " | ".join(_fmt(row.get(k)) for k in KEYS) + " |")
+        md.append("")
+        for name in (f"{short}_diffcrysgen", f"{short}_periodic"):
+            if name in unc:
+                r = unc[name]
+                md.append(f"- {name}: {r['train']['steps']} steps in {r['train']['minutes']:.1f} min; sampling "
+                          f"{r['sample_s_per_crystal']:.3f} s/crystal ({r['sampler']}, {r['steps']} steps); "
+                          f"undecodable: {r['undecodable'] or 'none'}")
+        md.append("")
+    if "conditional" in res:
+        c = res["conditional"]
+        md += ["## Conditional generation on a small band-gap set", "",
+               f"{c['small']} Perov-5 crystals with a band gap > 0; requested space group {c['target_spacegroup']} and "
+               f"band gap {c['target_band_gap']:.2f} eV (window {c['window'][0]:.2f}-{c['window'][1]:.2f} eV, "
+               f"judged by our periodic regressor: val MAE {c['regressor']['val_mae']:.3f} eV vs "
+               f"{c['regressor']['baseline_val_mae']:.3f} eV for the mean). Share of the small set itself: space group "
+               f"{c['data_share']['spacegroup']:.3f}, band gap window {c['data_share']['band_gap']:.3f}.", "",
+               "| run | steps | decoded | in space group | in band-gap window | median predicted gap |",
+               "|---|---|---|---|---|---|"]
+        for name, r in c["runs"].items():
+            if name.startswith("gap_"):
+                md.append(f"| {name} | {r['train']['steps']} | {_fmt(r['decoded'])} | {_fmt(r['spacegroup_share'])} | "
+                          f"{_fmt(r['band_gap_share'])} | {_fmt(r['pred_gap_median'])} |")
+        md.append("")
+    if "speed" in res and res["speed"].get("diffcrysgen"):
+        s = res["speed"]
+        ours_t = statistics.median(r["train_step_s"] for r in s["ours"])
+        ref_t = statistics.median(r["train_step_s"] for r in s["diffcrysgen"])
+        ours_s = statistics.median(r["sample_s_per_crystal"] for r in s["ours"])
+        ref_s = statistics.median(r["sample_s_per_crystal"] for r in s["diffcrysgen"])
+        md += ["## Speed against DiffCrysGen's own code (same run, interleaved)", "",
+               f"Batch 64, (136, 3) matrices, {s['threads']} threads, medians over {len(s['ours'])} rounds; sampling "
+               "16 crystals with EDM's churned Heun, 100 steps.", "",
+               "| | polydiff | DiffCrysGen | ratio |", "|---|---|---|---|",
+               f"| parameters | {s['ours'][0]['params']} | {s['diffcrysgen'][0].get('params')} | |",
+               f"| training step (s) | {ours_t:.3f} | {ref_t:.3f} | {ref_t / ours_t:.2f}x |",
+               f"| sampling (s per crystal) | {ours_s:.3f} | {ref_s:.3f} | {ref_s / ours_s:.2f}x |", ""]
+    publish("crystals", res, "\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=Path("/tmp/crysbench"))
+    p.add_argument("--parts", default="floor,unconditional,conditional,speed,report")
+    p.add_argument("--minutes", type=float, default=5.0, help="training minutes per model")
+    p.add_argument("--finetune", type=float, default=0.4, help="fine-tuning time as a fraction of --minutes")
+    p.add_argument("--num", type=int, default=256, help="samples per model")
+    p.add_argument("--reference", type=int, default=500, help="test crystals in the reference set")
+    p.add_argument("--small", type=int, default=300)
+    p.add_argument("--window", type=float, default=0.5, help="half width of the band-gap window (eV)")
+    p.add_argument("--regressor-epochs", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for part in args.parts.split(","):
+        if part == "report":
+            part_report(args)
+            continue
+        res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
+               "speed": part_speed}[part](args)
+        (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
