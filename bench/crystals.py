@@ -204,7 +204,8 @@ def part_speed(args: argparse.Namespace) -> dict[str, Any]:
             out["diffcrysgen_missing"] = "run python bench/diffcrysgen_reference.py --setup first"
             break
         out["diffcrysgen"].append(ref)
-        print("speed", out["ours"][-1]["train_step_s"], ref.get("train_step_s"), out["ours"][-1]["sample_s_per_crystal"],
+        ours = out["ours"][-1]
+        print("speed", ours["train_step_s"], ref.get("train_step_s"), ours["sample_s_per_crystal"],
               ref.get("sample_s_per_crystal"), flush=True)
     return out
 
