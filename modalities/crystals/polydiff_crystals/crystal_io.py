@@ -65,6 +65,9 @@ def structure_name(structure: Structure, default: str = "structure") -> str:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+OWN_TABLES = ("summary.csv", "undecodable.csv")  # written beside the structures by write_structures / polydiff
+
+
 def read_structures(path: Path | str, *, properties: Sequence[str] | None = None) -> list[Structure]:
     """The structures of a file, or of every structure file of a folder (not recursive, sorted by
     name; hidden files ignored, other files skipped with a count).
@@ -125,7 +128,8 @@ def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structu
         try:
             structures, reasons = _read_file(file, properties)
         except _NoCifColumn:
-            tables.append(file.name)
+            if file.name not in OWN_TABLES:  # polydiff's own tables beside the CIFs are expected
+                tables.append(file.name)
             continue
         _report(file, reasons, len(structures), stacklevel=4)
         out.extend(structures)

@@ -520,17 +520,35 @@ class CrystalsModality(Modality):
         paths = write_structures(structs, Path(out_dir), flags={k: flags[k] for k in keep})
         bad = [o for o in objs if isinstance(o, Undecodable)]
         if bad:
+            import csv
+            import io
+
             from polydiff.plugin import atomic_write
 
-            text = "name,reason\n" + "".join(f"{o.name},{o.reason.replace(',', ';')}\n" for o in bad)
-            paths.append(atomic_write(Path(out_dir) / "undecodable.csv", text))
+            buf = io.StringIO()
+            table = csv.writer(buf, lineterminator="\n")
+            table.writerow(["name", "reason"])
+            table.writerows([o.name, o.reason] for o in bad)
+            paths.append(atomic_write(Path(out_dir) / "undecodable.csv", buf.getvalue()))
         return paths
 
     def read(self, path: Path) -> list[Any]:
-        """A CIF / POSCAR / extXYZ / CSV-of-CIFs file or a folder of them."""
+        """A CIF / POSCAR / extXYZ / CSV-of-CIFs file or a folder of them; a samples folder's
+        ``undecodable.csv`` rows come back as :class:`Undecodable` (they stay invalid samples)."""
+        import csv
+
         from .crystal_io import read_structures
 
-        return read_structures(Path(path))
+        path = Path(path)
+        bad = path / "undecodable.csv"
+        rows = []
+        if path.is_dir() and bad.is_file():
+            with bad.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows and not {"name", "reason"} <= set(rows[0]):
+                raise ValueError(f"{bad}: expected the columns name, reason; found {sorted(rows[0])}")
+        structs: list[Any] = read_structures(path) if not rows or any(path.glob("*.cif")) else []
+        return structs + [Undecodable(r["name"], r["reason"]) for r in rows]
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """CDVAE's validity, coverage (COV-R / COV-P, AMSD / AMCD) and property Wasserstein

@@ -1,0 +1,184 @@
+"""The crystals modality end to end: the core's contract for both representations, states and
+their decoding, the seeded Wyckoff augmentation, conditions, transfer-learning freezing, files
+written by samples and by other tools, and a tiny trained model through the Python API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from polydiff.testing import check_modality
+from polydiff_crystals import CrystalsModality, Undecodable
+from polydiff_crystals.modality import default_dataset, make_bundle, periodic_to_structures
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DATA = {"n": 40}
+
+
+def _rocksalt(a: float = 5.64, name: str = "NaCl") -> Structure:
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.properties.update(name=name, band_gap=5.0, formation_energy=-2.1)
+    return s
+
+
+def _perovskite(a: float = 3.9, name: str = "SrTiO3") -> Structure:
+    s = Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"],
+                  [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    s.properties.update(name=name, band_gap=3.2, formation_energy=-3.5)
+    return s
+
+
+def test_contract_matrix(tmp_path):
+    check_modality(CrystalsModality(), tmp_path, data={**DATA, "representation": "matrix"},
+                   model={"name": "unet", "channels": [8, 16, 16], "time_dim": 32}, n=3, steps=3, sampler="edm",
+                   sample_options={"s_churn": 1.0})
+
+
+def test_contract_periodic(tmp_path):
+    check_modality(CrystalsModality(), tmp_path, data={**DATA, "representation": "periodic"},
+                   model={"name": "periodic", "hidden": 16, "layers": 1}, n=3, steps=3, sampler="euler")
+
+
+def test_periodic_states_round_trip_to_structures():
+    """Periodic states decode to the same crystals (lattice de-standardised, elements, sites)."""
+    crystals = [_rocksalt(), _perovskite(), _rocksalt(5.2, "NaCl_small")]
+    data = make_bundle(crystals, crystals[:1], {"dataset": "test"}, representation="periodic")
+    batch = data.train.get_batch(torch.arange(3), cut=False)
+    back = periodic_to_structures(batch, data.info)
+    for a, b in zip(crystals, back, strict=True):
+        assert np.allclose(a.lattice.abc, b.lattice.abc, atol=1e-4)
+        assert np.allclose(a.lattice.angles, b.lattice.angles, atol=1e-3)
+        assert [sp.symbol for sp in a.species] == [sp.symbol for sp in b.species]
+        assert np.allclose(np.mod(a.frac_coords, 1), b.frac_coords, atol=1e-6)
+    cut = data.train.get_batch(torch.tensor([0]))  # rock salt: 8 sites of the conventional cell
+    assert cut["frac"].shape[1] == len(crystals[0])
+
+
+def test_matrix_decoding_keeps_reasons_and_files_report_them(tmp_path):
+    """A matrix that is no crystal becomes an Undecodable with its reason; writing samples puts it
+    in undecodable.csv beside the CIFs, and metrics count it as invalid."""
+    mod = CrystalsModality()
+    data = make_bundle([_rocksalt(), _perovskite()] * 3, [_perovskite()], {"dataset": "test"})
+    x = data.train.get_batch(torch.arange(2))["x"].clone()
+    x[1] = -1.0  # every row at its minimum: no element above the threshold
+    objs = mod.to_native({"x": x}, data.info)
+    assert isinstance(objs[0], Structure) and objs[0].composition.reduced_formula == "NaCl"
+    assert isinstance(objs[1], Undecodable) and objs[1].reason
+    paths = mod.write(objs, tmp_path)
+    names = {p.name for p in paths}
+    assert "undecodable.csv" in names and "summary.csv" in names
+    assert objs[1].reason.split(",")[0] in (tmp_path / "undecodable.csv").read_text()
+    metrics = mod.evaluate(objs, [_rocksalt()], {"cutoffs": "mp20"})
+    assert metrics["valid"] <= 0.5
+
+
+def test_wyckoff_variants_are_picked_by_the_seeded_augmentation():
+    """wyckoff: true stores each crystal's equivalent descriptions; the augmentation picks one per
+    sample from the step's generator (same seed, same pick) and every pick is a stored variant."""
+    base = Structure.from_spacegroup("P4/mmm", Lattice.tetragonal(3.0, 4.0), ["Ti", "O", "O"],
+                                     [[0, 0, 0], [0.5, 0.5, 0], [0, 0, 0.5]])
+    base.properties["name"] = "tet"
+    data = make_bundle([base, _perovskite()], [_perovskite()], {"dataset": "test"}, wyckoff=True,
+                       representation="periodic")
+    assert data.augment is not None
+    batch = data.train.get_batch(torch.arange(2))
+    assert int(batch["n_variants"].max()) >= 2
+    a = data.augment(dict(batch), torch.Generator().manual_seed(3))
+    b = data.augment(dict(batch), torch.Generator().manual_seed(3))
+    assert torch.equal(a["frac"], b["frac"]) and "frac_variants" not in a and "n_variants" not in a
+    picks = set()
+    for seed in range(12):
+        out = data.augment(dict(batch), torch.Generator().manual_seed(seed))
+        k = [i for i in range(int(batch["n_variants"][0]))
+             if torch.equal(out["frac"][0], batch["frac_variants"][0, i])]
+        assert k, "the augmentation returned a description that is not one of the crystal's variants"
+        picks.add(k[0])
+    assert len(picks) >= 2
+
+
+def test_conditions_prior_state_and_errors():
+    mod = CrystalsModality()
+    data = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
+                       conditions=["spacegroup", "band_gap"])
+    spec = data.info["conditions"]
+    assert spec["spacegroup"]["kind"] == "class" and spec["band_gap"]["kind"] == "scalar"
+    assert data.train.get_batch(torch.arange(2))["spacegroup"].tolist() == [225, 221]
+    prior = mod.prior_state(4, data.info, condition={"spacegroup": 221, "band_gap": 2.0})
+    assert prior["spacegroup"].tolist() == [221] * 4 and torch.allclose(prior["band_gap"], torch.full((4,), 2.0))
+    assert prior["x"] == (4, 94 + 2 + 2 * 20, 3)
+    free = mod.prior_state(2, data.info)
+    assert free["spacegroup"].tolist() == [-1, -1] and torch.isnan(free["band_gap"]).all()
+    with pytest.raises(ValueError, match="unknown condition 'heat'"):
+        mod.prior_state(2, data.info, condition={"heat": 1.0})
+    bad = _rocksalt()
+    del bad.properties["band_gap"]
+    with pytest.raises(ValueError, match="NaCl.*band_gap"):
+        make_bundle([bad], [bad], {"dataset": "test"}, conditions=["band_gap"])
+    with pytest.raises(ValueError, match="network 'periodic' needs data.representation: periodic"):
+        mod.network("periodic", data.info, mod.fields(data.info))
+
+
+def test_transfer_freeze_stops_the_encoder_and_embeddings():
+    mod = CrystalsModality()
+    data = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
+                       conditions=["spacegroup"])
+    fields = mod.fields(data.info)
+    net = mod.network("unet", data.info, fields, freeze=0.5, channels=[8, 16, 16], time_dim=32)
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("unet.enc.") for n in frozen) and any("cond.embed.spacegroup" in n for n in frozen)
+    assert not any(n.startswith("unet.dec.") or n.startswith("unet.out") for n in frozen)
+
+
+def test_evaluate_a_folder_of_users_cifs(tmp_path, capsys):
+    """``polydiff evaluate FOLDER --modality crystals --reference FOLDER`` on CIFs written by
+    pymatgen directly (not by polydiff), with a bad CIF reported and skipped."""
+    from polydiff.cli import main
+
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    for i, s in enumerate([_rocksalt(), _perovskite(), _rocksalt(5.0)]):
+        s.to(filename=str(gen / f"g{i}.cif"))
+    for i, s in enumerate([_rocksalt(5.6), _perovskite(3.95)]):
+        s.to(filename=str(ref / f"r{i}.cif"))
+    (gen / "broken.cif").write_text("data_x\n_cell_length_a oops\n")
+    with pytest.warns(UserWarning, match="broken.cif"):
+        rc = main(["evaluate", str(gen), "--modality", "crystals", "--reference", str(ref)])
+    assert rc in (0, None)
+    out = capsys.readouterr().out
+    for key in ("struct_valid", "comp_valid", "cov_recall", "wdist_density"):
+        assert key in out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import polydiff
+
+    cfg = {"modality": "crystals", "data": {"name": "default", "n": 60, "representation": "periodic"},
+           "model": {"name": "periodic", "hidden": 16, "layers": 1},
+           "train": {"max_steps": 6, "batch_size": 8, "checkpoint_every": 6, "progress": False, "threads": 1,
+                     "accelerator": "cpu", "devices": 1, "log_every": 3},
+           "sample": {"num": 4, "sampler": "euler", "steps": 4}}
+    return polydiff.train(cfg, tmp_path_factory.mktemp("run") / "run", verbose=False)
+
+
+def test_trained_model_generates_structures_files_and_a_plot(trained, tmp_path):
+    import polydiff
+
+    gen = polydiff.load(trained.checkpoint)
+    objs = gen.generate(4, seed=0, progress=False)
+    assert len(objs) == 4 and all(isinstance(o, Structure | Undecodable) for o in objs)
+    again = gen.generate(4, seed=0, progress=False)
+    assert [str(a) for a in objs] == [str(b) for b in again]
+    gen.save(objs, tmp_path / "samples", plot=True)
+    assert (tmp_path / "samples" / "summary.csv").is_file()
+    assert list((tmp_path / "samples").glob("*.png"))
+
+
+def test_default_dataset_is_offline_and_split():
+    data = default_dataset(n=50, representation="matrix")
+    assert len(data.train) + len(data.test) <= 50 and len(data.test) >= 1
+    assert data.info["dataset"] == "default" and data.info["scaler"]
