@@ -182,3 +182,34 @@ def test_default_dataset_is_offline_and_split():
     data = default_dataset(n=50, representation="matrix")
     assert len(data.train) + len(data.test) <= 50 and len(data.test) >= 1
     assert data.info["dataset"] == "default" and data.info["scaler"]
+
+
+def test_cli_wyckoff_and_regressor_with_transfer(tmp_path, capsys):
+    """``polydiff crystals wyckoff`` lists the equivalent letterings; ``polydiff crystals
+    regressor`` trains on a CSV of CIFs, saves a file that loads back, and fine-tunes from it
+    with frozen early layers."""
+    from polydiff.cli import main
+    from polydiff_crystals.cli import load_regressor
+
+    _rocksalt().to(filename=str(tmp_path / "nacl.cif"))
+    assert main(["crystals", "wyckoff", str(tmp_path / "nacl.cif")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "space group 225" in out and "aaaabbbb" in out and "bbbbaaaa" in out
+    rows = ["material_id,cif,band_gap,formation_energy"]
+    for i, a in enumerate(np.linspace(3.7, 4.2, 12)):
+        s = _perovskite(a) if i % 2 else _rocksalt(a + 1.5)
+        cif = str(s.to(fmt="cif")).replace('"', "'")
+        rows.append(f'c{i},"{cif}",{a - 3.0:.3f},{-a:.3f}')
+    csv = tmp_path / "set.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    first, second = tmp_path / "form.pt", tmp_path / "gap.pt"
+    assert main(["crystals", "regressor", "--data", str(csv), "--target", "formation_energy", "--epochs", "2",
+                 "--hidden", "16", "--layers", "2", "--threads", "1", "--out", str(first)]) in (0, None)
+    assert main(["crystals", "regressor", "--data", str(csv), "--target", "band_gap", "--epochs", "2", "--hidden",
+                 "16", "--layers", "2", "--threads", "1", "--init", str(first), "--freeze", "0.5", "--out",
+                 str(second)]) in (0, None)
+    tuned = load_regressor(second)
+    start = load_regressor(first)
+    assert tuned.targets == ["band_gap"]
+    assert torch.equal(tuned.embed.weight, start.embed.weight)  # frozen by the transfer
+    assert "val MAE" in capsys.readouterr().out
