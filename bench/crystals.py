@@ -97,10 +97,9 @@ def part_floor(args: argparse.Namespace) -> dict[str, Any]:
 def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
     """Train each representation on each benchmark for ``--minutes``, sample ``--num`` crystals
     with the recipe's default sampler and evaluate them against the test split."""
+    import polydiff
     from polydiff_crystals.metrics import evaluate_crystals
     from polydiff_crystals.modality import CUTOFFS, Undecodable
-
-    import polydiff
 
     out: dict[str, Any] = {}
     for ds, short in (("perov_5", "perov"), ("carbon_24", "carbon")):
@@ -131,12 +130,11 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     trained on the whole split. Scores: share of samples in the requested space group (spglib,
     0.1 A) and share whose band gap, predicted by an in-project regressor trained on the whole
     split, falls in the requested window."""
+    import polydiff
     from polydiff_crystals.data import cdvae_crystals
     from polydiff_crystals.metrics import hit_rate, spacegroup_number
     from polydiff_crystals.modality import Undecodable, elements_of, spacegroup_of
     from polydiff_crystals.periodic import predict, train_regressor
-
-    import polydiff
 
     torch.set_num_threads(args.threads)
     val = cdvae_crystals("perov_5", "val")
@@ -213,10 +211,9 @@ def part_speed(args: argparse.Namespace) -> dict[str, Any]:
 def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
     """Our U-Net at DiffCrysGen's size on its (136, 3) matrix: EDM loss, backward, Adam step;
     then sampling 16 crystals with EDM's churned Heun, 100 steps (DiffCrysGen's default)."""
+    from polydiff.plugin import Noise, SampleSettings, controlled_sample, diffusion_loss
     from polydiff_crystals.matrix import MatrixSpec
     from polydiff_crystals.modality import CrystalsModality
-
-    from polydiff.plugin import Noise, SampleSettings, controlled_sample, diffusion_loss
 
     torch.set_num_threads(args.threads)
     mod = CrystalsModality()

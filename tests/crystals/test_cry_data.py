@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from polydiff_crystals import data
-from polydiff_crystals.data import cdvae_crystals, default_crystals, min_distance, random_crystals, similar_elements
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 from polydiff.plugin import shared_dir
+from polydiff_crystals import data
+from polydiff_crystals.data import cdvae_crystals, default_crystals, min_distance, random_crystals, similar_elements
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
 from polydiff_crystals import crystal_io
 from polydiff_crystals.crystal_io import (
     SUMMARY_COLUMNS,
@@ -19,9 +23,6 @@ from polydiff_crystals.crystal_io import (
     read_structures,
     write_structures,
 )
-from pymatgen.core import Lattice, Structure
-from pymatgen.io.cif import CifWriter
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,6 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Lattice, Structure
+
+from polydiff.plugin import FieldSpec, GaussianProcess, Noise, diffusion_loss
 from polydiff_crystals.matrix import (
     BAD_ANGLES,
     BAD_LENGTH,
@@ -23,10 +27,6 @@ from polydiff_crystals.matrix import (
     encode_all,
 )
 from polydiff_crystals.unet import MatrixDenoiser, UNet1D
-from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Lattice, Structure
-
-from polydiff.plugin import FieldSpec, GaussianProcess, Noise, diffusion_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,10 +13,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from polydiff_crystals import metrics as M
 from pymatgen.core import Lattice, Structure
 
 from polydiff.plugin import shared_dir
+from polydiff_crystals import metrics as M
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -390,8 +390,9 @@ def test_split_composition_validity_equals_cdvae_exhaustive_loop_and_is_fast():
     import random
     import time
 
-    from polydiff_crystals import metrics as M
     from pymatgen.core import Element
+
+    from polydiff_crystals import metrics as M
 
     rng = random.Random(1)
     zs = [z for z in range(1, 84) if (d := M._smact_data(Element.from_Z(z).symbol)) is not None and d[1] is not None]

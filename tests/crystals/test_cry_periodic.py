@@ -11,6 +11,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from pymatgen.core import Lattice, Structure
+
+from polydiff.plugin import Absorbing, FieldSpec, FlatTorus, GaussianProcess, GeodesicFlow, Masked, Plain, shared_dir
 from polydiff_crystals.periodic import (
     CrystalRegressor,
     PeriodicNet,
@@ -22,9 +25,6 @@ from polydiff_crystals.periodic import (
     structures_to_batch,
     train_regressor,
 )
-from pymatgen.core import Lattice, Structure
-
-from polydiff.plugin import Absorbing, FieldSpec, FlatTorus, GaussianProcess, GeodesicFlow, Masked, Plain, shared_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

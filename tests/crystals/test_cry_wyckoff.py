@@ -12,12 +12,12 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
-from polydiff_crystals import wyckoff as W
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from polydiff.plugin import shared_dir
+from polydiff_crystals import wyckoff as W
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

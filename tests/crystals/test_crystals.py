@@ -115,9 +115,9 @@ def test_conditions_prior_state_and_errors():
         mod.prior_state(2, data.info, condition={"heat": 1.0})
     bad = _rocksalt()
     del bad.properties["band_gap"]
-    with pytest.raises(ValueError, match="NaCl.*band_gap"):
+    with pytest.raises(ValueError, match=r"NaCl.*band_gap"):
         make_bundle([bad], [bad], {"dataset": "test"}, conditions=["band_gap"])
-    with pytest.raises(ValueError, match="network 'periodic' needs data.representation: periodic"):
+    with pytest.raises(ValueError, match=r"network 'periodic' needs data\.representation: periodic"):
         mod.network("periodic", data.info, mod.fields(data.info))
 
 
