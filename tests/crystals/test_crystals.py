@@ -213,3 +213,11 @@ def test_cli_wyckoff_and_regressor_with_transfer(tmp_path, capsys):
     assert tuned.targets == ["band_gap"]
     assert torch.equal(tuned.embed.weight, start.embed.weight)  # frozen by the transfer
     assert "val MAE" in capsys.readouterr().out
+
+
+def test_random_pyxtal_dataset_option():
+    from polydiff_crystals.modality import random_dataset
+
+    data = random_dataset(n=12, seed=1)
+    assert len(data.train) + len(data.test) <= 12 and data.info["representation"] == "periodic"
+    assert set(data.info["elements"]) <= {"Si", "O"}

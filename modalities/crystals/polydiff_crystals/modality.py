@@ -378,6 +378,19 @@ def _cdvae(dataset: str) -> Callable[..., DataBundle]:
     return build
 
 
+def random_dataset(n: int = 200, representation: str = "periodic", seed: int = 0, test_fraction: float = 0.1,
+                   elements: Sequence[str] = ("Si", "O"), max_sites: int = 12, wyckoff: bool = False) -> DataBundle:
+    """Symmetric random crystals from pyxtal (random space group and composition of
+    ``elements``, at most ``max_sites`` sites; seeded), split 90 / 10."""
+    from .data import random_crystals
+
+    train, test = _split(random_crystals(n, seed=seed, elements=tuple(elements), max_sites=max_sites), test_fraction,
+                         seed)
+    info = {"dataset": "random", "n": n, "seed": seed, "test_fraction": test_fraction, "cutoffs": "mp20"}
+    return make_bundle(train, test, info, representation=representation, wyckoff=wyckoff, max_sites=max_sites,
+                       max_elements=len(elements))
+
+
 def files_dataset(path: str, representation: str = "matrix", seed: int = 0, test_fraction: float = 0.1,
                   conditions: Sequence[str] = (), wyckoff: bool = False, max_sites: int = 20) -> DataBundle:
     """Users' crystals: a CIF / POSCAR / extXYZ file, a CSV of CIF strings with property
@@ -425,7 +438,7 @@ class CrystalsModality(Modality):
 
     def datasets(self) -> dict[str, Callable[..., DataBundle]]:
         return {"default": default_dataset, "perov_5": _cdvae("perov_5"), "carbon_24": _cdvae("carbon_24"),
-                "files": files_dataset}
+                "files": files_dataset, "random": random_dataset}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
         return {"unet": _network("unet"), "periodic": _network("periodic")}
