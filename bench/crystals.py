@@ -256,9 +256,14 @@ def part_report(args: argparse.Namespace) -> None:
         p = args.runs / f"{part}.json"
         if p.is_file():
             res[part] = json.loads(p.read_text())
-    env = environment(command_line("bench/crystals.py", sys.argv[1:]))
+    env = environment(command_line("crystals.py", sys.argv[1:]))
     res["environment"] = env
     md = header("Crystals benchmark", env)
+    ran = [(part, res[part].get("command")) for part in ("floor", "unconditional", "conditional", "speed")
+           if part in res and isinstance(res[part], dict) and res[part].get("command")]
+    if ran:
+        md += ["", "Parts run (each writes RUNS/<part>.json; floor+unconditional and conditional ran at the same time, "
+               "one thread each):", "", "```bash", *dict.fromkeys(c for _, c in ran), "```"]
     md += ["", f"CPU budget: {args.minutes:g} min of training per unconditional model (2 cores shared), samples "
            "with each recipe's default sampler (DiffCrysGen: EDM churned Heun, 100 steps, S_churn 1; periodic: Euler, "
            "100 steps). CDVAE's train.csv is not in our data copy: models train on CDVAE's val split and are scored "
@@ -280,6 +285,9 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{r['sample_s_per_crystal']:.3f} s/crystal ({r['sampler']}, {r['steps']} steps); "
                           f"undecodable: {r['undecodable'] or 'none'}")
         md.append("")
+    md += ["Novelty is not computed here (the CDVAE protocol does not score it on these sets); uniqueness is over "
+           "valid samples with StructureMatcher (stol 0.5, angle_tol 10, ltol 0.3). COV-R of the floor is below 1 "
+           "because 128 crystals cannot cover 500 (each row uses the same 128 / 500 counts).", ""]
     if "conditional" in res:
         c = res["conditional"]
         md += ["## Conditional generation on a small band-gap set", "",
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
                "speed": part_speed}[part](args)
+        res["command"] = command_line("crystals.py", argv)
         (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
 
 
