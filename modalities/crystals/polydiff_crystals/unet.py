@@ -87,16 +87,25 @@ class ResBlock1d(nn.Module):
 
 class ChannelAttention(nn.Module):
     """Self-attention among the channels of a (B, C, L) signal, each channel a token of L
-    features; add & norm, a 4x ReLU feed-forward, add & norm (post-norm transformer layer)."""
+    features; add & norm, a 4x ReLU feed-forward, add & norm (post-norm transformer layer).
+    DiffCrysGen's layer with its parameter count, computed by
+    :func:`torch.nn.functional.scaled_dot_product_attention` (fused, also while training, where
+    :class:`torch.nn.MultiheadAttention` takes its slow path: a fifth of the U-Net's time)."""
 
     def __init__(self, length: int, heads: int = 1, dropout: float = 0.1) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(length, heads, dropout=dropout, batch_first=True)
+        if length % heads:
+            raise ValueError(f"attention width {length} is not divisible by heads={heads}")
+        self.heads, self.dropout = heads, dropout
+        self.qkv, self.proj = nn.Linear(length, 3 * length), nn.Linear(length, length)
         self.norm1, self.norm2 = nn.LayerNorm(length), nn.LayerNorm(length)
         self.ffn = nn.Sequential(nn.Linear(length, 4 * length), nn.ReLU(), nn.Linear(4 * length, length))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.norm1(x + self.attn(x, x, x, need_weights=False)[0])
+        b, c, length = x.shape
+        q, k, v = self.qkv(x).view(b, c, 3, self.heads, length // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        x = self.norm1(x + self.proj(a.transpose(1, 2).reshape(b, c, length)))
         return self.norm2(x + self.ffn(x))
 
 
