@@ -221,3 +221,39 @@ def test_random_pyxtal_dataset_option():
     data = random_dataset(n=12, seed=1)
     assert len(data.train) + len(data.test) <= 12 and data.info["representation"] == "periodic"
     assert set(data.info["elements"]) <= {"Si", "O"}
+
+
+def test_matrix_gradient_guidance_regressor_learns_and_steers():
+    """A noise-aware matrix regressor beats the mean at low noise, and its guidance moves the
+    samples of an (untrained) model towards the target property."""
+    import polydiff
+    from polydiff.plugin import Control, SampleSettings, controlled_sample
+    from polydiff_crystals.guidance import matrix_guidance, train_matrix_regressor
+
+    crystals = []
+    for i, a in enumerate(np.linspace(4.0, 7.0, 40)):
+        s = _rocksalt(a, f"r{i}")
+        s.properties["band_gap"] = float(a)  # a property the lattice row encodes
+        crystals.append(s)
+    data = make_bundle(crystals[::2], crystals[1::2], {"dataset": "test"}, conditions=["band_gap"])
+    mod = CrystalsModality()
+    fields = mod.fields(data.info)
+    reg, report = train_matrix_regressor(data, "band_gap", fields, steps=300, batch_size=32, seed=0)
+    assert report["test_mae_sigma_0.01"] < 0.5 * report["baseline_mae"]
+    torch.manual_seed(0)
+    net = mod.network("unet", data.info, fields, channels=[8, 16, 16], time_dim=32).eval()
+    spec = mod.prior_state(8, data.info)
+    spec = {k: v for k, v in spec.items() if k in fields or not isinstance(v, tuple)}
+    settings = SampleSettings(sampler="edm", steps=12)
+    with torch.no_grad():
+        plain = controlled_sample(net, fields, spec, settings, None, seed=torch.arange(8), device=torch.device("cpu"))
+    guided = controlled_sample(net, fields, spec, settings, Control(guidance=matrix_guidance(reg, 6.5, fields, 4.0)),
+                               seed=torch.arange(8), device=torch.device("cpu"))
+    sig = torch.full((8,), 0.002, dtype=torch.float64)
+    from polydiff.plugin import time_input
+
+    with torch.no_grad():
+        before = reg(plain["x"], time_input(fields["x"].process.schedule, sig))
+        after = reg(guided["x"], time_input(fields["x"].process.schedule, sig))
+    assert (after - 6.5).abs().mean() < (before - 6.5).abs().mean()
+    assert polydiff  # the public package stays importable alongside
