@@ -257,3 +257,20 @@ def test_matrix_gradient_guidance_regressor_learns_and_steers():
         after = reg(guided["x"], time_input(fields["x"].process.schedule, sig))
     assert (after - 6.5).abs().mean() < (before - 6.5).abs().mean()
     assert polydiff  # the public package stays importable alongside
+
+
+def test_fused_channel_attention_equals_multihead_attention_and_loads_its_weights():
+    """The U-Net's fused attention computes nn.MultiheadAttention's layer exactly and loads
+    checkpoints saved with it (renamed q/k/v and output projections)."""
+    from polydiff_crystals.unet import ChannelAttention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(17, 1, dropout=0.0, batch_first=True)
+    layer = ChannelAttention(17, 1, 0.0).eval()
+    old = {"attn.in_proj_weight": mha.in_proj_weight.detach(), "attn.in_proj_bias": mha.in_proj_bias.detach(),
+           "attn.out_proj.weight": mha.out_proj.weight.detach(), "attn.out_proj.bias": mha.out_proj.bias.detach()}
+    old.update({k: v for k, v in layer.state_dict().items() if not k.startswith(("qkv", "proj"))})
+    layer.load_state_dict(old)
+    x = torch.randn(4, 32, 17)
+    h = layer.norm1(x + mha(x, x, x, need_weights=False)[0])
+    assert torch.allclose(layer(x), layer.norm2(h + layer.ffn(h)), atol=1e-6)

@@ -101,6 +101,14 @@ class ChannelAttention(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(length), nn.LayerNorm(length)
         self.ffn = nn.Sequential(nn.Linear(length, 4 * length), nn.ReLU(), nn.Linear(4 * length, length))
 
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints made with nn.MultiheadAttention (packed q, k, v in the same order) still load
+        for old, new in (("attn.in_proj_weight", "qkv.weight"), ("attn.in_proj_bias", "qkv.bias"),
+                         ("attn.out_proj.weight", "proj.weight"), ("attn.out_proj.bias", "proj.bias")):
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, length = x.shape
         q, k, v = self.qkv(x).view(b, c, 3, self.heads, length // self.heads).permute(2, 0, 3, 1, 4)
