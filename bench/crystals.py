@@ -124,6 +124,19 @@ def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any) -> dict[str, Any]:
+    """Share of samples whose judged band gap lies in ``window`` (undecodable samples and those
+    with elements the judge never saw count as misses), the decoded share and the median."""
+    from polydiff_crystals.modality import Undecodable
+    from polydiff_crystals.periodic import predict
+
+    structs = [o for o in objs if not isinstance(o, Undecodable)]
+    known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
+    pred = predict(judge, known)[:, 0] if known else np.zeros(0)
+    return {"band_gap_share": float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs),
+            "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred)) if len(pred) else None}
+
+
 def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     """Space group + band gap on a small set (``--small`` Perov-5 crystals with a band gap > 0):
     with / without Wyckoff augmentation x with / without transfer from a formation-energy model
@@ -134,7 +147,7 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     from polydiff_crystals.data import cdvae_crystals
     from polydiff_crystals.metrics import hit_rate, spacegroup_number
     from polydiff_crystals.modality import Undecodable, elements_of, spacegroup_of
-    from polydiff_crystals.periodic import predict, train_regressor
+    from polydiff_crystals.periodic import train_regressor
 
     torch.set_num_threads(args.threads)
     val = cdvae_crystals("perov_5", "val")
@@ -177,13 +190,9 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
             objs = gen.generate(args.num, seed=0, progress=False,
                                 condition={"spacegroup": target_sg, "band_gap": target_gap})
             structs = [o for o in objs if not isinstance(o, Undecodable)]
-            known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
             sg_share = sum(spacegroup_number(s, 0.1) == target_sg for s in structs) / len(objs)
-            pred = predict(reg, known)[:, 0] if known else np.zeros(0)  # unknown elements: outside the window
-            gap_share = float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs)
-            out["runs"][name] = {"train": tr, "spacegroup_share": sg_share, "band_gap_share": gap_share,
-                                 "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred))
-                                 if len(pred) else None}
+            out["runs"][name] = {"train": tr, "spacegroup_share": sg_share,
+                                 **band_gap_hits(reg, objs, elements, window)}
             print(name, out["runs"][name], flush=True)
     return out
 
@@ -196,8 +205,8 @@ def part_gradient(args: argparse.Namespace) -> dict[str, Any]:
     from polydiff.plugin import Control
     from polydiff_crystals.data import cdvae_crystals
     from polydiff_crystals.guidance import matrix_guidance, train_matrix_regressor
-    from polydiff_crystals.modality import Undecodable, elements_of
-    from polydiff_crystals.periodic import predict, train_regressor
+    from polydiff_crystals.modality import elements_of
+    from polydiff_crystals.periodic import train_regressor
 
     torch.set_num_threads(args.threads)
     cond = json.loads((args.runs / "conditional.json").read_text())
@@ -218,13 +227,8 @@ def part_gradient(args: argparse.Namespace) -> dict[str, Any]:
         objs = gen.generate(args.num, seed=0, progress=False, condition={"spacegroup": cond["target_spacegroup"],
                                                                          "band_gap": target},
                             **({"control": control} if control is not None else {}))
-        structs = [o for o in objs if not isinstance(o, Undecodable)]
-        known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
-        pred = predict(judge, known)[:, 0] if known else np.zeros(0)
-        out["runs"][f"scale_{scale:g}"] = {
-            "band_gap_share": float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs),
-            "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred)) if len(pred) else None,
-            "seconds_per_crystal": (time.perf_counter() - t0) / len(objs)}
+        out["runs"][f"scale_{scale:g}"] = {**band_gap_hits(judge, objs, elements, window),
+                                           "seconds_per_crystal": (time.perf_counter() - t0) / len(objs)}
         print("gradient", scale, out["runs"][f"scale_{scale:g}"], flush=True)
     return out
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -91,8 +90,3 @@ def matrix_guidance(reg: MatrixRegressor, target: float | Tensor, fields: Mappin
         return gradient_guidance(model, fields, potential, scale=scale, on="xt", keys=["x"])
 
     return wrap
-
-
-def window_share(values: np.ndarray, low: float, high: float, total: int) -> float:
-    """Share of ``total`` samples whose value lies in [low, high] (missing values count as out)."""
-    return float(np.sum((values >= low) & (values <= high))) / max(total, 1)
