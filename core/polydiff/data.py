@@ -51,7 +51,7 @@ class DatasetInfo(TypedDict, total=False):
     dataset: str
 
 
-CONDITION_KINDS = {"class": ("num_classes",), "scalar": (), "vector": ("dim",)}
+CONDITION_KINDS = {"class": ("num_classes",), "scalar": (), "vector": ("dim",), "tokens": ("num_classes",)}
 
 
 def check_info(info: Mapping[str, Any], source: str = "info") -> dict[str, Any]:

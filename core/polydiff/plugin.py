@@ -13,11 +13,13 @@ Groups:
 - sampling: :func:`sample`, :class:`SampleSettings`, :class:`SamplingLoop`, :class:`Control`,
   :func:`controlled_sample`, :func:`register` (samplers) with :class:`StepContext`,
   :class:`CategoricalContext` and the coefficient helpers, guidance and observations;
+- distillation: the ``ctm`` objective's pieces (:func:`ctm`, :func:`ctm_loss`, :func:`jump`,
+  :func:`load_teacher`, :data:`DISTANCES` with :class:`Comparison`, :class:`TwoTime`);
 - training: :func:`diffusion_loss`, the registries of weightings, time densities,
   objectives and per-sample alignments (:data:`ALIGNMENTS`), the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
-  :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
+  :func:`cache_dir`, :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
   naming the file and line), :func:`parse_pairs`, :data:`USER_ERRORS`;
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
 """
@@ -40,10 +42,21 @@ from .data import (
     rotate,
     size_histogram,
 )
+from .distill import DISTANCES, Comparison, TwoTime, ctm, ctm_loss, jump, load_teacher
 from .elbo import CategoricalELBO, categorical_elbo
 from .energy import EnergyModel, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
-from .files import SHARED_ENV, atomic_folder, atomic_write, csv_rows, read_text, save_figure, shared_dir, shared_file
+from .files import (
+    SHARED_ENV,
+    atomic_folder,
+    atomic_write,
+    cache_dir,
+    csv_rows,
+    read_text,
+    save_figure,
+    shared_dir,
+    shared_file,
+)
 from .generator import Generator, load
 from .grids import GRIDS, make_grid
 from .guidance import (
@@ -132,6 +145,7 @@ from .techniques import ALIGNMENTS
 
 __all__ = [
     "ALIGNMENTS",
+    "DISTANCES",
     "EDM",
     "EGNN",
     "GRIDS",
@@ -153,6 +167,7 @@ __all__ = [
     "CheckpointError",
     "Coefs",
     "Command",
+    "Comparison",
     "ConditionEmbedding",
     "ConditionSpec",
     "Control",
@@ -194,6 +209,7 @@ __all__ = [
     "Symmetric",
     "TensorStates",
     "TimeEmbedding",
+    "TwoTime",
     "Uniform",
     "VPCosine",
     "VPLinear",
@@ -202,6 +218,7 @@ __all__ = [
     "as_observation",
     "atomic_folder",
     "atomic_write",
+    "cache_dir",
     "call",
     "categorical_elbo",
     "check_info",
@@ -213,6 +230,8 @@ __all__ = [
     "compose_augment",
     "controlled_sample",
     "csv_rows",
+    "ctm",
+    "ctm_loss",
     "default_collate",
     "diffusion_loss",
     "draw_sizes",
@@ -231,11 +250,13 @@ __all__ = [
     "igso3_density",
     "index_mask",
     "input_scale",
+    "jump",
     "lam_step",
     "load",
     "load_modality",
     "load_network",
     "load_observed",
+    "load_teacher",
     "log_map",
     "make_condition",
     "make_grid",

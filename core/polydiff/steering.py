@@ -602,6 +602,27 @@ def control_of(control: Control | None = None, **keywords: Any) -> Control:
     return dataclasses.replace(base, **given) if given else base
 
 
+def _all_absorbing(fields: Mapping[str, FieldSpec]) -> bool:
+    from .processes import Absorbing
+
+    return all(isinstance(f.process, Absorbing) for f in fields.values())
+
+
+def _given_tokens(fields: Mapping[str, FieldSpec], spec: dict[str, Any], obs: Observation,
+                  device: Any) -> dict[str, Any]:
+    """``spec`` with each observed absorbing field given as a start tensor: the observed tokens,
+    the mask token elsewhere."""
+    for name in obs.values:
+        if name not in fields:
+            raise KeyError(f"observed {name!r} is not a field of the state; fields: {sorted(fields)}")
+        given = spec[name]
+        like = given if isinstance(given, Tensor) else \
+            torch.full(tuple(given), fields[name].process.mask_id, dtype=torch.long, device=device or "cpu")
+        v, m = obs.expand(name, like)
+        spec[name] = torch.where(m, v.long(), like)
+    return spec
+
+
 def controlled_sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any],
                       settings: SampleSettings | None = None, control: Control | None = None, *,
                       condition: Mapping[str, Any] | Sequence[str] | None = None,
@@ -648,6 +669,10 @@ def controlled_sample(model: Model, process: Any, shape_or_state: tuple[int, ...
         wrappers.append(lambda m: reconstruction_guidance(m, fields, obs, scale=ctl.observation_scale))
     pots = list(ctl.potentials) + ([RewardTilt(ctl.reward, ctl.beta)] if ctl.reward is not None else [])
     wrap = compose(*wrappers)
+    if obs is not None and mode == "replace" and k == 1 and not pots and not single and _all_absorbing(fields):
+        # masked diffusion never re-masks a token: observed tokens in the start state are the exact
+        # conditional (any absorbing sampler, first_hitting's own loop included)
+        shape_or_state, obs = _given_tokens(fields, dict(shape_or_state), obs, run.get("device")), None
     if k == 1 and not pots and (obs is None or mode == "guidance"):
         return sample(model, process, shape_or_state, settings, wrap_model=wrap, **run, **rest)
     return steer(model, process, shape_or_state, settings, particles=k, potentials=pots,

@@ -167,6 +167,25 @@ def test_condition_dropout_and_null_sentinels():
         null_state(st, ["missing"])
 
 
+def test_token_conditions_are_bags_of_words_with_a_null():
+    from polydiff.data import check_info
+    from polydiff.nn import ConditionEmbedding
+
+    torch.manual_seed(0)
+    emb = ConditionEmbedding({"caption": {"kind": "tokens", "num_classes": 10}}, 8)
+    words = torch.tensor([[3, 4, 0, 0], [4, 3, 0, 0], [3, 3, 4, 4], [5, 0, 0, 0]])
+    out = emb({"caption": words}, 4)
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[0], out[2])  # order and counts of a bag
+    assert not torch.allclose(out[0], out[3])
+    dropped = null_state({"caption": words}, ["caption"])  # CFG's null caption: every entry -1
+    assert torch.all(dropped["caption"] == NULL_CLASS)
+    null = emb(dropped, 4)
+    assert torch.allclose(null, emb({}, 4)) and torch.allclose(null, emb({"caption": torch.zeros_like(words)}, 4))
+    check_info({"conditions": {"caption": {"kind": "tokens", "num_classes": 10}}})
+    with pytest.raises(ValueError, match="num_classes"):
+        check_info({"conditions": {"caption": {"kind": "tokens"}}})
+
+
 def test_condition_parsing():
     assert parse_condition(["label=3", "logp=-1.5", "vec=0,1,2"]) == {"label": 3, "logp": -1.5, "vec": [0.0, 1.0, 2.0]}
     with pytest.raises(ValueError):

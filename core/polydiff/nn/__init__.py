@@ -148,8 +148,11 @@ class ConditionEmbedding(nn.Module):
 
     ``specs`` maps state keys to ``{"kind": "class", "num_classes": K}``, ``{"kind":
     "scalar", "low": a, "high": b, "basis": 16}`` (a Gaussian radial-basis expansion over
-    [a, b], as SchNet expands distances) or ``{"kind": "vector", "dim": d}``. A key missing
-    from the state, a label of -1 or a NaN value selects that key's learned null embedding.
+    [a, b], as SchNet expands distances), ``{"kind": "vector", "dim": d}`` or ``{"kind":
+    "tokens", "num_classes": V}`` (a (B, L) sequence of token ids such as a tokenised caption,
+    0 = padding: the mean of its token embeddings through an MLP, a bag of words). A key missing
+    from the state, a label of -1, a NaN value or a token row without any token >= 1 selects
+    that key's learned null embedding.
     """
 
     def __init__(self, specs: Mapping[str, Mapping[str, Any]], dim: int) -> None:
@@ -168,8 +171,12 @@ class ConditionEmbedding(nn.Module):
                 self.embed[key] = nn.Sequential(nn.Linear(n, dim), nn.SiLU(), nn.Linear(dim, dim))
             elif kind == "vector":
                 self.embed[key] = nn.Sequential(nn.Linear(int(spec["dim"]), dim), nn.SiLU(), nn.Linear(dim, dim))
+            elif kind == "tokens":
+                mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+                self.embed[key] = nn.ModuleDict({"words": nn.Embedding(int(spec["num_classes"]), dim, padding_idx=0),
+                                                 "mlp": mlp})
             else:
-                raise ValueError(f"condition {key!r}: unknown kind {kind!r}; allowed: class, scalar, vector")
+                raise ValueError(f"condition {key!r}: unknown kind {kind!r}; allowed: class, scalar, vector, tokens")
             self.null[key] = nn.Parameter(torch.zeros(dim))
         self.dim = dim
 
@@ -183,6 +190,12 @@ class ConditionEmbedding(nn.Module):
                 v = state[key].reshape(batch).long()
                 keep = v >= 0
                 e = torch.where(keep[:, None], self.embed[key](v.clamp_min(0)), null)
+            elif spec["kind"] == "tokens":
+                v = state[key].reshape(batch, -1).long()
+                words = (v >= 1).to(null.dtype)
+                n = words.sum(1, keepdim=True)
+                bag = (self.embed[key]["words"](v.clamp(0, int(spec["num_classes"]) - 1)) * words[..., None]).sum(1)
+                e = torch.where(n > 0, self.embed[key]["mlp"](bag / n.clamp_min(1)), null)
             else:
                 v = state[key].reshape(batch, -1).float()
                 keep = ~torch.isnan(v).any(-1)
