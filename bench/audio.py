@@ -1,0 +1,398 @@
+"""Audio benchmark: SoundCTM (student vs teacher on the embedded sound-event set) and the joint
+multi-track chorale models (joint vs independent per-track models, arrangement, separation).
+
+Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/audio.{json,md}``):
+
+- ``teacher``: train the caption-conditioned EDM teacher (``configs/audio/sound_teacher.yaml``)
+  for ``--teacher-minutes``;
+- ``student``: distil the SoundCTM student (``soundctm.yaml``: omega ~ U[2, 5], teacher-feature
+  distance + DSM, initialised from the teacher) for ``--student-minutes``;
+- ``sound``: one sample per test caption (``--num`` captions of the test split) from the teacher
+  at 40 Heun steps (its default), the teacher at 1 and 4 steps (Heun, its default sampler, and
+  DPM-Solver++(2M), the best few-step ODE solver), and the student at 1 and 4 steps (the ``ctm``
+  sampler, gamma 0, and gamma 0.5 at 4 steps); teacher with classifier-free guidance omega = 3.5,
+  student fed omega = 3.5 with nu = 1. Metrics: Frechet distance in the in-project classifier's
+  embedding (``fd``), caption agreement, mel-spectral distances, all on Griffin-Lim audio; and
+  generation speed (spectrograms per second, 2 threads, no vocoder; the vocoder's time apart),
+  measured in the same run. Floors: a second real set, and real audio through the vocoder;
+- ``chorales``: the joint token model and the independent per-track baseline trained for
+  ``--music-minutes`` each; unconditional statistics against the test windows, and arrangement
+  (soprano given, alto / tenor / bass generated) on ``--arrange`` test windows; MIDI + WAV files
+  written by ``polydiff sample --observed soprano.mid``;
+- ``stems``: the joint stems model for ``--stems-minutes``; separation of test mixtures (SI-SNRi,
+  MSDM's chunking) next to the oracle (true stem mels as masks).
+
+Usage::
+
+    python bench/audio.py                       # every part (about 75 CPU-minutes)
+    python bench/audio.py --parts sound,report  # re-evaluate trained models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, environment, header, publish
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "configs" / "audio"
+OMEGA = 3.5
+# Published (SoundCTM, Saito et al., ICLR 2025, AudioCaps at 16 kHz, with VGGish FAD; not comparable with our
+# in-project embedding on synthetic events, shown for scale): student 1 step FAD 2.08, teacher (TANGO-based
+# 16 kHz) with 200 steps FAD 1.70 (the paper's Table 1 reports these for the 16 kHz model).
+PUBLISHED = {"soundctm_1step_fad": 2.08, "teacher_fad": 1.70}
+
+
+def recipe(name: str, **changes: Any) -> dict[str, Any]:
+    cfg = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    for section, values in changes.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def train(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> tuple[Path, dict[str, Any]]:
+    import polydiff
+
+    cfg["train"] = {**cfg["train"], "max_minutes": minutes, "max_steps": 10**6, "threads": threads, "progress": False,
+                    "checkpoint_every": 10**6}
+    t0 = time.perf_counter()
+    run = polydiff.train(cfg, out, verbose=False, fresh=True)
+    ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}
+
+
+def _ckpt(args: argparse.Namespace, name: str) -> Path:
+    path = args.runs / name / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run the '{name}' part first")
+    return path
+
+
+# -- sound ---------------------------------------------------------------------------------------
+
+def part_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    _, tr = train(recipe("sound_teacher"), args.runs / "teacher", args.teacher_minutes, args.threads)
+    print("teacher", tr, flush=True)
+    return {"train": tr}
+
+
+def part_student(args: argparse.Namespace) -> dict[str, Any]:
+    teacher = str(_ckpt(args, "teacher"))
+    cfg = recipe("soundctm", loss={"teacher": teacher}, train={"init": teacher})
+    _, tr = train(cfg, args.runs / "student", args.student_minutes, args.threads)
+    print("student", tr, flush=True)
+    return {"train": tr, "loss": cfg["loss"]}
+
+
+class Counter(torch.nn.Module):
+    """Counts network calls (a doubled CFG batch is one call) around a generator's network."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, *a: Any, **k: Any) -> Any:
+        self.calls += 1
+        return self.net(*a, **k)
+
+
+def _settings(kind: str, sampler: str, steps: int, gamma: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"sampler": sampler, "steps": steps}
+    if gamma is not None:
+        out["gamma"] = gamma
+    if kind == "teacher":
+        out["guidance_scale"] = OMEGA
+    return out
+
+
+def part_sound(args: argparse.Namespace) -> dict[str, Any]:
+    import polydiff
+    from polydiff_audio.modality import evaluate_sounds, mels_to_sounds, reference_sounds, sound_evaluator
+    from polydiff_audio.sounds import audio_of, sound_events
+
+    teacher, student = polydiff.load(_ckpt(args, "teacher")), polydiff.load(_ckpt(args, "student"))
+    info = teacher.info
+    ref = reference_sounds(info)[: args.num]
+    captions = [s.caption for s in ref]
+    sound_evaluator(info)  # train / load the metric classifier outside the timings
+    torch.set_num_threads(args.threads)
+    rows: dict[str, Any] = {}
+    other = sound_events(len(ref), seed=4242)
+    rows["floor: second real set"] = evaluate_sounds(other, ref, info)
+    t0 = time.perf_counter()
+    from polydiff_audio.sounds import MelSpec, Sound, mel_of
+
+    spec = MelSpec.from_dict(info["mel"])
+    voc = [Sound(audio_of(mel_of(s.audio, spec), spec, seed=i), s.sr, s.caption, s.label, s.name)
+           for i, s in enumerate(other)]
+    vocoder_s = (time.perf_counter() - t0) / len(other)
+    rows["floor: second real set through the vocoder"] = evaluate_sounds(voc, ref, info)
+    plan = [("teacher", "heun", 40, None), ("teacher", "heun", 4, None), ("teacher", "heun", 1, None),
+            ("teacher", "dpm++2m", 4, None), ("teacher", "dpm++2m", 1, None),
+            ("student", "ctm", 1, 0.0), ("student", "ctm", 4, 0.0), ("student", "ctm", 4, 0.5)]
+    for kind, sampler, steps, gamma in plan:
+        gen = teacher if kind == "teacher" else student
+        cond = {"caption": captions} if kind == "teacher" else {"caption": captions, "omega": OMEGA}
+        opts = _settings(kind, sampler, steps, gamma)
+        counter = Counter(gen.net)
+        net, gen.net = gen.net, counter
+        times = []
+        try:
+            for rep in range(args.repeats):
+                counter.calls = 0
+                t0 = time.perf_counter()
+                states = gen.sample_states(len(ref), seed=rep, condition=cond, batch_size=args.batch, progress=False,
+                                           **opts)
+                times.append(time.perf_counter() - t0)
+        finally:
+            gen.net = net
+        calls = counter.calls / max(1, -(-len(ref) // args.batch))
+        objs = mels_to_sounds(states["mel"], info, states)
+        m = evaluate_sounds(objs, ref, info)
+        name = f"{kind} {sampler} {steps} step{'s' if steps > 1 else ''}" + (f" gamma {gamma}" if gamma else "")
+        rows[name] = {**m, "nfe": calls, "samples_per_s": len(ref) / statistics.median(times), "kind": kind,
+                      "sampler": sampler, "steps": steps, "gamma": gamma}
+        if name == "student ctm 1 step":
+            student.save(objs[:16], args.runs / "student_samples", overwrite=True, plot=True)
+        print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[name].items()}, flush=True)
+    return {"rows": rows, "num": len(ref), "omega": OMEGA, "vocoder_s_per_sample": vocoder_s,
+            "repeats": args.repeats, "batch": args.batch, "threads": args.threads}
+
+
+# -- music ---------------------------------------------------------------------------------------
+
+def _windows(gen: Any) -> Any:
+    from polydiff.plugin import load_modality
+
+    data = load_modality("audio").dataset(gen.config.data.name, **gen.config.data.options)
+    return data
+
+
+def part_chorales(args: argparse.Namespace) -> dict[str, Any]:
+    import polydiff
+    from polydiff_audio.modality import arrangement, rolls_to_chorales
+    from polydiff_audio.music import write_midi
+    from polydiff_audio.music_metrics import arrangement_accuracy, music_metrics
+
+    out: dict[str, Any] = {}
+    for name in ("chorales", "chorales_independent"):
+        ckpt, tr = train(recipe(name), args.runs / name, args.music_minutes, args.threads)
+        gen = polydiff.load(ckpt)
+        data = _windows(gen)
+        info = gen.info
+        ref = rolls_to_chorales(data.test.tensors["roll"], info)
+        train_set = rolls_to_chorales(data.train.tensors["roll"][:: max(1, len(data.train) // 512)], info)
+        torch.set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        objs = gen.generate(args.music_num, seed=0, progress=False)
+        sample_s = (time.perf_counter() - t0) / args.music_num
+        row: dict[str, Any] = {"train": tr, "unconditional": music_metrics(objs, ref), "sample_s": sample_s}
+        if name == "chorales":
+            out["floor: training windows"] = music_metrics(train_set, ref)
+        # arrangement: soprano given
+        arranged, truth = [], []
+        for i, c in enumerate(ref[: args.arrange]):
+            sop = type(c)(c.tracks[:1], ("soprano",), c.name)
+            obs = arrangement(sop, info)
+            got = gen.generate(1, seed=i, observed=obs, progress=False)[0]
+            arranged.append(got)
+            truth.append(c)
+        row["arrangement"] = {"accuracy_atb": arrangement_accuracy(arranged, truth, [1, 2, 3]),
+                              "soprano_kept": arrangement_accuracy(arranged, truth, [0]),
+                              **music_metrics(arranged, truth)}
+        out[name] = row
+        print(name, json.dumps(row, default=float)[:600], flush=True)
+        if name == "chorales":  # listenable files through the command line
+            sop_file = args.runs / "soprano.mid"
+            write_midi(type(ref[0])(ref[0].tracks[:1], ("soprano",), "soprano"), sop_file)
+            cmd = [str(Path(sys.executable).parent / "polydiff"), "sample", str(ckpt), "--num", "2", "--observed",
+                   str(sop_file), "--out", str(args.runs / "arranged"), "--overwrite", "--plot"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            out["cli_arrangement"] = {"command": "polydiff " + " ".join(cmd[1:]), "rc": r.returncode,
+                                      "files": sorted(p.name for p in (args.runs / "arranged").glob("*"))
+                                      if r.returncode == 0 else r.stderr[-500:]}
+    return out
+
+
+def part_stems(args: argparse.Namespace) -> dict[str, Any]:
+    import polydiff
+    from polydiff_audio.modality import tokens_to_stems
+    from polydiff_audio.music import StemSpec
+    from polydiff_audio.music import separate as mask_separate
+    from polydiff_audio.music_metrics import separation_scores
+    from polydiff_audio.separation import separate
+
+    ckpt, tr = train(recipe("stems"), args.runs / "stems", args.stems_minutes, args.threads)
+    gen = polydiff.load(ckpt)
+    data = _windows(gen)
+    info = gen.info
+    spec = StemSpec.from_dict(info["stem"])
+    refs = tokens_to_stems(data.test.tensors["tokens"][: args.separate], info)
+    ours, oracle, mix_only = [], [], []
+    t0 = time.perf_counter()
+    for i, r in enumerate(refs):
+        mix = r.mix
+        est, _ = separate(gen, mix, n=1, scale=args.sep_scale, seed=i)
+        n = min(est.shape[2], r.audio.shape[1])
+        ours.append(separation_scores(est[0][:, :n], mix[:n], r.audio[:, :n], spec.sr))
+        orc = mask_separate(mix, r.mels, spec)
+        oracle.append(separation_scores(orc[:, :n], mix[:n], r.audio[:, :n], spec.sr))
+    sep_s = (time.perf_counter() - t0) / max(1, len(refs))
+
+    def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+    objs = gen.generate(4, seed=0, progress=False)
+    gen.save(objs, args.runs / "stems_samples", overwrite=True, plot=True)
+    res = {"train": tr, "separation": mean(ours), "oracle_masks": mean(oracle), "pieces": len(refs),
+           "scale": args.sep_scale, "separate_s": sep_s, "unconditional": gen.evaluate(objs, refs[:4])}
+    del mix_only
+    print("stems", json.dumps(res, default=float)[:800], flush=True)
+    return res
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def part_report(args: argparse.Namespace) -> None:
+    res: dict[str, Any] = {}
+    for part in ("teacher", "student", "sound", "chorales", "stems"):
+        f = args.runs / f"{part}.json"
+        if f.is_file():
+            res[part] = json.loads(f.read_text())
+    env = environment(command_line("audio.py", None))
+    res["environment"] = env
+    md = header("Audio benchmark", env)
+    if "sound" in res:
+        s = res["sound"]
+        rows = s["rows"]
+        md += ["## SoundCTM on the embedded sound-event set", "",
+               f"Teacher trained {res['teacher']['train']['minutes']:.1f} min "
+               f"({res['teacher']['train']['steps']} steps), "
+               f"student distilled {res['student']['train']['minutes']:.1f} min ({res['student']['train']['steps']} "
+               f"steps) from it; {s['num']} samples, one per test caption; teacher with classifier-free guidance "
+               f"omega = {s['omega']}, student fed omega = {s['omega']} (nu = 1). FD: Frechet distance of the "
+               "in-project classifier's embeddings (not VGGish FAD); agreement: share classified as the caption's "
+               "class; mel L1: set-level mean-spectrum distance in dB. Speed: spectrograms per second, "
+               f"{s['threads']} threads, batch {s['batch']}, median of {s['repeats']}, no vocoder (Griffin-Lim "
+               f"adds {s['vocoder_s_per_sample'] * 1000:.0f} ms per sample).", "",
+               "| model | NFE | FD | caption agreement | mel L1 dB | mel std L1 dB | samples / s "
+               "| speed vs teacher 40 |",
+               "|---|---|---|---|---|---|---|---|"]
+        base = rows.get("teacher heun 40 steps", {}).get("samples_per_s")
+        for name, r in rows.items():
+            sp = r.get("samples_per_s")
+            md.append(f"| {name} | {_fmt(r.get('nfe'), 0)} | {_fmt(r.get('fd'))} | {_fmt(r.get('caption_agreement'))} "
+                      f"| {_fmt(r.get('mel_l1_db'))} | {_fmt(r.get('mel_std_l1_db'))} | {_fmt(sp, 1)} | "
+                      f"{_fmt(sp / base, 1) + 'x' if sp and base else '-'} |")
+        md += ["", verdict_sound(rows), "",
+               f"Published (SoundCTM paper, AudioCaps with VGGish FAD, not comparable): student 1 step FAD "
+               f"{PUBLISHED['soundctm_1step_fad']}, teacher FAD {PUBLISHED['teacher_fad']}.", ""]
+    if "chorales" in res:
+        c = res["chorales"]
+        keys = ["pitch_class_distance", "note_density", "note_density_gap", "voice_range_rate", "voice_crossing_rate",
+                "parallel_fifths", "parallel_octaves"]
+        md += ["## Chorales: joint vs independent per-track models", "",
+               f"Each model trained {c['chorales']['train']['minutes']:.1f} min; {args.music_num} unconditional "
+               "samples against the test windows (2 bars of 16ths, 4 voices); arrangement: soprano of a test window "
+               "given, alto / tenor / bass generated (first-hitting sampler).", "",
+               "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name in ("floor: training windows", "chorales", "chorales_independent"):
+            r = c.get(name, {})
+            r = r.get("unconditional", r)
+            md.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+        md += ["", "| arrangement (soprano given) | ATB note accuracy | soprano kept | voice crossing "
+               "| parallel fifths | parallel octaves |", "|---|---|---|---|---|---|"]
+        for name in ("chorales", "chorales_independent"):
+            a = c.get(name, {}).get("arrangement", {})
+            md.append(f"| {name} | {_fmt(a.get('accuracy_atb'))} | {_fmt(a.get('soprano_kept'))} | "
+                      f"{_fmt(a.get('voice_crossing_rate'))} | {_fmt(a.get('parallel_fifths'))} | "
+                      f"{_fmt(a.get('parallel_octaves'))} |")
+        cli = c.get("cli_arrangement", {})
+        md += ["", f"Files from the command line (`{cli.get('command', '')}`): {cli.get('files')}", ""]
+    if "stems" in res:
+        s = res["stems"]
+        md += ["## Stems: separation with the joint model", "",
+               f"Trained {s['train']['minutes']:.1f} min; {s['pieces']} test mixtures (2 s, 4 rendered voices); "
+               f"guidance toward the mixture's mel (scale {s['scale']}), stems by ratio masks on the mixture's STFT. "
+               "SI-SNRi with MSDM's protocol (chunks with at least 2 active sources).", "",
+               "| method | SI-SNRi (dB) | " + " | ".join(f"voice {k}" for k in range(4)) + " |",
+               "|---|---|---|---|---|---|"]
+        for name, key in (("joint model, guided", "separation"), ("oracle masks (true stem mels)", "oracle_masks")):
+            r = s.get(key, {})
+            md.append(f"| {name} | {_fmt(r.get('si_snri'), 2)} | "
+                      + " | ".join(_fmt(r.get(f"si_snri_{k}"), 2) for k in range(4)) + " |")
+        md.append("")
+    publish("audio", res, "\n".join(md) + "\n")
+
+
+def verdict_sound(rows: dict[str, Any]) -> str:
+    """Whether the student is within a small factor of the 40-step teacher at > 10x the speed, and
+    better than the teacher at the same number of steps."""
+    t40, s1, s4 = rows.get("teacher heun 40 steps"), rows.get("student ctm 1 step"), rows.get("student ctm 4 steps")
+    if not (t40 and s1 and s4):
+        return "Verdict: incomplete."
+    lines = []
+    for s, steps in ((s1, 1), (s4, 4)):
+        speed = s["samples_per_s"] / t40["samples_per_s"]
+        ratio = s["fd"] / max(t40["fd"], 1e-9)
+        same = [r for n, r in rows.items() if r.get("kind") == "teacher" and r.get("steps") == steps]
+        best_same = min((r["fd"] for r in same), default=float("nan"))
+        lines.append(f"student {steps} step(s): FD {ratio:.2f}x the 40-step teacher's at {speed:.1f}x its speed "
+                     f"({'within 2x' if ratio <= 2 else 'NOT within 2x'}, {'>' if speed > 10 else 'NOT >'} 10x); "
+                     f"{'better' if s['fd'] < best_same else 'NOT better'} than the teacher's best at {steps} step(s) "
+                     f"(FD {best_same:.3f})")
+    return "Verdict: " + "; ".join(lines) + "."
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=Path("/tmp/audiobench"))
+    p.add_argument("--parts", default="teacher,student,sound,chorales,stems,report")
+    p.add_argument("--teacher-minutes", type=float, default=15.0)
+    p.add_argument("--student-minutes", type=float, default=12.0)
+    p.add_argument("--music-minutes", type=float, default=8.0)
+    p.add_argument("--stems-minutes", type=float, default=10.0)
+    p.add_argument("--num", type=int, default=240, help="sound samples per model (one per test caption)")
+    p.add_argument("--batch", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--music-num", type=int, default=256)
+    p.add_argument("--arrange", type=int, default=64, help="test windows to arrange")
+    p.add_argument("--separate", type=int, default=16, help="test mixtures to separate")
+    p.add_argument("--sep-scale", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for part in args.parts.split(","):
+        if part == "report":
+            part_report(args)
+            continue
+        res = {"teacher": part_teacher, "student": part_student, "sound": part_sound, "chorales": part_chorales,
+               "stems": part_stems}[part](args)
+        res["command"] = command_line("audio.py", argv)
+        (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

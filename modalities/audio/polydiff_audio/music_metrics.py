@@ -1,0 +1,263 @@
+"""Statistics of generated chorales and scores of separated stems (numpy only).
+
+Pieces are given as :class:`~polydiff_audio.music.Chorale` objects or (K, T) arrays of MIDI
+pitches (0 = rest, one row per voice from the top, one column per sixteenth step), or as one
+(N, K, T) array; model tokens must go through ``music.from_tokens`` first. A note is a run of
+equal non-zero pitch (repeated notes of one pitch are one note, as in the roll).
+
+These are style statistics, not judgements of musical quality: a set of chorales can match the
+reference on every number here and still be poor music, and rule rates (crossings, parallel
+fifths) are descriptive: Bach's own chorales are not at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+VOICES = ("soprano", "alto", "tenor", "bass")
+RANGES = {"soprano": (60, 79), "alto": (55, 74), "tenor": (48, 67), "bass": (40, 60)}   # common SATB ranges
+
+
+def _pieces(chorales: Any) -> list[np.ndarray]:
+    """Chorales, (K, T) arrays or one (N, K, T) array -> a list of (K, T) int64 arrays."""
+    if isinstance(chorales, np.ndarray):
+        if chorales.ndim == 2:
+            return [chorales.astype(np.int64)]
+        if chorales.ndim == 3:
+            return [c.astype(np.int64) for c in chorales]
+        raise ValueError(f"expected (K, T) or (N, K, T) pitches, got an array of shape {chorales.shape}")
+    out = []
+    for i, c in enumerate(chorales):
+        a = np.asarray(getattr(c, "tracks", c))
+        if a.ndim != 2:
+            raise ValueError(f"piece {i}: expected (K, T) pitches, got shape {a.shape}")
+        if a.size and ((a < 0).any() or (a > 127).any()):
+            raise ValueError(f"piece {i}: pitches must be MIDI 0..127 (0 = rest); got {int(a.min())}..{int(a.max())}"
+                             " (tokens? use music.from_tokens)")
+        out.append(a.astype(np.int64))
+    return out
+
+
+def _names(chorales: Any, names: Sequence[str]) -> list[tuple[str, ...]]:
+    if isinstance(chorales, np.ndarray):
+        return [tuple(names)] * len(_pieces(chorales))
+    return [tuple(getattr(c, "names", None) or names) for c in chorales]
+
+
+def _runs(track: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, length, pitch) of each run of equal non-zero pitch."""
+    t = np.asarray(track).reshape(-1)
+    if not t.size:
+        return []
+    change = np.flatnonzero(np.diff(t)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [t.size]])
+    return [(int(s), int(e - s), int(t[s])) for s, e in zip(starts, ends, strict=True) if t[s] != 0]
+
+
+def pitch_class_histogram(chorales: Any) -> np.ndarray:
+    """(12,) distribution of pitch classes (C = 0) over SOUNDING STEPS of every voice (a note
+    counts once per sixteenth it lasts, so it is duration-weighted, not a count of notes). All
+    zeros when nothing sounds. It describes the key / mode mix of a set; it says nothing about
+    order, voice leading or rhythm."""
+    counts = np.zeros(12)
+    for a in _pieces(chorales):
+        p = a[a > 0]
+        counts += np.bincount(p % 12, minlength=12)
+    total = counts.sum()
+    return counts / total if total else counts
+
+
+def pitch_class_distance(gen: Any, ref: Any) -> float:
+    """Total variation distance (0.5 * L1, in [0, 1]) between the pitch-class histograms of two
+    sets (:func:`pitch_class_histogram`); 1.0 when exactly one of them has no sounding step,
+    0.0 when neither has. It compares the tonal material only: two sets with the same pitch
+    classes in any order score 0, and transposed copies of the reference do not."""
+    h, r = pitch_class_histogram(gen), pitch_class_histogram(ref)
+    if not h.any() or not r.any():
+        return 0.0 if not h.any() and not r.any() else 1.0
+    return float(0.5 * np.abs(h - r).sum())
+
+
+def note_density(chorales: Any) -> float:
+    """Notes (runs of equal non-zero pitch) per step per voice over all pieces: 1/4 for
+    quarter notes without rests. Measures rhythmic activity; repeated notes of one pitch count
+    once (the roll cannot split them), and rests lower it. 0.0 for no steps."""
+    n_notes, n_cells = 0, 0
+    for a in _pieces(chorales):
+        n_notes += sum(len(_runs(row)) for row in a)
+        n_cells += a.size
+    return float(n_notes / n_cells) if n_cells else 0.0
+
+
+def voice_range_rate(chorales: Any, names: Sequence[str] = VOICES) -> float:
+    """Fraction of notes whose pitch lies inside their voice's common range (:data:`RANGES`,
+    inclusive). Voices are named by a chorale's own ``names``, else by ``names`` in order; a
+    voice name not in RANGES is a ValueError. Says whether parts are singable by their voice
+    type, not whether they are good lines. 0.0 when there are no notes."""
+    inside = total = 0
+    for i, (a, nm) in enumerate(zip(_pieces(chorales), _names(chorales, names), strict=True)):
+        if len(nm) < a.shape[0]:
+            raise ValueError(f"piece {i}: {a.shape[0]} voices but only {len(nm)} names")
+        for row, name in zip(a, nm, strict=False):
+            key = str(name).lower()
+            if key not in RANGES:
+                raise ValueError(f"piece {i}: voice {name!r} has no range (known: {', '.join(RANGES)})")
+            lo, hi = RANGES[key]
+            for _, _, p in _runs(row):
+                total += 1
+                inside += lo <= p <= hi
+    return float(inside / total) if total else 0.0
+
+
+def voice_crossing_rate(chorales: Any) -> float:
+    """Over every step where two ADJACENT voices (rows k and k + 1, the upper first) both sound,
+    the fraction where the lower voice is strictly above the upper one. Unisons are not
+    crossings; non-adjacent crossings (e.g. bass above soprano with the inner voices between)
+    show up only through adjacent pairs. 0.0 when no two adjacent voices ever sound together."""
+    cross = joint = 0
+    for a in _pieces(chorales):
+        for k in range(a.shape[0] - 1):
+            up, lo = a[k], a[k + 1]
+            both = (up > 0) & (lo > 0)
+            joint += int(both.sum())
+            cross += int((both & (lo > up)).sum())
+    return float(cross / joint) if joint else 0.0
+
+
+def parallel_rates(chorales: Any) -> dict[str, float]:
+    """``{"fifths", "octaves"}``: over all voice pairs and every step change where BOTH voices
+    sound before and after, both move to a new pitch and move in the same direction (similar
+    motion), the fraction where the interval between them is a perfect fifth (|difference| mod
+    12 == 7) before and after (resp. an octave or unison, mod 12 == 0). Counts only simultaneous
+    moves on the step grid: hidden/direct fifths, motion through a rest and moves at different
+    steps are not counted; a moving pair's fifth-to-fifth by contrary motion is not a parallel
+    here. Both 0.0 when no pair ever moves together."""
+    fifths = octaves = moves = 0
+    for a in _pieces(chorales):
+        if a.shape[1] < 2:
+            continue
+        prev, cur = a[:, :-1], a[:, 1:]
+        sounding = (prev > 0) & (cur > 0)
+        step = np.sign(cur - prev) * sounding
+        for i in range(a.shape[0]):
+            for j in range(i + 1, a.shape[0]):
+                sim = (step[i] != 0) & (step[i] == step[j])
+                before = np.abs(prev[i] - prev[j]) % 12
+                after = np.abs(cur[i] - cur[j]) % 12
+                moves += int(sim.sum())
+                fifths += int((sim & (before == 7) & (after == 7)).sum())
+                octaves += int((sim & (before == 0) & (after == 0)).sum())
+    if not moves:
+        return {"fifths": 0.0, "octaves": 0.0}
+    return {"fifths": fifths / moves, "octaves": octaves / moves}
+
+
+def arrangement_accuracy(gen: Any, true: Any, voices: Sequence[int]) -> float:
+    """Fraction of steps, over the given voice indices of every piece, whose generated pitch
+    equals the true one (rests count: a rest where the truth rests is right). Exact match
+    only: a good alternative harmonisation scores low, an octave error is wrong."""
+    g, t = _pieces(gen), _pieces(true)
+    if len(g) != len(t):
+        raise ValueError(f"arrangement_accuracy: {len(g)} generated pieces but {len(t)} true ones")
+    idx = list(voices)
+    if not idx:
+        raise ValueError("arrangement_accuracy: no voices to score")
+    hit = total = 0
+    for i, (a, b) in enumerate(zip(g, t, strict=True)):
+        if a.shape != b.shape:
+            raise ValueError(f"arrangement_accuracy: piece {i} has shape {a.shape}, the truth {b.shape}")
+        bad = [v for v in idx if not -a.shape[0] <= v < a.shape[0]]
+        if bad:
+            raise ValueError(f"arrangement_accuracy: voice index {bad[0]} out of range for {a.shape[0]} voices")
+        hit += int((a[idx] == b[idx]).sum())
+        total += a[idx].size
+    return float(hit / total) if total else 0.0
+
+
+def music_metrics(gen: Any, ref: Any) -> dict[str, float]:
+    """The statistics of this module for a generated set against a reference set: the
+    pitch-class distance, the note density of each and their absolute gap, and the voice-range,
+    crossing and parallel fifth / octave rates of the generated set with the reference's value
+    beside each (``*_ref``) as the target. Style statistics, not a quality score."""
+    out: dict[str, float] = {"pitch_class_distance": pitch_class_distance(gen, ref)}
+    dg, dr = note_density(gen), note_density(ref)
+    out.update(note_density=dg, note_density_ref=dr, note_density_gap=abs(dg - dr))
+    for key, fn in (("voice_range_rate", voice_range_rate), ("voice_crossing_rate", voice_crossing_rate)):
+        out[key], out[f"{key}_ref"] = fn(gen), fn(ref)
+    pg, pr = parallel_rates(gen), parallel_rates(ref)
+    for key in ("fifths", "octaves"):
+        out[f"parallel_{key}"], out[f"parallel_{key}_ref"] = pg[key], pr[key]
+    return out
+
+
+# -- separation ----------------------------------------------------------------------------------
+
+def si_snr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
+    """Scale-invariant signal-to-noise ratio in dB: both signals made zero-mean, the estimate
+    projected on the reference (s_t = <est, ref> ref / |ref|^2, e = est - s_t) and
+    10 log10((|s_t|^2 + eps) / (|e|^2 + eps)). Insensitive to the estimate's gain; it does not
+    separate interference from artefacts (SDR / SIR / SAR do)."""
+    e_, r_ = np.asarray(est, dtype=np.float64).reshape(-1), np.asarray(ref, dtype=np.float64).reshape(-1)
+    if e_.shape != r_.shape:
+        raise ValueError(f"si_snr: estimate has {e_.size} samples, reference {r_.size}")
+    e_, r_ = e_ - e_.mean(), r_ - r_.mean()
+    target = (e_ @ r_) / (r_ @ r_ + eps) * r_
+    noise = e_ - target
+    return float(10 * np.log10((target @ target + eps) / (noise @ noise + eps)))
+
+
+def si_snri(est: np.ndarray, mix: np.ndarray, ref: np.ndarray) -> float:
+    """SI-SNR improvement: si_snr(est, ref) - si_snr(mix, ref), in dB (how much better the
+    estimate is than taking the mixture itself as the source)."""
+    return si_snr(est, ref) - si_snr(mix, ref)
+
+
+def separation_scores(est: np.ndarray, mix: np.ndarray, ref: np.ndarray, sr: int, chunk: float = 4.0,
+                      hop: float = 2.0, min_active: int = 2, silence_db: float = -40.0) -> dict[str, float]:
+    """MSDM's evaluation protocol for separated stems ``est`` (K, n) of ``mix`` (n,) against the
+    true stems ``ref`` (K, n): chunks of ``chunk`` seconds every ``hop`` seconds (a clip shorter
+    than one chunk is one chunk; a final partial chunk is left out); a source is active in a
+    chunk when its energy is above ``silence_db`` relative to the loudest source-chunk energy of
+    the clip; chunks with fewer than ``min_active`` active sources are skipped; SI-SNRi is
+    computed per active source per used chunk. Returns ``si_snri`` (the mean of the per-source
+    means), ``si_snri_<k>`` per source index (nan if never active in a used chunk) and
+    ``chunks`` (the number of chunks used; all nan when 0)."""
+    e, r = np.asarray(est, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    x = np.asarray(mix, dtype=np.float64).reshape(-1)
+    if e.ndim != 2 or e.shape != r.shape:
+        raise ValueError(f"separation_scores: est {e.shape} and ref {r.shape} must both be (K, n)")
+    if x.size != r.shape[1]:
+        raise ValueError(f"separation_scores: mix has {x.size} samples, the stems {r.shape[1]}")
+    if sr <= 0 or chunk <= 0 or hop <= 0:
+        raise ValueError(f"separation_scores: sr, chunk and hop must be positive, got {sr}, {chunk}, {hop}")
+    n, size, step = x.size, max(1, round(chunk * sr)), max(1, round(hop * sr))
+    starts = list(range(0, n - size + 1, step)) if n >= size else [0]
+    size = min(size, n)
+    energy = np.array([[float(np.mean(r[k, s:s + size] ** 2)) for s in starts] for k in range(r.shape[0])])
+    loudest = energy.max() if energy.size else 0.0
+    with np.errstate(divide="ignore"):
+        active = (energy > 0) & (10 * np.log10(np.where(energy > 0, energy, 1.0) / max(loudest, 1e-300))
+                                 > silence_db)
+    scores: list[list[float]] = [[] for _ in range(r.shape[0])]
+    used = 0
+    for c, s in enumerate(starts):
+        if int(active[:, c].sum()) < min_active:
+            continue
+        used += 1
+        for k in np.flatnonzero(active[:, c]):
+            scores[k].append(si_snri(e[k, s:s + size], x[s:s + size], r[k, s:s + size]))
+    per = [float(np.mean(v)) if v else float("nan") for v in scores]
+    good = [v for v in per if not np.isnan(v)]
+    out: dict[str, float] = {"si_snri": float(np.mean(good)) if good else float("nan")}
+    out.update({f"si_snri_{k}": v for k, v in enumerate(per)})
+    out["chunks"] = float(used)
+    return out
+
+
+__all__ = ["RANGES", "VOICES", "arrangement_accuracy", "music_metrics", "note_density", "parallel_rates",
+           "pitch_class_distance", "pitch_class_histogram", "separation_scores", "si_snr", "si_snri",
+           "voice_crossing_rate", "voice_range_rate"]

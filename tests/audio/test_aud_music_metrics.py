@@ -1,0 +1,179 @@
+"""Music statistics and separation scores on tiny hand-built cases with hand-computed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polydiff_audio import music_metrics as mm
+from polydiff_audio.music import VOICES, Chorale
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_voices_match_music_module():
+    assert mm.VOICES == VOICES
+
+
+def test_pitch_class_histogram_counts_sounding_steps():
+    a = np.array([[60, 60, 62, 0], [67, 67, 67, 67]])
+    h = mm.pitch_class_histogram([a])
+    want = np.zeros(12)
+    want[0], want[2], want[7] = 2 / 7, 1 / 7, 4 / 7   # C for 2 steps, D for 1, G for 4
+    np.testing.assert_allclose(h, want)
+    # a (N, K, T) array and Chorale objects give the same
+    np.testing.assert_allclose(mm.pitch_class_histogram(a[None]), want)
+    np.testing.assert_allclose(mm.pitch_class_histogram([Chorale(a, ("soprano", "alto"))]), want)
+    assert not mm.pitch_class_histogram([np.zeros((2, 3), int)]).any()
+
+
+def test_pitch_class_distance():
+    only_c = [np.array([[60, 72]])]
+    c_and_g = [np.array([[60, 67]])]
+    assert mm.pitch_class_distance(only_c, c_and_g) == pytest.approx(0.5)  # 0.5 * (|1 - .5| + |0 - .5|)
+    assert mm.pitch_class_distance(c_and_g, c_and_g) == 0.0
+    assert mm.pitch_class_distance(only_c, [np.array([[61]])]) == pytest.approx(1.0)
+    assert mm.pitch_class_distance([np.zeros((1, 4), int)], only_c) == 1.0
+
+
+def test_note_density_counts_runs():
+    a = np.array([[60, 60, 62, 0], [67, 67, 67, 67]])
+    assert mm.note_density([a]) == pytest.approx(3 / 8)          # 2 + 1 notes over 2 voices x 4 steps
+    b = np.array([[60, 62, 64, 65]])
+    assert mm.note_density([a, b]) == pytest.approx((3 + 4) / (8 + 4))
+
+
+def test_voice_range_rate():
+    # soprano 60 in, 80 out; alto 55 in; tenor 47 out; bass 40 in, 61 out  -> 3 of 6 inside
+    a = np.array([[60, 60, 80, 80],
+                  [55, 55, 55, 55],
+                  [47, 47, 0, 0],
+                  [40, 40, 61, 61]])
+    assert mm.voice_range_rate([a]) == pytest.approx(3 / 6)
+    # a chorale's own names are used: the bass row alone, named "Bass" (case-insensitive): 40 in, 61 out
+    c = Chorale(a[[3]], ("Bass",))
+    assert mm.voice_range_rate([c]) == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="descant"):
+        mm.voice_range_rate([Chorale(a[:1], ("descant",))])
+
+
+def test_voice_crossing_rate_two_of_eight():
+    up = np.array([67, 67, 65, 64, 62, 62, 64, 65])
+    lo = np.array([60, 62, 66, 60, 64, 55, 57, 60])   # above the upper voice at steps 2 and 4
+    assert mm.voice_crossing_rate([np.stack([up, lo])]) == pytest.approx(2 / 8)
+    # a rest in either voice removes the step from the count; unisons are not crossings
+    lo2 = lo.copy()
+    lo2[0] = 0
+    lo2[1] = 67
+    assert mm.voice_crossing_rate([np.stack([up, lo2])]) == pytest.approx(2 / 7)
+    # only adjacent pairs: the third voice is compared with the second, not the first
+    third = np.full(8, 50)
+    assert mm.voice_crossing_rate([np.stack([up, lo, third])]) == pytest.approx(2 / 16)
+    assert mm.voice_crossing_rate([np.zeros((2, 4), int)]) == 0.0
+
+
+def test_parallel_fifths_one_of_three_similar_motions():
+    up = np.array([67, 69, 71, 72, 74])
+    lo = np.array([60, 62, 65, 67, 65])
+    # step 1: +2/+2, 7 -> 7 (parallel fifth); step 2: +2/+3, 7 -> 6; step 3: +1/+2, 6 -> 5;
+    # step 4: +2/-2 contrary (not counted)
+    r = mm.parallel_rates([np.stack([up, lo])])
+    assert r["fifths"] == pytest.approx(1 / 3)
+    assert r["octaves"] == 0.0
+
+
+def test_parallel_octaves_and_compound_intervals():
+    up = np.array([72, 72, 74, 76])
+    lo = np.array([60, 60, 62, 62])           # held (no move), octave -> octave, then oblique
+    assert mm.parallel_rates([np.stack([up, lo])]) == {"fifths": 0.0, "octaves": 1.0}
+    twelfth = np.array([[74, 76], [55, 57]])  # 19 semitones = a compound fifth
+    assert mm.parallel_rates([twelfth])["fifths"] == 1.0
+    crossed = np.array([[60, 62], [67, 69]])  # the upper voice below the lower: still a fifth between them
+    assert mm.parallel_rates([crossed])["fifths"] == 1.0
+    through_rest = np.array([[67, 0, 69], [60, 0, 62]])  # motion through a rest is not counted
+    assert mm.parallel_rates([through_rest]) == {"fifths": 0.0, "octaves": 0.0}
+    # three voices: every pair is examined (S-A fifths, S-B octaves, A-B fourths)
+    three = np.array([[72, 74], [65, 67], [60, 62]])
+    assert mm.parallel_rates([three]) == {"fifths": pytest.approx(1 / 3), "octaves": pytest.approx(1 / 3)}
+
+
+def test_arrangement_accuracy():
+    gen = np.array([[60, 62], [50, 0]])
+    true = np.array([[60, 61], [50, 0]])
+    assert mm.arrangement_accuracy([gen], [true], [0]) == 0.5
+    assert mm.arrangement_accuracy([gen], [true], [1]) == 1.0        # a rest where the truth rests is right
+    assert mm.arrangement_accuracy([gen], [true], [0, 1]) == 0.75
+    with pytest.raises(ValueError, match="shape"):
+        mm.arrangement_accuracy([gen], [true[:, :1]], [0])
+    with pytest.raises(ValueError, match="index 2"):
+        mm.arrangement_accuracy([gen], [true], [2])
+
+
+def test_music_metrics_bundle():
+    a = np.array([[67, 69, 71, 72, 74], [60, 62, 65, 67, 65], [55, 55, 57, 57, 59], [43, 43, 45, 45, 47]])
+    b = np.array([[60, 60, 60, 60, 60], [55, 55, 55, 55, 55], [52, 52, 52, 52, 52], [48, 48, 48, 48, 48]])
+    m = mm.music_metrics([a], [b])
+    assert m["pitch_class_distance"] == pytest.approx(mm.pitch_class_distance([a], [b]))
+    assert m["note_density"] == pytest.approx(mm.note_density([a]))
+    assert m["note_density_ref"] == pytest.approx(4 / 20)
+    assert m["note_density_gap"] == pytest.approx(abs(m["note_density"] - 4 / 20))
+    assert m["voice_range_rate"] == pytest.approx(mm.voice_range_rate([a]))
+    assert m["voice_crossing_rate_ref"] == 0.0
+    assert m["parallel_fifths"] == pytest.approx(mm.parallel_rates([a])["fifths"])
+    same = mm.music_metrics([a], [a])
+    assert same["pitch_class_distance"] == 0.0 and same["note_density_gap"] == 0.0
+    assert all(isinstance(v, float) for v in m.values())
+
+
+def _si_snr_by_hand(est, ref):
+    est, ref = est - est.mean(), ref - ref.mean()
+    s_t = (est @ ref) / (ref @ ref) * ref
+    e = est - s_t
+    return 10 * np.log10((s_t @ s_t) / (e @ e))
+
+
+def test_si_snr():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(1000)
+    est = ref + 0.3 * rng.standard_normal(1000) + 2.0   # noise and an offset (removed by zero-mean)
+    assert mm.si_snr(est, ref) == pytest.approx(_si_snr_by_hand(est, ref), rel=1e-6)
+    assert mm.si_snr(5 * est, ref) == pytest.approx(mm.si_snr(est, ref), rel=1e-6)   # scale invariant
+    assert mm.si_snr(3 * ref, ref) > 60
+    t = np.arange(800) / 800
+    assert mm.si_snr(np.cos(2 * np.pi * 5 * t), np.sin(2 * np.pi * 5 * t)) < -60
+    mix = ref + rng.standard_normal(1000)
+    assert mm.si_snri(est, mix, ref) == pytest.approx(_si_snr_by_hand(est, ref) - _si_snr_by_hand(mix, ref),
+                                                      rel=1e-6)
+    with pytest.raises(ValueError, match="samples"):
+        mm.si_snr(ref[:10], ref)
+
+
+def test_separation_scores_protocol():
+    sr, n = 100, 1000                       # 10 s: 4 s chunks every 2 s start at 0, 2, 4, 6 s
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((2, n))
+    ref[1, :400] *= 10 ** (-50 / 20)        # source 1 is 50 dB down (inactive) during the first 4 s
+    est = ref + 0.5 * rng.standard_normal((2, n))
+    mix = ref.sum(0)
+    out = mm.separation_scores(est, mix, ref, sr)
+    starts = [200, 400, 600]                # chunk 0 has one active source < min_active: skipped
+    want = [[_si_snr_by_hand(est[k, s:s + 400], ref[k, s:s + 400])
+             - _si_snr_by_hand(mix[s:s + 400], ref[k, s:s + 400]) for s in starts] for k in range(2)]
+    assert out["chunks"] == 3
+    assert out["si_snri_0"] == pytest.approx(np.mean(want[0]), rel=1e-6)
+    assert out["si_snri_1"] == pytest.approx(np.mean(want[1]), rel=1e-6)
+    assert out["si_snri"] == pytest.approx((np.mean(want[0]) + np.mean(want[1])) / 2, rel=1e-6)
+    # min_active=1 uses every chunk; source 1 is still scored only where it is active
+    one = mm.separation_scores(est, mix, ref, sr, min_active=1)
+    assert one["chunks"] == 4
+    assert one["si_snri_1"] == pytest.approx(np.mean(want[1]), rel=1e-6)
+    # a clip shorter than a chunk is one chunk
+    sref = rng.standard_normal((2, 150))
+    sest = sref + 0.5 * rng.standard_normal((2, 150))
+    short = mm.separation_scores(sest, sref.sum(0), sref, sr)
+    assert short["chunks"] == 1
+    assert short["si_snri_0"] == pytest.approx(_si_snr_by_hand(sest[0], sref[0])
+                                               - _si_snr_by_hand(sref.sum(0), sref[0]), rel=1e-6)
+    # nothing active enough: no chunk used, nan scores
+    silent = mm.separation_scores(est, mix, np.zeros_like(ref), sr)
+    assert silent["chunks"] == 0 and np.isnan(silent["si_snri"])
