@@ -216,7 +216,7 @@ def part_chorales(args: argparse.Namespace) -> dict[str, Any]:
         print(name, json.dumps(row, default=float)[:600], flush=True)
         if name == "chorales":  # listenable files through the command line
             sop_file = args.runs / "soprano.mid"
-            write_midi(type(ref[0])(ref[0].tracks[:1], ("soprano",), "soprano"), sop_file)
+            write_midi(type(ref[0])(ref[0].tracks[:1], ("soprano",), "melody"), sop_file)
             cmd = [str(Path(sys.executable).parent / "polydiff"), "sample", str(ckpt), "--num", "2", "--observed",
                    str(sop_file), "--out", str(args.runs / "arranged"), "--overwrite", "--plot"]
             r = subprocess.run(cmd, capture_output=True, text=True)

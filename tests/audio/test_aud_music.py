@@ -214,6 +214,10 @@ def test_midi_round_trip_of_a_chorale(loaded, tmp_path):
     np.testing.assert_array_equal(back.tracks, c.tracks)
     rests = M.Chorale(np.pad(c.tracks[:, :8], ((0, 0), (0, 5))), c.names, "tail")  # trailing rests survive
     np.testing.assert_array_equal(M.read_midi(M.write_midi(rests, tmp_path / "r.mid")).tracks, rests.tracks)
+    silent = M.Chorale(np.stack([c.tracks[0], 0 * c.tracks[1]]), ("soprano", "alto"), "soprano")
+    two = M.read_midi(M.write_midi(silent, tmp_path / "s.mid"))  # a silent alto stays; the title is no voice
+    assert two.names == ("soprano", "alto") and two.name == "soprano"
+    np.testing.assert_array_equal(two.tracks, silent.tracks)
     assert back.names == c.names and back.step_seconds == pytest.approx(0.125)
 
 

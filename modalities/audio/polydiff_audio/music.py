@@ -423,9 +423,9 @@ def read_midi(path: str | Path) -> Chorale:
     parsed = [_track_notes(tr) for tr in mid.tracks]
     title = parsed[0][0] if parsed and not parsed[0][1] else ""
     groups: list[tuple[str, list[tuple[int, int, int, int]]]] = []
-    for name, ns in parsed:
-        if not ns:
-            if name.strip().lower() in VOICES:  # a voice that rests throughout is still a voice
+    for i, (name, ns) in enumerate(parsed):
+        if not ns:  # a voice that rests throughout is still a voice (the first track is the title / tempo track)
+            if i > 0 and name.strip().lower() in VOICES:
                 groups.append((name, []))
             continue
         chans = sorted({n[3] for n in ns})
