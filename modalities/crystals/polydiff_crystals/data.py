@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,12 +52,12 @@ CDVAE_COLUMNS: dict[str, dict[str, str]] = {
 
 
 def crystal_cache_dir() -> Path:
-    """Where crystal sets are cached: ``$POLYDIFF_CACHE_DIR/crystals`` (the cache variable of
-    polydiff), else ``$XDG_CACHE_HOME/polydiff/crystals``, else ``~/.cache/polydiff/crystals``."""
-    if os.environ.get("POLYDIFF_CACHE_DIR"):
-        return Path(os.environ["POLYDIFF_CACHE_DIR"]) / "crystals"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "polydiff" / "crystals"
+    """Where crystal sets are cached: ``crystals/`` under polydiff's cache folder
+    (:func:`polydiff.plugin.cache_dir`: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``,
+    else ``~/.cache/polydiff``)."""
+    from polydiff.plugin import cache_dir
+
+    return cache_dir() / "crystals"
 
 
 def _to_record(s: Structure) -> dict[str, Any]:
