@@ -55,3 +55,29 @@ def publish(stem: str, res: dict[str, Any], markdown: str) -> None:
     """``bench/results/<stem>.json`` and ``.md`` (written atomically), and the report on stdout."""
     write_results(RESULTS / f"{stem}.json", RESULTS / f"{stem}.md", res, markdown)
     print(markdown)
+
+
+def recipe(modality: str, name: str, **changes: Any) -> dict[str, Any]:
+    """The shipped recipe ``configs/<modality>/<name>.yaml`` with sections updated by ``changes``
+    (``train={...}`` merges into the train section; a non-dict value replaces the section)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / modality / f"{name}.yaml").read_text())
+    for section, values in changes.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def train_for(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> tuple[Path, dict[str, Any]]:
+    """Train ``cfg`` into ``out`` for a wall-clock budget of ``minutes`` (no step limit, one final
+    checkpoint); returns the checkpoint and ``{"minutes", "steps"}`` as measured."""
+    import torch
+
+    import polydiff
+
+    cfg["train"] = {**cfg["train"], "max_minutes": minutes, "max_steps": 10**6, "threads": threads, "progress": False,
+                    "checkpoint_every": 10**6}
+    t0 = time.perf_counter()
+    run = polydiff.train(cfg, out, verbose=False, fresh=True)
+    ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}

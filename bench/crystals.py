@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish
+from common import command_line, environment, header, publish, train_for
+from common import recipe as common_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "crystals"
 # Published numbers (full training on CDVAE's train split; percentages as fractions). CDVAE: the generation
@@ -50,25 +50,10 @@ KEYS = ("comp_valid", "struct_valid", "valid", "cov_recall", "cov_precision", "a
 
 
 def recipe(name: str, **changes: Any) -> dict[str, Any]:
-    """A shipped recipe with sections updated by ``changes`` (``{"train": {...}}``)."""
-    cfg = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
-    for section, values in changes.items():
-        if isinstance(values, dict):
-            cfg[section] = {**cfg.get(section, {}), **values}
-        else:
-            cfg[section] = values
-    return cfg
+    return common_recipe("crystals", name, **changes)
 
 
-def train(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> tuple[Path, dict[str, Any]]:
-    import polydiff
-
-    cfg["train"] = {**cfg["train"], "max_minutes": minutes, "max_steps": 10**6, "threads": threads, "progress": False,
-                    "checkpoint_every": 10**6}
-    t0 = time.perf_counter()
-    run = polydiff.train(cfg, out, verbose=False, fresh=True)
-    ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
-    return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}
+train = train_for
 
 
 def test_reference(dataset: str, n: int) -> list[Any]:

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-VOICES = ("soprano", "alto", "tenor", "bass")
+from .music import VOICES, notes
+
 RANGES = {"soprano": (60, 79), "alto": (55, 74), "tenor": (48, 67), "bass": (40, 60)}   # common SATB ranges
 
 
@@ -45,17 +46,6 @@ def _names(chorales: Any, names: Sequence[str]) -> list[tuple[str, ...]]:
     if isinstance(chorales, np.ndarray):
         return [tuple(names)] * len(_pieces(chorales))
     return [tuple(getattr(c, "names", None) or names) for c in chorales]
-
-
-def _runs(track: np.ndarray) -> list[tuple[int, int, int]]:
-    """(start, length, pitch) of each run of equal non-zero pitch."""
-    t = np.asarray(track).reshape(-1)
-    if not t.size:
-        return []
-    change = np.flatnonzero(np.diff(t)) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [t.size]])
-    return [(int(s), int(e - s), int(t[s])) for s, e in zip(starts, ends, strict=True) if t[s] != 0]
 
 
 def pitch_class_histogram(chorales: Any) -> np.ndarray:
@@ -88,7 +78,7 @@ def note_density(chorales: Any) -> float:
     once (the roll cannot split them), and rests lower it. 0.0 for no steps."""
     n_notes, n_cells = 0, 0
     for a in _pieces(chorales):
-        n_notes += sum(len(_runs(row)) for row in a)
+        n_notes += sum(len(notes(row)) for row in a)
         n_cells += a.size
     return float(n_notes / n_cells) if n_cells else 0.0
 
@@ -107,7 +97,7 @@ def voice_range_rate(chorales: Any, names: Sequence[str] = VOICES) -> float:
             if key not in RANGES:
                 raise ValueError(f"piece {i}: voice {name!r} has no range (known: {', '.join(RANGES)})")
             lo, hi = RANGES[key]
-            for _, _, p in _runs(row):
+            for _, _, p in notes(row):
                 total += 1
                 inside += lo <= p <= hi
     return float(inside / total) if total else 0.0
