@@ -281,17 +281,19 @@ def part_report(args: argparse.Namespace) -> None:
                f"steps) from it; {s['num']} samples, one per test caption; teacher with classifier-free guidance "
                f"omega = {s['omega']}, student fed omega = {s['omega']} (nu = 1). FD: Frechet distance of the "
                "in-project classifier's embeddings (not VGGish FAD); agreement: share classified as the caption's "
-               "class; mel L1: set-level mean-spectrum distance in dB. Speed: spectrograms per second, "
+               "class; within-class spread: the per-entry spread of spectrograms inside a class relative to the "
+               "test data's (1 = as varied as the data, near 0 = one average sound per caption); mel L1: set-level "
+               "mean-spectrum distance in dB. Speed: spectrograms per second, "
                f"{s['threads']} threads, batch {s['batch']}, median of {s['repeats']}, no vocoder (Griffin-Lim "
                f"adds {s['vocoder_s_per_sample'] * 1000:.0f} ms per sample).", "",
-               "| model | NFE | FD | caption agreement | mel L1 dB | mel std L1 dB | samples / s "
-               "| speed vs teacher 40 |",
-               "|---|---|---|---|---|---|---|---|"]
+               "| model | NFE | FD | caption agreement | within-class spread vs data | mel L1 dB | mel std L1 dB "
+               "| samples / s | speed vs teacher 40 |",
+               "|---|---|---|---|---|---|---|---|---|"]
         base = rows.get("teacher heun 40 steps", {}).get("samples_per_s")
         for name, r in rows.items():
             sp = r.get("samples_per_s")
             md.append(f"| {name} | {_fmt(r.get('nfe'), 0)} | {_fmt(r.get('fd'))} | {_fmt(r.get('caption_agreement'))} "
-                      f"| {_fmt(r.get('mel_l1_db'))} | {_fmt(r.get('mel_std_l1_db'))} | {_fmt(sp, 1)} | "
+                      f"| {_fmt(r.get('class_spread_ratio'), 2)} | {_fmt(r.get('mel_l1_db'))} | {_fmt(r.get('mel_std_l1_db'))} | {_fmt(sp, 1)} | "
                       f"{_fmt(sp / base, 1) + 'x' if sp and base else '-'} |")
         md += ["", verdict_sound(rows), "",
                "Published numbers: SoundCTM reports FAD with VGGish on AudioCaps (real recordings, a VAE latent, a "

@@ -171,3 +171,17 @@ def test_mel_distances_hand_case():
     assert mel_distances(ref, ref) == {"mel_l1_db": 0.0, "mel_std_l1_db": 0.0}
     with pytest.raises(ValueError, match="mel bins differ"):
         mel_distances(gen, np.zeros((2, 3, 4)))
+
+
+def test_class_spread_by_hand():
+    from polydiff_audio.evaluator import class_spread
+
+    a = np.zeros((4, 2, 3))
+    a[1] += 0.5  # class 0: values 0 and 0.5 -> std 0.25 normalised = 10 dB at top_db 80
+    a[3] -= 0.25  # class 1: values 0 and -0.25 -> std 0.125 = 5 dB
+    labels = np.array([0, 0, 1, 1])
+    assert class_spread(a, labels) == pytest.approx(7.5)
+    assert class_spread(np.repeat(a[:1], 4, 0), labels) == 0.0  # one sound per class: no spread
+    assert np.isnan(class_spread(a[:2], np.array([0, 1])))  # no class with two samples
+    with pytest.raises(ValueError, match="labels"):
+        class_spread(a, labels[:3])

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["AudioClassifier", "caption_agreement", "embeddings", "frechet_distance", "mel_distances",
+__all__ = ["AudioClassifier", "caption_agreement", "class_spread", "embeddings", "frechet_distance", "mel_distances",
            "train_classifier"]
 
 
@@ -211,3 +211,17 @@ def mel_distances(gen: np.ndarray, ref: np.ndarray, top_db: float = 80.0) -> dic
     sg, sr = g.mean(-1) * unit, r.mean(-1) * unit  # (N, M) per-sample spectra in dB
     return {"mel_l1_db": float(np.abs(sg.mean(0) - sr.mean(0)).mean()),
             "mel_std_l1_db": float(np.abs(sg.std(0) - sr.std(0)).mean())}
+
+
+def class_spread(mels: np.ndarray, labels: np.ndarray, top_db: float = 80.0) -> float:
+    """Within-class variety in dB: for each class with at least two samples, the standard deviation
+    over its samples of every (band, frame) entry, averaged over entries; then averaged over those
+    classes (NaN if none). A model that returns one average sound per caption scores near 0 however
+    good that average looks to a classifier; compare with the data's value."""
+    x = np.asarray(mels, dtype=np.float64) * (top_db / 2)
+    y = np.asarray(labels).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"class_spread: {len(x)} spectrograms but {len(y)} labels")
+    per = [x[y == c].std(axis=0).mean() for c in np.unique(y[y >= 0]) if int((y == c).sum()) >= 2]
+    return float(np.mean(per)) if per else float("nan")
+

@@ -704,8 +704,10 @@ def sound_evaluator(info: Mapping[str, Any] | None = None) -> Any:
 def evaluate_sounds(objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
     """``fd`` (Frechet distance of classifier embeddings, generated vs reference audio),
     ``caption_agreement`` (share of generated sounds the classifier puts in the class their
-    caption or label asked for), ``mel_l1_db`` / ``mel_std_l1_db`` (set-level spectral distances)."""
-    from .evaluator import caption_agreement, embeddings, frechet_distance, mel_distances
+    caption or label asked for), ``mel_l1_db`` / ``mel_std_l1_db`` (set-level spectral distances),
+    ``class_spread_db`` and its ratio to the reference's (within-class variety: near 0 for a model
+    that returns one average sound per caption)."""
+    from .evaluator import caption_agreement, class_spread, embeddings, frechet_distance, mel_distances
     from .sounds import MelSpec, caption_label, mel_of
 
     spec = MelSpec.from_dict(info.get("mel") or MelSpec().to_dict())
@@ -719,6 +721,10 @@ def evaluate_sounds(objects: Sequence[Any], reference: Sequence[Any], info: Mapp
     labels = torch.tensor([s.label if s.label >= 0 else caption_label(s.caption) for s in objects])
     if bool((labels >= 0).any()):
         res["caption_agreement"] = caption_agreement(clf, g, labels)
+        ref_labels = np.array([s.label if s.label >= 0 else caption_label(s.caption) for s in reference])
+        top = float(spec.top_db)
+        res["class_spread_db"] = class_spread(g.numpy(), labels.numpy(), top)
+        res["class_spread_ratio"] = res["class_spread_db"] / class_spread(r.numpy(), ref_labels, top)
     res["n"] = float(len(objects))
     return res
 
