@@ -293,7 +293,8 @@ def part_report(args: argparse.Namespace) -> None:
         for name, r in rows.items():
             sp = r.get("samples_per_s")
             md.append(f"| {name} | {_fmt(r.get('nfe'), 0)} | {_fmt(r.get('fd'))} | {_fmt(r.get('caption_agreement'))} "
-                      f"| {_fmt(r.get('class_spread_ratio'), 2)} | {_fmt(r.get('mel_l1_db'))} | {_fmt(r.get('mel_std_l1_db'))} | {_fmt(sp, 1)} | "
+                      f"| {_fmt(r.get('class_spread_ratio'), 2)} | {_fmt(r.get('mel_l1_db'))} "
+                      f"| {_fmt(r.get('mel_std_l1_db'))} | {_fmt(sp, 1)} | "
                       f"{_fmt(sp / base, 1) + 'x' if sp and base else '-'} |")
         md += ["", verdict_sound(rows), "",
                "Published numbers: SoundCTM reports FAD with VGGish on AudioCaps (real recordings, a VAE latent, a "
