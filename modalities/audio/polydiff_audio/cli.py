@@ -1,15 +1,18 @@
-"""``polydiff audio separate`` and ``polydiff audio evaluator``.
+"""``polydiff audio separate``, ``polydiff audio evaluator`` and ``polydiff audio autoencoder``.
 
 ::
 
     polydiff audio separate CKPT MIX.wav --out DIR [--num 1] [--scale 1.0] [--steps 40] [--reference DIR]
     polydiff audio evaluator [--n 2400] [--steps 800]
+    polydiff audio autoencoder --out ae.pt [--n 1200] [--latent-channels 8] [--downsample 1] [--steps 1500]
 
 ``separate`` splits a mixture into its stems with a model trained on ``chorale_stems``
 (:mod:`.separation`) and writes ``NAME_<voice>.wav`` and ``NAME_mix.wav`` per separation; with
 ``--reference`` (a folder of true stems as ``separate`` writes them) it prints SI-SNR
 improvements. ``evaluator`` trains (or loads from the cache) the in-project classifier behind the
-sound metrics and prints its accuracy on fresh events.
+sound metrics and prints its accuracy on fresh events. ``autoencoder`` trains the small mel
+autoencoder of :mod:`.latent` on the training sounds; ``data.latent: ae.pt`` then makes the
+sound model work on its codes (SoundCTM works in a VAE latent).
 """
 
 from __future__ import annotations
@@ -89,7 +92,40 @@ def _run_evaluator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_autoencoder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="the autoencoder file to write (.pt)")
+    p.add_argument("--n", type=int, default=1200, help="sound events of the embedded set (default 1200)")
+    p.add_argument("--seed", type=int, default=0, help="the data seed, as in the recipe's data.seed")
+    p.add_argument("--files", type=Path, help="train on a folder of the user's sounds instead")
+    p.add_argument("--latent-channels", type=int, default=8)
+    p.add_argument("--downsample", type=int, default=1, help="halvings of the frame rate (default 1)")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--threads", type=int, default=2)
+
+
+def _run_autoencoder(args: argparse.Namespace) -> int:
+    import torch
+
+    from .latent import reconstruction_error, save_autoencoder, train_autoencoder
+    from .modality import files_dataset, sounds_dataset
+
+    torch.set_num_threads(args.threads)
+    data = files_dataset(str(args.files), seed=args.seed, conditioning="none") if args.files else \
+        sounds_dataset(args.n, seed=args.seed, conditioning="none")
+    train, test = data.train.tensors["mel"], data.test.tensors["mel"]  # type: ignore[attr-defined]
+    ae = train_autoencoder(train, latent_channels=args.latent_channels, downsample=args.downsample,
+                           width=args.width, steps=args.steps, seed=args.seed, progress=True)
+    save_autoencoder(ae, args.out)
+    print(f"wrote {args.out}: reconstruction error (mean |x - D(E(x))|, normalised units) train "
+          f"{reconstruction_error(ae, train):.4f}, test {reconstruction_error(ae, test):.4f}; use it with "
+          f"data.latent: {args.out}")
+    return 0
+
+
 COMMANDS = {
+    "autoencoder": Command("train the mel autoencoder of a latent-space sound model (data.latent)",
+                           _configure_autoencoder, _run_autoencoder),
     "separate": Command("split a mixture into stems with a chorale_stems model", _configure_separate, _run_separate),
     "evaluator": Command("train / load the classifier behind the sound metrics and report its accuracy",
                          _configure_evaluator, _run_evaluator),

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from polydiff.plugin import atomic_write
 
@@ -197,7 +196,7 @@ def load_autoencoder(path: str | Path) -> MelAutoencoder:
         blob: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path}: unreadable mel autoencoder file ({type(err).__name__}: {err})") from err
-    if not isinstance(blob, dict) or not isinstance(blob.get("config"), dict) or not isinstance(blob.get("state"), dict):
+    if not (isinstance(blob, dict) and isinstance(blob.get("config"), dict) and isinstance(blob.get("state"), dict)):
         raise ValueError(f"{path}: not a mel autoencoder file (expected a dict with 'config' and 'state')")
     try:
         ae = MelAutoencoder(**blob["config"])

@@ -97,50 +97,82 @@ def _conditions(conditioning: str) -> dict[str, Any]:
     return {}
 
 
+_AUTOENCODERS: dict[str, Any] = {}
+
+
+def autoencoder(info: Mapping[str, Any]) -> Any:
+    """The mel autoencoder named by ``info["latent"]["path"]`` (loaded once per process)."""
+    from .latent import load_autoencoder
+
+    path = str(info["latent"]["path"])
+    if path not in _AUTOENCODERS:
+        _AUTOENCODERS[path] = load_autoencoder(path).requires_grad_(False)
+    return _AUTOENCODERS[path]
+
+
+def _latent_info(path: str | None, spec: Any) -> dict[str, Any] | None:
+    """``info["latent"]``: the autoencoder's file and its code shape (None: the model works on mels)."""
+    if path is None:
+        return None
+    ae = autoencoder({"latent": {"path": str(Path(path).resolve())}})
+    if ae.config["n_mels"] != spec.n_mels or spec.frames % 2 ** ae.config["downsample"]:
+        raise ValueError(f"{path}: the autoencoder takes {ae.config['n_mels']} mel bands and frames divisible by "
+                         f"{2 ** ae.config['downsample']}; the data has {spec.n_mels} x {spec.frames}")
+    return {"path": str(Path(path).resolve()), "n_mels": int(ae.config["latent_channels"]),
+            "frames": spec.frames // 2 ** int(ae.config["downsample"])}
+
+
 def sound_states(sounds: Sequence[Any], info: Mapping[str, Any]) -> TensorStates:
     """Sounds -> states: ``mel``, ``caption`` (tokens) and ``label`` (-1 unknown)."""
     from .sounds import MelSpec, caption_label, mel_of, tokenize
 
     spec = MelSpec.from_dict(info["mel"])
     mels = np.stack([mel_of(s.audio, spec) for s in sounds]) if sounds else np.zeros((0, spec.n_mels, spec.frames))
+    x = torch.tensor(mels, dtype=torch.float32)
+    if info.get("latent"):
+        with torch.no_grad():
+            x = autoencoder(info).encode(x)
     labels = [s.label if s.label >= 0 else caption_label(s.caption) for s in sounds]
-    return TensorStates(mel=torch.tensor(mels, dtype=torch.float32),
+    return TensorStates(mel=x,
                         caption=tokenize([s.caption for s in sounds], int(info["caption_length"])),
                         label=torch.tensor(labels, dtype=torch.long))
 
 
 def _sound_bundle(train: Sequence[Any], test: Sequence[Any], info: dict[str, Any], conditioning: str,
-                  caption_length: int, mel: Mapping[str, Any], evaluator: Mapping[str, Any] | None = None
-                  ) -> DataBundle:
+                  caption_length: int, mel: Mapping[str, Any], evaluator: Mapping[str, Any] | None = None,
+                  latent: str | None = None) -> DataBundle:
     from .sounds import CLASSES, VOCAB, MelSpec
 
     spec = MelSpec.from_dict({**MelSpec().to_dict(), **dict(mel)})
     info = check_info({**info, "kind": "sound", "mel": spec.to_dict(), "conditions": _conditions(conditioning),
                        "conditioning": conditioning, "caption_length": int(caption_length), "vocab": list(VOCAB),
-                       "classes": list(CLASSES), "evaluator": {**EVALUATOR, **dict(evaluator or {})}})
+                       "classes": list(CLASSES), "evaluator": {**EVALUATOR, **dict(evaluator or {})},
+                       "latent": _latent_info(latent, spec)})
     test_states = sound_states(test, info)
     return DataBundle(sound_states(train, info), test_states, test_states, info)
 
 
 def sounds_dataset(n: int = 1200, seed: int = 0, test_fraction: float = 0.2, conditioning: str = "caption",
                    caption_length: int = 12, mel: Mapping[str, Any] | None = None,
-                   evaluator: Mapping[str, Any] | None = None) -> DataBundle:
+                   evaluator: Mapping[str, Any] | None = None, latent: str | None = None) -> DataBundle:
     """The embedded sound-event set (:func:`.sounds.sound_events`: beeps, chirps, drum hits, clicks
     and buzzes, low or high, with captions drawn from their attributes), ``n`` events from
     ``seed``, split ``1 - test_fraction`` / ``test_fraction``. ``evaluator``: the metric
-    classifier's training set size and steps (``{"n": 2400, "seed": 1234, "steps": 800}``)."""
+    classifier's training set size and steps (``{"n": 2400, "seed": 1234, "steps": 800}``);
+    ``latent``: a mel autoencoder file (``polydiff audio autoencoder``): the state is then its
+    codes, as SoundCTM works in a VAE latent, decoded to mels before the vocoder."""
     from .sounds import sound_events
 
     events = sound_events(n, seed=seed)
     tr, te = _split(n, test_fraction, seed)
     info = {"dataset": "sounds", "n": n, "seed": seed, "test_fraction": test_fraction}
     return _sound_bundle([events[i] for i in tr], [events[i] for i in te], info, conditioning, caption_length,
-                         mel or {}, evaluator)
+                         mel or {}, evaluator, latent)
 
 
 def files_dataset(path: str, seed: int = 0, test_fraction: float = 0.2, conditioning: str = "caption",
                   caption_length: int = 12, mel: Mapping[str, Any] | None = None,
-                  evaluator: Mapping[str, Any] | None = None) -> DataBundle:
+                  evaluator: Mapping[str, Any] | None = None, latent: str | None = None) -> DataBundle:
     """Users' sounds: a folder of WAV / FLAC / OGG files with an optional ``captions.csv``
     (:func:`.sounds.read_sounds`), split ``1 - test_fraction`` / ``test_fraction``."""
     from .sounds import MelSpec, read_sounds
@@ -152,7 +184,7 @@ def files_dataset(path: str, seed: int = 0, test_fraction: float = 0.2, conditio
     tr, te = _split(len(sounds), test_fraction, seed)
     info = {"dataset": "files", "path": str(path), "seed": seed, "test_fraction": test_fraction}
     return _sound_bundle([sounds[i] for i in tr], [sounds[i] for i in te], info, conditioning, caption_length,
-                         spec.to_dict(), evaluator)
+                         spec.to_dict(), evaluator, latent)
 
 
 def reference_sounds(info: Mapping[str, Any]) -> list[Any]:
@@ -343,7 +375,8 @@ class AudioModality(Modality):
         kind = info["kind"]
         spec: dict[str, Any] = {}
         if kind == "sound":
-            spec["mel"] = (n, int(info["mel"]["n_mels"]), int(info["mel"]["frames"]))
+            shape = info.get("latent") or info["mel"]
+            spec["mel"] = (n, int(shape["n_mels"]), int(shape["frames"]))
             spec.update(_sound_conditions(n, info, condition))
         elif kind == "chorale":
             m = info["music"]
@@ -532,14 +565,18 @@ def _caption_text(tokens: Tensor, vocab: Sequence[str]) -> str:
 
 def mels_to_sounds(mels: Tensor, info: Mapping[str, Any], state: Mapping[str, Tensor] | None = None,
                    n_iter: int = 32) -> list[Any]:
-    """Generated mels -> :class:`~.sounds.Sound` (Griffin-Lim audio, the caption and label they were
-    asked for)."""
+    """Generated mels (or autoencoder codes, decoded first) -> :class:`~.sounds.Sound` (Griffin-Lim
+    audio, the caption and label they were asked for)."""
     from .sounds import MelSpec, Sound, audio_of, caption_label
 
     spec, vocab = MelSpec.from_dict(info["mel"]), list(info.get("vocab") or [])
     state = state or {}
+    mels = mels.detach().float().cpu()
+    if info.get("latent"):
+        with torch.no_grad():
+            mels = autoencoder(info).decode(mels)
     out = []
-    for b, m in enumerate(mels.detach().float().cpu().numpy()):
+    for b, m in enumerate(mels.numpy()):
         caption = _caption_text(state["caption"][b], vocab) if "caption" in state and vocab else ""
         label = int(state["label"][b]) if "label" in state else caption_label(caption)
         out.append(Sound(audio_of(m, spec, n_iter=n_iter, seed=b), spec.sr, caption, label, f"sample_{b:04d}"))

@@ -160,7 +160,8 @@ class MelUNet(nn.Module):
                  sigma_data: float | None = None) -> None:
         super().__init__()
         spec = _gaussian_field(fields, field, "MelUNet")
-        mel = info.get("mel") if isinstance(info, Mapping) else None
+        # a latent state (a mel autoencoder's codes) has its own channels and frames
+        mel = (info.get("latent") or info.get("mel")) if isinstance(info, Mapping) else None
         if not isinstance(mel, Mapping) or "n_mels" not in mel:
             raise ValueError("MelUNet needs info['mel'] = {'n_mels': M, 'frames': F, ...}")
         channels = [int(c) for c in channels]
