@@ -271,6 +271,12 @@ def part_report(args: argparse.Namespace) -> None:
     env = environment(command_line("audio.py", None))
     res["environment"] = env
     md = header("Audio benchmark", env)
+    cmds: dict[str, list[str]] = {}
+    for part in ("teacher", "student", "sound", "chorales", "stems"):
+        if part in res:
+            cmds.setdefault(res[part].get("command", "?"), []).append(part)
+    md += ["Parts and the commands that ran them (each part's JSON is in the run folder): "
+           + "; ".join(f"{', '.join(parts)}: `{cmd}`" for cmd, parts in cmds.items()), ""]
     if "sound" in res:
         s = res["sound"]
         rows = s["rows"]
