@@ -6,7 +6,8 @@ model, an arrangement of a given soprano line, MIDI + WAV files and a picture.
 
     python examples/audio_quickstart.py [--out runs/audio_quickstart] [--quiet]
 
-About a minute and a half on 2 CPU cores (the first run also parses the chorales, ~3 s); a toy budget, so the sounds and chorales are rough. The
+About a minute on 2 CPU cores (the first run also parses the chorales and trains the metric
+classifier); a toy budget, so the sounds and chorales are rough. The
 same from the command line, with the full recipes:
 
     polydiff train audio:sound_teacher --out runs/sound_teacher
