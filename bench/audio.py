@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=Path, default=Path("/tmp/audiobench"))
     p.add_argument("--parts", default="teacher,student,sound,chorales,stems,report")
     p.add_argument("--teacher-minutes", type=float, default=15.0)
-    p.add_argument("--student-minutes", type=float, default=12.0)
+    p.add_argument("--student-minutes", type=float, default=20.0)
     p.add_argument("--music-minutes", type=float, default=8.0)
     p.add_argument("--stems-minutes", type=float, default=10.0)
     p.add_argument("--num", type=int, default=240, help="sound samples per model (one per test caption)")
