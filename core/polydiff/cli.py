@@ -34,6 +34,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,13 +44,13 @@ import yaml
 
 # light imports only: help, listings and recipe errors answer without importing torch
 from .config import ConfigError, load_config
-from .errors import CheckpointError
+from .errors import CheckpointError, RankFailed
 from .files import atomic_write, cached_json
 from .progress import interactive
 from .registry import RegistryError, available_modalities, load_modality, plugins_fingerprint
 
 # errors that are the user's to fix: reported in one line, exit status 2
-USER_ERRORS = (ConfigError, RegistryError, CheckpointError, OSError, KeyError, ValueError)
+USER_ERRORS = (ConfigError, RegistryError, CheckpointError, OSError, KeyError, ValueError, RankFailed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args_in and args_in[0] in available_modalities():
             return plugin_command(args_in[0], args_in[1:])
         args = parse_command(_parser(), args_in)
+        args.argv = args_in
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
         if debug:
@@ -193,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--grid", type=Path, metavar="FILE", help="time grid written by `polydiff calibrate` (JSON)")
+    s.add_argument("--processes", type=positive_int, default=1,
+                   help="shard the samples over this many local processes (gloo/NCCL; the files equal a one-process "
+                        "run's); under torchrun or srun the launcher's processes shard without it")
     again = s.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true",
                        help="replace an existing samples folder written by polydiff (never another folder), or "
@@ -372,8 +377,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from . import distributed
     from .generator import interrupted_run, load
 
+    if args.processes > 1 and not distributed.init_from_env():
+        argv = _without(args.argv, "--processes")
+        if args.threads is None:
+            argv += ["--threads", str(max(1, (os.cpu_count() or 1) // args.processes))]
+        return distributed.launch(argv, args.processes)
+    launched = distributed.init_from_env()
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     sc = gen.config.sample
@@ -411,6 +423,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                            resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),
                            **options, **control)
+    if launched:
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank:
+            return 0  # rank 0 reports
     if done.complete:
         print(f"polydiff: {out} already holds these {num} samples; nothing to resume")
     elif done.resumed:
@@ -523,6 +542,19 @@ def _threads(n: int | None, cfg: Any) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def _without(argv: Sequence[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def _progress(args: argparse.Namespace) -> bool | None:

@@ -3,7 +3,7 @@ before it knows whether it needs torch."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ResumeError"]
+__all__ = ["CheckpointError", "RankFailed", "ResumeError"]
 
 
 class CheckpointError(ValueError):
@@ -13,3 +13,7 @@ class CheckpointError(ValueError):
 class ResumeError(CheckpointError):
     """A run folder training refuses to resume (a different recipe) or to start over in (its
     checkpoints would be overwritten) without ``fresh``."""
+
+
+class RankFailed(RuntimeError):
+    """Another rank of a process group failed (sharded sampling); the message names the rank and its error."""

@@ -31,6 +31,12 @@ the first part: writing it whole must equal writing its halves and concatenating
 repeated header dropped), so it holds one file block in memory; otherwise it reads the parts
 back and writes them once (memory then grows with ``n`` at the merge; ``plot`` also reads them
 back, for the figure).
+
+Sharding (:mod:`polydiff.distributed`). Under a process group (``torchrun``, SLURM, ``polydiff
+sample --processes N``) rank 0 holds the folder's lock and opens ``OUT.partial``; the chunks still
+to do are dealt out over the ranks, each writes its own part folders, and rank 0 merges them. The
+chunks and their seeds are those of a single-process run with the same batch size, so the files
+are the same bytes; an interrupted sharded run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
 from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
@@ -244,63 +251,99 @@ class Generator:
             raise ValueError("resume finishes an interrupted run and overwrite starts over: give only one of them")
         out = _samples_path(out_dir)
         partial = _partial_of(out)
-        with folder_lock(out, "samples folder"):
-            _clean_stale(out)
-            stored = _read_partial(partial) if partial.exists() else None
-            if stored is not None and not resume:
-                if not overwrite:
-                    done = _parts_done(partial, stored)
-                    raise FileExistsError(f"an interrupted run left {partial} ({done} of {stored['num']} samples "
-                                          "done); pass --resume to finish it or --overwrite to start over "
-                                          "(resume=True / overwrite=True in Python)")
-                shutil.rmtree(partial)
-                stored = None
-            if stored is not None:
-                seed = stored["request"]["seed"] if seed is None else seed
-                batch_size = stored["request"]["batch_size"] if batch_size is None else batch_size
-            plan = self._plan(n, sampler, steps, seed, condition, batch_size, device, progress, options)
-            request = self._request(plan)
-            digest = _digest(request)
-            if resume and _request_of(out) == digest:  # finished already (killed before OUT.partial was removed)
-                if stored is not None:
-                    shutil.rmtree(partial)
+        rank, size = distributed.world()
+        args = (sampler, steps, condition, device, progress, options)
+        with folder_lock(out, "samples folder") if rank == 0 else nullcontext():
+            opened = distributed.run_on_rank0(
+                lambda: self._open_run(out, partial, n, seed, batch_size, args, overwrite=overwrite, resume=resume),
+                f"opening {partial}")
+            if opened["complete"]:
                 files = json.loads((out / METADATA_FILE).read_text()).get("files", [])
-                return SamplesWritten(out, [out / f for f in files], plan.n, plan.n, 0, complete=True)
-            if stored is not None and stored["request"] != request:
-                what = _differences(stored["request"], request)
-                raise ValueError(f"{partial} was started with other settings ({what}); finish it with the same ones "
-                                 "(the seed and batch size are reused when not given) "
-                                 "or pass --overwrite to start over")
-            replace = overwrite or bool(stored is not None and stored.get("overwrite"))
-            _check_out(out, replace)
-            created = stored is None
-            if created:
-                with atomic_folder(partial) as tmp:
-                    atomic_write(tmp / PARTIAL_FILE, json.dumps({"format": _PARTIAL_FORMAT, "num": plan.n,
-                                                                 "overwrite": bool(overwrite), "request": request},
-                                                                indent=1))
-                stored = _read_partial(partial)
-            done = _parts_done(partial, stored)
+                return SamplesWritten(out, [out / f for f in files], opened["num"], opened["num"], 0, complete=True)
+            plan = self._plan(n, sampler, steps, opened["seed"], condition, opened["batch_size"],
+                              device if device is not None or size == 1 else distributed.local_device(), progress,
+                              options)
+            done = opened["done"]
+            todo = [lo for lo in range(0, plan.n, plan.batch_size) if lo not in done]
+            mine = todo[rank::size]
+            share = sum(min(plan.n, lo + plan.batch_size) - lo for lo in mine)
+            error: BaseException | None = None
             try:
-                with Progress(plan.n, enabled=plan.progress, initial=done) as bar:
-                    for lo, hi, st in self._chunks(plan, start=done):
+                with Progress(share, enabled=plan.progress if rank == 0 else False) as bar:
+                    for lo, hi, st in self._chunks(plan, mine):
                         objects = self.modality.to_native(st, self.info)
                         with atomic_folder(partial / _part_name(lo, hi)) as tmp:
                             self.modality.write(objects, tmp)
                         del objects, st
                         bar.update(hi - lo)
             except BaseException as err:
-                kept = _parts_done(partial, stored)
-                if created and kept == 0:
-                    shutil.rmtree(partial, ignore_errors=True)  # nothing to resume
-                elif isinstance(err, KeyboardInterrupt):
-                    print(f"polydiff: {kept} of {plan.n} samples are kept in {partial}; --resume finishes the run",
-                          file=sys.stderr)
+                error = err
+            try:
+                distributed.agree(error, f"sampling into {partial}")
+            except BaseException as err:
+                if rank == 0:
+                    kept = sum(hi - lo for lo, hi, _ in _parts(partial, _read_partial(partial)))
+                    if opened["created"] and kept == 0:
+                        shutil.rmtree(partial, ignore_errors=True)  # nothing to resume
+                    elif isinstance(err, KeyboardInterrupt):
+                        print(f"polydiff: {kept} of {plan.n} samples are kept in {partial}; --resume finishes the "
+                              "run", file=sys.stderr)
                 raise
-            extra = {"batch_size": plan.batch_size, "request": digest}
-            paths = self._merge_into(out, partial, plan.n, replace, plot, {**dict(metadata or {}), **extra})
+            resumed = sum(min(plan.n, lo + plan.batch_size) - lo for lo in done)
+
+            def merge() -> list[Path]:
+                extra = {"batch_size": plan.batch_size, "request": opened["digest"]}
+                paths = self._merge_into(out, partial, plan.n, opened["replace"], plot,
+                                         {**dict(metadata or {}), **extra})
+                shutil.rmtree(partial)
+                return paths
+
+            paths = distributed.run_on_rank0(merge, f"merging {partial} into {out}")
+        return SamplesWritten(out, paths, plan.n, resumed, plan.n - resumed)
+
+    def _open_run(self, out: Path, partial: Path, n: int, seed: int | None, batch_size: int | None,
+                  args: tuple[Any, ...], *, overwrite: bool, resume: bool) -> dict[str, Any]:
+        """Open (or reopen, with ``resume``) the streamed run's ``OUT.partial`` under the
+        folder's lock: what every rank needs to generate its chunks (seed, batch size, the
+        chunks already done) and whether ``out`` already holds the result."""
+        sampler, steps, condition, device, progress, options = args
+        _clean_stale(out)
+        stored = _read_partial(partial) if partial.exists() else None
+        if stored is not None and not resume:
+            if not overwrite:
+                done = sum(hi - lo for lo, hi, _ in _parts(partial, stored))
+                raise FileExistsError(f"an interrupted run left {partial} ({done} of {stored['num']} samples "
+                                      "done); pass --resume to finish it or --overwrite to start over "
+                                      "(resume=True / overwrite=True in Python)")
             shutil.rmtree(partial)
-        return SamplesWritten(out, paths, plan.n, done, plan.n - done)
+            stored = None
+        if stored is not None:
+            seed = stored["request"]["seed"] if seed is None else seed
+            batch_size = stored["request"]["batch_size"] if batch_size is None else batch_size
+        plan = self._plan(n, sampler, steps, seed, condition, batch_size, device, progress, options)
+        request = self._request(plan)
+        digest = _digest(request)
+        opened = {"seed": plan.seed, "batch_size": plan.batch_size, "num": plan.n, "digest": digest,
+                  "complete": False, "created": stored is None, "done": set()}
+        if resume and _request_of(out) == digest:  # finished already (killed before OUT.partial was removed)
+            if stored is not None:
+                shutil.rmtree(partial)
+            return {**opened, "complete": True}
+        if stored is not None and stored["request"] != request:
+            what = _differences(stored["request"], request)
+            raise ValueError(f"{partial} was started with other settings ({what}); finish it with the same ones "
+                             "(the seed and batch size are reused when not given) "
+                             "or pass --overwrite to start over")
+        opened["replace"] = overwrite or bool(stored is not None and stored.get("overwrite"))
+        _check_out(out, opened["replace"])
+        if stored is None:
+            with atomic_folder(partial) as tmp:
+                atomic_write(tmp / PARTIAL_FILE, json.dumps({"format": _PARTIAL_FORMAT, "num": plan.n,
+                                                             "overwrite": bool(overwrite), "request": request},
+                                                            indent=1))
+            stored = _read_partial(partial)
+        opened["done"] = {lo for lo, _, _ in _parts(partial, stored)}
+        return opened
 
     def _plan(self, n: int, sampler: str | None, steps: int | None, seed: int | None,
               condition: Mapping[str, Any] | None, batch_size: int | None, device: Any, progress: bool | None,
@@ -342,11 +385,12 @@ class Generator:
             raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
         return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress)
 
-    def _chunks(self, plan: _Plan, start: int = 0) -> Iterator[tuple[int, int, State]]:
-        """Generate samples ``[start, n)`` in chunks of the batch size; yields ``(lo, hi,
-        state)`` with each chunk's final state on the CPU. Priors are built per chunk."""
+    def _chunks(self, plan: _Plan, starts: Sequence[int] | None = None) -> Iterator[tuple[int, int, State]]:
+        """Generate the chunks of ``batch_size`` samples that begin at ``starts`` (default: all of
+        ``[0, n)``); yields ``(lo, hi, state)`` with each chunk's final state on the CPU. Priors
+        are built per chunk."""
         cache: dict[str, Any] = {}
-        for lo in range(start, plan.n, plan.batch_size):
+        for lo in starts if starts is not None else range(0, plan.n, plan.batch_size):
             hi = min(plan.n, lo + plan.batch_size)
             spec = self._prior(plan, lo, hi, cache)
             seeds = plan.seed * _SEED_STRIDE + torch.arange(lo, hi, dtype=torch.long)
@@ -391,7 +435,12 @@ class Generator:
     def _merge_into(self, out: Path, partial: Path, n: int, replace: bool, plot: bool,
                     metadata: Mapping[str, Any]) -> list[Path]:
         """Merge the finished parts of ``partial`` into ``out`` (atomically)."""
-        parts = [p for _, _, p in _parts(partial, _read_partial(partial))]
+        found = _parts(partial, _read_partial(partial))
+        covered = sum(hi - lo for lo, hi, _ in found)
+        if covered != n:
+            raise RuntimeError(f"{partial}: {covered} of {n} samples are there after sampling; nothing was merged "
+                               "(--resume generates the rest)")
+        parts = [p for _, _, p in found]
         with atomic_folder(out, overwrite=replace, replaceable=is_samples_folder) as tmp:
             files = _merge_parts(self.modality, parts, tmp, partial)
             if plot:
@@ -704,30 +753,22 @@ def _part_name(lo: int, hi: int) -> str:
 
 
 def _parts(partial: Path, stored: Mapping[str, Any]) -> list[tuple[int, int, Path]]:
-    """The finished part folders of ``partial`` in order; an error for anything that is not
-    one (a part folder is renamed into place complete, so every one listed is whole)."""
+    """The finished part folders of ``partial`` in order (chunks of the request's batch size,
+    possibly with gaps: ranks of a sharded run finish in any order); an error for anything that
+    is not one (a part folder is renamed into place complete, so every one listed is whole)."""
     n, bs = int(stored["request"]["num"]), int(stored["request"]["batch_size"])
     found = []
     for p in partial.iterdir():
         m = _PART.fullmatch(p.name)
         if m and p.is_dir():
-            found.append((int(m.group(1)), int(m.group(2)), p))
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo % bs or lo >= n or hi != min(n, lo + bs):
+                raise ValueError(f"{p}: not a chunk of {bs} of samples [0, {n}); pass --overwrite to start over")
+            found.append((lo, hi, p))
         elif p.name != PARTIAL_FILE:
             raise ValueError(f"{partial}: unexpected {p.name!r}; this folder holds only the parts of an interrupted "
                              "`polydiff sample` run (pass --overwrite to start over)")
-    found.sort()
-    end = 0
-    for lo, hi, p in found:
-        if lo != end or hi != min(n, lo + bs):
-            raise ValueError(f"{p}: not the part after samples [0, {end}) in chunks of {bs}; pass --overwrite to "
-                             "start over")
-        end = hi
-    return found
-
-
-def _parts_done(partial: Path, stored: Mapping[str, Any]) -> int:
-    found = _parts(partial, stored)
-    return found[-1][1] if found else 0
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------------------------------
