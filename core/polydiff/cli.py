@@ -195,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--grid", type=Path, metavar="FILE", help="time grid written by `polydiff calibrate` (JSON)")
+    s.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="run the fixed-step sampling loop as one torch.compile graph (MODE: a torch.compile mode, "
+                        "e.g. reduce-overhead for CUDA graphs)")
+    s.add_argument("--quantize", choices=["int8", "fp8"], default=None,
+                   help="post-training quantization of the network before sampling (see polydiff.quantize)")
     s.add_argument("--processes", type=positive_int, default=1,
                    help="shard the samples over this many local processes (gloo/NCCL; the files equal a one-process "
                         "run's); under torchrun or srun the launcher's processes shard without it")
@@ -388,6 +393,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     launched = distributed.init_from_env()
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
+    if args.quantize is not None:
+        gen = gen.quantized(args.quantize, sampler=args.sampler, steps=args.steps)
+        if distributed.world()[0] == 0:
+            print(f"polydiff: quantized, {gen.quantization.summary()}")
     sc = gen.config.sample
     out = args.out or _default_samples_dir(args.checkpoint)
     # absent flags: the interrupted run's values with --resume, else the recipe's
@@ -404,6 +413,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         control["observed"] = gen.modality.observation(args.observed, gen.info)
     if "guidance_scale" in control and not condition:
         raise ValueError("--guidance-scale guides toward a condition: give it with --condition KEY=VALUE")
+    if args.compile is not None:
+        options["compile"] = args.compile
     sampler, steps = args.sampler, args.steps
     if args.grid is not None:
         import torch
@@ -418,7 +429,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     shown = {k: (str(args.observed) if k == "observed" else v) for k, v in control.items()}
     meta = {"sampler": sampler or sc.sampler, "steps": sc.steps if steps is None else steps, "seed": seed,
             "options": {k: v for k, v in options.items() if k != "grid"}, "condition": condition, **shown,
-            **({"grid": str(args.grid)} if args.grid is not None else {})}
+            **({"grid": str(args.grid)} if args.grid is not None else {}),
+            **({"quantize": gen.quantization.summary()} if gen.quantization is not None else {})}
     done = gen.generate_to(out, num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
                            batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                            resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),

@@ -43,7 +43,7 @@ from .registry import RegistryError, ValueMismatch, check_options, check_value, 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
 # keywords of polydiff.sample a recipe's `sample` section may set besides the sampler's own options
-DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero")
+DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero", "compile")
 
 
 class ConfigError(ValueError):

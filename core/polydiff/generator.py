@@ -145,6 +145,7 @@ class Generator:
         self.checkpoint, self.step = checkpoint, step
         self._reference: Any = None
         self._defaults: dict[str, Any] = {}
+        self.quantization: Any = None  # the QuantizationReport of a quantized() generator
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -475,6 +476,30 @@ class Generator:
             return calibrate_grid(self.net, self.fields, spec, steps, sampler=st.sampler, seed=seed, grid=st.grid,
                                   t_max=st.t_max, t_min=st.t_min, final_zero=st.final_zero,
                                   progress=lambda k, err: bar.update_to(k, error=f"{err:.3g}"), **opts)
+
+    def quantized(self, scheme: str = "int8", *, calibration: int = 64, seed: int = 0, keep: Sequence[str] = (),
+                  percentile: float | None = None, **sample_options: Any) -> Generator:
+        """A generator with a post-training-quantized copy of the network (this one is left
+        as it is): :func:`polydiff.quantize.quantize` calibrated on ``calibration`` samples
+        generated with the recipe's sampler (or ``sample_options``: sampler, steps, condition,
+        ...), so every layer's input scale covers every step of the sampler's own trajectories.
+        The report is ``.quantization``."""
+        from .quantize import quantize
+
+        def run(net: nn.Module) -> None:
+            before = self.net
+            self.net = net
+            try:
+                self.sample_states(calibration, seed=seed, progress=False, **sample_options)
+            finally:
+                self.net = before
+
+        qnet, report = quantize(self.net, run, scheme, keep=keep, percentile=percentile)
+        gen = Generator(self.modality, self.config, self.info, self.fields, qnet, checkpoint=self.checkpoint,
+                        step=self.step)
+        gen._reference, gen._defaults = self._reference, dict(self._defaults)
+        gen.quantization = report
+        return gen
 
     # -- files and metrics --
     def save(self, objects: Any, out_dir: str | Path, *, overwrite: bool = False, plot: bool = False,

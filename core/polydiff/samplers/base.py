@@ -164,8 +164,10 @@ class SampleSettings:
     ``categorical``: the method of the categorical fields of mixed states; ``steps`` / ``grid``
     / ``t_max`` / ``t_min`` / ``final_zero``: the time grid (:func:`polydiff.grids.make_grid`;
     ``grid`` a name, a (K+1,) or (K+1, B) tensor, or None for the schedule's default);
-    ``dtype``: the solver's arithmetic (the network runs in its own dtype); ``options``: the
-    sampler's own options (``eta``, ``order``, ...; ``polydiff samplers`` lists them).
+    ``dtype``: the solver's arithmetic (the network runs in its own dtype); ``compile``: run the
+    whole fixed-step loop as one ``torch.compile`` graph (True, or a torch.compile mode such as
+    ``"reduce-overhead"``, which captures CUDA graphs on a GPU); ``options``: the sampler's own
+    options (``eta``, ``order``, ...; ``polydiff samplers`` lists them).
     """
 
     sampler: str = "dpm++2m"
@@ -176,6 +178,7 @@ class SampleSettings:
     final_zero: bool = False
     categorical: str = "ancestral"
     dtype: torch.dtype = torch.float32
+    compile: bool | str = False
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> SampleSettings:

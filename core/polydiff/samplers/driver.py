@@ -308,25 +308,26 @@ class SamplingLoop:
         tc = self._tc[i] if t is None else column(t, dt)
         sc = self._tc[i + 1] if s is None else column(s, dt)
         on_grid = t is None and s is None
-        # stage time -> (time, packed coefficients, per-field views, model time), by identity
-        memo: dict[int, Stage] = {}
+        # (time, packed coefficients, per-field views, model time) of the stage times seen, found
+        # by identity (``is``, not ``id()``: a compiled loop then guards on no tensor's address)
+        memo: list[Stage] = []
         if on_grid:
-            memo.update({id(tc): (tc, self.coefs[i], self._views[i], self._tm[i]),
-                         id(sc): (sc, self.coefs[i + 1], self._views[i + 1], self._tm[i + 1])})
+            memo += [(tc, self.coefs[i], self._views[i], self._tm[i]),
+                     (sc, self.coefs[i + 1], self._views[i + 1], self._tm[i + 1])]
 
         def at(u: Tensor) -> tuple[Coefs, dict[str, Coefs], Tensor]:
             """Packed coefficients, their per-field views and the model's time at ``u``."""
-            got = memo.get(id(u))
-            if got is None or got[0] is not u:
+            got = next((row for row in memo if row[0] is u), None)
+            if got is None:
                 flat = u.reshape(-1) if u.dim() > 1 else u
                 c = cast_coefs(p.coefs(flat, b), dt)
-                got = memo[id(u)] = (u, c, {k: p.field_view(c, k, b) for k in p.names},
-                                     model_time(flat, b, self.model_dtype))
+                got = (u, c, {k: p.field_view(c, k, b) for k in p.names}, model_time(flat, b, self.model_dtype))
+                memo.append(got)
             return got[1], got[2], got[3]
 
         def stages(rs: tuple[float, ...]) -> list[tuple[Tensor, Coefs]]:
             rows = plan.stage_table(tuple(rs))[0][i]
-            memo.update({id(r[0]): r for r in rows})
+            memo.extend(rows)
             return [(r[0], r[1]) for r in rows]
 
         def denoise(xu: Tensor, u: Tensor, x0: bool = True) -> tuple[Tensor | None, Tensor]:
@@ -396,13 +397,46 @@ def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Nois
     settings = settings_of(settings, **keywords)
     sdef = get_sampler(settings.sampler)
     if sdef.loop == "own":
+        if settings.compile:
+            raise ValueError(f"sampler {sdef.name!r} runs its own loop with host decisions; compile needs a "
+                             "fixed-step sampler")
         return sdef.step(model, fields, state, noise, settings, cond=cond, callback=callback)
     loop = SamplingLoop(model, fields, state, noise, settings, cond=cond, model_dtype=model_dtype)
+    if settings.compile:
+        if callback is not None:
+            raise ValueError("compile runs the whole loop as one graph: a callback cannot run between steps")
+        return compiled_walk(settings.compile)(loop)
     for i in range(loop.n):
         x0 = loop.step(i)
         if callback is not None:
             callback({"i": i, "t": loop.ts[i], "s": loop.ts[i + 1], "state": loop.state, "x0": x0})
     return loop.finish()
+
+
+def walk(loop: SamplingLoop) -> State:
+    """Every step of ``loop``, then its final state (the loop body :func:`compiled_walk` compiles)."""
+    for i in range(loop.n):
+        loop.step(i)
+    return loop.finish()
+
+
+_COMPILED: dict[tuple[str, bool], Callable[[SamplingLoop], State]] = {}
+
+
+def compiled_walk(mode: bool | str = True, fullgraph: bool = False) -> Callable[[SamplingLoop], State]:
+    """:func:`walk` under ``torch.compile`` (``mode``: True for the default, or a torch.compile
+    mode; ``"reduce-overhead"`` captures CUDA graphs), one compiled function per mode, so every
+    loop of the same sampler, grid length and shapes reuses the graph: the loop reads nothing
+    back to the host and its memo of stage times compares tensors by identity, so it neither
+    breaks nor recompiles per call. ``fullgraph=True`` makes any graph break an error (the
+    tests' proof that the loop has no host synchronisation)."""
+    key = ("default" if mode is True else str(mode), fullgraph)
+    if key not in _COMPILED:
+        if key[0] not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile must be True or a torch.compile mode (default, reduce-overhead, "
+                             f"max-autotune, max-autotune-no-cudagraphs), got {mode!r}")
+        _COMPILED[key] = torch.compile(walk, mode=key[0], fullgraph=fullgraph, dynamic=False)
+    return _COMPILED[key]
 
 
 def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,

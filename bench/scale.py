@@ -1,0 +1,356 @@
+"""Scale: compiled and quantized sampling per modality, training with 1 and 2 processes, sharded
+sampling, and cost against problem size.
+
+Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scale.{json,md}``):
+
+- ``variants``: for each modality's main recipe, a model trained for ``--minutes`` (cached in
+  ``RUNS/models``), then ``--num`` samples from five variants of the same weights, each in a
+  fresh process (so peak memory is its own): float32 eager (the default), compiled
+  (``compile=True``: the fixed-step loop as one torch.compile graph), int8 and fp8
+  post-training quantization (calibrated on 64 samples of the sampler's own trajectories),
+  and int8 + compiled. Reported: the modality's main metric and its change against float32,
+  samples per second (median of ``--repeats`` after one warm-up call, which for compiled
+  variants holds the compilation, reported apart), peak resident memory, weight bytes;
+- ``train``: training throughput of the toy and GDSS recipes with 1 process x 2 threads against
+  2 processes x 1 thread (DDP over gloo), steps and samples per second;
+- ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
+  byte identity of the outputs;
+- ``size``: seconds per sample and peak memory against problem size for the graph (nodes) and
+  time-series (sequence length) main models, untrained weights of the recipe's size, each size in
+  a fresh process.
+
+Usage::
+
+    python bench/scale.py                         # every part (about 60 CPU-minutes)
+    python bench/scale.py --parts variants --modalities toy,graphs --minutes 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, environment, header, publish, recipe, train_for
+
+# modality -> (recipe, sampling overrides for the bench, main metric, lower is better)
+MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
+    "toy": ("gmm", {}, "sw2", True),
+    "graphs": ("community_small_gdss", {"steps": 200}, "mmd_degree", True),
+    "timeseries": ("tsdiff_etth1", {}, "crps", True),
+    "molecules": ("flow", {}, "atom_stable", False),
+    "proteins": ("frames", {"steps": 50}, "ca_ca_dev", True),
+    "crystals": ("periodic", {"steps": 50}, "valid", False),
+    "audio": ("sound_teacher", {"steps": 20}, "fd", True),
+    "text": ("shakespeare_mdlm", {"steps": 64}, "gen_ppl", True),
+}
+VARIANTS = {  # name -> (compile, quantize)
+    "float32": (False, None), "compiled": (True, None), "int8": (False, "int8"), "fp8": (False, "fp8"),
+    "int8+compiled": (True, "int8"),
+}
+NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins": 8, "crystals": 32, "audio": 32,
+       "text": 32}
+
+
+def rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# one variant, in its own process
+# ---------------------------------------------------------------------------------------------
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load, quantize / compile, time and evaluate one variant (run with ``--worker JSON``)."""
+    import torch
+
+    import polydiff
+    from polydiff.quantize import _weight_bytes
+
+    torch.set_num_threads(spec["threads"])
+    gen = polydiff.load(spec["ckpt"])
+    base = rss_mib()
+    out: dict[str, Any] = {"rss_loaded_mib": base}
+    kw = dict(spec["sample"])
+    if spec["quantize"]:
+        t0 = time.perf_counter()
+        gen = gen.quantized(spec["quantize"], calibration=64, **kw)
+        out["quantize_s"] = time.perf_counter() - t0
+        out["quantized_layers"], out["kept_layers"] = len(gen.quantization.quantized), len(gen.quantization.kept)
+    out["weight_mib"] = _weight_bytes(gen.net) / 2**20
+    if spec["compile"]:
+        kw["compile"] = True
+    n, times = spec["num"], []
+    try:
+        t0 = time.perf_counter()
+        gen.generate(n, seed=0, progress=False, **kw)  # warm-up (and compilation)
+        out["first_call_s"] = time.perf_counter() - t0
+        for rep in range(spec["repeats"]):
+            t0 = time.perf_counter()
+            objects = gen.generate(n, seed=1 + rep, progress=False, **kw)
+            times.append(time.perf_counter() - t0)
+    except (ValueError, NotImplementedError) as err:
+        return {**out, "error": f"{type(err).__name__}: {err}"}
+    out["samples_per_s"] = n / statistics.median(times)
+    out["peak_rss_mib"] = rss_mib()
+    metrics = gen.evaluate(objects)
+    out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return out
+
+
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                         timeout=3600, env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])})
+    if got.returncode != 0:
+        return {"error": got.stderr.strip().splitlines()[-1] if got.stderr.strip() else f"exit {got.returncode}"}
+    return json.loads(got.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# parts
+# ---------------------------------------------------------------------------------------------
+
+def part_variants(args: argparse.Namespace) -> dict[str, Any]:
+    res: dict[str, Any] = {"minutes": args.minutes, "threads": args.threads, "repeats": args.repeats, "models": {}}
+    for mod in args.modalities.split(","):
+        name, sample, _, _ = MODELS[mod]
+        out = args.runs / "models" / mod
+        ckpt = out / "checkpoints" / "last.ckpt"
+        entry: dict[str, Any] = {"recipe": f"{mod}:{name}", "sample": sample, "num": NUM[mod]}
+        if not ckpt.exists():
+            print(f"[variants] training {mod}:{name} for {args.minutes} min", file=sys.stderr, flush=True)
+            ckpt, entry["train"] = train_for(recipe(mod, name), out, args.minutes, args.threads)
+            (out / "bench_train.json").write_text(json.dumps(entry["train"]))
+        else:
+            entry["train"] = json.loads((out / "bench_train.json").read_text())
+        entry["variants"] = {}
+        for var, (comp, quant) in VARIANTS.items():
+            print(f"[variants] {mod} {var}", file=sys.stderr, flush=True)
+            spec = {"ckpt": str(ckpt), "compile": comp, "quantize": quant, "sample": sample, "num": NUM[mod],
+                    "repeats": args.repeats, "threads": args.threads}
+            entry["variants"][var] = run_worker(spec)
+            print(f"  {entry['variants'][var]}", file=sys.stderr, flush=True)
+        res["models"][mod] = entry
+    return res
+
+
+def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int) -> dict[str, Any]:
+    import polydiff
+
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"].update({"max_steps": steps, "threads": threads, "progress": False, "checkpoint_every": 10**6,
+                         "logger": "none", "accelerator": "cpu", "devices": processes,
+                         "strategy": "ddp" if processes > 1 else "auto"})
+    path = out.with_suffix(".json")
+    path.write_text(json.dumps(cfg))
+    t0 = time.perf_counter()
+    if processes == 1:
+        polydiff.train(cfg, out, fresh=True, verbose=False)
+    else:  # Lightning's DDP launcher starts the second process itself
+        got = subprocess.run([str(Path(sys.executable).parent / "polydiff"), "train", str(path), "--out", str(out),
+                              "--fresh"], capture_output=True, text=True, timeout=3600)
+        if got.returncode != 0:
+            return {"error": got.stderr.strip().splitlines()[-1]}
+    wall = time.perf_counter() - t0
+    batch = int(cfg["train"]["batch_size"])
+    return {"processes": processes, "threads": threads, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
+            "samples_per_s": steps * batch * processes / wall}
+
+
+def part_train(args: argparse.Namespace) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for mod, name, steps in (("toy", "gmm", 400), ("graphs", "community_small_gdss", 40)):
+        cfg = recipe(mod, name)
+        rows = []
+        for procs, threads in ((1, 2), (2, 1)):
+            print(f"[train] {mod} {procs}x{threads}", file=sys.stderr, flush=True)
+            rows.append(_train_rate(cfg, args.runs / f"train_{mod}_{procs}", procs, threads, steps))
+        res[mod] = {"recipe": f"{mod}:{name}", "batch_per_process": cfg["train"]["batch_size"], "rows": rows}
+    return res
+
+
+def part_shard(args: argparse.Namespace) -> dict[str, Any]:
+    ckpt = args.runs / "models" / "toy" / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        ckpt, _ = train_for(recipe("toy", "gmm"), args.runs / "models" / "toy", args.minutes, args.threads)
+    exe = str(Path(sys.executable).parent / "polydiff")
+    rows, files = [], {}
+    for procs in (1, 2):
+        out = args.runs / f"shard_{procs}"
+        cmd = [exe, "sample", str(ckpt), "--num", "200000", "--batch-size", "10000", "--seed", "3", "--out", str(out),
+               "--overwrite", "--quiet", "--steps", "20"]
+        cmd += ["--processes", "2"] if procs == 2 else ["--threads", "2"]
+        t0 = time.perf_counter()
+        got = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        wall = time.perf_counter() - t0
+        if got.returncode != 0:
+            raise RuntimeError(got.stderr)
+        files[procs] = (out / "samples.csv").read_bytes()
+        rows.append({"processes": procs, "threads_each": 2 // procs, "wall_s": wall, "samples_per_s": 200000 / wall})
+    return {"num": 200000, "batch": 10000, "steps": 20, "rows": rows, "identical": files[1] == files[2]}
+
+
+def _size_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per sample and peak memory of one size (``--worker`` with ``"size": ...``)."""
+    import torch
+
+    import polydiff
+
+    torch.set_num_threads(spec["threads"])
+    cfg = recipe(spec["modality"], spec["recipe"], **spec["changes"])
+    cfg["train"].update({"max_steps": 1, "checkpoint_every": 1, "progress": False, "logger": "none",
+                         "threads": spec["threads"]})
+    out = Path(spec["out"])
+    polydiff.train(cfg, out, fresh=True, verbose=False)
+    gen = polydiff.load(out / "checkpoints" / "last.ckpt")
+    base = rss_mib()
+    gen.generate(spec["num"], seed=0, progress=False, steps=spec["steps"])
+    t0 = time.perf_counter()
+    gen.generate(spec["num"], seed=1, progress=False, steps=spec["steps"])
+    return {"s_per_sample": (time.perf_counter() - t0) / spec["num"], "peak_rss_mib": rss_mib(),
+            "rss_loaded_mib": base}
+
+
+SIZES = {  # modality -> (recipe, size name, sizes, recipe changes per size, samples, steps)
+    "graphs": ("community_small_gdss", "nodes", (16, 32, 64, 128),
+               lambda n: {"data": {"name": "community_small", "max_nodes": n, "max_feat_num": None, "n": 40,
+                                   "min_nodes": n // 2, "drop_isolated": True}}, 8, 20),
+    "timeseries": ("tsdiff_etth1", "length", (48, 96, 192, 384),
+                   lambda n: {"data": {"name": "sine", "context": n - n // 4, "horizon": n // 4}}, 16, 20),
+}
+
+
+def part_size(args: argparse.Namespace) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for mod, (name, label, sizes, changes, num, steps) in SIZES.items():
+        rows = []
+        for n in sizes:
+            print(f"[size] {mod} {label}={n}", file=sys.stderr, flush=True)
+            spec = {"size": True, "modality": mod, "recipe": name, "changes": changes(n), "num": num, "steps": steps,
+                    "threads": args.threads, "out": str(args.runs / f"size_{mod}_{n}")}
+            got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                                 text=True, timeout=3600)
+            row = json.loads(got.stdout.strip().splitlines()[-1]) if got.returncode == 0 else \
+                {"error": got.stderr.strip().splitlines()[-1]}
+            rows.append({label: n, **row})
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        res[mod] = {"recipe": f"{mod}:{name}", "size": label, "num": num, "steps": steps, "rows": rows}
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+def _f(v: Any, d: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{d}g}" if abs(v) < 10 ** d else f"{v:.0f}"
+    return str(v)
+
+
+def part_report(args: argparse.Namespace) -> None:
+    parts = {p: json.loads((args.runs / f"{p}.json").read_text()) for p in ("variants", "train", "shard", "size")
+             if (args.runs / f"{p}.json").exists()}
+    cmds: dict[str, list[str]] = {}
+    for p, r in parts.items():
+        cmds.setdefault(r.get("command", "?"), []).append(p)
+    env = environment(command_line("scale.py", ["--parts", "report"]))
+    md = header("Scale: compiled, quantized and sharded sampling; training processes; problem size", env)
+    md += ["Parts and the commands that ran them: "
+           + "; ".join(f"{', '.join(ps)}: `{c}`" for c, ps in cmds.items()), ""]
+    verdicts = []
+    if "variants" in parts:
+        v = parts["variants"]
+        md += ["## Sampling variants per modality", "",
+               f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; samples/s is "
+               f"the median of {v['repeats']} calls after a warm-up call (for compiled variants the warm-up holds the "
+               "compilation: 'first call'); peak RSS of the variant's own process; metric change against float32 "
+               "(the same weights, seeds and sampler).", "",
+               "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "
+               "| peak RSS MiB | weights MiB | layers int8/kept |", "|" + "---|" * 11]
+        for mod, e in v["models"].items():
+            key, lower = MODELS[mod][2], MODELS[mod][3]
+            ref = e["variants"].get("float32", {})
+            ref_m, ref_s = ref.get("metrics", {}).get(key), ref.get("samples_per_s")
+            for var, r in e["variants"].items():
+                if "error" in r:
+                    md.append(f"| {mod} | {var} | {key} | n/a: {r['error'][:90]} |" + " |" * 7)
+                    continue
+                m = r["metrics"].get(key)
+                change = None if m is None or ref_m is None else m - ref_m
+                speed = r["samples_per_s"] / ref_s if ref_s else None
+                layers = f"{r.get('quantized_layers', '-')}/{r.get('kept_layers', '-')}"
+                md.append(f"| {mod} | {var} | {key} | {_f(m)} | {_f(change)} | {_f(r['samples_per_s'])} | "
+                          f"{_f(speed)}x | {_f(r.get('first_call_s'))} | {_f(r['peak_rss_mib'], 4)} | "
+                          f"{_f(r['weight_mib'])} | {layers} |")
+        md.append("")
+    if "train" in parts:
+        md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, gloo)", "",
+               "| recipe | processes x threads | steps | wall s | steps / s | samples / s |", "|---|---|---|---|---|---|"]
+        for mod, e in parts["train"].items():
+            for r in e["rows"]:
+                if "error" in r:
+                    md.append(f"| {e['recipe']} | error: {r['error'][:100]} | | | | |")
+                    continue
+                md.append(f"| {e['recipe']} | {r['processes']} x {r['threads']} | {r['steps']} | {_f(r['wall_s'])} | "
+                          f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} |")
+        md.append("")
+    if "shard" in parts:
+        s = parts["shard"]
+        md += ["## Sharded sampling (`polydiff sample --processes 2`)", "",
+               f"{s['num']} toy samples, batch {s['batch']}, {s['steps']} steps, on 2 cores.", "",
+               "| processes | threads each | wall s (with start-up) | samples / s |", "|---|---|---|---|"]
+        md += [f"| {r['processes']} | {r['threads_each']} | {_f(r['wall_s'])} | {_f(r['samples_per_s'])} |"
+               for r in s["rows"]]
+        md += ["", f"Files byte-identical to the one-process run: **{s['identical']}**.", ""]
+        verdicts.append(f"sharded output identical: {s['identical']}")
+    if "size" in parts:
+        md += ["## Cost against problem size (main models at the recipe's width, untrained weights)", ""]
+        for mod, e in parts["size"].items():
+            md += [f"{e['recipe']}: {e['num']} samples, {e['steps']} steps, one fresh process per size.", "",
+                   f"| {e['size']} | s / sample | peak RSS MiB |", "|---|---|---|"]
+            md += [f"| {r[e['size']]} | {_f(r.get('s_per_sample'))} | {_f(r.get('peak_rss_mib'), 4)} |"
+                   if "error" not in r else f"| {r[e['size']]} | error: {r['error'][:80]} | |" for r in e["rows"]]
+            md.append("")
+    if verdicts:
+        md += ["Verdicts: " + "; ".join(verdicts) + "."]
+    publish("scale", {"environment": env, **parts}, "\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=Path("/tmp/scalebench"))
+    p.add_argument("--parts", default="variants,train,shard,size,report")
+    p.add_argument("--modalities", default=",".join(MODELS))
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(_size_worker(spec) if spec.get("size") else worker(spec)))
+        return
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for part in args.parts.split(","):
+        if part == "report":
+            part_report(args)
+            continue
+        res = {"variants": part_variants, "train": part_train, "shard": part_shard, "size": part_size}[part](args)
+        res["command"] = command_line("scale.py", argv)
+        (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Compiled sampling: every fixed-step Gaussian sampler's loop traces into one graph with no
+break (no host synchronisation) and reuses it across calls; ``compile=True`` through the
+generator and ``polydiff sample --compile``; samplers on CUDA when there is a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import polydiff
+from polydiff.samplers import SAMPLERS, get_sampler
+from polydiff.samplers.driver import SamplingLoop, prepare, walk
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FIXED = [n for n in SAMPLERS if get_sampler(n).kind == "gaussian" and get_sampler(n).loop == "grid"
+         and n != "rk45"]  # rk45 chooses its steps on the host: adaptive, not fixed-step
+
+
+def test_the_list_is_not_empty():
+    assert {"ddim", "dpm++2m", "unipc", "heun", "edm", "pc"} <= set(FIXED)
+
+
+def _loop(name: str, seed: int, device: str = "cpu") -> tuple[SamplingLoop, str]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.SiLU(), torch.nn.Linear(32, 2)).to(device)
+
+    def model(x, t):
+        return net(torch.cat([x, t[:, None].to(x.dtype)], 1))
+
+    proc = polydiff.GaussianProcess(polydiff.VPLinear())
+    sm, fields, state, noise, key = prepare(model, proc, (16, 2), seed=seed, device=device)
+    return SamplingLoop(sm, fields, state, noise, polydiff.SampleSettings(sampler=name, steps=4)), key
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_fixed_step_loop_is_one_graph_without_host_sync(name):
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(walk, backend="eager", fullgraph=True, dynamic=False)  # a break is an error
+    for seed in (0, 1):
+        loop, key = _loop(name, seed)
+        with torch.no_grad():
+            got = compiled(loop)[key]
+        loop, key = _loop(name, seed)
+        with torch.no_grad():
+            want = walk(loop)[key]
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == 1  # the second call reused the graph: no recompilation
+
+
+def test_a_host_read_is_caught():
+    """The check above can fail: a loop that reads a tensor back breaks the graph."""
+    def reading(loop):
+        for i in range(loop.n):
+            loop.step(i)
+            if float(loop.x.abs().max()) > 1e9:
+                break
+        return loop.finish()
+
+    torch._dynamo.reset()
+    loop, _ = _loop("ddim", 0)
+    with pytest.raises(Exception, match=r"(?i)graph break|item|data-dependent|Unsupported"):
+        torch.compile(reading, backend="eager", fullgraph=True)(loop)
+
+
+def test_compile_option_errors():
+    net = torch.nn.Linear(3, 2)
+    proc = polydiff.GaussianProcess(polydiff.VPLinear())
+
+    def model(x, t):
+        return net(torch.cat([x, t[:, None]], 1))
+
+    with pytest.raises(ValueError, match="callback"):
+        polydiff.sample(model, proc, (4, 2), steps=2, seed=0, compile=True, callback=lambda d: None)
+    with pytest.raises(ValueError, match=r"torch\.compile mode"):
+        polydiff.sample(model, proc, (4, 2), steps=2, seed=0, compile="fastest")
+
+
+def test_generator_compile_matches_eager(tmp_path):
+    recipe = {"modality": "toy", "data": {"name": "gmm", "k": 4, "dim": 2},
+              "model": {"name": "mlp", "hidden": 16, "depth": 1},
+              "train": {"max_steps": 2, "batch_size": 32, "accelerator": "cpu", "devices": 1, "threads": 1,
+                        "checkpoint_every": 2, "progress": False, "logger": "none"},
+              "sample": {"steps": 3, "num": 8, "sampler": "ddim"}}
+    polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
+    gen = polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    torch._dynamo.reset()
+    counters.clear()
+    eager = gen.generate(12, seed=3, batch_size=4, progress=False)
+    fast = gen.generate(12, seed=3, batch_size=4, progress=False, compile=True)
+    assert counters["stats"]["unique_graphs"] == 1  # three chunks, one graph
+    assert abs(fast - eager).max() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("name", FIXED)
+def test_samplers_run_unchanged_on_cuda(name):
+    loop, key = _loop(name, 0, "cuda")
+    with torch.no_grad():
+        got = walk(loop)[key]
+    loop, key = _loop(name, 0, "cpu")
+    with torch.no_grad():
+        want = walk(loop)[key]
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-3, atol=1e-3)

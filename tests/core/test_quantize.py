@@ -1,0 +1,142 @@
+"""Post-training quantization: quantized layers against their float originals and against the
+int8 arithmetic written out, calibration over every sampler step, time layers kept, the
+generator / CLI route, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import polydiff
+from polydiff.quantize import QuantizedLayer, quantize
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("scheme", ["int8", "fp8"])
+@pytest.mark.parametrize("make,shape", [(lambda: nn.Linear(24, 16), (37, 24)),
+                                        (lambda: nn.Linear(24, 16), (3, 5, 24)),
+                                        (lambda: nn.Conv1d(6, 8, 3, padding=1), (4, 6, 20)),
+                                        (lambda: nn.Conv2d(3, 5, 3, stride=2), (2, 3, 9, 9))])
+def test_layer_is_close_to_float_but_quantized(make, shape, scheme):
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(shape)
+    q = QuantizedLayer(layer, scheme, float(x.abs().max()))
+    want = layer(x).detach()
+    got = q(x)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    err = rel_err(got, want)
+    assert 0 < err < (0.03 if scheme == "int8" else 0.08), err
+    assert q.qweight.dtype == (torch.int8 if scheme == "int8" else torch.float8_e4m3fn)
+
+
+def test_int8_linear_is_the_int8_arithmetic():
+    torch.manual_seed(1)
+    layer = nn.Linear(10, 6)
+    x = torch.randn(7, 10)
+    q = QuantizedLayer(layer, "int8", 2.5)
+    w = layer.weight.detach()
+    sw = w.abs().amax(1) / 127
+    wq = torch.round(w / sw[:, None]).clamp(-127, 127)
+    sx = 2.5 / 127
+    xq = torch.round(x / sx).clamp(-127, 127)  # inputs beyond the calibrated 2.5 saturate
+    want = (xq @ wq.t()) * sx * sw + layer.bias.detach()
+    torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
+
+
+class TimeNet(nn.Module):
+    """x -> MLP(x) + time embedding, the time embedding a small MLP of t alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temb = nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 16))
+        self.inp, self.out = nn.Linear(2, 16), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.silu(self.inp(x) + self.temb(t[:, None].to(x.dtype)))
+        return self.out(h)
+
+
+def test_calibration_spans_every_step_and_time_layers_are_kept():
+    torch.manual_seed(0)
+    net = TimeNet()
+    seen: list[float] = []
+
+    def calibrate(m):
+        gen = torch.Generator().manual_seed(0)
+        for t in (0.9, 0.5, 0.1):  # inputs of very different size at different times
+            x = torch.randn(32, 2, generator=gen) * (1 + 20 * t)
+            seen.append(float(x.abs().max()))
+            m(x, torch.full((32,), t))
+
+    qnet, rep = quantize(net, calibrate, "int8", keep=["out"])
+    seen_all, seen[:] = list(seen), []
+    assert rep.quantized == ["inp"] and rep.calls == 3
+    assert rep.kept == {"temb.0": "time input", "temb.2": "time input", "out": "keep pattern"}
+    assert isinstance(qnet.inp, QuantizedLayer) and isinstance(net.inp, nn.Linear)  # the original is untouched
+    assert float(qnet.inp.xscale) == pytest.approx(max(seen_all) / 127, rel=1e-6)
+    q99, _ = quantize(net, calibrate, "int8", percentile=99.0)
+    assert float(q99.inp.xscale) < float(qnet.inp.xscale)
+    assert rep.bytes_after < rep.bytes_before
+    assert "1 layers quantized" in rep.summary()
+
+
+def test_errors():
+    net = TimeNet()
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        quantize(net, lambda m: None, "int4")
+    with pytest.raises(ValueError, match="no Linear"):
+        quantize(nn.SiLU(), lambda m: None)
+    with pytest.raises(ValueError, match="percentile"):
+        quantize(net, lambda m: None, percentile=0)
+    with pytest.raises(ValueError, match=r"no layer .* was quantized"):
+        quantize(net, lambda m: None)  # calibration never called the network
+
+
+RECIPE = {"modality": "toy", "data": {"name": "gmm", "k": 4, "dim": 2},
+          "model": {"name": "mlp", "hidden": 32, "depth": 2},
+          "train": {"max_steps": 60, "batch_size": 64, "accelerator": "cpu", "devices": 1, "threads": 1,
+                    "checkpoint_every": 60, "progress": False, "logger": "none"},
+          "sample": {"steps": 8, "num": 16, "sampler": "dpm++2m"}}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ptq") / "run"
+    polydiff.train(RECIPE, out, fresh=True, verbose=False)
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("scheme", ["int8", "fp8"])
+def test_generator_quantized_stays_close(ckpt, scheme):
+    gen = polydiff.load(ckpt)
+    q = gen.quantized(scheme, calibration=32)
+    assert q.quantization.quantized and q.net is not gen.net
+    a = gen.generate(256, seed=4, progress=False)
+    b = q.generate(256, seed=4, progress=False)
+    assert not np.array_equal(a, b)
+    assert np.median(np.abs(a - b)) < 0.05 * np.abs(a).std()  # the same samples up to quantization error
+    assert gen.quantization is None and isinstance(gen.net.mlp, nn.Module)
+
+
+def test_cli_quantize_writes_and_records(ckpt, tmp_path):
+    exe = Path(sys.executable).parent / "polydiff"
+    got = subprocess.run([str(exe), "sample", str(ckpt), "--out", str(tmp_path / "q"), "--quantize", "int8",
+                          "--num", "8", "--seed", "1", "--quiet", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert "polydiff: quantized, int8:" in got.stdout
+    meta = json.loads((tmp_path / "q" / "polydiff.json").read_text())
+    assert meta["quantize"].startswith("int8:")
