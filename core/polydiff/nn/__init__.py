@@ -107,7 +107,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(self.features(x))
+        feats = self.features(x)  # float32 features: a bf16 phase would be coarse
+        return self.mlp(feats.to(self.mlp[0].weight.dtype) if isinstance(self.mlp[0], nn.Linear) else feats)
 
 
 class ResidualBlock(nn.Module):
