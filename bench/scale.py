@@ -4,9 +4,10 @@ sampling, and cost against problem size.
 Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scale.{json,md}``):
 
 - ``variants``: for each modality's main recipe, a model trained for ``--minutes`` (cached in
-  ``RUNS/models``), then ``--num`` samples from five variants of the same weights, each in a
+  ``RUNS/models``), then ``--num`` samples from six variants of the same weights, each in a
   fresh process (so peak memory is its own): float32 eager (the default), compiled
-  (``compile=True``: the fixed-step loop as one torch.compile graph), int8 and fp8
+  (``compile=True``: the network; ``"loop"``: the whole fixed-step loop as one graph, for
+  grids of at most 50 steps), int8 and fp8
   post-training quantization (calibrated on 64 samples of the sampler's own trajectories),
   and int8 + compiled. Reported: the modality's main metric and its change against float32,
   samples per second (median of ``--repeats`` after one warm-up call, which for compiled
@@ -44,18 +45,19 @@ from common import command_line, environment, header, publish, recipe, train_for
 # modality -> (recipe, sampling overrides for the bench, main metric, lower is better)
 MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
     "toy": ("gmm", {}, "sw2", True),
-    "graphs": ("community_small_gdss", {"steps": 200}, "mmd_degree", True),
-    "timeseries": ("tsdiff_etth1", {}, "crps", True),
-    "molecules": ("flow", {}, "atom_stable", False),
+    "graphs": ("community_small_gdss", {"steps": 200}, "degree", True),
+    "timeseries": ("tsdiff_etth1", {}, "context_fid", True),
+    "molecules": ("flow", {}, "atm_stable", False),
     "proteins": ("frames", {"steps": 50}, "ca_ca_dev", True),
     "crystals": ("periodic", {"steps": 50}, "valid", False),
     "audio": ("sound_teacher", {"steps": 20}, "fd", True),
-    "text": ("shakespeare_mdlm", {"steps": 64}, "gen_ppl", True),
+    "text": ("shakespeare_mdlm", {"steps": 64}, "entropy", False),
 }
 VARIANTS = {  # name -> (compile, quantize)
-    "float32": (False, None), "compiled": (True, None), "int8": (False, "int8"), "fp8": (False, "fp8"),
-    "int8+compiled": (True, "int8"),
+    "float32": (False, None), "compiled": (True, None), "loop compiled": ("loop", None), "int8": (False, "int8"),
+    "fp8": (False, "fp8"), "int8+compiled": (True, "int8"),
 }
+LOOP_MAX_STEPS = 50  # the loop graph unrolls every step: compiled only for grids this short
 NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins": 8, "crystals": 32, "audio": 32,
        "text": 32}
 
@@ -88,7 +90,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         out["quantized_layers"], out["kept_layers"] = len(gen.quantization.quantized), len(gen.quantization.kept)
     out["weight_mib"] = _weight_bytes(gen.net) / 2**20
     if spec["compile"]:
-        kw["compile"] = True
+        kw["compile"] = spec["compile"]
     n, times = spec["num"], []
     try:
         t0 = time.perf_counter()
@@ -133,7 +135,12 @@ def part_variants(args: argparse.Namespace) -> dict[str, Any]:
         else:
             entry["train"] = json.loads((out / "bench_train.json").read_text())
         entry["variants"] = {}
-        for var, (comp, quant) in VARIANTS.items():
+        steps = sample.get("steps") or recipe(mod, name).get("sample", {}).get("steps", 0)
+        for var in args.variants.split(","):
+            comp, quant = VARIANTS[var]
+            if comp == "loop" and steps > LOOP_MAX_STEPS:
+                entry["variants"][var] = {"error": f"not run: {steps} steps (loop graphs for <= {LOOP_MAX_STEPS})"}
+                continue
             print(f"[variants] {mod} {var}", file=sys.stderr, flush=True)
             spec = {"ckpt": str(ckpt), "compile": comp, "quantize": quant, "sample": sample, "num": NUM[mod],
                     "repeats": args.repeats, "threads": args.threads}
@@ -273,19 +280,20 @@ def part_report(args: argparse.Namespace) -> None:
     if "variants" in parts:
         v = parts["variants"]
         md += ["## Sampling variants per modality", "",
-               f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; samples/s is "
-               f"the median of {v['repeats']} calls after a warm-up call (for compiled variants the warm-up holds the "
-               "compilation: 'first call'); peak RSS of the variant's own process; metric change against float32 "
-               "(the same weights, seeds and sampler).", "",
+               f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
+               f"samples/s is the median of {v['repeats']} calls after a warm-up call (for compiled variants the "
+               "warm-up holds the compilation: 'first call'); memory: peak resident memory of the variant's own "
+               "process and its rise during quantization, compilation and sampling (above the loaded model); metric "
+               "change against float32 (the same weights, seeds and sampler).", "",
                "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "
-               "| peak RSS MiB | weights MiB | layers int8/kept |", "|" + "---|" * 11]
+               "| peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 12]
         for mod, e in v["models"].items():
-            key, lower = MODELS[mod][2], MODELS[mod][3]
+            key = MODELS[mod][2]
             ref = e["variants"].get("float32", {})
             ref_m, ref_s = ref.get("metrics", {}).get(key), ref.get("samples_per_s")
             for var, r in e["variants"].items():
                 if "error" in r:
-                    md.append(f"| {mod} | {var} | {key} | n/a: {r['error'][:90]} |" + " |" * 7)
+                    md.append(f"| {mod} | {var} | {key} | {r['error'][:100]} |" + " |" * 8)
                     continue
                 m = r["metrics"].get(key)
                 change = None if m is None or ref_m is None else m - ref_m
@@ -293,12 +301,13 @@ def part_report(args: argparse.Namespace) -> None:
                 layers = f"{r.get('quantized_layers', '-')}/{r.get('kept_layers', '-')}"
                 md.append(f"| {mod} | {var} | {key} | {_f(m)} | {_f(change)} | {_f(r['samples_per_s'])} | "
                           f"{_f(speed)}x | {_f(r.get('first_call_s'))} | {_f(r['peak_rss_mib'], 4)} | "
-                          f"{_f(r['weight_mib'])} | {layers} |")
+                          f"{_f(r['peak_rss_mib'] - r['rss_loaded_mib'], 4)} | {_f(r['weight_mib'])} | {layers} |")
         md.append("")
     if "train" in parts:
         md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, gloo)", "",
-               "| recipe | processes x threads | steps | wall s | steps / s | samples / s |", "|---|---|---|---|---|---|"]
-        for mod, e in parts["train"].items():
+               "| recipe | processes x threads | steps | wall s | steps / s | samples / s |",
+               "|---|---|---|---|---|---|"]
+        for e in parts["train"].values():
             for r in e["rows"]:
                 if "error" in r:
                     md.append(f"| {e['recipe']} | error: {r['error'][:100]} | | | | |")
@@ -317,7 +326,7 @@ def part_report(args: argparse.Namespace) -> None:
         verdicts.append(f"sharded output identical: {s['identical']}")
     if "size" in parts:
         md += ["## Cost against problem size (main models at the recipe's width, untrained weights)", ""]
-        for mod, e in parts["size"].items():
+        for e in parts["size"].values():
             md += [f"{e['recipe']}: {e['num']} samples, {e['steps']} steps, one fresh process per size.", "",
                    f"| {e['size']} | s / sample | peak RSS MiB |", "|---|---|---|"]
             md += [f"| {r[e['size']]} | {_f(r.get('s_per_sample'))} | {_f(r.get('peak_rss_mib'), 4)} |"
@@ -333,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=Path, default=Path("/tmp/scalebench"))
     p.add_argument("--parts", default="variants,train,shard,size,report")
     p.add_argument("--modalities", default=",".join(MODELS))
+    p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)

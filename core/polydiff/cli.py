@@ -196,8 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--grid", type=Path, metavar="FILE", help="time grid written by `polydiff calibrate` (JSON)")
     s.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
-                   help="run the fixed-step sampling loop as one torch.compile graph (MODE: a torch.compile mode, "
-                        "e.g. reduce-overhead for CUDA graphs)")
+                   help="torch.compile the network (no MODE), or the whole fixed-step loop as one graph (MODE: loop; "
+                        "cudagraphs: also a CUDA graph; max-autotune)")
     s.add_argument("--quantize", choices=["int8", "fp8"], default=None,
                    help="post-training quantization of the network before sampling (see polydiff.quantize)")
     s.add_argument("--processes", type=positive_int, default=1,

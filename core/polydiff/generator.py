@@ -171,8 +171,8 @@ class Generator:
         sc = self.config.sample
         base = dict(sc.options) if sampler in (None, sc.sampler) else {k: v for k, v in sc.options.items()
                                                                        if k in DRIVER_OPTIONS}
-        return settings_of(SampleSettings(sampler=sc.sampler, steps=sc.steps), **base, sampler=sampler, steps=steps,
-                           **options)
+        return settings_of(SampleSettings(sampler=sc.sampler, steps=sc.steps),
+                           **{**base, **options, "sampler": sampler, "steps": steps})
 
     @contextmanager
     def sampling_defaults(self, *, sampler: str | None = None, steps: int | None = None,

@@ -39,6 +39,7 @@ SCHEMES = ("int8", "fp8")
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _FP8 = torch.float8_e4m3fn
 _FP8_MAX = 448.0
+_FUSED = hasattr(torch, "quantize_per_tensor")  # deprecated in torch: the plain-op path is the fallback
 
 
 @dataclass
@@ -110,6 +111,7 @@ class QuantizedLayer(nn.Module):
         self.register_buffer("qweight", q)
         self.register_buffer("wscale", ws)
         self.register_buffer("xscale", torch.tensor(max(input_amax, 1e-12) / top))
+        self._xs = float(self.xscale)  # the same scale as a number, for the eager quantization kernel
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
         self.out_dtype = layer.weight.dtype
 
@@ -117,10 +119,20 @@ class QuantizedLayer(nn.Module):
         w = self.qweight.t() if self.scheme == "int8" and self.conv is None else self.qweight
         return w.float() * self.wscale.reshape((-1,) + (1,) * (w.dim() - 1))
 
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized weight in the original layer's layout and dtype (for networks that
+        read ``layer.weight``, e.g. its dtype)."""
+        return self._weight().to(self.out_dtype)
+
     def _quant_input(self, x: Tensor) -> Tensor:
-        """Inputs on the calibrated grid: int8 codes (int8) or float8-rounded values (fp8, as float)."""
+        """Inputs on the calibrated grid: int8 codes (int8; inputs beyond the calibrated range
+        saturate at -128 / 127) or float8-rounded values (fp8, as float)."""
         if self.scheme == "int8":
-            return torch.round(x.float() / self.xscale).clamp_(-127, 127).to(torch.int8)
+            if torch.compiler.is_compiling() or not _FUSED:  # plain ops (the compiler fuses them)
+                return torch.round(x.float() / self.xscale).clamp_(-128, 127).to(torch.int8)
+            # eager: one fused kernel (round half to even, saturating) instead of four passes
+            return torch.quantize_per_tensor(x.float(), self._xs, 0, torch.qint8).int_repr()
         return (x.float() / self.xscale).clamp(-_FP8_MAX, _FP8_MAX).to(_FP8).float()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -128,9 +140,10 @@ class QuantizedLayer(nn.Module):
         if self.conv is None and self.scheme == "int8":
             lead = xq.shape[:-1]
             flat = xq.reshape(-1, xq.shape[-1])
-            y = torch._int_mm(flat, self.qweight).float() * (self.xscale * self.wscale)
+            y = torch._int_mm(flat, self.qweight).float()
+            y = torch.addcmul(self.bias, y, self.xscale * self.wscale) if self.bias is not None else \
+                y * (self.xscale * self.wscale)
             y = y.reshape(*lead, -1)
-            y = y + self.bias if self.bias is not None else y
         elif self.conv is None:
             y = F.linear(xq * self.xscale, self._weight(), self.bias)
         else:

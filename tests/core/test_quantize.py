@@ -51,7 +51,7 @@ def test_int8_linear_is_the_int8_arithmetic():
     sw = w.abs().amax(1) / 127
     wq = torch.round(w / sw[:, None]).clamp(-127, 127)
     sx = 2.5 / 127
-    xq = torch.round(x / sx).clamp(-127, 127)  # inputs beyond the calibrated 2.5 saturate
+    xq = torch.round(x / sx).clamp(-128, 127)  # inputs beyond the calibrated 2.5 saturate
     want = (xq @ wq.t()) * sx * sw + layer.bias.detach()
     torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
 
@@ -140,3 +140,23 @@ def test_cli_quantize_writes_and_records(ckpt, tmp_path):
     assert "polydiff: quantized, int8:" in got.stdout
     meta = json.loads((tmp_path / "q" / "polydiff.json").read_text())
     assert meta["quantize"].startswith("int8:")
+
+
+def test_quantized_layer_keeps_the_weight_attribute():
+    layer = nn.Conv1d(4, 6, 3)
+    q = QuantizedLayer(layer, "int8", 1.0)
+    assert q.weight.shape == layer.weight.shape and q.weight.dtype == layer.weight.dtype
+    assert rel_err(q.weight, layer.weight.detach()) < 0.01
+
+
+def test_a_call_overrides_a_sampler_option_the_recipe_sets(tmp_path):
+    """generate(..., eta=...) when the recipe's sample section sets eta too (was a TypeError)."""
+    recipe = {**RECIPE, "sample": {"steps": 3, "num": 4, "sampler": "ddim", "eta": 0.0},
+              "train": {**RECIPE["train"], "max_steps": 2, "checkpoint_every": 2}}
+    polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
+    gen = polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert gen.settings(eta=1.0).options["eta"] == 1.0
+    assert gen.settings().options["eta"] == 0.0
+    a = gen.generate(8, seed=0, progress=False, eta=1.0)
+    b = gen.generate(8, seed=0, progress=False)
+    assert not np.array_equal(a, b)

@@ -164,9 +164,9 @@ class SampleSettings:
     ``categorical``: the method of the categorical fields of mixed states; ``steps`` / ``grid``
     / ``t_max`` / ``t_min`` / ``final_zero``: the time grid (:func:`polydiff.grids.make_grid`;
     ``grid`` a name, a (K+1,) or (K+1, B) tensor, or None for the schedule's default);
-    ``dtype``: the solver's arithmetic (the network runs in its own dtype); ``compile``: run the
-    whole fixed-step loop as one ``torch.compile`` graph (True, or a torch.compile mode such as
-    ``"reduce-overhead"``, which captures CUDA graphs on a GPU); ``options``: the sampler's own
+    ``dtype``: the solver's arithmetic (the network runs in its own dtype); ``compile``: ``torch.compile``
+    the network (True or ``"network"``), or the whole fixed-step loop as one graph (``"loop"``;
+    ``"cudagraphs"`` also captures it in a CUDA graph; ``"max-autotune"``); ``options``: the sampler's own
     options (``eta``, ``order``, ...; ``polydiff samplers`` lists them).
     """
 

@@ -397,14 +397,20 @@ def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Nois
     settings = settings_of(settings, **keywords)
     sdef = get_sampler(settings.sampler)
     if sdef.loop == "own":
-        if settings.compile:
-            raise ValueError(f"sampler {sdef.name!r} runs its own loop with host decisions; compile needs a "
-                             "fixed-step sampler")
+        if settings.compile in (True, "network"):
+            model = compiled(model)
+        elif settings.compile:
+            raise ValueError(f"sampler {sdef.name!r} runs its own loop with host decisions; "
+                             f"compile={settings.compile!r} needs a fixed-step sampler (compile=True compiles only "
+                             "the network)")
         return sdef.step(model, fields, state, noise, settings, cond=cond, callback=callback)
     loop = SamplingLoop(model, fields, state, noise, settings, cond=cond, model_dtype=model_dtype)
-    if settings.compile:
+    if settings.compile in (True, "network"):  # the network alone: one graph for every step
+        loop.model = compiled(loop.model)
+    elif settings.compile:
         if callback is not None:
-            raise ValueError("compile runs the whole loop as one graph: a callback cannot run between steps")
+            raise ValueError(f"compile={settings.compile!r} runs the whole loop as one graph: a callback cannot run "
+                             "between steps (compile='network' compiles only the network)")
         return compiled_walk(settings.compile)(loop)
     for i in range(loop.n):
         x0 = loop.step(i)
@@ -420,22 +426,33 @@ def walk(loop: SamplingLoop) -> State:
     return loop.finish()
 
 
+_LOOP_MODES = {"loop": "default", "cudagraphs": "reduce-overhead", "max-autotune": "max-autotune"}
 _COMPILED: dict[tuple[str, bool], Callable[[SamplingLoop], State]] = {}
 
 
-def compiled_walk(mode: bool | str = True, fullgraph: bool = False) -> Callable[[SamplingLoop], State]:
-    """:func:`walk` under ``torch.compile`` (``mode``: True for the default, or a torch.compile
-    mode; ``"reduce-overhead"`` captures CUDA graphs), one compiled function per mode, so every
-    loop of the same sampler, grid length and shapes reuses the graph: the loop reads nothing
-    back to the host and its memo of stage times compares tensors by identity, so it neither
-    breaks nor recompiles per call. ``fullgraph=True`` makes any graph break an error (the
-    tests' proof that the loop has no host synchronisation)."""
-    key = ("default" if mode is True else str(mode), fullgraph)
+def compiled(model: Model) -> Model:
+    """``model`` under ``torch.compile`` (the network-only setting, ``compile=True``): one
+    graph per input shape, reused by every step and call; dynamo caches it per code object, so
+    a fresh wrapper around the same network compiles nothing new."""
+    return torch.compile(model, dynamic=False)
+
+
+def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callable[[SamplingLoop], State]:
+    """:func:`walk` under ``torch.compile``: the whole fixed-step loop unrolled into one graph
+    (``mode``: ``"loop"``; ``"cudagraphs"`` also captures it in a CUDA graph; ``"max-autotune"``).
+    One compiled function per mode, so every loop of the same sampler, grid length and shapes
+    reuses the graph: the loop reads nothing back to the host and its memo of stage times
+    compares tensors by identity, so it neither breaks nor recompiles per call. Compilation
+    grows with the number of steps: for long grids compile the network alone (``compile=True``).
+    ``fullgraph=True`` makes any graph break an error (the tests' proof that the loop has no
+    host synchronisation)."""
+    name = "loop" if mode is True else str(mode)
+    if name not in _LOOP_MODES:
+        raise ValueError(f"compile must be True / 'network' (the network), or 'loop', 'cudagraphs' or 'max-autotune' "
+                         f"(the whole loop), got {mode!r}")
+    key = (name, fullgraph)
     if key not in _COMPILED:
-        if key[0] not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-            raise ValueError(f"compile must be True or a torch.compile mode (default, reduce-overhead, "
-                             f"max-autotune, max-autotune-no-cudagraphs), got {mode!r}")
-        _COMPILED[key] = torch.compile(walk, mode=key[0], fullgraph=fullgraph, dynamic=False)
+        _COMPILED[key] = torch.compile(walk, mode=_LOOP_MODES[name], fullgraph=fullgraph, dynamic=False)
     return _COMPILED[key]
 
 
