@@ -4,6 +4,8 @@ parameter counts and memory scaling, next to the published numbers.
     python bench/graphs.py                                # every part (several CPU hours; see BUDGETS)
     python bench/graphs.py --parts gdss_cs,gdss_qm9       # some parts; results merge into the JSON
     python bench/graphs.py --quick --parts gdss_cs        # a smoke run (minutes)
+    python bench/gdss_reference.py --setup                # once: GDSS's own code in /tmp (part speed)
+    python bench/graphs.py --parts speed                  # ours against GDSS's code, interleaved (minutes)
 
 Every part writes its section of bench/results/graphs.json (merged with the sections already
 there, each with its exact command, budget and environment) and re-renders bench/results/graphs.md.
@@ -11,6 +13,11 @@ Training runs through ``polydiff.train`` with the repository's recipes (configs/
 wall-clock budget: a Lightning callback stops training after ``minutes`` (the step count reached
 is reported), and another applies GDSS's exponential learning-rate decay (0.999 per epoch), which
 polydiff's training loop has no setting for. Needs shared/ (GDSS's graphs, QM9).
+
+The part ``speed`` times GDSS's training step and PC sampling (20 graphs) with polydiff's
+community-small recipe and with GDSS's own code (bench/gdss_reference.py, run from a scratch
+checkout and venv outside the project), in lockstep: rounds of one measurement each, alternating
+which goes first, 2 threads. Without the reference's venv the report says so.
 """
 
 from __future__ import annotations
@@ -51,13 +58,17 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "pard_cs": {"minutes": 25, "seeds": 3, "num": 20, "steps": 40, "batch": 32},
              "pard_qm9": {"minutes": 25, "num": 1000, "steps": 50, "batch": 128},
              "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600, 3200, 4800], "budget_gib": 20.0,
-                         "timeout": 900, "bisect": 1}},
+                         "timeout": 900, "bisect": 1},
+             "speed": {"rounds": 3, "threads": 2, "warmup": 2, "steps": 10, "sample_steps": 50, "num": 20,
+                       "sample_repeats": 3}},
     "quick": {"gdss_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_ego": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_qm9": {"minutes": 1, "num": 64, "steps": 50},
               "pard_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 5, "batch": 16},
               "pard_qm9": {"minutes": 1, "num": 64, "steps": 5, "batch": 64},
-              "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300, "bisect": 0}},
+              "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300, "bisect": 0},
+              "speed": {"rounds": 2, "threads": 2, "warmup": 1, "steps": 5, "sample_steps": 5, "num": 20,
+                        "sample_repeats": 1}},
 }
 
 
@@ -432,11 +443,127 @@ def part_scaling(budget: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# speed against GDSS's own code
+# ---------------------------------------------------------------------------------------------
+
+GDSS_PC = {"sampler": "pc", "snr": 0.05, "scale_eps": 0.7, "n_corrector": 1}  # GDSS config/community_small.yaml
+SPEED_SETUP = "python bench/gdss_reference.py --setup"
+
+
+def _our_gdss_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    """polydiff's community-small GDSS recipe at GDSS's size: ``polydiff.train`` for ``warmup +
+    steps + 1`` steps, each step timed from one batch start to the next (the last step, which
+    writes the checkpoint, is left out), with GDSS's learning-rate decay; then PC sampling of
+    ``num`` graphs for ``sample_steps`` steps on the raw weights (GDSS's ``use_ema: False``),
+    after an untimed 2-step call, as the reference does (the median of ``sample_repeats`` calls)."""
+    from lightning.pytorch.callbacks import Callback
+
+    import polydiff
+    from polydiff.config import load_config
+
+    class Stamps(Callback):
+        """Wall and process CPU time at the start of every training batch."""
+
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+            self.wall.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+    threads, warmup = budget["threads"], budget["warmup"]
+    total = warmup + budget["steps"] + 1
+    cfg = load_config(RECIPES / "community_small_gdss.yaml",
+                      ["train.progress=false", "train.logger=none", f"train.max_steps={total}",
+                       f"train.threads={threads}"])
+    data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
+    steps_per_epoch = max(1, -(-len(data.train) // cfg.train.batch_size))
+    stamps = Stamps()
+    decay = _callbacks(float("inf"), 0.999, steps_per_epoch)[1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run = polydiff.train(cfg, work / "gdss_speed", fresh=True, callbacks=[stamps, decay], verbose=False)
+        wall = [b - a for a, b in itertools.pairwise(stamps.wall)][warmup:]
+        cpu = [b - a for a, b in itertools.pairwise(stamps.cpu)][warmup:]
+        gen = polydiff.load(run.checkpoint, ema=False)
+        settings = gen.settings(steps=budget["sample_steps"])  # the recipe's sampler: GDSS's, checked here
+        if settings.sampler != GDSS_PC["sampler"] or any(settings.options.get(k) != v for k, v in GDSS_PC.items()
+                                                          if k != "sampler"):
+            raise ValueError(f"community_small_gdss.yaml samples with {settings}, not GDSS's {GDSS_PC}")
+        gen.generate(budget["num"], steps=2, seed=0, progress=False)
+        sample_s, sample_cpu = [], []
+        for seed in range(1, 1 + budget["sample_repeats"]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            gen.generate(budget["num"], steps=budget["sample_steps"], seed=seed, progress=False)
+            sample_s.append((time.perf_counter() - t0) / budget["sample_steps"])
+            sample_cpu.append((time.process_time() - c0) / budget["sample_steps"])
+    finally:
+        torch.set_num_threads(before)
+    return {"train_step_s": statistics.median(wall), "train_step_s_min": min(wall), "train_step_s_all": wall,
+            "train_step_cpu_s_all": cpu, "batch": cfg.train.batch_size, "steps_per_epoch": steps_per_epoch,
+            "final_loss": run.metrics.get("train/loss"), "sample_s_per_step": statistics.median(sample_s),
+            "sample_s_per_step_all": sample_s, "sample_cpu_s_per_step_all": sample_cpu,
+            "sample_s_per_graph_1000_steps": statistics.median(sample_s) * 1000 / budget["num"],
+            "sampler": {"sampler": settings.sampler, "grid": settings.grid, "t_min": settings.t_min,
+                        **settings.options},
+            "params": parameter_counts(gen.net), "threads": threads}
+
+
+def part_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    """GDSS's training step and PC sampling per step (``num`` graphs), polydiff against GDSS's
+    own code (bench/gdss_reference.py in its scratch venv), in lockstep: ``rounds`` rounds of one
+    measurement each, the first of a round alternating between the two."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gdss_reference import REF, VENV, find_reference, measure_gdss, venv_python
+
+    out: dict[str, Any] = {"ours": [], "gdss": [], "order": [], "setup": SPEED_SETUP}
+    for r in range(budget["rounds"]):
+        order = ["ours", "gdss"] if r % 2 == 0 else ["gdss", "ours"]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_gdss_speed(budget, work))
+                continue
+            ref = measure_gdss(steps=budget["steps"], warmup=budget["warmup"], threads=budget["threads"],
+                               sample_steps=budget["sample_steps"], num=budget["num"], seed=r,
+                               sample_repeats=budget["sample_repeats"])
+            if ref is None:
+                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
+                    find_reference() is None)
+                out["gdss_missing"] = f"GDSS's reference is missing ({' and '.join(absent)})"
+                continue
+            out["gdss"].append(ref)
+        out["order"].append(order)
+        ours, ref = out["ours"][-1], out["gdss"][-1] if out["gdss"] else {}
+        log(f"  speed round {r}: train step ours {ours['train_step_s']:.3f} s, GDSS "
+            f"{_fmt(ref.get('train_step_s'), 3)} s; PC step ({budget['num']} graphs) ours "
+            f"{ours['sample_s_per_step']:.3f} s, GDSS {_fmt(ref.get('sample_s_per_step'), 3)} s")
+        if "gdss_missing" in out:
+            log(f"  {out['gdss_missing']}: run {SPEED_SETUP}")
+            break
+    out["summary"] = _speed_summary(out)
+    return out
+
+
+def _speed_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """Medians over the rounds of each side's median training step and sampling time per step;
+    ratio = ours / GDSS's (at most 1: ours is at most the reference's)."""
+    out: dict[str, Any] = {}
+    for key in ("train_step_s", "sample_s_per_step"):
+        ours = statistics.median(r[key] for r in res["ours"]) if res["ours"] else None
+        ref = statistics.median(r[key] for r in res["gdss"]) if res["gdss"] else None
+        ratio = ours / ref if ours is not None and ref else None
+        out[key] = {"ours": ours, "gdss": ref, "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # driver and report
 # ---------------------------------------------------------------------------------------------
 
 PARTS = {"gdss_cs": part_gdss_cs, "gdss_ego": part_gdss_ego, "gdss_qm9": part_gdss_qm9, "pard_cs": part_pard_cs,
-         "pard_qm9": part_pard_qm9, "scaling": part_scaling}
+         "pard_qm9": part_pard_qm9, "scaling": part_scaling, "speed": part_speed}
 
 
 def environment() -> dict[str, Any]:
@@ -543,6 +670,60 @@ def _pard_vs_gdss(pard: dict[str, Any], gdss: dict[str, Any] | None, cells: Any,
     return rows
 
 
+def _speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section for the part ``speed``."""
+    b, env = r["budget"], r.get("environment", {})
+    lines = ["## Speed against GDSS's own code", "",
+             f"Command: `{r['command']}` (once before it: `{r.get('setup', SPEED_SETUP)}`, which exports GDSS "
+             "into /tmp/gdss_ref and makes the venv /tmp/gdss_venv, or $GDSS_REF / $GDSS_VENV, with the project's "
+             "torch 2.13.0; see `bench/gdss_reference.py`)", ""]
+    if not r.get("gdss"):
+        return [*lines, f"Not measured: {r.get('gdss_missing', 'no GDSS measurement')}. Run "
+                f"`{r.get('setup', SPEED_SETUP)}`, then the command above.", ""]
+    g0, o0 = r["gdss"][0], r["ours"][0]
+    lines += [f"Community-small at GDSS's own size (`config/community_small.yaml` of GDSS commit "
+              f"{_fmt(g0.get('commit'))[:12]}; ours `configs/graphs/community_small_gdss.yaml`): one batch of "
+              f"{g0['batch']} training graphs (GDSS's batch 128 holds all 80), {b['threads']} threads, in lockstep: "
+              f"{len(r['ours'])} round(s), each one measurement of each side, the first of a round alternating. "
+              f"Training: {b['warmup']} untimed steps, then the median of {b['steps']} (ours: `polydiff.train`, batch "
+              "start to batch start; GDSS: its trainer's batch loop and scheduler steps, its per-epoch test pass "
+              f"left out). Sampling: PC (Langevin corrector snr 0.05, scale_eps 0.7, then reverse diffusion) for "
+              f"{b['num']} graphs, {b['sample_steps']} steps, the median of {b['sample_repeats']} timed calls after an "
+              "untimed 2-step call (GDSS: its "
+              "`get_pc_sampler` with the SDEs' scales set to the step count; ours: `Generator.generate`, which "
+              "also converts to networkx graphs), raw weights. Load average at the end "
+              f"{', '.join(f'{x:.2f}' for x in env.get('load_average') or [])} on {env.get('cpu_count')} cores. "
+              "The CPU columns are the process CPU time: about threads x wall on an idle machine; on a shared one "
+              "wall times far above CPU / threads were slowed by other processes (and threads spinning while the "
+              "other waits for a core inflate the CPU time as well).", "",
+              "| | polydiff | GDSS (own code) | ours / GDSS | at most the reference's |", "|---|---|---|---|---|",
+              f"| parameters | {o0['params']['total']:,} | {g0['params']['total']:,} | | |"]
+    s = r["summary"]
+    for key, name in (("train_step_s", "training step (s, median)"),
+                      ("sample_s_per_step", f"PC sampling, s per step for {b['num']} graphs")):
+        v = s[key]
+        lines.append(f"| {name} | {_fmt(v['ours'], 3)} | {_fmt(v['gdss'], 3)} | {_fmt(v['ratio'], 2)} | "
+                     f"{'yes' if v['at_most'] else 'no'} |")
+    per_graph = [statistics.median(x["sample_s_per_graph_1000_steps"] for x in r[k]) for k in ("ours", "gdss")]
+    lines += [f"| PC sampling, s per graph at 1000 steps (derived) | {per_graph[0]:.2f} | {per_graph[1]:.2f} | "
+              f"{per_graph[0] / per_graph[1]:.2f} | {'yes' if per_graph[0] <= per_graph[1] else 'no'} |", "",
+              "| round | first | ours: train step s (CPU s) | GDSS: train step s (CPU s) | ours: PC step s (CPU s) | "
+              "GDSS: PC step s (CPU s) |", "|---|---|---|---|---|---|"]
+    for i, (o, g) in enumerate(zip(r["ours"], r["gdss"], strict=False)):
+        oc, gc = statistics.median(o["train_step_cpu_s_all"]), statistics.median(g["train_step_cpu_s_all"])
+        osc, gsc = statistics.median(o["sample_cpu_s_per_step_all"]), statistics.median(g["sample_cpu_s_per_step_all"])
+        lines.append(f"| {i} | {r['order'][i][0]} | {o['train_step_s']:.3f} ({oc:.3f}) | {g['train_step_s']:.3f} "
+                     f"({gc:.3f}) | {o['sample_s_per_step']:.3f} ({osc:.3f}) | {g['sample_s_per_step']:.3f} "
+                     f"({gsc:.3f}) |")
+    held = [name for key, name in (("train_step_s", "training step"), ("sample_s_per_step", "PC sampling"))
+            if s[key]["at_most"]]
+    lines += ["", "Acceptance (GDSS training step and PC sampling per graph at most the reference's, measured in one "
+              f"run): {'held for both' if len(held) == 2 else 'held for ' + (', '.join(held) or 'neither')}. "
+              f"GDSS ran with {', '.join(f'{k} {v}' for k, v in g0['versions'].items())}; its predictor: "
+              f"{g0['predictor']} (its config names Euler, the same network calls per step).", ""]
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """The markdown report from the JSON results (every part that has run)."""
     parts = results.get("parts", {})
@@ -574,6 +755,8 @@ def render(results: dict[str, Any]) -> str:
                   f"the {r['reference_graphs']} test graphs, mean ± std over {r['budget']['seeds']} sampling seeds; "
                   "the row *training graphs vs test* is the same metric between real graphs (the floor at this "
                   "sample size).", ""]
+    if "speed" in parts:
+        lines += _speed_section(parts["speed"])
     if "gdss_qm9" in parts:
         r = parts["gdss_qm9"]
         pp = PAPER["gdss_qm9"]
