@@ -125,7 +125,12 @@ class StepBatches(IterableDataset):
 
     def indices(self, step: int) -> Tensor:
         """Data indices of the batch of global step ``step`` on this rank."""
-        pos = (step * self.world + self.rank) * self.batch_size + torch.arange(self.batch_size)
+        first = (step * self.world + self.rank) * self.batch_size
+        epoch = first // self.n
+        if (first + self.batch_size - 1) // self.n == epoch:  # within one epoch (the usual case): a slice of it
+            start = first - epoch * self.n
+            return self.permutation(epoch)[start:start + self.batch_size].clone()
+        pos = first + torch.arange(self.batch_size)
         epoch, offset = pos // self.n, pos % self.n
         out = torch.empty_like(pos)
         for e in torch.unique(epoch).tolist():
@@ -187,6 +192,8 @@ class DiffusionModule(L.LightningModule):
         self.objective = _objective(config, self.fields, self.info)
         self.data_fingerprints: list[float] = []
         self._fingerprint: Tensor | None = None
+        self._ema_pairs: tuple[Any, ...] | None = None
+        self._step_logs: tuple[Tensor, dict[str, Any], int] | None = None
 
     def forward(self, state: State, t: Tensor, cond: Any = None) -> Any:
         return self.net(state, t) if cond is None else self.net(state, t, cond)
@@ -203,6 +210,13 @@ class DiffusionModule(L.LightningModule):
         ds = EvalBatches(self.data.val, self.config.train.batch_size, self.global_rank, self.trainer.world_size,
                          self.data.collate)
         return DataLoader(ds, batch_size=None)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # a flat state already on the device (training on a CPU) holds the tensors Lightning's mover would
+        # return, without its walk over the collection (tens of microseconds a step)
+        if type(batch) is dict and all(isinstance(v, Tensor) and v.device == device for v in batch.values()):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- steps --
     def _loss(self, net: nn.Module, batch: State, seed: int, train: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
@@ -230,14 +244,35 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: State, batch_idx: int) -> Tensor:
         seed = step_seed(self.config.train.seed, self.global_step, self.global_rank)
         loss, per_field = self._loss(self.net, batch, seed)
-        n = next(iter(batch.values())).shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        if len(per_field) > 1:
-            for k, v in per_field.items():
-                self.log(f"train/loss_{k}", v, batch_size=n)
+        # logged in on_train_batch_end, on the steps whose values someone reads
+        self._step_logs = (loss.detach(), {k: v.detach() if isinstance(v, Tensor) else v for k, v in per_field.items()},
+                           next(iter(batch.values())).shape[0])
         first = batch[next(iter(self.fields))].detach().double().sum()
         self._fingerprint = first if self._fingerprint is None else self._fingerprint + first
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: State, batch_idx: int) -> None:
+        """Log the step's losses where their values are read: on the steps where Lightning writes to the
+        logger (every ``log_every``), at ``max_steps`` and when the run stops early (``max_minutes``, a
+        callback), so the logger's rows and :attr:`Run.metrics` hold what logging every step gave them. Each
+        ``self.log`` costs about a millisecond of Lightning's Python, so logging every step was most of
+        polydiff's per-step overhead on small networks. The values are logged as host tensors (a sync every
+        ``log_every`` steps, which writing them needs anyway), so the progress bar's per-step read of them
+        never waits for a GPU. The progress bar, and a callback reading ``trainer.callback_metrics``, see the
+        last logged values."""
+        if self._step_logs is None:
+            return
+        loss, per_field, n = self._step_logs
+        self._step_logs = None
+        trainer, step = self.trainer, self.global_step  # the steps taken, this one included
+        if not (step % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
+                or 0 < trainer.max_steps <= step):
+            return
+        opts = {"on_step": True, "on_epoch": False, "batch_size": n}
+        self.log("train/loss", loss.cpu(), prog_bar=self.config.train.progress, **opts)
+        if len(per_field) > 1:
+            for k, v in per_field.items():
+                self.log(f"train/loss_{k}", v.cpu() if isinstance(v, Tensor) else v, **opts)
 
     def validation_step(self, batch: State, batch_idx: int) -> None:
         seed = step_seed(self.config.train.seed, batch_idx, self.global_rank, "val")
@@ -251,11 +286,33 @@ class DiffusionModule(L.LightningModule):
             return
         step = self.global_step + 1  # this optimizer step, 1-based
         decay = min(self.config.train.ema, step / (9 + step))  # warm-up: early weights fade fast
+        if self._ema_pairs is None:
+            self._ema_pairs = self._pair_ema()
+        ema, net, same, ema_slots, slots = self._ema_pairs
         with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.net.parameters()):
-                e.lerp_(p.detach().to(e.dtype), 1 - decay)
-            for e, b in zip(self.ema.buffers(), self.net.buffers()):
-                e.copy_(b)
+            if same:  # one call for all tensors: the same lerp per tensor, without a Python loop per tensor
+                torch._foreach_lerp_(ema, net, 1 - decay)
+            else:
+                for e, p in zip(ema, net):
+                    e.lerp_(p.detach().to(e.dtype), 1 - decay)
+            # buffers read from their modules' slots every step (a module may replace a buffer tensor),
+            # without walking the module tree
+            for (em, en), (m, name) in zip(ema_slots, slots):
+                em._buffers[en].copy_(m._buffers[name])
+
+    def on_train_start(self) -> None:
+        self._ema_pairs = None  # the tensors are in place now (device, strategy): pair them at the first step
+
+    def _pair_ema(self) -> tuple[list[Tensor], list[Tensor], bool, list[tuple[nn.Module, str]],
+                                 list[tuple[nn.Module, str]]]:
+        """The EMA's parameters and the network's (as the optimizer holds them), whether each pair shares
+        dtype and device (else the update casts per tensor), and the (module, name) slots of their buffers."""
+        assert self.ema is not None
+        ema, net = list(self.ema.parameters()), list(self.net.parameters())
+        ema_slots, slots = _buffer_slots(self.ema), _buffer_slots(self.net)
+        if len(ema) != len(net) or len(ema_slots) != len(slots):
+            raise RuntimeError("the EMA copy no longer matches the network's parameters and buffers")
+        return ema, net, all(e.dtype == p.dtype and e.device == p.device for e, p in zip(ema, net)), ema_slots, slots
 
     def configure_optimizers(self) -> Any:
         t = self.config.train
@@ -281,6 +338,18 @@ class DiffusionModule(L.LightningModule):
             parts = [torch.zeros_like(local) for _ in range(torch.distributed.get_world_size())]
             torch.distributed.all_gather(parts, local)
         self.data_fingerprints = [float(v) for v in torch.cat(parts)]
+
+
+def _buffer_slots(module: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(submodule, name)`` of each buffer of ``module``, in the order of ``module.buffers()``."""
+    seen: set[int] = set()
+    out = []
+    for m in module.modules():
+        for name, b in m._buffers.items():
+            if b is not None and id(b) not in seen:
+                seen.add(id(b))
+                out.append((m, name))
+    return out
 
 
 def _techniques(cfg: Config, info: Mapping[str, Any]) -> Techniques:

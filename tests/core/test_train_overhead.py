@@ -1,0 +1,70 @@
+"""The per-step savings of the training loop change nothing computed or reported: batch indices, logged
+values, the run's metrics (bench/train_overhead.py measures the time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import polydiff
+from polydiff.toy.data import TensorStates
+from polydiff.training import StepBatches
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def reference_indices(b: StepBatches, step: int) -> torch.Tensor:
+    """The general formula: position by position, each in its epoch's permutation."""
+    pos = (step * b.world + b.rank) * b.batch_size + torch.arange(b.batch_size)
+    return torch.stack([b.permutation(int(p) // b.n)[int(p) % b.n] for p in pos])
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(50, 8, 1), (50, 10, 1), (64, 8, 2), (7, 16, 1), (30, 4, 3)])
+def test_batch_indices_match_the_general_formula(n, batch, world):
+    ds = TensorStates(x=torch.arange(float(n))[:, None])
+    for rank in range(world):
+        b = StepBatches(ds, batch, seed=5, rank=rank, world=world)
+        for step in range(0, 40, 3):
+            idx = b.indices(step)
+            assert idx.dtype == torch.int64 and torch.equal(idx, reference_indices(b, step)), (step, rank)
+            idx.fill_(-1)  # the result is the caller's: the cached permutation is untouched
+            assert torch.equal(b.indices(step), reference_indices(b, step))
+
+
+class Losses(Callback):
+    """Every step's loss (the training step's output), and a stop after ``stop`` steps when set."""
+
+    def __init__(self, stop: int = 0) -> None:
+        self.losses: list[float] = []
+        self.stop = stop
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        if self.stop and trainer.global_step == self.stop:
+            trainer.should_stop = True  # as max_minutes does
+
+
+def tiny(**train) -> dict:
+    return {"modality": "toy", "data": {"name": "gmm", "n": 200},
+            "model": {"name": "mlp", "hidden": 8, "depth": 1, "emb_dim": 8},
+            "train": {"batch_size": 16, "checkpoint_every": 100, "progress": False, "accelerator": "cpu",
+                      "devices": 1, "ema": 0.9, "threads": 1, **train}}
+
+
+@pytest.mark.parametrize(("max_steps", "stop"), [(10, 0), (10, 6)])
+def test_logged_losses_and_run_metrics_are_those_of_their_steps(tmp_path, max_steps, stop):
+    seen = Losses(stop)
+    run = polydiff.train(tiny(max_steps=max_steps, log_every=4), tmp_path, verbose=False, callbacks=[seen])
+    last = stop or max_steps
+    assert run.step == last and len(seen.losses) == last
+    np.testing.assert_allclose(run.metrics["train/loss"], seen.losses[-1], rtol=1e-6)
+    rows = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("train/loss")
+    logged = {int(r.split(",")[rows[0].split(",").index("step")]): float(r.split(",")[col]) for r in rows[1:]}
+    # Lightning's "step" column counts from 0: the rows of steps 4 and 8, and the early stop's
+    expect = {s - 1: seen.losses[s - 1] for s in (4, 8) if s <= last} | ({last - 1: seen.losses[-1]} if stop else {})
+    assert logged.keys() == expect.keys()
+    for k in expect:
+        np.testing.assert_allclose(logged[k], expect[k], rtol=1e-6)
