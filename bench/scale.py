@@ -7,7 +7,7 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   ``RUNS/models``), then ``--num`` samples from six variants of the same weights, each in a
   fresh process (so peak memory is its own): float32 eager (the default), compiled
   (``compile=True``: the network; ``"loop"``: the whole fixed-step loop as one graph, for
-  grids of at most 50 steps), int8 and fp8
+  grids of at most 20 steps), int8 and fp8
   post-training quantization (calibrated on 64 samples of the sampler's own trajectories),
   and int8 + compiled. Reported: the modality's main metric and its change against float32,
   samples per second (median of ``--repeats`` after one warm-up call, which for compiled
@@ -16,9 +16,10 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   2 processes x 1 thread (DDP over gloo), steps and samples per second;
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
   byte identity of the outputs;
-- ``size``: seconds per sample and peak memory against problem size for the graph (nodes) and
-  time-series (sequence length) main models, untrained weights of the recipe's size, each size in
-  a fresh process.
+- ``size``: seconds per sample and peak memory of sampling against problem size for the graph
+  (nodes; planar graphs) and time-series (sequence length; sines) main models at the recipe's
+  width (weights after one training step: the cost does not depend on their values), each size
+  sampled in a fresh process.
 
 Usage::
 
@@ -57,7 +58,7 @@ VARIANTS = {  # name -> (compile, quantize)
     "float32": (False, None), "compiled": (True, None), "loop compiled": ("loop", None), "int8": (False, "int8"),
     "fp8": (False, "fp8"), "int8+compiled": (True, "int8"),
 }
-LOOP_MAX_STEPS = 50  # the loop graph unrolls every step: compiled only for grids this short
+LOOP_MAX_STEPS = 20  # the loop graph unrolls every step (compile time grows with it): only short grids
 NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins": 8, "crystals": 32, "audio": 32,
        "text": 32}
 
@@ -207,32 +208,39 @@ def part_shard(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _size_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Seconds per sample and peak memory of one size (``--worker`` with ``"size": ...``)."""
+    """Seconds per sample and peak memory of sampling one size (``--worker`` with ``"size": ...``):
+    the checkpoint is loaded in this fresh process, so its peak is sampling's own."""
     import torch
 
     import polydiff
 
     torch.set_num_threads(spec["threads"])
-    cfg = recipe(spec["modality"], spec["recipe"], **spec["changes"])
-    cfg["train"].update({"max_steps": 1, "checkpoint_every": 1, "progress": False, "logger": "none",
-                         "threads": spec["threads"]})
-    out = Path(spec["out"])
-    polydiff.train(cfg, out, fresh=True, verbose=False)
-    gen = polydiff.load(out / "checkpoints" / "last.ckpt")
+    gen = polydiff.load(spec["ckpt"])
     base = rss_mib()
-    gen.generate(spec["num"], seed=0, progress=False, steps=spec["steps"])
+    gen.generate(spec["num"], seed=0, progress=False, steps=2)
     t0 = time.perf_counter()
     gen.generate(spec["num"], seed=1, progress=False, steps=spec["steps"])
     return {"s_per_sample": (time.perf_counter() - t0) / spec["num"], "peak_rss_mib": rss_mib(),
             "rss_loaded_mib": base}
 
 
-SIZES = {  # modality -> (recipe, size name, sizes, recipe changes per size, samples, steps)
-    "graphs": ("community_small_gdss", "nodes", (16, 32, 64, 128),
-               lambda n: {"data": {"name": "community_small", "max_nodes": n, "max_feat_num": None, "n": 40,
-                                   "min_nodes": n // 2, "drop_isolated": True}}, 8, 20),
-    "timeseries": ("tsdiff_etth1", "length", (48, 96, 192, 384),
-                   lambda n: {"data": {"name": "sine", "context": n - n // 4, "horizon": n // 4}}, 16, 20),
+def _size_checkpoint(spec: dict[str, Any]) -> str:
+    """A one-step run of the recipe with the size's sections (the weights' values do not matter here)."""
+    import polydiff
+
+    cfg = {**recipe(spec["modality"], spec["recipe"]), **spec["changes"]}  # the changed sections replace the recipe's
+    cfg["train"] = {**cfg["train"], "max_steps": 1, "checkpoint_every": 1, "progress": False, "logger": "none",
+                    "threads": spec["threads"]}
+    run = polydiff.train(cfg, spec["out"], fresh=True, verbose=False)
+    return str(run.checkpoint)
+
+
+SIZES = {  # modality -> (recipe, size name, sizes, replaced recipe sections per size, samples, steps)
+    "graphs": ("community_small_gdss", "nodes", (16, 32, 64, 128, 256),
+               lambda n: {"data": {"name": "planar", "num_nodes": n, "num_graphs": 40, "max_nodes": n,
+                                   "max_feat_num": None}}, 8, 20),
+    "timeseries": ("tsdiff_etth1", "length", (48, 96, 192, 384, 768),
+                   lambda n: {"data": {"name": "sine", "window": n, "channels": 1, "length": 4000}}, 16, 20),
 }
 
 
@@ -244,6 +252,7 @@ def part_size(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[size] {mod} {label}={n}", file=sys.stderr, flush=True)
             spec = {"size": True, "modality": mod, "recipe": name, "changes": changes(n), "num": num, "steps": steps,
                     "threads": args.threads, "out": str(args.runs / f"size_{mod}_{n}")}
+            spec["ckpt"] = _size_checkpoint(spec)
             got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                                  text=True, timeout=3600)
             row = json.loads(got.stdout.strip().splitlines()[-1]) if got.returncode == 0 else \
