@@ -304,7 +304,11 @@ def part_report(args: argparse.Namespace) -> None:
     verdicts = []
     if "variants" in parts:
         v = parts["variants"]
+        valid_mem = v.get("memory") == MEMORY
         md += ["## Sampling variants per modality", "",
+               *([] if valid_mem else ["Memory columns: not valid in this run (it read `ru_maxrss`, which a child "
+                                       "process inherits from the benchmark that launched it); the script now reads "
+                                       "VmHWM.", ""]),
                f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
                f"samples/s is the median of {v['repeats']} calls after a warm-up call (for compiled variants the "
                "warm-up holds the compilation: 'first call'); memory: peak resident memory of the variant's own "
@@ -312,10 +316,6 @@ def part_report(args: argparse.Namespace) -> None:
                "change against float32 (the same weights, seeds and sampler).", "",
                "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "
                "| peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 12]
-        valid_mem = v.get("memory") == MEMORY
-        if not valid_mem:
-            md += ["Memory columns: not valid in this run (it read ``ru_maxrss``, which a child process inherits "
-                   "from the benchmark that launched it); the script now reads VmHWM.", ""]
         for mod, e in v["models"].items():
             key = MODELS[mod][2]
             ref = e["variants"].get("float32", {})
