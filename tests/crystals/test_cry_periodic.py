@@ -428,3 +428,16 @@ def test_freeze_early_batchnorm_stays_in_eval():
     assert not torch.equal(toy.layers[3][1].running_mean, torch.zeros(4))  # the rest still trains
     with pytest.raises(ValueError):
         freeze_early(toy, 1.5)
+
+
+def test_a_flat_cell_becomes_undecodable_not_a_crash():
+    """A generated cell whose CIF does not read back (120/120/120 degrees: zero volume) is kept
+    as an Undecodable with pymatgen's reason; a sound cell passes through."""
+    from polydiff_crystals.modality import Undecodable, written_or_undecodable
+
+    flat = Structure(Lattice.from_parameters(3, 3, 3, 120, 120, 120), ["Na"], [[0, 0, 0]])
+    got = written_or_undecodable(flat, "sample_0007")
+    assert isinstance(got, Undecodable) and got.name == "sample_0007"
+    assert got.reason.startswith("cif_does_not_read_back: ")
+    ok = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert not isinstance(written_or_undecodable(ok, "sample_0000"), Undecodable)

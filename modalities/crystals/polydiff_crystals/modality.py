@@ -512,7 +512,8 @@ class CrystalsModality(Modality):
                     s.properties["name"] = f"sample_{b:04d}"
         else:
             out = periodic_to_structures(state, info)
-        return [o if isinstance(o, Undecodable) else as_written(o) for o in out]
+        return [o if isinstance(o, Undecodable) else written_or_undecodable(o, f"sample_{b:04d}")
+                for b, o in enumerate(out)]
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, Tensor]:
         structs = [s for s in objects if not isinstance(s, Undecodable)]
@@ -603,6 +604,17 @@ def as_written(structure: Any) -> Any:
     out = parse_cif(str(CifWriter(structure)))
     out.properties.update(structure.properties)
     return out
+
+
+def written_or_undecodable(structure: Any, name: str) -> Any:
+    """:func:`as_written`, or :class:`Undecodable` with pymatgen's reason when the crystal's own
+    CIF does not read back (a cell so flat that the parser's matrix is singular): a generated
+    sample that cannot be a file is counted as undecodable, not a crash of the whole batch."""
+    try:
+        return as_written(structure)
+    except ValueError as err:
+        reason = " ".join(str(err).split())
+        return Undecodable(str(structure.properties.get("name", name)), f"cif_does_not_read_back: {reason}")
 
 
 def periodic_to_structures(state: Mapping[str, Tensor], info: Mapping[str, Any]) -> list[Any]:
