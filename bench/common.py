@@ -81,3 +81,26 @@ def train_for(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> t
     run = polydiff.train(cfg, out, verbose=False, fresh=True)
     ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
     return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}
+
+
+def scratch_venv(venv: Path, check: str, packages: list[str], no_deps: list[str] | None = None,
+                 verbose: bool = True) -> Path:
+    """The interpreter of a reference implementation's scratch venv outside the project, created
+    (the project's torch 2.13.0 and ``packages`` under ``constraints.txt``, then ``no_deps``
+    installed ``--no-deps`` so their pins cannot replace that torch) unless ``check`` already
+    runs in it."""
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", check], capture_output=True).returncode == 0:
+        if verbose:
+            print(f"{venv}: ready", file=sys.stderr)
+        return py
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
+    subprocess.run([*pip, "torch==2.13.0", *packages], check=True)
+    if no_deps:
+        subprocess.run([*pip, "--no-deps", *no_deps], check=True)
+    subprocess.run([str(py), "-c", check], check=True)
+    if verbose:
+        print(f"{venv}: installed", file=sys.stderr)
+    return py

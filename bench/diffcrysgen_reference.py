@@ -98,21 +98,10 @@ def venv_python() -> Path:
 
 def setup(verbose: bool = True) -> Path:
     """Create the scratch venv with torch 2.13.0 and diffcrysgen 0.1.1 unless it already works."""
-    py = venv_python()
-    if py.exists() and subprocess.run([str(py), "-c", CHECK], capture_output=True).returncode == 0:
-        if verbose:
-            print(f"{VENV}: ready", file=sys.stderr)
-        return py
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
-    subprocess.run([*pip, "torch==2.13.0", *PACKAGES], check=True)
+    from common import scratch_venv
+
     # --no-deps: its metadata pins torch~=2.5.1, which must not replace the project's torch
-    subprocess.run([*pip, "--no-deps", "diffcrysgen==0.1.1"], check=True)
-    subprocess.run([str(py), "-c", CHECK], check=True)
-    if verbose:
-        print(f"{VENV}: installed", file=sys.stderr)
-    return py
+    return scratch_venv(VENV, CHECK, list(PACKAGES), ["diffcrysgen==0.1.1"], verbose=verbose)
 
 
 def measure_diffcrysgen(steps: int = 10, batch: int = 64, threads: int = 2, sample_steps: int = 100, num: int = 16,

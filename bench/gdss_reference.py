@@ -171,19 +171,9 @@ def setup(verbose: bool = True) -> Path:
     """Export GDSS into ``REF`` and create the scratch venv unless both already work."""
     if find_reference() is None:
         export_reference()
-    py = venv_python()
-    if py.exists() and subprocess.run([str(py), "-c", CHECK], capture_output=True).returncode == 0:
-        if verbose:
-            print(f"{VENV}: ready", file=sys.stderr)
-        return py
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
-    subprocess.run([*pip, "torch==2.13.0", *PACKAGES], check=True)
-    subprocess.run([str(py), "-c", CHECK], check=True)
-    if verbose:
-        print(f"{VENV}: installed", file=sys.stderr)
-    return py
+    from common import scratch_venv
+
+    return scratch_venv(VENV, CHECK, list(PACKAGES), verbose=verbose)
 
 
 def measure_gdss(steps: int = 10, warmup: int = 2, threads: int = 2, sample_steps: int = 50, num: int = 20,

@@ -150,19 +150,20 @@ def launch(argv: Sequence[str], processes: int, *, threads: int | None = None, p
             codes = [p.poll() for p in procs]
             failed = [c for c in codes if c not in (None, 0)]
             if failed:
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-                for p in procs:
-                    p.wait()
+                _stop(procs)
                 return failed[0]
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(poll)
     except BaseException:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            p.wait()
+        _stop(procs)
         raise
+
+
+def _stop(procs: Sequence[subprocess.Popen]) -> None:
+    """Terminate the processes still running and wait for all of them."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        p.wait()
