@@ -273,10 +273,33 @@ def test_blocks_labels():
         _, r, term, _, info = env.step(np.array([t1[0], t1[1] - B.BLOCK_R - B.AGENT_R]))
         if term:
             break
-    assert info == {"success": True, "outcome": "A1B2", "behaviour": "BA"} and term and r == 1.0
+    assert info == {"success": True, "outcome": "A1B2", "behaviour": "B"} and term and r == 1.0
     # the same scene under the other assignment is not a success
     env.reset(options={"state": env.get_state(), "goal": B.GOALS[1]})
     assert not env.success() and env.outcome() == "A1B2"
     # the crossed assignment, reached A first
     env.reset(options={"state": np.array([0.0, -0.9, *t2, *t1]), "goal": B.GOALS[1]})
     assert env.success() and env.outcome() == "A2B1"
+
+
+def test_blocks_perturbed_demos_record_the_experts_corrections() -> None:
+    """DART demonstrations: executed actions are perturbed in bursts, the recorded ones are the
+    expert's, so replaying the record leaves the recorded states; every demo still succeeds."""
+
+    def drifts(ep: Episode) -> bool:
+        env = B.BlocksEnv()
+        obs, _ = env.reset(options={"goal": ep.goal, "state": ep.meta["state"]})
+        for t, a in enumerate(ep.actions):
+            if not np.array_equal(obs, ep.obs[t]):
+                return True
+            obs, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                return t < len(ep.actions) - 1
+        return False
+
+    eps = B.demonstrations(6, seed=3, perturb=0.1)
+    assert all(ep.meta["success"] and ep.behaviour in B.ORDERS for ep in eps)
+    assert sum(drifts(ep) for ep in eps) >= 5  # bursts start at 10 % of the steps: nearly every episode has one
+    assert not any(drifts(ep) for ep in B.demonstrations(6, seed=3))  # unperturbed: exact replays
+    with pytest.raises(ValueError, match="perturb"):
+        B.demonstrations(2, perturb=1.5)

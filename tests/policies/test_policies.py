@@ -166,6 +166,11 @@ def test_rollout_metrics_by_hand() -> None:
     assert m["goal_coverage"] == pytest.approx(2 / 3)
     assert m["score"] == pytest.approx(2.7 / 4)
     assert behaviour_entropy([eps[3]]) != behaviour_entropy([eps[3]])  # NaN: nothing succeeded
+    failed_right = ep(g1, "", "right", False, 0.1)  # a failed episode that still chose a side
+    m = rollout_metrics([*eps, failed_right])
+    assert m["behaviour_entropy"] == pytest.approx(0.5)  # failures do not count here ...
+    assert m["behaviour_entropy_all"] == pytest.approx(1.0)  # ... but do here: goal1 left / right
+    assert behaviour_entropy([failed_right], successful_only=False) == 0.0
     ref = [ep(g0, "goal0", "left", True), ep(g0, "goal0", "right", True)]
     m = rollout_metrics(eps[:2], ref)
     assert m["behaviour_tv"] == 0.0 and m["goal_coverage"] == 1.0

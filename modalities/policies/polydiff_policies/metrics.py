@@ -7,7 +7,10 @@
 - ``behaviour_entropy``: the entropy (bits) of the behaviour labels (route, order) of the
   successful episodes of each commanded goal, averaged over goals: 0 for a policy that always
   takes the same route, 1 for two routes taken equally often (BeT / BESO's multimodality
-  measure). ``outcome_entropy``: the same over what the episodes achieved.
+  measure). ``behaviour_entropy_all``: the same over every episode that shows a behaviour,
+  successful or not (where success is rare, as on Push-T at 0.95 coverage, it is the only
+  measure of the policy's choices that rests on enough episodes). ``outcome_entropy``: the
+  entropy over what the episodes achieved.
 - ``behaviour_tv``: total-variation distance between the (goal, behaviour) distribution of the
   episodes and of the reference demonstrations.
 - ``score``: the mean over episodes of the maximum reward (Diffusion Policy's Push-T score:
@@ -51,12 +54,13 @@ def succeeded(ep: Episode) -> bool:
     return bool(ep.meta.get("success", bool(ep.outcome)))
 
 
-def behaviour_entropy(episodes: Sequence[Episode]) -> float:
-    """Mean over commanded goals of the entropy (bits) of the successful episodes' behaviours
-    (NaN when no episode succeeded)."""
+def behaviour_entropy(episodes: Sequence[Episode], successful_only: bool = True) -> float:
+    """Mean over commanded goals of the entropy (bits) of the behaviours of the successful
+    episodes (``successful_only=False``: of every episode with a behaviour label); NaN when
+    there are none."""
     by_goal: dict[tuple[float, ...], list[str]] = {}
     for ep in episodes:
-        if succeeded(ep) and ep.behaviour:
+        if (succeeded(ep) or not successful_only) and ep.behaviour:
             by_goal.setdefault(_goal_key(ep), []).append(ep.behaviour)
     if not by_goal:
         return float("nan")
@@ -74,6 +78,7 @@ def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = 
            "success_rate": float(np.mean([succeeded(e) for e in episodes])),
            "mean_steps": float(np.mean([len(e.actions) for e in episodes])),
            "behaviour_entropy": behaviour_entropy(episodes),
+           "behaviour_entropy_all": behaviour_entropy(episodes, successful_only=False),
            "outcome_entropy": entropy_bits([e.outcome for e in episodes])}
     achieved = {e.outcome for e in episodes if e.outcome}
     targets = set(goal_outcomes) or {e.outcome for e in reference if e.outcome}
@@ -83,6 +88,7 @@ def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = 
         out["score"] = float(np.mean([float(e.meta["score"]) for e in episodes]))
     if reference:
         out["reference_behaviour_entropy"] = behaviour_entropy(reference)
+        out["reference_behaviour_entropy_all"] = behaviour_entropy(reference, successful_only=False)
         out["reference_outcome_entropy"] = entropy_bits([e.outcome for e in reference])
         out["behaviour_tv"] = tv_distance([(_goal_key(e), e.behaviour) for e in episodes if succeeded(e)],
                                           [(_goal_key(e), e.behaviour) for e in reference])

@@ -65,14 +65,17 @@ def _bundle(episodes: Sequence[Episode], name: str, env: str | None, *, obs_step
 
 def _scripted(env: str) -> Callable[..., DataBundle]:
     def factory(episodes: int = 200, obs_steps: int = 2, horizon: int = 16, execute: int = 8,
-                test_fraction: float = 0.1, seed: int = 0) -> DataBundle:
-        demos = envs.demonstrations(env, episodes, seed=seed)
+                test_fraction: float = 0.1, seed: int = 0, perturb: float = 0.0) -> DataBundle:
+        if perturb and env != "blocks":
+            raise ValueError(f"data option perturb: only the blocks expert takes perturbations, not {env!r}")
+        demos = envs.demonstrations(env, episodes, seed=seed, **({"perturb": perturb} if perturb else {}))
         return _bundle(demos, env, env, obs_steps=obs_steps, horizon=horizon, execute=execute,
                        test_fraction=test_fraction, seed=seed)
 
     factory.__doc__ = (f"Scripted multimodal demonstrations in the {env!r} environment (generated offline, "
                        "seeded): ``episodes`` of them, windows of ``obs_steps`` observations and ``horizon`` actions, "
-                       "``execute`` actions run per chunk.")
+                       "``execute`` actions run per chunk; ``perturb`` (blocks): the probability per step of a DART "
+                       "perturbation burst in the expert's demonstrations.")
     return factory
 
 
@@ -224,17 +227,20 @@ class PoliciesModality(Modality):
 
     def evaluate_model(self, generator: Any, *, num: int, seed: int, guidance_scale: float | None = None,
                        sampler: str | None = None, steps: int | None = None, goal_free: bool = False,
-                       same_start: bool = False) -> dict[str, float]:
-        """``polydiff evaluate CKPT [--option guidance_scale=2 steps=3 goal_free=true same_start=true]``:
+                       same_start: bool = False, execute: int | None = None) -> dict[str, float]:
+        """``polydiff evaluate CKPT [--option guidance_scale=2 steps=3 goal_free=true same_start=true
+        execute=4]``:
         ``num`` rollouts (the environment's goals in turn; ``same_start``: all from one start
-        state, so that behaviour entropy measures the policy's own diversity), their metrics
+        state, so that behaviour entropy measures the policy's own diversity; ``execute``: actions
+        run per chunk, default the recipe's), their metrics
         against the held-out demonstrations, the control rate (actions per second of one
         robot's policy computation on this machine, :func:`.policy.control_rate`; batched over
         the rollouts: ``actions_per_second_batched``) and network evaluations per chunk."""
         info = generator.info
         settings, control = _recipe_settings(generator.config.sample, sampler, steps)
         scale = 0.0 if goal_free else (control.guidance_scale if guidance_scale is None else guidance_scale)
-        policy = Policy(generator.net, generator.fields, info, settings=settings, guidance_scale=scale, seed=seed)
+        policy = Policy(generator.net, generator.fields, info, settings=settings, guidance_scale=scale, seed=seed,
+                        execute=execute)
         starts = [seed] * num if same_start else [seed * 100_003 + i for i in range(num)]
         t0 = time.perf_counter()
         episodes, timing = rollout(policy, _make_env(info), num, goal_free=scale == 0, start_seeds=starts,

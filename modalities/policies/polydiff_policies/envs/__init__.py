@@ -30,12 +30,13 @@ def make(name: str, **options: Any) -> GoalEnv:
     return env_class(name)(**options)
 
 
-def demonstrations(name: str, n: int, seed: int = 0) -> list[Episode]:
-    """``n`` scripted demonstrations of environment ``name`` (reach and blocks only)."""
+def demonstrations(name: str, n: int, seed: int = 0, **options: Any) -> list[Episode]:
+    """``n`` scripted demonstrations of environment ``name`` (reach and blocks only); ``options``
+    go to the environment's expert (blocks: ``perturb``)."""
     module = _module(name)
     if not hasattr(module, "demonstrations"):
         raise ValueError(f"environment {name!r} has no scripted expert (its demonstrations are recorded data)")
-    return module.demonstrations(n, seed=seed)
+    return module.demonstrations(n, seed=seed, **options)
 
 
 def goal_outcomes(name: str) -> tuple[str, ...]:

@@ -18,8 +18,9 @@ given the goal.
 - success: every block within ``TOL`` of its assigned target (terminates, reward 1); truncated
   after ``max_steps``.
 - ``outcome()``: which block is in which target, e.g. ``"A1B2"``, ``"A2B1"``, ``"A1"``, ``""``;
-  ``behaviour()``: the order in which the blocks first reached a target: ``"AB"`` / ``"BA"``
-  (``"A"`` / ``"B"`` after one, ``""`` before any).
+  ``behaviour()``: the push order, named by the block that reached a target first: ``"A"`` /
+  ``"B"`` (``""`` before any). With two blocks this is the whole order, and it is defined for a
+  failed episode too, as soon as one block is in.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ START = np.array([0.0, -0.7, -0.3, -0.15, 0.3, -0.15])  # agent, A, B; reset add
 START_JITTER = 0.03
 GOALS = np.array([np.concatenate([TARGETS[0], TARGETS[1]]),  # A->1, B->2
                   np.concatenate([TARGETS[1], TARGETS[0]])], dtype=np.float32)  # A->2, B->1
-ORDERS = ("AB", "BA")
+ORDERS = ("A", "B")  # the push order, by the block pushed first
 NAMES = "AB"
 
 MU = 1.0  # agent-block friction coefficient of the sticking contact (cone half-angle atan(MU) = 45 degrees)
@@ -171,8 +172,8 @@ class BlocksEnv(GoalEnv):
         return "".join(f"{NAMES[i]}{k + 1}" for i in range(2) if (k := self._in_target(i)) >= 0)
 
     def behaviour(self) -> str:
-        """The order in which the blocks first reached a target (``"AB"``, ``"BA"``, ``"A"``, ...)."""
-        return "".join(NAMES[i] for i in self._order)
+        """The push order: the block that first reached a target (``"A"`` / ``"B"``; ``""`` before any)."""
+        return NAMES[self._order[0]] if self._order else ""
 
     def success(self) -> bool:
         """Whether every block is within ``TOL`` of its assigned target (``self.goal``)."""
@@ -250,6 +251,8 @@ class BlocksEnv(GoalEnv):
 ORBIT = _CONTACT + 0.06  # radius at which the expert circles a block to get behind it
 ALIGN = 0.2  # largest angle (rad) between agent->block and the push direction to keep pushing
 DONE = 0.02  # the expert moves on once a block is this close to its target
+PERTURB_STEPS = (3, 8)  # a perturbation burst lasts 3 to 7 steps ...
+PERTURB_SCALE = 0.08  # ... with the executed action offset by N(0, 0.08^2) per axis
 
 
 def _unit(x: float, y: float) -> tuple[float, float]:
@@ -304,8 +307,17 @@ def expert_action(agent: np.ndarray, block: np.ndarray, target: np.ndarray, othe
     return avoid(agent, nav, other)
 
 
-def rollout_expert(env: BlocksEnv, order: str, rng: np.random.Generator) -> Episode:
-    """Run the pushing expert from ``env``'s current (just reset) state, blocks in ``order``."""
+def rollout_expert(env: BlocksEnv, first: str, rng: np.random.Generator, perturb: float = 0.0) -> Episode:
+    """Run the pushing expert from ``env``'s current (just reset) state, block ``first`` first.
+
+    ``perturb`` > 0 (DART, Laskey et al. 2017): at each step, with this probability, a burst of
+    ``PERTURB_STEPS`` steps starts in which the executed action is the expert's plus a random
+    offset of scale ``PERTURB_SCALE``; the episode records the expert's own actions, so the
+    demonstrations show how to recover from states a learned policy drifts into (the recorded
+    actions then no longer replay the episode exactly). The offsets are drawn only when
+    ``perturb`` > 0: unperturbed demonstrations are unchanged."""
+    order = first + NAMES.replace(first, "")
+    burst, offset = 0, np.zeros(2)
     g = env.goal.astype(np.float64).reshape(2, 2)
     lateral = {c: float(rng.uniform(-0.01, 0.01)) for c in NAMES}
     orbit = ORBIT + float(rng.uniform(-0.01, 0.02))
@@ -322,14 +334,22 @@ def rollout_expert(env: BlocksEnv, order: str, rng: np.random.Generator) -> Epis
         a32 = np.clip(a, -1.0, 1.0).astype(np.float32)  # step with the recorded action: replays are bit-exact
         obs_l.append(obs)
         act_l.append(a32)
+        if perturb > 0 and burst == 0 and rng.random() < perturb:
+            burst, offset = int(rng.integers(*PERTURB_STEPS)), rng.normal(0.0, PERTURB_SCALE, 2)
+        if burst:
+            burst -= 1
+            a32 = np.clip(a + offset, -1.0, 1.0).astype(np.float32)
         obs, _, term, trunc, _ = env.step(a32)
         if term or trunc:
             break
     return Episode(np.stack(obs_l), np.stack(act_l), env.goal.copy(), env.outcome(), env.behaviour())
 
 
-def demonstrations(n: int, seed: int = 0, goal: np.ndarray | None = None) -> list[Episode]:
+def demonstrations(n: int, seed: int = 0, goal: np.ndarray | None = None, perturb: float = 0.0) -> list[Episode]:
     """``n`` successful expert demonstrations, goals (unless ``goal`` is given) and orders
-    balanced and shuffled (:func:`.base.balanced_demonstrations`)."""
+    balanced and shuffled (:func:`.base.balanced_demonstrations`); ``perturb``: see
+    :func:`rollout_expert`."""
+    if not 0.0 <= perturb < 1.0:
+        raise ValueError(f"perturb is a probability per step in [0, 1), got {perturb}")
     return balanced_demonstrations(BlocksEnv(), n, seed, goal, ORDERS, "order",
-                                   lambda e, g, m, r: rollout_expert(e, m, r))
+                                   lambda e, g, m, r: rollout_expert(e, m, r, perturb))
