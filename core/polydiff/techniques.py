@@ -6,7 +6,9 @@
   :func:`sinkhorn_assignment`, entropic OT rounded greedily), batched over groups, on any
   device. :func:`immiscible_loss` applies it to :func:`polydiff.losses.diffusion_loss`.
 - :func:`fokker_planck_penalty`: the score Fokker-Planck residual (Lai et al. 2023) as a
-  regulariser, with Hutchinson divergences (unbiased squared norm from two probes).
+  regulariser, with Hutchinson divergences (unbiased squared norm from two probes), optionally
+  at times restricted to a range (:func:`fp_times`) and normalised per time
+  (:func:`fp_normalizer`).
 - :class:`ScoreAugment`: score augmentation (Hou et al. 2025, "ScoreAug"): transform the noisy
   input, ask for the transformed target, and tell the network which transform was used.
 - :class:`SelfConditioning`: self-conditioning (Chen et al. 2023, "Analog bits"): the
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,18 +271,73 @@ def score_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], s
     return project(ds_dt - grad_phi)
 
 
+FP_TIME_DENSITIES = ("uniform", "log_uniform")
+
+
+def fp_normalizer(fields: Mapping[str, FieldSpec], state: State, t: Tensor) -> Tensor:
+    """Per-entry factor ``sigma(t)**3 / g(t)**2`` (packed, (B, D)) that makes the score
+    Fokker-Planck residual dimensionless and O(1) at every time.
+
+    Derivation. Write ``g**2 = -sigma**2 dlam/dt`` (``lam`` = log-SNR; true of any affine
+    schedule). If the score is off by an amount of its own size, e.g. ``s = k s*`` with
+    ``s* = -x / sigma**2`` (data concentrated on a point, the small-noise limit of any data),
+    the residual is ``k (1 - k) g**2 x / sigma**4``, whose squared norm per dimension is
+    ``k**2 (k - 1)**2 g**4 / sigma**6``: it grows like ``t**-3`` as ``t -> 0`` on a VP
+    schedule. Times ``sigma**3 / g**2`` it is ``k (1 - k) x / sigma``, i.e. exactly
+    ``k**2 (k - 1)**2`` per dimension at every t and for every schedule; for data of variance
+    ``v0`` it is that times ``(sigma**2 / (alpha**2 v0 + sigma**2))**3 <= 1``. Equivalently, the
+    normalised residual is the residual of the score in noise units (``sigma s``) per unit of
+    log-SNR (``sigma**3 / g**2 = sigma / |dlam/dt|``, as ``d/dt = (dlam/dt) d/dlam``); it
+    does not change when time is reparametrised or the data rescaled."""
+    packer = Packer(fields, state)
+    out = {}
+    for k in packer.names:
+        tt = t.to(torch.float64).reshape(-1, *([1] * (state[k].dim() - 1)))
+        _, g2 = fields[k].process.schedule.drift_diffusion(tt)
+        sigma = fields[k].process.schedule.sigma(tt)
+        out[k] = (sigma**3 / g2).to(state[k].dtype).expand_as(state[k])
+    return packer.pack(out)
+
+
+def fp_times(fields: Mapping[str, FieldSpec], noise: Noise, t_range: Sequence[float], density: str = "log_uniform"
+             ) -> Tensor:
+    """One penalty time per sample (B,), float64, in ``t_range = (lo, hi)``: uniform, or
+    log-uniform (uniform in ``log t``; every decade of time gets the same share)."""
+    if density not in FP_TIME_DENSITIES:
+        raise ValueError(f"fp time density must be one of {', '.join(FP_TIME_DENSITIES)}, got {density!r}")
+    lo, hi = (float(v) for v in t_range)
+    ref = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
+    t_max = float(ref.t_max) if ref is not None else 1.0
+    if not 0.0 < lo < hi <= t_max:
+        raise ValueError(f"fp_t_range must be [lo, hi] with 0 < lo < hi <= t_max = {t_max:g}, got [{lo:g}, {hi:g}]")
+    u = noise.rand(())
+    if density == "uniform":
+        return lo + (hi - lo) * u
+    return torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
+
+
 def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
                           cond: Any = None, time_density: str = "uniform", h: float = 1e-2,
-                          divergence: str = "hutchinson", **density_options: float) -> Tensor:
+                          divergence: str = "hutchinson", t_range: Sequence[float] | None = None,
+                          range_density: str = "log_uniform", normalize: bool = False,
+                          **density_options: float) -> Tensor:
     """The squared score Fokker-Planck residual per dimension at one random time per sample, with
     the graph kept for training (it needs double backpropagation through the network).
 
-    ``divergence="hutchinson"`` estimates the squared norm without bias from two independent
-    probes (noisy, cheap); ``"exact"`` takes one vector-Jacobian product per dimension (small
-    fields). ``h``: relative time step of the central difference ``d s/dt``."""
+    Times: from the loss's ``time_density`` (with ``density_options``), or, given ``t_range =
+    (lo, hi)``, drawn within it by ``range_density`` (:func:`fp_times`), independently of the
+    loss's density. ``normalize`` multiplies the residual by :func:`fp_normalizer`
+    (``sigma**3 / g**2``), so that a score error of the score's own size costs O(1) at every
+    time instead of growing like ``sigma**-6``. ``divergence="hutchinson"`` estimates the
+    squared norm without bias from two independent probes (noisy, cheap); ``"exact"`` takes one
+    vector-Jacobian product per dimension (small fields). ``h``: relative time step of the
+    central difference ``d s/dt``."""
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-    t = sample_time(fields, noise, time_density, **density_options)
+    if t_range is None:
+        t = sample_time(fields, noise, time_density, **density_options)
+    else:
+        t = fp_times(fields, noise, t_range, range_density)
     dev = next(iter(batch.values())).device
     noisy, _ = corrupt(fields, batch, t.to(dev), noise)
     packer = Packer(fields, noisy)
@@ -288,15 +346,20 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
     dtype = noisy[packer.names[0]].dtype
     dim = packer.pack(noisy).shape[1]
     tt = t.to(dev, dtype)
+    scale = fp_normalizer(fields, noisy, t.to(dev)) if normalize else None
+
+    def residual(probes: list[Tensor] | None) -> Tensor:
+        r = score_residual(model, fields, noisy, tt, cond=cond, probes=probes, h=h, create_graph=True)
+        return r if scale is None else r * scale
+
     if divergence == "exact":
-        r = score_residual(model, fields, noisy, tt, cond=cond, h=h, create_graph=True)
+        r = residual(None)
         return (r * r).sum(1).mean() / dim
     probes = []
     for _ in range(2):
         z = packer.unpack(noise.randn((dim,), dtype).to(dev))
         probes.append(packer.pack({k: fields[k].structure.project(v, noisy) for k, v in z.items()}))
-    ra = score_residual(model, fields, noisy, tt, cond=cond, probes=[probes[0]], h=h, create_graph=True)
-    rb = score_residual(model, fields, noisy, tt, cond=cond, probes=[probes[1]], h=h, create_graph=True)
+    ra, rb = residual([probes[0]]), residual([probes[1]])
     return (ra * rb).sum(1).mean() / dim
 
 
@@ -437,7 +500,11 @@ class Techniques:
     ``align`` (the name of a registered per-sample alignment, :data:`ALIGNMENTS`),
     ``self_condition`` (probability), ``score_augment`` (probability) with ``augment``
     (transform specs such as ``"flip:x:1"``), ``fp_weight`` (Fokker-Planck penalty weight)
-    with ``fp_step`` (relative time step), ``cond_drop`` (condition dropout probability) with
+    with ``fp_step`` (relative time step of ``d s/dt``, in (0, 0.5]), ``fp_t_range`` (``[lo,
+    hi]``: penalty times drawn there instead of from the loss's time density), ``fp_t_density``
+    (how within the range: "log_uniform", the default, or "uniform") and ``fp_normalize``
+    (scale the residual by ``sigma**3 / g**2`` so it stays O(1) as t -> 0, see
+    :func:`fp_normalizer`), ``cond_drop`` (condition dropout probability) with
     ``condition_keys``.
     """
 
@@ -450,8 +517,43 @@ class Techniques:
     augment: list[str] = field(default_factory=list)
     fp_weight: float = 0.0
     fp_step: float = 1e-2
+    fp_t_range: tuple[float, float] | None = None
+    fp_t_density: str = field(default="log_uniform", metadata={"choices": FP_TIME_DENSITIES})
+    fp_normalize: bool = False
     cond_drop: float = 0.0
     condition_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.check_fokker_planck()
+
+    def check_fokker_planck(self) -> None:
+        """Raise ValueError, naming the ``loss.techniques`` key, for inconsistent FP options."""
+        where = "loss.techniques"
+        if not (math.isfinite(self.fp_weight) and self.fp_weight >= 0):
+            raise ValueError(f"{where}.fp_weight must be a finite number >= 0, got {self.fp_weight!r}")
+        if not 0 < self.fp_step <= 0.5:
+            raise ValueError(f"{where}.fp_step (relative time step of d s/dt) must be in (0, 0.5], got "
+                             f"{self.fp_step!r}")
+        if self.fp_t_density not in FP_TIME_DENSITIES:
+            raise ValueError(f"{where}.fp_t_density must be one of {', '.join(FP_TIME_DENSITIES)}, got "
+                             f"{self.fp_t_density!r}")
+        if self.fp_t_range is not None:
+            rng = self.fp_t_range
+            if isinstance(rng, (str, bytes)) or not isinstance(rng, Sequence) or len(rng) != 2:
+                raise ValueError(f"{where}.fp_t_range must be a pair [lo, hi], got {rng!r}")
+            try:
+                lo, hi = float(rng[0]), float(rng[1])
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}.fp_t_range must hold two numbers, got {rng!r}") from None
+            if not (math.isfinite(hi) and 0 < lo < hi):
+                raise ValueError(f"{where}.fp_t_range must be [lo, hi] with 0 < lo < hi, got [{lo:g}, {hi:g}]")
+            self.fp_t_range = (lo, hi)
+        if self.fp_weight == 0:
+            given = [k for k, off in (("fp_t_range", self.fp_t_range is None), ("fp_normalize", not self.fp_normalize))
+                     if not off]
+            if given:
+                raise ValueError(f"{where}.{given[0]} has no effect without fp_weight > 0 (the Fokker-Planck "
+                                 "penalty is off)")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Techniques:
@@ -461,6 +563,9 @@ class Techniques:
         if unknown:
             raise KeyError(f"unknown training techniques {unknown}; allowed: {', '.join(sorted(allowed))}")
         out = cls(**cfg)
+        if "fp_t_density" in cfg and out.fp_t_range is None:
+            raise ValueError("loss.techniques.fp_t_density needs fp_t_range (without a range the penalty times "
+                             "follow the loss's time_density)")
         if out.align and out.immiscible:
             raise ValueError("choose one of immiscible (minibatch pairing) and align (per-sample alignment)")
         if out.align:
@@ -494,7 +599,9 @@ def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, 
     if techniques.fp_weight > 0:
         dens = {k: v for k, v in loss_options.items() if k in _DENSITY_OPTIONS}
         pen = fokker_planck_penalty(model, fields, batch, noise, cond=loss_options.get("cond"), h=techniques.fp_step,
-                                    time_density=loss_options.get("time_density", "uniform"), **dens)
+                                    time_density=loss_options.get("time_density", "uniform"),
+                                    t_range=techniques.fp_t_range, range_density=techniques.fp_t_density,
+                                    normalize=techniques.fp_normalize, **dens)
         loss = loss + techniques.fp_weight * pen
         logs = {**logs, "fokker_planck": pen.detach()}
     return loss, logs

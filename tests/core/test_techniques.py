@@ -136,6 +136,100 @@ def test_fokker_planck_penalty_is_zero_for_an_exact_score_and_trains():
     assert torch.isfinite(pen) and all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
+def _recording_model(seen: list[torch.Tensor], proc: GaussianProcess = PROC, k: float = 1.0):
+    """The eps-prediction ``k x / sigma(t)``: ``k`` times the exact score of data at the origin."""
+
+    def model(state, t):
+        seen.append(t.detach().clone())
+        return {"x": k * state["x"] / proc.coefs(t.double()).sigma.to(state["x"].dtype)[:, None]}
+
+    return model
+
+
+@pytest.mark.parametrize("density", ["log_uniform", "uniform"])
+def test_fokker_planck_times_follow_the_range_not_the_loss_density(density):
+    fields = {"x": FieldSpec(PROC)}
+    batch = {"x": torch.zeros(2000, 2, dtype=torch.float64)}
+    seen: list[torch.Tensor] = []
+    lo, hi = 1e-3, 0.2
+    fokker_planck_penalty(_recording_model(seen), fields, batch, Noise(2000, seed=3), time_density="lognormal",
+                          p_mean=1.5, p_std=0.1, t_range=(lo, hi), range_density=density, divergence="exact")
+    t = seen[0]  # the first call is the score at the penalty time itself
+    assert t.shape == (2000,) and float(t.min()) >= lo and float(t.max()) <= hi
+    mid = (lo * hi) ** 0.5 if density == "log_uniform" else (lo + hi) / 2
+    assert abs(float((t < mid).double().mean()) - 0.5) < 0.05  # the median of the chosen density
+    seen.clear()  # without a range: the loss's density (log(sigma/alpha) ~ N(1.5, 0.1): t near 1)
+    fokker_planck_penalty(_recording_model(seen), fields, batch, Noise(2000, seed=3), time_density="lognormal",
+                          p_mean=1.5, p_std=0.1, divergence="exact")
+    assert float(seen[0].min()) > hi
+    with pytest.raises(ValueError, match="t_max"):
+        fokker_planck_penalty(_recording_model([]), fields, batch, Noise(2000, seed=3), t_range=(0.5, 2.0))
+
+
+@pytest.mark.parametrize("proc", [PROC, GaussianProcess("vp_cosine")], ids=["vp_linear", "vp_cosine"])
+def test_normalised_fokker_planck_penalty_is_constant_in_time(proc):
+    """A score off by a factor k (here k s* with s* the exact score of data at the origin) has the
+    normalised penalty k^2 (k - 1)^2 at every time; unnormalised it grows like sigma^-6."""
+    fields = {"x": FieldSpec(proc)}
+    batch = {"x": torch.zeros(256, 3, dtype=torch.float64)}
+    k = 1.5
+    raw, scaled = [], []
+    for lo in (1e-3, 1e-2, 1e-1, 0.5):
+        opts = {"h": 1e-4, "divergence": "exact", "t_range": (lo, 1.2 * lo)}
+        model = _recording_model([], proc, k)
+        raw.append(float(fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), **opts).detach()))
+        scaled.append(float(fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), normalize=True,
+                                                  **opts).detach()))
+    assert max(raw) / min(raw) > 1e3  # the problem the normalisation solves
+    target = k**2 * (k - 1) ** 2
+    assert all(abs(v / target - 1) < 0.15 for v in scaled), scaled  # chi-square noise of 768 entries
+    assert max(scaled) / min(scaled) < 1.01  # same noise draws at every time: only the scale could differ
+    hutch = fokker_planck_penalty(_recording_model([], proc, k), fields, batch, Noise(256, seed=0), h=1e-4,
+                                  t_range=(1e-3, 0.5), normalize=True)
+    assert abs(float(hutch.detach()) / target - 1) < 0.15
+
+
+def test_normalised_fokker_planck_penalty_is_zero_for_an_exact_score():
+    gm = GaussianMixture.random(k=2, dim=2, seed=0)
+    exact = ExactDenoiser(gm, PROC)
+    fields = {"x": FieldSpec(PROC)}
+    batch = {"x": gm.sample(64, torch.Generator().manual_seed(0))}
+    for rng in ((1e-3, 0.05), (1e-3, 0.2), (0.2, 1.0)):
+        pen = fokker_planck_penalty(lambda s, t: {"x": exact(s["x"], t)}, fields, batch, Noise(64, seed=0), h=1e-4,
+                                    divergence="exact", t_range=rng, normalize=True)
+        bad = fokker_planck_penalty(_recording_model([], PROC, 1.5), fields, batch, Noise(64, seed=0), h=1e-4,
+                                    divergence="exact", t_range=rng, normalize=True)
+        assert abs(float(pen.detach())) < 1e-5 and float(bad.detach()) > 1e-2
+
+
+def test_fokker_planck_options_validate():
+    ok = Techniques.from_config({"fp_weight": 0.1, "fp_t_range": [1e-3, "0.05"], "fp_t_density": "uniform",
+                                 "fp_normalize": True})
+    assert ok.fp_t_range == (1e-3, 0.05) and ok.fp_t_density == "uniform" and ok.fp_normalize
+    assert Techniques.from_config({"fp_weight": 0.1, "fp_t_range": [1e-3, 0.2]}).fp_t_density == "log_uniform"
+    bad = [({"fp_weight": 0.1, "fp_t_range": [0.2, 1e-3]}, "0 < lo < hi"),
+           ({"fp_weight": 0.1, "fp_t_range": [0.0, 0.2]}, "0 < lo < hi"),
+           ({"fp_weight": 0.1, "fp_t_range": [0.1]}, "pair"),
+           ({"fp_weight": 0.1, "fp_t_range": "0.1"}, "pair"),
+           ({"fp_weight": 0.1, "fp_t_range": [0.1, "x"]}, "two numbers"),
+           ({"fp_weight": 0.1, "fp_t_range": [1e-3, 0.2], "fp_t_density": "normal"}, "fp_t_density"),
+           ({"fp_weight": 0.1, "fp_t_density": "uniform"}, "needs fp_t_range"),
+           ({"fp_t_range": [1e-3, 0.2]}, "fp_t_range has no effect without fp_weight"),
+           ({"fp_normalize": True}, "fp_normalize has no effect"),
+           ({"fp_weight": -1.0}, "fp_weight"),
+           ({"fp_weight": 0.1, "fp_step": 1.0}, "fp_step")]
+    for cfg, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            Techniques.from_config(cfg)
+    fields = {"x": FieldSpec(PROC)}  # technique_loss passes the options on
+    batch = {"x": torch.zeros(32, 2, dtype=torch.float64)}
+    seen: list[torch.Tensor] = []
+    tech = Techniques.from_config({"fp_weight": 1.0, "fp_t_range": [0.3, 0.4], "fp_normalize": True})
+    loss, logs = technique_loss(_recording_model(seen, PROC, 1.5), fields, batch, Noise(32, seed=0), tech)
+    assert torch.isfinite(loss) and any(float(t.min()) >= 0.3 and float(t.max()) <= 0.4 * 1.01 for t in seen)
+    assert 0.1 < float(logs["fokker_planck"]) < 2.0  # normalised: k^2 (k - 1)^2 = 0.56 up to Hutchinson noise
+
+
 def test_score_augment_with_an_equivariant_model_changes_nothing():
     fields = {"x": FieldSpec(PROC)}
 

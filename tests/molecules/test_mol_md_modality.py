@@ -99,3 +99,18 @@ def test_fokker_planck_regulariser_trains(tmp_path):
            "train": {"max_steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1}}
     run = pd.train(cfg, tmp_path / "fp")
     assert run.step == 2 and math.isfinite(run.metrics["train/loss"])
+
+
+def test_time_restricted_normalised_fokker_planck_trains_and_validates(tmp_path):
+    import polydiff as pd
+
+    fp = {"fp_weight": 1e-2, "fp_t_range": [1e-3, 0.05], "fp_normalize": True}
+    cfg = {"modality": "md", "data": {"name": "muller_brown", "n": 64, "test": 64},
+           "model": {"name": "mlp", **TINY}, "loss": {"weighting": "snr", "techniques": fp},
+           "train": {"max_steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1, "log_every": 1}}
+    run = pd.train(cfg, tmp_path / "fp")
+    pen = run.metrics.get("train/loss_fokker_planck")
+    assert run.step == 2 and math.isfinite(run.metrics["train/loss"]) and pen is not None and math.isfinite(pen)
+    bad = {**cfg, "loss": {"weighting": "snr", "techniques": {**fp, "fp_t_range": [0.05, 1e-3]}}}
+    with pytest.raises(ValueError, match="fp_t_range"):
+        pd.train(bad, tmp_path / "bad")
