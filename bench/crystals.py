@@ -1,22 +1,28 @@
 """Crystals benchmark: DiffCrysGen matrices and the periodic alternative on Perov-5 and
 Carbon-24 (CDVAE metrics next to the val-vs-test floor and published numbers), conditional
 generation on a small band-gap set with and without Wyckoff augmentation and transfer
-learning, and speed against DiffCrysGen's own code.
+learning, gradient guidance of both representations towards a band-gap window, and speed
+against DiffCrysGen's own code.
 
     python bench/crystals.py --runs /tmp/crysbench --parts floor,unconditional
     python bench/crystals.py --runs /tmp/crysbench --parts conditional
+    python bench/crystals.py --runs /tmp/crysbench --parts gradient --reuse   # reuses unconditional's models
     python bench/crystals.py --runs /tmp/crysbench --parts speed      # needs the DiffCrysGen venv:
     python bench/diffcrysgen_reference.py --setup                     #   creates /tmp/dcg_venv
     python bench/crystals.py --runs /tmp/crysbench --parts report     # bench/results/crystals.{json,md}
 
-Each part writes ``RUNS/<part>.json``; ``report`` renders them. CPU budget: ``--minutes`` of
-training per unconditional model (train.max_minutes), the conditional runs a fraction of it.
+Each part writes ``RUNS/<part>.json``; ``report`` renders them, taking parts not in RUNS from the
+published ``bench/results/crystals.json`` (their commit and date are kept). CPU budget:
+``--minutes`` of training per unconditional model (train.max_minutes), the conditional runs a
+fraction of it. ``--reuse`` takes models, guides and the judge already in RUNS instead of
+retraining them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish, train_for
+from common import RESULTS, command_line, environment, header, publish, train_for
 from common import recipe as common_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "crystals"
@@ -53,7 +59,22 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
     return common_recipe("crystals", name, **changes)
 
 
-train = train_for
+PARTS = ("floor", "unconditional", "conditional", "gradient", "speed")
+SCALES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+GRADIENT_HEAD = ("| scale | decoded | valid | in band-gap window | median judged gap | mean judged gap | s / crystal |",
+                 "|---|---|---|---|---|---|---|")
+
+
+def train(cfg: dict[str, Any], out: Path, minutes: float, threads: int, reuse: bool = False
+          ) -> tuple[Path, dict[str, Any]]:
+    """:func:`common.train_for`, or with ``reuse`` the checkpoint (and its training record) an
+    earlier run of this benchmark left in ``out``."""
+    ckpt, record = out / "checkpoints" / "last.ckpt", out / "bench_train.json"
+    if reuse and ckpt.is_file() and record.is_file():
+        return ckpt, {**json.loads(record.read_text()), "reused": True}
+    ckpt, tr = train_for(cfg, out, minutes, threads)
+    record.write_text(json.dumps(tr) + "\n")
+    return ckpt, tr
 
 
 def test_reference(dataset: str, n: int) -> list[Any]:
@@ -91,7 +112,8 @@ def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
         ref = test_reference(ds, args.reference)
         for kind in ("diffcrysgen", "periodic"):
             name = f"{short}_{kind}"
-            ckpt, tr = train(recipe(name, data={"test_n": 200}), args.runs / name, args.minutes, args.threads)
+            ckpt, tr = train(recipe(name, data={"test_n": 200}), args.runs / name, args.minutes, args.threads,
+                             args.reuse)
             gen = polydiff.load(ckpt)
             t0 = time.perf_counter()
             objs = gen.generate(args.num, seed=0, progress=False)
@@ -111,7 +133,7 @@ def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
 
 def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any) -> dict[str, Any]:
     """Share of samples whose judged band gap lies in ``window`` (undecodable samples and those
-    with elements the judge never saw count as misses), the decoded share and the median."""
+    with elements the judge never saw count as misses), the decoded share, the median and mean."""
     from polydiff_crystals.modality import Undecodable
     from polydiff_crystals.periodic import predict
 
@@ -119,7 +141,50 @@ def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any)
     known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
     pred = predict(judge, known)[:, 0] if known else np.zeros(0)
     return {"band_gap_share": float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs),
-            "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred)) if len(pred) else None}
+            "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred)) if len(pred) else None,
+            "pred_gap_mean": float(np.mean(pred)) if len(pred) else None}
+
+
+def gap_target(val: list[Any], args: argparse.Namespace) -> tuple[list[Any], float, tuple[float, float]]:
+    """The small set (``--small`` seeded Perov-5 val crystals with a band gap > 0), its median band
+    gap (the target) and the window ``target +- --window``."""
+    gapped = [s for s in val if s.properties["band_gap"] > 0]
+    small = [gapped[i] for i in sorted(np.random.default_rng(0).permutation(len(gapped))[: args.small])]
+    target = float(np.median([s.properties["band_gap"] for s in small]))
+    return small, target, (target - args.window, target + args.window)
+
+
+def judge_regressor(val: list[Any], elements: list[str], args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The band-gap judge: an invariant regressor on clean crystals trained on the whole val split
+    (``RUNS/judge.pt`` reused with ``--reuse``)."""
+    from polydiff_crystals.cli import load_regressor, save_regressor
+    from polydiff_crystals.periodic import train_regressor
+
+    path, record = args.runs / "judge.pt", args.runs / "judge.json"
+    if args.reuse and path.is_file() and record.is_file():
+        return load_regressor(path), {**json.loads(record.read_text()), "reused": True}
+    t0 = time.perf_counter()
+    reg, hist = train_regressor(val, ["band_gap"], elements, epochs=args.regressor_epochs, seed=0, progress=False)
+    info = {"val_mae": float(np.ravel(hist["val_mae"][hist["best_epoch"]])[0]),
+            "baseline_val_mae": float(np.ravel(hist["baseline_val_mae"])[0]), "seconds": time.perf_counter() - t0}
+    save_regressor(reg, path, dict(reg.config))
+    record.write_text(json.dumps(info) + "\n")
+    return reg, info
+
+
+def judge_quality(judge: Any, test: list[Any], window: Any) -> dict[str, Any]:
+    """The judge on the whole test split: MAE (and the training mean's), Pearson correlation, and
+    how well "judged in the window" finds crystals truly in it (precision, recall)."""
+    from polydiff_crystals.periodic import predict
+
+    y = np.array([s.properties["band_gap"] for s in test])
+    p = predict(judge, test)[:, 0]
+    hit, true = (p >= window[0]) & (p <= window[1]), (y >= window[0]) & (y <= window[1])
+    return {"test_mae": float(np.abs(p - y).mean()), "test_n": len(y),
+            "test_baseline_mae": float(np.abs(y - float(judge.target_mean[0])).mean()),
+            "test_corr": float(np.corrcoef(p, y)[0, 1]), "test_window_share": float(true.mean()),
+            "window_precision": float(true[hit].mean()) if hit.any() else None,
+            "window_recall": float(hit[true].mean()) if true.any() else None}
 
 
 def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,24 +197,16 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     from polydiff_crystals.data import cdvae_crystals
     from polydiff_crystals.metrics import hit_rate, spacegroup_number
     from polydiff_crystals.modality import Undecodable, elements_of, spacegroup_of
-    from polydiff_crystals.periodic import train_regressor
 
     torch.set_num_threads(args.threads)
     val = cdvae_crystals("perov_5", "val")
     elements = elements_of(val + test_reference("perov_5", None))
-    t0 = time.perf_counter()
-    reg, hist = train_regressor(val, ["band_gap"], elements, epochs=args.regressor_epochs, seed=0, progress=False)
-    reg_info = {"val_mae": float(np.ravel(hist["val_mae"][hist["best_epoch"]])[0]),
-                "baseline_val_mae": float(np.ravel(hist["baseline_val_mae"])[0]),
-                "seconds": time.perf_counter() - t0}
+    reg, reg_info = judge_regressor(val, elements, args)
     print("regressor", reg_info, flush=True)
-    gapped = [s for s in val if s.properties["band_gap"] > 0]
-    small = [gapped[i] for i in sorted(np.random.default_rng(0).permutation(len(gapped))[: args.small])]
+    small, target_gap, window = gap_target(val, args)
     sgs = [spacegroup_of(s) for s in small]
     target_sg = max(set(sgs), key=sgs.count)
     gaps = np.array([s.properties["band_gap"] for s in small])
-    target_gap = float(np.median(gaps))
-    window = (target_gap - args.window, target_gap + args.window)
     data_share = {"spacegroup": sgs.count(target_sg) / len(sgs), "band_gap": hit_rate(gaps, *window)}
     out: dict[str, Any] = {"small": args.small, "target_spacegroup": target_sg, "target_band_gap": target_gap,
                            "window": window, "regressor": reg_info, "data_share": data_share, "runs": {}}
@@ -157,7 +214,7 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     for wyckoff in (False, True):
         name = f"formation_{'wyckoff' if wyckoff else 'plain'}"
         ckpt, tr = train(recipe("perov_formation", data={"wyckoff": wyckoff, "test_n": 200}), args.runs / name,
-                         args.minutes, args.threads)
+                         args.minutes, args.threads, args.reuse)
         stage1[wyckoff] = ckpt
         out["runs"][name] = {"train": tr}
     for wyckoff in (False, True):
@@ -170,7 +227,7 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
                 changes["model"] = {"name": "unet"}
             cfg = recipe("perov_gap_transfer", **changes)
             cfg["data"]["n"] = args.small
-            ckpt, tr = train(cfg, args.runs / name, args.minutes * args.finetune, args.threads)
+            ckpt, tr = train(cfg, args.runs / name, args.minutes * args.finetune, args.threads, args.reuse)
             gen = polydiff.load(ckpt)
             objs = gen.generate(args.num, seed=0, progress=False,
                                 condition={"spacegroup": target_sg, "band_gap": target_gap})
@@ -183,38 +240,74 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_gradient(args: argparse.Namespace) -> dict[str, Any]:
-    """Gradient guidance on the conditional part's ``gap_plain_scratch`` model: a noise-aware
-    matrix regressor of the band gap trained on the same small set steers sampling (on top of
-    the condition and classifier-free guidance); scored like the conditional part."""
+    """Gradient guidance of both representations towards the conditional part's band-gap window:
+    the unconditional Perov-5 models (``perov_diffcrysgen``, ``perov_periodic``, as in the
+    unconditional part) sample with a noise-aware band-gap regressor of the same training crystals
+    as guide, at the scales ``--scales``; scored by the judge regressor (band-gap window share,
+    median and mean judged gap), CDVAE validity and the decoded share."""
     import polydiff
     from polydiff.plugin import Control
     from polydiff_crystals.data import cdvae_crystals
-    from polydiff_crystals.guidance import matrix_guidance, train_matrix_regressor
-    from polydiff_crystals.modality import elements_of
-    from polydiff_crystals.periodic import train_regressor
+    from polydiff_crystals.guidance import load_guide, property_guidance, save_guide, train_guide
+    from polydiff_crystals.metrics import per_crystal_flags
+    from polydiff_crystals.modality import Undecodable, elements_of
 
     torch.set_num_threads(args.threads)
-    cond = json.loads((args.runs / "conditional.json").read_text())
-    target, window = cond["target_band_gap"], cond["window"]
-    gen = polydiff.load(args.runs / "gap_plain_scratch" / "checkpoints" / "last.ckpt")
-    data_opts = dict(gen.config.data.to_dict())
-    bundle = gen.modality.dataset(data_opts.pop("name"), **data_opts)
-    t0 = time.perf_counter()
-    guide, guide_report = train_matrix_regressor(bundle, "band_gap", gen.fields, steps=args.guide_steps, seed=0)
-    guide_report["seconds"] = time.perf_counter() - t0
     val = cdvae_crystals("perov_5", "val")
     elements = elements_of(val + test_reference("perov_5", None))
-    judge, _ = train_regressor(val, ["band_gap"], elements, epochs=args.regressor_epochs, seed=0, progress=False)
-    out: dict[str, Any] = {"target_band_gap": target, "window": window, "guide": guide_report, "runs": {}}
-    for scale in (0.0, 1.0, 4.0):
-        control = Control(guidance=matrix_guidance(guide, target, gen.fields, scale)) if scale else None
-        t0 = time.perf_counter()
-        objs = gen.generate(args.num, seed=0, progress=False, condition={"spacegroup": cond["target_spacegroup"],
-                                                                         "band_gap": target},
-                            **({"control": control} if control is not None else {}))
-        out["runs"][f"scale_{scale:g}"] = {**band_gap_hits(judge, objs, elements, window),
-                                           "seconds_per_crystal": (time.perf_counter() - t0) / len(objs)}
-        print("gradient", scale, out["runs"][f"scale_{scale:g}"], flush=True)
+    _, target, window = gap_target(val, args)
+    judge, judge_info = judge_regressor(val, elements, args)
+    judge_info = {**judge_info, **judge_quality(judge, test_reference("perov_5", None), window)}
+    print("judge", judge_info, flush=True)
+    gaps = np.array([s.properties["band_gap"] for s in val])
+    out: dict[str, Any] = {"target_band_gap": target, "window": window, "judge": judge_info,
+                           "data_share": float(np.mean((gaps >= window[0]) & (gaps <= window[1]))),
+                           "data_gap_median": float(np.median(gaps)), "data_gap_mean": float(np.mean(gaps)),
+                           "guide_minutes": args.guide_minutes, "num": args.num, "models": {}}
+    for kind in ("diffcrysgen", "periodic"):
+        name = f"perov_{kind}"
+        ckpt, tr = train(recipe(name, data={"test_n": 200}), args.runs / name, args.minutes, args.threads, args.reuse)
+        gen = polydiff.load(ckpt)
+        data_opts = dict(gen.config.data.to_dict())
+        # the guide is scored on the whole test split (about 150 of its 3,785 crystals have a band gap)
+        bundle = gen.modality.dataset(data_opts.pop("name"), **{**data_opts, "conditions": ["band_gap"],
+                                                                "test_n": None})
+        same = ("scaler", "matrix") if kind == "diffcrysgen" else ("elements", "lattice_mean", "lattice_std")
+        if any(bundle.info.get(k) != gen.info.get(k) for k in same):
+            raise RuntimeError(f"{name}: the guide's data is encoded differently from the model's ({same})")
+        path = args.runs / f"guide_{kind}.pt"
+        if args.reuse and path.is_file():
+            guide, report = load_guide(path)
+            report = {**report, "reused": True}
+        else:
+            guide, report = train_guide(bundle, "band_gap", gen.fields, steps=args.guide_steps, seed=0,
+                                        max_seconds=60 * args.guide_minutes)
+            save_guide(guide, path, report)
+        print(name, "guide", report, flush=True)
+        variants = {"x": {}} if kind == "diffcrysgen" else {"frac, lattice": {"keys": ("frac", "lattice")},
+                                                             "frac, lattice, types": {"keys": ("frac", "lattice",
+                                                                                               "types")}}
+        plain: dict[str, Any] | None = None
+        for fields_guided, options in variants.items():
+            runs: dict[str, Any] = {}
+            for scale in args.scales:
+                if not scale and plain is not None:  # scale 0 is the same run for every variant
+                    runs["scale_0"] = plain
+                    continue
+                guidance = property_guidance(guide, target, gen.fields, scale, **options) if scale else None
+                t0 = time.perf_counter()
+                objs = gen.generate(args.num, seed=0, progress=False,
+                                    **({"control": Control(guidance=guidance)} if guidance else {}))
+                seconds = (time.perf_counter() - t0) / len(objs)
+                flags = per_crystal_flags([None if isinstance(o, Undecodable) else o for o in objs])
+                runs[f"scale_{scale:g}"] = {"scale": scale, **band_gap_hits(judge, objs, elements, window),
+                                            "valid": float(np.mean(flags["valid"])), "seconds_per_crystal": seconds}
+                if not scale:
+                    plain = runs["scale_0"]
+                print(name, fields_guided, "scale", scale, runs[f"scale_{scale:g}"], flush=True)
+            out["models"][f"{name} ({fields_guided})"] = {
+                "model": name, "guided": fields_guided, "train": tr, "guide": report,
+                "sampler": gen.config.sample.sampler, "steps": gen.config.sample.steps, "runs": runs}
     return out
 
 
@@ -280,20 +373,94 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def part_report(args: argparse.Namespace) -> None:
+def collect_parts(runs: Path, previous: Path = RESULTS / "crystals.json") -> dict[str, Any]:
+    """Each part's results: ``RUNS/<part>.json`` where present, else the part in the published
+    results ``previous`` (marked ``carried`` with the commit and date it was measured at)."""
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
     res: dict[str, Any] = {}
-    for part in ("floor", "unconditional", "conditional", "gradient", "speed"):
-        p = args.runs / f"{part}.json"
+    for part in PARTS:
+        p = runs / f"{part}.json"
         if p.is_file():
             res[part] = json.loads(p.read_text())
+        elif isinstance(old.get(part), dict):
+            env = old.get("environment", {})
+            measured = old[part].get("measured") or {k: env.get(k) for k in ("commit", "dirty", "date")}
+            res[part] = {**old[part], "measured": measured, "carried": True}
+    return res
+
+
+def gradient_section(g: dict[str, Any]) -> list[str]:
+    """The markdown of the gradient part (this layout; an older layout keeps its old table)."""
+    if "models" not in g:  # the matrix-only layout of earlier runs
+        md = ["## Gradient guidance (noise-aware matrix regressor)", "",
+              "| gradient scale | decoded | in band-gap window | median predicted gap | s / crystal |",
+              "|---|---|---|---|---|"]
+        md += [f"| {k.split('_')[1]} | {_fmt(r['decoded'])} | {_fmt(r['band_gap_share'])} | "
+               f"{_fmt(r['pred_gap_median'])} | {_fmt(r['seconds_per_crystal'])} |" for k, r in g["runs"].items()]
+        return [*md, ""]
+    w, j = g["window"], g["judge"]
+    md = ["## Gradient guidance towards a band-gap window (both representations)", "",
+          "The unconditional Perov-5 models (recipes `perov_diffcrysgen` and `perov_periodic`, trained on the "
+          "val split as in the unconditional part) sample with the gradient of "
+          f"log N({g['target_band_gap']:.2f} eV; f(x_t, t), std^2) (std: the band gap's standard deviation; "
+          "scale times the signal fraction, see docs/crystals.md) from a noise-aware band-gap regressor f of the "
+          f"same training crystals, trained {g['guide_minutes']:g} min each at the sampler's noise levels. The "
+          f"judge is the invariant regressor on clean crystals of the conditional part (val MAE {j['val_mae']:.3f} "
+          f"eV vs {j['baseline_val_mae']:.3f} eV for the mean; on all {j['test_n']} test crystals MAE "
+          f"{j['test_mae']:.3f} vs {j['test_baseline_mae']:.3f}, correlation {j['test_corr']:.2f}, and of the test "
+          f"crystals it judges in the window {_fmt(j['window_precision'])} truly are, finding "
+          f"{_fmt(j['window_recall'])} of those that are). Window {w[0]:.2f}-{w[1]:.2f} eV; share of the "
+          f"training crystals in it: {g['data_share']:.3f} (their median gap {g['data_gap_median']:.2f} eV, mean "
+          f"{g['data_gap_mean']:.3f} eV). Validity: CDVAE's (composition and structure) over all samples; "
+          "undecodable samples and those with elements the judge never saw count as misses.", "",
+          f"Read with care: {g.get('num', 128)} samples per row (a share near 0.1 has a standard error of about "
+          f"{math.sqrt(0.1 * 0.9 / g.get('num', 128)):.2f}), and \"in the window\" is the judge's opinion: on real "
+          "test crystals its in-window calls are mostly wrong (precision above), so these rows say how far guidance "
+          "moves the judge, not the true band gap.", ""]
+    shown: set[str] = set()
+    for name, m in g["models"].items():
+        r = m["guide"]
+        levels = [k for k in r if k.startswith("test_mae_") and k != "test_mae_sampler"]
+        if m.get("model", name) in shown:
+            md += [f"### {name}: same model and guide", "", *GRADIENT_HEAD]
+            md += [_gradient_row(run) for run in m["runs"].values()]
+            md.append("")
+            continue
+        shown.add(m.get("model", name))
+        corr = f"; correlation at the cleanest level {r['test_corr_clean']:.2f}" if "test_corr_clean" in r else ""
+        md += [f"### {name} ({m['train']['steps']} training steps, {m['sampler']} {m['steps']} steps)", "",
+               f"Guide: {r['steps']} steps in {r['seconds'] / 60:.1f} min on {r['n_train']} crystals; test MAE "
+               f"(eV, {r['n_test']} test crystals) by noise level:", "",
+               "| noise | " + " | ".join(k.removeprefix("test_mae_").replace("_", " ") for k in levels)
+               + " | sampler's levels |", "|---" * (len(levels) + 2) + "|",
+               "| test MAE | " + " | ".join(_fmt(r[k]) for k in levels) + f" | {_fmt(r['test_mae_sampler'])} |", "",
+               f"(predicting the training mean: {r['baseline_mae']:.3f}, the median: {r['baseline_median_mae']:.3f}"
+               f"{corr}.)", "",
+               *GRADIENT_HEAD]
+        md += [_gradient_row(run) for run in m["runs"].values()]
+        md.append("")
+    return md
+
+
+def _gradient_row(run: dict[str, Any]) -> str:
+    return (f"| {run['scale']:g} | {_fmt(run['decoded'])} | {_fmt(run['valid'])} | {_fmt(run['band_gap_share'])} | "
+            f"{_fmt(run['pred_gap_median'])} | {_fmt(run['pred_gap_mean'])} | {_fmt(run['seconds_per_crystal'])} |")
+
+
+def part_report(args: argparse.Namespace) -> None:
+    res = collect_parts(args.runs)
     env = environment(command_line("crystals.py", sys.argv[1:]))
     res["environment"] = env
     md = header("Crystals benchmark", env)
-    ran = [(part, res[part].get("command")) for part in ("floor", "unconditional", "conditional", "gradient", "speed")
+    ran = [(part, res[part].get("command")) for part in PARTS
            if part in res and isinstance(res[part], dict) and res[part].get("command")]
     if ran:
         md += ["", "Parts run (each writes RUNS/<part>.json; floor+unconditional and conditional ran at the same time, "
                "one thread each):", "", "```bash", *dict.fromkeys(c for _, c in ran), "```"]
+    carried = [(p, res[p]["measured"]) for p in PARTS if p in res and res[p].get("carried")]
+    if carried:
+        md += ["", "Parts taken from the previous report (not re-run): " + "; ".join(
+            f"{p} (commit `{str(m.get('commit'))[:10]}`, {m.get('date')})" for p, m in carried) + "."]
     md += ["", f"CPU budget: {args.minutes:g} min of training per unconditional model (2 cores shared), samples "
            "with each recipe's default sampler (DiffCrysGen: EDM churned Heun, 100 steps, S_churn 1; periodic: Euler, "
            "100 steps). CDVAE's train.csv is not in our data copy: models train on CDVAE's val split and are scored "
@@ -334,18 +501,7 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{_fmt(r['band_gap_share'])} | {_fmt(r['pred_gap_median'])} |")
         md.append("")
     if "gradient" in res:
-        g = res["gradient"]
-        md += ["## Gradient guidance (noise-aware matrix regressor)", "",
-               f"On the `gap_plain_scratch` model above (condition and classifier-free guidance as before), a "
-               f"band-gap regressor on noisy matrices of the same 300 crystals (test MAE at sigma 0.01: "
-               f"{g['guide']['test_mae_sigma_0.01']:.3f} eV, predicting the mean: {g['guide']['baseline_mae']:.3f} eV) "
-               "adds its gradient at the given scale; scored by the same judge regressor.", "",
-               "| gradient scale | decoded | in band-gap window | median predicted gap | s / crystal |",
-               "|---|---|---|---|---|"]
-        for name, r in g["runs"].items():
-            md.append(f"| {name.split('_')[1]} | {_fmt(r['decoded'])} | {_fmt(r['band_gap_share'])} | "
-                      f"{_fmt(r['pred_gap_median'])} | {_fmt(r['seconds_per_crystal'])} |")
-        md.append("")
+        md += gradient_section(res["gradient"])
     if "speed" in res and res["speed"].get("diffcrysgen"):
         s = res["speed"]
         ours_t = statistics.median(r["train_step_s"] for r in s["ours"])
@@ -374,7 +530,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=float, default=0.5, help="half width of the band-gap window (eV)")
     p.add_argument("--regressor-epochs", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--guide-steps", type=int, default=1500, help="training steps of the guidance regressor")
+    p.add_argument("--guide-steps", type=int, default=20000, help="most training steps of a guidance regressor")
+    p.add_argument("--guide-minutes", type=float, default=3.0, help="training minutes of a guidance regressor")
+    p.add_argument("--scales", type=lambda v: [float(x) for x in v.split(",")], default=list(SCALES),
+                   help="gradient guidance scales, comma-separated")
+    p.add_argument("--reuse", action="store_true", help="reuse models, guides and the judge already in --runs")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -385,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
         res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
                "gradient": part_gradient, "speed": part_speed}[part](args)
         res["command"] = command_line("crystals.py", argv)
+        env = environment(res["command"])
+        res["measured"] = {k: env[k] for k in ("commit", "dirty", "date")}
         (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
 
 

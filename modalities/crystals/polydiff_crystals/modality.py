@@ -14,7 +14,7 @@ metrics and files.
 
 Conditions (``data.conditions``): ``spacegroup`` (class 1-230), ``band_gap`` and
 ``formation_energy`` (scalars, eV and eV/atom), one (B,) entry each; condition dropout in the
-loss gives classifier-free guidance, the property regressor of :mod:`.periodic` gradient
+loss gives classifier-free guidance, the noise-aware regressors of :mod:`.guidance` gradient
 guidance. ``data.wyckoff: true`` adds every equivalent Wyckoff relabelling of each training
 crystal (:mod:`.wyckoff`, from the space group's normaliser) as a variant that a seeded
 augmentation picks per sample and step.
