@@ -99,6 +99,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         gen = gen.quantized(spec["quantize"], calibration=64, **kw)
         out["quantize_s"] = time.perf_counter() - t0
         out["quantized_layers"], out["kept_layers"] = len(gen.quantization.quantized), len(gen.quantization.kept)
+        out["quantize_error"], out["quantize_error_all"] = gen.quantization.error, gen.quantization.error_all
     out["weight_mib"] = _weight_bytes(gen.net) / 2**20
     if spec["compile"]:
         kw["compile"] = spec["compile"]

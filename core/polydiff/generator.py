@@ -66,6 +66,7 @@ from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
 from .modality import Modality
 from .progress import Progress
+from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
 from .samplers.base import SampleSettings, settings_of
 from .state import FieldSpec, State
@@ -478,12 +479,15 @@ class Generator:
                                   progress=lambda k, err: bar.update_to(k, error=f"{err:.3g}"), **opts)
 
     def quantized(self, scheme: str = "int8", *, calibration: int = 64, seed: int = 0, keep: Sequence[str] = (),
-                  percentile: float | None = None, **sample_options: Any) -> Generator:
+                  percentile: float | None = None, inputs: str = "dynamic", tolerance: float | None = TOLERANCE,
+                  **sample_options: Any) -> Generator:
         """A generator with a post-training-quantized copy of the network (this one is left
         as it is): :func:`polydiff.quantize.quantize` calibrated on ``calibration`` samples
         generated with the recipe's sampler (or ``sample_options``: sampler, steps, condition,
-        ...), so every layer's input scale covers every step of the sampler's own trajectories.
-        The report is ``.quantization``."""
+        ...), which cover every step of the sampler's own trajectories; ``inputs``: per-row
+        input scales at run time (``"dynamic"``) or one calibrated scale per layer (``"static"``);
+        ``tolerance``: the error budget that keeps the most sensitive layers in full precision
+        (None quantizes every layer it can). The report is ``.quantization``."""
         from .quantize import quantize
 
         def run(net: nn.Module) -> None:
@@ -494,7 +498,8 @@ class Generator:
             finally:
                 self.net = before
 
-        qnet, report = quantize(self.net, run, scheme, keep=keep, percentile=percentile)
+        qnet, report = quantize(self.net, run, scheme, keep=keep, percentile=percentile, inputs=inputs,
+                                tolerance=tolerance)
         gen = Generator(self.modality, self.config, self.info, self.fields, qnet, checkpoint=self.checkpoint,
                         step=self.step)
         gen._reference, gen._defaults = self._reference, dict(self._defaults)

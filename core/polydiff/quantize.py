@@ -7,20 +7,35 @@ sampler on a few samples) with hooks on every ``nn.Linear`` / ``nn.Conv1d`` / ``
 recording each layer's input range at every step of every trajectory, and then replaces the
 layers by quantized ones:
 
-- ``int8``: symmetric int8 weights per output channel and a static symmetric int8 scale per
-  layer input (the largest absolute input over all calibration steps, or a percentile of it).
-  Linear layers run on an int8 x int8 -> int32 matrix product (``torch._int_mm``); convolutions
-  keep int8 weights and quantized inputs but compute in float (no int8 convolution kernel is
-  used, so they save memory, not time);
+- ``int8``: symmetric int8 weights per output channel and symmetric int8 inputs. Linear layers
+  run on an int8 x int8 -> int32 matrix product (``torch._int_mm``); convolutions keep int8
+  weights and quantized inputs but compute in float (no int8 convolution kernel is used, so
+  they save memory, not time);
 - ``fp8``: weights in float8 (e4m3) with a scale per output channel and inputs rounded to
-  float8 with a calibrated scale; computed in float (the low-bit floating-point variant: memory
-  and accuracy, not CPU speed).
+  float8; computed in float (the low-bit floating-point variant: memory and accuracy, not CPU
+  speed).
+
+Input scales are ``dynamic`` by default: every input row (a token: one row of a Linear input;
+the channels at one position of a convolution's input) is scaled by its own largest value at
+run time. ``static`` scales are one per layer input, the largest input over all calibration
+steps (or a percentile of it). A static scale must cover the largest input of the whole
+trajectory, so inputs that shrink along it lose their precision: GDSS's adjacency network
+reads ``A^2`` of the noisy adjacency (up to ~36 at ``t = 1``) next to attention maps below
+0.15 near ``t = 0``, which a static int8 scale rounds to zero (issue #11, ``docs/scale.md``).
 
 Layers that carry time, not data, are kept in full precision (TFMQ-DM's point that the time
 embedding must not be quantized with the features): every layer whose input rows were the
 same for all samples of the batch in every calibration call (a function of ``t`` only, such as
-a time-embedding MLP), plus any layer whose qualified name matches a ``keep`` pattern. The
-solver's arithmetic is untouched: only the network is quantized.
+a time-embedding MLP), plus any layer whose qualified name matches a ``keep`` pattern.
+
+Then an error budget (``tolerance``, on by default): a few of the calibration calls, spread
+evenly over the whole run, are recorded and replayed. If the quantized network's outputs differ
+from the float network's by more than ``tolerance`` (relative L2 error, averaged over the
+recorded calls, the worst output tensor), every layer's sensitivity is measured (that layer
+alone quantized) and the most sensitive layers are put back in full precision, most sensitive
+first, until the error is within the budget: a layer that quantizes badly is found whatever
+the cause. The report gives the errors before and after, the sensitivities and why each layer
+was kept. The solver's arithmetic is untouched: only the network is quantized.
 """
 
 from __future__ import annotations
@@ -34,12 +49,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_map
 
 SCHEMES = ("int8", "fp8")
+INPUTS = ("dynamic", "static")
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _FP8 = torch.float8_e4m3fn
 _FP8_MAX = 448.0
 _FUSED = hasattr(torch, "quantize_per_tensor")  # deprecated in torch: the plain-op path is the fallback
+TOLERANCE = 0.05  # default error budget: relative L2 error of the network's outputs on the recorded calls
+RECORDED_CALLS = 16  # calibration calls kept for the error budget (evenly spread over the run)
 
 
 @dataclass
@@ -48,17 +67,26 @@ class QuantizationReport:
     calls seen, and the network's weight bytes before and after."""
 
     scheme: str
+    inputs: str = "static"
     quantized: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)
     calls: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    tolerance: float | None = None
+    #: relative output error on the recorded calls: every candidate layer quantized, and as returned
+    error_all: float | None = None
+    error: float | None = None
+    #: each layer's error quantized alone (measured only when ``error_all`` exceeded the tolerance)
+    sensitivity: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         kept = ", ".join(f"{k} ({v})" for k, v in self.kept.items()) or "none"
-        return (f"{self.scheme}: {len(self.quantized)} layers quantized from {self.calls} calibration calls; "
-                f"weights {self.bytes_before / 2**20:.2f} -> {self.bytes_after / 2**20:.2f} MiB; kept in full "
-                f"precision: {kept}")
+        err = "" if self.error is None else (
+            f"; output error {self.error:.3g} (all layers: {self.error_all:.3g}, tolerance {self.tolerance:g})")
+        return (f"{self.scheme}: {len(self.quantized)} layers quantized ({self.inputs} input scales) from "
+                f"{self.calls} calibration calls; weights {self.bytes_before / 2**20:.2f} -> "
+                f"{self.bytes_after / 2**20:.2f} MiB{err}; kept in full precision: {kept}")
 
 
 class _Observer:
@@ -83,34 +111,76 @@ class _Observer:
         self.amax, self.calls = max(self.amax, v), self.calls + 1
 
 
+class _Recorder:
+    """Copies of the network's calls (args, kwargs), evenly spread over however many calls the
+    calibration makes: every ``stride``-th call is kept, and the stride doubles (dropping every
+    other copy) whenever ``2 * size`` copies are held."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.stride, self.seen, self.calls = size, 1, 0, []
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.seen % self.stride == 0:
+            copy_ = tree_map(lambda v: v.detach().clone() if isinstance(v, Tensor) else v, (args, kwargs))
+            self.calls.append(copy_)
+            if len(self.calls) >= 2 * self.size:
+                self.calls, self.stride = self.calls[::2], self.stride * 2
+        self.seen += 1
+
+    def spread(self) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """At most ``size`` of the copies, evenly spaced."""
+        step = max(1, -(-len(self.calls) // self.size))
+        return self.calls[::step]
+
+
+def _outputs(net: nn.Module, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[list[Tensor]]:
+    with torch.no_grad():
+        return [[o.float() for o in tree_flatten(net(*a, **kw))[0] if isinstance(o, Tensor) and o.is_floating_point()]
+                for a, kw in calls]
+
+
+def _error(got: list[list[Tensor]], want: list[list[Tensor]]) -> float:
+    """Relative L2 error per output tensor, averaged over the calls; the worst output tensor."""
+    per: dict[int, list[float]] = {}
+    for g_call, w_call in zip(got, want, strict=True):
+        for i, (g, w) in enumerate(zip(g_call, w_call, strict=True)):
+            per.setdefault(i, []).append(float((g - w).norm() / w.norm().clamp_min(1e-30)))
+    return max((sum(v) / len(v) for v in per.values()), default=0.0)
+
+
 def _channel_scale(w: Tensor, top: float) -> Tensor:
     amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).float()
     return torch.where(amax > 0, amax / top, torch.ones_like(amax))
 
 
 class QuantizedLayer(nn.Module):
-    """A quantized stand-in for a Linear / Conv1d / Conv2d layer (see the module docstring)."""
+    """A quantized stand-in for a Linear / Conv1d / Conv2d layer (see the module docstring).
 
-    def __init__(self, layer: nn.Module, scheme: str, input_amax: float) -> None:
+    ``dynamic``: scale each input row (a token: the last dimension of a Linear input; the
+    channels at one position of a convolution's input) by its own largest value at run time
+    instead of the calibrated static scale of ``input_amax``."""
+
+    def __init__(self, layer: nn.Module, scheme: str, input_amax: float, dynamic: bool = False) -> None:
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-        self.scheme, self.kind = scheme, type(layer).__name__
+        self.scheme, self.kind, self.dynamic = scheme, type(layer).__name__, dynamic
         self.conv = {k: getattr(layer, k) for k in ("stride", "padding", "dilation", "groups")} \
             if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else None
         if self.conv is not None and layer.padding_mode != "zeros":
             raise ValueError(f"{self.kind} with padding_mode={layer.padding_mode!r} cannot be quantized")
         w = layer.weight.detach().float()
-        top = 127.0 if scheme == "int8" else _FP8_MAX
-        ws = _channel_scale(w, top)
+        self.top = 127.0 if scheme == "int8" else _FP8_MAX
+        ws = _channel_scale(w, self.top)
         shape = (-1,) + (1,) * (w.dim() - 1)
         q = w / ws.reshape(shape)
-        q = torch.round(q).clamp(-127, 127).to(torch.int8) if scheme == "int8" else q.clamp(-top, top).to(_FP8)
+        q = torch.round(q).clamp(-127, 127).to(torch.int8) if scheme == "int8" else \
+            q.clamp(-self.top, self.top).to(_FP8)
         if scheme == "int8" and self.conv is None:
             q = q.t().contiguous()  # (in, out): the layout the int8 matrix product takes
         self.register_buffer("qweight", q)
         self.register_buffer("wscale", ws)
-        self.register_buffer("xscale", torch.tensor(max(input_amax, 1e-12) / top))
+        self.register_buffer("xscale", torch.tensor(max(input_amax, 1e-12) / self.top))
         self._xs = float(self.xscale)  # the same scale as a number, for the eager quantization kernel
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
         self.out_dtype = layer.weight.dtype
@@ -125,35 +195,43 @@ class QuantizedLayer(nn.Module):
         read ``layer.weight``, e.g. its dtype)."""
         return self._weight().to(self.out_dtype)
 
-    def _quant_input(self, x: Tensor) -> Tensor:
-        """Inputs on the calibrated grid: int8 codes (int8; inputs beyond the calibrated range
+    def _input_scale(self, x: Tensor) -> Tensor:
+        """The calibrated scale, or (dynamic) one per input row, shaped to broadcast over ``x``."""
+        if not self.dynamic:
+            return self.xscale
+        amax = x.detach().abs().amax(-1 if self.conv is None else 1, keepdim=True).float()
+        return amax.clamp_min(1e-12) / self.top
+
+    def _quant_input(self, x: Tensor, scale: Tensor) -> Tensor:
+        """Inputs on the grid of ``scale``: int8 codes (int8; inputs beyond a static range
         saturate at -128 / 127) or float8-rounded values (fp8, as float)."""
         if self.scheme == "int8":
-            if torch.compiler.is_compiling() or not _FUSED:  # plain ops (the compiler fuses them)
-                return torch.round(x.float() / self.xscale).clamp_(-128, 127).to(torch.int8)
+            if self.dynamic or torch.compiler.is_compiling() or not _FUSED:  # plain ops (the compiler fuses them)
+                return torch.round(x.float() / scale).clamp_(-128, 127).to(torch.int8)
             # eager: one fused kernel (round half to even, saturating) instead of four passes
             return torch.quantize_per_tensor(x.float(), self._xs, 0, torch.qint8).int_repr()
-        return (x.float() / self.xscale).clamp(-_FP8_MAX, _FP8_MAX).to(_FP8).float()
+        return (x.float() / scale).clamp(-_FP8_MAX, _FP8_MAX).to(_FP8).float()
 
     def forward(self, x: Tensor) -> Tensor:
-        xq = self._quant_input(x)
+        scale = self._input_scale(x)
+        xq = self._quant_input(x, scale)
         if self.conv is None and self.scheme == "int8":
             lead = xq.shape[:-1]
             flat = xq.reshape(-1, xq.shape[-1])
             y = torch._int_mm(flat, self.qweight).float()
-            y = torch.addcmul(self.bias, y, self.xscale * self.wscale) if self.bias is not None else \
-                y * (self.xscale * self.wscale)
+            out_scale = (scale.reshape(-1, 1) if self.dynamic else scale) * self.wscale
+            y = torch.addcmul(self.bias, y, out_scale) if self.bias is not None else y * out_scale
             y = y.reshape(*lead, -1)
         elif self.conv is None:
-            y = F.linear(xq * self.xscale, self._weight(), self.bias)
+            y = F.linear(xq * scale, self._weight(), self.bias)
         else:
-            xf = xq.float() * self.xscale
             conv = F.conv1d if self.kind == "Conv1d" else F.conv2d
-            y = conv(xf, self._weight(), self.bias, **self.conv)
+            y = conv(xq.float() * scale, self._weight(), self.bias, **self.conv)
         return y.to(self.out_dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.kind}, {self.scheme}, weight {tuple(self.qweight.shape)}"
+        inputs = "dynamic" if self.dynamic else "static"
+        return f"{self.kind}, {self.scheme}, weight {tuple(self.qweight.shape)}, {inputs} input scales"
 
 
 def _weight_bytes(net: nn.Module) -> int:
@@ -165,32 +243,54 @@ def _weight_bytes(net: nn.Module) -> int:
     return total
 
 
+def _set(net: nn.Module, name: str, layer: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, attr, layer)
+
+
 def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str = "int8", *,
-             keep: Sequence[str] = (), percentile: float | None = None) -> tuple[nn.Module, QuantizationReport]:
+             keep: Sequence[str] = (), percentile: float | None = None, inputs: str = "dynamic",
+             tolerance: float | None = TOLERANCE, recorded_calls: int = RECORDED_CALLS,
+             ) -> tuple[nn.Module, QuantizationReport]:
     """A quantized copy of ``net`` (the original is unchanged) and a report.
 
     ``calibrate(net)`` must run the network on calibration inputs, ideally the sampler's own
     trajectories over the whole time grid (:meth:`polydiff.Generator.quantized` does this);
     ``keep``: glob patterns of qualified layer names left in full precision (layers fed by the
     time alone are kept without asking); ``percentile``: clip each input scale at this
-    percentile of |input| instead of its maximum (e.g. 99.99)."""
+    percentile of |input| instead of its maximum (e.g. 99.99; static input scales only);
+    ``inputs``: ``"dynamic"`` (each input row scaled by its own maximum at run time) or
+    ``"static"`` (one calibrated scale per layer input); ``tolerance``: the error budget
+    (relative L2 error of the outputs on ``recorded_calls`` calibration calls, see the module
+    docstring): the most sensitive layers are kept in full precision until the quantized
+    network is within it (None: quantize every candidate layer, whatever the error)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     if percentile is not None and not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"tolerance must be positive (or None), got {tolerance}")
+    if recorded_calls < 1:
+        raise ValueError(f"recorded_calls must be at least 1, got {recorded_calls}")
     qnet = copy.deepcopy(net).eval()
     layers = {name: m for name, m in qnet.named_modules() if isinstance(m, _LAYERS)}
     if not layers:
         raise ValueError(f"{type(net).__name__} has no Linear / Conv1d / Conv2d layer to quantize")
-    report = QuantizationReport(scheme, bytes_before=_weight_bytes(qnet))
+    report = QuantizationReport(scheme, inputs, bytes_before=_weight_bytes(qnet), tolerance=tolerance)
     observers = {name: _Observer(percentile) for name in layers}
     handles = [m.register_forward_pre_hook(observers[name]) for name, m in layers.items()]
+    recorder = _Recorder(recorded_calls)
+    if tolerance is not None:
+        handles.append(qnet.register_forward_pre_hook(recorder, with_kwargs=True))
     try:
         with torch.no_grad():
             calibrate(qnet)
     finally:
         for h in handles:
             h.remove()
+    candidates: dict[str, QuantizedLayer] = {}
     for name, m in layers.items():
         ob = observers[name]
         if any(fnmatch.fnmatchcase(name, pat) for pat in keep):
@@ -200,12 +300,50 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
         elif ob.time_only:
             report.kept[name] = "time input"
         else:
-            parent_name, _, attr = name.rpartition(".")
-            parent = qnet.get_submodule(parent_name) if parent_name else qnet
-            setattr(parent, attr, QuantizedLayer(m, scheme, ob.amax).to(m.weight.device))
-            report.quantized.append(name)
+            candidates[name] = QuantizedLayer(m, scheme, ob.amax, inputs == "dynamic").to(m.weight.device)
+    calls = recorder.spread()
+    want = _outputs(qnet, calls) if tolerance is not None and calls and candidates else None
+    for name, q in candidates.items():
+        _set(qnet, name, q)
+    if want is not None:
+        report.error = report.error_all = _error(_outputs(qnet, calls), want)
+        if report.error_all > tolerance:
+            _within_budget(qnet, layers, candidates, calls, want, tolerance, report)
+    report.quantized = list(candidates)
     report.calls = max((ob.calls for ob in observers.values()), default=0)
     report.bytes_after = _weight_bytes(qnet)
     if not report.quantized:
         raise ValueError(f"no layer of {type(net).__name__} was quantized ({report.summary()})")
     return qnet, report
+
+
+def _within_budget(qnet: nn.Module, floats: dict[str, nn.Module], candidates: dict[str, QuantizedLayer],
+                   calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], want: list[list[Tensor]],
+                   tolerance: float, report: QuantizationReport) -> None:
+    """Measure each candidate's error alone, then put the most sensitive ones back in full
+    precision until ``qnet`` is within ``tolerance``: the fewest, by bisection over the ranking
+    (the error taken as falling with every layer put back). ``candidates`` is left with the
+    layers that stay quantized, ``report`` gets the rest."""
+    for name in candidates:
+        _set(qnet, name, floats[name])
+    for name, q in candidates.items():
+        _set(qnet, name, q)
+        report.sensitivity[name] = _error(_outputs(qnet, calls), want)
+        _set(qnet, name, floats[name])
+    ranked = sorted(candidates, key=lambda n: -report.sensitivity[n])
+
+    def error_keeping(k: int) -> float:  # the k most sensitive in float, the others quantized
+        for i, name in enumerate(ranked):
+            _set(qnet, name, floats[name] if i < k else candidates[name])
+        return _error(_outputs(qnet, calls), want)
+
+    lo, hi, errors = 0, len(ranked), {0: report.error_all, len(ranked): 0.0}  # error(lo) > tolerance >= error(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        errors[mid] = error_keeping(mid)
+        lo, hi = (lo, mid) if errors[mid] <= tolerance else (mid, hi)
+    error_keeping(hi)
+    report.error = errors[hi]
+    for name in ranked[:hi]:
+        report.kept[name] = f"sensitivity {report.sensitivity[name]:.3g}"
+        del candidates[name]

@@ -1,6 +1,7 @@
 """Post-training quantization: quantized layers against their float originals and against the
-int8 arithmetic written out, calibration over every sampler step, time layers kept, the
-generator / CLI route, and clear errors."""
+int8 arithmetic written out (static and dynamic input scales), calibration over every sampler
+step, time layers kept, the error budget that keeps sensitive layers, the generator / CLI route,
+and clear errors."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 import polydiff
-from polydiff.quantize import QuantizedLayer, quantize
+from polydiff.quantize import QuantizedLayer, _Recorder, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +57,107 @@ def test_int8_linear_is_the_int8_arithmetic():
     torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scheme", ["int8", "fp8"])
+@pytest.mark.parametrize("make,shape", [(lambda: nn.Linear(24, 16), (3, 5, 24)),
+                                        (lambda: nn.Conv1d(6, 8, 3, padding=1), (4, 6, 20))])
+def test_dynamic_input_scales_follow_each_row(make, shape, scheme):
+    """Rows of very different size: one static scale (set by the largest) rounds the small rows
+    away; per-row scales keep every row to its own relative precision."""
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(shape)
+    x[0] *= 300  # one sample far larger than the rest
+    dyn = QuantizedLayer(layer, scheme, float(x.abs().max()), dynamic=True)
+    stat = QuantizedLayer(layer, scheme, float(x.abs().max()))
+    want = layer(x[1:]).detach()
+    assert rel_err(dyn(x)[1:], want) < (0.03 if scheme == "int8" else 0.08)
+    if scheme == "int8":
+        assert rel_err(stat(x)[1:], want) > 0.3
+    assert "dynamic input scales" in repr(dyn)
+
+
+def test_dynamic_int8_linear_is_the_int8_arithmetic():
+    torch.manual_seed(2)
+    layer = nn.Linear(10, 6)
+    x = torch.randn(2, 7, 10) * torch.logspace(-2, 2, 7)[:, None]
+    q = QuantizedLayer(layer, "int8", 1.0, dynamic=True)  # the calibrated range is not used
+    w = layer.weight.detach()
+    sw = w.abs().amax(1) / 127
+    wq = torch.round(w / sw[:, None]).clamp(-127, 127)
+    sx = x.abs().amax(-1, keepdim=True) / 127
+    want = ((torch.round(x / sx) @ wq.t()) * sx * sw + layer.bias.detach())
+    torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
+
+
+class OutlierNet(nn.Module):
+    """``read(tanh(mix(x)))``: ``mix`` sees one planted outlier input in calibration, far
+    larger than the inputs that carry the signal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.mix, self.read = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.read(torch.tanh(self.mix(x)))
+
+
+def outlier_calibration(net: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for i in range(10):
+        x = torch.randn(32, 6, generator=gen)
+        if i == 0:
+            x[0, 2] = 2000.0  # the outlier: a static scale from it rounds every other input to 0
+        net(x, torch.full((32,), i / 10))
+
+
+def test_error_budget_keeps_a_layer_with_an_outlier_input_and_reports_it():
+    net = OutlierNet()
+    q, rep = quantize(net, outlier_calibration, "int8", inputs="static")
+    assert rep.error_all > 0.5 and rep.error <= rep.tolerance == 0.05
+    assert rep.quantized == ["read"] and isinstance(q.read, QuantizedLayer) and isinstance(q.mix, nn.Linear)
+    assert rep.kept == {"mix": f"sensitivity {rep.sensitivity['mix']:.3g}"}
+    assert rep.sensitivity["mix"] > 0.5 > 0.05 > rep.sensitivity["read"]
+    assert "kept in full precision: mix (sensitivity" in rep.summary() and "tolerance 0.05" in rep.summary()
+    # without the budget the layer is quantized, and the network is far off
+    q_all, rep_all = quantize(net, outlier_calibration, "int8", inputs="static", tolerance=None)
+    assert rep_all.quantized == ["mix", "read"] and rep_all.error is None and not rep_all.sensitivity
+    x = torch.randn(64, 6)
+    want = net(x, torch.zeros(64)).detach()
+    assert rel_err(q_all(x, torch.zeros(64)), want) > 0.5
+    assert rel_err(q(x, torch.zeros(64)), want) < 0.05
+    # per-row (dynamic) scales confine the outlier to its own row: everything is quantized, within budget
+    q_dyn, rep_dyn = quantize(net, outlier_calibration, "int8")
+    assert rep_dyn.quantized == ["mix", "read"] and rep_dyn.error <= 0.05 and not rep_dyn.kept
+    assert rel_err(q_dyn(x, torch.zeros(64)), want) < 0.05
+
+
+def test_error_budget_keeps_the_most_sensitive_layers_first():
+    torch.manual_seed(4)
+    net = nn.Sequential(*(nn.Linear(8, 8) for _ in range(4)))
+
+    def calibrate(m):
+        for i in range(6):
+            x = torch.randn(16, 8)
+            x[0, i] = 500.0  # every layer's input range is set by one outlier of the first layer...
+            m(x)
+
+    _, everything = quantize(net, calibrate, "int8", inputs="static", tolerance=None)
+    _, rep = quantize(net, calibrate, "int8", inputs="static", tolerance=0.02)
+    ranked = sorted(rep.sensitivity, key=lambda n: -rep.sensitivity[n])
+    assert set(rep.sensitivity) == set(everything.quantized) and rep.error <= 0.02 < rep.error_all
+    assert list(rep.kept) == ranked[: len(rep.kept)] and rep.quantized == sorted(ranked[len(rep.kept):])
+
+
+def test_recorder_keeps_calls_spread_over_the_whole_run():
+    rec = _Recorder(4)
+    for i in range(37):
+        rec(nn.Identity(), (torch.tensor(float(i)),), {"k": i})
+    got = [int(a[0]) for a, kw in rec.spread()]
+    assert len(got) <= 4 and got[0] == 0 and got[-1] >= 24 and got == sorted(set(got))
+    assert all(kw["k"] == i for (_, kw), i in zip(rec.spread(), got, strict=True))
+
+
 class TimeNet(nn.Module):
     """x -> MLP(x) + time embedding, the time embedding a small MLP of t alone."""
 
@@ -81,16 +183,16 @@ def test_calibration_spans_every_step_and_time_layers_are_kept():
             seen.append(float(x.abs().max()))
             m(x, torch.full((32,), t))
 
-    qnet, rep = quantize(net, calibrate, "int8", keep=["out"])
+    qnet, rep = quantize(net, calibrate, "int8", keep=["out"], inputs="static")
     seen_all, seen[:] = list(seen), []
     assert rep.quantized == ["inp"] and rep.calls == 3
     assert rep.kept == {"temb.0": "time input", "temb.2": "time input", "out": "keep pattern"}
     assert isinstance(qnet.inp, QuantizedLayer) and isinstance(net.inp, nn.Linear)  # the original is untouched
     assert float(qnet.inp.xscale) == pytest.approx(max(seen_all) / 127, rel=1e-6)
-    q99, _ = quantize(net, calibrate, "int8", percentile=99.0)
+    q99, _ = quantize(net, calibrate, "int8", percentile=99.0, inputs="static")
     assert float(q99.inp.xscale) < float(qnet.inp.xscale)
     assert rep.bytes_after < rep.bytes_before
-    assert "1 layers quantized" in rep.summary()
+    assert "1 layers quantized (static input scales)" in rep.summary()
 
 
 def test_errors():
@@ -103,6 +205,10 @@ def test_errors():
         quantize(net, lambda m: None, percentile=0)
     with pytest.raises(ValueError, match=r"no layer .* was quantized"):
         quantize(net, lambda m: None)  # calibration never called the network
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        quantize(net, lambda m: None, inputs="per-channel")
+    with pytest.raises(ValueError, match="tolerance must be positive"):
+        quantize(net, lambda m: None, tolerance=0)
 
 
 RECIPE = {"modality": "toy", "data": {"name": "gmm", "k": 4, "dim": 2},
