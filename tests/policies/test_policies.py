@@ -249,7 +249,10 @@ def test_goal_free_is_lambda_zero_and_rollouts_are_seeded(tiny_run: Path) -> Non
     goals = np.stack([envs.make("reach").goals[0]] * 2)
     np.testing.assert_array_equal(a.sample_chunks(obs, goals, [1, 2]), b.sample_chunks(obs, None, [1, 2]))
     assert not np.array_equal(b.sample_chunks(obs, goals, [1, 2]), b.sample_chunks(obs, None, [1, 2]))
-    np.testing.assert_array_equal(b.sample_chunks(obs, goals, [1, 2])[1], b.sample_chunks(obs[1:], goals[1:], [2])[0])
+    # a row's noise depends on its seed only; the network's float rounding may depend on the batch size
+    # (BLAS kernels block by batch on some CPUs), so across batch sizes rows agree to rounding, not bits
+    np.testing.assert_allclose(b.sample_chunks(obs, goals, [1, 2])[1], b.sample_chunks(obs[1:], goals[1:], [2])[0],
+                               rtol=0, atol=1e-5)
     make = lambda: envs.make("reach")  # noqa: E731
     e1, t1 = rollout(b, make, 3, start_seeds=[5, 5, 5], noise_seeds=[0, 1, 2], max_steps=12)
     e2, _ = rollout(b, make, 3, start_seeds=[5, 5, 5], noise_seeds=[0, 1, 2], max_steps=12)
