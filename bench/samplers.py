@@ -63,7 +63,7 @@ from torch import Tensor
 from polydiff.grids import make_grid
 from polydiff.metrics import directions, sliced_wasserstein
 from polydiff.processes import GaussianProcess
-from polydiff.samplers import SAMPLERS, calibrate_grid, sample
+from polydiff.samplers import SAMPLERS, calibrate_grid, for_budget, sample
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,6 +73,10 @@ DEFAULT_NFE = (5, 10, 20, 50)
 DEFAULT_PROCESSES = ("vp_discrete", "edm")
 DEFAULT_SAMPLES = {2: 10_000, 64: 4_000}
 ADAPTIVE_TOLS = (1e-2, 1e-3, 1e-4, 1e-5)
+# the default grids in words, for the report (Schedule.sampling_grid)
+RULE_VP = ("for `vp_discrete` quadratic in t, uniform t for DPM-Solver++(2M) / (3M) at <= 5 steps and singlestep "
+           "DPM-Solver at <= 3 steps")
+RULE_EDM = "Karras rho 7 for EDM"
 # extra option sets benched as separate rows (label: (sampler, options)), when the sampler exists:
 # EDM's stochastic setting (Karras et al. 2022, Table 5, ImageNet-64)
 VARIANTS = {"edm(churn)": ("edm", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003})}
@@ -301,7 +305,8 @@ def reference_grid(target: Target) -> str:
 def plan_grid(target: Target, sampler: str, steps: int) -> str:
     """The grid ``polydiff.sample`` walks with ``sampler`` in ``steps`` steps when no grid is
     named: ``Schedule.sampling_grid`` (e.g. for ``vp_discrete`` quadratic in t, uniform t for
-    DPM-Solver++(2M) at <= 5 steps)."""
+    DPM-Solver++(2M) / (3M) at <= 5 steps and singlestep DPM-Solver at <= 3 steps; Karras for
+    EDM)."""
     return target.process.schedule.sampling_grid(sampler, steps)
 
 
@@ -375,10 +380,11 @@ def accuracy(target: Target, cfg: Config, samplers: Sequence[str]) -> dict[str, 
                     entry["runs"].append(_row(ev, r, ref, noisy, tol=tol))
             else:
                 for nfe in cfg.nfe:
-                    steps = max(1, nfe // sdef.nfe_per_step)
-                    r = run_ours(target.process, target.gmm, name, x_init, steps=steps, seed=cfg.seed,
-                                 dtype=cfg.dtype, **options)
-                    entry["runs"].append(_row(ev, r, ref, noisy, nfe_target=nfe, grid=plan_grid(target, name, steps)))
+                    plan = for_budget(name, nfe, **options)  # the steps (and orders) that spend the budget
+                    r = run_ours(target.process, target.gmm, name, x_init, seed=cfg.seed, dtype=cfg.dtype, **plan)
+                    entry["runs"].append(_row(ev, r, ref, noisy, nfe_target=nfe,
+                                              grid=plan_grid(target, name, plan["steps"]),
+                                              **({"orders": list(plan["orders"])} if "orders" in plan else {})))
         except Exception as err:
             entry["skipped"] = _err(err)
             cfg.log(f"[{target.name}] {label}: skipped ({entry['skipped']})")
@@ -404,8 +410,7 @@ def replicated_a(target: Target, cfg: Config, names: Sequence[str], grids: dict[
     runs: list[tuple[str, str, dict[str, Any]]] = [(f"euler_{cfg.reference_steps}", "euler",
                                                     {"steps": cfg.reference_steps, "grid": reference_grid(target)})]
     for name in names:
-        steps = max(1, nfe // SAMPLERS.get(name).nfe_per_step)
-        runs.append((f"{name} default", name, {"steps": steps}))  # no grid named: the plan's default
+        runs.append((f"{name} default", name, for_budget(name, nfe)))  # no grid named: the plan's default
         if name in grids:
             runs.append((f"{name} fitted", name, {"grid": grids[name]}))
     out: dict[str, Any] = {"replicates": cfg.a_replicates, "nfe": nfe, "sw2": {label: [] for label, _, _ in runs},
@@ -439,7 +444,7 @@ def fitted_run(target: Target, cfg: Config, name: str, x_init: Tensor, ev: Evalu
     """``name`` at ``nfe`` on a grid fitted by :func:`polydiff.calibrate_grid` to this target's
     model on a separate pilot batch (``cfg.pilot`` prior draws, another seed), then run from the
     benchmark's own initial points. Records the fit's cost in model calls and seconds."""
-    steps = max(1, nfe // SAMPLERS.get(name).nfe_per_step)
+    steps = for_budget(name, nfe)["steps"]
     trials = [0]
     t0 = time.perf_counter()
     grid = calibrate_grid(ExactModel(target.gmm, target.process), target.process, (cfg.pilot, target.dim), steps,
@@ -869,14 +874,16 @@ def _default_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
         evaluators[dim] = Evaluator(target, 0.0, n, dirs, seed=cfg.seed + 202, replicates=cfg.replicates)
     ev = evaluators[dim]
     x_init = target.exact(n, sched_t.t_max, cfg.seed + 303).to(cfg.dtype)
-    # ours: steps = NFE // nfe_per_step, fewer while the run spends more than nfe calls (PLMS's warm-up)
-    steps = max(1, nfe // SAMPLERS.get(spec.algorithm).nfe_per_step)
+    # ours: the steps that spend the budget (polydiff.samplers.for_budget: NFE // nfe_per_step, singlestep
+    # DPM-Solver with per-step orders), fewer while the run spends more than nfe calls (PLMS's warm-up)
+    plan = for_budget(spec.algorithm, nfe)
+    steps = plan.pop("steps")
 
     def run(k: int, seed: int) -> Run:
-        return run_ours(process, gmm, spec.algorithm, x_init, steps=k, seed=seed, dtype=cfg.dtype)
+        return run_ours(process, gmm, spec.algorithm, x_init, steps=k, seed=seed, dtype=cfg.dtype, **plan)
 
     ours_runs = [run(steps, cfg.seed)]
-    while ours_runs[0].nfe > nfe and steps > 1:
+    while ours_runs[0].nfe > nfe and steps > 1 and "orders" not in plan:
         steps -= 1
         ours_runs = [run(steps, cfg.seed)]
     # diffusers: its default timesteps for the most inference steps that fit in nfe calls
@@ -909,7 +916,8 @@ def _default_one(spec: Spec, target: Target, nfe: int, n: int, dirs: Tensor, cfg
     row = {"algorithm": spec.algorithm, "scheduler": spec.scheduler, "family": spec.family,
            "model": target.process_name, "config": spec.config, "stochastic": spec.sde,
            "dim": dim, "n": n, "nfe_target": nfe, "floor": ev.floor, "repeats": len(ours_runs),
-           "ours": {**mo, "nfe": ours_runs[0].nfe, "steps": steps, "grid": plan_grid(target, spec.algorithm, steps)},
+           "ours": {**mo, "nfe": ours_runs[0].nfe, "steps": steps, "grid": plan_grid(target, spec.algorithm, steps),
+                    **({"orders": list(plan["orders"])} if "orders" in plan else {})},
            "diffusers": {**mt, "nfe": theirs_runs[0].nfe, "num_inference_steps": n_inf, "timesteps": timesteps},
            "error_ratio": mo["sw2"] / mt["sw2"] if mt["sw2"] > 0 else float("nan"),
            "path_ratio": mo["path_rmse"] / mt["path_rmse"] if mo["path_rmse"] is not None and mt["path_rmse"]
@@ -1224,10 +1232,12 @@ def to_markdown(res: dict[str, Any]) -> str:
           f"(mean +- std over {cfg['replicates']} replicates); `excess` = sqrt(max(SW2^2 - floor_rms^2, 0)). "
           "Path RMSE (deterministic samplers only): RMS per coordinate against a converged ODE solution "
           f"(DPM-Solver++(2M), {cfg['path_steps']} steps, float64) from the same initial points; no sampling floor. "
-          "Multi-stage methods get steps = NFE // nfe_per_step; a cell shows the actual NFE in brackets when it "
-          "differs. Our grids: what `polydiff.sample` walks when no grid is named, the plan's default "
-          "(`Schedule.sampling_grid(sampler, steps)`: for `vp_discrete` quadratic in t, uniform t for "
-          "DPM-Solver++(2M) at <= 5 steps; Karras rho 7 for EDM), from t_max to t_min with no final sigma = 0 step; "
+          "Every sampler gets the steps that spend its NFE budget, `polydiff.samplers.for_budget`: NFE // "
+          "nfe_per_step steps, and singlestep DPM-Solver every call, DPM-Solver-fast's per-step orders with a "
+          "first-order last step (e.g. 3, 1, 1 at NFE 5; the JSON records them); a cell shows the actual NFE in "
+          "brackets when it differs. Our grids: what `polydiff.sample` walks when no grid is named, the plan's "
+          f"default (`Schedule.sampling_grid(sampler, steps)`: {RULE_VP}; {RULE_EDM}; "
+          "singlestep steps as wide as their model calls), from t_max to t_min with no final sigma = 0 step; "
           "the long references (1000-step Euler / DDIM, the converged ODE solution) on the schedule's "
           "`default_grid` (uniform log-SNR for VP, Karras for EDM), which the plan's default does not move. "
           f"Solver dtype {cfg['dtype']}.", ""]
@@ -1386,8 +1396,9 @@ def _defaults_tables(dd: dict[str, Any]) -> list[str]:
     rows = dd["rows"]
     L = ["", "### Default against default", "",
          "What a user of each library gets for the same model and budget: our sampler as `polydiff.sample` runs it "
-         "when told only the sampler and the steps (the plan's default grid, `Schedule.sampling_grid`: for "
-         "`vp_discrete` quadratic in t, uniform t for DPM-Solver++(2M) at <= 5 steps; Karras for EDM; default "
+         "when told only the sampler and the NFE budget (the steps of `polydiff.samplers.for_budget`, with "
+         "singlestep DPM-Solver's per-step orders; the plan's default grid, `Schedule.sampling_grid`: "
+         f"{RULE_VP}; {RULE_EDM}; default "
          "options; t_max to t_min, no final sigma = 0 step), against the scheduler above with its default settings "
          "(only the model's betas / sigmas and prediction type and the settings that name the algorithm, such as "
          "`algorithm_type` and `solver_order`, are set; `clip_sample=False` where it exists; everything else, e.g. "

@@ -3,6 +3,7 @@ structure of the results, the diffusers equivalence check, and that a wrong samp
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -14,7 +15,7 @@ import torch
 from bench_loader import SCRIPT, load_bench
 
 from polydiff.metrics import directions, sliced_wasserstein
-from polydiff.samplers import SAMPLERS
+from polydiff.samplers import SAMPLERS, for_budget
 from polydiff.samplers.base import SamplerDef
 
 bench = load_bench()
@@ -184,3 +185,45 @@ def test_target_a_on_fitted_grids(tmp_path):
         assert r["ratio"] == pytest.approx(sum(rep["sw2"][f"unipc {r['grid']}"]) / sum(rep["sw2"]["euler_200"]))
         assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1]
     assert "(a'') Target (a) over 3 independent replicate pairs" in md
+
+
+def test_multi_stage_samplers_spend_the_nfe_budget():
+    """The tables give every sampler its NFE budget through polydiff.samplers.for_budget: singlestep
+    DPM-Solver spends all of it (per-step orders, recorded), Heun the most whole steps."""
+    target = bench.Target(2, "vp_discrete", bench.make_mixture(2), bench.make_process("vp_discrete"))
+    cfg = bench.Config(nfe=(5, 10), samples=200, replicates=2, path_steps=20, reference_steps=20, projections=16,
+                       log=lambda msg: None)
+    out = bench.accuracy(target, cfg, ["dpm_solver3", "dpm_solver2", "heun"])
+    s3, s2, heun = (out["samplers"][k]["runs"] for k in ("dpm_solver3", "dpm_solver2", "heun"))
+    assert [r["nfe"] for r in s3] == [r["nfe"] for r in s2] == [5, 10]
+    assert [r["orders"] for r in s3] == [[3, 1, 1], [3, 3, 3, 1]] and [r["steps"] for r in s3] == [3, 4]
+    assert [r["grid"] for r in s3] == ["uniform_t", "quadratic"]  # the plan's default at 3 and 4 steps
+    assert [r["nfe"] for r in heun] == [4, 10] and "orders" not in heun[0]
+
+
+@pytest.mark.parametrize("nfe", [5, 6, 7])
+def test_budget_orders_are_diffusers_lower_order_final(nfe):
+    """Singlestep DPM-Solver-2 on an NFE budget (for_budget's orders, stages='grid') is diffusers'
+    DPMSolverSinglestepScheduler with lower_order_final=True: the same samples."""
+    pytest.importorskip("diffusers", reason="diffusers is a bench-only dependency (pip install polydiff[bench])")
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    spec = next(s for s in bench.diffusers_specs() if s.algorithm == "dpm_solver2")
+    spec = dataclasses.replace(spec, config={**spec.config, "lower_order_final": True}, steps_for_nfe=lambda n: n)
+    proc, gmm = bench._family_process(spec), bench.make_mixture(2)
+    sched = bench._scheduler(spec)
+    bench._set(sched, spec, nfe)
+    grid = bench.diffusers_grid(sched, spec)
+    assert grid.shape[0] == nfe + 1  # one timestep per model call
+    x0 = bench.Target(2, spec.family, gmm, proc).exact(1000, float(grid[0]), 303).float()
+    plan = for_budget("dpm_solver2", nfe, stages="grid")
+    ours = bench.run_ours(proc, gmm, "dpm_solver2", x0, grid=grid, torch_rng=True, stages="grid",
+                          orders=plan["orders"])
+    theirs = bench.run_diffusers(spec, gmm, proc, x0, nfe)
+    assert ours.nfe == theirs.nfe == nfe
+    diff = ((ours.x.double() - theirs.x.double()) ** 2).mean(1).sqrt()
+    assert float(diff.quantile(0.99)) < 1e-4 * max(1.0, float(theirs.x.abs().max())), float(diff.quantile(0.99))
+    if nfe % 2 == 0:  # every step second order (no orders given) is not what diffusers does there
+        plain = bench.run_ours(proc, gmm, "dpm_solver2", x0, grid=grid, torch_rng=True, stages="grid")
+        assert plain.nfe == nfe and float((plain.x - theirs.x).abs().max()) > 1e-3

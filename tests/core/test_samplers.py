@@ -11,8 +11,9 @@ import polydiff as pd
 from polydiff.grids import make_grid
 from polydiff.processes.gaussian import GaussianProcess
 from polydiff.registry import RegistryError
-from polydiff.samplers import SAMPLERS, SamplingLoop, get_sampler, prepare, time_shift
+from polydiff.samplers import SAMPLERS, SamplingLoop, for_budget, get_sampler, prepare, time_shift
 from polydiff.samplers.coefs import lagrange_weights, phi, step_order
+from polydiff.samplers.dpm import budget_orders
 from polydiff.samplers.multistep import ghvb_weights
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
 
@@ -435,3 +436,89 @@ def test_churned_edm_makes_two_calls_per_step_and_the_same_samples(monkeypatch):
     eager = _run(model, proc, (16, 2), "edm", steps=10, **opts)
     assert torch.equal(lazy, eager)
     assert lazy_calls == 20 and model.calls == 30
+
+
+# ----------------------------------------------------------------------------- NFE budgets, per-step orders
+def test_budget_orders_end_with_a_first_order_step():
+    """DPM-Solver-fast's plan (3, ..., 3, 2, 1 and 3, ..., 3, 1), always ending first order."""
+    assert [budget_orders(3, n) for n in range(1, 11)] == [
+        (1,), (1, 1), (2, 1), (3, 1), (3, 1, 1), (3, 2, 1), (3, 3, 1), (3, 3, 1, 1), (3, 3, 2, 1), (3, 3, 3, 1)]
+    assert [budget_orders(2, n) for n in (1, 2, 5, 6, 10)] == [(1,), (1, 1), (2, 2, 1), (2, 2, 1, 1),
+                                                               (2, 2, 2, 2, 1, 1)]
+    for order in (1, 2, 3):
+        for nfe in range(1, 60):
+            plan = budget_orders(order, nfe)
+            assert sum(plan) == nfe and plan[-1] == 1 and max(plan) <= order
+            assert plan.count(order) >= (nfe - 1) // order  # as many full-order steps as fit
+    with pytest.raises(ValueError, match="orders 1-3"):
+        budget_orders(4, 8)
+    with pytest.raises(ValueError, match=">= 1"):
+        budget_orders(2, 0)
+
+
+def test_for_budget_plans_steps_from_an_nfe_budget():
+    assert for_budget("ddim", 7) == {"steps": 7}
+    assert for_budget("heun", 7) == {"steps": 3} and for_budget("heun", 1) == {"steps": 1}
+    assert for_budget("dpm_solver3", 5) == {"steps": 3, "orders": (3, 1, 1)}
+    assert for_budget("dpm_solver2", 10, stages="grid") == {"steps": 6, "orders": (2, 2, 2, 2, 1, 1), "stages": "grid"}
+    assert for_budget("dpm_solver2", 10, orders=(2, 2, 2, 2, 2)) == {"steps": 5, "orders": (2, 2, 2, 2, 2)}
+    with pytest.raises(ValueError, match="adaptive"):
+        for_budget("rk45", 10)
+    with pytest.raises(ValueError, match=">= 1"):
+        for_budget("ddim", 0)
+
+
+@pytest.mark.parametrize("name", ["dpm_solver2", "dpm_solver3"])
+@pytest.mark.parametrize("stages", ["logsnr", "grid"])
+def test_singlestep_dpm_solver_spends_the_whole_budget(name, stages):
+    """With for_budget's orders a singlestep run makes exactly nfe model calls (without them,
+    NFE // order steps of the full order leave calls unspent)."""
+    proc, model = _setup("vp_linear", TARGET)
+    for nfe in (1, 2, 4, 5, 7, 10, 11):
+        model.calls = 0
+        x = _run(model, proc, (8, 2), name, seed=0, stages=stages, **for_budget(name, nfe))
+        assert model.calls == nfe and torch.isfinite(x).all(), (nfe, model.calls)
+    model.calls = 0
+    _run(model, proc, (8, 2), name, steps=5 // get_sampler(name).nfe_per_step, seed=0)
+    assert model.calls < 5
+
+
+def test_per_step_orders():
+    """Steps take their own order; each step is as wide in the grid's parameter as its model
+    calls; all steps at the full order are the default, all at order 1 are DDIM."""
+    proc, model = _setup("vp_linear", TARGET)
+    seen = []
+
+    def spy(x, t):
+        seen.append(float(t[0]))
+        return model(x, t)
+
+    full = _run(model, proc, (16, 2), "dpm_solver3", steps=3, grid="quadratic")
+    same = _run(model, proc, (16, 2), "dpm_solver3", steps=3, grid="quadratic", orders=(3, 3, 3))
+    assert torch.equal(full, same)
+    ddim = _run(model, proc, (16, 2), "ddim", steps=4, grid="uniform_logsnr")
+    ones = _run(model, proc, (16, 2), "dpm_solver2", steps=4, grid="uniform_logsnr", orders=[1, 1, 1, 1])
+    assert torch.allclose(ddim, ones, rtol=0, atol=1e-12)
+    # orders (2, 2, 1) on uniform t: the steps end at calls 2, 4 and 5 of a 5-interval grid
+    fine = torch.linspace(1.0, 1e-3, 6, dtype=F64)
+    _run(spy, proc, (4, 2), "dpm_solver2", steps=3, grid="uniform_t", orders=(2, 2, 1), stages="grid")
+    assert seen == pytest.approx(fine[:-1].tolist(), abs=1e-6)  # stages on the grid: every point is a call
+    seen.clear()
+    _run(spy, proc, (4, 2), "dpm_solver2", steps=3, grid="uniform_t", orders=(2, 2, 1))
+    starts = [seen[0], seen[2], seen[4]]
+    assert starts == pytest.approx([1.0, float(fine[2]), float(fine[4])], abs=1e-6)
+    assert fine[2] > seen[3] > fine[4]  # the second step's stage sits inside it (log-SNR midpoint)
+
+
+def test_per_step_orders_are_checked():
+    proc, model = _setup("vp_linear", SMOOTH)
+    with pytest.raises(ValueError, match="orders lists 2 steps, steps=3"):
+        _run(model, proc, (4, 2), "dpm_solver3", steps=3, orders=(3, 2))
+    with pytest.raises(ValueError, match=r"step 1 has order 3; this sampler takes 1\.\.2"):
+        _run(model, proc, (4, 2), "dpm_solver2", steps=2, orders=(2, 3))
+    grid = torch.linspace(1.0, 1e-3, 4, dtype=F64)  # a user grid lists the steps' ends: 3 steps
+    with pytest.raises(ValueError, match="orders lists 2 steps, the grid has 3"):
+        _run(model, proc, (4, 2), "dpm_solver2", grid=grid, orders=(2, 1))
+    assert torch.isfinite(_run(model, proc, (4, 2), "dpm_solver2", grid=grid, orders=(2, 1, 1))).all()
+    with pytest.raises(ValueError, match="spends 5 grid intervals"):  # stages='grid': one interval per call
+        _run(model, proc, (4, 2), "dpm_solver2", grid=grid, orders=(2, 2, 1), stages="grid")

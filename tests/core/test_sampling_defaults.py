@@ -32,10 +32,17 @@ def test_ddpm_family_defaults_to_the_measured_grids(name):
     s = SCHEDULES.build(name)
     for sampler, steps in (("ddim", 5), ("ddim", 50), ("unipc", 5), ("dpm++2m", 10), ("dpm++2m", 20)):
         torch.testing.assert_close(_plan_grid(name, sampler, steps), make_grid(s, steps, "quadratic"))
-    for steps in (3, 5):
-        torch.testing.assert_close(_plan_grid(name, "dpm++2m", steps), make_grid(s, steps, "uniform_t"))
+    # few steps: diffusers' uniform spacing for DPM-Solver++(2M) / (3M) at <= 5 steps and singlestep
+    # DPM-Solver at <= 3 steps (<= 5-7 model calls)
+    for sampler, most in (("dpm++2m", 5), ("dpm++3m", 5), ("dpm_solver2", 3), ("dpm_solver3", 3)):
+        for steps in (1, most):
+            torch.testing.assert_close(_plan_grid(name, sampler, steps), make_grid(s, steps, "uniform_t"))
+        assert s.sampling_grid(sampler, most + 1) != "uniform_t"
+    for sampler in ("dpm_solver2", "dpm_solver3"):
+        torch.testing.assert_close(_plan_grid(name, sampler, 4), make_grid(s, 4, "quadratic"))
     # a named grid always wins
     torch.testing.assert_close(_plan_grid(name, "ddim", 5, "uniform_logsnr"), make_grid(s, 5, "uniform_logsnr"))
+    torch.testing.assert_close(_plan_grid(name, "dpm++3m", 5, "quadratic"), make_grid(s, 5, "quadratic"))
     # the samplers measured worse on the quadratic grid keep the schedule's default grid
     for sampler in ("dpm++3m", "deis"):
         torch.testing.assert_close(_plan_grid(name, sampler, 10), make_grid(s, 10, s.default_grid))
@@ -45,8 +52,9 @@ def test_ddpm_family_defaults_to_the_measured_grids(name):
 @pytest.mark.parametrize("name", ["vp_cosine", "subvp", "ve", "edm", "linear"])
 def test_other_schedules_keep_their_default_grid(name):
     s = SCHEDULES.build(name)
-    for sampler in ("ddim", "dpm++2m"):
-        torch.testing.assert_close(_plan_grid(name, sampler, 5), make_grid(s, 5, s.default_grid))
+    for sampler in ("ddim", "dpm++2m", "dpm++3m", "unipc", "dpm_solver3"):
+        for steps in (3, 5, 10):
+            torch.testing.assert_close(_plan_grid(name, sampler, steps), make_grid(s, steps, s.default_grid))
 
 
 def test_karras_grid_takes_rho_from_the_edm_schedule():

@@ -82,22 +82,29 @@ class Schedule:
 # samplers measured worse on the quadratic grid than on log-SNR (bench/samplers.py: DPM-Solver++(3M)
 # at 64-D NFE 50 path error 0.024 vs 0.0015, DEIS at 64-D NFE 10): they keep the schedule default
 QUADRATIC_WORSE = ("dpm++3m", "deis")
+# few-step exceptions: uniform t (diffusers' own spacing) at this many steps or fewer
+UNIFORM_T_STEPS = {"dpm++2m": 5, "dpm++3m": 5, "dpm_solver2": 3, "dpm_solver3": 3}
 
 
 def ddpm_sampling_grid(sampler: str, steps: int, default: str = "uniform_logsnr") -> str:
     """Few-step defaults of DDPM's linear-beta family (``bench/defaults.py``, worst per-mode
-    error on nine Gaussian-mixture targets against diffusers' defaults): the quadratic grid
-    beats the log-SNR grid for DDIM at every NFE and for the multistep solvers at NFE <= 10
-    (median error 0.72 / 0.75 / 0.70 of diffusers' at NFE 5 for DDIM / DPM-Solver++(2M) /
-    UniPC, against 0.89 / 1.18 / 0.83 with log-SNR), and is within a few percent of log-SNR
-    beyond. DPM-Solver++(2M) at <= 5 steps loses one target in nine on it (a multi-scale
-    mixture), so it takes diffusers' own uniform spacing there. The other samplers diffusers
-    shares (DDPM, Euler, Heun, ...) gain from it too (``bench/samplers.py``'s default-against-
-    default table); the third-order multistep solvers in :data:`QUADRATIC_WORSE` lose on it and
-    keep ``default``."""
-    if sampler in QUADRATIC_WORSE:
-        return default
-    return "uniform_t" if sampler == "dpm++2m" and steps <= 5 else "quadratic"
+    error on nine Gaussian-mixture targets against diffusers' defaults, and ``bench/samplers.py``'s
+    default-against-default table): the quadratic grid beats the log-SNR grid for DDIM at every
+    NFE and for the multistep solvers at NFE <= 10 (median error 0.72 / 0.75 / 0.70 of diffusers'
+    at NFE 5 for DDIM / DPM-Solver++(2M) / UniPC, against 0.89 / 1.18 / 0.83 with log-SNR), and
+    is within a few percent of log-SNR beyond. The other samplers diffusers shares (DDPM, Euler,
+    Heun, ...) gain from it too. The exceptions (:data:`UNIFORM_T_STEPS`) take diffusers' own
+    uniform spacing in t at few steps: DPM-Solver++(2M) and (3M) at <= 5 steps (on the quadratic
+    grid each loses one target in nine at NFE 5, the 16-D multi-scale mixture; on log-SNR 3M
+    loses five, and ``bench/samplers.py``'s 64-D mixture), and singlestep DPM-Solver at <= 3
+    steps (<= 5-7 model calls with :func:`polydiff.samplers.for_budget`), whose final first-order
+    step then crosses the low-noise end in one step (quadratic: SW2 0.56 / 0.41 against
+    diffusers' 0.15 / 0.14 at NFE 5 on ``bench/samplers.py``'s 2-D / 64-D mixtures). The
+    third-order multistep solvers in :data:`QUADRATIC_WORSE` lose on the quadratic grid and keep
+    ``default`` beyond that."""
+    if steps <= UNIFORM_T_STEPS.get(sampler, 0):
+        return "uniform_t"
+    return default if sampler in QUADRATIC_WORSE else "quadratic"
 
 
 @SCHEDULES.register("vp_linear", "variance preserving, linear beta(t) (DDPM / score_sde VP-SDE)")

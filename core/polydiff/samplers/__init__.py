@@ -15,6 +15,7 @@ from .base import (
     SamplerDef,
     SampleSettings,
     StepContext,
+    for_budget,
     get_sampler,
     register,
     settings_of,
@@ -26,5 +27,5 @@ from .plan import GridPlan
 from .timeshift import time_shift
 
 __all__ = ["SAMPLERS", "CategoricalContext", "GridPlan", "SampleSettings", "SamplerDef", "SamplingLoop", "StepContext",
-           "calibrate_grid", "first_hitting", "get_sampler", "prepare", "register", "run", "sample", "settings_of",
-           "time_shift"]
+           "calibrate_grid", "first_hitting", "for_budget", "get_sampler", "prepare", "register", "run", "sample",
+           "settings_of", "time_shift"]

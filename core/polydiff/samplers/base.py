@@ -98,6 +98,9 @@ class SamplerDef:
     # lazy(options) true: with these options a "grid" step makes all its model calls itself, so on
     # an all-Gaussian state the loop skips its own call at (x, t) and passes d = e = None
     lazy: Callable[[Mapping[str, Any]], bool] | None = None
+    # budget(nfe, options) -> (steps, options): how the method spends a budget of nfe model calls
+    # (None: the most whole steps of nfe_per_step calls); see for_budget
+    budget: Callable[[int, Mapping[str, Any]], tuple[int, dict[str, Any]]] | None = None
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge user options with the defaults, rejecting unknown names and values of the wrong
@@ -131,11 +134,12 @@ SAMPLERS: Registry = Registry("sampler")
 
 def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_step: int = 1,
              stochastic: bool = False, loop: str = "grid", lazy: Callable[[Mapping[str, Any]], bool] | None = None,
+             budget: Callable[[int, Mapping[str, Any]], tuple[int, dict[str, Any]]] | None = None,
              **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a step function under ``name`` with its default options.
 
     ``kind``: "gaussian" (``step(x, d, e, ct, cs, hist, ctx)``) or "categorical"
-    (``step(tokens, p0, t, s, process, ctx)``); ``loop`` and ``lazy``: see :class:`SamplerDef`. A plugin
+    (``step(tokens, p0, t, s, process, ctx)``); ``loop``, ``lazy`` and ``budget``: see :class:`SamplerDef`. A plugin
     registers its samplers when it is imported; recipes naming them load the plugin first.
     """
     if kind not in ("gaussian", "categorical"):
@@ -146,7 +150,7 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         origin = (getattr(fn, "__module__", "") or "").split(".")[0]
         SAMPLERS.register(name, description)(SamplerDef(name, fn, kind, description, nfe_per_step, stochastic,
-                                                        defaults, loop, origin, lazy))
+                                                        defaults, loop, origin, lazy, budget))
         return fn
 
     return deco
@@ -154,6 +158,27 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
 
 def get_sampler(name: str) -> SamplerDef:
     return SAMPLERS.get(name)
+
+
+def for_budget(sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
+    """The steps (and options) with which ``sampler`` spends a budget of ``nfe`` model calls, as
+    keywords: ``polydiff.sample(..., sampler=name, **for_budget(name, nfe))``.
+
+    Most methods take the most whole steps that fit, ``nfe // nfe_per_step`` (at least one);
+    a method registered with a ``budget`` plans its own (singlestep DPM-Solver spends every
+    call, mixing orders as DPM-Solver-fast does). ``options`` are the sampler's options, passed
+    through. Adaptive methods (``nfe_per_step = 0``) have no step budget: a ValueError."""
+    if nfe < 1:
+        raise ValueError(f"an NFE budget must be >= 1, got {nfe}")
+    sdef = get_sampler(sampler)
+    if sdef.budget is not None:
+        steps, options = sdef.budget(nfe, options)
+    elif sdef.nfe_per_step > 0:
+        steps = max(1, nfe // sdef.nfe_per_step)
+    else:
+        raise ValueError(f"sampler {sampler!r} chooses its own steps (adaptive): give it a tolerance, not an NFE "
+                         "budget")
+    return {"steps": steps, **options}
 
 
 @dataclass(frozen=True)

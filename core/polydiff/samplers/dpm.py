@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -65,7 +66,8 @@ def _intermediate(ctx: StepContext, ct: Coefs, cs: Coefs, rs: tuple[float, ...])
 
 
 def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: StepContext, order: int) -> Tensor:
-    """Singlestep DPM-Solver of order 1-3 in noise-prediction form (Lu et al. 2022, Alg. 1-2).
+    """Singlestep DPM-Solver of order 1-3 in noise-prediction form (Lu et al. 2022, Alg. 1-2);
+    with option ``orders`` the step takes its own order from it (:func:`step_orders`).
 
     The first-order part is written ``alpha_s x0 + sigma_s eps`` (DDIM exactly). Intermediate
     stages sit at ``r1 = 1/2`` (order 2) or ``1/3, 2/3`` (order 3) of the reference field's
@@ -75,6 +77,7 @@ def _dpm_solver(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, ctx: Step
     false) the stages are evaluated at ``x`` itself and the result is DDIM; there every
     correction's coefficient is zeroed (it may be infinite), so the stages stay finite.
     """
+    order = step_orders(ctx, order)
     ddim = _ddim(d, e, cs)
     if order == 1:
         return ddim
@@ -118,21 +121,69 @@ def _singlestep_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coe
             torch.where(ok, cs.sigma * h**2 * p2[1] / h2, 0.0))
 
 
+def budget_orders(order: int, nfe: int) -> tuple[int, ...]:
+    """Per-step orders that spend exactly ``nfe`` model calls with singlestep DPM-Solver of at
+    most ``order``: as many steps of ``order`` as fit before a final first-order step, the calls
+    left over in one step of their own order before it. This is DPM-Solver-fast's plan (Lu et
+    al. 2022, Sec. 3.4: ``3, ..., 3, 2, 1`` for a multiple of 3, ``3, ..., 3, 1`` for one more)
+    with a first-order step always last, as in diffusers' ``lower_order_final`` (a final
+    second-order step, the paper's ``3, ..., 3, 2`` for ``3K + 2``, measured several times
+    worse at 5 NFE in ``bench/samplers.py``'s default-against-default table; ``3, ..., 3, 1, 1``
+    here). Order 2: ``2, ..., 2, 1`` for an odd budget, ``2, ..., 2, 1, 1`` for an even one."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"singlestep DPM-Solver has orders 1-3, got {order}")
+    if nfe < 1:
+        raise ValueError(f"an NFE budget must be >= 1, got {nfe}")
+    whole, rest = divmod(nfe - 1, order)
+    return (order,) * whole + ((rest,) if rest else ()) + (1,)
+
+
+def step_orders(ctx: StepContext, order: int) -> int:
+    """The order of this step: ``order`` itself, or with option ``orders`` (one order per grid
+    step, each 1..``order``) its entry for this step."""
+    orders = ctx.options.get("orders")
+    if orders is None:
+        return order
+    if len(orders) != ctx.n:
+        raise ValueError(f"option orders lists {len(orders)} steps, the grid has {ctx.n}; give one order per step "
+                         "(polydiff.samplers.for_budget plans them for an NFE budget)")
+    k = orders[ctx.i]
+    if k not in range(1, order + 1):
+        raise ValueError(f"option orders: step {ctx.i} has order {k!r}; this sampler takes 1..{order}")
+    return int(k)
+
+
+def _singlestep_budget(order: int):
+    """The ``budget`` of singlestep DPM-Solver of ``order``: every call spent (:func:`budget_orders`),
+    unless the options name the orders already."""
+    def budget(nfe: int, options: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        if options.get("orders") is not None:
+            return len(options["orders"]), dict(options)
+        orders = budget_orders(order, nfe)
+        return len(orders), {**options, "orders": orders}
+    return budget
+
+
+_ORDERS_DOC = ("; option orders: one order per step (None: all of the method's; polydiff.samplers.for_budget spends "
+               "an NFE budget DPM-Solver-fast's way, ending with a first-order step), each step as wide in the "
+               "grid as its calls")
+
+
 @register("dpm_solver1", "DPM-Solver-1 (singlestep, noise prediction): identical to DDIM")
 def dpm_solver1(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
     return _dpm_solver(x, d, e, ct, cs, ctx, 1), hist
 
 
 @register("dpm_solver2", "DPM-Solver-2 (Lu et al. 2022): singlestep 2nd order, 2 NFE/step; stage at the log-SNR "
-          "midpoint (stages='logsnr') or at the middle point of a twice finer grid (stages='grid', as diffusers)",
-          nfe_per_step=2, stages="logsnr")
+          "midpoint (stages='logsnr') or at the middle point of a twice finer grid (stages='grid', as diffusers)"
+          + _ORDERS_DOC, nfe_per_step=2, budget=_singlestep_budget(2), stages="logsnr", orders=None)
 def dpm_solver2(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
     return _dpm_solver(x, d, e, ct, cs, ctx, 2), hist
 
 
 @register("dpm_solver3", "DPM-Solver-3 (Lu et al. 2022): singlestep 3rd order, 3 NFE/step; stages at 1/3 and 2/3 "
-          "of the log-SNR step (stages='logsnr') or the inner points of a 3x finer grid (stages='grid', diffusers)",
-          nfe_per_step=3, stages="logsnr")
+          "of the log-SNR step (stages='logsnr') or the inner points of a 3x finer grid (stages='grid', diffusers)"
+          + _ORDERS_DOC, nfe_per_step=3, budget=_singlestep_budget(3), stages="logsnr", orders=None)
 def dpm_solver3(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
     return _dpm_solver(x, d, e, ct, cs, ctx, 3), hist
 

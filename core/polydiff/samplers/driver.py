@@ -158,7 +158,8 @@ class SamplingLoop:
         # a step that makes every model call itself with these options: no loop call on Gaussian-only states
         self._lazy = bool(gdef.lazy and gdef.lazy(self.opts)) and not (self.cat_names or self.man_names)
         plan = self.plan = GridPlan(self.packer, self.ref, gdef, settings, self.batch, noise.device, self.model_dtype,
-                                    stages_on_grid=self.opts.get("stages") == "grid")
+                                    stages_on_grid=self.opts.get("stages") == "grid",
+                                    step_calls=self.opts.get("orders") if "orders" in gdef.defaults else None)
         self.ts, self.n, self.coefs, self._views = plan.ts, plan.n, plan.coefs, plan.views
         self._tm, self._tc = plan.model_times, plan.cols
         if self.packer.names:

@@ -14,8 +14,9 @@ a step that recomputed its (1, 1) schedule values would spend most of its time t
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -78,27 +79,45 @@ class GridPlan:
     """
 
     def __init__(self, packer: Packer, ref: Schedule | None, gdef: SamplerDef, settings: SampleSettings, batch: int,
-                 device: torch.device, model_dtype: torch.dtype | None = None, stages_on_grid: bool = False) -> None:
+                 device: torch.device, model_dtype: torch.dtype | None = None, stages_on_grid: bool = False,
+                 step_calls: Sequence[int] | None = None) -> None:
         self.packer, self.ref, self.gdef, self.batch = packer, ref, gdef, batch
         dtype = self.dtype = settings.dtype
         steps, grid = settings.steps, settings.grid
         if grid is None and ref is not None:
             grid = ref.sampling_grid(gdef.name, steps)
         bounds = {"t_max": settings.t_max, "t_min": settings.t_min, "final_zero": settings.final_zero}
-        # option stages="grid" (singlestep methods): the stages are the inner points of a grid
-        # nfe_per_step times finer, and the steps walk every nfe_per_step-th point of it
+        # singlestep methods: with option stages="grid" the stages are the inner points of a grid
+        # with one interval per model call, whose every step-end point the steps walk; with
+        # per-step orders (step_calls) a named grid is spaced the same way, each step as wide in
+        # the grid's parameter as its calls (a user grid then lists the steps' ends only)
         self.fine: Tensor | None = None
+        self.spans: tuple[int, ...] | None = None  # model calls per step, with stages="grid"
+        self._offsets: Tensor | None = None
         k = gdef.nfe_per_step
-        if ref is not None and stages_on_grid:
-            fine = make_grid(ref, steps * k, grid, **bounds)
-            if (fine.shape[0] - 1) % k:
-                raise ValueError(f"sampler {gdef.name!r} with stages='grid' spends {k} grid intervals per step, so "
-                                 f"a user grid needs a multiple of {k} intervals; got {fine.shape[0] - 1}")
-            self.fine = fine.to(device)
-            ts = fine[::k]
+        calls = tuple(int(c) for c in step_calls) if step_calls is not None else None
+        user = isinstance(grid, Tensor)
+        if ref is not None and (stages_on_grid or (calls is not None and not user)):
+            if calls is not None and not user and len(calls) != steps:
+                raise ValueError(f"sampler {gdef.name!r}: option orders lists {len(calls)} steps, steps={steps}; give "
+                                 "both alike (polydiff.samplers.for_budget plans them for an NFE budget)")
+            fine = make_grid(ref, sum(calls) if calls is not None else steps * k, grid, **bounds)
+            n_fine = fine.shape[0] - 1
+            if calls is None:
+                if n_fine % k:
+                    raise ValueError(f"sampler {gdef.name!r} with stages='grid' spends {k} grid intervals per step, "
+                                     f"so a user grid needs a multiple of {k} intervals; got {n_fine}")
+                calls = (k,) * (n_fine // k)
+            elif n_fine != sum(calls):
+                raise ValueError(f"sampler {gdef.name!r} with stages='grid' and orders {calls} spends {sum(calls)} "
+                                 f"grid intervals (one per model call); the user grid has {n_fine}")
+            offsets = torch.tensor([0, *itertools.accumulate(calls)], device=fine.device)
+            ts = fine[offsets]
+            if stages_on_grid:
+                self.fine, self.spans, self._offsets = fine.to(device), calls, offsets.to(device)
         elif ref is not None:
             ts = make_grid(ref, steps, grid, **bounds)
-        elif isinstance(grid, Tensor):
+        elif user:
             ts = grid.to(torch.float64)
         else:  # no Gaussian field: an even grid over the discrete / manifold time
             if steps < 1:
@@ -122,9 +141,10 @@ class GridPlan:
             self.views: list[dict[str, Coefs]] = [{}] * (self.n + 1)
             self.end_values: list[list[list[float]]] | None = None
             return
-        if self.fine is not None:  # every point of the finer grid at once; the steps' are every k-th
-            self._fine_table, _ = packer.grid_table(self.fine, batch, dtype)
-            self.table = self._fine_table[:, ::k]
+        if self.fine is not None:  # every point of the finer grid at once; the steps' are their ends
+            self._fine_table, per = packer.grid_table(self.fine, batch, dtype)
+            self.table = self._fine_table[:, self._offsets]
+            self._ref_lam64 = per[packer.names[0]].lam[self._offsets]
         else:
             self.table, per = packer.grid_table(self.ts, batch, dtype)
             self._ref_lam64 = per[packer.names[0]].lam
@@ -183,18 +203,22 @@ class GridPlan:
         One schedule evaluation for the whole grid, made on first use (singlestep stages)."""
         if rs not in self._stages:
             n_r, n, p, b, dt = len(rs), self.n, self.packer, self.batch, self.dtype
-            if self.fine is not None:  # stages="grid": the inner points of the finer grid
-                k = n_r + 1
-                if k != self.gdef.nfe_per_step:
-                    raise ValueError(f"stages='grid' gives {self.gdef.nfe_per_step - 1} stages per step, "
-                                     f"the method asked for {n_r}")
-                inner = torch.tensor([i * k + j for j in range(1, k) for i in range(n)], device=self.fine.device)
+            m = n_r + 1  # the calls of a step that asks for these fractions
+            if self.fine is not None and m not in self.spans:
+                raise ValueError(f"stages='grid' gives {', '.join(map(str, sorted(set(self.spans))))} calls per step, "
+                                 f"the method asked for a step of {m}")
+            if self.fine is not None and all(c == m for c in self.spans):  # the inner points of the finer grid
+                inner = torch.tensor([i * m + j for j in range(1, m) for i in range(n)], device=self.fine.device)
                 times, table = self.fine[inner], self._fine_table[:, inner]  # fraction-major (R * K[, B])
             else:
                 lam = clip_lam(self._ref_lam64)  # (K+1,) or (K+1, B), float64
                 frac = stage_fractions(rs, torch.float64, lam.device).reshape(-1, 1, *([1] * (lam.dim() - 1)))
                 lt = lam[:-1].unsqueeze(0)  # (1, K[, B])
                 times = self.ref.t_of_lam(torch.addcmul(lt, frac, lam[1:].unsqueeze(0) - lt)).flatten(0, 1)
+                if self.fine is not None:  # mixed calls per step: steps of m calls take the finer grid's points
+                    steps_m = torch.tensor([i for i, c in enumerate(self.spans) if c == m], device=times.device)
+                    for j in range(1, m):
+                        times[(j - 1) * n + steps_m] = self.fine[self._offsets[steps_m] + j].to(times.device)
                 table, _ = p.grid_table(times, b, dt)
             tms, cols = grid_times(times, b, dt, self.model_times[0].dtype)
             us = cols if times.dim() == 1 else times.to(dt).unbind(0)
