@@ -57,6 +57,29 @@ def publish(stem: str, res: dict[str, Any], markdown: str) -> None:
     print(markdown)
 
 
+def rss_mib(kind: str = "VmHWM") -> float:
+    """Resident memory of this process in MiB, from ``/proc/self/status``: ``"VmHWM"`` the peak
+    so far, which starts afresh at exec (``ru_maxrss`` does not: a child reports the launching
+    process's peak), or ``"VmRSS"`` the current. Where /proc is missing: ``ru_maxrss`` for the
+    peak, psutil for the current."""
+    if kind not in ("VmHWM", "VmRSS"):
+        raise ValueError(f"kind must be 'VmHWM' (peak) or 'VmRSS' (current), got {kind!r}")
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{kind}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if kind == "VmRSS":
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def recipe(modality: str, name: str, **changes: Any) -> dict[str, Any]:
     """The shipped recipe ``configs/<modality>/<name>.yaml`` with sections updated by ``changes``
     (``train={...}`` merges into the train section; a non-dict value replaces the section)."""

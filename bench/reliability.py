@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, write_results
+from common import RESULTS, ROOT, command_line, environment, header, rss_mib, write_results
 
 RECIPES: dict[str, dict[str, Any]] = {
     "toy": {"recipe": "configs/toy/gmm.yaml", "steps": 100, "num": 500,
@@ -46,19 +46,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "timeseries": {"recipe": "configs/timeseries/tsdiff_ar.yaml", "steps": 20, "num": 32,
                    "set": ["train.checkpoint_every=20", "sample.steps=20"]},
 }
-
-
-def rss_mib() -> float:
-    """Resident memory of this process in MiB (from /proc; psutil where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def soak_one(name: str, minutes: float, work: Path) -> dict[str, Any]:
@@ -85,7 +72,8 @@ def soak_one(name: str, minutes: float, work: Path) -> dict[str, Any]:
         back = gen.modality.read(folder)
         metrics = gen.evaluate(back)
         del gen, back
-        cycles.append({"cycle": len(cycles), "step": step, "rss_mib": rss_mib(), "seconds": time.perf_counter() - t0,
+        cycles.append({"cycle": len(cycles), "step": step, "rss_mib": rss_mib("VmRSS"),  # current, not the peak
+                       "seconds": time.perf_counter() - t0,
                        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}})
         print(f"  {name}: cycle {len(cycles)} step {step} rss {cycles[-1]['rss_mib']:.0f} MiB "
               f"({cycles[-1]['seconds']:.1f} s)", file=sys.stderr, flush=True)

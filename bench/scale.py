@@ -16,15 +16,27 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   2 processes x 1 thread (DDP over gloo), steps and samples per second;
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
   byte identity of the outputs;
-- ``size``: seconds per sample and peak memory of sampling against problem size for the graph
-  (nodes; planar graphs) and time-series (sequence length; sines) main models at the recipe's
-  width (weights after one training step: the cost does not depend on their values), each size
-  sampled in a fresh process.
+- ``size``: seconds per sample and peak memory of sampling against problem size for each
+  modality's main model at the recipe's width (weights after one training step: the cost does not
+  depend on their values), each size sampled in a fresh process, on embedded or generated data
+  only (see ``SIZES``): toy (dimension; Gaussian mixtures), graphs (nodes; planar graphs), time
+  series (sequence length; sines), molecules (atoms per molecule, asked for as the sampling
+  condition ``atoms``), proteins (residues; synthetic backbones of that one length), crystals
+  (atoms per cell: prototypes of at most that many sites, sampled with the condition ``atoms``),
+  text (sequence length; character blocks of RDKit's bundled NCI SMILES file read as one
+  stream, sampled with the ancestral sampler in a fixed number of steps, as the recipe's
+  first-hitting sampler makes one network call per token), audio (log-mel frames of 256 samples
+  at 16 kHz; the embedded sound events, padded) and policies (action horizon of the reach
+  policy, 4 actions executed per chunk; a sample is a whole rollout). Every size is set through
+  the recipe's sections or a sampling condition: no plugin needed a change.
+
+``--modalities`` selects the modalities of the ``variants`` and ``size`` parts.
 
 Usage::
 
-    python bench/scale.py                         # every part (about 60 CPU-minutes)
+    python bench/scale.py                         # every part (well over an hour of CPU time)
     python bench/scale.py --parts variants --modalities toy,graphs --minutes 1
+    python bench/scale.py --parts size,report --modalities proteins,text
 """
 
 from __future__ import annotations
@@ -32,16 +44,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish, recipe, train_for
+from common import command_line, environment, header, publish, recipe, rss_mib, train_for
 
 # modality -> (recipe, sampling overrides for the bench, main metric, lower is better)
 MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
@@ -53,6 +65,7 @@ MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
     "crystals": ("periodic", {"steps": 50}, "valid", False),
     "audio": ("sound_teacher", {"steps": 20}, "fd", True),
     "text": ("shakespeare_mdlm", {"steps": 64}, "entropy", False),
+    "policies": ("reach_beso", {}, "success_rate", False),  # a sample is a rollout (an Episode)
 }
 VARIANTS = {  # name -> (compile, quantize)
     "float32": (False, None), "compiled": (True, None), "loop compiled": ("loop", None), "int8": (False, "int8"),
@@ -60,22 +73,10 @@ VARIANTS = {  # name -> (compile, quantize)
 }
 LOOP_MAX_STEPS = 20  # the loop graph unrolls every step (compile time grows with it): only short grids
 NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins": 8, "crystals": 32, "audio": 32,
-       "text": 32}
+       "text": 32, "policies": 32}
 
 
 MEMORY = "VmHWM"  # how peak memory is read (ru_maxrss is carried over from the parent into the child on Linux)
-
-
-def rss_mib() -> float:
-    """Peak resident memory of this process so far (MiB): /proc/self/status VmHWM, which starts
-    afresh at exec (``ru_maxrss`` does not: it would report the launching benchmark's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     gen = polydiff.load(spec["ckpt"])
-    base = rss_mib()
+    base = rss_mib(MEMORY)
     out: dict[str, Any] = {"rss_loaded_mib": base}
     kw = dict(spec["sample"])
     if spec["quantize"]:
@@ -115,7 +116,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, NotImplementedError) as err:
         return {**out, "error": f"{type(err).__name__}: {err}"}
     out["samples_per_s"] = n / statistics.median(times)
-    out["peak_rss_mib"] = rss_mib()
+    out["peak_rss_mib"] = rss_mib(MEMORY)
     metrics = gen.evaluate(objects)
     out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return out
@@ -232,11 +233,12 @@ def _size_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     gen = polydiff.load(spec["ckpt"])
-    base = rss_mib()
-    gen.generate(spec["num"], seed=0, progress=False, steps=2)
+    base = rss_mib(MEMORY)
+    condition = spec.get("condition")
+    gen.generate(spec["num"], seed=0, progress=False, steps=2, condition=condition)
     t0 = time.perf_counter()
-    gen.generate(spec["num"], seed=1, progress=False, steps=spec["steps"])
-    return {"s_per_sample": (time.perf_counter() - t0) / spec["num"], "peak_rss_mib": rss_mib(),
+    gen.generate(spec["num"], seed=1, progress=False, steps=spec["steps"], condition=condition)
+    return {"s_per_sample": (time.perf_counter() - t0) / spec["num"], "peak_rss_mib": rss_mib(MEMORY),
             "rss_loaded_mib": base}
 
 
@@ -251,31 +253,82 @@ def _size_checkpoint(spec: dict[str, Any]) -> str:
     return str(run.checkpoint)
 
 
-SIZES = {  # modality -> (recipe, size name, sizes, replaced recipe sections per size, samples, steps)
-    "graphs": ("community_small_gdss", "nodes", (16, 32, 64, 128, 256),
-               lambda n: {"data": {"name": "planar", "num_nodes": n, "num_graphs": 40, "max_nodes": n,
-                                   "max_feat_num": None}}, 8, 20),
-    "timeseries": ("tsdiff_etth1", "length", (48, 96, 192, 384, 768),
-                   lambda n: {"data": {"name": "sine", "window": n, "channels": 1, "length": 4000}}, 16, 20),
+class SizeAxis(NamedTuple):
+    """How one modality's main model is sampled at each problem size."""
+
+    recipe: str
+    label: str  # the size's name (a column of the report)
+    sizes: tuple[int, ...]
+    changes: Callable[[int], dict[str, Any]]  # size -> the recipe sections it replaces (embedded data only)
+    num: int  # samples per timed call
+    steps: int
+    condition: Callable[[int], dict[str, Any]] | None = None  # size -> the sampling condition, where it sets the size
+    note: str = ""  # what the report should say about how the size is set or what a sample is
+
+
+def _nci_text() -> str:
+    """RDKit's bundled NCI SMILES file (the text plugin's embedded SMILES), read as plain text."""
+    from rdkit import RDConfig
+
+    return str(Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi")
+
+
+SIZES: dict[str, SizeAxis] = {
+    "toy": SizeAxis("gmm", "dimension", (2, 4, 8, 16, 32),
+                    lambda n: {"data": {"name": "gmm", "k": 8, "dim": n, "n": 2000, "seed": 0}}, 2000, 20),
+    "graphs": SizeAxis("community_small_gdss", "nodes", (16, 32, 64, 128, 256),
+                       lambda n: {"data": {"name": "planar", "num_nodes": n, "num_graphs": 40, "max_nodes": n,
+                                           "max_feat_num": None}}, 8, 20),
+    "timeseries": SizeAxis("tsdiff_etth1", "length", (48, 96, 192, 384, 768),
+                           lambda n: {"data": {"name": "sine", "window": n, "channels": 1, "length": 4000}}, 16, 20),
+    # the embedded set has at most 9 heavy atoms: the atom count is the sampling condition
+    "molecules": SizeAxis("flow", "atoms", (8, 16, 32, 64, 128),
+                          lambda n: {"data": {"name": "default", "n": 64, "seed": 0}}, 8, 10,
+                          lambda n: {"atoms": n}, "every molecule sampled with that many atoms (condition `atoms`)"),
+    "proteins": SizeAxis("frames", "residues", (32, 64, 128, 256),
+                         lambda n: {"data": {"name": "synthetic", "n": 16, "min_length": n, "max_length": n,
+                                             "seed": 0, "test": 4}}, 4, 10),
+    # cells padded to the data's largest: prototypes of at most n sites, sampled with n atoms
+    "crystals": SizeAxis("periodic", "atoms", (4, 8, 16, 32, 64),
+                         lambda n: {"data": {"name": "default", "representation": "periodic", "max_sites": n,
+                                             "seed": 0}}, 16, 10, lambda n: {"atoms": n},
+                         "prototypes of at most that many sites, every cell sampled with that many atoms "
+                         "(condition `atoms`)"),
+    # ancestral steps: the recipe's first-hitting sampler makes one network call per token, whatever the steps
+    "text": SizeAxis("shakespeare_mdlm", "length", (64, 128, 256, 512, 1024),
+                     lambda n: {"data": {"name": "file", "path": _nci_text(), "format": "txt", "whole": True,
+                                         "tokenizer": "char", "length": n},
+                                "sample": {"num": 8, "sampler": "ancestral", "steps": 16, "seed": 0}}, 8, 16,
+                     note="character blocks of RDKit's NCI SMILES file as one stream; ancestral sampler (the "
+                          "recipe's first-hitting sampler makes one network call per token)"),
+    "audio": SizeAxis("sound_teacher", "frames", (32, 64, 128, 256, 512),
+                      lambda n: {"data": {"name": "sounds", "n": 64, "conditioning": "caption", "mel": {"frames": n}}},
+                      8, 10, note="log-mel frames of 256 samples at 16 kHz (the 1 s events padded or cut)"),
+    "policies": SizeAxis("reach_beso", "horizon", (4, 8, 16, 32, 64),
+                         lambda n: {"data": {"name": "reach", "episodes": 20, "obs_steps": 2, "horizon": n,
+                                             "execute": 4, "test_fraction": 0.1, "seed": 0}}, 8, 3,
+                         note="a sample is a whole rollout; 4 actions executed per chunk at every horizon"),
 }
 
 
 def part_size(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
-    for mod, (name, label, sizes, changes, num, steps) in SIZES.items():
+    for mod in (m for m in args.modalities.split(",") if m in SIZES):
+        name, label, sizes, changes, num, steps, condition, note = SIZES[mod]
         rows = []
         for n in sizes:
             print(f"[size] {mod} {label}={n}", file=sys.stderr, flush=True)
             spec = {"size": True, "modality": mod, "recipe": name, "changes": changes(n), "num": num, "steps": steps,
-                    "threads": args.threads, "out": str(args.runs / f"size_{mod}_{n}")}
+                    "condition": condition(n) if condition else None, "threads": args.threads,
+                    "out": str(args.runs / f"size_{mod}_{n}")}
             spec["ckpt"] = _size_checkpoint(spec)
             got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                                  text=True, timeout=3600)
             row = json.loads(got.stdout.strip().splitlines()[-1]) if got.returncode == 0 else \
-                {"error": got.stderr.strip().splitlines()[-1]}
+                {"error": got.stderr.strip().splitlines()[-1] if got.stderr.strip() else f"exit {got.returncode}"}
             rows.append({label: n, **row})
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-        res[mod] = {"recipe": f"{mod}:{name}", "size": label, "num": num, "steps": steps, "rows": rows,
+        res[mod] = {"recipe": f"{mod}:{name}", "size": label, "num": num, "steps": steps, "note": note, "rows": rows,
                     "memory": MEMORY}
     return res
 
@@ -361,6 +414,7 @@ def part_report(args: argparse.Namespace) -> None:
         for e in (x for x in parts["size"].values() if isinstance(x, dict)):
             ok = e.get("memory") == MEMORY
             md += [f"{e['recipe']}: {e['num']} samples, {e['steps']} steps, one fresh process per size"
+                   + (f"; {e['note']}" if e.get("note") else "")
                    + ("." if ok else " (peak memory not valid in this run: ru_maxrss, inherited from the launcher)."),
                    "", f"| {e['size']} | s / sample | peak RSS MiB |", "|---|---|---|"]
             md += [f"| {r[e['size']]} | {_f(r.get('s_per_sample'))} | "
