@@ -259,6 +259,35 @@ def test_matrix_gradient_guidance_regressor_learns_and_steers():
     assert polydiff  # the public package stays importable alongside
 
 
+def test_channel_attention_trains_with_dropout_and_evaluates_without():
+    """In training the layer drops attention weights (outputs vary with the seed and follow it,
+    gradients reach every parameter); in eval mode it is deterministic and equals its
+    dropout-free self."""
+    from polydiff_crystals.unet import ChannelAttention
+
+    torch.manual_seed(0)
+    layer, plain = ChannelAttention(17, 1, 0.1), ChannelAttention(17, 1, 0.0)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 32, 17)
+    torch.manual_seed(1)
+    a = layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), a) and not torch.allclose(layer(x), a) and torch.isfinite(a).all()
+    a.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+    # what it computes: dropout (same seed) on the softmax weights, then add & norm and the feed-forward
+    with torch.no_grad():
+        q, k, v = layer.qkv(x).view(4, 32, 3, 1, 17).permute(2, 0, 3, 1, 4)
+        w = torch.softmax(q @ k.transpose(-1, -2) * 17**-0.5, dim=-1)
+        torch.manual_seed(1)
+        h = layer.norm1(x + layer.proj((torch.nn.functional.dropout(w, 0.1, True) @ v).transpose(1, 2)
+                                       .reshape(4, 32, 17)))
+        torch.manual_seed(1)
+        assert torch.allclose(layer(x), layer.norm2(h + layer.ffn(h)), atol=1e-6)
+    layer.eval(), plain.eval()
+    assert torch.allclose(layer(x), plain(x)) and torch.equal(layer(x), layer(x))
+
+
 def test_fused_channel_attention_equals_multihead_attention_and_loads_its_weights():
     """The U-Net's fused attention computes nn.MultiheadAttention's layer exactly and loads
     checkpoints saved with it (renamed q/k/v and output projections)."""
