@@ -268,9 +268,9 @@ class SizeAxis(NamedTuple):
 
 def _nci_text() -> str:
     """RDKit's bundled NCI SMILES file (the text plugin's embedded SMILES), read as plain text."""
-    from rdkit import RDConfig
+    from polydiff_text.data import nci_smiles_path
 
-    return str(Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi")
+    return str(nci_smiles_path())
 
 
 SIZES: dict[str, SizeAxis] = {
