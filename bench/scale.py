@@ -107,7 +107,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     n, times = spec["num"], []
     try:
         t0 = time.perf_counter()
-        gen.generate(n, seed=0, progress=False, **kw)  # warm-up (and compilation)
+        # warm-up: one call, two for compiled variants (the second call's sizes differ and compile
+        # the graph with those dimensions symbolic once); 'first call' holds all of it
+        for seed in range(2 if spec["compile"] else 1):
+            gen.generate(n, seed=1000 + seed, progress=False, **kw)
         out["first_call_s"] = time.perf_counter() - t0
         for rep in range(spec["repeats"]):
             t0 = time.perf_counter()
@@ -364,10 +367,10 @@ def part_report(args: argparse.Namespace) -> None:
                                        "process inherits from the benchmark that launched it); the script now reads "
                                        "VmHWM.", ""]),
                f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
-               f"samples/s is the median of {v['repeats']} calls after a warm-up call (for compiled variants the "
-               "warm-up holds the compilation: 'first call'); memory: peak resident memory of the variant's own "
-               "process and its rise during quantization, compilation and sampling (above the loaded model); metric "
-               "change against float32 (the same weights, seeds and sampler).", "",
+               f"samples/s is the median of {v['repeats']} calls after a warm-up call (two for compiled variants; "
+               "'first call' is the whole warm-up, compilation included); memory: peak resident memory of the "
+               "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
+               "model); metric change against float32 (the same weights, seeds and sampler).", "",
                "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "
                "| peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 12]
         for mod, e in v["models"].items():
@@ -380,7 +383,8 @@ def part_report(args: argparse.Namespace) -> None:
                     continue
                 m = r["metrics"].get(key)
                 change = None if m is None or ref_m is None else m - ref_m
-                speed = r["samples_per_s"] / ref_s if ref_s else None
+                own = r.get("float32_samples_per_s", ref_s)  # a merged row keeps its own run's float32
+                speed = r["samples_per_s"] / own if own else None
                 layers = f"{r.get('quantized_layers', '-')}/{r.get('kept_layers', '-')}"
                 mem = (_f(r["peak_rss_mib"], 4), _f(r["peak_rss_mib"] - r["rss_loaded_mib"], 4)) if valid_mem else \
                     ("not valid", "-")
@@ -435,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--merge", action="store_true",
+                   help="variants: update the modalities and variants run here in RUNS/variants.json, keep the rest")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -448,7 +454,28 @@ def main(argv: list[str] | None = None) -> None:
             continue
         res = {"variants": part_variants, "train": part_train, "shard": part_shard, "size": part_size}[part](args)
         res["command"] = command_line("scale.py", argv)
-        (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        path = args.runs / f"{part}.json"
+        if part == "variants" and args.merge and path.exists():
+            res = merge_variants(json.loads(path.read_text()), res)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
+
+def merge_variants(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the variants ``new`` ran replacing their namesakes (its settings must match)."""
+    for key in ("threads", "repeats", "memory"):
+        if old.get(key) != new.get(key):
+            raise SystemExit(f"--merge: {key} is {new.get(key)!r} here but {old.get(key)!r} in the saved variants")
+    for mod, e in new["models"].items():
+        if "float32" not in e["variants"]:
+            raise SystemExit("--merge: rerun float32 with the other variants (speeds are ratios within one run)")
+        kept = old["models"].get(mod, {}).get("variants", {})
+        ref = kept.get("float32", {}).get("samples_per_s")
+        kept = {k: {"float32_samples_per_s": ref, **v} for k, v in kept.items() if "error" not in v}
+        old["models"][mod] = {**e, "variants": {**kept, **e["variants"]}}
+    old["command"] = f"{old.get('command', '?')} + {new['command']}"
+    return old
 
 
 if __name__ == "__main__":

@@ -433,9 +433,13 @@ _COMPILED: dict[tuple[str, bool], Callable[[SamplingLoop], State]] = {}
 
 def compiled(model: Model) -> Model:
     """``model`` under ``torch.compile`` (the network-only setting, ``compile=True``): one
-    graph per input shape, reused by every step and call; dynamo caches it per code object, so
-    a fresh wrapper around the same network compiles nothing new."""
-    return torch.compile(model, dynamic=False)
+    graph reused by every step and call; dynamo caches it per code object, so a fresh wrapper
+    around the same network compiles nothing new. The first graph is specialised to its
+    shapes; the first call with another batch size or length compiles once more with that
+    dimension symbolic, and that graph serves every later size (rollouts whose batch shrinks
+    as episodes end, molecules and proteins of varying size). Fully static graphs
+    (``dynamic=False``) recompiled for every new size and were slower than eager there."""
+    return torch.compile(model, dynamic=None)
 
 
 def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callable[[SamplingLoop], State]:
@@ -443,7 +447,8 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
     (``mode``: ``"loop"``; ``"cudagraphs"`` also captures it in a CUDA graph; ``"max-autotune"``).
     One compiled function per mode, so every loop of the same sampler, grid length and shapes
     reuses the graph: the loop reads nothing back to the host and its memo of stage times
-    compares tensors by identity, so it neither breaks nor recompiles per call. Compilation
+    compares tensors by identity, so it neither breaks nor recompiles per call (a new batch
+    size compiles once more, with that dimension symbolic, as for :func:`compiled`). Compilation
     grows with the number of steps: for long grids compile the network alone (``compile=True``).
     ``fullgraph=True`` makes any graph break an error (the tests' proof that the loop has no
     host synchronisation)."""
@@ -453,7 +458,7 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
                          f"(the whole loop), got {mode!r}")
     key = (name, fullgraph)
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(walk, mode=_LOOP_MODES[name], fullgraph=fullgraph, dynamic=False)
+        _COMPILED[key] = torch.compile(walk, mode=_LOOP_MODES[name], fullgraph=fullgraph, dynamic=None)
     return _COMPILED[key]
 
 
