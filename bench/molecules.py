@@ -15,7 +15,8 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders them all into
   concatenation, condition dropout 0.1), an evaluation regressor on the other half of QM9 and a
   noise-aware regressor for gradient guidance; MAE of ``--prop-samples`` molecules for
   in-distribution targets (held-out values) and out-of-distribution targets (the 99th
-  percentile) with guidance off, CFG (scale 2), gradient guidance and no condition, next to the
+  percentile) with guidance off, CFG (scale 2), gradient guidance (positions; positions and atom
+  types at scale 1 and 4) and no condition, next to the
   shuffled-target baseline and the regressor's own error (EDM's upper and lower bounds);
 - ``speed``: training step (batch 64, 6 layers, 128 wide) and sampling time per molecule and
   step of ours against EDM's own code (``bench/edm_reference.py``) in the same run;
@@ -118,6 +119,20 @@ def part_unconditional(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     return out
 
 
+# (name, options) of each property-targeted arm; the name's first word is property_mae's mode.
+# Gradient guidance: the noise-aware regressor's likelihood moves the positions ("pos") and / or
+# tilts the still-masked atom types ("types", the core's token guidance), at scale 1 and 4.
+GUIDANCE_ARMS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("unconditional", {}), ("off", {}), ("cfg", {"guidance_scale": 2.0}),
+    ("gradient pos", {"guide_scale": 1.0, "guide_keys": ["pos"]}),
+    ("gradient pos+types", {"guide_scale": 1.0, "guide_keys": ["pos", "types"]}),
+    ("gradient pos+types x4", {"guide_scale": 4.0, "guide_keys": ["pos", "types"]}),
+)
+ARM_LABELS = {"unconditional": "no condition", "off": "guidance off", "cfg": "CFG 2", "gradient": "gradient (pos, 1)",
+              "gradient pos": "gradient (pos, 1)", "gradient pos+types": "gradient (pos + types, 1)",
+              "gradient pos+types x4": "gradient (pos + types, 4)"}
+
+
 def part_properties(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     from polydiff_molecules.modality import qm9_dataset
     from polydiff_molecules.properties import (
@@ -148,12 +163,14 @@ def part_properties(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
         for kind in ("id", "ood"):
             targets = targets_for(gen_data, prop, args.prop_samples, kind, seed=1)
             res[f"target_{kind}"] = float(targets.mean())
-            for mode, opts in (("unconditional", {}), ("off", {}), ("cfg", {"guidance_scale": 2.0}),
-                               ("gradient", {"guide": guide, "guide_scale": 1.0})):
+            for name, opts in GUIDANCE_ARMS:
+                mode = name.split(" ")[0]
+                if "guide_scale" in opts:
+                    opts = {**opts, "guide": guide}
                 t0 = time.perf_counter()
                 r = property_mae(gen, evaluator, targets, mode=mode, seed=2, steps=3 if args.quick else None, **opts)
                 r["seconds"] = time.perf_counter() - t0
-                res["modes"][f"{kind}/{mode}"] = r
+                res["modes"][f"{kind}/{name}"] = r
         out["props"][prop] = res
     return out
 
@@ -278,13 +295,18 @@ def render(res: dict[str, Any]) -> str:
                   f"Conditional flow models ({p['steps']} steps), evaluation regressors on the regressor half "
                   f"({p['reg_steps']} steps), noise-aware guidance regressors on the generator half; "
                   f"{p['samples']} molecules per cell. MAE in the property's units (meV for gap).", "",
-                  "| property | targets | no condition | guidance off | CFG 2 | gradient | shuffled (upper) | "
-                  "regressor (lower) | published PropMolFlow |", "|---|---|---|---|---|---|---|---|---|"]
+                  "Gradient guidance uses the noise-aware regressor's Gaussian likelihood of the target (width: "
+                  "the property's standard deviation / 4) on the positions and / or, through the core's token "
+                  "guidance, on the still-masked atom types, at the scale given; each arm runs on top of the "
+                  "conditional model given the target.", ""]
+        arms = [m.split("/", 1)[1] for m in next(iter(p["props"].values()))["modes"] if m.startswith("id/")]
+        lines += ["| property | targets | " + " | ".join(ARM_LABELS.get(a, a) for a in arms)
+                  + " | shuffled (upper) | regressor (lower) | published PropMolFlow |",
+                  "|" + "---|" * (len(arms) + 5)]
         for prop, r in p["props"].items():
             s = HARTREE_MEV if prop in ("gap", "homo", "lumo") else 1.0
             for kind in ("id", "ood"):
-                cells = [_f(r["modes"][f"{kind}/{m}"]["mae"] * s, 3) for m in ("unconditional", "off", "cfg",
-                                                                                  "gradient")]
+                cells = [_f(r["modes"][f"{kind}/{m}"]["mae"] * s, 3) for m in arms]
                 lines.append(f"| {prop} ({UNITS[prop]}) | {kind} | " + " | ".join(cells)
                              + f" | {_f(r['shuffled_mae'] * s)} | {_f(r['lower_bound_mae'] * s)} | "
                              + (_f(PROPMOLFLOW_MAE[prop]) if kind == "id" else "") + " |")

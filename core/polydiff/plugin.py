@@ -69,6 +69,7 @@ from .guidance import (
     load_observed,
     operator_potential,
     reconstruction_guidance,
+    token_guidance,
 )
 from .losses import OBJECTIVES, TIME_DENSITIES, WEIGHTINGS, diffusion_loss, gaussian_loss, masked_elbo
 from .metrics import sliced_wasserstein
@@ -293,6 +294,7 @@ __all__ = [
     "step_order",
     "time_input",
     "to_x0_eps",
+    "token_guidance",
     "tree_map",
     "vp_discrete",
     "with_x0_eps",

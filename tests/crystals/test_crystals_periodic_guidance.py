@@ -238,7 +238,7 @@ def test_type_guidance_tilts_the_composition():
     t = torch.full((4,), 0.5)
     with torch.no_grad():
         plain_logits = net(st, t)["types"]
-        tilted = type_guidance(reg, 4.0, scale=2.0)(net)(st, t)["types"]
+        tilted = type_guidance(reg, 4.0, fields, scale=2.0)(net)(st, t)["types"]
     assert float((tilted - plain_logits)[:, 2:].abs().max()) == 0.0
     assert bool((tilted[:, :2, cl] > plain_logits[:, :2, cl]).all())
 

@@ -75,6 +75,14 @@ def test_targets_and_guided_generation(bundle, tmp_path):
                           control=Control(guidance=regressor_guidance(guide, 0.9, gen.fields, scale=5.0)))
     assert all((a.positions == b.positions).all() for a, b in zip(plain, again))
     assert any(not (a.positions == b.positions).all() for a, b in zip(plain, pushed))
+    # token guidance alone changes which elements are drawn (the positions follow the model)
+    typed = gen.generate(4, seed=3, steps=3, condition={"atoms": 6},
+                         control=Control(guidance=regressor_guidance(guide, 0.9, gen.fields, scale=50.0,
+                                                                     keys=["types"])))
+    plain4 = gen.generate(4, seed=3, steps=3, condition={"atoms": 6})
+    assert any(a.symbols != b.symbols for a, b in zip(plain4, typed))
+    with pytest.raises(ValueError, match="'pos' and / or 'types'"):
+        regressor_guidance(guide, 0.9, gen.fields, keys=["charges"])
     res = property_mae(gen, evaluator, idt[:2], mode="unconditional", steps=3)
     assert math.isfinite(res["mae"]) and res["n"] == 2
     res = property_mae(gen, evaluator, idt[:2], mode="gradient", guide=guide, steps=3)

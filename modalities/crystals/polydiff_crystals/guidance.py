@@ -46,11 +46,11 @@ from polydiff.plugin import (
     FieldSpec,
     TimeEmbedding,
     atomic_write,
-    call,
     gradient_guidance,
     input_scale,
     make_grid,
     time_input,
+    token_guidance,
 )
 
 from .periodic import (
@@ -455,34 +455,21 @@ def matrix_guidance(reg: MatrixRegressor, target: float | Tensor, fields: Mappin
     return wrap
 
 
-def type_guidance(reg: PeriodicRegressor, target: float | Tensor, scale: float = 1.0, std: float | None = None
-                  ) -> Any:
+def type_guidance(reg: PeriodicRegressor, target: float | Tensor, fields: Mapping[str, FieldSpec],
+                  scale: float = 1.0, std: float | None = None) -> Any:
     """A guidance wrapper for the masked element types (a discrete field the core's gradient
-    guidance does not move): the logits of each still-masked atom gain ``scale * g_v``, with ``g``
-    the gradient of ``log N(target; f(state_t, t), std^2)`` in the atom's one-hot type. That is
-    the first-order (Taylor) estimate of how unmasking the atom as element ``v`` changes the log-
-    likelihood (as DiGress guides discrete graphs), so ``scale = 1`` tilts the clean-type
-    distribution by the estimated likelihood ratio."""
+    guidance does not move): the core's :func:`~polydiff.plugin.token_guidance` with
+    ``log N(target; f(state_t, t), std^2)``. Each still-masked atom's logits gain ``scale``
+    times the first-order estimate of how unmasking it as each element changes that
+    log-likelihood, so ``scale = 1`` tilts the clean-type distribution by the estimated
+    likelihood ratio."""
     width = float(std if std is not None else float(reg.std))
-    v = reg.num_types
+
+    def predict(state: Mapping[str, Tensor], t: Tensor) -> Tensor:
+        return reg(state, t.reshape(-1).expand(state["types"].shape[0]))
 
     def wrap(model: Any) -> Any:
-        def guided(state: Mapping[str, Tensor], t: Tensor, cond: Any = None, **kw: Any) -> dict[str, Tensor]:
-            out = dict(call(model, state, t, cond, **kw))
-            types = state["types"].long().clamp(0, v)
-            dt = reg.embed.weight.dtype
-            with torch.enable_grad():
-                onehot = nn.functional.one_hot(types, v + 1).to(dt).requires_grad_(True)
-                tt = t.reshape(-1).expand(types.shape[0])
-                pred = reg({**state, "types": onehot}, tt)
-                y = torch.as_tensor(target, dtype=pred.dtype, device=pred.device)
-                (g,) = torch.autograd.grad((-0.5 * ((pred - y) / width) ** 2).sum(), onehot)
-            masked = (types == v)[..., None]
-            logits = out["types"]
-            out["types"] = logits + (scale * g[..., :v] * masked).to(logits.dtype)
-            return out
-
-        return guided
+        return token_guidance(model, fields, _likelihood(predict, target, width), keys=["types"], scale=scale)
 
     return wrap
 
@@ -510,7 +497,7 @@ def periodic_guidance(reg: PeriodicRegressor, target: float | Tensor, fields: Ma
     def predict(state: Mapping[str, Tensor], t: Tensor) -> Tensor:
         return reg(state, t.reshape(-1).expand(state["frac"].shape[0]))
 
-    discrete = type_guidance(reg, target, scale, width) if "types" in keys else None
+    discrete = type_guidance(reg, target, fields, scale, width) if "types" in keys else None
 
     def wrap(model: Any) -> Any:
         if scales:

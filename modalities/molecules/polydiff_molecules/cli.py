@@ -70,6 +70,8 @@ def _configure_property(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=2.0)
     p.add_argument("--guide", type=Path, help="noise-aware regressor for --mode gradient")
     p.add_argument("--guide-scale", type=float, default=1.0)
+    p.add_argument("--guide-on", default="pos,types",
+                   help="what gradient guidance moves: pos, types or pos,types (default)")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -92,7 +94,8 @@ def _run_property(args: argparse.Namespace) -> int:
     bundle = qm9_dataset(n=opts.get("n", 2000), seed=opts.get("seed", 0), half="generator", conditions=[prop])
     targets = targets_for(bundle, prop, args.num, args.targets, seed=args.seed)
     res = property_mae(gen, evaluator, targets, mode=args.mode, guidance_scale=args.guidance_scale, guide=guide,
-                       guide_scale=args.guide_scale, seed=args.seed, steps=args.steps)
+                       guide_scale=args.guide_scale, guide_keys=args.guide_on.split(","), seed=args.seed,
+                       steps=args.steps)
     res.update(property=prop, targets=args.targets, mode=args.mode)
     if args.json:
         atomic_write(args.json, json.dumps(res, indent=2) + "\n")
