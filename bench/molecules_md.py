@@ -77,6 +77,15 @@ FP_RATIOS = (0.1, 0.01)  # penalty / DSM loss in a median batch of the base mode
 # where the Langevin forces are taken), residual times sigma^3 / g^2 (polydiff.techniques.fp_normalizer)
 RANGE_HIS = (0.05, 0.2)
 RANGE_RATIOS = (0.1, 0.01)  # as FP_RATIOS; at 1 a 10-step smoke run already broadened both JS
+# clipped arms: each sample's normalised penalty softly capped (loss.techniques.fp_clip) at
+# CLIP_FACTOR x the base model's median batch penalty of the unclipped family. Only where batch
+# penalties are heavy-tailed: on alanine the [t_min, 0.2] family's mean is 1000x its median
+# (Mueller-Brown: max / median <= 3, so a cap would change nothing there)
+CLIP_FACTOR = 10.0
+CLIP_SYSTEMS = ("alanine",)
+CLIP_RATIOS = {0.05: (0.1,), 0.2: (0.1, 0.01)}  # per range end: the ratios given a clipped arm
+# extra fine-tuning seeds (--tune-seeds) run these arms again from the same base model
+SEED_ARMS = ("fp0", "fp0.1_t0.05n", "fp0.01_t0.05n")
 CALIBRATION_BATCHES = 8
 T_MIN_CHECK = 0.01  # the Langevin diagnostic at a larger force time
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -198,25 +207,43 @@ def penalty_stats(gen: Any, s: dict[str, Any], seed: int, fp: dict[str, Any] | N
 def _penalty_options(fp: dict[str, Any] | None) -> dict[str, Any]:
     """``loss.techniques`` FP options as keyword arguments of ``fokker_planck_penalty``."""
     fp = fp or {}
-    out: dict[str, Any] = {"normalize": bool(fp.get("fp_normalize", False))}
+    out: dict[str, Any] = {"normalize": bool(fp.get("fp_normalize", False)), "clip": fp.get("fp_clip")}
     if fp.get("fp_t_range"):
         out["t_range"] = tuple(fp["fp_t_range"])
         out["range_density"] = fp.get("fp_t_density", "log_uniform")
     return out
 
 
-def arm_specs(t_min: float, legacy: bool = True) -> list[dict[str, Any]]:
+def arm_specs(t_min: float, legacy: bool = True, clip: bool = False) -> list[dict[str, Any]]:
     """The fine-tuning arms: no penalty; the full-range raw penalty at ``FP_RATIOS`` (with
     ``legacy``); the normalised penalty restricted to ``[t_min, hi]`` for each of ``RANGE_HIS``
-    at ``RANGE_RATIOS``. ``fp``: the arm's FP options, shared by the arms calibrated together."""
+    at ``RANGE_RATIOS``; with ``clip``, the same clipped (``CLIP_RATIOS``; the cap is set from
+    the unclipped family's calibration, ``clip_of``). ``fp``: the arm's FP options, shared by
+    the arms calibrated together."""
     arms: list[dict[str, Any]] = [{"key": "fp0", "family": "none", "ratio": 0.0, "fp": {}}]
     if legacy:
         arms += [{"key": f"fp{r:g}", "family": "full range, raw", "ratio": r, "fp": {}} for r in FP_RATIOS]
     for hi in RANGE_HIS:
         fp = {"fp_t_range": [t_min, hi], "fp_normalize": True}
-        arms += [{"key": f"fp{r:g}_t{hi:g}n", "family": f"t in [{t_min:g}, {hi:g}], normalised", "ratio": r, "fp": fp}
-                 for r in RANGE_RATIOS]
+        fam = f"t in [{t_min:g}, {hi:g}], normalised"
+        arms += [{"key": f"fp{r:g}_t{hi:g}n", "family": fam, "ratio": r, "fp": fp} for r in RANGE_RATIOS]
+    if clip:
+        for hi in RANGE_HIS:
+            fp = {"fp_t_range": [t_min, hi], "fp_normalize": True, "fp_clip": None}
+            fam = f"t in [{t_min:g}, {hi:g}], normalised"
+            arms += [{"key": f"fp{r:g}_t{hi:g}nc", "family": fam + ", clipped", "clip_of": fam, "ratio": r, "fp": fp}
+                     for r in CLIP_RATIOS.get(hi, ())]
     return arms
+
+
+def arm_label(spec: dict[str, Any], t_min: float) -> str:
+    w, fp = spec["weight"], spec["fp"]
+    if w == 0:
+        return "no FP"
+    if fp:
+        clip = f" clip {fp['fp_clip']:.2g}" if fp.get("fp_clip") else ""
+        return f"FP [{t_min:g}, {fp['fp_t_range'][1]:g}] norm{clip} w={w:.2g}"
+    return f"FP w={w:.2g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +393,8 @@ def plot(system: str, ref: np.ndarray, rows: dict[str, dict[str, np.ndarray]], p
 # ---------------------------------------------------------------------------------------------
 
 
-def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, legacy: bool = True) -> dict[str, Any]:
+def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, legacy: bool = True,
+               tune_seeds: tuple[int, ...] = ()) -> dict[str, Any]:
     from polydiff_molecules import MDModality
     from polydiff_molecules.md import phi_psi
     from polydiff_molecules.md_modality import _coords
@@ -379,12 +407,14 @@ def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, l
     data = gen.modality.dataset(gen.config.data.name, **gen.config.data.options)
     ref = _coords(MDModality().reference(data))
     t_min = float(gen.fields["x"].process.schedule.t_min)
-    specs = arm_specs(t_min, legacy)
+    specs = arm_specs(t_min, legacy, clip=system in CLIP_SYSTEMS)
     cal: dict[str, Any] = {}  # per family: the base model's penalty, and the weights it gives
     for spec in specs:
         fam = spec["family"]
         if spec["ratio"] == 0 or fam in cal:
             continue
+        if "clip_of" in spec:  # the cap: CLIP_FACTOR x the unclipped family's median batch penalty
+            spec["fp"]["fp_clip"] = CLIP_FACTOR * cal[spec["clip_of"]]["penalty_median"]
         cal[fam] = {**penalty_stats(gen, s, seed, spec["fp"]), "fp": spec["fp"], "ratios": [], "weights": []}
     for spec in specs:
         c = cal.get(spec["family"])
@@ -399,12 +429,7 @@ def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, l
     rows: dict[str, dict[str, np.ndarray]] = {}
     for spec in specs:
         w = spec["weight"]
-        if w == 0:
-            label = "no FP"
-        elif spec["fp"]:
-            label = f"FP [{t_min:g}, {spec['fp']['fp_t_range'][1]:g}] norm w={w:.2g}"
-        else:
-            label = f"FP w={w:.2g}"
+        label = arm_label(spec, t_min)
         log(f"{system}: {label}, {s['tune_steps']} fine-tuning steps")
         tuned = train(config(s, s["tune_steps"], s["tune_lr"], seed + 1, fp_weight=w, init=base["checkpoint"],
                              ema=0.99, fp=spec["fp"] if w else None), out / f"{system}_tune_{spec['key']}")
@@ -422,8 +447,18 @@ def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, l
                        "after_own": penalty_stats(g, s, seed, spec["fp"]) if spec["fp"] else None, **ev}
         if w == 0:
             arms[label]["integrator_check"] = integrator_check(system, g, s, ref, seed)
+        arms[label]["seeds"] = [_seed_row(seed, ev["metrics"])]
+    for extra in tune_seeds:  # the same base model, another fine-tuning and evaluation seed
+        for spec in (x for x in specs if x["key"] in SEED_ARMS):
+            label = arm_label(spec, t_min)
+            log(f"{system}: {label}, seed {extra}")
+            tuned = train(config(s, s["tune_steps"], s["tune_lr"], extra + 1, fp_weight=spec["weight"],
+                                 init=base["checkpoint"], ema=0.99, fp=spec["fp"] if spec["weight"] else None),
+                          out / f"{system}_tune_{spec['key']}_seed{extra}")
+            ev = evaluate(polydiff.load(tuned["checkpoint"]), s, extra, ref, sweep=False)
+            arms[label]["seeds"].append(_seed_row(extra, ev["metrics"]))
     res: dict[str, Any] = {"settings": dict(s), "t_min": t_min, "calibration": cal, "arms": arms,
-                           "reference_frames": len(ref)}
+                           "reference_frames": len(ref), "tune_seeds": [seed, *tune_seeds]}
     if system == "alanine":
         res["reference_phi_positive"] = float(np.mean(phi_psi(ref)[:, 0] > 0))
     path = plot_dir / f"molecules_md_{system}.png"
@@ -431,6 +466,36 @@ def run_system(system: str, out: Path, quick: bool, seed: int, plot_dir: Path, l
     res["seconds"] = time.perf_counter() - t_sys
     log(f"{system}: done in {res['seconds']:.0f} s")
     return res
+
+
+def _seed_row(seed: int, m: dict[str, Any]) -> dict[str, Any]:
+    key = "js_phi_psi" if "iid_js_phi_psi" in m else "js"
+    return {"seed": seed, "iid": m[f"iid_{key}"], "langevin": m[f"langevin_{key}"], "gap": m["langevin_minus_iid"]}
+
+
+def seed_summary(sys_res: dict[str, Any]) -> dict[str, Any]:
+    """Per arm run with several seeds: mean and standard deviation of both JS and of the gap,
+    and the change of |gap| against no FP paired by seed (mean and standard error); "narrowed"
+    when that change is below zero by more than two standard errors."""
+    base = {r["seed"]: r for r in sys_res["arms"]["no FP"].get("seeds", [])}
+    out = {}
+    for label, a in sys_res["arms"].items():
+        rows = a.get("seeds", [])
+        if len(rows) < 2:
+            continue
+        entry: dict[str, Any] = {"n": len(rows)}
+        for k in ("iid", "langevin", "gap"):
+            v = np.array([r[k] for r in rows])
+            entry[k] = (float(v.mean()), float(v.std(ddof=1)))
+        if a["fp_weight"] and all(r["seed"] in base for r in rows):
+            d = np.array([abs(r["gap"]) - abs(base[r["seed"]]["gap"]) for r in rows])
+            di = np.array([r["iid"] - base[r["seed"]]["iid"] for r in rows])
+            dl = np.array([r["langevin"] - base[r["seed"]]["langevin"] for r in rows])
+            se = float(d.std(ddof=1) / math.sqrt(len(d)))
+            entry.update(abs_gap_change=(float(d.mean()), se), iid_change=float(di.mean()),
+                         langevin_change=float(dl.mean()), narrowed=bool(d.mean() < -2 * se))
+        out[label] = entry
+    return out
 
 
 def noise_yardstick(sys_res: dict[str, Any]) -> float:
@@ -461,7 +526,8 @@ def verdict(sys_res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True) -> tuple[dict, str]:
+def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True,
+           tune_seeds: tuple[int, ...] = ()) -> tuple[dict, str]:
     """Train, evaluate and plot both systems with and without the Fokker-Planck penalty; returns
     the results and a markdown section. ``out``: the folder of run folders (reused when a
     finished run with the same config is there). Plots go to ``bench/results/`` (``out`` with
@@ -475,8 +541,9 @@ def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True) -
                            "fp_ratios": list(FP_RATIOS) if legacy else [], "range_his": list(RANGE_HIS),
                            "range_ratios": list(RANGE_RATIOS), "systems": {}}
     for system in SYSTEMS:
-        res["systems"][system] = run_system(system, out, quick, seed, plot_dir, legacy)
+        res["systems"][system] = run_system(system, out, quick, seed, plot_dir, legacy, tune_seeds)
         res["systems"][system]["verdict"] = verdict(res["systems"][system])
+        res["systems"][system]["seed_summary"] = seed_summary(res["systems"][system])
     res["seconds"] = time.perf_counter() - t0
     return res, render_section(res)
 
@@ -580,9 +647,23 @@ def render_section(res: dict[str, Any]) -> str:
             lines.append(f"- **{label}** {word} the gap: |gap| {v['abs_gap_no_fp']:.3f} -> {v['abs_gap_fp']:.3f} "
                          f"({100 * v['relative_change']:+.0f} %); i.i.d. JS {v['iid_change']:+.3f}, Langevin JS "
                          f"{v['langevin_change']:+.3f} against no FP" + tail)
-        lines += ["", "One seed per setting: as a yardstick of the noise, the no-FP Langevin JS of the two halves of "
-                  f"its frames differ by {noise:.3f} (each half has half the frames, so both sit above the full "
-                  "estimate).", ""]
+        lines += ["", "The verdicts above use one seed per setting: as a yardstick of the noise, the no-FP Langevin "
+                  f"JS of the two halves of its frames differ by {noise:.3f} (each half has half the frames, so both "
+                  "sit above the full estimate).", ""]
+        ss = sr.get("seed_summary") or {}
+        if ss:
+            lines += [f"Across fine-tuning seeds {sr['tune_seeds']} (one base model; each seed fine-tunes and "
+                      "evaluates again; the change of |gap| is paired by seed, mean +- standard error; *narrowed* "
+                      "when it is below zero by more than two standard errors):", "",
+                      "| setting | seeds | i.i.d. JS | Langevin JS | gap | change of abs(gap) vs no FP | "
+                      "i.i.d. / Langevin JS change | narrowed |", "|---|---|---|---|---|---|---|---|"]
+            for label, e in ss.items():
+                pm = {k: f"{e[k][0]:.3f} +- {e[k][1]:.3f}" for k in ("iid", "langevin", "gap")}
+                ch = (f"{e['abs_gap_change'][0]:+.3f} +- {e['abs_gap_change'][1]:.3f} | "
+                      f"{e['iid_change']:+.3f} / {e['langevin_change']:+.3f} | "
+                      f"{'yes' if e['narrowed'] else 'no'}") if "abs_gap_change" in e else "- | - | -"
+                lines.append(f"| {label} | {e['n']} | {pm['iid']} | {pm['langevin']} | {pm['gap']} | {ch} |")
+            lines.append("")
     lines.append("**Summary** (per penalty family, over systems x weights):")
     lines.append("")
     fams: dict[str, list[dict[str, Any]]] = {}
@@ -606,10 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-legacy", action="store_true", help="skip the full-range raw penalty arms (ratios "
                                                              f"{', '.join(map(str, FP_RATIOS))}): about 9 minutes less")
+    p.add_argument("--tune-seeds", default="", help="extra fine-tuning seeds (comma-separated) for the arms "
+                                                     f"{', '.join(SEED_ARMS)}, from the same base model")
     args = p.parse_args(argv)
     runs = args.runs or Path("/tmp/polydiff-bench-molecules-md" + ("-quick" if args.quick else ""))
+    tune_seeds = tuple(int(v) for v in args.tune_seeds.split(",") if v.strip())
     env = environment(command_line("molecules_md.py", argv))
-    res, section = run_md(runs, quick=args.quick, seed=args.seed, legacy=not args.no_legacy)
+    res, section = run_md(runs, quick=args.quick, seed=args.seed, legacy=not args.no_legacy, tune_seeds=tune_seeds)
     res = {"environment": env, **res}
     md = "\n".join(header("Molecules: energy-based MD with and without the Fokker-Planck penalty", env)) + section
     if args.quick:

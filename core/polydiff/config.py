@@ -392,7 +392,12 @@ def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dic
         if tech.cond_drop > 0 and loss.cond_drop > 0:
             raise ConfigError(f"{source}: loss.techniques.cond_drop: condition dropout is set twice; "
                               "keep loss.cond_drop (it drops every condition of the data) or this one")
-        loss.techniques = {k: v for k, v in _plain(tech).items() if k in loss.techniques}
+        given = {k: v for k, v in _plain(tech).items() if k in loss.techniques}
+        try:  # the techniques' own consistency checks (Fokker-Planck options, alignment names), now
+            Techniques.from_config(given)
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"{source}: {err.args[0] if err.args else err}") from None
+        loss.techniques = given
     out = {}
     for k, v in rest.items():  # checked against the annotations of the factory that takes it
         fn, skip = next(((fn, skip) for fn, skip in ((w, 2), (d, 3), (o, 0)) if k in _keywords(fn, skip)), (o, 0))

@@ -319,7 +319,7 @@ def fp_times(fields: Mapping[str, FieldSpec], noise: Noise, t_range: Sequence[fl
 def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise, *,
                           cond: Any = None, time_density: str = "uniform", h: float = 1e-2,
                           divergence: str = "hutchinson", t_range: Sequence[float] | None = None,
-                          range_density: str = "log_uniform", normalize: bool = False,
+                          range_density: str = "log_uniform", normalize: bool = False, clip: float | None = None,
                           **density_options: float) -> Tensor:
     """The squared score Fokker-Planck residual per dimension at one random time per sample, with
     the graph kept for training (it needs double backpropagation through the network).
@@ -331,7 +331,12 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
     time instead of growing like ``sigma**-6``. ``divergence="hutchinson"`` estimates the
     squared norm without bias from two independent probes (noisy, cheap); ``"exact"`` takes one
     vector-Jacobian product per dimension (small fields). ``h``: relative time step of the
-    central difference ``d s/dt``."""
+    central difference ``d s/dt``. ``clip``: a soft cap ``c`` on each sample's penalty,
+    ``c * tanh(p / c)`` (unchanged for ``|p| << c``, at most ``c``), so that the few samples with
+    heavy-tailed residuals (those near the edge of the data, where the score is least known)
+    cannot dominate the batch's penalty and its gradient."""
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
     if t_range is None:
@@ -354,13 +359,17 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
 
     if divergence == "exact":
         r = residual(None)
-        return (r * r).sum(1).mean() / dim
-    probes = []
-    for _ in range(2):
-        z = packer.unpack(noise.randn((dim,), dtype).to(dev))
-        probes.append(packer.pack({k: fields[k].structure.project(v, noisy) for k, v in z.items()}))
-    ra, rb = residual([probes[0]]), residual([probes[1]])
-    return (ra * rb).sum(1).mean() / dim
+        per = (r * r).sum(1) / dim
+    else:
+        probes = []
+        for _ in range(2):
+            z = packer.unpack(noise.randn((dim,), dtype).to(dev))
+            probes.append(packer.pack({k: fields[k].structure.project(v, noisy) for k, v in z.items()}))
+        ra, rb = residual([probes[0]]), residual([probes[1]])
+        per = (ra * rb).sum(1) / dim
+    if clip is not None:
+        per = clip * torch.tanh(per / clip)
+    return per.mean()
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,7 +513,8 @@ class Techniques:
     hi]``: penalty times drawn there instead of from the loss's time density), ``fp_t_density``
     (how within the range: "log_uniform", the default, or "uniform") and ``fp_normalize``
     (scale the residual by ``sigma**3 / g**2`` so it stays O(1) as t -> 0, see
-    :func:`fp_normalizer`), ``cond_drop`` (condition dropout probability) with
+    :func:`fp_normalizer`), ``fp_clip`` (a soft cap on each sample's penalty, see
+    :func:`fokker_planck_penalty`), ``cond_drop`` (condition dropout probability) with
     ``condition_keys``.
     """
 
@@ -520,6 +530,7 @@ class Techniques:
     fp_t_range: tuple[float, float] | None = None
     fp_t_density: str = field(default="log_uniform", metadata={"choices": FP_TIME_DENSITIES})
     fp_normalize: bool = False
+    fp_clip: float | None = None
     cond_drop: float = 0.0
     condition_keys: list[str] = field(default_factory=list)
 
@@ -548,9 +559,12 @@ class Techniques:
             if not (math.isfinite(hi) and 0 < lo < hi):
                 raise ValueError(f"{where}.fp_t_range must be [lo, hi] with 0 < lo < hi, got [{lo:g}, {hi:g}]")
             self.fp_t_range = (lo, hi)
+        if self.fp_clip is not None and not (math.isfinite(self.fp_clip) and self.fp_clip > 0):
+            raise ValueError(f"{where}.fp_clip (a cap on each sample's penalty) must be a finite number > 0, got "
+                             f"{self.fp_clip!r}")
         if self.fp_weight == 0:
-            given = [k for k, off in (("fp_t_range", self.fp_t_range is None), ("fp_normalize", not self.fp_normalize))
-                     if not off]
+            given = [k for k, off in (("fp_t_range", self.fp_t_range is None), ("fp_normalize", not self.fp_normalize),
+                                      ("fp_clip", self.fp_clip is None)) if not off]
             if given:
                 raise ValueError(f"{where}.{given[0]} has no effect without fp_weight > 0 (the Fokker-Planck "
                                  "penalty is off)")
@@ -601,7 +615,7 @@ def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, 
         pen = fokker_planck_penalty(model, fields, batch, noise, cond=loss_options.get("cond"), h=techniques.fp_step,
                                     time_density=loss_options.get("time_density", "uniform"),
                                     t_range=techniques.fp_t_range, range_density=techniques.fp_t_density,
-                                    normalize=techniques.fp_normalize, **dens)
+                                    normalize=techniques.fp_normalize, clip=techniques.fp_clip, **dens)
         loss = loss + techniques.fp_weight * pen
         logs = {**logs, "fokker_planck": pen.detach()}
     return loss, logs

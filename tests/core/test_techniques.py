@@ -217,7 +217,9 @@ def test_fokker_planck_options_validate():
            ({"fp_t_range": [1e-3, 0.2]}, "fp_t_range has no effect without fp_weight"),
            ({"fp_normalize": True}, "fp_normalize has no effect"),
            ({"fp_weight": -1.0}, "fp_weight"),
-           ({"fp_weight": 0.1, "fp_step": 1.0}, "fp_step")]
+           ({"fp_weight": 0.1, "fp_step": 1.0}, "fp_step"),
+           ({"fp_weight": 0.1, "fp_clip": 0.0}, "fp_clip"),
+           ({"fp_clip": 1.0}, "fp_clip has no effect")]
     for cfg, msg in bad:
         with pytest.raises(ValueError, match=msg):
             Techniques.from_config(cfg)
@@ -228,6 +230,33 @@ def test_fokker_planck_options_validate():
     loss, logs = technique_loss(_recording_model(seen, PROC, 1.5), fields, batch, Noise(32, seed=0), tech)
     assert torch.isfinite(loss) and any(float(t.min()) >= 0.3 and float(t.max()) <= 0.4 * 1.01 for t in seen)
     assert 0.1 < float(logs["fokker_planck"]) < 2.0  # normalised: k^2 (k - 1)^2 = 0.56 up to Hutchinson noise
+
+
+def test_fokker_planck_clip_caps_each_sample_softly():
+    """``clip=c`` maps each sample's penalty p to c tanh(p / c): a score off by k = 1.5 has the
+    normalised penalty 0.5625 per sample, so a cap of 100 changes nothing and a cap of 0.1
+    bounds the mean by 0.1."""
+    fields = {"x": FieldSpec(PROC)}
+    batch = {"x": torch.zeros(256, 3, dtype=torch.float64)}
+    opts = {"h": 1e-4, "divergence": "exact", "t_range": (1e-2, 0.2), "normalize": True}
+    model = _recording_model([], PROC, 1.5)
+    free = float(fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), **opts).detach())
+    loose = float(fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), clip=100.0, **opts).detach())
+    tight = float(fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), clip=0.1, **opts).detach())
+    assert abs(loose - free) < 1e-3 * free and 0.3 < free < 0.9
+    assert 0.05 < tight < 0.1 < free
+    with pytest.raises(ValueError, match="clip"):
+        fokker_planck_penalty(model, fields, batch, Noise(256, seed=0), clip=-1.0, **opts)
+
+
+def test_fokker_planck_options_fail_at_config_load(tmp_path):
+    from polydiff.config import ConfigError, load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("modality: toy\ndata: {name: gmm}\nmodel: {name: mlp}\n"
+                    "loss: {techniques: {fp_weight: 0.1, fp_t_range: [0.2, 0.001]}}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*fp_t_range"):
+        load_config(path)
 
 
 def test_score_augment_with_an_equivariant_model_changes_nothing():
