@@ -61,8 +61,9 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
 
 PARTS = ("floor", "unconditional", "conditional", "gradient", "speed")
 SCALES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
-GRADIENT_HEAD = ("| scale | decoded | valid | in band-gap window | median judged gap | mean judged gap | s / crystal |",
-                 "|---|---|---|---|---|---|---|")
+GRADIENT_HEAD = ("| scale | decoded | valid | in band-gap window | median judged gap | mean judged gap | "
+                 "in window, feature judge | mean gap, feature judge | s / crystal |",
+                 "|---|---|---|---|---|---|---|---|---|")
 
 
 def train(cfg: dict[str, Any], out: Path, minutes: float, threads: int, reuse: bool = False
@@ -131,18 +132,66 @@ def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any) -> dict[str, Any]:
+def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any,
+                  features: Any = None) -> dict[str, Any]:
     """Share of samples whose judged band gap lies in ``window`` (undecodable samples and those
-    with elements the judge never saw count as misses), the decoded share, the median and mean."""
+    with elements the judge never saw count as misses), the decoded share, the median and mean;
+    with ``features`` (a :func:`feature_judge`), the same by that judge under ``"features"``."""
     from polydiff_crystals.modality import Undecodable
     from polydiff_crystals.periodic import predict
 
     structs = [o for o in objs if not isinstance(o, Undecodable)]
     known = [s for s in structs if {e.symbol for e in s.composition.elements} <= set(elements)]
     pred = predict(judge, known)[:, 0] if known else np.zeros(0)
-    return {"band_gap_share": float(np.sum((pred >= window[0]) & (pred <= window[1]))) / len(objs),
-            "decoded": len(structs) / len(objs), "pred_gap_median": float(np.median(pred)) if len(pred) else None,
+    out = {**_window_stats(pred, len(objs), window), "decoded": len(structs) / len(objs)}
+    if features is not None:
+        out["features"] = _window_stats(features(structs) if structs else np.zeros(0), len(objs), window)
+    return out
+
+
+def _window_stats(pred: np.ndarray, n: int, window: Any) -> dict[str, Any]:
+    return {"band_gap_share": float(np.sum((pred >= window[0]) & (pred <= window[1]))) / n,
+            "pred_gap_median": float(np.median(pred)) if len(pred) else None,
             "pred_gap_mean": float(np.mean(pred)) if len(pred) else None}
+
+
+def crystal_features(structs: list[Any]) -> np.ndarray:
+    """Per crystal: the 132 Magpie composition statistics (as the COV metrics use), volume per
+    atom, density and the six lattice parameters (NaN where an element lacks a property)."""
+    import warnings
+
+    from matminer.featurizers.composition.composite import ElementProperty
+
+    magpie = ElementProperty.from_preset("magpie")
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in structs:
+            comp = np.asarray(magpie.featurize(s.composition), dtype=float)
+            lat = s.lattice
+            rows.append(np.concatenate([comp, [s.volume / len(s), s.density, *lat.abc, *lat.angles]]))
+    return np.stack(rows) if rows else np.zeros((0, 140))
+
+
+def feature_judge(val: list[Any], test: list[Any], window: Any) -> tuple[Any, dict[str, Any]]:
+    """A second band-gap judge of another model family: gradient-boosted trees (scikit-learn's
+    HistGradientBoostingRegressor, 500 rounds, rate 0.05) on :func:`crystal_features`, trained on
+    the val split and scored on the test split like the first. Two judges that do not share a
+    model family (nor the guides' network) make a moved share harder to mistake for an artefact."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    t0 = time.perf_counter()
+    y = np.array([s.properties["band_gap"] for s in val])
+    model = HistGradientBoostingRegressor(max_iter=500, learning_rate=0.05, random_state=0)
+    model.fit(crystal_features(val), y)
+
+    def judge(structs: list[Any]) -> np.ndarray:
+        return model.predict(crystal_features(structs))
+
+    yt = np.array([s.properties["band_gap"] for s in test])
+    info = {"kind": "gradient-boosted trees on Magpie + volume + lattice features", "train_n": len(val),
+            **quality_of(judge(test), yt, float(y.mean()), window), "seconds": time.perf_counter() - t0}
+    return judge, info
 
 
 def gap_target(val: list[Any], args: argparse.Namespace) -> tuple[list[Any], float, tuple[float, float]]:
@@ -173,15 +222,20 @@ def judge_regressor(val: list[Any], elements: list[str], args: argparse.Namespac
 
 
 def judge_quality(judge: Any, test: list[Any], window: Any) -> dict[str, Any]:
-    """The judge on the whole test split: MAE (and the training mean's), Pearson correlation, and
-    how well "judged in the window" finds crystals truly in it (precision, recall)."""
+    """The judge on the whole test split: :func:`quality_of`."""
     from polydiff_crystals.periodic import predict
 
     y = np.array([s.properties["band_gap"] for s in test])
-    p = predict(judge, test)[:, 0]
+    return quality_of(predict(judge, test)[:, 0], y, float(judge.target_mean[0]), window)
+
+
+def quality_of(p: np.ndarray, y: np.ndarray, train_mean: float, window: Any) -> dict[str, Any]:
+    """MAE of predictions ``p`` of true band gaps ``y`` (and of the training mean), Pearson
+    correlation, and how well "judged in the window" finds crystals truly in it (precision,
+    recall)."""
     hit, true = (p >= window[0]) & (p <= window[1]), (y >= window[0]) & (y <= window[1])
     return {"test_mae": float(np.abs(p - y).mean()), "test_n": len(y),
-            "test_baseline_mae": float(np.abs(y - float(judge.target_mean[0])).mean()),
+            "test_baseline_mae": float(np.abs(y - train_mean).mean()),
             "test_corr": float(np.corrcoef(p, y)[0, 1]), "test_window_share": float(true.mean()),
             "window_precision": float(true[hit].mean()) if hit.any() else None,
             "window_recall": float(hit[true].mean()) if true.any() else None}
@@ -259,8 +313,11 @@ def part_gradient(args: argparse.Namespace) -> dict[str, Any]:
     judge, judge_info = judge_regressor(val, elements, args)
     judge_info = {**judge_info, **judge_quality(judge, test_reference("perov_5", None), window)}
     print("judge", judge_info, flush=True)
+    features, features_info = feature_judge(val, test_reference("perov_5", None), window)
+    print("feature judge", features_info, flush=True)
     gaps = np.array([s.properties["band_gap"] for s in val])
     out: dict[str, Any] = {"target_band_gap": target, "window": window, "judge": judge_info,
+                           "feature_judge": features_info,
                            "data_share": float(np.mean((gaps >= window[0]) & (gaps <= window[1]))),
                            "data_gap_median": float(np.median(gaps)), "data_gap_mean": float(np.mean(gaps)),
                            "guide_minutes": args.guide_minutes, "num": args.num, "models": {}}
@@ -300,7 +357,8 @@ def part_gradient(args: argparse.Namespace) -> dict[str, Any]:
                                     **({"control": Control(guidance=guidance)} if guidance else {}))
                 seconds = (time.perf_counter() - t0) / len(objs)
                 flags = per_crystal_flags([None if isinstance(o, Undecodable) else o for o in objs])
-                runs[f"scale_{scale:g}"] = {"scale": scale, **band_gap_hits(judge, objs, elements, window),
+                runs[f"scale_{scale:g}"] = {"scale": scale,
+                                            **band_gap_hits(judge, objs, elements, window, features),
                                             "valid": float(np.mean(flags["valid"])), "seconds_per_crystal": seconds}
                 if not scale:
                     plain = runs["scale_0"]
@@ -413,6 +471,12 @@ def gradient_section(g: dict[str, Any]) -> list[str]:
           f"training crystals in it: {g['data_share']:.3f} (their median gap {g['data_gap_median']:.2f} eV, mean "
           f"{g['data_gap_mean']:.3f} eV). Validity: CDVAE's (composition and structure) over all samples; "
           "undecodable samples and those with elements the judge never saw count as misses.", "",
+          *([f"A second judge of another model family ({g['feature_judge']['kind']}, trained on the same val split): "
+             f"test MAE {g['feature_judge']['test_mae']:.3f} vs {g['feature_judge']['test_baseline_mae']:.3f} for the "
+             f"mean, correlation {g['feature_judge']['test_corr']:.2f}, window precision "
+             f"{_fmt(g['feature_judge']['window_precision'])}, recall {_fmt(g['feature_judge']['window_recall'])}. "
+             "A share that moves under both judges is less likely to be an artefact of the guide's and the first "
+             "judge's shared network family.", ""] if "feature_judge" in g else []),
           f"Read with care: {g.get('num', 128)} samples per row (a share near 0.1 has a standard error of about "
           f"{math.sqrt(0.1 * 0.9 / g.get('num', 128)):.2f}), and \"in the window\" is the judge's opinion: on real "
           "test crystals its in-window calls are mostly wrong (precision above), so these rows say how far guidance "
@@ -443,8 +507,10 @@ def gradient_section(g: dict[str, Any]) -> list[str]:
 
 
 def _gradient_row(run: dict[str, Any]) -> str:
+    f = run.get("features") or {}
     return (f"| {run['scale']:g} | {_fmt(run['decoded'])} | {_fmt(run['valid'])} | {_fmt(run['band_gap_share'])} | "
-            f"{_fmt(run['pred_gap_median'])} | {_fmt(run['pred_gap_mean'])} | {_fmt(run['seconds_per_crystal'])} |")
+            f"{_fmt(run['pred_gap_median'])} | {_fmt(run['pred_gap_mean'])} | {_fmt(f.get('band_gap_share'))} | "
+            f"{_fmt(f.get('pred_gap_mean'))} | {_fmt(run['seconds_per_crystal'])} |")
 
 
 def part_report(args: argparse.Namespace) -> None:
