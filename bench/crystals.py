@@ -1,10 +1,11 @@
 """Crystals benchmark: DiffCrysGen matrices and the periodic alternative on Perov-5 and
 Carbon-24 (CDVAE metrics next to the val-vs-test floor and published numbers), conditional
 generation on a small band-gap set with and without Wyckoff augmentation and transfer
-learning, gradient guidance of both representations towards a band-gap window, and speed
-against DiffCrysGen's own code.
+learning, gradient guidance of both representations towards a band-gap window, sample quality
+against training time, and speed against DiffCrysGen's own code.
 
     python bench/crystals.py --runs /tmp/crysbench --parts floor,unconditional
+    python bench/crystals.py --runs /tmp/crysbench --parts longer --long-minutes 4,12,30
     python bench/crystals.py --runs /tmp/crysbench --parts conditional
     python bench/crystals.py --runs /tmp/crysbench --parts gradient --reuse   # reuses unconditional's models
     python bench/crystals.py --runs /tmp/crysbench --parts speed      # needs the DiffCrysGen venv:
@@ -59,7 +60,7 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
     return common_recipe("crystals", name, **changes)
 
 
-PARTS = ("floor", "unconditional", "conditional", "gradient", "speed")
+PARTS = ("floor", "unconditional", "longer", "conditional", "gradient", "speed")
 SCALES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 GRADIENT_HEAD = ("| scale | decoded | valid | in band-gap window | median judged gap | mean judged gap | "
                  "in window, feature judge | mean gap, feature judge | s / crystal |",
@@ -129,6 +130,41 @@ def part_unconditional(args: argparse.Namespace) -> dict[str, Any]:
             out[name] = {**m, "train": tr, "sample_s_per_crystal": sample_s, "undecodable": reasons,
                          "sampler": gen.config.sample.sampler, "steps": gen.config.sample.steps}
             print(name, tr, {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}, flush=True)
+    return out
+
+
+def part_longer(args: argparse.Namespace) -> dict[str, Any]:
+    """Sample quality against training time: ``--long-model`` trained in segments (resumed from
+    its last checkpoint, so the segments make one run) to the cumulative ``--long-minutes``;
+    after each, ``--num`` samples scored against the test split as in the unconditional part."""
+    import polydiff
+    from polydiff_crystals.metrics import evaluate_crystals
+    from polydiff_crystals.modality import CUTOFFS, Undecodable
+
+    name = args.long_model
+    ds = "perov_5" if name.startswith("perov") else "carbon_24"
+    ref = test_reference(ds, args.reference)
+    out_dir = args.runs / f"{name}_long"
+    cfg = recipe(name, data={"test_n": 200})
+    cfg["train"] = {**cfg["train"], "max_steps": 10**6, "threads": args.threads, "progress": False,
+                    "checkpoint_every": 10**6}
+    out: dict[str, Any] = {"model": name, "dataset": ds, "num": args.num, "points": []}
+    done = 0.0
+    for i, total in enumerate(args.long_minutes):
+        t0 = time.perf_counter()
+        cfg["train"]["max_minutes"] = total - done
+        run = polydiff.train(cfg, out_dir, verbose=False, fresh=i == 0)
+        done = total
+        gen = polydiff.load(run.checkpoint)
+        t1 = time.perf_counter()
+        objs = gen.generate(args.num, seed=0, progress=False)
+        sample_s = (time.perf_counter() - t1) / args.num
+        structs = [None if isinstance(o, Undecodable) else o for o in objs]
+        m = evaluate_crystals(structs, ref, cutoffs=CUTOFFS[ds])
+        point = {"minutes": total, "steps": run.step, "segment_wall_minutes": (t1 - t0) / 60,
+                 "sample_s_per_crystal": sample_s, **m}
+        out["points"].append(point)
+        print(name, "long", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in point.items()}, flush=True)
     return out
 
 
@@ -551,6 +587,17 @@ def part_report(args: argparse.Namespace) -> None:
     md += ["Novelty is not computed here (the CDVAE protocol does not score it on these sets); uniqueness is over "
            "valid samples with StructureMatcher (stol 0.5, angle_tol 10, ltol 0.3). COV-R of the floor is below 1 "
            "because 128 crystals cannot cover 500 (each row uses the same 128 / 500 counts).", ""]
+    if "longer" in res:
+        lg = res["longer"]
+        cols = ("valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision", "wdist_density",
+                "wdist_num_elems", "unique", "spacegroup_tv")
+        md += [f"## Sample quality against training time ({lg['model']}, {lg['dataset']})", "",
+               f"One run trained in segments (each resumed from the last checkpoint), {lg['num']} samples scored "
+               "against the same test crystals after each; the unconditional table above is its first point.", "",
+               "| minutes | steps | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        md += [f"| {pt['minutes']:g} | {pt['steps']} | " + " | ".join(_fmt(pt.get(k)) for k in cols) + " |"
+               for pt in lg["points"]]
+        md.append("")
     if "conditional" in res:
         c = res["conditional"]
         md += ["## Conditional generation on a small band-gap set", "",
@@ -601,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scales", type=lambda v: [float(x) for x in v.split(",")], default=list(SCALES),
                    help="gradient guidance scales, comma-separated")
     p.add_argument("--reuse", action="store_true", help="reuse models, guides and the judge already in --runs")
+    p.add_argument("--long-model", default="perov_periodic", help="the model of the longer part")
+    p.add_argument("--long-minutes", type=lambda v: [float(x) for x in v.split(",")], default=[4.0, 12.0, 30.0],
+                   help="cumulative training minutes at which the longer part samples and scores")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -609,7 +659,7 @@ def main(argv: list[str] | None = None) -> None:
             part_report(args)
             continue
         res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
-               "gradient": part_gradient, "speed": part_speed}[part](args)
+               "gradient": part_gradient, "speed": part_speed, "longer": part_longer}[part](args)
         res["command"] = command_line("crystals.py", argv)
         env = environment(res["command"])
         res["measured"] = {k: env[k] for k in ("commit", "dirty", "date")}

@@ -39,11 +39,11 @@ import logging
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -394,6 +394,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location="cpu" if map_location is None else map_location)
 
 
+class CallBudget(Callback):
+    """``train.max_minutes``: stop this call's training after that much wall time. Lightning's
+    own ``max_time`` restores the time of earlier calls from the checkpoint, so a run resumed
+    with a new budget would stop at once; this counts from the call's first step. The decision
+    is broadcast, so every process of a multi-process run stops at the same step."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds, self.start = 60.0 * minutes, 0.0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        over = time.monotonic() - self.start >= self.seconds
+        trainer.should_stop = trainer.should_stop or bool(trainer.strategy.broadcast(over))
+
+
 class StepCheckpoints(Callback):
     """``step-NNNNNNNN.ckpt`` every ``every`` steps, and ``last.ckpt`` then and at the end."""
 
@@ -544,10 +561,11 @@ def _trainer(cfg: Config, out: Path, ckpt_dir: Path, logger: Any, val: bool, cal
     if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of progress lines, not one per step
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.max_steps // 20))]
     return L.Trainer(
-        max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes > 0 else None,
+        max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
-        callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every), *callbacks], logger=logger,
+        callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every),
+                   *([CallBudget(t.max_minutes)] if t.max_minutes > 0 else []), *callbacks], logger=logger,
         enable_checkpointing=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=t.log_every,
         enable_progress_bar=t.progress, enable_model_summary=t.progress and verbose, default_root_dir=out,
         val_check_interval=t.val_every if val else None, check_val_every_n_epoch=None,

@@ -417,5 +417,9 @@ def test_max_minutes_stops_training_and_saves_the_last_checkpoint(tmp_path):
                         "threads": 1, "checkpoint_every": 10**6, "progress": False, "logger": "none"}}
     run = polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
     assert 0 < run.step < 10**6 and run.checkpoint.name == "last.ckpt" and run.checkpoint.is_file()
+    # the budget is this call's: a resumed run trains on for its own budget (Lightning's
+    # max_time would restore the first call's elapsed time and stop at once)
+    more = polydiff.train(recipe, tmp_path / "run", verbose=False)
+    assert more.resumed_from is not None and more.step > run.step + 5, (run.step, more.step)
     with pytest.raises(ConfigError, match=r"train\.max_minutes"):
         from_dict({**recipe, "train": {"max_minutes": -1}})
