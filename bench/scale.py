@@ -473,7 +473,9 @@ def merge_variants(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         kept = old["models"].get(mod, {}).get("variants", {})
         ref = kept.get("float32", {}).get("samples_per_s")
         kept = {k: {"float32_samples_per_s": ref, **v} for k, v in kept.items() if "error" not in v}
-        old["models"][mod] = {**e, "variants": {**kept, **e["variants"]}}
+        both = {**kept, **e["variants"]}
+        old["models"][mod] = {**e, "variants": {k: both[k] for k in sorted(both, key=lambda k: (
+            list(VARIANTS).index(k) if k in VARIANTS else len(VARIANTS)))}}
     old["command"] = f"{old.get('command', '?')} + {new['command']}"
     return old
 
