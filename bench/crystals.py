@@ -593,7 +593,8 @@ def part_report(args: argparse.Namespace) -> None:
                 "wdist_num_elems", "unique", "spacegroup_tv")
         md += [f"## Sample quality against training time ({lg['model']}, {lg['dataset']})", "",
                f"One run trained in segments (each resumed from the last checkpoint), {lg['num']} samples scored "
-               "against the same test crystals after each; the unconditional table above is its first point.", "",
+               "against the same test crystals after each (the first point has the unconditional part's budget; "
+               "the machine was shared, so steps, not minutes, measure the training).", "",
                "| minutes | steps | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         md += [f"| {pt['minutes']:g} | {pt['steps']} | " + " | ".join(_fmt(pt.get(k)) for k in cols) + " |"
                for pt in lg["points"]]
