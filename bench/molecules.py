@@ -261,11 +261,15 @@ def render(res: dict[str, Any]) -> str:
     lines = header("Molecules: PropMolFlow-style flow matching, EDM baseline, properties, speed, energy MD",
                    res["environment"])
     done = [f"{k} ({res[k]['part_seconds'] / 60:.0f} min)" for k in PARTS[:-1]
-            if k in res and "part_seconds" in res[k]]
+            if k in res and "part_seconds" in res[k] and not res[k].get("carried")]
     if done:
         lines += [f"Parts rendered from `RUNS/<part>.json`, each computed by `python bench/molecules.py --parts <part> "
-                  f"--runs RUNS` with the defaults above: {', '.join(done)}; the unconditional and properties parts "
-                  "ran side by side on one thread each.", ""]
+                  f"--runs RUNS` with the defaults above, on one thread beside other benchmarks: {', '.join(done)}.",
+                  ""]
+    carried = [(k, res[k]["carried"]) for k in PARTS[:-1] if k in res and res[k].get("carried")]
+    if carried:
+        lines += ["Parts taken from the previous report (not re-run): " + "; ".join(
+            f"{k} (commit `{str(m.get('commit'))[:10]}`, {m.get('date')})" for k, m in carried) + ".", ""]
     u = res.get("unconditional")
     if u:
         tr = u["training"]
@@ -311,6 +315,15 @@ def render(res: dict[str, Any]) -> str:
                              + f" | {_f(r['shuffled_mae'] * s)} | {_f(r['lower_bound_mae'] * s)} | "
                              + (_f(PROPMOLFLOW_MAE[prop]) if kind == "id" else "") + " |")
         lines.append("")
+        guides = [(prop, r["guide"], HARTREE_MEV if prop in ("gap", "homo", "lumo") else 1.0)
+                  for prop, r in p["props"].items() if "test_mae_t0.5" in r.get("guide", {})]
+        if guides:
+            lines += ["Guides (noise-aware regressors), test MAE on clean molecules / at t = 0.5: "
+                      + "; ".join(f"{prop} {_f(g['test_mae'] * s, 3)} / {_f(g['test_mae_t0.5'] * s, 3)}"
+                                  for prop, g, s in guides)
+                      + ". A guide whose error does not grow with the noise reads mostly what the noise leaves "
+                      "alone (the atom count): its gradients in positions and types are small, and so is what "
+                      "guidance changes.", ""]
     sp = res.get("speed")
     if sp and sp.get("ours"):
         import statistics
@@ -373,10 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{part}: done in {res['part_seconds']:.0f} s", flush=True)
     if "report" in parts:
         res = {"environment": environment(command_line("molecules.py", argv))}
+        previous = RESULTS / "molecules.json"
+        old = json.loads(previous.read_text()) if previous.is_file() else {}
         for part in PARTS[:-1]:
             path = args.runs / f"{part}.json"
             if path.is_file():
                 res[part] = json.loads(path.read_text())
+            elif isinstance(old.get(part), dict) and part != "md":  # carried over, labelled with when it ran
+                env = old.get("environment", {})
+                res[part] = {**old[part], "carried": old[part].get("carried")
+                             or {k: env.get(k) for k in ("commit", "date")}}
         md = render(res)
         if args.quick:
             print(md)
