@@ -381,16 +381,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
+    """``polydiff sample``'s work on this process: load, quantize, resolve the options, write
+    the samples; returns the folder, the number of samples and ``generate_to``'s result."""
     from . import distributed
     from .generator import interrupted_run, load
 
-    if args.processes > 1 and not distributed.init_from_env():
-        argv = _without(args.argv, "--processes")
-        if args.threads is None:
-            argv += ["--threads", str(max(1, (os.cpu_count() or 1) // args.processes))]
-        return distributed.launch(argv, args.processes)
-    launched = distributed.init_from_env()
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     if args.quantize is not None:
@@ -435,13 +431,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                            resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),
                            **options, **control)
-    if launched:
-        import torch.distributed as dist
+    return out, num, done
 
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank:
-            return 0  # rank 0 reports
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    if args.processes > 1 and not distributed.init_from_env():
+        argv = _without(args.argv, "--processes")
+        if args.threads is None:
+            argv += ["--threads", str(max(1, (os.cpu_count() or 1) // args.processes))]
+        return distributed.launch(argv, args.processes)
+    launched = distributed.init_from_env()
+    rank = distributed.world()[0]
+    try:
+        out, num, done = _generate(args)
+    finally:  # also on an error: a process group left up can abort the interpreter's exit
+        if launched:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank:
+        return 0  # rank 0 reports
     if done.complete:
         print(f"polydiff: {out} already holds these {num} samples; nothing to resume")
     elif done.resumed:
