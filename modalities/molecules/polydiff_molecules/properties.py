@@ -140,8 +140,8 @@ def regressor_guidance(net: PropertyRegressor, target: float | Tensor, fields: M
     the positions' score (the factor ``alpha_t`` keeps the push on the clean estimate finite
     at the noise end). ``"types"``: the core's token guidance tilts the logits of every
     still-masked atom by ``scale`` times the first-order estimate of how each element changes
-    the log-likelihood. Most QM9 properties depend on which atoms a molecule holds more than
-    on small moves of its positions, so the types carry most of the push."""
+    the log-likelihood. Either push is only as good as ``net``'s gradients: a guide that reads
+    little beyond the atom count moves nothing (docs/molecules.md)."""
     bad = [k for k in keys if k not in ("pos", "types")]
     if bad or not keys:
         raise ValueError(f"regressor guidance acts on 'pos' and / or 'types', got {list(keys)}")
