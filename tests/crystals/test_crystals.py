@@ -4,6 +4,8 @@ written by samples and by other tools, and a tiny trained model through the Pyth
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -303,3 +305,50 @@ def test_fused_channel_attention_equals_multihead_attention_and_loads_its_weight
     x = torch.randn(4, 32, 17)
     h = layer.norm1(x + mha(x, x, x, need_weights=False)[0])
     assert torch.allclose(layer(x), layer.norm2(h + layer.ffn(h)), atol=1e-6)
+
+
+class _TowardsHalf(torch.nn.Module):
+    """Predicts every clean fractional coordinate at 0.5 (lattice: the input, uniform types)."""
+
+    def __init__(self, num_types: int) -> None:
+        super().__init__()
+        self.num_types = num_types
+
+    def forward(self, state, t, cond=None):
+        frac = state["frac"]
+        return {"frac": torch.full_like(frac, 0.5), "lattice": state["lattice"],
+                "types": frac.new_zeros(*frac.shape[:2], self.num_types)}
+
+
+def _one_step(rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    from polydiff.plugin import Control, SampleSettings
+
+    mod = CrystalsModality()
+    data = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
+                       representation="periodic")
+    fields = mod.fields(data.info, frac_rate=rate)
+    spec = mod.prior_state(3, data.info, torch.Generator().manual_seed(0))
+    settings = SampleSettings(sampler="euler", steps=1, t_min=0.9)
+    net = _TowardsHalf(len(data.info["elements"]))
+    out = mod.sample(net, fields, spec, settings, Control(), seed=torch.arange(3), device=torch.device("cpu"))
+    return out["frac"], spec["mask"] != 0
+
+
+def test_periodic_sampling_moves_coordinates_at_frac_rate():
+    """One step from t = 1 to 0.9 covers 1 - kappa(0.9) / kappa(1) of the way to the predicted
+    coordinates: 0.1 at rate 0, 1 - (e^9 - 1) / (e^10 - 1) at rate 10 (the recipes' default)."""
+    def left(x):  # wrapped distance still to go to 0.5
+        d = 0.5 - x.double()
+        return d - torch.round(d)
+
+    (linear, present), (fast, _) = _one_step(0.0), _one_step(10.0)
+    ratio = (left(fast) / left(linear))[present]  # padded atoms stay put
+    expect = (math.expm1(9.0) / math.expm1(10.0)) / 0.9
+    assert torch.allclose(ratio, torch.full_like(ratio, expect), atol=1e-4)
+    mod = CrystalsModality()
+    info = make_bundle([_rocksalt()] * 2, [_rocksalt()], {"dataset": "t"}, representation="periodic").info
+    assert mod.fields(info)["frac"].process.sample_rate == 10.0
+    with pytest.raises(ValueError, match="frac_rate"):
+        mod.fields(info, frac_rate=-1.0)
+    with pytest.raises(ValueError, match="sigma_max"):
+        mod.fields(info, sigma_max=80.0)

@@ -48,6 +48,13 @@ from polydiff.plugin import (
 )
 
 REPRESENTATIONS = ("matrix", "periodic")
+# Sampling moves the periodic model's fractional coordinates at this exponential rate (FrameFlow's
+# rate schedule for rotations, FlowMM's inference annealing): each step shrinks the remaining
+# distance to the predicted clean coordinates by exp(-rate dt) instead of dt / t, so atoms commit to
+# sites while the network still sees noisy neighbours. At the linear rate (0) the early predictions
+# are close to the input and atoms freeze where the prior dropped them: on perov_5 after 5 minutes of
+# training, COV-R 0.03 at rate 0 against 0.24 at rate 10 with the same network.
+FRAC_RATE = 10.0
 SCALAR_CONDITIONS = ("band_gap", "formation_energy")
 CONDITIONS = ("spacegroup", *SCALAR_CONDITIONS)
 # CDVAE's coverage cutoffs per benchmark (structure, composition fingerprint distances)
@@ -453,14 +460,33 @@ class CrystalsModality(Modality):
         """``matrix``: ``x`` under EDM's schedule (``process`` options are EDM's: sigma_min,
         sigma_max, sigma_data, p_mean, p_std, rho); ``periodic``: flow matching with ``frac`` on
         the flat torus (geodesic interpolant to the uniform prior), ``lattice`` on the linear
-        interpolant and ``types`` a masked discrete flow."""
+        interpolant and ``types`` a masked discrete flow; ``frac_rate`` (default 10) is the
+        exponential rate with which :meth:`sample` moves the coordinates (see :data:`FRAC_RATE`)."""
         if info["representation"] == "matrix":
             return {"x": FieldSpec(GaussianProcess("edm", **process), Plain(), "x0")}
-        if process:
-            raise ValueError(f"the periodic representation takes no process options (got {', '.join(process)})")
-        return {"frac": FieldSpec(GeodesicFlow(FlatTorus()), Masked("mask"), "x0"),
+        unknown = sorted(set(process) - {"frac_rate"})
+        if unknown:
+            raise ValueError(f"the periodic representation takes only the process option frac_rate (got "
+                             f"{', '.join(unknown)})")
+        rate = float(process.get("frac_rate", FRAC_RATE))
+        if not rate >= 0:
+            raise ValueError(f"process.frac_rate must be >= 0, got {rate}")
+        frac = GeodesicFlow(FlatTorus())
+        frac.sample_rate = rate  # read by sample(); training keeps the linear interpolant
+        return {"frac": FieldSpec(frac, Masked("mask"), "x0"),
                 "lattice": FieldSpec(GaussianProcess("linear"), Plain(), "x0"),
                 "types": FieldSpec(Absorbing(len(info["elements"])), Masked("mask"))}
+
+    def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
+               control: Any, *, seed: Tensor, device: torch.device) -> dict[str, Tensor]:
+        """The core's sampling loop, with the fractional coordinates moved at the exponential rate
+        ``frac_rate`` (the trained network and every other field unchanged)."""
+        f = fields.get("frac")
+        rate = getattr(f.process, "sample_rate", 0.0) if f is not None else 0.0
+        if rate:
+            fields = {**fields, "frac": FieldSpec(GeodesicFlow(f.process.manifold, f.process.prior_kind, rate=rate),
+                                                  f.structure, f.prediction)}
+        return super().sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
