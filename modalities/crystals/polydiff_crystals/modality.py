@@ -53,7 +53,8 @@ REPRESENTATIONS = ("matrix", "periodic")
 # distance to the predicted clean coordinates by exp(-rate dt) instead of dt / t, so atoms commit to
 # sites while the network still sees noisy neighbours. At the linear rate (0) the early predictions
 # are close to the input and atoms freeze where the prior dropped them: on perov_5 after 5 minutes of
-# training, COV-R 0.03 at rate 0 against 0.24 at rate 10 with the same network.
+# training, COV-R 0.02 at rate 0 against 0.20 at rate 10 with the same network (bench/crystals.py,
+# part rates).
 FRAC_RATE = 10.0
 SCALAR_CONDITIONS = ("band_gap", "formation_energy")
 CONDITIONS = ("spacegroup", *SCALAR_CONDITIONS)
