@@ -604,13 +604,16 @@ def part_report(args: argparse.Namespace) -> None:
     ran = [(part, res[part].get("command")) for part in PARTS
            if part in res and isinstance(res[part], dict) and res[part].get("command")]
     if ran:
-        md += ["", "Parts run (each writes RUNS/<part>.json; floor+unconditional and conditional ran at the same time, "
-               "one thread each):", "", "```bash", *dict.fromkeys(c for _, c in ran), "```"]
+        md += ["", "Parts run (each writes RUNS/<part>.json; one thread each, two parts at a time on the 2 cores):", "",
+               "```bash", *dict.fromkeys(c for _, c in ran), "```"]
     carried = [(p, res[p]["measured"]) for p in PARTS if p in res and res[p].get("carried")]
     if carried:
         md += ["", "Parts taken from the previous report (not re-run): " + "; ".join(
             f"{p} (commit `{str(m.get('commit'))[:10]}`, {m.get('date')})" for p, m in carried) + "."]
-    md += ["", f"CPU budget: {args.minutes:g} min of training per unconditional model (2 cores shared), samples "
+    budget = [r["train"]["minutes"] for r in res.get("unconditional", {}).values()
+              if isinstance(r, dict) and "train" in r]
+    minutes = f"{round(statistics.median(budget)):g}" if budget else f"{args.minutes:g}"
+    md += ["", f"CPU budget: {minutes} min of training per unconditional model (2 cores shared), samples "
            "with each recipe's default sampler (DiffCrysGen: EDM churned Heun, 100 steps, S_churn 1; periodic: Euler, "
            "100 steps). CDVAE's train.csv is not in our data copy: models train on CDVAE's val split and are scored "
            "against its test split; the floor row scores val crystals against the same test crystals.", ""]
