@@ -8,6 +8,7 @@ against training time, and speed against DiffCrysGen's own code.
     python bench/crystals.py --runs /tmp/crysbench --parts rates --minutes 5 --rates 0,3,10,20
     python bench/crystals.py --runs /tmp/crysbench --parts longer --long-minutes 4,12,30
     python bench/crystals.py --runs /tmp/crysbench --parts conditional
+    python bench/crystals.py --runs /tmp/crysbench --parts conditional_periodic --reuse   # reuses the judge
     python bench/crystals.py --runs /tmp/crysbench --parts gradient --reuse   # reuses unconditional's models
     python bench/crystals.py --runs /tmp/crysbench --parts speed      # needs the DiffCrysGen venv:
     python bench/diffcrysgen_reference.py --setup                     #   creates /tmp/dcg_venv
@@ -61,7 +62,13 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
     return common_recipe("crystals", name, **changes)
 
 
-PARTS = ("floor", "unconditional", "rates", "longer", "conditional", "gradient", "speed")
+PARTS = ("floor", "unconditional", "rates", "longer", "conditional", "conditional_periodic", "gradient", "speed")
+# the conditional part's recipes (matrix) switched to the periodic representation: the periodic
+# recipes' network, process, coordinate loss and sampler, with the same conditions and freezing
+PERIODIC_CONDITIONAL = {"data": {"representation": "periodic"}, "process": {"frac_rate": 10.0},
+                        "loss": {"weighting": "prediction", "time_density": "uniform", "manifold_weighting": "velocity",
+                                 "field_weights": {"frac": 12.0}},
+                        "sample": {"sampler": "euler", "steps": 100, "s_churn": None}}
 RATE_LOSSES = {"plain (x0)": {"manifold_weighting": "x0", "field_weights": None},
                "velocity, weight 12 (recipe)": {"manifold_weighting": "velocity", "field_weights": {"frac": 12.0}}}
 RATE_COLS = ("valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision", "wdist_density", "spacegroup_tv")
@@ -324,12 +331,28 @@ def quality_of(p: np.ndarray, y: np.ndarray, train_mean: float, window: Any) -> 
             "window_recall": float(hit[true].mean()) if true.any() else None}
 
 
-def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
+def _conditional_recipe(name: str, periodic: bool, freeze: bool, **changes: Any) -> dict[str, Any]:
+    cfg = recipe(name, **changes)
+    if periodic:
+        for section, values in PERIODIC_CONDITIONAL.items():  # EDM's process options replaced, the rest merged
+            merged = values if section == "process" else {**cfg.get(section, {}), **values}
+            cfg[section] = {k: v for k, v in merged.items() if v is not None}
+        cfg["model"] = {"name": "periodic", "hidden": 128, "layers": 4, **({"freeze": 0.5} if freeze else {})}
+    return cfg
+
+
+def part_conditional_periodic(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`part_conditional` with the periodic representation (:data:`PERIODIC_CONDITIONAL`)."""
+    return part_conditional(args, periodic=True)
+
+
+def part_conditional(args: argparse.Namespace, periodic: bool = False) -> dict[str, Any]:
     """Space group + band gap on a small set (``--small`` Perov-5 crystals with a band gap > 0):
     with / without Wyckoff augmentation x with / without transfer from a formation-energy model
     trained on the whole split. Scores: share of samples in the requested space group (spglib,
     0.1 A) and share whose band gap, predicted by an in-project regressor trained on the whole
-    split, falls in the requested window."""
+    split, falls in the requested window. ``periodic``: the same runs with the periodic
+    representation (run folders prefixed ``periodic_``)."""
     import polydiff
     from polydiff_crystals.data import cdvae_crystals
     from polydiff_crystals.metrics import hit_rate, spacegroup_number
@@ -346,12 +369,14 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
     gaps = np.array([s.properties["band_gap"] for s in small])
     data_share = {"spacegroup": sgs.count(target_sg) / len(sgs), "band_gap": hit_rate(gaps, *window)}
     out: dict[str, Any] = {"small": args.small, "target_spacegroup": target_sg, "target_band_gap": target_gap,
-                           "window": window, "regressor": reg_info, "data_share": data_share, "runs": {}}
+                           "window": window, "regressor": reg_info, "data_share": data_share, "runs": {},
+                           "representation": "periodic" if periodic else "matrix"}
+    prefix = "periodic_" if periodic else ""
     stage1: dict[bool, Path] = {}
     for wyckoff in (False, True):
         name = f"formation_{'wyckoff' if wyckoff else 'plain'}"
-        ckpt, tr = train(recipe("perov_formation", data={"wyckoff": wyckoff, "test_n": 200}), args.runs / name,
-                         args.minutes, args.threads, args.reuse)
+        cfg = _conditional_recipe("perov_formation", periodic, False, data={"wyckoff": wyckoff, "test_n": 200})
+        ckpt, tr = train(cfg, args.runs / (prefix + name), args.minutes, args.threads, args.reuse)
         stage1[wyckoff] = ckpt
         out["runs"][name] = {"train": tr}
     for wyckoff in (False, True):
@@ -362,9 +387,9 @@ def part_conditional(args: argparse.Namespace) -> dict[str, Any]:
                                                  "init_partial": transfer}}
             if not transfer:
                 changes["model"] = {"name": "unet"}
-            cfg = recipe("perov_gap_transfer", **changes)
+            cfg = _conditional_recipe("perov_gap_transfer", periodic, transfer, **changes)
             cfg["data"]["n"] = args.small
-            ckpt, tr = train(cfg, args.runs / name, args.minutes * args.finetune, args.threads, args.reuse)
+            ckpt, tr = train(cfg, args.runs / (prefix + name), args.minutes * args.finetune, args.threads, args.reuse)
             gen = polydiff.load(ckpt)
             objs = gen.generate(args.num, seed=0, progress=False,
                                 condition={"spacegroup": target_sg, "band_gap": target_gap})
@@ -651,9 +676,12 @@ def part_report(args: argparse.Namespace) -> None:
         md += [f"| {pt['minutes']:g} | {pt['steps']} | " + " | ".join(_fmt(pt.get(k)) for k in cols) + " |"
                for pt in lg["points"]]
         md.append("")
-    if "conditional" in res:
-        c = res["conditional"]
-        md += ["## Conditional generation on a small band-gap set", "",
+    for part in ("conditional", "conditional_periodic"):
+        if part not in res:
+            continue
+        c = res[part]
+        md += [f"## Conditional generation on a small band-gap set ({c.get('representation', 'matrix')} "
+               "representation)", "",
                f"{c['small']} Perov-5 crystals with a band gap > 0; requested space group {c['target_spacegroup']} and "
                f"band gap {c['target_band_gap']:.2f} eV (window {c['window'][0]:.2f}-{c['window'][1]:.2f} eV, "
                f"judged by our periodic regressor: val MAE {c['regressor']['val_mae']:.3f} eV vs "
@@ -715,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
                "gradient": part_gradient, "speed": part_speed, "longer": part_longer,
-               "rates": part_rates}[part](args)
+               "rates": part_rates, "conditional_periodic": part_conditional_periodic}[part](args)
         res["command"] = command_line("crystals.py", argv)
         env = environment(res["command"])
         res["measured"] = {k: env[k] for k in ("commit", "dirty", "date")}
