@@ -111,21 +111,29 @@ class GeodesicFlow:
     predicted clean point shrinks by ``exp(-rate dt)`` per step ``dt`` (FrameFlow's exponential
     rate schedule for rotations, ``d x / d s = rate log_x(x0_hat)`` in its time ``s = 1 - t``),
     so the field settles early, long before ``t`` reaches 0.
+
+    ``sample_rate`` (default: ``rate``) is the rate :meth:`step` uses, so a model trained on one
+    path can be sampled on another: FrameFlow and FlowMM train on the linear path (``rate`` 0)
+    and sample at an exponential rate (e.g. 10).
     """
 
     kind = "manifold"
     t_min, t_max = 0.0, 1.0
 
-    def __init__(self, manifold: Manifold, prior: str | None = None, rate: float = 0.0) -> None:
+    def __init__(self, manifold: Manifold, prior: str | None = None, rate: float = 0.0,
+                 sample_rate: float | None = None) -> None:
         prior = manifold.prior_draw if prior is None else prior
         if prior not in ("uniform", "normal"):
             raise ValueError(f"prior must be 'uniform' or 'normal', got {prior!r}")
         self.manifold, self.prior_kind, self.rate = manifold, prior, rate
+        self.sample_rate = rate if sample_rate is None else sample_rate
 
-    def kappa(self, t: Tensor) -> Tensor:
-        if self.rate == 0:
+    def kappa(self, t: Tensor, rate: float | None = None) -> Tensor:
+        """The interpolation fraction at ``t`` for ``rate`` (default: the training path's)."""
+        rate = self.rate if rate is None else rate
+        if rate == 0:
             return t
-        return torch.expm1(self.rate * t) / math.expm1(self.rate)
+        return torch.expm1(rate * t) / math.expm1(rate)
 
     def dkappa(self, t: Tensor) -> Tensor:
         if self.rate == 0:
@@ -145,14 +153,16 @@ class GeodesicFlow:
 
     def step(self, x: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """Geodesic step from ``t`` towards the predicted clean point, landing at time ``s``:
-        the exact move along the geodesic to ``x0_hat`` by fraction ``1 - kappa(s)/kappa(t)``."""
+        the exact move along the geodesic to ``x0_hat`` by fraction ``1 - kappa(s)/kappa(t)``
+        (kappa at ``sample_rate``)."""
         v = self.manifold.log(x, x0_hat)
-        kt, ks = _expand(self.kappa(t), v), _expand(self.kappa(s), v)
+        kt, ks = _expand(self.kappa(t, self.sample_rate), v), _expand(self.kappa(s, self.sample_rate), v)
         frac = 1 - ks / kt.clamp_min(1e-12)
         return self.manifold.exp(x, frac * v)
 
     def __repr__(self) -> str:
-        return f"GeodesicFlow({self.manifold!r}, prior={self.prior_kind!r}, rate={self.rate})"
+        return (f"GeodesicFlow({self.manifold!r}, prior={self.prior_kind!r}, rate={self.rate}, "
+                f"sample_rate={self.sample_rate})")
 
 
 def _expand(v: Tensor, x: Tensor) -> Tensor:

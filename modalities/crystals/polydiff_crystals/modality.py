@@ -462,7 +462,7 @@ class CrystalsModality(Modality):
         sigma_max, sigma_data, p_mean, p_std, rho); ``periodic``: flow matching with ``frac`` on
         the flat torus (geodesic interpolant to the uniform prior), ``lattice`` on the linear
         interpolant and ``types`` a masked discrete flow; ``frac_rate`` (default 10) is the
-        exponential rate with which :meth:`sample` moves the coordinates (see :data:`FRAC_RATE`)."""
+        exponential rate with which sampling moves the coordinates (see :data:`FRAC_RATE`)."""
         if info["representation"] == "matrix":
             return {"x": FieldSpec(GaussianProcess("edm", **process), Plain(), "x0")}
         unknown = sorted(set(process) - {"frac_rate"})
@@ -472,22 +472,10 @@ class CrystalsModality(Modality):
         rate = float(process.get("frac_rate", FRAC_RATE))
         if not rate >= 0:
             raise ValueError(f"process.frac_rate must be >= 0, got {rate}")
-        frac = GeodesicFlow(FlatTorus())
-        frac.sample_rate = rate  # read by sample(); training keeps the linear interpolant
+        frac = GeodesicFlow(FlatTorus(), sample_rate=rate)  # training keeps the linear interpolant
         return {"frac": FieldSpec(frac, Masked("mask"), "x0"),
                 "lattice": FieldSpec(GaussianProcess("linear"), Plain(), "x0"),
                 "types": FieldSpec(Absorbing(len(info["elements"])), Masked("mask"))}
-
-    def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
-               control: Any, *, seed: Tensor, device: torch.device) -> dict[str, Tensor]:
-        """The core's sampling loop, with the fractional coordinates moved at the exponential rate
-        ``frac_rate`` (the trained network and every other field unchanged)."""
-        f = fields.get("frac")
-        rate = getattr(f.process, "sample_rate", 0.0) if f is not None else 0.0
-        if rate:
-            fields = {**fields, "frac": FieldSpec(GeodesicFlow(f.process.manifold, f.process.prior_kind, rate=rate),
-                                                  f.structure, f.prediction)}
-        return super().sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
