@@ -210,9 +210,14 @@ def test_property_embedding_and_e3nn_conditions():
     torch.testing.assert_close(a[1], b[1])  # NaN stays NaN: null embedding both times
 
 
-def test_regressor_invariance_normaliser_and_gradients():
+REGRESSOR_OPTIONS = {"gvp": {"hidden": 16, "vectors": 4, "layers": 2, "rbf": 8},
+                     "pairs": {"hidden": 16, "layers": 2, "rbf": 8}}
+
+
+@pytest.mark.parametrize("arch", ["gvp", "pairs"])
+def test_regressor_invariance_normaliser_and_gradients(arch):
     torch.manual_seed(0)
-    reg = property_regressor(INFO, property="gap", hidden=16, vectors=4, layers=2, rbf=8).double().eval()
+    reg = property_regressor(INFO, property="gap", arch=arch, **REGRESSOR_OPTIONS[arch]).double().eval()
     state = make_state()
     clean = {"pos": state["pos"], "types": state["types"].clamp(max=V - 1), "mask": state["mask"]}
     transform = compose(rotation("pos", reflections=True), translation("pos", mask="mask"),
@@ -280,11 +285,34 @@ def test_learns(name):
     assert last < 0.6 * first
 
 
-def test_regressor_learns():
+@pytest.mark.parametrize("arch", ["gvp", "pairs"])
+def test_regressor_learns(arch):
     torch.manual_seed(0)
-    reg = property_regressor(INFO, hidden=16, vectors=4, layers=2, rbf=8)
+    reg = property_regressor(INFO, arch=arch, **REGRESSOR_OPTIONS[arch])
     state = make_state(4, dtype=torch.float32)
     state = {"pos": state["pos"], "types": state["types"].clamp(max=V - 1), "mask": state["mask"]}
     target = torch.tensor([-1.0, 0.5, 1.5])
     first, last = _train(reg, lambda: (reg(state) - target).square().mean(), 30)
     assert last < 0.1 * first
+
+
+def test_pair_regressor_reads_distances_and_elements():
+    """The pair descriptor counts each unordered pair once in its element-pair row, at its
+    distance in Angstrom: a C-O pair at 1.5 A (0.75 at INFO's pos_scale) peaks in the (C, O)
+    histogram's bin centred on 1.5."""
+    reg = property_regressor(INFO, arch="pairs", rbf=13, rbf_max=6.0)
+    pos = torch.tensor([[[0.0, 0.0, 0.0], [0.75, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    state = {"pos": pos, "types": torch.tensor([[1, 3, 0]]), "mask": torch.tensor([[1.0, 1.0, 0.0]])}
+    f = reg.descriptor(state)
+    classes = V + 1
+    pairs = torch.triu_indices(classes, classes).T.tolist()
+    hist = f[0, : len(pairs) * 13].reshape(len(pairs), 13)
+    row = pairs.index([1, 3])
+    assert hist[row].argmax() == 3 and hist[row].max() > 0.99  # bin centres 0, 0.5, ..., 6
+    assert hist.sum() == pytest.approx(float(hist[row].sum()))  # the padded atom adds nothing
+    torch.testing.assert_close(f[0, len(pairs) * 13:], torch.tensor([0.0, 1.0, 0.0, 1.0] + [0.0] * (classes - 4)
+                                                                    + [2.0]))
+    with pytest.raises(ValueError, match="no option 'vectors'"):
+        property_regressor(INFO, arch="pairs", vectors=4)
+    with pytest.raises(ValueError, match="unknown regressor arch 'mlp'"):
+        property_regressor(INFO, arch="mlp")

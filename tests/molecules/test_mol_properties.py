@@ -50,6 +50,19 @@ def test_regressor_learns_saves_and_loads(bundle, tmp_path):
         train_regressor(bundle, "mu", steps=1)
 
 
+def test_regressor_files_without_arch_load_as_gvp(bundle, tmp_path):
+    """Regressor files written before the pair regressor carry GVP weights and no "arch"."""
+    from polydiff_molecules.nets import GVPRegressor, property_regressor
+
+    opts = {"hidden": 8, "vectors": 2, "layers": 1, "rbf": 4}
+    net = property_regressor(bundle.info, property="gap", arch="gvp", **opts).eval()
+    torch.save({"state_dict": net.state_dict(), "info": dict(bundle.info), "property": "gap", "noisy": False,
+                "options": opts}, tmp_path / "old.pt")
+    back, _ = load_regressor(tmp_path / "old.pt")
+    st = bundle.test.get_batch(torch.arange(3))
+    assert isinstance(back, GVPRegressor) and torch.allclose(back.predict(st), net.predict(st))
+
+
 def test_targets_and_guided_generation(bundle, tmp_path):
     import polydiff as pd
 
@@ -85,8 +98,9 @@ def test_targets_and_guided_generation(bundle, tmp_path):
         regressor_guidance(guide, 0.9, gen.fields, keys=["charges"])
     res = property_mae(gen, evaluator, idt[:2], mode="unconditional", steps=3)
     assert math.isfinite(res["mae"]) and res["n"] == 2
-    res = property_mae(gen, evaluator, idt[:2], mode="gradient", guide=guide, steps=3)
-    assert math.isfinite(res["mae"])
+    res = property_mae(gen, evaluator, idt[:2], mode="gradient", guide=guide, steps=3, judges={"guide": guide})
+    assert math.isfinite(res["mae"]) and math.isfinite(res["mae_guide"]) and res["mae_guide"] != res["mae"]
+    assert 0 <= res["validity"] <= 1 and (math.isnan(res["mae_valid"]) == (res["validity"] == 0))
     with pytest.raises(ValueError, match="needs a noise-aware regressor"):
         property_mae(gen, evaluator, idt[:2], mode="gradient")
     assert MoleculesModality().commands().keys() == {"regressor", "property"}

@@ -2,7 +2,8 @@
 
 ::
 
-    polydiff molecules regressor --property gap [--half regressor] [--n 4000] [--steps 2000]
+    polydiff molecules regressor --property gap [--half regressor] [--n 4000] [--steps 4000]
+                                 [--arch pairs|gvp]
                                  [--noisy CKPT] --out gap.pt
     polydiff molecules property CKPT --regressor gap.pt [--targets id|ood] [--num 100]
                                 [--mode off|cfg|gradient|unconditional] [--guidance-scale 2]
@@ -30,10 +31,12 @@ def _configure_regressor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--property", required=True, help="QM9 property: mu, alpha, homo, lumo, gap or cv")
     p.add_argument("--half", default=None, help="QM9 half: regressor (default) or generator (default with --noisy)")
     p.add_argument("--n", type=int, default=4000, help="molecules (default 4000)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--arch", default="pairs", choices=["pairs", "gvp"],
+                   help="pairs: two-body distance histograms + MLP (default); gvp: a GVP trunk")
+    p.add_argument("--hidden", type=int, default=None, help="hidden width (default: the arch's, 256 / 128)")
+    p.add_argument("--layers", type=int, default=None, help="layers (default: the arch's, 2 / 4)")
     p.add_argument("--noisy", type=Path, help="a generator checkpoint: train on its noisy states (guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -50,10 +53,10 @@ def _run_regressor(args: argparse.Namespace) -> int:
         fields = load(args.noisy).fields
     half = args.half or ("generator" if args.noisy else "regressor")
     bundle = qm9_dataset(n=args.n, seed=args.seed, half=half, conditions=[args.property])
-    opts = {"hidden": args.hidden, "layers": args.layers}
+    opts = {k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None}
     net, report = train_regressor(bundle, args.property, fields=fields, noisy=fields is not None, steps=args.steps,
-                                  batch_size=args.batch_size, seed=args.seed, **opts)
-    save_regressor(net, args.out, bundle.info, noisy=fields is not None, options=opts)
+                                  batch_size=args.batch_size, seed=args.seed, arch=args.arch, **opts)
+    save_regressor(net, args.out, bundle.info, noisy=fields is not None)
     atomic_write(args.out.with_suffix(".json"), json.dumps({"property": args.property, "half": half, **report},
                                                            indent=2) + "\n")
     print(f"polydiff molecules: {args.property} regressor ({'noisy' if fields else 'clean'}, {half} half) -> "

@@ -9,8 +9,8 @@
   harmonics of the edge vectors, tensor products weighted by a radial MLP, gate
   nonlinearities; scalar outputs for the logits and a ``1o`` vector output for the positions.
 - :func:`property_regressor`: an E(3)-invariant regressor of one property from a (clean or
-  noisy) molecule, with a stored normaliser, for evaluating generated molecules and for
-  gradient guidance.
+  noisy) molecule (two-body distance histograms and an MLP, or a GVP trunk), with a stored
+  normaliser, for evaluating generated molecules and for gradient guidance.
 - :class:`PropertyEmbedding` and :class:`ConditionMixer`: property conditioning as in
   PropMolFlow (Zeng et al. 2025): each scalar property is embedded by a Gaussian expansion or a
   linear layer (a learned null embedding for dropped, NaN, values) and joined to the invariant
@@ -39,12 +39,14 @@ the atoms; the bond logits are symmetric by construction (one row per unordered 
 Padded atoms and pairs are read as zeros, so nothing written there reaches the outputs.
 
 Sizes at the defaults, for QM9 vocabularies (5 elements, 3 charges, 4 bond orders) with all
-four fields and one scalar condition: ``gvp`` 0.64 M parameters, ``e3nn`` 56 k, the regressor
-0.57 M. Both denoisers build their graph with ``nonzero`` (one device sync per call on a GPU).
+four fields and one scalar condition: ``gvp`` 0.64 M parameters, ``e3nn`` 56 k; the regressors
+0.35 M (pairs) and 0.57 M (GVP). Both denoisers build their graph with ``nonzero`` (one device
+sync per call on a GPU).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -690,27 +692,21 @@ SUM_SCALE = 10.0  # the regressor's sum pooling divided by a typical atom count
 class PropertyRegressor(nn.Module):
     """An E(3)-invariant regressor of one property: ``forward(state, t=None) -> (B,)`` in
     normalised units (``(value - mean) / std`` with the buffers set by :meth:`fit_normaliser`;
-    :meth:`predict` returns the property's own units).
+    :meth:`predict` returns the property's own units). The base of :class:`PairRegressor` and
+    :class:`GVPRegressor`.
 
     Reads ``pos`` (B, N, 3), ``mask`` and ``types``: clean tokens in ``0..V-1``, noisy ones in
     ``0..V`` (V = mask) or float (B, N, V) probabilities (differentiable, as are the
-    positions). A GVP trunk without position updates, per-atom MLP, mean over the present
-    atoms and an MLP. The time ``t`` (argument, else ``state["t"]``, else 0 = clean) is
-    embedded, so the same network trained on noisy states is a noise-aware regressor for
-    gradient guidance (``potential(state, t)`` in :func:`polydiff.plugin.gradient_guidance`).
-    """
+    positions). The time ``t`` (argument, else ``state["t"]``, else 0 = clean) is embedded, so
+    the same network trained on noisy states is a noise-aware regressor for gradient guidance
+    (``potential(state, t)`` in :func:`polydiff.plugin.gradient_guidance`). ``options`` holds
+    the architecture and its settings (what :func:`property_regressor` rebuilds it from)."""
 
-    def __init__(self, info: Mapping[str, Any], property: str = "gap", hidden: int = 128, vectors: int = 16,
-                 layers: int = 4, rbf: int = 16, rbf_max: float = 12.0, cutoff: float | None = None) -> None:
+    def __init__(self, info: Mapping[str, Any], property: str) -> None:
         super().__init__()
         self.property = property
         self.vocab = _Vocab(info)
-        self.atoms = nn.Linear(self.vocab.types + 1, hidden)
-        self.time = TimeEmbedding(hidden)
-        self.trunk = GVPTrunk(hidden, vectors, layers, rbf, rbf_max, 0, cutoff, update_pos=False)
-        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        # mean and sum pooling: QM9 holds intensive (gap, HOMO, LUMO) and extensive (alpha, Cv) labels
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.options: dict[str, Any] = {}
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
 
@@ -732,30 +728,112 @@ class PropertyRegressor(nn.Module):
         """Normalised predictions -> the property's units."""
         return pred * self.std.to(pred.dtype) + self.mean.to(pred.dtype)
 
-    def forward(self, state: Mapping[str, Tensor], t: Tensor | None = None, cond: Any = None) -> Tensor:
-        x = state["pos"]
-        node = state["mask"] != 0 if "mask" in state else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        dt = self.atoms.weight.dtype
-        b = node.shape[0]
-        m = node[..., None].to(dt)
-        tt = flow_time(t, state, b, x).to(dt)
-        h = (self.atoms(token_features(state["types"], self.vocab.types, node, dt)) + self.time(tt).to(dt)[:, None]) * m
-        x0 = torch.where(node[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)).to(dt)
-        s, _, _ = self.trunk(h, x0, node, None, self.vocab.pos_scale)
-        total = (self.readout(s) * m).sum(1)
-        pooled = torch.cat([total / m.sum(1).clamp_min(1), total / SUM_SCALE], -1)
-        return self.out(pooled)[:, 0].to(x.dtype)
-
     def predict(self, state: Mapping[str, Tensor], t: Tensor | None = None) -> Tensor:
         """The predicted property (B,) in its own units."""
         return self.denormalise(self(state, t))
 
+    def _inputs(self, state: Mapping[str, Tensor], t: Tensor | None, dtype: torch.dtype
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(present-atom mask (B, N), token features (B, N, V + 1), positions with padded
+        atoms zeroed (B, N, 3), times (B,)), in ``dtype``."""
+        x = state["pos"]
+        node = state["mask"] != 0 if "mask" in state else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        tok = token_features(state["types"], self.vocab.types, node, dtype)
+        x0 = torch.where(node[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)).to(dtype)
+        return node, tok, x0, flow_time(t, state, node.shape[0], x).to(dtype)
+
+
+class PairRegressor(PropertyRegressor):
+    """A two-body descriptor and an MLP: for every unordered pair of token classes (the
+    elements and the mask), a Gaussian histogram (``rbf`` bins on [0, ``rbf_max``] Angstrom) of
+    the distances between present atoms of those classes, with the composition and the atom
+    count. The MLP (``layers`` hidden layers of ``hidden`` units, the time embedding added to
+    the first) reads their ``log1p``; a linear map of the raw counts is added, for extensive
+    properties (alpha, Cv). Invariant by construction, smooth in positions and type
+    probabilities, and quick to train: 4000 steps take under a minute on one CPU thread and
+    reach a lower QM9 error than the GVP regressor after 800 (docs/molecules.md)."""
+
+    def __init__(self, info: Mapping[str, Any], property: str = "gap", hidden: int = 256, layers: int = 2,
+                 rbf: int = 28, rbf_max: float = 6.0) -> None:
+        super().__init__(info, property)
+        if hidden < 1 or layers < 1 or rbf < 2 or rbf_max <= 0:
+            raise ValueError(f"PairRegressor: need hidden, layers >= 1, rbf >= 2, rbf_max > 0; got {hidden}, "
+                             f"{layers}, {rbf}, {rbf_max}")
+        self.rbf_bins, self.rbf_max = rbf, rbf_max
+        classes = self.vocab.types + 1
+        self.register_buffer("pairs", torch.triu_indices(classes, classes), persistent=False)
+        width = self.pairs.shape[1] * rbf + classes + 1
+        self.inp = nn.Linear(width, hidden)
+        self.time = TimeEmbedding(hidden)
+        blocks: list[nn.Module] = []
+        for _ in range(layers - 1):
+            blocks += [nn.SiLU(), nn.Linear(hidden, hidden)]
+        self.mlp = nn.Sequential(*blocks, nn.SiLU(), nn.Linear(hidden, 1))
+        self.linear = nn.Linear(width, 1)
+
+    def descriptor(self, state: Mapping[str, Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
+        """The (B, F) raw counts: pair-class distance histograms, composition, atom count."""
+        node, tok, x, _ = self._inputs(state, None, dtype)
+        n = node.shape[1]
+        d = torch.sqrt((x[:, :, None] - x[:, None]).square().sum(-1) + 1e-8) / self.vocab.pos_scale
+        both = node[:, :, None] & node[:, None] & ~torch.eye(n, dtype=torch.bool, device=node.device)
+        hist = rbf(d, self.rbf_max, self.rbf_bins) * both[..., None].to(dtype)
+        per = torch.einsum("bia,bjc,bijr->bacr", tok, tok, hist)
+        a, c = self.pairs
+        per = (per[:, a, c] + per[:, c, a]) * 0.5  # the two orders of an unordered pair, once
+        return torch.cat([per.flatten(1), tok.sum(1), node.sum(1, keepdim=True).to(dtype)], -1)
+
+    def forward(self, state: Mapping[str, Tensor], t: Tensor | None = None, cond: Any = None) -> Tensor:
+        dt = self.inp.weight.dtype
+        f = self.descriptor(state, dt)
+        tt = flow_time(t, state, f.shape[0], state["pos"]).to(dt)
+        out = self.mlp(self.inp(torch.log1p(f)) + self.time(tt).to(dt)) + self.linear(f / SUM_SCALE)
+        return out[:, 0].to(state["pos"].dtype)
+
+
+class GVPRegressor(PropertyRegressor):
+    """A GVP trunk without position updates, per-atom MLP, mean and sum over the present atoms
+    and an MLP."""
+
+    def __init__(self, info: Mapping[str, Any], property: str = "gap", hidden: int = 128, vectors: int = 16,
+                 layers: int = 4, rbf: int = 16, rbf_max: float = 12.0, cutoff: float | None = None) -> None:
+        super().__init__(info, property)
+        self.atoms = nn.Linear(self.vocab.types + 1, hidden)
+        self.time = TimeEmbedding(hidden)
+        self.trunk = GVPTrunk(hidden, vectors, layers, rbf, rbf_max, 0, cutoff, update_pos=False)
+        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        # mean and sum pooling: QM9 holds intensive (gap, HOMO, LUMO) and extensive (alpha, Cv) labels
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, state: Mapping[str, Tensor], t: Tensor | None = None, cond: Any = None) -> Tensor:
+        dt = self.atoms.weight.dtype
+        node, tok, x0, tt = self._inputs(state, t, dt)
+        m = node[..., None].to(dt)
+        h = (self.atoms(tok) + self.time(tt).to(dt)[:, None]) * m
+        s, _, _ = self.trunk(h, x0, node, None, self.vocab.pos_scale)
+        total = (self.readout(s) * m).sum(1)
+        pooled = torch.cat([total / m.sum(1).clamp_min(1), total / SUM_SCALE], -1)
+        return self.out(pooled)[:, 0].to(state["pos"].dtype)
+
+
+REGRESSORS: dict[str, type[PropertyRegressor]] = {"pairs": PairRegressor, "gvp": GVPRegressor}
+"""The property regressors by name (``arch`` of :func:`property_regressor`)."""
+
 
 def property_regressor(info: Mapping[str, Any], fields: Mapping[str, FieldSpec] | None = None, property: str = "gap",
-                       hidden: int = 128, layers: int = 4, vectors: int = 16, rbf: int = 16, rbf_max: float = 12.0,
-                       cutoff: float | None = None) -> PropertyRegressor:
-    """A :class:`PropertyRegressor` of ``property`` (a GVP trunk of ``hidden`` scalar and
-    ``vectors`` vector channels, ``layers`` updates; ``fields`` is unused). About 0.57 M
-    parameters at the defaults (QM9 vocabularies); 0.12 s forward and backward for 32
-    molecules of 9 to 29 atoms on 2 CPU threads."""
-    return PropertyRegressor(info, property, hidden, vectors, layers, rbf, rbf_max, cutoff)
+                       arch: str = "pairs", **options: Any) -> PropertyRegressor:
+    """A property regressor of ``property`` (``fields`` is unused). ``arch``: ``"pairs"``
+    (:class:`PairRegressor`, the default: 0.35 M parameters for QM9 vocabularies, a few ms per
+    batch of 32) or ``"gvp"`` (:class:`GVPRegressor`: 0.57 M parameters, 0.12 s forward and
+    backward for 32 molecules of 9 to 29 atoms on 2 CPU threads). ``options`` are the
+    architecture's constructor arguments; an unknown one raises a ValueError naming it."""
+    if arch not in REGRESSORS:
+        raise ValueError(f"unknown regressor arch {arch!r}; allowed: {', '.join(REGRESSORS)}")
+    cls = REGRESSORS[arch]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "info", "property"}
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(f"the {arch!r} regressor has no option {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    net = cls(info, property, **options)
+    net.options = {"arch": arch, **options}
+    return net

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
 from collections.abc import Mapping, Sequence
@@ -46,19 +47,20 @@ def noisy_batch(fields: Mapping[str, FieldSpec], batch: Mapping[str, Tensor], t:
 
 
 def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, FieldSpec] | None = None,
-                    noisy: bool = False, steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                    hidden: int = 128, layers: int = 4, progress: bool = True, **options: Any
+                    noisy: bool = False, steps: int = 4000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+                    arch: str = "pairs", progress: bool = True, **options: Any
                     ) -> tuple[PropertyRegressor, dict[str, float]]:
     """Train a regressor of ``prop`` on ``bundle.train`` (MAE loss in normalised units, Adam,
     cosine decay); with ``noisy`` on states noised along ``fields`` at uniform times, so it
-    can guide sampling. Returns the model (eval mode) and its test MAE in the property's units
-    (clean molecules; for a noisy regressor also at t = 0.5)."""
+    can guide sampling. ``arch`` and ``options``: see :func:`.nets.property_regressor`.
+    Returns the model (eval mode) and its test MAE in the property's units (clean molecules;
+    for a noisy regressor also at t = 0.1 and 0.5)."""
     if prop not in bundle.train.tensors:
         raise ValueError(f"the dataset has no property {prop!r} (load it with conditions: [{prop}])")
     if noisy and fields is None:
         raise ValueError("a noise-aware regressor needs the generator's fields")
     torch.manual_seed(seed)
-    net = property_regressor(bundle.info, property=prop, hidden=hidden, layers=layers, **options)
+    net = property_regressor(bundle.info, property=prop, arch=arch, **options)
     net.fit_normaliser(bundle.train.tensors[prop])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -89,7 +91,8 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
     report = {"train_seconds": time.perf_counter() - t0, "steps": steps,
               "test_mae": regressor_mae(net, bundle.test, prop)}
     if noisy:
-        report["test_mae_t0.5"] = regressor_mae(net, bundle.test, prop, fields=fields, t=0.5, seed=seed)
+        for t in (0.1, 0.5):
+            report[f"test_mae_t{t}"] = regressor_mae(net, bundle.test, prop, fields=fields, t=t, seed=seed)
     return net, report
 
 
@@ -111,9 +114,10 @@ def regressor_mae(net: PropertyRegressor, data: Any, prop: str, fields: Mapping[
 
 def save_regressor(net: PropertyRegressor, path: str | Path, info: Mapping[str, Any], *, noisy: bool,
                    options: Mapping[str, Any] | None = None) -> Path:
-    """The regressor's weights, normaliser, data info and options in one file (atomic)."""
+    """The regressor's weights, normaliser, data info and options (the ones it was built with,
+    ``net.options``, updated by ``options``) in one file (atomic)."""
     blob = {"state_dict": net.state_dict(), "info": dict(info), "property": net.property, "noisy": noisy,
-            "options": dict(options or {})}
+            "options": {**net.options, **(options or {})}}
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
@@ -122,7 +126,8 @@ def load_regressor(path: str | Path) -> tuple[PropertyRegressor, dict[str, Any]]
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        net = property_regressor(blob["info"], property=blob["property"], **blob["options"])
+        # files written before the pair regressor hold GVP weights and no "arch"
+        net = property_regressor(blob["info"], property=blob["property"], **{"arch": "gvp", **blob["options"]})
         net.load_state_dict(blob["state_dict"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as err:
         raise ValueError(f"{path}: not a property regressor saved by polydiff-molecules ({err})") from err
@@ -184,7 +189,7 @@ def targets_for(bundle: DataBundle, prop: str, num: int, kind: str = "id", seed:
 def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, *, mode: str = "cfg",
                  guidance_scale: float = 1.0, guide: PropertyRegressor | None = None, guide_scale: float = 1.0,
                  guide_keys: Sequence[str] = ("pos", "types"), seed: int = 0, steps: int | None = None,
-                 batch: int = 64) -> dict[str, float]:
+                 batch: int = 64, judges: Mapping[str, PropertyRegressor] | None = None) -> dict[str, float]:
     """Generate one molecule per target and score it with ``evaluator``.
 
     ``mode``: ``"off"`` (the conditional model with the target, classifier-free guidance
@@ -192,17 +197,24 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
     gradient guidance from the noise-aware regressor ``guide``; an unconditional model gets
     the guidance alone), ``"unconditional"`` (the null condition: what the model makes without
     a target; its MAE is the no-skill baseline). MAE in the property's units, with the share of
-    EDM-stable and RDKit-valid samples."""
+    EDM-stable and RDKit-valid samples and the MAE over the valid ones (``mae_valid``).
+
+    ``judges``: more evaluators, each reported as ``mae_<name>``. Gradient guidance climbs its
+    guide's gradient, and a guide and an evaluator of one architecture can share blind spots:
+    a judge of another architecture tells a real change of the property from one that only
+    the evaluator's kind of model sees."""
     from polydiff.plugin import Control
 
-    from .metrics import edm_metrics
+    from .metrics import per_molecule_flags
 
     prop = evaluator.property
     if mode not in ("off", "cfg", "gradient", "unconditional"):
         raise ValueError(f"mode must be off, cfg, gradient or unconditional, got {mode!r}")
     if mode == "gradient" and guide is None:
         raise ValueError("gradient guidance needs a noise-aware regressor (guide=...)")
+    judges = dict(judges or {})
     preds, mols = [], []
+    extra: dict[str, list[Tensor]] = {k: [] for k in judges}
     for lo in range(0, len(targets), batch):
         tg = targets[lo: lo + batch]
         conditioned = prop in generator.info.get("conditions", {})
@@ -219,10 +231,17 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
         st = generator.modality.from_native(out, generator.info)
         with torch.no_grad():
             preds.append(evaluator.predict(st))
-    pred = torch.cat(preds)
-    m = edm_metrics(mols)
-    return {"mae": float((pred - targets).abs().mean()), "n": len(targets), "mol_stable": m["mol_stable"],
-            "validity": m["validity"], "pred_mean": float(pred.mean()), "target_mean": float(targets.mean())}
+            for k, judge in judges.items():
+                extra[k].append(judge.predict(st))
+    err = (torch.cat(preds) - targets).abs()
+    flags = per_molecule_flags(mols)
+    valid = torch.tensor(flags["valid"], dtype=torch.bool)
+    out = {"mae": float(err.mean()), "n": len(targets), "mol_stable": float(np.mean(flags["stable"])),
+           "validity": float(valid.float().mean()), "mae_valid": float(err[valid].mean()) if valid.any() else math.nan,
+           "pred_mean": float(torch.cat(preds).mean()), "target_mean": float(targets.mean())}
+    for k, vals in extra.items():
+        out[f"mae_{k}"] = float((torch.cat(vals) - targets).abs().mean())
+    return out
 
 
 def shuffled_mae(evaluator: PropertyRegressor, data: Any, seed: int = 0) -> float:
