@@ -5,11 +5,13 @@ every mode."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+from polydiff.plugin import shared_dir
 from polydiff_molecules.data import default_molecules
 from polydiff_molecules.modality import MoleculesModality, make_bundle
 from polydiff_molecules.properties import (
@@ -104,3 +106,26 @@ def test_targets_and_guided_generation(bundle, tmp_path):
     with pytest.raises(ValueError, match="needs a noise-aware regressor"):
         property_mae(gen, evaluator, idt[:2], mode="gradient")
     assert MoleculesModality().commands().keys() == {"regressor", "property"}
+
+
+QM9 = shared_dir() / "data" / "qm9" / "qm9_sample20k.csv"
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not QM9.is_file(), reason=f"shared data file {QM9} not found (set POLYDIFF_SHARED to the "
+                    "shared folder)")
+def test_regressor_command_trains_either_arch_on_qm9(tmp_path, monkeypatch, capsys):
+    from polydiff.cli import main
+    from polydiff_molecules.nets import GVPRegressor, PairRegressor
+
+    monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
+    base = ["molecules", "regressor", "--property", "gap", "--n", "40", "--steps", "20", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "pairs.pt")]) == 0
+    assert main([*base, "--arch", "gvp", "--hidden", "8", "--layers", "1", "--out", str(tmp_path / "gvp.pt")]) == 0
+    assert "test MAE" in capsys.readouterr().out
+    pairs, blob = load_regressor(tmp_path / "pairs.pt")
+    gvp, gblob = load_regressor(tmp_path / "gvp.pt")
+    assert isinstance(pairs, PairRegressor) and blob["options"] == {"arch": "pairs"}
+    assert isinstance(gvp, GVPRegressor) and gblob["options"] == {"arch": "gvp", "hidden": 8, "layers": 1}
+    report = json.loads((tmp_path / "pairs.json").read_text())
+    assert report["property"] == "gap" and report["half"] == "regressor" and report["test_mae"] > 0
