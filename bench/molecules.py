@@ -145,14 +145,16 @@ def part_properties(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     )
 
     out: dict[str, Any] = {"props": {}, "steps": args.prop_steps, "reg_steps": args.reg_steps,
-                           "judge_steps": args.judge_steps, "samples": args.prop_samples}
+                           "judge_steps": args.judge_steps, "eval_jitter": args.eval_jitter,
+                           "samples": args.prop_samples}
     for prop in PROPS:
         res: dict[str, Any] = {}
         cfg = recipe("flow_qm9_gap", args, conditions=[prop])
         cfg["train"]["max_steps"] = cfg["train"]["checkpoint_every"] = args.prop_steps
         gen, res["training"] = train(cfg, runs / f"cond_{prop}")
         held = qm9_dataset(n=args.n, half="regressor", conditions=[prop])
-        evaluator, res["evaluator"] = train_regressor(held, prop, steps=args.reg_steps, progress=False)
+        evaluator, res["evaluator"] = train_regressor(held, prop, steps=args.reg_steps, jitter=args.eval_jitter,
+                                                      progress=False)
         save_regressor(evaluator, runs / f"eval_{prop}.pt", held.info, noisy=False)
         # a judge of another architecture: does guidance change the property, or only what the
         # guide's kind of model (the evaluator's kind) reads?
@@ -303,7 +305,8 @@ def render(res: dict[str, Any]) -> str:
         judged = "judge" in next(iter(p["props"].values()))
         lines += ["## Property-targeted generation", "",
                   f"Conditional flow models ({p['steps']} steps); evaluation regressors on the regressor half "
-                  f"(pair-distance regressors, {p['reg_steps']} steps); noise-aware pair regressors on the "
+                  f"(pair-distance regressors, {p['reg_steps']} steps, positions shaken by "
+                  f"{p.get('eval_jitter', 0.0):g} A in training); noise-aware pair regressors on the "
                   f"generator half as guides; {p['samples']} molecules per cell. MAE in the property's units "
                   "(meV for gap).", "",
                   "Gradient guidance uses the noise-aware regressor's Gaussian likelihood of the target (width: "
@@ -384,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prop-steps", type=int, default=1200, help="training steps of the conditional models")
     p.add_argument("--reg-steps", type=int, default=4000, help="training steps of each pair regressor")
     p.add_argument("--judge-steps", type=int, default=800, help="training steps of each GVP judge regressor")
+    p.add_argument("--eval-jitter", type=float, default=0.1,
+                   help="position noise (A) in the evaluation regressors' training batches")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--prop-samples", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)

@@ -50,6 +50,12 @@ def test_regressor_learns_saves_and_loads(bundle, tmp_path):
         load_regressor(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no property 'mu'"):
         train_regressor(bundle, "mu", steps=1)
+    # jitter shakes the clean training positions (same seed, same batches: only the shake differs)
+    a, _ = train_regressor(bundle, "gap", steps=5, batch_size=8, hidden=16, layers=1, progress=False)
+    b, _ = train_regressor(bundle, "gap", steps=5, batch_size=8, hidden=16, layers=1, jitter=0.1, progress=False)
+    assert not torch.allclose(a.predict(st), b.predict(st))
+    with pytest.raises(ValueError, match="jitter must be >= 0"):
+        train_regressor(bundle, "gap", steps=1, jitter=-0.1)
 
 
 def test_regressor_files_without_arch_load_as_gvp(bundle, tmp_path):

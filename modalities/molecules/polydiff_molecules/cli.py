@@ -38,6 +38,9 @@ def _configure_regressor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="hidden width (default: the arch's, 256 / 128)")
     p.add_argument("--layers", type=int, default=None, help="layers (default: the arch's, 2 / 4)")
     p.add_argument("--noisy", type=Path, help="a generator checkpoint: train on its noisy states (guidance)")
+    p.add_argument("--jitter", type=float, default=None,
+                   help="Gaussian position noise (A) in training batches, so the regressor also reads generated "
+                   "molecules (default: 0.1 for an evaluation regressor, 0 with --noisy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
@@ -55,7 +58,8 @@ def _run_regressor(args: argparse.Namespace) -> int:
     bundle = qm9_dataset(n=args.n, seed=args.seed, half=half, conditions=[args.property])
     opts = {k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None}
     net, report = train_regressor(bundle, args.property, fields=fields, noisy=fields is not None, steps=args.steps,
-                                  batch_size=args.batch_size, seed=args.seed, arch=args.arch, **opts)
+                                  batch_size=args.batch_size, seed=args.seed, arch=args.arch,
+                                  jitter=args.jitter if args.jitter is not None else (0.0 if fields else 0.1), **opts)
     save_regressor(net, args.out, bundle.info, noisy=fields is not None)
     atomic_write(args.out.with_suffix(".json"), json.dumps({"property": args.property, "half": half, **report},
                                                            indent=2) + "\n")
