@@ -328,8 +328,9 @@ def render(res: dict[str, Any]) -> str:
         if judged:
             lines += [f"The same samples scored by an independent judge, a GVP regressor ({p['judge_steps']} steps) "
                       "trained on the regressor half: gradient guidance climbs a pair regressor's gradient, so a "
-                      "drop the judge does not see is the guide fooling its own kind of model. Then the share of "
-                      "RDKit-valid samples, and the evaluator's MAE over those alone.", "",
+                      "drop the judge does not see is the guide fooling its own kind of model. Then the correlation "
+                      "of the two regressors' predictions on the same samples, the share of RDKit-valid samples, "
+                      "and the evaluator's MAE over those alone.", "",
                       "| property | targets | measure | " + " | ".join(ARM_LABELS.get(a, a) for a in arms)
                       + " | judge (lower) |", "|" + "---|" * (len(arms) + 4)]
             for prop, r in p["props"].items():
@@ -338,6 +339,8 @@ def render(res: dict[str, Any]) -> str:
                     modes = [r["modes"][f"{kind}/{m}"] for m in arms]
                     lines += [f"| {prop} | {kind} | judge MAE | " + " | ".join(_f(m["mae_gvp"] * s, 3) for m in modes)
                               + f" | {_f(r['judge_lower_bound_mae'] * s)} |",
+                              f"| {prop} | {kind} | judge vs evaluator, correlation | "
+                              + " | ".join(_f(m.get("corr_gvp")) for m in modes) + " | |",
                               f"| {prop} | {kind} | valid | " + " | ".join(_f(m["validity"]) for m in modes) + " | |",
                               f"| {prop} | {kind} | MAE, valid only | "
                               + " | ".join(_f(m["mae_valid"] * s, 3) for m in modes) + " | |"]

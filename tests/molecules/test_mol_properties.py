@@ -108,6 +108,7 @@ def test_targets_and_guided_generation(bundle, tmp_path):
     assert math.isfinite(res["mae"]) and res["n"] == 2
     res = property_mae(gen, evaluator, idt[:2], mode="gradient", guide=guide, steps=3, judges={"guide": guide})
     assert math.isfinite(res["mae"]) and math.isfinite(res["mae_guide"]) and res["mae_guide"] != res["mae"]
+    assert -1 <= res["corr_guide"] <= 1
     assert 0 <= res["validity"] <= 1 and (math.isnan(res["mae_valid"]) == (res["validity"] == 0))
     with pytest.raises(ValueError, match="needs a noise-aware regressor"):
         property_mae(gen, evaluator, idt[:2], mode="gradient")

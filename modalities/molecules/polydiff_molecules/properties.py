@@ -208,7 +208,8 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
     a target; its MAE is the no-skill baseline). MAE in the property's units, with the share of
     EDM-stable and RDKit-valid samples and the MAE over the valid ones (``mae_valid``).
 
-    ``judges``: more evaluators, each reported as ``mae_<name>``. Gradient guidance climbs its
+    ``judges``: more evaluators, each reported as ``mae_<name>`` with ``corr_<name>``, the
+    correlation of its predictions with the evaluator's on the same samples. Gradient guidance climbs its
     guide's gradient, and a guide and an evaluator of one architecture can share blind spots:
     a judge of another architecture tells a real change of the property from one that only
     the evaluator's kind of model sees."""
@@ -249,7 +250,9 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
            "validity": float(valid.float().mean()), "mae_valid": float(err[valid].mean()) if valid.any() else math.nan,
            "pred_mean": float(torch.cat(preds).mean()), "target_mean": float(targets.mean())}
     for k, vals in extra.items():
-        out[f"mae_{k}"] = float((torch.cat(vals) - targets).abs().mean())
+        other = torch.cat(vals)
+        out[f"mae_{k}"] = float((other - targets).abs().mean())
+        out[f"corr_{k}"] = float(torch.corrcoef(torch.stack([torch.cat(preds), other]).double())[0, 1])
     return out
 
 
