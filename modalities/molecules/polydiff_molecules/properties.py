@@ -209,10 +209,10 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
     EDM-stable and RDKit-valid samples and the MAE over the valid ones (``mae_valid``).
 
     ``judges``: more evaluators, each reported as ``mae_<name>`` with ``corr_<name>``, the
-    correlation of its predictions with the evaluator's on the same samples. Gradient guidance climbs its
-    guide's gradient, and a guide and an evaluator of one architecture can share blind spots:
-    a judge of another architecture tells a real change of the property from one that only
-    the evaluator's kind of model sees."""
+    correlation of its predictions with the evaluator's on the same samples. Gradient guidance
+    climbs its guide's gradient, and a guide and an evaluator of one architecture can share
+    blind spots: a judge of another architecture tells a real change of the property from one
+    that only the evaluator's kind of model sees."""
     from polydiff.plugin import Control
 
     from .metrics import per_molecule_flags
@@ -246,14 +246,14 @@ def property_mae(generator: Any, evaluator: PropertyRegressor, targets: Tensor, 
     err = (torch.cat(preds) - targets).abs()
     flags = per_molecule_flags(mols)
     valid = torch.tensor(flags["valid"], dtype=torch.bool)
-    out = {"mae": float(err.mean()), "n": len(targets), "mol_stable": float(np.mean(flags["stable"])),
+    res = {"mae": float(err.mean()), "n": len(targets), "mol_stable": float(np.mean(flags["stable"])),
            "validity": float(valid.float().mean()), "mae_valid": float(err[valid].mean()) if valid.any() else math.nan,
            "pred_mean": float(torch.cat(preds).mean()), "target_mean": float(targets.mean())}
     for k, vals in extra.items():
         other = torch.cat(vals)
-        out[f"mae_{k}"] = float((other - targets).abs().mean())
-        out[f"corr_{k}"] = float(torch.corrcoef(torch.stack([torch.cat(preds), other]).double())[0, 1])
-    return out
+        res[f"mae_{k}"] = float((other - targets).abs().mean())
+        res[f"corr_{k}"] = float(torch.corrcoef(torch.stack([torch.cat(preds), other]).double())[0, 1])
+    return res
 
 
 def shuffled_mae(evaluator: PropertyRegressor, data: Any, seed: int = 0) -> float:
