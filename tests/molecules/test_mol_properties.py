@@ -136,3 +136,23 @@ def test_regressor_command_trains_either_arch_on_qm9(tmp_path, monkeypatch, caps
     assert isinstance(gvp, GVPRegressor) and gblob["options"] == {"arch": "gvp", "hidden": 8, "layers": 1}
     report = json.loads((tmp_path / "pairs.json").read_text())
     assert report["property"] == "gap" and report["half"] == "regressor" and report["test_mae"] > 0
+
+    # the property command scores one set of samples with the evaluator and each judge
+    import polydiff as pd
+
+    cfg = {"modality": "molecules", "data": {"name": "qm9", "n": 40, "half": "generator", "conditions": ["gap"]},
+           "model": {"name": "gvp", "hidden": 16, "vectors": 4, "layers": 1},
+           "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "threads": 1}}
+    pd.train(cfg, tmp_path / "gen")
+    ckpt = str(tmp_path / "gen" / "checkpoints" / "last.ckpt")
+    assert main(["molecules", "property", ckpt, "--regressor", str(tmp_path / "pairs.pt"), "--judge",
+                 str(tmp_path / "gvp.pt"), "--num", "3", "--steps", "2", "--mode", "off", "--threads", "1",
+                 "--json", str(tmp_path / "res.json")]) == 0
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["n"] == 3 and math.isfinite(res["mae_gvp"]) and res["mae_gvp"] != res["mae"]
+    assert "judge gvp: MAE" in capsys.readouterr().out
+    assert main([*base[:3], "mu", *base[4:], "--out", str(tmp_path / "mu.pt")]) == 0
+    capsys.readouterr()
+    assert main(["molecules", "property", ckpt, "--regressor", str(tmp_path / "pairs.pt"), "--judge",
+                 str(tmp_path / "mu.pt"), "--num", "2", "--steps", "2", "--threads", "1"]) == 2
+    assert "mu.pt: a regressor of 'mu', not of 'gap'" in capsys.readouterr().err

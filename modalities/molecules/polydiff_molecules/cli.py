@@ -7,7 +7,7 @@
                                  [--noisy CKPT] --out gap.pt
     polydiff molecules property CKPT --regressor gap.pt [--targets id|ood] [--num 100]
                                 [--mode off|cfg|gradient|unconditional] [--guidance-scale 2]
-                                [--guide gap_noisy.pt --guide-scale 1] [--json FILE]
+                                [--guide gap_noisy.pt --guide-scale 1] [--judge gap_gvp.pt] [--json FILE]
 
 ``regressor`` trains an E(3)-invariant property regressor on QM9 (the ``regressor`` half by
 default, which the generators never see: EDM's protocol); with ``--noisy CKPT`` it trains on
@@ -79,6 +79,9 @@ def _configure_property(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide-scale", type=float, default=1.0)
     p.add_argument("--guide-on", default="pos,types",
                    help="what gradient guidance moves: pos, types or pos,types (default)")
+    p.add_argument("--judge", type=Path, action="append", default=[],
+                   help="another regressor of the same property that scores the same samples (repeatable; "
+                   "one of another --arch tells a real change from a blind spot the guide shares with the evaluator)")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -97,16 +100,24 @@ def _run_property(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint}: the model is not conditioned on {prop!r} (it is conditioned on "
                          f"{sorted(gen.info.get('conditions', {})) or 'nothing'})")
     guide = load_regressor(args.guide)[0] if args.guide else None
+    judges = {}
+    for path in args.judge:
+        judge = load_regressor(path)[0]
+        if judge.property != prop:
+            raise ValueError(f"{path}: a regressor of {judge.property!r}, not of {prop!r} like {args.regressor}")
+        judges[path.stem] = judge
     opts = gen.config.data.options
     bundle = qm9_dataset(n=opts.get("n", 2000), seed=opts.get("seed", 0), half="generator", conditions=[prop])
     targets = targets_for(bundle, prop, args.num, args.targets, seed=args.seed)
     res = property_mae(gen, evaluator, targets, mode=args.mode, guidance_scale=args.guidance_scale, guide=guide,
                        guide_scale=args.guide_scale, guide_keys=args.guide_on.split(","), seed=args.seed,
-                       steps=args.steps)
+                       steps=args.steps, judges=judges)
     res.update(property=prop, targets=args.targets, mode=args.mode)
     if args.json:
         atomic_write(args.json, json.dumps(res, indent=2) + "\n")
-    print(f"polydiff molecules: {prop} MAE {res['mae']:.4g} ({args.mode}, {args.targets} targets, n={args.num})")
+    print(f"polydiff molecules: {prop} MAE {res['mae']:.4g} ({args.mode}, {args.targets} targets, n={args.num}); "
+          f"valid {res['validity']:.3f}, MAE over valid {res['mae_valid']:.4g}"
+          + "".join(f"; judge {k}: MAE {res[f'mae_{k}']:.4g}, correlation {res[f'corr_{k}']:.3f}" for k in judges))
     del blob
     return 0
 

@@ -93,7 +93,7 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
         sched.step()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     if bar is not None:
         bar.close()
     net.eval()
