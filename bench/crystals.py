@@ -29,6 +29,7 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,51 @@ def _conditional_recipe(name: str, periodic: bool, freeze: bool, **changes: Any)
     return cfg
 
 
+def steering(gen: Any, groups: list[int], gap: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Ask each space group of ``groups`` in turn (CFG at the first ``--cond-scales`` scale, the
+    band gap fixed): for each asked group, the share of samples in each of ``groups`` at spglib's
+    0.1 and 0.3 A. A model that follows the condition puts more samples in a group when asked for
+    it than when asked for another."""
+    from polydiff_crystals.metrics import spacegroup_number
+    from polydiff_crystals.modality import Undecodable
+
+    out: dict[str, Any] = {"scale": args.cond_scales[0], "groups": groups, "asked": {}}
+    for g in groups:
+        objs = gen.generate(args.num, seed=0, progress=False, guidance_scale=args.cond_scales[0],
+                            condition={"spacegroup": g, "band_gap": gap})
+        structs = [o for o in objs if not isinstance(o, Undecodable)]
+        out["asked"][str(g)] = {}
+        for tol in (0.1, 0.3):
+            found = Counter(spacegroup_number(s, tol) for s in structs)
+            out["asked"][str(g)][str(tol)] = {str(h): found[h] / len(objs) for h in groups}
+    return out
+
+
+def steering_rows(runs: dict[str, Any]) -> list[str]:
+    """Markdown table of :func:`steering` results: per run and asked group, the share in that group
+    when asked / the mean share in it when each other group is asked (0.1 A, then 0.3 A)."""
+    first = next((r["steering"] for r in runs.values() if "steering" in r), None)
+    if first is None:
+        return []
+    groups = [str(g) for g in first["groups"]]
+    md = ["Steering: each of the small set's four most common space groups asked in turn (CFG "
+          f"{first['scale']:g}, 128 samples each); a cell is the share of samples in the group when it is asked / "
+          "the mean share in it when another group is asked, at spglib's 0.1 A and (in brackets) 0.3 A.", "",
+          "| run | " + " | ".join(f"asked {g}" for g in groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for name, r in runs.items():
+        if "steering" not in r:
+            continue
+        a = r["steering"]["asked"]
+        cells = [f"{_asked_vs_other(a, g, groups, '0.1')} ({_asked_vs_other(a, g, groups, '0.3')})" for g in groups]
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*md, ""]
+
+
+def _asked_vs_other(asked: dict[str, Any], g: str, groups: list[str], tol: str) -> str:
+    other = [asked[h][tol][g] for h in groups if h != g]
+    return f"{asked[g][tol][g]:.3f} / {sum(other) / len(other):.3f}"
+
+
 def part_conditional_periodic(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`part_conditional` with the periodic representation (:data:`PERIODIC_CONDITIONAL`)."""
     return part_conditional(args, periodic=True)
@@ -371,6 +417,7 @@ def part_conditional(args: argparse.Namespace, periodic: bool = False) -> dict[s
     data_share["spacegroup_0.3"] = sum(spacegroup_number(s, 0.3) == target_sg for s in small) / len(small)
     # the judge's own view of the small set: the share a sampler matching the data would get from it
     data_share["band_gap_judged"] = band_gap_hits(reg, small, elements, window)["band_gap_share"]
+    steer_groups = [g for g, _ in Counter(sgs).most_common(4)]
     out: dict[str, Any] = {"small": args.small, "target_spacegroup": target_sg, "target_band_gap": target_gap,
                            "window": window, "regressor": reg_info, "data_share": data_share, "runs": {},
                            "representation": "periodic" if periodic else "matrix",
@@ -406,6 +453,7 @@ def part_conditional(args: argparse.Namespace, periodic: bool = False) -> dict[s
                 shares = {key: sum(spacegroup_number(s, tol) == target_sg for s in structs) / len(objs)
                           for key, tol in (("spacegroup_share", 0.1), ("spacegroup_share_0.3", 0.3))}
                 out["runs"][name]["scales"][str(scale)] = {**shares, **band_gap_hits(reg, objs, elements, window)}
+            out["runs"][name]["steering"] = steering(gen, steer_groups, target_gap, args)
             print(name, out["runs"][name], flush=True)
     return out
 
@@ -714,6 +762,7 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{_fmt(q['spacegroup_share'])} | {_fmt(q.get('spacegroup_share_0.3'))} | "
                           f"{_fmt(q['band_gap_share'])} | {_fmt(q['pred_gap_median'])} |")
         md.append("")
+        md += steering_rows({k: v for k, v in c["runs"].items() if k.startswith("gap_")})
     if "gradient" in res:
         md += gradient_section(res["gradient"])
     if "speed" in res and res["speed"].get("diffcrysgen"):
