@@ -64,12 +64,6 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
 
 
 PARTS = ("floor", "unconditional", "rates", "longer", "conditional", "conditional_periodic", "gradient", "speed")
-# the conditional part's recipes (matrix) switched to the periodic representation: the periodic
-# recipes' network, process, coordinate loss and sampler, with the same conditions and freezing
-PERIODIC_CONDITIONAL = {"data": {"representation": "periodic"}, "process": {"frac_rate": 10.0},
-                        "loss": {"weighting": "prediction", "time_density": "uniform", "manifold_weighting": "velocity",
-                                 "field_weights": {"frac": 12.0}},
-                        "sample": {"sampler": "euler", "steps": 100, "s_churn": None}}
 RATE_LOSSES = {"plain (x0)": {"manifold_weighting": "x0", "field_weights": None},
                "velocity, weight 12 (recipe)": {"manifold_weighting": "velocity", "field_weights": {"frac": 12.0}}}
 RATE_COLS = ("valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision", "wdist_density", "spacegroup_tv")
@@ -332,13 +326,14 @@ def quality_of(p: np.ndarray, y: np.ndarray, train_mean: float, window: Any) -> 
             "window_recall": float(hit[true].mean()) if true.any() else None}
 
 
-def _conditional_recipe(name: str, periodic: bool, freeze: bool, **changes: Any) -> dict[str, Any]:
-    cfg = recipe(name, **changes)
-    if periodic:
-        for section, values in PERIODIC_CONDITIONAL.items():  # EDM's process options replaced, the rest merged
-            merged = values if section == "process" else {**cfg.get(section, {}), **values}
-            cfg[section] = {k: v for k, v in merged.items() if v is not None}
-        cfg["model"] = {"name": "periodic", "hidden": 128, "layers": 4, **({"freeze": 0.5} if freeze else {})}
+def _conditional_recipe(name: str, periodic: bool, transfer: bool, **changes: Any) -> dict[str, Any]:
+    """The shipped recipe ``name`` (its ``_periodic`` twin for the periodic representation) with
+    ``changes``; without ``transfer`` the network is trained from scratch: nothing frozen (the
+    recipes freeze the early layers and every embedding, which a random initialisation must not
+    keep)."""
+    cfg = recipe(name + ("_periodic" if periodic else ""), **changes)
+    if not transfer:
+        cfg["model"].pop("freeze", None)
     return cfg
 
 
@@ -388,7 +383,7 @@ def _asked_vs_other(asked: dict[str, Any], g: str, groups: list[str], tol: str) 
 
 
 def part_conditional_periodic(args: argparse.Namespace) -> dict[str, Any]:
-    """:func:`part_conditional` with the periodic representation (:data:`PERIODIC_CONDITIONAL`)."""
+    """:func:`part_conditional` with the periodic representation (the ``*_periodic`` recipes)."""
     return part_conditional(args, periodic=True)
 
 
@@ -427,7 +422,7 @@ def part_conditional(args: argparse.Namespace, periodic: bool = False) -> dict[s
     stage1: dict[bool, Path] = {}
     for wyckoff in (False, True):
         name = f"formation_{'wyckoff' if wyckoff else 'plain'}"
-        cfg = _conditional_recipe("perov_formation", periodic, False, data={"wyckoff": wyckoff, "test_n": 200})
+        cfg = _conditional_recipe("perov_formation", periodic, True, data={"wyckoff": wyckoff, "test_n": 200})
         ckpt, tr = train(cfg, args.runs / (prefix + name), args.stage1_minutes or args.minutes, args.threads,
                          args.reuse)
         stage1[wyckoff] = ckpt
@@ -438,8 +433,6 @@ def part_conditional(args: argparse.Namespace, periodic: bool = False) -> dict[s
             changes: dict[str, Any] = {"data": {"n": None, "wyckoff": wyckoff, "test_n": 200, "min_band_gap": 0.0},
                                        "train": {"init": str(stage1[wyckoff]) if transfer else None,
                                                  "init_partial": transfer}}
-            if not transfer:
-                changes["model"] = {"name": "unet"}
             cfg = _conditional_recipe("perov_gap_transfer", periodic, transfer, **changes)
             cfg["data"]["n"] = args.small
             ckpt, tr = train(cfg, args.runs / (prefix + name), args.minutes * args.finetune, args.threads, args.reuse)
