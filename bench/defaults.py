@@ -13,6 +13,7 @@ defaults of DDPM's linear-beta family.
     python bench/defaults.py                 # 3 families x d in (2, 16, 64) x NFE in (5, 10, 20, 50)
     python bench/defaults.py --quick         # d = 2, NFE 5 and 10
     python bench/defaults.py --candidates uniform_logsnr,uniform_t,quadratic   # also other grids
+    python bench/defaults.py --sde           # SDE-DPM-Solver++(2M) on EDM, SW2 over 5 noise repeats
 
 - **Targets** (``toy.gmm.GaussianMixture``, diagonal components): ``random`` (the sampler
   benchmark's: 4 components, means in [-2, 2]^d, per-axis std 0.15-0.45); ``anisotropic``
@@ -35,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +125,87 @@ def run(dims: list[int], nfes: list[int], families: list[str], n: int,
     return {"n": n, "process": "vp_discrete", "rows": rows}
 
 
+SDE_ALGORITHM = "dpm++2m_sde"
+
+
+def run_sde(dims: list[int], nfes: list[int], families: list[str], repeats: int) -> dict[str, Any]:
+    """SDE-DPM-Solver++(2M) on EDM (sigma 0.002-80), default against default: ours with no grid
+    named (Karras rho 7 to ``EDM.sampling_t_min``) and, as ``before``, the same grid ending at
+    sigma_min, against diffusers' ``EDMDPMSolverMultistepScheduler`` defaults (final sigma 0).
+    Each error is averaged over ``repeats`` runs with fresh noise (seeds 0..R-1) from the same
+    initial points; SW2 against the data with the sampler benchmark's samples, projections and
+    margin (two standard errors of the difference, at least the deterministic one)."""
+    from polydiff.samplers import for_budget
+
+    proc = B.make_process("edm")
+    spec = B.default_spec(next(s for s in B.diffusers_specs() if s.algorithm == SDE_ALGORITHM and s.family == "edm"))
+    sched = proc.schedule
+    rows = []
+    for fam in families:
+        for dim in dims:
+            gmm = B.make_mixture(dim) if fam == "random" else family(fam, dim)
+            target = B.Target(dim, "edm", gmm, proc)
+            n = B.DEFAULT_SAMPLES.get(dim, 4_000)
+            ev = B.Evaluator(target, 0.0, n, B.directions(dim, 256, 7), seed=202)
+            x_init = target.exact(n, sched.t_max, 303).float()
+            for nfe in nfes:
+                t0 = time.perf_counter()
+                plan = for_budget(SDE_ALGORITHM, nfe)
+                steps = plan.pop("steps")
+                k_inf = B.default_steps(spec, nfe)
+                dspec = replace(spec, steps_for_nfe=lambda _n, k=k_inf: k)
+                runs: dict[str, list[torch.Tensor]] = {"ours": [], "before": [], "diffusers": []}
+                for r in range(repeats):
+                    runs["ours"].append(B.run_ours(proc, gmm, SDE_ALGORITHM, x_init, steps=steps, seed=r, **plan).x)
+                    runs["before"].append(B.run_ours(proc, gmm, SDE_ALGORITHM, x_init, steps=steps, seed=r,
+                                                     t_min=sched.t_min, **plan).x)
+                    runs["diffusers"].append(B.run_diffusers(dspec, gmm, proc, x_init, nfe, seed=r).x)
+                row: dict[str, Any] = {"family": fam, "dim": dim, "nfe": nfe, "n": n, "repeats": repeats,
+                                       "floor": ev.floor, "ours_t_min": sched.sampling_t_min(SDE_ALGORITHM, steps)}
+                for key, xs in runs.items():
+                    sw = [ev.metrics(x)["sw2"] for x in xs]
+                    row[key] = {"sw2": statistics.fmean(sw), "sw2_std": statistics.stdev(sw) if repeats > 1 else 0.0,
+                                "worst_mode": statistics.fmean(worst_mode_error(x, gmm) for x in xs)}
+                row["margin"] = B.error_margin({**row, "stochastic": True})
+                row["pass"] = row["ours"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
+                row["pass_before"] = row["before"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
+                sw = {key: f"{row[key]['sw2']:.3f}" for key in runs}
+                print(f"[defaults sde] {fam} d={dim} nfe={nfe}: ours {sw['ours']} before {sw['before']} diffusers "
+                      f"{sw['diffusers']} (margin {row['margin']:.3f}) {'pass' if row['pass'] else 'MISS'}",
+                      file=sys.stderr, flush=True)
+    return {"process": "edm", "algorithm": SDE_ALGORITHM, "rows": rows}
+
+
+def markdown_sde(res: dict[str, Any]) -> str:
+    lines = header("Few-step SDE sampling on EDM, default against default (polydiff vs diffusers)",
+                   res["environment"])
+    rows = res["rows"]
+    lines += [f"SDE-DPM-Solver++(2M) on EDM (sigma 0.002-80), each error the mean over {rows[0]['repeats']} runs with "
+              "fresh noise from the same initial points. Ours: `polydiff.sample` with no grid named (Karras rho 7 "
+              f"to sigma {rows[0]['ours_t_min']:g}, `EDM.sampling_t_min`); before: the same grid to sigma_min "
+              "0.002 (the default until this table); diffusers: `EDMDPMSolverMultistepScheduler` defaults (final "
+              "sigma 0). Cells: SW2 to the data, ours / before / diffusers (worst per-mode error in brackets, "
+              "same order). Pass: ours <= diffusers + margin (two standard errors of the difference, at least "
+              f"the deterministic one). **Ours passes {sum(r['pass'] for r in rows)} of {len(rows)} cells, "
+              f"before {sum(r['pass_before'] for r in rows)}; ours below before in "
+              f"{sum(r['ours']['sw2'] < r['before']['sw2'] for r in rows)}.**", ""]
+    nfes = sorted({r["nfe"] for r in rows})
+    lines += ["| target | d | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for fam in dict.fromkeys(r["family"] for r in rows):
+        for dim in sorted({r["dim"] for r in rows if r["family"] == fam}):
+            cells = []
+            for k in nfes:
+                r = next((r for r in rows if r["family"] == fam and r["dim"] == dim and r["nfe"] == k), None)
+                cells.append("" if r is None else
+                             " / ".join(f"{r[v]['sw2']:.3f}" for v in ("ours", "before", "diffusers"))
+                             + " (" + " / ".join(f"{r[v]['worst_mode']:.2f}" for v in ("ours", "before", "diffusers"))
+                             + ")" + ("" if r["pass"] else " MISS"))
+            lines.append(f"| {fam} | {dim} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
 def default_grids(rows: list[dict[str, Any]]) -> str:
     """Which grid the default took, per algorithm and NFE, in words: the most common one, then
     the exceptions."""
@@ -187,12 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="d = 2, NFE 5 and 10")
     p.add_argument("--samples", type=int, default=8000, help="samples per run (default 8000)")
     p.add_argument("--candidates", default="", help=f"also measure these grids for ours: {', '.join(CANDIDATES)}")
+    p.add_argument("--sde", action="store_true", help="SDE-DPM-Solver++(2M) on EDM instead (defaults_sde.*)")
+    p.add_argument("--repeats", type=int, default=5, help="noise repeats per SDE cell (default 5)")
     args = p.parse_args(argv)
     unknown = [c for c in args.candidates.split(",") if c and c not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidate grid {', '.join(unknown)}; allowed: {', '.join(CANDIDATES)}")
     torch.set_num_threads(2)
     dims, nfes = ([2], [5, 10]) if args.quick else ([2, 16, 64], [5, 10, 20, 50])
+    if args.sde:
+        res = {"environment": environment(command_line("defaults.py", argv)),
+               **run_sde(dims, nfes, ["random", "anisotropic", "multiscale"], args.repeats)}
+        publish("defaults_sde_quick" if args.quick else "defaults_sde", res, markdown_sde(res))
+        return 0
     res = {"environment": environment(command_line("defaults.py", argv)),
            **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples,
                  [c for c in args.candidates.split(",") if c])}

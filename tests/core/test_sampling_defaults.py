@@ -92,3 +92,24 @@ def test_a_recipes_guidance_scale_is_the_default(tmp_path):
     assert not torch.equal(torch.as_tensor(default), torch.as_tensor(plain))
     with pytest.raises(Exception, match="guidance_scale"):
         pd.train(dict(recipe, sample={"guidance_scale": -1.0}), tmp_path / "bad", fresh=True, verbose=False)
+
+
+def test_edm_sde_solver_default_grid_ends_above_sigma_min():
+    """SDE-DPM-Solver++(2M) on EDM ends its default grid at 2.5 sigma_min (bench/defaults.py --sde);
+    a named grid or a given t_min keeps the caller's end, and other samplers keep sigma_min."""
+    from polydiff.processes.gaussian import SDE_END
+
+    s = SCHEDULES.build("edm", sigma_min=0.004, sigma_max=80.0)
+    for steps in (5, 50):
+        ts = _plan_grid("edm", "dpm++2m_sde", steps)
+        assert float(ts[-1]) == pytest.approx(SDE_END * 0.002)
+        torch.testing.assert_close(ts, make_grid(SCHEDULES.build("edm"), steps, "karras", t_min=SDE_END * 0.002))
+    assert s.sampling_t_min("dpm++2m_sde", 5) == pytest.approx(0.01)  # relative to the schedule's sigma_min
+    assert float(_plan_grid("edm", "dpm++2m_sde", 5, "karras")[-1]) == pytest.approx(0.002)
+    assert float(_plan_grid("edm", "dpm++2m", 5)[-1]) == pytest.approx(0.002)
+    assert SCHEDULES.build("vp_discrete").sampling_t_min("dpm++2m_sde", 5) is None
+    proc = pd.GaussianProcess("edm")
+    packer = Packer({"x": pd.FieldSpec(proc)}, {"x": torch.zeros(2, 3)})
+    given = SampleSettings(sampler="dpm++2m_sde", steps=5, t_min=0.003)
+    assert float(GridPlan(packer, proc.schedule, get_sampler("dpm++2m_sde"), given, 2,
+                          torch.device("cpu")).ts[-1]) == pytest.approx(0.003)

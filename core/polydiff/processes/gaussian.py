@@ -33,6 +33,11 @@ class Schedule:
         caller names none: the schedule's ``default_grid`` unless a schedule knows better."""
         return self.default_grid
 
+    def sampling_t_min(self, sampler: str, steps: int) -> float | None:
+        """Where that default grid ends on the data side when the caller names no ``t_min``
+        (None: the schedule's ``t_min``)."""
+        return None
+
     def alpha(self, t: Tensor) -> Tensor:
         return torch.exp(self.log_alpha(t))
 
@@ -84,6 +89,10 @@ class Schedule:
 QUADRATIC_WORSE = ("dpm++3m", "deis")
 # few-step exceptions: uniform t (diffusers' own spacing) at this many steps or fewer
 UNIFORM_T_STEPS = {"dpm++2m": 5, "dpm++3m": 5, "dpm_solver2": 3, "dpm_solver3": 3}
+
+
+# EDM: stochastic multistep samplers end their default grid at SDE_END x sigma_min (EDM.sampling_t_min)
+SDE_END, SDE_END_SAMPLERS = 2.5, ("dpm++2m_sde",)
 
 
 def ddpm_sampling_grid(sampler: str, steps: int, default: str = "uniform_logsnr") -> str:
@@ -240,6 +249,14 @@ class EDM(Schedule):
             raise ValueError(f"rho must be positive, got {self.rho}")
         self.t_min, self.t_max, self.t_train_min = self.sigma_min, self.sigma_max, self.sigma_min
         self.default_grid = "karras"
+
+    def sampling_t_min(self, sampler: str, steps: int) -> float | None:
+        """SDE-DPM-Solver++(2M) ends its default grid at :data:`SDE_END` x ``sigma_min``: measured
+        default against default (``bench/samplers.py`` and ``bench/defaults.py --sde``, three
+        mixture families in 2, 16 and 64 dimensions at 5-50 NFE), the sliced W2 to the data is
+        lower than with the grid ending at ``sigma_min`` in almost every cell, and no worse than
+        diffusers' default in every one (at 2-D, 5 NFE it was not before)."""
+        return SDE_END * self.sigma_min if sampler in SDE_END_SAMPLERS else None
 
     def log_alpha(self, t: Tensor) -> Tensor:
         return torch.zeros_like(t)

@@ -84,9 +84,11 @@ class GridPlan:
         self.packer, self.ref, self.gdef, self.batch = packer, ref, gdef, batch
         dtype = self.dtype = settings.dtype
         steps, grid = settings.steps, settings.grid
-        if grid is None and ref is not None:
+        t_min = settings.t_min
+        if grid is None and ref is not None:  # the schedule's default for this sampler and step count
             grid = ref.sampling_grid(gdef.name, steps)
-        bounds = {"t_max": settings.t_max, "t_min": settings.t_min, "final_zero": settings.final_zero}
+            t_min = ref.sampling_t_min(gdef.name, steps) if t_min is None else t_min
+        bounds = {"t_max": settings.t_max, "t_min": t_min, "final_zero": settings.final_zero}
         # singlestep methods: with option stages="grid" the stages are the inner points of a grid
         # with one interval per model call, whose every step-end point the steps walk; with
         # per-step orders (step_calls) a named grid is spaced the same way, each step as wide in
