@@ -7,6 +7,7 @@ against training time, and speed against DiffCrysGen's own code.
     python bench/crystals.py --runs /tmp/crysbench --parts floor,unconditional
     python bench/crystals.py --runs /tmp/crysbench --parts rates --minutes 5 --rates 0,3,10,20
     python bench/crystals.py --runs /tmp/crysbench --parts longer --long-minutes 4,12,30
+    python bench/crystals.py --runs /tmp/crysbench --parts longer_carbon --long-minutes 4,12,30
     python bench/crystals.py --runs /tmp/crysbench --parts conditional
     python bench/crystals.py --runs /tmp/crysbench --parts conditional_periodic --reuse   # reuses the judge
     python bench/crystals.py --runs /tmp/crysbench --parts gradient --reuse   # reuses unconditional's models
@@ -63,7 +64,8 @@ def recipe(name: str, **changes: Any) -> dict[str, Any]:
     return common_recipe("crystals", name, **changes)
 
 
-PARTS = ("floor", "unconditional", "rates", "longer", "conditional", "conditional_periodic", "gradient", "speed")
+PARTS = ("floor", "unconditional", "rates", "longer", "longer_carbon", "conditional", "conditional_periodic",
+         "gradient", "speed")
 RATE_LOSSES = {"plain (x0)": {"manifold_weighting": "x0", "field_weights": None},
                "velocity, weight 12 (recipe)": {"manifold_weighting": "velocity", "field_weights": {"frac": 12.0}}}
 RATE_COLS = ("valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision", "wdist_density", "spacegroup_tv")
@@ -182,15 +184,16 @@ def rates_section(r: dict[str, Any]) -> list[str]:
     return [*md, ""]
 
 
-def part_longer(args: argparse.Namespace) -> dict[str, Any]:
-    """Sample quality against training time: ``--long-model`` trained in segments (resumed from
-    its last checkpoint, so the segments make one run) to the cumulative ``--long-minutes``;
-    after each, ``--num`` samples scored against the test split as in the unconditional part."""
+def part_longer(args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
+    """Sample quality against training time: ``model`` (default ``--long-model``) trained in
+    segments (resumed from its last checkpoint, so the segments make one run) to the cumulative
+    ``--long-minutes``; after each, ``--num`` samples scored against the test split as in the
+    unconditional part."""
     import polydiff
     from polydiff_crystals.metrics import evaluate_crystals
     from polydiff_crystals.modality import CUTOFFS, Undecodable
 
-    name = args.long_model
+    name = model or args.long_model
     ds = "perov_5" if name.startswith("perov") else "carbon_24"
     ref = test_reference(ds, args.reference)
     out_dir = args.runs / f"{name}_long"
@@ -215,6 +218,11 @@ def part_longer(args: argparse.Namespace) -> dict[str, Any]:
         out["points"].append(point)
         print(name, "long", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in point.items()}, flush=True)
     return out
+
+
+def part_longer_carbon(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`part_longer` with the periodic Carbon-24 model."""
+    return part_longer(args, "carbon_periodic")
 
 
 def band_gap_hits(judge: Any, objs: list[Any], elements: list[str], window: Any,
@@ -714,8 +722,7 @@ def part_report(args: argparse.Namespace) -> None:
            "because 128 crystals cannot cover 500 (each row uses the same 128 / 500 counts).", ""]
     if "rates" in res:
         md += rates_section(res["rates"])
-    if "longer" in res:
-        lg = res["longer"]
+    for lg in (res[k] for k in ("longer", "longer_carbon") if k in res):
         cols = ("valid", "cov_recall", "cov_precision", "amsd_recall", "amsd_precision", "wdist_density",
                 "wdist_num_elems", "unique", "spacegroup_tv")
         md += [f"## Sample quality against training time ({lg['model']}, {lg['dataset']})", "",
@@ -810,7 +817,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         res = {"floor": part_floor, "unconditional": part_unconditional, "conditional": part_conditional,
                "gradient": part_gradient, "speed": part_speed, "longer": part_longer,
-               "rates": part_rates, "conditional_periodic": part_conditional_periodic}[part](args)
+               "longer_carbon": part_longer_carbon, "rates": part_rates,
+               "conditional_periodic": part_conditional_periodic}[part](args)
         res["command"] = command_line("crystals.py", argv)
         env = environment(res["command"])
         res["measured"] = {k: env[k] for k in ("commit", "dirty", "date")}
