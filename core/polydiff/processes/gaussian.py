@@ -256,7 +256,7 @@ class EDM(Schedule):
         mixture families in 2, 16 and 64 dimensions at 5-50 NFE), the sliced W2 to the data is
         lower than with the grid ending at ``sigma_min`` in 29 of 36 cells (17 of 18 at 5-10 NFE)
         and no worse than diffusers' default in all 36 (at 2-D, 5 NFE it was before). Ending at
-        4-5 x ``sigma_min`` loses the multiscale mixture (a component of std 0.02) at 2-D, 5 NFE."""
+        5 x ``sigma_min`` loses the multiscale mixture (a component of std 0.02) at 2-D, 5 NFE."""
         return SDE_END * self.sigma_min if sampler in SDE_END_SAMPLERS else None
 
     def log_alpha(self, t: Tensor) -> Tensor:
