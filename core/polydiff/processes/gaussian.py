@@ -38,6 +38,14 @@ class Schedule:
         (None: the schedule's ``t_min``)."""
         return None
 
+    def sampling_defaults(self, sampler: str, steps: int, grid: str | Tensor | None,
+                          t_min: float | None) -> tuple[str | Tensor, float | None]:
+        """``(grid, t_min)`` as a run walks them: with no grid named, the default grid and its end
+        (:meth:`sampling_grid`, :meth:`sampling_t_min`, unless ``t_min`` is given); else as given."""
+        if grid is not None:
+            return grid, t_min
+        return self.sampling_grid(sampler, steps), self.sampling_t_min(sampler, steps) if t_min is None else t_min
+
     def alpha(self, t: Tensor) -> Tensor:
         return torch.exp(self.log_alpha(t))
 
@@ -91,7 +99,7 @@ QUADRATIC_WORSE = ("dpm++3m", "deis")
 UNIFORM_T_STEPS = {"dpm++2m": 5, "dpm++3m": 5, "dpm_solver2": 3, "dpm_solver3": 3}
 
 
-# EDM: stochastic multistep samplers end their default grid at SDE_END x sigma_min (EDM.sampling_t_min)
+# EDM: these samplers end their default grid at SDE_END x sigma_min (EDM.sampling_t_min)
 SDE_END, SDE_END_SAMPLERS = 2.5, ("dpm++2m_sde",)
 
 

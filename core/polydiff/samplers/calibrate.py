@@ -85,9 +85,8 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
     schedule = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
     if schedule is None:
         raise ValueError("calibrate_grid needs at least one Gaussian field")
-    if grid is None:  # start from the grid sample() walks by default for this sampler and step count
-        grid = schedule.sampling_grid(sampler, steps)
-        t_min = schedule.sampling_t_min(sampler, steps) if t_min is None else t_min
+    # start from the grid sample() walks by default for this sampler and step count
+    grid, t_min = schedule.sampling_defaults(sampler, steps, grid, t_min)
     base = make_grid(schedule, steps, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
     fixed_zero = bool(base[-1] <= 0)  # a final sigma = 0 step keeps its place; its predecessor is fitted
     knots = base[:-1] if fixed_zero else base

@@ -83,11 +83,9 @@ class GridPlan:
                  step_calls: Sequence[int] | None = None) -> None:
         self.packer, self.ref, self.gdef, self.batch = packer, ref, gdef, batch
         dtype = self.dtype = settings.dtype
-        steps, grid = settings.steps, settings.grid
-        t_min = settings.t_min
-        if grid is None and ref is not None:  # the schedule's default for this sampler and step count
-            grid = ref.sampling_grid(gdef.name, steps)
-            t_min = ref.sampling_t_min(gdef.name, steps) if t_min is None else t_min
+        steps, grid, t_min = settings.steps, settings.grid, settings.t_min
+        if ref is not None:  # with no grid named, the schedule's default for this sampler and step count
+            grid, t_min = ref.sampling_defaults(gdef.name, steps, grid, t_min)
         bounds = {"t_max": settings.t_max, "t_min": t_min, "final_zero": settings.final_zero}
         # singlestep methods: with option stages="grid" the stages are the inner points of a grid
         # with one interval per model call, whose every step-end point the steps walk; with
