@@ -10,7 +10,7 @@ one process with the same batch size.
 - :func:`world` -- ``(rank, size)`` of the process group (``(0, 1)`` without one);
 - :func:`init_from_env` -- join the group the launcher describes (``RANK`` / ``WORLD_SIZE`` /
   ``MASTER_ADDR`` / ``MASTER_PORT``, as set by ``torchrun`` or :func:`launch`; SLURM's
-  variables are read too); gloo on CPUs, NCCL on GPUs;
+  variables are read too); NCCL when each local process has a GPU of its own, else gloo;
 - :func:`launch` -- run one command line in N local processes with those variables set
   (``polydiff sample --processes N``): a small ``torchrun --standalone``;
 - :func:`agree` -- every rank learns whether all ranks succeeded, so a failure on one rank is
@@ -67,9 +67,22 @@ def init_from_env() -> bool:
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
             raise ValueError(f"WORLD_SIZE={size} but {name} is not set: launch with torchrun, srun or --processes")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=size)
+    chosen = backend(size)
+    if chosen == "nccl":  # object collectives run on the current device: make it this rank's own
+        torch.cuda.set_device(local_device())
+    dist.init_process_group(chosen, rank=rank, world_size=size)
     return True
+
+
+def backend(size: int) -> str:
+    """NCCL when every process of this node has a GPU of its own, else gloo: NCCL refuses two
+    ranks on one GPU, while gloo lets several processes share one (each still computes on
+    :func:`local_device`). The node's processes: ``LOCAL_WORLD_SIZE`` (torchrun, :func:`launch`),
+    else the world ``size``."""
+    if not torch.cuda.is_available():
+        return "gloo"
+    local = _env_int("LOCAL_WORLD_SIZE") or size
+    return "nccl" if torch.cuda.device_count() >= local else "gloo"
 
 
 def local_device() -> torch.device:
