@@ -188,22 +188,10 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, (int, float)) else "-"
 
 
-def report(path: Path, command: str) -> None:
-    res = json.loads(path.read_text())
-    m = res["machine"]
-    env = environment(command)
-    env.update({"python": m["python"], "torch": m["torch"], "cpus": m["cpus"], "date": m["date"],
-                "platform": f"{m['gpu']} ({m['gpu_mib'] / 1024:.0f} GiB), CUDA {m['cuda']}"})
-    lines = header("GPU: sampling variants and training on one GPU", env)
-    lines += [f"Each model trained {res['seconds']} s on the GPU from its main recipe; samples/s is the median of "
-              f"{res['repeats']} calls of one batch after warm-up (two calls for compiled variants; 'first call' "
-              f"is the whole warm-up, compilation included); peak GPU memory is `torch.cuda.max_memory_allocated` "
-              f"over the variant's calls; change: against float32 on the GPU (same weights, seeds and sampler). "
-              f"'cpu float32': the same model on the machine's {m['cpus']} CPUs ({m['cpu_threads']} torch "
-              f"threads), 1/{CPU_SHARE} of the samples.", "",
-              "| modality | trained steps (steps/s) | variant | main metric | value | change | samples / s | "
-              "vs float32 GPU | first call (s) | peak GPU MiB | weights MiB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _table(res: dict[str, Any]) -> list[str]:
+    lines = ["| modality | trained steps (steps/s) | variant | main metric | value | change | samples / s | "
+             "vs float32 GPU | first call (s) | peak GPU MiB | weights MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mod, e in res["models"].items():
         tr = e.get("train", {})
         trained = tr.get("error") or f"{tr['steps']} ({tr['steps_per_s']:.1f})"
@@ -220,10 +208,32 @@ def report(path: Path, command: str) -> None:
                          f"{_fmt(v['samples_per_s'])} | {ratio} | {_fmt(v['first_call_s'])} | "
                          f"{_fmt(v.get('peak_gpu_mib'))} | {_fmt(v['weight_mib'])} |")
     if res["skipped"]:
-        lines += ["", "Not measured on this machine:", ""]
+        lines += ["", "Not measured in this run:", ""]
         lines += [f"- {mod}: {why}" for mod, why in res["skipped"].items()]
-    res["environment"] = env
-    publish("gpu", res, "\n".join(lines) + "\n")
+    return lines
+
+
+def report(paths: list[Path], commands: list[str], notes: list[str]) -> None:
+    """``bench/results/gpu.{json,md}``: one table per run (each with its own float32 baseline)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    m = runs[0]["machine"]
+    env = environment(" && ".join(commands))
+    env.update({"python": m["python"], "torch": m["torch"], "cpus": m["cpus"], "date": m["date"],
+                "platform": f"{m['gpu']} ({m['gpu_mib'] / 1024:.0f} GiB), CUDA {m['cuda']}"})
+    lines = header("GPU: sampling variants and training on one GPU", env)
+    lines += [f"Each model trained on the GPU from its main recipe for the run's seconds; samples/s is the median "
+              f"of the run's repeats, one batch per call, after warm-up (two calls for compiled variants; 'first "
+              f"call' is the whole warm-up, compilation included); peak GPU memory is "
+              f"`torch.cuda.max_memory_allocated` over the variant's calls; change: against float32 on the GPU in "
+              f"the same run (same weights, seeds and sampler). 'cpu float32': the same model on the machine's "
+              f"{m['cpus']} CPUs ({m['cpu_threads']} torch threads), 1/{CPU_SHARE} of the samples."]
+    for i, (res, command) in enumerate(zip(runs, commands)):
+        lines += ["", f"## Run {i + 1}: {res['seconds']:g} s of training per model, {res['repeats']} repeats", "",
+                  f"`{command}`", ""]
+        if i < len(notes) and notes[i]:
+            lines += [notes[i], ""]
+        lines += _table(res)
+    publish("gpu", {"environment": env, "runs": runs}, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,11 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="training time per model on the GPU")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--deadline", type=float, default=600.0, help="seconds after which nothing new is started")
-    p.add_argument("--report", type=Path, help="render bench/results/gpu.{json,md} from this gpu.json")
-    p.add_argument("--command", default="", help="with --report: the command that measured it")
+    p.add_argument("--report", type=Path, nargs="+", help="render bench/results/gpu.{json,md} from these gpu.json")
+    p.add_argument("--command", action="append", default=[], help="with --report: the command of each run")
+    p.add_argument("--note", action="append", default=[], help="with --report: a note on each run")
     args = p.parse_args(argv)
     if args.report:
-        report(args.report, args.command)
+        report(args.report, args.command, args.note)
     else:
         measure(args)
 

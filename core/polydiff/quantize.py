@@ -153,6 +153,21 @@ def _channel_scale(w: Tensor, top: float) -> Tensor:
     return torch.where(amax > 0, amax / top, torch.ones_like(amax))
 
 
+def _int8_product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``). CUDA's
+    kernel takes only m > 16 and k, n multiples of 8: there both are zero-padded to such sizes
+    (a copy of the weight per call only for layers of odd sizes) and the result cut back."""
+    if not a.is_cuda:
+        return torch._int_mm(a, b)
+    (m, k), n = a.shape, b.shape[1]
+    dk, dn, rows = -k % 8, -n % 8, max(17 - m, 0)
+    if dk or rows:
+        a = F.pad(a, (0, dk, 0, rows))
+    if dk or dn:
+        b = F.pad(b, (0, dn, 0, dk))
+    return torch._int_mm(a, b)[:m, :n]
+
+
 class QuantizedLayer(nn.Module):
     """A quantized stand-in for a Linear / Conv1d / Conv2d layer (see the module docstring).
 
@@ -217,8 +232,7 @@ class QuantizedLayer(nn.Module):
         xq = self._quant_input(x, scale)
         if self.conv is None and self.scheme == "int8":
             lead = xq.shape[:-1]
-            flat = xq.reshape(-1, xq.shape[-1])
-            y = torch._int_mm(flat, self.qweight).float()
+            y = _int8_product(xq.reshape(-1, xq.shape[-1]), self.qweight).float()
             out_scale = (scale.reshape(-1, 1) if self.dynamic else scale) * self.wscale
             y = torch.addcmul(self.bias, y, out_scale) if self.bias is not None else y * out_scale
             y = y.reshape(*lead, -1)

@@ -54,6 +54,7 @@ import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
@@ -278,6 +279,15 @@ class DiffusionModule(L.LightningModule):
         seed = step_seed(self.config.train.seed, batch_idx, self.global_rank, "val")
         loss, _ = self._loss(self.ema if self.ema is not None else self.net, batch, seed, train=False)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=next(iter(batch.values())).shape[0])
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by the global gradient norm. Under FSDP the gradients are sharded, so the wrapped
+        module computes that norm across ranks (Lightning's own clipping refuses FSDP)."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

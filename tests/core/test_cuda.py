@@ -217,3 +217,18 @@ def test_adaptive_rk45_on_cuda():
 
     got, want = _both(run)
     torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)  # the accepted steps may differ by a rounding
+
+
+@cuda
+def test_int8_layers_of_any_size_on_cuda():
+    """CUDA's int8 product takes only sizes that are multiples of 8 and more than 16 rows: odd
+    layers and small batches are padded there, with the CPU's result."""
+    from polydiff.quantize import QuantizedLayer
+
+    torch.manual_seed(0)
+    for d_in, d_out, rows in ((2, 64, 100), (64, 66, 5), (10, 3, 17)):
+        layer = QuantizedLayer(torch.nn.Linear(d_in, d_out), "int8", 1.0, dynamic=True)
+        x = torch.randn(rows, d_in)
+        want = layer(x)
+        got = layer.to("cuda")(x.cuda()).cpu()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

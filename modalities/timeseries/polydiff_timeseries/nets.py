@@ -49,11 +49,12 @@ class S4D(nn.Module):
         self.out = nn.Conv1d(dim, 2 * dim, 1)
 
     def kernel(self, length: int) -> Tensor:
-        """(heads, dim, length) convolution kernels."""
-        dt = torch.exp(self.log_dt)[:, None]
-        a = torch.complex(-torch.exp(self.log_a_re), self.a_im)  # (dim, n)
+        """(heads, dim, length) convolution kernels, in float32 whatever the parameters' dtype
+        (complex numbers and FFTs have no bfloat16)."""
+        dt = torch.exp(self.log_dt.float())[:, None]
+        a = torch.complex(-torch.exp(self.log_a_re.float()), self.a_im.float())  # (dim, n)
         dta = dt * a
-        c = torch.view_as_complex(self.c.contiguous()) * (torch.exp(dta) - 1) / a  # (heads, dim, n)
+        c = torch.view_as_complex(self.c.float().contiguous()) * (torch.exp(dta) - 1) / a  # (heads, dim, n)
         powers = torch.exp(dta[..., None] * torch.arange(length, device=a.device))  # (dim, n, L)
         return 2 * torch.einsum("hdn,dnl->hdl", c, powers).real
 
@@ -67,7 +68,7 @@ class S4D(nn.Module):
             k = F.pad(k[0], (0, length))
         y = torch.fft.irfft(torch.fft.rfft(u.float(), n=2 * length) * torch.fft.rfft(k, n=2 * length),
                             n=2 * length)[..., :length]
-        y = F.gelu(y + self.d[:, None] * u)
+        y = F.gelu(y.to(u.dtype) + self.d[:, None] * u)  # back to the network's dtype
         return F.glu(self.out(y), dim=1)
 
 
