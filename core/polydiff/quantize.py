@@ -154,13 +154,16 @@ def _channel_scale(w: Tensor, top: float) -> Tensor:
 
 
 def _int8_product(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``). CUDA's
-    kernel takes only m > 16 and k, n multiples of 8: there both are zero-padded to such sizes
-    (a copy of the weight per call only for layers of odd sizes) and the result cut back."""
+    """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``). On CUDA
+    (cuBLASLt's int8 kernels, checked on an H200) the call fails unless k and n are multiples of
+    8 and m is more than 16; m = 100 or 16612 failed too, m = 16384 or 20000 ran: there ``a`` and
+    ``b`` are zero-padded to multiples of 8 (m to at least 32) and the result cut back. Zeros add
+    nothing to the integer sums, so the result is exact; the weight is copied per call only for
+    layers of odd sizes."""
     if not a.is_cuda:
         return torch._int_mm(a, b)
     (m, k), n = a.shape, b.shape[1]
-    dk, dn, rows = -k % 8, -n % 8, max(17 - m, 0)
+    dk, dn, rows = -k % 8, -n % 8, max(32, m + -m % 8) - m
     if dk or rows:
         a = F.pad(a, (0, dk, 0, rows))
     if dk or dn:
