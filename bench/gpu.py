@@ -226,7 +226,8 @@ def report(paths: list[Path], commands: list[str], notes: list[str]) -> None:
               f"call' is the whole warm-up, compilation included); peak GPU memory is "
               f"`torch.cuda.max_memory_allocated` over the variant's calls; change: against float32 on the GPU in "
               f"the same run (same weights, seeds and sampler). 'cpu float32': the same model on the machine's "
-              f"{m['cpus']} CPUs ({m['cpu_threads']} torch threads), 1/{CPU_SHARE} of the samples."]
+              f"{m['cpus']} CPUs ({m['cpu_threads']} torch threads), 1/{CPU_SHARE} of the samples (its metric, "
+              f"over fewer samples, is not comparable)."]
     for i, (res, command) in enumerate(zip(runs, commands)):
         lines += ["", f"## Run {i + 1}: {res['seconds']:g} s of training per model, {res['repeats']} repeats", "",
                   f"`{command}`", ""]
