@@ -43,6 +43,10 @@ MODELS: dict[str, tuple[str, dict[str, Any], int, str, bool]] = {
     "text": ("shakespeare_mdlm", {"sampler": "ancestral", "steps": 64}, 64, "entropy", False),
     "timeseries": ("tsdiff_etth1", {}, 256, "context_fid", True),
     "graphs": ("community_small_gdss", {"steps": 200}, 64, "degree", True),
+    "policies": ("reach_beso", {}, 64, "success_rate", False),  # a sample is a rollout (an Episode)
+    "audio": ("sound_teacher", {"steps": 20}, 64, "fd", True),
+    "proteins": ("frames", {"steps": 50}, 32, "ca_ca_dev", True),
+    "crystals": ("periodic", {"steps": 50}, 128, "valid", False),
 }
 # name -> (device, compile, quantize, network dtype); in the order they are run
 VARIANTS: dict[str, tuple[str, Any, str | None, str | None]] = {
