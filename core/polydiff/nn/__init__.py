@@ -138,7 +138,8 @@ class ResidualMLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.inp(x)
+        dt = self.inp.weight.dtype  # inputs in the network's own dtype (it may run in bf16)
+        h, emb = self.inp(x.to(dt)), emb.to(dt)
         for block in self.blocks:
             h = block(h, emb)
         return self.out(h)
@@ -198,7 +199,7 @@ class ConditionEmbedding(nn.Module):
                 bag = (self.embed[key]["words"](v.clamp(0, int(spec["num_classes"]) - 1)) * words[..., None]).sum(1)
                 e = torch.where(n > 0, self.embed[key]["mlp"](bag / n.clamp_min(1)), null)
             else:
-                v = state[key].reshape(batch, -1).float()
+                v = state[key].reshape(batch, -1).to(null.dtype)  # the embedding's dtype (it may run in bf16)
                 keep = ~torch.isnan(v).any(-1)
                 v = torch.nan_to_num(v)
                 if spec["kind"] == "scalar":

@@ -358,16 +358,17 @@ class PeriodicNet(nn.Module):
         frac_in = state["frac"]
         b, n = frac_in.shape[:2]
         node = state["mask"] != 0 if "mask" in state else torch.ones(b, n, dtype=torch.bool, device=frac_in.device)
-        zero = torch.zeros((), dtype=dt, device=frac_in.device)
-        frac = torch.where(node[..., None], frac_in.to(dt), zero)
+        geo = torch.promote_types(dt, torch.float32)  # geometry (minimum images, volumes) in at least float32
+        zero = torch.zeros((), dtype=geo, device=frac_in.device)
+        frac = torch.where(node[..., None], frac_in.to(geo), zero)
         z = state["lattice"].to(dt)
-        lat = lattice_matrix(denormalise(z, self.info))
-        edge, delta, w = self.pairs(frac, lat, node)
+        lat = lattice_matrix(denormalise(state["lattice"].to(geo), self.info))
+        edge, delta, w = (v.to(dt) for v in self.pairs(frac, lat, node))
         tt = torch.as_tensor(t, device=frac.device).reshape(-1).expand(b)
-        emb = self.time(tt.to(dt)).to(dt)
+        emb = self.time(tt.to(geo)).to(dt)  # the time at full precision: a bf16 time is coarse
         if self.cond is not None:
             emb = emb + self.cond(state, b).to(dt)
-        glob = torch.cat([z, _gram_features(lat, node.sum(1).to(dt)), emb], -1)
+        glob = torch.cat([z, _gram_features(lat, node.sum(1).to(geo)).to(dt), emb], -1)
         types = torch.where(node, state["types"].long(), self.num_types).clamp(0, self.num_types)
         h = (self.embed(types) + emb[:, None]) * node[..., None].to(dt)
         for layer in self.layers:

@@ -178,8 +178,9 @@ class UNet1D(nn.Module):
         self.out = nn.Conv1d(ch[0], in_channels, 3, 1, 1)
 
     def embed(self, noise: Tensor, state: Mapping[str, Tensor] | None, batch: int) -> Tensor:
-        """Noise embedding plus the condition embedding (B, time_dim)."""
-        emb = self.time(noise.reshape(-1).expand(batch))
+        """Noise embedding plus the condition embedding (B, time_dim), in the network's dtype
+        (the sinusoidal features are float32; the network may run in bf16)."""
+        emb = self.time(noise.reshape(-1).expand(batch)).to(self.mid_bias[0].weight.dtype)
         if self.cond is not None:
             emb = emb + self.cond(state or {}, batch)
         return emb
