@@ -552,15 +552,15 @@ def _states_close(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
 def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | None = None,
                    model: Mapping[str, Any] | None = None, process: Mapping[str, Any] | None = None, n: int = 4,
                    sampler: str | None = None, steps: int = 2, sample_options: Mapping[str, Any] | None = None,
-                   seed: int = 0, bad_files: bool = True, bf16: bool = True) -> ContractReport:
+                   seed: int = 0, bad_files: bool = True, low_precision: bool = True) -> ContractReport:
     """Run the modality contract on ``modality`` (an instance), writing into ``tmp_dir``.
 
     ``data`` / ``model`` / ``process``: the dataset, network and process options, as a recipe
     writes them (``{"name": ..., **options}``; choose small ones so the check takes seconds);
     ``n``: how many samples to draw; ``sampler`` / ``steps`` / ``sample_options``: the sampling
     settings (the first Gaussian sampler by default, or ``ancestral`` for categorical states);
-    ``bf16``: also sample with the network cast to bfloat16 (networks run in low precision
-    while the solver keeps float32). Raises AssertionError naming the broken part of the
+    ``low_precision``: also sample with the network cast to bfloat16 and to float16 (networks
+    run in low precision while the solver keeps float32). Raises AssertionError naming the broken part of the
     contract; returns what it built.
     """
     from pathlib import Path
@@ -643,25 +643,25 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     if len(objects) != n:
         raise _fail("to_native", f"{len(objects)} objects from {n} samples")
     checked.append("one sampling call and to_native")
-    if bf16:
-        low = copy.deepcopy(net).to(torch.bfloat16)
+    for low_dtype in (torch.bfloat16, torch.float16) if low_precision else ():
+        what = f"{str(low_dtype).removeprefix('torch.')} network"
+        low = copy.deepcopy(net).to(low_dtype)
         try:
             with torch.no_grad():
                 half = modality.sample(low, fields, spec, settings, Control(), seed=torch.arange(n) + seed * 1_000_003,
                                        device=torch.device("cpu"))
         except Exception as err:
-            raise _fail("bfloat16 network", f"sampling with the network in bfloat16 failed: "
-                                            f"{type(err).__name__}: {err}") from err
+            raise _fail(what, f"sampling with the network in {low_dtype} failed: {type(err).__name__}: {err}") from err
         for k in fields:
             a, b = state.get(k), half.get(k)
             if isinstance(a, Tensor) and (not isinstance(b, Tensor) or b.shape != a.shape or b.dtype != a.dtype):
                 got = f"{b.dtype} {tuple(b.shape)}" if isinstance(b, Tensor) else repr(b)
-                raise _fail("bfloat16 network", f"field {k!r}: {got} with the network in bfloat16, {a.dtype} "
-                                                f"{tuple(a.shape)} in float32 (the solver's dtype must not follow the "
-                                                "network's)")
+                raise _fail(what, f"field {k!r}: {got} with the network in {low_dtype}, {a.dtype} {tuple(a.shape)} "
+                                  "in float32 (the solver's dtype must not follow the network's)")
             if isinstance(b, Tensor) and b.is_floating_point() and not bool(torch.isfinite(b).all()):
-                raise _fail("bfloat16 network", f"field {k!r} of the samples is not finite")
-        checked.append("sampling with the network in bfloat16 (the solver keeps its own dtype)")
+                raise _fail(what, f"field {k!r} of the samples is not finite")
+    if low_precision:
+        checked.append("sampling with the network in bfloat16 and in float16 (the solver keeps its own dtype)")
     out_dir = tmp / f"{modality.name}-samples"
     paths = [Path(p) for p in modality.write(objects, out_dir)]
     if not paths or not all(p.is_file() for p in paths):

@@ -151,7 +151,9 @@ class BeadEnergy(nn.Module):
             raise ValueError(f"bead_energy expects bead coordinates (B, {self.n}, 3), got {tuple(x.shape)}")
         emb, c_in, _ = self.embed(t, x)
         y = c_in[:, None, None] * (x - x.mean(dim=1, keepdim=True))
-        e = self.mlp(self.features(y), emb).squeeze(-1)
+        # distances and torsions in at least float32 (their 1e-12 guards vanish in float16)
+        feats = self.features(y.to(torch.promote_types(y.dtype, torch.float32))).to(y.dtype)
+        e = self.mlp(feats, emb).squeeze(-1)
         return e + 0.5 * (y * y).sum((1, 2)) if self.prior else e
 
 

@@ -386,7 +386,9 @@ class VectorLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(scalars)
 
     def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return self.norm(s), v / torch.sqrt(v.square().sum(-2).mean(-1, keepdim=True) + 1e-8)[..., None, :]
+        # the mean square in at least float32: in float16 the 1e-8 rounds to 0 and a zero vector gives 0 / 0
+        ms = v.to(torch.promote_types(v.dtype, torch.float32)).square().sum(-2).mean(-1, keepdim=True)
+        return self.norm(s), v / torch.sqrt(ms + 1e-8).to(v.dtype)[..., None, :]
 
 
 class GVP(nn.Module):

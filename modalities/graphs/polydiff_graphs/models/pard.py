@@ -205,7 +205,8 @@ class PardLayer(nn.Module):
         zn = self.e1(z)
         logits = torch.einsum("bchx,bdhx->bhcd", q, k) / math.sqrt(d // self.heads)
         logits = logits + self.bias(zn).permute(0, 3, 1, 2)
-        att = torch.softmax(logits.masked_fill(~causal[:, None], -1e9), dim=-1) * causal[:, None]
+        hidden = torch.finfo(logits.dtype).min  # -1e9 overflows float16
+        att = torch.softmax(logits.masked_fill(~causal[:, None], hidden), dim=-1) * causal[:, None]
         msg = torch.einsum("bhcd,bdhx->bchx", att, v).reshape(b, m, d)
         edge_msg = att.mean(1).reshape(b * m, 1, m) @ self.edge_value(zn).reshape(b * m, m, d)  # sum_d att z_cd
         h = h + self.out(msg + edge_msg.reshape(b, m, d)) * valid[..., None]
