@@ -560,8 +560,8 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     ``n``: how many samples to draw; ``sampler`` / ``steps`` / ``sample_options``: the sampling
     settings (the first Gaussian sampler by default, or ``ancestral`` for categorical states);
     ``low_precision``: also sample with the network cast to bfloat16 and to float16 (networks
-    run in low precision while the solver keeps float32). Raises AssertionError naming the broken part of the
-    contract; returns what it built.
+    run in low precision while the solver keeps float32). Raises AssertionError naming the
+    broken part of the contract; returns what it built.
     """
     from pathlib import Path
 
