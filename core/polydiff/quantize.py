@@ -153,22 +153,31 @@ def _channel_scale(w: Tensor, top: float) -> Tensor:
     return torch.where(amax > 0, amax / top, torch.ones_like(amax))
 
 
-def _int8_product(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``). On CUDA
-    (cuBLASLt's int8 kernels, checked on an H200) the call fails unless k and n are multiples of
-    8 and m is more than 16; m = 100 or 16612 failed too, m = 16384 or 20000 ran: there ``a`` and
-    ``b`` are zero-padded to multiples of 8 (m to at least 32) and the result cut back. Zeros add
-    nothing to the integer sums, so the result is exact; the weight is copied per call only for
-    layers of odd sizes."""
-    if not a.is_cuda:
+CUDA_INT8_ROWS = 32768  # rows per cuBLASLt int8 call: 20,000 ran on an H200, 66,816 were refused
+
+
+def _int8_product(a: Tensor, b: Tensor, padded: bool | None = None) -> Tensor:
+    """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``).
+
+    CUDA's kernel (cuBLASLt, probed on an H200) refuses k or n not a multiple of 8, m not a
+    multiple of 32 once n > 24, and m above 65,535 (66,816 failed, 20,000 ran). With ``padded``
+    (default: on CUDA) ``a`` and ``b`` are zero-padded to those sizes, ``a`` is cut into blocks
+    of :data:`CUDA_INT8_ROWS` rows, and the result is cut back. Zeros add nothing to the integer
+    sums, so the result is exact; the weight is copied per call only for layers of odd sizes."""
+    if not (a.is_cuda if padded is None else padded):
         return torch._int_mm(a, b)
-    (m, k), n = a.shape, b.shape[1]
-    dk, dn, rows = -k % 8, -n % 8, max(32, m + -m % 8) - m
-    if dk or rows:
-        a = F.pad(a, (0, dk, 0, rows))
+    k, n = b.shape
+    dk, dn = -k % 8, -n % 8
     if dk or dn:
         b = F.pad(b, (0, dn, 0, dk))
-    return torch._int_mm(a, b)[:m, :n]
+    blocks = []
+    for block in a.split(CUDA_INT8_ROWS):
+        m = block.shape[0]
+        rows = -m % 32 if m else 32
+        if dk or rows:
+            block = F.pad(block, (0, dk, 0, rows))
+        blocks.append(torch._int_mm(block, b)[:m, :n])
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class QuantizedLayer(nn.Module):

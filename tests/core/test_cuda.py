@@ -221,12 +221,13 @@ def test_adaptive_rk45_on_cuda():
 
 @cuda
 def test_int8_layers_of_any_size_on_cuda():
-    """CUDA's int8 product takes only sizes that are multiples of 8 and more than 16 rows: odd
-    layers and batches are padded there, with the CPU's result."""
+    """CUDA's int8 product takes only some sizes (see ``_int8_product``): odd layers and batches
+    are padded and split there, with the CPU's result."""
     from polydiff.quantize import QuantizedLayer
 
     torch.manual_seed(0)
-    for d_in, d_out, rows in ((2, 64, 100), (64, 66, 5), (10, 3, 17), (64, 64, 16612), (64, 64, 16384)):
+    for d_in, d_out, rows in ((2, 64, 100), (64, 66, 5), (10, 3, 17), (64, 64, 16612), (64, 64, 16384),
+                                (64, 64, 66816), (9, 40, 70001)):
         layer = QuantizedLayer(torch.nn.Linear(d_in, d_out), "int8", 1.0, dynamic=True)
         x = torch.randn(rows, d_in)
         want = layer(x)

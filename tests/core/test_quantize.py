@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,32 @@ def test_int8_linear_is_the_int8_arithmetic():
     xq = torch.round(x / sx).clamp(-128, 127)  # inputs beyond the calibrated 2.5 saturate
     want = (xq @ wq.t()) * sx * sw + layer.bias.detach()
     torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
+
+
+def _cuda_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch._int_mm`` with the size rules cuBLASLt's int8 kernel showed on an H200."""
+    (m, k), n = a.shape, b.shape[1]
+    if k % 8 or n % 8 or (n > 24 and m % 32) or m > 65535:
+        raise RuntimeError(f"CUBLAS_STATUS_NOT_SUPPORTED: m {n} n {m} k {k}")
+    return a.int() @ b.int()
+
+
+@pytest.mark.parametrize("m, k, n, refused", [(100, 2, 64, True), (5, 64, 66, True), (17, 10, 3, True),
+                                              (16612, 64, 64, True), (66816, 64, 64, True), (70001, 9, 40, True),
+                                              (0, 16, 32, False), (64, 64, 64, False)])
+def test_int8_product_padded_for_cuda_is_exact(monkeypatch, m, k, n, refused):
+    """The CUDA path pads and splits any size into calls the kernel takes, with the exact product."""
+    from polydiff import quantize as q
+
+    g = torch.Generator().manual_seed(m + k + n)
+    a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)
+    b = torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=g)
+    with pytest.raises(RuntimeError, match="NOT_SUPPORTED") if refused else nullcontext():
+        _cuda_int_mm(a, b)  # the fake kernel refuses these sizes unpadded
+    monkeypatch.setattr(torch, "_int_mm", _cuda_int_mm)
+    got = q._int8_product(a, b, padded=True)
+    assert got.dtype == torch.int32 and got.shape == (m, n)
+    assert torch.equal(got, a.int() @ b.int())
 
 
 @pytest.mark.parametrize("scheme", ["int8", "fp8"])
