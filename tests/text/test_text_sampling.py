@@ -90,6 +90,45 @@ def test_cached_denoiser_equals_the_network():
     assert cached.calls < 4 * 16
 
 
+class _Logits(nn.Module):
+    """A small time-independent network (embedding, linear head)."""
+
+    time_conditioning = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(V + 1, 8), nn.Linear(8, V + 1)
+
+    def forward(self, state, t):
+        return {"tokens": self.head(torch.tanh(self.emb(state["tokens"])))}
+
+
+def test_compiled_cache_traces_the_network_once_not_each_call(monkeypatch):
+    """Under torch.compile only the network call is traced, with a symbolic batch: the graphs
+    stop growing after the first few sizes. Tracing the cache's bookkeeping once recompiled at
+    every call until dynamo's limit, then ran eagerly (slower than no compile on a GPU)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    net = _Logits()
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    cached = torch.compile(CachedDenoiser(net), dynamic=None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, V + 1, (32, L), generator=g)
+    t = torch.rand(32, generator=g)
+    graphs = []
+    for i in range(16):
+        state = {"tokens": x, "valid": torch.ones_like(x, dtype=torch.bool)}
+        torch.testing.assert_close(cached(state, t)["tokens"], net(state, t)["tokens"])
+        graphs.append(counters["stats"]["unique_graphs"])
+        x = x.clone()
+        x[torch.randint(0, 32, (i % 7 + 1,), generator=g), torch.randint(0, L, (i % 7 + 1,), generator=g)] = V
+    assert graphs[-1] == graphs[7] <= 8, graphs
+    torch._dynamo.reset()
+
+
 def test_cache_refuses_a_time_conditioned_network():
     net = ExactDenoiser()
     net.time_conditioning = True

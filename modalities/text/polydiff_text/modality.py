@@ -91,24 +91,35 @@ class CachedDenoiser(nn.Module):
         self.calls = 0  # sequences the network actually processed
 
     def forward(self, state: Mapping[str, Any], t: Tensor, *rest: Any) -> dict[str, Tensor]:
-        tokens = state["tokens"]
-        if self._tokens is None or self._tokens.shape != tokens.shape:
-            changed = torch.ones(len(tokens), dtype=torch.bool, device=tokens.device)
-            self._out = None
-        else:
-            changed = (tokens != self._tokens).any(1)
-        if changed.any():
-            idx = changed.nonzero().squeeze(1)
+        idx = self._changed(state["tokens"])
+        if idx is not None:
+            tokens = state["tokens"]
             sub = {k: (v[idx] if isinstance(v, Tensor) and v.dim() and len(v) == len(tokens) else v)
                    for k, v in state.items()}
-            logits = self.net(sub, t[idx], *rest)["tokens"]
-            self.calls += len(idx)
-            out = logits if self._out is None else self._out.clone()
-            if self._out is not None:
-                out[idx] = logits
-            self._out = out
-        self._tokens = tokens.clone()
+            self._merge(idx, self.net(sub, t[idx], *rest)["tokens"])
         return {"tokens": self._out}
+
+    # the bookkeeping runs eagerly: under ``compile=True`` only the network call is traced (one
+    # graph with a symbolic batch), where tracing the cache recompiled at every call
+    @torch.compiler.disable
+    def _changed(self, tokens: Tensor) -> Tensor | None:
+        """Indices of the sequences that changed since the previous call (None: none did)."""
+        if self._tokens is None or self._tokens.shape != tokens.shape:
+            self._out = None
+            changed = torch.ones(len(tokens), dtype=torch.bool, device=tokens.device)
+        else:
+            changed = (tokens != self._tokens).any(1)
+        self._tokens = tokens.clone()
+        return changed.nonzero().squeeze(1) if changed.any() else None
+
+    @torch.compiler.disable
+    def _merge(self, idx: Tensor, logits: Tensor) -> None:
+        self.calls += len(idx)
+        if self._out is None:
+            self._out = logits
+        else:
+            self._out = self._out.clone()
+            self._out[idx] = logits
 
 
 class TextModality(Modality):
