@@ -27,7 +27,7 @@ prepare)
     du -sh .whl .gpushared
     ;;
 run)
-    mods=${2:-molecules,timeseries,graphs,policies,audio,toy,text}
+    mods=${2:-audio,graphs,molecules,timeseries,policies,toy,text}
     out=${OUT:-/tmp/gpu_out}
     mkdir -p "$out"
     t0=$(date +%s)

@@ -180,6 +180,17 @@ class EvalBatches(IterableDataset):
 # the Lightning module
 # ---------------------------------------------------------------------------------------------
 
+def _check_ema_strategy(ema: bool, strategy: Any, world_size: int) -> None:
+    """Refuse the EMA under FSDP across several processes. There each rank holds only a shard
+    of the weights (views into its flat parameter, laid out per wrapped unit), so the EMA copy
+    and the network could be paired slice by slice wrongly. The EMA update only works where
+    each rank holds whole weights: one process (checked on a GPU), DDP or plain training. A
+    silently wrong average would be worse than an error."""
+    if ema and world_size > 1 and isinstance(strategy, FSDPStrategy):
+        raise ValueError(f"train.ema with strategy: fsdp on {world_size} processes is not supported yet (each "
+                         "process holds a shard of the weights): set train.ema: 0, or use strategy: ddp")
+
+
 class DiffusionModule(L.LightningModule):
     """A modality network trained with :func:`polydiff.losses.diffusion_loss`, plus its EMA."""
 
@@ -312,6 +323,7 @@ class DiffusionModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._ema_pairs = None  # the tensors are in place now (device, strategy): pair them at the first step
+        _check_ema_strategy(self.ema is not None, self.trainer.strategy, self.trainer.world_size)
 
     def _pair_ema(self) -> tuple[list[Tensor], list[Tensor], bool, list[tuple[nn.Module, str]],
                                  list[tuple[nn.Module, str]]]:

@@ -347,6 +347,20 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
 
 
+def test_ema_under_fsdp_on_several_processes_is_refused():
+    """Each FSDP rank holds a shard of the weights, so the EMA could be paired wrongly: an error
+    naming the keys, not a silently wrong average. One process, DDP, or no EMA train."""
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    from polydiff.training import _check_ema_strategy
+
+    with pytest.raises(ValueError, match=r"train\.ema.*strategy: fsdp on 2 processes"):
+        _check_ema_strategy(True, FSDPStrategy(), 2)
+    _check_ema_strategy(True, FSDPStrategy(), 1)
+    _check_ema_strategy(False, FSDPStrategy(), 4)
+    _check_ema_strategy(True, DDPStrategy(), 4)
+
+
 def test_train_init_starts_from_another_runs_weights(tmp_path):
     """Fine-tuning: ``train.init`` loads a checkpoint's (EMA) weights into a fresh run; another
     architecture is an error naming the key."""
