@@ -160,7 +160,7 @@ def _int8_product(a: Tensor, b: Tensor, padded: bool | None = None) -> Tensor:
     """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n), as int32 (``torch._int_mm``).
 
     CUDA's kernel (cuBLASLt, probed on an H200) refuses k or n not a multiple of 8, m not a
-    multiple of 32 once n > 24, and m above 65,535 (66,816 failed, 20,000 ran). With ``padded``
+    multiple of 32 once n > 24, and m = 66,816 (20,000 ran; a 65,535 limit is likely). With ``padded``
     (default: on CUDA) ``a`` and ``b`` are zero-padded to those sizes, ``a`` is cut into blocks
     of :data:`CUDA_INT8_ROWS` rows, and the result is cut back. Zeros add nothing to the integer
     sums, so the result is exact; the weight is copied per call only for layers of odd sizes."""
