@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,42 @@ def _channel_scale(w: Tensor, top: float) -> Tensor:
     return torch.where(amax > 0, amax / top, torch.ones_like(amax))
 
 
+CPU_INT8_KERNEL: str | None = None  # "int_mm" or "float" for int8 products on CPU; None: timed once
+_EXACT_K = 1024  # int8 x int8 sums of up to 1024 terms stay below 2**24: exact in float32
+
+
+def _float_int8_product(a: Tensor, b: Tensor) -> Tensor:
+    """``torch._int_mm(a, b)`` through float32 matrix products, exactly: each block of at most
+    1024 terms sums to below 2**24, where float32 holds every integer."""
+    blocks = [(a[:, i:i + _EXACT_K].float() @ b[i:i + _EXACT_K].float()).to(torch.int32)
+              for i in range(0, a.shape[1], _EXACT_K)]
+    return blocks[0] if len(blocks) == 1 else torch.stack(blocks).sum(0, dtype=torch.int32)
+
+
+def cpu_int8_kernel() -> str:
+    """Which kernel computes int8 products on this CPU, ``"int_mm"`` or ``"float"``. Both give
+    the same integers; their speed differs by CPU: ``torch._int_mm`` is fast with VNNI int8
+    instructions, but on an AVX2-only CPU it ran 25x slower than the float32 product of the
+    same integers. Timed once per process on a 256 x 512 x 256 product, unless
+    :data:`CPU_INT8_KERNEL` is set."""
+    global CPU_INT8_KERNEL
+    if CPU_INT8_KERNEL is None:
+        a, b = torch.ones(256, 512, dtype=torch.int8), torch.ones(512, 256, dtype=torch.int8)
+
+        def best(f: Callable[[], Tensor]) -> float:
+            f()
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        fast = best(lambda: torch._int_mm(a, b)) <= best(lambda: _float_int8_product(a, b))
+        CPU_INT8_KERNEL = "int_mm" if fast else "float"
+    return CPU_INT8_KERNEL
+
+
 CUDA_INT8_ROWS = 32768  # rows per cuBLASLt int8 call: 20,000 ran on an H200, 66,816 were refused
 
 
@@ -165,7 +202,7 @@ def _int8_product(a: Tensor, b: Tensor, padded: bool | None = None) -> Tensor:
     of :data:`CUDA_INT8_ROWS` rows, and the result is cut back. Zeros add nothing to the integer
     sums, so the result is exact; the weight is copied per call only for layers of odd sizes."""
     if not (a.is_cuda if padded is None else padded):
-        return torch._int_mm(a, b)
+        return _float_int8_product(a, b) if cpu_int8_kernel() == "float" else torch._int_mm(a, b)
     k, n = b.shape
     dk, dn = -k % 8, -n % 8
     if dk or dn:
@@ -196,6 +233,8 @@ class QuantizedLayer(nn.Module):
             if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else None
         if self.conv is not None and layer.padding_mode != "zeros":
             raise ValueError(f"{self.kind} with padding_mode={layer.padding_mode!r} cannot be quantized")
+        if scheme == "int8" and self.conv is None:
+            cpu_int8_kernel()  # chosen here, eagerly, so a compiled forward reads a constant
         w = layer.weight.detach().float()
         self.top = 127.0 if scheme == "int8" else _FP8_MAX
         ws = _channel_scale(w, self.top)

@@ -58,6 +58,36 @@ def test_int8_linear_is_the_int8_arithmetic():
     torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m, k, n", [(7, 5, 3), (33, 1024, 17), (4, 3000, 9)])
+def test_float_int8_product_is_exact(m, k, n):
+    """The float32 route for int8 products gives torch._int_mm's integers, at the extremes too
+    (every term 128 * 128, sums up to 2**24 per block of 1024)."""
+    from polydiff.quantize import _float_int8_product
+
+    g = torch.Generator().manual_seed(k)
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=g)
+    a[0], b[:, 0] = -128, -128
+    a[1], b[:, 1], b[0, 1] = 127, 127, 1  # an odd sum, above 2**24 for the largest k
+    got = _float_int8_product(a, b)
+    assert got.dtype == torch.int32 and torch.equal(got, torch._int_mm(a, b) if m > 16 else a.int() @ b.int())
+    assert int(got[0, 0]) == 128 * 128 * k and int(got[1, 1]) == 127 * 127 * (k - 1) + 127
+
+
+def test_cpu_int8_kernels_give_the_same_layer_output(monkeypatch):
+    from polydiff import quantize as q
+
+    assert q.cpu_int8_kernel() in ("int_mm", "float")
+    torch.manual_seed(0)
+    layer = QuantizedLayer(nn.Linear(40, 24), "int8", 1.0, dynamic=True)
+    x = torch.randn(50, 40)
+    outs = []
+    for kernel in ("int_mm", "float"):
+        monkeypatch.setattr(q, "CPU_INT8_KERNEL", kernel)
+        outs.append(layer(x))
+    assert torch.equal(outs[0], outs[1])
+
+
 def _cuda_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch._int_mm`` with the size rules cuBLASLt's int8 kernel showed on an H200 (its row limit,
     between 20,000 and 66,816 there, taken as 65,535)."""
