@@ -227,7 +227,7 @@ def test_int8_layers_of_any_size_on_cuda():
 
     torch.manual_seed(0)
     for d_in, d_out, rows in ((2, 64, 100), (64, 66, 5), (10, 3, 17), (64, 64, 16612), (64, 64, 16384),
-                                (64, 64, 66816), (9, 40, 70001)):
+                              (64, 64, 66816), (9, 40, 70001)):
         layer = QuantizedLayer(torch.nn.Linear(d_in, d_out), "int8", 1.0, dynamic=True)
         x = torch.randn(rows, d_in)
         want = layer(x)

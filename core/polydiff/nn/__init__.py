@@ -38,6 +38,13 @@ def time_input(schedule: Any, t: Tensor) -> Tensor:
     return torch.nan_to_num(-lam / 4, nan=0.0, posinf=6.0, neginf=-6.0).clamp(-6.0, 6.0).to(torch.float32)
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 when its dtype is lower (bfloat16, float16), else unchanged: for the
+    parts of a network that must not run in low precision (small guards such as 1e-8 round to
+    0 in float16; geometry, volumes and time features lose too much in bfloat16)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def input_scale(alpha: Tensor, sigma: Tensor, sigma_data: float) -> Tensor:
     """EDM's ``c_in = 1 / sqrt(alpha^2 sigma_data^2 + sigma^2)``: unit-variance network inputs."""
     return torch.rsqrt(alpha**2 * sigma_data**2 + sigma**2)

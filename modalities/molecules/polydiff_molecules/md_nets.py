@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import FieldSpec, ResidualMLP, TimeEmbedding, input_scale, time_input
+from polydiff.plugin import FieldSpec, ResidualMLP, TimeEmbedding, at_least_float32, input_scale, time_input
 
 __all__ = ["ENERGY_NETWORKS", "BeadEnergy", "MLPEnergy", "bead_energy", "energy_closure", "mlp_energy"]
 
@@ -152,7 +152,7 @@ class BeadEnergy(nn.Module):
         emb, c_in, _ = self.embed(t, x)
         y = c_in[:, None, None] * (x - x.mean(dim=1, keepdim=True))
         # distances and torsions in at least float32 (their 1e-12 guards vanish in float16)
-        feats = self.features(y.to(torch.promote_types(y.dtype, torch.float32))).to(y.dtype)
+        feats = self.features(at_least_float32(y)).to(y.dtype)
         e = self.mlp(feats, emb).squeeze(-1)
         return e + 0.5 * (y * y).sum((1, 2)) if self.prior else e
 

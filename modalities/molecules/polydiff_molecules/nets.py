@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import ConditionEmbedding, FieldSpec, TimeEmbedding
+from polydiff.plugin import ConditionEmbedding, FieldSpec, TimeEmbedding, at_least_float32
 
 CONDITION_MODES = ("concatenate", "sum", "multiply", "concatenate_sum", "concatenate_multiply")
 """How :class:`ConditionMixer` joins a property embedding ``e`` to node features ``h``."""
@@ -387,7 +387,7 @@ class VectorLayerNorm(nn.Module):
 
     def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         # the mean square in at least float32: in float16 the 1e-8 rounds to 0 and a zero vector gives 0 / 0
-        ms = v.to(torch.promote_types(v.dtype, torch.float32)).square().sum(-2).mean(-1, keepdim=True)
+        ms = at_least_float32(v).square().sum(-2).mean(-1, keepdim=True)
         return self.norm(s), v / torch.sqrt(ms + 1e-8).to(v.dtype)[..., None, :]
 
 
