@@ -180,15 +180,81 @@ class EvalBatches(IterableDataset):
 # the Lightning module
 # ---------------------------------------------------------------------------------------------
 
-def _check_ema_strategy(ema: bool, strategy: Any, world_size: int) -> None:
-    """Refuse the EMA under FSDP across several processes. There each rank holds only a shard
-    of the weights (views into its flat parameter, laid out per wrapped unit), so the EMA copy
-    and the network could be paired slice by slice wrongly. The EMA update only works where
-    each rank holds whole weights: one process (checked on a GPU), DDP or plain training. A
-    silently wrong average would be worse than an error."""
-    if ema and world_size > 1 and isinstance(strategy, FSDPStrategy):
-        raise ValueError(f"train.ema with strategy: fsdp on {world_size} processes is not supported yet (each "
-                         "process holds a shard of the weights): set train.ema: 0, or use strategy: ddp")
+class CPUFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDP strategy on CPU processes (gloo). torch's FSDP shards on CPUs when told
+    ``device_id=cpu``; Lightning refuses the name ``fsdp`` without a GPU and hands torch
+    ``device_id=None`` there. ``train.strategy: fsdp`` on CPUs picks this (see :func:`_strategy`),
+    so the sharded path (and the EMA under it) runs in CI as it does on GPUs."""
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            kwargs = dict(self.kwargs)  # Lightning's own call, with the device named
+            self.kwargs.pop("auto_wrap_policy", None)  # used here; Lightning would warn it is ignored
+            model = FullyShardedDataParallel(model, cpu_offload=self.cpu_offload, device_id=self.root_device,
+                                             mixed_precision=self.mixed_precision_config,
+                                             sharding_strategy=self.sharding_strategy, **kwargs)
+        return super()._setup_model(model)
+
+    # Lightning gathers full state dicts with an offload to the CPU. On a CPU, torch's FSDP frees
+    # the gathered tensors it "moves" there, and the checkpoint reads freed memory (a crash for
+    # the weights, another tensor's values for Adam's moments; torch 2.13). Gather without it.
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        if self._state_dict_type != "full":
+            return super().lightning_module_state_dict()
+        with _full_state_dicts(self.model):
+            return self.model.state_dict()
+
+    def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import OptimStateKeyType
+
+        if self._state_dict_type != "full":
+            return super().optimizer_state(optimizer)
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer's torch optimizer
+        with _full_state_dicts(self.model):
+            state = FSDP.optim_state_dict(self.model, optimizer)
+            if self.global_rank == 0:  # keyed by parameter index, as without FSDP
+                state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
+            return state
+
+
+def _full_state_dicts(model: nn.Module) -> Any:
+    """Full (unsharded) weights and optimizer state on rank 0, gathered where they live."""
+    from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(rank0_only=True),
+                                FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=True))
+
+
+def _check_ema_units(module: DiffusionModule) -> None:
+    """Refuse the EMA under an FSDP strategy that did not make the network and its EMA units of
+    their own (only ``train.strategy: fsdp`` does, :func:`_strategy`): in one flat parameter, the
+    slices of the two on a rank do not face each other, and the average could go silently wrong."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    strategy = module.trainer.strategy
+    units = isinstance(module.net, FullyShardedDataParallel) and isinstance(module.ema, FullyShardedDataParallel)
+    if module.ema is not None and isinstance(strategy, FSDPStrategy) and module.trainer.world_size > 1 and not units:
+        raise ValueError(f"train.ema with this FSDP strategy ({type(strategy).__name__}) would pair shards of the "
+                         "network and its EMA wrongly: use train.strategy: fsdp, ddp, or train.ema: 0")
+
+
+def _strategy(t: Any, module: DiffusionModule) -> Any:
+    """``train.strategy`` for Lightning: as written, except ``fsdp``. That one wraps the network and
+    its EMA copy as FSDP units of their own: both flat parameters are then laid out and sharded
+    alike, so every rank holds the same slice of both and the EMA update stays elementwise on the
+    local shards (in one flat parameter, a rank's slice of the network would not face its slice of
+    the EMA). On CPUs it runs through :class:`CPUFSDPStrategy`."""
+    if t.strategy != "fsdp":
+        return t.strategy
+    from torch.distributed.fsdp.wrap import CustomPolicy
+
+    units = {id(m) for m in (module.net, module.ema) if m is not None}
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    return (CPUFSDPStrategy if on_cpu else FSDPStrategy)(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units))
 
 
 class DiffusionModule(L.LightningModule):
@@ -323,7 +389,7 @@ class DiffusionModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._ema_pairs = None  # the tensors are in place now (device, strategy): pair them at the first step
-        _check_ema_strategy(self.ema is not None, self.trainer.strategy, self.trainer.world_size)
+        _check_ema_units(self)
 
     def _pair_ema(self) -> tuple[list[Tensor], list[Tensor], bool, list[tuple[nn.Module, str]],
                                  list[tuple[nn.Module, str]]]:
@@ -332,7 +398,7 @@ class DiffusionModule(L.LightningModule):
         assert self.ema is not None
         ema, net = list(self.ema.parameters()), list(self.net.parameters())
         ema_slots, slots = _buffer_slots(self.ema), _buffer_slots(self.net)
-        if len(ema) != len(net) or len(ema_slots) != len(slots):
+        if len(ema) != len(net) or len(ema_slots) != len(slots) or any(e.shape != p.shape for e, p in zip(ema, net)):
             raise RuntimeError("the EMA copy no longer matches the network's parameters and buffers")
         return ema, net, all(e.dtype == p.dtype and e.device == p.device for e, p in zip(ema, net)), ema_slots, slots
 
@@ -548,7 +614,7 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     elif t.logger == "tensorboard":
         logger = L.pytorch.loggers.TensorBoardLogger(out, name="logs")
     try:
-        trainer = _trainer(cfg, out, ckpt_dir, logger, val, callbacks, verbose)
+        trainer = _trainer(cfg, module, out, ckpt_dir, logger, val, callbacks, verbose)
     except (MisconfigurationException, ValueError, ImportError) as err:
         raise cfg.error("train", str(err)) from err
     try:
@@ -577,14 +643,14 @@ class _NoAdverts(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 
-def _trainer(cfg: Config, out: Path, ckpt_dir: Path, logger: Any, val: bool, callbacks: Sequence[Callback],
-             verbose: bool) -> L.Trainer:
+def _trainer(cfg: Config, module: DiffusionModule, out: Path, ckpt_dir: Path, logger: Any, val: bool,
+             callbacks: Sequence[Callback], verbose: bool) -> L.Trainer:
     t = cfg.train
     if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of progress lines, not one per step
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.max_steps // 20))]
     return L.Trainer(
         max_steps=t.max_steps,
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, strategy=_strategy(t, module),
         num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
         callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every),
                    *([CallBudget(t.max_minutes)] if t.max_minutes > 0 else []), *callbacks], logger=logger,

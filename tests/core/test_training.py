@@ -332,14 +332,19 @@ def test_save_is_atomic_and_evaluable(straight, tmp_path, monkeypatch):
 # several processes
 # ---------------------------------------------------------------------------------------------
 
+def _train_cli(recipe: dict, out: Path, cwd: Path) -> subprocess.CompletedProcess:
+    path = cwd / f"{out.name}.json"
+    path.write_text(json.dumps(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "train", str(path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_ddp_with_two_cpu_processes(tmp_path):
     """Lightning's DDP launcher re-runs the command per rank, so this goes through the CLI."""
-    recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(json.dumps(tiny(max_steps=4, checkpoint_every=2, strategy="ddp", devices=2)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "train", str(recipe), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _train_cli(tiny(max_steps=4, checkpoint_every=2, strategy="ddp", devices=2), tmp_path / "run", tmp_path)
     assert "trained to step 4" in proc.stdout
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     fp = ckpt["polydiff"]["data_fingerprints"]
@@ -347,18 +352,62 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
 
 
-def test_ema_under_fsdp_on_several_processes_is_refused():
-    """Each FSDP rank holds a shard of the weights, so the EMA could be paired wrongly: an error
-    naming the keys, not a silently wrong average. One process, DDP, or no EMA train."""
-    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+def test_fsdp_with_ema_on_two_cpu_processes_equals_ddp(tmp_path):
+    """``strategy: fsdp`` shards the network, its EMA and Adam's moments over two gloo processes.
+    Gradients are averaged as under DDP, so the weights, the EMA and the optimizer state must
+    match a DDP run, here after a run stopped at step 3 and resumed to 6 (gradient clipping on:
+    the global norm is computed across shards). Fails if the EMA's shards do not face the
+    network's (one flat parameter for both) or if checkpoints read freed memory (torch's
+    offload of gathered state to the CPU, which frees it when it is already there)."""
+    recipe = tiny(max_steps=6, checkpoint_every=3, devices=2, grad_clip=0.05, strategy="ddp")
+    _train_cli(recipe, tmp_path / "ddp", tmp_path)
+    fsdp = {**recipe, "train": {**recipe["train"], "strategy": "fsdp"}}
+    _train_cli({**fsdp, "train": {**fsdp["train"], "max_steps": 3}}, tmp_path / "fsdp", tmp_path)
+    assert "trained to step 6" in _train_cli(fsdp, tmp_path / "fsdp", tmp_path).stdout  # resumed at step 3
+    for name in ("step-00000003.ckpt", "last.ckpt"):
+        want, got = (torch.load(tmp_path / run / "checkpoints" / name, weights_only=True) for run in ("ddp", "fsdp"))
+        assert got["global_step"] == want["global_step"] and sorted(got["state_dict"]) == sorted(want["state_dict"])
+        assert any(k.startswith("ema.") for k in got["state_dict"])
+        for k, w in want["state_dict"].items():
+            torch.testing.assert_close(got["state_dict"][k], w, rtol=0, atol=1e-6, msg=f"{name}: {k}")
+        states = want["optimizer_states"][0]["state"], got["optimizer_states"][0]["state"]
+        assert sorted(states[0]) == sorted(states[1])
+        for i, moments in states[0].items():
+            for k, w in moments.items():
+                torch.testing.assert_close(states[1][i][k], w, rtol=1e-4, atol=1e-9, msg=f"{name}: Adam {k} of {i}")
+    assert polydiff.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
 
-    from polydiff.training import _check_ema_strategy
 
-    with pytest.raises(ValueError, match=r"train\.ema.*strategy: fsdp on 2 processes"):
-        _check_ema_strategy(True, FSDPStrategy(), 2)
-    _check_ema_strategy(True, FSDPStrategy(), 1)
-    _check_ema_strategy(False, FSDPStrategy(), 4)
-    _check_ema_strategy(True, DDPStrategy(), 4)
+def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
+    """``fsdp`` gets a wrap policy naming exactly the network and its EMA (and the CPU variant
+    without a GPU); other strategies pass to Lightning as written; an EMA under an FSDP wrap
+    that did not make those units is refused on several processes."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from polydiff.training import CPUFSDPStrategy, DiffusionModule, _check_ema_units, _strategy
+
+    cfg = from_dict(tiny(strategy="fsdp"), SRC)
+    fields = build_fields(cfg, polydiff.load_modality("toy"), {"dim": 2})
+    module = DiffusionModule(torch.nn.Linear(2, 2), fields, cfg, {"dim": 2})
+    strategy = _strategy(cfg.train, module)
+    assert isinstance(strategy, CPUFSDPStrategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert [m for m in (module, module.net, module.ema, torch.nn.Linear(2, 2)) if policy._lambda_fn(m)] == \
+        [module.net, module.ema]
+    assert _strategy(from_dict(tiny(strategy="ddp"), SRC).train, module) == "ddp"
+    gpu = from_dict(tiny(strategy="fsdp", accelerator="gpu"), SRC).train
+    assert type(_strategy(gpu, module)) is FSDPStrategy
+
+    def fake(strategy: object, world_size: int) -> SimpleNamespace:
+        trainer = SimpleNamespace(strategy=strategy, world_size=world_size)
+        return SimpleNamespace(ema=module.ema, net=module.net, trainer=trainer)
+
+    with pytest.raises(ValueError, match=r"train\.ema with this FSDP strategy"):
+        _check_ema_units(fake(FSDPStrategy(), 2))
+    _check_ema_units(fake(FSDPStrategy(), 1))
+    _check_ema_units(fake("ddp", 2))
 
 
 def test_train_init_starts_from_another_runs_weights(tmp_path):
