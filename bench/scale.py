@@ -13,7 +13,7 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   samples per second (median of ``--repeats`` after one warm-up call, which for compiled
   variants holds the compilation, reported apart), peak resident memory, weight bytes;
 - ``train``: training throughput of the toy and GDSS recipes with 1 process x 2 threads against
-  2 processes x 1 thread (DDP over gloo), steps and samples per second;
+  2 processes x 1 thread (DDP and FSDP over gloo), steps and samples per second;
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
   byte identity of the outputs;
 - ``size``: seconds per sample and peak memory of sampling against problem size for each
@@ -167,28 +167,35 @@ def part_variants(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int,
-                ddp: str = "ddp") -> dict[str, Any]:
-    import polydiff
-
+def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> float | str:
+    """Seconds for ``polydiff train`` of ``steps`` steps, start-up included (or the error line)."""
     cfg = json.loads(json.dumps(cfg))
-    cfg["train"].update({"max_steps": steps, "threads": threads, "progress": False, "checkpoint_every": 10**6,
-                         "logger": "none", "accelerator": "cpu", "devices": processes,
-                         "strategy": ddp if processes > 1 else "auto"})
+    cfg["train"]["max_steps"] = steps
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    if processes == 1:
-        polydiff.train(cfg, out, fresh=True, verbose=False)
-    else:  # Lightning's DDP launcher starts the second process itself
-        got = subprocess.run([str(Path(sys.executable).parent / "polydiff"), "train", str(path), "--out", str(out),
-                              "--fresh"], capture_output=True, text=True, timeout=3600)
-        if got.returncode != 0:
-            return {"error": got.stderr.strip().splitlines()[-1]}
+    got = subprocess.run([str(Path(sys.executable).parent / "polydiff"), "train", str(path), "--out", str(out),
+                          "--fresh"], capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - t0
+    return wall if got.returncode == 0 else got.stderr.strip().splitlines()[-1]
+
+
+def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int,
+                strategy: str = "auto") -> dict[str, Any]:
+    """Training throughput net of start-up: every setting runs as the same command (Lightning's
+    launcher starts a second process itself), ``steps // 5`` steps and then ``steps``; the rate is
+    the extra steps over the extra seconds, and the start-up what the short run left over."""
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"].update({"threads": threads, "progress": False, "checkpoint_every": 10**6, "logger": "none",
+                         "accelerator": "cpu", "devices": processes, "strategy": strategy})
+    short = max(1, steps // 5)
+    walls = [_train_wall(cfg, out, n) for n in (short, steps)]
+    if any(isinstance(w, str) for w in walls):
+        return {"error": next(w for w in walls if isinstance(w, str))}
+    rate = (steps - short) / (walls[1] - walls[0])
     batch = int(cfg["train"]["batch_size"])
-    return {"processes": processes, "threads": threads, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
-            "samples_per_s": steps * batch * processes / wall}
+    return {"processes": processes, "threads": threads, "strategy": strategy, "steps": steps, "wall_s": walls[1],
+            "startup_s": walls[0] - short / rate, "steps_per_s": rate, "samples_per_s": rate * batch * processes}
 
 
 def part_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,9 +205,10 @@ def part_train(args: argparse.Namespace) -> dict[str, Any]:
                                   ("graphs", "community_small_gdss", 40, "ddp_find_unused_parameters_true")):
         cfg = recipe(mod, name)
         rows = []
-        for procs, threads in ((1, 2), (2, 1)):
-            print(f"[train] {mod} {procs}x{threads}", file=sys.stderr, flush=True)
-            rows.append(_train_rate(cfg, args.runs / f"train_{mod}_{procs}", procs, threads, steps, ddp))
+        for procs, threads, strategy in ((1, 2, "auto"), (2, 1, ddp), (2, 1, "fsdp")):
+            print(f"[train] {mod} {procs}x{threads} {strategy}", file=sys.stderr, flush=True)
+            rows.append(_train_rate(cfg, args.runs / f"train_{mod}_{procs}_{strategy}", procs, threads, steps,
+                                    strategy))
         res[mod] = {"recipe": f"{mod}:{name}", "batch_per_process": cfg["train"]["batch_size"], "rows": rows,
                     "ddp_strategy": ddp}
     return res
@@ -393,16 +401,21 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{layers} |")
         md.append("")
     if "train" in parts:
-        md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, gloo)", "",
-               "| recipe | processes x threads | steps | wall s | steps / s | samples / s |",
-               "|---|---|---|---|---|---|"]
+        md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, FSDP; gloo)", "",
+               "The recipes' EMA is on (FSDP shards it with the network); batch size per process as in the recipe. "
+               "Every row is the same `polydiff train` command; steps / s is net of start-up: the extra steps of a "
+               "full run over a run of a fifth of the steps, divided by the extra seconds.", "",
+               "| recipe | processes x threads | strategy | steps | wall s | start-up s | steps / s | samples / s |",
+               "|---|---|---|---|---|---|---|---|"]
         for e in (x for x in parts["train"].values() if isinstance(x, dict)):
             for r in e["rows"]:
+                strategy = r.get("strategy", "auto" if r.get("processes") == 1 else e.get("ddp_strategy", "ddp"))
                 if "error" in r:
-                    md.append(f"| {e['recipe']} | error: {r['error'][:100]} | | | | |")
+                    md.append(f"| {e['recipe']} | error: {r['error'][:100]} | | | | | | |")
                     continue
-                md.append(f"| {e['recipe']} | {r['processes']} x {r['threads']} | {r['steps']} | {_f(r['wall_s'])} | "
-                          f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} |")
+                md.append(f"| {e['recipe']} | {r['processes']} x {r['threads']} | {strategy} | {r['steps']} | "
+                          f"{_f(r['wall_s'])} | {_f(r.get('startup_s'))} | {_f(r['steps_per_s'])} | "
+                          f"{_f(r['samples_per_s'])} |")
         md.append("")
     if "shard" in parts:
         s = parts["shard"]
