@@ -167,50 +167,83 @@ def part_variants(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> float | str:
-    """Seconds for ``polydiff train`` of ``steps`` steps, start-up included (or the error line)."""
+def _train_worker(path: str, out: str) -> None:
+    """``polydiff.train`` of the recipe at ``path``, then this rank's peak memory on one line. Run
+    as ``scale.py --train-worker PATH OUT``; Lightning's launcher re-runs that command per rank."""
+    import polydiff
+
+    polydiff.train(path, out, fresh=True, verbose=False)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    print("TRAINMEM " + json.dumps({"rank": rank, "peak_rss_mib": rss_mib(MEMORY)}), flush=True)
+
+
+def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> tuple[float, list[float]] | str:
+    """Seconds for training ``steps`` steps, start-up included, and each rank's peak memory (MiB);
+    or the error line."""
     cfg = json.loads(json.dumps(cfg))
     cfg["train"]["max_steps"] = steps
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    got = subprocess.run([str(Path(sys.executable).parent / "polydiff"), "train", str(path), "--out", str(out),
-                          "--fresh"], capture_output=True, text=True, timeout=3600)
+    got = subprocess.run([sys.executable, __file__, "--train-worker", str(path), str(out)], capture_output=True,
+                         text=True, timeout=3600)
     wall = time.perf_counter() - t0
-    return wall if got.returncode == 0 else got.stderr.strip().splitlines()[-1]
+    if got.returncode != 0:
+        return got.stderr.strip().splitlines()[-1]
+    ranks = sorted((json.loads(line.split(" ", 1)[1]) for line in got.stdout.splitlines()
+                    if line.startswith("TRAINMEM ")), key=lambda r: r["rank"])
+    return wall, [r["peak_rss_mib"] for r in ranks]
 
 
 def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int,
                 strategy: str = "auto") -> dict[str, Any]:
     """Training throughput net of start-up: every setting runs as the same command (Lightning's
     launcher starts a second process itself), ``steps // 5`` steps and then ``steps``; the rate is
-    the extra steps over the extra seconds, and the start-up what the short run left over."""
+    the extra steps over the extra seconds, and the start-up what the short run left over. Peak
+    memory: the largest of the ranks' own peaks (VmHWM) in the full run."""
     cfg = json.loads(json.dumps(cfg))
     cfg["train"].update({"threads": threads, "progress": False, "checkpoint_every": 10**6, "logger": "none",
                          "accelerator": "cpu", "devices": processes, "strategy": strategy})
     short = max(1, steps // 5)
-    walls = [_train_wall(cfg, out, n) for n in (short, steps)]
-    if any(isinstance(w, str) for w in walls):
-        return {"error": next(w for w in walls if isinstance(w, str))}
-    rate = (steps - short) / (walls[1] - walls[0])
+    runs = [_train_wall(cfg, out, n) for n in (short, steps)]
+    if any(isinstance(r, str) for r in runs):
+        return {"error": next(r for r in runs if isinstance(r, str))}
+    (wall_short, _), (wall, peaks) = runs
+    if wall <= wall_short:
+        return {"error": f"{steps} steps took no longer than {short} ({wall:.1f} s): too few to measure"}
+    rate = (steps - short) / (wall - wall_short)
     batch = int(cfg["train"]["batch_size"])
-    return {"processes": processes, "threads": threads, "strategy": strategy, "steps": steps, "wall_s": walls[1],
-            "startup_s": walls[0] - short / rate, "steps_per_s": rate, "samples_per_s": rate * batch * processes}
+    return {"processes": processes, "threads": threads, "strategy": strategy, "steps": steps, "wall_s": wall,
+            "startup_s": wall_short - short / rate, "steps_per_s": rate, "samples_per_s": rate * batch * processes,
+            "peak_rss_mib": max(peaks), "rank_peaks_mib": peaks}
+
+
+# (key, modality, recipe, model changes, steps, DDP strategy)
+TRAIN_RUNS = (
+    ("toy", "toy", "gmm", {}, 400, "ddp"),
+    # GDSS's ScoreNetworkX leaves some parameters without a gradient in a step: DDP must be told
+    ("graphs", "graphs", "community_small_gdss", {}, 40, "ddp_find_unused_parameters_true"),
+    # a network of 34M parameters, where sharding the weights, gradients, Adam's moments and the EMA shows
+    ("toy_wide", "toy", "gmm", {"hidden": 2048, "depth": 4}, 20, "ddp"),
+)
 
 
 def part_train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     res: dict[str, Any] = {}
-    # GDSS's ScoreNetworkX leaves some parameters without a gradient in a step: DDP must be told
-    for mod, name, steps, ddp in (("toy", "gmm", 400, "ddp"),
-                                  ("graphs", "community_small_gdss", 40, "ddp_find_unused_parameters_true")):
-        cfg = recipe(mod, name)
+    for key, mod, name, model, steps, ddp in TRAIN_RUNS:
+        cfg = recipe(mod, name, model=model)
         rows = []
         for procs, threads, strategy in ((1, 2, "auto"), (2, 1, ddp), (2, 1, "fsdp")):
-            print(f"[train] {mod} {procs}x{threads} {strategy}", file=sys.stderr, flush=True)
-            rows.append(_train_rate(cfg, args.runs / f"train_{mod}_{procs}_{strategy}", procs, threads, steps,
+            print(f"[train] {key} {procs}x{threads} {strategy}", file=sys.stderr, flush=True)
+            rows.append(_train_rate(cfg, args.runs / f"train_{key}_{procs}_{strategy}", procs, threads, steps,
                                     strategy))
-        res[mod] = {"recipe": f"{mod}:{name}", "batch_per_process": cfg["train"]["batch_size"], "rows": rows,
-                    "ddp_strategy": ddp}
+        label = f"{mod}:{name}" + "".join(f", {k} {v}" for k, v in model.items())
+        weights = torch.load(args.runs / f"train_{key}_1_auto" / "checkpoints" / "last.ckpt", weights_only=True)
+        res[key] = {"recipe": label, "batch_per_process": cfg["train"]["batch_size"], "rows": rows,
+                    "ddp_strategy": ddp, "parameters": sum(v.numel() for k, v in weights["state_dict"].items()
+                                                           if k.startswith("net."))}
     return res
 
 
@@ -403,19 +436,20 @@ def part_report(args: argparse.Namespace) -> None:
     if "train" in parts:
         md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, FSDP; gloo)", "",
                "The recipes' EMA is on (FSDP shards it with the network); batch size per process as in the recipe. "
-               "Every row is the same `polydiff train` command; steps / s is net of start-up: the extra steps of a "
-               "full run over a run of a fifth of the steps, divided by the extra seconds.", "",
-               "| recipe | processes x threads | strategy | steps | wall s | start-up s | steps / s | samples / s |",
-               "|---|---|---|---|---|---|---|---|"]
+               "Every row is the same command (`polydiff.train` in a fresh process); steps / s is net of start-up: "
+               "the extra steps of a full run over a run of a fifth of the steps, divided by the extra seconds. "
+               "Peak memory: the largest rank's own peak resident memory (VmHWM).", "",
+               "| recipe | parameters | processes x threads | strategy | steps | wall s | start-up s | steps / s "
+               "| samples / s | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
         for e in (x for x in parts["train"].values() if isinstance(x, dict)):
             for r in e["rows"]:
                 strategy = r.get("strategy", "auto" if r.get("processes") == 1 else e.get("ddp_strategy", "ddp"))
                 if "error" in r:
-                    md.append(f"| {e['recipe']} | error: {r['error'][:100]} | | | | | | |")
+                    md.append(f"| {e['recipe']} | | error: {r['error'][:100]} |" + " |" * 7)
                     continue
-                md.append(f"| {e['recipe']} | {r['processes']} x {r['threads']} | {strategy} | {r['steps']} | "
-                          f"{_f(r['wall_s'])} | {_f(r.get('startup_s'))} | {_f(r['steps_per_s'])} | "
-                          f"{_f(r['samples_per_s'])} |")
+                md.append(f"| {e['recipe']} | {_f(e.get('parameters'))} | {r['processes']} x {r['threads']} | "
+                          f"{strategy} | {r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
+                          f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")
     if "shard" in parts:
         s = parts["shard"]
@@ -455,7 +489,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--merge", action="store_true",
                    help="variants: update the modalities and variants run here in RUNS/variants.json, keep the rest")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--train-worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.train_worker:
+        _train_worker(*args.train_worker)
+        return
     if args.worker:
         spec = json.loads(args.worker)
         print(json.dumps(_size_worker(spec) if spec.get("size") else worker(spec)))
