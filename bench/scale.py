@@ -168,18 +168,35 @@ def part_variants(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train_worker(path: str, out: str) -> None:
-    """``polydiff.train`` of the recipe at ``path``, then this rank's peak memory on one line. Run
-    as ``scale.py --train-worker PATH OUT``; Lightning's launcher re-runs that command per rank."""
+    """``polydiff.train`` of the recipe at ``path``, then this rank's peak memory on one line: over
+    the whole process, and over the training steps alone (the high-water mark is reset when
+    training starts, after the network is built and sharded, and read after each step, before
+    the final checkpoint gathers the full state). Run as ``scale.py --train-worker PATH OUT``;
+    Lightning's launcher re-runs that command per rank."""
+    from lightning.pytorch.callbacks import Callback
+
     import polydiff
 
-    polydiff.train(path, out, fresh=True, verbose=False)
+    class StepsPeak(Callback):
+        setup = peak = 0.0
+
+        def on_train_start(self, *args: Any) -> None:
+            self.setup = rss_mib("VmHWM")
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from VmRSS
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            self.peak = max(self.peak, rss_mib("VmHWM"))
+
+    probe = StepsPeak()
+    polydiff.train(path, out, fresh=True, verbose=False, callbacks=[probe])
     rank = int(os.environ.get("LOCAL_RANK", 0))
-    print("TRAINMEM " + json.dumps({"rank": rank, "peak_rss_mib": rss_mib(MEMORY)}), flush=True)
+    peaks = {"peak_rss_mib": max(probe.setup, rss_mib(MEMORY)), "steps_peak_mib": probe.peak}
+    print("TRAINMEM " + json.dumps({"rank": rank, **peaks}), flush=True)
 
 
-def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> tuple[float, list[float]] | str:
-    """Seconds for training ``steps`` steps, start-up included, and each rank's peak memory (MiB);
-    or the error line."""
+def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> tuple[float, list[dict[str, Any]]] | str:
+    """Seconds for training ``steps`` steps, start-up included, and each rank's peak memory (MiB,
+    :func:`_train_worker`); or the error line."""
     cfg = json.loads(json.dumps(cfg))
     cfg["train"]["max_steps"] = steps
     path = out.with_suffix(".json")
@@ -192,7 +209,7 @@ def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> tuple[float, list
         return got.stderr.strip().splitlines()[-1]
     ranks = sorted((json.loads(line.split(" ", 1)[1]) for line in got.stdout.splitlines()
                     if line.startswith("TRAINMEM ")), key=lambda r: r["rank"])
-    return wall, [r["peak_rss_mib"] for r in ranks]
+    return wall, ranks
 
 
 def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int,
@@ -200,7 +217,8 @@ def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, st
     """Training throughput net of start-up: every setting runs as the same command (Lightning's
     launcher starts a second process itself), ``steps // 5`` steps and then ``steps``; the rate is
     the extra steps over the extra seconds, and the start-up what the short run left over. Peak
-    memory: the largest of the ranks' own peaks (VmHWM) in the full run."""
+    memory: the largest of the ranks' own peaks (VmHWM) in the full run, over the process and
+    over the training steps."""
     cfg = json.loads(json.dumps(cfg))
     cfg["train"].update({"threads": threads, "progress": False, "checkpoint_every": 10**6, "logger": "none",
                          "accelerator": "cpu", "devices": processes, "strategy": strategy})
@@ -208,14 +226,15 @@ def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, st
     runs = [_train_wall(cfg, out, n) for n in (short, steps)]
     if any(isinstance(r, str) for r in runs):
         return {"error": next(r for r in runs if isinstance(r, str))}
-    (wall_short, _), (wall, peaks) = runs
+    (wall_short, _), (wall, ranks) = runs
     if wall <= wall_short:
         return {"error": f"{steps} steps took no longer than {short} ({wall:.1f} s): too few to measure"}
     rate = (steps - short) / (wall - wall_short)
     batch = int(cfg["train"]["batch_size"])
     return {"processes": processes, "threads": threads, "strategy": strategy, "steps": steps, "wall_s": wall,
             "startup_s": wall_short - short / rate, "steps_per_s": rate, "samples_per_s": rate * batch * processes,
-            "peak_rss_mib": max(peaks), "rank_peaks_mib": peaks}
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
+            "steps_peak_mib": max(r["steps_peak_mib"] for r in ranks), "ranks": ranks}
 
 
 # (key, modality, recipe, model changes, steps, DDP strategy)
@@ -438,18 +457,22 @@ def part_report(args: argparse.Namespace) -> None:
                "The recipes' EMA is on (FSDP shards it with the network); batch size per process as in the recipe. "
                "Every row is the same command (`polydiff.train` in a fresh process); steps / s is net of start-up: "
                "the extra steps of a full run over a run of a fifth of the steps, divided by the extra seconds. "
-               "Peak memory: the largest rank's own peak resident memory (VmHWM).", "",
+               "Peak memory: the largest rank's own peak resident memory (VmHWM), over the training steps alone "
+               "(reset when training starts, after the network is built and sharded; read after each step) and over "
+               "the whole process (building the network and its EMA whole on every rank, the final checkpoint "
+               "gathering the full state on rank 0).", "",
                "| recipe | parameters | processes x threads | strategy | steps | wall s | start-up s | steps / s "
-               "| samples / s | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+               "| samples / s | peak MiB, steps | peak MiB, process |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in (x for x in parts["train"].values() if isinstance(x, dict)):
             for r in e["rows"]:
                 strategy = r.get("strategy", "auto" if r.get("processes") == 1 else e.get("ddp_strategy", "ddp"))
                 if "error" in r:
-                    md.append(f"| {e['recipe']} | | error: {r['error'][:100]} |" + " |" * 7)
+                    md.append(f"| {e['recipe']} | | error: {r['error'][:100]} |" + " |" * 8)
                     continue
                 md.append(f"| {e['recipe']} | {_f(e.get('parameters'))} | {r['processes']} x {r['threads']} | "
                           f"{strategy} | {r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
-                          f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('peak_rss_mib'), 4)} |")
+                          f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('steps_peak_mib'), 4)} | "
+                          f"{_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")
     if "shard" in parts:
         s = parts["shard"]
