@@ -1,9 +1,9 @@
 """On a GPU: every kind of core sampler runs unchanged on CUDA (categorical, two-time, manifold,
 flow and mixed states; the fixed-step Gaussian ones are in ``test_compiled_sampling.py``), the
 sampling loop captured in a CUDA graph, a bf16 network under an fp32 solver, training on one GPU
-(plain, DDP and FSDP strategies, bf16 mixed precision) and sharded sampling by two processes
-that share one GPU. All skip without CUDA, except the choice of the process-group backend,
-checked here with a mocked device count."""
+(plain, DDP and FSDP strategies, bf16 mixed precision), FSDP with the EMA against DDP on two GPUs,
+and sharded sampling by two processes that share one GPU. All skip without CUDA, except the
+choice of the process-group backend, checked here with a mocked device count."""
 
 from __future__ import annotations
 
@@ -191,6 +191,22 @@ def test_training_on_one_gpu(tmp_path, strategy, precision):
     gen = pd.load(tmp_path / "run" / "checkpoints" / "last.ckpt", device="cuda")
     x = np.asarray(gen.generate(32, seed=0, progress=False))
     assert x.shape == (32, 2) and np.isfinite(x).all()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_fsdp_with_ema_on_two_gpus_equals_ddp(tmp_path):
+    """The CPU test in test_training.py on two GPUs (NCCL): FSDP shards the network and its EMA
+    alike, so weights and EMA match a DDP run."""
+    weights = {}
+    for strategy in ("ddp", "fsdp"):
+        (tmp_path / strategy).mkdir()
+        proc = _train(tmp_path / strategy, devices=2, strategy=strategy, ema=0.9)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        weights[strategy] = torch.load(tmp_path / strategy / "run" / "checkpoints" / "last.ckpt",
+                                       weights_only=True)["state_dict"]
+    assert sorted(weights["fsdp"]) == sorted(weights["ddp"]) and any(k.startswith("ema.") for k in weights["ddp"])
+    for k, w in weights["ddp"].items():
+        torch.testing.assert_close(weights["fsdp"][k], w, rtol=1e-4, atol=1e-5, msg=k)
 
 
 @cuda
