@@ -63,7 +63,9 @@ class Component:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and hardware; Lightning receives accelerator / devices / strategy as is."""
+    """Optimisation and hardware; Lightning receives accelerator / devices / strategy as is, except
+    ``strategy: fsdp``, which shards the network and its EMA alike and also runs on CPUs
+    (:func:`polydiff.training._strategy`)."""
 
     max_steps: int = 2000
     batch_size: int = 256
@@ -75,7 +77,7 @@ class TrainConfig:
     precision: str = field(default="32", metadata={"choices": PRECISIONS})
     accelerator: str = "auto"
     devices: int | str | list[int] = 1  # 1: one GPU if there is one, else the CPU; -1: all GPUs
-    strategy: str = "auto"
+    strategy: str = "auto"  # Lightning's: ddp, fsdp, ... ("auto": one process, or ddp on several devices)
     num_nodes: int = 1
     seed: int = 0
     max_minutes: float = 0.0  # wall-time budget of this call (stops early, saving last.ckpt); 0: none
