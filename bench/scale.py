@@ -12,8 +12,9 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   and int8 + compiled. Reported: the modality's main metric and its change against float32,
   samples per second (median of ``--repeats`` after one warm-up call, which for compiled
   variants holds the compilation, reported apart), peak resident memory, weight bytes;
-- ``train``: training throughput of the toy and GDSS recipes with 1 process x 2 threads against
-  2 processes x 1 thread (DDP and FSDP over gloo), steps and samples per second;
+- ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
+  34.7M-parameter toy network with 1 process x 2 threads against 2 processes x 1 thread (DDP and
+  FSDP over gloo), steps and samples per second net of start-up;
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
   byte identity of the outputs;
 - ``size``: seconds per sample and peak memory of sampling against problem size for each
@@ -465,12 +466,11 @@ def part_report(args: argparse.Namespace) -> None:
                "| samples / s | peak MiB, steps | peak MiB, process |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in (x for x in parts["train"].values() if isinstance(x, dict)):
             for r in e["rows"]:
-                strategy = r.get("strategy", "auto" if r.get("processes") == 1 else e.get("ddp_strategy", "ddp"))
                 if "error" in r:
                     md.append(f"| {e['recipe']} | | error: {r['error'][:100]} |" + " |" * 8)
                     continue
                 md.append(f"| {e['recipe']} | {_f(e.get('parameters'))} | {r['processes']} x {r['threads']} | "
-                          f"{strategy} | {r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
+                          f"{r['strategy']} | {r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
                           f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('steps_peak_mib'), 4)} | "
                           f"{_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")

@@ -233,11 +233,12 @@ def _check_ema_units(module: DiffusionModule) -> None:
     """Refuse the EMA under an FSDP strategy that did not make the network and its EMA units of
     their own (only ``train.strategy: fsdp`` does, :func:`_strategy`): in one flat parameter, the
     slices of the two on a rank do not face each other, and the average could go silently wrong."""
+    strategy = module.trainer.strategy
+    if module.ema is None or not isinstance(strategy, FSDPStrategy) or module.trainer.world_size == 1:
+        return
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    strategy = module.trainer.strategy
-    units = isinstance(module.net, FullyShardedDataParallel) and isinstance(module.ema, FullyShardedDataParallel)
-    if module.ema is not None and isinstance(strategy, FSDPStrategy) and module.trainer.world_size > 1 and not units:
+    if not (isinstance(module.net, FullyShardedDataParallel) and isinstance(module.ema, FullyShardedDataParallel)):
         raise ValueError(f"train.ema with this FSDP strategy ({type(strategy).__name__}) would pair shards of the "
                          "network and its EMA wrongly: use train.strategy: fsdp, ddp, or train.ema: 0")
 
