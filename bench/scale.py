@@ -214,7 +214,7 @@ def _train_wall(cfg: dict[str, Any], out: Path, steps: int) -> tuple[float, list
 
 
 def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, steps: int,
-                strategy: str = "auto") -> dict[str, Any]:
+                strategy: str = "auto", checkpoints: str = "full") -> dict[str, Any]:
     """Training throughput net of start-up: every setting runs as the same command (Lightning's
     launcher starts a second process itself), ``steps // 5`` steps and then ``steps``; the rate is
     the extra steps over the extra seconds, and the start-up what the short run left over. Peak
@@ -222,7 +222,8 @@ def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, st
     over the training steps."""
     cfg = json.loads(json.dumps(cfg))
     cfg["train"].update({"threads": threads, "progress": False, "checkpoint_every": 10**6, "logger": "none",
-                         "accelerator": "cpu", "devices": processes, "strategy": strategy})
+                         "accelerator": "cpu", "devices": processes, "strategy": strategy,
+                         "checkpoint_format": checkpoints})
     short = max(1, steps // 5)
     runs = [_train_wall(cfg, out, n) for n in (short, steps)]
     if any(isinstance(r, str) for r in runs):
@@ -232,7 +233,8 @@ def _train_rate(cfg: dict[str, Any], out: Path, processes: int, threads: int, st
         return {"error": f"{steps} steps took no longer than {short} ({wall:.1f} s): too few to measure"}
     rate = (steps - short) / (wall - wall_short)
     batch = int(cfg["train"]["batch_size"])
-    return {"processes": processes, "threads": threads, "strategy": strategy, "steps": steps, "wall_s": wall,
+    return {"processes": processes, "threads": threads, "strategy": strategy, "checkpoints": checkpoints,
+            "steps": steps, "wall_s": wall,
             "startup_s": wall_short - short / rate, "steps_per_s": rate, "samples_per_s": rate * batch * processes,
             "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
             "steps_peak_mib": max(r["steps_peak_mib"] for r in ranks), "ranks": ranks}
@@ -255,12 +257,14 @@ def part_train(args: argparse.Namespace) -> dict[str, Any]:
     for key, mod, name, model, steps, ddp in TRAIN_RUNS:
         cfg = recipe(mod, name, model=model)
         rows = []
-        for procs, threads, strategy in ((1, 2, "auto"), (2, 1, ddp), (2, 1, "fsdp")):
-            print(f"[train] {key} {procs}x{threads} {strategy}", file=sys.stderr, flush=True)
-            rows.append(_train_rate(cfg, args.runs / f"train_{key}_{procs}_{strategy}", procs, threads, steps,
-                                    strategy))
+        # the last row writes its final checkpoint as per-rank shards: rank 0 gathers nothing
+        for procs, threads, strategy, fmt in ((1, 2, "auto", "full"), (2, 1, ddp, "full"), (2, 1, "fsdp", "full"),
+                                              (2, 1, "fsdp", "sharded")):
+            print(f"[train] {key} {procs}x{threads} {strategy} {fmt}", file=sys.stderr, flush=True)
+            rows.append(_train_rate(cfg, args.runs / f"train_{key}_{procs}_{strategy}_{fmt}", procs, threads, steps,
+                                    strategy, fmt))
         label = f"{mod}:{name}" + "".join(f", {k} {v}" for k, v in model.items())
-        weights = torch.load(args.runs / f"train_{key}_1_auto" / "checkpoints" / "last.ckpt", weights_only=True)
+        weights = torch.load(args.runs / f"train_{key}_1_auto_full" / "checkpoints" / "last.ckpt", weights_only=True)
         res[key] = {"recipe": label, "batch_per_process": cfg["train"]["batch_size"], "rows": rows,
                     "ddp_strategy": ddp, "parameters": sum(v.numel() for k, v in weights["state_dict"].items()
                                                            if k.startswith("net."))}
@@ -461,7 +465,8 @@ def part_report(args: argparse.Namespace) -> None:
                "Peak memory: the largest rank's own peak resident memory (VmHWM), over the training steps alone "
                "(reset when training starts, after the network is built and sharded; read after each step) and over "
                "the whole process (building the network and its EMA whole on every rank, the final checkpoint "
-               "gathering the full state on rank 0).", "",
+               "gathering the full state on rank 0, except where it is written as per-rank shards: "
+               "`train.checkpoint_format: sharded`).", "",
                "| recipe | parameters | processes x threads | strategy | steps | wall s | start-up s | steps / s "
                "| samples / s | peak MiB, steps | peak MiB, process |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in (x for x in parts["train"].values() if isinstance(x, dict)):
@@ -470,7 +475,8 @@ def part_report(args: argparse.Namespace) -> None:
                     md.append(f"| {e['recipe']} | | error: {r['error'][:100]} |" + " |" * 8)
                     continue
                 md.append(f"| {e['recipe']} | {_f(e.get('parameters'))} | {r['processes']} x {r['threads']} | "
-                          f"{r['strategy']} | {r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
+                          f"{r['strategy']}{', sharded checkpoint' if r.get('checkpoints') == 'sharded' else ''} | "
+                          f"{r['steps']} | {_f(r['wall_s'])} | {_f(r.get('startup_s'))} | "
                           f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('steps_peak_mib'), 4)} | "
                           f"{_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")

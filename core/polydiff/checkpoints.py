@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import pickle
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,15 @@ def save_checkpoint_file(obj: Mapping[str, Any], path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``; refuse anything else clearly.
-    ``mmap=True`` maps tensors lazily (cheap when only the metadata is needed)."""
+    ``mmap=True`` maps tensors lazily (cheap when only the metadata is needed).
+
+    A sharded checkpoint (a folder, ``train.checkpoint_format: sharded``) opens as the same
+    dictionary: its ``state_dict`` is assembled from the shards (with ``mmap``, tensors on the
+    ``meta`` device: shapes only), its optimizer state stays in the shards (resuming reads it
+    through FSDP), and ``"sharded"`` lists the groups the shards hold."""
     path = Path(path)
+    if path.is_dir():
+        return _load_sharded(path, map_location, shapes_only=mmap)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -78,6 +86,67 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
                               f"{_first_sentence(err)})") from None
 
 
+SHARDED_META = "meta.pt"  # a sharded checkpoint's entries besides weights and optimizer state (Lightning's)
+
+
+def _load_sharded(path: Path, map_location: Any, shapes_only: bool) -> dict[str, Any]:
+    if not (path / SHARDED_META).is_file():
+        files = checkpoint_files(path)
+        hint = f"; it holds checkpoints: pass one, e.g. {files[0]}" if files else ""
+        raise CheckpointError(f"{path}: not a checkpoint (a folder without {SHARDED_META}, so no sharded "
+                              f"checkpoint{hint})")
+    ckpt = _torch_load(path / SHARDED_META, "cpu", False)
+    if not isinstance(ckpt, dict) or "polydiff" not in ckpt:
+        raise CheckpointError(f"{path / SHARDED_META}: not a polydiff checkpoint (no 'polydiff' entry)")
+    state = read_shards(path, "model.", shapes_only=shapes_only)
+    if map_location not in (None, "cpu") and not shapes_only:
+        state = {k: v.to(map_location) for k, v in state.items()}
+    ckpt["state_dict"] = state
+    ckpt["sharded"] = sorted({k.split(".", 1)[0] for k in _shard_index(path).state_dict_metadata})
+    return ckpt
+
+
+def _shard_index(path: Path) -> Any:
+    """The index (``.metadata``) of a sharded checkpoint, checked against its shard files."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        index = FileSystemReader(path).read_metadata()
+    except Exception as err:  # no .metadata (an unfinished write) or a damaged one
+        raise CheckpointError(f"{path}: incomplete sharded checkpoint (its index .metadata: "
+                              f"{_first_sentence(err)})") from None
+    for item in (index.storage_data or {}).values():
+        shard = path / item.relative_path
+        if not shard.is_file() or shard.stat().st_size < item.offset + item.length:
+            raise CheckpointError(f"{path}: incomplete sharded checkpoint ({item.relative_path} is missing or "
+                                  "truncated)")
+    return index
+
+
+def read_shards(path: str | Path, prefix: str = "model.", *, shapes_only: bool = False) -> dict[str, Tensor]:
+    """The tensors of a sharded checkpoint whose names start with ``prefix``, each assembled
+    whole in this process (no process group needed), named without the prefix: ``"model."``
+    for the Lightning module's weights (``net.*``, ``ema.*``), ``"optimizer_0.state."`` for
+    Adam's moments by parameter name. ``shapes_only``: tensors on the ``meta`` device."""
+    from torch.distributed.checkpoint import load
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    path = Path(path)
+    entries = {k: v for k, v in _shard_index(path).state_dict_metadata.items() if k.startswith(prefix)}
+    if any(not isinstance(v, TensorStorageMetadata) for v in entries.values()):
+        raise CheckpointError(f"{path}: the sharded entries {prefix}* are not all tensors")
+    device = "meta" if shapes_only else "cpu"
+    state = {k: torch.empty(v.size, dtype=v.properties.dtype, device=device) for k, v in entries.items()}
+    if state and not shapes_only:
+        try:  # keys as the shards name them, so the nesting Lightning saved with does not matter
+            with warnings.catch_warnings():  # "loading in a single process": what is meant
+                warnings.filterwarnings("ignore", message=".*single process.*")
+                load(state, checkpoint_id=path, no_dist=True)
+        except Exception as err:
+            raise CheckpointError(f"{path}: not a readable sharded checkpoint ({_first_sentence(err)})") from None
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
 def _first_sentence(err: BaseException) -> str:
     """The gist of a torch / zip error: its first sentence (torch appends paragraphs of advice)."""
     text = " ".join(str(err).split()) or type(err).__name__
@@ -104,14 +173,14 @@ def checkpoint_dir(folder: str | Path) -> Path:
 
 
 def checkpoint_files(folder: str | Path) -> list[Path]:
-    """The checkpoint files of a run (or checkpoints) folder: ``last.ckpt`` first, then the
-    ``step-*.ckpt`` files from the newest step down. Temporary files of unfinished writes
-    (hidden files) are never listed, so they are never read."""
+    """The checkpoints of a run (or checkpoints) folder: ``last.ckpt`` first, then the
+    ``step-*.ckpt`` ones from the newest step down (files, or folders when sharded). Temporary
+    files of unfinished writes (hidden) are never listed, so they are never read."""
     folder = checkpoint_dir(folder)
     if not folder.is_dir():
         return []
-    steps = sorted((p for p in folder.iterdir() if _STEP.fullmatch(p.name) and p.is_file()), key=_step_number)
-    last = [folder / LAST] if (folder / LAST).is_file() else []
+    steps = sorted((p for p in folder.iterdir() if _STEP.fullmatch(p.name)), key=_step_number)
+    last = [folder / LAST] if (folder / LAST).exists() else []
     return last + steps[::-1]
 
 
@@ -122,7 +191,9 @@ def open_intact(path: str | Path, need: Sequence[str] = LOAD_KEYS) -> dict[str, 
     path = Path(path)
     ckpt = load_checkpoint(path, mmap=True)
     meta = ckpt["polydiff"]
-    missing = [k for k in need if k not in ckpt]
+    # a sharded checkpoint keeps the optimizer state in its shards (as group "optimizer_0")
+    missing = [k for k in need if k not in ckpt and not (k == "optimizer_states" and "optimizer_0" in
+                                                          ckpt.get("sharded", ()))]
     if not isinstance(meta, Mapping) or not isinstance(meta.get("config"), Mapping) or "info" not in meta:
         missing.insert(0, "polydiff.config/info")
     if missing:
@@ -176,6 +247,17 @@ def newest_intact(folder: str | Path, *, resume: bool = False) -> tuple[Path | N
     """
     path, _, skipped = scan_checkpoints(folder, RESUME_KEYS if resume else LOAD_KEYS)
     return path, skipped
+
+
+def consolidate(path: str | Path, out: str | Path) -> Path:
+    """Write a sharded checkpoint's model (weights, EMA, recipe, data info, step) as one file,
+    atomically: a model to share or archive, which :func:`polydiff.load` opens like any other.
+    The optimizer state stays in the shards, so the file does not resume training."""
+    ckpt = load_checkpoint(path)
+    if "sharded" not in ckpt:
+        raise CheckpointError(f"{path}: already a single-file checkpoint")
+    del ckpt["sharded"]
+    return save_checkpoint_file(ckpt, out)
 
 
 def run_folder(checkpoint: str | Path) -> Path:

@@ -466,13 +466,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoints import SHARDED_META
     from .generator import evaluate_samples, load
 
     cfg = load_config(args.config) if args.config is not None else None
     target: Path = args.target
     options = parse_pairs(args.option, "--option")
     result: dict[str, Any] = {"target": str(target)}
-    if target.is_file() and target.suffix == ".ckpt":
+    if target.suffix == ".ckpt" and (target.is_file() or (target / SHARDED_META).is_file()):  # a checkpoint
         if args.modality or args.reference:
             raise ValueError("--modality and --reference are for evaluating files; a checkpoint is evaluated against "
                              "its recipe's data (or --config's)")

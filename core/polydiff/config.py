@@ -42,6 +42,7 @@ from .registry import RegistryError, ValueMismatch, check_options, check_value, 
 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
+CHECKPOINT_FORMATS = ("full", "sharded")
 # keywords of polydiff.sample a recipe's `sample` section may set besides the sampler's own options
 DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero", "compile")
 
@@ -84,6 +85,9 @@ class TrainConfig:
     init: str | None = None  # checkpoint whose network (EMA) weights start a fresh run: fine-tuning
     init_partial: bool = False  # init loads the weights whose names and shapes match; the rest stay fresh (new heads)
     checkpoint_every: int = 500
+    # "full": one file per checkpoint, gathered on rank 0; "sharded" (strategy fsdp): a folder of
+    # per-rank shards, so no process ever holds the whole training state
+    checkpoint_format: str = field(default="full", metadata={"choices": CHECKPOINT_FORMATS})
     log_every: int = 50
     val_every: int = 0  # steps between validation losses; 0 turns validation off
     num_workers: int = 0
@@ -458,6 +462,9 @@ def _check_train(cfg: Config, source: str) -> None:
     for k in ("val_every", "num_workers", "warmup", "threads"):
         if getattr(t, k) < 0:
             raise ConfigError(f"{source}: train.{k}: expected a non-negative integer, got {getattr(t, k)}")
+    if t.checkpoint_format == "sharded" and t.strategy != "fsdp":
+        raise ConfigError(f"{source}: train.checkpoint_format: sharded checkpoints are written by train.strategy: "
+                          f"fsdp, not {t.strategy!r}")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
     if not (math.isfinite(t.lr) and t.lr > 0):

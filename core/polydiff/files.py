@@ -30,14 +30,17 @@ def temp_path(path: Path) -> Path:
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files that killed writers left in ``folder`` (hidden
+    """Delete the temporary files and folders that killed writers left in ``folder`` (hidden
     ``.NAME.tmp-*``, never read by anything) and return them. Only the holder of the folder's
     lock may call this: another live writer could own them."""
     if not folder.is_dir():
         return []
-    found = sorted(p for p in folder.glob(".*.tmp-*") if p.is_file())
+    found = sorted(folder.glob(".*.tmp-*"))
     for p in found:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():  # a checkpoint folder being written (sharded checkpoints)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return found
 
 
@@ -94,7 +97,8 @@ def atomic_folder(out: str | Path, *, overwrite: bool = False,
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``out``, replacing an existing ``out`` last."""
+    """Rename the finished ``tmp`` (a folder, or a file replacing a folder) to ``out``, removing
+    an existing ``out`` last."""
     if not out.exists():
         os.rename(tmp, out)
         return
@@ -105,7 +109,19 @@ def _swap_in(tmp: Path, out: Path) -> None:
     except BaseException:
         os.rename(old, out)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+
+
+def replace_folder(tmp: str | Path, out: str | Path) -> Path:
+    """Flush the finished folder ``tmp`` to disk and rename it to ``out`` (replacing a file or
+    folder there last): the atomic end of a folder written by several processes."""
+    tmp, out = Path(tmp), Path(out)
+    fsync_folder(tmp)
+    _swap_in(tmp, out)
+    return out
 
 
 def save_figure(fig: object, path: str | Path, dpi: int = 120) -> Path:
@@ -119,18 +135,48 @@ def save_figure(fig: object, path: str | Path, dpi: int = 120) -> Path:
 
 
 def publish(src: str | Path, dst: str | Path) -> Path:
-    """Make ``dst`` a copy of ``src`` atomically (a hard link where the file system allows)."""
+    """Make ``dst`` a copy of ``src`` atomically (hard links where the file system allows). A
+    folder (a sharded checkpoint) is linked file by file into a temporary sibling, then renamed
+    into place; either kind replaces a ``dst`` of the other kind."""
     src, dst = Path(src), Path(dst)
     tmp = temp_path(dst)
     try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        if src.is_dir():
+            tmp.mkdir()
+            for f in src.iterdir():
+                _link_or_copy(f, tmp / f.name)
+            replace_folder(tmp, dst)
+        else:
+            _link_or_copy(src, tmp)
+            if dst.is_dir() and not dst.is_symlink():
+                _swap_in(tmp, dst)
+            else:
+                os.replace(tmp, dst)
     finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
         tmp.unlink(missing_ok=True)
     return dst
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's files and the folder itself to disk (before it is renamed into place)."""
+    for f in folder.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FolderBusy(FileExistsError):

@@ -78,7 +78,7 @@ from .config import (
     load_config,
 )
 from .data import check_info, default_collate
-from .files import atomic_write, folder_lock, publish, remove_temp_files
+from .files import atomic_write, folder_lock, publish, remove_temp_files, replace_folder, temp_path
 from .losses import OBJECTIVES, diffusion_loss
 from .random import Noise
 from .registry import load_modality
@@ -180,7 +180,30 @@ class EvalBatches(IterableDataset):
 # the Lightning module
 # ---------------------------------------------------------------------------------------------
 
-class CPUFSDPStrategy(FSDPStrategy):
+class ShardingStrategy(FSDPStrategy):
+    """Lightning's FSDP strategy with atomic sharded checkpoints (``train.checkpoint_format:
+    sharded``): every rank writes its shard into one hidden temporary folder, and rank 0 renames
+    the finished folder into place, so a reader never sees a checkpoint missing a rank's shard
+    and a crash leaves the previous one intact. The folder must be on a file system every rank
+    sees (one machine, or a shared file system across nodes)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        if self._state_dict_type != "sharded":
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(filepath)
+        tmp = Path(self.broadcast(str(temp_path(path))))  # rank 0's name, for every rank
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            self.barrier()
+            if self.global_rank == 0:
+                replace_folder(tmp, path)
+        finally:
+            if self.global_rank == 0 and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.barrier()
+
+
+class CPUFSDPStrategy(ShardingStrategy):
     """Lightning's FSDP strategy on CPU processes (gloo). torch's FSDP shards on CPUs when told
     ``device_id=cpu``; Lightning refuses the name ``fsdp`` without a GPU and hands torch
     ``device_id=None`` there. ``train.strategy: fsdp`` on CPUs picks this (see :func:`_strategy`),
@@ -255,7 +278,8 @@ def _strategy(t: Any, module: DiffusionModule) -> Any:
 
     units = {id(m) for m in (module.net, module.ema) if m is not None}
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    return (CPUFSDPStrategy if on_cpu else FSDPStrategy)(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units))
+    return (CPUFSDPStrategy if on_cpu else ShardingStrategy)(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units),
+                                                         state_dict_type=t.checkpoint_format)
 
 
 class DiffusionModule(L.LightningModule):
@@ -633,7 +657,10 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
 # Lightning messages that say nothing about a polydiff run
 _QUIET_WARNINGS = (".*does not have many workers.*", ".*resuming from a checkpoint that ended before.*",
                    ".*module\\(s\\) in eval mode.*", ".*isinstance\\(treespec, LeafSpec\\).*",
-                   ".*sync_dist=True.*")
+                   ".*sync_dist=True.*",
+                   # torch's FSDP about its own sharded state dicts (train.checkpoint_format: sharded)
+                   ".*Please use DTensor instead.*", ".*Multiple backends are registered.*",
+                   ".*_get_pg_default_device. will be deprecated.*")
 
 
 class _NoAdverts(logging.Filter):
@@ -718,9 +745,9 @@ def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, pa
 
 
 # recipe keys that may differ when resuming without changing what is computed (with sample.*)
-RESUME_FREE = ("train.max_steps", "train.max_minutes", "train.checkpoint_every", "train.log_every", "train.progress",
-               "train.logger", "train.accelerator", "train.devices", "train.num_nodes", "train.strategy",
-               "train.num_workers", "train.val_every", "train.threads")
+RESUME_FREE = ("train.max_steps", "train.max_minutes", "train.checkpoint_every", "train.checkpoint_format",
+               "train.log_every", "train.progress", "train.logger", "train.accelerator", "train.devices",
+               "train.num_nodes", "train.strategy", "train.num_workers", "train.val_every", "train.threads")
 
 
 def resume_point(ckpt_dir: Path, cfg: Config, *, announce: bool = True, report: bool = True,
@@ -748,6 +775,10 @@ def resume_point(ckpt_dir: Path, cfg: Config, *, announce: bool = True, report: 
             "at step 0 and overwrite them: pass --fresh (train(fresh=True)) to delete them and start over, or choose "
             "another output folder")
     step = ckpt.get("global_step", "?")
+    if "sharded" in ckpt and cfg.train.strategy != "fsdp":
+        raise ResumeError(
+            f"{path} (step {step}): a sharded checkpoint resumes under train.strategy: fsdp (any number of "
+            f"processes), not {cfg.train.strategy!r}: its optimizer state is kept in FSDP's shards")
     changes = recipe_changes(ckpt["polydiff"]["config"], cfg)
     if changes:
         diff = ", ".join(f"{k} ({_show(old)} in the checkpoint, {_show(new)} now)" for k, old, new in changes)

@@ -182,12 +182,14 @@ def _train(tmp_path: Path, **train) -> subprocess.CompletedProcess:
 
 
 @cuda
-@pytest.mark.parametrize(("strategy", "precision"), [("auto", "32"), ("auto", "bf16-mixed"), ("ddp", "32"),
-                                                     ("fsdp", "32")])
-def test_training_on_one_gpu(tmp_path, strategy, precision):
-    proc = _train(tmp_path, strategy=strategy, precision=precision)
+@pytest.mark.parametrize(("strategy", "precision", "checkpoints"),
+                         [("auto", "32", "full"), ("auto", "bf16-mixed", "full"), ("ddp", "32", "full"),
+                          ("fsdp", "32", "full"), ("fsdp", "32", "sharded")])
+def test_training_on_one_gpu(tmp_path, strategy, precision, checkpoints):
+    proc = _train(tmp_path, strategy=strategy, precision=precision, checkpoint_format=checkpoints)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "trained to step 6" in proc.stdout
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_dir() == (checkpoints == "sharded")
     gen = pd.load(tmp_path / "run" / "checkpoints" / "last.ckpt", device="cuda")
     x = np.asarray(gen.generate(32, seed=0, progress=False))
     assert x.shape == (32, 2) and np.isfinite(x).all()
@@ -196,17 +198,22 @@ def test_training_on_one_gpu(tmp_path, strategy, precision):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_fsdp_with_ema_on_two_gpus_equals_ddp(tmp_path):
     """The CPU test in test_training.py on two GPUs (NCCL): FSDP shards the network and its EMA
-    alike, so weights and EMA match a DDP run."""
+    alike, so weights and EMA match a DDP run, with single-file and with sharded checkpoints."""
+    from polydiff.checkpoints import load_checkpoint
+
     weights = {}
-    for strategy in ("ddp", "fsdp"):
-        (tmp_path / strategy).mkdir()
-        proc = _train(tmp_path / strategy, devices=2, strategy=strategy, ema=0.9)
+    for strategy, fmt in (("ddp", "full"), ("fsdp", "full"), ("fsdp", "sharded")):
+        (tmp_path / f"{strategy}-{fmt}").mkdir()
+        proc = _train(tmp_path / f"{strategy}-{fmt}", devices=2, strategy=strategy, ema=0.9, checkpoint_format=fmt)
         assert proc.returncode == 0, proc.stderr[-4000:]
-        weights[strategy] = torch.load(tmp_path / strategy / "run" / "checkpoints" / "last.ckpt",
-                                       weights_only=True)["state_dict"]
-    assert sorted(weights["fsdp"]) == sorted(weights["ddp"]) and any(k.startswith("ema.") for k in weights["ddp"])
-    for k, w in weights["ddp"].items():
-        torch.testing.assert_close(weights["fsdp"][k], w, rtol=1e-4, atol=1e-5, msg=k)
+        weights[strategy, fmt] = load_checkpoint(tmp_path / f"{strategy}-{fmt}" / "run" / "checkpoints" /
+                                                 "last.ckpt")["state_dict"]
+    want = weights["ddp", "full"]
+    assert any(k.startswith("ema.") for k in want)
+    for fmt in ("full", "sharded"):
+        assert sorted(weights["fsdp", fmt]) == sorted(want)
+        for k, w in want.items():
+            torch.testing.assert_close(weights["fsdp", fmt][k], w, rtol=1e-4, atol=1e-5, msg=f"{fmt}: {k}")
 
 
 @cuda

@@ -1,6 +1,6 @@
 """No lost work: resuming from the newest intact checkpoint after kill -9 (bit for bit), never
-overwriting a run's checkpoints from a fresh start, clear errors for a changed recipe, and one
-command at a time per run folder."""
+overwriting a run's checkpoints from a fresh start, clear errors for a changed recipe, one
+command at a time per run folder, and sharded checkpoints handled like single files."""
 
 from __future__ import annotations
 
@@ -11,25 +11,32 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from torch.distributed.checkpoint import save as save_shards
 
 import polydiff
 from polydiff import cli
 from polydiff.checkpoints import (
+    RESUME_KEYS,
     CheckpointError,
     ResumeError,
     checkpoint_files,
+    consolidate,
     load_checkpoint,
     newest_intact,
+    open_intact,
+    read_shards,
     save_checkpoint_file,
 )
-from polydiff.config import load_config
-from polydiff.files import FolderBusy, folder_lock
+from polydiff.config import from_dict, load_config
+from polydiff.files import FolderBusy, folder_lock, publish, remove_temp_files
+from polydiff.training import resume_point
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -386,3 +393,99 @@ def test_newest_intact_order_and_reasons(straight_tiny, tmp_path):
     assert path == ckpts / "step-00000020.ckpt"
     assert skipped == [(ckpts / "step-00000024.ckpt", "holds step 4, not the step its name says")]
     assert polydiff.load(path).step == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# sharded checkpoints (train.checkpoint_format: sharded) as files: they open like single files,
+# incomplete ones are passed over with a reason, they resume only under FSDP, and they are
+# published and replaced atomically. Written and resumed by two FSDP processes, equal to DDP:
+# test_training.py::test_fsdp_with_ema_on_two_cpu_processes_equals_ddp[sharded]
+# ---------------------------------------------------------------------------------------------
+
+def shard(file: Path, folder: Path) -> Path:
+    """A sharded checkpoint holding what the single file ``file`` holds, laid out as FSDP's
+    sharded save lays it out: the module's weights under ``model``, Adam's moments by parameter
+    name under ``optimizer_0.state``, Lightning's other entries in ``meta.pt``."""
+    ckpt = torch.load(file, weights_only=True)
+    names = [f"net.{n}" for n, _ in polydiff.load(file).net.named_parameters()]
+    moments = {names[i]: m for i, m in ckpt.pop("optimizer_states")[0]["state"].items()}
+    folder.mkdir()
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+        warnings.simplefilter("ignore")
+        save_shards({"model": ckpt.pop("state_dict"), "optimizer_0": {"state": moments}}, checkpoint_id=folder,
+                    no_dist=True)
+    torch.save(ckpt, folder / "meta.pt")
+    return folder
+
+
+def test_a_sharded_checkpoint_opens_like_the_file_it_holds(straight_tiny, tmp_path):
+    file = straight_tiny / "checkpoints" / "last.ckpt"
+    folder = shard(file, tmp_path / "last.ckpt")
+    want, got = torch.load(file, weights_only=True), load_checkpoint(folder)
+    assert got["sharded"] == ["model", "optimizer_0"] and got["global_step"] == want["global_step"] == 16
+    assert got["state_dict"].keys() == want["state_dict"].keys()
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in want["state_dict"].items())
+    assert all(v.device.type == "meta" for v in load_checkpoint(folder, mmap=True)["state_dict"].values())
+    open_intact(folder, RESUME_KEYS)  # the optimizer state is in the shards
+    adam = read_shards(folder, "optimizer_0.state.")
+    assert sorted({k.rsplit(".", 1)[1] for k in adam}) == ["exp_avg", "exp_avg_sq", "step"]
+    torch.testing.assert_close(polydiff.load(folder).generate(5, seed=3), polydiff.load(file).generate(5, seed=3),
+                               rtol=0, atol=0)
+    # one file to share: the model without the optimizer state
+    single = consolidate(folder, tmp_path / "model.ckpt")
+    assert "optimizer_states" not in torch.load(single, weights_only=True)
+    torch.testing.assert_close(polydiff.load(single).generate(5, seed=3), polydiff.load(file).generate(5, seed=3),
+                               rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="already a single-file checkpoint"):
+        consolidate(single, tmp_path / "again.ckpt")
+
+
+def test_incomplete_sharded_checkpoints_are_passed_over_with_the_reason(straight_tiny, tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    shutil.copytree(straight_tiny / "checkpoints", ckpts)
+    for name in ("last.ckpt", "step-00000016.ckpt", "step-00000012.ckpt", "step-00000008.ckpt"):
+        (ckpts / name).unlink()
+        shard(straight_tiny / "checkpoints" / name, ckpts / name)
+    assert newest_intact(ckpts, resume=True) == (ckpts / "last.ckpt", [])
+    (ckpts / "last.ckpt" / ".metadata").unlink()  # a write that never finished
+    shutil.rmtree(ckpts / "step-00000016.ckpt")
+    shard_file = ckpts / "step-00000012.ckpt" / "__0_0.distcp"
+    shard_file.write_bytes(shard_file.read_bytes()[:100])  # a truncated shard
+    (ckpts / "step-00000008.ckpt" / "meta.pt").unlink()
+    path, skipped = newest_intact(ckpts, resume=True)
+    assert path == ckpts / "step-00000004.ckpt"
+    assert [(p.name, reason.split(" (")[0]) for p, reason in skipped] == [
+        ("last.ckpt", "incomplete sharded checkpoint"), ("step-00000012.ckpt", "incomplete sharded checkpoint"),
+        ("step-00000008.ckpt", "not a checkpoint")]
+    assert "__0_0.distcp is missing or truncated" in skipped[1][1]
+    with pytest.raises(CheckpointError, match=r"last\.ckpt: incomplete sharded checkpoint \(its index \.metadata"):
+        polydiff.load(ckpts / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"run: not a checkpoint .*it holds checkpoints: pass one, e\.g\. "
+                                              r".*checkpoints/last\.ckpt"):
+        polydiff.load(tmp_path / "run")  # a run folder
+
+
+def test_a_sharded_checkpoint_resumes_only_under_fsdp(straight_tiny, tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    shard(straight_tiny / "checkpoints" / "last.ckpt", ckpts / "last.ckpt")
+    with pytest.raises(ResumeError, match=r"a sharded checkpoint resumes under train\.strategy: fsdp .*not 'auto'"):
+        resume_point(ckpts, from_dict(tiny(), "recipe"), announce=False)
+    cfg = from_dict(tiny(strategy="fsdp", checkpoint_format="sharded", devices=2), "recipe")
+    assert resume_point(ckpts, cfg, announce=False) == ckpts / "last.ckpt"
+
+
+def test_publishing_and_tidying_checkpoint_folders(straight_tiny, tmp_path):
+    step = shard(straight_tiny / "checkpoints" / "step-00000012.ckpt", tmp_path / "step-00000012.ckpt")
+    last = publish(step, tmp_path / "last.ckpt")  # linked file by file
+    assert sorted(p.name for p in last.iterdir()) == sorted(p.name for p in step.iterdir())
+    assert all((last / p.name).stat().st_ino == p.stat().st_ino for p in step.iterdir())
+    publish(straight_tiny / "checkpoints" / "last.ckpt", last)  # a file replaces the folder ...
+    assert last.is_file() and load_checkpoint(last)["global_step"] == 16
+    publish(step, last)  # ... and a folder the file
+    assert last.is_dir() and load_checkpoint(last)["global_step"] == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step-00000012.ckpt"]  # nothing left over
+    unfinished = tmp_path / ".step-00000016.tmp-1-abcdef12.ckpt"
+    unfinished.mkdir()
+    (unfinished / "__0_0.distcp").write_bytes(b"half")
+    assert remove_temp_files(tmp_path) == [unfinished] and not unfinished.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -352,30 +353,74 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert polydiff.load(tmp_path / "run" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
 
 
-def test_fsdp_with_ema_on_two_cpu_processes_equals_ddp(tmp_path):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[dict, Path]:
+    """Two DDP processes, 6 steps, checkpoints at 3 and 6: the reference the FSDP runs must equal."""
+    recipe = tiny(max_steps=6, checkpoint_every=3, devices=2, grad_clip=0.05, strategy="ddp")
+    cwd = tmp_path_factory.mktemp("ddp")
+    _train_cli(recipe, cwd / "ddp", cwd)
+    return recipe, cwd / "ddp"
+
+
+def _training_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A checkpoint's weights (network and EMA) and Adam's moments by parameter name, whether it
+    is one file or a folder of shards."""
+    from polydiff.checkpoints import load_checkpoint, read_shards
+
+    ckpt = load_checkpoint(path)
+    if "sharded" in ckpt:
+        return ckpt["state_dict"], read_shards(path, "optimizer_0.state.")
+    names = [f"net.{n}" for n, _ in polydiff.load(path).net.named_parameters()]
+    state = ckpt["optimizer_states"][0]["state"]
+    return ckpt["state_dict"], {f"{names[i]}.{k}": v for i, moments in state.items() for k, v in moments.items()}
+
+
+@pytest.mark.parametrize("fmt", ["full", "sharded"])
+def test_fsdp_with_ema_on_two_cpu_processes_equals_ddp(ddp_run, tmp_path, fmt):
     """``strategy: fsdp`` shards the network, its EMA and Adam's moments over two gloo processes.
     Gradients are averaged as under DDP, so the weights, the EMA and the optimizer state must
     match a DDP run, here after a run stopped at step 3 and resumed to 6 (gradient clipping on:
     the global norm is computed across shards). Fails if the EMA's shards do not face the
     network's (one flat parameter for both) or if checkpoints read freed memory (torch's
-    offload of gathered state to the CPU, which frees it when it is already there)."""
-    recipe = tiny(max_steps=6, checkpoint_every=3, devices=2, grad_clip=0.05, strategy="ddp")
-    _train_cli(recipe, tmp_path / "ddp", tmp_path)
-    fsdp = {**recipe, "train": {**recipe["train"], "strategy": "fsdp"}}
+    offload of gathered state to the CPU, which frees it when it is already there).
+
+    ``sharded``: every checkpoint is a folder of per-rank shards (no rank gathers the state);
+    the run resumes from one, and ``polydiff.load`` reads it whole in one process."""
+    recipe, ddp = ddp_run
+    fsdp = {**recipe, "train": {**recipe["train"], "strategy": "fsdp", "checkpoint_format": fmt}}
     _train_cli({**fsdp, "train": {**fsdp["train"], "max_steps": 3}}, tmp_path / "fsdp", tmp_path)
     assert "trained to step 6" in _train_cli(fsdp, tmp_path / "fsdp", tmp_path).stdout  # resumed at step 3
+    folder = tmp_path / "fsdp" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step-00000003.ckpt", "step-00000006.ckpt"]
+    assert all(p.is_dir() == (fmt == "sharded") for p in folder.iterdir())
     for name in ("step-00000003.ckpt", "last.ckpt"):
-        want, got = (torch.load(tmp_path / run / "checkpoints" / name, weights_only=True) for run in ("ddp", "fsdp"))
-        assert got["global_step"] == want["global_step"] and sorted(got["state_dict"]) == sorted(want["state_dict"])
-        assert any(k.startswith("ema.") for k in got["state_dict"])
-        for k, w in want["state_dict"].items():
-            torch.testing.assert_close(got["state_dict"][k], w, rtol=0, atol=1e-6, msg=f"{name}: {k}")
-        states = want["optimizer_states"][0]["state"], got["optimizer_states"][0]["state"]
-        assert sorted(states[0]) == sorted(states[1])
-        for i, moments in states[0].items():
-            for k, w in moments.items():
-                torch.testing.assert_close(states[1][i][k], w, rtol=1e-4, atol=1e-9, msg=f"{name}: Adam {k} of {i}")
-    assert polydiff.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt").generate(3, seed=0).shape == (3, 2)
+        want, got = _training_state(ddp / "checkpoints" / name), _training_state(folder / name)
+        assert sorted(got[0]) == sorted(want[0]) and any(k.startswith("ema.") for k in got[0])
+        for k, w in want[0].items():
+            torch.testing.assert_close(got[0][k], w, rtol=0, atol=1e-6, msg=f"{name}: {k}")
+        assert sorted(got[1]) == sorted(want[1])
+        for k, w in want[1].items():
+            torch.testing.assert_close(got[1][k], w, rtol=1e-4, atol=1e-9, msg=f"{name}: Adam {k}")
+    assert polydiff.load(folder / "last.ckpt").generate(3, seed=0).shape == (3, 2)
+
+
+def test_a_sharded_checkpoint_resumes_on_another_number_of_processes(ddp_run, tmp_path):
+    """A checkpoint sharded by two FSDP processes resumes on one (torch's distributed checkpoint
+    reshards it): the run continues as one resumed from the single-file checkpoint of the same
+    step does."""
+    recipe, ddp = ddp_run
+    one = {**recipe, "train": {**recipe["train"], "strategy": "fsdp", "devices": 1}}
+    sharded = {**one, "train": {**one["train"], "devices": 2, "checkpoint_format": "sharded", "max_steps": 3}}
+    _train_cli(sharded, tmp_path / "sharded", tmp_path)
+    (tmp_path / "file" / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(ddp / "checkpoints" / "step-00000003.ckpt", tmp_path / "file" / "checkpoints" / "last.ckpt")
+    for run in ("sharded", "file"):
+        assert "resuming from" in _train_cli(one, tmp_path / run, tmp_path).stdout
+    want, got = (_training_state(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("file", "sharded"))
+    for a, b in zip(want, got):
+        assert sorted(a) == sorted(b)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
 def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
@@ -386,7 +431,7 @@ def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
 
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from polydiff.training import CPUFSDPStrategy, DiffusionModule, _check_ema_units, _strategy
+    from polydiff.training import CPUFSDPStrategy, DiffusionModule, ShardingStrategy, _check_ema_units, _strategy
 
     cfg = from_dict(tiny(strategy="fsdp"), SRC)
     fields = build_fields(cfg, polydiff.load_modality("toy"), {"dim": 2})
@@ -397,8 +442,12 @@ def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
     assert [m for m in (module, module.net, module.ema, torch.nn.Linear(2, 2)) if policy._lambda_fn(m)] == \
         [module.net, module.ema]
     assert _strategy(from_dict(tiny(strategy="ddp"), SRC).train, module) == "ddp"
-    gpu = from_dict(tiny(strategy="fsdp", accelerator="gpu"), SRC).train
-    assert type(_strategy(gpu, module)) is FSDPStrategy
+    gpu = from_dict(tiny(strategy="fsdp", accelerator="gpu", checkpoint_format="sharded"), SRC).train
+    assert type(_strategy(gpu, module)) is ShardingStrategy and _strategy(gpu, module)._state_dict_type == "sharded"
+    assert strategy._state_dict_type == "full"
+    with pytest.raises(ConfigError, match=r"train\.checkpoint_format: sharded checkpoints are written by "
+                                          r"train\.strategy: fsdp, not 'ddp'"):
+        from_dict(tiny(strategy="ddp", checkpoint_format="sharded"), SRC)
 
     def fake(strategy: object, world_size: int) -> SimpleNamespace:
         trainer = SimpleNamespace(strategy=strategy, world_size=world_size)
