@@ -6,7 +6,9 @@ as a plain dict and the data ``info``, which is all that is needed to rebuild th
 teachers all open checkpoints through this module), so opening one can never run code.
 
 A run folder's checkpoints are ``RUN/checkpoints/step-NNNNNNNN.ckpt`` and ``last.ckpt`` (a
-hard link to the newest step file, or the final state). :func:`newest_intact` finds the newest
+hard link to the newest step file, or the final state). Sharded checkpoints
+(``train.checkpoint_format: sharded``) are folders of the same names: torch's distributed
+checkpoint shards plus Lightning's other entries in ``meta.pt``, opened as the same dictionary. :func:`newest_intact` finds the newest
 one that opens and holds what is needed, reporting every file it passes over; training resumes
 from it and ``polydiff.load`` users can open it.
 """

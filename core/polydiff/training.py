@@ -16,7 +16,10 @@ resumed reproduces the uninterrupted run bit for bit on the same machine.
 Checkpoints (``OUT/checkpoints/step-NNNNNNNN.ckpt`` every ``checkpoint_every`` steps and
 ``last.ckpt``) are written atomically and hold only tensors and primitives, so they load
 with ``torch.load(weights_only=True)``; under ``"polydiff"`` they store the recipe as a
-plain dict and the data ``info``, which is all :func:`polydiff.load` needs.
+plain dict and the data ``info``, which is all :func:`polydiff.load` needs. Under
+``strategy: fsdp`` with ``checkpoint_format: sharded`` each checkpoint is instead a folder of
+per-rank shards, written and published atomically too (:class:`AtomicFSDPStrategy`), which
+:func:`polydiff.load` opens the same way.
 
 No lost work. :func:`train` holds a lock on the run folder (:func:`polydiff.files.folder_lock`)
 for the whole run, so a second command writing into it refuses at once. It resumes from the
@@ -180,7 +183,7 @@ class EvalBatches(IterableDataset):
 # the Lightning module
 # ---------------------------------------------------------------------------------------------
 
-class ShardingStrategy(FSDPStrategy):
+class AtomicFSDPStrategy(FSDPStrategy):
     """Lightning's FSDP strategy with atomic sharded checkpoints (``train.checkpoint_format:
     sharded``): every rank writes its shard into one hidden temporary folder, and rank 0 renames
     the finished folder into place, so a reader never sees a checkpoint missing a rank's shard
@@ -203,7 +206,7 @@ class ShardingStrategy(FSDPStrategy):
         self.barrier()
 
 
-class CPUFSDPStrategy(ShardingStrategy):
+class CPUFSDPStrategy(AtomicFSDPStrategy):
     """Lightning's FSDP strategy on CPU processes (gloo). torch's FSDP shards on CPUs when told
     ``device_id=cpu``; Lightning refuses the name ``fsdp`` without a GPU and hands torch
     ``device_id=None`` there. ``train.strategy: fsdp`` on CPUs picks this (see :func:`_strategy`),
@@ -271,15 +274,16 @@ def _strategy(t: Any, module: DiffusionModule) -> Any:
     its EMA copy as FSDP units of their own: both flat parameters are then laid out and sharded
     alike, so every rank holds the same slice of both and the EMA update stays elementwise on the
     local shards (in one flat parameter, a rank's slice of the network would not face its slice of
-    the EMA). On CPUs it runs through :class:`CPUFSDPStrategy`."""
+    the EMA). Its checkpoints are single files or per-rank shards (``train.checkpoint_format``,
+    :class:`AtomicFSDPStrategy`); on CPUs it runs through :class:`CPUFSDPStrategy`."""
     if t.strategy != "fsdp":
         return t.strategy
     from torch.distributed.fsdp.wrap import CustomPolicy
 
     units = {id(m) for m in (module.net, module.ema) if m is not None}
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    return (CPUFSDPStrategy if on_cpu else ShardingStrategy)(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units),
-                                                         state_dict_type=t.checkpoint_format)
+    kind = CPUFSDPStrategy if on_cpu else AtomicFSDPStrategy
+    return kind(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units), state_dict_type=t.checkpoint_format)
 
 
 class DiffusionModule(L.LightningModule):

@@ -431,7 +431,7 @@ def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
 
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from polydiff.training import CPUFSDPStrategy, DiffusionModule, ShardingStrategy, _check_ema_units, _strategy
+    from polydiff.training import AtomicFSDPStrategy, CPUFSDPStrategy, DiffusionModule, _check_ema_units, _strategy
 
     cfg = from_dict(tiny(strategy="fsdp"), SRC)
     fields = build_fields(cfg, polydiff.load_modality("toy"), {"dim": 2})
@@ -443,7 +443,7 @@ def test_fsdp_strategy_wraps_network_and_ema_as_units_of_their_own():
         [module.net, module.ema]
     assert _strategy(from_dict(tiny(strategy="ddp"), SRC).train, module) == "ddp"
     gpu = from_dict(tiny(strategy="fsdp", accelerator="gpu", checkpoint_format="sharded"), SRC).train
-    assert type(_strategy(gpu, module)) is ShardingStrategy and _strategy(gpu, module)._state_dict_type == "sharded"
+    assert type(_strategy(gpu, module)) is AtomicFSDPStrategy and _strategy(gpu, module)._state_dict_type == "sharded"
     assert strategy._state_dict_type == "full"
     with pytest.raises(ConfigError, match=r"train\.checkpoint_format: sharded checkpoints are written by "
                                           r"train\.strategy: fsdp, not 'ddp'"):
