@@ -8,9 +8,9 @@ teachers all open checkpoints through this module), so opening one can never run
 A run folder's checkpoints are ``RUN/checkpoints/step-NNNNNNNN.ckpt`` and ``last.ckpt`` (a
 hard link to the newest step file, or the final state). Sharded checkpoints
 (``train.checkpoint_format: sharded``) are folders of the same names: torch's distributed
-checkpoint shards plus Lightning's other entries in ``meta.pt``, opened as the same dictionary. :func:`newest_intact` finds the newest
-one that opens and holds what is needed, reporting every file it passes over; training resumes
-from it and ``polydiff.load`` users can open it.
+checkpoint shards plus Lightning's other entries in ``meta.pt``, opened as the same dictionary.
+:func:`newest_intact` finds the newest one that opens and holds what is needed, reporting every
+file it passes over; training resumes from it and ``polydiff.load`` users can open it.
 """
 
 from __future__ import annotations
