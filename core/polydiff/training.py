@@ -664,7 +664,8 @@ _QUIET_WARNINGS = (".*does not have many workers.*", ".*resuming from a checkpoi
                    ".*sync_dist=True.*",
                    # torch's FSDP about its own sharded state dicts (train.checkpoint_format: sharded)
                    ".*Please use DTensor instead.*", ".*Multiple backends are registered.*",
-                   ".*_get_pg_default_device. will be deprecated.*")
+                   ".*_get_pg_default_device. will be deprecated.*", ".*full_state_dict will ?be returned.*",
+                   ".*`load_state_dict` is deprecated.*")
 
 
 class _NoAdverts(logging.Filter):
