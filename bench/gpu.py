@@ -115,7 +115,11 @@ def variant(ckpt: Path, mod: str, name: str, repeats: int) -> dict[str, Any]:
     out["samples_per_s"] = num / statistics.median(times)
     if device == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    metrics = gen.evaluate(objects)
+    try:
+        metrics = gen.evaluate(objects)
+    except ImportError as err:  # a metric's dependency not carried to the device (proteins' biotite): speed only
+        out["metrics_missing"] = f"{type(err).__name__}: {err}"
+        metrics = {}
     out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return out
 
@@ -211,6 +215,11 @@ def _table(res: dict[str, Any]) -> list[str]:
             lines.append(f"| {mod} | {trained} | {var} | {e['metric']} | {_fmt(val)} | {_fmt(change)} | "
                          f"{_fmt(v['samples_per_s'])} | {ratio} | {_fmt(v['first_call_s'])} | "
                          f"{_fmt(v.get('peak_gpu_mib'))} | {_fmt(v['weight_mib'])} |")
+    missing = {mod: next(v["metrics_missing"] for v in e["variants"].values() if "metrics_missing" in v)
+               for mod, e in res["models"].items() if any("metrics_missing" in v for v in e["variants"].values())}
+    if missing:
+        lines += ["", "Speed and memory only (the metrics' dependencies were not on the machine):", ""]
+        lines += [f"- {mod}: {why}" for mod, why in missing.items()]
     if res["skipped"]:
         lines += ["", "Not measured in this run:", ""]
         lines += [f"- {mod}: {why}" for mod, why in res["skipped"].items()]

@@ -19,7 +19,8 @@ prepare)
         ase==3.29.0 gymnasium==1.4.0 farama-notifications==0.0.6 pymunk==7.3.1 shapely==2.2.0 cffi==2.1.1 pycparser \
         librosa==0.11.0 soundfile==0.14.0 soxr==1.1.0 audioread==3.1.0 pooch==1.9.0 decorator==5.3.1 platformdirs \
         || exit 1
-    # proteins (biotite: 57 MB) and crystals (pymatgen and its stack) do not fit the 64 MiB a call carries with these
+    # biotite (57 MB; proteins' metrics) and pymatgen's stack (crystals) do not fit the 64 MiB a call carries with
+    # these: proteins run for speed and memory without their metrics (imported only to evaluate), crystals not at all
     shared=${POLYDIFF_SHARED:-../shared}
     for f in data/timeseries/ETT-small/ETTh1.csv data/text/tinyshakespeare.txt data/graphs_gdss/community_small.json; do
         mkdir -p ".gpushared/$(dirname $f)" && cp "$shared/$f" ".gpushared/$f" || exit 1
@@ -27,7 +28,7 @@ prepare)
     du -sh .whl .gpushared
     ;;
 run)
-    mods=${2:-audio,graphs,molecules,timeseries,policies,toy,text}
+    mods=${2:-audio,graphs,molecules,timeseries,policies,toy,text,proteins}
     out=${OUT:-/tmp/gpu_out}
     mkdir -p "$out"
     t0=$(date +%s)
@@ -35,7 +36,7 @@ run)
         || exit 3
     export PYTHONPATH=/tmp/site POLYDIFF_SHARED=$PWD/.gpushared PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
     pkgs=(-e .)
-    for m in graphs timeseries molecules text policies audio; do pkgs+=(-e "modalities/$m"); done
+    for m in graphs timeseries molecules text policies audio proteins; do pkgs+=(-e "modalities/$m"); done
     python3 -m pip install -q --no-index --no-deps --no-build-isolation "${pkgs[@]}" > "$out/install.log" 2>&1 \
         || { tail -30 "$out/install.log"; exit 4; }
     nvidia-smi -L
