@@ -407,15 +407,17 @@ def test_fsdp_with_ema_on_two_cpu_processes_equals_ddp(ddp_run, tmp_path, fmt):
 def test_a_sharded_checkpoint_resumes_on_another_number_of_processes(ddp_run, tmp_path):
     """A checkpoint sharded by two FSDP processes resumes on one (torch's distributed checkpoint
     reshards it): the run continues as one resumed from the single-file checkpoint of the same
-    step does."""
+    step does. Both continue with sharded checkpoints, so the second one's file ``last.ckpt``
+    is replaced by a folder."""
     recipe, ddp = ddp_run
-    one = {**recipe, "train": {**recipe["train"], "strategy": "fsdp", "devices": 1}}
-    sharded = {**one, "train": {**one["train"], "devices": 2, "checkpoint_format": "sharded", "max_steps": 3}}
+    one = {**recipe, "train": {**recipe["train"], "strategy": "fsdp", "devices": 1, "checkpoint_format": "sharded"}}
+    sharded = {**one, "train": {**one["train"], "devices": 2, "max_steps": 3}}
     _train_cli(sharded, tmp_path / "sharded", tmp_path)
     (tmp_path / "file" / "checkpoints").mkdir(parents=True)
     shutil.copyfile(ddp / "checkpoints" / "step-00000003.ckpt", tmp_path / "file" / "checkpoints" / "last.ckpt")
     for run in ("sharded", "file"):
         assert "resuming from" in _train_cli(one, tmp_path / run, tmp_path).stdout
+    assert (tmp_path / "file" / "checkpoints" / "last.ckpt").is_dir()
     want, got = (_training_state(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("file", "sharded"))
     for a, b in zip(want, got):
         assert sorted(a) == sorted(b)
