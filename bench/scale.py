@@ -15,6 +15,8 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
 - ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
   34.7M-parameter toy network with 1 process x 2 threads against 2 processes x 1 thread (DDP and
   FSDP over gloo), steps and samples per second net of start-up;
+- ``fsdp``: every plugin's main recipe, 3 steps on 2 CPU processes under FSDP with sharded
+  checkpoints, then ``polydiff.load`` of the shards and 2 samples (a check, not a speed);
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
   byte identity of the outputs;
 - ``size``: seconds per sample and peak memory of sampling against problem size for each
@@ -31,7 +33,7 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   policy, 4 actions executed per chunk; a sample is a whole rollout). Every size is set through
   the recipe's sections or a sampling condition: no plugin needed a change.
 
-``--modalities`` selects the modalities of the ``variants`` and ``size`` parts.
+``--modalities`` selects the modalities of the ``variants``, ``fsdp`` and ``size`` parts.
 
 Usage::
 
@@ -271,6 +273,44 @@ def part_train(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def part_fsdp(args: argparse.Namespace) -> dict[str, Any]:
+    """Every plugin's main recipe under FSDP with sharded checkpoints: 3 steps on 2 CPU processes
+    (checkpoints at step 2 and the end), then ``polydiff.load`` of the last one (assembled from
+    the shards in one process) and 2 samples. A check that each network, its EMA and its
+    techniques run sharded (self-conditioning once hung there), not a speed measurement."""
+    res: dict[str, Any] = {"steps": 3, "processes": 2, "models": {}}
+    for mod in args.modalities.split(","):
+        name = MODELS[mod][0]
+        cfg = recipe(mod, name, train={"max_steps": 3, "checkpoint_every": 2, "devices": 2, "strategy": "fsdp",
+                                       "checkpoint_format": "sharded", "accelerator": "cpu", "progress": False,
+                                       "batch_size": 4, "threads": 1, "logger": "none"})
+        out = args.runs / f"fsdp_{mod}"
+        path = out.with_suffix(".json")
+        path.write_text(json.dumps(cfg))
+        print(f"[fsdp] {mod}:{name}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        got = subprocess.run([sys.executable, "-m", "polydiff.cli", "train", str(path), "--out", str(out), "--fresh"],
+                             capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        row: dict[str, Any] = {"recipe": f"{mod}:{name}", "train_s": time.perf_counter() - t0}
+        last = out / "checkpoints" / "last.ckpt"
+        if got.returncode != 0:
+            row["error"] = (got.stderr.strip().splitlines() or ["?"])[-1][:300]
+        else:
+            row["shards"] = sorted(p.name for p in last.iterdir())
+            check = ("import sys, polydiff; g = polydiff.load(sys.argv[1]); "
+                     "x = g.generate(2, seed=0, steps=3, progress=False); print(g.step, len(x))")
+            t0 = time.perf_counter()
+            got = subprocess.run([sys.executable, "-c", check, str(last)], capture_output=True, text=True, timeout=600)
+            row["load_sample_s"] = time.perf_counter() - t0
+            if got.returncode != 0:
+                row["error"] = (got.stderr.strip().splitlines() or ["?"])[-1][:300]
+            else:
+                row["step"], row["samples"] = (int(v) for v in got.stdout.split()[-2:])
+        res["models"][mod] = row
+        print(f"  {row}", file=sys.stderr, flush=True)
+    return res
+
+
 def part_shard(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = args.runs / "models" / "toy" / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
@@ -414,7 +454,8 @@ def _f(v: Any, d: int = 3) -> str:
 
 
 def part_report(args: argparse.Namespace) -> None:
-    parts = {p: json.loads((args.runs / f"{p}.json").read_text()) for p in ("variants", "train", "shard", "size")
+    parts = {p: json.loads((args.runs / f"{p}.json").read_text()) for p in ("variants", "train", "fsdp", "shard",
+                                                                             "size")
              if (args.runs / f"{p}.json").exists()}
     cmds: dict[str, list[str]] = {}
     for p, r in parts.items():
@@ -480,6 +521,20 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('steps_peak_mib'), 4)} | "
                           f"{_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")
+    if "fsdp" in parts:
+        f = parts["fsdp"]
+        md += ["## Every plugin under FSDP with sharded checkpoints", "",
+               f"Each main recipe trains {f['steps']} steps on {f['processes']} CPU processes with `strategy: fsdp` "
+               "and `checkpoint_format: sharded` (batch 4 per process), then `polydiff.load` opens the last checkpoint "
+               "(assembled from the shards in one process) and draws 2 samples in 3 steps. A check that each "
+               "network, its EMA and its training techniques run sharded, not a speed measurement.", "",
+               "| recipe | train s (start-up included) | checkpoint files | load + sample s | result |",
+               "|---|---|---|---|---|"]
+        for r in f["models"].values():
+            result = f"error: {r['error']}" if "error" in r else f"step {r['step']}, {r['samples']} samples"
+            md.append(f"| {r['recipe']} | {_f(r['train_s'])} | {', '.join(r.get('shards', [])) or '-'} | "
+                      f"{_f(r.get('load_sample_s'))} | {result} |")
+        md.append("")
     if "shard" in parts:
         s = parts["shard"]
         md += ["## Sharded sampling (`polydiff sample --processes 2`)", "",
@@ -509,7 +564,7 @@ def part_report(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("/tmp/scalebench"))
-    p.add_argument("--parts", default="variants,train,shard,size,report")
+    p.add_argument("--parts", default="variants,train,fsdp,shard,size,report")
     p.add_argument("--modalities", default=",".join(MODELS))
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--minutes", type=float, default=3.0)
@@ -532,7 +587,8 @@ def main(argv: list[str] | None = None) -> None:
         if part == "report":
             part_report(args)
             continue
-        res = {"variants": part_variants, "train": part_train, "shard": part_shard, "size": part_size}[part](args)
+        res = {"variants": part_variants, "train": part_train, "fsdp": part_fsdp, "shard": part_shard,
+               "size": part_size}[part](args)
         res["command"] = command_line("scale.py", argv)
         path = args.runs / f"{part}.json"
         if part == "variants" and args.merge and path.exists():

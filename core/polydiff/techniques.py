@@ -451,7 +451,10 @@ class SelfConditioning:
     Gaussian field under ``state[prefix + field]`` (zeros when there is none).
 
     In training (``training=True``), with probability ``p`` per batch a first pass without
-    gradient makes the estimate; otherwise it is zeros. In sampling, the estimate of the
+    gradient makes the estimate; otherwise it is zeros. Training draws that choice from a
+    ``generator`` seeded per step and shared by every process: under FSDP each network call
+    gathers the weights' shards, so all ranks must make the same number of calls (a rank that
+    made one more would wait for the others forever). In sampling, the estimate of the
     previous call is fed back (kept on the wrapper: call :meth:`reset` between runs; it is not
     re-indexed when SMC resamples particles)."""
 
@@ -586,10 +589,11 @@ class Techniques:
             ALIGNMENTS.get(out.align)  # an unknown name fails here, listing the registered ones
         return out
 
-    def wrap(self, model: Model, fields: Mapping[str, FieldSpec]) -> Model:
-        """The network as the loss should call it (self-conditioning, score augmentation)."""
+    def wrap(self, model: Model, fields: Mapping[str, FieldSpec], generator: torch.Generator | None = None) -> Model:
+        """The network as the loss should call it (self-conditioning, score augmentation).
+        ``generator``: self-conditioning's per-batch choice (see :class:`SelfConditioning`)."""
         if self.self_condition > 0:
-            model = SelfConditioning(model, fields, self.self_condition)
+            model = SelfConditioning(model, fields, self.self_condition, generator=generator)
         if self.score_augment > 0:
             if not self.augment:
                 raise ValueError("score_augment needs transforms in `augment` (e.g. ['flip:x:1'])")
@@ -598,11 +602,15 @@ class Techniques:
 
 
 def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, noise: Noise,
-                   techniques: Techniques, **loss_options: Any) -> tuple[Tensor, dict[str, Tensor]]:
-    """:func:`polydiff.losses.diffusion_loss` with the techniques switched on in ``techniques``."""
+                   techniques: Techniques, *, shared: torch.Generator | None = None,
+                   **loss_options: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`polydiff.losses.diffusion_loss` with the techniques switched on in ``techniques``.
+    ``noise`` draws per sample (its generator may differ per process); ``shared``, a CPU
+    generator seeded alike on every process, draws the choices that decide how many times the
+    network is called (self-conditioning's first pass), which must agree across FSDP ranks."""
     if techniques.cond_drop > 0:
         batch = drop_condition(batch, techniques.condition_keys, techniques.cond_drop, noise)
-    net = techniques.wrap(model, fields)
+    net = techniques.wrap(model, fields, shared)
     if techniques.align:
         loss, logs = aligned_loss(net, fields, batch, noise, ALIGNMENTS.get(techniques.align), **loss_options)
     elif techniques.immiscible:

@@ -326,7 +326,8 @@ class DiffusionModule(L.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- steps --
-    def _loss(self, net: nn.Module, batch: State, seed: int, train: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    def _loss(self, net: nn.Module, batch: State, seed: int, train: bool = True,
+              shared: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         lc = self.config.loss
         n = next(iter(batch.values())).shape[0]
         # a generator seeded per (step, rank): as reproducible as per-sample counter-based seeds
@@ -337,7 +338,8 @@ class DiffusionModule(L.LightningModule):
         opts = {"weighting": lc.weighting, "time_density": lc.time_density, "field_weights": lc.field_weights,
                 "terms": lc.terms, "manifold_weighting": lc.manifold_weighting, **lc.options}
         if train:  # condition dropout and the opt-in techniques
-            return technique_loss(net, self.fields, batch, noise, self.techniques, **opts)
+            step = torch.Generator().manual_seed(seed if shared is None else shared)  # the same on every rank
+            return technique_loss(net, self.fields, batch, noise, self.techniques, shared=step, **opts)
         return diffusion_loss(net, self.fields, batch, noise, **opts)
 
     def on_train_batch_start(self, batch: State, batch_idx: int) -> None:
@@ -350,7 +352,8 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: State, batch_idx: int) -> Tensor:
         seed = step_seed(self.config.train.seed, self.global_step, self.global_rank)
-        loss, per_field = self._loss(self.net, batch, seed)
+        shared = step_seed(self.config.train.seed, self.global_step, 0, "shared")  # the same on every rank
+        loss, per_field = self._loss(self.net, batch, seed, shared=shared)
         # logged in on_train_batch_end, on the steps whose values someone reads
         self._step_logs = (loss.detach(), {k: v.detach() if isinstance(v, Tensor) else v for k, v in per_field.items()},
                            next(iter(batch.values())).shape[0])

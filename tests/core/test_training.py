@@ -355,8 +355,11 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> tuple[dict, Path]:
-    """Two DDP processes, 6 steps, checkpoints at 3 and 6: the reference the FSDP runs must equal."""
+    """Two DDP processes, 6 steps, checkpoints at 3 and 6: the reference the FSDP runs must equal.
+    Self-conditioning is on: its first pass, made in some steps only, calls the network once more,
+    and under FSDP every call gathers shards, so the ranks must agree on those steps."""
     recipe = tiny(max_steps=6, checkpoint_every=3, devices=2, grad_clip=0.05, strategy="ddp")
+    recipe["loss"] = {"techniques": {"self_condition": 0.5}}
     cwd = tmp_path_factory.mktemp("ddp")
     _train_cli(recipe, cwd / "ddp", cwd)
     return recipe, cwd / "ddp"
