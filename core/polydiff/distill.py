@@ -161,6 +161,14 @@ def _frozen(model: Model) -> Model:
     """``model`` with its parameters detached (a functional call), for stop-gradient targets."""
     if not isinstance(model, nn.Module):
         return model
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        # the functional call swaps in detached flat shards, which FSDP's gather then overwrites in
+        # place under autograd's feet (torch fails the backward); refuse before that, on every rank
+        raise ValueError("the CTM objective's stop-gradient student calls (G_sg: the network with detached "
+                         "weights) do not run on an FSDP-sharded network: train distillation with "
+                         "train.strategy: ddp (the student has the teacher's size)")
     params = {n: p.detach() for n, p in model.named_parameters()}
 
     def call(*args: Any, **kwargs: Any) -> Any:

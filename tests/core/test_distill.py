@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -380,6 +383,23 @@ def test_polydiff_train_distils_a_two_time_student(teacher_ckpt, tmp_path):
     cfg = from_dict(_tiny(loss={"objective": "ctm", "teacher": str(tmp_path / "none.ckpt")}), "x.yaml")
     with pytest.raises(ConfigError, match="no such checkpoint"):
         _objective(cfg, student.fields, student.info)
+
+
+def test_distillation_under_fsdp_is_refused_on_every_rank(teacher_ckpt, tmp_path):
+    """The stop-gradient student calls (a functional call with detached weights) cannot run on an
+    FSDP-sharded network: both ranks stop at the first step with the same one-line error, and
+    nobody waits for the other."""
+    loss = {"objective": "ctm", "teacher": str(teacher_ckpt), "teacher_steps": 3}
+    recipe = _tiny(model={"name": "two_time_mlp", "hidden": 16, "depth": 1, "emb_dim": 16}, loss=loss)
+    recipe["train"].update(devices=2, strategy="fsdp")
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "train", str(path), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("polydiff: error:")]
+    assert len(errors) == 2 and errors[0] == errors[1] and "train.strategy: ddp" in errors[0], proc.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- the toy check
