@@ -338,8 +338,8 @@ class DiffusionModule(L.LightningModule):
         opts = {"weighting": lc.weighting, "time_density": lc.time_density, "field_weights": lc.field_weights,
                 "terms": lc.terms, "manifold_weighting": lc.manifold_weighting, **lc.options}
         if train:  # condition dropout and the opt-in techniques
-            step = torch.Generator().manual_seed(seed if shared is None else shared)  # the same on every rank
-            return technique_loss(net, self.fields, batch, noise, self.techniques, shared=step, **opts)
+            same = torch.Generator().manual_seed(seed if shared is None else shared)  # the same on every rank
+            return technique_loss(net, self.fields, batch, noise, self.techniques, shared=same, **opts)
         return diffusion_loss(net, self.fields, batch, noise, **opts)
 
     def on_train_batch_start(self, batch: State, batch_idx: int) -> None:
