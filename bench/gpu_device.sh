@@ -19,8 +19,15 @@ prepare)
         ase==3.29.0 gymnasium==1.4.0 farama-notifications==0.0.6 pymunk==7.3.1 shapely==2.2.0 cffi==2.1.1 pycparser \
         librosa==0.11.0 soundfile==0.14.0 soxr==1.1.0 audioread==3.1.0 pooch==1.9.0 decorator==5.3.1 platformdirs \
         || exit 1
-    # biotite (57 MB; proteins' metrics) and pymatgen's stack (crystals) do not fit the 64 MiB a call carries with
-    # these: proteins run for speed and memory without their metrics (imported only to evaluate), crystals not at all
+    # biotite (57 MB; proteins' metrics) does not fit the 64 MiB a call carries with these: proteins run for speed
+    # and memory without their metrics (imported only to evaluate). CRYSTALS=1 adds what crystals import (7.5 MB;
+    # not smact / matminer, so speed and memory only); with the wheels above that is near the limit
+    if [ "${CRYSTALS:-0}" = 1 ]; then
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+            --platform manylinux2014_x86_64 -d .whl pymatgen==2026.10.24 pymatgen-core==2026.10.16 \
+            monty==2026.10.21 orjson==3.13.0 ruamel.yaml==0.19.1 ruamel.yaml.clib==0.2.15 spglib==2.8.0 || exit 1
+    fi
     shared=${POLYDIFF_SHARED:-../shared}
     for f in data/timeseries/ETT-small/ETTh1.csv data/text/tinyshakespeare.txt data/graphs_gdss/community_small.json; do
         mkdir -p ".gpushared/$(dirname $f)" && cp "$shared/$f" ".gpushared/$f" || exit 1
@@ -28,7 +35,8 @@ prepare)
     du -sh .whl .gpushared
     ;;
 run)
-    mods=${2:-audio,graphs,molecules,timeseries,policies,toy,text,proteins}
+    crystals=$(ls .whl/pymatgen_core-*.whl 2>/dev/null)  # carried: prepare ran with CRYSTALS=1
+    mods=${2:-audio,graphs,molecules,timeseries,policies,toy,text,proteins${crystals:+,crystals}}
     out=${OUT:-/tmp/gpu_out}
     mkdir -p "$out"
     t0=$(date +%s)
@@ -36,7 +44,9 @@ run)
         || exit 3
     export PYTHONPATH=/tmp/site POLYDIFF_SHARED=$PWD/.gpushared PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
     pkgs=(-e .)
-    for m in graphs timeseries molecules text policies audio proteins; do pkgs+=(-e "modalities/$m"); done
+    for m in graphs timeseries molecules text policies audio proteins ${crystals:+crystals}; do
+        pkgs+=(-e "modalities/$m")
+    done
     python3 -m pip install -q --no-index --no-deps --no-build-isolation "${pkgs[@]}" > "$out/install.log" 2>&1 \
         || { tail -30 "$out/install.log"; exit 4; }
     nvidia-smi -L
