@@ -269,10 +269,14 @@ def run_folder(checkpoint: str | Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def network_weights(ckpt: Mapping[str, Any], ema: bool = True) -> dict[str, Tensor]:
-    """The network's state dict from a checkpoint: the EMA copy when present and wanted."""
+def network_weights(ckpt: Mapping[str, Any], ema: bool = True, path: str | Path | None = None) -> dict[str, Tensor]:
+    """The network's state dict from a checkpoint: the EMA copy when present and wanted. For a
+    sharded checkpoint opened with shapes only (``load_checkpoint(path, mmap=True)``), ``path``
+    reads just that copy from the shards: half the memory of reading both."""
     sd = ckpt["state_dict"]
     prefix = "ema." if ema and any(k.startswith("ema.") for k in sd) else "net."
+    if path is not None and "sharded" in ckpt:
+        return read_shards(path, "model." + prefix)
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
@@ -293,7 +297,7 @@ def load_network(path: str | Path, ema: bool = True) -> Loaded:
     """Rebuild the modality, fields and network of a checkpoint from its stored recipe and data
     ``info``, and load its weights (the EMA copy unless ``ema=False``)."""
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, mmap=path.is_dir())  # a sharded folder: shapes, then one copy of the weights
     meta = ckpt["polydiff"]
     cfg = from_dict(meta["config"], source=f"{path} (stored recipe)")
     modality = load_modality(cfg.modality)
@@ -301,7 +305,7 @@ def load_network(path: str | Path, ema: bool = True) -> Loaded:
     fields = build_fields(cfg, modality, info)
     net = build_network(cfg, modality, info, fields)
     try:
-        net.load_state_dict(network_weights(ckpt, ema))
+        net.load_state_dict(network_weights(ckpt, ema, path))
     except RuntimeError as err:
         raise CheckpointError(f"{path}: the stored weights do not fit the network the recipe builds: "
                               f"{str(err).splitlines()[0]}") from None

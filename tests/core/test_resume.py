@@ -29,6 +29,7 @@ from polydiff.checkpoints import (
     checkpoint_files,
     consolidate,
     load_checkpoint,
+    network_weights,
     newest_intact,
     open_intact,
     read_shards,
@@ -36,7 +37,7 @@ from polydiff.checkpoints import (
 )
 from polydiff.config import from_dict, load_config
 from polydiff.files import FolderBusy, folder_lock, publish, remove_temp_files
-from polydiff.training import resume_point
+from polydiff.training import init_weights, resume_point
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -429,8 +430,16 @@ def test_a_sharded_checkpoint_opens_like_the_file_it_holds(straight_tiny, tmp_pa
     open_intact(folder, RESUME_KEYS)  # the optimizer state is in the shards
     adam = read_shards(folder, "optimizer_0.state.")
     assert sorted({k.rsplit(".", 1)[1] for k in adam}) == ["exp_avg", "exp_avg_sq", "step"]
-    torch.testing.assert_close(polydiff.load(folder).generate(5, seed=3), polydiff.load(file).generate(5, seed=3),
-                               rtol=0, atol=0)
+    for ema in (True, False):  # only the copy wanted is read from the shards
+        torch.testing.assert_close(polydiff.load(folder, ema=ema).generate(5, seed=3),
+                                   polydiff.load(file, ema=ema).generate(5, seed=3), rtol=0, atol=0)
+    one = network_weights(load_checkpoint(folder, mmap=True), ema=True, path=folder)
+    assert one.keys() == network_weights(want).keys()
+    assert all(torch.equal(v, want["state_dict"][f"ema.{k}"]) for k, v in one.items())
+    net = polydiff.load(file).net
+    torch.nn.init.zeros_(next(net.parameters()))
+    init_weights(net, folder, verbose=False)  # train.init from a sharded checkpoint
+    assert all(torch.equal(v, one[k]) for k, v in net.state_dict().items())
     # one file to share: the model without the optimizer state
     single = consolidate(folder, tmp_path / "model.ckpt")
     assert "optimizer_states" not in torch.load(single, weights_only=True)
