@@ -100,11 +100,12 @@ def _load_sharded(path: Path, map_location: Any, shapes_only: bool) -> dict[str,
     ckpt = _torch_load(path / SHARDED_META, "cpu", False)
     if not isinstance(ckpt, dict) or "polydiff" not in ckpt:
         raise CheckpointError(f"{path / SHARDED_META}: not a polydiff checkpoint (no 'polydiff' entry)")
-    state = read_shards(path, "model.", shapes_only=shapes_only)
+    index = _shard_index(path)
+    state = read_shards(path, "model.", shapes_only=shapes_only, index=index)
     if map_location not in (None, "cpu") and not shapes_only:
         state = {k: v.to(map_location) for k, v in state.items()}
     ckpt["state_dict"] = state
-    ckpt["sharded"] = sorted({k.split(".", 1)[0] for k in _shard_index(path).state_dict_metadata})
+    ckpt["sharded"] = sorted({k.split(".", 1)[0] for k in index.state_dict_metadata})
     return ckpt
 
 
@@ -125,16 +126,19 @@ def _shard_index(path: Path) -> Any:
     return index
 
 
-def read_shards(path: str | Path, prefix: str = "model.", *, shapes_only: bool = False) -> dict[str, Tensor]:
+def read_shards(path: str | Path, prefix: str = "model.", *, shapes_only: bool = False,
+                index: Any = None) -> dict[str, Tensor]:
     """The tensors of a sharded checkpoint whose names start with ``prefix``, each assembled
     whole in this process (no process group needed), named without the prefix: ``"model."``
     for the Lightning module's weights (``net.*``, ``ema.*``), ``"optimizer_0.state."`` for
-    Adam's moments by parameter name. ``shapes_only``: tensors on the ``meta`` device."""
+    Adam's moments by parameter name. ``shapes_only``: tensors on the ``meta`` device.
+    ``index``: the folder's checked index when the caller has it already."""
     from torch.distributed.checkpoint import load
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     path = Path(path)
-    entries = {k: v for k, v in _shard_index(path).state_dict_metadata.items() if k.startswith(prefix)}
+    index = _shard_index(path) if index is None else index
+    entries = {k: v for k, v in index.state_dict_metadata.items() if k.startswith(prefix)}
     if any(not isinstance(v, TensorStorageMetadata) for v in entries.values()):
         raise CheckpointError(f"{path}: the sharded entries {prefix}* are not all tensors")
     device = "meta" if shapes_only else "cpu"
@@ -269,15 +273,26 @@ def run_folder(checkpoint: str | Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def network_weights(ckpt: Mapping[str, Any], ema: bool = True, path: str | Path | None = None) -> dict[str, Tensor]:
-    """The network's state dict from a checkpoint: the EMA copy when present and wanted. For a
-    sharded checkpoint opened with shapes only (``load_checkpoint(path, mmap=True)``), ``path``
-    reads just that copy from the shards: half the memory of reading both."""
-    sd = ckpt["state_dict"]
-    prefix = "ema." if ema and any(k.startswith("ema.") for k in sd) else "net."
-    if path is not None and "sharded" in ckpt:
-        return read_shards(path, "model." + prefix)
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+def _weights_prefix(ckpt: Mapping[str, Any], ema: bool) -> str:
+    return "ema." if ema and any(k.startswith("ema.") for k in ckpt["state_dict"]) else "net."
+
+
+def network_weights(ckpt: Mapping[str, Any], ema: bool = True) -> dict[str, Tensor]:
+    """The network's state dict from a checkpoint: the EMA copy when present and wanted."""
+    prefix = _weights_prefix(ckpt, ema)
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def open_weights(path: str | Path, ema: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A checkpoint and its network's weights (:func:`network_weights`). From a sharded folder
+    only that copy is read from the shards (the checkpoint's ``state_dict`` holds shapes only):
+    half the memory of reading the network and its EMA."""
+    path = Path(path)
+    if not path.is_dir():
+        ckpt = load_checkpoint(path)
+        return ckpt, network_weights(ckpt, ema)
+    ckpt = load_checkpoint(path, mmap=True)
+    return ckpt, read_shards(path, "model." + _weights_prefix(ckpt, ema))
 
 
 @dataclass
@@ -297,7 +312,7 @@ def load_network(path: str | Path, ema: bool = True) -> Loaded:
     """Rebuild the modality, fields and network of a checkpoint from its stored recipe and data
     ``info``, and load its weights (the EMA copy unless ``ema=False``)."""
     path = Path(path)
-    ckpt = load_checkpoint(path, mmap=path.is_dir())  # a sharded folder: shapes, then one copy of the weights
+    ckpt, weights = open_weights(path, ema)
     meta = ckpt["polydiff"]
     cfg = from_dict(meta["config"], source=f"{path} (stored recipe)")
     modality = load_modality(cfg.modality)
@@ -305,7 +320,7 @@ def load_network(path: str | Path, ema: bool = True) -> Loaded:
     fields = build_fields(cfg, modality, info)
     net = build_network(cfg, modality, info, fields)
     try:
-        net.load_state_dict(network_weights(ckpt, ema, path))
+        net.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: the stored weights do not fit the network the recipe builds: "
                               f"{str(err).splitlines()[0]}") from None

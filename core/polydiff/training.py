@@ -66,7 +66,7 @@ from .checkpoints import (
     RESUME_KEYS,
     ResumeError,
     load_checkpoint,
-    network_weights,
+    open_weights,
     save_checkpoint_file,
     scan_checkpoints,
 )
@@ -729,8 +729,7 @@ def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, pa
     so a network with a new head (e.g. a condition embedding for another property, as in
     transfer learning from formation energy to band gap) starts from the shared weights; the
     names left fresh are returned and reported. Nothing matching at all is still an error."""
-    ckpt = load_checkpoint(Path(path), mmap=Path(path).is_dir())  # sharded: shapes, then the EMA copy alone
-    weights = network_weights(ckpt, ema=True, path=path)
+    _, weights = open_weights(path, ema=True)
     if partial:
         own = net.state_dict()
         keep = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
