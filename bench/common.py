@@ -80,6 +80,24 @@ def rss_mib(kind: str = "VmHWM") -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def warm_up(call: Any, compiled: bool, most: int = 5) -> int:
+    """Warm-up calls ``call(seed)`` (seeds 1000, 1001, ...) before timing; returns how many ran.
+    One call for eager networks. Compiled ones run until two calls in a row compile nothing new
+    (at most ``most`` calls): the first size compiles a graph and the first other size compiles
+    it again with that dimension symbolic, but molecules' atom counts can repeat for a few calls
+    before they change, and two fixed warm-up calls left that compilation in the timed calls."""
+    import torch._dynamo.utils
+
+    stats = torch._dynamo.utils.counters["stats"]
+    graphs = [stats["unique_graphs"]]
+    while len(graphs) <= (most if compiled else 1):
+        if compiled and len(graphs) >= 3 and graphs[-1] == graphs[-3]:
+            break
+        call(1000 + len(graphs) - 1)
+        graphs.append(stats["unique_graphs"])
+    return len(graphs) - 1
+
+
 def recipe(modality: str, name: str, **changes: Any) -> dict[str, Any]:
     """The shipped recipe ``configs/<modality>/<name>.yaml`` with sections updated by ``changes``
     (``train={...}`` merges into the train section; a non-dict value replaces the section)."""

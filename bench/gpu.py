@@ -6,8 +6,8 @@ Runs where CUDA is available (the lent device machine, whose image has no regist
 modalities whose dependencies are there or carried as wheels are measured, the others are listed
 as skipped with the import error). For each modality, its main recipe is trained on the GPU for
 ``--seconds``, then every variant samples ``NUM`` objects in one batch from the same weights and
-seeds: samples per second is the median of ``--repeats`` calls after warm-up calls (two for
-compiled variants, whose first call compiles; 'first call' is the whole warm-up), peak memory is
+seeds: samples per second is the median of ``--repeats`` calls after warm-up calls (one; for
+compiled variants, until two in a row compile nothing new; 'first call' is the whole warm-up), peak memory is
 ``torch.cuda.max_memory_allocated`` over the variant's calls, and the main metric's change is
 against float32 on the GPU. ``RUNS/gpu.json`` is rewritten after every measurement, so a run cut
 at ``--deadline`` keeps what it measured. ``--report FILE`` renders ``bench/results/gpu.{json,md}``
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, header, publish, recipe, train_for
+from common import environment, header, publish, recipe, train_for, warm_up
 
 # modality -> (recipe, sampling overrides, samples per call, main metric, lower is better); the
 # overrides and metrics are bench/scale.py's, the batches larger, as a GPU needs
@@ -102,8 +102,7 @@ def variant(ckpt: Path, mod: str, name: str, repeats: int) -> dict[str, Any]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    for seed in range(2 if comp else 1):
-        gen.generate(num, seed=1000 + seed, **kw)
+    out["warm_up_calls"] = warm_up(lambda seed: gen.generate(num, seed=seed, **kw), bool(comp))
     sync()
     out["first_call_s"] = time.perf_counter() - t0
     times = []
@@ -235,8 +234,9 @@ def report(paths: list[Path], commands: list[str], notes: list[str]) -> None:
                 "platform": f"{m['gpu']} ({m['gpu_mib'] / 1024:.0f} GiB), CUDA {m['cuda']}"})
     lines = header("GPU: sampling variants and training on one GPU", env)
     lines += [f"Each model trained on the GPU from its main recipe for the run's seconds; samples/s is the median "
-              f"of the run's repeats, one batch per call, after warm-up (two calls for compiled variants; 'first "
-              f"call' is the whole warm-up, compilation included); peak GPU memory is "
+              f"of the run's repeats, one batch per call, after warm-up (one call; compiled variants: until two "
+              f"calls in a row compile nothing new, two in runs before 2026-12-05; 'first call' is the whole "
+              f"warm-up, compilation included); peak GPU memory is "
               f"`torch.cuda.max_memory_allocated` over the variant's calls; change: against float32 on the GPU in "
               f"the same run (same weights, seeds and sampler). 'cpu float32': the same model on the machine's "
               f"{m['cpus']} CPUs ({m['cpu_threads']} torch threads), 1/{CPU_SHARE} of the samples (its metric, "

@@ -10,8 +10,9 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   grids of at most 20 steps), int8 and fp8
   post-training quantization (calibrated on 64 samples of the sampler's own trajectories),
   and int8 + compiled. Reported: the modality's main metric and its change against float32,
-  samples per second (median of ``--repeats`` after one warm-up call, which for compiled
-  variants holds the compilation, reported apart), peak resident memory, weight bytes;
+  samples per second (median of ``--repeats`` after warm-up calls, which for compiled
+  variants hold the compilation, reported apart: one call, or for compiled variants calls until
+  two in a row compile nothing new), peak resident memory, weight bytes;
 - ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
   34.7M-parameter toy network with 1 process x 2 threads against 2 processes x 1 thread (DDP and
   FSDP over gloo), steps and samples per second net of start-up;
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish, recipe, rss_mib, train_for
+from common import command_line, environment, header, publish, recipe, rss_mib, train_for, warm_up
 
 # modality -> (recipe, sampling overrides for the bench, main metric, lower is better)
 MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
@@ -110,10 +111,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     n, times = spec["num"], []
     try:
         t0 = time.perf_counter()
-        # warm-up: one call, two for compiled variants (the second call's sizes differ and compile
-        # the graph with those dimensions symbolic once); 'first call' holds all of it
-        for seed in range(2 if spec["compile"] else 1):
-            gen.generate(n, seed=1000 + seed, progress=False, **kw)
+        # warm-up (compiled: until compilation settles); 'first call' holds all of it
+        out["warm_up_calls"] = warm_up(lambda seed: gen.generate(n, seed=seed, progress=False, **kw),
+                                       bool(spec["compile"]))
         out["first_call_s"] = time.perf_counter() - t0
         for rep in range(spec["repeats"]):
             t0 = time.perf_counter()
@@ -473,8 +473,10 @@ def part_report(args: argparse.Namespace) -> None:
                                        "process inherits from the benchmark that launched it); the script now reads "
                                        "VmHWM.", ""]),
                f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
-               f"samples/s is the median of {v['repeats']} calls after a warm-up call (two for compiled variants; "
-               "'first call' is the whole warm-up, compilation included); memory: peak resident memory of the "
+               f"samples/s is the median of {v['repeats']} calls after warm-up: one call; for compiled variants, "
+               "calls until two in a row compile nothing new (at most 5; rows measured before 2026-12-05, which have "
+               "no count in the JSON, ran two); 'first call' is the whole warm-up, compilation included; memory: "
+               "peak resident memory of the "
                "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
                "model); metric change against float32 (the same weights, seeds and sampler).", "",
                "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "

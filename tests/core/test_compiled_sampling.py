@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 
 import polydiff
 from polydiff.samplers import SAMPLERS, get_sampler
-from polydiff.samplers.driver import SamplingLoop, prepare, walk
+from polydiff.samplers.driver import SamplingLoop, compiled, prepare, walk
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,6 +116,34 @@ def test_compiled_network_does_not_recompile_per_batch_size():
             want = polydiff.sample(model, proc, (n, 2), steps=3, seed=n, sampler="ddim")
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] <= 2, counters["stats"]
+
+
+def test_compiled_network_does_not_recompile_when_a_field_is_a_view_of_another_base():
+    """A field that is a view of a (B, N, 3) tensor at one step and of a flat (B, 3 N) one at
+    the next (molecules' positions) made dynamo recompile on its guard on the view's base; the
+    compiled network now sees plain aliases. The bare ``torch.compile`` beside it shows the check
+    can fail."""
+    net = torch.nn.Linear(3, 3)
+
+    def model(state, t):
+        return {"pos": net(state["pos"]) * t[:, None, None]}
+
+    def flat(n):
+        return torch.randn(4, 3 * n).view(4, n, 3)
+
+    def nested(n):
+        return torch.randn(4, n, 3)[:]
+
+    # the second size compiles the graph with the atom count symbolic; it then guards on the base
+    calls = [{"pos": flat(5)}, {"pos": flat(7)}, {"pos": nested(6)}, {"pos": flat(8)}, {"pos": nested(9)}]
+    t = torch.ones(4)
+    for wrap, graphs in ((compiled, 2), (lambda m: torch.compile(m, dynamic=None), 3)):
+        torch._dynamo.reset()
+        counters.clear()
+        with torch.no_grad():
+            for state in calls:
+                torch.testing.assert_close(wrap(model)(state, t)["pos"], model(state, t)["pos"])
+        assert counters["stats"]["unique_graphs"] == graphs, (wrap, counters["stats"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
