@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import polydiff
-from polydiff.quantize import QuantizedLayer, _Recorder, quantize
+from polydiff.quantize import SENSITIVITY_CALLS, QuantizedLayer, _Recorder, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -188,6 +188,21 @@ def test_error_budget_keeps_a_layer_with_an_outlier_input_and_reports_it():
     q_dyn, rep_dyn = quantize(net, outlier_calibration, "int8")
     assert rep_dyn.quantized == ["mix", "read"] and rep_dyn.error <= 0.05 and not rep_dyn.kept
     assert rel_err(q_dyn(x, torch.zeros(64)), want) < 0.05
+
+
+def test_sensitivity_ranking_replays_a_few_calls_and_the_budget_all_of_them():
+    """Ranking the layers replays SENSITIVITY_CALLS recorded calls per layer (the first, the
+    last and evenly between), not all of them: it was most of the cost of quantizing a large
+    network. The error reported, and the budget, stay on every recorded call."""
+    net = OutlierNet()
+    seen: list[float] = []
+    net.register_forward_pre_hook(lambda m, args: seen.append(round(float(args[1][0]), 6)))
+    _, rep = quantize(net, outlier_calibration, "int8", inputs="static")
+    times = [i / 10 for i in range(10)]
+    assert seen[:10] == times and rep.kept == {"mix": f"sensitivity {rep.sensitivity['mix']:.3g}"}
+    ranking = seen[30:30 + 2 * SENSITIVITY_CALLS]  # after calibration, the float and the all-quantized replays
+    assert SENSITIVITY_CALLS == 4 and ranking == [0.0, 0.3, 0.6, 0.9] * 2
+    assert seen[10:30] == times * 2 and seen[30 + 2 * SENSITIVITY_CALLS:] == times * 2  # bisection: all calls
 
 
 def test_error_budget_keeps_the_most_sensitive_layers_first():
