@@ -501,13 +501,14 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{_f(speed)}x | {_f(r.get('first_call_s'))} | {mem[0]} | {mem[1]} | {_f(r['weight_mib'])} | "
                           f"{layers} |")
         md.append("")
-        cpus = {mod: {r.get("cpu", "an earlier machine") for r in e["variants"].values() if "error" not in r}
+        cpus = {mod: {r.get("cpu", "not recorded (an earlier run)") for r in e["variants"].values() if "error" not in r}
                 for mod, e in v["models"].items()}
         kernels = {r["int8_kernel"] for e in v["models"].values() for r in e["variants"].values()
                    if r.get("int8_kernel")}
         md += ["CPU of each modality's rows (their speeds are ratios within one run, on one machine): "
                + "; ".join(f"{mod}: {', '.join(sorted(c))}" for mod, c in cpus.items())
-               + (f". int8 products on CPU ran through: {', '.join(sorted(kernels))} (`cpu_int8_kernel()`)."
+               + (f". int8 products on CPU ran through (where recorded): {', '.join(sorted(kernels))} "
+                  "(`cpu_int8_kernel()`)."
                   if kernels else "."), ""]
     if "train" in parts:
         md += ["## Training throughput: 1 process x 2 threads against 2 processes x 1 thread (DDP, FSDP; gloo)", "",
