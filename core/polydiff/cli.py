@@ -390,7 +390,8 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     if args.quantize is not None:
-        gen = gen.quantized(args.quantize, sampler=args.sampler, steps=args.steps)
+        gen = gen.quantized(args.quantize, sampler=args.sampler, steps=args.steps,
+                            progress=False if distributed.world()[0] != 0 else _progress(args))
         if distributed.world()[0] == 0:
             print(f"polydiff: quantized, {gen.quantization.summary()}")
     sc = gen.config.sample

@@ -480,26 +480,28 @@ class Generator:
 
     def quantized(self, scheme: str = "int8", *, calibration: int = 64, seed: int = 0, keep: Sequence[str] = (),
                   percentile: float | None = None, inputs: str = "dynamic", tolerance: float | None = TOLERANCE,
-                  **sample_options: Any) -> Generator:
+                  progress: bool | None = None, **sample_options: Any) -> Generator:
         """A generator with a post-training-quantized copy of the network (this one is left
         as it is): :func:`polydiff.quantize.quantize` calibrated on ``calibration`` samples
         generated with the recipe's sampler (or ``sample_options``: sampler, steps, condition,
         ...), which cover every step of the sampler's own trajectories; ``inputs``: per-row
         input scales at run time (``"dynamic"``) or one calibrated scale per layer (``"static"``);
         ``tolerance``: the error budget that keeps the most sensitive layers in full precision
-        (None quantizes every layer it can). The report is ``.quantization``."""
+        (None quantizes every layer it can); ``progress``: bars for the calibration sampling
+        and the error budget (None: on a terminal, plain lines in logs of long runs). The
+        report is ``.quantization``."""
         from .quantize import quantize
 
         def run(net: nn.Module) -> None:
             before = self.net
             self.net = net
             try:
-                self.sample_states(calibration, seed=seed, progress=False, **sample_options)
+                self.sample_states(calibration, seed=seed, progress=progress, **sample_options)
             finally:
                 self.net = before
 
         qnet, report = quantize(self.net, run, scheme, keep=keep, percentile=percentile, inputs=inputs,
-                                tolerance=tolerance)
+                                tolerance=tolerance, progress=progress)
         gen = Generator(self.modality, self.config, self.info, self.fields, qnet, checkpoint=self.checkpoint,
                         step=self.step)
         gen._reference, gen._defaults = self._reference, dict(self._defaults)

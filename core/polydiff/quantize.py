@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
+
+from .progress import Progress
 
 SCHEMES = ("int8", "fp8")
 INPUTS = ("dynamic", "static")
@@ -318,7 +321,7 @@ def _set(net: nn.Module, name: str, layer: nn.Module) -> None:
 def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str = "int8", *,
              keep: Sequence[str] = (), percentile: float | None = None, inputs: str = "dynamic",
              tolerance: float | None = TOLERANCE, recorded_calls: int = RECORDED_CALLS,
-             ) -> tuple[nn.Module, QuantizationReport]:
+             progress: bool | None = None) -> tuple[nn.Module, QuantizationReport]:
     """A quantized copy of ``net`` (the original is unchanged) and a report.
 
     ``calibrate(net)`` must run the network on calibration inputs, ideally the sampler's own
@@ -330,7 +333,9 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
     ``"static"`` (one calibrated scale per layer input); ``tolerance``: the error budget
     (relative L2 error of the outputs on ``recorded_calls`` calibration calls, see the module
     docstring): the most sensitive layers are kept in full precision until the quantized
-    network is within it (None: quantize every candidate layer, whatever the error)."""
+    network is within it (None: quantize every candidate layer, whatever the error);
+    ``progress``: a bar over the replays that rank the layers when the budget is exceeded (the
+    long part for a large network; None: on a terminal, plain lines in logs after 10 s)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     if percentile is not None and not 0 < percentile <= 100:
@@ -375,7 +380,7 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
     if want is not None:
         report.error = report.error_all = _error(_outputs(qnet, calls), want)
         if report.error_all > tolerance:
-            _within_budget(qnet, layers, candidates, calls, want, tolerance, report)
+            _within_budget(qnet, layers, candidates, calls, want, tolerance, report, progress)
     report.quantized = list(candidates)
     report.calls = max((ob.calls for ob in observers.values()), default=0)
     report.bytes_after = _weight_bytes(qnet)
@@ -386,7 +391,7 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
 
 def _within_budget(qnet: nn.Module, floats: dict[str, nn.Module], candidates: dict[str, QuantizedLayer],
                    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], want: list[list[Tensor]],
-                   tolerance: float, report: QuantizationReport) -> None:
+                   tolerance: float, report: QuantizationReport, progress: bool | None = None) -> None:
     """Measure each candidate's error alone, then put the most sensitive ones back in full
     precision until ``qnet`` is within ``tolerance``: the fewest, by bisection over the ranking
     (the error taken as falling with every layer put back). ``candidates`` is left with the
@@ -400,23 +405,30 @@ def _within_budget(qnet: nn.Module, floats: dict[str, nn.Module], candidates: di
         _set(qnet, name, floats[name])
     pick = sorted({round(i * (len(calls) - 1) / max(1, SENSITIVITY_CALLS - 1)) for i in range(SENSITIVITY_CALLS)})
     few, few_want = [calls[i] for i in pick], [want[i] for i in pick]
-    for name, q in candidates.items():
-        _set(qnet, name, q)
-        report.sensitivity[name] = _error(_outputs(qnet, few), few_want)
-        _set(qnet, name, floats[name])
-    ranked = sorted(candidates, key=lambda n: -report.sensitivity[n])
+    # network replays: one per layer and ranking call, then at most log2(layers) + 1 rounds of all calls
+    total = len(candidates) * len(few) + (math.ceil(math.log2(max(2, len(candidates)))) + 1) * len(calls)
+    with Progress(total, desc="quantization: error budget", unit="replay", enabled=progress) as bar:
+        for name, q in candidates.items():
+            _set(qnet, name, q)
+            report.sensitivity[name] = _error(_outputs(qnet, few), few_want)
+            _set(qnet, name, floats[name])
+            bar.update(len(few))
+        ranked = sorted(candidates, key=lambda n: -report.sensitivity[n])
 
-    def error_keeping(k: int) -> float:  # the k most sensitive in float, the others quantized
-        for i, name in enumerate(ranked):
-            _set(qnet, name, floats[name] if i < k else candidates[name])
-        return _error(_outputs(qnet, calls), want)
+        def error_keeping(k: int) -> float:  # the k most sensitive in float, the others quantized
+            for i, name in enumerate(ranked):
+                _set(qnet, name, floats[name] if i < k else candidates[name])
+            err = _error(_outputs(qnet, calls), want)
+            bar.update(len(calls), error=f"{err:.3g}")
+            return err
 
-    lo, hi, errors = 0, len(ranked), {0: report.error_all, len(ranked): 0.0}  # error(lo) > tolerance >= error(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        errors[mid] = error_keeping(mid)
-        lo, hi = (lo, mid) if errors[mid] <= tolerance else (mid, hi)
-    error_keeping(hi)
+        lo, hi, errors = 0, len(ranked), {0: report.error_all, len(ranked): 0.0}  # error(lo) > tol >= error(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            errors[mid] = error_keeping(mid)
+            lo, hi = (lo, mid) if errors[mid] <= tolerance else (mid, hi)
+        error_keeping(hi)
+        bar.update_to(total)
     report.error = errors[hi]
     for name in ranked[:hi]:
         report.kept[name] = f"sensitivity {report.sensitivity[name]:.3g}"

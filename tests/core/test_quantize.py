@@ -205,6 +205,14 @@ def test_sensitivity_ranking_replays_a_few_calls_and_the_budget_all_of_them():
     assert seen[10:30] == times * 2 and seen[30 + 2 * SENSITIVITY_CALLS:] == times * 2  # bisection: all calls
 
 
+def test_error_budget_shows_progress_unless_asked_not_to(capsys):
+    quantize(OutlierNet(), outlier_calibration, "int8", inputs="static", progress=True)
+    err = capsys.readouterr().err
+    assert "quantization: error budget" in err and "replays" in err
+    quantize(OutlierNet(), outlier_calibration, "int8", inputs="static", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_error_budget_keeps_the_most_sensitive_layers_first():
     torch.manual_seed(4)
     net = nn.Sequential(*(nn.Linear(8, 8) for _ in range(4)))
