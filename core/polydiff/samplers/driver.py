@@ -443,7 +443,8 @@ def compiled(model: Model) -> Model:
     graph = torch.compile(model, dynamic=None)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return graph(*unviewed(args), **unviewed(kwargs))
+        args, kwargs = unviewed((args, kwargs))
+        return graph(*args, **kwargs)
 
     return call
 
@@ -480,7 +481,7 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
     graph = _COMPILED[key]
 
     def call(loop: SamplingLoop) -> State:
-        loop.state = unviewed(loop.state)
+        loop._state = unviewed(loop._state)  # the fields as given (not re-packed: ``x`` holds the same values)
         return graph(loop)
 
     return call
