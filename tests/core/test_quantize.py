@@ -318,6 +318,16 @@ def test_generator_quantized_stays_close(ckpt, scheme):
     assert gen.quantization is None and isinstance(gen.net.mlp, nn.Module)
 
 
+def test_calibration_in_chunks_of_batch_size(ckpt):
+    """``batch_size`` bounds the calibration's memory: 32 samples, 8 at a time, make four times
+    the network calls of one batch, over the same trajectories (the same layers quantized)."""
+    gen = polydiff.load(ckpt)
+    whole = gen.quantized("int8", calibration=32, progress=False).quantization
+    chunked = gen.quantized("int8", calibration=32, batch_size=8, progress=False).quantization
+    assert whole.calls > 0 and chunked.calls == 4 * whole.calls
+    assert chunked.quantized == whole.quantized and chunked.kept == whole.kept
+
+
 def test_cli_quantize_writes_and_records(ckpt, tmp_path):
     exe = Path(sys.executable).parent / "polydiff"
     got = subprocess.run([str(exe), "sample", str(ckpt), "--out", str(tmp_path / "q"), "--quantize", "int8",
