@@ -52,6 +52,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,8 +135,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                         timeout=3600, env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])})
+    """One variant in a fresh process, with an empty compile cache: 'first call' is a cold
+    compilation, as a user's first (torch's on-disk cache, warm from earlier runs, hides most of it)."""
+    with tempfile.TemporaryDirectory(prefix="polydiff-inductor-") as cache:
+        got = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                             timeout=3600, env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"]),
+                                                "TORCHINDUCTOR_CACHE_DIR": cache})
     if got.returncode != 0:
         return {"error": got.stderr.strip().splitlines()[-1] if got.stderr.strip() else f"exit {got.returncode}"}
     return json.loads(got.stdout.strip().splitlines()[-1])
@@ -480,7 +485,8 @@ def part_report(args: argparse.Namespace) -> None:
                f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
                f"samples/s is the median of {v['repeats']} calls after warm-up: one call; for compiled variants, "
                "calls until two in a row compile nothing new (at most 5; rows measured before 2026-12-05, which have "
-               "no count in the JSON, ran two); 'first call' is the whole warm-up, compilation included; quantized "
+               "no count in the JSON, ran two); 'first call' is the whole warm-up, compilation included (from an empty "
+               "compile cache in rows measured from 2026-12-05 on); quantized "
                "variants calibrate on 64 samples in chunks of the number timed; memory: "
                "peak resident memory of the "
                "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
