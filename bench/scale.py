@@ -487,9 +487,8 @@ def part_report(args: argparse.Namespace) -> None:
                f"samples/s is the median of {v['repeats']} calls after warm-up: one call; for compiled variants, "
                "calls until two in a row compile nothing new (at most 5; rows measured before 2026-12-05, which have "
                "no count in the JSON, ran two); 'first call' is the whole warm-up, compilation included (from an empty "
-               "compile cache in rows measured from 2026-12-05 on); quantized "
-               "variants calibrate on 64 samples in chunks of the number timed; memory: "
-               "peak resident memory of the "
+               "compile cache since commit 417bb9d; before it, torch's on-disk cache could be warm); quantized "
+               "variants calibrate on 64 samples in chunks of the number timed; memory: peak resident memory of the "
                "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
                "model); metric change against float32 (the same weights, seeds and sampler).", "",
                "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "

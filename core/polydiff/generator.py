@@ -486,8 +486,7 @@ class Generator:
         generated with the recipe's sampler (or ``sample_options``: sampler, steps, condition,
         ...), which cover every step of the sampler's own trajectories (``batch_size`` bounds
         the calibration's memory: 64 proteins at once peak at 2.4x the memory of sampling 8);
-        ``inputs``: per-row
-        input scales at run time (``"dynamic"``) or one calibrated scale per layer (``"static"``);
+        ``inputs``: per-row input scales at run time (``"dynamic"``) or one calibrated scale per layer (``"static"``);
         ``tolerance``: the error budget that keeps the most sensitive layers in full precision
         (None quantizes every layer it can); ``progress``: bars for the calibration sampling
         and the error budget (None: on a terminal, plain lines in logs of long runs). The
