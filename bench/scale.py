@@ -4,14 +4,16 @@ sampling, and cost against problem size.
 Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scale.{json,md}``):
 
 - ``variants``: for each modality's main recipe, a model trained for ``--minutes`` (cached in
-  ``RUNS/models``), then ``--num`` samples from six variants of the same weights, each in a
+  ``RUNS/models``), then ``--num`` samples from seven variants of the same weights, each in a
   fresh process (so peak memory is its own): float32 eager (the default), compiled
   (``compile=True``: the network; ``"loop"``: the whole fixed-step loop as one graph, for
   grids of at most 20 steps), int8 and fp8
   post-training quantization (calibrated on 64 samples of the sampler's own trajectories, in
   chunks of ``--num``, so its memory peak is that of the sampling it is compared with),
-  and int8 + compiled. Reported: the modality's main metric and its change against float32,
-  samples per second (median of ``--repeats`` after warm-up calls, which for compiled
+  and int8 + compiled, then float32 again in another process (its speed against the first is
+  the run's noise). Reported: the modality's main metric and its change against float32,
+  samples per second (median of at least ``--repeats`` timed calls, more until they last
+  ``--min-seconds``, after warm-up calls, which for compiled
   variants hold the compilation, reported apart: one call, or for compiled variants calls until
   two in a row compile nothing new), peak resident memory, weight bytes;
 - ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
@@ -76,7 +78,9 @@ MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
 VARIANTS = {  # name -> (compile, quantize)
     "float32": (False, None), "compiled": (True, None), "loop compiled": ("loop", None), "int8": (False, "int8"),
     "fp8": (False, "fp8"), "int8+compiled": (True, "int8"),
+    "float32 again": (False, None),  # a second float32 process, after the others: the run's own noise in speed
 }
+MOST_TIMED = 50  # timed calls stop here even if they have not yet lasted --min-seconds
 LOOP_MAX_STEPS = 20  # the loop graph unrolls every step (compile time grows with it): only short grids
 NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins": 8, "crystals": 32, "audio": 32,
        "text": 32, "policies": 32}
@@ -121,13 +125,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         out["warm_up_calls"] = warm_up(lambda seed: gen.generate(n, seed=seed, progress=False, **kw),
                                        bool(spec["compile"]))
         out["first_call_s"] = time.perf_counter() - t0
-        for rep in range(spec["repeats"]):
+        # at least `repeats` calls, and more until they last `min_seconds` (a 0.2 s call is noisy)
+        while len(times) < spec["repeats"] or (sum(times) < spec.get("min_seconds", 0) and len(times) < MOST_TIMED):
             t0 = time.perf_counter()
-            objects = gen.generate(n, seed=1 + rep, progress=False, **kw)
+            objects = gen.generate(n, seed=1 + len(times), progress=False, **kw)
             times.append(time.perf_counter() - t0)
     except (ValueError, NotImplementedError) as err:
         return {**out, "error": f"{type(err).__name__}: {err}"}
-    out["samples_per_s"] = n / statistics.median(times)
+    out["samples_per_s"], out["timed_calls"] = n / statistics.median(times), len(times)
     out["peak_rss_mib"] = rss_mib(MEMORY)
     metrics = gen.evaluate(objects)
     out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -152,8 +157,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 def part_variants(args: argparse.Namespace) -> dict[str, Any]:
-    res: dict[str, Any] = {"minutes": args.minutes, "threads": args.threads, "repeats": args.repeats, "models": {},
-                           "memory": MEMORY}
+    res: dict[str, Any] = {"minutes": args.minutes, "threads": args.threads, "repeats": args.repeats,
+                           "min_seconds": args.min_seconds, "models": {}, "memory": MEMORY}
     for mod in args.modalities.split(","):
         name, sample, _, _ = MODELS[mod]
         out = args.runs / "models" / mod
@@ -174,7 +179,7 @@ def part_variants(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             print(f"[variants] {mod} {var}", file=sys.stderr, flush=True)
             spec = {"ckpt": str(ckpt), "compile": comp, "quantize": quant, "sample": sample, "num": NUM[mod],
-                    "repeats": args.repeats, "threads": args.threads}
+                    "repeats": args.repeats, "min_seconds": args.min_seconds, "threads": args.threads}
             entry["variants"][var] = run_worker(spec)
             print(f"  {entry['variants'][var]}", file=sys.stderr, flush=True)
         res["models"][mod] = entry
@@ -484,22 +489,26 @@ def part_report(args: argparse.Namespace) -> None:
                                        "process inherits from the benchmark that launched it); the script now reads "
                                        "VmHWM.", ""]),
                f"Each model trained {v['minutes']} CPU-minutes from its main recipe; {v['threads']} threads; "
-               f"samples/s is the median of {v['repeats']} calls after warm-up: one call; for compiled variants, "
-               "calls until two in a row compile nothing new (at most 5; rows measured before 2026-12-05, which have "
+               f"samples/s is the median of the timed calls (at least {v['repeats']}, and more until they last "
+               f"{v.get('min_seconds', 0):g} s, at most {MOST_TIMED}; 'calls' counts them where recorded), after "
+               "warm-up: one call; for compiled variants, calls until two in a row compile nothing new (at most 5; "
+               "rows measured before 2026-12-05, which have "
                "no count in the JSON, ran two); 'first call' is the whole warm-up, compilation included (from an empty "
                "compile cache since commit 417bb9d; before it, torch's on-disk cache could be warm); quantized "
                "variants calibrate on 64 samples in chunks of the number timed; memory: peak resident memory of the "
                "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
-               "model); metric change against float32 (the same weights, seeds and sampler).", "",
-               "| modality | variant | main metric | value | change | samples / s | speed vs float32 | first call (s) "
-               "| peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 12]
+               "model); metric change against float32 (the same weights, seeds and sampler). 'float32 again' is "
+               "float32 once more, in another fresh process after the other variants: its speed against the first "
+               "float32 is the run's own noise, the margin a speed-up must clear.", "",
+               "| modality | variant | main metric | value | change | samples / s | calls | speed vs float32 "
+               "| first call (s) | peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 13]
         for mod, e in v["models"].items():
             key = MODELS[mod][2]
             ref = e["variants"].get("float32", {})
             ref_m, ref_s = ref.get("metrics", {}).get(key), ref.get("samples_per_s")
             for var, r in e["variants"].items():
                 if "error" in r:
-                    md.append(f"| {mod} | {var} | {key} | {r['error'][:100]} |" + " |" * 8)
+                    md.append(f"| {mod} | {var} | {key} | {r['error'][:100]} |" + " |" * 9)
                     continue
                 m = r["metrics"].get(key)
                 change = None if m is None or ref_m is None else m - ref_m
@@ -509,8 +518,8 @@ def part_report(args: argparse.Namespace) -> None:
                 mem = (_f(r["peak_rss_mib"], 4), _f(r["peak_rss_mib"] - r["rss_loaded_mib"], 4)) if valid_mem else \
                     ("not valid", "-")
                 md.append(f"| {mod} | {var} | {key} | {_f(m)} | {_f(change)} | {_f(r['samples_per_s'])} | "
-                          f"{_f(speed)}x | {_f(r.get('first_call_s'))} | {mem[0]} | {mem[1]} | {_f(r['weight_mib'])} | "
-                          f"{layers} |")
+                          f"{r.get('timed_calls', '-')} | {_f(speed)}x | {_f(r.get('first_call_s'))} | {mem[0]} | "
+                          f"{mem[1]} | {_f(r['weight_mib'])} | {layers} |")
         md.append("")
         cpus = {mod: {r.get("cpu", "not recorded (an earlier run)") for r in e["variants"].values() if "error" not in r}
                 for mod, e in v["models"].items()}
@@ -592,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=3.0,
+                   help="variants: timed calls go on past --repeats until they last this long (at most 50 calls)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--merge", action="store_true",
                    help="variants: update the modalities and variants run here in RUNS/variants.json, keep the rest")
@@ -635,6 +646,7 @@ def merge_variants(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         both = {**kept, **e["variants"]}
         old["models"][mod] = {**e, "variants": {k: both[k] for k in sorted(both, key=lambda k: (
             list(VARIANTS).index(k) if k in VARIANTS else len(VARIANTS)))}}
+    old["min_seconds"] = new.get("min_seconds", old.get("min_seconds"))  # rows that lack it ran calls longer than it
     old["command"] = f"{old.get('command', '?')} + {new['command']}"
     return old
 
