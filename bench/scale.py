@@ -4,18 +4,18 @@ sampling, and cost against problem size.
 Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scale.{json,md}``):
 
 - ``variants``: for each modality's main recipe, a model trained for ``--minutes`` (cached in
-  ``RUNS/models``), then ``--num`` samples from seven variants of the same weights, each in a
+  ``RUNS/models``), then ``--num`` samples from six variants of the same weights, each in a
   fresh process (so peak memory is its own): float32 eager (the default), compiled
   (``compile=True``: the network; ``"loop"``: the whole fixed-step loop as one graph, for
-  grids of at most 20 steps), int8 and fp8
-  post-training quantization (calibrated on 64 samples of the sampler's own trajectories, in
-  chunks of ``--num``, so its memory peak is that of the sampling it is compared with),
-  and int8 + compiled, then float32 again in another process (its speed against the first is
-  the run's noise). Reported: the modality's main metric and its change against float32,
-  samples per second (median of at least ``--repeats`` timed calls, more until they last
-  ``--min-seconds``, after warm-up calls, which for compiled
-  variants hold the compilation, reported apart: one call, or for compiled variants calls until
-  two in a row compile nothing new), peak resident memory, weight bytes;
+  grids of at most 20 steps), int8 and fp8 post-training quantization (calibrated on 64
+  samples of the sampler's own trajectories, in chunks of ``--num``, so its memory peak is that
+  of the sampling it is compared with), and int8 + compiled. Reported: the modality's main
+  metric and its change against float32; samples per second (median of at least ``--repeats``
+  timed calls, more until they last ``--min-seconds``, after warm-up calls, which for
+  compiled variants hold the compilation, reported apart: one call, or for compiled variants
+  calls until two in a row compile nothing new); the speed against float32 eager timed in the
+  same process, call by call in alternation (see :func:`worker`); peak resident memory; weight
+  bytes;
 - ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
   34.7M-parameter toy network with 1 process x 2 threads against 2 processes x 1 thread (DDP and
   FSDP over gloo), steps and samples per second net of start-up;
@@ -78,7 +78,6 @@ MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
 VARIANTS = {  # name -> (compile, quantize)
     "float32": (False, None), "compiled": (True, None), "loop compiled": ("loop", None), "int8": (False, "int8"),
     "fp8": (False, "fp8"), "int8+compiled": (True, "int8"),
-    "float32 again": (False, None),  # a second float32 process, after the others: the run's own noise in speed
 }
 MOST_TIMED = 50  # timed calls stop here even if they have not yet lasted --min-seconds
 LOOP_MAX_STEPS = 20  # the loop graph unrolls every step (compile time grows with it): only short grids
@@ -94,16 +93,21 @@ MEMORY = "VmHWM"  # how peak memory is read (ru_maxrss is carried over from the 
 # ---------------------------------------------------------------------------------------------
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Load, quantize / compile, time and evaluate one variant (run with ``--worker JSON``)."""
+    """Load, quantize / compile, time and evaluate one variant (run with ``--worker JSON``).
+
+    Peak memory is read after the variant's warm-up, before anything else runs. A variant other
+    than float32 is then timed in pairs with the loaded float32 eager generator in the same
+    process (float32 call, variant call, same seed), so its speed ratio does not depend on the
+    process or on the machine's drift: float32 alone in two fresh processes of one run differed
+    by up to 15%."""
     import torch
 
     import polydiff
     from polydiff.quantize import _weight_bytes, cpu_int8_kernel
 
     torch.set_num_threads(spec["threads"])
-    gen = polydiff.load(spec["ckpt"])
-    base = rss_mib(MEMORY)
-    out: dict[str, Any] = {"rss_loaded_mib": base, "cpu": torch.backends.cpu.get_cpu_capability(),
+    gen = ref = polydiff.load(spec["ckpt"])
+    out: dict[str, Any] = {"rss_loaded_mib": rss_mib(MEMORY), "cpu": torch.backends.cpu.get_cpu_capability(),
                            "int8_kernel": cpu_int8_kernel() if spec["quantize"] == "int8" else None}
     kw = dict(spec["sample"])
     if spec["quantize"]:
@@ -116,24 +120,38 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         out["quantized_layers"], out["kept_layers"] = len(gen.quantization.quantized), len(gen.quantization.kept)
         out["quantize_error"], out["quantize_error_all"] = gen.quantization.error, gen.quantization.error_all
     out["weight_mib"] = _weight_bytes(gen.net) / 2**20
-    if spec["compile"]:
-        kw["compile"] = spec["compile"]
-    n, times = spec["num"], []
+    variant_kw = {**kw, "compile": spec["compile"]} if spec["compile"] else kw
+    paired = gen is not ref or bool(spec["compile"])
+    n, times, ref_times = spec["num"], [], []
+
+    def timed(g: Any, seed: int, options: dict[str, Any], into: list[float]) -> Any:
+        t0 = time.perf_counter()
+        got = g.generate(n, seed=seed, progress=False, **options)
+        into.append(time.perf_counter() - t0)
+        return got
+
     try:
         t0 = time.perf_counter()
         # warm-up (compiled: until compilation settles); 'first call' holds all of it
-        out["warm_up_calls"] = warm_up(lambda seed: gen.generate(n, seed=seed, progress=False, **kw),
+        out["warm_up_calls"] = warm_up(lambda seed: gen.generate(n, seed=seed, progress=False, **variant_kw),
                                        bool(spec["compile"]))
         out["first_call_s"] = time.perf_counter() - t0
-        # at least `repeats` calls, and more until they last `min_seconds` (a 0.2 s call is noisy)
+        out["peak_rss_mib"] = rss_mib(MEMORY)
+        if paired:
+            ref.generate(n, seed=999, progress=False, **kw)  # float32's own warm-up
+        # at least `repeats` calls (pairs), and more until they last `min_seconds` (a 0.2 s call is noisy)
         while len(times) < spec["repeats"] or (sum(times) < spec.get("min_seconds", 0) and len(times) < MOST_TIMED):
-            t0 = time.perf_counter()
-            objects = gen.generate(n, seed=1 + len(times), progress=False, **kw)
-            times.append(time.perf_counter() - t0)
+            seed = 1 + len(times)
+            if paired:
+                timed(ref, seed, kw, ref_times)
+            got = timed(gen, seed, variant_kw, times)
+            if seed == spec["repeats"]:
+                objects = got  # the metric is read on the same seed in every variant
     except (ValueError, NotImplementedError) as err:
         return {**out, "error": f"{type(err).__name__}: {err}"}
     out["samples_per_s"], out["timed_calls"] = n / statistics.median(times), len(times)
-    out["peak_rss_mib"] = rss_mib(MEMORY)
+    if paired:
+        out["float32_paired_samples_per_s"] = n / statistics.median(ref_times)  # this process, call by call
     metrics = gen.evaluate(objects)
     out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return out
@@ -497,9 +515,12 @@ def part_report(args: argparse.Namespace) -> None:
                "compile cache since commit 417bb9d; before it, torch's on-disk cache could be warm); quantized "
                "variants calibrate on 64 samples in chunks of the number timed; memory: peak resident memory of the "
                "variant's own process and its rise during quantization, compilation and sampling (above the loaded "
-               "model); metric change against float32 (the same weights, seeds and sampler). 'float32 again' is "
-               "float32 once more, in another fresh process after the other variants: its speed against the first "
-               "float32 is the run's own noise, the margin a speed-up must clear.", "",
+               "model, read after the warm-up); metric change against float32 (the same weights, seeds and sampler). "
+               "Speed vs float32: against the float32 eager generator in the variant's own process, timed call by "
+               "call in alternation with the variant; rows marked † ran before that was done, against the float32 "
+               "row of their run, in another process. 'float32 again' rows (that earlier protocol) ran float32 once "
+               "more in another fresh process after the other variants: their speed against the first is the noise "
+               "between processes that made the alternation necessary.", "",
                "| modality | variant | main metric | value | change | samples / s | calls | speed vs float32 "
                "| first call (s) | peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 13]
         for mod, e in v["models"].items():
@@ -512,14 +533,16 @@ def part_report(args: argparse.Namespace) -> None:
                     continue
                 m = r["metrics"].get(key)
                 change = None if m is None or ref_m is None else m - ref_m
-                own = r.get("float32_samples_per_s", ref_s)  # a merged row keeps its own run's float32
+                paired = r.get("float32_paired_samples_per_s")
+                own = paired or r.get("float32_samples_per_s", ref_s)  # a merged row keeps its own run's float32
                 speed = r["samples_per_s"] / own if own else None
+                mark = "" if paired or var == "float32" else " †"
                 layers = f"{r.get('quantized_layers', '-')}/{r.get('kept_layers', '-')}"
                 mem = (_f(r["peak_rss_mib"], 4), _f(r["peak_rss_mib"] - r["rss_loaded_mib"], 4)) if valid_mem else \
                     ("not valid", "-")
                 md.append(f"| {mod} | {var} | {key} | {_f(m)} | {_f(change)} | {_f(r['samples_per_s'])} | "
-                          f"{r.get('timed_calls', '-')} | {_f(speed)}x | {_f(r.get('first_call_s'))} | {mem[0]} | "
-                          f"{mem[1]} | {_f(r['weight_mib'])} | {layers} |")
+                          f"{r.get('timed_calls', '-')} | {_f(speed)}x{mark} | {_f(r.get('first_call_s'))} | "
+                          f"{mem[0]} | {mem[1]} | {_f(r['weight_mib'])} | {layers} |")
         md.append("")
         cpus = {mod: {r.get("cpu", "not recorded (an earlier run)") for r in e["variants"].values() if "error" not in r}
                 for mod, e in v["models"].items()}
