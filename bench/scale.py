@@ -518,9 +518,8 @@ def part_report(args: argparse.Namespace) -> None:
                "model, read after the warm-up); metric change against float32 (the same weights, seeds and sampler). "
                "Speed vs float32: against the float32 eager generator in the variant's own process, timed call by "
                "call in alternation with the variant; rows marked † ran before that was done, against the float32 "
-               "row of their run, in another process. 'float32 again' rows (that earlier protocol) ran float32 once "
-               "more in another fresh process after the other variants: their speed against the first is the noise "
-               "between processes that made the alternation necessary.", "",
+               "row of their run, in another process (float32 alone in two fresh processes of one such run differed "
+               "by up to 15%: `docs/scale.md`).", "",
                "| modality | variant | main metric | value | change | samples / s | calls | speed vs float32 "
                "| first call (s) | peak RSS MiB | rise MiB | weights MiB | layers int8/kept |", "|" + "---|" * 13]
         for mod, e in v["models"].items():
