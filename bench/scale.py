@@ -121,7 +121,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         out["quantize_error"], out["quantize_error_all"] = gen.quantization.error, gen.quantization.error_all
     out["weight_mib"] = _weight_bytes(gen.net) / 2**20
     variant_kw = {**kw, "compile": spec["compile"]} if spec["compile"] else kw
-    paired = gen is not ref or bool(spec["compile"])
+    paired = bool(spec["quantize"] or spec["compile"])  # every variant but float32 itself
     n, times, ref_times = spec["num"], [], []
 
     def timed(g: Any, seed: int, options: dict[str, Any], into: list[float]) -> Any:
