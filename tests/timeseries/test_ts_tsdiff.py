@@ -244,3 +244,35 @@ def test_model_level_evaluation_from_the_command_line(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["evaluate", str(gen.checkpoint), "--option", "nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_s4d_kernel_matches_the_complex_formula_and_is_cached_only_in_inference():
+    """The real-arithmetic kernel equals S4D's complex ZOH kernel written directly; in inference
+    it is computed once per length, and recomputed when a parameter changes."""
+    from polydiff_timeseries.nets import S4D
+
+    torch.manual_seed(0)
+    layer = S4D(8, state=16)
+    with torch.no_grad():
+        layer.log_a_re.add_(0.3 * torch.randn_like(layer.log_a_re))
+        layer.a_im.add_(torch.randn_like(layer.a_im))
+    dt = torch.exp(layer.log_dt.double())[:, None]
+    a = torch.complex(-torch.exp(layer.log_a_re.double()), layer.a_im.double())
+    c = torch.view_as_complex(layer.c.double().contiguous()) * (torch.exp(dt * a) - 1) / a
+    want = 2 * torch.einsum("hdn,dnl->hdl", c, torch.exp(dt[..., None] * a[..., None] * torch.arange(40))).real
+    got = layer.kernel(40)
+    assert got.dtype == torch.float32 and got.requires_grad  # training: differentiable, not cached
+    assert torch.allclose(got.double(), want, atol=1e-5 * want.abs().max().item())
+    assert layer._kernel is None
+
+    layer.eval()
+    with torch.no_grad():
+        first = layer.kernel(40)
+        assert layer.kernel(40) is first and layer.kernel(24) is not first
+        assert torch.equal(layer.kernel(40), first)
+        layer.d.add_(1.0)  # not a kernel parameter: the cache holds
+        assert layer.kernel(40) is layer.kernel(40)
+        cached = layer.kernel(40)
+        layer.log_dt.add_(0.1)  # a kernel parameter changed in place: recomputed
+        again = layer.kernel(40)
+    assert again is not cached and not torch.allclose(again, cached)
