@@ -627,7 +627,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="variants: timed calls go on past --repeats until they last this long (at most 50 calls)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--merge", action="store_true",
-                   help="variants: update the modalities and variants run here in RUNS/variants.json, keep the rest")
+                   help="variants, size: update the modalities (and variants) run here in RUNS/<part>.json, "
+                        "keep the rest")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--train-worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -649,6 +650,9 @@ def main(argv: list[str] | None = None) -> None:
         path = args.runs / f"{part}.json"
         if part == "variants" and args.merge and path.exists():
             res = merge_variants(json.loads(path.read_text()), res)
+        elif part == "size" and args.merge and path.exists():  # rows are per modality: replace those run here
+            old = json.loads(path.read_text())
+            res = {**old, **res, "command": f"{old.get('command', '?')} + {res['command']}"}
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
         tmp.replace(path)
