@@ -276,3 +276,9 @@ def test_s4d_kernel_matches_the_complex_formula_and_is_cached_only_in_inference(
         layer.log_dt.add_(0.1)  # a kernel parameter changed in place: recomputed
         again = layer.kernel(40)
     assert again is not cached and not torch.allclose(again, cached)
+    with torch.no_grad():
+        cached = layer.kernel(40)
+        layer.half().float()  # parameters rounded and replaced: recomputed from the rounded values
+        assert layer.kernel(40) is not cached
+        layer.train().eval()
+        assert layer._kernel is None

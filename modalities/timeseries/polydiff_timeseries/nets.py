@@ -57,7 +57,8 @@ class S4D(nn.Module):
         with ``z = exp(dt A)``: the same rounding as a complex ``exp``, which on CPU is not
         vectorised and took 37% of eager sampling, and nothing complex for ``torch.compile``.
         In inference (eval mode, no gradients, not being compiled) they are cached per length
-        until a parameter changes or moves: they do not depend on the input."""
+        until a parameter changes in place (its version counter) or the module is converted or
+        switches mode: they do not depend on the input."""
         cache = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
         if cache:
             key = (length, *((p.data_ptr(), p._version) for p in (self.log_dt, self.log_a_re, self.a_im, self.c)))
@@ -79,6 +80,14 @@ class S4D(nn.Module):
         if cache:
             self._kernel = (key, k)
         return k
+
+    def train(self, mode: bool = True) -> S4D:
+        self._kernel = None  # a cache never outlives a switch of mode
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> S4D:  # .to(), .half(), .float(): tensors replaced
+        self._kernel = None
+        return super()._apply(fn, recurse)
 
     def forward(self, u: Tensor) -> Tensor:
         """(B, dim, L) -> (B, dim, L)."""
