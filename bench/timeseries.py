@@ -234,11 +234,19 @@ def generation(name: str, opts: dict[str, Any], b: dict[str, Any], work: Path) -
 # report
 # ---------------------------------------------------------------------------------------------
 
+def cpu_note(env: dict[str, Any]) -> str:
+    """`` (AVX2)``: the vector instructions torch used (a DeepAR baseline trained on another CPU can
+    land elsewhere), or nothing for runs that did not record them."""
+    return f" ({env['cpu']})" if env.get("cpu") else ""
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Time-series benchmark\n\n```\n{res['command']}\n```\n",
              f"{res['environment']['platform']}, torch {res['environment']['torch']}, "
-             f"{res['environment']['cpus']} CPUs (load average {res['environment']['load_average_at_start']:.1f} at "
-             f"start: the machine was shared), {res['environment']['jobs']} process(es) x "
+             f"{res['environment']['cpus']} CPUs{cpu_note(res['environment'])} (load average "
+             f"{res['environment']['load_average_at_start']:.1f} at start"
+             f"{': the machine was shared' if res['environment']['load_average_at_start'] > 1 else ''}), "
+             f"{res['environment']['jobs']} process(es) x "
              f"{res['environment']['threads']} thread(s); total {res['total_seconds'] / 60:.1f} min. "
              f"Budgets ({res['mode']}): `{json.dumps(res['budgets'])}`\n",
              "CRPS is gluonts' mean weighted quantile loss over q = 0.1..0.9 (nearest-rank quantiles), "
@@ -313,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                            "environment": {"platform": platform.platform(), "python": platform.python_version(),
                                            "torch": torch.__version__, "jobs": args.jobs,
                                            "threads": 1 if args.jobs > 1 else torch.get_num_threads(),
-                                           "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}}
+                                           "cpus": os.cpu_count(), "cpu": torch.backends.cpu.get_cpu_capability(),
+                                           "load_average_at_start": os.getloadavg()[0]}}
     t_all = time.time()
     tasks = [("forecasting", n, o) for n, o in b["forecast_sets"].items() if "forecasting" not in skip]
     tasks += [("generation", n, o) for n, o in b["gen_sets"].items() if "generation" not in skip]
