@@ -241,13 +241,12 @@ def cpu_note(env: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
+    env = res["environment"]
     lines = [f"# Time-series benchmark\n\n```\n{res['command']}\n```\n",
-             f"{res['environment']['platform']}, torch {res['environment']['torch']}, "
-             f"{res['environment']['cpus']} CPUs{cpu_note(res['environment'])} (load average "
-             f"{res['environment']['load_average_at_start']:.1f} at start"
-             f"{': the machine was shared' if res['environment']['load_average_at_start'] > 1 else ''}), "
-             f"{res['environment']['jobs']} process(es) x "
-             f"{res['environment']['threads']} thread(s); total {res['total_seconds'] / 60:.1f} min. "
+             f"{env['platform']}, torch {env['torch']}, {env['cpus']} CPUs{cpu_note(env)} (load average "
+             f"{env['load_average_at_start']:.1f} at start"
+             f"{': the machine was shared' if env['load_average_at_start'] > 1 else ''}), "
+             f"{env['jobs']} process(es) x {env['threads']} thread(s); total {res['total_seconds'] / 60:.1f} min. "
              f"Budgets ({res['mode']}): `{json.dumps(res['budgets'])}`\n",
              "CRPS is gluonts' mean weighted quantile loss over q = 0.1..0.9 (nearest-rank quantiles), "
              "ND / NRMSE / MASE as in gluonts (MASE's seasonal error from the context window). "

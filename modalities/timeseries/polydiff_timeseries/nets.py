@@ -68,7 +68,8 @@ class S4D(nn.Module):
         a_re, a_im = -torch.exp(self.log_a_re.float()), self.a_im.float()  # A, (dim, n)
         re, im = dt * a_re, dt * a_im  # dt A
         # (exp(dt A) - 1) / A, complex quotient written out
-        e_re, e_im = torch.exp(re) * torch.cos(im) - 1, torch.exp(re) * torch.sin(im)
+        size = torch.exp(re)  # |exp(dt A)|
+        e_re, e_im = size * torch.cos(im) - 1, size * torch.sin(im)
         den = a_re * a_re + a_im * a_im
         q_re, q_im = (e_re * a_re + e_im * a_im) / den, (e_im * a_re - e_re * a_im) / den
         c_re, c_im = self.c.float().unbind(-1)  # (heads, dim, n)
