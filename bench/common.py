@@ -124,6 +124,24 @@ def train_for(cfg: dict[str, Any], out: Path, minutes: float, threads: int) -> t
     return run.checkpoint, {"minutes": (time.perf_counter() - t0) / 60, "steps": int(ckpt.get("global_step", -1))}
 
 
+def batch_clock() -> Any:
+    """A Lightning callback that records the wall and process CPU time at the start of every
+    training batch (``.wall``, ``.cpu``): consecutive differences are whole training steps as
+    ``polydiff.train`` runs them (data, forward, backward, optimiser, EMA, logging)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class BatchClock(Callback):
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+            self.wall.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+    return BatchClock()
+
+
 def scratch_venv(venv: Path, check: str, packages: list[str], no_deps: list[str] | None = None,
                  verbose: bool = True) -> Path:
     """The interpreter of a reference implementation's scratch venv outside the project, created

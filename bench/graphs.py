@@ -456,21 +456,11 @@ def _our_gdss_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     writes the checkpoint, is left out), with GDSS's learning-rate decay; then PC sampling of
     ``num`` graphs for ``sample_steps`` steps on the raw weights (GDSS's ``use_ema: False``),
     after an untimed 2-step call, as the reference does (the median of ``sample_repeats`` calls)."""
-    from lightning.pytorch.callbacks import Callback
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import batch_clock
 
     import polydiff
     from polydiff.config import load_config
-
-    class Stamps(Callback):
-        """Wall and process CPU time at the start of every training batch."""
-
-        def __init__(self) -> None:
-            self.wall: list[float] = []
-            self.cpu: list[float] = []
-
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
-            self.wall.append(time.perf_counter())
-            self.cpu.append(time.process_time())
 
     threads, warmup = budget["threads"], budget["warmup"]
     total = warmup + budget["steps"] + 1
@@ -479,7 +469,7 @@ def _our_gdss_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
                        f"train.threads={threads}"])
     data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
     steps_per_epoch = max(1, -(-len(data.train) // cfg.train.batch_size))
-    stamps = Stamps()
+    stamps = batch_clock()
     decay = _callbacks(float("inf"), 0.999, steps_per_epoch)[1]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -16,6 +16,10 @@ series (ETTh1, exchange_rate) and pytorch-forecasting for DeepAR (``polydiff-tim
    trained on TSDiff samples against the same models trained on the real training windows.
 3. PaCoDi against an equal-size time-domain DiT at equal training budget: generation metrics,
    sampling time, parameters and the attention FLOPs measured with torch's FLOP counter.
+4. Speed against TSDiff's own code at its size (bench/tsdiff_reference.py, in a scratch venv made
+   once by ``python bench/tsdiff_reference.py --setup``): training step, unconditional sampling
+   and guided forecasting, interleaved in one run. Alone: ``--skip forecasting,generation``
+   (skipped sections keep their results from the previous report).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("forecasting", "generation", "speed")
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "full": {
@@ -53,6 +58,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
                          "etth1": ["pacodi", "time_domain"]},
         "gen_model": {"hidden": 64, "heads": 4}, "gen_depth": 2, "gen_steps": 800, "gen_batch": 128,
         "gen_samples": 500, "metric_steps": 200,
+        "speed": {"rounds": 2, "steps": 10, "warmup": 2, "batch": 64, "num": 32, "series": 2, "num_samples": 16,
+                  "sample_repeats": 2, "threads": 1},
     },
     "quick": {
         "forecast_sets": {"ar": {"context": 40, "horizon": 10, "stride": 5, "test_windows": 2, "season": 10,
@@ -64,6 +71,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "gen_variants": {"sine": ["pacodi", "pacodi_mean_field", "pacodi_sde", "time_domain"]},
         "gen_model": {"hidden": 16, "heads": 2}, "gen_depth": 1, "gen_steps": 100, "gen_batch": 64,
         "gen_samples": 200, "metric_steps": 60,
+        "speed": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 16, "num": 4, "series": 1, "num_samples": 4,
+                  "sample_repeats": 1, "threads": 1},
     },
 }
 
@@ -231,6 +240,115 @@ def generation(name: str, opts: dict[str, Any], b: dict[str, Any], work: Path) -
 
 
 # ---------------------------------------------------------------------------------------------
+# 4: speed against TSDiff's own code
+# ---------------------------------------------------------------------------------------------
+
+TSDIFF_SIZE = {"hidden": 64, "depth": 3, "state": 128, "emb_dim": 128}  # TSDiff's diffusion_small_config
+SPEED_SETUP = "python bench/tsdiff_reference.py --setup"
+SPEED_KEYS = ("train_step_s", "sample_s", "forecast_s")
+
+
+def _timed(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of ``repeats`` calls ``fn(seed)``, after one untimed call."""
+    fn(0)
+    wall, cpu = [], []
+    for seed in range(1, repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(seed)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _our_tsdiff_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """polydiff's TSDiff at the size of TSDiff's ``diffusion_small_config`` on windows of TSDiff's
+    hourly recipes (context 336, horizon 24): ``polydiff.train`` for ``warmup + steps + 1`` steps
+    (batch start to batch start; the last, which writes the checkpoint, left out), then
+    unconditional DDPM sampling (``Generator.generate``) and quantile self-guided forecasting
+    (``predict``), 100 steps each, as the reference is timed."""
+    import itertools
+    import statistics
+
+    from common import batch_clock
+    from tsdiff_reference import CONTEXT, PREDICTION
+
+    import polydiff
+    from polydiff_timeseries import predict
+    from polydiff_timeseries.tsdiff import raw_windows
+
+    total = b["warmup"] + b["steps"] + 1
+    data = {"context": CONTEXT, "horizon": PREDICTION, "stride": PREDICTION, "n_series": 32, "length": 1200,
+            "season": 24}
+    cfg = {"modality": "timeseries", "data": {"name": "ar", **data}, "model": {"name": "tsdiff", **TSDIFF_SIZE},
+           "process": {"schedule": "tsdiff", "prediction": "eps"},
+           "train": {**_train_cfg(total, b["batch"]), "grad_clip": 0.5, "threads": b["threads"]},
+           "sample": {"num": b["num"], "sampler": "ddpm", "steps": 100, "grid": "uniform_t", "final_zero": True}}
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        run = polydiff.train(cfg, work / "tsdiff_speed", fresh=True, callbacks=[clock], verbose=False)
+        gen = polydiff.load(run.checkpoint)
+        ctx = raw_windows(gen.modality.dataset("ar", **data).test)[: b["series"], :CONTEXT, 0]
+        sample_s, sample_cpu = _timed(lambda seed: gen.generate(b["num"], seed=seed, progress=False),
+                                      b["sample_repeats"])
+        forecast_s, forecast_cpu = _timed(lambda seed: predict(gen, ctx, num_samples=b["num_samples"],
+                                                               guidance="quantile", scale=4.0, seed=seed),
+                                          b["sample_repeats"])
+    finally:
+        torch.set_num_threads(before)
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
+            "final_loss": run.metrics.get("train/loss"), "sample_s": statistics.median(sample_s),
+            "sample_s_all": sample_s, "sample_cpu_s_all": sample_cpu, "forecast_s": statistics.median(forecast_s),
+            "forecast_s_all": forecast_s, "forecast_cpu_s_all": forecast_cpu,
+            "params": sum(p.numel() for p in gen.net.parameters()), "model": TSDIFF_SIZE}
+
+
+def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training step, unconditional sampling and guided forecasting, polydiff against TSDiff's own
+    code (bench/tsdiff_reference.py in its scratch venv), in lockstep: ``rounds`` rounds of one
+    measurement each, the first of a round alternating between the two."""
+    import statistics
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tsdiff_reference import REF, VENV, find_reference, measure_tsdiff, venv_python
+
+    out: dict[str, Any] = {"ours": [], "tsdiff": [], "order": [], "setup": SPEED_SETUP}
+    for r in range(b["rounds"]):
+        order = ["ours", "tsdiff"] if r % 2 == 0 else ["tsdiff", "ours"]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_tsdiff_speed(b, work))
+                continue
+            ref = measure_tsdiff(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
+                                 num=b["num"], series=b["series"], num_samples=b["num_samples"],
+                                 sample_repeats=b["sample_repeats"], seed=r)
+            if ref is None:
+                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
+                    find_reference() is None)
+                out["tsdiff_missing"] = f"TSDiff's reference is missing ({' and '.join(absent)})"
+                continue
+            out["tsdiff"].append(ref)
+        out["order"].append(order)
+        last = {who: out[who][-1] if out[who] else {} for who in ("ours", "tsdiff")}
+        log(f"  speed round {r}: " + "; ".join(f"{k} ours {last['ours'][k]:.3f} s, TSDiff "
+                                              f"{last['tsdiff'].get(k, float('nan')):.3f} s" for k in SPEED_KEYS))
+        if "tsdiff_missing" in out:
+            log(f"  {out['tsdiff_missing']}: run {SPEED_SETUP}")
+            break
+    out["summary"] = {}
+    for key in SPEED_KEYS:
+        ours = statistics.median(r[key] for r in out["ours"])
+        ref = statistics.median(r[key] for r in out["tsdiff"]) if out["tsdiff"] else None
+        ratio = ours / ref if ref else None
+        out["summary"][key] = {"ours": ours, "tsdiff": ref, "ratio": ratio,
+                               "at_most": None if ratio is None else ratio <= 1.0}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
 
@@ -292,7 +410,46 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append("Context-FID uses an encoder trained in-project on the held-out real windows (one per data set, "
                  "shared by all models); it is not TS2Vec's published weights, so compare values within this "
                  "table only.\n")
+    if "speed" in res:
+        lines += speed_section(res["speed"])
     return "\n".join(lines)
+
+
+def speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against TSDiff's own code."""
+    b, env = r["budget"], r["environment"]
+    lines = ["## Speed against TSDiff's own code\n",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports TSDiff into /tmp/tsdiff_ref "
+             "and makes the venv /tmp/tsdiff_venv with the project's torch 2.13.0; see `bench/tsdiff_reference.py`).\n"]
+    if not r["tsdiff"]:
+        return [*lines, f"Not measured: {r.get('tsdiff_missing', 'no TSDiff measurement')}.\n"]
+    t0, o0 = r["tsdiff"][0], r["ours"][0]
+    lines.append(
+        f"TSDiff commit {t0['commit'][:12]} (gluonts {t0['versions']['gluonts']}, pytorch-lightning "
+        f"{t0['versions']['pytorch_lightning']}), its `diffusion_small_config` (3 S4 blocks, hidden 64, state 128, "
+        f"step embedding 128) on the windows of its hourly recipes (context 336 + prediction 24 = {t0['length']} "
+        f"steps, mean scaling, {t0['input_channels']} input channels with its lags); ours `tsdiff` with hidden 64, "
+        "depth 3, state 128, emb_dim 128 (S4D layers) on windows of the same length (embedded AR data). "
+        f"{env['cpus']} CPUs{cpu_note(env)}, {b['threads']} thread(s), load average {env['load_average_at_start']:.1f} "
+        f"at start; {len(r['ours'])} round(s) in lockstep, each one measurement of each side, the first of a round "
+        f"alternating. Training: batch {b['batch']}, gradient clipping 0.5, Adam; {b['warmup']} untimed steps, then "
+        f"the median of {b['steps']} (ours: `polydiff.train`, batch start to batch start, with data loading and EMA; "
+        "TSDiff: its module's training step, backward, clipping and Adam step, without Lightning's trainer loop). "
+        f"Sampling: 100 DDPM steps for {b['num']} windows (TSDiff: `sample_n`; ours: `Generator.generate`); "
+        f"forecasting: quantile self-guidance, scale 4, 100 DDPM steps, {b['series']} histories x "
+        f"{b['num_samples']} samples (TSDiff: `DDPMGuidance`; ours: `polydiff_timeseries.predict`). Each sampling "
+        f"time is the median of {b['sample_repeats']} calls after an untimed one. TSDiff's S4 kernels use their "
+        "pure-PyTorch fallback: its KeOps path is hard-coded to the GPU.\n")
+    lines += ["| | polydiff | TSDiff (own code) | ours / TSDiff | at most the reference's |", "|---|---|---|---|---|",
+              f"| parameters | {o0['params']:,} | {t0['params']:,} | | |"]
+    names = {"train_step_s": f"training step (s, batch {b['batch']})",
+             "sample_s": f"unconditional sampling (s per call of {b['num']})",
+             "forecast_s": f"guided forecasting (s per call of {b['series']} x {b['num_samples']})"}
+    for key, name in names.items():
+        v = r["summary"][key]
+        lines.append(f"| {name} | {v['ours']:.3f} | {v['tsdiff']:.3f} | {v['ratio']:.2f}x | "
+                     f"{'yes' if v['at_most'] else 'no'} |")
+    return [*lines, ""]
 
 
 def _task(section: str, name: str, opts: dict[str, Any], b: dict[str, Any], tmp: str) -> dict[str, Any]:
@@ -309,12 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run on embedded data only")
     p.add_argument("--json", type=Path, default=RESULTS / "timeseries.json")
     p.add_argument("--md", type=Path, default=RESULTS / "timeseries.md")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: forecasting,generation")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: forecasting,generation,speed "
+                   "(the results of skipped sections are kept from the previous report)")
     p.add_argument("--jobs", type=int, default=1, help="run the data sets in this many processes (1 thread each)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
     b = json.loads(json.dumps(BUDGETS[mode]))
     skip = set(filter(None, args.skip.split(",")))
+    if skip - set(SECTIONS):
+        p.error(f"--skip: unknown section(s) {', '.join(sorted(skip - set(SECTIONS)))}; allowed: {', '.join(SECTIONS)}")
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/timeseries.py", *(argv or sys.argv[1:])])
     res: dict[str, Any] = {"command": command, "mode": mode, "budgets": b,
                            "environment": {"platform": platform.platform(), "python": platform.python_version(),
@@ -334,10 +494,24 @@ def main(argv: list[str] | None = None) -> int:
             outs = [_task(*t, b, tmp) for t in tasks]
     for (section, _, _), out in zip(tasks, outs):
         res.setdefault(section, []).append(out)
+    if "speed" not in skip:  # alone on the machine, after the pool
+        log("speed")
+        with tempfile.TemporaryDirectory() as tmp:
+            res["speed"] = {**speed(b["speed"], Path(tmp)), "budget": b["speed"], "command": command,
+                            "environment": res["environment"]}
     res["total_seconds"] = time.time() - t_all
+    from polydiff.files import atomic_write
+
+    previous = json.loads(args.json.read_text()) if skip and args.json.is_file() else {}
+    if previous.get("mode", mode) == mode:
+        ran = {s for s in SECTIONS if s not in skip}
+        if ran <= {"speed"} and previous:  # only the speed section ran: the header stays the previous run's
+            res = {**previous, **{k: v for k, v in res.items() if k in ran}}
+        else:
+            res.update({k: v for k, v in previous.items() if k in SECTIONS and k in skip})
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=1, default=float))
-    args.md.write_text(markdown(res))
+    atomic_write(args.json, json.dumps(res, indent=1, default=float))
+    atomic_write(args.md, markdown(res))
     log(f"wrote {os.path.relpath(args.json)} and {os.path.relpath(args.md)} ({res['total_seconds'] / 60:.1f} min)")
     return 0
 

@@ -152,6 +152,7 @@ class Generator:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         ema: bool = True) -> Generator:
         got = load_network(path, ema)
+        got.net.requires_grad_(False)  # a loaded network samples: guidance differentiates to the state only
         gen = cls(got.modality, got.config, got.info, got.fields, got.net, checkpoint=got.path, step=got.step)
         return gen.to(device) if device is not None else gen
 
@@ -550,7 +551,12 @@ class Generator:
 
 
 def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True) -> Generator:
-    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``)."""
+    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``).
+
+    The network is in eval mode with its parameters frozen (``requires_grad`` off): guided
+    sampling differentiates through it to the state only, and autograd then records none of
+    the parameters' operations (nor recomputes what depends on them alone, such as S4 kernels).
+    To fine-tune, train from the checkpoint (``train.init``) or unfreeze ``gen.net`` yourself."""
     return Generator.from_checkpoint(checkpoint, device=device, ema=ema)
 
 

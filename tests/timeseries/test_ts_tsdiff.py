@@ -248,7 +248,8 @@ def test_model_level_evaluation_from_the_command_line(tiny, tmp_path, capsys):
 
 def test_s4d_kernel_matches_the_complex_formula_and_is_cached_only_in_inference():
     """The real-arithmetic kernel equals S4D's complex ZOH kernel written directly; in inference
-    it is computed once per length, and recomputed when a parameter changes."""
+    (no gradients, or frozen parameters) it is computed once per length, and recomputed when a
+    parameter changes."""
     from polydiff_timeseries.nets import S4D
 
     torch.manual_seed(0)
@@ -282,3 +283,14 @@ def test_s4d_kernel_matches_the_complex_formula_and_is_cached_only_in_inference(
         assert layer.kernel(40) is not cached
         layer.train().eval()
         assert layer._kernel is None
+    # gradients on in eval mode: a kernel is built with its graph while its parameters train,
+    # and cached once they are frozen (guidance differentiates to the input only)
+    assert layer.kernel(40).requires_grad and layer._kernel is None
+    layer.requires_grad_(False)
+    frozen = layer.kernel(40)
+    assert not frozen.requires_grad and layer.kernel(40) is frozen
+    u = torch.randn(2, 8, 40, requires_grad=True)
+    (g,) = torch.autograd.grad(layer(u).sum(), u)  # the input's gradient through the cached kernel
+    layer.requires_grad_(True)
+    (g_live,) = torch.autograd.grad(layer(u).sum(), u)
+    assert layer._kernel[1] is frozen and torch.allclose(g, g_live, atol=1e-6)

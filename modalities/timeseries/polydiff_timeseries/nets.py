@@ -56,12 +56,15 @@ class S4D(nn.Module):
         Written in real arithmetic, ``Re(C' z^l) = |z|^l (Re C' cos(l arg z) - Im C' sin(l arg z))``
         with ``z = exp(dt A)``: the same rounding as a complex ``exp``, which on CPU is not
         vectorised and took 37% of eager sampling, and nothing complex for ``torch.compile``.
-        In inference (eval mode, no gradients, not being compiled) they are cached per length
+        In inference (eval mode, not being compiled, and either no gradients or frozen kernel
+        parameters, as in guided sampling from ``polydiff.load``) they are cached per length
         until a parameter changes in place (its version counter) or the module is converted or
         switches mode: they do not depend on the input."""
-        cache = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+        params = (self.log_dt, self.log_a_re, self.a_im, self.c)
+        needs_graph = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        cache = not (self.training or needs_graph or torch.compiler.is_compiling())
         if cache:
-            key = (length, *((p.data_ptr(), p._version) for p in (self.log_dt, self.log_a_re, self.a_im, self.c)))
+            key = (length, *((p.data_ptr(), p._version) for p in params))
             if self._kernel is not None and self._kernel[0] == key:
                 return self._kernel[1]
         dt = torch.exp(self.log_dt.float())[:, None]
