@@ -425,6 +425,7 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         return [*lines, f"Not measured: {r.get('tsdiff_missing', 'no TSDiff measurement')}.\n"]
     t0, o0 = r["tsdiff"][0], r["ours"][0]
     lines.append(
+        f"Run {r.get('date', '(date not recorded)')} at polydiff commit {r.get('commit')}. "
         f"TSDiff commit {t0['commit'][:12]} (gluonts {t0['versions']['gluonts']}, pytorch-lightning "
         f"{t0['versions']['pytorch_lightning']}), its `diffusion_small_config` (3 S4 blocks, hidden 64, state 128, "
         f"step embedding 128) on the windows of its hourly recipes (context 336 + prediction 24 = {t0['length']} "
@@ -450,6 +451,14 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {v['ours']:.3f} | {v['tsdiff']:.3f} | {v['ratio']:.2f}x | "
                      f"{'yes' if v['at_most'] else 'no'} |")
     return [*lines, ""]
+
+
+def _commit() -> str | None:
+    """The checkout's commit (short), or None outside a git checkout."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def _task(section: str, name: str, opts: dict[str, Any], b: dict[str, Any], tmp: str) -> dict[str, Any]:
@@ -498,8 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         log("speed")
         with tempfile.TemporaryDirectory() as tmp:
             res["speed"] = {**speed(b["speed"], Path(tmp)), "budget": b["speed"], "command": command,
-                            "environment": res["environment"]}
-    res["total_seconds"] = time.time() - t_all
+                            "environment": res["environment"], "commit": _commit(),
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    elapsed = res["total_seconds"] = time.time() - t_all
     from polydiff.files import atomic_write
 
     previous = json.loads(args.json.read_text()) if skip and args.json.is_file() else {}
@@ -512,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.json, json.dumps(res, indent=1, default=float))
     atomic_write(args.md, markdown(res))
-    log(f"wrote {os.path.relpath(args.json)} and {os.path.relpath(args.md)} ({res['total_seconds'] / 60:.1f} min)")
+    log(f"wrote {os.path.relpath(args.json)} and {os.path.relpath(args.md)} ({elapsed / 60:.1f} min)")
     return 0
 
 
