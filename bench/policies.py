@@ -19,7 +19,11 @@ policy's success within noise (two standard errors of the difference) at >= 20x 
 evaluations; BESO is clearly more multimodal than BC from one start (entropy over all episodes
 higher by more than 0.2 bits); the goal-free rollouts reach every goal.
 
-    python bench/policies.py [--envs reach blocks pusht] [--steps 1.0] [--rollouts 60] [--quick]
+Part ``speed`` (``--envs speed``; once before it ``python bench/beso_reference.py --setup``): the
+training step and one robot's control decision against BESO's own code at its block-push size,
+interleaved in one run (see ``speed``).
+
+    python bench/policies.py [--envs reach blocks pusht speed] [--steps 1.0] [--rollouts 60] [--quick]
 """
 
 from __future__ import annotations
@@ -113,6 +117,141 @@ def checks(env: str, res: dict[str, Any], n: int) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# speed against BESO's own code
+# ---------------------------------------------------------------------------------------------
+
+BESO_SIZE = {"dim": 240, "depth": 4, "heads": 12}  # BESO's block-push DiffusionGPT
+SPEED = {"full": {"rounds": 3, "steps": 10, "warmup": 2, "batch": 1024, "decisions": 20},
+         "quick": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 64, "decisions": 3}}
+SPEED_SETUP = "python bench/beso_reference.py --setup"
+SHAPES = {"same": {"obs_steps": 5, "horizon": 5, "execute": 1}, "recipe": {}}  # BESO's window; our recipe's chunks
+
+
+def _our_speed(b: dict[str, Any], shape: dict[str, Any], threads: int, tmp: Path) -> dict[str, Any]:
+    """The blocks BESO recipe at BESO's network size with the window ``shape``: ``polydiff.train``
+    for ``warmup + steps + 1`` steps at batch ``batch`` (batch start to batch start, the last step,
+    which writes the checkpoint, left out); then one robot's control decision
+    (``Policy.sample_chunks``, batch 1, 3 DDIM steps without goal guidance, as BESO's block-push
+    agent samples), the median of ``decisions`` after two untimed ones."""
+    import itertools
+    import statistics
+
+    import numpy as np
+    from common import batch_clock
+
+    from polydiff.plugin import SampleSettings
+    from polydiff_policies.modality import PoliciesModality
+    from polydiff_policies.policy import Policy
+
+    recipe = yaml.safe_load(PoliciesModality().recipes()["blocks_beso"].read_text())
+    recipe["model"].update(BESO_SIZE)
+    recipe["data"].update(episodes=40, **shape)
+    total = b["warmup"] + b["steps"] + 1
+    recipe["train"].update(max_steps=total, batch_size=b["batch"], checkpoint_every=total, progress=False,
+                           logger="none", threads=threads)
+    clock = batch_clock()
+    run = polydiff.train(recipe, tmp / "speed", fresh=True, callbacks=[clock], verbose=False)
+    gen = polydiff.load(run.checkpoint)
+    policy = Policy(gen.net, gen.fields, gen.info, settings=SampleSettings(sampler="ddim", steps=3, final_zero=True),
+                    guidance_scale=None)
+    rng = np.random.default_rng(0)
+    goal = rng.normal(size=(1, int(gen.info["goal_dim"]))).astype(np.float32)
+    times = []
+    for k in range(b["decisions"] + 2):
+        window = rng.normal(size=(1, policy.obs_steps, int(gen.info["obs_dim"]))).astype(np.float32)
+        t0 = time.perf_counter()
+        policy.sample_chunks(window, goal, [k])
+        times.append(time.perf_counter() - t0)
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall,
+            "decision_s": statistics.median(times[2:]), "decision_s_all": times[2:],
+            "actions_per_decision": policy.execute, "nfe_per_decision": policy.nfe,
+            "params": sum(p.numel() for p in gen.net.parameters()),
+            "tokens": 2 + policy.obs_steps + policy.horizon, "obs_steps": policy.obs_steps, "horizon": policy.horizon}
+
+
+def speed(quick: bool, threads: int, tmp: Path) -> dict[str, Any]:
+    """Ours (BESO's window, and our recipe's chunks) against BESO's code (bench/beso_reference.py
+    in its scratch venv), in lockstep: ``rounds`` rounds of one measurement each, the first of a
+    round alternating between the two."""
+    import statistics
+
+    from beso_reference import REF, VENV, find_reference, measure_beso, venv_python
+
+    b = SPEED["quick" if quick else "full"]
+    out: dict[str, Any] = {"budget": b, "threads": threads, "setup": SPEED_SETUP, "beso": [],
+                           **{f"ours_{k}": [] for k in SHAPES}}
+    for r in range(b["rounds"]):
+        for who in (["ours", "beso"] if r % 2 == 0 else ["beso", "ours"]):
+            if who == "ours":
+                for name, shape in SHAPES.items():
+                    out[f"ours_{name}"].append(_our_speed(b, shape, threads, tmp))
+                continue
+            ref = measure_beso(steps=b["steps"], warmup=b["warmup"], threads=threads, batch=b["batch"],
+                               decisions=b["decisions"], seed=r)
+            if ref is None:
+                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
+                    find_reference() is None)
+                out["beso_missing"] = f"BESO's reference is missing ({' and '.join(absent)})"
+                continue
+            out["beso"].append(ref)
+        print(f"[speed] round {r}: train step ours {out['ours_same'][-1]['train_step_s']:.3f} s, BESO "
+              f"{out['beso'][-1]['train_step_s'] if out['beso'] else float('nan'):.3f} s; decision ours "
+              f"{out['ours_same'][-1]['decision_s'] * 1e3:.1f} ms, BESO "
+              f"{out['beso'][-1]['decision_s'] * 1e3 if out['beso'] else float('nan'):.1f} ms", file=sys.stderr,
+              flush=True)
+        if "beso_missing" in out:
+            break
+    med = {who: {k: statistics.median(r[k] for r in out[who]) for k in ("train_step_s", "decision_s")}
+           for who in ("beso", "ours_same", "ours_recipe") if out[who]}
+    for who in ("ours_same", "ours_recipe"):
+        per_action = med[who]["decision_s"] / out[who][0]["actions_per_decision"]
+        med[who]["action_s"] = per_action
+        if "beso" in med:
+            med[who]["ratio"] = {k: med[who][k] / med["beso"][k] for k in ("train_step_s", "decision_s")}
+            med[who]["ratio"]["action_s"] = per_action / med["beso"]["decision_s"]
+    out["summary"] = med
+    return out
+
+
+def _speed_section(r: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    """The report's section on speed against BESO's own code."""
+    b = r["budget"]
+    lines = ["## Speed against BESO's own code", "",
+             f"Command: `{env['command']}` at commit `{env['commit'][:7]}`, {env['date']} (once before it: "
+             f"`{r['setup']}`, which exports BESO into /tmp/beso_ref and makes the venv /tmp/beso_venv with the "
+             "project's torch 2.13.0; see `bench/beso_reference.py`).", ""]
+    if not r["beso"]:
+        return [*lines, f"Not measured: {r.get('beso_missing', 'no BESO measurement')}.", ""]
+    ref, same, rec = r["beso"][0], r["ours_same"][0], r["ours_recipe"][0]
+    s = r["summary"]
+    m = ref["model"]
+    lines += [
+        f"BESO commit {ref['commit'][:12]}: its `BesoAgent` built by hydra from its block-push configuration "
+        f"(DiffusionGPT {m['width']} wide, {m['layers']} layers, {m['heads']} heads, window {m['window']}: "
+        f"{m['tokens']} tokens; one action per decision). Ours: the `blocks_beso` recipe at the same width, depth and "
+        f"heads, with BESO's window (5 observations, 5 actions, one executed: {same['tokens']} tokens) and with the "
+        f"recipe's chunks ({rec['obs_steps']} observations, {rec['horizon']} actions, "
+        f"{rec['actions_per_decision']} executed: {rec['tokens']} tokens). {r['threads']} thread(s), "
+        f"{b['rounds']} round(s) in lockstep, the first of a round alternating. Training: batch {b['batch']} "
+        f"(BESO's block-push `train_batch_size` is 1024), {b['warmup']} untimed steps, then the median of "
+        f"{b['steps']} (ours: `polydiff.train`, batch start to batch start; BESO: `BesoAgent.train_step`). "
+        "A decision: one robot's 3 DDIM steps without goal guidance (BESO: `BesoAgent.predict`, with its "
+        f"observation and action queues full; ours: `Policy.sample_chunks`), the median of {b['decisions']}.", "",
+        "| | parameters | training step (s) | decision (ms) | actions per decision | ms per executed action |",
+        "|---|---|---|---|---|---|",
+        f"| BESO (own code) | {ref['params']:,} | {s['beso']['train_step_s']:.3f} | "
+        f"{s['beso']['decision_s'] * 1e3:.1f} | 1 | {s['beso']['decision_s'] * 1e3:.1f} |"]
+    for key, label in (("ours_same", "polydiff, BESO's window"), ("ours_recipe", "polydiff, recipe's chunks")):
+        o, q = r[key][0], s[key]
+        rt = q["ratio"]
+        lines.append(f"| {label} | {o['params']:,} | {q['train_step_s']:.3f} ({rt['train_step_s']:.2f}x) | "
+                     f"{q['decision_s'] * 1e3:.1f} ({rt['decision_s']:.2f}x) | {o['actions_per_decision']} | "
+                     f"{q['action_s'] * 1e3:.2f} ({rt['action_s']:.2f}x) |")
+    return [*lines, "", "Ratios are ours / BESO's (below 1: faster).", ""]
+
+
 def _f(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "n/a"
@@ -130,7 +269,7 @@ def markdown(res: dict[str, Any]) -> str:
         "(batch 1). NFE: network evaluations per chunk of 16 actions, 8 executed (guidance doubles the batch, "
         "not the calls).", ""]
     for env, r in res.items():
-        if env == "environment" or not isinstance(r, dict) or "beso" not in r:
+        if env in ("environment", "speed") or not isinstance(r, dict) or "beso" not in r:
             continue
         if "from" in r:
             lines += [f"## {env}", "", f"(from an earlier run: `{r['from']['command']}` at commit "
@@ -180,6 +319,9 @@ def markdown(res: dict[str, Any]) -> str:
                   f"of {rp['recorded_final_coverage_median']:.2f} and a share of "
                   f"{rp.get('recorded_success_fraction', float('nan')):.2f} reaches 0.95, so Push-T success rates at "
                   "0.95 say little; the score is the comparable number.", ""]
+    if "speed" in res:
+        sp = res["speed"]
+        lines += _speed_section(sp, sp.get("from", res["environment"]))
     lines += ["Published numbers: `../shared/REFERENCE.md` lists BESO's and Diffusion Policy's settings but no scores "
               "for these environments; reach and blocks are this project's own CPU tasks, and published Push-T scores "
               "come from GPU training for thousands of epochs, so they are not put beside these CPU-budget runs.", ""]
@@ -191,7 +333,7 @@ def _keep_others(res: dict[str, Any], envs: list[str]) -> None:
     (so two runs of different environments at once do not undo each other)."""
     old = RESULTS / "policies.json"
     prev = json.loads(old.read_text()) if old.is_file() else {}
-    for env in ("reach", "blocks", "pusht"):
+    for env in ("reach", "blocks", "pusht", "speed"):
         if env not in envs and env in prev:
             res[env] = prev[env] if "from" in prev[env] else {**prev[env], "from": prev["environment"]}
     if "pusht" not in envs and "pusht_replay" in prev:
@@ -200,7 +342,9 @@ def _keep_others(res: dict[str, Any], envs: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--envs", nargs="+", default=["reach", "blocks", "pusht"], choices=["reach", "blocks", "pusht"])
+    p.add_argument("--envs", nargs="+", default=["reach", "blocks", "pusht"],
+                   choices=["reach", "blocks", "pusht", "speed"],
+                   help="environments to run, and `speed` (against BESO's own code; not run by default)")
     p.add_argument("--steps", type=float, default=1.0, help="scale of the recipes' training steps (default 1)")
     p.add_argument("--rollouts", type=int, default=60, help="rollouts per evaluation (default 60)")
     p.add_argument("--quick", action="store_true", help="tiny runs (a smoke test of this script)")
@@ -219,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     envs = [e for e in args.envs if e != "pusht" or (shared_dir() / "data" / "robot_pusht").is_dir()]
     with tempfile.TemporaryDirectory() as tmp:
         for env in envs:
-            res[env] = run_env(env, args, Path(tmp))
+            res[env] = speed(args.quick, args.threads, Path(tmp)) if env == "speed" else run_env(env, args, Path(tmp))
             if not args.quick:  # keep what is done if a later environment fails
                 _keep_others(res, envs)
                 write_results(RESULTS / "policies.json", RESULTS / "policies.md", res, markdown(res))
