@@ -211,6 +211,29 @@ def test_transformer_ignores_the_goal_only_where_it_is_dropped() -> None:
     assert torch.isfinite(net(nulled, t)["actions"]).all()
 
 
+def test_encoder_block_is_torchs_pre_norm_layer_and_loads_its_checkpoints() -> None:
+    """The written-out block computes what nn.TransformerEncoderLayer(norm_first, gelu) computes
+    with the same weights (outputs and input gradients), and a state dict of that layer loads."""
+    from polydiff_policies.nets import _Encoder
+
+    torch.manual_seed(0)
+    ref = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(
+        24, 4, 96, 0.0, activation="gelu", batch_first=True, norm_first=True), 2, enable_nested_tensor=False)
+    for prm in ref.parameters():  # no zero biases: every weight must land in its place
+        torch.nn.init.normal_(prm, std=0.2)
+    ours = _Encoder(24, 4, 96, 0.0, 2)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    for mode in (True, False):  # training (no dropout) and the fast inference path of torch's layer
+        ref.train(mode)
+        ours.train(mode)
+        want, got = ref(x), ours(x)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    (g_ref,) = torch.autograd.grad(ref.train()(x).square().sum(), x)
+    (g_ours,) = torch.autograd.grad(ours.train()(x).square().sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-4, rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = {"modality": "policies", "data": TINY_DATA, "model": {"name": "transformer", **TINY_NET},
