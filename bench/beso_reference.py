@@ -15,7 +15,8 @@ BESO is never copied into this repository nor installed in the project's environ
 exports the agent, network and configuration files of a bare git mirror of the repository
 (``$BESO_MIRROR``, default ``/work/.mirror/intuitive-robots+beso/repo``; any ``git clone --bare`` of it
 will do) into a scratch folder outside the project (``/tmp/beso_ref`` or ``$BESO_REF``; the commit
-goes to ``.beso_commit``) and makes a scratch venv (``/tmp/beso_venv`` or ``$BESO_VENV``) with the
+goes to ``.beso_commit``; a partial mirror may lack the environments' data blobs, which git names
+on stderr and which are not needed) and makes a scratch venv (``/tmp/beso_venv`` or ``$BESO_VENV``) with the
 project's torch 2.13.0 (pinned by ``constraints.txt``) and what the modules used here import:
 hydra-core, omegaconf, einops, tqdm, numpy, scipy, torchsde, torchdiffeq and matplotlib (BESO has
 no requirements file; its ``install.sh`` builds a conda environment). The environments and data
