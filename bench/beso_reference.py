@@ -84,20 +84,9 @@ def find_reference() -> Path | None:
 def export_reference(mirror: Path = MIRROR, dest: Path = REF) -> Path:
     """Export BESO's agents, networks and configurations from a bare mirror into ``dest`` (the
     environments and their data are not needed)."""
-    git = ["git", f"--git-dir={mirror}"]
-    if not (mirror / "HEAD").is_file():
-        sys.exit(f"no BESO git mirror at {mirror}. Get one with `git clone --bare "
-                 f"https://github.com/intuitive-robots/beso {mirror}` (or the session's fetch tool: source "
-                 f"github:intuitive-robots/beso), or set BESO_MIRROR to it; then run `python {Path(__file__).name} "
-                 "--setup` again.")
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.Popen([*git, "archive", "--format=tar", "HEAD", "--", *EXPORT], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
-        sys.exit(f"git archive of {mirror} failed ({archive.returncode})")
-    (dest / ".beso_commit").write_text(commit + "\n")
-    print(f"{dest}: BESO {commit}", file=sys.stderr)
+    from common import export_mirror
+
+    export_mirror(mirror, dest, "intuitive-robots/beso", ".beso_commit", "BESO_MIRROR", Path(__file__).name, EXPORT)
     return dest
 
 

@@ -142,6 +142,28 @@ def batch_clock() -> Any:
     return BatchClock()
 
 
+def export_mirror(mirror: Path, dest: Path, repo: str, marker: str, env: str, script: str,
+                  paths: tuple[str, ...] = ()) -> str:
+    """Export the HEAD tree (or only ``paths``) of a bare git mirror of ``github.com/<repo>`` into
+    ``dest`` and write its commit to ``dest/<marker>``; returns the commit. A missing mirror ends
+    the program with how to get one (``env``: the variable that points to it; ``script``: the
+    reference script to rerun)."""
+    git = ["git", f"--git-dir={mirror}"]
+    if not (mirror / "HEAD").is_file():
+        sys.exit(f"no git mirror of {repo} at {mirror}. Get one with `git clone --bare https://github.com/{repo} "
+                 f"{mirror}` (or the session's fetch tool: source github:{repo}), or set {env} to it; then run "
+                 f"`python bench/{script} --setup` again.")
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen([*git, "archive", "--format=tar", "HEAD", "--", *paths], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        sys.exit(f"git archive of {mirror} failed ({archive.returncode})")
+    (dest / marker).write_text(commit + "\n")
+    print(f"{dest}: {repo} {commit}", file=sys.stderr)
+    return commit
+
+
 def scratch_venv(venv: Path, check: str, packages: list[str], no_deps: list[str] | None = None,
                  verbose: bool = True) -> Path:
     """The interpreter of a reference implementation's scratch venv outside the project, created

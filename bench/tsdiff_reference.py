@@ -95,20 +95,10 @@ def find_reference() -> Path | None:
 
 def export_reference(mirror: Path = MIRROR, dest: Path = REF) -> Path:
     """Export the HEAD tree of a bare mirror of TSDiff's repository into ``dest``."""
-    git = ["git", f"--git-dir={mirror}"]
-    if not (mirror / "HEAD").is_file():
-        sys.exit(f"no TSDiff git mirror at {mirror}. Get one with `git clone --bare "
-                 f"https://github.com/amazon-science/unconditional-time-series-diffusion {mirror}` (or the session's "
-                 "fetch tool: source github:amazon-science/unconditional-time-series-diffusion), or set TSDIFF_MIRROR "
-                 f"to it; then run `python {Path(__file__).name} --setup` again.")
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.Popen([*git, "archive", "--format=tar", "HEAD"], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
-        sys.exit(f"git archive of {mirror} failed ({archive.returncode})")
-    (dest / ".tsdiff_commit").write_text(commit + "\n")
-    print(f"{dest}: TSDiff {commit}", file=sys.stderr)
+    from common import export_mirror
+
+    export_mirror(mirror, dest, "amazon-science/unconditional-time-series-diffusion", ".tsdiff_commit",
+                  "TSDIFF_MIRROR", Path(__file__).name)
     return dest
 
 
