@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -106,13 +105,10 @@ def measure_beso(steps: int = 10, warmup: int = 2, threads: int = 1, batch: int 
     py, ref = venv_python(), find_reference()
     if not py.exists() or ref is None:
         return None
-    cmd = [str(py), str(Path(__file__).resolve()), "--steps", str(steps), "--warmup", str(warmup), "--threads",
-           str(threads), "--batch", str(batch), "--decisions", str(decisions), "--seed", str(seed)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ref)
-    if proc.returncode != 0:
-        raise RuntimeError(f"beso_reference failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from common import run_worker
+
+    opts = dict(steps=steps, warmup=warmup, threads=threads, batch=batch, decisions=decisions, seed=seed)
+    return run_worker(py, str(Path(__file__).resolve()), opts, timeout, ref)
 
 
 # ---------------------------------------------------------------------------------------------- worker

@@ -164,6 +164,21 @@ def export_mirror(mirror: Path, dest: Path, repo: str, marker: str, env: str, sc
     return commit
 
 
+def run_worker(py: Path, script: str, options: dict[str, Any], timeout: float, cwd: Path | None = None) -> Any:
+    """Run a reference script's worker, ``py script --key value ...`` (``options``, underscores as
+    dashes; ``threads`` also sets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``), in ``cwd``, and
+    return the JSON of its last output line; a failing worker raises with the end of its stderr."""
+    cmd = [str(py), script]
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    threads = str(options["threads"])
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def scratch_venv(venv: Path, check: str, packages: list[str], no_deps: list[str] | None = None,
                  verbose: bool = True) -> Path:
     """The interpreter of a reference implementation's scratch venv outside the project, created

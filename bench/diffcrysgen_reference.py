@@ -78,7 +78,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,14 +109,11 @@ def measure_diffcrysgen(steps: int = 10, batch: int = 64, threads: int = 2, samp
     py = venv_python()
     if not py.exists():
         return None
-    cmd = [str(py), str(Path(__file__).resolve()), "--steps", str(steps), "--batch", str(batch), "--threads",
-           str(threads), "--sample-steps", str(sample_steps), "--num", str(num), "--warmup", str(warmup),
-           "--seed", str(seed)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"diffcrysgen_reference failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from common import run_worker
+
+    opts = dict(steps=steps, batch=batch, threads=threads, sample_steps=sample_steps, num=num, warmup=warmup,
+                seed=seed)
+    return run_worker(py, str(Path(__file__).resolve()), opts, timeout, None)
 
 
 def _sync(torch: Any, device: Any) -> None:

@@ -184,14 +184,11 @@ def measure_gdss(steps: int = 10, warmup: int = 2, threads: int = 2, sample_step
     py, ref = venv_python(), find_reference()
     if not py.exists() or ref is None:
         return None
-    cmd = [str(py), str(Path(__file__).resolve()), "--steps", str(steps), "--warmup", str(warmup), "--threads",
-           str(threads), "--sample-steps", str(sample_steps), "--num", str(num), "--predictor", predictor,
-           "--seed", str(seed), "--sample-repeats", str(sample_repeats)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ref)
-    if proc.returncode != 0:
-        raise RuntimeError(f"gdss_reference failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from common import run_worker
+
+    opts = dict(steps=steps, warmup=warmup, threads=threads, sample_steps=sample_steps, num=num,
+                predictor=predictor, seed=seed, sample_repeats=sample_repeats)
+    return run_worker(py, str(Path(__file__).resolve()), opts, timeout, ref)
 
 
 # ---------------------------------------------------------------------------------------------- worker

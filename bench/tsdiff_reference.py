@@ -64,7 +64,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,14 +118,11 @@ def measure_tsdiff(steps: int = 10, warmup: int = 2, threads: int = 1, batch: in
     py, ref = venv_python(), find_reference()
     if not py.exists() or ref is None:
         return None
-    cmd = [str(py), str(Path(__file__).resolve()), "--steps", str(steps), "--warmup", str(warmup), "--threads",
-           str(threads), "--batch", str(batch), "--num", str(num), "--series", str(series), "--num-samples",
-           str(num_samples), "--sample-repeats", str(sample_repeats), "--seed", str(seed)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ref)
-    if proc.returncode != 0:
-        raise RuntimeError(f"tsdiff_reference failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from common import run_worker
+
+    opts = dict(steps=steps, warmup=warmup, threads=threads, batch=batch, num=num, series=series,
+                num_samples=num_samples, sample_repeats=sample_repeats, seed=seed)
+    return run_worker(py, str(Path(__file__).resolve()), opts, timeout, ref)
 
 
 # ---------------------------------------------------------------------------------------------- worker
