@@ -41,9 +41,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, command_line, environment, header, publish, write_results
+from common import RESULTS, ROOT, command_line, environment, header, publish, write_results
 
 import polydiff
+
+SECTIONS = ("shakespeare", "smiles", "speed")
 
 
 def log(msg: str) -> None:
@@ -162,6 +164,184 @@ def smiles(minutes: float, quick: bool, work: Path) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# speed against MDLM's own code
+# ---------------------------------------------------------------------------------------------
+
+SPEED_SETUP = "python bench/mdlm_reference.py --setup"
+SPEED_BUDGETS = {
+    "full": {"rounds": 2, "steps": 10, "warmup": 2, "batch": 32, "num": 16, "sample_steps": [128, 256],
+             "default_steps": 128, "sample_repeats": 2, "threads": 1},
+    "quick": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 8, "num": 2, "sample_steps": [16],
+              "default_steps": 16, "sample_repeats": 1, "threads": 1},
+}
+
+
+def _our_mdlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """``text:shakespeare_mdlm`` (dropout 0, as MDLM's side): ``polydiff.train`` for ``warmup +
+    steps + 1`` steps (batch start to batch start; the last, which writes the checkpoint, left out),
+    then ancestral sampling with the cache at each of ``sample_steps`` and the recipe's default
+    sampler (first hitting, one network call per token), ``num`` sequences per call."""
+    import itertools
+    import statistics
+
+    from common import batch_clock
+
+    total = b["warmup"] + b["steps"] + 1
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        run = polydiff.train(ROOT / "configs" / "text" / "shakespeare_mdlm.yaml", work / "mdlm_speed", fresh=True,
+                             verbose=False, callbacks=[clock],
+                             overrides=[f"train.max_steps={total}", f"train.batch_size={b['batch']}",
+                                        f"train.threads={b['threads']}", "train.checkpoint_every=1000000",
+                                        "train.progress=false", "train.logger=none", "model.dropout=0.0"])
+        gen = polydiff.load(run.checkpoint)
+        calls = [0, 0]
+
+        def count(mod: Any, args: Any, out: Any) -> None:
+            calls[0] += 1
+            calls[1] += len(args[0]["tokens"])
+
+        hook = gen.net.register_forward_hook(count)
+        sampling = []
+        try:
+            for sampler, steps in [*(("ancestral", s) for s in b["sample_steps"]), ("first_hitting", None)]:
+                wall, cpu, nfe, rows = [], [], [], []
+                for rep in range(b["sample_repeats"] + 1):
+                    calls[:] = [0, 0]
+                    opts = {} if steps is None else {"steps": steps}
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    gen.generate(b["num"], sampler=sampler, seed=rep, progress=False, **opts)
+                    if rep:
+                        wall.append(time.perf_counter() - t0)
+                        cpu.append(time.process_time() - c0)
+                        nfe.append(calls[0])
+                        rows.append(calls[1])
+                sampling.append({"sampler": sampler, "steps": steps, "seconds": statistics.median(wall),
+                                 "seconds_all": wall, "cpu_all": cpu, "network_calls": statistics.median(nfe),
+                                 "rows_per_sequence": statistics.median(rows) / b["num"]})
+        finally:
+            hook.remove()
+    finally:
+        torch.set_num_threads(before)
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
+            "final_loss": run.metrics.get("train/loss"), "sample": sampling, "params": params(gen.net),
+            "vocab": int(gen.modality.tokenizer(gen.info).vocab_size), "length": int(gen.info["length"])}
+
+
+def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training step and sampling, polydiff against MDLM's own code (bench/mdlm_reference.py in its
+    scratch venv), in lockstep: ``rounds`` rounds of one measurement each, the first of a round
+    alternating between the two."""
+    import statistics
+
+    from mdlm_reference import REF, VENV, find_reference, measure_mdlm, venv_python
+
+    out: dict[str, Any] = {"ours": [], "mdlm": [], "order": [], "setup": SPEED_SETUP}
+    for r in range(b["rounds"]):
+        order = ["ours", "mdlm"] if r % 2 == 0 else ["mdlm", "ours"]
+        for who in order:
+            if who == "ours":
+                log(f"speed round {r}: ours")
+                out["ours"].append(_our_mdlm_speed(b, work))
+                continue
+            log(f"speed round {r}: MDLM's code")
+            o = out["ours"][0]  # round 0 runs ours first: MDLM gets our recipe's vocabulary and length
+            ref = measure_mdlm(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
+                               length=o["length"], vocab=o["vocab"], num=b["num"],
+                               sample_steps=tuple(b["sample_steps"]), sample_repeats=b["sample_repeats"], seed=r)
+            if ref is None:
+                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
+                    find_reference() is None)
+                out["mdlm_missing"] = f"MDLM's reference is missing ({' and '.join(absent)})"
+                continue
+            out["mdlm"].append(ref)
+        out["order"].append(order)
+        if "mdlm_missing" in out:
+            log(f"  {out['mdlm_missing']}: run {SPEED_SETUP}")
+            break
+    out["summary"] = {}
+    rows = [("train_step_s", "train_step_s", "train_step_s")]
+    rows += [(f"ancestral_{s}", ("ancestral", s), s) for s in b["sample_steps"]]
+    rows += [("default", ("first_hitting", None), b["default_steps"])]
+
+    def pick(run: dict[str, Any], key: Any, ref_side: bool) -> float:
+        if key == "train_step_s":
+            return run["train_step_s"]
+        if ref_side:
+            return next(x["seconds"] for x in run["sample"] if x["steps"] == key)
+        return next(x["seconds"] for x in run["sample"] if (x["sampler"], x["steps"]) == key)
+
+    for name, our_key, ref_key in rows:
+        ours = statistics.median(pick(x, our_key, False) for x in out["ours"])
+        ref = statistics.median(pick(x, ref_key, True) for x in out["mdlm"]) if out["mdlm"] else None
+        ratio = ours / ref if ref else None
+        out["summary"][name] = {"ours": ours, "mdlm": ref, "mdlm_steps": None if name == "train_step_s" else ref_key,
+                                "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
+    return out
+
+
+def speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against MDLM's own code."""
+    b = r["budget"]
+    lines = ["## Speed against MDLM's own code", "",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports MDLM into /tmp/mdlm_ref and "
+             "makes the venv /tmp/mdlm_venv with the project's torch 2.13.0 and MDLM's pins; see "
+             "`bench/mdlm_reference.py`).", ""]
+    if not r["mdlm"]:
+        return [*lines, f"Not measured: {r.get('mdlm_missing', 'no MDLM measurement')}.", ""]
+    m0, o0, env = r["mdlm"][0], r["ours"][0], r["environment"]
+    own = m0.get("config_default_steps")
+    default = (f"default, {b['default_steps']} steps (`sampling.steps` in its config.yaml)" if own == b["default_steps"]
+               else f"sampler at {b['default_steps']} steps (this budget's; its default is {own})")
+    lines += [
+        f"Run {r['date']} at polydiff commit {r['commit']}; MDLM commit {m0['commit'][:12]} (lightning "
+        f"{m0['versions']['lightning']}, transformers {m0['versions']['transformers']}). {env['cpus']} CPUs, "
+        f"{b['threads']} thread(s); {len(r['ours'])} round(s) in lockstep, each one measurement of each side, the "
+        "first of a round alternating.", "",
+        f"MDLM's `Diffusion` module with the values of its `configs/config.yaml` (SUBS, continuous time, no time "
+        f"conditioning, log-linear noise, AdamW, clipping 1.0, EMA) and its DIT at our recipe's size: width "
+        f"{m0['model']['hidden']}, {m0['model']['blocks']} blocks, {m0['model']['heads']} heads, MLP ratio 4, "
+        f"dropout 0, {m0['model']['length']} tokens over {m0['model']['vocab']} tokens plus the mask. "
+        "Its DIT carries adaLN modulation (conditioning width = width) even without time conditioning, hence its "
+        "larger parameter count; that work is per sequence, not per token. **MDLM's network imports flash-attn "
+        "(CUDA only): its two calls (rotary embedding of queries and keys, packed attention over equal-length "
+        "sequences) are replaced by PyTorch equivalents (`scaled_dot_product_attention`, as our network calls)**, "
+        "and its generative-perplexity tokenizer (downloaded from the Hugging Face hub) is not loaded; the rest is "
+        "MDLM's code, unmodified.", "",
+        f"Training: batch {b['batch']}; {b['warmup']} untimed steps, then the median of {b['steps']} (ours: "
+        "`polydiff.train` on `text:shakespeare_mdlm` with dropout 0, batch start to batch start, with data loading, "
+        "EMA and logging; MDLM: its `training_step`, backward, clipping, AdamW, scheduler and EMA update, without "
+        f"Lightning's trainer loop). Sampling: {b['num']} sequences per call, the median of {b['sample_repeats']} "
+        "calls after an untimed one. Same settings: our ancestral sampler against MDLM's `ddpm_cache` predictor (its "
+        "default), at equal steps; both reuse the network's output when nothing changed, ours per sequence, MDLM's "
+        "only when no sequence of the batch changed. Default against default: our recipe's first-hitting sampler "
+        f"(exact in law, one network call per token) against MDLM's {default}.", "",
+        "| | polydiff | MDLM (own code) | ours / MDLM | at most the reference's |", "|---|---|---|---|---|",
+        f"| parameters | {o0['params']:,} | {m0['params']:,} | | |"]
+    names = {"train_step_s": f"training step (s, batch {b['batch']})"}
+    for s in b["sample_steps"]:
+        names[f"ancestral_{s}"] = f"sampling, {s} steps (s per call; ours ancestral, MDLM ddpm_cache)"
+    names["default"] = (f"sampling, default against default (s per call; ours first hitting, MDLM "
+                        f"{b['default_steps']} steps)")
+    for key, name in names.items():
+        v = r["summary"][key]
+        lines.append(f"| {name} | {v['ours']:.3f} | {v['mdlm']:.3f} | {v['ratio']:.2f}x | "
+                     f"{'yes' if v['at_most'] else 'no'} |")
+    lines += ["", "Network rows per sequence (sequences the network processed per generated sequence, median):", "",
+              "| sampler | steps | polydiff | MDLM |", "|---|---|---|---|"]
+    for x in o0["sample"]:
+        ref = next(y for y in m0["sample"] if y["steps"] == (x["steps"] or b["default_steps"]))
+        label = "first hitting (ours) / ddpm_cache (MDLM)" if x["steps"] is None else "ancestral / ddpm_cache"
+        steps = f"{o0['length']} / {ref['steps']}" if x["steps"] is None else str(x["steps"])
+        lines.append(f"| {label} | {steps} | {x['rows_per_sequence']:.0f} | {ref['rows_per_sequence']:.0f} |")
+    return [*lines, ""]
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = header("Text: masked diffusion against autoregression, first-hitting sampling, SMILES",
                    res["environment"])
@@ -197,10 +377,9 @@ def markdown(res: dict[str, Any]) -> str:
                   "faster than ancestral sampling (Zheng et al.; against uncached ancestral sampling with many "
                   "more steps than tokens).", ""]
         fhs64 = next(r for r in s["samplers"] if r["sampler"] == "first_hitting")
-        lines += [f"Speed against the in-project baseline (MDLM's reference code imports flash-attn, which needs a "
-                  f"GPU, so it does not run here): first-hitting sampling of 256 characters takes "
-                  f"{fhs64['seconds'] / ar_s['seconds']:.2f}x the AR baseline's time (same size, both "
-                  "with their network calls on the CPU).", ""]
+        lines += [f"Speed against the in-project baseline: first-hitting sampling of 256 characters takes "
+                  f"{fhs64['seconds'] / ar_s['seconds']:.2f}x the AR baseline's time (same size, both with their "
+                  "network calls on the CPU). Against MDLM's own code: *Speed against MDLM's own code* below.", ""]
         fhs = [r for r in s["samplers"] if r["sampler"] == "first_hitting"]
         if len(fhs) == 2:
             lines += [f"float64 vs float32 draws (FHS): entropy {fhs[0]['entropy']:.3f} vs {fhs[1]['entropy']:.3f} "
@@ -229,6 +408,8 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['params']:,} | {r['steps']} | {r['validity']:.3f} | {r['uniqueness']:.3f} | "
                          f"{r['novelty']:.3f} | {r['sampling_seconds']:.1f} |")
         lines.append("")
+    if res.get("speed"):
+        lines += speed_section(res["speed"])
     return "\n".join(lines)
 
 
@@ -237,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=6.0, help="Shakespeare training minutes per model (default 6)")
     p.add_argument("--smiles-minutes", type=float, default=3.0, help="SMILES training minutes per model (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: less data, fewer samples")
-    p.add_argument("--skip", action="append", default=[], choices=["shakespeare", "smiles"])
+    p.add_argument("--skip", action="append", default=[], choices=SECTIONS,
+                   help="a section not to run (repeatable); its results are kept from the previous report")
     p.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the markdown report of a results file")
     args = p.parse_args(argv)
     if args.render is not None:
@@ -247,13 +429,27 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         return 0
     torch.set_num_threads(2)
-    res: dict[str, Any] = {"environment": environment(command_line("text.py", argv))}
+    command = command_line("text.py", argv)
+    res: dict[str, Any] = {"environment": environment(command)}
     with tempfile.TemporaryDirectory() as tmp:
         if "shakespeare" not in args.skip:
             res["shakespeare"] = shakespeare(args.minutes, args.quick, Path(tmp))
         if "smiles" not in args.skip:
             res["smiles"] = smiles(args.smiles_minutes, args.quick, Path(tmp))
-    publish("text_quick" if args.quick else "text", res, markdown(res))
+        if "speed" not in args.skip:  # last, alone on the machine
+            b = SPEED_BUDGETS["quick" if args.quick else "full"]
+            res["speed"] = {**speed(b, Path(tmp)), "budget": b, "command": command,
+                            "environment": res["environment"], "commit": res["environment"]["commit"],
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    stem = "text_quick" if args.quick else "text"
+    previous_path = RESULTS / f"{stem}.json"
+    if args.skip and previous_path.is_file():  # skipped sections keep their previous results
+        previous = json.loads(previous_path.read_text())
+        if set(SECTIONS) - set(args.skip) <= {"speed"}:  # only the speed section ran: the header stays
+            res = {**previous, **{k: v for k, v in res.items() if k == "speed"}}
+        else:
+            res.update({k: v for k, v in previous.items() if k in args.skip})
+    publish(stem, res, markdown(res))
     return 0
 
 
