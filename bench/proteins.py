@@ -19,7 +19,11 @@ positions and generates CA positions only) with the CPU budget below (``--steps`
 - motif scaffolding: an ideal helix motif and a motif from a shared PDB file, 20 samples each:
   motif RMSD (N, CA, C after superposition), the share within 0.5 A, scaffold diversity.
 
-    python bench/proteins.py [--steps 1500] [--batch 6] [--runs DIR] [--per-length 8] [--quick]
+- speed against FrameFlow's own code (``bench/frameflow_reference.py``, its scratch venv) at our
+  recipe's widths: a training step and 100-step sampling, interleaved in one run. Alone:
+  ``--parts speed`` (the other results are kept from the previous report).
+
+    python bench/proteins.py [--steps 1500] [--batch 6] [--runs DIR] [--per-length 8] [--quick] [--parts main,speed]
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish
+from common import RESULTS, command_line, environment, header, publish
 
 import polydiff
 from polydiff.plugin import shared_dir
@@ -224,6 +228,143 @@ def motifs(ckpt: str, num: int) -> dict[str, Any]:
     return out
 
 
+SPEED_SETUP = "python bench/frameflow_reference.py --setup"
+SPEED_BUDGETS = {"full": {"rounds": 3, "steps": 10, "warmup": 2, "batch": 6, "length": 100, "num": 4,
+                          "sample_repeats": 2, "threads": 1, "equal_params_blocks": 8},
+                 "quick": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 2, "length": 24, "num": 1,
+                           "sample_repeats": 1, "threads": 1, "equal_params_blocks": 8}}
+SPEED_KEYS = ("train_step_s", "sample_s")
+
+
+def _our_frames_speed(b: dict[str, Any], work: Path, blocks: int | None = None) -> dict[str, Any]:
+    """``proteins:frames`` (with ``blocks`` IPA blocks instead of the recipe's, when given) on
+    backbones of ``length`` residues: ``polydiff.train`` for ``warmup + steps + 1`` steps (batch
+    start to batch start; the last, which writes the checkpoint, left out), then the recipe's
+    sampler (Euler, 100 steps) for ``num`` backbones in one batch."""
+    import itertools
+    import statistics
+
+    from common import batch_clock
+
+    cfg = recipe("frames", b["warmup"] + b["steps"] + 1, b["batch"], False)
+    cfg["data"].update(n=64, test=8, min_length=b["length"], max_length=b["length"])
+    if blocks is not None:
+        cfg["model"]["blocks"] = blocks
+    cfg["train"].update(threads=b["threads"], checkpoint_every=1_000_000, logger="none")
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        run = polydiff.train(cfg, work / "frames_speed", fresh=True, callbacks=[clock], verbose=False)
+        gen = polydiff.load(run.checkpoint)
+        lengths = {"length": [b["length"]] * b["num"]}
+        wall, cpu = [], []
+        for rep in range(b["sample_repeats"] + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            gen.generate(b["num"], seed=rep, condition=lengths, batch_size=b["num"], progress=False)
+            if rep:
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+    finally:
+        torch.set_num_threads(before)
+    steps = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    steps_cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {"train_step_s": statistics.median(steps), "train_step_s_all": steps, "train_step_cpu_s_all": steps_cpu,
+            "final_loss": run.metrics.get("train/loss"), "sample_s": statistics.median(wall), "sample_s_all": wall,
+            "sample_cpu_s_all": cpu, "sample_steps": int(gen.config.sample.steps),
+            "blocks": int(cfg["model"]["blocks"]), "params": sum(p.numel() for p in gen.net.parameters())}
+
+
+def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training step and sampling, polydiff against FrameFlow's own code (bench/frameflow_reference.py
+    in its scratch venv), in lockstep: ``rounds`` rounds of one measurement each, the first of a
+    round alternating between the two."""
+    import statistics
+
+    from frameflow_reference import REF, VENV, find_reference, measure_frameflow, venv_python
+
+    out: dict[str, Any] = {"ours": [], "ours_equal_params": [], "frameflow": [], "order": [], "setup": SPEED_SETUP}
+    for r in range(b["rounds"]):
+        order = ["ours", "ours_equal_params", "frameflow"]
+        order = order if r % 2 == 0 else order[::-1]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_frames_speed(b, work))
+                continue
+            if who == "ours_equal_params":
+                out[who].append(_our_frames_speed(b, work, blocks=b["equal_params_blocks"]))
+                continue
+            ref = measure_frameflow(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
+                                    length=b["length"], num=b["num"], sample_repeats=b["sample_repeats"], seed=r)
+            if ref is None:
+                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
+                    find_reference() is None)
+                out["frameflow_missing"] = f"FrameFlow's reference is missing ({' and '.join(absent)})"
+                continue
+            out["frameflow"].append(ref)
+        out["order"].append(order)
+        last = {who: out[who][-1] if out[who] else {} for who in ("ours", "frameflow")}
+        print(f"[proteins] speed round {r}: " + "; ".join(
+            f"{k} ours {last['ours'][k]:.3f} s, FrameFlow {last['frameflow'].get(k, float('nan')):.3f} s"
+            for k in SPEED_KEYS), file=sys.stderr, flush=True)
+        if "frameflow_missing" in out:
+            print(f"[proteins] {out['frameflow_missing']}: run {SPEED_SETUP}", file=sys.stderr)
+            break
+    out["summary"] = {}
+    for who in ("ours", "ours_equal_params"):
+        for key in SPEED_KEYS:
+            ours = statistics.median(x[key] for x in out[who])
+            ref = statistics.median(x[key] for x in out["frameflow"]) if out["frameflow"] else None
+            ratio = ours / ref if ref else None
+            out["summary"][f"{who}/{key}"] = {"ours": ours, "frameflow": ref, "ratio": ratio,
+                                              "at_most": None if ratio is None else ratio <= 1.0}
+    return out
+
+
+def speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against FrameFlow's own code."""
+    b = r["budget"]
+    lines = ["## Speed against FrameFlow's own code", "",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports FrameFlow into "
+             "/tmp/frameflow_ref and makes the venv /tmp/frameflow_venv with the project's torch 2.13.0 and the pins "
+             "of its fm.yml; see `bench/frameflow_reference.py`).", ""]
+    if not r["frameflow"]:
+        return [*lines, f"Not measured: {r.get('frameflow_missing', 'no FrameFlow measurement')}.", ""]
+    f0, o0, env = r["frameflow"][0], r["ours"][0], r["environment"]
+    lines += [
+        f"Run {r['date']} at polydiff commit {r['commit']}; FrameFlow commit {f0['commit'][:12]} (pytorch-lightning "
+        f"{f0['versions']['pytorch_lightning']}). {env['cpus']} CPUs, {b['threads']} thread(s); {len(r['ours'])} "
+        "round(s) in lockstep, each one measurement of each side, the first of a round alternating.", "",
+        "FrameFlow's `FlowModule` with the values of its `configs/base.yaml` (exponential rotation schedule, rate "
+        "10; self-conditioning; AdamW) and its `FlowModel` at the widths of our `proteins:frames` recipe (node 64, "
+        "edge 32, 4 blocks, 4 IPA heads of 16 channels, 4 query/key and 8 value points). FrameFlow's repository "
+        "carries its own copy of OpenFold's Python code, which runs on a CPU as is; `torch_scatter` (a compiled "
+        "extension, for a helper not called here) and `wandb` (logging) are stand-in modules. **Equal widths are "
+        "not equal work: each FrameFlow block adds a 2-layer sequence transformer and an edge transition that our "
+        f"block does not have. So ours also runs with {b['equal_params_blocks']} blocks at the same widths, which "
+        "gives it FrameFlow's parameter count** (parameters below).", "",
+        f"Training: batch {b['batch']} backbones of {b['length']} residues; {b['warmup']} untimed steps, then the "
+        f"median of {b['steps']} (ours: `polydiff.train`, batch start to batch start, with data loading, EMA and "
+        "logging; FrameFlow: its `training_step` (corruption, self-conditioning, model, losses), backward and "
+        f"AdamW, without Lightning's trainer loop). Sampling: {b['num']} backbones of {b['length']} residues in one "
+        f"batch, {o0['sample_steps']} Euler steps (ours: the recipe's sampler; FrameFlow: `Interpolant.sample` with "
+        f"its {f0['sample_steps']} steps, including its conversion of the trajectory to atom37); the median of "
+        f"{b['sample_repeats']} calls after an untimed one.", "",
+        "| | polydiff | FrameFlow (own code) | ours / FrameFlow | at most the reference's |", "|---|---|---|---|---|"]
+    names = {"train_step_s": f"training step (s, batch {b['batch']} x {b['length']} residues)",
+             "sample_s": f"sampling (s per call of {b['num']} x {b['length']} residues)"}
+    for who in ("ours", "ours_equal_params"):
+        o = r[who][0]
+        label = (f"recipe's {o['blocks']} blocks" if who == "ours" else
+                 f"{o['blocks']} blocks, equal parameters")
+        lines.append(f"| **ours with the {label}**: parameters | {o['params']:,} | {f0['params']:,} | | |")
+        for key, name in names.items():
+            v = r["summary"][f"{who}/{key}"]
+            lines.append(f"| {name} | {v['ours']:.3f} | {v['frameflow']:.3f} | {v['ratio']:.2f}x | "
+                         f"{'yes' if v['at_most'] else 'no'} |")
+    return [*lines, ""]
+
+
 def render(res: dict[str, Any]) -> str:
     lines = header("Protein backbones: SE(3) frame flow matching against a CA-only baseline", res["environment"])
     tr = res["training"]
@@ -258,10 +399,7 @@ def render(res: dict[str, Any]) -> str:
     lines += ["", f"Largest length whose sampling fits in 16 GiB (quadratic fit of the added memory, plus the "
               f"process's {max(r['base_bytes'] for r in sc['memory']) / 2**20:.0f} MiB): "
               f"{'n/a' if m is None else f'about {m:,.0f} residues'}.", "",
-              "FrameFlow's own code (microsoft/protein-frame-flow) does not run here: its network imports openfold "
-              "(`pip download openfold==0.0.1` fails with 'Failed to build openfold when getting requirements to "
-              "build wheel') and torch_scatter, so speed is compared with the in-project CA baseline, as the issue "
-              "names.", ""]
+              "Against FrameFlow's own code: *Speed against FrameFlow's own code* below.", ""]
     lines += ["## Motif scaffolding (20 samples, total length 40-80)", "",
               "| motif | contig | motif RMSD mean (A) | max | within 0.5 A | scaffold mean pairwise TM | clusters |",
               "|---|---|---|---|---|---|---|"]
@@ -271,6 +409,8 @@ def render(res: dict[str, Any]) -> str:
     lines += ["", "Published (FrameFlow, Yim et al. 2023, on PDB monomers with ProteinMPNN + ESMFold, not comparable "
               "offline): designability 0.88, diversity 0.53 (pairwise TM), novelty 0.61; designability needs model "
               "weights and is left to the `Designability` hook.", ""]
+    if res.get("speed"):
+        lines += speed_section(res["speed"])
     return "\n".join(lines) + "\n"
 
 
@@ -284,12 +424,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--motif-samples", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (not a result)")
     p.add_argument("--plot", type=Path, default=Path("bench/results/proteins.png"))
+    p.add_argument("--parts", default="main,speed", help="comma list: main (training, quality, scaling, motifs), "
+                   "speed (against FrameFlow's code); parts not run keep their previous results")
     args = p.parse_args(argv)
+    parts = set(filter(None, args.parts.split(",")))
+    if not parts or parts - {"main", "speed"}:
+        p.error(f"--parts: a comma list of main and speed, got {args.parts!r}")
     torch.set_num_threads(1)
     if args.quick:
         args.steps, args.per_length, args.motif_samples = 4, 1, 2
     runs = args.runs or Path("/tmp/polydiff-bench-proteins")
-    res: dict[str, Any] = {"environment": environment(command_line("proteins.py", argv))}
+    command = command_line("proteins.py", argv)
+    res: dict[str, Any] = {"environment": environment(command)}
+    if "speed" in parts:
+        import tempfile
+
+        b = SPEED_BUDGETS["quick" if args.quick else "full"]
+        with tempfile.TemporaryDirectory() as tmp:
+            res["speed"] = {**speed(b, Path(tmp)), "budget": b, "command": command, "environment": res["environment"],
+                            "commit": res["environment"]["commit"],
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if "main" not in parts:
+        if args.quick:
+            print("\n".join(speed_section(res["speed"])))
+            return 0
+        previous = json.loads((RESULTS / "proteins.json").read_text())
+        res = {**previous, "speed": res["speed"]}  # the header stays the previous run's
+        publish("proteins", res, render(res))
+        return 0
     ckpts, res["training"] = {}, {}
     for name in ("frames", "ca"):
         ckpts[name], res["training"][name] = train(name, args, runs)
@@ -305,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     res["motifs"] = motifs(ckpts["frames"], args.motif_samples)
     if not args.quick:
         plot_scaling(res["scaling"], args.plot.with_name("proteins_scaling.png"))
+    if "speed" not in parts and (RESULTS / "proteins.json").is_file():
+        res["speed"] = json.loads((RESULTS / "proteins.json").read_text()).get("speed")
     md = render(res)
     if args.quick:
         print(md)
