@@ -58,6 +58,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from common import reference_commit  # bench/ is on the path (the script's folder)
+
 VENV = Path(os.environ.get("BESO_VENV", "/tmp/beso_venv"))
 REF = Path(os.environ.get("BESO_REF", "/tmp/beso_ref"))
 MIRROR = Path(os.environ.get("BESO_MIRROR", "/work/.mirror/intuitive-robots+beso/repo"))
@@ -199,15 +201,12 @@ def measure(steps: int, warmup: int, threads: int, batch: int, decisions: int, s
         "model": {"width": int(cfg.model.inner_model.embed_dim), "layers": int(cfg.model.inner_model.n_layers),
                   "heads": int(cfg.model.inner_model.n_heads), "window": window, "obs_dim": obs_dim,
                   "action_dim": action_dim, "tokens": 1 + int(cfg.goal_window_size) + 2 * window},
-        "steps": steps, "warmup": warmup, "threads": threads, "decisions": decisions, "commit": _commit(ref),
+        "steps": steps, "warmup": warmup, "threads": threads, "decisions": decisions,
+        "commit": reference_commit(ref, ".beso_commit"),
         "versions": {"torch": torch.__version__, "hydra": md.version("hydra-core"), "numpy": np.__version__,
                      "python": platform.python_version()},
     }
 
-
-def _commit(ref: Path) -> str | None:
-    marker = ref / ".beso_commit"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -164,6 +164,12 @@ def export_mirror(mirror: Path, dest: Path, repo: str, marker: str, env: str, sc
     return commit
 
 
+def reference_commit(ref: Path, marker: str) -> str | None:
+    """The commit :func:`export_mirror` wrote to ``ref/marker``, or None when it is missing."""
+    path = ref / marker
+    return path.read_text().strip() if path.is_file() else None
+
+
 def run_worker(py: Path, script: str, options: dict[str, Any], timeout: float, cwd: Path | None = None) -> Any:
     """Run a reference script's worker, ``py script --key value ...`` (``options``, underscores as
     dashes; ``threads`` also sets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``), in ``cwd``, and

@@ -61,6 +61,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from common import reference_commit  # bench/ is on the path (the script's folder)
+
 VENV = Path(os.environ.get("FRAMEFLOW_VENV", "/tmp/frameflow_venv"))
 REF = Path(os.environ.get("FRAMEFLOW_REF", "/tmp/frameflow_ref"))
 MIRROR = Path(os.environ.get("FRAMEFLOW_MIRROR", "/work/.mirror/microsoft+protein-frame-flow/repo"))
@@ -222,15 +224,12 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         "sample_s": statistics.median(wall), "sample_s_all": wall, "sample_cpu_s_all": proc, "num": a.num,
         "sample_steps": int(module._interpolant_cfg.sampling.num_timesteps),
         "params": sum(p.numel() for p in module.model.parameters()), "model": OUR_SIZE,
-        "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "commit": _commit(ref),
+        "steps": a.steps, "warmup": a.warmup, "threads": a.threads,
+        "commit": reference_commit(ref, ".frameflow_commit"),
         "versions": {"torch": torch.__version__, "pytorch_lightning": md.version("pytorch-lightning"),
                      "python": platform.python_version()},
     }
 
-
-def _commit(ref: Path) -> str | None:
-    marker = ref / ".frameflow_commit"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -111,6 +111,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from common import reference_commit  # bench/ is on the path (the script's folder)
+
 VENV = Path(os.environ.get("GDSS_VENV", "/tmp/gdss_venv"))
 REF = Path(os.environ.get("GDSS_REF", "/tmp/gdss_ref"))
 MIRROR = Path(os.environ.get("GDSS_MIRROR", "/work/.mirror/harryjo97+GDSS/repo"))
@@ -321,15 +323,11 @@ def measure(steps: int, warmup: int, threads: int, sample_steps: int, num: int, 
         "params": {**params, "total": params["x"] + params["adj"]},
         "steps": steps, "warmup": warmup, "threads": threads, "sample_steps": sample_steps,
         "sample_repeats": sample_repeats, "num": num,
-        "device": str(device_id), "commit": _commit(ref),
+        "device": str(device_id), "commit": reference_commit(ref, ".gdss_commit"),
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "networkx": nx.__version__,
                      "easydict": md.version("easydict"), "python": platform.python_version()},
     }
 
-
-def _commit(ref: Path) -> str | None:
-    marker = ref / ".gdss_commit"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,6 +75,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from common import reference_commit  # bench/ is on the path (the script's folder)
+
 VENV = Path(os.environ.get("MDLM_VENV", "/tmp/mdlm_venv"))
 REF = Path(os.environ.get("MDLM_REF", "/tmp/mdlm_ref"))
 MIRROR = Path(os.environ.get("MDLM_MIRROR", "/work/.mirror/kuleshov-group+mdlm/repo"))
@@ -294,15 +296,11 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         "params": sum(p.numel() for p in model.backbone.parameters()),
         "model": {"hidden": a.hidden, "blocks": a.blocks, "heads": a.heads, "cond_dim": a.hidden, "length": a.length,
                   "vocab": a.vocab, "mask_index": int(model.mask_index)},
-        "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "commit": _commit(ref),
+        "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "commit": reference_commit(ref, ".mdlm_commit"),
         "versions": {"torch": torch.__version__, "lightning": md.version("lightning"),
                      "transformers": transformers.__version__, "python": platform.python_version()},
     }
 
-
-def _commit(ref: Path) -> str | None:
-    marker = ref / ".mdlm_commit"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:

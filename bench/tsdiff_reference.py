@@ -69,6 +69,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import reference_commit  # bench/ is on the path (the script's folder)
+
 VENV = Path(os.environ.get("TSDIFF_VENV", "/tmp/tsdiff_venv"))
 REF = Path(os.environ.get("TSDIFF_REF", "/tmp/tsdiff_ref"))
 MIRROR = Path(os.environ.get("TSDIFF_MIRROR", "/work/.mirror/amazon-science+unconditional-time-series-diffusion/repo"))
@@ -212,15 +214,11 @@ def measure(steps: int, warmup: int, threads: int, batch: int, num: int, series:
         "series": series, "num_samples": num_samples, "forecast_finite": bool(torch.isfinite(forecast).all()),
         "params": sum(p.numel() for p in model.backbone.parameters()), "input_channels": model.input_dim,
         "length": CONTEXT + PREDICTION, "steps": steps, "warmup": warmup, "threads": threads,
-        "sample_repeats": sample_repeats, "commit": _commit(Path.cwd()),
+        "sample_repeats": sample_repeats, "commit": reference_commit(Path.cwd(), ".tsdiff_commit"),
         "versions": {"torch": torch.__version__, "gluonts": md.version("gluonts"),
                      "pytorch_lightning": md.version("pytorch-lightning"), "python": platform.python_version()},
     }
 
-
-def _commit(ref: Path) -> str | None:
-    marker = ref / ".tsdiff_commit"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> None:
