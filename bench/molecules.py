@@ -20,9 +20,12 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders them all into
   shuffled-target baseline and the regressor's own error (EDM's upper and lower bounds);
 - ``speed``: training step (batch 64, 6 layers, 128 wide) and sampling time per molecule and
   step of ours against EDM's own code (``bench/edm_reference.py``) in the same run;
+- ``propmolflow``: training step and sampling of ours against PropMolFlow's own code
+  (``bench/propmolflow_reference.py``) on the same molecules, at our widths and at about equal
+  parameters, interleaved in one run;
 - ``md``: energy-based MD (``bench/molecules_md.py``).
 
-    python bench/molecules.py [--parts unconditional,properties,speed,md,report] [--runs DIR]
+    python bench/molecules.py [--parts unconditional,properties,speed,propmolflow,md,report] [--runs DIR]
                               [--n 4000] [--steps 2000] [--samples 256] [--threads 1] [--quick]
 """
 
@@ -41,11 +44,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish
+from common import RESULTS, ROOT, command_line, environment, header, publish
 
 import polydiff
 
-PARTS = ("unconditional", "properties", "speed", "md", "report")
+PARTS = ("unconditional", "properties", "speed", "propmolflow", "md", "report")
 HARTREE_MEV = 27211.386  # gap / HOMO / LUMO are in Hartree in the CSV, in meV in the papers
 EDM_PUBLISHED = {  # Hoogeboom et al. 2022, Table 2 (QM9 with hydrogens), percentages
     "atm_stable": 98.7, "mol_stable": 82.0, "validity": 91.9, "valid_unique": 90.7}
@@ -241,6 +244,148 @@ def _our_speed(args: argparse.Namespace) -> dict[str, Any]:
             "sample_s_per_molecule_per_step": sample, "padded_atoms": int(data.info["max_atoms"])}
 
 
+PMF_BUDGETS = {"full": {"rounds": 2, "steps": 10, "warmup": 2, "batch": 32, "num": 16, "sample_steps": 100,
+                         "sample_repeats": 2, "threads": 1, "equal_params_layers": 10},
+               "quick": {"rounds": 1, "steps": 1, "warmup": 1, "batch": 4, "num": 2, "sample_steps": 5,
+                         "sample_repeats": 1, "threads": 1, "equal_params_layers": 10}}
+PMF_KEYS = ("train_step_s", "sample_s")
+
+
+def _our_pmf_speed(b: dict[str, Any], sizes: list[int], work: Path, layers: int | None = None) -> dict[str, Any]:
+    """``molecules:flow`` with bonds (positions, types, charges and bonds, as PropMolFlow), on the
+    embedded default set: ``polydiff.train`` for ``warmup + steps + 1`` steps (batch start to batch
+    start; the last, which writes the checkpoint, left out), then the recipe's sampler for
+    molecules of the given ``sizes`` in one batch."""
+    import itertools
+    import statistics
+
+    from common import batch_clock
+
+    cfg = yaml.safe_load((ROOT / "configs" / "molecules" / "flow.yaml").read_text())
+    cfg["process"]["bonds"] = True
+    if layers is not None:
+        cfg["model"]["layers"] = layers
+    cfg["train"].update(max_steps=b["warmup"] + b["steps"] + 1, batch_size=b["batch"], threads=b["threads"],
+                        checkpoint_every=10**6, progress=False, logger="none")
+    cfg["sample"]["steps"] = b["sample_steps"]
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        run = polydiff.train(cfg, work / "pmf_speed", fresh=True, callbacks=[clock], verbose=False)
+        gen = polydiff.load(run.checkpoint)
+        wall, cpu = [], []
+        for rep in range(b["sample_repeats"] + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            gen.generate(len(sizes), seed=rep, condition={"atoms": sizes}, batch_size=len(sizes), progress=False)
+            if rep:
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+    finally:
+        torch.set_num_threads(before)
+    steps = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    steps_cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {"train_step_s": statistics.median(steps), "train_step_s_all": steps, "train_step_cpu_s_all": steps_cpu,
+            "sample_s": statistics.median(wall), "sample_s_all": wall, "sample_cpu_s_all": cpu,
+            "layers": int(cfg["model"]["layers"]), "params": sum(p.numel() for p in gen.net.parameters())}
+
+
+def part_propmolflow(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
+    """Training step and sampling, polydiff against PropMolFlow's own code
+    (bench/propmolflow_reference.py in its scratch venv) on the same molecules (the embedded
+    default set, written in PropMolFlow's format) and the same sampled atom counts, in lockstep:
+    ``rounds`` rounds, the order alternating."""
+    import statistics
+    import tempfile
+
+    from propmolflow_reference import REF, VENV, find_reference, measure_propmolflow, venv_python, write_molecules
+
+    from polydiff_molecules.data import default_molecules
+
+    b = PMF_BUDGETS["quick" if args.quick else "full"]
+    mols = [m for m in default_molecules() if m.bonds is not None]
+    sizes = [len(mols[int(i)].symbols) for i in torch.randint(0, len(mols), (b["num"],),
+                                                               generator=torch.Generator().manual_seed(0))]
+    out: dict[str, Any] = {"ours": [], "ours_equal_params": [], "propmolflow": [], "order": [], "budget": b,
+                           "sizes": sizes, "setup": "python bench/propmolflow_reference.py --setup"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out["molecules"] = write_molecules(mols, Path(tmp) / "data")
+        for r in range(b["rounds"]):
+            order = ["ours", "ours_equal_params", "propmolflow"]
+            order = order if r % 2 == 0 else order[::-1]
+            for who in order:
+                if who == "ours":
+                    out[who].append(_our_pmf_speed(b, sizes, Path(tmp)))
+                elif who == "ours_equal_params":
+                    out[who].append(_our_pmf_speed(b, sizes, Path(tmp), layers=b["equal_params_layers"]))
+                else:
+                    ref = measure_propmolflow(Path(tmp) / "data", sizes, steps=b["steps"], warmup=b["warmup"],
+                                              threads=b["threads"], batch=b["batch"], sample_steps=b["sample_steps"],
+                                              sample_repeats=b["sample_repeats"], seed=r)
+                    if ref is None:
+                        absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [
+                            f"the checkout {REF}"] * (find_reference() is None)
+                        out["propmolflow_missing"] = f"PropMolFlow's reference is missing ({' and '.join(absent)})"
+                    else:
+                        out["propmolflow"].append(ref)
+            out["order"].append(order)
+            if "propmolflow_missing" in out:
+                break
+    out["summary"] = {}
+    for who in ("ours", "ours_equal_params"):
+        for key in PMF_KEYS:
+            ours = statistics.median(x[key] for x in out[who])
+            ref = statistics.median(x[key] for x in out["propmolflow"]) if out["propmolflow"] else None
+            ratio = ours / ref if ref else None
+            out["summary"][f"{who}/{key}"] = {"ours": ours, "propmolflow": ref, "ratio": ratio,
+                                              "at_most": None if ratio is None else ratio <= 1.0}
+    return out
+
+
+def propmolflow_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against PropMolFlow's own code."""
+    b = r["budget"]
+    lines = ["## Speed against PropMolFlow's own code (same machine, same run, interleaved)", "",
+             f"Once before: `{r['setup']}` (exports PropMolFlow into /tmp/propmolflow_ref and makes the venv "
+             "/tmp/propmolflow_venv with the project's torch 2.13.0 and DGL 2.1.0; see "
+             "`bench/propmolflow_reference.py`). Then `python bench/molecules.py --parts propmolflow,report`.", ""]
+    if not r["propmolflow"]:
+        return [*lines, f"Not measured: {r.get('propmolflow_missing', 'no PropMolFlow measurement')}.", ""]
+    p0 = r["propmolflow"][0]
+    lines += [
+        f"PropMolFlow commit `{p0['commit'][:12]}` (DGL {p0['versions']['dgl']}, pytorch-lightning "
+        f"{p0['versions']['pytorch_lightning']}); {b['threads']} thread(s), {len(r['ours'])} round(s) in lockstep, "
+        "the order alternating.", "",
+        "PropMolFlow's `FlowMol` (CTMC for atom types, charges and bonds; aligned Gaussian positions) from its "
+        "`alpha_sum.yaml` recipe without property conditioning, its vector field at our `molecules:flow` widths "
+        f"(128 scalars, 16 vectors, 4 updates, RBF 48 to 10 A; its edge features {p0['model']['n_hidden_edge_feats']} "
+        "wide, which ours does not carry). Ours: `molecules:flow` with bonds. Both train on the same "
+        f"{r['molecules']} molecules (the embedded default set, written in PropMolFlow's format) and sample molecules "
+        f"of the same {len(r['sizes'])} atom counts ({min(r['sizes'])}-{max(r['sizes'])} atoms) in one batch, "
+        f"{b['sample_steps']} steps each (PropMolFlow's sampling script's default; ours, the recipe's Euler). DGL "
+        "2.1's `graphbolt` data-loading library (compiled for torch <= 2.2, unused here), `torch_scatter` (for the "
+        "purity sampling its recipe switches off) and `wandb` are stand-ins.", "",
+        f"Training: batch {b['batch']}; {b['warmup']} untimed steps, then the median of {b['steps']} (ours: "
+        "`polydiff.train`, batch start to batch start, with data loading, the alignment of each molecule to its noise, "
+        "EMA and logging; PropMolFlow: its `training_step`, backward, clipping and Adam, with its batches (prior "
+        "draw and alignment, which its data-loader workers do) made beforehand and untimed). Sampling: the median "
+        f"of {b['sample_repeats']} calls after an untimed one (PropMolFlow: `FlowMol.sample`, which also builds RDKit "
+        "molecules; ours: `Generator.generate`, which builds our molecule objects).", "",
+        "| | polydiff | PropMolFlow (own code) | ours / PropMolFlow | at most the reference's |",
+        "|---|---|---|---|---|"]
+    names = {"train_step_s": f"training step (s, batch {b['batch']})",
+             "sample_s": f"sampling (s per call of {len(r['sizes'])} molecules)"}
+    for who in ("ours", "ours_equal_params"):
+        o = r[who][0]
+        label = f"recipe's {o['layers']} layers" if who == "ours" else f"{o['layers']} layers, about equal parameters"
+        lines.append(f"| **ours with the {label}**: parameters | {o['params']:,} | {p0['params']:,} | | |")
+        for key, name in names.items():
+            v = r["summary"][f"{who}/{key}"]
+            lines.append(f"| {name} | {_f(v['ours'])} | {_f(v['propmolflow'])} | {_f(v['ratio'], 2)}x | "
+                         f"{'yes' if v['at_most'] else 'no'} |")
+    return [*lines, ""]
+
+
 def part_md(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     """The MD section: the published ``bench/molecules_md.py`` results when present (that script
     runs alone in about 13 minutes), else a run of it here."""
@@ -375,6 +520,8 @@ def render(res: dict[str, Any]) -> str:
         else:
             lines.append("\nEDM's checkout was not found (see bench/edm_reference.py): no ratio measured.")
         lines.append("")
+    if res.get("propmolflow"):
+        lines += propmolflow_section(res["propmolflow"])
     m = res.get("md")
     if m:
         lines += [m["markdown"], ""]
