@@ -48,17 +48,14 @@ StepLR, EMA 0.999 every step, 3 DDIM steps on the exponential grid), ``device cp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main, worker_start  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("BESO_VENV", "/tmp/beso_venv"))
 REF = Path(os.environ.get("BESO_REF", "/tmp/beso_ref"))
@@ -136,24 +133,13 @@ def measure(steps: int, warmup: int, threads: int, batch: int, decisions: int, s
     """Time BESO's training step and one robot's control decision in this (venv) process, cwd = the
     checkout."""
     import importlib.metadata as md
-    import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    ref = Path.cwd()
-    sys.path.insert(0, str(ref))
-    wandb = types.ModuleType("wandb")
-    wandb.log = lambda *a, **k: None  # type: ignore[attr-defined]
-    sys.modules.setdefault("wandb", wandb)
-
+    ref = worker_start(threads, seed, wandb=True)
     import hydra
     import numpy as np
     import torch
     from beso.networks.scaler.scaler_class import Scaler
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     cfg = _agent_config(ref)
     agent = hydra.utils.instantiate(cfg)
     window, obs_dim, action_dim = int(cfg.window_size), int(cfg.model.inner_model.state_dim), int(
@@ -225,17 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if min(a.steps, a.batch, a.decisions) < 1 or a.warmup < 0:
         p.error("--steps, --batch and --decisions must be >= 1, --warmup >= 0")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no BESO checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import hydra  # noqa: F401
-        import torchsde  # noqa: F401
-    except ImportError:
-        sys.exit(f"BESO's dependencies are not importable by {sys.executable}: run `python {Path(__file__).name} "
-                 f"--setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)
-    print(json.dumps(measure(a.steps, a.warmup, a.threads, a.batch, a.decisions, a.seed)), flush=True)
+    worker_main("BESO", find_reference(), REF, ("hydra", "torchsde"), __file__, venv_python(),
+                lambda: measure(a.steps, a.warmup, a.threads, a.batch, a.decisions, a.seed))
 
 
 if __name__ == "__main__":

@@ -175,6 +175,66 @@ def export_mirror(mirror: Path, dest: Path, repo: str, marker: str, env: str, sc
     return commit
 
 
+def worker_main(label: str, found: Path | None, expected: Path, modules: tuple[str, ...], script: str,
+                venv_py: Path, measure: Any) -> None:
+    """The end of a reference script's ``main``: a clear exit when its checkout is missing (``found``
+    is None; ``expected`` is where it was looked for) or one of the reference's ``modules`` does not
+    import in this interpreter; otherwise ``measure()`` runs in the checkout (the working folder)
+    and its JSON result is printed as the last line (what :func:`run_worker` reads)."""
+    import importlib
+
+    name = Path(script).name
+    if found is None:
+        sys.exit(f"no {label} checkout at {expected}: run `python {name} --setup`")
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as err:
+        sys.exit(f"{label}'s dependencies are not importable by {sys.executable} ({err}): run `python {name} "
+                 f"--setup`, then `{venv_py} {name} ...`")
+    os.chdir(found)
+    print(json.dumps(measure()), flush=True)
+
+
+def worker_start(threads: int, seed: int, stand_ins: Any = None, src: str = "", wandb: bool = False) -> Path:
+    """A reference worker's first steps, run in its checkout (the working folder): warnings and
+    library logging off; the checkout (or its ``src`` folder) importable; ``stand_ins()`` called
+    and, with ``wandb``, a ``wandb`` module whose calls do nothing (the references import it for
+    logging only); torch's threads and the seeds of torch and ``random`` set. Returns the checkout."""
+    import logging
+    import random
+    import types
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    ref = Path.cwd()
+    sys.path.insert(0, str(ref / src if src else ref))
+    if wandb:
+        stub = types.ModuleType("wandb")
+        stub.log = stub.Table = lambda *a, **k: None  # type: ignore[attr-defined]
+        sys.modules.setdefault("wandb", stub)
+    if stand_ins is not None:
+        stand_ins()
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return ref
+
+
+def ratio_summary(ours: Any, ref: Any, ref_name: str) -> dict[str, Any]:
+    """The medians of our measurements and a reference's (``ref_name``; None when it was not
+    measured), their ratio and whether ours is at most the reference's."""
+    import statistics
+
+    mine, theirs = statistics.median(ours), list(ref)
+    other = statistics.median(theirs) if theirs else None
+    ratio = mine / other if other else None
+    return {"ours": mine, ref_name: other, "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
+
+
 def reference_commit(ref: Path, marker: str) -> str | None:
     """The commit :func:`export_mirror` wrote to ``ref/marker``, or None when it is missing."""
     path = ref / marker

@@ -51,7 +51,6 @@ are not equal work; the parameter counts are reported beside the times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -61,7 +60,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main, worker_start  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("FRAMEFLOW_VENV", "/tmp/frameflow_venv"))
 REF = Path(os.environ.get("FRAMEFLOW_REF", "/tmp/frameflow_ref"))
@@ -122,8 +121,8 @@ def measure_frameflow(steps: int = 10, warmup: int = 2, threads: int = 1, batch:
 
 
 def install_stand_ins() -> None:
-    """Modules under the names of FrameFlow's compiled or logging-only imports (see the module's
-    docstring)."""
+    """A module under the name of FrameFlow's compiled import that this benchmark does not call
+    (see the module's docstring; ``wandb`` comes from ``common.worker_start``)."""
 
     def unavailable(*args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("torch_scatter is not installed; this benchmark does not call it")
@@ -131,10 +130,6 @@ def install_stand_ins() -> None:
     scatter = types.ModuleType("torch_scatter")
     scatter.scatter_add = scatter.scatter = unavailable  # type: ignore[attr-defined]
     sys.modules.setdefault("torch_scatter", scatter)
-    wandb = types.ModuleType("wandb")
-    wandb.log = lambda *a, **k: None  # type: ignore[attr-defined]
-    wandb.Table = lambda *a, **k: None  # type: ignore[attr-defined]
-    sys.modules.setdefault("wandb", wandb)
 
 
 def _config(ref: Path) -> Any:
@@ -171,21 +166,9 @@ def _random_backbones(n: int, length: int, gen: Any) -> dict[str, Any]:
 def measure(a: argparse.Namespace) -> dict[str, Any]:
     """Time FrameFlow's training step and sampling in this (venv) process, cwd = the checkout."""
     import importlib.metadata as md
-    import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    ref = Path.cwd()
-    sys.path.insert(0, str(ref))
-    install_stand_ins()
-    import random
-
+    ref = worker_start(a.threads, a.seed, install_stand_ins, wandb=True)
     import torch
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    random.seed(a.seed)
     from models.flow_module import FlowModule
 
     module = FlowModule(_config(ref))
@@ -250,17 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if min(a.steps, a.batch, a.length, a.num, a.sample_repeats) < 1 or a.warmup < 0:
         p.error("--steps, --batch, --length, --num and --sample-repeats must be >= 1, --warmup >= 0")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no FrameFlow checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import pytorch_lightning  # noqa: F401
-        import tree  # noqa: F401
-    except ImportError:
-        sys.exit(f"FrameFlow's dependencies are not importable by {sys.executable}: run `python "
-                 f"{Path(__file__).name} --setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)
-    print(json.dumps(measure(a)), flush=True)
+    worker_main("FrameFlow", find_reference(), REF, ("pytorch_lightning", "tree"), __file__, venv_python(),
+                lambda: measure(a))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -111,7 +110,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("GDSS_VENV", "/tmp/gdss_venv"))
 REF = Path(os.environ.get("GDSS_REF", "/tmp/gdss_ref"))
@@ -350,18 +349,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.steps < 1 or a.warmup < 0 or a.num < 1 or a.sample_steps < 2 or a.sample_repeats < 1:
         p.error("--steps, --num and --sample-repeats must be >= 1, --warmup >= 0 and --sample-steps >= 2")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no GDSS checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import easydict  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        sys.exit(f"GDSS's dependencies are not importable by {sys.executable}: run `python {Path(__file__).name} "
-                 f"--setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)  # GDSS reads ./config and ./data
-    print(json.dumps(measure(a.steps, a.warmup, a.threads, a.sample_steps, a.num, a.predictor, a.seed,
-                             a.sample_repeats)), flush=True)
+    # GDSS reads ./config and ./data: the worker runs in its checkout
+    worker_main("GDSS", find_reference(), REF, ("easydict", "torch"), __file__, venv_python(),
+                lambda: measure(a.steps, a.warmup, a.threads, a.sample_steps, a.num, a.predictor, a.seed,
+                                a.sample_repeats))
 
 
 if __name__ == "__main__":

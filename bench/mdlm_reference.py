@@ -65,7 +65,6 @@ mask):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -75,7 +74,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main, worker_start  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("MDLM_VENV", "/tmp/mdlm_venv"))
 REF = Path(os.environ.get("MDLM_REF", "/tmp/mdlm_ref"))
@@ -218,20 +217,11 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
     """Time MDLM's training step and sampling in this (venv) process, cwd = the checkout."""
     import importlib.metadata as md
     import itertools
-    import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    ref = Path.cwd()
-    sys.path.insert(0, str(ref))
-    install_stand_ins()
+    ref = worker_start(a.threads, a.seed, install_stand_ins)
+    import diffusion
     import torch
     import transformers
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    import diffusion
 
     tokenizer = types.SimpleNamespace(vocab_size=a.vocab, mask_token=None, pad_token_id=0, bos_token_id=0,
                                       eos_token_id=0)
@@ -331,17 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     if min(a.steps, a.batch, a.length, a.vocab, a.num, a.sample_repeats, *a.sample_steps) < 1 or a.warmup < 0:
         p.error("--steps, --batch, --length, --vocab, --num, --sample-repeats and --sample-steps must be >= 1, "
                 "--warmup >= 0")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no MDLM checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import lightning  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        sys.exit(f"MDLM's dependencies are not importable by {sys.executable}: run `python {Path(__file__).name} "
-                 f"--setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)
-    print(json.dumps(measure(a)), flush=True)
+    worker_main("MDLM", find_reference(), REF, ("lightning", "transformers"), __file__, venv_python(),
+                lambda: measure(a))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, publish
+from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary
 
 import polydiff
 
@@ -295,7 +295,6 @@ def part_propmolflow(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     (bench/propmolflow_reference.py in its scratch venv) on the same molecules (the embedded
     default set, written in PropMolFlow's format) and the same sampled atom counts, in lockstep:
     ``rounds`` rounds, the order alternating."""
-    import statistics
     import tempfile
 
     from propmolflow_reference import REF, VENV, find_reference, measure_propmolflow, venv_python, write_molecules
@@ -334,11 +333,8 @@ def part_propmolflow(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     out["summary"] = {}
     for who in ("ours", "ours_equal_params"):
         for key in PMF_KEYS:
-            ours = statistics.median(x[key] for x in out[who])
-            ref = statistics.median(x[key] for x in out["propmolflow"]) if out["propmolflow"] else None
-            ratio = ours / ref if ref else None
-            out["summary"][f"{who}/{key}"] = {"ours": ours, "propmolflow": ref, "ratio": ratio,
-                                              "at_most": None if ratio is None else ratio <= 1.0}
+            out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out[who]),
+                                                           (x[key] for x in out["propmolflow"]), "propmolflow")
     return out
 
 

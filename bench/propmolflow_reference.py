@@ -54,7 +54,6 @@ so both sides see the same molecules):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -65,7 +64,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main, worker_start  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("PROPMOLFLOW_VENV", "/tmp/propmolflow_venv"))
 REF = Path(os.environ.get("PROPMOLFLOW_REF", "/tmp/propmolflow_ref"))
@@ -169,7 +168,8 @@ def measure_propmolflow(data: Path, sizes: list[int], steps: int = 10, warmup: i
 
 
 def install_stand_ins() -> None:
-    """Modules under the names PropMolFlow imports but does not use here (see the module's docstring)."""
+    """Modules under the names PropMolFlow imports but does not use here (see the module's
+    docstring; ``wandb`` comes from ``common.worker_start``)."""
     import torch
 
     sys.modules.setdefault("dgl.graphbolt", types.ModuleType("dgl.graphbolt"))
@@ -182,9 +182,6 @@ def install_stand_ins() -> None:
     scatter = types.ModuleType("torch_scatter")
     scatter.segment_csr = segment_csr  # type: ignore[attr-defined]
     sys.modules.setdefault("torch_scatter", scatter)
-    wandb = types.ModuleType("wandb")
-    wandb.log = lambda *a, **k: None  # type: ignore[attr-defined]
-    sys.modules.setdefault("wandb", wandb)
 
 
 def _config(ref: Path, data: Path, edge_hidden: int) -> dict[str, Any]:
@@ -202,20 +199,10 @@ def _config(ref: Path, data: Path, edge_hidden: int) -> dict[str, Any]:
 def measure(a: argparse.Namespace) -> dict[str, Any]:
     """Time PropMolFlow's training step and sampling in this (venv) process, cwd = the checkout."""
     import importlib.metadata as md
-    import logging
-    import random
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    ref = Path.cwd()
-    sys.path.insert(0, str(ref))
-    install_stand_ins()
+    ref = worker_start(a.threads, a.seed, install_stand_ins, wandb=True)
     import torch
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    random.seed(a.seed)
     data = Path(a.data)
     for name in STATS:  # its prior and atom-count statistics (QM9's), beside our molecules
         if not (data / name).is_file():
@@ -298,17 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--sizes: at least one atom count, each >= 2")
     if min(a.steps, a.batch, a.edge_hidden, a.sample_steps, a.sample_repeats) < 1 or a.warmup < 0:
         p.error("--steps, --batch, --edge-hidden, --sample-steps and --sample-repeats must be >= 1, --warmup >= 0")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no PropMolFlow checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import pytorch_lightning  # noqa: F401
-        import rdkit  # noqa: F401
-    except ImportError:
-        sys.exit(f"PropMolFlow's dependencies are not importable by {sys.executable}: run `python "
-                 f"{Path(__file__).name} --setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)
-    print(json.dumps(measure(a)), flush=True)
+    worker_main("PropMolFlow", find_reference(), REF, ("pytorch_lightning", "rdkit"), __file__, venv_python(),
+                lambda: measure(a))
 
 
 if __name__ == "__main__":

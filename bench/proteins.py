@@ -42,7 +42,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish
+from common import RESULTS, command_line, environment, header, publish, ratio_summary
 
 import polydiff
 from polydiff.plugin import shared_dir
@@ -279,7 +279,6 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     """Training step and sampling, polydiff against FrameFlow's own code (bench/frameflow_reference.py
     in its scratch venv), in lockstep: ``rounds`` rounds of one measurement each, the first of a
     round alternating between the two."""
-    import statistics
 
     from frameflow_reference import REF, VENV, find_reference, measure_frameflow, venv_python
 
@@ -313,11 +312,8 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     out["summary"] = {}
     for who in ("ours", "ours_equal_params"):
         for key in SPEED_KEYS:
-            ours = statistics.median(x[key] for x in out[who])
-            ref = statistics.median(x[key] for x in out["frameflow"]) if out["frameflow"] else None
-            ratio = ours / ref if ref else None
-            out["summary"][f"{who}/{key}"] = {"ours": ours, "frameflow": ref, "ratio": ratio,
-                                              "at_most": None if ratio is None else ratio <= 1.0}
+            out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out[who]),
+                                                           (x[key] for x in out["frameflow"]), "frameflow")
     return out
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, publish, write_results
+from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary, write_results
 
 import polydiff
 
@@ -237,7 +237,6 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     """Training step and sampling, polydiff against MDLM's own code (bench/mdlm_reference.py in its
     scratch venv), in lockstep: ``rounds`` rounds of one measurement each, the first of a round
     alternating between the two."""
-    import statistics
 
     from mdlm_reference import REF, VENV, find_reference, measure_mdlm, venv_python
 
@@ -277,11 +276,9 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         return next(x["seconds"] for x in run["sample"] if (x["sampler"], x["steps"]) == key)
 
     for name, our_key, ref_key in rows:
-        ours = statistics.median(pick(x, our_key, False) for x in out["ours"])
-        ref = statistics.median(pick(x, ref_key, True) for x in out["mdlm"]) if out["mdlm"] else None
-        ratio = ours / ref if ref else None
-        out["summary"][name] = {"ours": ours, "mdlm": ref, "mdlm_steps": None if name == "train_step_s" else ref_key,
-                                "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
+        out["summary"][name] = {**ratio_summary((pick(x, our_key, False) for x in out["ours"]),
+                                                (pick(x, ref_key, True) for x in out["mdlm"]), "mdlm"),
+                                "mdlm_steps": None if name == "train_step_s" else ref_key}
     return out
 
 

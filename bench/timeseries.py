@@ -310,9 +310,9 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     """Training step, unconditional sampling and guided forecasting, polydiff against TSDiff's own
     code (bench/tsdiff_reference.py in its scratch venv), in lockstep: ``rounds`` rounds of one
     measurement each, the first of a round alternating between the two."""
-    import statistics
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import ratio_summary
     from tsdiff_reference import REF, VENV, find_reference, measure_tsdiff, venv_python
 
     out: dict[str, Any] = {"ours": [], "tsdiff": [], "order": [], "setup": SPEED_SETUP}
@@ -340,11 +340,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             break
     out["summary"] = {}
     for key in SPEED_KEYS:
-        ours = statistics.median(r[key] for r in out["ours"])
-        ref = statistics.median(r[key] for r in out["tsdiff"]) if out["tsdiff"] else None
-        ratio = ours / ref if ref else None
-        out["summary"][key] = {"ours": ours, "tsdiff": ref, "ratio": ratio,
-                               "at_most": None if ratio is None else ratio <= 1.0}
+        out["summary"][key] = ratio_summary((r[key] for r in out["ours"]), (r[key] for r in out["tsdiff"]), "tsdiff")
     return out
 
 

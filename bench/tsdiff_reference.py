@@ -60,16 +60,14 @@ above cpu / threads was slowed by other processes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import reference_commit  # bench/ is on the path (the script's folder)
+from common import reference_commit, worker_main, worker_start  # bench/ is on the path (the script's folder)
 
 VENV = Path(os.environ.get("TSDIFF_VENV", "/tmp/tsdiff_venv"))
 REF = Path(os.environ.get("TSDIFF_REF", "/tmp/tsdiff_ref"))
@@ -150,19 +148,13 @@ def measure(steps: int, warmup: int, threads: int, batch: int, num: int, series:
     """Time TSDiff's training step, unconditional sampling and guided forecasting in this (venv)
     process, cwd = the checkout."""
     import importlib.metadata as md
-    import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    sys.path.insert(0, str(Path.cwd() / "src"))
+    worker_start(threads, seed, src="src")
     import torch
     from uncond_ts_diff.configs import diffusion_small_config
     from uncond_ts_diff.model import TSDiff
     from uncond_ts_diff.sampler import DDPMGuidance
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     model = TSDiff(**diffusion_small_config, freq=FREQ, context_length=CONTEXT, prediction_length=PREDICTION,
                    normalization="mean", use_features=False, use_lags=True, init_skip=False, lr=1e-3)
     model.train()
@@ -240,18 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if min(a.steps, a.batch, a.num, a.series, a.num_samples, a.sample_repeats) < 1 or a.warmup < 0:
         p.error("--steps, --batch, --num, --series, --num-samples and --sample-repeats must be >= 1, --warmup >= 0")
-    ref = find_reference()
-    if ref is None:
-        sys.exit(f"no TSDiff checkout at {REF}: run `python {Path(__file__).name} --setup`")
-    try:
-        import gluonts  # noqa: F401
-        import pytorch_lightning  # noqa: F401
-    except ImportError:
-        sys.exit(f"TSDiff's dependencies are not importable by {sys.executable}: run `python {Path(__file__).name} "
-                 f"--setup`, then `{venv_python()} {Path(__file__).name} ...`")
-    os.chdir(ref)
-    print(json.dumps(measure(a.steps, a.warmup, a.threads, a.batch, a.num, a.series, a.num_samples,
-                             a.sample_repeats, a.seed)), flush=True)
+    worker_main("TSDiff", find_reference(), REF, ("gluonts", "pytorch_lightning"), __file__, venv_python(),
+                lambda: measure(a.steps, a.warmup, a.threads, a.batch, a.num, a.series, a.num_samples,
+                                a.sample_repeats, a.seed))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Shared test fixtures."""
 
 import atexit
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +16,29 @@ import torch
 # fresh cache of their own instead of the user's
 os.environ["POLYDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="polydiff-test-cache-")
 atexit.register(shutil.rmtree, os.environ["POLYDIFF_CACHE_DIR"], True)
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_module(monkeypatch):
+    """A loader of ``bench/<name>.py`` as a fresh module, with ``bench/`` on ``sys.path`` for
+    this test only and the benchmark modules already imported (``common``, the ``*_reference``
+    harnesses) imported afresh, so that environment variables the test set first (a missing
+    reference venv or checkout) are read."""
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    for name, mod in list(sys.modules.items()):
+        if str(getattr(mod, "__file__", None) or "").startswith(str(BENCH)):
+            monkeypatch.delitem(sys.modules, name)
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 @pytest.fixture(scope="module")

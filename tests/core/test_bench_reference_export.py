@@ -4,9 +4,9 @@ instead of losing the rest."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,6 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-
-def _common():
-    spec = importlib.util.spec_from_file_location("bench_common_export", BENCH / "common.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -45,9 +38,9 @@ def mirror(tmp_path: Path) -> tuple[Path, str]:
     return work / ".git", _git("rev-parse", "HEAD", cwd=work)  # a git dir with loose objects, as a mirror
 
 
-def test_export_writes_only_the_asked_paths_and_the_commit(tmp_path, mirror):
+def test_export_writes_only_the_asked_paths_and_the_commit(tmp_path, mirror, bench_module):
     bare, commit = mirror
-    common = _common()
+    common = bench_module("common")
     dest = tmp_path / "ref"
     got = common.export_mirror(bare, dest, "o/r", ".r_commit", "R_MIRROR", "r.py", ("models", "data/qm9/"))
     assert got == commit and (dest / ".r_commit").read_text().strip() == commit
@@ -58,9 +51,9 @@ def test_export_writes_only_the_asked_paths_and_the_commit(tmp_path, mirror):
     assert common.reference_commit(dest, ".other_commit") is None
 
 
-def test_a_missing_blob_skips_that_file_only(tmp_path, mirror, capsys):
+def test_a_missing_blob_skips_that_file_only(tmp_path, mirror, capsys, bench_module):
     bare, _ = mirror
-    common = _common()
+    common = bench_module("common")
     sha = _git("--git-dir", str(bare), "rev-parse", "HEAD:data/qm9_raw/big.csv", cwd=tmp_path)
     loose = bare / "objects" / sha[:2] / sha[2:]
     loose.unlink()  # as a partial mirror lacks a large file's blob
@@ -71,6 +64,27 @@ def test_a_missing_blob_skips_that_file_only(tmp_path, mirror, capsys):
     assert "data/qm9_raw/big.csv" in capsys.readouterr().err
 
 
-def test_a_missing_mirror_says_how_to_get_one(tmp_path):
+def test_a_missing_mirror_says_how_to_get_one(tmp_path, bench_module):
     with pytest.raises(SystemExit, match=r"git clone --bare https://github\.com/o/r"):
-        _common().export_mirror(tmp_path / "none", tmp_path / "ref", "o/r", ".m", "R_MIRROR", "r.py")
+        bench_module("common").export_mirror(tmp_path / "none", tmp_path / "ref", "o/r", ".m", "R_MIRROR", "r.py")
+
+
+def test_ratio_summary_is_medians_and_never_a_made_up_ratio(bench_module):
+    common = bench_module("common")
+    s = common.ratio_summary([1.0, 3.0, 2.0], iter([4.0, 8.0, 4.0]), "ref")
+    assert s == {"ours": 2.0, "ref": 4.0, "ratio": 0.5, "at_most": True}
+    missing = common.ratio_summary([1.0], [], "ref")
+    assert missing == {"ours": 1.0, "ref": None, "ratio": None, "at_most": None}
+    assert common.ratio_summary([3.0], [2.0], "ref")["at_most"] is False
+
+
+def test_worker_start_prepares_a_reference_process(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "refpkg.py").write_text("VALUE = 7\n")
+    code = ("import sys, random; sys.path.insert(0, sys.argv[1]); import common; "
+            "ref = common.worker_start(1, 5, stand_ins=lambda: print('stand-ins'), src='src', wandb=True); "
+            "import refpkg, wandb, torch; a = random.random(); random.seed(5); "
+            "print(ref, refpkg.VALUE, wandb.log(x=1), torch.get_num_threads(), a == random.random())")
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH)], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "stand-ins" and out[1].split() == [str(tmp_path), "7", "None", "1", "True"]

@@ -6,23 +6,11 @@ such (never a made-up ratio)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from polydiff_molecules.molecule import Molecule
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str) -> object:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _water() -> Molecule:
@@ -36,9 +24,8 @@ def _formaldehyde() -> Molecule:
     return Molecule(("C", "O", "H", "H"), pos, charges=np.array([0, 0, 0, 0]), bonds=bonds, name="f")
 
 
-def test_write_molecules_in_propmolflow_format(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
-    ref = _load("propmolflow_reference")
+def test_write_molecules_in_propmolflow_format(tmp_path, bench_module):
+    ref = bench_module("propmolflow_reference")
     chloro = Molecule(("C", "Cl"), np.array([[0, 0, 0], [1.8, 0, 0]]), bonds=np.array([[0, 1], [1, 0]]))
     unbonded = Molecule(("C", "H"), np.array([[0, 0, 0], [1.1, 0, 0]]))
     assert ref.write_molecules([_water(), chloro, unbonded, _formaldehyde()], tmp_path) == 2  # Cl and no bonds skipped
@@ -51,12 +38,10 @@ def test_write_molecules_in_propmolflow_format(tmp_path, monkeypatch):
     assert d["bond_types"].tolist() == [1, 1, 2, 1, 1] and d["atom_charges"].tolist() == [0] * 7
 
 
-def test_propmolflow_part_times_ours_and_says_when_the_reference_is_missing(tmp_path, monkeypatch):
+def test_propmolflow_part_times_ours_and_says_when_the_reference_is_missing(tmp_path, monkeypatch, bench_module):
     monkeypatch.setenv("PROPMOLFLOW_VENV", str(tmp_path / "no_venv"))
     monkeypatch.setenv("PROPMOLFLOW_REF", str(tmp_path / "no_checkout"))
-    monkeypatch.delitem(sys.modules, "propmolflow_reference", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    bench = _load("molecules")
+    bench = bench_module("molecules")
     budget = {"rounds": 2, "steps": 1, "warmup": 1, "batch": 2, "num": 2, "sample_steps": 2, "sample_repeats": 1,
               "threads": 1, "equal_params_layers": 2}
     monkeypatch.setitem(bench.PMF_BUDGETS, "quick", budget)

@@ -3,21 +3,11 @@ reported as such (never a made-up ratio)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def test_speed_part_times_ours_and_says_when_the_beso_reference_is_missing(tmp_path, monkeypatch):
+def test_speed_part_times_ours_and_says_when_the_beso_reference_is_missing(tmp_path, monkeypatch, bench_module):
     monkeypatch.setenv("BESO_VENV", str(tmp_path / "no_venv"))
     monkeypatch.setenv("BESO_REF", str(tmp_path / "no_checkout"))
-    monkeypatch.delitem(sys.modules, "beso_reference", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("bench_policies", BENCH / "policies.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("policies")
 
     res = bench.speed(True, 1, tmp_path)
     assert res["beso"] == [] and "missing" in res["beso_missing"]

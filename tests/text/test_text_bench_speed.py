@@ -4,11 +4,8 @@ such (never a made-up ratio), and the sections it did not run are kept from the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,21 +13,13 @@ import torch
 from polydiff.plugin import shared_dir
 from polydiff_text.models import apply_rotary
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SHAKESPEARE = shared_dir() / "data" / "text" / "tinyshakespeare.txt"
 
 
-def _load(name: str) -> object:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture
-def ref(monkeypatch):
-    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
-    return _load("mdlm_reference")
+def ref(bench_module):
+    return bench_module("mdlm_reference")
 
 
 def test_rotary_stand_in_rotates_queries_and_keys_and_leaves_values(ref):
@@ -74,12 +63,11 @@ def test_attention_stand_in_is_softmax_attention_per_sequence(ref):
 @pytest.mark.shared
 @pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"shared data file {SHAKESPEARE} not found "
                     "(set POLYDIFF_SHARED to the shared folder)")
-def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_reference_is_missing(tmp_path, monkeypatch):
+def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_reference_is_missing(tmp_path, monkeypatch,
+                                                                                              bench_module):
     monkeypatch.setenv("MDLM_VENV", str(tmp_path / "no_venv"))
     monkeypatch.setenv("MDLM_REF", str(tmp_path / "no_checkout"))
-    monkeypatch.delitem(sys.modules, "mdlm_reference", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    bench = _load("text")
+    bench = bench_module("text")
     import common
 
     budget = {"rounds": 2, "steps": 1, "warmup": 1, "batch": 2, "num": 1, "sample_steps": [4], "default_steps": 4,

@@ -4,29 +4,16 @@ previous report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-
-def _load(name: str) -> object:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_reference_is_missing(tmp_path, monkeypatch):
+def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_reference_is_missing(tmp_path, monkeypatch,
+                                                                                              bench_module):
     monkeypatch.setenv("TSDIFF_VENV", str(tmp_path / "no_venv"))
     monkeypatch.setenv("TSDIFF_REF", str(tmp_path / "no_checkout"))
-    monkeypatch.delitem(sys.modules, "tsdiff_reference", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    bench = _load("timeseries")
+    bench = bench_module("timeseries")
     budget = {"rounds": 2, "steps": 1, "warmup": 1, "batch": 4, "num": 2, "series": 1, "num_samples": 2,
               "sample_repeats": 1, "threads": 1}
     monkeypatch.setitem(bench.BUDGETS["quick"], "speed", budget)
