@@ -195,8 +195,10 @@ def install_stand_ins() -> None:
     _module("timm.scheduler", CosineLRScheduler=type("CosineLRScheduler", (), {}))
 
 
-def _config(ref: Path, a: argparse.Namespace) -> Any:
-    """MDLM's ``configs/config.yaml`` with its noise and scheduler defaults and a DIT of the given size."""
+def config(ref: Path, a: argparse.Namespace) -> Any:
+    """MDLM's ``configs/config.yaml`` (also EDLM's) with its noise and scheduler defaults, a DIT of
+    the given size (``hidden``, ``length``, ``blocks``, ``heads``; dropout 0) and ``num``
+    sequences per sampling call."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(ref / "configs/config.yaml")
@@ -207,10 +209,29 @@ def _config(ref: Path, a: argparse.Namespace) -> Any:
     cfg.model = OmegaConf.merge(OmegaConf.load(ref / "configs/model/small.yaml"), {
         "hidden_size": a.hidden, "cond_dim": a.hidden, "length": a.length, "n_blocks": a.blocks, "n_heads": a.heads,
         "dropout": 0.0})
-    cfg.loader = {"batch_size": a.batch, "eval_batch_size": a.num}
-    cfg.optim.lr = 1e-3  # our recipe's
-    cfg.training.ema = 0.999
+    cfg.loader = {"batch_size": getattr(a, "batch", a.num), "eval_batch_size": a.num}
     return cfg
+
+
+def build_offline(build: Any, vocab: int, **hub: Any) -> Any:
+    """``build(tokenizer)`` with a tokenizer of ``vocab`` tokens (no mask token: MDLM adds its own)
+    while the Hugging Face hub loaders are replaced: ``AutoTokenizer.from_pretrained`` (the
+    generative-perplexity tokenizer MDLM's constructor loads; not used here) by a placeholder, and
+    each ``hub`` entry (``AutoModelForMaskedLM=loader``) by the given loader."""
+    import transformers
+
+    tokenizer = types.SimpleNamespace(vocab_size=vocab, mask_token=None, pad_token_id=0, bos_token_id=0,
+                                      eos_token_id=0)
+    loaders = {"AutoTokenizer": lambda *args, **kw: types.SimpleNamespace(
+        pad_token="<pad>", eos_token="<eos>", pad_token_id=0, eos_token_id=0), **hub}
+    saved = {name: getattr(transformers, name).from_pretrained for name in loaders}
+    try:
+        for name, loader in loaders.items():
+            getattr(transformers, name).from_pretrained = loader
+        return build(tokenizer)
+    finally:
+        for name, loader in saved.items():
+            getattr(transformers, name).from_pretrained = loader
 
 
 def measure(a: argparse.Namespace) -> dict[str, Any]:
@@ -223,15 +244,10 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
 
-    tokenizer = types.SimpleNamespace(vocab_size=a.vocab, mask_token=None, pad_token_id=0, bos_token_id=0,
-                                      eos_token_id=0)
-    hub_tokenizer = transformers.AutoTokenizer.from_pretrained
-    transformers.AutoTokenizer.from_pretrained = lambda *args, **kw: types.SimpleNamespace(
-        pad_token="<pad>", eos_token="<eos>", pad_token_id=0, eos_token_id=0)
-    try:
-        model = diffusion.Diffusion(_config(ref, a), tokenizer=tokenizer)
-    finally:
-        transformers.AutoTokenizer.from_pretrained = hub_tokenizer
+    cfg = config(ref, a)
+    cfg.optim.lr = 1e-3  # our recipe's
+    cfg.training.ema = 0.999
+    model = build_offline(lambda tok: diffusion.Diffusion(cfg, tokenizer=tok), a.vocab)
     (opt,), (sched,) = model.configure_optimizers()
     sched = sched["scheduler"]
     params = list(itertools.chain(model.backbone.parameters(), model.noise.parameters()))

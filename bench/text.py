@@ -45,7 +45,7 @@ from common import RESULTS, ROOT, command_line, environment, header, publish, ra
 
 import polydiff
 
-SECTIONS = ("shakespeare", "smiles", "speed")
+SECTIONS = ("shakespeare", "smiles", "speed", "edlm_speed")
 
 
 def log(msg: str) -> None:
@@ -282,6 +282,110 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     return out
 
 
+EDLM_BUDGETS = {"full": {"rounds": 2, "num": 16, "steps": 128, "candidates": 2, "repeats": 2, "threads": 1},
+                "quick": {"rounds": 1, "num": 2, "steps": 8, "candidates": 2, "repeats": 1, "threads": 1}}
+
+
+def _our_edlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Our ``edlm`` sampler (ancestral steps with the cache; energy-based importance sampling with
+    ``candidates`` per step for t in [0.4, 0.6]) on ``text:shakespeare_mdlm`` with the residual
+    NCE energy of ``text:shakespeare_energy`` (both trained a few steps, untimed: the speed of a
+    step does not depend on the weights), ``num`` sequences, ``steps`` steps; the median of
+    ``repeats`` calls after an untimed one."""
+    import statistics
+
+    common = ["train.checkpoint_every=1000000", "train.progress=false", "train.logger=none", "train.batch_size=4",
+              f"train.threads={b['threads']}", "model.dropout=0.0"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        mdlm = polydiff.train(ROOT / "configs" / "text" / "shakespeare_mdlm.yaml", work / "edlm_mdlm", fresh=True,
+                              verbose=False, overrides=["train.max_steps=2", *common])
+        energy = polydiff.train(ROOT / "configs" / "text" / "shakespeare_energy.yaml", work / "edlm_energy",
+                                fresh=True, verbose=False,
+                                overrides=["train.max_steps=1", f"loss.teacher={mdlm.checkpoint}", *common])
+        gen = polydiff.load(mdlm.checkpoint)
+        calls = [0]
+        hook = gen.net.register_forward_hook(lambda mod, args, out: calls.__setitem__(0, calls[0] + 1))
+        wall, cpu, nfe = [], [], []
+        try:
+            for rep in range(b["repeats"] + 1):
+                calls[0] = 0
+                t0, c0 = time.perf_counter(), time.process_time()
+                gen.generate(b["num"], sampler="edlm", steps=b["steps"], seed=rep, progress=False,
+                             energy=str(energy.checkpoint), candidates=b["candidates"])
+                if rep:
+                    wall.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
+                    nfe.append(calls[0])
+        finally:
+            hook.remove()
+        energy_params = params(polydiff.load(energy.checkpoint).net)
+    finally:
+        torch.set_num_threads(before)
+    return {"sample_s": statistics.median(wall), "sample_s_all": wall, "sample_cpu_s_all": cpu,
+            "diffusion_calls": statistics.median(nfe), "params_diffusion": params(gen.net),
+            "params_energy": energy_params, "vocab": int(gen.modality.tokenizer(gen.info).vocab_size),
+            "length": int(gen.info["length"])}
+
+
+def edlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """EDLM's importance-sampling sampler, ours against EDLM's own code (bench/edlm_reference.py in
+    MDLM's scratch venv), in lockstep rounds, the first of a round alternating."""
+    from edlm_reference import REF, find_reference, measure_edlm, venv_python
+
+    out: dict[str, Any] = {"ours": [], "edlm": [], "order": [], "setup": "python bench/edlm_reference.py --setup"}
+    for r in range(b["rounds"]):
+        order = ["ours", "edlm"] if r % 2 == 0 else ["edlm", "ours"]
+        for who in order:
+            log(f"EDLM speed round {r}: {who}")
+            if who == "ours":
+                out["ours"].append(_our_edlm_speed(b, work))
+                continue
+            o = out["ours"][0]
+            ref = measure_edlm(num=b["num"], steps=b["steps"], threads=b["threads"], length=o["length"],
+                               vocab=o["vocab"], is_size=b["candidates"], repeats=b["repeats"], seed=r)
+            if ref is None:
+                absent = [f"the venv {venv_python().parent.parent}"] * (not venv_python().exists()) + [
+                    f"the checkout {REF}"] * (find_reference() is None)
+                out["edlm_missing"] = f"EDLM's reference is missing ({' and '.join(absent)})"
+                continue
+            out["edlm"].append(ref)
+        out["order"].append(order)
+        if "edlm_missing" in out:
+            break
+    out["summary"] = ratio_summary((x["sample_s"] for x in out["ours"]), (x["sample_s"] for x in out["edlm"]),
+                                   "edlm")
+    return out
+
+
+def edlm_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on EDLM's sampler against EDLM's own code."""
+    b = r["budget"]
+    lines = ["## EDLM's sampler against EDLM's own code", "",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports EDLM into /tmp/edlm_ref; it "
+             "runs in MDLM's venv; see `bench/edlm_reference.py`).", ""]
+    if not r["edlm"]:
+        return [*lines, f"Not measured: {r.get('edlm_missing', 'no EDLM measurement')}.", ""]
+    e0, o0, v = r["edlm"][0], r["ours"][0], r["summary"]
+    lines += [
+        f"Run {r['date']} at polydiff commit {r['commit']}; EDLM commit {e0['commit'][:12]}. {b['threads']} thread(s), "
+        f"{len(r['ours'])} round(s) in lockstep. {b['num']} sequences of {o0['length']} tokens, {b['steps']} steps, "
+        f"importance sampling with {b['candidates']} candidates per step for t in [0.4, 0.6] (EDLM's defaults), "
+        "energy: a residual transformer energy of the same size as the diffusion model (EDLM: its `ebm_backbone: "
+        "dit`; ours: `text:shakespeare_energy`). EDLM's `EBM` loads its frozen diffusion model from the Hugging "
+        "Face hub; a freshly initialised DIT of our recipe's size stands in (weights do not change a step's cost). "
+        "flash-attn's two calls are replaced as in MDLM's comparison above. The median of "
+        f"{b['repeats']} calls after an untimed one.", "",
+        "| | polydiff | EDLM (own code) | ours / EDLM | at most the reference's |", "|---|---|---|---|---|",
+        f"| parameters (diffusion + energy) | {o0['params_diffusion']:,} + {o0['params_energy']:,} | "
+        f"{e0['params_diffusion']:,} + {e0['params_energy']:,} | | |",
+        f"| diffusion-model calls per sampling call | {o0['diffusion_calls']:.0f} | {e0['diffusion_calls']:.0f} | | |",
+        f"| sampling (s per call) | {v['ours']:.3f} | {v['edlm']:.3f} | {v['ratio']:.2f}x | "
+        f"{'yes' if v['at_most'] else 'no'} |", ""]
+    return lines
+
+
 def speed_section(r: dict[str, Any]) -> list[str]:
     """The report's section on speed against MDLM's own code."""
     b = r["budget"]
@@ -407,6 +511,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("")
     if res.get("speed"):
         lines += speed_section(res["speed"])
+    if res.get("edlm_speed"):
+        lines += edlm_section(res["edlm_speed"])
     return "\n".join(lines)
 
 
@@ -438,12 +544,17 @@ def main(argv: list[str] | None = None) -> int:
             res["speed"] = {**speed(b, Path(tmp)), "budget": b, "command": command,
                             "environment": res["environment"], "commit": res["environment"]["commit"],
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        if "edlm_speed" not in args.skip:  # last, alone on the machine
+            b = EDLM_BUDGETS["quick" if args.quick else "full"]
+            res["edlm_speed"] = {**edlm_speed(b, Path(tmp)), "budget": b, "command": command,
+                                 "commit": res["environment"]["commit"],
+                                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     stem = "text_quick" if args.quick else "text"
     previous_path = RESULTS / f"{stem}.json"
     if args.skip and previous_path.is_file():  # skipped sections keep their previous results
         previous = json.loads(previous_path.read_text())
-        if set(SECTIONS) - set(args.skip) <= {"speed"}:  # only the speed section ran: the header stays
-            res = {**previous, **{k: v for k, v in res.items() if k == "speed"}}
+        if set(SECTIONS) - set(args.skip) <= {"speed", "edlm_speed"}:  # only speed ran: the header stays
+            res = {**previous, **{k: v for k, v in res.items() if k in ("speed", "edlm_speed")}}
         else:
             res.update({k: v for k, v in previous.items() if k in args.skip})
     publish(stem, res, markdown(res))

@@ -73,6 +73,8 @@ def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_referen
     budget = {"rounds": 2, "steps": 1, "warmup": 1, "batch": 2, "num": 1, "sample_steps": [4], "default_steps": 4,
               "sample_repeats": 1, "threads": 1}
     monkeypatch.setitem(bench.SPEED_BUDGETS, "quick", budget)
+    monkeypatch.setitem(bench.EDLM_BUDGETS, "quick", {"rounds": 2, "num": 1, "steps": 4, "candidates": 2, "repeats": 1,
+                                                      "threads": 1})
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     previous = {"environment": {"command": "python bench/text.py --quick", "commit": "abc", "dirty": False,
@@ -96,3 +98,8 @@ def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_referen
     text = (tmp_path / "text_quick.md").read_text()
     assert "## Speed against MDLM's own code" in text and "Not measured: MDLM's reference is missing" in text
     assert "## SMILES from the embedded default" in text  # the kept section is still reported
+    ed = res["edlm_speed"]  # EDLM's sampler: runs in MDLM's venv, missing here too
+    assert len(ed["ours"]) == 1 and ed["edlm"] == [] and "missing" in ed["edlm_missing"]
+    assert ed["ours"][0]["sample_s"] > 0 and ed["ours"][0]["params_energy"] > 0
+    assert ed["summary"]["edlm"] is None and ed["summary"]["ratio"] is None
+    assert "Not measured: EDLM's reference is missing" in text
