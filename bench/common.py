@@ -235,6 +235,13 @@ def ratio_summary(ours: Any, ref: Any, ref_name: str) -> dict[str, Any]:
     return {"ours": mine, ref_name: other, "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
 
 
+def reference_missing(label: str, venv_python: Path, venv: Path, checkout: Path, found: Path | None) -> str:
+    """What a benchmark reports when a reference cannot run: which of its scratch venv (``venv``,
+    interpreter ``venv_python``) and its checkout (``checkout``; ``found`` None) is absent."""
+    absent = [f"the venv {venv}"] * (not venv_python.exists()) + [f"the checkout {checkout}"] * (found is None)
+    return f"{label}'s reference is missing ({' and '.join(absent)})"
+
+
 def reference_commit(ref: Path, marker: str) -> str | None:
     """The commit :func:`export_mirror` wrote to ``ref/marker``, or None when it is missing."""
     path = ref / marker

@@ -102,9 +102,7 @@ import copy
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
@@ -137,34 +135,14 @@ def find_reference() -> Path | None:
 
 
 def export_reference(mirror: Path = MIRROR, dest: Path = REF) -> Path:
-    """Export the HEAD tree of a bare GDSS mirror into ``dest``, skipping blobs the mirror lacks."""
-    git = ["git", f"--git-dir={mirror}"]
-    if not (mirror / "HEAD").is_file():
-        sys.exit(f"no GDSS git mirror at {mirror}. Get one with `git clone --bare https://github.com/harryjo97/GDSS "
-                 f"{mirror}` (or the session's fetch tool: source github:harryjo97/GDSS), or set GDSS_MIRROR to it; "
-                 f"then run `python {Path(__file__).name} --setup` again.")
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    tree = subprocess.run([*git, "ls-tree", "-r", "HEAD"], capture_output=True, text=True, check=True).stdout
-    entries = [line.split("\t", 1) for line in tree.splitlines()]
-    blobs = {path: meta.split()[2] for meta, path in entries if meta.split()[1] == "blob"}
-    probe = subprocess.run([*git, "cat-file", "--batch-check"], input="\n".join(blobs.values()) + "\n",
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    present = [path for path, line in zip(blobs, probe, strict=True) if not line.endswith("missing")]
-    missing = [p for p in NEEDED if p not in present]
+    """Export the HEAD tree of a bare GDSS mirror into ``dest`` (blobs a partial mirror lacks are
+    left out and named); a mirror without the files the worker needs ends the program."""
+    from common import export_mirror
+
+    export_mirror(mirror, dest, "harryjo97/GDSS", ".gdss_commit", "GDSS_MIRROR", Path(__file__).name)
+    missing = [p for p in NEEDED if not (dest / p).is_file()]
     if missing:
         sys.exit(f"the GDSS mirror {mirror} lacks {', '.join(missing)}: fetch a complete copy")
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile() as tar:
-        # git archive reads the whole tree and names each absent blob on stderr, yet writes the paths asked for
-        done = subprocess.run([*git, "archive", "--format=tar", "HEAD", "--", *present], stdout=tar,
-                              stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            sys.exit(f"git archive failed ({done.returncode}):\n{done.stderr}")
-        tar.seek(0)
-        subprocess.run(["tar", "-x", "-C", str(dest)], stdin=tar, check=True)
-    (dest / ".gdss_commit").write_text(commit + "\n")
-    print(f"{dest}: GDSS {commit} ({len(present)} of {len(blobs)} files; absent from the mirror: "
-          f"{len(blobs) - len(present)})", file=sys.stderr)
     return dest
 
 

@@ -506,6 +506,7 @@ def part_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     own code (bench/gdss_reference.py in its scratch venv), in lockstep: ``rounds`` rounds of one
     measurement each, the first of a round alternating between the two."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import reference_missing
     from gdss_reference import REF, VENV, find_reference, measure_gdss, venv_python
 
     out: dict[str, Any] = {"ours": [], "gdss": [], "order": [], "setup": SPEED_SETUP}
@@ -519,9 +520,7 @@ def part_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
                                sample_steps=budget["sample_steps"], num=budget["num"], seed=r,
                                sample_repeats=budget["sample_repeats"])
             if ref is None:
-                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
-                    find_reference() is None)
-                out["gdss_missing"] = f"GDSS's reference is missing ({' and '.join(absent)})"
+                out["gdss_missing"] = reference_missing("GDSS", venv_python(), VENV, REF, find_reference())
                 continue
             out["gdss"].append(ref)
         out["order"].append(order)

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary
+from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary, reference_missing
 
 import polydiff
 
@@ -322,9 +322,8 @@ def part_propmolflow(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
                                               threads=b["threads"], batch=b["batch"], sample_steps=b["sample_steps"],
                                               sample_repeats=b["sample_repeats"], seed=r)
                     if ref is None:
-                        absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [
-                            f"the checkout {REF}"] * (find_reference() is None)
-                        out["propmolflow_missing"] = f"PropMolFlow's reference is missing ({' and '.join(absent)})"
+                        out["propmolflow_missing"] = reference_missing("PropMolFlow", venv_python(), VENV, REF,
+                                                                       find_reference())
                     else:
                         out["propmolflow"].append(ref)
             out["order"].append(order)

@@ -41,7 +41,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish, write_results
+from common import RESULTS, command_line, environment, header, publish, reference_missing, write_results
 
 import polydiff
 from polydiff.plugin import shared_dir
@@ -191,9 +191,7 @@ def speed(quick: bool, threads: int, tmp: Path) -> dict[str, Any]:
             ref = measure_beso(steps=b["steps"], warmup=b["warmup"], threads=threads, batch=b["batch"],
                                decisions=b["decisions"], seed=r)
             if ref is None:
-                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
-                    find_reference() is None)
-                out["beso_missing"] = f"BESO's reference is missing ({' and '.join(absent)})"
+                out["beso_missing"] = reference_missing("BESO", venv_python(), VENV, REF, find_reference())
                 continue
             out["beso"].append(ref)
         print(f"[speed] round {r}: train step ours {out['ours_same'][-1]['train_step_s']:.3f} s, BESO "

@@ -42,7 +42,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish, ratio_summary
+from common import RESULTS, command_line, environment, header, publish, ratio_summary, reference_missing
 
 import polydiff
 from polydiff.plugin import shared_dir
@@ -296,9 +296,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             ref = measure_frameflow(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
                                     length=b["length"], num=b["num"], sample_repeats=b["sample_repeats"], seed=r)
             if ref is None:
-                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
-                    find_reference() is None)
-                out["frameflow_missing"] = f"FrameFlow's reference is missing ({' and '.join(absent)})"
+                out["frameflow_missing"] = reference_missing("FrameFlow", venv_python(), VENV, REF, find_reference())
                 continue
             out["frameflow"].append(ref)
         out["order"].append(order)

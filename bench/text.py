@@ -41,7 +41,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary, write_results
+from common import (
+    RESULTS,
+    ROOT,
+    command_line,
+    environment,
+    header,
+    publish,
+    ratio_summary,
+    reference_missing,
+    write_results,
+)
 
 import polydiff
 
@@ -254,9 +264,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
                                length=o["length"], vocab=o["vocab"], num=b["num"],
                                sample_steps=tuple(b["sample_steps"]), sample_repeats=b["sample_repeats"], seed=r)
             if ref is None:
-                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
-                    find_reference() is None)
-                out["mdlm_missing"] = f"MDLM's reference is missing ({' and '.join(absent)})"
+                out["mdlm_missing"] = reference_missing("MDLM", venv_python(), VENV, REF, find_reference())
                 continue
             out["mdlm"].append(ref)
         out["order"].append(order)
@@ -346,9 +354,8 @@ def edlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             ref = measure_edlm(num=b["num"], steps=b["steps"], threads=b["threads"], length=o["length"],
                                vocab=o["vocab"], is_size=b["candidates"], repeats=b["repeats"], seed=r)
             if ref is None:
-                absent = [f"the venv {venv_python().parent.parent}"] * (not venv_python().exists()) + [
-                    f"the checkout {REF}"] * (find_reference() is None)
-                out["edlm_missing"] = f"EDLM's reference is missing ({' and '.join(absent)})"
+                out["edlm_missing"] = reference_missing("EDLM", venv_python(), venv_python().parent.parent, REF,
+                                                        find_reference())
                 continue
             out["edlm"].append(ref)
         out["order"].append(order)

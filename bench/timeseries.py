@@ -312,7 +312,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     measurement each, the first of a round alternating between the two."""
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import ratio_summary
+    from common import ratio_summary, reference_missing
     from tsdiff_reference import REF, VENV, find_reference, measure_tsdiff, venv_python
 
     out: dict[str, Any] = {"ours": [], "tsdiff": [], "order": [], "setup": SPEED_SETUP}
@@ -326,9 +326,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
                                  num=b["num"], series=b["series"], num_samples=b["num_samples"],
                                  sample_repeats=b["sample_repeats"], seed=r)
             if ref is None:
-                absent = [f"the venv {VENV}"] * (not venv_python().exists()) + [f"the checkout {REF}"] * (
-                    find_reference() is None)
-                out["tsdiff_missing"] = f"TSDiff's reference is missing ({' and '.join(absent)})"
+                out["tsdiff_missing"] = reference_missing("TSDiff", venv_python(), VENV, REF, find_reference())
                 continue
             out["tsdiff"].append(ref)
         out["order"].append(order)
