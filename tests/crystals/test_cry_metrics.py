@@ -111,6 +111,36 @@ def test_single_atom_and_tiny_cells():
     assert not M.structure_validity(tiny)  # volume 0.064 < 0.1
 
 
+def test_cells_under_the_minimum_volume_are_fingerprinted_as_cdvae_does():
+    """CDVAE builds a cell under 0.1 A^3 before its volume check: not constructed, not valid, but fingerprinted,
+    so it takes part in COV's distances. Ours gives the same fingerprint as matminer on that structure (arrays and
+    Structure inputs alike); a cell CrystalNN would need minutes for is left out with a warning."""
+    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+
+    tiny = Structure(Lattice.cubic(0.45), ["C"], [[0, 0, 0]])  # 0.091 A^3
+    arrays = {"frac_coords": [[0, 0, 0]], "atom_types": [6], "lengths": [0.45] * 3, "angles": [90] * 3}
+    assert M.crystal_from_arrays(**arrays) == (None, "unrealistically_small_lattice")
+    want = np.asarray(CrystalNNFingerprint.from_preset("ops").featurize(tiny, 0))
+    for item in (tiny, arrays):
+        struct_fps, comp_fps = M.fingerprints([item])
+        assert struct_fps[0] is not None and comp_fps[0] is not None
+        assert np.abs(struct_fps[0] - want).max() <= 1e-9
+    flags = M.per_crystal_flags([arrays], fingerprints=M.fingerprints([arrays]))
+    assert (flags["constructed"], flags["struct_valid"], flags["valid"], flags["fingerprint_ok"]) == (
+        [False], [False], [False], [True]
+    )
+    # the reference is a buildable cell just over the limit, fingerprinted alike: only the tiny sample covers it
+    just_over = Structure(Lattice.cubic(0.47), ["C"], [[0, 0, 0]])
+    result = M.evaluate_crystals([arrays, Structure(Lattice.cubic(3.0), ["C"], [[0, 0, 0]])], [just_over],
+                                 cutoffs="carbon")  # fmt: skip
+    assert (result["n_fingerprint_failed"], result["valid"], result["struct_valid"]) == (0.0, 0.5, 0.5)
+    assert (result["cov_recall"], result["cov_precision"]) == (1.0, 0.5)
+    far_too_small = Structure(Lattice.cubic(0.05), ["C"], [[0, 0, 0]])
+    assert M._tiny_cell_cost(far_too_small) > M.TINY_CELL_FP_BUDGET >= M._tiny_cell_cost(tiny)
+    with pytest.warns(UserWarning, match="far under"):
+        assert M.fingerprints([far_too_small]) == ([None], [None])
+
+
 @pytest.mark.parametrize(
     ("elements", "counts", "expected"),
     [

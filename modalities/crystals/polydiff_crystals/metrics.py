@@ -13,6 +13,8 @@ f857f598d6f6cca5dc1ea0582d228f12dcc2c2ea) so that numbers compare with published
 * COV uses every generated crystal; fingerprint failures leave the distance matrices but stay in the COV-P
   denominator, while the reference side is not filtered;
 * a crystal whose fingerprint fails is not valid, even when its composition and structure are.
+* a cell under 0.1 Å^3 is neither constructed nor valid, yet CDVAE fingerprints it, so it counts in COV's
+  distances; so it does here, unless CrystalNN would take minutes on it (``TINY_CELL_FP_BUDGET``, a warning).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from scipy.stats import wasserstein_distance
 __all__ = [
     "COV_CUTOFFS",
     "MIN_VOLUME",
+    "TINY_CELL_FP_BUDGET",
     "comp_diversity",
     "composition_validity",
     "coverage",
@@ -74,6 +77,9 @@ COV_CUTOFFS: dict[str, tuple[float, float]] = {
     "perov_5": (0.2, 4.0),
 }
 MIN_VOLUME = 0.1  # Å^3; smaller cells are not built (CDVAE Crystal.get_structure) and are not valid
+# CDVAE still fingerprints cells under MIN_VOLUME (they count in COV's distances). CrystalNN's cost grows as
+# 1 / volume; cells beyond this many site-image pairs (about two minutes) are not fingerprinted, with a warning.
+TINY_CELL_FP_BUDGET = 1.5e6
 MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
 _PROGRESS_THRESHOLD = 200
 _FP_CACHE_MAX = 200_000
@@ -153,10 +159,16 @@ class _Crystal:
     structure: Structure | None
     atom_types: tuple[int, ...] | None
     reason: str | None = None
+    tiny: Structure | None = None  # a cell under MIN_VOLUME: not constructed, yet CDVAE still fingerprints it
 
     @property
     def constructed(self) -> bool:
         return self.structure is not None
+
+    @property
+    def featurizable(self) -> Structure | None:
+        """What CDVAE's ``get_fingerprints`` featurises: the built structure, or the too-small one."""
+        return self.structure if self.structure is not None else self.tiny
 
 
 def crystal_from_arrays(
@@ -173,6 +185,18 @@ def crystal_from_arrays(
     refuse non-finite numbers (``non_finite_values``), empty crystals (``no_atoms``) and atomic numbers outside
     1..118 (``invalid_atom_types``), which would crash CDVAE. Wrong array shapes raise ValueError.
     """
+    structure, reason = _build(frac_coords, atom_types, lengths, angles)
+    return (None, reason) if reason is not None else (structure, None)
+
+
+def _build(
+    frac_coords: np.ndarray | Sequence,
+    atom_types: np.ndarray | Sequence,
+    lengths: np.ndarray | Sequence,
+    angles: np.ndarray | Sequence,
+) -> tuple[Structure | None, str | None]:
+    """:func:`crystal_from_arrays`, except that a cell under MIN_VOLUME comes back with its reason and its
+    structure: CDVAE builds it before the volume check, calls it not constructed and still fingerprints it."""
     frac = np.asarray(frac_coords, dtype=float)
     types = np.asarray(atom_types)
     abc = np.asarray(lengths, dtype=float).reshape(-1)
@@ -200,7 +224,7 @@ def crystal_from_arrays(
     except Exception:
         return None, "construction_raises_exception"
     if not volume >= MIN_VOLUME:  # also catches NaN
-        return None, "unrealistically_small_lattice"
+        return (structure if math.isfinite(volume) else None), "unrealistically_small_lattice"
     return structure, None
 
 
@@ -231,19 +255,20 @@ def _as_crystal(item: Structure | Mapping | None, where: str) -> _Crystal:
         if types is None:
             raise ValueError(f"{where}: every site needs a real element (atomic number 1..118)")
         if not item.volume >= MIN_VOLUME:
-            return _Crystal(None, types, "unrealistically_small_lattice")
+            tiny = item if math.isfinite(item.volume) else None
+            return _Crystal(None, types, "unrealistically_small_lattice", tiny=tiny)
         return _Crystal(item, types, None)
     if isinstance(item, Mapping):
         missing = {"frac_coords", "atom_types", "lengths", "angles"} - set(item)
         if missing:
             raise ValueError(f"{where}: crystal arrays lack the field(s) {sorted(missing)}")
         try:
-            structure, reason = crystal_from_arrays(
-                item["frac_coords"], item["atom_types"], item["lengths"], item["angles"]
-            )
+            structure, reason = _build(item["frac_coords"], item["atom_types"], item["lengths"], item["angles"])
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
-        return _Crystal(structure, _atom_types(item["atom_types"]), reason)
+        if reason is not None:
+            return _Crystal(None, _atom_types(item["atom_types"]), reason, tiny=structure)
+        return _Crystal(structure, _atom_types(item["atom_types"]), None)
     raise TypeError(f"{where}: expected a pymatgen Structure, a mapping of crystal arrays or None, got {type(item)}")
 
 
@@ -514,11 +539,22 @@ def _fingerprints_of(
     crystals: list[_Crystal], progress: bool | None = None, name: str = "structures"
 ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """Fingerprints of built crystals, from the in-process cache (keyed by content) or computed in chunks."""
-    keys = [None if c.structure is None else _content_key(c.structure, c.atom_types) for c in crystals]
+    targets = [c.featurizable for c in crystals]
+    too_small = [i for i, s in enumerate(targets) if s is not None and _tiny_cell_cost(s) > TINY_CELL_FP_BUDGET]
+    for i in too_small:
+        targets[i] = None
+    if too_small:
+        warnings.warn(
+            f"{len(too_small)} of {len(crystals)} {name} have cells far under {MIN_VOLUME} A^3 (first: index "
+            f"{too_small[0]}); CrystalNN would take minutes each on them, so they get no fingerprint (CDVAE would "
+            "compute one) and are left out of the COV distances",
+            stacklevel=3,
+        )
+    keys = [None if s is None else _content_key(s, c.atom_types) for s, c in zip(targets, crystals)]
     todo: dict[bytes, tuple[Structure, tuple[int, ...]]] = {}
-    for key, crystal in zip(keys, crystals):
+    for key, s, crystal in zip(keys, targets, crystals):
         if key is not None and key not in _FP_CACHE:
-            todo[key] = (crystal.structure, crystal.atom_types)
+            todo[key] = (s, crystal.atom_types)
     pending = list(todo.items())
     chunks = [pending[i : i + _WORKER_CHUNK] for i in range(0, len(pending), _WORKER_CHUNK)]
     show = len(pending) > _PROGRESS_THRESHOLD if progress is None else progress
@@ -532,12 +568,20 @@ def _fingerprints_of(
     if bar is not None:
         bar.close()
     pairs = [(None, None) if key is None else _FP_CACHE[key] for key in keys]
-    failed = sum(1 for c, (s, _) in zip(crystals, pairs) if c.constructed and s is None)
+    failed = sum(1 for t, (s, _) in zip(targets, pairs) if t is not None and s is None)
     if failed:
         warnings.warn(
             f"fingerprints failed for {failed} of {len(crystals)} {name}; they count as not valid", stacklevel=3
         )
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _tiny_cell_cost(structure: Structure) -> float:
+    """Periodic site pairs that CrystalNN examines within its 7 Å search radius, for a cell under MIN_VOLUME
+    (0 for larger cells); the time it takes grows with this count (about 10^4 per second here)."""
+    if structure.volume >= MIN_VOLUME:
+        return 0.0
+    return len(structure) ** 2 * (4.0 / 3.0 * math.pi * 7.0**3) / max(structure.volume, 1e-300)
 
 
 def _progress_bar(total: int, desc: str):
@@ -553,7 +597,8 @@ def fingerprints(
 ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """Structure (61-d CrystalNN "ops", mean over sites) and raw composition (132-d Magpie) fingerprints.
 
-    Both are None for a crystal that cannot be built or whose featurisation raises (CDVAE drops both then).
+    Both are None for a crystal that cannot be built or whose featurisation raises (CDVAE drops both then). A cell
+    under ``MIN_VOLUME`` is built for this, as CDVAE does, unless it is too small to featurise in bounded time.
     Results are cached in-process by structure content, so repeated references are fingerprinted once; they are
     computed with pinned OpenBLAS kernels (see the comment above). A progress bar shows for more than 200 new
     structures unless ``progress`` says otherwise.
