@@ -93,7 +93,7 @@ def read_xyz(path: Path) -> list[tuple[list[str], list[list[float]]]]:
 
 def molecule_inputs(frames: list, seed: int, n_random: int = 300) -> list[dict[str, Any]]:
     """Every frame; every frame with Gaussian noise at eight scales; one atom re-typed per frame; random
-    clouds of QM9 elements (1-24 atoms in boxes of 1.5-6 Å)."""
+    clouds of QM9 elements (1-29 atoms, as many as QM9 has, in boxes of 1.5-6 Å)."""
     rs = np.random.RandomState(seed)
     out = [{"name": f"frame{k}", "elements": el, "positions": pos} for k, (el, pos) in enumerate(frames)]
     for sigma in (0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5):
@@ -105,7 +105,7 @@ def molecule_inputs(frames: list, seed: int, n_random: int = 300) -> list[dict[s
         retyped[rs.randint(len(el))] = str(rs.choice(list(QM9)))
         out.append({"name": f"frame{k} retyped", "elements": retyped, "positions": pos})
     for k in range(n_random):
-        n = rs.randint(1, 25)
+        n = rs.randint(1, 30)
         elements = [str(e) for e in rs.choice(list(QM9), n, p=[0.45, 0.3, 0.1, 0.1, 0.05])]
         positions = rs.uniform(0, rs.uniform(1.5, 6), (n, 3))
         out.append({"name": f"random{k}", "elements": elements, "positions": positions.tolist()})
