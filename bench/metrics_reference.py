@@ -1,6 +1,6 @@
-"""Our molecule and crystal metrics against the published code's own metric functions, on fresh inputs.
+"""Our molecule, graph and crystal metrics against the published code's own metric functions, on fresh inputs.
 
-The shared fixtures (``fixtures/mol_stability``, ``fixtures/crystal_metrics``) hold reference values for
+The shared fixtures (``fixtures/mol_stability``, ``graph_mmd``, ``crystal_metrics``) hold reference values for
 fixed inputs, and the tests reproduce them. This benchmark goes further: it draws new inputs from a seed
 (real structures from ``../shared/data``, noised, sheared, shrunk, re-typed, randomly assembled), runs the
 reference code and ours on the same arrays, and reports every disagreement::
@@ -11,22 +11,31 @@ reference code and ours on the same arrays, and reports every disagreement::
 * molecules: EDM (github.com/ehoogeboom/e3_diffusion_for_molecules), ``qm9.analyze.check_stability`` and
   ``qm9.rdkit_functions.BasicMolecularMetrics.compute_validity``, molecule by molecule in float32 and
   float64, then the pooled summaries; against ``polydiff_molecules.metrics``.
+* graphs: GDSS (github.com/harryjo97/GDSS), ``evaluation.stats`` degree / clustering / orbit / spectral MMD
+  with ``utils.loader.load_eval_settings``' kernels, ORCA compiled from its ``orca.cpp``; seeded sets of
+  community, Erdos-Renyi, Barabasi-Albert, tree, cycle-with-chords and edgeless / clique / star graphs against
+  the community set; against ``polydiff_graphs.metrics.graph_mmds``. It runs in a scratch venv with the
+  graph_mmd fixture's versions (GDSS's own networkx 2.6 pin does not run on this scipy) and GDSS's export
+  from ``bench/gdss_reference.py``.
 * crystals: CDVAE (github.com/txie-93/cdvae), ``scripts/compute_metrics.Crystal`` (construction, SMACT and
   distance validity, CrystalNN / Magpie fingerprints), ``eval_utils.compute_cov`` and ``GenEval``'s
   distribution metrics over all valid crystals; against ``polydiff_crystals.metrics``, fingerprints
   included. Real rows are read with CDVAE's own ``build_crystal`` (Niggli-reduced, as its data configs do).
 
-The references run in this project's interpreter, in a worker process: their metric code needs nothing
+EDM and CDVAE run in this project's interpreter, in a worker process: their metric code needs nothing
 we do not install, and the versions are the fixtures' (smact 2.2.1, matminer 0.10.1). CDVAE's training
 imports (hydra, torch_geometric, torch_scatter, p_tqdm, its data modules) are stand-ins that raise if
 called; the metric path never calls them. ``--setup`` exports bare git mirrors (``$EDM_MIRROR``,
 ``$CDVAE_MIRROR``, defaults under /work/.mirror) into ``$EDM_METRICS_REF`` / ``$CDVAE_METRICS_REF``
-(default /tmp/edm_metrics, /tmp/cdvae_metrics). Nothing of either code is copied here.
+(default /tmp/edm_metrics, /tmp/cdvae_metrics), exports GDSS as ``bench/gdss_reference.py`` does, makes
+GDSS's metric venv (``$GDSS_METRICS_VENV``, default /tmp/gdss_metrics_venv) and compiles ORCA with g++.
+Nothing of the three codes is copied here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -55,6 +64,10 @@ EDM_MIRROR = Path(os.environ.get("EDM_MIRROR", "/work/.mirror/ehoogeboom+e3_diff
 CDVAE_MIRROR = Path(os.environ.get("CDVAE_MIRROR", "/work/.mirror/txie-93+cdvae/repo"))
 EDM_REF = Path(os.environ.get("EDM_METRICS_REF", "/tmp/edm_metrics"))
 CDVAE_REF = Path(os.environ.get("CDVAE_METRICS_REF", "/tmp/cdvae_metrics"))
+GDSS_REF = Path(os.environ.get("GDSS_REF", "/tmp/gdss_ref"))  # bench/gdss_reference.py's export
+GDSS_VENV = Path(os.environ.get("GDSS_METRICS_VENV", "/tmp/gdss_metrics_venv"))
+# the graph_mmd fixture's versions; GDSS's own pins (networkx 2.6) do not run on this scipy
+GDSS_PACKAGES = ["numpy==2.4.6", "scipy==1.17.1", "networkx==3.6.1", "pyemd==1.1.0", "scikit-learn", "dill", "tqdm"]
 MARKER = ".reference_commit"
 FLAGS = ("constructed", "comp_valid", "struct_valid", "valid", "fingerprint_ok")
 # CrystalNN branches on angle thresholds, so last-bit BLAS differences can move a fingerprint; the fixture was
@@ -67,7 +80,18 @@ ELEMENTS = (1, 3, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 22, 26, 29,
 
 
 def setup() -> None:
-    """Export the parts of the two repositories the metrics need."""
+    """Export the parts of the three repositories the metrics need; GDSS's scratch venv; compile ORCA."""
+    import subprocess
+
+    from common import scratch_venv
+    from gdss_reference import export_reference, find_reference
+
+    if find_reference() is None:
+        export_reference()
+    scratch_venv(GDSS_VENV, "import pyemd, networkx, sklearn, dill, tqdm", GDSS_PACKAGES)
+    orca = GDSS_REF / "evaluation" / "orca"
+    if not (orca / "orca").is_file():
+        subprocess.run(["g++", "-O2", "-std=c++11", "-o", str(orca / "orca"), str(orca / "orca.cpp")], check=True)
     export_mirror(EDM_MIRROR, EDM_REF, "ehoogeboom/e3_diffusion_for_molecules", MARKER, "EDM_MIRROR",
                   "metrics_reference.py", paths=("qm9", "configs"))  # fmt: skip
     export_mirror(CDVAE_MIRROR, CDVAE_REF, "txie-93/cdvae", MARKER, "CDVAE_MIRROR", "metrics_reference.py",
@@ -169,6 +193,47 @@ def crystal_cases(rows: Callable[[str, str, int, int], list], seed: int, n_broke
     }  # fmt: skip
 
 
+def graph_sets(seed: int, size: int = 20) -> dict[str, list[dict[str, Any]]]:
+    """Seeded sets of ``size`` graphs as ``{"n", "edges"}``: GDSS-style two-community graphs (the reference),
+    sparse Erdos-Renyi graphs (isolated nodes), Barabasi-Albert graphs, random trees, cycles with chords,
+    edgeless graphs and single nodes mixed with small cliques."""
+    import networkx as nx
+
+    rs = np.random.RandomState(seed)
+
+    def community() -> nx.Graph:
+        sizes = rs.randint(5, 10, 2)
+        g = nx.disjoint_union(*(nx.gnp_random_graph(int(k), 0.7, seed=int(rs.randint(2**31))) for k in sizes))
+        for _ in range(rs.randint(1, 4)):
+            g.add_edge(int(rs.randint(sizes[0])), int(sizes[0] + rs.randint(sizes[1])))
+        return g
+
+    def cycle_chords() -> nx.Graph:
+        g = nx.cycle_graph(int(rs.randint(8, 30)))
+        for _ in range(rs.randint(0, 4)):
+            u, v = rs.choice(len(g), 2, replace=False)
+            g.add_edge(int(u), int(v))
+        return g
+
+    def odd_one() -> nx.Graph:
+        kind = rs.randint(3)
+        return nx.empty_graph(int(rs.randint(2, 12))) if kind == 0 else nx.complete_graph(int(rs.randint(1, 6))) \
+            if kind == 1 else nx.star_graph(int(rs.randint(2, 10)))
+
+    families = {
+        "community": community,
+        "erdos_renyi": lambda: nx.gnp_random_graph(int(rs.randint(5, 40)), float(rs.uniform(0.03, 0.4)),
+                                                   seed=int(rs.randint(2**31))),
+        "barabasi_albert": lambda: nx.barabasi_albert_graph(int(rs.randint(6, 40)), int(rs.randint(1, 4)),
+                                                            seed=int(rs.randint(2**31))),
+        "trees": lambda: nx.random_labeled_tree(int(rs.randint(2, 40)), seed=int(rs.randint(2**31))),
+        "cycles_with_chords": cycle_chords,
+        "edgeless_and_cliques": odd_one,
+    }  # fmt: skip
+    return {name: [{"n": g.number_of_nodes(), "edges": [list(e) for e in g.edges()]} for g in (make() for _ in
+            range(size))] for name, make in families.items()}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ the references
 
 
@@ -265,6 +330,31 @@ def reference_crystals(seed: int, n_broken: int) -> dict[str, Any]:
     return out
 
 
+def reference_graphs(sets: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """GDSS's four MMDs (``evaluation.stats`` with ``load_eval_settings``' kernels) of every set against the
+    community set; run in GDSS's venv with GDSS's root as the working folder (ORCA's relative path)."""
+    import networkx as nx
+
+    np.float = float  # GDSS's mmd.py uses np.float, an alias of float that numpy 1.24 removed
+    from evaluation import stats
+    from utils.loader import load_eval_settings
+
+    def build(items: list[dict[str, Any]]) -> list[nx.Graph]:
+        out = []
+        for item in items:
+            g = nx.Graph()
+            g.add_nodes_from(range(item["n"]))
+            g.add_edges_from(map(tuple, item["edges"]))
+            out.append(g)
+        return out
+
+    methods, kernels = load_eval_settings("community_small")
+    funcs = {"degree": stats.degree_stats, "cluster": stats.clustering_stats, "orbit": stats.orbit_stats_all,
+             "spectral": stats.spectral_stats}  # fmt: skip
+    ref = build(sets["community"])
+    return {name: {m: float(funcs[m](ref, build(items), kernels[m])) for m in methods} for name, items in sets.items()}
+
+
 def worker(kind: str, inputs: Path, seed: int, n_broken: int) -> None:
     """Run one reference in this process (its checkout on sys.path) and print its JSON as the last line."""
     import warnings
@@ -273,6 +363,10 @@ def worker(kind: str, inputs: Path, seed: int, n_broken: int) -> None:
     if kind == "molecules":
         sys.path.insert(0, str(EDM_REF))
         result = reference_molecules(json.loads(inputs.read_text()))
+    elif kind == "graphs":
+        sys.path.insert(0, os.getcwd())
+        with contextlib.redirect_stdout(sys.stderr):  # GDSS prints when ORCA fails on a graph
+            result = reference_graphs(json.loads(inputs.read_text()))
     else:
         sys.path[:0] = [str(CDVAE_REF / "scripts"), str(CDVAE_REF)]
         result = reference_crystals(seed, n_broken)
@@ -316,6 +410,22 @@ def ours_molecules(molecules: list[dict[str, Any]]) -> dict[str, Any]:
     return {"per": per, "summary": {k: got[k] for k in ("mol_stable", "atm_stable", "validity", "uniqueness")}}
 
 
+def ours_graphs(sets: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Our four MMDs of every set against the community set, keyed as :func:`reference_graphs`'s."""
+    import networkx as nx
+
+    from polydiff_graphs.metrics import graph_mmds
+
+    def build(items: list[dict[str, Any]]) -> list[nx.Graph]:
+        graphs = [nx.empty_graph(item["n"]) for item in items]
+        for g, item in zip(graphs, items):
+            g.add_edges_from(map(tuple, item["edges"]))
+        return graphs
+
+    ref = build(sets["community"])
+    return {name: graph_mmds(ref, build(items)) for name, items in sets.items()}
+
+
 def ours_crystals(case: dict[str, Any]) -> dict[str, Any]:
     """Our flags, fingerprints and metrics for one case, keyed as :func:`reference_crystals`'s."""
     from polydiff_crystals import metrics as M
@@ -339,11 +449,13 @@ def fingerprint_gap(ours: list, theirs: list) -> float:
 
 def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str, Any]:
     """Both sides of each part; per-part counts of inputs and of disagreements, with the first few named."""
-    missing = [str(p) for p in (EDM_REF, CDVAE_REF) if reference_commit(p, MARKER) is None]
+    exports = {"edm": (EDM_REF, MARKER, "molecules"), "gdss": (GDSS_REF, ".gdss_commit", "graphs"),
+               "cdvae": (CDVAE_REF, MARKER, "crystals")}  # fmt: skip
+    commits = {name: reference_commit(path, marker) for name, (path, marker, part) in exports.items() if part in parts}
+    missing = [str(exports[name][0]) for name, commit in commits.items() if commit is None]
     if missing:
         sys.exit(f"the reference exports {missing} are missing: run `python bench/metrics_reference.py --setup`")
-    res: dict[str, Any] = {"seed": seed, "commits": {"edm": reference_commit(EDM_REF, MARKER),
-                                                     "cdvae": reference_commit(CDVAE_REF, MARKER)}, "parts": {}}
+    res: dict[str, Any] = {"seed": seed, "commits": commits, "parts": {}}
     shared = Path(os.environ.get("POLYDIFF_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     if "molecules" in parts:
         frames = read_xyz(shared / "data" / "qm9" / "qm9_3d_sample128.extxyz")
@@ -364,6 +476,25 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
             "summary_ours": ours["summary"], "summary_reference": theirs["summary"],
             "summary_disagreements": compare_values(ours["summary"], theirs["summary"], rel=1e-12),
             "reference_s": ref_s, "ours_s": our_s}  # fmt: skip
+    if "graphs" in parts:
+        if not (GDSS_REF / "evaluation" / "orca" / "orca").is_file() or not (GDSS_VENV / "bin" / "python").exists():
+            sys.exit(f"GDSS's export {GDSS_REF} (with ORCA compiled) or its venv {GDSS_VENV} is missing: run "
+                     "`python bench/metrics_reference.py --setup`")
+        sets = graph_sets(seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "graphs.json"
+            path.write_text(json.dumps(sets))
+            start = time.perf_counter()
+            theirs = run_worker(GDSS_VENV / "bin" / "python", __file__, {"worker": "graphs", "inputs": path,
+                                "seed": seed, "broken": n_broken, "threads": 1}, timeout, cwd=GDSS_REF)  # fmt: skip
+        ref_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours = ours_graphs(sets)
+        res["parts"]["graphs"] = {
+            "sizes": {k: len(v) for k, v in sets.items()}, "ours": ours, "reference": theirs,
+            "disagreements": {k: d for k in sets if (d := compare_values(ours[k], theirs[k]))},
+            "largest_abs_gap": max(abs(ours[k][m] - theirs[k][m]) for k in sets for m in theirs[k]),
+            "reference_s": ref_s, "ours_s": time.perf_counter() - start}  # fmt: skip
     if "crystals" in parts:
         start, blas = time.perf_counter(), os.environ.get("OPENBLAS_CORETYPE")
         os.environ["OPENBLAS_CORETYPE"] = REFERENCE_BLAS  # read by the worker's OpenBLAS at its start only
@@ -391,8 +522,9 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
 def markdown(res: dict[str, Any], env: dict[str, Any]) -> str:
     """The report: one row per compared set, disagreements first."""
     lines = header("Metrics against the published code, on fresh inputs", env)
-    lines += [f"- references: EDM `{res['commits']['edm']}`, CDVAE `{res['commits']['cdvae']}`; input seed "
-              f"{res['seed']}; CDVAE's worker runs OpenBLAS' {REFERENCE_BLAS} kernels, as the fixture's run and our "
+    named = ", ".join(f"{k.upper()} `{v}`" for k, v in res["commits"].items())
+    lines += [f"- references: {named}; input seed {res['seed']}",
+              f"- CDVAE's worker runs OpenBLAS' {REFERENCE_BLAS} kernels, as the fixture's run and our "
               "fingerprint worker do",
               "- a disagreement is any flag, count or SMILES that differs, or a float that differs by more than 1e-9 "
               "relative (1e-12 for the molecule summaries)", ""]  # fmt: skip
@@ -408,6 +540,18 @@ def markdown(res: dict[str, Any], env: dict[str, Any]) -> str:
         ours, theirs = m["summary_ours"], m["summary_reference"]
         lines += [f"| {k} | {ours[k]:.12g} | {theirs[k]:.12g} |" for k in ours]
         lines += ["", f"Time: EDM {m['reference_s']:.1f} s, ours {m['ours_s']:.1f} s.", ""]
+    if "graphs" in res["parts"]:
+        g = res["parts"]["graphs"]
+        lines += ["## Graphs: GDSS's `evaluation.stats` MMDs (community-small settings)", "",
+                  f"Each set ({', '.join(f'{k} {v}' for k, v in g['sizes'].items())} graphs) against the "
+                  "community set: degree, clustering, orbit (ORCA compiled from GDSS's `orca.cpp`) and spectral "
+                  f"MMD with `load_eval_settings`' kernels. Largest absolute gap: {g['largest_abs_gap']:.1e}; "
+                  f"sets with a disagreement: {len(g['disagreements'])}.", "",
+                  "| set | degree ours / GDSS | cluster | orbit | spectral |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, theirs in g["reference"].items():
+            ours = g["ours"][name]
+            lines.append(f"| {name} | " + " | ".join(f"{ours[m]:.10f} / {theirs[m]:.10f}" for m in theirs) + " |")
+        lines += ["", f"Time: GDSS {g['reference_s']:.1f} s, ours {g['ours_s']:.1f} s.", ""]
     if "crystals" in res["parts"]:
         c = res["parts"]["crystals"]
         lines += ["## Crystals: CDVAE's `Crystal`, `compute_cov` and `GenEval`", "",
@@ -434,9 +578,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--setup", action="store_true", help="export the two references, then exit")
     p.add_argument("--seed", type=int, default=1, help="seed of the fresh inputs")
     p.add_argument("--broken", type=int, default=60, help="damaged perovskites (a third as many carbons)")
-    p.add_argument("--parts", default="molecules,crystals", help="comma-separated: molecules, crystals")
+    p.add_argument("--parts", default="molecules,graphs,crystals", help="comma-separated: molecules, graphs, "
+                   "crystals")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per reference worker")
-    p.add_argument("--worker", choices=("molecules", "crystals"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("molecules", "crystals", "graphs"), help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     p.add_argument("--threads", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -447,8 +592,8 @@ def main(argv: list[str] | None = None) -> None:
         worker(a.worker, Path(a.inputs), a.seed, a.broken)
         return
     parts = [x for x in a.parts.split(",") if x]
-    if not parts or set(parts) - {"molecules", "crystals"}:
-        p.error(f"--parts takes molecules and/or crystals, got {a.parts!r}")
+    if not parts or set(parts) - {"molecules", "graphs", "crystals"}:
+        p.error(f"--parts takes molecules, graphs and / or crystals, got {a.parts!r}")
     env = environment(command_line("metrics_reference.py", argv))
     res = run(a.seed, a.broken, parts, a.timeout)
     publish("metrics_reference", {"environment": env, **res}, markdown(res, env))

@@ -53,3 +53,17 @@ def test_our_side_reports_the_reference_keys(bench_module):
     assert set(ours["per"][0]) == {f"{k}{s}" for k in ("stable", "n_stable", "smiles") for s in ("32", "64")}
     assert ours["per"][0]["stable32"] and ours["per"][0]["smiles64"] == "[H]O[H]"
     assert set(ours["summary"]) == {"mol_stable", "atm_stable", "validity", "uniqueness"}
+
+
+def test_graph_sets_are_seeded_and_hold_the_edge_cases(bench_module):
+    mr = bench_module("metrics_reference")
+    a, b, c = mr.graph_sets(0, size=8), mr.graph_sets(0, size=8), mr.graph_sets(1, size=8)
+    assert a == b and a != c
+    assert set(a) >= {"community", "erdos_renyi", "trees", "edgeless_and_cliques"}
+    assert all(len(v) == 8 for v in a.values())
+    for items in a.values():
+        assert all(0 <= u < g["n"] and 0 <= v < g["n"] and u != v for g in items for u, v in g["edges"])
+    assert all(len(g["edges"]) == g["n"] - 1 for g in a["trees"])
+    ours = mr.ours_graphs(a)
+    assert all(v == 0.0 for v in ours["community"].values())  # the reference set against itself
+    assert all(v > 0 for name in ("trees", "edgeless_and_cliques") for v in ours[name].values())
