@@ -1,6 +1,6 @@
-"""Our molecule, graph and crystal metrics against the published code's own metric functions, on fresh inputs.
+"""Our molecule, forecast, graph and crystal metrics against the reference code's own functions, on fresh inputs.
 
-The shared fixtures (``fixtures/mol_stability``, ``graph_mmd``, ``crystal_metrics``) hold reference values for
+The shared fixtures (``mol_stability``, ``forecast_metrics``, ``graph_mmd``, ``crystal_metrics``) hold values for
 fixed inputs, and the tests reproduce them. This benchmark goes further: it draws new inputs from a seed
 (real structures from ``../shared/data``, noised, sheared, shrunk, re-typed, randomly assembled), runs the
 reference code and ours on the same arrays, and reports every disagreement::
@@ -11,6 +11,10 @@ reference code and ours on the same arrays, and reports every disagreement::
 * molecules: EDM (github.com/ehoogeboom/e3_diffusion_for_molecules), ``qm9.analyze.check_stability`` and
   ``qm9.rdkit_functions.BasicMolecularMetrics.compute_validity``, molecule by molecule in float32 and
   float64, then the pooled summaries; against ``polydiff_molecules.metrics``.
+* forecasts: gluonts 0.17.0's ``Evaluator`` (called as the forecast_metrics fixture was) and properscoring's
+  ``crps_ensemble``, in a scratch venv with the fixture's versions (``$GLUONTS_VENV``, /tmp/gluonts_venv), on
+  seeded cases: 1 to 200 sample paths, seasons longer than the history, negative levels, biased and
+  too-narrow samples, a constant history (infinite MASE); against ``polydiff_timeseries.metrics``.
 * graphs: GDSS (github.com/harryjo97/GDSS), ``evaluation.stats`` degree / clustering / orbit / spectral MMD
   with ``utils.loader.load_eval_settings``' kernels, ORCA compiled from its ``orca.cpp``; seeded sets of
   community, Erdos-Renyi, Barabasi-Albert, tree, cycle-with-chords and edgeless / clique / star graphs against
@@ -64,6 +68,9 @@ EDM_MIRROR = Path(os.environ.get("EDM_MIRROR", "/work/.mirror/ehoogeboom+e3_diff
 CDVAE_MIRROR = Path(os.environ.get("CDVAE_MIRROR", "/work/.mirror/txie-93+cdvae/repo"))
 EDM_REF = Path(os.environ.get("EDM_METRICS_REF", "/tmp/edm_metrics"))
 CDVAE_REF = Path(os.environ.get("CDVAE_METRICS_REF", "/tmp/cdvae_metrics"))
+GLUONTS_VENV = Path(os.environ.get("GLUONTS_VENV", "/tmp/gluonts_venv"))
+# the forecast_metrics fixture's versions
+GLUONTS_PACKAGES = ["numpy==2.4.6", "pandas==2.3.3", "gluonts==0.17.0", "properscoring==0.1", "packaging"]
 GDSS_REF = Path(os.environ.get("GDSS_REF", "/tmp/gdss_ref"))  # bench/gdss_reference.py's export
 GDSS_VENV = Path(os.environ.get("GDSS_METRICS_VENV", "/tmp/gdss_metrics_venv"))
 # the graph_mmd fixture's versions; GDSS's own pins (networkx 2.6) do not run on this scipy
@@ -89,6 +96,7 @@ def setup() -> None:
     if find_reference() is None:
         export_reference()
     scratch_venv(GDSS_VENV, "import pyemd, networkx, sklearn, dill, tqdm", GDSS_PACKAGES)
+    scratch_venv(GLUONTS_VENV, "import gluonts.evaluation, pandas, properscoring", GLUONTS_PACKAGES)
     orca = GDSS_REF / "evaluation" / "orca"
     if not (orca / "orca").is_file():
         subprocess.run(["g++", "-O2", "-std=c++11", "-o", str(orca / "orca"), str(orca / "orca.cpp")], check=True)
@@ -234,6 +242,36 @@ def graph_sets(seed: int, size: int = 20) -> dict[str, list[dict[str, Any]]]:
             range(size))] for name, make in families.items()}  # fmt: skip
 
 
+def forecast_cases(seed: int) -> dict[str, dict[str, Any]]:
+    """Seeded forecasting cases: (history, target, samples, season) with different sample counts (1 to 200,
+    odd and even), horizons, seasons longer than the history, negative levels, biased and too-narrow
+    samples, and a constant history (zero seasonal error: MASE is infinite)."""
+    rs = np.random.RandomState(seed)
+
+    def case(n: int, hist: int, horizon: int, samples: int, season: int, level: float, spread: float,
+             bias: float = 0.0, constant: bool = False) -> dict[str, Any]:
+        t = np.arange(hist + horizon)
+        phase = rs.uniform(0, 2 * np.pi, (n, 1))
+        series = level + 3 * np.sin(2 * np.pi * t / max(season, 2) + phase) + rs.normal(0, 1, (n, t.size))
+        if constant:
+            series[0, :hist] = level
+        mean = level + 3 * np.sin(2 * np.pi * t[hist:] / max(season, 2) + phase) + bias
+        paths = mean[:, None, :] + spread * rs.standard_t(4, (n, samples, horizon))
+        return {"history": series[:, :hist].tolist(), "target": series[:, hist:].tolist(),
+                "samples": paths.tolist(), "season": season}  # fmt: skip
+
+    return {
+        "calibrated, 100 samples, season 24": case(5, 168, 24, 100, 24, 20.0, 1.0),
+        "biased, 50 samples": case(4, 96, 12, 50, 12, 50.0, 1.0, bias=4.0),
+        "too narrow, 7 samples": case(3, 60, 30, 7, 7, 10.0, 0.2),
+        "one sample path": case(3, 48, 10, 1, 24, 5.0, 1.0),
+        "two sample paths, negative level": case(3, 48, 10, 2, 12, -30.0, 2.0),
+        "season longer than the history": case(3, 10, 8, 20, 24, 8.0, 1.0),
+        "200 samples, horizon 1": case(6, 30, 1, 200, 1, 3.0, 1.5),
+        "a constant history (MASE infinite)": case(3, 40, 8, 30, 4, 6.0, 1.0, constant=True),
+    }
+
+
 # ------------------------------------------------------------------------------------------------ the references
 
 
@@ -355,6 +393,34 @@ def reference_graphs(sets: dict[str, list[dict[str, Any]]]) -> dict[str, dict[st
     return {name: {m: float(funcs[m](ref, build(items), kernels[m])) for m in methods} for name, items in sets.items()}
 
 
+def reference_forecasts(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """gluonts' ``Evaluator`` (the fixture's call: hourly PeriodIndex, ``SampleForecast``, ``num_workers=0``)
+    and properscoring's ``crps_ensemble`` for every case."""
+    import pandas as pd
+    import properscoring
+    from gluonts.evaluation import Evaluator
+    from gluonts.model.forecast import SampleForecast
+
+    out = {}
+    for name, c in cases.items():
+        history, target, samples = (np.asarray(c[k], dtype=float) for k in ("history", "target", "samples"))
+        full = np.concatenate([history, target], axis=1)
+        start = pd.Period("2027-01-01 00:00", freq="h")
+        series = [pd.DataFrame(row, index=pd.period_range(start, periods=full.shape[1], freq="h")) for row in full]
+        forecasts = [SampleForecast(samples=s, start_date=start + history.shape[1], item_id=str(i))
+                     for i, s in enumerate(samples)]  # fmt: skip
+        evaluator = Evaluator(quantiles=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], seasonality=c["season"],
+                              num_workers=0)  # fmt: skip
+        agg, per_item = evaluator(iter(series), iter(forecasts), num_series=len(series))
+        keys = ["mean_wQuantileLoss", "ND", "NRMSE", "MASE"] + [f"{k}[{q}]" for q in evaluator.quantiles
+                                                                for k in ("wQuantileLoss", "Coverage")]  # fmt: skip
+        crps = properscoring.crps_ensemble(target, samples.transpose(0, 2, 1))
+        out[name] = {"aggregate": {k: float(agg[k]) for k in keys},
+                     "seasonal_error": per_item["seasonal_error"].astype(float).tolist(),
+                     "item_mase": per_item["MASE"].astype(float).tolist(), "crps_sum": float(crps.sum())}  # fmt: skip
+    return out
+
+
 def worker(kind: str, inputs: Path, seed: int, n_broken: int) -> None:
     """Run one reference in this process (its checkout on sys.path) and print its JSON as the last line."""
     import warnings
@@ -363,6 +429,8 @@ def worker(kind: str, inputs: Path, seed: int, n_broken: int) -> None:
     if kind == "molecules":
         sys.path.insert(0, str(EDM_REF))
         result = reference_molecules(json.loads(inputs.read_text()))
+    elif kind == "forecasts":
+        result = reference_forecasts(json.loads(inputs.read_text()))
     elif kind == "graphs":
         sys.path.insert(0, os.getcwd())
         with contextlib.redirect_stdout(sys.stderr):  # GDSS prints when ORCA fails on a graph
@@ -379,12 +447,13 @@ def worker(kind: str, inputs: Path, seed: int, n_broken: int) -> None:
 
 def compare_values(ours: dict[str, Any], theirs: dict[str, Any], rel: float = 1e-9) -> dict[str, tuple]:
     """The keys of ``theirs`` where ``ours`` differs: exactly for bools, ints and strings, to ``rel`` (relative
-    to max(1, |value|)) for floats; NaN equals NaN."""
+    to max(1, |value|)) for floats; NaN equals NaN, an infinity only the same infinity."""
     diff = {}
     for key, want in theirs.items():
         got = ours.get(key)
         if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
-            same = (math.isnan(want) and math.isnan(got)) or abs(got - want) <= rel * max(1.0, abs(want))
+            close = math.isfinite(got) and math.isfinite(want) and abs(got - want) <= rel * max(1.0, abs(want))
+            same = got == want or (math.isnan(want) and math.isnan(got)) or close
         else:
             same = got == want
         if not same:
@@ -408,6 +477,30 @@ def ours_molecules(molecules: list[dict[str, Any]]) -> dict[str, Any]:
         per.append(row)
     got = edm_metrics(mols, dtype=np.float32)
     return {"per": per, "summary": {k: got[k] for k in ("mol_stable", "atm_stable", "validity", "uniqueness")}}
+
+
+def ours_forecasts(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Our forecast metrics for every case, keyed as :func:`reference_forecasts`'s."""
+    from polydiff_timeseries import metrics as M
+
+    out = {}
+    for name, c in cases.items():
+        history, y, s = (np.asarray(c[k], dtype=float) for k in ("history", "target", "samples"))
+        m = c["season"]
+        agg = {"mean_wQuantileLoss": M.mean_weighted_quantile_loss(y, s), "ND": M.nd(y, s), "NRMSE": M.nrmse(y, s),
+               "MASE": M.mase(y, s, history, m)}  # fmt: skip
+        for q, w in M.weighted_quantile_losses(y, s).items():
+            agg[f"wQuantileLoss[{q}]"], agg[f"Coverage[{q}]"] = w, M.coverage(y, s, q)
+        out[name] = {"aggregate": agg, "seasonal_error": M.seasonal_error(history, m).tolist(),
+                     "item_mase": [M.mase(y[i : i + 1], s[i : i + 1], history[i : i + 1], m) for i in range(len(y))],
+                     "crps_sum": float(M.crps_ensemble(y, s).sum())}  # fmt: skip
+    return out
+
+
+def _flat(result: dict[str, Any]) -> dict[str, float]:
+    """One case's forecast metrics as one flat dict (aggregates, per-series seasonal error and MASE, CRPS)."""
+    return {**result["aggregate"], **{f"seasonal_error[{i}]": v for i, v in enumerate(result["seasonal_error"])},
+            **{f"MASE[{i}]": v for i, v in enumerate(result["item_mase"])}, "CRPS sum": result["crps_sum"]}
 
 
 def ours_graphs(sets: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -476,6 +569,22 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
             "summary_ours": ours["summary"], "summary_reference": theirs["summary"],
             "summary_disagreements": compare_values(ours["summary"], theirs["summary"], rel=1e-12),
             "reference_s": ref_s, "ours_s": our_s}  # fmt: skip
+    if "forecasts" in parts:
+        if not (GLUONTS_VENV / "bin" / "python").exists():
+            sys.exit(f"gluonts' venv {GLUONTS_VENV} is missing: run `python bench/metrics_reference.py --setup`")
+        cases = forecast_cases(seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "forecasts.json"
+            path.write_text(json.dumps(cases))
+            start = time.perf_counter()
+            theirs = run_worker(GLUONTS_VENV / "bin" / "python", __file__, {"worker": "forecasts", "inputs": path,
+                                "seed": seed, "broken": n_broken, "threads": 1}, timeout)  # fmt: skip
+        ref_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours = ours_forecasts(cases)
+        res["parts"]["forecasts"] = {
+            "ours": ours, "reference": theirs, "reference_s": ref_s, "ours_s": time.perf_counter() - start,
+            "disagreements": {k: d for k in cases if (d := compare_values(_flat(ours[k]), _flat(theirs[k])))}}
     if "graphs" in parts:
         if not (GDSS_REF / "evaluation" / "orca" / "orca").is_file() or not (GDSS_VENV / "bin" / "python").exists():
             sys.exit(f"GDSS's export {GDSS_REF} (with ORCA compiled) or its venv {GDSS_VENV} is missing: run "
@@ -540,6 +649,21 @@ def markdown(res: dict[str, Any], env: dict[str, Any]) -> str:
         ours, theirs = m["summary_ours"], m["summary_reference"]
         lines += [f"| {k} | {ours[k]:.12g} | {theirs[k]:.12g} |" for k in ours]
         lines += ["", f"Time: EDM {m['reference_s']:.1f} s, ours {m['ours_s']:.1f} s.", ""]
+    if "forecasts" in res["parts"]:
+        f = res["parts"]["forecasts"]
+        lines += ["## Forecasts: gluonts 0.17.0's `Evaluator` and properscoring's `crps_ensemble`", "",
+                  "Per case: mean_wQuantileLoss (the CRPS of TSDiff's tables), ND, NRMSE, MASE, wQuantileLoss and "
+                  "Coverage at nine quantiles, per-series seasonal error and MASE, and the summed ensemble CRPS.", "",
+                  "| case | values compared | disagreements | CRPS (mean wQL) ours / gluonts | MASE ours / gluonts |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for name, theirs in f["reference"].items():
+            ours, ta = f["ours"][name]["aggregate"], theirs["aggregate"]
+            lines.append(f"| {name} | {len(_flat(theirs))} | {len(f['disagreements'].get(name, {}))} | "
+                         f"{ours['mean_wQuantileLoss']:.10f} / {ta['mean_wQuantileLoss']:.10f} | "
+                         f"{ours['MASE']:.10g} / {ta['MASE']:.10g} |")  # fmt: skip
+        for name, d in f["disagreements"].items():
+            lines.append(f"- **{name}**: {d}")
+        lines += ["", f"Time: gluonts {f['reference_s']:.1f} s (with its import), ours {f['ours_s']:.2f} s.", ""]
     if "graphs" in res["parts"]:
         g = res["parts"]["graphs"]
         lines += ["## Graphs: GDSS's `evaluation.stats` MMDs (community-small settings)", "",
@@ -578,10 +702,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--setup", action="store_true", help="export the two references, then exit")
     p.add_argument("--seed", type=int, default=1, help="seed of the fresh inputs")
     p.add_argument("--broken", type=int, default=60, help="damaged perovskites (a third as many carbons)")
-    p.add_argument("--parts", default="molecules,graphs,crystals", help="comma-separated: molecules, graphs, "
-                   "crystals")
+    p.add_argument("--parts", default="molecules,forecasts,graphs,crystals",
+                   help="comma-separated: molecules, forecasts, graphs, crystals")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per reference worker")
-    p.add_argument("--worker", choices=("molecules", "crystals", "graphs"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("molecules", "crystals", "graphs", "forecasts"), help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     p.add_argument("--threads", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -592,8 +716,8 @@ def main(argv: list[str] | None = None) -> None:
         worker(a.worker, Path(a.inputs), a.seed, a.broken)
         return
     parts = [x for x in a.parts.split(",") if x]
-    if not parts or set(parts) - {"molecules", "graphs", "crystals"}:
-        p.error(f"--parts takes molecules, graphs and / or crystals, got {a.parts!r}")
+    if not parts or set(parts) - {"molecules", "forecasts", "graphs", "crystals"}:
+        p.error(f"--parts takes molecules, forecasts, graphs and / or crystals, got {a.parts!r}")
     env = environment(command_line("metrics_reference.py", argv))
     res = run(a.seed, a.broken, parts, a.timeout)
     publish("metrics_reference", {"environment": env, **res}, markdown(res, env))

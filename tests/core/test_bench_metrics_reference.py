@@ -22,6 +22,9 @@ def test_compare_values_finds_every_kind_of_difference(bench_module):
     for key, value in (("flag", False), ("count", 4), ("smiles", "OC"), ("x", 0.5 + 1e-6), ("missing", 0.0)):
         assert set(mr.compare_values({**same, key: value}, same)) == {key}
     assert set(mr.compare_values({}, same)) == set(same)  # a key we do not report is a disagreement
+    assert mr.compare_values({"x": math.inf}, {"x": math.inf}) == {}
+    assert set(mr.compare_values({"x": -math.inf}, {"x": math.inf})) == {"x"}
+    assert set(mr.compare_values({"x": 1e300}, {"x": math.inf})) == {"x"}
     assert mr.fingerprint_gap([np.ones(3), None], [np.ones(3) + 1e-3, np.zeros(3)]) == pytest.approx(1e-3 / 1.001)
 
 
@@ -67,3 +70,16 @@ def test_graph_sets_are_seeded_and_hold_the_edge_cases(bench_module):
     ours = mr.ours_graphs(a)
     assert all(v == 0.0 for v in ours["community"].values())  # the reference set against itself
     assert all(v > 0 for name in ("trees", "edgeless_and_cliques") for v in ours[name].values())
+
+
+def test_forecast_cases_are_seeded_and_ours_reports_their_keys(bench_module):
+    mr = bench_module("metrics_reference")
+    a, b = mr.forecast_cases(0), mr.forecast_cases(0)
+    assert a == b and a != mr.forecast_cases(1)
+    sizes = {len(c["samples"][0]) for c in a.values()}
+    assert {1, 2, 7, 200} <= sizes
+    assert any(c["season"] >= len(c["history"][0]) for c in a.values())  # seasonal error falls back to lag 1
+    ours = mr.ours_forecasts(a)
+    flat = mr._flat(ours["a constant history (MASE infinite)"])
+    assert flat["MASE[0]"] == math.inf and math.isfinite(flat["MASE[1]"])
+    assert {"mean_wQuantileLoss", "ND", "NRMSE", "MASE", "wQuantileLoss[0.5]", "Coverage[0.9]", "CRPS sum"} <= set(flat)
