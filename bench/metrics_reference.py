@@ -540,6 +540,19 @@ def fingerprint_gap(ours: list, theirs: list) -> float:
     return gap
 
 
+def timed_worker(python: Path, kind: str, payload: Any, seed: int, n_broken: int, timeout: float,
+                 cwd: Path | None = None) -> tuple[Any, float]:
+    """Run this script's ``kind`` worker under ``python`` on ``payload`` (passed as a JSON file); its result and
+    the seconds it took."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{kind}.json"
+        path.write_text(json.dumps(payload))
+        start = time.perf_counter()
+        result = run_worker(python, __file__, {"worker": kind, "inputs": path, "seed": seed, "broken": n_broken,
+                                               "threads": 1}, timeout, cwd=cwd)  # fmt: skip
+    return result, time.perf_counter() - start
+
+
 def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str, Any]:
     """Both sides of each part; per-part counts of inputs and of disagreements, with the first few named."""
     exports = {"edm": (EDM_REF, MARKER, "molecules"), "gdss": (GDSS_REF, ".gdss_commit", "graphs"),
@@ -553,13 +566,7 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
     if "molecules" in parts:
         frames = read_xyz(shared / "data" / "qm9" / "qm9_3d_sample128.extxyz")
         mols = molecule_inputs(frames, seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "molecules.json"
-            path.write_text(json.dumps(mols))
-            start = time.perf_counter()
-            theirs = run_worker(Path(sys.executable), __file__, {"worker": "molecules", "inputs": path, "seed": seed,
-                                                                 "broken": n_broken, "threads": 1}, timeout)
-        ref_s = time.perf_counter() - start
+        theirs, ref_s = timed_worker(Path(sys.executable), "molecules", mols, seed, n_broken, timeout)
         start = time.perf_counter()
         ours = ours_molecules(mols)
         our_s = time.perf_counter() - start
@@ -573,13 +580,7 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
         if not (GLUONTS_VENV / "bin" / "python").exists():
             sys.exit(f"gluonts' venv {GLUONTS_VENV} is missing: run `python bench/metrics_reference.py --setup`")
         cases = forecast_cases(seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "forecasts.json"
-            path.write_text(json.dumps(cases))
-            start = time.perf_counter()
-            theirs = run_worker(GLUONTS_VENV / "bin" / "python", __file__, {"worker": "forecasts", "inputs": path,
-                                "seed": seed, "broken": n_broken, "threads": 1}, timeout)  # fmt: skip
-        ref_s = time.perf_counter() - start
+        theirs, ref_s = timed_worker(GLUONTS_VENV / "bin" / "python", "forecasts", cases, seed, n_broken, timeout)
         start = time.perf_counter()
         ours = ours_forecasts(cases)
         res["parts"]["forecasts"] = {
@@ -590,13 +591,8 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
             sys.exit(f"GDSS's export {GDSS_REF} (with ORCA compiled) or its venv {GDSS_VENV} is missing: run "
                      "`python bench/metrics_reference.py --setup`")
         sets = graph_sets(seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "graphs.json"
-            path.write_text(json.dumps(sets))
-            start = time.perf_counter()
-            theirs = run_worker(GDSS_VENV / "bin" / "python", __file__, {"worker": "graphs", "inputs": path,
-                                "seed": seed, "broken": n_broken, "threads": 1}, timeout, cwd=GDSS_REF)  # fmt: skip
-        ref_s = time.perf_counter() - start
+        theirs, ref_s = timed_worker(GDSS_VENV / "bin" / "python", "graphs", sets, seed, n_broken, timeout,
+                                     cwd=GDSS_REF)
         start = time.perf_counter()
         ours = ours_graphs(sets)
         res["parts"]["graphs"] = {
@@ -605,14 +601,13 @@ def run(seed: int, n_broken: int, parts: list[str], timeout: float) -> dict[str,
             "largest_abs_gap": max(abs(ours[k][m] - theirs[k][m]) for k in sets for m in theirs[k]),
             "reference_s": ref_s, "ours_s": time.perf_counter() - start}  # fmt: skip
     if "crystals" in parts:
-        start, blas = time.perf_counter(), os.environ.get("OPENBLAS_CORETYPE")
+        blas = os.environ.get("OPENBLAS_CORETYPE")
         os.environ["OPENBLAS_CORETYPE"] = REFERENCE_BLAS  # read by the worker's OpenBLAS at its start only
         try:
-            theirs = run_worker(Path(sys.executable), __file__, {"worker": "crystals", "inputs": "-", "seed": seed,
-                                                                 "broken": n_broken, "threads": 1}, timeout)
+            theirs, ref_s = timed_worker(Path(sys.executable), "crystals", None, seed, n_broken, timeout)
         finally:
             os.environ.pop("OPENBLAS_CORETYPE") if blas is None else os.environ.update(OPENBLAS_CORETYPE=blas)
-        ref_s, cases = time.perf_counter() - start, {}
+        cases = {}
         start = time.perf_counter()
         for name, case in theirs.items():
             ours = ours_crystals(case)
