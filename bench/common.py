@@ -235,6 +235,14 @@ def ratio_summary(ours: Any, ref: Any, ref_name: str) -> dict[str, Any]:
     return {"ours": mine, ref_name: other, "ratio": ratio, "at_most": None if ratio is None else ratio <= 1.0}
 
 
+def ratio_summaries(out: dict[str, Any], keys: Any, ref_name: str,
+                    ours: tuple[str, ...] = ("ours", "ours_equal_params")) -> dict[str, Any]:
+    """:func:`ratio_summary` of every measured ``key`` for each of our runs in ``out`` (its lists ``ours``,
+    ...) against the reference's list ``out[ref_name]``, keyed ``"<run>/<key>"``."""
+    return {f"{who}/{key}": ratio_summary((x[key] for x in out[who]), (x[key] for x in out[ref_name]), ref_name)
+            for who in ours for key in keys}
+
+
 def reference_missing(label: str, venv_python: Path, venv: Path, checkout: Path, found: Path | None) -> str:
     """What a benchmark reports when a reference cannot run: which of its scratch venv (``venv``,
     interpreter ``venv_python``) and its checkout (``checkout``; ``found`` None) is absent."""

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summary, reference_missing
+from common import RESULTS, ROOT, command_line, environment, header, publish, ratio_summaries, reference_missing
 
 import polydiff
 
@@ -329,11 +329,7 @@ def part_propmolflow(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
             out["order"].append(order)
             if "propmolflow_missing" in out:
                 break
-    out["summary"] = {}
-    for who in ("ours", "ours_equal_params"):
-        for key in PMF_KEYS:
-            out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out[who]),
-                                                           (x[key] for x in out["propmolflow"]), "propmolflow")
+    out["summary"] = ratio_summaries(out, PMF_KEYS, "propmolflow")
     return out
 
 

@@ -42,7 +42,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish, ratio_summary, reference_missing
+from common import RESULTS, command_line, environment, header, publish, ratio_summaries, reference_missing
 
 import polydiff
 from polydiff.plugin import shared_dir
@@ -307,11 +307,7 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         if "frameflow_missing" in out:
             print(f"[proteins] {out['frameflow_missing']}: run {SPEED_SETUP}", file=sys.stderr)
             break
-    out["summary"] = {}
-    for who in ("ours", "ours_equal_params"):
-        for key in SPEED_KEYS:
-            out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out[who]),
-                                                           (x[key] for x in out["frameflow"]), "frameflow")
+    out["summary"] = ratio_summaries(out, SPEED_KEYS, "frameflow")
     return out
 
 
