@@ -122,10 +122,11 @@ def shakespeare(minutes: float, quick: bool, work: Path) -> dict[str, Any]:
     ar_net = ar["gen"].net
     runs = []
     for sampler, steps, opts in (("first_hitting", 256, {}), ("first_hitting", 256, {"precision": "float32"}),
-                                 ("ancestral", 256, {}), ("ancestral", 1024, {})):
+                                 ("ancestral", 128, {}), ("ancestral", 256, {}), ("ancestral", 1024, {})):
         log(f"sampling {n} sequences: {sampler} {steps} {opts}")
         runs.append(sample_run(mdlm["gen"], ar_net, n, sampler, steps, **opts))
     res["samplers"] = runs
+    res["default"] = list(_default_key(mdlm["gen"]))
     # EDLM: energies trained for half the budget; the judge of generative perplexity stays the AR baseline
     # above, a different model from the energy (an energy that is its own judge would flatter itself)
     half = minutes / 2
@@ -170,6 +171,7 @@ def smiles(minutes: float, quick: bool, work: Path) -> dict[str, Any]:
         data = gen.modality.dataset(gen.config.data.name, **gen.config.data.options)
         training = gen.modality.to_native(dict(data.train.tensors), gen.info)
         out[recipe.removesuffix(".yaml")] = {"steps": r["steps"], "params": r["params"], "sampling_seconds": seconds,
+                                             "sampler": list(_default_key(gen)),
                                              **smiles_metrics(samples, training), "examples": samples[:5]}
     return out
 
@@ -187,11 +189,19 @@ SPEED_BUDGETS = {
 }
 
 
+def _default_key(gen: Any) -> tuple[str, int | None]:
+    """(sampler, steps) of the recipe's ``sample`` section: what ``gen.generate(n)`` runs (steps None for the
+    first-hitting sampler, which ignores them)."""
+    settings = gen.settings()
+    return settings.sampler, None if settings.sampler == "first_hitting" else settings.steps
+
+
 def _our_mdlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     """``text:shakespeare_mdlm`` (dropout 0, as MDLM's side): ``polydiff.train`` for ``warmup +
     steps + 1`` steps (batch start to batch start; the last, which writes the checkpoint, left out),
-    then ancestral sampling with the cache at each of ``sample_steps`` and the recipe's default
-    sampler (first hitting, one network call per token), ``num`` sequences per call."""
+    then ancestral sampling with the cache at each of ``sample_steps``, the first-hitting sampler (one
+    network call per token) and the recipe's default sampler (measured once if it is one of those),
+    ``num`` sequences per call."""
     import itertools
     import statistics
 
@@ -216,8 +226,12 @@ def _our_mdlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
 
         hook = gen.net.register_forward_hook(count)
         sampling = []
+        runs = [*(("ancestral", s) for s in b["sample_steps"]), ("first_hitting", None)]
+        default = _default_key(gen)
+        if default not in runs:
+            runs.append(default)
         try:
-            for sampler, steps in [*(("ancestral", s) for s in b["sample_steps"]), ("first_hitting", None)]:
+            for sampler, steps in runs:
                 wall, cpu, nfe, rows = [], [], [], []
                 for rep in range(b["sample_repeats"] + 1):
                     calls[:] = [0, 0]
@@ -240,6 +254,7 @@ def _our_mdlm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
     return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
             "final_loss": run.metrics.get("train/loss"), "sample": sampling, "params": params(gen.net),
+            "default": list(default),
             "vocab": int(gen.modality.tokenizer(gen.info).vocab_size), "length": int(gen.info["length"])}
 
 
@@ -274,14 +289,15 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     out["summary"] = {}
     rows = [("train_step_s", "train_step_s", "train_step_s")]
     rows += [(f"ancestral_{s}", ("ancestral", s), s) for s in b["sample_steps"]]
-    rows += [("default", ("first_hitting", None), b["default_steps"])]
+    rows += [("first_hitting", ("first_hitting", None), b["default_steps"])]
+    rows += [("default", tuple(out["ours"][0]["default"]), b["default_steps"])]
 
     def pick(run: dict[str, Any], key: Any, ref_side: bool) -> float:
         if key == "train_step_s":
             return run["train_step_s"]
         if ref_side:
             return next(x["seconds"] for x in run["sample"] if x["steps"] == key)
-        return next(x["seconds"] for x in run["sample"] if (x["sampler"], x["steps"]) == key)
+        return next(x["seconds"] for x in run["sample"] if (x["sampler"], x["steps"]) == tuple(key))
 
     for name, our_key, ref_key in rows:
         out["summary"][name] = {**ratio_summary((pick(x, our_key, False) for x in out["ours"]),
@@ -403,6 +419,8 @@ def speed_section(r: dict[str, Any]) -> list[str]:
     if not r["mdlm"]:
         return [*lines, f"Not measured: {r.get('mdlm_missing', 'no MDLM measurement')}.", ""]
     m0, o0, env = r["mdlm"][0], r["ours"][0], r["environment"]
+    our_sampler, our_steps = o0.get("default", ("first_hitting", None))
+    ours_default = (f"{our_sampler} sampling with {our_steps} steps" if our_steps else our_sampler.replace("_", "-"))
     own = m0.get("config_default_steps")
     default = (f"default, {b['default_steps']} steps (`sampling.steps` in its config.yaml)" if own == b["default_steps"]
                else f"sampler at {b['default_steps']} steps (this budget's; its default is {own})")
@@ -427,23 +445,28 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         f"Lightning's trainer loop). Sampling: {b['num']} sequences per call, the median of {b['sample_repeats']} "
         "calls after an untimed one. Same settings: our ancestral sampler against MDLM's `ddpm_cache` predictor (its "
         "default), at equal steps; both reuse the network's output when nothing changed, ours per sequence, MDLM's "
-        "only when no sequence of the batch changed. Default against default: our recipe's first-hitting sampler "
-        f"(exact in law, one network call per token) against MDLM's {default}.", "",
+        "only when no sequence of the batch changed. Our first-hitting sampler (exact in law, one network call per "
+        f"token) and our recipe's default, {ours_default}, against MDLM's {default}.", "",
         "| | polydiff | MDLM (own code) | ours / MDLM | at most the reference's |", "|---|---|---|---|---|",
         f"| parameters | {o0['params']:,} | {m0['params']:,} | | |"]
     names = {"train_step_s": f"training step (s, batch {b['batch']})"}
     for s in b["sample_steps"]:
         names[f"ancestral_{s}"] = f"sampling, {s} steps (s per call; ours ancestral, MDLM ddpm_cache)"
-    names["default"] = (f"sampling, default against default (s per call; ours first hitting, MDLM "
+    names["first_hitting"] = (f"sampling, our first hitting against MDLM's {b['default_steps']} steps (s per call)")
+    names["default"] = (f"sampling, default against default (s per call; ours {ours_default}, MDLM "
                         f"{b['default_steps']} steps)")
     for key, name in names.items():
+        if key not in r["summary"]:
+            continue
         v = r["summary"][key]
         lines.append(f"| {name} | {v['ours']:.3f} | {v['mdlm']:.3f} | {v['ratio']:.2f}x | "
                      f"{'yes' if v['at_most'] else 'no'} |")
     lines += ["", "Network rows per sequence (sequences the network processed per generated sequence, median):", "",
               "| sampler | steps | polydiff | MDLM |", "|---|---|---|---|"]
     for x in o0["sample"]:
-        ref = next(y for y in m0["sample"] if y["steps"] == (x["steps"] or b["default_steps"]))
+        ref = next((y for y in m0["sample"] if y["steps"] == (x["steps"] or b["default_steps"])), None)
+        if ref is None:
+            continue
         label = "first hitting (ours) / ddpm_cache (MDLM)" if x["steps"] is None else "ancestral / ddpm_cache"
         steps = f"{o0['length']} / {ref['steps']}" if x["steps"] is None else str(x["steps"])
         lines.append(f"| {label} | {steps} | {x['rows_per_sequence']:.0f} | {ref['rows_per_sequence']:.0f} |")
@@ -470,9 +493,12 @@ def markdown(res: dict[str, Any]) -> str:
                   "## Samplers on the trained MDLM (256 characters per sequence)", "",
                   "| sampler | steps | draws | seconds | network rows per sequence | without the cache | "
                   "generative perplexity (AR) | unigram entropy (nats) |", "|---|---|---|---|---|---|---|---|"]
+        default = tuple(s.get("default", ("first_hitting", None)))
         for r in s["samplers"]:
             draws = r["options"].get("precision", "float64")
-            lines.append(f"| {r['sampler']} | {r['steps']} | {draws} | {r['seconds']:.1f} | "
+            is_default = not r["options"] and default in ((r["sampler"], r["steps"]), (r["sampler"], None))
+            lines.append(f"| {r['sampler']}{' (the default)' if is_default else ''} | {r['steps']} | {draws} | "
+                         f"{r['seconds']:.1f} | "
                          f"{r['rows_per_sequence']:.0f} | {r['steps']} | {r['gen_perplexity']:.2f} | "
                          f"{r['entropy']:.3f} |")
         ar_s = s["ar_samples"]
@@ -506,9 +532,11 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("")
     sm = res.get("smiles")
     if sm:
+        sampler, steps = sm["smiles_mdlm"].get("sampler", ("first_hitting", None))
+        mdlm_default = f"{sampler}, {steps} steps" if steps else sampler.replace("_", "-")
         lines += ["## SMILES from the embedded default (RDKit's NCI molecules)", "",
                   f"{sm['samples']} samples per model, each trained {sm['minutes']} minutes; default sampler of each "
-                  "recipe (MDLM: first-hitting; AR: left to right). Novelty against the training molecules.", "",
+                  f"recipe (MDLM: {mdlm_default}; AR: left to right). Novelty against the training molecules.", "",
                   "| model | parameters | steps | validity | uniqueness | novelty | sampling seconds |",
                   "|---|---|---|---|---|---|---|"]
         for name in ("smiles_mdlm", "smiles_ar"):

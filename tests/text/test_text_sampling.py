@@ -74,6 +74,28 @@ def test_text_sampling_reaches_the_exact_joint(sampler, steps):
         assert net.rows < N * steps / 4  # the cache skipped the calls on unchanged sequences
 
 
+def test_first_hitting_skips_finished_sequences_with_the_same_output(monkeypatch):
+    """Shorter sequences (padding outside ``valid``) finish early; through the cache the network stops seeing them
+    (one call past their last token), and the samples are those of the uncached sampler."""
+    import polydiff_text.modality as text_modality
+
+    mod = TextModality()
+    n = 300
+    lengths = torch.arange(n) % L + 1
+    spec = {**mod.prior_state(n, INFO), "valid": torch.arange(L)[None, :] < lengths[:, None]}
+    out, rows = {}, {}
+    for cached in (True, False):
+        if not cached:
+            monkeypatch.setattr(text_modality, "_CACHED_SAMPLERS", ("ancestral", "tau_leaping"))
+        net = ExactDenoiser()
+        out[cached] = mod.sample(net, mod.fields(INFO), spec, SampleSettings(sampler="first_hitting"), Control(),
+                                 seed=torch.arange(n), device=torch.device("cpu"))["tokens"]
+        rows[cached] = net.rows
+    assert torch.equal(out[True], out[False])
+    assert (out[True][spec["valid"]] < V).all()  # every valid position revealed
+    assert rows[False] == n * L and rows[True] == int((lengths + 1).clamp(max=L).sum())
+
+
 def test_cached_denoiser_equals_the_network():
     net = ExactDenoiser()
     cached = CachedDenoiser(ExactDenoiser())

@@ -74,6 +74,11 @@ def ar_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: in
                 mlp_ratio=mlp_ratio, dropout=dropout)
 
 
+# samplers whose calls repeat unchanged sequences: ancestral / tau-leaping steps that change nothing, and
+# first-hitting calls on sequences already complete (shorter ones, with padding, finish early)
+_CACHED_SAMPLERS = ("ancestral", "tau_leaping", "first_hitting")
+
+
 class CachedDenoiser(nn.Module):
     """A time-independent denoiser that is called only on the sequences that changed since its
     previous call: samplers with many more steps than tokens (ancestral sampling with 1000
@@ -159,15 +164,15 @@ class TextModality(Modality):
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
                control: Any, *, seed: Tensor, device: torch.device) -> State:
         """An autoregressive network generates left to right; a masked-diffusion one runs the
-        core's sampler, through :class:`CachedDenoiser` for the step-wise categorical samplers
-        when the network ignores the time."""
+        core's sampler, through :class:`CachedDenoiser` for the categorical samplers when the
+        network ignores the time."""
         base = getattr(net, "module", net)
         if getattr(base, "autoregressive", False):
             length = spec["tokens"][1]
             tokens = torch.stack([base.generate(1, length, generator=torch.Generator().manual_seed(int(s)))[0]
                                   for s in seed.tolist()])
             return {"tokens": tokens.to(device), "valid": torch.ones_like(spec["valid"]).to(device)}  # eos ends it
-        if settings.sampler in ("ancestral", "tau_leaping") and not getattr(base, "time_conditioning", True):
+        if settings.sampler in _CACHED_SAMPLERS and not getattr(base, "time_conditioning", True):
             net = CachedDenoiser(net)
         return controlled_sample(net, fields, spec, settings, control, seed=seed, device=device)
 
