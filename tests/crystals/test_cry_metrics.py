@@ -9,6 +9,7 @@ to 1e-8.
 import itertools
 import json
 import math
+import time
 from collections import Counter
 
 import numpy as np
@@ -136,9 +137,38 @@ def test_cells_under_the_minimum_volume_are_fingerprinted_as_cdvae_does():
     assert (result["n_fingerprint_failed"], result["valid"], result["struct_valid"]) == (0.0, 0.5, 0.5)
     assert (result["cov_recall"], result["cov_precision"]) == (1.0, 0.5)
     far_too_small = Structure(Lattice.cubic(0.05), ["C"], [[0, 0, 0]])
-    assert M._tiny_cell_cost(far_too_small) > M.TINY_CELL_FP_BUDGET >= M._tiny_cell_cost(tiny)
+    assert M._crystalnn_cost(far_too_small) > M.CRYSTALNN_BUDGET >= M._crystalnn_cost(tiny)
     with pytest.warns(UserWarning, match="far under"):
         assert M.fingerprints([far_too_small]) == ([None], [None])
+
+
+def test_cells_with_a_very_long_axis_are_skipped_not_hung_on():
+    """A site not enclosed by its neighbours within 7 A (an unbounded Voronoi cell) makes pymatgen's VoronoiNN
+    double its radius up to the cell's diagonal: with a 10^4 A axis CrystalNN runs for hours (CDVAE too). Such a
+    cell gets no fingerprint, with a warning; a layer with a usual vacuum gap, and a large bulk cell, are
+    fingerprinted as usual."""
+
+    def slab(c: float, z: float = 0.3) -> Structure:
+        return Structure(Lattice.orthorhombic(3, 3, c), ["C", "O"], [[0, 0, 0], [0.5, 0.5, z]])
+
+    assert M._enclosed_sites(slab(1e4), 7.0) == 0  # each site sees only its own plane
+    assert M._enclosed_sites(slab(1e4, 1e-4), 7.0) == 0  # two planes 1 A apart: both sites open on one side
+    assert M._enclosed_sites(slab(6.0, 0.5), 7.0) == 2
+    bulk = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    big = bulk * (4, 4, 4)  # 512 sites: looked at site by site, all enclosed, so costed at 7 A
+    assert M._enclosed_sites(big, 7.0) == len(big)
+    assert M._crystalnn_cost(big) == pytest.approx(len(big) ** 2 * 4 / 3 * math.pi * 7.0**3 / big.volume)
+    graphene = Structure(Lattice.hexagonal(2.46, 23.35), ["C", "C"], [[0, 0, 0.5], [1 / 3, 2 / 3, 0.5]])
+    for cheap in (slab(40.0), graphene, big):
+        assert M._crystalnn_cost(cheap) <= M.CRYSTALNN_BUDGET
+    assert M._crystalnn_cost(slab(1e4)) > M.CRYSTALNN_BUDGET
+    assert M._crystalnn_cost(slab(1e4, 1e-4)) > M.CRYSTALNN_BUDGET
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="very long axis"):
+        struct_fps, comp_fps = M.fingerprints([slab(1e4), slab(1e4, 1e-4), graphene])
+    assert struct_fps[:2] == [None, None] and comp_fps[:2] == [None, None]
+    assert struct_fps[2] is not None and comp_fps[2] is not None
+    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.parametrize(

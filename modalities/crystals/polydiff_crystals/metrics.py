@@ -14,7 +14,8 @@ f857f598d6f6cca5dc1ea0582d228f12dcc2c2ea) so that numbers compare with published
   denominator, while the reference side is not filtered;
 * a crystal whose fingerprint fails is not valid, even when its composition and structure are.
 * a cell under 0.1 Å^3 is neither constructed nor valid, yet CDVAE fingerprints it, so it counts in COV's
-  distances; so it does here, unless CrystalNN would take minutes on it (``TINY_CELL_FP_BUDGET``, a warning).
+  distances; so it does here, unless CrystalNN would take minutes on it (``CRYSTALNN_BUDGET``, a warning; the
+  same bound keeps cells with a very long axis from running for hours, in CDVAE as well).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from scipy.stats import wasserstein_distance
 
 __all__ = [
     "COV_CUTOFFS",
+    "CRYSTALNN_BUDGET",
     "MIN_VOLUME",
-    "TINY_CELL_FP_BUDGET",
     "comp_diversity",
     "composition_validity",
     "coverage",
@@ -77,9 +78,11 @@ COV_CUTOFFS: dict[str, tuple[float, float]] = {
     "perov_5": (0.2, 4.0),
 }
 MIN_VOLUME = 0.1  # Å^3; smaller cells are not built (CDVAE Crystal.get_structure) and are not valid
-# CDVAE still fingerprints cells under MIN_VOLUME (they count in COV's distances). CrystalNN's cost grows as
-# 1 / volume; cells beyond this many site-image pairs (about two minutes) are not fingerprinted, with a warning.
-TINY_CELL_FP_BUDGET = 1.5e6
+# CrystalNN's work on a structure, in site pairs its Voronoi step takes in (``_crystalnn_cost``). It grows
+# as 1 / volume for cells under MIN_VOLUME (which CDVAE still fingerprints) and with the cube of a very long axis
+# (flat neighbourhoods make pymatgen double its search radius up to the cell's diagonal). Structures beyond this
+# budget (about two minutes of CrystalNN here) are not fingerprinted, with a warning.
+CRYSTALNN_BUDGET = 1.5e6
 MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
 _PROGRESS_THRESHOLD = 200
 _FP_CACHE_MAX = 200_000
@@ -540,14 +543,16 @@ def _fingerprints_of(
 ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """Fingerprints of built crystals, from the in-process cache (keyed by content) or computed in chunks."""
     targets = [c.featurizable for c in crystals]
-    too_small = [i for i, s in enumerate(targets) if s is not None and _tiny_cell_cost(s) > TINY_CELL_FP_BUDGET]
-    for i in too_small:
+    too_costly = [i for i, s in enumerate(targets) if s is not None and _crystalnn_cost(s) > CRYSTALNN_BUDGET]
+    for i in too_costly:
         targets[i] = None
-    if too_small:
+    if too_costly:
+        first = crystals[too_costly[0]].featurizable
         warnings.warn(
-            f"{len(too_small)} of {len(crystals)} {name} have cells far under {MIN_VOLUME} A^3 (first: index "
-            f"{too_small[0]}); CrystalNN would take minutes each on them, so they get no fingerprint (CDVAE would "
-            "compute one) and are left out of the COV distances",
+            f"{len(too_costly)} of {len(crystals)} {name} have cells far under {MIN_VOLUME} A^3 or a very long axis "
+            f"(first: index {too_costly[0]}, volume {first.volume:.3g} A^3, lengths "
+            f"{', '.join(f'{x:.4g}' for x in first.lattice.abc)} A); CrystalNN would take minutes or hours on each, "
+            "so they get no fingerprint (CDVAE would try) and are left out of the COV distances",
             stacklevel=3,
         )
     keys = [None if s is None else _content_key(s, c.atom_types) for s, c in zip(targets, crystals)]
@@ -576,12 +581,57 @@ def _fingerprints_of(
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _tiny_cell_cost(structure: Structure) -> float:
-    """Periodic site pairs that CrystalNN examines within its 7 Å search radius, for a cell under MIN_VOLUME
-    (0 for larger cells); the time it takes grows with this count (about 10^4 per second here)."""
-    if structure.volume >= MIN_VOLUME:
-        return 0.0
-    return len(structure) ** 2 * (4.0 / 3.0 * math.pi * 7.0**3) / max(structure.volume, 1e-300)
+def _crystalnn_cost(structure: Structure) -> float:
+    """Site pairs CrystalNN's Voronoi step takes in, summed over sites: the periodic images within its search
+    radius around each site. pymatgen's ``VoronoiNN`` starts at 7 Å and, while a site's Voronoi cell is unbounded
+    (the site is not enclosed by its neighbours within the radius), doubles the radius up to the cell's longest
+    diagonal. A site not enclosed at 7 Å is counted at that diagonal and ``_OPEN_SITE_WEIGHT`` times over (its
+    layered neighbourhood tessellates slowly), an upper bound. Infinite for a flat or non-finite cell."""
+    volume = structure.volume
+    if not (math.isfinite(volume) and volume > 0 and np.isfinite(structure.lattice.matrix).all()):
+        return math.inf
+    n = len(structure)
+
+    def pairs(radius: float) -> float:  # images of the n sites within ``radius`` of one site
+        return n * 4.0 / 3.0 * math.pi * radius**3 / volume
+
+    corners = np.array([[1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]]) @ structure.lattice.matrix
+    longest = float(np.linalg.norm(corners, axis=1).max()) + 0.01
+    base = n * pairs(_CRYSTALNN_RADIUS)
+    if longest <= _CRYSTALNN_RADIUS or base > CRYSTALNN_BUDGET:  # no doubling possible, or too costly already
+        return base
+    open_pair = _OPEN_SITE_WEIGHT * pairs(longest) - pairs(_CRYSTALNN_RADIUS)
+    if base + n * open_pair <= CRYSTALNN_BUDGET:  # affordable even if every site were open: no need to look
+        return base + n * open_pair
+    return base + (n - _enclosed_sites(structure, _CRYSTALNN_RADIUS)) * open_pair
+
+
+_CRYSTALNN_RADIUS = 7.0  # CrystalNN's default search_cutoff
+# CrystalNN's time per site pair is larger for open (layered) neighbourhoods: measured on this machine, 2-site
+# slabs of 150, 200 and 250 Å took 4, 48 and 136 s (4.2e4, 7.5e4 and 1.2e5 pairs at the cell's diagonal), a
+# 5-site 0.097 Å^3 cell 26 s (3.7e5 pairs at 7 Å); with this weight both reach the budget in about two minutes
+_OPEN_SITE_WEIGHT = 15.0
+
+
+def _enclosed_sites(structure: Structure, radius: float) -> int:
+    """Sites strictly inside the convex hull of their neighbours within ``radius``: those whose Voronoi cell is
+    bounded, so that pymatgen's ``VoronoiNN`` needs no larger radius."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    centre, other, images, _ = structure.get_neighbor_list(radius)
+    offsets = structure.lattice.get_cartesian_coords(structure.frac_coords[other] + images)
+    offsets -= structure.cart_coords[centre]
+    count = 0
+    for i in range(len(structure)):
+        around = offsets[centre == i]
+        if len(around) < 4:
+            continue
+        try:
+            hull = ConvexHull(around)
+        except QhullError:  # all on one plane or line
+            continue
+        count += bool((hull.equations[:, 3] < -1e-8 * radius).all())  # the origin is inside every facet
+    return count
 
 
 def _progress_bar(total: int, desc: str):
