@@ -176,7 +176,7 @@ def broken_crystals(base: list[dict[str, Any]], count: int, rs: np.random.Random
             d["atom_types"] = rs.choice(ELEMENTS[: rs.randint(4, len(ELEMENTS))], n)
         else:
             d["frac_coords"] = (d["frac_coords"] + rs.normal(0, 0.08, d["frac_coords"].shape)) % 1
-        smallest = n * n * 4 / 3 * math.pi * 7.0**3 / 1.0e6  # CrystalNN pairs (TINY_CELL_FP_BUDGET) at most 1e6
+        smallest = n * n * 4 / 3 * math.pi * 7.0**3 / 1.0e6  # CrystalNN pairs at 7 A: 1e6 < CRYSTALNN_BUDGET
         volume = Lattice.from_parameters(*d["lengths"], *d["angles"]).volume
         d["lengths"] = d["lengths"] * max(1.0, (smallest / volume) ** (1 / 3))
         out.append({k: v.tolist() for k, v in d.items()})
