@@ -49,6 +49,22 @@ def test_fill_keeps_the_given_tokens_and_reveals_the_rest(gen):
     assert torch.equal(out, fill(gen, start, torch.ones(5, 32, dtype=torch.bool), seed=1))
 
 
+def test_fill_passes_finished_sequences_over(gen):
+    """A sequence with fewer holes is complete sooner; the network sees it once more, not at every later call."""
+    mask = gen.modality.tokenizer(gen.info).vocab_size
+    tokens = torch.randint(0, mask, (3, 32), generator=torch.Generator().manual_seed(0))
+    holes = torch.tensor([2, 10, 30])
+    start = torch.where(torch.arange(32)[None, :] < holes[:, None], torch.full_like(tokens, mask), tokens)
+    rows = [0]
+    hook = gen.net.register_forward_hook(lambda mod, args, out: rows.__setitem__(0, rows[0] + len(args[0]["tokens"])))
+    try:
+        out = fill(gen, start, torch.ones(3, 32, dtype=torch.bool), seed=0)
+    finally:
+        hook.remove()
+    assert rows[0] == int((holes + 1).clamp(max=30).sum())  # 3 + 11 + 30, not 3 x 30
+    assert (out < mask).all() and torch.equal(out[start < mask], tokens[start < mask])
+
+
 def test_complete_keeps_prompts_and_does_not_depend_on_the_batch(gen):
     texts = complete(gen, ["to be ", "the sl"], seed=3)
     assert texts[0].startswith("to be ") and texts[1].startswith("the sl")
