@@ -86,23 +86,28 @@ def heldout_bits(gen: Any, sequences: int, elbo_steps: int, seed: int = 0) -> di
     return out
 
 
+def counted_generate(gen: Any, n: int, **options: Any) -> tuple[list[str], float, int]:
+    """``gen.generate(n, seed=0, **options)``: the samples, wall seconds and network rows (sequences the
+    network processed)."""
+    rows = [0]
+    hook = gen.net.register_forward_hook(lambda mod, args, out: rows.__setitem__(0, rows[0] + len(args[0]["tokens"])))
+    t0 = time.perf_counter()
+    try:
+        texts = gen.generate(n, seed=0, progress=False, **options)
+    finally:
+        hook.remove()
+    return texts, time.perf_counter() - t0, rows[0]
+
+
 def sample_run(gen: Any, ar_net: Any, n: int, sampler: str, steps: int, **options: Any) -> dict[str, Any]:
     """Samples with one sampler: wall time, sequences the network processed, quality."""
     from polydiff_text.metrics import generative_perplexity, unigram_entropy
 
-    calls = [0]
-    net = gen.net
-    hook = net.register_forward_hook(lambda mod, args, out: calls.__setitem__(0, calls[0] + len(args[0]["tokens"])))
-    t0 = time.perf_counter()
-    try:
-        texts = gen.generate(n, sampler=sampler, steps=steps, seed=0, progress=False, **options)
-    finally:
-        hook.remove()
-    seconds = time.perf_counter() - t0
+    texts, seconds, rows = counted_generate(gen, n, sampler=sampler, steps=steps, **options)
     state = gen.modality.from_native(texts, gen.info)
     tok = gen.modality.tokenizer(gen.info)
     return {"sampler": sampler, "steps": steps, "options": options, "seconds": seconds,
-            "network_rows": calls[0], "rows_per_sequence": calls[0] / n,
+            "network_rows": rows, "rows_per_sequence": rows / n,
             "gen_perplexity": generative_perplexity(ar_net, state["tokens"], state["valid"]),
             "entropy": unigram_entropy([tok.encode(t) for t in texts]), "example": texts[0][:200]}
 
@@ -173,6 +178,10 @@ def smiles(minutes: float, quick: bool, work: Path) -> dict[str, Any]:
         out[recipe.removesuffix(".yaml")] = {"steps": r["steps"], "params": r["params"], "sampling_seconds": seconds,
                                              "sampler": list(_default_key(gen)),
                                              **smiles_metrics(samples, training), "examples": samples[:5]}
+        if recipe == "smiles_mdlm.yaml":  # the exact sampler too: shorter molecules leave the batch early
+            samples, seconds, rows = counted_generate(gen, n, sampler="first_hitting")
+            out["smiles_mdlm_first_hitting"] = {"sampling_seconds": seconds, "rows_per_sequence": rows / n,
+                                                "length": int(gen.info["length"]), **smiles_metrics(samples, training)}
     return out
 
 
@@ -543,6 +552,12 @@ def markdown(res: dict[str, Any]) -> str:
             r = sm[name]
             lines.append(f"| {name} | {r['params']:,} | {r['steps']} | {r['validity']:.3f} | {r['uniqueness']:.3f} | "
                          f"{r['novelty']:.3f} | {r['sampling_seconds']:.1f} |")
+        fh = sm.get("smiles_mdlm_first_hitting")
+        if fh:
+            lines.append(f"| smiles_mdlm, first hitting (exact) | | | {fh['validity']:.3f} | {fh['uniqueness']:.3f} | "
+                         f"{fh['novelty']:.3f} | {fh['sampling_seconds']:.1f} |")
+            lines += ["", f"First hitting on molecules of different lengths: {fh['rows_per_sequence']:.1f} network "
+                      f"rows per molecule (of {fh['length']} positions); finished molecules leave the network's batch."]
         lines.append("")
     if res.get("speed"):
         lines += speed_section(res["speed"])
