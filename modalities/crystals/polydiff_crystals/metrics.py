@@ -80,8 +80,8 @@ COV_CUTOFFS: dict[str, tuple[float, float]] = {
 MIN_VOLUME = 0.1  # Å^3; smaller cells are not built (CDVAE Crystal.get_structure) and are not valid
 # CrystalNN's work on a structure, in site pairs its Voronoi step takes in (``_crystalnn_cost``). It grows
 # as 1 / volume for cells under MIN_VOLUME (which CDVAE still fingerprints) and with the cube of a very long axis
-# (flat neighbourhoods make pymatgen double its search radius up to the cell's diagonal). Structures beyond this
-# budget (about two minutes of CrystalNN here) are not fingerprinted, with a warning.
+# (a site its neighbours do not enclose makes pymatgen double its search radius up to the cell's diagonal).
+# Structures beyond this budget (about two minutes of CrystalNN here) are not fingerprinted, with a warning.
 CRYSTALNN_BUDGET = 1.5e6
 MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
 _PROGRESS_THRESHOLD = 200

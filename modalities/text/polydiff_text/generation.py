@@ -30,7 +30,7 @@ from torch import Tensor
 
 from polydiff.plugin import Command, atomic_write, draw_sizes, first_hitting, load
 
-from .modality import CachedDenoiser
+from .modality import cached
 
 __all__ = ["COMMANDS", "complete", "fill", "generate_long", "infill"]
 
@@ -48,7 +48,7 @@ def fill(generator: Any, tokens: Tensor, valid: Tensor, *, seed: int = 0, precis
     seeds = seed * _STRIDE + torch.arange(len(tokens))
     valid = valid.to(torch.bool)
     # sequences with fewer holes finish first; the cache stops passing them to the network
-    denoiser = net if getattr(getattr(net, "module", net), "time_conditioning", True) else CachedDenoiser(net)
+    denoiser = cached(net)
 
     def model(tk: Tensor, t: Tensor) -> Tensor:
         return denoiser({"tokens": tk, "valid": valid}, t)["tokens"]

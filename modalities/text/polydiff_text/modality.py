@@ -79,6 +79,11 @@ def ar_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: in
 _CACHED_SAMPLERS = ("ancestral", "tau_leaping", "first_hitting")
 
 
+def cached(net: nn.Module) -> nn.Module:
+    """``net`` behind a :class:`CachedDenoiser` when it ignores the time (the cache is exact then), else ``net``."""
+    return net if getattr(getattr(net, "module", net), "time_conditioning", True) else CachedDenoiser(net)
+
+
 class CachedDenoiser(nn.Module):
     """A time-independent denoiser that is called only on the sequences that changed since its
     previous call: samplers with many more steps than tokens (ancestral sampling with 1000
@@ -172,8 +177,8 @@ class TextModality(Modality):
             tokens = torch.stack([base.generate(1, length, generator=torch.Generator().manual_seed(int(s)))[0]
                                   for s in seed.tolist()])
             return {"tokens": tokens.to(device), "valid": torch.ones_like(spec["valid"]).to(device)}  # eos ends it
-        if settings.sampler in _CACHED_SAMPLERS and not getattr(base, "time_conditioning", True):
-            net = CachedDenoiser(net)
+        if settings.sampler in _CACHED_SAMPLERS:
+            net = cached(net)
         return controlled_sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     # -- objects -----------------------------------------------------------------------------------
