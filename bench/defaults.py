@@ -14,6 +14,7 @@ defaults of DDPM's linear-beta family.
     python bench/defaults.py --quick         # d = 2, NFE 5 and 10
     python bench/defaults.py --candidates uniform_logsnr,uniform_t,quadratic   # also other grids
     python bench/defaults.py --sde           # SDE-DPM-Solver++(2M) on EDM, SW2 over 5 noise repeats
+    python bench/defaults.py --edm           # DPM-Solver++(2M) / (3M), UniPC on EDM: log-SNR vs Karras
 
 - **Targets** (``toy.gmm.GaussianMixture``, diagonal components): ``random`` (the sampler
   benchmark's: 4 components, means in [-2, 2]^d, per-axis std 0.15-0.45); ``anisotropic``
@@ -49,9 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import samplers as B
 from common import command_line, environment, header, publish
 
+from polydiff.processes.gaussian import EDM_LOGSNR_STEPS
 from polydiff.toy.gmm import GaussianMixture
 
 ALGORITHMS = ("ddim", "dpm++2m", "unipc")
+EDM_NFES = [5, 6, 7, 8, 10, 15, 20, 50]  # --edm: around the step counts where EDM's default grid changes
 
 
 def family(name: str, dim: int, seed: int = 0) -> GaussianMixture:
@@ -126,20 +129,25 @@ def run(dims: list[int], nfes: list[int], families: list[str], n: int,
 
 
 SDE_ALGORITHM = "dpm++2m_sde"
+EDM_ALGORITHMS = ("dpm++2m", "unipc", "dpm++3m")  # the solvers of EDM.sampling_grid's log-SNR rule
 
 
-def run_sde(dims: list[int], nfes: list[int], families: list[str], repeats: int) -> dict[str, Any]:
-    """SDE-DPM-Solver++(2M) on EDM (sigma 0.002-80), default against default: ours with no grid
-    named (Karras rho 7 to ``EDM.sampling_t_min``) and, as ``before``, the same grid ending at
-    sigma_min, against diffusers' ``EDMDPMSolverMultistepScheduler`` defaults (final sigma 0).
-    Each error is averaged over ``repeats`` runs with fresh noise (seeds 0..R-1) from the same
-    initial points; SW2 against the data with the sampler benchmark's samples, projections and
-    margin (two standard errors of the difference, at least the deterministic one)."""
-    from polydiff.samplers import for_budget
+def run_edm(dims: list[int], nfes: list[int], families: list[str], algorithms: tuple[str, ...],
+            repeats: int, also: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Solvers on EDM (sigma 0.002-80), default against default: ours with no grid named
+    (``EDM.sampling_grid`` to ``EDM.sampling_t_min``); ``before``, the default before those rules
+    (Karras rho 7 to sigma_min); diffusers' ``EDMDPMSolverMultistepScheduler`` defaults (final
+    sigma 0) where it has the algorithm. A stochastic sampler's errors are averaged over
+    ``repeats`` runs with fresh noise (seeds 0..R-1) from the same initial points; SW2 against
+    the data with the sampler benchmark's samples, projections and margin (two standard errors of
+    the difference, at least the deterministic one). ``also``: other settings of ours run beside
+    (name: sample keywords), reported in the row's ``also``."""
+    from polydiff.samplers import SAMPLERS, for_budget
 
     proc = B.make_process("edm")
-    spec = B.default_spec(next(s for s in B.diffusers_specs() if s.algorithm == SDE_ALGORITHM and s.family == "edm"))
     sched = proc.schedule
+    specs = {s.algorithm: B.default_spec(s) for s in B.diffusers_specs()
+             if s.family == "edm" and s.algorithm in algorithms}
     rows = []
     for fam in families:
         for dim in dims:
@@ -148,62 +156,102 @@ def run_sde(dims: list[int], nfes: list[int], families: list[str], repeats: int)
             n = B.DEFAULT_SAMPLES.get(dim, 4_000)
             ev = B.Evaluator(target, 0.0, n, B.directions(dim, 256, 7), seed=202)
             x_init = target.exact(n, sched.t_max, 303).float()
-            for nfe in nfes:
-                t0 = time.perf_counter()
-                plan = for_budget(SDE_ALGORITHM, nfe)
-                steps = plan.pop("steps")
-                k_inf = B.default_steps(spec, nfe)
-                dspec = replace(spec, steps_for_nfe=lambda _n, k=k_inf: k)
-                runs: dict[str, list[torch.Tensor]] = {"ours": [], "before": [], "diffusers": []}
-                for r in range(repeats):
-                    runs["ours"].append(B.run_ours(proc, gmm, SDE_ALGORITHM, x_init, steps=steps, seed=r, **plan).x)
-                    runs["before"].append(B.run_ours(proc, gmm, SDE_ALGORITHM, x_init, steps=steps, seed=r,
-                                                     t_min=sched.t_min, **plan).x)
-                    runs["diffusers"].append(B.run_diffusers(dspec, gmm, proc, x_init, nfe, seed=r).x)
-                row: dict[str, Any] = {"family": fam, "dim": dim, "nfe": nfe, "n": n, "repeats": repeats,
-                                       "floor": ev.floor, "ours_t_min": sched.sampling_t_min(SDE_ALGORITHM, steps)}
-                for key, xs in runs.items():
-                    sw = [ev.metrics(x)["sw2"] for x in xs]
-                    row[key] = {"sw2": statistics.fmean(sw), "sw2_std": statistics.stdev(sw) if repeats > 1 else 0.0,
-                                "worst_mode": statistics.fmean(worst_mode_error(x, gmm) for x in xs)}
-                row["margin"] = B.error_margin({**row, "stochastic": True})
-                row["pass"] = row["ours"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
-                row["pass_before"] = row["before"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
-                row["seconds"] = time.perf_counter() - t0
-                rows.append(row)
-                sw = {key: f"{row[key]['sw2']:.3f}" for key in runs}
-                print(f"[defaults sde] {fam} d={dim} nfe={nfe}: ours {sw['ours']} before {sw['before']} diffusers "
-                      f"{sw['diffusers']} (margin {row['margin']:.3f}) {'pass' if row['pass'] else 'MISS'}",
-                      file=sys.stderr, flush=True)
-    return {"process": "edm", "algorithm": SDE_ALGORITHM, "rows": rows}
+            for alg in algorithms:
+                reps = repeats if SAMPLERS.get(alg).stochastic else 1
+                for nfe in nfes:
+                    t0 = time.perf_counter()
+                    plan = for_budget(alg, nfe)
+                    steps = plan.pop("steps")
+                    runs: dict[str, list[torch.Tensor]] = {"ours": [], "before": [], "diffusers": [],
+                                                           **{name: [] for name in also or {}}}
+                    dspec = None
+                    if alg in specs:
+                        k_inf = B.default_steps(specs[alg], nfe)
+                        dspec = replace(specs[alg], steps_for_nfe=lambda _n, k=k_inf: k)
+                    for r in range(reps):
+                        runs["ours"].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r, **plan).x)
+                        runs["before"].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r,
+                                                         grid=sched.default_grid, t_min=sched.t_min, **plan).x)
+                        if dspec is not None:
+                            runs["diffusers"].append(B.run_diffusers(dspec, gmm, proc, x_init, nfe, seed=r).x)
+                        for name, kw in (also or {}).items():
+                            runs[name].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r, **kw, **plan).x)
+                    row: dict[str, Any] = {"family": fam, "dim": dim, "algorithm": alg, "nfe": nfe, "n": n,
+                                           "repeats": reps, "stochastic": reps > 1, "floor": ev.floor,
+                                           "ours_grid": sched.sampling_grid(alg, steps),
+                                           "ours_t_min": sched.sampling_t_min(alg, steps)}
+                    row["also"] = {}
+                    for key, xs in runs.items():
+                        sw = [ev.metrics(x)["sw2"] for x in xs]
+                        (row["also"] if key in (also or {}) else row)[key] = None if not xs else {
+                            "sw2": statistics.fmean(sw), "sw2_std": statistics.stdev(sw) if reps > 1 else 0.0,
+                            "worst_mode": statistics.fmean(worst_mode_error(x, gmm) for x in xs)}
+                    against = row["diffusers"] or row["before"]  # no diffusers scheduler: the old default
+                    row["margin"] = B.error_margin({**row, "diffusers": against})
+                    row["pass"] = None if row["diffusers"] is None else \
+                        row["ours"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
+                    row["pass_before"] = None if row["diffusers"] is None else \
+                        row["before"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
+                    row["seconds"] = time.perf_counter() - t0
+                    rows.append(row)
+                    sw = {key: "-" if row[key] is None else f"{row[key]['sw2']:.3f}"
+                          for key in ("ours", "before", "diffusers")}
+                    verdict = {True: "pass", False: "MISS", None: ""}[row["pass"]]
+                    print(f"[defaults edm] {fam} d={dim} {alg} nfe={nfe}: ours {sw['ours']} ({row['ours_grid']}) "
+                          f"before {sw['before']} diffusers {sw['diffusers']} (margin {row['margin']:.3f}) {verdict}",
+                          file=sys.stderr, flush=True)
+    return {"process": "edm", "algorithms": list(algorithms), "rows": rows}
 
 
-def markdown_sde(res: dict[str, Any]) -> str:
-    lines = header("Few-step SDE sampling on EDM, default against default (polydiff vs diffusers)",
-                   res["environment"])
+def markdown_edm(res: dict[str, Any], title: str, ours: str, before: str) -> str:
+    """One table per algorithm: SW2 (worst per-mode error) ours / before / diffusers per target
+    and NFE. ``ours`` and ``before`` say in words what the two polydiff runs walked."""
+    lines = header(title, res["environment"])
     rows = res["rows"]
-    lines += [f"SDE-DPM-Solver++(2M) on EDM (sigma 0.002-80), each error the mean over {rows[0]['repeats']} runs with "
-              "fresh noise from the same initial points. Ours: `polydiff.sample` with no grid named (Karras rho 7 "
-              f"to sigma {rows[0]['ours_t_min']:g}, `EDM.sampling_t_min`); before: the same grid to sigma_min "
-              "0.002 (the default until this table); diffusers: `EDMDPMSolverMultistepScheduler` defaults (final "
-              "sigma 0). Cells: SW2 to the data, ours / before / diffusers (worst per-mode error in brackets, "
-              "same order). Pass: ours <= diffusers + margin (two standard errors of the difference, at least "
-              f"the deterministic one). **Ours passes {sum(r['pass'] for r in rows)} of {len(rows)} cells, "
-              f"before {sum(r['pass_before'] for r in rows)}; ours below before in "
-              f"{sum(r['ours']['sw2'] < r['before']['sw2'] for r in rows)}.**", ""]
+    judged = [r for r in rows if r["pass"] is not None]
+    stoch = [r for r in rows if r["stochastic"]]
+    noise = (f" Stochastic samplers: each error the mean over {stoch[0]['repeats']} runs with fresh noise from the "
+             "same initial points." if stoch else " Every run starts from the same initial points.")
+    lines += [f"EDM (sigma 0.002-80), SW2 to the data.{noise} Ours: `polydiff.sample` with no grid named ({ours}); "
+              f"before: {before}; diffusers: `EDMDPMSolverMultistepScheduler` defaults (final sigma 0; `-` where "
+              "diffusers has no EDM scheduler for the algorithm). Cells: SW2 ours / before / diffusers (worst per-mode "
+              "error in brackets, same order). Pass: ours <= diffusers + margin (two standard errors of the "
+              "difference, at least the deterministic one). "
+              f"**Ours passes {sum(r['pass'] for r in judged)} of {len(judged)} cells, before "
+              f"{sum(r['pass_before'] for r in judged)}; ours below before in "
+              f"{sum(r['ours']['sw2'] < r['before']['sw2'] for r in rows)} of {len(rows)}, above it by more than "
+              f"the margin in {sum(r['ours']['sw2'] > r['before']['sw2'] + r['margin'] for r in rows)}.**", ""]
     nfes = sorted({r["nfe"] for r in rows})
-    lines += ["| target | d | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
-    for fam in dict.fromkeys(r["family"] for r in rows):
-        for dim in sorted({r["dim"] for r in rows if r["family"] == fam}):
-            cells = []
-            for k in nfes:
-                r = next((r for r in rows if r["family"] == fam and r["dim"] == dim and r["nfe"] == k), None)
-                cells.append("" if r is None else
-                             " / ".join(f"{r[v]['sw2']:.3f}" for v in ("ours", "before", "diffusers"))
-                             + " (" + " / ".join(f"{r[v]['worst_mode']:.2f}" for v in ("ours", "before", "diffusers"))
-                             + ")" + ("" if r["pass"] else " MISS"))
-            lines.append(f"| {fam} | {dim} | " + " | ".join(cells) + " |")
-    return "\n".join([*lines, ""])
+    for alg in dict.fromkeys(r["algorithm"] for r in rows):
+        sub = [r for r in rows if r["algorithm"] == alg]
+        ratios = {k: [r["ours"]["sw2"] / r["before"]["sw2"] for r in sub if r["nfe"] == k] for k in nfes}
+        grids = {k: "/".join(dict.fromkeys(r["ours_grid"] for r in sub if r["nfe"] == k)) for k in nfes}
+        lines += [f"### {alg}", "",
+                  "Ours / before (median over targets, range), and ours' grid: " + "; ".join(
+                      f"NFE {k} {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f}, {grids[k]})"
+                      for k, v in ratios.items() if v) + ".", ""]
+        for name in dict.fromkeys(a for r in sub for a in r.get("also", {})):
+            alt = {k: [r["also"][name]["sw2"] / r["before"]["sw2"] for r in sub if r["nfe"] == k] for k in nfes}
+            lines += [f"`{name}` at every step count / before: " + "; ".join(
+                f"NFE {k} {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" for k, v in alt.items() if v)
+                + ".", ""]
+        lines += ["| target | d | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+        for fam in dict.fromkeys(r["family"] for r in sub):
+            for dim in sorted({r["dim"] for r in sub if r["family"] == fam}):
+                cells = []
+                for k in nfes:
+                    r = next((r for r in sub if r["family"] == fam and r["dim"] == dim and r["nfe"] == k), None)
+                    if r is None:
+                        cells.append("")
+                        continue
+                    keys = ("ours", "before", "diffusers")
+                    cells.append(" / ".join("-" if r[v] is None else f"{r[v]['sw2']:.3f}" for v in keys)
+                                 + " (" + " / ".join("-" if r[v] is None else f"{r[v]['worst_mode']:.2f}"
+                                                     for v in keys)
+                                 + ")" + (" MISS" if r["pass"] is False else ""))
+                lines.append(f"| {fam} | {dim} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def default_grids(rows: list[dict[str, Any]]) -> str:
@@ -272,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=8000, help="samples per run (default 8000)")
     p.add_argument("--candidates", default="", help=f"also measure these grids for ours: {', '.join(CANDIDATES)}")
     p.add_argument("--sde", action="store_true", help="SDE-DPM-Solver++(2M) on EDM instead (defaults_sde.*)")
+    p.add_argument("--edm", action="store_true", help="DPM-Solver++(2M) / (3M) and UniPC on EDM instead "
+                   "(defaults_edm.*)")
     p.add_argument("--repeats", type=int, default=5, help="noise repeats per SDE cell (default 5)")
     args = p.parse_args(argv)
     unknown = [c for c in args.candidates.split(",") if c and c not in CANDIDATES]
@@ -279,10 +329,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown candidate grid {', '.join(unknown)}; allowed: {', '.join(CANDIDATES)}")
     torch.set_num_threads(2)
     dims, nfes = ([2], [5, 10]) if args.quick else ([2, 16, 64], [5, 10, 20, 50])
+    families = ["random", "anisotropic", "multiscale"]
     if args.sde:
         res = {"environment": environment(command_line("defaults.py", argv)),
-               **run_sde(dims, nfes, ["random", "anisotropic", "multiscale"], args.repeats)}
-        publish("defaults_sde_quick" if args.quick else "defaults_sde", res, markdown_sde(res))
+               **run_edm(dims, nfes, families, (SDE_ALGORITHM,), args.repeats)}
+        text = markdown_edm(res, "Few-step SDE sampling on EDM, default against default (polydiff vs diffusers)",
+                            f"Karras rho 7 to sigma {res['rows'][0]['ours_t_min']:g}, `EDM.sampling_t_min`",
+                            "the same grid to sigma_min 0.002 (the default until this table)")
+        publish("defaults_sde_quick" if args.quick else "defaults_sde", res, text)
+        return 0
+    if args.edm:
+        nfes = [5, 10] if args.quick else EDM_NFES
+        res = {"environment": environment(command_line("defaults.py", argv)),
+               **run_edm(dims, nfes, families, EDM_ALGORITHMS, 1, {"uniform_logsnr": {"grid": "uniform_logsnr"}})}
+        text = markdown_edm(res, "Few-step ODE sampling on EDM, default against default (polydiff vs diffusers)",
+                            "`EDM.sampling_grid`: uniform log-SNR from "
+                            + ", ".join(f"{k} steps for {a}" for a, k in EDM_LOGSNR_STEPS.items())
+                            + ", Karras rho 7 below", "Karras rho 7 at every step count (the default until this table)")
+        publish("defaults_edm_quick" if args.quick else "defaults_edm", res, text)
         return 0
     res = {"environment": environment(command_line("defaults.py", argv)),
            **run(dims, nfes, ["random", "anisotropic", "multiscale"], args.samples,

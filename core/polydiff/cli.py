@@ -75,9 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def report_error(err: BaseException, prog: str = "polydiff") -> None:
-    """Print a user error as one line on stderr."""
+    """Print a user error as one line on stderr, in one write: the ranks of a distributed run
+    report to the same stream, and a line written in two parts can interleave with another's."""
     msg = err.args[0] if isinstance(err, KeyError) and not isinstance(err, RegistryError) and err.args else err
-    print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    sys.stderr.write(f"{prog}: error: {' '.join(str(msg).split())}\n")
+    sys.stderr.flush()
 
 
 def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:

@@ -487,19 +487,19 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
     return call
 
 
-def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], *,
+def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Tensor | Mapping[str, Any], *,
             prediction: str = "eps", seed: int | Tensor | None = None, generator: torch.Generator | None = None,
             dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
             wrap_model: Callable[[Model], Model] | None = None) -> tuple[Model, dict[str, FieldSpec], State, Noise,
                                                                           str | None]:
     """Normalise :func:`sample`'s inputs: a state-level model, field specs, the initial state,
-    the noise stream, and the field name when a single field was given by shape."""
+    the noise stream, and the field name when a single field was given by shape or tensor."""
     fields = as_fields(process, prediction)
     single = not isinstance(shape_or_state, Mapping)
     name = None
     if single:
         (name,) = fields
-        spec: dict[str, Any] = {name: tuple(shape_or_state)}
+        spec: dict[str, Any] = {name: shape_or_state if isinstance(shape_or_state, Tensor) else tuple(shape_or_state)}
 
         def state_model(state: State, t: Tensor, c: Any = None, **kw: Any) -> dict[str, Tensor]:
             out = model(state[name], t, **kw) if c is None else model(state[name], t, c, **kw)
@@ -515,7 +515,7 @@ def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mappin
     return state_model, fields, init_state(fields, spec, noise, dev, dtype), noise, name
 
 
-def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any],
+def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Tensor | Mapping[str, Any],
            settings: SampleSettings | None = None, *, prediction: str = "eps", seed: int | Tensor | None = None,
            generator: torch.Generator | None = None, cond: Any = None, device: torch.device | str | None = None,
            model_dtype: torch.dtype | None = None, callback: Callable[[dict[str, Any]], None] | None = None,
@@ -526,7 +526,8 @@ def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping
         model: ``model(x, t[, cond]) -> prediction`` for a single field given as a process and
             a shape, or ``model(state, t[, cond]) -> {field: prediction}`` for a dict of fields.
         process: a process, a :class:`FieldSpec`, or ``{name: FieldSpec | process}``.
-        shape_or_state: the shape of the single field, or a state dict whose field entries are
+        shape_or_state: the shape of the single field or its initial values (a tensor at the
+            grid's first time), or a state dict whose field entries are
             shapes (drawn from the prior) or tensors (initial values at the grid's first time)
             and whose other entries (masks, conditions) are passed through.
         settings: a :class:`SampleSettings` (sampler, steps, grid, t_max, t_min, final_zero,
@@ -543,7 +544,7 @@ def sample(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping
             ``x0`` (clean estimates).
         wrap_model: a function applied to the internal state-level model (guidance wrappers).
 
-    Returns: the final tensor for a single field given by shape, else the final state.
+    Returns: the final tensor for a single field given by shape or tensor, else the final state.
     """
     settings = settings_of(settings, **keywords)
     mdt = model_dtype or model_dtype_of(model)
