@@ -76,8 +76,7 @@ ADAPTIVE_TOLS = (1e-2, 1e-3, 1e-4, 1e-5)
 # the default grids in words, for the report (Schedule.sampling_grid)
 RULE_VP = ("for `vp_discrete` quadratic in t, uniform t for DPM-Solver++(2M) / (3M) at <= 5 steps and singlestep "
            "DPM-Solver at <= 3 steps")
-RULE_EDM = ("for EDM Karras rho 7, uniform log-SNR for DPM-Solver++(2M) and UniPC from 8 steps and (3M) from 7 "
-            "(`EDM.sampling_grid`)")
+RULE_EDM = "for EDM Karras rho 7, uniform log-SNR for DPM-Solver++(2M) / (3M) and UniPC from 7 steps"
 # extra option sets benched as separate rows (label: (sampler, options)), when the sampler exists:
 # EDM's stochastic setting (Karras et al. 2022, Table 5, ImageNet-64)
 VARIANTS = {"edm(churn)": ("edm", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003})}

@@ -57,18 +57,17 @@ def test_other_schedules_keep_their_default_grid(name):
             torch.testing.assert_close(_plan_grid(name, sampler, steps), make_grid(s, steps, s.default_grid))
 
 
-def test_edm_multistep_solvers_walk_log_snr_from_their_step_counts():
-    """EDM: DPM-Solver++(2M) / (3M) and UniPC take the uniform log-SNR grid from
-    EDM_LOGSNR_STEPS steps (bench/defaults.py --edm), Karras' grid below; other samplers and
-    named grids are untouched."""
-    from polydiff.processes.gaussian import EDM_LOGSNR_STEPS
+def test_edm_multistep_solvers_walk_log_snr_from_seven_steps():
+    """EDM: DPM-Solver++(2M) / (3M) and UniPC take the uniform log-SNR grid from 7 steps
+    (bench/defaults.py --edm), Karras' grid below; other samplers and named grids are untouched."""
+    from polydiff.processes.gaussian import EDM_LOGSNR_FROM, EDM_LOGSNR_SAMPLERS
 
     s = SCHEDULES.build("edm")
-    assert set(EDM_LOGSNR_STEPS) == {"dpm++2m", "dpm++3m", "unipc"}
-    for sampler, first in EDM_LOGSNR_STEPS.items():
-        for steps in (3, first - 1):
+    assert set(EDM_LOGSNR_SAMPLERS) == {"dpm++2m", "dpm++3m", "unipc"} and EDM_LOGSNR_FROM == 7
+    for sampler in EDM_LOGSNR_SAMPLERS:
+        for steps in (3, 6):
             torch.testing.assert_close(_plan_grid("edm", sampler, steps), make_grid(s, steps, "karras"))
-        for steps in (first, 10, 50):
+        for steps in (7, 10, 50):
             torch.testing.assert_close(_plan_grid("edm", sampler, steps), make_grid(s, steps, "uniform_logsnr"))
         torch.testing.assert_close(_plan_grid("edm", sampler, 10, "karras"), make_grid(s, 10, "karras"))
     for sampler in ("euler", "heun", "ddim", "deis", "edm"):
