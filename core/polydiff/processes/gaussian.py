@@ -268,8 +268,9 @@ class EDM(Schedule):
         dimensions, sigma 0.002-80, nine targets): from 7 to 15 NFE the log-SNR grid's error is a
         median 0.83-0.95 of Karras rho 7's for DPM-Solver++(2M) and UniPC and 0.57-0.90 for (3M)
         (single targets 0.24-1.15, none worse by more than the noise); at 20 and 50 NFE the two
-        agree within a few percent. At 5-6 NFE Karras' grid is as good or better ((3M) at 5 NFE:
-        log-SNR 2x worse), and DEIS, Euler and Heun keep it at every step count."""
+        agree within a few percent. At 5-6 NFE neither wins throughout (log-SNR up to 1.2x worse
+        on single targets, and (3M)'s median 2x worse at 5 NFE), so Karras' grid stays there; DEIS,
+        Euler and Heun keep it at every step count."""
         return "uniform_logsnr" if sampler in EDM_LOGSNR_SAMPLERS and steps >= EDM_LOGSNR_FROM else self.default_grid
 
     def sampling_t_min(self, sampler: str, steps: int) -> float | None:
