@@ -40,6 +40,22 @@ def test_fitted_grid_beats_the_default_on_fresh_samples(target):
     assert after < 0.8 * _path_error(model, process, walked, "unipc", seed=11)
 
 
+def test_edm_fits_start_from_karras_grid():
+    """EDM's default grid for UniPC at 8 steps is log-SNR, but its fits start from Karras' grid
+    (``EDM.calibration_grid``): with no trial beyond the start, the fit returns that grid."""
+    process = GaussianProcess("edm")
+    gmm = GaussianMixture.random(dim=2, seed=2)
+    model = ExactDenoiser(gmm, process, "eps")
+    s = process.schedule
+    assert s.sampling_grid("unipc", 8) == "uniform_logsnr" and s.calibration_grid("unipc", 8) == "karras"
+    grid = calibrate_grid(model, process, (16, 2), 8, sampler="unipc", max_trials=1, reference_steps=10)
+    torch.testing.assert_close(grid, make_grid(s, 8, "karras"))
+    named = calibrate_grid(model, process, (16, 2), 8, sampler="unipc", grid="uniform_logsnr", max_trials=1,
+                           reference_steps=10)
+    torch.testing.assert_close(named, make_grid(s, 8, "uniform_logsnr"))
+    assert GaussianProcess("vp_discrete").schedule.calibration_grid("unipc", 8) == "quadratic"
+
+
 def test_final_zero_multi_field_and_errors(target):
     _, process, model = target
     g = calibrate_grid(model, process, (64, 2), 5, sampler="dpm++2m", final_zero=True, max_trials=20,

@@ -64,8 +64,9 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
             of ``shape_or_state`` is the pilot batch (a few hundred samples are enough).
         steps: grid intervals of the fitted grid (NFE = ``steps * nfe_per_step``).
         sampler: a deterministic Gaussian sampler; ``options`` are its options.
-        grid, t_max, t_min, final_zero: the starting grid (default: the one :func:`polydiff.sample`
-            walks for this sampler and step count) and its fixed end points.
+        grid, t_max, t_min, final_zero: the starting grid (default: the schedule's
+            ``calibration_grid``, for most the one :func:`polydiff.sample` walks for this sampler
+            and step count; Karras' for EDM) and its fixed end points.
         reference_steps: DPM-Solver++(2M) steps of the accurate pilot solution.
         max_trials, tol: stop after this many trial grids, or when the move size (in log
             spacing units) falls below ``tol``.
@@ -85,8 +86,9 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
     schedule = next((f.process.schedule for f in fields.values() if f.kind == "gaussian"), None)
     if schedule is None:
         raise ValueError("calibrate_grid needs at least one Gaussian field")
-    # start from the grid sample() walks by default for this sampler and step count
-    grid, t_min = schedule.sampling_defaults(sampler, steps, grid, t_min)
+    if grid is None:  # the schedule's calibration grid (most: the one sample() walks), ending where sample() ends
+        t_min = schedule.sampling_defaults(sampler, steps, None, t_min)[1]
+        grid = schedule.calibration_grid(sampler, steps)
     base = make_grid(schedule, steps, grid, t_max=t_max, t_min=t_min, final_zero=final_zero)
     fixed_zero = bool(base[-1] <= 0)  # a final sigma = 0 step keeps its place; its predecessor is fitted
     knots = base[:-1] if fixed_zero else base
