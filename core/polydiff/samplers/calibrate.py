@@ -52,7 +52,8 @@ def _gaussian_error(a: Any, b: Any, names: list[str] | None) -> float:
     return math.sqrt(num / max(den, 1))
 
 
-def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] | Mapping[str, Any], steps: int, *,
+def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] | Tensor | Mapping[str, Any],
+                   steps: int, *,
                    sampler: str = "dpm++2m", grid: str | Tensor | None = None, reference_steps: int = 100,
                    max_trials: int = 150, tol: float = 0.02, seed: int = 0, prediction: str = "eps",
                    t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
