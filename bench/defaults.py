@@ -130,6 +130,16 @@ def run(dims: list[int], nfes: list[int], families: list[str], n: int,
 
 SDE_ALGORITHM = "dpm++2m_sde"
 EDM_ALGORITHMS = EDM_LOGSNR_SAMPLERS  # the solvers of EDM.sampling_grid's log-SNR rule
+KEYS = ("ours", "before", "diffusers")  # the runs of an EDM row, in the order the report shows them
+
+
+def _summary(xs: list[torch.Tensor], ev: Any, gmm: GaussianMixture) -> dict[str, float] | None:
+    """Mean SW2 (its spread over noise repeats) and worst per-mode error of runs; None for no runs."""
+    if not xs:
+        return None
+    sw = [ev.metrics(x)["sw2"] for x in xs]
+    return {"sw2": statistics.fmean(sw), "sw2_std": statistics.stdev(sw) if len(sw) > 1 else 0.0,
+            "worst_mode": statistics.fmean(worst_mode_error(x, gmm) for x in xs)}
 
 
 def run_edm(dims: list[int], nfes: list[int], families: list[str], algorithms: tuple[str, ...],
@@ -148,6 +158,8 @@ def run_edm(dims: list[int], nfes: list[int], families: list[str], algorithms: t
     sched = proc.schedule
     specs = {s.algorithm: B.default_spec(s) for s in B.diffusers_specs()
              if s.family == "edm" and s.algorithm in algorithms}
+    also = also or {}
+    variants = {"ours": {}, "before": {"grid": sched.default_grid, "t_min": sched.t_min}, **also}
     rows = []
     for fam in families:
         for dim in dims:
@@ -156,46 +168,37 @@ def run_edm(dims: list[int], nfes: list[int], families: list[str], algorithms: t
             n = B.DEFAULT_SAMPLES.get(dim, 4_000)
             ev = B.Evaluator(target, 0.0, n, B.directions(dim, 256, 7), seed=202)
             x_init = target.exact(n, sched.t_max, 303).float()
+
             for alg in algorithms:
                 reps = repeats if SAMPLERS.get(alg).stochastic else 1
                 for nfe in nfes:
                     t0 = time.perf_counter()
                     plan = for_budget(alg, nfe)
                     steps = plan.pop("steps")
-                    runs: dict[str, list[torch.Tensor]] = {"ours": [], "before": [], "diffusers": [],
-                                                           **{name: [] for name in also or {}}}
+                    runs: dict[str, list[torch.Tensor]] = {name: [] for name in (*variants, "diffusers")}
                     dspec = None
                     if alg in specs:
                         k_inf = B.default_steps(specs[alg], nfe)
                         dspec = replace(specs[alg], steps_for_nfe=lambda _n, k=k_inf: k)
                     for r in range(reps):
-                        runs["ours"].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r, **plan).x)
-                        runs["before"].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r,
-                                                         grid=sched.default_grid, t_min=sched.t_min, **plan).x)
+                        for name, kw in variants.items():
+                            runs[name].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r, **kw, **plan).x)
                         if dspec is not None:
                             runs["diffusers"].append(B.run_diffusers(dspec, gmm, proc, x_init, nfe, seed=r).x)
-                        for name, kw in (also or {}).items():
-                            runs[name].append(B.run_ours(proc, gmm, alg, x_init, steps=steps, seed=r, **kw, **plan).x)
                     row: dict[str, Any] = {"family": fam, "dim": dim, "algorithm": alg, "nfe": nfe, "n": n,
                                            "repeats": reps, "stochastic": reps > 1, "floor": ev.floor,
                                            "ours_grid": sched.sampling_grid(alg, steps),
-                                           "ours_t_min": sched.sampling_t_min(alg, steps)}
-                    row["also"] = {}
-                    for key, xs in runs.items():
-                        sw = [ev.metrics(x)["sw2"] for x in xs]
-                        (row["also"] if key in (also or {}) else row)[key] = None if not xs else {
-                            "sw2": statistics.fmean(sw), "sw2_std": statistics.stdev(sw) if reps > 1 else 0.0,
-                            "worst_mode": statistics.fmean(worst_mode_error(x, gmm) for x in xs)}
+                                           "ours_t_min": sched.sampling_t_min(alg, steps),
+                                           **{key: _summary(runs[key], ev, gmm) for key in KEYS},
+                                           "also": {name: _summary(runs[name], ev, gmm) for name in also}}
                     against = row["diffusers"] or row["before"]  # no diffusers scheduler: the old default
                     row["margin"] = B.error_margin({**row, "diffusers": against})
-                    row["pass"] = None if row["diffusers"] is None else \
-                        row["ours"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
-                    row["pass_before"] = None if row["diffusers"] is None else \
-                        row["before"]["sw2"] <= row["diffusers"]["sw2"] + row["margin"]
+                    judged = row["diffusers"] is not None
+                    row["pass"] = row["ours"]["sw2"] <= against["sw2"] + row["margin"] if judged else None
+                    row["pass_before"] = row["before"]["sw2"] <= against["sw2"] + row["margin"] if judged else None
                     row["seconds"] = time.perf_counter() - t0
                     rows.append(row)
-                    sw = {key: "-" if row[key] is None else f"{row[key]['sw2']:.3f}"
-                          for key in ("ours", "before", "diffusers")}
+                    sw = {key: "-" if row[key] is None else f"{row[key]['sw2']:.3f}" for key in KEYS}
                     verdict = {True: "pass", False: "MISS", None: ""}[row["pass"]]
                     print(f"[defaults edm] {fam} d={dim} {alg} nfe={nfe}: ours {sw['ours']} ({row['ours_grid']}) "
                           f"before {sw['before']} diffusers {sw['diffusers']} (margin {row['margin']:.3f}) {verdict}",
@@ -244,10 +247,9 @@ def markdown_edm(res: dict[str, Any], title: str, ours: str, before: str) -> str
                     if r is None:
                         cells.append("")
                         continue
-                    keys = ("ours", "before", "diffusers")
-                    cells.append(" / ".join("-" if r[v] is None else f"{r[v]['sw2']:.3f}" for v in keys)
+                    cells.append(" / ".join("-" if r[v] is None else f"{r[v]['sw2']:.3f}" for v in KEYS)
                                  + " (" + " / ".join("-" if r[v] is None else f"{r[v]['worst_mode']:.2f}"
-                                                     for v in keys)
+                                                     for v in KEYS)
                                  + ")" + (" MISS" if r["pass"] is False else ""))
                 lines.append(f"| {fam} | {dim} | " + " | ".join(cells) + " |")
         lines.append("")
