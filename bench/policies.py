@@ -140,7 +140,6 @@ def _our_speed(b: dict[str, Any], shape: dict[str, Any], threads: int, tmp: Path
     import numpy as np
     from common import batch_clock
 
-    from polydiff.plugin import SampleSettings
     from polydiff_policies.modality import PoliciesModality
     from polydiff_policies.policy import Policy
 
@@ -153,8 +152,7 @@ def _our_speed(b: dict[str, Any], shape: dict[str, Any], threads: int, tmp: Path
     clock = batch_clock()
     run = polydiff.train(recipe, tmp / "speed", fresh=True, callbacks=[clock], verbose=False)
     gen = polydiff.load(run.checkpoint)
-    policy = Policy(gen.net, gen.fields, gen.info, settings=SampleSettings(sampler="ddim", steps=3, final_zero=True),
-                    guidance_scale=None)
+    policy = Policy(gen.net, gen.fields, gen.info, guidance_scale=None)  # BESO's DDIM, 3 steps (the default)
     rng = np.random.default_rng(0)
     goal = rng.normal(size=(1, int(gen.info["goal_dim"]))).astype(np.float32)
     times = []

@@ -76,7 +76,8 @@ ADAPTIVE_TOLS = (1e-2, 1e-3, 1e-4, 1e-5)
 # the default grids in words, for the report (Schedule.sampling_grid)
 RULE_VP = ("for `vp_discrete` quadratic in t, uniform t for DPM-Solver++(2M) / (3M) at <= 5 steps and singlestep "
            "DPM-Solver at <= 3 steps")
-RULE_EDM = "for EDM Karras rho 7, uniform log-SNR for DPM-Solver++(2M) / (3M) and UniPC from 7 steps"
+RULE_EDM = ("for EDM `vp_quadratic` for DPM-Solver++(2M), UniPC, Euler and DDIM and for (3M) below 15 steps "
+            "(uniform log-SNR from there), Karras rho 7 for the others")
 # extra option sets benched as separate rows (label: (sampler, options)), when the sampler exists:
 # EDM's stochastic setting (Karras et al. 2022, Table 5, ImageNet-64)
 VARIANTS = {"edm(churn)": ("edm", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003})}

@@ -1,9 +1,9 @@
 """Time grids: explicit tensors of times from the noise end to the data end.
 
 Every grid is a 1-D tensor ``t_0 > t_1 > ... > t_K`` (K steps) in the time of a reference
-Gaussian schedule; a user tensor is accepted as is. Log-SNR and Karras grids are spaced in
-``lam`` (or ``sigma / alpha``) and mapped back through the schedule's inverse, so they mean the
-same thing for VP, VE, EDM and interpolants. ``final_zero`` appends t = 0 (sigma = 0): the last
+Gaussian schedule; a user tensor is accepted as is. Log-SNR, Karras and ``vp_quadratic`` grids
+are spaced in ``lam`` (or ``sigma / alpha``) and mapped back through the schedule's inverse, so
+they mean the same thing for VP, VE, EDM and interpolants. ``final_zero`` appends t = 0 (sigma = 0): the last
 step then returns the model's clean estimate, as k-diffusion and diffusers do.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .processes.gaussian import Schedule
+from .processes.gaussian import Schedule, VPLinear
 from .registry import Registry
 
 GRIDS: Registry = Registry("time grid")
@@ -51,6 +51,22 @@ def quadratic(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Ten
     return t_min + (t_max - t_min) * r**2
 
 
+@GRIDS.register("vp_quadratic", "the noise levels of DDPM's quadratic grid (VP, linear beta), carried to "
+                "any schedule through log-SNR")
+def vp_quadratic(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    """DDPM's quadratic grid (DDIM's 'quad': quadratic in the time of the linear-beta VP
+    schedule, beta 0.1-20, the continuous form of 1000 betas from 1e-4 to 0.02) between the
+    noise levels of ``t_max`` and ``t_min``, mapped back through log-SNR. It gives any schedule
+    the noise levels that linear-beta DDPM's few-step default walks: coarse at both ends, dense
+    around noise levels of order one. For ``vp_linear`` it is ``quadratic`` itself."""
+    ref = VPLinear()
+    lam = schedule.lam(torch.tensor([t_max, t_min], dtype=torch.float64)).clamp(min=-10.0)
+    hi, lo = ref.t_of_lam(lam)
+    grid = schedule.t_of_lam(ref.lam(quadratic(ref, steps, float(hi), float(lo))))
+    grid[0], grid[-1] = t_max, t_min
+    return grid
+
+
 def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, *,
               t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
               **options: float) -> Tensor:
@@ -71,7 +87,7 @@ def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, 
         raise ValueError(f"steps must be >= 1, got {steps}")
     t_max = schedule.t_max if t_max is None else t_max
     t_min = schedule.t_min if t_min is None else t_min
-    if t_min <= 0 and kind in ("uniform_logsnr", "karras"):
+    if t_min <= 0 and kind in ("uniform_logsnr", "karras", "vp_quadratic"):
         t_min = 1e-3 * t_max  # log-SNR is infinite at t = 0
     if not t_max > t_min:
         raise ValueError(f"t_max ({t_max}) must exceed t_min ({t_min})")

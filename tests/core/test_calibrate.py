@@ -41,13 +41,13 @@ def test_fitted_grid_beats_the_default_on_fresh_samples(target):
 
 
 def test_edm_fits_start_from_karras_grid():
-    """EDM's default grid for UniPC at 8 steps is log-SNR, but its fits start from Karras' grid
+    """EDM's default grid for UniPC at 8 steps is ``vp_quadratic``, but its fits start from Karras' grid
     (``EDM.calibration_grid``): with no trial beyond the start, the fit returns that grid."""
     process = GaussianProcess("edm")
     gmm = GaussianMixture.random(dim=2, seed=2)
     model = ExactDenoiser(gmm, process, "eps")
     s = process.schedule
-    assert s.sampling_grid("unipc", 8) == "uniform_logsnr" and s.calibration_grid("unipc", 8) == "karras"
+    assert s.sampling_grid("unipc", 8) == "vp_quadratic" and s.calibration_grid("unipc", 8) == "karras"
     grid = calibrate_grid(model, process, (16, 2), 8, sampler="unipc", max_trials=1, reference_steps=10)
     torch.testing.assert_close(grid, make_grid(s, 8, "karras"))
     named = calibrate_grid(model, process, (16, 2), 8, sampler="unipc", grid="uniform_logsnr", max_trials=1,

@@ -119,7 +119,7 @@ def test_missing_mask_is_named():
         Masked("node_mask").noise(torch.zeros(1, 2), {})
 
 
-@pytest.mark.parametrize("kind", ["uniform_t", "uniform_logsnr", "karras", "quadratic"])
+@pytest.mark.parametrize("kind", ["uniform_t", "uniform_logsnr", "karras", "quadratic", "vp_quadratic"])
 def test_grids(kind):
     s = SCHEDULES.build("vp_linear")
     g = make_grid(s, 10, kind)
@@ -130,6 +130,25 @@ def test_grids(kind):
         assert torch.allclose(d, d.mean().expand_as(d), rtol=1e-6)
     gz = make_grid(s, 10, kind, final_zero=True)
     assert gz.shape == (11,) and gz[-1] == 0
+
+
+@pytest.mark.parametrize("name", ["edm", "ve", "vp_cosine", "linear"])
+def test_vp_quadratic_grid_walks_ddpm_quadratic_noise_levels(name):
+    """``vp_quadratic`` is the quadratic grid of ``vp_linear`` carried by log-SNR: on
+    ``vp_linear`` the two agree; on any other schedule its log-SNRs are those of the quadratic
+    grid in VP time between the same end log-SNRs (dense in the middle, coarse at both ends)."""
+    vp = SCHEDULES.build("vp_linear")
+    torch.testing.assert_close(make_grid(vp, 10, "vp_quadratic"), make_grid(vp, 10, "quadratic"))
+    s = SCHEDULES.build(name)
+    g = make_grid(s, 12, "vp_quadratic")
+    t_min = s.t_min if s.t_min > 0 else 1e-3 * s.t_max  # as for log-SNR and Karras grids
+    assert g[0] == s.t_max and float(g[-1]) == pytest.approx(t_min) and torch.all(g[1:] < g[:-1])
+    lam = s.lam(g).clamp(min=-10.0)
+    tv = vp.t_of_lam(lam)  # quadratic in VP time between the ends: evenly spaced square roots
+    d = torch.diff(((tv - tv[-1]) / (tv[0] - tv[-1])).sqrt())
+    assert torch.allclose(d, d.mean().expand_as(d), rtol=1e-6, atol=1e-9)
+    steps = torch.diff(lam)
+    assert steps[len(steps) // 2] < min(steps[0], steps[-1])  # dense around the middle
 
 
 def test_karras_grid_is_rho_spaced_in_sigma():

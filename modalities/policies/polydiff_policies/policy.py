@@ -52,7 +52,7 @@ class Policy:
                  settings: SampleSettings | None = None, guidance_scale: float | None = None,
                  execute: int | None = None, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.net, self.fields, self.info = net.eval(), dict(fields), dict(info)
-        self.settings = settings or SampleSettings(sampler="ddim", steps=3, final_zero=True)
+        self.settings = settings or SampleSettings(sampler="ddim", steps=3, grid="karras", final_zero=True)
         self.guidance_scale = guidance_scale
         self.horizon, self.obs_steps = int(info["horizon"]), int(info["obs_steps"])
         self.execute = int(execute or info.get("execute") or self.horizon)
