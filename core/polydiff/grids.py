@@ -3,8 +3,9 @@
 Every grid is a 1-D tensor ``t_0 > t_1 > ... > t_K`` (K steps) in the time of a reference
 Gaussian schedule; a user tensor is accepted as is. Log-SNR, Karras and ``vp_quadratic`` grids
 are spaced in ``lam`` (or ``sigma / alpha``) and mapped back through the schedule's inverse, so
-they mean the same thing for VP, VE, EDM and interpolants. ``final_zero`` appends t = 0 (sigma = 0): the last
-step then returns the model's clean estimate, as k-diffusion and diffusers do.
+they mean the same thing for VP, VE, EDM and interpolants. ``final_zero`` appends t = 0
+(sigma = 0): the last step then returns the model's clean estimate, as k-diffusion and
+diffusers do.
 """
 
 from __future__ import annotations

@@ -281,9 +281,9 @@ class EDM(Schedule):
         0.76-0.80 for Euler (for the multistep solvers 0.42-0.91 of the default before, log-SNR
         from 7 steps), at 15-50 NFE a median 0.83-1.01; worse than Karras' beyond the noise in
         none of 288 cells, and no worse than diffusers' EDM defaults in all 216 where diffusers
-        has the algorithm. On ``vp_quadratic`` (3M) loses to log-SNR from 15 NFE (median 1.19x), Heun loses to Karras
-        at few steps (3.7x at 5 NFE) and DEIS at 8-10 NFE (1.1x): they keep those grids, as EDM's
-        own churned sampler keeps Karras'."""
+        has the algorithm. On ``vp_quadratic`` (3M) loses to log-SNR from 15 NFE (median 1.19x),
+        Heun loses to Karras at few steps (3.7x at 5 NFE) and DEIS at 8-10 NFE (1.1x): they keep
+        those grids, as EDM's own churned sampler keeps Karras'."""
         if sampler not in EDM_VPQ_SAMPLERS:
             return self.default_grid
         return "uniform_logsnr" if steps >= EDM_LOGSNR_FROM.get(sampler, steps + 1) else "vp_quadratic"
