@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=8000, help="samples per run (default 8000)")
     p.add_argument("--candidates", default="", help=f"also measure these grids for ours: {', '.join(CANDIDATES)}")
     p.add_argument("--sde", action="store_true", help="SDE-DPM-Solver++(2M) on EDM instead (defaults_sde.*)")
-    p.add_argument("--edm", action="store_true", help="DPM-Solver++(2M) / (3M) and UniPC on EDM instead "
-                   "(defaults_edm.*)")
+    p.add_argument("--edm", action="store_true", help="six ODE samplers on EDM instead: vp_quadratic, "
+                   "Karras and log-SNR grids (defaults_edm.*)")
     p.add_argument("--repeats", type=int, default=5, help="noise repeats per SDE cell (default 5)")
     args = p.parse_args(argv)
     unknown = [c for c in args.candidates.split(",") if c and c not in CANDIDATES]
