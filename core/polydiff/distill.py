@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .estimates import call, field_coefs
+from .grids import LAM_LOW  # per-sample teacher grids start no lower in log-SNR, as the core's grids
 from .losses import OBJECTIVES, corrupt, gaussian_loss, sample_time
 from .nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, precondition, time_input
 from .parametrization import from_x0_eps, to_x0_eps
@@ -47,7 +48,6 @@ from .state import FieldSpec, State
 Model = Callable[..., Any]
 DISTANCES: Registry = Registry("distillation distance")
 COMPARE = ("data", "s")
-LAM_LOW = -10.0  # per-sample teacher grids start no lower in log-SNR (as the uniform_logsnr grid does)
 LAM_SAFE = 9.0  # the teacher stops at sigma/alpha = e^-9 where the data end has sigma = 0, then finishes by DDIM
 
 

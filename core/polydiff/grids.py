@@ -17,6 +17,7 @@ from .processes.gaussian import Schedule, VPLinear
 from .registry import Registry
 
 GRIDS: Registry = Registry("time grid")
+LAM_LOW = -10.0  # log-SNR grids start no lower: alpha(t_max) = 0 (rectified flow) has lam = -inf
 
 
 @GRIDS.register("uniform_t", "evenly spaced in t")
@@ -28,7 +29,7 @@ def uniform_t(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Ten
 def uniform_logsnr(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
     lo = schedule.lam(torch.tensor(t_max, dtype=torch.float64))
     hi = schedule.lam(torch.tensor(t_min, dtype=torch.float64))
-    lo = torch.clamp(lo, min=-10.0)  # alpha(t_max) = 0 (rectified flow): start from a finite lam
+    lo = torch.clamp(lo, min=LAM_LOW)  # alpha(t_max) = 0 (rectified flow): start from a finite lam
     grid = schedule.t_of_lam(torch.linspace(float(lo), float(hi), steps + 1, dtype=torch.float64))
     grid[0], grid[-1] = t_max, t_min
     return grid
@@ -61,7 +62,7 @@ def vp_quadratic(schedule: Schedule, steps: int, t_max: float, t_min: float) -> 
     the noise levels that linear-beta DDPM's few-step default walks: coarse at both ends, dense
     around noise levels of order one. For ``vp_linear`` it is ``quadratic`` itself."""
     ref = VPLinear()
-    lam = schedule.lam(torch.tensor([t_max, t_min], dtype=torch.float64)).clamp(min=-10.0)
+    lam = schedule.lam(torch.tensor([t_max, t_min], dtype=torch.float64)).clamp(min=LAM_LOW)
     hi, lo = ref.t_of_lam(lam)
     grid = schedule.t_of_lam(ref.lam(quadratic(ref, steps, float(hi), float(lo))))
     grid[0], grid[-1] = t_max, t_min
