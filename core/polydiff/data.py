@@ -96,6 +96,24 @@ def draw_sizes(n: int, info: Mapping[str, Any], generator: torch.Generator | Non
     return torch.multinomial(hist, n, replacement=True, generator=generator)
 
 
+def object_sizes(n: int, info: Mapping[str, Any], generator: torch.Generator | None = None, given: Any = None, *,
+                 name: str = "size", minimum: int = 1, key: str = "size_hist") -> Tensor:
+    """``n`` object sizes of a new batch: the condition ``name`` when the user gives it (one
+    whole number for every sample, or one per sample, each at least ``minimum``), else drawn
+    from ``info[key]`` (:func:`draw_sizes`). A bad value (text, a fraction, too small, a wrong
+    count) is an error naming the condition, never a silent truncation."""
+    if given is None:
+        return draw_sizes(n, info, generator, key)
+    raw = given.tolist() if isinstance(given, Tensor) else given
+    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    whole = all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v >= minimum
+                for v in values)
+    if not whole or len(values) not in (1, n):
+        raise ValueError(f"condition {name!r}: expected a whole number of at least {minimum}, or {n} of them (one "
+                         f"per sample), got {given!r}")
+    return torch.tensor([int(v) for v in values], dtype=torch.long).expand(n).clone()
+
+
 Augment = Callable[[State, torch.Generator], State]
 
 

@@ -7,7 +7,8 @@ plugin API: it changes only with a note in CONTRIBUTING.md.
 Groups:
 
 - the contract: :class:`Modality`, :class:`Command`, :class:`DataBundle`, :class:`DatasetInfo`,
-  :class:`TensorStates`, :func:`check_info`, :func:`draw_sizes`, :func:`package_recipes`;
+  :class:`TensorStates`, :func:`check_info`, :func:`draw_sizes`, :func:`object_sizes`,
+  :func:`package_recipes`;
 - states and fields: :class:`FieldSpec`, structures, processes (Gaussian schedules,
   categorical, manifolds including :class:`SO3` and IGSO(3));
 - sampling: :func:`sample`, :class:`SampleSettings`, :class:`SamplingLoop`, :class:`Control`,
@@ -39,6 +40,7 @@ from .data import (
     compose_augment,
     default_collate,
     draw_sizes,
+    object_sizes,
     rotate,
     size_histogram,
 )
@@ -267,6 +269,7 @@ __all__ = [
     "masked_mean",
     "nn",
     "null_state",
+    "object_sizes",
     "operator_potential",
     "package_recipes",
     "parse_condition",

@@ -115,3 +115,21 @@ def test_cli_condition_on_an_unconditional_model_exits_2_with_one_line(unconditi
     assert err[0].startswith("polydiff: error: unknown condition 'label': the model was not trained with it; "
                              "the model is unconditional")
     assert not out.exists()                                          # nothing written, no metadata recorded
+
+
+def test_object_sizes_are_drawn_or_given_and_bad_counts_name_the_condition():
+    import torch
+
+    from polydiff.plugin import object_sizes
+
+    info = {"size_hist": [0, 0, 0, 1]}  # every drawn size is 3
+    assert object_sizes(4, info, torch.Generator().manual_seed(0)).tolist() == [3, 3, 3, 3]
+    assert object_sizes(3, info, given=5, name="atoms").tolist() == [5, 5, 5]
+    assert object_sizes(2, info, given=[4, 6], name="atoms").tolist() == [4, 6]
+    assert object_sizes(2, info, given=7.0).tolist() == [7, 7]  # a whole float (YAML "7.0") is a count
+    assert object_sizes(2, info, given=torch.tensor([2, 3]), minimum=2).tolist() == [2, 3]
+    for bad in ("abc", 2.5, float("nan"), 0, True, [1, 2, 3], [4, "x"]):
+        with pytest.raises(ValueError, match=r"condition 'atoms': expected a whole number of at least 1"):
+            object_sizes(2, info, given=bad, name="atoms")
+    with pytest.raises(ValueError, match=r"condition 'length': expected a whole number of at least 2"):
+        object_sizes(2, info, given=1, name="length", minimum=2)

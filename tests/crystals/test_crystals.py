@@ -115,6 +115,12 @@ def test_conditions_prior_state_and_errors():
     assert free["spacegroup"].tolist() == [-1, -1] and torch.isnan(free["band_gap"]).all()
     with pytest.raises(ValueError, match="unknown condition 'heat'"):
         mod.prior_state(2, data.info, condition={"heat": 1.0})
+    periodic = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
+                           representation="periodic")
+    assert mod.prior_state(2, periodic.info, condition={"atoms": 3})["mask"].sum(1).tolist() == [3, 3]
+    for bad_count in ("abc", 2.5, 0, [1, 2, 3]):
+        with pytest.raises(ValueError, match="condition 'atoms': expected a whole number"):
+            mod.prior_state(2, periodic.info, condition={"atoms": bad_count})
     bad = _rocksalt()
     del bad.properties["band_gap"]
     with pytest.raises(ValueError, match=r"NaCl.*band_gap"):
@@ -178,6 +184,14 @@ def test_trained_model_generates_structures_files_and_a_plot(trained, tmp_path):
     gen.save(objs, tmp_path / "samples", plot=True)
     assert (tmp_path / "samples" / "summary.csv").is_file()
     assert list((tmp_path / "samples").glob("*.png"))
+    # a folder `polydiff sample` writes (structures beside its polydiff.json) is read and evaluated as is
+    from polydiff.generator import evaluate_samples
+
+    gen.generate_to(tmp_path / "written", 4, seed=0, progress=False)
+    assert (tmp_path / "written" / "polydiff.json").is_file()
+    assert len(gen.modality.read(tmp_path / "written")) == 4
+    result = evaluate_samples(tmp_path / "written")
+    assert result.num == 4 and result.metrics["n"] == 4 and "struct_valid" in result.metrics
 
 
 def test_default_dataset_is_offline_and_split():

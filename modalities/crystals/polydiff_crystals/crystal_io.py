@@ -66,6 +66,7 @@ def structure_name(structure: Structure, default: str = "structure") -> str:
 
 
 OWN_TABLES = ("summary.csv", "undecodable.csv")  # written beside the structures by write_structures / polydiff
+SAMPLES_METADATA = "polydiff.json"  # a samples folder's metadata (`polydiff sample`): never a structure file
 
 
 def read_structures(path: Path | str, *, properties: Sequence[str] | None = None) -> list[Structure]:
@@ -114,7 +115,8 @@ def read_cif_csv(path: Path | str, *, limit: int | None = None, columns: Mapping
 
 
 def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structure]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name != SAMPLES_METADATA)
     unrelated = [p.name for p in files if _format_of(p) is None]
     if unrelated:
         warnings.warn(f"{folder}: skipped {len(unrelated)} file(s) that are not crystal files: "

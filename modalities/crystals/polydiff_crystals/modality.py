@@ -43,7 +43,7 @@ from polydiff.plugin import (
     Plain,
     TensorStates,
     check_info,
-    draw_sizes,
+    object_sizes,
     size_histogram,
 )
 
@@ -497,10 +497,7 @@ class CrystalsModality(Modality):
 
             spec["x"] = (n, *MatrixSpec.from_dict(info["matrix"]).shape)
         else:
-            sizes = draw_sizes(n, info, generator) if given is None else \
-                torch.as_tensor(given, dtype=torch.long).reshape(-1).expand(n).clone()
-            if int(sizes.min()) < 1:
-                raise ValueError(f"need atom counts of at least 1, got {sizes.tolist()}")
+            sizes = object_sizes(n, info, generator, given, name="atoms")
             N = max(int(sizes.max()), int(info["max_atoms"]))  # padded as the data's items
             spec.update(frac=(n, N, 3), lattice=(n, 6), types=(n, N),
                         mask=(torch.arange(N)[None] < sizes[:, None]).float())

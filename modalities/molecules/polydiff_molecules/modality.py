@@ -50,7 +50,7 @@ from polydiff.plugin import (
     TensorStates,
     ZeroCoM,
     check_info,
-    draw_sizes,
+    object_sizes,
     rotate,
     size_histogram,
 )
@@ -358,13 +358,7 @@ class MoleculesModality(Modality):
         if unknown:
             raise ValueError(f"unknown condition {unknown[0]!r}: this model is conditioned on "
                              f"{sorted(known) or 'nothing'} (and the atom count, 'atoms')")
-        if given is None:
-            sizes = draw_sizes(n, info, generator)
-        else:
-            sizes = torch.as_tensor(given, dtype=torch.long).reshape(-1)
-            sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
-        if len(sizes) != n or int(sizes.min()) < 1:
-            raise ValueError(f"need {n} atom counts of at least 1, got {sizes.tolist()}")
+        sizes = object_sizes(n, info, generator, given, name="atoms")
         N = int(sizes.max())
         mask = (torch.arange(N)[None] < sizes[:, None]).float()
         i, j = pair_index(N)

@@ -40,7 +40,7 @@ from polydiff.plugin import (
     TensorStates,
     ZeroCoM,
     check_info,
-    draw_sizes,
+    object_sizes,
     sample_igso3,
     shared_dir,
     size_histogram,
@@ -222,13 +222,7 @@ class ProteinsModality(Modality):
         if condition:
             raise ValueError(f"unknown condition {next(iter(condition))!r}: backbone models are unconditional; the "
                              "only condition is length (motif scaffolding: polydiff proteins scaffold)")
-        if given is None:
-            sizes = draw_sizes(n, info, generator)
-        else:
-            sizes = torch.as_tensor(given, dtype=torch.long).reshape(-1)
-            sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
-        if len(sizes) != n or int(sizes.min()) < 2:
-            raise ValueError(f"need {n} lengths of at least 2 residues, got {sizes.tolist()}")
+        sizes = object_sizes(n, info, generator, given, name="length", minimum=2)
         n_max = int(sizes.max())
         mask = (torch.arange(n_max)[None] < sizes[:, None]).float()
         return {"trans": (n, n_max, 3), "rots": (n, n_max, 3, 3), "mask": mask}
