@@ -36,7 +36,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ import yaml
 # light imports only: help, listings and recipe errors answer without importing torch
 from .config import ConfigError, load_config
 from .errors import CheckpointError, RankFailed
-from .files import atomic_write, cached_json
+from .files import atomic_folder, atomic_write, cached_json
 from .progress import interactive
 from .registry import RegistryError, available_modalities, load_modality, plugins_fingerprint
 
@@ -121,6 +122,45 @@ def _number(text: str, kind: type, ok: Any, what: str) -> Any:
     if value is None or (kind is float and not math.isfinite(value)) or not ok(value):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+# -- outputs of commands: an existing file or folder is replaced only with --overwrite
+
+def add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = False) -> None:
+    """The ``--out PATH`` / ``--overwrite`` pair of a command that writes a file or a folder
+    (see :func:`output_file`, :func:`output_folder`)."""
+    parser.add_argument("--out", type=Path, required=required, help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def output_file(path: str | Path, overwrite: bool) -> Path:
+    """``path``, when a command may write it there: nothing is there, or it is a file and
+    ``overwrite`` is given. Call it before the work, so a refused run costs nothing; write with
+    :func:`~polydiff.files.atomic_write`."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileExistsError(f"{path} is a folder; --out names the file to write")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+    return path
+
+
+@contextmanager
+def output_folder(path: str | Path, overwrite: bool, marker: str) -> Iterator[Path]:
+    """Build a command's output folder in a temporary sibling (yielded) and put it at ``path``
+    when the block succeeds. An existing non-empty folder is replaced only with ``overwrite``,
+    and only if it holds ``marker`` (the file this command always writes), so that a user's
+    folder is never deleted and two runs never mix their files. Enter it before the work."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it, or "
+                                  "choose another --out")
+        if not (path / marker).is_file():
+            raise FileExistsError(f"{path} holds no {marker}, so this command did not write it; refusing to "
+                                  "replace it (choose another --out)")
+    with atomic_folder(path, overwrite=True) as tmp:
+        yield tmp
 
 
 def plugin_command(name: str, argv: Sequence[str]) -> int:

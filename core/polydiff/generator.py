@@ -68,7 +68,7 @@ from .modality import Modality
 from .progress import Progress
 from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
-from .samplers.base import SampleSettings, settings_of
+from .samplers.base import SAMPLERS, SampleSettings, get_sampler, settings_of
 from .state import FieldSpec, State
 from .steering import CONTROL_NAMES, Control, control_of
 from .techniques import SelfConditioned
@@ -171,10 +171,21 @@ class Generator:
         and other settings or sampler options overriding them. A sampler other than the
         recipe's keeps only the recipe's grid settings, not its sampler options."""
         sc = self.config.sample
+        if sampler is not None and sampler != sc.sampler:
+            self._check_sampler(sampler)
         base = dict(sc.options) if sampler in (None, sc.sampler) else {k: v for k, v in sc.options.items()
                                                                        if k in DRIVER_OPTIONS}
         return settings_of(SampleSettings(sampler=sc.sampler, steps=sc.steps),
                            **{**base, **options, "sampler": sampler, "steps": steps})
+
+    def _check_sampler(self, sampler: str) -> None:
+        """A Gaussian sampler named for a model whose fields are all categorical would move
+        nothing (the categorical sampler would run alone): an error, not a silent substitute."""
+        if get_sampler(sampler).kind == "categorical" or any(f.kind != "categorical" for f in self.fields.values()):
+            return
+        allowed = [n for n in SAMPLERS if get_sampler(n).kind == "categorical"]
+        raise ValueError(f"sampler {sampler!r} is a Gaussian sampler, but every field of this model is categorical "
+                         f"({', '.join(self.fields)}): name a categorical sampler ({', '.join(allowed)})")
 
     @contextmanager
     def sampling_defaults(self, *, sampler: str | None = None, steps: int | None = None,

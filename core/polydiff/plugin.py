@@ -21,7 +21,9 @@ Groups:
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
   :func:`cache_dir`, :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
-  naming the file and line), :func:`parse_pairs`, :data:`USER_ERRORS`;
+  naming the file and line), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
+  types (:func:`positive_int`, ...) and command outputs (:func:`add_output`, :func:`output_file`,
+  :func:`output_folder`);
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
 """
 
@@ -29,7 +31,18 @@ from __future__ import annotations
 
 from . import nn
 from .checkpoints import CheckpointError, load_network, run_folder
-from .cli import USER_ERRORS, parse_pairs, plugin_command, report_error
+from .cli import (
+    USER_ERRORS,
+    add_output,
+    non_negative_int,
+    output_file,
+    output_folder,
+    parse_pairs,
+    plugin_command,
+    positive_float,
+    positive_int,
+    report_error,
+)
 from .conditions import NULL_CLASS, drop_condition, make_condition, null_state, parse_condition
 from .data import (
     ConditionSpec,
@@ -218,6 +231,7 @@ __all__ = [
     "VPCosine",
     "VPLinear",
     "ZeroCoM",
+    "add_output",
     "as_fields",
     "as_observation",
     "at_least_float32",
@@ -268,15 +282,20 @@ __all__ = [
     "masked_elbo",
     "masked_mean",
     "nn",
+    "non_negative_int",
     "null_state",
     "object_sizes",
     "operator_potential",
+    "output_file",
+    "output_folder",
     "package_recipes",
     "parse_condition",
     "parse_pairs",
     "phi",
     "phis",
     "plugin_command",
+    "positive_float",
+    "positive_int",
     "precondition",
     "project_so3",
     "random_rotation",

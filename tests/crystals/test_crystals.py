@@ -229,6 +229,9 @@ def test_cli_wyckoff_and_regressor_with_transfer(tmp_path, capsys):
     assert tuned.targets == ["band_gap"]
     assert torch.equal(tuned.embed.weight, start.embed.weight)  # frozen by the transfer
     assert "val MAE" in capsys.readouterr().out
+    kept = first.read_bytes()  # a trained regressor is not replaced by accident
+    assert main(["crystals", "regressor", "--data", str(csv), "--target", "band_gap", "--out", str(first)]) == 2
+    assert "form.pt already exists; pass --overwrite" in capsys.readouterr().err and first.read_bytes() == kept
 
 
 def test_random_pyxtal_dataset_option():

@@ -19,6 +19,7 @@ from graphs_helpers import tiny_overrides
 import polydiff
 from polydiff.cli import main as cli
 from polydiff.config import load_config
+from polydiff.registry import RegistryError
 from polydiff_graphs.chem import ATOM
 from polydiff_graphs.data import GraphStates
 from polydiff_graphs.generation import generate_graphs, is_pard
@@ -242,6 +243,12 @@ def test_pard_end_to_end_community(tmp_path, modality):
     with redirect_stdout(io.StringIO()):
         assert cli(["sample", str(run.checkpoint), "--num", "4", "--out", str(tmp_path / "core")]) == 0
     assert sorted(p.name for p in (tmp_path / "core").iterdir()) == sorted(p.name for p in out.iterdir())
+    # a Gaussian sampler for PARD's categorical fields is an error, not silently replaced; options reach the
+    # categorical sampler that runs, and an unknown one names it
+    with pytest.raises(ValueError, match=r"sampler 's4' is a Gaussian sampler, but every field .* categorical"):
+        gen.generate(2, sampler="s4", steps=2, seed=0)
+    with pytest.raises(RegistryError, match=r"'ancestral' has no option snr"):
+        gen.generate(2, steps=2, seed=0, snr=0.3)
     # one polydiff.sample loop cannot run PARD: a clear message
     with pytest.raises(ValueError, match="block by block"):
         polydiff.sample(gen.net, gen.fields, gen.modality.prior_state(2, gen.info), steps=2)

@@ -306,6 +306,14 @@ def test_sample_evaluate_and_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.
     assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--gif", "1", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "episode-000.gif").stat().st_size > 0 and (tmp_path / "r" / "rollouts.png").is_file()
     capsys.readouterr()
+    # a second run replaces the folder only with --overwrite, and whole: no GIF of the first run stays behind
+    assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "r" / "episode-000.gif").is_file()
+    assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--out", str(tmp_path / "r"), "--overwrite"]) == 0
+    assert not (tmp_path / "r" / "episode-000.gif").exists() and (tmp_path / "r" / "metrics.json").is_file()
+    mine = tmp_path / "mine"  # a folder this command did not write is never replaced
+    assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--out", str(mine), "--overwrite"]) == 2
+    assert "holds no metrics.json" in capsys.readouterr().err and (mine / "demos.npz").is_file()
 
 
 def test_baselines_train_and_roll_out(tmp_path: Path) -> None:

@@ -282,8 +282,15 @@ def test_scaffold_command(trained, tmp_path, capsys):
     assert report["n"] == 2 and report["motif_rmsd_max"] < 0.5 and len(list(out.glob("*.pdb"))) == 2
     capsys.readouterr()
     assert main(["proteins", "scaffold", str(trained.checkpoint), "--motif", str(motif), "--contig", "A2-99",
-                 "--out", str(out)]) != 0
+                 "--out", str(tmp_path / "bad")]) != 0
     assert "residues 13, 14" in capsys.readouterr().err
+    # a second run into the same folder needs --overwrite and replaces the folder whole
+    again = ["proteins", "scaffold", str(trained.checkpoint), "--motif", str(motif), "--contig", "3/A2-7/3",
+             "--num", "1", "--steps", "3", "--out", str(out)]
+    assert main(again) == 2 and "pass --overwrite" in capsys.readouterr().err and len(list(out.glob("*.pdb"))) == 2
+    assert main([*again, "--overwrite"]) == 0 and len(list(out.glob("*.pdb"))) == 1
+    assert main(["proteins", "check", str(tmp_path / "nowhere")]) != 0
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "heun", "dpm++2m"])

@@ -102,4 +102,14 @@ def test_complete_command(ckpt, tmp_path, capsys):
                      "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(r["text"].startswith("to be ") and 40 < len(r["text"]) <= 50 for r in rows)
-    assert cli.main(["text", "complete", str(ckpt), "--prompt", "x", "--num", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse: the flag named, exit status 2
+        cli.main(["text", "complete", str(ckpt), "--prompt", "x", "--num", "0"])
+    assert exc.value.code == 2 and "argument --num: expected a positive integer" in capsys.readouterr().err
+    # an existing file is never replaced without --overwrite (a user's SMILES list was lost this way)
+    theirs = tmp_path / "mols.smi"
+    theirs.write_text("CCO\n")
+    capsys.readouterr()
+    assert cli.main(["text", "complete", str(ckpt), "--prompt", "to", "--out", str(theirs)]) == 2
+    assert "mols.smi already exists; pass --overwrite" in capsys.readouterr().err and theirs.read_text() == "CCO\n"
+    assert cli.main(["text", "complete", str(ckpt), "--prompt", "to", "--out", str(theirs), "--overwrite"]) == 0
+    assert json.loads(theirs.read_text().splitlines()[0])["prompt"] == "to"

@@ -57,6 +57,10 @@ def test_train_sample_evaluate_from_the_command_line(runs, tmp_path, capsys):
     assert json.loads((out / "polydiff.json").read_text())["sampler"] == "first_hitting"
     assert (out / "samples.png").is_file()
     capsys.readouterr()
+    # a Gaussian sampler has nothing to move in a token model: an error, not the categorical default in its place
+    assert cli.main(["sample", str(ckpt), "--num", "2", "--sampler", "heun", "--out", str(tmp_path / "g")]) == 2
+    assert "sampler 'heun' is a Gaussian sampler, but every field of this model is categorical" in \
+        capsys.readouterr().err
     assert cli.main(["evaluate", str(out), "--json", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert {"entropy", "validity", "uniqueness", "novelty"} <= set(metrics)

@@ -197,6 +197,14 @@ def test_forecast_command_and_native_observations(tiny, tmp_path, capsys):
     frame = pd.read_csv(out)
     assert list(frame.columns[:3]) == ["item_id", "timestamp", "mean"] and len(frame) == 5
     assert frame["timestamp"].iloc[0] == "2024-01-21" and (frame["0.9"] >= frame["0.1"]).all()
+    capsys.readouterr()  # the forecast is not replaced without --overwrite; --steps 0 is refused, not "every step"
+    assert cli(["timeseries", "forecast", str(gen.checkpoint), str(series), "--steps", "20", "--out", str(out)]) == 2
+    assert "fc.csv already exists; pass --overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["timeseries", "forecast", str(gen.checkpoint), str(series), "--steps", "0", "--out", str(out)])
+    assert "argument --steps: expected a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        predict(gen, w[:20], num_samples=2, steps=0)
     same = predict(gen, pd.read_csv(series, parse_dates=["timestamp"]).set_index("timestamp")["value"].to_numpy(),
                    num_samples=8, steps=20, seed=0)
     np.testing.assert_allclose(frame["mean"].to_numpy(), same.mean[0], rtol=1e-4, atol=1e-4)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polydiff.plugin import Command
+from polydiff.plugin import Command, add_output, output_file
 
 
 def _configure_separate(p: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def _run_evaluator(args: argparse.Namespace) -> int:
 
 
 def _configure_autoencoder(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="the autoencoder file to write (.pt)")
+    add_output(p, "the autoencoder file to write (.pt)", required=True)
     p.add_argument("--n", type=int, default=1200, help="sound events of the embedded set (default 1200)")
     p.add_argument("--seed", type=int, default=0, help="the data seed, as in the recipe's data.seed")
     p.add_argument("--files", type=Path, help="train on a folder of the user's sounds instead")
@@ -110,6 +110,7 @@ def _run_autoencoder(args: argparse.Namespace) -> int:
     from .latent import reconstruction_error, save_autoencoder, train_autoencoder
     from .modality import files_dataset, sounds_dataset
 
+    output_file(args.out, args.overwrite)
     torch.set_num_threads(args.threads)
     data = files_dataset(str(args.files), seed=args.seed, conditioning="none") if args.files else \
         sounds_dataset(args.n, seed=args.seed, conditioning="none")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydiff.plugin import Command, atomic_write
+from polydiff.plugin import Command, add_output, atomic_write, output_file
 
 
 def _configure_wyckoff(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def _configure_regressor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", type=float, default=0.0, help="fraction of early layers to freeze (with --init)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, required=True)
+    add_output(p, "the regressor file to write (.pt; its report beside it as .json)", required=True)
 
 
 def save_regressor(model: Any, path: Path, options: dict[str, Any]) -> Path:
@@ -83,6 +83,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
     from .modality import elements_of
     from .periodic import train_regressor
 
+    output_file(args.out, args.overwrite)
     torch.set_num_threads(args.threads)
     crystals = cdvae_crystals(args.data, "val") if args.data in ("perov_5", "carbon_24") else \
         read_structures(Path(args.data))

@@ -20,20 +20,28 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, atomic_write, load, parse_pairs, run_folder
+from polydiff.plugin import (
+    Command,
+    atomic_write,
+    load,
+    non_negative_int,
+    parse_pairs,
+    positive_int,
+    run_folder,
+)
 
 from .generation import generate_graphs, is_pard
 
 
 def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("checkpoint", type=Path)
-    s.add_argument("--num", type=int, help="number of graphs (default: the recipe's sample.num)")
-    s.add_argument("--steps", type=int, help="steps (PARD: per block)")
+    s.add_argument("--num", type=positive_int, help="number of graphs (default: the recipe's sample.num)")
+    s.add_argument("--steps", type=positive_int, help="steps (PARD: per block)")
     s.add_argument("--sampler", help="Gaussian sampler for GDSS (see `polydiff samplers`)")
-    s.add_argument("--seed", type=int, help="seed (default: the recipe's sample.seed)")
-    s.add_argument("--batch-size", type=int)
+    s.add_argument("--seed", type=non_negative_int, help="seed (default: the recipe's sample.seed)")
+    s.add_argument("--batch-size", type=positive_int)
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    s.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
 
 
 def _configure_sample(s: argparse.ArgumentParser) -> None:
@@ -52,7 +60,7 @@ def _generate(args: argparse.Namespace) -> tuple[object, list, int, int, dict, f
     torch.set_num_threads(args.threads)
     gen = load(args.checkpoint)
     sc = gen.config.sample
-    num, seed = args.num or sc.num, sc.seed if args.seed is None else args.seed
+    num, seed = sc.num if args.num is None else args.num, sc.seed if args.seed is None else args.seed
     options = parse_pairs(args.option, "--option")
     t0 = time.perf_counter()
     graphs = generate_graphs(gen, num, sampler=args.sampler, steps=args.steps, seed=seed, batch_size=args.batch_size,
@@ -65,7 +73,8 @@ def run_sample(args: argparse.Namespace) -> int:
     sc = gen.config.sample
     out = args.out or run_folder(args.checkpoint) / "samples"
     meta = {"model": "pard" if is_pard(gen) else "gdss", "sampler": args.sampler or sc.sampler,
-            "steps": args.steps or sc.steps, "seed": seed, "options": options, "seconds": seconds}
+            "steps": sc.steps if args.steps is None else args.steps, "seed": seed, "options": options,
+            "seconds": seconds}
     paths = gen.save(graphs, out, overwrite=args.overwrite, plot=args.plot, metadata=meta)
     print(f"polydiff graphs: wrote {num} samples to {out} ({seconds:.1f} s)")
     for path in paths:

@@ -23,8 +23,6 @@ def is_pard(gen: Any) -> bool:
 def generate_graphs(gen: Any, n: int, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
                     batch_size: int | None = None, **options: Any) -> list[nx.Graph]:
     """``n`` graphs (or molecular graphs) from ``gen`` (``polydiff.load(CKPT)``); for PARD
-    ``steps`` is the number of diffusion steps per block and ``sampler`` is ignored (its fields
-    are categorical: ``categorical=`` picks the categorical sampler)."""
-    if is_pard(gen):
-        sampler = None
+    ``steps`` is the number of diffusion steps per block and ``sampler``, when given, a
+    categorical sampler (its fields are categorical; a Gaussian one is an error)."""
     return gen.generate(n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, **options)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from polydiff.plugin import (
+    SAMPLERS,
     Command,
     DataBundle,
     FieldSpec,
@@ -122,8 +123,9 @@ class GraphsModality(Modality):
             raise ValueError("PARD generates graphs block by block: guidance, inpainting and steering are not "
                              "supported for PARD checkpoints")
         n = int(next(v.shape[0] if isinstance(v, torch.Tensor) else v[0] for v in spec.values()))
-        return generate_states(net, n, steps=settings.steps, seed=seed, categorical=settings.categorical,
-                               device=device, **settings.options)
+        named = settings.sampler in SAMPLERS and SAMPLERS.get(settings.sampler).kind == "categorical"
+        return generate_states(net, n, steps=settings.steps, seed=seed, device=device,
+                               categorical=settings.sampler if named else settings.categorical, **settings.options)
 
     def commands(self) -> dict[str, Command]:
         """``polydiff graphs sample|evaluate CKPT ...``: sampling / evaluating a graphs checkpoint

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, atomic_write, load
+from polydiff.plugin import Command, add_output, atomic_write, load, output_file
 
 
 def _configure_regressor(p: argparse.ArgumentParser) -> None:
@@ -43,13 +43,14 @@ def _configure_regressor(p: argparse.ArgumentParser) -> None:
                    "molecules (default: 0.1 for an evaluation regressor, 0 with --noisy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, required=True)
+    add_output(p, "the regressor file to write (.pt; its report beside it as .json)", required=True)
 
 
 def _run_regressor(args: argparse.Namespace) -> int:
     from .modality import qm9_dataset
     from .properties import save_regressor, train_regressor
 
+    output_file(args.out, args.overwrite)
     torch.set_num_threads(args.threads)
     fields = None
     if args.noisy is not None:

@@ -20,33 +20,49 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, atomic_write, load, run_folder
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    load,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    run_folder,
+)
 
 from .policy import Policy, _recipe_settings, control_rate, rollout
 
 
 def _configure_rollout(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--num", type=int, default=16, help="episodes (default 16)")
-    p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the recipe's)")
+    p.add_argument("--num", type=positive_int, default=16, help="episodes (default 16)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps per chunk (default: the recipe's)")
     p.add_argument("--sampler", help="sampler (default: the recipe's)")
     p.add_argument("--guidance-scale", type=float, help="lambda of goal guidance (0 = goal-free; default: recipe's)")
     p.add_argument("--goal-free", action="store_true", help="no goal (lambda = 0): should reach every goal")
     p.add_argument("--same-start", action="store_true", help="every episode from the same start state")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", type=Path, help="output folder (default: RUN/rollouts)")
-    p.add_argument("--gif", type=int, default=0, metavar="N", help="animate the first N episodes (GIF)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    add_output(p, "output folder (default: RUN/rollouts)")
+    p.add_argument("--gif", type=non_negative_int, default=0, metavar="N", help="animate the first N episodes (GIF)")
 
 
 def _run_rollout(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    out = args.out or run_folder(args.checkpoint) / "rollouts"
+    with output_folder(out, args.overwrite, marker="metrics.json") as folder:  # one run's files, swapped in whole
+        _rollout_into(args, folder, out)
+    return 0
+
+
+def _rollout_into(args: argparse.Namespace, folder: Path, out: Path) -> None:
+    """The rollouts, their metrics and pictures, written into ``folder`` (that becomes ``out``)."""
     from . import envs
+    from .episodes import write_episodes
     from .metrics import rollout_metrics
     from .modality import ROLLOUTS_FILE, _make_env
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    torch.set_num_threads(args.threads)
     gen = load(args.checkpoint)
     settings, control = _recipe_settings(gen.config.sample, args.sampler, args.steps)
     scale = 0.0 if args.goal_free else (control.guidance_scale if args.guidance_scale is None else args.guidance_scale)
@@ -58,11 +74,8 @@ def _run_rollout(args: argparse.Namespace) -> int:
     metrics = rollout_metrics(episodes, (), envs.goal_outcomes(name) if name else ())
     metrics.update(actions_per_second=control_rate(policy, _make_env(gen.info)),
                    actions_per_second_batched=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe))
-    out = args.out or run_folder(args.checkpoint) / "rollouts"
-    from .episodes import write_episodes
-
-    write_episodes(episodes, out / ROLLOUTS_FILE)
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_episodes(episodes, folder / ROLLOUTS_FILE)
+    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"polydiff policies: {args.num} episodes in {name!r} -> {out}")
     for k, v in metrics.items():
         print(f"  {k:<24} {v:.4g}")
@@ -70,11 +83,12 @@ def _run_rollout(args: argparse.Namespace) -> int:
         from .plot import animate, plot_rollouts
     except ImportError:
         print("  (no pictures: matplotlib is not installed)")
-        return 0
-    print(f"  plot: {plot_rollouts(episodes, out / 'rollouts.png')}")
+        return
+    plot_rollouts(episodes, folder / "rollouts.png")
+    print(f"  plot: {out / 'rollouts.png'}")
     for i, ep in enumerate(episodes[: args.gif]):
-        print(f"  animation: {animate(ep, out / f'episode-{i:03d}.gif')}")
-    return 0
+        animate(ep, folder / f"episode-{i:03d}.gif")
+        print(f"  animation: {out / f'episode-{i:03d}.gif'}")
 
 
 def _configure_replay(p: argparse.ArgumentParser) -> None:

@@ -18,10 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from polydiff.plugin import Command, atomic_write, load, run_folder
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    load,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    run_folder,
+)
 
 
 def _configure_scaffold(p: argparse.ArgumentParser) -> None:
@@ -29,21 +39,18 @@ def _configure_scaffold(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motif", type=Path, required=True, help="PDB / mmCIF file holding the motif residues")
     p.add_argument("--contig", required=True, help="layout, e.g. 5-15/A10-25/5-15 (scaffold ranges and motif "
                                                    "residues of chain A)")
-    p.add_argument("--num", type=int, default=20, help="scaffolds (default 20)")
+    p.add_argument("--num", type=positive_int, default=20, help="scaffolds (default 20)")
     p.add_argument("--length", help="total length bounds MIN-MAX (default: any the contig allows)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", type=Path, help="output folder (default: RUN/scaffolds)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    add_output(p, "output folder (default: RUN/scaffolds)")
 
 
 def _run_scaffold(args: argparse.Namespace) -> int:
-    from .metrics import diversity, tm_clusters
-    from .pdbio import read_backbones, write_pdb
+    from .pdbio import read_backbones
     from .scaffold import parse_contig, scaffold
 
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
     total = None
     if args.length:
         lo, _, hi = args.length.partition("-")
@@ -56,22 +63,32 @@ def _run_scaffold(args: argparse.Namespace) -> int:
     motifs, _ = read_backbones(args.motif, chains=chains)
     if len(motifs) != 1:
         raise ValueError(f"{args.motif}: the contig's motif must come from one chain, got chains {chains}")
-    gen = load(args.checkpoint)
-    res = scaffold(gen, motifs[0], args.contig, args.num, seed=args.seed, total=total, steps=args.steps)
     out = args.out or run_folder(args.checkpoint) / "scaffolds"
+    with output_folder(out, args.overwrite, marker="scaffolds.json") as folder:  # one run's files, swapped in whole
+        gen = load(args.checkpoint)
+        res = scaffold(gen, motifs[0], args.contig, args.num, seed=args.seed, total=total, steps=args.steps)
+        summary = _write_scaffolds(args, res, folder)
+    print(f"polydiff proteins: {args.num} scaffolds of {args.motif.name} ({args.contig}) -> {out}")
+    for k, v in summary.items():
+        print(f"  {k:<24} {float(v):.4g}")
+    return 0
+
+
+def _write_scaffolds(args: argparse.Namespace, res: Any, folder: Path) -> dict[str, Any]:
+    """The scaffolds' PDB files and ``scaffolds.json`` in ``folder``; returns the summary."""
+    from .metrics import diversity, tm_clusters
+    from .pdbio import write_pdb
+
     for bb in res.backbones:
-        write_pdb(bb, out / f"{bb.name}.pdb")
+        write_pdb(bb, folder / f"{bb.name}.pdb")
     summary = res.summary()
     if len(res.backbones) > 1:
         summary.update(scaffold_diversity_tm=diversity(res.backbones), scaffold_clusters=tm_clusters(res.backbones))
     report = {**summary, "contig": args.contig, "motif": str(args.motif),
               "samples": [{"name": b.name, "length": len(b), "motif_positions": p.tolist(), "motif_rmsd": float(r)}
                           for b, p, r in zip(res.backbones, res.positions, res.motif_rmsd, strict=True)]}
-    atomic_write(out / "scaffolds.json", json.dumps(report, indent=2) + "\n")
-    print(f"polydiff proteins: {args.num} scaffolds of {args.motif.name} ({args.contig}) -> {out}")
-    for k, v in summary.items():
-        print(f"  {k:<24} {float(v):.4g}")
-    return 0
+    atomic_write(folder / "scaffolds.json", json.dumps(report, indent=2) + "\n")
+    return summary
 
 
 def _configure_check(p: argparse.ArgumentParser) -> None:

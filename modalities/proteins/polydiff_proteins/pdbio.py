@@ -192,6 +192,8 @@ def _kind(path: Path) -> tuple[str, bool]:
     for suffix in STRUCTURE_SUFFIXES:
         if stem.endswith(suffix):
             return ("cif" if suffix in (".cif", ".mmcif") else "pdb"), gz
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
     raise ValueError(f"{path}: not a structure file (expected one of {', '.join(STRUCTURE_SUFFIXES)}, "
                      "optionally .gz)")
 

@@ -28,7 +28,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.plugin import Command, atomic_write, draw_sizes, first_hitting, load
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    draw_sizes,
+    first_hitting,
+    load,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
 
 from .modality import cached
 
@@ -164,16 +174,16 @@ def _extend(generator: Any, tokens: Tensor, length: int, overlap: int | None, se
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a masked-diffusion text model (network 'mdlm')")
     p.add_argument("--prompt", action="append", required=True, help="text to continue (repeatable)")
-    p.add_argument("--num", type=int, default=1, help="continuations per prompt (default 1)")
-    p.add_argument("--length", type=int, help="tokens per text, prompt included (default: the model's length; "
-                                              "longer: block by block)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="also write the texts as JSONL ({'prompt': ..., 'text': ...})")
+    p.add_argument("--num", type=positive_int, default=1, help="continuations per prompt (default 1)")
+    p.add_argument("--length", type=positive_int, help="tokens per text, prompt included (default: the model's "
+                                                       "length; longer: block by block)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    add_output(p, "also write the texts as JSONL ({'prompt': ..., 'text': ...})")
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
+    if args.out is not None:
+        output_file(args.out, args.overwrite)
     gen = load(args.checkpoint)
     prompts = [p for p in args.prompt for _ in range(args.num)]
     size = int(gen.info["length"])

@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.plugin import Command, atomic_write, load, run_folder
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    load,
+    non_negative_int,
+    output_file,
+    positive_int,
+    run_folder,
+)
 
 from . import data as D
 from .tsdiff import as_context, predict
@@ -30,25 +39,23 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", help="value column(s) (default: every column but the time column)")
     p.add_argument("--id-col", help="series id column of a long file")
     p.add_argument("--time-col", default="timestamp", help="time column (default: timestamp)")
-    p.add_argument("--num-samples", type=int, default=100, help="sample paths per series (default 100)")
+    p.add_argument("--num-samples", type=positive_int, default=100, help="sample paths per series (default 100)")
     p.add_argument("--guidance", default="quantile", choices=["quantile", "mse"], help="self-guidance energy")
     p.add_argument("--scale", type=float, default=4.0, help="self-guidance scale (default 4)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: every step of the training schedule)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", type=Path, help="forecast CSV (default: SERIES stem + .forecast.csv beside the run)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: every step of the training schedule)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    add_output(p, "forecast CSV (default: SERIES stem + .forecast.csv beside the run)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also plot the forecasts")
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     torch.set_num_threads(args.threads)
+    out = output_file(args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv", args.overwrite)
     gen = load(args.checkpoint)
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
                  steps=args.steps, seed=args.seed)
-    out = args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv"
     atomic_write(out, lambda tmp: fc.to_frame().to_csv(tmp, index=False, float_format="%.9g"))
     print(f"polydiff timeseries: forecasts of {len(fc.ids)} series, {fc.samples.shape[-1]} steps ahead -> {out}")
     if args.plot is not None:

@@ -213,9 +213,11 @@ def _default_grid(fields: Mapping[str, Any], steps: int | None) -> dict[str, Any
     """DDPM on the discrete schedule's own timesteps (all of them by default)."""
     sched = next(iter(fields.values())).process.schedule
     n = getattr(sched, "n", None)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if n is not None:
-        return {"steps": steps or n, "grid": "uniform_t", "final_zero": True}
-    return {"steps": steps or 100}
+        return {"steps": n if steps is None else steps, "grid": "uniform_t", "final_zero": True}
+    return {"steps": 100 if steps is None else steps}
 
 
 def predict(model: Any, context: Any, *, num_samples: int = 100, guidance: str = "quantile", scale: float = 4.0,

@@ -439,7 +439,7 @@ def generate_states(net: PardNet, n: int, *, steps: int = 40, seed: int | Tensor
             spec.update(x=(n, node_slots.shape[1]), x_slot_mask=node_mask.float())
             block_fields["x"] = FieldSpec(fields["x"].process, Masked("x_slot_mask"))
         block_model = _block_model(net, context(k), node_slots, node_mask, pair_slots, pair_mask)
-        final = sample(block_model, block_fields, spec, steps=steps, categorical=categorical,
+        final = sample(block_model, block_fields, spec, steps=steps, sampler=categorical,
                        seed=seeds * 4099 + k + 1, device=dev, **options)
         e_ctx = _scatter(e_ctx, pair_slots, pair_mask, final["e"])
         if "x" in final:
