@@ -48,7 +48,14 @@ from .config import ConfigError, load_config
 from .errors import CheckpointError, RankFailed
 from .files import atomic_folder, atomic_write, cached_json
 from .progress import interactive
-from .registry import RegistryError, available_modalities, load_modality, plugins_fingerprint
+from .registry import (
+    RegistryError,
+    ValueMismatch,
+    available_modalities,
+    check_options,
+    load_modality,
+    plugins_fingerprint,
+)
 
 # errors that are the user's to fix: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, RegistryError, CheckpointError, OSError, KeyError, ValueError, RankFailed)
@@ -227,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: the recipe's sample.batch_size, else 1024)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
     s.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
-                   help="condition of the samples, e.g. label=3 (repeatable)")
+                   help="condition of the samples, e.g. label=3, goal=0.5,0.5 (repeatable)")
     s.add_argument("--guidance-scale", type=non_negative_float,
                    help="classifier-free guidance scale on the --condition keys")
     s.add_argument("--observed", type=Path, metavar="FILE",
@@ -443,7 +450,7 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     num = args.num if args.num is not None else before.get("num", sc.num)
     seed = args.seed if args.seed is not None else before.get("seed", sc.seed)
     options = parse_pairs(args.option, "--option")
-    condition = parse_pairs(args.condition, "--condition")
+    condition = {k: _number_list(v) for k, v in parse_pairs(args.condition, "--condition").items()}
     control: dict[str, Any] = {"guidance_scale": args.guidance_scale, "particles": args.particles}
     control = {k: v for k, v in control.items() if v is not None}
     if args.observed is not None:
@@ -525,8 +532,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             gen.config = cfg
         _threads(args.threads, gen.config)
         sc = gen.config.sample
-        _check_options(gen.modality.evaluate_model, options, f"modality {gen.modality.name!r}'s evaluation",
-                       skip=("generator", "num", "seed"))
+        options = _check_options(gen.modality.evaluate_model, options,
+                                 f"the evaluation of modality {gen.modality.name!r}", skip=("generator", "num", "seed"))
         num = sc.num if args.num is None else args.num
         if interactive(sys.stderr) and not args.quiet:
             print(f"polydiff: evaluating {target}: {num} samples, then the metrics", file=sys.stderr)
@@ -570,15 +577,31 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[str] = ()) -> None:
-    """A clear error for ``--option`` names that ``fn`` does not take (unless it takes ``**``)."""
+def _number_list(value: Any) -> Any:
+    """A condition written ``goal=0.5,0.5`` (YAML reads a string) as the list of numbers it
+    means, as :func:`polydiff.conditions.parse_condition` reads it; other values unchanged."""
+    if isinstance(value, str) and "," in value:
+        try:
+            return [float(v) for v in value.split(",")]
+        except ValueError:
+            return value
+    return value
+
+
+def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """``--option`` values checked against ``fn``'s annotations and returned converted; a clear
+    error for a value that does not fit (naming the option) and for names that ``fn`` does not
+    take (unless it takes ``**``)."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [k for k in params if k not in skip and k != "self"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"{what} has no option {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = [k for k in params if k not in skip and k != "self"]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"{what} has no option {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+    try:
+        return check_options(fn, options)
+    except ValueMismatch as err:
+        raise ValueError(f"--option {err.name}: {err}") from None
 
 
 def _value(text: str) -> Any:

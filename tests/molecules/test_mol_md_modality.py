@@ -67,6 +67,8 @@ def trained(tmp_path_factory):
 
 def test_one_model_samples_and_simulates(trained):
     res = MDModality().evaluate_model(trained, num=256, seed=0, langevin=20, chains=16, every=5, dt=1e-3)
+    with pytest.raises(ValueError, match="option langevin: expected a positive integer, got -5"):
+        MDModality().evaluate_model(trained, num=8, seed=0, langevin=-5)
     for k in ("iid_js", "langevin_js", "data_js", "langevin_minus_iid"):
         assert k in res and math.isfinite(res[k])
     assert 0 <= res["data_js"] <= res["iid_js"] + 0.5

@@ -290,6 +290,13 @@ def test_sample_evaluate_and_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.
 
     out = tmp_path / "samples"
     assert main(["sample", str(tiny_run), "--num", "3", "--out", str(out), "--plot"]) == 0
+    # a goal as docs/policies.md writes it, goal=x,y; a malformed one names the condition
+    goal = tmp_path / "goal"
+    assert main(["sample", str(tiny_run), "--num", "2", "--condition", "goal=0.5,0.5", "--out", str(goal)]) == 0
+    assert all(np.allclose(e.goal, [0.5, 0.5]) for e in read_episodes(goal / "rollouts.npz"))
+    capsys.readouterr()
+    assert main(["sample", str(tiny_run), "--num", "2", "--condition", "goal=0.5;x", "--out", str(goal) + "2"]) == 2
+    assert "condition goal: expected 2 numbers" in capsys.readouterr().err
     assert (out / "rollouts.npz").is_file() and (out / "samples.png").is_file()
     eps = PoliciesModality().read(out)
     assert len(eps) == 3 and all(e.meta["env"] == "reach" for e in eps)
@@ -303,6 +310,9 @@ def test_sample_evaluate_and_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.
     assert json.loads((tmp_path / "u.json").read_text())["metrics"]["episodes"] == 4
     assert main(["evaluate", str(tiny_run), "--num", "4", "--option", "goal_free=true", "--option",
                  "same_start=true"]) == 0
+    capsys.readouterr()  # an option's value is checked against its annotation (bool), not taken as truthy
+    assert main(["evaluate", str(tiny_run), "--num", "4", "--option", "goal_free=maybe"]) == 2
+    assert "--option goal_free: expected true or false, got 'maybe'" in capsys.readouterr().err
     assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--gif", "1", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "episode-000.gif").stat().st_size > 0 and (tmp_path / "r" / "rollouts.png").is_file()
     capsys.readouterr()

@@ -237,6 +237,12 @@ class MDModality(Modality):
         bench/results/molecules_md.md)."""
         from .md import langevin_torch
 
+        for name, value in (("langevin", langevin), ("chains", chains), ("every", every)):
+            if value < 1:
+                raise ValueError(f"option {name}: expected a positive integer, got {value}")
+        for name, value in (("dt", dt), ("friction", friction)):
+            if value is not None and not value > 0:
+                raise ValueError(f"option {name}: expected a positive number, got {value}")
         if dt is None:
             dt = 4e-3 if generator.info.get("kind") == "peptide" else 1e-2
         info = generator.info

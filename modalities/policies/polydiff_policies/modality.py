@@ -163,7 +163,11 @@ class PoliciesModality(Modality):
             raise ValueError(f"unknown condition {sorted(unknown)[0]!r}: policies are conditioned on 'goal' only")
         table = make().goals
         if "goal" in cond:
-            goal = torch.as_tensor(np.asarray(cond["goal"], dtype=np.float32))
+            try:
+                goal = torch.as_tensor(np.asarray(cond["goal"], dtype=np.float32))
+            except (TypeError, ValueError):
+                raise ValueError(f"condition goal: expected {int(info['goal_dim'])} numbers (goal=x,y), got "
+                                 f"{cond['goal']!r}") from None
             goal = goal.reshape(1, -1).expand(n, -1) if goal.dim() < 2 else goal
             if goal.shape != (n, int(info["goal_dim"])):
                 raise ValueError(f"condition goal: expected {int(info['goal_dim'])} values (or one row per rollout), "
