@@ -561,14 +561,19 @@ class Generator:
         return self.modality.plot(objects, Path(path))
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True) -> Generator:
-    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``).
+def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True, *,
+         modality: str | None = None) -> Generator:
+    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``); with
+    ``modality`` (a plugin's command), a checkpoint of another modality is an error saying so.
 
     The network is in eval mode with its parameters frozen (``requires_grad`` off): guided
     sampling differentiates through it to the state only, and autograd then records none of
     the parameters' operations (nor recomputes what depends on them alone, such as S4 kernels).
     To fine-tune, train from the checkpoint (``train.init``) or unfreeze ``gen.net`` yourself."""
-    return Generator.from_checkpoint(checkpoint, device=device, ema=ema)
+    gen = Generator.from_checkpoint(checkpoint, device=device, ema=ema)
+    if modality is not None and gen.modality.name != modality:
+        raise ValueError(f"{checkpoint}: a {gen.modality.name!r} model; this command needs a {modality!r} model")
+    return gen
 
 
 @dataclass

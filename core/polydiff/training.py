@@ -729,6 +729,10 @@ def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, pa
     so a network with a new head (e.g. a condition embedding for another property, as in
     transfer learning from formation energy to band gap) starts from the shared weights; the
     names left fresh are returned and reported. Nothing matching at all is still an error."""
+    if not Path(path).exists():
+        raise ConfigError(f"{source}: train.init: {path}: no such checkpoint (train that run first, or point "
+                          "train.init at its checkpoint; a relative path is read from the current folder; "
+                          "--set train.init=null trains from scratch)")
     _, weights = open_weights(path, ema=True)
     if partial:
         own = net.state_dict()

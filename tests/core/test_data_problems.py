@@ -133,3 +133,12 @@ def test_object_sizes_are_drawn_or_given_and_bad_counts_name_the_condition():
             object_sizes(2, info, given=bad, name="atoms")
     with pytest.raises(ValueError, match=r"condition 'length': expected a whole number of at least 2"):
         object_sizes(2, info, given=1, name="length", minimum=2)
+
+
+def test_a_plugin_command_given_another_modalitys_checkpoint_says_so(unconditional_ckpt, capsys):
+    pytest.importorskip("polydiff_text")
+    assert main(["text", "complete", str(unconditional_ckpt), "--prompt", "a"]) == 2
+    assert "a 'toy' model; this command needs a 'text' model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="a 'toy' model; this command needs a 'graphs' model"):
+        polydiff.load(unconditional_ckpt, modality="graphs")
+    assert polydiff.load(unconditional_ckpt, modality="toy").modality.name == "toy"

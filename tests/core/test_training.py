@@ -508,3 +508,5 @@ def test_train_init_partial_keeps_matching_weights_and_leaves_new_ones_fresh(tmp
 
     with pytest.raises(ConfigError, match="shares no weight"):
         init_weights(torch.nn.Linear(3, 7), base.checkpoint, partial=True)
+    with pytest.raises(ConfigError, match=r"my\.yaml: train\.init: runs/none\.ckpt: no such checkpoint"):
+        init_weights(torch.nn.Linear(3, 7), "runs/none.ckpt", "my.yaml")

@@ -48,7 +48,7 @@ def _run_separate(args: argparse.Namespace) -> int:
     from .music_metrics import separation_scores
     from .separation import separate
 
-    gen = load(args.checkpoint)
+    gen = load(args.checkpoint, modality="audio")
     sr = int(gen.info["stem"]["sr"])
     try:
         mix, _ = librosa.load(args.mix, sr=sr, mono=True)

@@ -58,7 +58,7 @@ def _configure_evaluate(s: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace) -> tuple[object, list, int, int, dict, float]:
     torch.set_num_threads(args.threads)
-    gen = load(args.checkpoint)
+    gen = load(args.checkpoint, modality="graphs")
     sc = gen.config.sample
     num, seed = sc.num if args.num is None else args.num, sc.seed if args.seed is None else args.seed
     options = parse_pairs(args.option, "--option")

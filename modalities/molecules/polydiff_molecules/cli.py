@@ -94,7 +94,7 @@ def _run_property(args: argparse.Namespace) -> int:
     from .properties import load_regressor, property_mae, targets_for
 
     torch.set_num_threads(args.threads)
-    gen = load(args.checkpoint)
+    gen = load(args.checkpoint, modality="molecules")
     evaluator, blob = load_regressor(args.regressor)
     prop = evaluator.property
     if prop not in gen.info.get("conditions", {}) and args.mode != "unconditional":

@@ -63,7 +63,7 @@ def _rollout_into(args: argparse.Namespace, folder: Path, out: Path) -> None:
     from .metrics import rollout_metrics
     from .modality import ROLLOUTS_FILE, _make_env
 
-    gen = load(args.checkpoint)
+    gen = load(args.checkpoint, modality="policies")
     settings, control = _recipe_settings(gen.config.sample, args.sampler, args.steps)
     scale = 0.0 if args.goal_free else (control.guidance_scale if args.guidance_scale is None else args.guidance_scale)
     policy = Policy(gen.net, gen.fields, gen.info, settings=settings, guidance_scale=scale, seed=args.seed)

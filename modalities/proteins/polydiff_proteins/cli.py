@@ -65,7 +65,7 @@ def _run_scaffold(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.motif}: the contig's motif must come from one chain, got chains {chains}")
     out = args.out or run_folder(args.checkpoint) / "scaffolds"
     with output_folder(out, args.overwrite, marker="scaffolds.json") as folder:  # one run's files, swapped in whole
-        gen = load(args.checkpoint)
+        gen = load(args.checkpoint, modality="proteins")
         res = scaffold(gen, motifs[0], args.contig, args.num, seed=args.seed, total=total, steps=args.steps)
         summary = _write_scaffolds(args, res, folder)
     print(f"polydiff proteins: {args.num} scaffolds of {args.motif.name} ({args.contig}) -> {out}")

@@ -52,7 +52,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = output_file(args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv", args.overwrite)
-    gen = load(args.checkpoint)
+    gen = load(args.checkpoint, modality="timeseries")
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
                  steps=args.steps, seed=args.seed)
