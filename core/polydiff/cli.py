@@ -415,10 +415,16 @@ def read_grid(path: Path) -> dict[str, Any]:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .generator import load
+    from .samplers.base import get_sampler
 
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     sampler = args.sampler or gen.config.sample.sampler
+    sdef = get_sampler(sampler)
+    if args.sampler is None and (sdef.kind != "gaussian" or sdef.stochastic):
+        raise ValueError(f"the recipe's sampler {sampler!r} is {'stochastic' if sdef.stochastic else sdef.kind}; "
+                         "calibrate fits deterministic Gaussian samplers: name one with --sampler (e.g. unipc, "
+                         "dpm++2m)")
     grid = gen.calibrate_grid(args.steps, sampler, pilot=args.pilot, seed=args.seed, progress=_progress(args),
                               **parse_pairs(args.option, "--option"))
     out = args.out or _default_samples_dir(args.checkpoint).parent / f"grid-{sampler}-{args.steps}.json"

@@ -84,6 +84,10 @@ def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, 
             raise ValueError(f"a user grid must have shape (K+1,) or (K+1, B) with K >= 1, got {tuple(grid.shape)}")
         if not bool((grid[1:] < grid[:-1]).all()):
             raise ValueError("a user grid must be strictly decreasing (noise end first)")
+        lo, hi, top = float(grid.min()), float(grid.max()), float(schedule.t_max)
+        if lo < 0 or hi > top * (1 + 1e-6):
+            raise ValueError(f"a user grid must lie in the schedule's time range [0, {top:g}] "
+                             f"({type(schedule).__name__}), got times from {hi:g} down to {lo:g}")
         return grid
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -162,6 +162,10 @@ def test_user_grid_is_validated():
     s = SCHEDULES.build("vp_linear")
     with pytest.raises(ValueError, match="strictly decreasing"):
         make_grid(s, 3, torch.tensor([0.1, 0.5, 1.0]))
+    for outside in ([5.0, 0.5, 0.001], [1.0, 0.5, -0.3]):  # times the schedule does not have
+        with pytest.raises(ValueError, match=r"time range \[0, 1\] \(VPLinear\)"):
+            make_grid(s, 2, torch.tensor(outside))
+    assert make_grid(s, 2, torch.tensor([1.0, 0.5, 0.0])).tolist() == [1.0, 0.5, 0.0]  # both ends allowed
 
 
 def test_unknown_schedule_lists_choices():
