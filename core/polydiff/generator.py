@@ -1011,11 +1011,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """``key: old (now new)`` for each top-level entry that differs."""
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """``key.path: old (now new)`` for each entry that differs, nested mappings followed down to
+    the values that differ (a changed ``settings.steps`` is named, not the whole settings)."""
     def short(v: Any) -> str:
         text = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
         return text if len(text) <= 60 else text[:57] + "..."
 
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return "; ".join(f"{k}: {short(old.get(k))} (now {short(new.get(k))})" for k in keys)
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            parts.append(_differences(a, b, f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k}: {short(a)} (now {short(b)})")
+    return "; ".join(parts)

@@ -312,7 +312,7 @@ def test_resume_checks_the_request_and_finishes_the_same_run(ckpt, capsys, tmp_p
     code, _, err = run(capsys, "sample", ckpt, *common[:4], "--batch-size", 32, "--out", out, "--resume")
     assert "batch_size: 16 (now 32)" in one_line_error(code, err)
     code, _, err = run(capsys, "sample", ckpt, *common, "--steps", 5, "--out", out, "--resume")
-    assert "settings: " in one_line_error(code, err)
+    assert "settings.steps: " in one_line_error(code, err) and "(now 5)" in err  # the changed value, named
     # the number, seed and batch size are the interrupted run's when not given
     code, text, _ = run(capsys, "sample", ckpt, "--out", out, "--resume", "--quiet")
     assert code == 0 and "(48 from the interrupted run, 52 new)" in text
