@@ -204,7 +204,14 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         raise ConfigError(f"{path}: not valid YAML at {yaml_problem(err, str(path))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
+    overrides = list(overrides)
+    try:
+        return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
+    except ConfigError as err:  # the bad key or value may be the command line's, not the file's: say both
+        head = f"{path}: "
+        if not overrides or not str(err).startswith(head) or str(err).startswith(head + "--set"):
+            raise
+        raise ConfigError(f"{path} (with --set): {str(err)[len(head):]}") from None
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: str = "<config>") -> dict[str, Any]:

@@ -130,7 +130,7 @@ def test_bad_recipes_exit_2_with_one_line(tmp_path, capsys):
     line = one_line_error(code, err)
     assert f"{bad}: unknown key 'train.lrr'; allowed: max_steps" in line
     code, _, err = run(capsys, "train", GMM, "--set", "train.lr=abc", "--out", tmp_path / "o")
-    assert "gmm.yaml: train.lr: expected a number, got 'abc'" in one_line_error(code, err)
+    assert "gmm.yaml (with --set): train.lr: expected a number, got 'abc'" in one_line_error(code, err)
     code, _, err = run(capsys, "train", GMM, "--set", "sample.sampler=nope", "--out", tmp_path / "o")
     assert "sample.sampler: unknown sampler 'nope'" in one_line_error(code, err)
     code, _, err = run(capsys, "train", GMM, "--set", "data.name=mnist", "--out", tmp_path / "o")

@@ -324,11 +324,11 @@ def test_unresolvable_annotations_are_checked_by_name_only():
 def test_polydiff_train_set_with_wrong_types(tmp_path, capsys):
     out = tmp_path / "o"
     code, _, err = run(capsys, "train", GMM, "--set", "model.hidden=wide", "--out", out)
-    assert one_line_error(code, err) == f"{GMM}: model.hidden: expected an integer, got 'wide'"
+    assert one_line_error(code, err) == f"{GMM} (with --set): model.hidden: expected an integer, got 'wide'"
     code, _, err = run(capsys, "train", GMM, "--set", "data.k=abc", "--out", out)
-    assert one_line_error(code, err) == f"{GMM}: data.k: expected an integer, got 'abc'"
+    assert one_line_error(code, err) == f"{GMM} (with --set): data.k: expected an integer, got 'abc'"
     code, _, err = run(capsys, "train", GMM, "--set", "sample.sampler=pc", "--set", "sample.snr=abc", "--out", out)
-    assert one_line_error(code, err) == f"{GMM}: sample.snr: expected a number, got 'abc'"
+    assert one_line_error(code, err) == f"{GMM} (with --set): sample.snr: expected a number, got 'abc'"
     code, _, err = run(capsys, "train", GMM, "--set", "train.lr=[1,", "--out", out)
     assert "--set train.lr: '[1,' is not valid YAML at column 4" in one_line_error(code, err)
     assert not out.exists()
@@ -339,9 +339,9 @@ def test_polydiff_train_set_with_wrong_types_in_a_graphs_recipe(tmp_path, capsys
     recipe = ROOT / "configs" / "graphs" / "community_small_gdss.yaml"
     embedded = ["--set", "data.name=community_small", "--set", "data.max_feat_num=null"]
     code, _, err = run(capsys, "train", recipe, *embedded, "--set", "data.max_nodes=abc", "--out", tmp_path / "o")
-    assert one_line_error(code, err) == f"{recipe}: data.max_nodes: expected an integer or null, got 'abc'"
+    assert one_line_error(code, err) == f"{recipe} (with --set): data.max_nodes: expected an integer or null, got 'abc'"
     code, _, err = run(capsys, "train", recipe, *embedded, "--set", "model.nhid=wide", "--out", tmp_path / "o")
-    assert one_line_error(code, err) == f"{recipe}: model.nhid: expected an integer, got 'wide'"
+    assert one_line_error(code, err) == f"{recipe} (with --set): model.nhid: expected an integer, got 'wide'"
 
 
 @pytest.fixture(scope="module")

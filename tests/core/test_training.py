@@ -100,7 +100,7 @@ def test_yaml_file_overrides_and_roundtrip(tmp_path):
     assert again == cfg and json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
     with pytest.raises(ConfigError, match=r"r\.yaml: --set expects key\.path=value, got 'train\.lr'"):
         load_config(f, ["train.lr"])
-    with pytest.raises(ConfigError, match=r"r\.yaml: train\.lr: expected a number, got 'x'"):
+    with pytest.raises(ConfigError, match=r"r\.yaml \(with --set\): train\.lr: expected a number, got 'x'"):
         load_config(f, ["train.lr=x"])
     f.write_text("train: [1,\n")
     with pytest.raises(ConfigError, match=r"r\.yaml: not valid YAML"):
