@@ -134,6 +134,10 @@ def test_predict_refine_end_to_end(tiny):
     assert np.isfinite(fm.samples).all()
     short = predict(gen, ctx[:, -12:], num_samples=4, steps=20)
     assert short.samples.shape == (6, 4, 5)
+    with pytest.raises(ValueError, match=r"context: 2 channels, the model has 1"):
+        predict(gen, np.stack([ctx, ctx], -1), num_samples=2, steps=2)
+    with pytest.raises(ValueError, match=r"expected an array of shape \(T,\), \(N, T\) or \(N, T, channels\)"):
+        predict(gen, ctx[:, :, None, None], num_samples=2, steps=2)
     # refinement of a seasonal-naive forecast, both variants, moves it
     base = seasonal_naive(ctx, 5, 5)
     for method in ("langevin", "ml"):

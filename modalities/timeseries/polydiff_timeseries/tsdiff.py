@@ -177,6 +177,9 @@ def as_context(context: Any, length: int, horizon: int, freq: str | None = None,
                 index.append(pd.RangeIndex(last + 1, last + 1 + horizon))
     else:
         arr = np.asarray(context, dtype=np.float64)
+        if not 1 <= arr.ndim <= 3:
+            raise ValueError(f"context: expected an array of shape (T,), (N, T) or (N, T, channels), got shape "
+                             f"{arr.shape}")
         arr = arr[None] if arr.ndim == 1 else arr
         arr = arr[..., None] if arr.ndim == 2 else arr
         vals, ids, index = list(arr), [str(i) for i in range(len(arr))], None
@@ -231,6 +234,9 @@ def predict(model: Any, context: Any, *, num_samples: int = 100, guidance: str =
     net, fields, info = _parts(model)
     ctx_len, horizon = int(info["context"]), int(info["horizon"])
     c = as_context(context, ctx_len, horizon, info.get("freq"))
+    if "channels" in info and c.values.shape[-1] != int(info["channels"]):
+        raise ValueError(f"context: {c.values.shape[-1]} channels, the model has {int(info['channels'])} (an array "
+                         "is (T,), (N, T) or (N, T, channels))")
     obs = np.isfinite(c.values)
     if observed is not None:
         m = np.asarray(observed, dtype=bool)
