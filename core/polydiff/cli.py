@@ -36,6 +36,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_in
     args_in = [a for a in args_in if a != "--debug"]
+    shown = warnings.formatwarning
+    if not debug:  # a warning is one line, as an error is (--debug: Python's form, with the source line)
+        warnings.formatwarning = _one_line_warning
     try:
         if args_in and args_in[0] in available_modalities():
             return plugin_command(args_in[0], args_in[1:])
@@ -80,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("polydiff: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """``warnings.formatwarning`` of the command line: ``polydiff: warning: ...`` on one line."""
+    return f"polydiff: warning: {' '.join(str(message).split())}\n"
 
 
 def report_error(err: BaseException, prog: str = "polydiff") -> None:
