@@ -113,3 +113,13 @@ def test_complete_command(ckpt, tmp_path, capsys):
     assert "mols.smi already exists; pass --overwrite" in capsys.readouterr().err and theirs.read_text() == "CCO\n"
     assert cli.main(["text", "complete", str(ckpt), "--prompt", "to", "--out", str(theirs), "--overwrite"]) == 0
     assert json.loads(theirs.read_text().splitlines()[0])["prompt"] == "to"
+
+
+def test_a_prompt_the_tokenizer_only_knows_as_unknown_is_an_error():
+    from polydiff_text.generation import _known
+    from polydiff_text.tokenizers import SmilesTokenizer
+
+    tok = SmilesTokenizer.fit(["CCO", "c1ccccc1"])
+    assert _known(tok, "CCO", "prompt 0") == tok.encode("CCO")
+    with pytest.raises(ValueError, match=r"prompt 0: 1 token\(s\) of 'CéO' .* read '<unk>' in their place"):
+        _known(tok, "CéO", "prompt 0")

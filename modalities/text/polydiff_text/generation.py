@@ -97,7 +97,7 @@ def _complete_tokens(generator: Any, prompts: Sequence[str], length: int | None,
     hist = generator.info.get("size_hist") if length is None else None
     sizes = draw_sizes(len(prompts), generator.info, torch.Generator().manual_seed(seed)) if hist else None
     for i, p in enumerate(prompts):
-        ids = tok.encode(p)
+        ids = _known(tok, p, f"prompt {i}")
         if len(ids) >= size:
             raise ValueError(f"prompt {i} has {len(ids)} tokens, no room left in {size}")
         tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -105,6 +105,16 @@ def _complete_tokens(generator: Any, prompts: Sequence[str], length: int | None,
             valid[i, max(int(sizes[i]), len(ids) + 1):] = False
     tokens = torch.where(valid, tokens, torch.full_like(tokens, tok.pad_id))
     return fill(generator, tokens, valid, seed=seed, precision=precision), valid
+
+
+def _known(tok: Any, text: str, what: str) -> list[int]:
+    """Token ids of a user's text; a piece the tokenizer only knows as its unknown token is an
+    error (the model would continue ``<unk>``, not the text)."""
+    ids = tok.encode(text)
+    if tok.unk_id is not None and tok.unk_id in ids:
+        raise ValueError(f"{what}: {ids.count(tok.unk_id)} token(s) of {text!r} are not in the model's vocabulary "
+                         f"(the model would read {tok.token_names()[tok.unk_id]!r} in their place)")
+    return ids
 
 
 def infill(generator: Any, templates: Sequence[str], *, hole: str = "<mask>", seed: int = 0,
@@ -118,7 +128,7 @@ def infill(generator: Any, templates: Sequence[str], *, hole: str = "<mask>", se
         parts = template.split(hole)
         ids: list[int] = []
         for k, part in enumerate(parts):
-            ids += tok.encode(part) if part else []
+            ids += _known(tok, part, f"template {i}") if part else []
             if k < len(parts) - 1:
                 ids.append(mask)
         if mask not in ids:
