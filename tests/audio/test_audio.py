@@ -57,6 +57,8 @@ def test_sound_states_conditions_and_prior():
     assert torch.equal(spec["caption"][0], spec["caption"][1]) and int(spec["caption"][0, 0]) >= 2
     free = mod.prior_state(2, info)
     assert torch.all(free["caption"] == -1)  # no caption asked: the null (unconditional) caption
+    with pytest.warns(UserWarning, match="never saw are read as <unk>: elephant, purple"):
+        mod.prior_state(2, info, condition={"caption": "a purple elephant"})
     with pytest.raises(ValueError, match="class labels"):
         mod.prior_state(2, info, condition={"label": 3})
     with pytest.raises(ValueError, match="unknown condition"):

@@ -518,7 +518,7 @@ class AudioModality(Modality):
 def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]) -> dict[str, Tensor]:
     """The condition entries of ``n`` sound samples (popped from ``condition``); absent ones are
     null (unconditional)."""
-    from .sounds import CLASSES, tokenize
+    from .sounds import CLASSES, VOCAB, tokenize, words
 
     out: dict[str, Tensor] = {}
     conds = info.get("conditions") or {}
@@ -537,6 +537,10 @@ def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]
             raise ValueError(f"got {len(caps)} captions for {n} samples")
         tok = tokenize(caps, int(info["caption_length"]))
         out["caption"] = tok if caption is not None else torch.full_like(tok, -1)
+        unknown = sorted({w for c in caps for w in words(c)} - set(VOCAB)) if caption is not None else []
+        if unknown:
+            warnings.warn(f"caption words the model never saw are read as <unk>: {', '.join(unknown[:10])} (known "
+                          f"words: {len(VOCAB)}, e.g. {', '.join(VOCAB[2:8])})", stacklevel=2)
     if "label" in conds:
         vals = [label] * n if label is None or isinstance(label, (int, str)) else list(label)
         if len(vals) != n:
