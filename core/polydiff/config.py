@@ -85,6 +85,7 @@ class TrainConfig:
     init: str | None = None  # checkpoint whose network (EMA) weights start a fresh run: fine-tuning
     init_partial: bool = False  # init loads the weights whose names and shapes match; the rest stay fresh (new heads)
     checkpoint_every: int = 500
+    keep_checkpoints: int = 0  # step-*.ckpt files kept, the newest (last.ckpt is always kept); 0: all of them
     # "full": one file per checkpoint, gathered on rank 0; "sharded" (strategy fsdp): a folder of
     # per-rank shards, so no process ever holds the whole training state
     checkpoint_format: str = field(default="full", metadata={"choices": CHECKPOINT_FORMATS})
@@ -466,7 +467,7 @@ def _check_train(cfg: Config, source: str) -> None:
     for k in ("max_steps", "batch_size", "checkpoint_every", "log_every", "num_nodes"):
         if getattr(t, k) < 1:
             raise ConfigError(f"{source}: train.{k}: expected a positive integer, got {getattr(t, k)}")
-    for k in ("val_every", "num_workers", "warmup", "threads"):
+    for k in ("val_every", "num_workers", "warmup", "threads", "keep_checkpoints"):
         if getattr(t, k) < 0:
             raise ConfigError(f"{source}: train.{k}: expected a non-negative integer, got {getattr(t, k)}")
     if t.checkpoint_format == "sharded" and t.strategy != "fsdp":

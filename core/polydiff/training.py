@@ -532,10 +532,12 @@ class CallBudget(Callback):
 
 
 class StepCheckpoints(Callback):
-    """``step-NNNNNNNN.ckpt`` every ``every`` steps, and ``last.ckpt`` then and at the end."""
+    """``step-NNNNNNNN.ckpt`` every ``every`` steps, and ``last.ckpt`` then and at the end; with
+    ``keep`` > 0 only the newest ``keep`` step files stay (the older ones are removed once a new
+    one is written and published, so an intact checkpoint always remains to resume from)."""
 
-    def __init__(self, dirpath: Path, every: int) -> None:
-        self.dirpath, self.every = Path(dirpath), every
+    def __init__(self, dirpath: Path, every: int, keep: int = 0) -> None:
+        self.dirpath, self.every, self.keep = Path(dirpath), every, keep
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -545,7 +547,17 @@ class StepCheckpoints(Callback):
             trainer.save_checkpoint(path, weights_only=False)
             if trainer.is_global_zero:
                 publish(path, self.dirpath / LAST)
+                if self.keep:
+                    self._prune()
             trainer.strategy.barrier()
+
+    def _prune(self) -> None:
+        old = sorted(self.dirpath.glob("step-*.ckpt"))[: -self.keep]  # zero-padded steps: name order is step order
+        for p in old:
+            if p.is_dir():  # a sharded checkpoint
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.gather_fingerprints()
@@ -688,7 +700,7 @@ def _trainer(cfg: Config, module: DiffusionModule, out: Path, ckpt_dir: Path, lo
         max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, strategy=_strategy(t, module),
         num_nodes=t.num_nodes, precision=t.precision, gradient_clip_val=t.grad_clip or None,
-        callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every),
+        callbacks=[StepCheckpoints(ckpt_dir, t.checkpoint_every, t.keep_checkpoints),
                    *([CallBudget(t.max_minutes)] if t.max_minutes > 0 else []), *callbacks], logger=logger,
         enable_checkpointing=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=t.log_every,
         enable_progress_bar=t.progress, enable_model_summary=t.progress and verbose, default_root_dir=out,
@@ -756,7 +768,8 @@ def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, pa
 
 
 # recipe keys that may differ when resuming without changing what is computed (with sample.*)
-RESUME_FREE = ("train.max_steps", "train.max_minutes", "train.checkpoint_every", "train.checkpoint_format",
+RESUME_FREE = ("train.max_steps", "train.max_minutes", "train.checkpoint_every", "train.keep_checkpoints",
+               "train.checkpoint_format",
                "train.log_every", "train.progress", "train.logger", "train.accelerator", "train.devices",
                "train.num_nodes", "train.strategy", "train.num_workers", "train.val_every", "train.threads")
 

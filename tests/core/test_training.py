@@ -167,6 +167,18 @@ def test_train_writes_checkpoints_logs_and_config(straight):
     assert load_config(out / "config.yaml").to_dict() == from_dict(tiny()).to_dict()
 
 
+def test_keep_checkpoints_keeps_the_newest_step_files_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    polydiff.train(tiny(max_steps=8, keep_checkpoints=2), out, verbose=False)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step-00000004.ckpt", "step-00000008.ckpt"]
+    run = polydiff.train(tiny(max_steps=16, keep_checkpoints=1), out, verbose=False)  # a resume may change it
+    assert run.step == 16
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000016.ckpt"]
+    with pytest.raises(ConfigError, match="train.keep_checkpoints: expected a non-negative integer"):
+        from_dict(tiny(keep_checkpoints=-1))
+
+
 def test_checkpoints_load_with_weights_only(straight):
     ckpt = torch.load(straight.checkpoint, weights_only=True)
     meta = ckpt["polydiff"]
