@@ -173,7 +173,9 @@ def load_modality(name: str, **options: Any) -> Any:
     eps = _entry_points()
     if name not in eps:
         have = ", ".join(sorted(eps)) or "none"
-        raise ModalityNotFound(f"no polydiff modality {name!r} is installed (installed: {have}). {install_hint(name)}")
+        close = difflib.get_close_matches(name, list(eps), n=1)
+        hint = f"Did you mean {close[0]!r}?" if close else install_hint(name)  # a typo, not a missing plugin
+        raise ModalityNotFound(f"no polydiff modality {name!r} is installed (installed: {have}). {hint}")
     try:
         obj = eps[name].load()
     except ModuleNotFoundError as err:

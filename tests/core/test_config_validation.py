@@ -244,6 +244,9 @@ def test_missing_plugins_say_to_install_from_the_folder(monkeypatch):
     msg = str(err.value)
     assert "no polydiff modality 'galaxies' is installed" in msg and "pip install polydiff-" not in msg
     assert "pip install -e modalities/galaxies" in msg and "not from PyPI" in msg
+    monkeypatch.setattr(reg, "_entry_points", lambda: {"toy": None})
+    with pytest.raises(reg.ModalityNotFound, match=r"'toyy' is installed \(installed: toy\)\. Did you mean 'toy'\?"):
+        reg.load_modality("toyy")  # a typo gets the name, not an install hint
 
     class Broken:
         dist = None

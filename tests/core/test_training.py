@@ -175,7 +175,7 @@ def test_keep_checkpoints_keeps_the_newest_step_files_and_resumes(tmp_path):
     run = polydiff.train(tiny(max_steps=16, keep_checkpoints=1), out, verbose=False)  # a resume may change it
     assert run.step == 16
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step-00000016.ckpt"]
-    with pytest.raises(ConfigError, match="train.keep_checkpoints: expected a non-negative integer"):
+    with pytest.raises(ConfigError, match=r"train\.keep_checkpoints: expected a non-negative integer"):
         from_dict(tiny(keep_checkpoints=-1))
 
 

@@ -34,7 +34,7 @@ def entropy_bits(labels: Sequence[Hashable]) -> float:
     if counts.sum() == 0:
         return 0.0
     p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float((p * -np.log2(p)).sum())  # (-p log p: one outcome gives 0.0, not -0.0)
 
 
 def tv_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
