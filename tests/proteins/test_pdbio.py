@@ -217,8 +217,10 @@ def test_bad_files_raise_naming_the_file(tmp_path, content, message):
 
 
 def test_other_bad_inputs(tmp_path):
-    for path, message in [(tmp_path / "missing.pdb", "no such file"), (tmp_path / "x.txt", "not a structure file")]:
-        with pytest.raises(ValueError, match=message):
+    (tmp_path / "x.txt").write_text("a note\n")
+    for path, message in [(tmp_path / "missing.pdb", "no such file"), (tmp_path / "x.txt", "not a structure file"),
+                          (tmp_path / "missing", "missing: no such file or folder")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
             read_backbones(path)
     (tmp_path / "bad.cif").write_text("data_x\nloop_\n_atom_site.id\n1\n")
     (tmp_path / "bad.pdb.gz").write_bytes(b"not gzip")
