@@ -5,6 +5,7 @@ read back, and a user's folder evaluated from the command line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,7 @@ def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
     assert len(sep) == 1 and sep[0].audio.shape[0] == 4
     n = min(sep[0].audio.shape[1], truth[0].audio.shape[1])
     np.testing.assert_allclose(sep[0].audio[:, :n].sum(0), truth[0].mix[:n], atol=1e-3)  # masks on the mixture
+    assert "si_snri" in json.loads((tmp_path / "sep" / "separation.json").read_text())["scores"]
+    again = subprocess.run([cli, "audio", "separate", str(run.checkpoint), str(mix), "--out", str(tmp_path / "sep"),
+                            "--steps", "2"], capture_output=True, text=True)  # not over the first run's stems
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr

@@ -20,16 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import Command, add_output, output_file
+from polydiff.plugin import Command, add_output, output_file, output_folder
 
 
 def _configure_separate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a model trained on chorale_stems")
     p.add_argument("mix", type=Path, help="the mixture (WAV / FLAC; resampled to the model's rate)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the separated stems")
+    add_output(p, "folder for the separated stems (and separation.json, what made them)", required=True)
     p.add_argument("--num", type=int, default=1, help="separations to draw (default 1)")
     p.add_argument("--scale", type=float, default=1.0, help="guidance scale toward the mixture")
     p.add_argument("--std", type=float, default=0.1, help="mixture likelihood std in normalised mel units")
@@ -40,9 +41,20 @@ def _configure_separate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_separate(args: argparse.Namespace) -> int:
+    with output_folder(args.out, args.overwrite, marker="separation.json") as folder:  # one run's files, whole
+        report = _separate_into(args, folder)
+    print(f"wrote {report['files']} files to {args.out}")
+    if "scores" in report:
+        print(json.dumps(report["scores"], indent=1))
+    return 0
+
+
+def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The separated stems of ``args.mix`` and ``separation.json`` (what made them, and the
+    scores against ``args.reference``) written into ``folder``."""
     import librosa
 
-    from polydiff.plugin import load
+    from polydiff.plugin import atomic_write, load
 
     from .modality import Stems, read_stems, write_stems
     from .music_metrics import separation_scores
@@ -58,8 +70,9 @@ def _run_separate(args: argparse.Namespace) -> int:
                         seed=args.seed)
     voices = tuple(gen.info["voices"])
     objs = [Stems(s, sr, voices, f"{args.mix.stem}_sep{i}") for i, s in enumerate(stems)]
-    paths = write_stems(objs, args.out)
-    print(f"wrote {len(paths)} files to {args.out}")
+    report: dict[str, Any] = {"mix": str(args.mix), "checkpoint": str(args.checkpoint), "num": args.num,
+                              "scale": args.scale, "std": args.std, "seed": args.seed,
+                              "files": len(write_stems(objs, folder))}
     if args.reference is not None:
         refs = read_stems(args.reference)
         if not refs:
@@ -67,8 +80,9 @@ def _run_separate(args: argparse.Namespace) -> int:
         ref = refs[0].audio
         n = min(ref.shape[1], stems.shape[2])
         scores = [separation_scores(s[:, :n], ref[:, :n].sum(0), ref[:, :n], sr) for s in stems]
-        print(json.dumps({k: float(np.mean([s[k] for s in scores])) for k in scores[0]}, indent=1))
-    return 0
+        report["scores"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    atomic_write(folder / "separation.json", json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def _configure_evaluator(p: argparse.ArgumentParser) -> None:
