@@ -56,7 +56,7 @@ import torch
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -83,6 +83,7 @@ from .config import (
 from .data import check_info, default_collate
 from .files import atomic_write, folder_lock, publish, remove_temp_files, replace_folder, temp_path
 from .losses import OBJECTIVES, diffusion_loss
+from .progress import Progress
 from .random import Noise
 from .registry import load_modality
 from .state import FieldSpec, State
@@ -531,6 +532,38 @@ class CallBudget(Callback):
         trainer.should_stop = trainer.should_stop or bool(trainer.strategy.broadcast(over))
 
 
+class LineProgress(ProgressBar):
+    """Training progress in logs and CI: :class:`polydiff.progress.Progress`'s plain lines (about
+    every 10 % of the steps, with rate, ETA and the last logged loss), not a tqdm bar redrawn
+    with carriage returns into one endless line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on, self._progress = True, None
+
+    def disable(self) -> None:
+        self._on = False
+
+    def enable(self) -> None:
+        self._on = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._on and trainer.is_global_zero:
+            self._progress = Progress(trainer.max_steps, desc="training", unit="step", enabled=True,
+                                      initial=trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._progress is not None:
+            loss = trainer.callback_metrics.get("train/loss")  # logged on the CPU every log_every steps
+            self._progress.update_to(trainer.global_step, **({} if loss is None else {"loss": f"{float(loss):.4g}"}))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+
 class StepCheckpoints(Callback):
     """``step-NNNNNNNN.ckpt`` every ``every`` steps, and ``last.ckpt`` then and at the end; with
     ``keep`` > 0 only the newest ``keep`` step files stay (the older ones are removed once a new
@@ -694,8 +727,8 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts(
 def _trainer(cfg: Config, module: DiffusionModule, out: Path, ckpt_dir: Path, logger: Any, val: bool,
              callbacks: Sequence[Callback], verbose: bool) -> L.Trainer:
     t = cfg.train
-    if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of progress lines, not one per step
-        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.max_steps // 20))]
+    if t.progress and not sys.stderr.isatty():  # logs and CI: a handful of plain lines, not a redrawn bar
+        callbacks = [*callbacks, LineProgress()]
     return L.Trainer(
         max_steps=t.max_steps,
         accelerator=t.accelerator, devices=t.devices, strategy=_strategy(t, module),

@@ -179,6 +179,14 @@ def test_keep_checkpoints_keeps_the_newest_step_files_and_resumes(tmp_path):
         from_dict(tiny(keep_checkpoints=-1))
 
 
+def test_training_progress_in_a_log_is_a_few_plain_lines(tmp_path, capfd):
+    polydiff.train(tiny(max_steps=20, progress=True), tmp_path / "run", verbose=True)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("polydiff: training ")]
+    assert "\r" not in err and 5 <= len(lines) <= 12  # about every 10 %, not a bar redrawn per step
+    assert "polydiff: training 20/20 steps (100%)" in err and "loss " in lines[-2]
+
+
 def test_checkpoints_load_with_weights_only(straight):
     ckpt = torch.load(straight.checkpoint, weights_only=True)
     meta = ckpt["polydiff"]
