@@ -58,6 +58,8 @@ def test_sound_states_conditions_and_prior():
     assert torch.equal(spec["caption"][0], spec["caption"][1]) and int(spec["caption"][0, 0]) >= 2
     free = mod.prior_state(2, info)
     assert torch.all(free["caption"] == -1)  # no caption asked: the null (unconditional) caption
+    with pytest.raises(ValueError, match="condition omega: expected a non-negative number"):
+        mod.prior_state(2, info, condition={"caption": "a low noisy drum hit", "omega": "abc"})
     with pytest.warns(UserWarning, match="never saw are read as <unk>: elephant, purple"):
         mod.prior_state(2, info, condition={"caption": "a purple elephant"})
     with pytest.raises(ValueError, match="class labels"):
@@ -185,6 +187,14 @@ def test_arrangement_from_a_midi_file_keeps_the_given_voice(tmp_path, chorale_da
     assert tenor.masks["roll"].reshape(4, -1)[2].all() and not tenor.masks["roll"].reshape(4, -1)[0].any()
     with pytest.raises(ValueError, match="arrange chorales"):
         mod.observation(f, sounds_dataset(n=12, evaluator=EVAL).info)
+    five = Chorale(np.concatenate([ref.tracks, ref.tracks[:1]]), ("a", "b", "c", "d", "e"))
+    with pytest.raises(ValueError, match=r"5 tracks, but the model has 4 voices"):
+        arrangement(five, info)
+    with pytest.raises(ValueError, match=r"two tracks are named 'soprano'"):
+        arrangement(Chorale(ref.tracks[:2], ("soprano", "soprano")), info)
+    long = np.concatenate([ref.tracks[:1], ref.tracks[:1]], axis=1)  # twice the model's length: the rest is cropped
+    with pytest.warns(UserWarning, match="the rest is cropped"):
+        arrangement(Chorale(long, ("soprano",)), info)
 
 
 def test_mixture_operator_adds_stem_powers():
@@ -261,7 +271,8 @@ def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
     run = polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
     gen = polydiff.load(run.checkpoint)
     data = AudioModality().dataset("chorale_stems", n_chorales=4, length=8, hop=8)
-    truth = tokens_to_stems(data.test.tensors["tokens"][:1], gen.info)
+    pieces = torch.cat([data.train.tensors["tokens"][:1], data.test.tensors["tokens"][:1]])
+    truth = tokens_to_stems(pieces, gen.info)[::-1]  # the second piece is separated, the first is also in truth/
     write_stems(truth, tmp_path / "truth")
     mix = tmp_path / "truth" / f"{truth[0].name}_mix.wav"
     cli = str(Path(sys.executable).parent / "polydiff")
@@ -273,7 +284,12 @@ def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
     assert len(sep) == 1 and sep[0].audio.shape[0] == 4
     n = min(sep[0].audio.shape[1], truth[0].audio.shape[1])
     np.testing.assert_allclose(sep[0].audio[:, :n].sum(0), truth[0].mix[:n], atol=1e-3)  # masks on the mixture
-    assert "si_snri" in json.loads((tmp_path / "sep" / "separation.json").read_text())["scores"]
+    scores = json.loads((tmp_path / "sep" / "separation.json").read_text())["scores"]
+    from polydiff_audio.music_metrics import separation_scores
+
+    ref = truth[0].audio[:, :n]  # scored against its own piece's stems, not the folder's first piece
+    mine = separation_scores(sep[0].audio[:, :n], ref.sum(0), ref, truth[0].sr)
+    assert scores["si_snri"] == pytest.approx(mine["si_snri"], rel=1e-4, abs=1e-4)
     again = subprocess.run([cli, "audio", "separate", str(run.checkpoint), str(mix), "--out", str(tmp_path / "sep"),
                             "--steps", "2"], capture_output=True, text=True)  # not over the first run's stems
     assert again.returncode == 2 and "pass --overwrite" in again.stderr

@@ -77,7 +77,12 @@ def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         refs = read_stems(args.reference)
         if not refs:
             raise ValueError(f"{args.reference}: no NAME_mix.wav with its stems")
-        ref = refs[0].audio
+        piece = args.mix.name[: -len("_mix.wav")] if args.mix.name.endswith("_mix.wav") else args.mix.stem
+        match = [r for r in refs if r.name == piece] or (refs if len(refs) == 1 else [])
+        if not match:  # never score against another piece's stems
+            raise ValueError(f"{args.reference}: no stems of {piece!r} ({piece}_<voice>.wav) among its "
+                             f"{len(refs)} pieces ({', '.join(r.name for r in refs[:5])}...)")
+        ref = match[0].audio
         n = min(ref.shape[1], stems.shape[2])
         scores = [separation_scores(s[:, :n], ref[:, :n].sum(0), ref[:, :n], sr) for s in stems]
         report["scores"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}

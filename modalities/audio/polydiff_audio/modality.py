@@ -496,7 +496,10 @@ class AudioModality(Modality):
             raise ValueError(f"{path}: MIDI observations arrange chorales; this model generates {info.get('kind')}")
         from .music import read_midi
 
-        return arrangement(read_midi(path), info)
+        try:
+            return arrangement(read_midi(path), info)
+        except ValueError as err:  # too many tracks, notes out of the model's range: name the file
+            raise ValueError(f"{path}: {err}") from None
 
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
         try:
@@ -559,7 +562,10 @@ def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]
                 ids.append(int(v))
         out["label"] = torch.tensor(ids, dtype=torch.long)
     if omega is not None:
-        out[OMEGA] = torch.as_tensor(omega, dtype=torch.float32).reshape(-1).expand(n).clone()
+        values = omega if isinstance(omega, (list, tuple)) else [omega]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ValueError(f"condition omega: expected a non-negative number (the guidance strength), got {omega!r}")
+        out[OMEGA] = torch.as_tensor(values, dtype=torch.float32).reshape(-1).expand(n).clone()
     return out
 
 
@@ -639,8 +645,18 @@ def arrangement(given: Any, info: Mapping[str, Any]) -> Observation:
 
     voices = list(info["voices"])
     length = int(info["music"]["length"])
-    tracks = _fit(np.asarray(given.tracks), length)
+    raw = np.asarray(given.tracks)
+    if len(raw) > len(voices):
+        raise ValueError(f"{len(raw)} tracks, but the model has {len(voices)} voices ({', '.join(voices)})")
+    if raw.shape[1] > length and (raw[:, length:] != 0).any():
+        warnings.warn(f"the observed music is {raw.shape[1]} steps long; the model's {length} steps are kept, the "
+                      "rest is cropped", stacklevel=2)
+    tracks = _fit(raw, length)
     names = [str(n).lower() for n in given.names]
+    named = [n for n in names if n in voices]
+    if len(set(named)) < len(named):
+        twice = next(n for n in named if named.count(n) > 1)
+        raise ValueError(f"two tracks are named {twice!r}; each voice is given once")
     order = [voices.index(n) if n in voices else None for n in names]
     free = iter([k for k in range(len(voices)) if k not in order])
     order = [k if k is not None else next(free) for k in order]
