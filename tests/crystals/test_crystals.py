@@ -115,6 +115,11 @@ def test_conditions_prior_state_and_errors():
     assert free["spacegroup"].tolist() == [-1, -1] and torch.isnan(free["band_gap"]).all()
     with pytest.raises(ValueError, match="unknown condition 'heat'"):
         mod.prior_state(2, data.info, condition={"heat": 1.0})
+    for bad in (0, 231, "abc", 2.5):  # space groups are 1..230 (231 crashed the embedding, 0 sampled)
+        with pytest.raises(ValueError, match=r"condition 'spacegroup': expected a whole number in 1\.\.230"):
+            mod.prior_state(2, data.info, condition={"spacegroup": bad})
+    with pytest.raises(ValueError, match="condition 'band_gap': expected a number"):
+        mod.prior_state(2, data.info, condition={"band_gap": "high"})
     periodic = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
                            representation="periodic")
     assert mod.prior_state(2, periodic.info, condition={"atoms": 3})["mask"].sum(1).tolist() == [3, 3]

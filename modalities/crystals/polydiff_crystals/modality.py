@@ -502,10 +502,17 @@ class CrystalsModality(Modality):
             spec.update(frac=(n, N, 3), lattice=(n, 6), types=(n, N),
                         mask=(torch.arange(N)[None] < sizes[:, None]).float())
         for k, s in known.items():
+            v = condition.get(k)
             if s["kind"] == "class":
-                spec[k] = torch.full((n,), int(condition.get(k, -1)), dtype=torch.long)
+                low = 1 if k == "spacegroup" else 0  # space groups are numbered 1..230; -1 (absent) is the null class
+                top = int(s["num_classes"]) - 1
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top):
+                    raise ValueError(f"condition {k!r}: expected a whole number in {low}..{top}, got {v!r}")
+                spec[k] = torch.full((n,), -1 if v is None else v, dtype=torch.long)
             else:
-                spec[k] = torch.full((n,), float(condition.get(k, float("nan"))))
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise ValueError(f"condition {k!r}: expected a number, got {v!r}")
+                spec[k] = torch.full((n,), float("nan") if v is None else float(v))
         return spec
 
     def to_native(self, state: Mapping[str, Tensor], info: Mapping[str, Any]) -> list[Any]:
