@@ -237,6 +237,12 @@ def test_cli_wyckoff_and_regressor_with_transfer(tmp_path, capsys):
     kept = first.read_bytes()  # a trained regressor is not replaced by accident
     assert main(["crystals", "regressor", "--data", str(csv), "--target", "band_gap", "--out", str(first)]) == 2
     assert "form.pt already exists; pass --overwrite" in capsys.readouterr().err and first.read_bytes() == kept
+    other = tmp_path / "other.pt"
+    assert main(["crystals", "regressor", "--data", str(csv), "--target", "bogus", "--out", str(other)]) == 2
+    assert "--target 'bogus': the crystals of" in capsys.readouterr().err
+    assert main(["crystals", "regressor", "--data", str(csv), "--target", "band_gap", "--min-band-gap", "100",
+                 "--out", str(other)]) == 2
+    assert "no crystals left with a band gap above 100" in capsys.readouterr().err and not other.exists()
 
 
 def test_random_pyxtal_dataset_option():

@@ -92,6 +92,13 @@ def _run_regressor(args: argparse.Namespace) -> int:
     if args.n is not None:
         keep = np.random.default_rng(args.seed).permutation(len(crystals))[: args.n]
         crystals = [crystals[i] for i in sorted(keep)]
+    if not crystals:
+        raise ValueError(f"--data {args.data}: no crystals left" + (f" with a band gap above {args.min_band_gap}"
+                                                                   if args.min_band_gap is not None else ""))
+    have = sorted(set().union(*((s.properties or {}).keys() for s in crystals)) - {"name"})
+    if args.target not in have:
+        raise ValueError(f"--target {args.target!r}: the crystals of {args.data} have no such property (they have: "
+                         f"{', '.join(have) or 'none'})")
     opts = {"hidden": args.hidden, "layers": args.layers}
     init, elements = None, elements_of(crystals)
     if args.init is not None:
