@@ -427,6 +427,9 @@ def load_teacher(teacher: str | Path | Model, fields: Mapping[str, FieldSpec]) -
     if isinstance(teacher, (str, Path)):
         from .checkpoints import load_network
 
+        if not Path(teacher).exists():
+            raise ValueError(f"loss.teacher: {teacher}: no such checkpoint (train the teacher first, or point "
+                             "loss.teacher at its checkpoint)")
         loaded = load_network(teacher)
         net, tfields = loaded.net, loaded.fields
         for k, f in fields.items():

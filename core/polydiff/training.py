@@ -787,6 +787,10 @@ def init_weights(net: nn.Module, path: str | Path, source: str = "recipe", *, pa
                               "model")
         net.load_state_dict(keep, strict=False)
         fresh = sorted(set(own) - set(keep))
+        if len(keep) < len(own) / 2:  # most of the network starts fresh: probably not the checkpoint meant
+            warnings.warn(f"train.init: only {len(keep)} of {len(own)} tensors of {path} match this recipe's model "
+                          "(name and shape); the rest start fresh. Is it the checkpoint of a model of this size?",
+                          stacklevel=2)
         if verbose:
             print(f"polydiff: train.init: loaded {len(keep)} of {len(own)} tensors from {path}; fresh: "
                   f"{', '.join(fresh[:8]) or 'none'}{' ...' if len(fresh) > 8 else ''}", file=sys.stderr, flush=True)

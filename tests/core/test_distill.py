@@ -433,3 +433,10 @@ def test_toy_check_one_and_two_step_students_against_the_teacher():
     assert mean["teacher40"] < 1.5 * mean["floor"]  # the teacher itself is (near) exact
     for k in ("student1", "student2"):
         assert mean[k] < BOUND * mean["teacher40"], (k, mean)
+
+
+def test_a_missing_teacher_checkpoint_names_loss_teacher(tmp_path):
+    from polydiff.distill import load_teacher
+
+    with pytest.raises(ValueError, match=r"loss\.teacher: .*nope\.ckpt: no such checkpoint \(train the teacher first"):
+        load_teacher(tmp_path / "nope.ckpt", {})

@@ -528,5 +528,9 @@ def test_train_init_partial_keeps_matching_weights_and_leaves_new_ones_fresh(tmp
 
     with pytest.raises(ConfigError, match="shares no weight"):
         init_weights(torch.nn.Linear(3, 7), base.checkpoint, partial=True)
+    much_deeper = tiny(max_steps=1, init=str(base.checkpoint), init_partial=True)
+    much_deeper["model"]["depth"] = 8  # most tensors start fresh: probably not the checkpoint meant
+    with pytest.warns(UserWarning, match=r"train\.init: only \d+ of \d+ tensors"):
+        polydiff.train(much_deeper, tmp_path / "much_deeper", verbose=False)
     with pytest.raises(ConfigError, match=r"my\.yaml: train\.init: runs/none\.ckpt: no such checkpoint"):
         init_weights(torch.nn.Linear(3, 7), "runs/none.ckpt", "my.yaml")
