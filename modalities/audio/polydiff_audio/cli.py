@@ -24,19 +24,28 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import Command, add_output, output_file, output_folder
+from polydiff.plugin import (
+    Command,
+    add_output,
+    non_negative_int,
+    output_file,
+    output_folder,
+    positive_float,
+    positive_int,
+)
 
 
 def _configure_separate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a model trained on chorale_stems")
     p.add_argument("mix", type=Path, help="the mixture (WAV / FLAC; resampled to the model's rate)")
     add_output(p, "folder for the separated stems (and separation.json, what made them)", required=True)
-    p.add_argument("--num", type=int, default=1, help="separations to draw (default 1)")
-    p.add_argument("--scale", type=float, default=1.0, help="guidance scale toward the mixture")
-    p.add_argument("--std", type=float, default=0.1, help="mixture likelihood std in normalised mel units")
-    p.add_argument("--sampler", default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=positive_int, default=1, help="separations to draw (default 1)")
+    p.add_argument("--scale", type=float, default=1.0, help="guidance scale toward the mixture (default 1)")
+    p.add_argument("--std", type=positive_float, default=0.1,
+                   help="mixture likelihood std in normalised mel units (default 0.1)")
+    p.add_argument("--sampler", default=None, help="sampler (default: the recipe's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
     p.add_argument("--reference", type=Path, help="true stems (NAME_<voice>.wav + NAME_mix.wav) to score against")
 
 
