@@ -293,3 +293,15 @@ def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
     again = subprocess.run([cli, "audio", "separate", str(run.checkpoint), str(mix), "--out", str(tmp_path / "sep"),
                             "--steps", "2"], capture_output=True, text=True)  # not over the first run's stems
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
+
+
+def test_omega_on_a_one_time_network_is_an_error_not_ignored():
+    from polydiff.plugin import Control, SampleSettings
+
+    mod = AudioModality()
+    info = sounds_dataset(n=24, evaluator=EVAL).info
+    fields = mod.fields(info)
+    spec = mod.prior_state(2, info, condition={"caption": "a low noisy drum hit", "omega": 3.0})
+    with pytest.raises(ValueError, match=r"only a SoundCTM student .* takes a guidance strength omega"):
+        mod.sample(_unet(info, fields), fields, spec, SampleSettings(steps=2), Control(), seed=torch.arange(2),
+                   device=torch.device("cpu"))

@@ -395,6 +395,9 @@ class AudioModality(Modality):
                control: Any, *, seed: Tensor, device: torch.device) -> dict[str, Tensor]:
         """The core's loop; classifier-free guidance never drops ``omega`` (a student's
         nu-interpolation compares captioned and caption-free outputs at the same omega)."""
+        if OMEGA in spec and getattr(net, "two_time", None) is False:  # a one-time network has no omega input
+            raise ValueError("condition omega: only a SoundCTM student (a two-time network) takes a guidance "
+                             "strength omega; for this model use --guidance-scale")
         keys = getattr(control, "condition_keys", None)
         if keys is not None and OMEGA in keys:
             control = dataclasses.replace(control, condition_keys=[k for k in keys if k != OMEGA])
