@@ -362,7 +362,14 @@ def test_pusht_dataset_and_replay_command(tmp_path: Path, capsys: pytest.Capture
     assert info["episodes"] == {"train": 4, "test": 2, "skipped": 0}
     w = data.train[0]
     assert w["obs"].shape == (2, 6) and w["actions"].shape == (16, 2) and float(w["obs"].abs().max()) <= 1 + 1e-6
-    assert all(e.meta["env"] == "pusht" for e in PoliciesModality().reference(data))
+    reference = PoliciesModality().reference(data)
+    assert all(e.meta["env"] == "pusht" for e in reference)
+    # the human demonstrations carry no behaviour: labelled by replaying them to their first contact
+    from polydiff_policies.envs.pusht import T_EDGES
+    from polydiff_policies.metrics import behaviour_entropy
+
+    assert all(e.behaviour in T_EDGES for e in reference)
+    assert behaviour_entropy(reference, successful_only=False) >= 0  # defined (NaN without labels)
     assert main(["policies", "replay", "--episodes", "2", "--json", str(tmp_path / "r.json")]) == 0
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["episodes"] == 2 and r["final_block_pos_error_px_max"] < 1.0

@@ -84,12 +84,13 @@ def pusht_dataset(path: str | None = None, obs_steps: int = 2, horizon: int = 16
     """The 206 human Push-T demonstrations (Diffusion Policy's replay buffer) from
     ``../shared/data/robot_pusht`` (or ``path``); the block angle enters as (sin, cos);
     ``episodes`` keeps the first ones only (quick runs)."""
-    from .envs.pusht import GOAL_POSE
+    from .envs.pusht import GOAL_POSE, label_first_contacts
 
     file = Path(path) if path else shared_file("data", "robot_pusht", "pusht_cchi_v7_lowdim.npz")
     eps = E.read_episodes(file, goal=GOAL_POSE)
     if episodes is not None:
         eps = eps[:episodes]
+    eps = label_first_contacts(eps)  # the behaviour metrics compare with the demonstrations' first contacts
     return _bundle(eps, "pusht", "pusht", obs_steps=obs_steps, horizon=horizon, execute=execute,
                    test_fraction=test_fraction, seed=seed, angle_dims=[4])
 

@@ -43,6 +43,7 @@ Conventions and physics, checked against the 206 human demonstrations of ``pusht
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -275,6 +276,26 @@ def load_pusht(path: str | Path) -> list[Episode]:
     for i, ep in enumerate(episodes):
         ep.meta.update(index=i, env="pusht")
     return episodes
+
+
+def label_first_contacts(episodes: list[Episode]) -> list[Episode]:
+    """``episodes`` with the behaviour label of :meth:`PushTEnv.behaviour` (the edge of the T the
+    agent touched first) where they have none, as recorded human demonstrations do: their
+    actions replayed from the first state until the first contact. The agent is kinematic and
+    the block rests until it is touched, so the replay meets the recording's first contact."""
+    out = []
+    for ep in episodes:
+        if ep.behaviour:
+            out.append(ep)
+            continue
+        env = PushTEnv(max_steps=10**9)
+        env.reset(options={"state": ep.obs[0]})
+        for action in ep.actions:
+            env.step(action)
+            if env.behaviour():
+                break
+        out.append(dataclasses.replace(ep, behaviour=env.behaviour()))
+    return out
 
 
 def agent_velocities(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
