@@ -172,3 +172,15 @@ def test_network_in_bfloat16_solver_in_float32(tmp_path):
     half = gen.sample_states(64, seed=0, progress=False)["x"]
     assert half.dtype == torch.float32  # the solver's dtype, not the network's
     assert not torch.equal(half, full) and float((half - full).abs().median()) < 0.05 * float(full.abs().max())
+
+
+def test_cudagraphs_off_a_gpu_says_it_runs_as_loop(monkeypatch):
+    """compile='cudagraphs' on a CPU state warns that it is compile='loop' there (no silent fallback)."""
+    from types import SimpleNamespace
+
+    from polydiff.samplers import driver
+
+    monkeypatch.setitem(driver._COMPILED, ("cudagraphs", False), lambda loop: "ran")  # no compilation here
+    loop = SimpleNamespace(_state={"x": torch.zeros(2, 3)})
+    with pytest.warns(UserWarning, match="on this device it runs as compile='loop'"):
+        assert driver.compiled_walk("cudagraphs")(loop) == "ran"
