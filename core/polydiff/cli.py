@@ -485,7 +485,11 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
 
         grid_meta = read_grid(args.grid)
         options["grid"] = torch.tensor(grid_meta["grid"], dtype=torch.float64)
-        sampler = sampler or grid_meta.get("sampler")
+        fitted_for = grid_meta.get("sampler")
+        if sampler is not None and fitted_for is not None and sampler != fitted_for:
+            warnings.warn(f"--grid {args.grid} was fitted for {fitted_for}; --sampler {sampler} walks it as given "
+                          "(fit one for it: polydiff calibrate --sampler " + sampler + ")", stacklevel=2)
+        sampler = sampler or fitted_for
         if steps is not None and steps != len(grid_meta["grid"]) - 1:
             raise ValueError(f"--steps {steps} disagrees with --grid {args.grid} ({len(grid_meta['grid']) - 1} "
                              "steps); give only one of them")

@@ -108,6 +108,10 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
                         "--out", tmp_path / "fitted")
     meta = json.loads((tmp_path / "fitted" / "polydiff.json").read_text())
     assert code == 0 and meta["sampler"] == "unipc" and meta["steps"] == 4
+    with pytest.warns(UserWarning, match=r"was fitted for unipc; --sampler ddim walks it as given"):
+        code, _, _ = run(capsys, "sample", ckpt, "--num", 4, "--grid", tmp_path / "grid.json", "--sampler", "ddim",
+                         "--out", tmp_path / "other_sampler")
+    assert code == 0
     (tmp_path / "bad.json").write_text(json.dumps({"grid": [1.0, 0.5, 0.7]}))
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--grid", tmp_path / "bad.json", "--out", tmp_path / "s4")
     assert "bad.json: field 'grid' must be strictly decreasing" in one_line_error(code, err)
