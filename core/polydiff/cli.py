@@ -223,7 +223,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "folder refuses while the first runs.")
     s.add_argument("config", help="YAML recipe, or MODALITY:NAME for a recipe shipped with a plugin")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set train.max_steps=500 (repeatable)")
+                   help="override a recipe value, e.g. --set train.max_steps=500, or remove a key: --set '~data.n' "
+                        "(repeatable)")
     s.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
     s.add_argument("--fresh", action="store_true",
                    help="delete OUT's checkpoints and logs and start over at step 0 (the only way a run's checkpoints "

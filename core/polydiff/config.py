@@ -216,9 +216,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: str = "<config>") -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``"a.b.c=value"`` set (values parsed as YAML)."""
+    """Return a copy of ``raw`` with each ``"a.b.c=value"`` set (values parsed as YAML) and each
+    ``"~a.b.c"`` removed (a recipe key that another ``--set`` made invalid, e.g. an option of the
+    dataset ``data.name`` no longer names)."""
     out = _copy(dict(raw))
     for item in overrides:
+        if item.startswith("~") and "=" not in item:
+            *parents, last = item[1:].strip().split(".")
+            node: Any = out
+            for p in parents:
+                node = node.get(p) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or last not in node:
+                raise ConfigError(f"{source}: --set {item}: the recipe has no key {item[1:].strip()!r} to remove")
+            del node[last]
+            continue
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"{source}: --set expects key.path=value, got {item!r}")
@@ -531,7 +542,8 @@ def _check_options(cfg: Config, factory: Any, options: Mapping[str, Any], skip: 
         for k in options:
             if k not in allowed:
                 raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}; "
-                                  f"allowed: {', '.join(allowed) or 'none'}")
+                                  f"allowed: {', '.join(allowed) or 'none'} (remove a recipe key with --set "
+                                  f"'~{section}.{k}')")
     return _typed_options(factory, options, skip, section, cfg.source)
 
 

@@ -102,6 +102,10 @@ def test_yaml_file_overrides_and_roundtrip(tmp_path):
         load_config(f, ["train.lr"])
     with pytest.raises(ConfigError, match=r"r\.yaml \(with --set\): train\.lr: expected a number, got 'x'"):
         load_config(f, ["train.lr=x"])
+    # '~key' removes a recipe key (one another --set made invalid); a key that is not there is an error
+    assert load_config(f, ["~sample.eta"]).sample.options == {}
+    with pytest.raises(ConfigError, match=r"--set ~sample\.etaa: the recipe has no key 'sample\.etaa' to remove"):
+        load_config(f, ["~sample.etaa"])
     f.write_text("train: [1,\n")
     with pytest.raises(ConfigError, match=r"r\.yaml: not valid YAML"):
         load_config(f)
