@@ -59,6 +59,13 @@ from .progress import Progress
 SCHEMES = ("int8", "fp8")
 INPUTS = ("dynamic", "static")
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _own_forward(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a subclass of a quantizable layer with a forward of its own (which the
+    quantized stand-in, a plain matmul or convolution, would silently drop)."""
+    base = next(b for b in _LAYERS if isinstance(layer, b))
+    return type(layer).forward is not base.forward
 _FP8 = torch.float8_e4m3fn
 _FP8_MAX = 448.0
 _FUSED = hasattr(torch, "quantize_per_tensor")  # deprecated in torch: the plain-op path is the fallback
@@ -233,7 +240,8 @@ class QuantizedLayer(nn.Module):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-        self.scheme, self.kind, self.dynamic = scheme, type(layer).__name__, dynamic
+        kind = next(base.__name__ for base in _LAYERS if isinstance(layer, base))  # the kernel, not a subclass's name
+        self.scheme, self.kind, self.dynamic = scheme, kind, dynamic
         self.conv = {k: getattr(layer, k) for k in ("stride", "padding", "dilation", "groups")} \
             if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else None
         if self.conv is not None and layer.padding_mode != "zeros":
@@ -371,6 +379,8 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
             report.kept[name] = "not called in calibration"
         elif ob.time_only:
             report.kept[name] = "time input"
+        elif _own_forward(m):  # e.g. a weight-standardised conv: its forward is not the plain layer's
+            report.kept[name] = f"own forward ({type(m).__name__})"
         else:
             candidates[name] = QuantizedLayer(m, scheme, ob.amax, inputs == "dynamic").to(m.weight.device)
     calls = recorder.spread()

@@ -357,3 +357,25 @@ def test_a_call_overrides_a_sampler_option_the_recipe_sets(tmp_path):
     a = gen.generate(8, seed=0, progress=False, eta=1.0)
     b = gen.generate(8, seed=0, progress=False)
     assert not np.array_equal(a, b)
+
+
+def test_a_layer_subclass_with_its_own_forward_is_kept_and_a_plain_subclass_runs_its_base_kernel():
+    """A weight-standardised Conv1d (the crystals UNet's) has a forward of its own: the quantized
+    stand-in would drop it, so it stays in full precision, named; a subclass without one is
+    quantized with its base class's kernel (F.conv1d for a Conv1d subclass, whatever its name)."""
+
+    class Standardised(nn.Conv1d):
+        def forward(self, x):
+            w = (self.weight - self.weight.mean((1, 2), keepdim=True)) / (self.weight.std((1, 2), keepdim=True) + 1e-5)
+            return nn.functional.conv1d(x, w, self.bias, padding=self.padding)
+
+    class Renamed(nn.Conv1d):
+        pass
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Standardised(3, 8, 3, padding=1), Renamed(8, 4, 3, padding=1))
+    x = torch.randn(5, 3, 16)
+    qnet, rep = quantize(net, lambda m: m(x), "int8")
+    assert rep.kept == {"0": "own forward (Standardised)"} and rep.quantized == ["1"]
+    assert qnet[1].kind == "Conv1d"
+    assert torch.allclose(qnet(x), net(x), atol=0.05 * float(net(x).abs().max()))
