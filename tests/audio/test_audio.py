@@ -305,3 +305,18 @@ def test_omega_on_a_one_time_network_is_an_error_not_ignored():
     with pytest.raises(ValueError, match=r"only a SoundCTM student .* takes a guidance strength omega"):
         mod.sample(_unet(info, fields), fields, spec, SampleSettings(steps=2), Control(), seed=torch.arange(2),
                    device=torch.device("cpu"))
+
+
+def test_a_sounds_vocoder_phase_comes_from_its_seed_not_its_place_in_the_chunk():
+    """Griffin-Lim's initial phase is drawn from each sample's seed (the state's vocoder_seed), so
+    a sound is the same whatever the batch size or --processes (it was the index in the chunk)."""
+    from polydiff_audio.modality import VOCODER_SEED
+
+    mod = AudioModality()
+    info = sounds_dataset(n=24, evaluator=EVAL).info
+    mel = torch.rand(1, 64, 64) * 2 - 1
+    two = {"mel": mel.expand(2, -1, -1), "caption": torch.zeros(2, int(info["caption_length"]), dtype=torch.long)}
+    first = mod.to_native({**two, VOCODER_SEED: torch.tensor([5, 7])}, info)
+    swapped = mod.to_native({**two, VOCODER_SEED: torch.tensor([7, 5])}, info)
+    assert np.array_equal(first[0].audio, swapped[1].audio) and np.array_equal(first[1].audio, swapped[0].audio)
+    assert not np.array_equal(first[0].audio, first[1].audio)  # the seed does decide the phase

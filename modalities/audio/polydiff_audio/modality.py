@@ -55,6 +55,9 @@ KINDS = ("sound", "chorale", "stems")
 CONDITIONING = ("caption", "label", "none")
 ENCODINGS = ("tokens", "onehot")
 OMEGA = soundctm.OMEGA
+# the state entry holding each generated sample's seed: its Griffin-Lim initial phase is drawn from it, so a
+# sound does not depend on its place in a chunk (batch size, --processes)
+VOCODER_SEED = "vocoder_seed"
 EVALUATOR = {"n": 2400, "seed": 1234, "steps": 800}  # the metric classifier's training set and steps
 
 
@@ -401,7 +404,8 @@ class AudioModality(Modality):
         keys = getattr(control, "condition_keys", None)
         if keys is not None and OMEGA in keys:
             control = dataclasses.replace(control, condition_keys=[k for k in keys if k != OMEGA])
-        return super().sample(net, fields, spec, settings, control, seed=seed, device=device)
+        out = super().sample(net, fields, spec, settings, control, seed=seed, device=device)
+        return {**out, VOCODER_SEED: seed.detach().cpu()}  # each sound's Griffin-Lim phase from its own seed
 
     def to_native(self, state: Mapping[str, Tensor], info: Mapping[str, Any]) -> list[Any]:
         """Sounds (audio by Griffin-Lim from the mel), chorales, or stems (Griffin-Lim per stem)."""
@@ -588,11 +592,13 @@ def mels_to_sounds(mels: Tensor, info: Mapping[str, Any], state: Mapping[str, Te
     if info.get("latent"):
         with torch.no_grad():
             mels = autoencoder(info).decode(mels)
+    seeds = state.get(VOCODER_SEED)
     out = []
     for b, m in enumerate(mels.numpy()):
         caption = _caption_text(state["caption"][b], vocab) if "caption" in state and vocab else ""
         label = int(state["label"][b]) if "label" in state else caption_label(caption)
-        out.append(Sound(audio_of(m, spec, n_iter=n_iter, seed=b), spec.sr, caption, label, f"sample_{b:04d}"))
+        phase = b if seeds is None else int(seeds[b]) % 2**32  # (seed 0: the sample's index, as before)
+        out.append(Sound(audio_of(m, spec, n_iter=n_iter, seed=phase), spec.sr, caption, label, f"sample_{b:04d}"))
     return out
 
 
