@@ -453,6 +453,7 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     """``polydiff sample``'s work on this process: load, quantize, resolve the options, write
     the samples; returns the folder, the number of samples and ``generate_to``'s result."""
     from . import distributed
+    from .conditions import number_list
     from .generator import interrupted_run, load
 
     gen = load(args.checkpoint, device=args.device)
@@ -469,7 +470,9 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     num = args.num if args.num is not None else before.get("num", sc.num)
     seed = args.seed if args.seed is not None else before.get("seed", sc.seed)
     options = parse_pairs(args.option, "--option")
-    condition = {k: _number_list(v) for k, v in parse_pairs(args.condition, "--condition").items()}
+    # a vector written goal=0.5,0.5 (YAML reads a string) is the list of numbers it means
+    condition = {k: (number_list(v) or v) if isinstance(v, str) else v
+                 for k, v in parse_pairs(args.condition, "--condition").items()}
     control: dict[str, Any] = {"guidance_scale": args.guidance_scale, "particles": args.particles}
     control = {k: v for k, v in control.items() if v is not None}
     if args.observed is not None:
@@ -598,17 +601,6 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = _value(text)
     return out
-
-
-def _number_list(value: Any) -> Any:
-    """A condition written ``goal=0.5,0.5`` (YAML reads a string) as the list of numbers it
-    means, as :func:`polydiff.conditions.parse_condition` reads it; other values unchanged."""
-    if isinstance(value, str) and "," in value:
-        try:
-            return [float(v) for v in value.split(",")]
-        except ValueError:
-            return value
-    return value
 
 
 def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[str] = ()) -> dict[str, Any]:

@@ -54,6 +54,17 @@ def drop_condition(state: State, keys: Sequence[str], p: float, noise: Noise) ->
     return null_state(state, [k for k in keys if k in state], noise.rand(()) < p)
 
 
+def number_list(text: str) -> list[float] | None:
+    """``"0,1,2"`` -> ``[0.0, 1.0, 2.0]``: a condition vector as the command line writes it; None
+    when ``text`` is not a comma-separated list of numbers."""
+    if "," not in text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        return None
+
+
 def parse_condition(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     """``["label=3", "logp=-1.5", "vec=0,1,2"]`` (the CLI's ``--condition``) -> a dict of
     Python values (int, float or list of floats)."""
@@ -66,7 +77,9 @@ def parse_condition(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"a condition is written key=value, got {item!r}")
         try:
             if "," in value:
-                out[key] = [float(v) for v in value.split(",")]
+                out[key] = number_list(value)
+                if out[key] is None:
+                    raise ValueError(value)
             else:
                 out[key] = int(value) if value.lstrip("+-").isdigit() else float(value)
         except ValueError as err:

@@ -483,8 +483,8 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
 
     def call(loop: SamplingLoop) -> State:
         loop._state = unviewed(loop._state)  # the fields as given (not re-packed: ``x`` holds the same values)
-        leaves = torch.utils._pytree.tree_leaves(loop._state)
-        if name == "cudagraphs" and not any(isinstance(v, Tensor) and v.is_cuda for v in leaves):
+        if name == "cudagraphs" and not any(isinstance(v, Tensor) and v.is_cuda
+                                            for v in torch.utils._pytree.tree_leaves(loop._state)):
             warnings.warn("compile='cudagraphs' captures CUDA graphs on a GPU; on this device it runs as "
                           "compile='loop'", stacklevel=3)
         return graph(loop)
