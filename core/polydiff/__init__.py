@@ -25,6 +25,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
+    from pathlib import Path
+
     from .data import DataBundle, DatasetInfo
     from .generator import load
     from .grids import GRIDS, make_grid
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __g
     from .state import FieldSpec, Packer, State
     from .steering import Control, controlled_sample, steer
     from .structures import Masked, Plain, Symmetric, ZeroCoM
+    from .training import Run
 
 
 def __getattr__(name: str) -> Any:
@@ -74,7 +77,7 @@ __all__ = [
 ]
 
 
-def train(config, out_dir=None, **options):
+def train(config: Any, out_dir: str | Path | None = None, **options: Any) -> Run:
     """Train a recipe (a YAML path, a dict or a Config); see :func:`polydiff.training.train`.
 
     Imported lazily so that ``import polydiff`` does not import Lightning.

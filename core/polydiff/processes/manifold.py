@@ -59,6 +59,8 @@ class Manifold:
 
 
 class Euclidean(Manifold):
+    """Flat R^n: exp and log are addition and subtraction, the prior is N(0, I)."""
+
     prior_draw = "normal"
 
     def exp(self, x: Tensor, v: Tensor) -> Tensor:

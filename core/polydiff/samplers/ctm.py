@@ -55,7 +55,8 @@ def data_end_of(ctx: StepContext) -> float:
           "gamma = 0 deterministic (1 step = one-step generation), gamma in (0, 1] CTM's gamma-sampling "
           "(stochastic; gamma = 1: consistency-model multistep); t_end: data end (default: schedule t_min)",
           loop="calls", gamma=0.0, t_end=None)
-def ctm(x: Tensor, d: Tensor | None, e: Tensor | None, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
+def ctm(x: Tensor, d: Tensor | None, e: Tensor | None, ct: Coefs, cs: Coefs,
+        hist: object, ctx: StepContext) -> tuple[Tensor, object]:
     gamma = float(ctx.options["gamma"])
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"ctm: gamma must lie in [0, 1], got {gamma}")

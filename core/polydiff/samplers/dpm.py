@@ -170,21 +170,24 @@ _ORDERS_DOC = ("; option orders: one order per step (None: all of the method's; 
 
 
 @register("dpm_solver1", "DPM-Solver-1 (singlestep, noise prediction): identical to DDIM")
-def dpm_solver1(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
+def dpm_solver1(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+                hist: object, ctx: StepContext) -> tuple[Tensor, object]:
     return _dpm_solver(x, d, e, ct, cs, ctx, 1), hist
 
 
 @register("dpm_solver2", "DPM-Solver-2 (Lu et al. 2022): singlestep 2nd order, 2 NFE/step; stage at the log-SNR "
           "midpoint (stages='logsnr') or at the middle point of a twice finer grid (stages='grid', as diffusers)"
           + _ORDERS_DOC, nfe_per_step=2, budget=_singlestep_budget(2), stages="logsnr", orders=None)
-def dpm_solver2(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
+def dpm_solver2(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+                hist: object, ctx: StepContext) -> tuple[Tensor, object]:
     return _dpm_solver(x, d, e, ct, cs, ctx, 2), hist
 
 
 @register("dpm_solver3", "DPM-Solver-3 (Lu et al. 2022): singlestep 3rd order, 3 NFE/step; stages at 1/3 and 2/3 "
           "of the log-SNR step (stages='logsnr') or the inner points of a 3x finer grid (stages='grid', diffusers)"
           + _ORDERS_DOC, nfe_per_step=3, budget=_singlestep_budget(3), stages="logsnr", orders=None)
-def dpm_solver3(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: object, ctx: StepContext):
+def dpm_solver3(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+                hist: object, ctx: StepContext) -> tuple[Tensor, object]:
     return _dpm_solver(x, d, e, ct, cs, ctx, 3), hist
 
 
@@ -196,7 +199,8 @@ def _push(hist: tuple | None, item: tuple, keep: int) -> tuple:
 
 @register("dpm++2m", "DPM-Solver++(2M): 2nd-order multistep, data prediction (Lu et al. 2022)",
           lower_order_final=True)
-def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def dpmpp_2m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+             hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """``x_s = (sigma_s/sigma_t) x + alpha_s (1 - e^-h) D`` with ``D = x0 + (x0 - x0_prev) h / (2 h_prev)``
     (the 'midpoint' form of the paper, k-diffusion and diffusers)."""
     hist = hist or ()
@@ -219,7 +223,8 @@ def _dpmpp_2m_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs
 @register("dpm++3m", "DPM-Solver++(3M): multistep on the last 3 data predictions (Lu et al. 2022); variant "
           "published (the dpm-solver / diffusers update, observed order 2) or lagrange (exact integration, order 3)",
           lower_order_final=True, variant="published")
-def dpmpp_3m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def dpmpp_3m(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+             hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """The data prediction as the polynomial in ``v = (lam - lam_t) / h`` through the last
     three outputs, ``x0 ~ c_0 + c_1 v + c_2 v^2``, integrated against ``e^(tau - h)``.
 
@@ -275,7 +280,8 @@ def _dpmpp_coefs(ct: Coefs, cs: Coefs, prev: list[Tensor], stages: list[Coefs], 
 
 @register("dpm++2m_sde", "SDE-DPM-Solver++(2M) (Lu et al. 2022): stochastic 2nd-order multistep, data prediction",
           stochastic=True, lower_order_final=True, solver_type="midpoint")
-def dpmpp_2m_sde(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def dpmpp_2m_sde(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+                 hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """Exact solution of the data-prediction SDE's linear part,
     ``x_s = (sigma_s/sigma_t) e^-h x + alpha_s (1 - e^-2h) x0 + sigma_s sqrt(1 - e^-2h) z``,
     plus a multistep first-derivative term: ``solver_type="midpoint"`` (diffusers' and

@@ -32,7 +32,8 @@ def _velocity(d: Tensor, e: Tensor, c: Coefs) -> Tensor:
 @register("ddim", "DDIM (Song et al.): deterministic for eta = 0, DDPM's posterior for eta = 1", eta=0.0)
 @register("ddpm", "ancestral DDPM: a draw from the posterior q(x_s | x_t, x0_hat) (= DDIM, eta 1)",
           stochastic=True, eta=1.0)
-def ddim(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def ddim(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     eta = ctx.options["eta"]
     if eta == 0:
         return cs.alpha * d + cs.sigma * e, hist
@@ -41,13 +42,15 @@ def ddim(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, c
 
 
 @register("euler", "probability-flow ODE, explicit Euler in t (flow matching's default)")
-def euler(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def euler(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+          hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     return torch.addcmul(x, ctx.s - ctx.t, _velocity(d, e, ct)), hist
 
 
 @register("heun", "probability-flow ODE, Heun's 2nd-order method in t (EDM's deterministic sampler)",
           nfe_per_step=2)
-def heun(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def heun(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     dt = ctx.s - ctx.t
     v1 = _velocity(d, e, ct)
     d2, e2 = ctx.denoise(torch.addcmul(x, dt, v1), ctx.s)
@@ -55,7 +58,8 @@ def heun(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, c
 
 
 @register("euler_maruyama", "reverse-time SDE of the forward process, Euler-Maruyama", stochastic=True)
-def euler_maruyama(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def euler_maruyama(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+                   hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     dt = ctx.s - ctx.t  # negative
     f = ct.dalpha / ct.alpha
     g2 = 2 * ct.sigma * ct.dsigma - 2 * f * ct.sigma**2
@@ -87,7 +91,8 @@ def _rms(v: Tensor) -> float:
 @register("rk45", "probability-flow ODE, adaptive Dormand-Prince 5(4) in each grid interval (NFE 0 = adaptive; "
           "syncs to the host for step-size control)",
           nfe_per_step=0, rtol=1e-5, atol=1e-5)
-def rk45(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def rk45(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     """Adaptive Dormand-Prince 5(4) on the PF-ODE ``dx/dt = dalpha x0 + dsigma eps`` from ``t``
     to ``s`` (the whole way with ``steps=1``). ``nfe_per_step = 0`` means adaptive: each
     accepted or rejected sub-step costs 6 model calls.
@@ -133,7 +138,8 @@ def rk45(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, c
 @register("edm", "EDM sampler (Karras et al. 2022, Alg. 2): Heun with stochastic churn s_churn, s_tmin, s_tmax, "
           "s_noise; deterministic Heun for s_churn = 0", nfe_per_step=2, stochastic=True,
           lazy=lambda o: o["s_churn"] > 0, s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0)
-def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+        hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     """Karras et al.'s Algorithm 2 for any affine schedule.
 
     Churn raises the noise level from ``rho = sigma/alpha`` to ``rho (1 + gamma)``, with
@@ -180,7 +186,7 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ct
 @register("pc", "predictor-corrector (Song et al. 2021): n_corrector Langevin steps at signal-to-noise snr "
           "(GDSS's scale_eps), then a reverse-diffusion predictor; 1 + n_corrector NFE/step",
           nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0, norm="batch")
-def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext):
+def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     """Langevin corrector then reverse-diffusion predictor (score_sde's PC sampler).
 
     Corrector: ``x += eps_L score + sqrt(2 eps_L) scale_eps z`` with

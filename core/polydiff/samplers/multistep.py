@@ -57,7 +57,8 @@ def _transfer(d: Tensor, e: Tensor, e_hat: Tensor | None, ct: Coefs, cs: Coefs) 
 @register("deis", "DEIS (Zhang & Chen 2022): Lagrange polynomial of eps in log rho (default, as diffusers' "
           "DEISMultistepScheduler) or in rho = sigma/alpha, integrated exactly in rho; order 1 is DDIM",
           order=3, lower_order_final=True, space="logrho")
-def deis(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def deis(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """``eps_hat`` is the mean over ``[rho_t, rho_s]`` of the polynomial through the last
     ``order`` noise predictions (variable steps, per element), as a function of:
 
@@ -126,7 +127,8 @@ def _momentum(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple
 @register("pndm", "PLMS / pseudo linear multistep (Liu et al. 2022): Adams-Bashforth on eps with DDIM's transfer; "
           "warm-up by a pseudo improved Euler step (as diffusers / LDM, N + 1 calls) or lower-order AB",
           order=4, lower_order_final=False, warmup="improved_euler")
-def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """Fixed Adams-Bashforth weights (55, -59, 37, -9) / 24 for order 4, as in PLMS: they
     assume evenly spaced steps, so on other grids the method is consistent but of low order.
 
@@ -150,7 +152,8 @@ def pndm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | No
 
 @register("ghvb", "generalised heavy-ball momentum on PLMS (Wizadwongsa et al. 2023): order + beta; beta = 1 is PLMS",
           order=4, beta=0.8, lower_order_final=True)
-def ghvb(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def ghvb(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+         hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """GHVB ``order - 1 + beta`` ("GHVB 1.8" is order 2, beta 0.8): the velocity is an
     exponential moving average of ``eps``, combined by AB-like weights so the method keeps
     order ``order`` (on evenly spaced steps) with a larger stability region; beta = 1 is PLMS
@@ -185,7 +188,8 @@ def _unipc_update(base: Tensor, m0: Tensor, others: list[tuple[Tensor, Tensor]],
 @register("unipc", "UniPC (Zhao et al. 2023): UniP predictor + UniC corrector reusing the next model call, "
           "data prediction, order 1-3, variant bh1/bh2", order=2, variant="bh2", lower_order_final=True,
           disable_corrector=False)
-def unipc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: tuple | None, ctx: StepContext):
+def unipc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
+          hist: tuple | None, ctx: StepContext) -> tuple[Tensor, object]:
     """UniPC-p with the UniC corrector (one model call per step, order ``p + 1``).
 
     The corrector of the previous step needs the model output at the point it predicted,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def _project(pos: np.ndarray) -> np.ndarray:
     return c @ vt[:2].T
 
 
-def draw_molecule(ax, mol: Molecule, title: str = "") -> None:
+def draw_molecule(ax: Any, mol: Molecule, title: str = "") -> None:
     """One molecule on ``ax``: bonds as lines (double / triple thicker), atoms as discs."""
     from .metrics import infer_bonds
 

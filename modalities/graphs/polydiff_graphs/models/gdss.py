@@ -301,7 +301,7 @@ def _reverse_linear(x: Tensor, a_from: Tensor, s_from: Tensor, a_to: Tensor, s_t
           "predictor (reverse linear half step, score-drift Euler step, reverse linear half step); "
           "norm='sample' for per-sample Langevin norms (batch-independent samples)", stochastic=True, snr=0.1,
           scale_eps=1.0, norm="batch", denoise=True)
-def s4(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: Any, ctx: StepContext):
+def s4(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: Any, ctx: StepContext) -> tuple[Tensor, object]:
     """One S4 step from ``t`` to ``s`` (Jo et al. 2022, Algorithm 2; GDSS ``solver.py``).
 
     With ``score = -eps / sigma_t`` evaluated once at ``(x, t)``:

@@ -161,7 +161,8 @@ class PushTEnv(GoalEnv):
         self.space.reindex_shapes_for_body(self.block)
         self.space.reindex_shapes_for_body(self.agent)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: at ``options["state"]`` (exactly) or at a published random start.
 
         Random starts draw the published distribution with the published legacy RandomState, so
@@ -188,7 +189,7 @@ class PushTEnv(GoalEnv):
         obs = self.get_state()
         return obs, self._info(self.coverage())
 
-    def step(self, action: np.ndarray):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One 100 ms control step: the PD law towards ``action`` (clipped to the window), 10 substeps."""
         target = np.asarray(action, np.float64).reshape(2)
         if not np.isfinite(target).all():
