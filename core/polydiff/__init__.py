@@ -77,11 +77,13 @@ __all__ = [
 ]
 
 
-def train(config: Any, out_dir: str | Path | None = None, **options: Any) -> Run:
-    """Train a recipe (a YAML path, a dict or a Config); see :func:`polydiff.training.train`.
-
-    Imported lazily so that ``import polydiff`` does not import Lightning.
-    """
+def train(config: Any, out_dir: str | Path | None = None, *, overrides: Any = (), fresh: bool = False,
+          callbacks: Any = (), verbose: bool = True) -> Run:
+    """Train a recipe (a YAML path, ``"<modality>:<recipe>"``, a dict or a Config) into
+    ``out_dir`` and return the :class:`~polydiff.training.Run`; ``overrides`` as ``--set``
+    takes them (``["train.max_steps=100"]``) or as a dict (``{"train.max_steps": 100}``).
+    See :func:`polydiff.training.train` (imported lazily, so that ``import polydiff`` does not
+    import Lightning)."""
     from .training import train as _train
 
-    return _train(config, out_dir, **options)
+    return _train(config, out_dir, overrides=overrides, fresh=fresh, callbacks=callbacks, verbose=verbose)

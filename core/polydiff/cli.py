@@ -55,6 +55,7 @@ from .registry import (
     available_modalities,
     check_options,
     load_modality,
+    no_option,
     plugins_fingerprint,
 )
 
@@ -243,8 +244,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=non_negative_int, help="seed (default: the recipe's sample.seed)")
     s.add_argument("--out", type=Path, help="output folder (default: RUN/samples)")
     s.add_argument("--batch-size", type=positive_int,
-                   help="samples generated and written at once: bounds memory; the samples do not depend on it "
-                        "(default: the recipe's sample.batch_size, else 1024)")
+                   help="samples generated and written at once: bounds memory; each sample has its own seed, so "
+                        "the samples do not depend on it up to float rounding (batched products may differ in the "
+                        "last digits; with the same --batch-size, --processes N gives the same bytes) (default: the "
+                        "recipe's sample.batch_size, else 1024)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
     s.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",
                    help="condition of the samples, e.g. label=3, goal=0.5,0.5 (repeatable)")
@@ -544,6 +547,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoints import SHARDED_META
     from .generator import evaluate_samples, load
+    from .modality import check_metrics
 
     cfg = load_config(args.config) if args.config is not None else None
     target: Path = args.target
@@ -566,8 +570,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # the modality's evaluate_model generates with its own call: --sampler / --steps / --quiet reach it as the
         # generator's defaults
         with gen.sampling_defaults(sampler=args.sampler, steps=args.steps, progress=_progress(args)):
-            metrics = gen.modality.evaluate_model(gen, num=num, seed=sc.seed if args.seed is None else args.seed,
-                                                  **options)
+            metrics = check_metrics(gen.modality.evaluate_model(
+                gen, num=num, seed=sc.seed if args.seed is None else args.seed, **options), gen.modality.name,
+                "evaluate_model")
         result.update(modality=gen.modality.name, metrics=metrics)
     elif target.exists():
         if options or any(v is not None for v in (args.num, args.seed, args.sampler, args.steps)):
@@ -612,7 +617,7 @@ def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[s
         allowed = [k for k in params if k not in skip and k != "self"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
-            raise ValueError(f"{what} has no option {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+            raise ValueError(no_option(what, unknown, allowed))
     try:
         return check_options(fn, options)
     except ValueMismatch as err:

@@ -191,7 +191,7 @@ def recipe_path(name: str | Path) -> Path:
     return table[recipe]
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Config:
     """Read a YAML recipe (a path or ``<modality>:<recipe>``), apply ``key.sub=value``
     overrides and check it."""
     path = recipe_path(path)
@@ -215,12 +215,21 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         raise ConfigError(f"{path} (with --set): {str(err)[len(head):]}") from None
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: str = "<config>") -> dict[str, Any]:
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any],
+                    source: str = "<config>") -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``"a.b.c=value"`` set (values parsed as YAML) and each
     ``"~a.b.c"`` removed (a recipe key that another ``--set`` made invalid, e.g. an option of the
-    dataset ``data.name`` no longer names)."""
+    dataset ``data.name`` no longer names). From Python, ``overrides`` may also be a dict
+    ``{"a.b.c": value}`` (values taken as they are)."""
     out = _copy(dict(raw))
-    for item in overrides:
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    given = dict(overrides) if isinstance(overrides, Mapping) else None
+    for item in given if given is not None else overrides:
+        if given is not None:
+            item = f"{item}="  # the value is given, not parsed
+        if not isinstance(item, str):
+            raise ConfigError(f"{source}: an override is 'key.path=value' (or a dict key.path -> value), got {item!r}")
         if item.startswith("~") and "=" not in item:
             *parents, last = item[1:].strip().split(".")
             node: Any = out
@@ -234,7 +243,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str], source: st
         if not eq or not key.strip():
             raise ConfigError(f"{source}: --set expects key.path=value, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = given[key] if given is not None else yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: --set {key.strip()}: {text!r} is not valid YAML at "
                               f"{yaml_problem(err, '--set', lines=False)}; quote a string value") from None

@@ -124,6 +124,10 @@ def rotate(*keys: str, mask: str | None = None) -> Augment:
     from .processes.so3 import random_rotation
 
     def augment(batch: State, generator: torch.Generator) -> State:
+        missing = [k for k in (*keys, *([mask] if mask else [])) if k not in batch]
+        if missing:
+            raise KeyError(f"the augmentation rotate({', '.join(map(repr, keys))}, mask={mask!r}) needs the entries "
+                           f"{missing}, which the dataset's states lack (entries: {sorted(batch)})")
         out = dict(batch)
         first = batch[keys[0]]
         q = random_rotation((first.shape[0],), generator=generator, dtype=first.dtype).to(first.device)
@@ -200,4 +204,20 @@ def default_collate(items: Sequence[State]) -> State:
     if not items:
         raise ValueError("cannot collate an empty batch")
     keys = items[0].keys()
-    return {k: torch.stack([it[k] for it in items]) for k in keys}
+    try:
+        return {k: torch.stack([it[k] for it in items]) for k in keys}
+    except (KeyError, RuntimeError, TypeError):  # say which item and entry do not fit
+        for i, it in enumerate(items):
+            if it.keys() != keys:
+                raise ValueError(f"cannot collate: item {i} has the entries {sorted(it)}, item 0 {sorted(keys)}"
+                                 ) from None
+            for k in keys:
+                if not isinstance(it[k], Tensor):
+                    raise ValueError(f"cannot collate entry {k!r}: item {i} holds a {type(it[k]).__name__}, not a "
+                                     "tensor") from None
+                if it[k].shape != items[0][k].shape:
+                    raise ValueError(f"cannot collate entry {k!r}: item {i} has shape {tuple(it[k].shape)}, item 0 "
+                                     f"{tuple(items[0][k].shape)}; pad variable-size items to one width (with a "
+                                     "mask entry) in the dataset, or give the DataBundle a collate that pads"
+                                     ) from None
+        raise

@@ -64,7 +64,7 @@ from . import distributed
 from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
 from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
-from .modality import Modality
+from .modality import Modality, check_metrics
 from .progress import Progress
 from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
@@ -552,7 +552,7 @@ class Generator:
     def evaluate(self, objects: Any, reference: Any = None) -> dict[str, float]:
         """The modality's metrics of ``objects`` against ``reference`` (default: the recipe's data)."""
         ref = self.reference() if reference is None else reference
-        return self.modality.evaluate(objects, ref, self.info)
+        return check_metrics(self.modality.evaluate(objects, ref, self.info), self.modality.name)
 
     def plot(self, objects: Any, path: str | Path) -> Path | None:
         """The modality's figure of ``objects`` (over the reference when the plot accepts one)."""
@@ -625,7 +625,7 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
         info = data.info
     objects = mod.read(target)
     try:
-        metrics = mod.evaluate(objects, ref_objects, info)
+        metrics = check_metrics(mod.evaluate(objects, ref_objects, info), name)
         flags = {k: list(v) for k, v in mod.flags(objects, info).items()}
     except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which files hold them
         if str(target) in str(err):

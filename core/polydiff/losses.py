@@ -117,6 +117,22 @@ def sample_time(fields: Mapping[str, FieldSpec], noise: Noise, density: str = "u
     return TIME_DENSITIES.get(density)(ref, u, n, **options)
 
 
+def prediction_shape(spec: FieldSpec, x: Tensor) -> tuple[int, ...]:
+    """The shape a network's prediction for a field of value ``x`` must have: ``x``'s own, plus
+    a last axis of logits over the vocabulary for a categorical field."""
+    return (*x.shape, spec.process.vocab) if spec.kind == "categorical" else tuple(x.shape)
+
+
+def check_prediction_shape(key: str, spec: FieldSpec, pred: Tensor, x: Tensor) -> None:
+    """Raise ValueError naming the field when a prediction has the wrong shape (a mismatch would
+    otherwise broadcast silently or fail deep inside the loss)."""
+    want = prediction_shape(spec, x)
+    if tuple(pred.shape) != want:
+        raise ValueError(f"the network's prediction for field {key!r} has shape {tuple(pred.shape)}; the field "
+                         f"needs {want}" + (" (the field's value, then logits over the vocabulary)"
+                                            if spec.kind == "categorical" else " (the field's own shape)"))
+
+
 def gaussian_loss(pred: Tensor, x0: Tensor, eps: Tensor, x_t: Tensor, c: Coefs, spec: FieldSpec, state: State,
                   weighting: str = "prediction", **options: float) -> Tensor:
     """Per-sample loss (B,) of one Gaussian field, averaged over its free entries."""
@@ -211,6 +227,7 @@ def diffusion_loss(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[s
         if k not in out:
             raise KeyError(f"the network returned no prediction for field {k!r} (got {sorted(out)})")
         x0 = batch[k]
+        check_prediction_shape(k, f, out[k], x0)
         if f.kind == "gaussian":
             eps, c = aux[k]
             per = gaussian_loss(out[k].to(x0.dtype), x0, eps, noisy[k], c, f, batch, weighting, **w_opts)

@@ -70,6 +70,22 @@ def _size(ds: Dataset | None) -> int:
         return 1
 
 
+def check_metrics(metrics: Any, modality: str, where: str = "evaluate") -> dict[str, Any]:
+    """``metrics`` as a dict of name -> real number (NaN where undefined), else a ValueError
+    naming the modality and the metric: a plugin's ``evaluate`` / ``evaluate_model`` output
+    is printed and written to JSON as numbers."""
+    import numbers
+
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"modality {modality!r}: {where} returned a {type(metrics).__name__}, not a dict of metric "
+                         "name -> number")
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise ValueError(f"modality {modality!r}: {where} gave the metric {k!r} the value {v!r}, which is not a "
+                             "number (a metric is a float, NaN where undefined)")
+    return dict(metrics)
+
+
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
     """The YAML recipes shipped as package data in ``package/folder`` (name -> path), read
     with :mod:`importlib.resources` so they are found in wheels as in checkouts."""

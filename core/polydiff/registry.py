@@ -31,6 +31,13 @@ from typing import Any
 ENTRY_POINT_GROUP = "polydiff.modalities"
 
 
+def no_option(what: str, unknown: Sequence[str], allowed: Sequence[str]) -> str:
+    """``"<what> has no option x; allowed: a, b"``, with "did you mean" for a near miss."""
+    close = [m for u in unknown for m in difflib.get_close_matches(u, list(allowed), n=1)]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"{what} has no option {', '.join(unknown)}{hint}; allowed: {', '.join(allowed) or 'none'}"
+
+
 class RegistryError(KeyError):
     """An unknown name, or bad options for a registered component."""
 
@@ -87,8 +94,7 @@ class Registry:
         if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(options) - set(params))
             if unknown:
-                allowed = ", ".join(p for p in params if p != "self") or "none"
-                raise RegistryError(f"{self.kind} {name!r} has no option {', '.join(unknown)}; allowed: {allowed}")
+                raise RegistryError(no_option(f"{self.kind} {name!r}", unknown, [p for p in params if p != "self"]))
         # values a recipe can hold are checked against the annotations; objects a program passes are the factory's
         plain = {k: v for k, v in options.items() if is_plain(v)}
         try:
@@ -176,15 +182,32 @@ def load_modality(name: str, **options: Any) -> Any:
         close = difflib.get_close_matches(name, list(eps), n=1)
         hint = f"Did you mean {close[0]!r}?" if close else install_hint(name)  # a typo, not a missing plugin
         raise ModalityNotFound(f"no polydiff modality {name!r} is installed (installed: {have}). {hint}")
+    ep = eps[name]
+    dist = getattr(ep, "dist", None)
+    where = f"the entry point {name} = {ep.value!r}" + (f" of {dist.name}" if dist is not None else "")
     try:
-        obj = eps[name].load()
+        obj = ep.load()
     except ModuleNotFoundError as err:
-        dist = getattr(eps[name], "dist", None)
-        raise ModalityNotFound(
-            f"modality {name!r} needs the module {err.name!r}, which is not installed. Reinstalling the plugin "
-            f"installs its dependencies: {install_hint(name, dist.name if dist is not None else None)}"
-        ) from err
-    return obj(**options) if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "name")) else obj
+        if err.name and ep.module.split(".")[0] == err.name.split(".")[0] and ep.module.startswith(err.name):
+            raise ModalityNotFound(f"{where} names the module {err.name!r}, which does not exist: fix "
+                                   "[project.entry-points.\"polydiff.modalities\"] in the plugin's pyproject.toml and "
+                                   "install it again") from err
+        hint = install_hint(name, dist.name if dist is not None else None)
+        raise ModalityNotFound(f"modality {name!r} needs the module {err.name!r}, which is not installed; installing "
+                               f"the plugin pulls in its dependencies. {hint}") from err
+    except AttributeError as err:
+        raise ModalityNotFound(f"{where} names {ep.attr!r}, which the module {ep.module!r} does not define: fix "
+                               "[project.entry-points.\"polydiff.modalities\"] in the plugin's pyproject.toml") from err
+    if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "name")):
+        obj = obj(**options)
+    for attr in ("name", "datasets", "fields", "network"):
+        if not hasattr(obj, attr):
+            raise ModalityNotFound(f"{where} gives a {type(obj).__name__}, not a modality (no {attr!r}): point it at "
+                                   "a polydiff.plugin.Modality subclass")
+    if obj.name != name:
+        raise ModalityNotFound(f"{where} gives a modality named {obj.name!r}; its name must be the entry point's "
+                               f"name, {name!r} (samples and checkpoints record it to find the plugin again)")
+    return obj
 
 
 def install_hint(name: str, distribution: str | None = None) -> str:

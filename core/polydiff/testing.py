@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -489,12 +489,12 @@ class ContractReport:
     """What :func:`check_modality` exercised (for a plugin's test to assert more on)."""
 
     modality: Any
-    info: dict[str, Any]
-    fields: dict[str, Any]
-    net: nn.Module
-    batch: dict[str, Tensor]
-    state: dict[str, Any]
-    objects: Any
+    info: dict[str, Any] = field(repr=False)
+    fields: dict[str, Any] = field(repr=False)
+    net: nn.Module = field(repr=False)
+    batch: dict[str, Tensor] = field(repr=False)
+    state: dict[str, Any] = field(repr=False)
+    objects: Any = field(repr=False)
     paths: list[Any]
     metrics: dict[str, float]
     flags: dict[str, list[Any]]
@@ -525,10 +525,16 @@ class _Offline:
         self._socket.socket.connect = self._connect  # type: ignore[method-assign]
 
 
-def _field_output_shape(spec: Any, x: Tensor) -> tuple[int, ...]:
-    if spec.kind == "categorical":
-        return (*x.shape, spec.process.vocab)
-    return tuple(x.shape)
+def _shape_error(fields: Mapping[str, Any], batch: Mapping[str, Tensor],
+                 out_shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Why the recorded prediction shapes do not fit the fields, or None."""
+    from .losses import prediction_shape
+
+    for k, f in fields.items():
+        want = prediction_shape(f, batch[k])
+        if k in out_shapes and out_shapes[k] != want:
+            return f"the prediction of field {k!r} has shape {out_shapes[k]}, expected {want}"
+    return None
 
 
 def _states_close(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
@@ -567,6 +573,7 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
 
     from .data import check_info, default_collate
     from .losses import diffusion_loss
+    from .modality import check_metrics
     from .random import Noise
     from .samplers.base import SampleSettings
     from .steering import Control
@@ -596,13 +603,23 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
         if getattr(spec, "kind", None) not in ("gaussian", "categorical", "manifold"):
             raise _fail("fields", f"field {k!r} is not a FieldSpec")
     spec = modality.prior_state(n, info, torch.Generator().manual_seed(seed))
-    for k in fields:
+    for k, f in fields.items():
         if k not in spec:
             raise _fail("prior_state", f"no shape or value for field {k!r}")
         shape = tuple(spec[k].shape if isinstance(spec[k], Tensor) else spec[k])
-        if shape[0] != n or shape[1:] != tuple(batch[k].shape[1:]):
-            raise _fail("prior_state", f"field {k!r} has shape {shape}, the data's states {tuple(batch[k].shape)} "
-                                       f"(batch {n})")
+        mask = getattr(f.structure, "mask", None)
+        if mask is not None and not isinstance(spec.get(mask), Tensor):
+            raise _fail("prior_state", f"field {k!r} has the structure {type(f.structure).__name__}({mask!r}), but the "
+                                       f"prior state has no tensor {mask!r} (entries: {sorted(spec)})")
+        # a padded axis (one as long as the mask's) may be as wide as the data's padding or the largest size drawn
+        width = batch[mask].shape[1] if mask in batch and batch[mask].dim() > 1 else None
+        data = tuple(batch[k].shape)
+        fits = shape[0] == n and len(shape) == len(data) and all(
+            a == b or (b == width and a == spec[mask].shape[1]) for a, b in zip(shape[1:], data[1:], strict=True))
+        if not fits:
+            raise _fail("prior_state", f"field {k!r} has shape {shape}, the data's states {data} (batch {n}"
+                                       + (f"; axes as long as the mask {mask!r} may be padded to the prior's "
+                                          f"{mask!r} instead" if width else "") + ")")
     checked.append("fields and prior_state agree with the data")
     net = modality.network(model.pop("name", None), info, fields, **model)
     net.train()
@@ -614,11 +631,15 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
         out_shapes.update({k: tuple(out[k].shape) for k in fields if k in out})
         return out
 
-    loss, _ = diffusion_loss(recording, fields, batch, noise)
-    for k, f in fields.items():
-        want = _field_output_shape(f, batch[k])
-        if out_shapes.get(k) != want:
-            raise _fail("network", f"the prediction of field {k!r} has shape {out_shapes.get(k)}, expected {want}")
+    try:
+        loss, _ = diffusion_loss(recording, fields, batch, noise)
+    except Exception as err:
+        shape_error = _shape_error(fields, batch, out_shapes)
+        raise _fail("network" if shape_error else "training step",
+                    shape_error or f"the loss failed: {type(err).__name__}: {err}") from err
+    shape_error = _shape_error(fields, batch, out_shapes)
+    if shape_error:
+        raise _fail("network", shape_error)
     if not torch.isfinite(loss):
         raise _fail("training step", f"the loss is {float(loss)}")
     loss.backward()
@@ -635,10 +656,16 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     with torch.no_grad():
         state = modality.sample(net, fields, spec, settings, Control(), seed=torch.arange(n) + seed * 1_000_003,
                                 device=torch.device("cpu"))
-    for k in fields:
+    for k, f in fields.items():
         v = state.get(k)
         if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise _fail("sampling", f"field {k!r} of the samples is not finite")
+        if f.kind == "gaussian" and isinstance(v, Tensor) and v.is_floating_point():
+            off = float((f.structure.project(v, state) - v).abs().max())
+            if off > 1e-4 * max(1.0, float(v.abs().max())):
+                raise _fail("sampling", f"field {k!r} of the samples leaves its structure "
+                                        f"{type(f.structure).__name__} by up to {off:.3g} (padding not zero, centre "
+                                        "of mass not zero, ...)")
     objects = modality.to_native(state, info)
     if len(objects) != n:
         raise _fail("to_native", f"{len(objects)} objects from {n} samples")
@@ -689,7 +716,10 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
             raise _fail("write then read", f"the objects read back differ from those written: {why}")
     checked.append("write then read round-trips")
     reference = modality.reference(bundle)
-    metrics = modality.evaluate(objects, reference, info)
+    try:
+        metrics = check_metrics(modality.evaluate(objects, reference, info), modality.name)
+    except ValueError as err:
+        raise _fail("evaluate", str(err)) from err
     if not metrics:
         raise _fail("evaluate", "no metric")
     for k, v in metrics.items():  # NaN marks an undefined metric (e.g. uniqueness of zero valid molecules)

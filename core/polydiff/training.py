@@ -619,7 +619,10 @@ class Run:
         return load(self.checkpoint, device=device)
 
 
-def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()) -> Config:
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: Overrides = ()) -> Config:
     """A checked :class:`Config` from a recipe object, a plain dict or a YAML path."""
     if isinstance(config, Config):
         if overrides:
@@ -631,9 +634,12 @@ def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: S
 
 
 def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path | None = None, *,
-          overrides: Sequence[str] = (), fresh: bool = False, callbacks: Sequence[Callback] = (),
+          overrides: Overrides = (), fresh: bool = False, callbacks: Sequence[Callback] = (),
           verbose: bool = True) -> Run:
     """Train a recipe into ``out_dir`` (default ``runs/<recipe name>``) and return the :class:`Run`.
+
+    ``overrides``: ``["train.max_steps=100", ...]`` as ``--set`` takes them, or a dict
+    ``{"train.max_steps": 100}``.
 
     If ``out_dir/checkpoints`` holds checkpoints the run resumes from the newest intact one
     (see the module docstring for what refuses instead); ``fresh`` deletes earlier checkpoints

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..processes.gaussian import Coefs
-from ..registry import Registry, RegistryError, ValueMismatch, check_value, is_plain
+from ..registry import Registry, RegistryError, ValueMismatch, check_value, is_plain, no_option
 
 
 class StepContext(NamedTuple):
@@ -107,8 +107,7 @@ class SamplerDef:
         type clearly (see :meth:`check`)."""
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
-            allowed = ", ".join(sorted(self.defaults)) or "none"
-            raise RegistryError(f"sampler {self.name!r} has no option {', '.join(unknown)}; allowed: {allowed}")
+            raise RegistryError(no_option(f"sampler {self.name!r}", unknown, sorted(self.defaults)))
         out = dict(self.defaults)
         for k, v in given.items():
             try:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..processes.categorical import Absorbing, CategoricalProcess
 from ..random import Noise, sample_categorical
+from ..registry import no_option
 from ..state import FieldSpec, State, field_mask
 from .base import CategoricalContext, SampleSettings, register
 
@@ -142,8 +143,7 @@ def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec
     opts = {"tokens_per_step": 1, "precision": "float64", **dict(settings.options)}
     unknown = sorted(set(opts) - {"tokens_per_step", "precision"})
     if unknown:
-        raise ValueError(f"sampler 'first_hitting' has no option {', '.join(unknown)}; allowed: tokens_per_step, "
-                         "precision")
+        raise ValueError(no_option("sampler 'first_hitting'", unknown, ["tokens_per_step", "precision"]))
     spec = fields[name]
     x = state[name]
     valid = field_mask(spec, state, x)

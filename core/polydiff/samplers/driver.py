@@ -235,7 +235,7 @@ class SamplingLoop:
             pred = out[k]
             pred = pred if pred.dtype == self.dtype else pred.to(self.dtype)
             d, e = (None, pred) if not x0 and f.prediction == "eps" else to_x0_eps(pred, f.prediction, xs[k], views[k])
-            if not isinstance(f.structure, Plain):
+            if type(f.structure).project is not Plain.project:  # skip only identity projections
                 d, e = (f.structure.project(d, st) if x0 else None), f.structure.project(e, st)
             ds[k], es[k] = d, e
         return (p.pack(ds) if x0 else None), p.pack(es)

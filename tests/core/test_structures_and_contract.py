@@ -1,0 +1,205 @@
+"""Field structures hold during sampling whatever the network does, the contract kit accepts
+variable-size plugins and names what a broken one gets wrong, and plugin loading, metric
+output, collation, augmentation and recipe overrides fail with errors that say what to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clouds_plugin import CloudsModality, OffsetNet
+
+import polydiff
+from polydiff import registry
+from polydiff.cli import main as cli
+from polydiff.config import LossConfig, SampleConfig, TrainConfig, apply_overrides
+from polydiff.data import default_collate, rotate
+from polydiff.modality import check_metrics
+from polydiff.plugin import FieldSpec, GaussianProcess, Masked, Symmetric, ZeroCoM, sample
+from polydiff.techniques import Techniques
+from polydiff.testing import check_modality
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _ones(state, t):  # a network that ignores every structure: 1 everywhere, padding included
+    return {k: torch.ones_like(v) for k, v in state.items() if k != "mask"}
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim", "dpm++2m", "heun", "unipc", "euler_maruyama"])
+@pytest.mark.parametrize("prediction", ["velocity", "x0", "eps"])
+def test_samplers_project_predictions_onto_the_field_structure(sampler, prediction):
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    m = mask[..., None].double()
+    for structure, shape in [(ZeroCoM("mask"), (2, 5, 3)), (Masked("mask"), (2, 5, 3)), (Symmetric("mask"), (2, 5, 5))]:
+        field = FieldSpec(GaussianProcess("vp_linear"), structure, prediction)
+        x = sample(_ones, {"x": field}, {"x": shape, "mask": mask}, sampler=sampler, steps=4, seed=0)["x"].double()
+        name = type(structure).__name__
+        assert torch.isfinite(x).all()
+        if name == "Symmetric":
+            pair = m * m.transpose(1, 2)
+            assert float((x * (1 - pair)).abs().max()) == 0.0, name
+            assert torch.allclose(x, x.transpose(1, 2)) and float(torch.diagonal(x, 0, 1, 2).abs().max()) == 0.0
+        else:
+            assert float((x * (1 - m)).abs().max()) == 0.0, name  # padding held at zero
+        if name == "ZeroCoM":
+            assert float(((x * m).sum(1) / m.sum(1)).abs().max()) < 1e-6 * max(1.0, float(x.abs().max()))
+        assert float(x.abs().max()) > 1e-3  # the present entries are not all zero
+
+
+def test_contract_kit_accepts_samples_padded_to_the_largest_size_drawn(tmp_path):
+    for n, seed in [(1, 0), (4, 5), (3, 2)]:
+        rep = check_modality(CloudsModality(), tmp_path / f"{n}-{seed}", data={"n": 48}, model={"hidden": 8}, n=n,
+                             seed=seed, low_precision=False, bad_files=False)
+        assert rep.state["mask"].shape[1] == int(rep.state["mask"].sum(1).max())  # not the data's width, in general
+        # the network adds an offset everywhere, yet the samples keep a zero centre of mass and zero padding
+        assert rep.metrics["centre_offset"] < 1e-5
+    assert "state=" not in repr(rep) and "paths=" in repr(rep)  # the report's repr leaves out tensors and objects
+
+
+class _WrongShape(CloudsModality):
+    def networks(self):
+        return {"offset": lambda info, fields, **options: OffsetNet(out=3)}
+
+
+class _NoMask(CloudsModality):
+    def prior_state(self, n, info, generator=None, condition=None):
+        out = super().prior_state(n, info, generator, condition)
+        return {"pos": out["pos"]}
+
+
+class _ListMetrics(CloudsModality):
+    def evaluate(self, objects, reference, info):
+        return [1.0]
+
+
+class _ArrayMetric(CloudsModality):
+    def evaluate(self, objects, reference, info):
+        return {"points": np.array([1.0, 2.0])}
+
+
+class _Drifts(CloudsModality):
+    def sample(self, net, fields, spec, settings, control, *, seed, device):
+        out = super().sample(net, fields, spec, settings, control, seed=seed, device=device)
+        return {**out, "pos": out["pos"] + 1.0}
+
+
+@pytest.mark.parametrize("broken, part, words", [
+    (_WrongShape, "network", "field 'pos' has shape"),
+    (_NoMask, "prior_state", "no tensor 'mask'"),
+    (_ListMetrics, "evaluate", "returned a list"),
+    (_ArrayMetric, "evaluate", "metric 'points'"),
+    (_Drifts, "sampling", "leaves its structure ZeroCoM"),
+])
+def test_contract_kit_names_the_broken_part(tmp_path, broken, part, words):
+    with pytest.raises(AssertionError, match=rf"modality contract: {part}: .*{re.escape(words)}"):
+        check_modality(broken(), tmp_path, data={"n": 48}, model={"hidden": 8}, low_precision=False,
+                       bad_files=False)
+
+
+def test_a_prediction_of_the_wrong_shape_is_named_in_training():
+    mod = CloudsModality()
+    data = mod.dataset()
+    fields = mod.fields(data.info)
+    batch = default_collate([data.train[i] for i in range(4)])
+    with pytest.raises(ValueError, match=r"prediction for field 'pos' has shape \(4, 6, 1\); the field needs "
+                                         r"\(4, 6, 2\)"):
+        polydiff.plugin.diffusion_loss(OffsetNet(out=1), fields, batch, polydiff.Noise(4, seed=0))
+
+
+def test_collate_and_augmentation_errors_name_the_entry():
+    a = {"pos": torch.zeros(5, 3), "mask": torch.ones(5)}
+    b = {"pos": torch.zeros(4, 3), "mask": torch.ones(4)}
+    with pytest.raises(ValueError, match=r"entry 'pos': item 1 has shape \(4, 3\), item 0 \(5, 3\); pad"):
+        default_collate([a, b])
+    with pytest.raises(ValueError, match=r"item 1 has the entries \['pos'\], item 0 \['mask', 'pos'\]"):
+        default_collate([a, {"pos": torch.zeros(5, 3)}])
+    with pytest.raises(KeyError, match=r"rotate\('pos', mask='mask'\) needs the entries \['mask'\]"):
+        rotate("pos", mask="mask")({"pos": torch.zeros(2, 5, 3)}, torch.Generator())
+
+
+def test_metrics_must_be_numbers_on_the_command_line(tmp_path, monkeypatch, capsys):
+    real = registry._entry_points
+
+    def eps():
+        return {**real(), "clouds": EntryPoint("clouds", "test_structures_and_contract:_ArrayMetricClouds",
+                                               registry.ENTRY_POINT_GROUP)}
+
+    monkeypatch.setattr(registry, "_entry_points", eps)
+    (tmp_path / "c.txt").write_text("0,0 1,0 0,1\n")
+    assert cli(["evaluate", str(tmp_path / "c.txt"), "--modality", "clouds"]) == 2
+    err = capsys.readouterr().err
+    assert "modality 'clouds': evaluate gave the metric 'points' the value array([1., 2.])" in err
+    assert check_metrics({"a": 1, "b": float("nan"), "c": np.float64(2.0), "d": float("inf")}, "x")["a"] == 1
+    with pytest.raises(ValueError, match="metric 'ok'"):
+        check_metrics({"ok": True}, "x")
+
+
+class _ArrayMetricClouds(_ArrayMetric):
+    pass
+
+
+class _Misnamed(CloudsModality):
+    name = "points"
+
+
+def _not_a_modality():
+    return 42
+
+
+@pytest.mark.parametrize("target, words", [
+    ("clouds_plugin:CloudModality", "names 'CloudModality', which the module 'clouds_plugin' does not define"),
+    ("clouds_plugn:CloudsModality", "names the module 'clouds_plugn', which does not exist"),
+    ("test_structures_and_contract:_not_a_modality", "gives a int, not a modality"),
+    ("test_structures_and_contract:_Misnamed", "gives a modality named 'points'; its name must be the entry point's"),
+])
+def test_broken_entry_points_say_what_to_fix(monkeypatch, capsys, target, words):
+    real = registry._entry_points
+    monkeypatch.setattr(registry, "_entry_points",
+                        lambda: {**real(), "clouds": EntryPoint("clouds", target, registry.ENTRY_POINT_GROUP)})
+    with pytest.raises(registry.ModalityNotFound, match=re.escape(words)):
+        registry.load_modality("clouds")
+    assert cli(["clouds", "--help"]) == 2  # the plugin's commands: one line, no traceback
+    assert words in capsys.readouterr().err
+
+
+def test_a_dependency_missing_from_a_plugin_is_named_once(monkeypatch, tmp_path):
+    (tmp_path / "needs_dep.py").write_text("import not_installed_dep_xyz\nclass M: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = registry._entry_points
+    monkeypatch.setattr(registry, "_entry_points",
+                        lambda: {**real(), "clouds": EntryPoint("clouds", "needs_dep:M", registry.ENTRY_POINT_GROUP)})
+    with pytest.raises(registry.ModalityNotFound, match="needs the module 'not_installed_dep_xyz', which is not "
+                                                        "installed; installing the plugin pulls in") as err:
+        registry.load_modality("clouds")
+    assert str(err.value).count("not installed") == 1 and "Reinstalling" not in str(err.value)
+
+
+def test_overrides_from_python_and_option_typos():
+    raw = {"train": {"max_steps": 10}}
+    assert apply_overrides(raw, {"train.max_steps": 3, "sample.sampler": "heun"}) == \
+        {"train": {"max_steps": 3}, "sample": {"sampler": "heun"}}
+    assert apply_overrides(raw, "train.max_steps=4") == {"train": {"max_steps": 4}}
+    reg = registry.Registry("thing")
+    reg.register("x")(lambda schedule=1, steps=2: schedule)
+    with pytest.raises(registry.RegistryError, match=r"thing 'x' has no option schedul \(did you mean schedule\?\); "
+                                                     r"allowed: schedule, steps"):
+        reg.build("x", schedul=2)
+    with pytest.raises(registry.RegistryError, match=r"sampler 'ddim' has no option etta \(did you mean eta\?\)"):
+        polydiff.SAMPLERS.get("ddim").options({"etta": 0.5})
+
+
+def test_every_recipe_key_is_documented():
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    for section, cls in [("train", TrainConfig), ("loss", LossConfig), ("sample", SampleConfig),
+                         ("loss.techniques", Techniques)]:
+        for f in dataclasses.fields(cls):
+            if section == "loss" and f.name == "options":
+                continue  # the section's other keys: written as "any other key"
+            assert f"`{f.name}`" in text, f"docs/recipes.md does not name {section}.{f.name}"
