@@ -299,7 +299,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--modality", help="modality of the files (default: the one in the folder's polydiff.json)")
     s.add_argument("--reference", type=Path, metavar="PATH",
                    help="reference file or folder of native files (default: the recipe's data, else the modality's "
-                        "embedded default dataset)")
+                        "embedded default dataset); novelty needs the training data, so against a --reference it is "
+                        "not computed (NaN or left out) unless the modality says otherwise")
     s.add_argument("--config", help="recipe whose data is the reference (default: the stored one)")
     s.add_argument("--num", type=positive_int,
                    help="samples to draw from a checkpoint (default: the recipe's sample.num)")
@@ -553,6 +554,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target: Path = args.target
     options = parse_pairs(args.option, "--option")
     result: dict[str, Any] = {"target": str(target)}
+    if args.json is not None:  # the JSON must not replace what is being evaluated
+        for given, flag in ((target, "the target"), (args.reference, "--reference")):
+            if given is not None and Path(given).exists() and args.json.resolve() == Path(given).resolve():
+                raise ValueError(f"--json {args.json} is {flag}: name another file for the metrics")
     if target.suffix == ".ckpt" and (target.is_file() or (target / SHARDED_META).is_file()):  # a checkpoint
         if args.modality or args.reference:
             raise ValueError("--modality and --reference are for evaluating files; a checkpoint is evaluated against "

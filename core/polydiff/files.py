@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SHARED_ENV = "POLYDIFF_SHARED"
 
@@ -285,6 +286,45 @@ def read_text(file: Path, error: type[Exception] = ValueError) -> str:
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise error(f"{file}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
+
+
+def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """Every array of a user's ``.npz`` file, loaded now, as numpy arrays. An empty or cut-off
+    file, a file that is not an ``.npz`` archive (a lone ``.npy`` array included) and one holding
+    pickled Python objects (never unpickled: that could run code) are an ``error`` naming the
+    file and what is wrong, in one line."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file")
+    if file.stat().st_size == 0:
+        raise error(f"{file}: the file is empty (expected an .npz archive of named arrays)")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        if "pickle" in str(err):
+            raise error(f"{file}: holds pickled Python objects, which are not read (unpickling can run code); save "
+                        "plain numeric arrays") from None
+        raise error(f"{file}: not a readable .npz file ({type(err).__name__}: {err})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise error(f"{file}: a single array (.npy), not an .npz archive of named arrays (save it with numpy.savez)")
+    with loaded:
+        out = {}
+        for key in loaded.files:
+            try:
+                out[key] = loaded[key]
+            except ValueError as err:
+                if "pickle" in str(err):
+                    raise error(f"{file}: array {key!r} holds pickled Python objects, which are not read (unpickling "
+                                "can run code); save plain numeric arrays") from None
+                raise error(f"{file}: array {key!r} is not readable ({err})") from None
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+                raise error(f"{file}: array {key!r} is cut off or corrupted ({type(err).__name__}: {err})") from None
+    return out
 
 
 def csv_rows(file: Path, text: str, delimiter: str = ",", error: type[Exception] = ValueError

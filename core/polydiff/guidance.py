@@ -54,6 +54,7 @@ from .estimates import (
     with_x0_eps,
     x0_eps,
 )
+from .files import read_npz
 from .processes.gaussian import Coefs
 from .random import Noise
 from .state import FieldSpec, State
@@ -517,12 +518,22 @@ def load_observed(path: str | Path) -> Observation:
     the values of field ``k`` and ``k_mask`` (or ``k.mask``) its mask (True = observed)."""
     path = Path(path)
     if path.suffix == ".npz":
-        import numpy as np
-
-        with np.load(path) as z:
-            raw = {k: torch.from_numpy(z[k]) for k in z.files}
+        raw = {}
+        for k, v in read_npz(path).items():
+            try:
+                raw[k] = torch.from_numpy(v)
+            except TypeError:
+                raise ValueError(f"{path}: array {k!r} holds {v.dtype} values, not numbers") from None
     elif path.suffix in (".pt", ".pth"):
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle / zip / tensor errors of a damaged or foreign file
+            raise ValueError(f"{path}: not a readable .pt file of tensors ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a dict of tensors (field -> values), got a {type(raw).__name__}")
     else:
         raise ValueError(f"{path}: observations are read from .pt or .npz files")
     values = {k: torch.as_tensor(v) for k, v in raw.items() if not (k.endswith("_mask") or k.endswith(".mask"))}

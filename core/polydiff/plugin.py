@@ -20,8 +20,8 @@ Groups:
   objectives and per-sample alignments (:data:`ALIGNMENTS`), the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
-  :func:`cache_dir`, :func:`shared_dir`, :func:`read_text` and :func:`csv_rows` (users' text and CSV files with errors
-  naming the file and line), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
+  :func:`cache_dir`, :func:`shared_dir`, :func:`read_text`, :func:`csv_rows` and :func:`read_npz` (users' text,
+  CSV and .npz files with errors naming the file and line or array), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
   types (:func:`positive_int`, ...) and command outputs (:func:`add_output`, :func:`output_file`,
   :func:`output_folder`);
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
@@ -67,6 +67,7 @@ from .files import (
     atomic_write,
     cache_dir,
     csv_rows,
+    read_npz,
     read_text,
     save_figure,
     shared_dir,
@@ -299,6 +300,7 @@ __all__ = [
     "precondition",
     "project_so3",
     "random_rotation",
+    "read_npz",
     "read_text",
     "reconstruction_guidance",
     "register",

@@ -665,10 +665,8 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
 def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], verbose: bool,
            launcher: bool) -> Run:
     ckpt_dir = out / "checkpoints"
-    if fresh and launcher:
-        for sub in (ckpt_dir, out / "logs"):
-            shutil.rmtree(sub, ignore_errors=True)
-    resume = resume_point(ckpt_dir, cfg, announce=launcher and verbose, report=launcher, tidy=launcher)
+    resume = None if fresh else resume_point(ckpt_dir, cfg, announce=launcher and verbose, report=launcher,
+                                             tidy=launcher)
 
     modality = load_modality(cfg.modality)
     data = build_data(cfg, modality)
@@ -679,6 +677,9 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     if cfg.train.init and resume is None:  # fine-tuning: start from another run's weights
         init_weights(net, cfg.train.init, cfg.source, partial=cfg.train.init_partial, verbose=launcher and verbose)
     module = DiffusionModule(net, fields, cfg, info, data)
+    if fresh and launcher:  # only now that the data and the network are built: a bad file must not cost the old run
+        for sub in (ckpt_dir, out / "logs"):
+            shutil.rmtree(sub, ignore_errors=True)
     if launcher:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

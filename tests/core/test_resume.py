@@ -499,3 +499,25 @@ def test_publishing_and_tidying_checkpoint_folders(straight_tiny, tmp_path):
     unfinished.mkdir()
     (unfinished / "__0_0.distcp").write_bytes(b"half")
     assert remove_temp_files(tmp_path) == [unfinished] and not unfinished.exists()
+
+
+def test_fresh_keeps_the_old_run_until_the_new_data_and_network_are_built(tmp_path):
+    """``--fresh`` deletes the old checkpoints only once the new run can start: a bad data file
+    (or network option) must not leave the user with neither the old model nor a new one."""
+    out = tmp_path / "run"
+    polydiff.train(tiny(max_steps=4), out, verbose=False)
+    ckpts = out / "checkpoints"
+    before = snapshot(ckpts)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n0.1,0.2\n0.3,oops\n")
+    broken = {**tiny(), "data": {"name": "csv", "path": str(bad)}}
+    with pytest.raises(ValueError, match=r"bad\.csv"):
+        polydiff.train(broken, out, verbose=False, fresh=True)
+    assert snapshot(ckpts) == before
+    wide = tiny()
+    wide["model"] = {**wide["model"], "hidden": -3}
+    with pytest.raises((ValueError, RuntimeError)):
+        polydiff.train(wide, out, verbose=False, fresh=True)
+    assert snapshot(ckpts) == before
+    run = polydiff.train(tiny(max_steps=4), out, verbose=False, fresh=True)
+    assert run.resumed_from is None and run.step == 4

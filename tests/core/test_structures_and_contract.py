@@ -203,3 +203,39 @@ def test_every_recipe_key_is_documented():
             if section == "loss" and f.name == "options":
                 continue  # the section's other keys: written as "any other key"
             assert f"`{f.name}`" in text, f"docs/recipes.md does not name {section}.{f.name}"
+
+
+def test_read_npz_names_every_kind_of_bad_file(tmp_path):
+    from polydiff.guidance import load_observed
+    from polydiff.plugin import read_npz
+
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.arange(6.0).reshape(2, 3), x_mask=np.ones((2, 3), bool))
+    assert sorted(read_npz(good)) == ["x", "x_mask"]
+    obs = load_observed(good)
+    assert torch.equal(obs.values["x"], torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
+    cases = {"empty.npz": (b"", "the file is empty"),
+             "cut.npz": (good.read_bytes()[:200], "not a readable .npz file"),
+             "garbage.npz": (b"PK\x03\x04garbage", "not a readable .npz file")}
+    for name, (data, words) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: {words}")):
+            read_npz(tmp_path / name)
+    np.save(tmp_path / "lone.npy", np.zeros(3))
+    (tmp_path / "lone.npz").write_bytes((tmp_path / "lone.npy").read_bytes())
+    with pytest.raises(ValueError, match="a single array"):
+        read_npz(tmp_path / "lone.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled Python objects, which are not read"):
+        read_npz(tmp_path / "objects.npz")
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"bad.pt: not a readable .pt file"):
+        load_observed(tmp_path / "bad.pt")
+
+
+def test_evaluate_json_must_not_replace_its_inputs(tmp_path, capsys):
+    target = tmp_path / "points.csv"
+    target.write_text("x,y\n0.1,0.2\n0.3,0.4\n")
+    before = target.read_bytes()
+    assert cli(["evaluate", str(target), "--modality", "toy", "--json", str(target)]) == 2
+    assert "--json" in capsys.readouterr().err and target.read_bytes() == before
