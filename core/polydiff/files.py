@@ -289,10 +289,10 @@ def read_text(file: Path, error: type[Exception] = ValueError) -> str:
 
 
 def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
-    """Every array of a user's ``.npz`` file, loaded now, as numpy arrays. An empty or cut-off
-    file, a file that is not an ``.npz`` archive (a lone ``.npy`` array included) and one holding
-    pickled Python objects (never unpickled: that could run code) are an ``error`` naming the
-    file and what is wrong, in one line."""
+    """Every array of a user's ``.npz`` file, loaded now, as numpy arrays. Anything that is not
+    a readable archive of plain arrays is one ``error`` line ``FILE: not a readable .npz file
+    (reason)``: an empty file, a lone ``.npy`` array, bytes that are no zip archive, a cut-off or
+    damaged archive, and arrays of pickled Python objects (refused: unpickling can run code)."""
     import zipfile
     import zlib
 
@@ -301,29 +301,34 @@ def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str,
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
-    if file.stat().st_size == 0:
-        raise error(f"{file}: the file is empty (expected an .npz archive of named arrays)")
+
+    def bad(reason: str) -> Exception:
+        return error(f"{file}: not a readable .npz file ({reason})")
+
+    with file.open("rb") as f:
+        head = f.read(6)
+    if not head:
+        raise bad("the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise bad("a single .npy array, not an .npz archive of named arrays; save them with numpy.savez")
+    if not head.startswith(b"PK"):
+        raise bad("not a zip archive, which an .npz file is")
     try:
         loaded = np.load(file, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        if "pickle" in str(err):
-            raise error(f"{file}: holds pickled Python objects, which are not read (unpickling can run code); save "
-                        "plain numeric arrays") from None
-        raise error(f"{file}: not a readable .npz file ({type(err).__name__}: {err})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise error(f"{file}: a single array (.npy), not an .npz archive of named arrays (save it with numpy.savez)")
+        raise bad(f"a cut-off or damaged zip archive: {err}") from None
+    out = {}
     with loaded:
-        out = {}
         for key in loaded.files:
             try:
                 out[key] = loaded[key]
             except ValueError as err:
                 if "pickle" in str(err):
-                    raise error(f"{file}: array {key!r} holds pickled Python objects, which are not read (unpickling "
-                                "can run code); save plain numeric arrays") from None
-                raise error(f"{file}: array {key!r} is not readable ({err})") from None
-            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
-                raise error(f"{file}: array {key!r} is cut off or corrupted ({type(err).__name__}: {err})") from None
+                    raise bad(f"array {key!r} holds pickled Python objects, which are refused as unsafe: loading "
+                              "them could run code; store numbers and strings as plain arrays") from None
+                raise bad(f"array {key!r}: {err}") from None
+            except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as err:
+                raise bad(f"array {key!r} is cut off or damaged: {err or type(err).__name__}") from None
     return out
 
 

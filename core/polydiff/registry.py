@@ -184,11 +184,13 @@ def load_modality(name: str, **options: Any) -> Any:
         raise ModalityNotFound(f"no polydiff modality {name!r} is installed (installed: {have}). {hint}")
     ep = eps[name]
     dist = getattr(ep, "dist", None)
-    where = f"the entry point {name} = {ep.value!r}" + (f" of {dist.name}" if dist is not None else "")
+    value = str(getattr(ep, "value", ""))
+    module, _, attr = (part.strip() for part in value.partition(":"))
+    where = f"the entry point {name} = {value!r}" + (f" of {dist.name}" if dist is not None else "")
     try:
         obj = ep.load()
     except ModuleNotFoundError as err:
-        if err.name and ep.module.split(".")[0] == err.name.split(".")[0] and ep.module.startswith(err.name):
+        if err.name and module and (module == err.name or module.startswith(err.name + ".")):
             raise ModalityNotFound(f"{where} names the module {err.name!r}, which does not exist: fix "
                                    "[project.entry-points.\"polydiff.modalities\"] in the plugin's pyproject.toml and "
                                    "install it again") from err
@@ -196,14 +198,17 @@ def load_modality(name: str, **options: Any) -> Any:
         raise ModalityNotFound(f"modality {name!r} needs the module {err.name!r}, which is not installed; installing "
                                f"the plugin pulls in its dependencies. {hint}") from err
     except AttributeError as err:
-        raise ModalityNotFound(f"{where} names {ep.attr!r}, which the module {ep.module!r} does not define: fix "
+        loaded = sys.modules.get(module)
+        if loaded is None or hasattr(loaded, attr.split(".")[0]):
+            raise  # raised inside the plugin's own code: its traceback says where
+        raise ModalityNotFound(f"{where} names {attr!r}, which the module {module!r} does not define: fix "
                                "[project.entry-points.\"polydiff.modalities\"] in the plugin's pyproject.toml") from err
     if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "name")):
         obj = obj(**options)
-    for attr in ("name", "datasets", "fields", "network"):
-        if not hasattr(obj, attr):
-            raise ModalityNotFound(f"{where} gives a {type(obj).__name__}, not a modality (no {attr!r}): point it at "
-                                   "a polydiff.plugin.Modality subclass")
+    for needed in ("name", "datasets", "fields", "network"):
+        if not hasattr(obj, needed):
+            raise ModalityNotFound(f"{where} gives a {type(obj).__name__}, not a modality (no {needed!r}): point it "
+                                   "at a polydiff.plugin.Modality subclass")
     if obj.name != name:
         raise ModalityNotFound(f"{where} gives a modality named {obj.name!r}; its name must be the entry point's "
                                f"name, {name!r} (samples and checkpoints record it to find the plugin again)")

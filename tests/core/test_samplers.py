@@ -389,7 +389,8 @@ def test_unknown_sampler_and_options_are_named():
     proc, model = _setup("vp_linear", SMOOTH)
     with pytest.raises(RegistryError, match=r"unknown sampler 'dpm\+\+4m'.*Allowed: .*dpm\+\+3m.*unipc"):
         _run(model, proc, (4, 2), "dpm++4m")
-    with pytest.raises(RegistryError, match="has no option orderr; allowed: lower_order_final, order"):
+    with pytest.raises(RegistryError, match=r"has no option orderr \(did you mean order\?\); allowed: "
+                                            r"lower_order_final, order"):
         _run(model, proc, (4, 2), "deis", orderr=2)
     with pytest.raises(ValueError, match="order=5 is not allowed; choose one of 1, 2, 3"):
         _run(model, proc, (4, 2), "deis", order=5)

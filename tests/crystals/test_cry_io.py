@@ -251,3 +251,59 @@ def test_write_never_leaves_a_half_written_file(tmp_path: Path, monkeypatch: pyt
         write_structures(changed, tmp_path)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # old files intact, no temporary file left, summary untouched
+
+
+def test_cut_off_cifs_and_missing_cell_fields_give_their_reason(tmp_path: Path) -> None:
+    wurtzite = examples()[2]
+    text = str(CifWriter(wurtzite))
+    lines = text.splitlines()
+    last = len(lines)  # the last atom row
+    assert "_chemical_formula_sum" in text and lines[-1].split()[0] == "O"
+    (tmp_path / "mid_row.cif").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:12])
+    (tmp_path / "between_rows.cif").write_text("\n".join(lines[:-2]) + "\n")  # both O rows lost
+    (tmp_path / "ratio.cif").write_text("\n".join(lines[:-1]) + "\n")  # one O row lost: Zn2 O1
+    (tmp_path / "no_c.cif").write_text("\n".join(s for s in lines if not s.startswith("_cell_length_c")) + "\n")
+    reasons = {
+        "mid_row": rf"line {last}\) is incomplete \(the file is cut off\?\)",
+        "between_rows": r"_chemical_formula_sum is 'Zn2 O2' \(missing O: rows lost",
+        "ratio": r"give Zn2 O1 but _chemical_formula_sum is 'Zn2 O2' \(other ratios",
+        "no_c": r"no _cell_length_c field",
+    }
+    for name, reason in reasons.items():
+        with pytest.raises(CrystalFileError, match=rf"{name}\.cif: .*data block 0 \(line \d+\): .*{reason}"):
+            read_structures(tmp_path / f"{name}.cif")
+    # the whole file, without the formula, is read as it is
+    (tmp_path / "no_formula.cif").write_text("\n".join(s for s in lines[:-2] if "_chemical_formula_sum" not in s))
+    assert read_structures(tmp_path / "no_formula.cif")[0].composition.reduced_formula == "Zn"
+
+
+def test_folder_skips_bad_poscar_extxyz_and_non_utf8_files(tmp_path: Path) -> None:
+    nacl = examples()[0]
+    (tmp_path / "a.cif").write_text(str(CifWriter(nacl)))
+    poscar = write_structures([nacl], tmp_path / "p", fmt="poscar")[0].read_text().splitlines()
+    poscar[3] = "   1.0 abc 2.0"
+    (tmp_path / "POSCAR_bad").write_text("\n".join(poscar) + "\n")
+    cell = "5.64 0.0 0.0 0.0 5.64 0.0 0.0 0.0 5.64"
+    (tmp_path / "cut.extxyz").write_text(extxyz_frame(cell, -1.5) + extxyz_frame(cell, -1.0)[:40])
+    (tmp_path / "bin.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81\n")
+    with pytest.warns(UserWarning, match=r"skipped 3 of 4 crystal file\(s\) that could not be read: "
+                                         r"POSCAR_bad:4: expected 3 number\(s\) \(a lattice vector\), got '1\.0 abc "
+                                         r"2\.0'; bin\.cif:1: not UTF-8 text.*; cut\.extxyz: frame 1 \(line 5\): "
+                                         r"2 atoms"):
+        got = read_structures(tmp_path)
+    assert [s.properties["name"] for s in got] == ["a"]
+    with pytest.raises(CrystalFileError, match=r"POSCAR_bad:4: expected 3 number"):
+        read_structures(tmp_path / "POSCAR_bad")  # alone: an error
+
+
+def test_csv_non_numeric_cell_of_a_property_column_is_an_error(tmp_path: Path) -> None:
+    nacl, _, zno = examples()
+    rows = [[f"m{i}", str(CifWriter(s)), e, s.composition.reduced_formula]
+            for i, (s, e) in enumerate([(nacl, "-1.0"), (zno, "-2.0"), (nacl, "n/a"), (zno, "")])]
+    file = write_csv(tmp_path / "t.csv", ["material_id", "cif", "formation_energy", "formula"], rows)
+    with pytest.raises(CrystalFileError, match=r"t\.csv: row 2 \(line \d+\), column 'formation_energy': not a "
+                                               r"number: 'n/a'"):
+        read_structures(file)
+    rows[2][2] = ""
+    got = read_structures(write_csv(tmp_path / "t.csv", ["material_id", "cif", "formation_energy", "formula"], rows))
+    assert [s.properties.get("formation_energy") for s in got] == [-1.0, -2.0, None, None]

@@ -380,3 +380,22 @@ def test_periodic_sampling_moves_coordinates_at_frac_rate():
         mod.fields(info, frac_rate=-1.0)
     with pytest.raises(ValueError, match="sigma_max"):
         mod.fields(info, sigma_max=80.0)
+
+
+def test_files_dataset_max_elements_keeps_quaternary_crystals(tmp_path):
+    from pymatgen.io.cif import CifWriter
+
+    from polydiff_crystals.modality import files_dataset
+
+    quaternary = Structure(Lattice.cubic(4.0), ["Ba", "Ti", "O", "F"], [[0, 0, 0], [0.5, 0.5, 0.5],
+                                                                     [0.5, 0.5, 0], [0.5, 0, 0.5]])
+    for i in range(5):
+        rocksalt = Structure(Lattice.cubic(5.0 + 0.1 * i), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        (tmp_path / f"r{i}.cif").write_text(str(CifWriter(rocksalt)))
+    (tmp_path / "quat.cif").write_text(str(CifWriter(quaternary)))
+    with pytest.warns(UserWarning, match=r"quat: 4 elements"):
+        files_dataset(str(tmp_path), test_fraction=0.2)
+    data = files_dataset(str(tmp_path), test_fraction=0.2, max_elements=4)
+    assert data.info["matrix"]["max_elements"] == 4 and len(data.train) + len(data.test) == 6
+    with pytest.raises(ValueError, match="max_elements must be >= 1"):
+        files_dataset(str(tmp_path), max_elements=0)

@@ -267,6 +267,21 @@ def test_fuzz_sdf(tmp_path):
                       records=sdf_records, name="read_graphs(.sdf)"))
 
 
+@pytest.mark.parametrize("suffix", [".smi", ".sdf"])
+def test_fuzz_graphs_modality_read_keeps_invalid_molecules(tmp_path, suffix):
+    """``GraphsModality.read`` of generated SMILES / SDF (invalid records kept as placeholders):
+    mutated files end in an error naming the file or in a read that drops no record silently."""
+    from polydiff_graphs.io import write_sdf, write_smiles
+    from polydiff_graphs.modality import GraphsModality
+
+    writer, records = (write_smiles, smiles_records) if suffix == ".smi" else (write_sdf, sdf_records)
+    path, _ = writer(_molecules()[:3], tmp_path / f"valid{suffix}")
+    print(fuzz_reader(GraphsModality().read, {f"gen{suffix}": path.read_bytes()}, tmp_path, examples=60,
+                      records=lambda name, data: records(name, data) if suffix == ".smi" or data.rstrip().endswith(
+                          b"$$$$") else None,
+                      name=f"graphs read({suffix}, invalid kept)"))
+
+
 @pytest.mark.parametrize("kind", ["graphs", "molecules"])
 def test_fuzz_graphs_modality_read(tmp_path, kind):
     """``GraphsModality.read`` of a samples folder (every file it wrote mutated in turn)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -124,3 +125,77 @@ def test_evaluate_a_folder_of_users_files(tmp_path):
     assert metrics["mol_stable"] == 0.75 and metrics["validity"] == 1.0
     assert metrics["uniqueness"] == 0.75  # CCO twice
     assert 0 <= metrics["atom_type_tv"] <= 1 and metrics["bond_length_w1"] >= 0
+
+
+def _user_files(folder):
+    """A folder of users' files: an SDF with one unreadable record, an XYZ file and a SMILES file."""
+    from polydiff_molecules.molio import write_sdf, write_xyz
+
+    folder.mkdir()
+    mols = [embed_smiles(s, name=f"m{i}") for i, s in enumerate(("CCO", "CC(=O)O", "CCN", "OCCO", "CCC", "CO"))]
+    text = write_sdf(mols[:4], folder / "a.sdf").read_text().split("$$$$\n")
+    text[1] = text[1].replace(" C ", " Xx", 1)  # an unknown element: RDKit cannot read the record
+    (folder / "a.sdf").write_text("$$$$\n".join(text))
+    write_xyz(mols[4:], folder / "b.xyz")
+    (folder / "c.smi").write_text("CCOC ether\nC1CC broken\n")
+    return folder
+
+
+def test_files_dataset_reads_users_sdf_xyz_and_smiles(tmp_path):
+    from polydiff_molecules.modality import files_dataset
+
+    folder = _user_files(tmp_path / "mine")
+    with pytest.warns(UserWarning) as caught:
+        data = files_dataset(str(folder), test_fraction=0.2)
+    said = " | ".join(str(w.message) for w in caught)
+    assert "a.sdf: skipped 1 of 4 SDF records" in said and "c.smi: skipped 1 of 2 SMILES" in said
+    assert len(data.train) + len(data.test) == 6  # 3 SDF + 2 XYZ + 1 SMILES
+    assert data.info["elements"] == ["H", "C", "N", "O"] and data.info["dataset"] == "files"
+    with pytest.warns(UserWarning) as caught:
+        few = files_dataset(str(folder), max_atoms=9, test_fraction=0.5)
+    assert any("skipped 4 molecule(s) with more than max_atoms=9 atoms: m2 (10 atoms); m3 (10 atoms); m4 (11 "
+               "atoms); ether (12 atoms)" in str(w.message) for w in caught)
+    assert len(few.train) + len(few.test) == 2 and few.info["max_atoms"] == 9
+    with pytest.raises(ValueError, match=r"b\.xyz: molecule 0 \('m4'\): element 'H' is not in data\.elements "
+                                         r"\['C', 'O'\]"):
+        files_dataset(str(folder / "b.xyz"), elements=["C", "O"])
+    charged = embed_smiles("CC(=O)[O-]", name="acetate")
+    charged.charges[charged.charges != 0] = 2
+    from polydiff_molecules.molio import write_sdf
+
+    write_sdf([charged, embed_smiles("CCO")], tmp_path / "q.sdf")
+    with pytest.raises(ValueError, match=r"q\.sdf: molecule 0 \('acetate'\): formal charge \+2 outside"):
+        files_dataset(str(tmp_path / "q.sdf"))
+
+
+def test_train_a_shipped_recipe_on_users_files(tmp_path):
+    """The command docs/molecules.md gives: a qm9 recipe with data.name=files and ~data.half."""
+    import polydiff as pd
+    from polydiff.cli import main
+
+    folder = _user_files(tmp_path / "mine")
+    tiny = ["--set", "model.hidden=16", "--set", "model.vectors=4", "--set", "model.layers=1", "--set",
+            "train.max_steps=2", "--set", "train.batch_size=4", "--set", "train.threads=1", "--set",
+            "train.checkpoint_every=2", "--set", "train.log_every=1"]
+    with pytest.warns(UserWarning):
+        rc = main(["train", "molecules:flow_qm9", "--out", str(tmp_path / "run"), "--set", "data.name=files",
+                   "--set", f"data.path={folder}", "--set", "~data.half", *tiny])
+    assert rc == 0
+    gen = pd.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert gen.info["dataset"] == "files" and len(gen.generate(2, seed=0, steps=2)) == 2
+
+
+def test_qm9_dataset_says_a_users_csv_is_halved(tmp_path):
+    from polydiff_molecules.modality import qm9_dataset
+
+    header = "mol_id,smiles,A,B,C,mu,alpha,homo,lumo,gap,r2,zpve,u0,u298,h298,g298,cv"
+    rows = [f"u{i},{s},1,2,3,1.5,20.0,-0.25,0.05,0.3,100,0.1,-100,-100,-100,-100,12.5"
+            for i, s in enumerate(("CCO", "CCN", "CCC", "OCCO", "CO", "CC", "CCCO", "CCCN"))]
+    (tmp_path / "q.csv").write_text("\n".join([header, *rows]) + "\n")
+    with pytest.warns(UserWarning, match=r"q\.csv: data\.half=generator: training on one seeded half"):
+        data = qm9_dataset(n=None, path=str(tmp_path / "q.csv"), cache_dir=str(tmp_path), test_fraction=0.25)
+    assert len(data.train) + len(data.test) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = qm9_dataset(n=None, half="all", path=str(tmp_path / "q.csv"), cache_dir=str(tmp_path))
+    assert len(data.train) + len(data.test) == 8

@@ -216,6 +216,31 @@ def test_bad_files_raise_naming_the_file(tmp_path, content, message):
     assert str(err.value).startswith(str(path)) and isinstance(err.value, USER_ERRORS)
 
 
+def test_truncated_pdb_names_the_file_and_line(tmp_path):
+    text = backbones_to_pdb_string(helix(6))
+    lines = text.splitlines()
+    last_atom = max(i for i, s in enumerate(lines) if s.startswith("ATOM"))
+    # cut after the record name, in the coordinates and in the B-factor of the last atom
+    for cut in (3, 40, 62):
+        path = tmp_path / "cut.pdb"
+        path.write_text("\n".join(lines[:last_atom]) + "\n" + lines[last_atom][:cut])
+        with pytest.raises(ValueError, match=rf"cut\.pdb:{last_atom + 1}: truncated file"):
+            read_backbones(path)
+    # complete files without a final newline, END or element columns are not flagged
+    for body in (text.rstrip("\n"), "\n".join(lines[:last_atom + 1]),
+                 "\n".join(s[:66] for s in lines[:last_atom + 1])):
+        path.write_text(body)
+        (bb,), _ = read_backbones(path)
+        assert len(bb) == 6
+
+
+def test_bad_coordinate_names_the_line(tmp_path):
+    lines = pdb_lines(helix(4))
+    lines[4] = lines[4][:30] + "  xx.xxx" + lines[4][38:]
+    with pytest.raises(ValueError, match=r"bad\.pdb:5: cannot parse as PDB: the coordinates .*xx\.xxx"):
+        read_backbones(write_lines(tmp_path / "bad.pdb", lines))
+
+
 def test_other_bad_inputs(tmp_path):
     (tmp_path / "x.txt").write_text("a note\n")
     for path, message in [(tmp_path / "missing.pdb", "no such file"), (tmp_path / "x.txt", "not a structure file"),
@@ -241,7 +266,7 @@ def test_read_folder_skips_bad_files_with_a_warning(tmp_path):
         warnings.simplefilter("error")  # nothing skipped: no warning
         assert [b.name for b in read_folder(tmp_path, chains=["A"])[0]] == ["a_A", "b"]
     (tmp_path / "c.cif").write_text("nonsense\n")
-    with pytest.warns(UserWarning, match=r"skipped 1 of 3 files .*\(c\.cif\) and 0 chain"):
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 files .*\(c\.cif: cannot parse as mmCIF .*\) and 0 chain"):
         bbs, reports = read_folder(tmp_path)
     assert [b.name for b in bbs] == ["a_A", "a_B", "b"]
     assert [r.file.name for r in reports] == ["a.pdb", "b.pdb", "c.cif"]

@@ -268,6 +268,57 @@ def test_pdb_dataset_and_check_command(tmp_path, capsys):
     assert main(["proteins", "check", str(folder / "3HTN_chainA.pdb")]) == 1  # it has chain breaks
 
 
+def _helix_pdb(path: Path, n: int = 12, drop: tuple[int, str] | None = None, insert: int | None = None) -> Path:
+    """An ideal helix written as PDB, without atom ``drop`` = (residue, atom) or with a copy of
+    residue ``insert`` as ``{insert}A``."""
+    from polydiff_proteins.pdbio import write_pdb
+
+    bb = Backbone(build_backbone(np.radians(np.full(n, -63.0)), np.radians(np.full(n, -42.0))), name="m")
+    lines = write_pdb(bb, path).read_text().splitlines()
+    out = []
+    for line in lines:
+        key = (int(line[22:26]), line[12:16].strip()) if line.startswith("ATOM") else None
+        if key is not None and key == drop:
+            continue
+        out.append(line)
+        if key is not None and key[0] == insert:
+            out.append(line[:26] + "A" + line[27:30] + f"{float(line[30:38]) + 0.5:8.3f}" + line[38:])
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def test_pdb_dataset_reports_dropped_residues_and_breaks(tmp_path):
+    from polydiff_proteins.modality import pdb_dataset
+
+    folder = tmp_path / "pdbs"
+    folder.mkdir()
+    _helix_pdb(folder / "a.pdb", 12)
+    _helix_pdb(folder / "b.pdb", 12, drop=(6, "O"))
+    with pytest.warns(UserWarning, match=r"pdbs: 1 residue\(s\) dropped \(b\.pdb: A [A-Z]{3} 6: missing O\) and 1 "
+                                         r"chain break\(s\) \(b\.pdb: A 5-7 .*\) in 1 file\(s\); the chains "
+                                         r"were split"):
+        data = pdb_dataset(str(folder), min_length=4, test_fraction=0.3)
+    assert len(data.train) + len(data.test) == 3 and set(data.info["names"]) <= {"a", "b_seg1", "b_seg2"}
+    with pytest.warns(UserWarning, match=r"b\.pdb: 1 residue\(s\) dropped"):
+        pdb_dataset(str(folder / "b.pdb"), min_length=4, test_fraction=0.5)
+
+
+def test_motif_residues_dropped_or_with_insertion_codes_are_named(tmp_path):
+    from polydiff_proteins.pdbio import read_backbones
+    from polydiff_proteins.scaffold import motif_atoms
+
+    (motif,), report = read_backbones(_helix_pdb(tmp_path / "miss.pdb", drop=(6, "O")))
+    with pytest.raises(ValueError, match=r"A2-8: 1 of its residues were dropped when reading 'miss' "
+                                         r"\(A [A-Z]{3} 6: missing O\)"):
+        motif_atoms(motif, parse_contig("3/A2-8/3"), report)
+    with pytest.raises(ValueError, match=r"residues 6 are not in 'miss'"):  # without the report
+        motif_atoms(motif, parse_contig("3/A2-8/3"))
+    (motif,), report = read_backbones(_helix_pdb(tmp_path / "ins.pdb", insert=6))
+    with pytest.raises(ValueError, match=r"A2-8: residue number 6 occurs 2 times in 'ins' \(insertion codes"):
+        motif_atoms(motif, parse_contig("3/A2-8/3"), report)
+    assert len(motif_atoms(motif, parse_contig("3/A7-10/3"), report)[0]) == 4  # away from the insertion
+
+
 def test_scaffold_command(trained, tmp_path, capsys):
     from polydiff.cli import main
     from polydiff_proteins.pdbio import write_pdb

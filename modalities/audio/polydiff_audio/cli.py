@@ -61,20 +61,21 @@ def _run_separate(args: argparse.Namespace) -> int:
 def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The separated stems of ``args.mix`` and ``separation.json`` (what made them, and the
     scores against ``args.reference``) written into ``folder``."""
-    import librosa
-
     from polydiff.plugin import atomic_write, load
 
     from .modality import Stems, read_stems, write_stems
+    from .music import StemSpec
     from .music_metrics import separation_scores
     from .separation import separate
 
     gen = load(args.checkpoint, modality="audio")
-    sr = int(gen.info["stem"]["sr"])
-    try:
-        mix, _ = librosa.load(args.mix, sr=sr, mono=True)
-    except Exception as err:  # audioread / soundfile raise their own types
-        raise ValueError(f"{args.mix}: not readable audio ({err})") from err
+    if gen.info.get("kind") != "stems":
+        raise ValueError(f"{args.checkpoint}: separation needs a model of rendered stems (dataset chorale_stems); "
+                         f"this one models {gen.info.get('kind')!r}")
+    spec = StemSpec.from_dict(gen.info["stem"])
+    sr = spec.sr
+    mix = read_mixture(args.mix, sr)
+    _warn_length(args.mix, len(mix), int(gen.info["music"]["frames"]) * spec.hop, sr)
     stems, _ = separate(gen, mix, n=args.num, scale=args.scale, std=args.std, sampler=args.sampler, steps=args.steps,
                         seed=args.seed)
     voices = tuple(gen.info["voices"])
@@ -97,6 +98,46 @@ def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         report["scores"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     atomic_write(folder / "separation.json", json.dumps(report, indent=1) + "\n")
     return report
+
+
+def read_mixture(path: Path, sr: int) -> np.ndarray:
+    """The mixture file as mono float32 audio at ``sr``; a ValueError naming the file and the
+    reason when it is not a readable WAV / FLAC / OGG file (a file that looks cut off is read as
+    far as it goes, with a warning)."""
+    import warnings
+
+    from .sounds import AUDIO_SUFFIXES, cut_off, load_audio
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise ValueError(f"{path}: not an audio file (the mixture must be {'/'.join(AUDIO_SUFFIXES)})")
+    try:
+        audio, rate = load_audio(path)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a readable audio file ({err})") from None
+    short = cut_off(path)
+    if short:
+        warnings.warn(f"{path}: the file looks cut off ({short}); separating what is there", stacklevel=2)
+    if rate != sr:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sr)
+    return np.asarray(audio, dtype=np.float32)
+
+
+def _warn_length(path: Path, n: int, length: int, sr: int) -> None:
+    """A warning when the mixture (``n`` samples at ``sr``) is longer or shorter than the
+    model's ``length`` samples: separate() crops or zero-pads it."""
+    import warnings
+
+    if n > length:
+        warnings.warn(f"{path}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so the "
+                      f"first {length / sr:.3g} s are separated and the remaining {(n - length) / sr:.3g} s are "
+                      "left out", stacklevel=2)
+    elif n < length:
+        warnings.warn(f"{path}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so it "
+                      f"is padded with {(length - n) / sr:.3g} s of silence (the stems written are "
+                      f"{length / sr:.3g} s long)", stacklevel=2)
 
 
 def _configure_evaluator(p: argparse.ArgumentParser) -> None:

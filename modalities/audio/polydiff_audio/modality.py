@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -457,21 +458,32 @@ class AudioModality(Modality):
         return write_sounds(objs, out)
 
     def read(self, path: Path) -> list[Any]:
-        """MIDI files -> chorales; a folder of ``*_mix.wav`` with their stems -> :class:`Stems`;
-        other audio (WAV / FLAC / OGG, with an optional ``captions.csv``) -> sounds."""
+        """Native files -> objects. A file: MIDI (``.mid`` / ``.midi``) -> a chorale, audio -> a
+        sound. A folder (searched recursively, hidden files ignored) is read as one kind
+        (:func:`folder_kind`): MIDI files -> chorales; complete stem sets (``NAME_mix.wav``
+        with every ``NAME_<voice>.wav``) -> :class:`Stems`; else the audio files (WAV / FLAC /
+        OGG, with an optional ``captions.csv``) -> sounds. Files of another kind are named in one
+        warning."""
+        from .sounds import read_sounds
+
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        midi = [p for p in files if p.suffix.lower() in (".mid", ".midi")]
-        if midi:
+        if path.is_file():
+            if path.suffix.lower() in MIDI_SUFFIXES:
+                from .music import read_midi
+
+                return [read_midi(path)]
+            return read_sounds(path)
+        kind, chosen, ignored, why = folder_kind(path)
+        if ignored:
+            warnings.warn(f"{path}: {why}; ignored {len(ignored)} file(s): {_listing(ignored, path)}", stacklevel=2)
+        if kind == "midi":
             from .music import read_midi
 
-            return [read_midi(p) for p in midi]
-        if any(p.name.endswith("_mix.wav") for p in files):
-            return read_stems(path)
-        from .sounds import read_sounds
-
+            return [read_midi(p) for p in chosen]
+        if kind == "stems":
+            return read_stems(path, [p.name[: -len("_mix.wav")] for p in chosen])
         return read_sounds(path)
 
     # -- metrics -----------------------------------------------------------------------------------
@@ -484,12 +496,24 @@ class AudioModality(Modality):
         objs, ref = list(objects), list(reference)
         if not objs:
             raise ValueError("no objects to evaluate")
+        if not ref:
+            raise ValueError("the reference holds no objects to compare with")
+        mine, theirs = _what(objs), _what(ref)
+        if mine != theirs:
+            raise ValueError(f"the evaluated files are {mine} but the reference is {theirs}; give a reference of "
+                             "the same kind")
         if isinstance(objs[0], Chorale):
             from .music_metrics import music_metrics
 
+            _check_voices(objs, "")
+            _check_voices(ref, "reference ")
             return music_metrics(objs, ref)
         if isinstance(objs[0], Stems):
             return evaluate_stems(objs, ref)
+        for items, which in ((objs, "the evaluated set"), (ref, "the reference")):
+            if len(items) < 2:
+                raise ValueError(f"{which} holds only {len(items)} sound; fd (a Frechet distance between sets of "
+                                 "sounds) needs at least 2 in each set: give a folder of sounds")
         return evaluate_sounds(objs, ref, info)
 
     def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
@@ -503,8 +527,9 @@ class AudioModality(Modality):
             raise ValueError(f"{path}: MIDI observations arrange chorales; this model generates {info.get('kind')}")
         from .music import read_midi
 
+        given = read_midi(path)  # its errors name the file already
         try:
-            return arrangement(read_midi(path), info)
+            return arrangement(given, info)
         except ValueError as err:  # too many tracks, notes out of the model's range: name the file
             raise ValueError(f"{path}: {err}") from None
 
@@ -521,6 +546,31 @@ class AudioModality(Modality):
         from .cli import COMMANDS
 
         return COMMANDS
+
+
+def _what(objects: Sequence[Any]) -> str:
+    """What a list of read objects holds, in words: sounds, MIDI music or stems (mixed: the kinds)."""
+    from .music import Chorale
+
+    kinds = {"MIDI music (chorales)" if isinstance(o, Chorale) else "stems (NAME_mix.wav with its voices)"
+             if isinstance(o, Stems) else "sounds (audio files)" for o in objects}
+    return " and ".join(sorted(kinds))
+
+
+def _check_voices(chorales: Sequence[Any], side: str) -> None:
+    """Every track of every piece is a voice the music metrics know (soprano, alto, tenor, bass:
+    their ranges and order); else a ValueError naming the file and the track."""
+    from .music_metrics import RANGES
+
+    for i, c in enumerate(chorales):
+        for k, name in enumerate(c.names):
+            if str(name).lower() not in RANGES:
+                what = f"{side}piece {i} ({c.name or 'unnamed'})" if not c.source else \
+                    f"reference file {c.source}" if side else c.source
+                named = "" if re.fullmatch(r"track\d+", str(name)) else f" ({name!r})"
+                raise ValueError(f"{what}: track {k + 1}{named} is not named after a voice; the music metrics compare "
+                                 f"four-part music voice by voice: name the MIDI tracks {', '.join(RANGES)} "
+                                 "(any case)")
 
 
 # -- conversions -----------------------------------------------------------------------------------
@@ -712,15 +762,80 @@ def write_stems(stems: Sequence[Stems], out: Path) -> list[Path]:
     return paths
 
 
-def read_stems(path: Path) -> list[Stems]:
-    """Pieces written by :func:`write_stems`: every ``NAME_mix.wav`` with its ``NAME_<voice>.wav``
-    stems (a missing stem is an error naming it)."""
-    import soundfile as sf
+MIDI_SUFFIXES = (".mid", ".midi")
 
+
+def _listing(files: Sequence[Path], folder: Path, at_most: int = 5) -> str:
+    """``a.wav, b/c.mid, ...`` relative to ``folder`` (at most ``at_most`` shown)."""
+    names = [p.relative_to(folder).as_posix() for p in files]
+    return ", ".join(names[:at_most]) + (f" and {len(names) - at_most} more" if len(names) > at_most else "")
+
+
+def stem_sets(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The ``NAME_mix.wav`` files of ``folder`` (not its subfolders) whose stems
+    ``NAME_<voice>.wav`` are all there (complete sets), and those with some but not all."""
     from .music import VOICES
 
+    complete, partial = [], []
+    for mix in sorted(Path(folder).glob("*_mix.wav")):
+        name = mix.name[: -len("_mix.wav")]
+        have = [mix.with_name(f"{name}_{v}.wav").is_file() for v in VOICES]
+        if all(have):
+            complete.append(mix)
+        elif any(have):
+            partial.append(mix)
+    return complete, partial
+
+
+def folder_kind(folder: Path) -> tuple[str, list[Path], list[Path], str]:
+    """How :meth:`AudioModality.read` reads a folder: ``(kind, files, ignored, why)``.
+
+    ``kind`` is ``midi``, ``stems`` or ``sounds``. MIDI and audio files are never mixed: a WAV
+    beside a MIDI file of the same name is its rendering (as ``polydiff sample`` writes them) and
+    is not counted; of the rest, the kind with more files is read and the others are ignored
+    (``why`` says so); as many of each is an error. Audio is read as stems only when complete
+    stem sets are there (:func:`stem_sets`); the audio files outside them are then ignored. A
+    name ending in ``_mix.wav`` alone does not make stems."""
+    from .sounds import AUDIO_SUFFIXES
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    midi = [p for p in files if p.suffix.lower() in MIDI_SUFFIXES]
+    audio = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
+    rendered = {p.with_suffix("") for p in midi}
+    loose = [p for p in audio if p.with_suffix("") not in rendered]
+    if midi and (not loose or len(midi) > len(loose)):
+        why = f"read its {len(midi)} MIDI file(s), which outnumber the audio files" if loose else ""
+        return "midi", midi, loose, why
+    if midi and len(midi) == len(loose):
+        raise ValueError(f"{folder}: holds {len(midi)} MIDI file(s) ({_listing(midi, folder, 3)}) and as many audio "
+                         f"files ({_listing(loose, folder, 3)}); evaluate one kind at a time (move the others out)")
+    why = f"read its {len(audio)} audio file(s), which outnumber the MIDI files" if midi else ""
+    complete, partial = stem_sets(folder)
+    if not complete:
+        if partial:
+            warnings.warn(f"{folder}: {_listing(partial, folder, 3)} lack(s) some of their stems "
+                          "(NAME_<voice>.wav); the folder is read as plain sounds", stacklevel=3)
+        return "sounds", audio, midi, why
+    from .music import VOICES
+
+    members = {m.with_name(f"{m.name[: -len('_mix.wav')]}_{v}.wav") for m in complete for v in (*VOICES, "mix")}
+    outside = [p for p in audio if p not in members]
+    if outside:
+        why = (f"{why}; " if why else "") + f"read its {len(complete)} complete stem set(s) (NAME_mix.wav with " \
+              f"NAME_{'/'.join(VOICES)}.wav), not the other audio files"
+    return "stems", complete, midi + outside, why
+
+
+def read_stems(path: Path, names: Sequence[str] | None = None) -> list[Stems]:
+    """Pieces written by :func:`write_stems`: every ``NAME_mix.wav`` (or the pieces ``names``)
+    with its ``NAME_<voice>.wav`` stems (a missing or unreadable stem is an error naming it)."""
+    from .music import VOICES
+    from .sounds import load_audio
+
     out = []
-    for mix in sorted(Path(path).glob("*_mix.wav")):
+    mixes = sorted(Path(path).glob("*_mix.wav")) if names is None else [Path(path) / f"{n}_mix.wav" for n in names]
+    for mix in mixes:
         name = mix.name[: -len("_mix.wav")]
         rows, sr = [], None
         for v in VOICES:
@@ -728,10 +843,10 @@ def read_stems(path: Path) -> list[Stems]:
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: stem {v!r} of {mix.name} is missing")
             try:
-                a, sr = sf.read(f, dtype="float32", always_2d=True)
-            except Exception as err:  # soundfile raises its own error types
-                raise ValueError(f"{f}: not readable audio ({err})") from err
-            rows.append(a.mean(1))
+                a, sr = load_audio(f)
+            except ValueError as err:
+                raise ValueError(f"{f}: not a readable audio file ({err})") from None
+            rows.append(a)
         n = min(len(r) for r in rows)
         out.append(Stems(np.stack([r[:n] for r in rows]), int(sr), VOICES, name))
     return out

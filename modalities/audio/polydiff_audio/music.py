@@ -49,6 +49,7 @@ class Chorale:
     names: tuple[str, ...] = VOICES
     name: str = ""
     step_seconds: float = 0.125
+    source: str = ""  # the file it was read from ('' when generated): error messages name it
 
 
 # -- the music21 corpus ------------------------------------------------------------------------------
@@ -394,9 +395,11 @@ def read_midi(path: str | Path) -> Chorale:
     (case-insensitive, e.g. "Soprano"), else ``track1``, ``track2``... (the position among the
     tracks with notes). Note on/off times are rounded to the sixteenth grid of the file's first
     tempo, which also sets ``step_seconds``; a note shorter than half a step keeps one step;
-    where notes of one track overlap the highest sounds. The piece's name is the name of a
-    leading track without notes, else the file's stem. A file mido cannot read, or one without
-    notes, is a ValueError naming the file and the reason."""
+    where notes of one track overlap the highest sounds. Notes on the General MIDI drum channel
+    (10) are not pitches: they are left out with one warning naming the tracks (a track of drums
+    only is left out whole). The piece's name is the name of a leading track without notes, else
+    the file's stem; ``source`` is the file. A file mido cannot read (empty, cut off, not MIDI),
+    or one without pitched notes, is a ValueError naming the file and the reason."""
     import mido
 
     path = Path(path)
@@ -405,7 +408,7 @@ def read_midi(path: str | Path) -> Chorale:
     try:
         mid = mido.MidiFile(str(path))
     except Exception as err:
-        raise ValueError(f"{path}: not a readable MIDI file ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{path}: not a readable MIDI file ({_midi_problem(path, err)})") from None
     if mid.type == 2:
         raise ValueError(f"{path}: type-2 MIDI (independent sequences) is not supported")
     tpb = mid.ticks_per_beat
@@ -422,6 +425,7 @@ def read_midi(path: str | Path) -> Chorale:
                 break
     parsed = [_track_notes(tr) for tr in mid.tracks]
     title = parsed[0][0] if parsed and not parsed[0][1] else ""
+    parsed, drums = _without_drums(parsed)
     groups: list[tuple[str, list[tuple[int, int, int, int]]]] = []
     for i, (name, ns) in enumerate(parsed):
         if not ns:  # a voice that rests throughout is still a voice (the first track is the title / tempo track)
@@ -434,7 +438,13 @@ def read_midi(path: str | Path) -> Chorale:
         else:
             groups.append((name, ns))
     if not any(ns for _, ns in groups):
+        if drums:
+            raise ValueError(f"{path}: the MIDI file has only drum notes (General MIDI channel 10: "
+                             f"{', '.join(drums)}), no pitched notes")
         raise ValueError(f"{path}: the MIDI file has no notes")
+    if drums:
+        warnings.warn(f"{path}: skipped the drum notes (General MIDI channel 10, unpitched) of {len(drums)} "
+                      f"track(s): {', '.join(drums)}", stacklevel=2)
     per_step = tpb * STEP
     quantised = []
     for _, ns in groups:
@@ -457,7 +467,39 @@ def read_midi(path: str | Path) -> Chorale:
             used.add(v)
         else:
             names.append(f"track{i + 1}")
-    return Chorale(tracks, tuple(names), title or path.stem, tempo / 1e6 * STEP)
+    return Chorale(tracks, tuple(names), title or path.stem, tempo / 1e6 * STEP, str(path))
+
+
+def _midi_problem(path: Path, err: Exception) -> str:
+    """The reason mido could not read ``path``, in words (mido's own EOFError has none)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"MThd":
+        return f"no MIDI header: the file starts with {head!r}, not b'MThd'"
+    if isinstance(err, EOFError):
+        return f"the file is cut off: it ends inside a MIDI chunk after {size} bytes"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+DRUM_CHANNEL = 9  # General MIDI channel 10 (mido counts from 0): unpitched percussion
+
+
+def _without_drums(parsed: list[tuple[str, list[tuple[int, int, int, int]]]]
+                   ) -> tuple[list[tuple[str, list[tuple[int, int, int, int]]]], list[str]]:
+    """The tracks of :func:`_track_notes` without their drum-channel notes, and a description
+    ('Drums' (track 2)) of each track that had some: drum notes are not pitches."""
+    out, drums = [], []
+    for i, (name, ns) in enumerate(parsed):
+        kept = [n for n in ns if n[3] != DRUM_CHANNEL]
+        if len(kept) < len(ns):
+            drums.append(f"{name!r} (track {i + 1})" if name else f"track {i + 1}")
+            if not kept:  # a drum track: left out whole (not kept as a resting voice)
+                continue
+        out.append((name, kept))
+    return out, drums
 
 
 # -- synthesis -------------------------------------------------------------------------------------

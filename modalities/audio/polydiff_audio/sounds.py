@@ -531,26 +531,115 @@ def audio_of(mel: np.ndarray, spec: MelSpec = MelSpec(), n_iter: int = 32, seed:
 # ---------------------------------------------------------------------------------------------
 
 
-def _decode(file: Path, spec: MelSpec) -> np.ndarray:
-    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long; ValueError with the reason if unusable."""
-    import librosa
+# the first bytes of each format libsndfile reads here: a file whose start matches none is not decoded at all
+# (libsndfile would hand it to its MPEG decoder, which prints noise and a misleading reason)
+_MAGIC = {"WAV": ((0, b"RIFF"), (0, b"RIFX"), (0, b"RF64"), (0, b"BW64")), "FLAC": ((0, b"fLaC"), (0, b"ID3")),
+          "OGG": ((0, b"OggS"),)}
+_SUFFIX_FORMAT = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def _sniff(head: bytes) -> str | None:
+    """The audio format whose signature ``head`` (the file's first bytes) starts with, or None."""
+    for fmt, signatures in _MAGIC.items():
+        for offset, magic in signatures:
+            if head[offset:offset + len(magic)] == magic:
+                if fmt == "WAV" and magic in (b"RIFF", b"RIFX") and head[8:12] != b"WAVE":
+                    continue
+                return fmt
+    return None
+
+
+def _not_audio_reason(file: Path, head: bytes) -> str:
+    """Why a file whose first bytes match no audio format cannot be audio."""
+    expected = _SUFFIX_FORMAT.get(file.suffix.lower(), "audio")
+    if head.startswith(b"MThd"):
+        return f"it is a MIDI file, not {expected} audio"
+    if len(head) < 12:
+        return f"only {len(head)} bytes, too short for a {expected} header (cut off?)"
+    try:
+        head.decode("utf-8")
+        kind = "text"
+    except UnicodeDecodeError:
+        kind = "unknown binary data"
+    return f"no {expected} header: the file starts with {kind} ({head[:8]!r})"
+
+
+def cut_off(file: str | Path) -> str:
+    """'' or why a WAV file looks cut off: its ``data`` chunk header promises more sample bytes
+    than the file holds (libsndfile then reads what is there, silently). Other formats: ''."""
+    import struct
+
+    file = Path(file)
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return ""
+            pos, byte_rate = 12, 0
+            for _ in range(64):  # a WAV has a handful of chunks before its data
+                fh.seek(pos)
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return ""
+                cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(12)
+                    byte_rate = struct.unpack("<I", fmt[8:12])[0] if len(fmt) == 12 else 0
+                elif cid == b"data":
+                    have = size - pos - 8
+                    if n in (0, 0xFFFFFFFF) or have >= n:  # 0 / -1: a streamed WAV without a length
+                        return ""
+                    if byte_rate:
+                        return (f"its header promises {n / byte_rate:.3g} s of audio, the file holds "
+                                f"{max(have, 0) / byte_rate:.3g} s")
+                    return f"its header promises {n} bytes of samples, the file holds {max(have, 0)}"
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return ""
+    return ""
+
+
+def load_audio(file: str | Path) -> tuple[np.ndarray, int]:
+    """Mono float32 audio of a WAV / FLAC / OGG file at its own rate and that rate. Unusable
+    files are a ValueError whose message is the reason only (the caller names the file): empty,
+    not audio (checked on the first bytes, before any decoder sees them), undecodable, no
+    samples, NaN or infinite samples."""
     import numpy as np
     import soundfile as sf
 
+    file = Path(file)
+    if not file.is_file():
+        raise ValueError("no such file")
     if file.stat().st_size == 0:
         raise ValueError("empty file (0 bytes)")
+    with open(file, "rb") as fh:
+        head = fh.read(16)
+    if _sniff(head) is None:
+        raise ValueError(_not_audio_reason(file, head))
     try:
         data, sr = sf.read(str(file), dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile's errors vary by format and version
-        raise ValueError(f"cannot decode: {str(err).strip() or type(err).__name__}") from None
+        reason = str(err).strip() or type(err).__name__
+        reason = reason.split(": ", 1)[1] if reason.startswith("Error opening") and ": " in reason else reason
+        raise ValueError(f"cannot decode: {reason}") from None
     if data.size == 0:
-        raise ValueError("no samples")
+        raise ValueError("no samples (a header without audio: cut off?)")
     y = data.mean(axis=1)
     bad = int((~np.isfinite(y)).sum())
     if bad == len(y):
         raise ValueError("all samples are NaN")
     if bad:
         raise ValueError(f"{bad} of {len(y)} samples are NaN or infinite")
+    return y.astype(np.float32), int(sr)
+
+
+def _decode(file: Path, spec: MelSpec) -> np.ndarray:
+    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long; ValueError with the reason if unusable."""
+    import librosa
+    import numpy as np
+
+    y, sr = load_audio(file)
     if sr != spec.sr:
         y = librosa.resample(y, orig_sr=sr, target_sr=spec.sr)
     return _fit(y.astype(np.float32), spec.samples)
@@ -624,13 +713,18 @@ def read_sounds(path: str | Path, spec: MelSpec = MelSpec()) -> list[Sound]:
         folder, files = path.parent, [path]
     captions = _read_captions(folder / CAPTIONS_FILE, folder) if (folder / CAPTIONS_FILE).is_file() else {}
 
-    sounds, skipped = [], []
+    sounds, skipped, cut = [], [], []
     for file in files:
         try:
             audio = _decode(file, spec)
         except ValueError as err:
+            if path.is_file():
+                raise ValueError(f"{file}: not a readable audio file ({err})") from None
             skipped.append(f"{file.relative_to(folder).as_posix()} ({err})")
             continue
+        short = cut_off(file)
+        if short:
+            cut.append(f"{file.relative_to(folder).as_posix()} ({short})")
         caption, label, _ = captions.get(file.relative_to(folder).as_posix(), ("", -2, ""))
         if label == -2:
             label = caption_label(caption) if caption else -1
@@ -639,8 +733,13 @@ def read_sounds(path: str | Path, spec: MelSpec = MelSpec()) -> list[Sound]:
         raise ValueError(f"{folder}: no usable audio file ({len(skipped)} skipped: {'; '.join(skipped[:3])})")
     if skipped:
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        warnings.warn(f"{folder}: skipped {len(skipped)} of {len(files)} audio files: {'; '.join(skipped[:3])}{more}",
-                      stacklevel=2)
+        warnings.warn(f"{folder}: skipped {len(skipped)} of {len(files)} audio files that are not readable audio: "
+                      f"{'; '.join(skipped[:3])}{more}", stacklevel=2)
+    if cut:
+        more = f"; and {len(cut) - 3} more" if len(cut) > 3 else ""
+        where = path if path.is_file() else folder
+        warnings.warn(f"{where}: read {len(cut)} of {len(files)} audio files that look cut off as far as they go: "
+                      f"{'; '.join(cut[:3])}{more}", stacklevel=2)
     return sounds
 
 

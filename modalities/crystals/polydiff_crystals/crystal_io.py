@@ -106,7 +106,8 @@ def read_cif_csv(path: Path | str, *, limit: int | None = None, columns: Mapping
     to a property name (e.g. ``{"heat_ref": "formation_energy"}``); a named column that is absent,
     or a cell that is not a number, is a :class:`CrystalFileError` naming the row and column
     (empty cells leave the property unset). Without ``columns`` every column except ``cif``,
-    ``material_id`` and an unnamed index whose cells are all numbers is kept under its own name.
+    ``material_id`` and an unnamed index is kept under its own name when most of its cells are
+    numbers (its other cells are then errors); columns of mostly text are ignored.
     Names come from ``material_id``, else ``row<k>`` (k the 0-based data row)."""
     path = Path(path)
     structures, reasons = _read_csv(path, limit=limit, columns=columns)
@@ -124,6 +125,7 @@ def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structu
     out: list[Structure] = []
     all_reasons: list[str] = []
     tables: list[str] = []
+    failed: list[str] = []  # whole files that could not be read (POSCAR, extXYZ, JSON, not UTF-8...)
     for file in files:
         if _format_of(file) is None:
             continue
@@ -133,12 +135,23 @@ def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structu
             if file.name not in OWN_TABLES:  # polydiff's own tables beside the CIFs are expected
                 tables.append(file.name)
             continue
+        except CrystalFileError as err:
+            if _format_of(file) == "csv":  # a table's bad property cell or header: the user must fix it
+                raise
+            failed.append(f"{file.name}{str(err)[len(str(file)):]}" if str(err).startswith(str(file))
+                          else f"{file.name}: {err}")
+            continue
         _report(file, reasons, len(structures), stacklevel=4)
         out.extend(structures)
         all_reasons.extend(f"{file.name}: {r}" for r in reasons)
     if tables:
         warnings.warn(f"{folder}: skipped {len(tables)} CSV file(s) without a 'cif' column (not structure "
                       f"tables): {_listing(tables)}", stacklevel=3)
+    if failed and out:
+        n_files = sum(_format_of(p) is not None for p in files)
+        warnings.warn(f"{folder}: skipped {len(failed)} of {n_files} crystal file(s) that could not be read: "
+                      f"{_listing(failed)}", stacklevel=3)
+    all_reasons.extend(failed)
     if not out:
         detail = f": {_listing(all_reasons)}" if all_reasons else " (no crystal files found)"
         raise CrystalFileError(f"{folder}: no structure could be read{detail}")
@@ -194,15 +207,20 @@ def _named(structure: Structure, name: str, props: Mapping[str, Any] | None = No
 # CIF ----------------------------------------------------------------------------------------------------
 
 
-def parse_cif(text: str) -> Structure:
+def parse_cif(text: str, first_line: int = 1) -> Structure:
     """One ordered structure from CIF text (its first data block), as pymatgen's
-    ``Structure.from_str(text, fmt="cif")`` builds it. A ValueError gives the reason (pymatgen's
-    message and the warnings it raised while failing)."""
+    ``Structure.from_str(text, fmt="cif")`` builds it. A ValueError gives the reason: a cell
+    field or loop rows missing (lines counted from ``first_line``, the text's first line in its
+    file), else pymatgen's message and the warnings it raised while failing; or, when the CIF
+    states ``_chemical_formula_sum``, a composition that disagrees with it (rows lost)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             structure = Structure.from_str(text, fmt="cif")
         except Exception as err:  # any parser failure is a reason to skip this CIF
+            found = _cif_problem(text, first_line)
+            if found:
+                raise ValueError(found) from None
             said = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
             said = [m for m in said if not m.startswith("Issues encountered")] or said  # that one repeats the rest
             detail = f" ({'; '.join(said)})" if said else ""
@@ -212,7 +230,94 @@ def parse_cif(text: str) -> Structure:
         raise ValueError("no atom sites")
     if not structure.is_ordered:
         raise ValueError("partial occupancies (disordered sites) are not supported")
+    mismatch = _formula_mismatch(text, structure)
+    if mismatch:
+        raise ValueError(mismatch)
     return structure
+
+
+_CELL_FIELDS = ("_cell_length_a", "_cell_length_b", "_cell_length_c", "_cell_angle_alpha", "_cell_angle_beta",
+                "_cell_angle_gamma")
+_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\S+")
+
+
+def _cif_problem(text: str, first_line: int = 1) -> str | None:
+    """Why a CIF that pymatgen could not parse is broken, where it can be told: a missing cell
+    field, or a loop whose values do not fill its last row (a file cut off), with its line."""
+    lines = text.splitlines()
+    tags = {line.split()[0].lower() for line in lines if line.strip().startswith("_")}
+    missing = [f for f in _CELL_FIELDS if f not in tags]
+    if missing:
+        return f"no {', '.join(missing)} field (a crystal cell needs {', '.join(_CELL_FIELDS)})"
+    i = 0
+    while i < len(lines):
+        if lines[i].strip().lower() != "loop_":
+            i += 1
+            continue
+        start, columns, j = i, [], i + 1
+        while j < len(lines) and lines[j].strip().startswith("_"):
+            columns.append(lines[j].split()[0])
+            j += 1
+        values, last = 0, None
+        while j < len(lines):
+            line = lines[j].strip()
+            if line.startswith("_") or line.lower().startswith(("loop_", "data_")):
+                break
+            if line.startswith(";"):  # a text field runs to the next line starting with ';'
+                j += 1
+                while j < len(lines) and not lines[j].startswith(";"):
+                    j += 1
+                values, last = values + 1, j
+            elif line and not line.startswith("#"):
+                tokens = _TOKEN.findall(line)
+                cut = next((k for k, t in enumerate(tokens) if t.startswith("#")), len(tokens))
+                values, last = values + cut, j
+            j += 1
+        if columns and values % len(columns):
+            return (f"the loop at line {start + first_line} ({columns[0]} ...) has {len(columns)} columns but "
+                    f"{values} values: its last row (line {(last or start) + first_line}) is incomplete (the file "
+                    "is cut off?)")
+        if columns and not values:
+            return f"the loop at line {start + first_line} ({columns[0]} ...) has no rows (the file is cut off?)"
+        i = j
+    return None
+
+
+def _formula_mismatch(text: str, structure: Structure) -> str | None:
+    """When the CIF states ``_chemical_formula_sum``, why the parsed structure's composition
+    disagrees with it (elements missing or extra, other ratios), else None (as pymatgen's
+    ``CifParser.check``, 1 % tolerance on the ratios; an unreadable formula is not checked)."""
+    from pymatgen.core import Composition
+
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        parts = line.strip().split(None, 1)
+        if parts and parts[0].lower() == "_chemical_formula_sum":
+            value = parts[1] if len(parts) > 1 else (lines[i + 1] if i + 1 < len(lines) else "")
+            break
+    else:
+        return None
+    value = value.strip().strip(";").strip().strip("'\"").strip()
+    try:
+        stated = Composition(value).remove_charges()
+        got = structure.composition.remove_charges()
+    except Exception:  # not a formula pymatgen reads: nothing to check against
+        return None
+    if not value or not stated.num_atoms:
+        return None
+    a = {str(e): float(n) for e, n in stated.items()}
+    b = {str(e): float(n) for e, n in got.items()}
+    if a.keys() != b.keys():
+        lost, extra = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        what = "; ".join(x for x in (f"missing {', '.join(lost)}" if lost else "",
+                                     f"extra {', '.join(extra)}" if extra else "") if x)
+        return (f"the atom sites give {got.formula} but _chemical_formula_sum is {value!r} ({what}: rows lost, "
+                "the file cut off?)")
+    ratios = [b[e] / a[e] for e in a]
+    if max(ratios) > min(ratios) * 1.01:
+        return (f"the atom sites give {got.formula} but _chemical_formula_sum is {value!r} (other ratios: rows "
+                "lost, the file cut off?)")
+    return None
 
 
 def cif_blocks(text: str) -> list[tuple[int, str]]:
@@ -238,7 +343,7 @@ def _read_cif_file(path: Path) -> tuple[list[Structure], list[str]]:
     out, reasons = [], []
     for k, (line, block) in enumerate(blocks):
         try:
-            structure = parse_cif(block)
+            structure = parse_cif(block, 1 if k == 0 else line)  # the first block holds the text before it
         except ValueError as err:
             reasons.append(f"data block {k} (line {line}): {err}")
             continue
@@ -279,7 +384,7 @@ def _read_csv(path: Path, *, limit: int | None, columns: Mapping[str, str] | Non
     except csv.Error as err:
         raise CrystalFileError(f"{path}:{reader.line_num}: not a readable CSV row ({err})") from None
     if columns is None:
-        columns = {c: c for c in header if c not in _SKIP_AUTO and _all_numbers(header.index(c), rows)}
+        columns = {c: c for c in header if c not in _SKIP_AUTO and _numeric_column(header.index(c), rows)}
     where = {c: header.index(c) for c in columns}
     i_cif, i_id = header.index("cif"), header.index("material_id") if "material_id" in header else None
     out, reasons = [], []
@@ -306,17 +411,19 @@ def _read_csv(path: Path, *, limit: int | None, columns: Mapping[str, str] | Non
     return out, reasons
 
 
-def _all_numbers(i: int, rows: list[tuple[int, int, list[str]]]) -> bool:
-    seen = False
+def _numeric_column(i: int, rows: list[tuple[int, int, list[str]]]) -> bool:
+    """Whether most non-empty cells of column ``i`` are numbers (a property column, whose other
+    cells are then errors), rather than text (a formula, a note: ignored)."""
+    numbers = texts = 0
     for _, _, cells in rows:
         cell = cells[i].strip() if i < len(cells) else ""
         if cell:
             try:
                 float(cell)
+                numbers += 1
             except ValueError:
-                return False
-            seen = True
-    return seen
+                texts += 1
+    return numbers > texts
 
 
 # POSCAR, extXYZ, JSON -------------------------------------------------------------------------------------
@@ -329,6 +436,9 @@ def _read_poscar(path: Path) -> Structure:
         try:
             structure = Poscar.from_str(text).structure
         except Exception as err:  # pymatgen raises many kinds for a bad POSCAR
+            where = _poscar_problem(text.splitlines())
+            if where:
+                raise CrystalFileError(f"{path}:{where}") from None
             raise CrystalFileError(f"{path}: not a readable POSCAR ({type(err).__name__}: {err})") from None
     return _named(structure, path.stem if path.suffix.lower() in (".vasp", ".poscar") else path.name)
 
@@ -336,9 +446,13 @@ def _read_poscar(path: Path) -> Structure:
 def _read_extxyz(path: Path, properties: Sequence[str] | None) -> list[Structure]:
     import ase.io
 
+    text = read_text(path, CrystalFileError)
     try:
-        frames = ase.io.read(path, index=":", format="extxyz")
+        frames = ase.io.read(io.StringIO(text), index=":", format="extxyz")
     except Exception as err:  # ASE raises many kinds for a bad file
+        where = _xyz_problem(text.splitlines())
+        if where:
+            raise CrystalFileError(f"{path}: {where}") from None
         raise CrystalFileError(f"{path}: not a readable extended XYZ file ({type(err).__name__}: {err})") from None
     if not frames:
         raise CrystalFileError(f"{path}: no frames")
@@ -359,6 +473,73 @@ def _read_extxyz(path: Path, properties: Sequence[str] | None) -> list[Structure
                               coords_are_cartesian=True)
         out.append(_named(structure, name, props))
     return out
+
+
+def _numbers(lines: list[str], k: int, n: int, what: str) -> str | None:
+    """Why line ``k`` (0-based) does not start with ``n`` numbers (``"LINE: why"``), or None."""
+    if k >= len(lines):
+        return f"{len(lines)}: the file ends before the {what} (line {k + 1}; cut off?)"
+    parts = lines[k].split()
+    try:
+        if len(parts) < n:
+            raise ValueError
+        [float(x) for x in parts[:n]]
+    except ValueError:
+        return f"{k + 1}: expected {n} number(s) ({what}), got {lines[k].strip()[:40]!r}"
+    return None
+
+
+def _poscar_problem(lines: list[str]) -> str | None:
+    """``"LINE: why"`` for the first malformed line of a POSCAR's header and coordinates, None
+    if none is found (the reason is then pymatgen's)."""
+    found = _numbers(lines, 1, 1, "the scale factor") or next(
+        (w for k in (2, 3, 4) if (w := _numbers(lines, k, 3, "a lattice vector"))), None)
+    if found:
+        return found
+    k = 5
+    if k < len(lines) and lines[k].split() and not lines[k].split()[0].lstrip("+-").isdigit():
+        k += 1  # VASP 5: a line of element symbols before the counts
+    if k >= len(lines):
+        return f"{len(lines)}: the file ends before the atom counts (line {k + 1}; cut off?)"
+    try:
+        total = sum(int(x) for x in lines[k].split())
+    except ValueError:
+        return f"{k + 1}: expected the atom counts (integers), got {lines[k].strip()[:40]!r}"
+    k += 1
+    if k < len(lines) and lines[k].strip()[:1] in ("S", "s"):
+        k += 1  # selective dynamics
+    k += 1  # Direct / Cartesian
+    for i in range(k, k + total):
+        if found := _numbers(lines, i, 3, f"the coordinates of atom {i - k + 1}"):
+            return found
+    return None
+
+
+def _xyz_problem(lines: list[str]) -> str | None:
+    """``"frame K (line L): why"`` for the first frame of an (extended) XYZ text whose atom
+    count, atom lines or length is wrong, None if none is found (the reason is then ASE's)."""
+    i, k = 0, 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i])  # the count line holds the count alone
+        except ValueError:
+            return f"frame {k} (line {i + 1}): expected the atom count, got {lines[i].strip()[:40]!r}"
+        if i + 1 + n >= len(lines):
+            return (f"frame {k} (line {i + 1}): {n} atoms announced but the file ends after line {len(lines)} "
+                    "(cut off?)")
+        for j in range(i + 2, i + 2 + n):
+            parts = lines[j].split()
+            try:
+                if len(parts) < 4:
+                    raise ValueError
+                [float(x) for x in parts[1:4]]
+            except ValueError:
+                return f"frame {k} (line {j + 1}): expected an element and 3 coordinates, got {lines[j].strip()[:40]!r}"
+        i, k = i + 2 + n, k + 1
+    return None
 
 
 def _is_number(value: Any) -> bool:

@@ -6,6 +6,12 @@ A *molecular graph* is an ``nx.Graph`` over heavy atoms 0..n-1 with the node att
 representation GDSS and PARD generate. Hydrogens stay implicit: RDKit recomputes them from the
 valences when the graph is turned back into a molecule, so a charged token such as ``N+``
 round-trips ``[NH3+]`` / ``[nH+]`` and ``O-`` round-trips ``[O-]``. Stereochemistry is dropped.
+
+Read as generated samples (``keep_invalid=True``, what ``polydiff evaluate`` does), a SMILES
+entry or SDF record that is not a valid molecule becomes a *placeholder*: an empty graph whose
+graph attribute ``invalid`` says where it came from and why (:func:`invalid_placeholder`).
+:func:`graph_to_mol` returns None for it, so it counts as an invalid sample in every validity.
+Read as training data, such records are skipped and counted instead.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import csv
 import io
 import re
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +32,33 @@ ATOM = "atom"
 BOND = "bond"
 BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 _TOKEN = re.compile(r"^([A-Z][a-z]?)([+-]\d*)?$")
+INVALID = "invalid"  # graph attribute of a placeholder for an unreadable record (its place and reason)
+_ORIGINS: weakref.WeakKeyDictionary[nx.Graph, str] = weakref.WeakKeyDictionary()
+
+
+def invalid_placeholder(reason: str) -> nx.Graph:
+    """An empty graph standing for a record that is not a valid molecule (``reason``: its
+    place and why), kept so that it counts as an invalid sample."""
+    g = nx.Graph()
+    g.graph[INVALID] = reason
+    return g
+
+
+def is_placeholder(graph: nx.Graph) -> bool:
+    """Whether ``graph`` is a placeholder for an unreadable record (:func:`invalid_placeholder`)."""
+    return bool(graph.graph.get(INVALID))
+
+
+def set_origin(graph: nx.Graph, origin: str) -> nx.Graph:
+    """Remember where a graph was read (``"file:line"``, ``"file: graph 3"``) for later
+    messages, without touching its attributes (writers keep those); returns ``graph``."""
+    _ORIGINS[graph] = origin
+    return graph
+
+
+def origin_of(graph: nx.Graph) -> str | None:
+    """Where a reader found ``graph`` (see :func:`set_origin`), None when not read from a file."""
+    return _ORIGINS.get(graph)
 
 
 @contextlib.contextmanager
@@ -128,9 +162,10 @@ def build_mol(graph: nx.Graph) -> Chem.RWMol:
 def graph_to_mol(graph: nx.Graph) -> Chem.Mol | None:
     """The sanitised molecule of a molecular graph, or None if RDKit rejects it (valence, ...).
 
-    No correction is attempted: this is the "validity without correction" test.
+    No correction is attempted: this is the "validity without correction" test. A placeholder
+    for an unreadable record (:func:`is_placeholder`) is None.
     """
-    if graph.number_of_nodes() == 0:
+    if graph.number_of_nodes() == 0 or is_placeholder(graph):
         return None
     mol = build_mol(graph).GetMol()
     with quiet_rdkit():
@@ -160,23 +195,27 @@ def _parse(mol: Chem.Mol | None) -> nx.Graph | None:
         return None
 
 
-def smiles_to_graphs(smiles: Sequence[str], source: str = "<smiles>",
-                     lines: Sequence[int] | None = None) -> tuple[list[nx.Graph], int]:
-    """Parse SMILES into molecular graphs; invalid ones are skipped, reported in one warning
-    (``source:line``) and counted. Returns ``(graphs, n_skipped)``."""
+def smiles_to_graphs(smiles: Sequence[str], source: str = "<smiles>", lines: Sequence[int] | None = None,
+                     keep_invalid: bool = False) -> tuple[list[nx.Graph], int]:
+    """Parse SMILES into molecular graphs. Invalid ones are reported in one warning
+    (``source:line``) and counted; they are skipped, or with ``keep_invalid`` kept in place as
+    placeholders (:func:`invalid_placeholder`). Returns ``(graphs, n_invalid)``."""
     graphs, bad = [], []
     with quiet_rdkit():
         for i, s in enumerate(smiles):
+            where = f"{source}:{lines[i] if lines is not None else i + 1}"
             graph = _parse(Chem.MolFromSmiles(s) if s else None)
             if graph is None:
-                bad.append((i, s))
+                bad.append(f"{where}: {s!r}")
+                if keep_invalid:
+                    graphs.append(set_origin(invalid_placeholder(f"{where}: invalid SMILES {s!r}"), where))
             else:
-                graphs.append(graph)
+                graphs.append(set_origin(graph, where))
     if bad:
-        where = [f"{source}:{lines[i] if lines is not None else i + 1}: {s!r}" for i, s in bad[:5]]
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        warnings.warn(f"skipped {len(bad)} invalid SMILES of {len(smiles)}: " + "; ".join(where) + more,
-                      stacklevel=2)
+        what = ("kept {} invalid SMILES of {} as invalid samples (they count against validity)" if keep_invalid
+                else "skipped {} invalid SMILES of {}").format(len(bad), len(smiles))
+        warnings.warn(f"{what}: " + "; ".join(bad[:5]) + more, stacklevel=2)
     return graphs, len(bad)
 
 
@@ -220,8 +259,11 @@ def _read_csv_smiles(path: Path, text: str, column: str | None) -> tuple[list[st
     names = [h.strip() for h in header]
     wanted = column or next((h for h in names if h.lower() == "smiles"), None)
     if wanted is None or wanted not in names:
+        hint = "" if column else (
+            "; a .csv file is read as molecules, one SMILES per row in a column named 'smiles' (graphs as edge "
+            "lists are read from .edgelist, .edges or .txt files, 'u v' per line, or from .g6, .graphml, .json)")
         raise ValueError(f"{path}:{hline}: no {'column ' + repr(column) if column else 'smiles column'}; "
-                         f"columns: {', '.join(names)}")
+                         f"columns: {', '.join(names)}{hint}")
     col = names.index(wanted)
     smiles, lines = [], []
     for line, row in rows:
@@ -232,15 +274,45 @@ def _read_csv_smiles(path: Path, text: str, column: str | None) -> tuple[list[st
     return smiles, lines
 
 
-def read_smiles(path: str | Path, column: str | None = None) -> tuple[list[nx.Graph], int]:
-    """Molecular graphs from a SMILES file; returns ``(graphs, n_invalid_skipped)``."""
+def read_smiles(path: str | Path, column: str | None = None,
+                keep_invalid: bool = False) -> tuple[list[nx.Graph], int]:
+    """Molecular graphs from a SMILES file; returns ``(graphs, n_invalid)`` (invalid entries
+    skipped, or kept as placeholders with ``keep_invalid``; see :func:`smiles_to_graphs`)."""
     smiles, lines = read_smiles_column(path, column)
-    return smiles_to_graphs(smiles, str(path), lines)
+    return smiles_to_graphs(smiles, str(path), lines, keep_invalid)
 
 
-def read_sdf(path: str | Path) -> tuple[list[nx.Graph], int]:
-    """Molecular graphs from an SDF file; unreadable records are skipped, reported (record
-    number and first line) in a warning and counted. Returns ``(graphs, n_skipped)``."""
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].strip() if text else type(err).__name__
+
+
+def _sdf_record(supplier: Chem.SDMolSupplier, i: int) -> tuple[nx.Graph | None, str]:
+    """Record ``i`` as a molecular graph, or None and why not. The record is parsed as written
+    (hydrogens kept, not sanitised), then sanitised, then stripped of hydrogens: RDKit's own
+    hydrogen removal would otherwise drop an explicit H that breaks a valence and hide the error."""
+    try:
+        mol = supplier[i]
+    except Exception as err:  # RDKit raises on some malformed records instead of returning None
+        return None, f"not a readable MDL record ({_first_line(err)})"
+    if mol is None:
+        return None, "not a readable MDL record"
+    try:
+        Chem.SanitizeMol(mol)
+        mol = Chem.RemoveHs(mol)
+    except Exception as err:  # AtomValenceException, KekulizeException, ...
+        return None, _first_line(err)
+    try:
+        return mol_to_graph(mol), ""
+    except ValueError as err:
+        return None, str(err)
+
+
+def read_sdf(path: str | Path, keep_invalid: bool = False) -> tuple[list[nx.Graph], int]:
+    """Molecular graphs from an SDF file. Records that are unreadable or not valid molecules
+    (a valence error, also one made by explicit hydrogens) are reported (line, record number,
+    reason) in one warning and counted; they are skipped, or with ``keep_invalid`` kept in place
+    as placeholders (:func:`invalid_placeholder`). Returns ``(graphs, n_invalid)``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such SDF file")
@@ -250,22 +322,23 @@ def read_sdf(path: str | Path) -> tuple[list[nx.Graph], int]:
     starts = _sdf_record_lines(data)
     graphs, bad = [], []
     with quiet_rdkit():
-        supplier = Chem.SDMolSupplier(str(path), sanitize=True, removeHs=True)
-        for i in range(len(supplier)):
-            try:
-                mol = supplier[i]
-            except Exception:  # RDKit raises on some malformed records instead of returning None
-                mol = None
-            graph = _parse(mol)
-            if graph is None:
-                bad.append(i)
-            else:
-                graphs.append(graph)
+        supplier = Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False)
+        n = len(supplier)
+        for i in range(n):
+            where = f"{path}:{starts[i] if i < len(starts) else '?'} (record {i + 1})"
+            graph, why = _sdf_record(supplier, i)
+            if graph is not None:
+                graphs.append(set_origin(graph, where))
+                continue
+            bad.append(f"{where}: {why}")
+            if keep_invalid:
+                graphs.append(set_origin(invalid_placeholder(f"{where}: {why}"), where))
     if bad:
-        where = [f"{path}:{starts[i] if i < len(starts) else '?'} (record {i + 1})" for i in bad[:5]]
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        warnings.warn(f"skipped {len(bad)} unreadable SDF records of {len(bad) + len(graphs)}: "
-                      + "; ".join(where) + more, stacklevel=2)
+        what = (f"kept {len(bad)} invalid SDF records of {n} as invalid samples (they count against validity)"
+                if keep_invalid
+                else f"skipped {len(bad)} unreadable SDF records of {n}")
+        warnings.warn(f"{what}: " + "; ".join(bad[:5]) + more, stacklevel=2)
     return graphs, len(bad)
 
 

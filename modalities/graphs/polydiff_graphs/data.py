@@ -46,9 +46,19 @@ from torch.utils.data import Dataset
 
 from polydiff.plugin import DataBundle, shared_file
 
-from .chem import ATOM, mol_to_graph, quiet_rdkit, read_sdf, read_smiles_column, smiles_to_graphs, token_sort_key
+from .chem import (
+    ATOM,
+    mol_to_graph,
+    origin_of,
+    quiet_rdkit,
+    read_sdf,
+    read_smiles_column,
+    set_origin,
+    smiles_to_graphs,
+    token_sort_key,
+)
 from .convert import graphs_to_dense, mol_graphs_to_dense
-from .io import simple_graphs, warn_dropped
+from .io import MAX_NODES, simple_graphs, warn_dropped
 
 ZINC_ELEMENTS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 
@@ -231,9 +241,50 @@ def _splits_nonempty(n: int, scheme: str, test_fraction: float, val_fraction: fl
 # -- loaders ------------------------------------------------------------------------------------
 
 
+def _json_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_graph(path: Path, i: int, item: Any) -> tuple[nx.Graph, int]:
+    """Graph ``i`` of a graphs JSON file and its number of self-loops (dropped); a ValueError
+    ``FILE: graph i: ...`` naming the field at fault otherwise."""
+    where = f"{path}: graph {i}"
+    if not isinstance(item, dict):
+        raise ValueError(f'{where}: expected an object {{"n": ..., "edges": [[u, v], ...]}}, got {item!r:.40}')
+    for key in ("n", "edges"):
+        if key not in item:
+            raise ValueError(f'{where}: missing "{key}"')
+    n = item["n"]
+    if not _json_int(n) or not 0 <= n <= MAX_NODES:
+        raise ValueError(f'{where}: "n" must be an integer 0..{MAX_NODES:,}, got {n!r:.40}')
+    if not isinstance(item["edges"], list):
+        raise ValueError(f'{where}: "edges" must be a list of [u, v] pairs, got {item["edges"]!r:.40}')
+    edges = []
+    for k, e in enumerate(item["edges"]):
+        if not isinstance(e, list) or len(e) != 2 or not all(_json_int(v) for v in e):
+            raise ValueError(f'{where}: "edges"[{k}] must be a pair [u, v] of node ids, got {e!r:.40}')
+        if not (0 <= e[0] < n and 0 <= e[1] < n):
+            raise ValueError(f'{where}: "edges"[{k}] {e} is outside nodes 0..{n - 1}')
+        edges.append((e[0], e[1]))
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    if "node_labels" in item:
+        labels = item["node_labels"]
+        if not isinstance(labels, list) or len(labels) != n:
+            got = f"{len(labels)} labels" if isinstance(labels, list) else repr(labels)[:40]
+            raise ValueError(f'{where}: "node_labels" must be a list of n={n} labels, got {got}')
+        nx.set_node_attributes(g, dict(enumerate(labels)), "label")
+    if "graph_label" in item:
+        g.graph["label"] = item["graph_label"]
+    g.add_edges_from((u, v) for u, v in edges if u != v)
+    return set_origin(g, where), sum(u == v for u, v in edges)
+
+
 def graphs_from_json(path: str | Path) -> list[nx.Graph]:
     """Graphs of a ``{"graphs": [{"n", "edges", ...}]}`` file (shared data and fixtures format);
-    ENZYMES-style ``node_labels`` / ``graph_label`` become the ``label`` attributes."""
+    ENZYMES-style ``node_labels`` / ``graph_label`` become the ``label`` attributes. Errors are
+    one line naming the file, the graph (counted from 0) and the field: ``FILE: graph 5:
+    missing "n"``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such JSON graphs file")
@@ -243,22 +294,17 @@ def graphs_from_json(path: str | Path) -> list[nx.Graph]:
     except json.JSONDecodeError as err:
         cut = "; the document ends early, so the file looks cut off" if err.pos >= len(text.rstrip()) else ""
         raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}){cut}") from None
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         raise ValueError(f'{path}: expected a JSON object {{"graphs": [{{"n": ..., "edges": ...}}, ...]}}') from None
+    except RecursionError:
+        raise ValueError(f"{path}: not readable JSON (nested too deeply)") from None
+    if not isinstance(items, list):
+        raise ValueError(f'{path}: "graphs" must be a list of graphs, got {type(items).__name__}')
     graphs, loops = [], []
     for i, item in enumerate(items):
-        g = nx.Graph()
-        g.add_nodes_from(range(item["n"]))
-        if "node_labels" in item:
-            nx.set_node_attributes(g, dict(enumerate(item["node_labels"])), "label")
-        if "graph_label" in item:
-            g.graph["label"] = item["graph_label"]
-        edges = [tuple(e) for e in item["edges"]]
-        if any(not (0 <= u < item["n"] and 0 <= v < item["n"]) for u, v in edges):
-            raise ValueError(f"{path}: graph {i} has an edge outside nodes 0..{item['n'] - 1}")
-        g.add_edges_from((u, v) for u, v in edges if u != v)
-        if any(u == v for u, v in edges):
-            loops.append((i, sum(u == v for u, v in edges)))
+        g, k = _json_graph(path, i, item)
+        if k:
+            loops.append((i, k))
         graphs.append(g)
     warn_dropped(path, loops, 0, stacklevel=3)
     return graphs
@@ -406,14 +452,21 @@ def graph_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, Any
     if not graphs:
         raise ValueError(f"dataset {dataset!r} has no graphs")
     where = _where(dataset, source)
+    origins = [origin_of(g) for g in graphs]
     graphs = [nx.convert_node_labels_to_integers(g, ordering="sorted") for g in simple_graphs(graphs, where)]
     n_max = max(g.number_of_nodes() for g in graphs)
     d_max = max((d for g in graphs for _, d in g.degree()), default=0)
     max_nodes = max_nodes or n_max
     max_feat_num = max_feat_num or d_max + 1
     if n_max > max_nodes or d_max >= max_feat_num:
-        raise ValueError(f"dataset {dataset!r}: graphs have up to {n_max} nodes and degree {d_max}; "
-                         f"max_nodes={max_nodes} and max_feat_num={max_feat_num} are too small")
+        too = [f"max_nodes={max_nodes}"] if n_max > max_nodes else []
+        too += [f"max_feat_num={max_feat_num} (it must exceed the largest degree)"] if d_max >= max_feat_num else []
+        i = next(i for i, g in enumerate(graphs)
+                 if g.number_of_nodes() > max_nodes or max((d for _, d in g.degree()), default=0) >= max_feat_num)
+        big, name = graphs[i], origins[i] or f"graph {i}"
+        raise ValueError(f"{where}: graphs have up to {n_max} nodes and degree {d_max}; {' and '.join(too)} "
+                         f"{'is' if len(too) == 1 else 'are'} too small (first too large: {name}, "
+                         f"{big.number_of_nodes()} nodes, degree {max((d for _, d in big.degree()), default=0)})")
     info = {"dataset": dataset, "kind": "graph", "source": source, "max_nodes": max_nodes,
             "max_feat_num": max_feat_num, "split": split, "validity": validity, "drop_isolated": drop_isolated}
     idx = split_indices(len(graphs), split, seed, test_fraction, val_fraction, shuffle, where)
@@ -438,6 +491,7 @@ def molecule_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, 
     where = _where(dataset, source)
     if test_graphs is not None and not test_graphs:
         raise ValueError(f"{where} has no test molecules: evaluation needs a held-out set")
+    origins = [origin_of(g) for g in [*graphs, *(test_graphs or [])]]
     graphs = simple_graphs(graphs, where)
     test_graphs = simple_graphs(test_graphs, f"{where} (test)") if test_graphs is not None else None
     every = list(graphs) + list(test_graphs or [])
@@ -445,7 +499,10 @@ def molecule_bundle(graphs: Sequence[nx.Graph], dataset: str, source: dict[str, 
     n_max = max(g.number_of_nodes() for g in every)
     max_nodes = max_nodes or n_max
     if n_max > max_nodes:
-        raise ValueError(f"dataset {dataset!r}: molecules have up to {n_max} heavy atoms; max_nodes={max_nodes}")
+        i = next(i for i, g in enumerate(every) if g.number_of_nodes() > max_nodes)
+        name = origins[i] or f"molecule {i}"
+        raise ValueError(f"{where}: molecules have up to {n_max} heavy atoms; max_nodes={max_nodes} is too small "
+                         f"(first too large: {name}, {every[i].number_of_nodes()} heavy atoms)")
     info = {"dataset": dataset, "kind": "molecule", "source": source, "max_nodes": max_nodes,
             "atom_types": atom_types, "num_bond_types": 3, "split": split, "skipped_invalid": skipped}
     if test_graphs is None:

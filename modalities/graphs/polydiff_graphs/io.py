@@ -10,16 +10,22 @@ Readers name the file and line of a malformed entry; read as samples (``complete
 - ``.graphml``: one document with one ``<graph>`` per sample; node / edge / graph attributes
   kept (molecular graphs keep ``atom`` and ``bond``);
 - ``.edgelist`` (also ``.edges`` / ``.txt``): ``u v`` per line (comma or whitespace separated, an
-  optional third numeric field is kept as ``weight``); ``# graph <i> nodes=<n>`` starts a new
-  graph with nodes 0..n-1 (isolated nodes survive); other ``#`` lines are comments. Without
-  headers the whole file is one graph, its node names relabelled 0..n-1 (numeric ones in order);
+  optional third numeric field is kept as ``weight``, or a data dict as networkx's
+  ``write_edgelist`` writes it, ``0 1 {}`` / ``0 1 {'weight': 1.0}``, whose number and string
+  values are kept as edge attributes); ``# graph <i> nodes=<n>`` starts a new graph with nodes
+  0..n-1 (isolated nodes survive); other ``#`` lines are comments. Without headers the whole
+  file is one graph, its node names relabelled 0..n-1 (numeric ones in order);
 - ``.smi`` / ``.csv`` / ``.sdf``: molecules (see :mod:`.chem`); SMILES of invalid molecular
   graphs cannot be written, so writers skip them and say how many.
+
+Folders are read by :func:`read_graphs` (the rules are in its docstring).
 """
 
 from __future__ import annotations
 
+import ast
 import io
+import json
 import math
 import re
 import warnings
@@ -33,10 +39,17 @@ from rdkit import Chem
 
 from polydiff.plugin import atomic_write
 
-from .chem import ATOM, graph_to_mol, read_sdf, read_smiles, read_text, text_lines
+from .chem import ATOM, graph_to_mol, is_placeholder, read_sdf, read_smiles, read_text, set_origin, text_lines
 
 GRAPH_SUFFIXES = (".g6", ".graph6", ".graphml", ".edgelist", ".edges", ".txt", ".json")
 MOLECULE_SUFFIXES = (".smi", ".csv", ".sdf", ".sd")
+# a folder holding the same graphs in several formats (same stem) is read from the first here
+FAITHFUL_ORDER = (".graphml", ".json", ".g6", ".graph6", ".edgelist", ".edges", ".txt", ".smi", ".csv", ".sdf",
+                  ".sd")
+# files of a samples folder that hold no graphs: not reported as ignored
+QUIET_NAMES = ("polydiff.json",)
+QUIET_SUFFIXES = (".png",)
+MAX_DATA_CHARS = 10_000  # an edge-list data dict longer than this is not an edge's attributes
 _HEADER = re.compile(r"^#\s*graph\b(.*)$", re.IGNORECASE)
 _NODES = re.compile(r"nodes\s*=\s*(\d+)")
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -44,8 +57,9 @@ MAX_NODES = 1_000_000  # a larger declared node count is a typo or a corrupted f
 
 
 def is_molecular(graphs: Sequence[nx.Graph]) -> bool:
-    """Whether the graphs carry atom tokens (molecular graphs)."""
-    return any(ATOM in d for g in graphs for _, d in g.nodes(data=True))
+    """Whether the graphs carry atom tokens (molecular graphs), or hold placeholders for
+    unreadable molecule records (:func:`.chem.is_placeholder`)."""
+    return any(ATOM in d for g in graphs for _, d in g.nodes(data=True)) or any(is_placeholder(g) for g in graphs)
 
 
 def _relabel(graph: nx.Graph) -> nx.Graph:
@@ -87,7 +101,7 @@ def read_graph6(path: str | Path, complete: bool = False) -> list[nx.Graph]:
             raise ValueError(f"{path}:{n}: not a graph6 string: byte {line[bad]:#04x} at column {bad + 1} is outside "
                              f"the graph6 range 63..126: {line[:40]!r}")
         try:
-            out.append(nx.from_graph6_bytes(line))
+            out.append(set_origin(nx.from_graph6_bytes(line), f"{path}:{n}"))
         except Exception as err:  # networkx raises NetworkXError / ValueError / IndexError
             raise ValueError(f"{path}:{n}: not a graph6 string ({err}): {line[:40]!r}") from None
     return out
@@ -190,7 +204,7 @@ def read_graphml(path: str | Path) -> list[nx.Graph]:
             simple.remove_edges_from(list(nx.selfloop_edges(simple)))
         for key in ("node_default", "edge_default"):  # the reader's own bookkeeping, not graph data
             simple.graph.pop(key, None)
-        out.append(_relabel(_int_ids(simple)))
+        out.append(set_origin(_relabel(_int_ids(simple)), f"{path}: graph {i + 1} ({el.get('id')!r})"))
     warn_dropped(path, loops, parallel)
     return out
 
@@ -272,7 +286,7 @@ def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
     text = read_text(path, "edge-list file")
     if complete:
         check_ended(path, text, "edge")
-    graphs: list[tuple[nx.Graph, int | None]] = []
+    graphs: list[tuple[nx.Graph, int | None, int]] = []
     current: nx.Graph | None = None
     declared: int | None = None
     loops: list[tuple[int, int]] = []
@@ -290,16 +304,17 @@ def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
             current = nx.Graph()
             if declared is not None:
                 current.add_nodes_from(range(declared))
-            graphs.append((current, declared))
+            graphs.append((current, declared, n))
             continue
         if text_.startswith("#") or text_.startswith("%"):
             continue
-        fields = [t for t in re.split(r"[,\s]+", text_) if t]
-        if len(fields) not in (2, 3):
-            raise ValueError(f"{path}:{n}: expected 'u v' or 'u v weight', got {text_!r}")
+        head, brace, data = text_.partition("{")
+        fields = [t for t in re.split(r"[,\s]+", head) if t]
+        if len(fields) not in (2, 3) or (brace and len(fields) != 2):
+            raise ValueError(f"{path}:{n}: expected 'u v' or 'u v weight' (or 'u v {{data}}'), got {text_!r}")
         if current is None:
             current = nx.Graph()
-            graphs.append((current, None))
+            graphs.append((current, None, n))
         u, v = fields[0], fields[1]
         if declared is not None:
             try:
@@ -308,7 +323,7 @@ def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
                 raise ValueError(f"{path}:{n}: node ids must be integers 0..{declared - 1}, got {text_!r}") from None
             if not (0 <= u < declared and 0 <= v < declared):
                 raise ValueError(f"{path}:{n}: edge ({u}, {v}) outside nodes 0..{declared - 1}")
-        attrs = {}
+        attrs = _edge_data(path, n, brace + data) if brace else {}
         if len(fields) == 3:
             try:
                 attrs["weight"] = float(fields[2])
@@ -323,18 +338,46 @@ def read_edge_list(path: str | Path, complete: bool = False) -> list[nx.Graph]:
         repeated += current.has_edge(u, v)
         current.add_edge(u, v, **attrs)
     out = []
-    for g, declared_n in graphs:
+    for i, (g, declared_n, start) in enumerate(graphs):
+        origin = f"{path}:{start} (graph {i})"
         if declared_n is None:
             ids = _int_ids(g)
             if ids is g and all(_is_int(v) for v in g.nodes()):
                 raise ValueError(f"{path}: node ids {_same_number(g)} name the same number; write each node one way")
-            out.append(_relabel(ids) if ids is not g else nx.convert_node_labels_to_integers(g))
+            out.append(set_origin(_relabel(ids) if ids is not g else nx.convert_node_labels_to_integers(g), origin))
             continue
-        out.append(_relabel(g))
+        out.append(set_origin(_relabel(g), origin))
     if not out:
         raise ValueError(f"{path}: no graphs (no edges and no '# graph' headers, only blank or comment lines)")
     warn_dropped(path, loops, repeated, where="line")
     return out
+
+
+def _edge_data(path: Path, n: int, text: str) -> dict[str, Any]:
+    """The attributes of an edge from the data dict networkx's ``write_edgelist`` writes
+    (``{}``, ``{'weight': 1.0}``): a Python literal read safely; numbers (finite) and strings
+    are kept, anything else is a ValueError naming file and line."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    if len(text) > MAX_DATA_CHARS:
+        raise ValueError(f"{path}:{n}: the edge data dict is {len(text):,} characters long: {shown!r}")
+    try:
+        data = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"{path}:{n}: the edge data must be a dict like {{'weight': 1.0}} (as networkx's "
+                         f"write_edgelist writes it), got {shown!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}:{n}: the edge data must be a dict like {{'weight': 1.0}}, got {shown!r}")
+    attrs: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{path}:{n}: edge attribute names must be strings, got {key!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{path}:{n}: edge attribute {key!r} must be a finite number, got {value!r}")
+        elif not isinstance(value, (str, bool)):
+            raise ValueError(f"{path}:{n}: edge attribute {key!r} must be a number or a string, got {value!r:.40}")
+        attrs[key] = float(value) if key == "weight" and not isinstance(value, (str, bool)) else value
+    return attrs
 
 
 def _check_sdf_ended(path: Path) -> None:
@@ -425,23 +468,27 @@ def write_molecules(graphs: Sequence[nx.Graph], out_dir: str | Path, stem: str =
     return [*paths, smi, sdf]
 
 
-def read_graphs(path: str | Path, complete: bool = False) -> list[nx.Graph]:
-    """Graphs or molecular graphs from a file (by suffix) or a directory.
+def read_graphs(path: str | Path, complete: bool = False, keep_invalid: bool = False) -> list[nx.Graph]:
+    """Graphs or molecular graphs from a file (by suffix, case-insensitive) or a folder.
 
-    A directory written by :func:`write_graphs` / :func:`write_molecules` is read from its
-    most faithful file (``*.graphml``, else ``*.g6``, ``*.edgelist``, ``*.smi``, ``*.sdf``);
-    invalid SMILES / SDF records are skipped with a warning that counts them. ``complete``
-    (samples files): a file cut off while it was written is an error -- a line-based file
-    (graph6, edge list, SMILES) whose last line has no line end, an SDF file whose last record
-    has no ``$$$$`` line (GraphML and JSON cut off are malformed anyway).
+    A folder: its graph and molecule files (``.graphml``, ``.json``, ``.g6`` / ``.graph6``,
+    ``.edgelist`` / ``.edges`` / ``.txt``, ``.smi``, ``.csv``, ``.sdf`` / ``.sd``) are grouped by
+    stem; every stem is read, each from its most faithful file (:data:`FAITHFUL_ORDER`), since
+    :func:`write_graphs` / :func:`write_molecules` write the same graphs in several formats under
+    one stem. Stems are read in natural order (case-insensitive, ``g2`` before ``g10``). Other
+    files, ``.json`` files that are not graphs JSON and subfolders are ignored with one warning
+    that counts and names them (not ``polydiff.json``, ``.png`` plots or hidden files).
+
+    Invalid SMILES / SDF records are skipped with a warning that counts them, or with
+    ``keep_invalid`` (generated samples) kept as placeholders that count as invalid molecules
+    (see :mod:`.chem`). ``complete`` (samples files): a file cut off while it was written is an
+    error -- a line-based file (graph6, edge list, SMILES) whose last line has no line end, an SDF
+    file whose last record has no ``$$$$`` line (GraphML and JSON cut off are malformed anyway).
     """
     path = Path(path)
     if path.is_dir():
-        for suffix in (".graphml", ".g6", ".edgelist", ".smi", ".sdf"):
-            found = sorted(path.glob(f"*{suffix}"))
-            if found:
-                return [g for f in found for g in read_graphs(f, complete)]
-        raise FileNotFoundError(f"{path}: no graph or molecule files (*.graphml, *.g6, *.edgelist, *.smi, *.sdf)")
+        files = folder_graph_files(path)
+        return [g for f in files for g in read_graphs(f, complete, keep_invalid)]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -456,13 +503,66 @@ def read_graphs(path: str | Path, complete: bool = False) -> list[nx.Graph]:
     elif suffix in (".smi", ".csv"):
         if complete:
             check_ended(path, read_text(path, "SMILES file"), "SMILES")
-        graphs = read_smiles(path)[0]
+        graphs = read_smiles(path, keep_invalid=keep_invalid)[0]
     elif suffix in (".sdf", ".sd"):
         if complete:
             _check_sdf_ended(path)
-        graphs = read_sdf(path)[0]
+        graphs = read_sdf(path, keep_invalid)[0]
     else:
         graphs = read_edge_list(path, complete)
     if not graphs:
         raise ValueError(f"{path}: no graphs in the file")
     return graphs
+
+
+def _is_graphs_json(path: Path) -> bool:
+    """False for a ``.json`` file that is readable JSON but not a graphs file (no ``"graphs"``),
+    e.g. metrics written beside the samples; True otherwise (a broken one is read, and fails)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return True
+    return not isinstance(data, dict) or "graphs" in data
+
+
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a file stem: case-insensitive, numbers by value (``g2`` before ``g10``)."""
+    parts = [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name.lower()) if t]
+    return (*parts, (1, name))
+
+
+def folder_graph_files(folder: Path) -> list[Path]:
+    """The files :func:`read_graphs` reads from ``folder`` (see there), with one warning naming
+    what it leaves out; FileNotFoundError naming the folder when there are none."""
+    stems: dict[str, list[Path]] = {}
+    ignored: list[str] = []
+    subfolders: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            subfolders.append(entry.name + "/")
+            continue
+        suffix = entry.suffix.lower()
+        if entry.name.lower() in QUIET_NAMES or suffix in QUIET_SUFFIXES:
+            continue
+        if suffix not in FAITHFUL_ORDER or not entry.is_file() or (suffix == ".json" and not _is_graphs_json(entry)):
+            ignored.append(entry.name)
+            continue
+        stems.setdefault(entry.stem, []).append(entry)
+    files = [min(group, key=lambda f: (FAITHFUL_ORDER.index(f.suffix.lower()), f.name))
+             for _, group in sorted(stems.items(), key=lambda item: _natural(item[0]))]
+    left = ignored + subfolders
+    if left and files:
+        parts = []
+        if ignored:
+            parts.append(f"{len(ignored)} file(s) that are not graph or molecule files")
+        if subfolders:
+            parts.append(f"{len(subfolders)} subfolder(s) (folders are not read recursively)")
+        names = ", ".join(left[:8]) + (f" (and {len(left) - 8} more)" if len(left) > 8 else "")
+        warnings.warn(f"{folder}: ignored {' and '.join(parts)}: {names}", stacklevel=3)
+    if not files:
+        found = f"; it holds {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}" if left else ""
+        raise FileNotFoundError(f"{folder}: no graph or molecule files ({', '.join('*' + s for s in FAITHFUL_ORDER)})"
+                                f"{found}")
+    return files

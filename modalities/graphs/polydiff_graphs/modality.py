@@ -14,6 +14,7 @@ bookkeeping (see :mod:`.models.pard`); ``info["order"]`` describes the blocks.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from polydiff.plugin import (
     draw_sizes,
 )
 
-from .chem import canonical_smiles, graph_to_mol
+from .chem import INVALID, canonical_smiles, graph_to_mol, is_placeholder
 from .convert import dense_to_graphs, dense_to_mol_graphs, graphs_to_dense, mol_graphs_to_dense
 from .data import DATASETS, train_graphs
 from .io import is_molecular, read_graphs, write_graphs, write_molecules
@@ -166,15 +167,17 @@ class GraphsModality(Modality):
 
     def read(self, path: Path) -> list[nx.Graph]:
         """Graphs of a samples file or folder; a file cut off while it was written is an error
-        (see :func:`.io.read_graphs` with ``complete``)."""
-        return read_graphs(path, complete=True)
+        (see :func:`.io.read_graphs` with ``complete``). SMILES entries and SDF records that are
+        not valid molecules are kept as placeholders (``keep_invalid``), so that they count as
+        invalid samples: a generated file is not made to look better by dropping them."""
+        return read_graphs(path, complete=True, keep_invalid=True)
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any],
                  fcd: bool = False) -> dict[str, float]:
         """Graph MMDs + uniqueness / novelty / V.U.N., or molecule metrics (``fcd=True`` adds FCD):
         validity without correction over all samples, and validity / uniqueness / novelty after
         valency correction reported separately (``*_corrected``)."""
-        graphs, reference = list(objects), list(reference)
+        graphs, reference = list(objects), _without_placeholders(reference)
         train = train_graphs(dict(info))
         if info.get("kind") == "molecule" or is_molecular(graphs):
             train_smiles = smiles_of(train) if train is not None else None
@@ -198,6 +201,18 @@ class GraphsModality(Modality):
     def plot(self, objects: Sequence[Any], path: Path) -> Path | None:
         graphs = list(objects)
         return plot_molecules(graphs, path) if is_molecular(graphs) else plot_graphs(graphs, path)
+
+
+def _without_placeholders(reference: Sequence[Any]) -> list[Any]:
+    """The reference graphs less the placeholders of unreadable records (read through
+    :meth:`GraphsModality.read`), with one warning that counts them."""
+    out = [g for g in reference if not (isinstance(g, nx.Graph) and is_placeholder(g))]
+    dropped = len(reference) - len(out)
+    if dropped:
+        first = next(g.graph[INVALID] for g in reference if isinstance(g, nx.Graph) and is_placeholder(g))
+        warnings.warn(f"left {dropped} invalid molecule record(s) out of the reference ({len(out)} kept; first: "
+                      f"{first})", stacklevel=3)
+    return out
 
 
 def node_counts(n: int, info: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:

@@ -204,14 +204,71 @@ def qm9_dataset(n: int | None = 2000, seed: int = 0, half: str = "generator", co
     """The QM9 20k sample of ``shared/data/qm9`` with its properties, in 3-D by ETKDG + MMFF
     (not DFT: see docs/molecules.md). EDM's protocol splits the data in two halves: the
     ``generator`` half trains generative models, the ``regressor`` half the property model that
-    scores conditional samples; ``n`` molecules (None: all) are taken from the half."""
+    scores conditional samples; ``n`` molecules (None: all) are taken from the half. A user's
+    CSV (``path``) is halved too, which a warning says (``half: all`` takes every row)."""
     from .data import qm9_molecules
 
+    if path is not None and half != "all":
+        warnings.warn(f"{path}: data.half={half}: training on one seeded half of the CSV's rows only (EDM's "
+                      "protocol keeps the other half for the property regressor); set data.half=all to train on "
+                      "every row", stacklevel=2)
     mols = qm9_molecules(path=path, n=n, seed=seed, half=half, cache_dir=cache_dir)
     train, test = _split(mols, test_fraction, seed)
     info = {"dataset": "qm9", "n": n, "seed": seed, "half": half, "path": path, "test_fraction": test_fraction,
             "train_names": [m.name for m in train]}
     return make_bundle(train, test, info, elements=list(QM9_ELEMENTS), conditions=conditions)
+
+
+def files_dataset(path: str, seed: int = 0, test_fraction: float = 0.1, n: int | None = None,
+                  elements: Sequence[str] | None = None, max_atoms: int | None = None,
+                  conditions: Sequence[str] = ()) -> DataBundle:
+    """Users' molecules: an SDF / MOL, XYZ / extended XYZ or SMILES file, or a folder of them
+    (:func:`.molio.read_molecules`; unreadable records and SMILES that do not embed in 3-D are
+    skipped and counted in a warning), split ``1 - test_fraction`` / ``test_fraction``.
+
+    ``n`` keeps a seeded sample of that many molecules (None: all). ``elements`` fixes the
+    model's element vocabulary (a molecule with another element is an error naming it; default:
+    the elements of the data, QM9's order first). ``max_atoms`` skips larger molecules with a
+    count (None: no limit). Formal charges must be -1, 0 or +1. ``conditions`` are properties
+    the molecules carry (SD data fields, extended-XYZ keys: ``mu``, ``gap`` ...)."""
+    from .molio import read_molecules
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if max_atoms is not None and max_atoms < 1:
+        raise ValueError(f"max_atoms must be >= 1, got {max_atoms}")
+    mols = read_molecules(Path(path), seed=seed)
+    empty = [m.name for m in mols if len(m) == 0]
+    mols = [m for m in mols if len(m)]
+    if empty:
+        warnings.warn(f"{path}: skipped {len(empty)} molecule(s) without atoms ({', '.join(empty[:5])})", stacklevel=2)
+    if max_atoms is not None:
+        big = [f"{m.name or k} ({len(m)} atoms)" for k, m in enumerate(mols) if len(m) > max_atoms]
+        if big:
+            mols = [m for m in mols if len(m) <= max_atoms]
+            warnings.warn(f"{path}: skipped {len(big)} molecule(s) with more than max_atoms={max_atoms} atoms: "
+                          f"{'; '.join(big[:5])}{' ...' if len(big) > 5 else ''}", stacklevel=2)
+    allowed = None if elements is None else [str(e) for e in elements]
+    for k, m in enumerate(mols):
+        label = f"{path}: molecule {k} ({m.name!r})" if m.name else f"{path}: molecule {k}"
+        if allowed is not None and (bad := [e for e in m.symbols if e not in allowed]):
+            raise ValueError(f"{label}: element {bad[0]!r} is not in data.elements {allowed} (add it, or leave "
+                             "data.elements out to take the elements of the data)")
+        if bad_q := [int(q) for q in m.charges if int(q) not in CHARGES]:
+            raise ValueError(f"{label}: formal charge {bad_q[0]:+d} outside the model's {list(CHARGES)}")
+        if m.bonds is not None and int(np.max(m.bonds, initial=0)) >= len(BOND_ORDERS):
+            raise ValueError(f"{label}: bond order {int(np.max(m.bonds))} above the model's {BOND_ORDERS[-1]}")
+    if n is not None:
+        if n < 2:
+            raise ValueError(f"n must be >= 2 (or null for all), got {n}")
+        pick = np.random.default_rng(seed).permutation(len(mols))[:n]
+        mols = [mols[i] for i in sorted(pick)]
+    if len(mols) < 2:
+        raise ValueError(f"{path}: {len(mols)} usable molecule(s); training needs at least 2 (one to test)")
+    train, test = _split(mols, test_fraction, seed)
+    info = {"dataset": "files", "path": str(path), "n": n, "seed": seed, "test_fraction": test_fraction,
+            "max_atoms_option": max_atoms, "train_names": [m.name for m in train]}
+    return make_bundle(train, test, info, elements=allowed, conditions=conditions)
 
 
 # -- prior-to-data alignment ---------------------------------------------------------------------
@@ -319,7 +376,7 @@ class MoleculesModality(Modality):
                    "atom types, charges, bonds), EDM-style diffusion baseline; SDF / XYZ / SMILES files")
 
     def datasets(self) -> dict[str, Callable[..., DataBundle]]:
-        return {"default": default_dataset, "qm9": qm9_dataset}
+        return {"default": default_dataset, "qm9": qm9_dataset, "files": files_dataset}
 
     def networks(self) -> dict[str, Callable[..., nn.Module]]:
         return {"gvp": _network("gvp"), "e3nn": _network("e3nn")}

@@ -490,8 +490,9 @@ def read_smiles(path: str | Path) -> list[tuple[str, str]]:
         why = f": all {total} are invalid ({_listing(bad)})" if bad else ""
         raise MoleculeFileError(f"{path}: no valid SMILES{why}")
     if bad:
-        warnings.warn(f"{path}: skipped {len(bad)} of {total} SMILES that RDKit cannot read: {_listing(bad)}",
-                      stacklevel=2)
+        warnings.warn(f"{path}: skipped {len(bad)} of {total} SMILES that RDKit cannot read; without a 3-D "
+                      "molecule they are left out of everything that follows, every metric including validity "
+                      f"(to score SMILES validity use --modality graphs or text): {_listing(bad)}", stacklevel=2)
     return out
 
 
@@ -536,7 +537,8 @@ def _read_file(path: Path, seed: int) -> list[Molecule]:
         if failed:
             shown = [f"{pairs[k][0]}" for k in failed]
             warnings.warn(f"{path}: {len(failed)} of {len(pairs)} SMILES could not be embedded in 3-D and were "
-                          f"skipped: {_listing(shown)}", stacklevel=3)
+                          "skipped (left out of every metric, validity included): "
+                          f"{_listing(shown)}", stacklevel=3)
         return mols
     raise MoleculeFileError(f"{path}: not a molecule file (expected one of {', '.join(MOLECULE_SUFFIXES)})")
 

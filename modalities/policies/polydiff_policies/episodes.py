@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.plugin import TensorStates, atomic_write
+from polydiff.plugin import TensorStates, atomic_write, read_npz
 
 from .envs.base import Episode
 
@@ -50,19 +50,64 @@ def _pick(z: Mapping[str, np.ndarray], key: str, path: Path) -> np.ndarray:
     raise EpisodeError(f"{path}: no {' or '.join(repr(a) for a in ALIASES[key])} array (it has {', '.join(z)})")
 
 
-def read_episodes(path: str | Path, goal: Sequence[float] | None = None) -> list[Episode]:
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an episode ``.npz`` file (:func:`polydiff.plugin.read_npz`: anything but a
+    readable archive of plain arrays is one :class:`EpisodeError` line naming the file)."""
+    return read_npz(path, EpisodeError)
+
+
+def _declared_env(z: Mapping[str, np.ndarray]) -> str | None:
+    """The environment a file's episodes belong to, where the file says so: one name in its
+    ``env`` array, or Diffusion Policy's Push-T replay buffer (``state`` 5-D, ``action`` 2-D)."""
+    env = z.get("env")
+    if env is not None and env.dtype.kind in "US" and env.size and len(set(env.reshape(-1).tolist())) == 1:
+        return str(env.reshape(-1)[0])
+    state, action = z.get("state"), z.get("action")
+    if "obs" not in z and state is not None and action is not None and state.shape[-1:] == (5,) \
+            and action.shape[-1:] == (2,):
+        return "pusht"
+    return None
+
+
+def _key(z: Mapping[str, np.ndarray], key: str) -> str:
+    """The name ``key`` has in ``z`` (``obs`` or Push-T's ``state``, ...)."""
+    return next((name for name in ALIASES[key] if name in z), key)
+
+
+def _single_goal(env: str | None) -> np.ndarray | None:
+    """The goal of environment ``env`` when it has exactly one (Push-T), else None."""
+    from . import envs
+
+    if env not in envs.ENVIRONMENTS:
+        return None
+    goals = np.asarray(envs.env_class(env).goals)
+    return goals[0] if len(goals) == 1 else None
+
+
+def _check_env_sizes(path: Path, env: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """An error naming the file, the key and both sizes when the observations, actions or goals
+    of a file do not have environment ``env``'s sizes (a policy trained on them could not act
+    in it)."""
+    from . import envs
+
+    cls = envs.env_class(env)
+    for (key, a), (what, dim) in zip(arrays.items(), (("observation", cls.obs_dim), ("action", cls.action_dim),
+                                                      ("goal", cls.goal_dim))):
+        if a.shape[-1] != dim:
+            raise EpisodeError(f"{path}: {key!r} has {a.shape[-1]} values per {'episode' if what == 'goal' else 'step'}"
+                               f", but environment {env!r} has {dim}-D {what}s")
+
+
+def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: str | None = None) -> list[Episode]:
     """The episodes of an ``.npz`` file (see the module docstring). ``goal``: the goal of every
-    episode for files without ``goals`` (Push-T's fixed target pose). Errors name the file and
-    the key or the episode: missing arrays, wrong shapes, NaN or infinite values, episode ends
-    that are not increasing or do not cover the arrays, empty episodes."""
+    episode for files without ``goals``; without it, the single goal of the file's environment
+    (``env``, else the one the file declares: its ``env`` array, or Push-T's layout) where that
+    environment has one (Push-T's fixed target pose). ``env``: also check the observation,
+    action and goal sizes against that environment's. Errors name the file and the key or the
+    episode: unreadable files, missing arrays, wrong shapes or sizes, NaN or infinite values,
+    episode ends that are not increasing or do not cover the arrays, empty episodes."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such episode file")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            z = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise EpisodeError(f"{path}: not a readable .npz file ({err})") from None
+    z = load_npz(path)
     obs, actions = _pick(z, "obs", path), _pick(z, "actions", path)
     if "episode_ends" not in z:
         raise EpisodeError(f"{path}: no 'episode_ends' array (cumulative episode ends)")
@@ -83,13 +128,21 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None) -> list
     if int(ends[-1]) != len(obs):
         raise EpisodeError(f"{path}: episode_ends ends at {int(ends[-1])} but the arrays have {len(obs)} steps")
     goals = z.get("goals")
+    known = env or _declared_env(z)
     if goals is None:
         if goal is None:
-            raise EpisodeError(f"{path}: no 'goals' array (one goal per episode) and no default goal given")
-        goals = np.tile(np.asarray(goal, dtype=np.float32), (len(ends), 1))
+            goal = _single_goal(known)
+        if goal is None:
+            raise EpisodeError(f"{path}: no 'goals' array: add one to the file (numpy.savez(..., goals=G), G of shape "
+                               f"(episodes, goal_dim) = ({len(ends)}, ...)); in training, data option goal=[...] "
+                               "gives every episode the same goal")
+        goals = np.tile(np.asarray(goal, dtype=np.float32).reshape(-1), (len(ends), 1))
     goals = np.asarray(goals)
     if goals.ndim != 2 or len(goals) != len(ends):
         raise EpisodeError(f"{path}: 'goals' must be (episodes, goal_dim) = ({len(ends)}, ...), got {goals.shape}")
+    if env is not None:
+        _check_env_sizes(path, env, {_key(z, "obs"): obs, _key(z, "actions"): actions,
+                                     ("goals" if "goals" in z else "the goal option"): goals})
     labels = {}
     for key in ("outcomes", "behaviours"):
         v = z.get(key)
@@ -104,6 +157,8 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None) -> list
             if v.shape != (len(ends),):
                 raise EpisodeError(f"{path}: {key!r} must hold one value per episode ({len(ends)}), got {v.shape}")
             meta[key] = v.tolist()
+    if known is not None and "env" not in meta:
+        meta["env"] = [known] * len(ends)
     out = []
     for e, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
         o, act, g = obs[a:b], actions[a:b], goals[e]

@@ -1,9 +1,12 @@
 """Rollout metrics: success, goal coverage, behaviour entropy, Push-T score.
 
 - ``success_rate``: the fraction of episodes that achieved their commanded goal (goal-free
-  rollouts: any goal).
+  rollouts: any goal). NaN for episodes with no success information at all (no ``success``
+  flag and no outcome label on any episode, e.g. a file of plain demonstrations): not 0, which
+  would read as "every episode failed".
 - ``goal_coverage``: the fraction of the environment's goals achieved by at least one episode
-  (BESO's test of a goal-free policy: it should reach all of them).
+  (BESO's test of a goal-free policy: it should reach all of them); left out, like
+  ``success_rate``, for episodes with no success information.
 - ``behaviour_entropy``: the entropy (bits) of the behaviour labels (route, order) of the
   successful episodes of each commanded goal, averaged over goals: 0 for a policy that always
   takes the same route, 1 for two routes taken equally often (BeT / BESO's multimodality
@@ -12,7 +15,10 @@
   measure of the policy's choices that rests on enough episodes). ``outcome_entropy``: the
   entropy over what the episodes achieved.
 - ``behaviour_tv``: total-variation distance between the (goal, behaviour) distribution of the
-  episodes and of the reference demonstrations.
+  successful episodes and that of the successful reference demonstrations: the same selection
+  on both sides (:func:`successful`), so a set compared with itself gives 0. A set with no
+  success information counts every episode (recorded human demonstrations such as Push-T's
+  carry none, and are taken as showing the task).
 - ``score``: the mean over episodes of the maximum reward (Diffusion Policy's Push-T score:
   ``max_t clip(coverage_t / 0.95, 0, 1)``).
 """
@@ -54,6 +60,16 @@ def succeeded(ep: Episode) -> bool:
     return bool(ep.meta.get("success", bool(ep.outcome)))
 
 
+def has_success_info(episodes: Sequence[Episode]) -> bool:
+    """Whether any episode records whether it succeeded: a ``success`` flag, or an outcome label."""
+    return any("success" in e.meta or e.outcome for e in episodes)
+
+
+def successful(episodes: Sequence[Episode]) -> list[Episode]:
+    """The successful episodes, or all of them where none records success (:func:`has_success_info`)."""
+    return [e for e in episodes if succeeded(e)] if has_success_info(episodes) else list(episodes)
+
+
 def behaviour_entropy(episodes: Sequence[Episode], successful_only: bool = True) -> float:
     """Mean over commanded goals of the entropy (bits) of the behaviours of the successful
     episodes (``successful_only=False``: of every episode with a behaviour label); NaN when
@@ -75,14 +91,15 @@ def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = 
     if not episodes:
         raise ValueError("no episodes to evaluate")
     out = {"episodes": float(len(episodes)),
-           "success_rate": float(np.mean([succeeded(e) for e in episodes])),
+           "success_rate": float(np.mean([succeeded(e) for e in episodes])) if has_success_info(episodes)
+           else float("nan"),
            "mean_steps": float(np.mean([len(e.actions) for e in episodes])),
            "behaviour_entropy": behaviour_entropy(episodes),
            "behaviour_entropy_all": behaviour_entropy(episodes, successful_only=False),
            "outcome_entropy": entropy_bits([e.outcome for e in episodes])}
     achieved = {e.outcome for e in episodes if e.outcome}
     targets = set(goal_outcomes) or {e.outcome for e in reference if e.outcome}
-    if targets:
+    if targets and has_success_info(episodes):
         out["goal_coverage"] = len(achieved & targets) / len(targets)
     if all("score" in e.meta for e in episodes):
         out["score"] = float(np.mean([float(e.meta["score"]) for e in episodes]))
@@ -90,6 +107,6 @@ def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = 
         out["reference_behaviour_entropy"] = behaviour_entropy(reference)
         out["reference_behaviour_entropy_all"] = behaviour_entropy(reference, successful_only=False)
         out["reference_outcome_entropy"] = entropy_bits([e.outcome for e in reference])
-        out["behaviour_tv"] = tv_distance([(_goal_key(e), e.behaviour) for e in episodes if succeeded(e)],
-                                          [(_goal_key(e), e.behaviour) for e in reference])
+        out["behaviour_tv"] = tv_distance([(_goal_key(e), e.behaviour) for e in successful(episodes)],
+                                          [(_goal_key(e), e.behaviour) for e in successful(reference)])
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

@@ -87,7 +87,7 @@ def pusht_dataset(path: str | None = None, obs_steps: int = 2, horizon: int = 16
     from .envs.pusht import GOAL_POSE, label_first_contacts
 
     file = Path(path) if path else shared_file("data", "robot_pusht", "pusht_cchi_v7_lowdim.npz")
-    eps = E.read_episodes(file, goal=GOAL_POSE)
+    eps = E.read_episodes(file, goal=GOAL_POSE, env="pusht")
     if episodes is not None:
         eps = eps[:episodes]
     eps = label_first_contacts(eps)  # the behaviour metrics compare with the demonstrations' first contacts
@@ -104,7 +104,7 @@ def file_dataset(path: str, env: str | None = None, goal: Sequence[float] | None
     if env is not None and env not in envs.ENVIRONMENTS:
         raise ValueError(f"env {env!r} is not an environment of the policies modality; allowed: "
                          f"{', '.join(envs.ENVIRONMENTS)}")
-    eps = E.read_episodes(path, goal=goal)
+    eps = E.read_episodes(path, goal=goal, env=env)  # sizes that do not fit env: an error now, not at rollout
     return _bundle(eps, "file", env, obs_steps=obs_steps, horizon=horizon, execute=execute,
                    test_fraction=test_fraction, seed=seed, angle_dims=angle_dims)
 
@@ -207,15 +207,25 @@ class PoliciesModality(Modality):
         return [E.write_episodes(list(objects), Path(out_dir) / ROLLOUTS_FILE)]
 
     def read(self, path: Path) -> list[Episode]:
-        """An episode ``.npz`` file, or a folder holding ``rollouts.npz`` or one ``.npz`` file."""
+        """An episode ``.npz`` file, or a folder holding ``rollouts.npz`` or one ``.npz`` file.
+        Files without ``goals`` take the single goal of the environment they declare (Push-T's
+        replay buffer); Push-T demonstrations without behaviour labels get them by replay (the
+        side of the T touched first), as the ``pusht`` dataset's do."""
         path = Path(path)
         if path.is_dir():
-            found = [path / ROLLOUTS_FILE] if (path / ROLLOUTS_FILE).is_file() else sorted(path.glob("*.npz"))
+            found = [path / ROLLOUTS_FILE] if (path / ROLLOUTS_FILE).is_file() else sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".npz")
             if len(found) != 1:
                 raise FileNotFoundError(f"{path}: expected {ROLLOUTS_FILE} or one episode .npz file, found "
                                         f"{len(found)}")
             path = found[0]
-        return E.read_episodes(path)
+        eps = E.read_episodes(path)
+        if eps and all(e.meta.get("env") == "pusht" and e.obs.shape[-1] == 5 for e in eps) \
+                and not any(e.behaviour for e in eps):
+            from .envs.pusht import label_first_contacts
+
+            eps = label_first_contacts(eps)
+        return eps
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """Success rate, goal coverage, behaviour / outcome entropy, behaviour TV distance to the

@@ -152,11 +152,13 @@ def synthetic_dataset(n: int = 1000, min_length: int = 40, max_length: int = 100
 def pdb_dataset(path: str | None = None, chains: Sequence[str] | None = None, min_length: int = 40,
                 max_length: int = 256, test_fraction: float = 0.25, seed: int = 0) -> DataBundle:
     """Real backbones from a folder (or file) of PDB / mmCIF files, by default the shared
-    benchmark proteins (``shared/data/proteins``). Chains are split at breaks; CA-only chains
-    and segments outside ``[min_length, max_length]`` are skipped and counted (a warning)."""
+    benchmark proteins (``shared/data/proteins``). Chains are split at breaks; residues dropped
+    for a missing backbone atom and the breaks are counted in one warning naming the files and
+    the first residues; CA-only chains and segments outside ``[min_length, max_length]`` are
+    skipped and counted (a warning)."""
     import warnings
 
-    from .pdbio import read_backbones, read_folder
+    from .pdbio import dropped_summary, read_backbones, read_folder
 
     if path is None:
         base = shared_dir()
@@ -165,8 +167,14 @@ def pdb_dataset(path: str | None = None, chains: Sequence[str] | None = None, mi
                                     "data.path: a folder of PDB / mmCIF files)")
         path = str(Path(base) / "data" / "proteins")
     p = Path(path)
-    bbs = read_folder(p, chains=chains, split_breaks=True)[0] if p.is_dir() else \
-        read_backbones(p, chains=chains, split_breaks=True)[0]
+    if p.is_dir():
+        bbs, reports = read_folder(p, chains=chains, split_breaks=True)
+    else:
+        bbs, report = read_backbones(p, chains=chains, split_breaks=True)
+        reports = [report]
+    if dropped := dropped_summary(reports):
+        warnings.warn(f"{p}: {dropped}; the chains were split at the breaks (polydiff proteins check FILE shows "
+                      "every problem)", stacklevel=2)
     keep = [b for b in bbs if b.full and min_length <= len(b) <= max_length]
     if len(keep) < len(bbs):
         warnings.warn(f"{p}: skipped {len(bbs) - len(keep)} of {len(bbs)} chains (CA-only traces or lengths outside "

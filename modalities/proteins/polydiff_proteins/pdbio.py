@@ -39,6 +39,7 @@ __all__ = [
     "ReadReport",
     "ResidueProblem",
     "backbones_to_pdb_string",
+    "dropped_summary",
     "read_backbones",
     "read_folder",
     "write_pdb",
@@ -222,6 +223,8 @@ def _parse(path: Path) -> Any:
     text = data.decode("utf-8", errors="replace")
     if kind == "pdb" and not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
         raise ValueError(f"{path}: no ATOM or HETATM records (not a PDB file?)")
+    if kind == "pdb":
+        _check_truncated(path, text)
     try:
         import biotite.structure.io.pdb as pdb
         import biotite.structure.io.pdbx as pdbx
@@ -240,10 +243,56 @@ def _parse(path: Path) -> Any:
     except Exception as err:
         what = "PDB" if kind == "pdb" else "mmCIF"
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        where = _bad_coordinate_line(text) if kind == "pdb" else None
+        if where is not None:
+            raise ValueError(f"{path}:{where[0]}: cannot parse as PDB: the coordinates (columns 31-54) are not "
+                             f"numbers ({where[1]!r})") from err
         raise ValueError(f"{path}: cannot parse as {what} ({type(err).__name__}: {msg})") from err
     if len(atoms) == 0:
         raise ValueError(f"{path}: no atoms in the first model")
     return atoms
+
+
+_COORD_RECORDS = ("ATOM  ", "HETATM")
+
+
+def _check_truncated(path: Path, text: str) -> None:
+    """Raise a ValueError naming the file and line when a PDB text was cut off mid-record.
+
+    A file that does not end with a newline was cut off when its last line is only the start of
+    a coordinate record name (``"ATO"``), or an ``ATOM`` / ``HETATM`` record without its full
+    coordinates (fewer than 54 columns) or shorter than every other coordinate record of the
+    file (cut in its occupancy, B-factor or element). (A file cut exactly at a line end cannot
+    be told from a complete one without an ``END`` record, which many tools leave out, so it is
+    not flagged.)"""
+    if not text or text.endswith(("\n", "\r")):
+        return
+    lines = text.splitlines()
+    last = lines[-1].rstrip()
+    if not last:
+        return
+    cut_record = False
+    if last.startswith(_COORD_RECORDS):
+        others = [len(x.rstrip()) for x in lines[:-1] if x.startswith(_COORD_RECORDS)]
+        cut_record = len(last) < 54 or (bool(others) and len(last) < min(others))
+    cut_name = len(last) < 6 and any(r.startswith(last) and r.rstrip() != last for r in _COORD_RECORDS)
+    if cut_record or cut_name:
+        raise ValueError(f"{path}:{len(lines)}: truncated file: the last line is an incomplete "
+                         f"{'coordinate record' if cut_record else 'record'} ({last[:40]!r}) and the file does not "
+                         "end with a newline")
+
+
+def _bad_coordinate_line(text: str) -> tuple[int, str] | None:
+    """``(line number, columns 31-54)`` of the first ATOM / HETATM record whose coordinates
+    are not numbers, None if there is none."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(_COORD_RECORDS):
+            cols = line[30:54]
+            try:
+                [float(cols[i:i + 8]) for i in (0, 8, 16)]
+            except ValueError:
+                return number, cols
+    return None
 
 
 @dataclass
@@ -441,7 +490,7 @@ def read_folder(folder: str | Path, **options: Any) -> tuple[list[Backbone], lis
     failed = [r for r in reports if r.error]
     chains = sum(len(r.skipped) for r in reports)
     if failed or chains:
-        names = _first((r.file.name for r in failed), 10)
+        names = _first((_reason(r) for r in failed), 3)
         warnings.warn(f"{folder}: skipped {len(failed)} of {len(files)} files that could not be read"
                       f"{f' ({names})' if failed else ''} and {chains} chain(s) or segment(s)"
                       f"{f' in {_first((r.file.name for r in reports if r.skipped), 10)}' if chains else ''}",
@@ -450,6 +499,29 @@ def read_folder(folder: str | Path, **options: Any) -> tuple[list[Backbone], lis
         raise ValueError(f"{folder}: no usable protein chain in {len(files)} structure files "
                          f"({_first((r.summary() for r in failed), 3)})")
     return backbones, reports
+
+
+def _reason(report: ReadReport) -> str:
+    """``file: why`` (or ``file:line: why``) of a file that was not read."""
+    error, full = str(report.error or ""), str(report.file)
+    return f"{report.file.name}{error[len(full):]}" if error.startswith(full) else f"{report.file.name}: {error}"
+
+
+def dropped_summary(reports: Iterable[ReadReport], n: int = 5) -> str | None:
+    """One line counting the residues dropped and the chain breaks found in ``reports``, naming
+    the files and the first ``n`` residues and breaks; None when there are none."""
+    reports = [r for r in reports if not r.error]
+    problems = [f"{r.file.name}: {x}" for r in reports for x in r.problems]
+    breaks = [f"{r.file.name}: {x}" for r in reports for x in r.breaks]
+    if not problems and not breaks:
+        return None
+    files = {r.file.name for r in reports if r.problems or r.breaks}
+    parts = []
+    if problems:
+        parts.append(f"{len(problems)} residue(s) dropped ({_first(problems, n)})")
+    if breaks:
+        parts.append(f"{len(breaks)} chain break(s) ({_first(breaks, n)})")
+    return f"{' and '.join(parts)} in {len(files)} file(s)"
 
 
 # ---------------------------------------------------------------------------------------------

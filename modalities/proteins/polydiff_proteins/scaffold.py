@@ -27,6 +27,7 @@ from polydiff.plugin import Observation
 
 from .geometry import Backbone, frames_from_backbone
 from .metrics import kabsch_rmsd
+from .pdbio import ReadReport
 
 _SCAFFOLD = re.compile(r"^(\d+)(?:-(\d+))?$")
 _MOTIF = re.compile(r"^([A-Za-z])(-?\d+)-(-?\d+)$")
@@ -64,20 +65,37 @@ def parse_contig(contig: str) -> list[Segment]:
     return out
 
 
-def motif_atoms(motif: Backbone, segments: Sequence[Segment]) -> list[np.ndarray]:
-    """The ``(k, 4, 3)`` atoms of each motif segment, checked against the motif backbone."""
+def motif_atoms(motif: Backbone, segments: Sequence[Segment], report: ReadReport | None = None
+                ) -> list[np.ndarray]:
+    """The ``(k, 4, 3)`` atoms of each motif segment, checked against the motif backbone.
+
+    ``report`` (from reading the motif file) names the residues that were dropped when reading
+    it (missing atoms...) when a segment asks for them. A residue number that occurs more than
+    once (insertion codes, 67 and 67A) is an error: a contig range cannot say which to take."""
     out = []
     for s in segments:
         if s.chain is None:
             continue
+        label = f"motif segment {s.chain}{s.lo}-{s.hi}"
         if s.chain != motif.chain:
-            raise ValueError(f"motif segment {s.chain}{s.lo}-{s.hi}: the motif file's chain is {motif.chain!r}")
-        idx = [int(np.flatnonzero(motif.res_ids == r)[0]) if (motif.res_ids == r).any() else -1
-               for r in range(s.lo, s.hi + 1)]
-        missing = [r for r, i in zip(range(s.lo, s.hi + 1), idx, strict=True) if i < 0]
+            raise ValueError(f"{label}: the motif file's chain is {motif.chain!r}")
+        wanted = range(s.lo, s.hi + 1)
+        inserted = [r for r in wanted if int((motif.res_ids == r).sum()) > 1]
+        if inserted:
+            raise ValueError(f"{label}: residue number {inserted[0]} occurs {int((motif.res_ids == inserted[0]).sum())}"
+                             f" times in {motif.name!r} (insertion codes such as {inserted[0]}A), so the contig "
+                             "cannot say which to keep: renumber the motif file's residues")
+        idx = [int(np.flatnonzero(motif.res_ids == r)[0]) if (motif.res_ids == r).any() else -1 for r in wanted]
+        missing = [r for r, i in zip(wanted, idx, strict=True) if i < 0]
+        dropped = [p for p in (report.problems if report is not None else [])
+                   if p.chain == s.chain and p.res_id in missing]
+        if dropped:
+            shown = "; ".join(map(str, dropped[:5])) + (f"; ... ({len(dropped)} in all)" if len(dropped) > 5 else "")
+            raise ValueError(f"{label}: {len(dropped)} of its residues were dropped when reading {motif.name!r} "
+                             f"({shown}): a motif residue needs N, CA, C and O")
         if missing:
             shown = ", ".join(map(str, missing[:8])) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
-            raise ValueError(f"motif segment {s.chain}{s.lo}-{s.hi}: residues {shown} are not in {motif.name!r} "
+            raise ValueError(f"{label}: residues {shown} are not in {motif.name!r} "
                              f"(it has residues {int(motif.res_ids.min())}-{int(motif.res_ids.max())})")
         if not motif.full:
             raise ValueError(f"motif {motif.name!r} is a CA trace: motif frames need N, CA and C atoms")
@@ -118,14 +136,15 @@ class Scaffolds:
 
 def scaffold(generator: Any, motif: Backbone, contig: str, num: int, *, seed: int = 0,
              total: tuple[int, int] | None = None, sampler: str | None = None, steps: int | None = None,
-             progress: bool | None = None) -> Scaffolds:
+             progress: bool | None = None, report: ReadReport | None = None) -> Scaffolds:
     """Generate ``num`` scaffolds around ``motif`` laid out by ``contig`` with a trained frame
-    model (a :class:`polydiff.Generator`)."""
+    model (a :class:`polydiff.Generator`); ``report``, the motif file's read report, names
+    the motif residues that were dropped when reading it."""
     if "rots" not in generator.fields:
         raise ValueError("motif scaffolding needs a frame model (process frames: true); this model generates CA "
                          "positions only")
     segs = parse_contig(contig)
-    pieces = motif_atoms(motif, segs)
+    pieces = motif_atoms(motif, segs, report)
     atoms = np.concatenate(pieces)  # (K, 4, 3) motif atoms in layout order
     rng = np.random.default_rng(seed)
     layouts = [draw_layout(segs, rng, total) for _ in range(num)]

@@ -122,7 +122,8 @@ def _format_of(file: Path, format: str | None) -> str:
     suffix = file.suffix.lower()
     if suffix not in FORMATS:
         raise TextDataError(f"{file}: cannot tell the format from the suffix {suffix or '(none)'!r}; known suffixes: "
-                            f"{', '.join(FORMATS)} (or pass format='txt', 'jsonl', 'fasta' or 'smiles')")
+                            f"{', '.join(FORMATS)}: rename the file, or name its format (txt, jsonl, fasta or "
+                            "smiles) with data.format in a recipe (--set data.format=txt) or format= in Python")
     return FORMATS[suffix]
 
 

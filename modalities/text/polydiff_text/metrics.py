@@ -49,17 +49,17 @@ def canonical_smiles(smiles: str) -> str | None:
 
 def smiles_metrics(samples: Sequence[str], training: Iterable[str] | None = None) -> dict[str, float]:
     """``validity`` (valid / all), ``uniqueness`` (distinct valid / valid) and, with the training
-    SMILES, ``novelty`` (distinct valid not in training / distinct valid); 0 where a
-    denominator is empty."""
+    SMILES, ``novelty`` (distinct valid not in training / distinct valid). Uniqueness and
+    novelty are NaN (undefined) when no sample is valid."""
     if not samples:
         raise ValueError("smiles_metrics needs at least one sample")
     canon = [canonical_smiles(s) for s in samples]
     valid = [c for c in canon if c is not None]
     unique = set(valid)
-    out = {"validity": len(valid) / len(samples), "uniqueness": len(unique) / len(valid) if valid else 0.0}
+    out = {"validity": len(valid) / len(samples), "uniqueness": len(unique) / len(valid) if valid else math.nan}
     if training is not None:
         known = {c for c in (canonical_smiles(s) for s in training) if c is not None}
-        out["novelty"] = len(unique - known) / len(unique) if unique else 0.0
+        out["novelty"] = len(unique - known) / len(unique) if unique else math.nan
     return out
 
 

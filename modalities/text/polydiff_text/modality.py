@@ -212,17 +212,28 @@ class TextModality(Modality):
         return paths
 
     def read(self, path: Path) -> list[str]:
-        """A file (``.jsonl``, ``.txt``, ``.smi``, ``.fasta``) or a folder holding ``samples.jsonl``
-        or one such file."""
+        """A file (``.jsonl``, ``.txt``, ``.smi``, ``.fasta``; the format from the suffix) or a
+        folder holding ``samples.jsonl``, or one such file, or several ``.txt`` / ``.text``
+        documents: then each file is one sample (its whole text, trailing line ends removed), in
+        sorted file-name order. Hidden files are ignored."""
         path = Path(path)
         if path.is_dir():
             if (path / SAMPLES_FILE).is_file():
                 return D.read_texts(path / SAMPLES_FILE, samples=True)
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in D.FORMATS)
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in D.FORMATS)
+            if len(found) > 1 and all(D.FORMATS[p.suffix.lower()] == "txt" for p in found):
+                return [_document(p) for p in found]
             if len(found) != 1:
-                raise FileNotFoundError(f"{path}: expected {SAMPLES_FILE} or one text file "
-                                        f"({', '.join(D.FORMATS)}), found {len(found)}")
+                shown = ", ".join(p.name for p in found[:5]) + (", ..." if len(found) > 5 else "")
+                raise FileNotFoundError(f"{path}: expected {SAMPLES_FILE}, one text file ({', '.join(D.FORMATS)}) or "
+                                        f".txt documents (one sample per file); found {len(found)}"
+                                        + (f": {shown}" if found else ""))
             path = found[0]
+        if path.is_file() and path.suffix.lower() not in D.FORMATS:
+            raise D.TextDataError(f"{path}: cannot tell the format from the suffix {path.suffix or '(none)'!r}; "
+                                  f"rename the file to one of {', '.join(D.FORMATS)} (.txt: one document per line, "
+                                  ".jsonl: a 'text' field per line, .fasta, .smi: one SMILES per line)")
         return D.read_texts(path, samples=path.name == SAMPLES_FILE)
 
     # -- metrics -----------------------------------------------------------------------------------
@@ -301,6 +312,11 @@ class TextModality(Modality):
 
         return plot_samples([str(s) for s in objects], None if reference is None else [str(s) for s in reference],
                             path)
+
+
+def _document(file: Path) -> str:
+    """One plain-text file as one sample: its whole text without the trailing line ends."""
+    return D.read_texts(file, whole=True)[0].rstrip("\r\n")
 
 
 def _is_smiles(info: Mapping[str, Any], samples: Sequence[str]) -> bool:

@@ -1,6 +1,8 @@
 """``polydiff timeseries forecast CKPT SERIES``: probabilistic forecasts of a user's series file
 with a trained time-domain model (TSDiff's observation self-guidance, :func:`.predict`),
 written as a quantile CSV (``item_id, timestamp, mean, 0.1 ... 0.9``), optionally plotted.
+Histories shorter than the context or with empty cells are counted in one warning; an ``--out``
+or ``--plot`` that is one of the command's inputs is refused, even with ``--overwrite``.
 
 ::
 
@@ -29,7 +31,7 @@ from polydiff.plugin import (
 )
 
 from . import data as D
-from .tsdiff import as_context, predict
+from .tsdiff import as_context, predict, warn_history_gaps
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -49,11 +51,27 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, metavar="PNG", help="also plot the forecasts")
 
 
+def refuse_inputs(out: Path, inputs: dict[str, Path], flag: str = "--out") -> None:
+    """A ``FileExistsError`` when the output ``out`` is one of the command's ``inputs`` (name ->
+    path; the same file by any path, links included): ``--overwrite`` must never replace the
+    user's own data or model."""
+    for name, path in inputs.items():
+        if path is not None and out.resolve() == Path(path).resolve():
+            raise FileExistsError(f"{out}: {flag} is the {name} this command reads ({path}); refusing to replace it "
+                                  f"even with --overwrite (choose another {flag})")
+
+
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    out = output_file(args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv", args.overwrite)
+    target = args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv"
+    refuse_inputs(Path(target), {"series file": args.series, "checkpoint": args.checkpoint})
+    if args.plot is not None:
+        refuse_inputs(args.plot, {"series file": args.series, "checkpoint": args.checkpoint, "forecast CSV": target},
+                      flag="--plot")
+    out = output_file(target, args.overwrite)
     gen = load(args.checkpoint, modality="timeseries")
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
+    warn_history_gaps(series, int(gen.info["context"]), args.series)
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
                  steps=args.steps, seed=args.seed)
     atomic_write(out, lambda tmp: fc.to_frame().to_csv(tmp, index=False, float_format="%.9g"))

@@ -9,7 +9,9 @@
   ``pacodi`` (parallel real / imaginary DiTs over frequency bins);
 - datasets: generated ``ar`` (the embedded default) and ``sine``, statsmodels' bundled series,
   the shared ETTh1 / ETTh2 / exchange_rate files, and users' CSV / parquet (``file``);
-- objects: windows as a float64 array (N, L, C) in model (scaled) units; files: a long CSV.
+- objects: windows as a float64 array (N, L, C) in model (scaled) units; files: a long CSV
+  (``samples.csv``); ``polydiff evaluate`` also reads users' wide / long series files
+  (:func:`read_samples`: each series one sample).
 """
 
 from __future__ import annotations
@@ -261,8 +263,8 @@ class TimeSeriesModality(Modality):
         return [write_windows(np.asarray(objects), Path(out_dir) / SAMPLES_FILE)]
 
     def read(self, path: Path) -> np.ndarray:
-        path = Path(path)
-        return read_windows(path / SAMPLES_FILE if path.is_dir() else path)
+        """Windows (N, L, C) of a file or folder: see :func:`read_samples`."""
+        return read_samples(path)
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         from .genmetrics import generation_metrics
@@ -274,10 +276,11 @@ class TimeSeriesModality(Modality):
         series (wide CSV / parquet with a ``timestamp`` column, one column per channel; NaN =
         missing) scaled as the model's training windows, observed; the horizon is generated
         (forecasting by inpainting; ``polydiff timeseries forecast`` uses self-guidance instead).
-        Samples are windows in model units."""
+        A history shorter than the context (front-padded) or with empty cells is counted in one
+        warning naming the file. Samples are windows in model units."""
         if Path(path).suffix in (".pt", ".pth", ".npz"):
             return super().observation(path, info)
-        from .tsdiff import _scales, as_context
+        from .tsdiff import _scales, as_context, warn_history_gaps
 
         ctx_len, horizon = int(info["context"]), int(info.get("horizon", 0))
         if horizon < 1:
@@ -286,6 +289,7 @@ class TimeSeriesModality(Modality):
         ss = D.read_series(path, nan="mask", multivariate=True)
         if len(ss) != 1:
             raise ValueError(f"{path}: expected one series (the history to forecast from), found {len(ss)}")
+        warn_history_gaps(ss, ctx_len, path)
         c = as_context(ss, ctx_len, horizon)
         if c.values.shape[-1] != int(info["channels"]):
             raise ValueError(f"{path}: {c.values.shape[-1]} value columns, the model has {info['channels']} channels")
@@ -340,6 +344,73 @@ class TimeSeriesModality(Modality):
         from .plot import plot_samples
 
         return plot_samples(np.asarray(objects), None if reference is None else np.asarray(reference), path)
+
+
+LAYOUTS = ("polydiff's samples.csv ('sample,step,<one column per channel>'), a wide CSV / parquet ('timestamp' "
+           "and one column per series) or a long one ('item_id', 'timestamp' and value columns), or a folder of "
+           "such files; each series is one sample")
+SERIES_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_samples(path: str | Path) -> np.ndarray:
+    """Windows (N, L, C) to evaluate, from any of the :data:`LAYOUTS`:
+
+    - polydiff's own long CSV (:func:`write_windows`; a folder holding ``samples.csv``, found
+      whatever the case of its name);
+    - users' series as documented for :func:`data.read_series`: a wide file (``timestamp`` and
+      one column per series, each column one univariate series, the modality's default) or a
+      long one (``item_id``, ``timestamp`` and one column per channel); every series is one
+      sample, so all must have the same length and channels;
+    - a folder of such files (every ``.csv`` / ``.parquet``, suffixes in any case), their series
+      together.
+
+    Errors name the file (and the line or series) and, where nothing fits, the layouts accepted."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return _read_one(path)
+    samples = [p for p in sorted(path.iterdir()) if p.is_file() and p.name.lower() == SAMPLES_FILE]
+    if samples:
+        return read_windows(samples[0])
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in SERIES_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"{path}: no {SAMPLES_FILE} and no .csv / .parquet series files; evaluate reads "
+                                f"{LAYOUTS}")
+    parts = [(f, _read_one(f)) for f in files]
+    first, w0 = parts[0]
+    for f, w in parts[1:]:
+        if w.shape[1:] != w0.shape[1:]:
+            raise D.DataError(f"{f}: series of {w.shape[1]} steps x {w.shape[2]} channel(s), {first.name} has "
+                              f"{w0.shape[1]} x {w0.shape[2]}: every series is one sample, so all need the same "
+                              "length and channels")
+    return np.concatenate([w for _, w in parts])
+
+
+def _read_one(file: Path) -> np.ndarray:
+    """One file of :func:`read_samples`: polydiff's samples layout, else users' wide / long series."""
+    if file.suffix.lower() not in (".parquet", ".pq"):
+        text = read_text(file, D.DataError)
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        if [c.strip().lower() for c in first.split(",")[:2]] == ["sample", "step"]:
+            return read_windows(file)
+        if file.suffix.lower() not in SERIES_SUFFIXES:
+            raise D.DataError(f"{file}: not a .csv or .parquet file; evaluate reads {LAYOUTS}")
+    df = D.read_frame(file)
+    if "timestamp" not in df.columns:
+        raise D.DataError(f"{file}: no 'timestamp' column (columns: {', '.join(map(str, df.columns))}); evaluate "
+                          f"reads {LAYOUTS}")
+    if "item_id" in df.columns:
+        values = [c for c in df.columns if c not in ("item_id", "timestamp")]
+        ss = D.read_series(file, values, "item_id", "timestamp", multivariate=True)
+    else:
+        ss = D.read_series(file, None, None, "timestamp")
+    lengths = [v.shape for v in ss.values]
+    for sid, shape in zip(ss.ids, lengths):
+        if shape != lengths[0]:
+            raise D.DataError(f"{file}: series {sid!r} has {shape[0]} steps, series {ss.ids[0]!r} has "
+                              f"{lengths[0][0]}: every series is one sample, so all need the same length")
+    return np.stack(ss.values)
 
 
 def write_windows(windows: np.ndarray, file: Path, columns: Sequence[str] | None = None) -> Path:
@@ -417,13 +488,14 @@ def read_windows(file: Path) -> np.ndarray:
     length = len(steps)
     for a, b in zip(starts, [*starts[1:], len(step)]):
         if b - a != length or not np.array_equal(step[a:b], steps):
-            raise D.DataError(f"{file}: sample {sample[a]} has steps {_span(step[a:b])}, sample {sample[0]} has "
-                              f"{_span(steps)}: every sample must have the same steps (line {where[a]})")
+            raise D.DataError(f"{file}:{where[a]}: sample {sample[a]} has {_span(step[a:b])}, sample {sample[0]} "
+                              f"has {_span(steps)}: every sample must have the same steps")
     return vals.reshape(len(starts), length, -1)
 
 
 def _span(steps: np.ndarray) -> str:
-    """``"0..9"`` for contiguous steps, else the count and the ends."""
+    """``"steps 0..9"`` for contiguous steps, else the count and the ends (``"23 steps in
+    0..23 (with gaps)"``)."""
     if len(steps) and steps[-1] - steps[0] == len(steps) - 1:
-        return f"{steps[0]}..{steps[-1]}"
-    return f"{len(steps)} steps in {steps[0]}..{steps[-1]}" if len(steps) else "none"
+        return f"steps {steps[0]}..{steps[-1]}"
+    return f"{len(steps)} steps in {steps[0]}..{steps[-1]} (with gaps)" if len(steps) else "no steps"

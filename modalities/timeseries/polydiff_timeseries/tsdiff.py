@@ -27,8 +27,10 @@ grad E``: exactly TSDiff's DDIM update with base scale ``scale`` (scaled by
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,6 +190,29 @@ def as_context(context: Any, length: int, horizon: int, freq: str | None = None,
         v = v[-length:]
         out[i, length - len(v):] = v
     return _Context(out, ids, index)
+
+
+def warn_history_gaps(series: D.SeriesSet, length: int, source: str | Path) -> str | None:
+    """Warn (one line naming ``source``) when the histories that :func:`as_context` will use
+    are not all there: series shorter than the ``length``-step context (front-padded with
+    missing values: how many series, how many steps) and empty cells in the last ``length``
+    steps (masked as missing: how many of how many). Returns the message, or None when the
+    histories are complete."""
+    short = [length - len(v) for v in series.values if len(v) < length]
+    used = [v[-length:] for v in series.values]
+    cells = sum(u.size for u in used)
+    empty = sum(int((~np.isfinite(u)).sum()) for u in used)
+    parts = []
+    if short:
+        parts.append(f"{len(short)} of {len(series)} series shorter than the model's context of {length} steps: "
+                     f"{sum(short)} step(s) in all padded at the front as missing")
+    if empty:
+        parts.append(f"{empty} of {cells} cells in the last {length} steps empty, treated as missing")
+    if not parts:
+        return None
+    msg = f"{source}: " + "; ".join(parts)
+    warnings.warn(msg, stacklevel=2)
+    return msg
 
 
 def _parts(model: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:

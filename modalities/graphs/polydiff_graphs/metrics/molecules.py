@@ -13,6 +13,11 @@
   in the wheel), on valid generated vs reference SMILES.
 - ``atom_tv`` / ``bond_tv``: total-variation distance between the atom-token (and bond-order)
   frequencies of generated and reference graphs; ``atoms_mean`` the mean heavy-atom count.
+
+Placeholders for records of a samples file that are not valid molecules (see :mod:`..chem`)
+count as invalid in validity and are left out of the distribution metrics (NSPDK, FCD, type
+statistics), which describe the molecules that were read; other graphs, empty ones included,
+are counted as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 
 import networkx as nx
 
-from ..chem import ATOM, BOND, canonical_smiles, graph_to_mol, parse_token
+from ..chem import ATOM, BOND, canonical_smiles, graph_to_mol, is_placeholder, parse_token
 from .nspdk import nspdk_mmd
 
 
@@ -105,9 +110,14 @@ def molecule_metrics(graphs: Sequence[nx.Graph], reference: Sequence[nx.Graph] |
         train = set(train_smiles)
         out["novelty"] = len(distinct - train) / len(distinct) if distinct else math.nan
     if reference:
-        out.update(type_statistics(graphs, reference))
+        read = [g for g in graphs if not is_placeholder(g)]  # every graph, unless a file held unreadable records
+        if read:
+            out.update(type_statistics(read, reference))
+        else:
+            out.update(atom_tv=math.nan, bond_tv=math.nan, atoms_mean=math.nan)
         if nspdk:
-            out["nspdk"] = nspdk_mmd([nspdk_view(g) for g in reference], [nspdk_view(g) for g in graphs])
+            out["nspdk"] = (nspdk_mmd([nspdk_view(g) for g in reference], [nspdk_view(g) for g in read])
+                            if read else math.nan)
         if fcd:
             out["fcd"] = fcd_distance(smiles, smiles_of(reference)) if len(smiles) >= 2 else math.nan
     return out
