@@ -28,10 +28,11 @@ type and the allowed values, e.g. ``configs/x.yaml: model.hidden: expected an in
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
         raise ConfigError(f"{path}: not valid YAML at {yaml_problem(err, str(path))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    overrides = list(overrides)
+    overrides = overrides if isinstance(overrides, Mapping) else list(overrides)
     try:
         return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
     except ConfigError as err:  # the bad key or value may be the command line's, not the file's: say both
@@ -379,7 +380,14 @@ def _no_unknown(d: Mapping[str, Any], allowed: Iterable[str], prefix: str, sourc
     allowed = list(allowed)
     for k in d:
         if k not in allowed:
-            raise ConfigError(f"{source}: unknown key {prefix + k!r}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"{source}: unknown key {prefix + k!r}{_near(k, allowed)}; allowed: "
+                              f"{', '.join(allowed)}")
+
+
+def _near(key: str, allowed: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss among ``allowed``, else ``""``."""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _fill(obj: Any, values: Mapping[str, Any], section: str, source: str) -> Any:
@@ -550,7 +558,7 @@ def _check_options(cfg: Config, factory: Any, options: Mapping[str, Any], skip: 
         allowed = [p.name for p in params[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for k in options:
             if k not in allowed:
-                raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}; "
+                raise ConfigError(f"{cfg.source}: unknown key '{section}.{k}' for {what}{_near(k, allowed)}; "
                                   f"allowed: {', '.join(allowed) or 'none'} (remove a recipe key with --set "
                                   f"'~{section}.{k}')")
     return _typed_options(factory, options, skip, section, cfg.source)

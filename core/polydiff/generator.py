@@ -50,6 +50,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, is_dataclass
@@ -623,6 +624,11 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
         data = build_data(cfg, mod) if cfg is not None else mod.dataset()
         ref_objects = mod.reference(data)
         info = data.info
+        if cfg is None:  # a user's files against data they may know nothing about: say so
+            dataset = info.get("dataset", next(iter(mod.datasets())))
+            warnings.warn(f"no --reference and no recipe: {target} is compared with the embedded default dataset of "
+                          f"modality {name!r} ({dataset!r}); give --reference PATH to compare with your own data",
+                          stacklevel=2)
     objects = mod.read(target)
     try:
         metrics = check_metrics(mod.evaluate(objects, ref_objects, info), name)

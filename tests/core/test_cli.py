@@ -132,7 +132,7 @@ def test_bad_recipes_exit_2_with_one_line(tmp_path, capsys):
     bad.write_text("modality: toy\ntrain:\n  lrr: 0.1\n")
     code, _, err = run(capsys, "train", bad, "--out", tmp_path / "o")
     line = one_line_error(code, err)
-    assert f"{bad}: unknown key 'train.lrr'; allowed: max_steps" in line
+    assert f"{bad}: unknown key 'train.lrr' (did you mean 'lr'?); allowed: max_steps" in line
     code, _, err = run(capsys, "train", GMM, "--set", "train.lr=abc", "--out", tmp_path / "o")
     assert "gmm.yaml (with --set): train.lr: expected a number, got 'abc'" in one_line_error(code, err)
     code, _, err = run(capsys, "train", GMM, "--set", "sample.sampler=nope", "--out", tmp_path / "o")

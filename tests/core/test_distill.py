@@ -349,7 +349,8 @@ def test_a_recipe_names_the_objective_its_teacher_and_options(teacher_ckpt):
     cfg = from_dict(_tiny(loss=loss), "x.yaml")
     assert cfg.loss.objective == "ctm" and cfg.loss.teacher == str(teacher_ckpt)
     assert cfg.loss.options == {"teacher_steps": 4, "distance": "l1", "dsm_weight": 0.0, "u_random": True}
-    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'loss.teacher_stepz'; allowed: .*teacher_steps"):
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'loss.teacher_stepz' \(did you mean "
+                                          r"'teacher_steps'\?\); allowed: .*teacher_steps"):
         from_dict(_tiny(loss={**loss, "teacher_stepz": 3}), "x.yaml")
     with pytest.raises(ConfigError, match=r"loss.teacher_steps: expected an integer"):
         from_dict(_tiny(loss={**loss, "teacher_steps": "many"}), "x.yaml")

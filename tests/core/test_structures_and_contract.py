@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_every_recipe_key_is_documented():
     for section, cls in [("train", TrainConfig), ("loss", LossConfig), ("sample", SampleConfig),
                          ("loss.techniques", Techniques)]:
         for f in dataclasses.fields(cls):
-            if section == "loss" and f.name == "options":
+            if section in ("loss", "sample") and f.name == "options":
                 continue  # the section's other keys: written as "any other key"
             assert f"`{f.name}`" in text, f"docs/recipes.md does not name {section}.{f.name}"
 
@@ -240,3 +241,14 @@ def test_evaluate_json_must_not_replace_its_inputs(tmp_path, capsys):
     before = target.read_bytes()
     assert cli(["evaluate", str(target), "--modality", "toy", "--json", str(target)]) == 2
     assert "--json" in capsys.readouterr().err and target.read_bytes() == before
+
+
+def test_evaluating_files_without_a_reference_says_what_they_are_compared_with(tmp_path, capsys):
+    points = tmp_path / "points.csv"
+    points.write_text("x0,x1\n0.1,0.2\n0.3,0.4\n0.5,0.1\n")
+    with pytest.warns(UserWarning, match=re.escape("compared with the embedded default dataset of modality 'toy' "
+                                                   "('gmm'); give --reference PATH")):
+        assert cli(["evaluate", str(points), "--modality", "toy"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli(["evaluate", str(points), "--modality", "toy", "--reference", str(points)]) == 0

@@ -70,7 +70,8 @@ def test_csv_errors_through_a_recipe_name_the_recipe(tmp_path, toy):
     with pytest.raises(ConfigError, match=r"r\.yaml: data: .*none\.csv: no such CSV file"):
         build_data(cfg, toy)
     cfg = from_dict({"data": {"name": "gmm", "kk": 3}}, source="r.yaml")
-    with pytest.raises(ConfigError, match=r"r\.yaml: unknown key 'data\.kk' for dataset 'gmm'; allowed: k, dim.*"
+    with pytest.raises(ConfigError, match=r"r\.yaml: unknown key 'data\.kk' for dataset 'gmm' \(did you mean 'k'\?\); "
+                                          r"allowed: k, dim.*"
                                           r"--set '~data\.kk'"):
         build_data(cfg, toy)
 

@@ -47,8 +47,9 @@ def test_unknown_key_names_file_path_and_allowed_keys():
     with pytest.raises(ConfigError) as err:
         from_dict({"train": {"lrr": 1e-3}}, SRC)
     msg = str(err.value)
-    assert msg.startswith("configs/x.yaml: unknown key 'train.lrr'; allowed: max_steps, batch_size, lr,")
-    with pytest.raises(ConfigError, match=r"unknown key 'trian'; allowed: modality, data, model"):
+    assert msg.startswith("configs/x.yaml: unknown key 'train.lrr' (did you mean 'lr'?); allowed: max_steps, "
+                          "batch_size, lr,")
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\); allowed: modality, data"):
         from_dict({"trian": {}}, SRC)
 
 
@@ -77,11 +78,11 @@ def test_unknown_names_error_through_the_registries():
     with pytest.raises(ConfigError, match=r"configs/x\.yaml: sample\.sampler: unknown sampler 'eulr'\. "
                                           r"Did you mean 'euler'\? Allowed: .*ddim"):
         from_dict({"sample": {"sampler": "eulr"}}, SRC)
-    with pytest.raises(ConfigError, match=r"unknown key 'sample\.etaa'; allowed: .*eta"):
+    with pytest.raises(ConfigError, match=r"unknown key 'sample\.etaa' \(did you mean 'eta'\?\); allowed: .*eta"):
         from_dict({"sample": {"sampler": "ddim", "etaa": 1.0}}, SRC)
     with pytest.raises(ConfigError, match=r"loss\.weighting: unknown loss weighting 'snrr'"):
         from_dict({"loss": {"weighting": "snrr"}}, SRC)
-    with pytest.raises(ConfigError, match=r"unknown key 'loss\.gama'; allowed: .*gamma"):
+    with pytest.raises(ConfigError, match=r"unknown key 'loss\.gama' \(did you mean 'gamma'\?\); allowed: .*gamma"):
         from_dict({"loss": {"weighting": "min_snr", "gama": 5}}, SRC)
     assert from_dict({"loss": {"weighting": "min_snr", "gamma": 3}}, SRC).loss.options == {"gamma": 3.0}
     cfg = from_dict({"process": {"schedule": "vp_cosinus"}}, SRC)
@@ -290,7 +291,8 @@ def test_techniques_from_the_recipe(tmp_path):
     recipe["loss"] = {"techniques": {"immiscible": True, "self_condition": 0.5}}
     run = polydiff.train(recipe, tmp_path, verbose=False)
     assert run.step == 3 and np.isfinite(run.metrics["train/loss"])
-    with pytest.raises(ConfigError, match=r"unknown key 'loss\.techniques\.imiscible'; allowed: immiscible"):
+    with pytest.raises(ConfigError, match=r"unknown key 'loss\.techniques\.imiscible' \(did you mean "
+                                          r"'immiscible'\?\); allowed: immiscible"):
         from_dict({"loss": {"techniques": {"imiscible": True}}}, SRC)
     with pytest.raises(ConfigError, match=r"loss\.techniques\.cond_drop: condition dropout is set twice"):
         from_dict({"loss": {"cond_drop": 0.1, "techniques": {"cond_drop": 0.2}}}, SRC)

@@ -357,7 +357,10 @@ def _sdf_molecule(mol: Any) -> Molecule:
             continue  # text fields are not scalar properties
     name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
     try:
-        return from_rdkit(mol, name=name, properties=props)
+        out = from_rdkit(mol, name=name, properties=props)
+        if mol.GetNumBonds() == 0 and mol.GetNumAtoms() > 1:
+            out.bonds = None  # an empty bond block: bonds unknown (inferred where needed), as in XYZ files
+        return out
     except ValueError:
         raise
     except Exception as err:  # RDKit's KekulizeException and other C++ errors
@@ -367,7 +370,10 @@ def _sdf_molecule(mol: Any) -> Molecule:
 def read_sdf(path: str | Path) -> list[Molecule]:
     """The molecules of an SDF (or MOL) file, V2000 or V3000, read by RDKit unsanitised.
 
-    Hydrogens are kept as written, bonds are kekulised, formal charges kept, the title line is
+    Hydrogens are kept as written, bonds are kekulised (a record of several atoms with an empty
+    bond block has unknown bonds, ``bonds=None``, as :func:`write_sdf` writes a molecule
+    without bonds and as an XYZ file reads, so metrics infer them from distances alike), formal
+    charges kept, the title line is
     the name and SD data fields whose value parses as a float become properties. Records RDKit
     cannot parse (or that have no atoms, non-finite coordinates, unknown elements or bond types
     other than single / double / triple / aromatic) are skipped and reported in one warning naming
