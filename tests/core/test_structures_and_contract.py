@@ -187,6 +187,9 @@ def test_overrides_from_python_and_option_typos():
     assert apply_overrides(raw, {"train.max_steps": 3, "sample.sampler": "heun"}) == \
         {"train": {"max_steps": 3}, "sample": {"sampler": "heun"}}
     assert apply_overrides(raw, "train.max_steps=4") == {"train": {"max_steps": 4}}
+    from polydiff.config import load_config
+
+    assert load_config("toy:gmm", {"train.max_steps": 3, "sample.steps": 7}).train.max_steps == 3  # a recipe path too
     reg = registry.Registry("thing")
     reg.register("x")(lambda schedule=1, steps=2: schedule)
     with pytest.raises(registry.RegistryError, match=r"thing 'x' has no option schedul \(did you mean schedule\?\); "
