@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -153,9 +153,20 @@ def add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = F
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
+def refuse_inputs(out: str | Path, inputs: Mapping[str, str | Path | None], flag: str = "--out") -> None:
+    """A ``FileExistsError`` when the output ``out`` is one of the command's ``inputs`` (name ->
+    path; the same file by any path, links included): ``--overwrite`` must never replace the
+    user's own data or model."""
+    for name, path in inputs.items():
+        if path is not None and Path(out).resolve() == Path(path).resolve():
+            raise FileExistsError(f"{out}: {flag} is the {name} this command reads ({path}); refusing to replace it "
+                                  f"even with --overwrite (choose another {flag})")
+
+
 def output_file(path: str | Path, overwrite: bool) -> Path:
     """``path``, when a command may write it there: nothing is there, or it is a file and
-    ``overwrite`` is given. Call it before the work, so a refused run costs nothing; write with
+    ``overwrite`` is given (a command that reads files also calls :func:`refuse_inputs`). Call
+    it before the work, so a refused run costs nothing; write with
     :func:`~polydiff.files.atomic_write`."""
     path = Path(path)
     if path.is_dir():
@@ -555,9 +566,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = parse_pairs(args.option, "--option")
     result: dict[str, Any] = {"target": str(target)}
     if args.json is not None:  # the JSON must not replace what is being evaluated
-        for given, flag in ((target, "the target"), (args.reference, "--reference")):
-            if given is not None and Path(given).exists() and args.json.resolve() == Path(given).resolve():
-                raise ValueError(f"--json {args.json} is {flag}: name another file for the metrics")
+        refuse_inputs(args.json, {"target": target, "reference": args.reference}, "--json")
     if target.suffix == ".ckpt" and (target.is_file() or (target / SHARDED_META).is_file()):  # a checkpoint
         if args.modality or args.reference:
             raise ValueError("--modality and --reference are for evaluating files; a checkpoint is evaluated against "

@@ -41,6 +41,7 @@ from .cli import (
     plugin_command,
     positive_float,
     positive_int,
+    refuse_inputs,
     report_error,
 )
 from .conditions import NULL_CLASS, drop_condition, make_condition, null_state, parse_condition
@@ -303,6 +304,7 @@ __all__ = [
     "read_npz",
     "read_text",
     "reconstruction_guidance",
+    "refuse_inputs",
     "register",
     "report_error",
     "rotate",

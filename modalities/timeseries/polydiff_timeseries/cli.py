@@ -27,6 +27,7 @@ from polydiff.plugin import (
     non_negative_int,
     output_file,
     positive_int,
+    refuse_inputs,
     run_folder,
 )
 
@@ -51,23 +52,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, metavar="PNG", help="also plot the forecasts")
 
 
-def refuse_inputs(out: Path, inputs: dict[str, Path], flag: str = "--out") -> None:
-    """A ``FileExistsError`` when the output ``out`` is one of the command's ``inputs`` (name ->
-    path; the same file by any path, links included): ``--overwrite`` must never replace the
-    user's own data or model."""
-    for name, path in inputs.items():
-        if path is not None and out.resolve() == Path(path).resolve():
-            raise FileExistsError(f"{out}: {flag} is the {name} this command reads ({path}); refusing to replace it "
-                                  f"even with --overwrite (choose another {flag})")
-
-
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     target = args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv"
-    refuse_inputs(Path(target), {"series file": args.series, "checkpoint": args.checkpoint})
+    inputs = {"series file": args.series, "checkpoint": args.checkpoint}
+    refuse_inputs(target, inputs)
     if args.plot is not None:
-        refuse_inputs(args.plot, {"series file": args.series, "checkpoint": args.checkpoint, "forecast CSV": target},
-                      flag="--plot")
+        refuse_inputs(args.plot, {**inputs, "forecast CSV": target}, flag="--plot")
     out = output_file(target, args.overwrite)
     gen = load(args.checkpoint, modality="timeseries")
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
