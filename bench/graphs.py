@@ -11,8 +11,9 @@ Every part writes its section of bench/results/graphs.json (merged with the sect
 there, each with its exact command, budget and environment) and re-renders bench/results/graphs.md.
 Training runs through ``polydiff.train`` with the repository's recipes (configs/graphs/) and a
 wall-clock budget: a Lightning callback stops training after ``minutes`` (the step count reached
-is reported), and another applies GDSS's exponential learning-rate decay (0.999 per epoch), which
-polydiff's training loop has no setting for. Needs shared/ (GDSS's graphs, QM9).
+is reported). The GDSS recipes carry GDSS's own optimisation (Adam, learning rate decayed by 0.999
+per epoch: ``train.optimizer`` / ``train.lr_decay``) and sampling settings (raw weights, Euler or
+reverse-diffusion predictor, noise removal). Needs shared/ (GDSS's graphs, QM9).
 
 The part ``speed`` times GDSS's training step and PC sampling (20 graphs) with polydiff's
 community-small recipe and with GDSS's own code (bench/gdss_reference.py, run from a scratch
@@ -44,9 +45,10 @@ RECIPES = ROOT / "configs" / "graphs"
 
 PAPER = {
     "gdss_community_small": {"degree": 0.045, "cluster": 0.086, "orbit": 0.007, "source": "GDSS paper, Table 1",
-                             "nfe": 2000, "sampler": "reverse diffusion + Langevin (GDSS config)"},
+                             "nfe": 2000, "sampler": "Euler + Langevin, raw weights, noise removal (GDSS config)"},
     "gdss_ego_small": {"degree": 0.021, "cluster": 0.024, "orbit": 0.007, "source": "GDSS paper, Table 1",
-                       "nfe": 1000, "sampler": "Euler, no corrector, raw weights (GDSS config/ego_small.yaml)"},
+                       "nfe": 1000,
+                       "sampler": "Euler, no corrector, raw weights, noise removal (GDSS config/ego_small.yaml)"},
     "gdss_qm9": {"validity": 0.9572, "source": "GDSS paper, Table 2 (validity w/o correction, 10,000 samples)"},
     "pard_qm9": {"validity": 0.971, "uniqueness": 0.965, "source": "PARD README (max_hops 1)"},
 }
@@ -80,7 +82,7 @@ def log(msg: str) -> None:
 # training with a wall-clock budget
 # ---------------------------------------------------------------------------------------------
 
-def _callbacks(minutes: float, lr_decay: float | None, steps_per_epoch: int) -> list[Any]:
+def _callbacks(minutes: float) -> list[Any]:
     from lightning.pytorch.callbacks import Callback
 
     class WallClock(Callback):
@@ -95,26 +97,13 @@ def _callbacks(minutes: float, lr_decay: float | None, steps_per_epoch: int) -> 
             if self.stamps[-1] - self.start > 60 * minutes:
                 trainer.should_stop = True
 
-    class ExponentialDecay(Callback):
-        """GDSS's ``ExponentialLR(gamma=lr_decay)`` stepped once per epoch of the training set."""
-
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
-            for opt in trainer.optimizers:
-                for g in opt.param_groups:
-                    g.setdefault("initial_lr", g["lr"])
-                    g["lr"] = g["initial_lr"] * lr_decay ** (trainer.global_step // steps_per_epoch)
-
-    cbs: list[Any] = [WallClock()]
-    if lr_decay is not None:
-        cbs.append(ExponentialDecay())
-    return cbs
+    return [WallClock()]
 
 
 REUSE: dict[str, Any] = {}  # part -> training facts of an earlier run whose checkpoint is kept (--reuse)
 
 
-def train_recipe(recipe: Path, out: Path, overrides: list[str], minutes: float, lr_decay: float | None = 0.999,
-                 ) -> tuple[Any, dict[str, Any]]:
+def train_recipe(recipe: Path, out: Path, overrides: list[str], minutes: float) -> tuple[Any, dict[str, Any]]:
     """Train a recipe for at most ``minutes``; returns the generator and training facts (or
     reload the checkpoint of an earlier run of the same part with ``--reuse``)."""
     import polydiff
@@ -129,7 +118,7 @@ def train_recipe(recipe: Path, out: Path, overrides: list[str], minutes: float, 
     data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
     n_train = len(data.train)
     steps_per_epoch = max(1, -(-n_train // cfg.train.batch_size))
-    cbs = _callbacks(minutes, lr_decay, steps_per_epoch)
+    cbs = _callbacks(minutes)
     t0 = time.perf_counter()
     run = polydiff.train(cfg, out, fresh=True, callbacks=cbs, verbose=False)
     wall = time.perf_counter() - t0
@@ -138,7 +127,8 @@ def train_recipe(recipe: Path, out: Path, overrides: list[str], minutes: float, 
     gen = polydiff.load(run.checkpoint)
     facts = {"recipe": str(recipe.relative_to(ROOT)), "overrides": overrides, "budget_minutes": minutes,
              "steps": run.step, "epochs": run.step / steps_per_epoch, "train_graphs": n_train,
-             "batch_size": cfg.train.batch_size, "lr_decay_per_epoch": lr_decay, "wall_seconds": wall,
+             "batch_size": cfg.train.batch_size, "lr_decay_per_epoch": cfg.train.lr_decay,
+             "optimizer": cfg.train.optimizer, "wall_seconds": wall,
              "step_seconds_median": statistics.median(steps) if steps else None,
              "final_loss": run.metrics.get("train/loss"), "parameters": parameter_counts(gen.net)}
     log(f"  trained {run.step} steps ({facts['epochs']:.0f} epochs) in {wall / 60:.1f} min, "
@@ -177,11 +167,11 @@ def gdss_generic(part: str, recipe: str, budget: dict[str, Any], work: Path, sam
     gen, facts = train_recipe(RECIPES / recipe, work / part, ["train.progress=false", "train.logger=none"],
                               budget["minutes"])
     gen.info["drop_isolated"] = True  # GDSS's protocol: adjs_to_graphs removes isolated nodes
-    # GDSS samples its raw weights (use_ema: False): the recipe's sampler on them as well
-    raw = polydiff.load(work / part / "checkpoints" / "last.ckpt", ema=False)
-    raw.info["drop_isolated"] = True
+    # the recipes sample the raw weights as GDSS does (use_ema: False); the first sampler on the EMA as well
+    ema = polydiff.load(work / part / "checkpoints" / "last.ckpt", ema=True)
+    ema.info["drop_isolated"] = True
     first = next(iter(samplers))
-    samplers = {**samplers, f"{first} (raw weights)": {**samplers[first], "raw": True}}
+    samplers = {**samplers, f"{first} (EMA weights)": {**samplers[first], "ema": True}}
     ref = gen.reference()
     train = gen.modality.dataset(gen.config.data.name, **gen.config.data.options).train.graphs
     res: dict[str, Any] = {"training": facts, "reference_graphs": len(ref), "samplers": {}}
@@ -191,8 +181,8 @@ def gdss_generic(part: str, recipe: str, budget: dict[str, Any], work: Path, sam
     for name, opts in samplers.items():
         rows: dict[str, list[float]] = {}
         seconds = []
-        model = raw if opts.get("raw") else gen
-        opts = {k: v for k, v in opts.items() if k != "raw"}
+        model = ema if opts.get("ema") else gen
+        opts = {k: v for k, v in opts.items() if k != "ema"}
         for seed in range(budget["seeds"]):
             graphs, sec = timed_generate(model, budget["num"], seed=seed, steps=budget["steps"], **opts)
             seconds.append(sec / budget["num"])
@@ -201,8 +191,10 @@ def gdss_generic(part: str, recipe: str, budget: dict[str, Any], work: Path, sam
                 rows.setdefault(k, []).append(m[k])
             log(f"  {part} {name} seed {seed}: degree {m['degree']:.4f} cluster {m['cluster']:.4f} "
                 f"orbit {m['orbit']:.4f} ({sec:.0f} s)")
-        res["samplers"][name] = {"options": opts, "steps": budget["steps"], "num": budget["num"],
-                                 "seconds_per_graph": statistics.fmean(seconds),
+        settings = model.settings(**opts)
+        res["samplers"][name] = {"options": {"sampler": settings.sampler, **settings.options},
+                                 "weights": "EMA" if model is ema else "raw", "steps": budget["steps"],
+                                 "num": budget["num"], "seconds_per_graph": statistics.fmean(seconds),
                                  "nfe_per_graph": budget["steps"] * _nfe(opts),
                                  **{k: _mean_std(v) for k, v in rows.items()}}
     return res
@@ -219,7 +211,8 @@ def _nfe(opts: dict[str, Any]) -> int:
 
 def part_gdss_cs(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     return gdss_generic("gdss_cs", "community_small_gdss.yaml", budget, work,
-                        {"pc": {"sampler": "pc", "snr": 0.05, "scale_eps": 0.7, "n_corrector": 1},
+                        {"pc": {"sampler": "pc"},  # the recipe's: GDSS's Euler predictor + Langevin corrector
+                         "pc, reverse-diffusion predictor": {"sampler": "pc", "predictor": "reverse"},
                          "s4": {"sampler": "s4", "snr": 0.05, "scale_eps": 0.7}})
 
 
@@ -286,7 +279,7 @@ def _pard_generate(gen: Any, n: int, steps: int, seed: int) -> tuple[list[Any], 
 
 def part_pard_cs(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     gen, facts = train_recipe(RECIPES / "community_small_pard.yaml", work / "pard_cs",
-                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 32)}"], budget["minutes"], None)
+                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 32)}"], budget["minutes"])
     gen.info["drop_isolated"] = True  # evaluated like GDSS
     res: dict[str, Any] = {"training": facts, "reference_graphs": len(gen.reference()),
                            "order": gen.info["order"], "samplers": {}}
@@ -311,7 +304,7 @@ def part_pard_cs(budget: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def part_pard_qm9(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     gen, facts = train_recipe(RECIPES / "qm9_pard.yaml", work / "pard_qm9",
-                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 128)}"], budget["minutes"], None)
+                              [*PARD_CPU, f"train.batch_size={budget.get('batch', 128)}"], budget["minutes"])
     res: dict[str, Any] = {"training": facts, "order": gen.info["order"], "samplers": {}}
     mols, sec, st = _pard_generate(gen, budget["num"], budget["steps"], 0)
     m = gen.modality.evaluate(mols, gen.reference(), gen.info, fcd=_fcd_ok())
@@ -446,14 +439,15 @@ def part_scaling(budget: dict[str, Any], work: Path) -> dict[str, Any]:
 # speed against GDSS's own code
 # ---------------------------------------------------------------------------------------------
 
-GDSS_PC = {"sampler": "pc", "snr": 0.05, "scale_eps": 0.7, "n_corrector": 1}  # GDSS config/community_small.yaml
+# GDSS config/community_small.yaml
+GDSS_PC = {"sampler": "pc", "predictor": "euler", "denoise": True, "snr": 0.05, "scale_eps": 0.7, "n_corrector": 1}
 SPEED_SETUP = "python bench/gdss_reference.py --setup"
 
 
 def _our_gdss_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     """polydiff's community-small GDSS recipe at GDSS's size: ``polydiff.train`` for ``warmup +
     steps + 1`` steps, each step timed from one batch start to the next (the last step, which
-    writes the checkpoint, is left out), with GDSS's learning-rate decay; then PC sampling of
+    writes the checkpoint, is left out), with GDSS's learning-rate decay (the recipe's); then PC sampling of
     ``num`` graphs for ``sample_steps`` steps on the raw weights (GDSS's ``use_ema: False``),
     after an untimed 2-step call, as the reference does (the median of ``sample_repeats`` calls)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -470,11 +464,10 @@ def _our_gdss_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
     data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
     steps_per_epoch = max(1, -(-len(data.train) // cfg.train.batch_size))
     stamps = batch_clock()
-    decay = _callbacks(float("inf"), 0.999, steps_per_epoch)[1]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        run = polydiff.train(cfg, work / "gdss_speed", fresh=True, callbacks=[stamps, decay], verbose=False)
+        run = polydiff.train(cfg, work / "gdss_speed", fresh=True, callbacks=[stamps], verbose=False)
         wall = [b - a for a, b in itertools.pairwise(stamps.wall)][warmup:]
         cpu = [b - a for a, b in itertools.pairwise(stamps.cpu)][warmup:]
         gen = polydiff.load(run.checkpoint, ema=False)
@@ -634,7 +627,8 @@ def _training_line(t: dict[str, Any]) -> str:
     return (f"`{t['recipe']}` for {t['budget_minutes']:g} min of wall time: {t['steps']} steps "
             f"({t['epochs']:.0f} epochs of {t['train_graphs']} graphs, batch {t['batch_size']}), median step "
             f"{_fmt(t['step_seconds_median'], 3)} s, final loss {_fmt(t['final_loss'], 3)}; parameters "
-            f"{p['total']:,} ({parts})")
+            f"{p['total']:,} ({parts})" + (f"; {t['optimizer']}, learning rate x{t['lr_decay_per_epoch']:g} per epoch"
+                                           if "optimizer" in t else ""))
 
 
 def _graph_cells(s: dict[str, Any]) -> str:
@@ -743,7 +737,9 @@ def render(results: dict[str, Any]) -> str:
                   "", f"MMDs of {r['budget']['num']} generated graphs (the test-set size, GDSS's protocol) against "
                   f"the {r['reference_graphs']} test graphs, mean ± std over {r['budget']['seeds']} sampling seeds; "
                   "the row *training graphs vs test* is the same metric between real graphs (the floor at this "
-                  "sample size).", ""]
+                  "sample size)." + (" Samples come from the raw weights, as GDSS's (`use_ema: False`), except in "
+                                     "the row marked EMA." if any(x.get("weights") for x in r["samplers"].values())
+                                     else ""), ""]
     if "speed" in parts:
         lines += _speed_section(parts["speed"])
     if "gdss_qm9" in parts:

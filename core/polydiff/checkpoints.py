@@ -273,17 +273,20 @@ def run_folder(checkpoint: str | Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def _weights_prefix(ckpt: Mapping[str, Any], ema: bool) -> str:
+def _weights_prefix(ckpt: Mapping[str, Any], ema: bool | None) -> str:
+    if ema is None:  # the recipe's choice (sample.ema, default true)
+        ema = ckpt.get("polydiff", {}).get("config", {}).get("sample", {}).get("ema", True)
     return "ema." if ema and any(k.startswith("ema.") for k in ckpt["state_dict"]) else "net."
 
 
-def network_weights(ckpt: Mapping[str, Any], ema: bool = True) -> dict[str, Tensor]:
-    """The network's state dict from a checkpoint: the EMA copy when present and wanted."""
+def network_weights(ckpt: Mapping[str, Any], ema: bool | None = None) -> dict[str, Tensor]:
+    """The network's state dict from a checkpoint: the EMA copy when present and wanted
+    (``ema=None``: as the stored recipe's ``sample.ema`` says, EMA by default)."""
     prefix = _weights_prefix(ckpt, ema)
     return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
 
-def open_weights(path: str | Path, ema: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def open_weights(path: str | Path, ema: bool | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """A checkpoint and its network's weights (:func:`network_weights`). From a sharded folder
     only that copy is read from the shards (the checkpoint's ``state_dict`` holds shapes only):
     half the memory of reading the network and its EMA."""
@@ -308,9 +311,10 @@ class Loaded:
     step: int | None
 
 
-def load_network(path: str | Path, ema: bool = True) -> Loaded:
+def load_network(path: str | Path, ema: bool | None = None) -> Loaded:
     """Rebuild the modality, fields and network of a checkpoint from its stored recipe and data
-    ``info``, and load its weights (the EMA copy unless ``ema=False``)."""
+    ``info``, and load its weights (the EMA copy unless ``ema=False`` or, with ``ema=None``, the
+    recipe's ``sample.ema: false``)."""
     path = Path(path)
     ckpt, weights = open_weights(path, ema)
     meta = ckpt["polydiff"]

@@ -44,6 +44,7 @@ from .registry import RegistryError, ValueMismatch, check_options, check_value, 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
 CHECKPOINT_FORMATS = ("full", "sharded")
+OPTIMIZERS = ("adamw", "adam")
 # keywords of polydiff.sample a recipe's `sample` section may set besides the sampler's own options
 DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero", "compile")
 
@@ -72,8 +73,11 @@ class TrainConfig:
     max_steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
+    # "adamw": decoupled weight decay; "adam": weight decay as an L2 term of the gradient (GDSS's Adam)
+    optimizer: str = field(default="adamw", metadata={"choices": OPTIMIZERS})
     weight_decay: float = 0.0
     warmup: int = 0  # linear learning-rate warm-up, in steps
+    lr_decay: float = 1.0  # learning rate times this after every epoch (pass over the training set); 1: constant
     ema: float = 0.999  # EMA decay of the weights; 0 turns EMA off
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     precision: str = field(default="32", metadata={"choices": PRECISIONS})
@@ -126,6 +130,7 @@ class SampleConfig:
     seed: int = 0
     batch_size: int | None = None
     guidance_scale: float | None = None  # default classifier-free guidance scale on the data's conditions
+    ema: bool = True  # sample the EMA weights (when trained with train.ema), else the raw ones (GDSS: use_ema False)
     options: dict[str, Any] = field(default_factory=dict)  # sampler options and driver keywords
 
 
@@ -503,6 +508,9 @@ def _check_train(cfg: Config, source: str) -> None:
                           f"fsdp, not {t.strategy!r}")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
+    if not 0.0 < t.lr_decay <= 1.0:
+        raise ConfigError(f"{source}: train.lr_decay: expected a factor per epoch in (0, 1] (1 = constant), "
+                          f"got {t.lr_decay}")
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"{source}: train.lr: expected a positive number, got {t.lr}")
     for k in ("weight_decay", "grad_clip", "max_minutes"):

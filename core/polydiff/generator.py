@@ -151,7 +151,7 @@ class Generator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        ema: bool = True) -> Generator:
+                        ema: bool | None = None) -> Generator:
         got = load_network(path, ema)
         got.net.requires_grad_(False)  # a loaded network samples: guidance differentiates to the state only
         gen = cls(got.modality, got.config, got.info, got.fields, got.net, checkpoint=got.path, step=got.step)
@@ -562,9 +562,10 @@ class Generator:
         return self.modality.plot(objects, Path(path))
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True, *,
+def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool | None = None, *,
          modality: str | None = None) -> Generator:
-    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``); with
+    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``; by default as
+    the recipe's ``sample.ema`` says, true unless it asks for the raw weights); with
     ``modality`` (a plugin's command), a checkpoint of another modality is an error saying so.
 
     The network is in eval mode with its parameters frozen (``requires_grad`` off): guided

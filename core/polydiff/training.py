@@ -287,6 +287,19 @@ def _strategy(t: Any, module: DiffusionModule) -> Any:
     return kind(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units), state_dict_type=t.checkpoint_format)
 
 
+def _lr_factor(t: Any, n_train: int, world: int) -> Any:
+    """The learning rate's factor at step ``s``: a linear warm-up over ``t.warmup`` steps, times
+    ``t.lr_decay`` per completed epoch (an epoch is ``n_train`` samples of the stream of
+    :class:`StepBatches`, ``batch_size x world`` per step), as GDSS's ``ExponentialLR`` stepped
+    once per epoch."""
+    warm, decay, per_step = max(t.warmup, 1), t.lr_decay, t.batch_size * world
+
+    def factor(s: int) -> float:
+        return min(1.0, (s + 1) / warm) * decay ** ((s * per_step) // max(n_train, 1))
+
+    return factor
+
+
 class DiffusionModule(L.LightningModule):
     """A modality network trained with :func:`polydiff.losses.diffusion_loss`, plus its EMA."""
 
@@ -437,11 +450,11 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         t = self.config.train
-        opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if t.warmup <= 0:
+        kind = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+        opt = kind(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.warmup <= 0 and t.lr_decay == 1.0:
             return opt
-        warm = t.warmup
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(t, len(self.data.train), self.trainer.world_size))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints --

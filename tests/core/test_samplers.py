@@ -39,6 +39,7 @@ TARGET = GaussianMixture.random(k=4, dim=2, spread=2.0, std=0.3, seed=0)
 TARGET8 = GaussianMixture.random(k=4, dim=8, spread=2.0, std=0.3, seed=0)
 VARIANTS = [(n, {}) for n in GAUSSIAN] + [
     ("edm", {"s_churn": 20.0, "s_tmin": 0.05, "s_tmax": 50.0}), ("pc", {"n_corrector": 2, "snr": 0.1}),
+    ("pc", {"predictor": "euler", "denoise": True}), ("euler_maruyama", {"denoise": True}),
     ("unipc", {"order": 3, "variant": "bh1"}), ("dpm++2m_sde", {"solver_type": "heun"}),
     ("ghvb", {"order": 2, "beta": 0.5}), ("deis", {"order": 2}),
 ]
@@ -225,6 +226,36 @@ def test_ddpm_is_the_exact_posterior_and_ddim_eta_one():
     var = cs.sigma**2 * b2 / ct.sigma**2
     assert abs(x.mean() - mean) < 5 * math.sqrt(var / n)
     assert abs(x.var() / var - 1) < 5 * math.sqrt(2 / n)
+
+
+def test_pc_with_the_euler_predictor_and_no_corrector_is_euler_maruyama():
+    """GDSS's "Euler" predictor is score_sde's Euler-Maruyama step: without a corrector the two
+    samplers draw the same noise and give the same samples."""
+    proc, model = _setup("vp_linear", TARGET)
+    for denoise in (False, True):
+        a = _run(model, proc, (64, 2), "pc", steps=12, predictor="euler", n_corrector=0, denoise=denoise)
+        b = _run(model, proc, (64, 2), "euler_maruyama", steps=12, denoise=denoise)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    c = _run(model, proc, (64, 2), "pc", steps=12, n_corrector=0)  # the reverse-diffusion predictor differs
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("name", ["pc", "euler_maruyama"])
+def test_denoise_leaves_out_only_the_last_steps_noise(name):
+    """``denoise=True`` (GDSS's noise_removal) returns the last step's mean: the samples differ
+    from the noisy ones by the last step's noise alone, of the Euler-Maruyama step's scale."""
+    proc, model = _setup("vp_linear", TARGET)
+    kw = {"predictor": "euler"} if name == "pc" else {}
+    noisy = _run(model, proc, (4000, 2), name, steps=10, grid="uniform_t", **kw)
+    mean = _run(model, proc, (4000, 2), name, steps=10, grid="uniform_t", denoise=True, **kw)
+    grid = make_grid(proc.schedule, 10, "uniform_t")
+    t, s_ = grid[-2], grid[-1]
+    c = proc.coefs(t.to(F64))
+    f = c.dalpha / c.alpha
+    g2 = 2 * c.sigma * c.dsigma - 2 * f * c.sigma**2
+    std = float(torch.sqrt((t - s_) * g2))
+    assert float((noisy - mean).std()) == pytest.approx(std, rel=0.05)
+    assert float((noisy - mean).mean().abs()) < 5 * std / math.sqrt(8000)
 
 
 def test_edm_is_karras_algorithm_2():

@@ -328,6 +328,49 @@ def test_generator_uses_ema_weights(straight):
     torch.testing.assert_close(raw.net.state_dict()["mlp.inp.weight"], w["net.mlp.inp.weight"])
 
 
+def test_recipe_can_ask_for_the_raw_weights(straight, tmp_path):
+    ckpt = torch.load(straight.checkpoint, weights_only=True)
+    ckpt["polydiff"]["config"]["sample"]["ema"] = False  # a recipe with sample.ema: false (GDSS's use_ema: False)
+    torch.save(ckpt, tmp_path / "raw.ckpt")
+    w = weights(straight.checkpoint)
+    got = polydiff.load(tmp_path / "raw.ckpt").net.state_dict()["mlp.inp.weight"]
+    torch.testing.assert_close(got, w["net.mlp.inp.weight"])
+    got = polydiff.load(tmp_path / "raw.ckpt", ema=True).net.state_dict()["mlp.inp.weight"]  # an explicit choice wins
+    torch.testing.assert_close(got, w["ema.mlp.inp.weight"])
+    assert not torch.equal(w["net.mlp.inp.weight"], w["ema.mlp.inp.weight"])
+
+
+def test_learning_rate_decays_per_epoch_and_adam_couples_weight_decay(tmp_path):
+    from polydiff.training import _lr_factor
+
+    t = from_dict(tiny(batch_size=40, warmup=0, lr_decay=0.5)).train
+    # 100 samples, 40 per step: steps 0-2 start in epoch 0, steps 3-4 in epoch 1, step 5 in epoch 2
+    assert [_lr_factor(t, 100, 1)(s) for s in range(6)] == [1, 1, 1, 0.5, 0.5, 0.25]
+    assert [_lr_factor(t, 100, 2)(s) for s in range(4)] == [1, 1, 0.5, 0.25]  # two ranks: 80 samples per step
+    warm = from_dict(tiny(batch_size=50, warmup=4, lr_decay=0.5)).train
+    assert [_lr_factor(warm, 100, 1)(s) for s in range(4)] == [0.25, 0.5, 0.375, 0.5]
+    run = polydiff.train(tiny(batch_size=100, warmup=0, lr_decay=0.5, max_steps=3, lr=0.01), tmp_path / "a",
+                         verbose=False)  # data n=500: 5 steps per epoch, so 3 steps stay in epoch 0
+    lr = torch.load(run.checkpoint, weights_only=True)["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.01)
+    run = polydiff.train(tiny(batch_size=250, warmup=0, lr_decay=0.5, max_steps=5, lr=0.01), tmp_path / "b",
+                         verbose=False)  # 2 steps per epoch: after step 5 the next one starts epoch 2
+    lr = torch.load(run.checkpoint, weights_only=True)["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.01 * 0.5 ** 2)
+    with pytest.raises(ConfigError, match=r"train\.lr_decay: expected a factor per epoch in \(0, 1\]"):
+        from_dict(tiny(lr_decay=1.5))
+    with pytest.raises(ConfigError, match=r"train\.optimizer"):
+        from_dict(tiny(optimizer="sgd"))
+    # Adam's weight decay is an L2 term of the gradient, AdamW's decoupled: different weights after a step
+    a = polydiff.train(tiny(max_steps=2, weight_decay=0.5, optimizer="adam"), tmp_path / "adam", verbose=False)
+    b = polydiff.train(tiny(max_steps=2, weight_decay=0.5), tmp_path / "adamw", verbose=False)
+    c = polydiff.train(tiny(max_steps=2, weight_decay=0.0, optimizer="adam"), tmp_path / "adam0", verbose=False)
+    d = polydiff.train(tiny(max_steps=2, weight_decay=0.0), tmp_path / "adamw0", verbose=False)
+    wa, wb = weights(a.checkpoint)["net.mlp.inp.weight"], weights(b.checkpoint)["net.mlp.inp.weight"]
+    assert not torch.allclose(wa, wb)
+    torch.testing.assert_close(weights(c.checkpoint)["net.mlp.inp.weight"], weights(d.checkpoint)["net.mlp.inp.weight"])
+
+
 def test_save_is_atomic_and_evaluable(straight, tmp_path, monkeypatch):
     gen = polydiff.load(straight.checkpoint)
     x = gen.generate(64, seed=0, steps=4)

@@ -186,3 +186,14 @@ def test_fcd_if_available():
     ref = ["CCO", "CCN", "CCC", "c1ccccc1", "CC(=O)O", "CCCl"]
     assert fcd_distance(ref, ref) == pytest.approx(0.0, abs=1e-3)
     assert fcd_distance(["CCCCCCCCCC", "CCCCCCCCCCC", "CCCCCCCCCCCC"], ref) > 1.0
+
+
+def test_novelty_reads_training_smiles_spelled_any_way():
+    """Training SMILES in any spelling (``OCC`` for ``CCO``, Kekulé benzene) are the same
+    molecules as the canonical samples: novelty 1/3 here, not 1."""
+    from polydiff_graphs.metrics.correction import corrected_metrics
+
+    graphs = [mol_to_graph(Chem.MolFromSmiles(s)) for s in ("CCO", "c1ccccc1", "CCN")]
+    train = ["OCC", "C1=CC=CC=C1", "not a smiles"]
+    assert molecule_metrics(graphs, None, train, nspdk=False)["novelty"] == pytest.approx(1 / 3)
+    assert corrected_metrics(graphs, train)["novelty_corrected"] == pytest.approx(1 / 3)

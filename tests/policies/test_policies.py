@@ -151,6 +151,27 @@ def test_entropy_and_tv_by_hand() -> None:
     assert tv_distance(["a"], ["b"]) == pytest.approx(1.0)
 
 
+def test_goal_free_rollouts_are_grouped_by_the_goal_reached() -> None:
+    """A goal-free policy never sees the goal its rollout was assigned: its behaviours are grouped
+    by the goal it reached (and the reference alike), not by the unseen command."""
+    g0, g1 = np.array([0.0, 1.0], dtype=np.float32), np.array([1.0, 1.0], dtype=np.float32)
+
+    def ep(goal, outcome, behaviour, free):
+        return Episode(np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32), goal, outcome, behaviour,
+                       {"success": True, "goal_free": free})
+
+    # each goal always by one route, whichever goal was assigned
+    rollouts = [ep(g0, "goal0", "left", True), ep(g0, "goal1", "up", True), ep(g1, "goal0", "left", True),
+                ep(g1, "goal1", "up", True)]
+    demos = [ep(g0, "goal0", "left", False), ep(g1, "goal1", "up", False)]
+    m = rollout_metrics(rollouts, demos)
+    assert m["behaviour_entropy"] == 0.0 and m["reference_behaviour_entropy"] == 0.0
+    assert m["behaviour_tv"] == 0.0  # grouped by the assigned goal: entropy 1 bit and TV 0.5
+    assert behaviour_entropy(rollouts, by_outcome=False) == pytest.approx(1.0)
+    goal_directed = [ep(g, o, b, False) for g, o, b in ((g0, "goal0", "left"), (g1, "goal0", "up"))]
+    assert behaviour_entropy(goal_directed) == 0.0  # goal-directed episodes stay grouped by command
+
+
 def test_rollout_metrics_by_hand() -> None:
     g0, g1 = np.array([0.0, 1.0], dtype=np.float32), np.array([1.0, 1.0], dtype=np.float32)
 

@@ -57,7 +57,9 @@ def test_generation_metrics_separate_good_from_bad():
     real, same = sines(300, 1), sines(300, 2)
     noise = rng.normal(size=(300, 24, 2)) * 0.7
     assert G.discriminative_score(same, real, steps=150) < G.discriminative_score(noise, real, steps=150)
-    assert G.predictive_score(same, real, steps=150) < G.predictive_score(noise, real, steps=150)
+    # (the predictive score of independent channels: each one's own next value)
+    assert G.predictive_score(same[..., :1], real[..., :1], steps=150) < \
+        G.predictive_score(noise[..., :1], real[..., :1], steps=150)
     enc = G.train_encoder(real, steps=60)
     assert G.context_fid(same, real, enc) < G.context_fid(noise, real, enc)
     m = G.marginal_metrics(same, real)
@@ -94,3 +96,20 @@ def test_pytorch_forecasting_bridge_and_deepar():
     model = DeepARForecaster(10, 5, hidden=8, layers=1, max_steps=3, batch_size=32).fit(w)
     s = model.predict(w[:5, :10], num_samples=7)
     assert s.shape == (5, 7, 5) and np.isfinite(s).all()
+
+
+def test_predictive_score_is_timegans_last_channel_from_the_others():
+    """TimeGAN's predictive score: the last channel's next value from the other channels. Windows
+    where it follows the first channel are told from windows where it does not, although both
+    have the same marginals; one channel: the next value from the values before."""
+    r = np.random.default_rng(0)
+
+    def windows(n, linked):
+        lead = np.sin(r.uniform(0.1, 0.4, (n, 1)) * np.arange(25)[None] + r.uniform(0, 6, (n, 1)))
+        follow = lead[:, :-1] if linked else r.permutation(lead)[:, :-1]
+        return np.stack([lead[:, 1:], follow], -1)  # channel 1 at step t+1 = channel 0 at step t
+
+    real, good, broken = windows(300, True), windows(300, True), windows(300, False)
+    assert G.predictive_score(good, real, steps=200) < 0.5 * G.predictive_score(broken, real, steps=200)
+    one = real[..., :1]
+    assert G.predictive_score(one, one, steps=200) < G.predictive_score(r.normal(size=one.shape), one, steps=200)

@@ -57,14 +57,31 @@ def heun(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
     return torch.addcmul(x, dt, v1.add_(_velocity(d2, e2, cs)), value=0.5), hist  # v1 is ours: summed in place
 
 
-@register("euler_maruyama", "reverse-time SDE of the forward process, Euler-Maruyama", stochastic=True)
+@register("euler_maruyama", "reverse-time SDE of the forward process, Euler-Maruyama (denoise: no noise on "
+          "the last step)", stochastic=True, denoise=False)
 def euler_maruyama(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
                    hist: History, ctx: StepContext) -> tuple[Tensor, object]:
+    """``x += (f x - g^2 score) dt + g sqrt(-dt) z`` with the forward drift ``f = alpha'/alpha``
+    and ``g^2 = (sigma^2)' - 2 f sigma^2``; ``denoise=True`` returns the last step's mean
+    (score_sde's and GDSS's ``noise_removal``)."""
+    mean, std = _euler_maruyama(x, e, ct, ctx)
+    return _add_noise(mean, std, ctx), hist
+
+
+def _euler_maruyama(x: Tensor, e: Tensor, ct: Coefs, ctx: StepContext) -> tuple[Tensor, Tensor]:
+    """Mean and noise scale of an Euler-Maruyama step of the reverse SDE from ``t`` to ``s``."""
     dt = ctx.s - ctx.t  # negative
     f = ct.dalpha / ct.alpha
     g2 = 2 * ct.sigma * ct.dsigma - 2 * f * ct.sigma**2
     score = -e / ct.sigma
-    return x + dt * (f * x - g2 * score) + torch.sqrt(-dt * g2) * ctx.noise(), hist
+    return x + dt * (f * x - g2 * score), torch.sqrt(-dt * g2)
+
+
+def _add_noise(mean: Tensor, std: Tensor, ctx: StepContext) -> Tensor:
+    """``mean + std z``, except on the last step of a sampler run with ``denoise=True``."""
+    if ctx.options.get("denoise") and ctx.i == ctx.n - 1:
+        return mean
+    return mean + std * ctx.noise()
 
 
 # ----------------------------------------------------------------------------- adaptive RK45
@@ -184,8 +201,9 @@ def edm(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs,
 
 # ----------------------------------------------------------------------------- predictor-corrector
 @register("pc", "predictor-corrector (Song et al. 2021): n_corrector Langevin steps at signal-to-noise snr "
-          "(GDSS's scale_eps), then a reverse-diffusion predictor; 1 + n_corrector NFE/step",
-          nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0, norm="batch")
+          "(GDSS's scale_eps), then a reverse-diffusion (or euler) predictor; 1 + n_corrector NFE/step",
+          nfe_per_step=2, stochastic=True, n_corrector=1, snr=0.16, scale_eps=1.0, norm="batch",
+          predictor="reverse", denoise=False)
 def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx: StepContext) -> tuple[Tensor, object]:
     """Langevin corrector then reverse-diffusion predictor (score_sde's PC sampler).
 
@@ -200,9 +218,15 @@ def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx
     ``norm="sample"`` keeps every sample independent of its batch, but per-sample norms
     concentrate only when a field has many entries: on a field of a few dimensions, a sample
     where the score nearly vanishes (a mode centre) gets a huge Langevin step.
+
+    ``predictor="euler"``: an Euler-Maruyama step of the reverse SDE instead (score_sde's and
+    GDSS's ``EulerMaruyamaPredictor``; GDSS's community-small and ego-small configs use it).
+    ``denoise=True``: the last step returns the predictor's mean, without noise (their
+    ``noise_removal``).
     """
     o = ctx.options
     check_option("norm", o["norm"], ("batch", "sample"))
+    check_option("predictor", o["predictor"], ("reverse", "euler"))
     n_corr = int(o["n_corrector"])
     for j in range(n_corr):
         if j > 0:
@@ -216,6 +240,9 @@ def pc(x: Tensor, d: Tensor, e: Tensor, ct: Coefs, cs: Coefs, hist: History, ctx
         x = x + eps_l * score + torch.sqrt(2 * eps_l) * o["scale_eps"] * z
     if n_corr > 0:
         d, e = ctx.denoise(x, ctx.t)
-    mean = cs.alpha * d + (ct.alpha * cs.sigma**2 / (cs.alpha * ct.sigma)) * e
-    std = torch.sqrt((ct.sigma**2 - (ct.alpha * cs.sigma / cs.alpha) ** 2).clamp_min(0))
-    return mean + std * ctx.noise(), hist
+    if o["predictor"] == "euler":
+        mean, std = _euler_maruyama(x, e, ct, ctx)
+    else:
+        mean = cs.alpha * d + (ct.alpha * cs.sigma**2 / (cs.alpha * ct.sigma)) * e
+        std = torch.sqrt((ct.sigma**2 - (ct.alpha * cs.sigma / cs.alpha) ** 2).clamp_min(0))
+    return _add_noise(mean, std, ctx), hist

@@ -919,13 +919,14 @@ def _resampled(sound: Any, sr: int) -> np.ndarray:
 
 
 def evaluate_stems(objects: Sequence[Stems], reference: Sequence[Stems]) -> dict[str, float]:
-    """Mel-spectral distances of each voice's stems (generated vs reference audio)."""
+    """Mel-spectral distances of each voice's stems (generated vs reference audio), both at the
+    reference's sample rate (stems at another rate are resampled first)."""
     from .evaluator import mel_distances
     from .music import StemSpec, stem_mels
 
-    spec = StemSpec(sr=int(objects[0].sr))
-    gen = np.stack([stem_mels(s.audio, spec) for s in objects])
-    ref = np.stack([stem_mels(s.audio, spec) for s in reference])
+    spec = StemSpec(sr=int(reference[0].sr))
+    gen = np.stack([stem_mels(_resampled(s, spec.sr), spec) for s in objects])
+    ref = np.stack([stem_mels(_resampled(s, spec.sr), spec) for s in reference])
     n = min(gen.shape[-1], ref.shape[-1])
     res: dict[str, float] = {}
     for k, name in enumerate(objects[0].names):

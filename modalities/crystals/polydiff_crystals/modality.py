@@ -592,7 +592,8 @@ class CrystalsModality(Modality):
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """CDVAE's validity, coverage (COV-R / COV-P, AMSD / AMCD) and property Wasserstein
         distances, uniqueness, novelty against the training crystals (when ``info`` names
-        them), space-group distribution distance and, for conditioned runs, hit rates."""
+        them) and space-group distribution distance. (Hit rates of conditioned runs need the
+        target window and a property judge: ``bench/crystals.py`` measures them.)"""
         from .metrics import evaluate_crystals
 
         gen = [None if isinstance(o, Undecodable) else o for o in objects]

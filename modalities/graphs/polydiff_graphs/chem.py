@@ -22,7 +22,7 @@ import io
 import re
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import networkx as nx
@@ -179,6 +179,19 @@ def graph_to_mol(graph: nx.Graph) -> Chem.Mol | None:
 def canonical_smiles(mol: Chem.Mol | None) -> str | None:
     """Canonical SMILES without stereochemistry (None for None)."""
     return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def canonical_set(smiles: Iterable[str]) -> set[str]:
+    """The canonical forms (:func:`canonical_smiles`) of SMILES spelled any way, for novelty
+    against a training list (``OCC`` and ``CCO`` are one molecule); unparsable entries are left
+    out (they cannot equal a valid sample)."""
+    out = set()
+    with quiet_rdkit():
+        for s in smiles:
+            c = canonical_smiles(Chem.MolFromSmiles(s)) if s else None
+            if c is not None:
+                out.add(c)
+    return out
 
 
 def graph_smiles(graph: nx.Graph) -> str | None:

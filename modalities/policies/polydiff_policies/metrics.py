@@ -10,9 +10,12 @@
 - ``behaviour_entropy``: the entropy (bits) of the behaviour labels (route, order) of the
   successful episodes of each commanded goal, averaged over goals: 0 for a policy that always
   takes the same route, 1 for two routes taken equally often (BeT / BESO's multimodality
-  measure). ``behaviour_entropy_all``: the same over every episode that shows a behaviour,
-  successful or not (where success is rare, as on Push-T at 0.95 coverage, it is the only
-  measure of the policy's choices that rests on enough episodes). ``outcome_entropy``: the
+  measure). Goal-free rollouts (``meta["goal_free"]``) group by the goal reached instead: the
+  policy never saw a commanded one, so reaching a goal is its own choice (and the reference
+  they are compared with is grouped the same way). ``behaviour_entropy_all``: the same over
+  every episode that shows a behaviour, successful or not (where success is rare, as on Push-T
+  at 0.95 coverage, it is the only measure of the policy's choices that rests on enough
+  episodes). ``outcome_entropy``: the
   entropy over what the episodes achieved.
 - ``behaviour_tv``: total-variation distance between the (goal, behaviour) distribution of the
   successful episodes and that of the successful reference demonstrations: the same selection
@@ -51,8 +54,16 @@ def tv_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
     return 0.5 * sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in set(ca) | set(cb))
 
 
-def _goal_key(ep: Episode) -> tuple[float, ...]:
+def _goal_key(ep: Episode, by_outcome: bool = False) -> Hashable:
+    """The group of an episode: its commanded goal, or (``by_outcome``) what it achieved."""
+    if by_outcome:
+        return ep.outcome
     return tuple(np.round(np.asarray(ep.goal, dtype=np.float64), 4).tolist())
+
+
+def goal_free(episodes: Sequence[Episode]) -> bool:
+    """Whether the episodes are rollouts of a goal-free policy (grouped by the goal reached)."""
+    return any(e.meta.get("goal_free") for e in episodes)
 
 
 def succeeded(ep: Episode) -> bool:
@@ -70,14 +81,17 @@ def successful(episodes: Sequence[Episode]) -> list[Episode]:
     return [e for e in episodes if succeeded(e)] if has_success_info(episodes) else list(episodes)
 
 
-def behaviour_entropy(episodes: Sequence[Episode], successful_only: bool = True) -> float:
+def behaviour_entropy(episodes: Sequence[Episode], successful_only: bool = True,
+                      by_outcome: bool | None = None) -> float:
     """Mean over commanded goals of the entropy (bits) of the behaviours of the successful
     episodes (``successful_only=False``: of every episode with a behaviour label); NaN when
-    there are none."""
-    by_goal: dict[tuple[float, ...], list[str]] = {}
+    there are none. ``by_outcome``: group by the goal reached instead (default: for goal-free
+    rollouts, :func:`goal_free`)."""
+    by_outcome = goal_free(episodes) if by_outcome is None else by_outcome
+    by_goal: dict[Hashable, list[str]] = {}
     for ep in episodes:
         if (succeeded(ep) or not successful_only) and ep.behaviour:
-            by_goal.setdefault(_goal_key(ep), []).append(ep.behaviour)
+            by_goal.setdefault(_goal_key(ep, by_outcome), []).append(ep.behaviour)
     if not by_goal:
         return float("nan")
     return float(np.mean([entropy_bits(v) for v in by_goal.values()]))
@@ -104,9 +118,10 @@ def rollout_metrics(episodes: Sequence[Episode], reference: Sequence[Episode] = 
     if all("score" in e.meta for e in episodes):
         out["score"] = float(np.mean([float(e.meta["score"]) for e in episodes]))
     if reference:
-        out["reference_behaviour_entropy"] = behaviour_entropy(reference)
-        out["reference_behaviour_entropy_all"] = behaviour_entropy(reference, successful_only=False)
+        free = goal_free(episodes)  # the reference grouped like the episodes
+        out["reference_behaviour_entropy"] = behaviour_entropy(reference, by_outcome=free)
+        out["reference_behaviour_entropy_all"] = behaviour_entropy(reference, successful_only=False, by_outcome=free)
         out["reference_outcome_entropy"] = entropy_bits([e.outcome for e in reference])
-        out["behaviour_tv"] = tv_distance([(_goal_key(e), e.behaviour) for e in successful(episodes)],
-                                          [(_goal_key(e), e.behaviour) for e in successful(reference)])
+        out["behaviour_tv"] = tv_distance([(_goal_key(e, free), e.behaviour) for e in successful(episodes)],
+                                          [(_goal_key(e, free), e.behaviour) for e in successful(reference)])
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

@@ -239,8 +239,10 @@ class TextModality(Modality):
     # -- metrics -----------------------------------------------------------------------------------
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """Unigram entropy of the samples and of the reference (tokens of the stored tokenizer,
-        else characters), their mean lengths, and for SMILES validity / uniqueness / novelty
-        (novelty against ``reference``)."""
+        else characters), their mean lengths, and for SMILES validity / uniqueness / novelty.
+        Novelty is against ``reference`` here (``polydiff evaluate FILES --reference TRAIN.smi``
+        gives MOSES's novelty, against the training set); :meth:`evaluate_model` measures it
+        against the model's training split."""
         samples = [str(s) for s in objects]
         ref = [str(s) for s in reference]
         if not samples:
@@ -274,9 +276,14 @@ class TextModality(Modality):
         sequences (nats and bits per token, perplexity; ``elbo_steps`` strata, see
         :func:`polydiff.elbo.categorical_elbo`); with ``ar`` (a checkpoint of the ``ar``
         network), the generative perplexity of the samples under it. For an ``ar`` checkpoint
-        itself: its exact NLL on the test sequences."""
-        out = dict(super().evaluate_model(generator, num=num, seed=seed))
+        itself: its exact NLL on the test sequences. SMILES novelty is against the training
+        split (MOSES's definition), not the test split the other metrics compare with."""
+        texts = generator.generate(num, seed=seed)
+        out = dict(generator.evaluate(texts))
         data = generator.modality.dataset(generator.config.data.name, **generator.config.data.options)
+        if "novelty" in out:
+            training = self.to_native(dict(data.train.tensors), data.info)
+            out["novelty"] = smiles_metrics([str(s) for s in texts], training)["novelty"]
         test = self.reference_split(data)
         k = min(elbo_sequences, len(test))
         state = {n: v[:k] for n, v in test.tensors.items()}
@@ -297,7 +304,7 @@ class TextModality(Modality):
                 raise ValueError(f"{ar}: not a checkpoint of the autoregressive network 'ar'")
             if ar_gen.info.get("tokenizer") != generator.info.get("tokenizer"):
                 raise ValueError(f"{ar}: the AR model's tokenizer differs from this model's")
-            samples = generator.modality.from_native(generator.generate(num, seed=seed), generator.info)
+            samples = generator.modality.from_native(texts, generator.info)
             out["gen_perplexity"] = generative_perplexity(ar_net, samples["tokens"], samples["valid"])
         return out
 

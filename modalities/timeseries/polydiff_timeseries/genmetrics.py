@@ -7,8 +7,10 @@ and PaCoDi:
   :mod:`polydiff_timeseries.baselines` (the LPS is TSTR with the linear model);
 - :func:`discriminative_score` (TimeGAN): ``|accuracy - 0.5|`` of a GRU classifier of real vs
   synthetic on held-out windows;
-- :func:`predictive_score` (TimeGAN): a GRU trained on synthetic windows to predict the next
-  step, its mean absolute error on real windows;
+- :func:`predictive_score` (TimeGAN): a GRU trained on synthetic windows to predict the last
+  channel's next step from the other channels up to now, its mean absolute error on real
+  windows (one-channel windows: the next step from the steps before, which TimeGAN's
+  definition leaves undefined);
 - :func:`context_fid` (Diffusion-TS / PaCoDi): the Fréchet distance between Gaussian fits of
   encoder embeddings of real and synthetic windows. The encoder is **trained in-project** on the
   real windows (:class:`WindowEncoder`, a dilated-convolution encoder with a TS2Vec-like
@@ -123,24 +125,28 @@ def discriminative_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 5
 
 def predictive_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, hidden: int | None = None,
                      seed: int = 0) -> float:
-    """Mean absolute error on real windows of a GRU trained on synthetic windows to predict
-    every next step (all channels) from the steps before it."""
+    """Mean absolute error on real windows of a GRU trained on synthetic windows to predict, at
+    every step, the last channel's next value from the other channels' values up to that step
+    (TimeGAN's ``predictive_score_metrics``: inputs ``x[:, :-1, :C-1]``, target
+    ``x[:, 1:, C-1]``); for one-channel windows, the next value from the values before it."""
     syn, rl = _arr(synthetic), _arr(real)
     xs = torch.from_numpy(syn).float()
     xr = torch.from_numpy(rl).float()
+    c = xs.shape[2]
+    inputs = slice(0, c - 1) if c > 1 else slice(0, 1)
     torch.manual_seed(seed)
-    net = _GRU(xs.shape[2], hidden or max(xs.shape[2] * 2, 8), xs.shape[2])
+    net = _GRU(max(c - 1, 1), hidden or max(c * 2, 8), 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(len(xs), (min(128, len(xs)),), generator=g)
         b = xs[idx]
-        loss = (net(b[:, :-1]) - b[:, 1:]).abs().mean()
+        loss = (net(b[:, :-1, inputs]) - b[:, 1:, c - 1:]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float((net(xr[:, :-1]) - xr[:, 1:]).abs().mean())
+        return float((net(xr[:, :-1, inputs]) - xr[:, 1:, c - 1:]).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from functools import lru_cache
 import networkx as nx
 from rdkit import Chem
 
-from ..chem import ATOM, BOND, canonical_smiles, graph_to_mol, parse_token
+from ..chem import ATOM, BOND, canonical_set, canonical_smiles, graph_to_mol, parse_token
 
 
 @lru_cache(maxsize=256)
@@ -66,5 +66,6 @@ def corrected_metrics(graphs: Sequence[nx.Graph], train_smiles: Sequence[str] | 
     out = {"validity_corrected": len(smiles) / n,
            "uniqueness_corrected": len(distinct) / len(smiles) if smiles else float("nan")}
     if train_smiles is not None:
-        out["novelty_corrected"] = len(distinct - set(train_smiles)) / len(distinct) if distinct else float("nan")
+        known = canonical_set(train_smiles)
+        out["novelty_corrected"] = len(distinct - known) / len(distinct) if distinct else float("nan")
     return out

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import networkx as nx
 
-from ..chem import ATOM, BOND, canonical_smiles, graph_to_mol, is_placeholder, parse_token
+from ..chem import ATOM, BOND, canonical_set, canonical_smiles, graph_to_mol, is_placeholder, parse_token
 from .nspdk import nspdk_mmd
 
 
@@ -107,7 +107,7 @@ def molecule_metrics(graphs: Sequence[nx.Graph], reference: Sequence[nx.Graph] |
     distinct = set(smiles)
     out = {"validity": len(smiles) / n, "uniqueness": len(distinct) / len(smiles) if smiles else math.nan}
     if train_smiles is not None:
-        train = set(train_smiles)
+        train = canonical_set(train_smiles)
         out["novelty"] = len(distinct - train) / len(distinct) if distinct else math.nan
     if reference:
         read = [g for g in graphs if not is_placeholder(g)]  # every graph, unless a file held unreadable records
