@@ -567,3 +567,13 @@ def test_per_step_orders_are_checked():
     assert torch.isfinite(_run(model, proc, (4, 2), "dpm_solver2", grid=grid, orders=(2, 1, 1))).all()
     with pytest.raises(ValueError, match="spends 5 grid intervals"):  # stages='grid': one interval per call
         _run(model, proc, (4, 2), "dpm_solver2", grid=grid, orders=(2, 2, 1), stages="grid")
+
+
+@pytest.mark.parametrize("name", [n for n in GAUSSIAN if n != "rk45"])
+@pytest.mark.parametrize("end", [{"final_zero": True}, {"t_min": 0.0}])
+def test_grids_ending_at_sigma_zero_stay_finite(name, end):
+    """A grid that ends at sigma = 0 (``final_zero`` or ``t_min = 0``) never takes the log of a
+    zero sigma (the single-step order-3 NaN of diffusers #9007): every sampler stays finite."""
+    proc, model = _setup("vp_linear", TARGET)
+    x = _run(model, proc, (32, 2), name, steps=6, **end)
+    assert torch.isfinite(x).all(), f"{name} with {end} gave non-finite samples"
