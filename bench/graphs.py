@@ -731,7 +731,8 @@ def render(results: dict[str, Any]) -> str:
             continue
         r = parts[part]
         pp = PAPER[paper]
-        lines += [f"## {title}", "", f"Command: `{r['command']}`", "", _env_line(r), "", "Training: " + _training_line(r["training"]),
+        lines += [f"## {title}", "", f"Command: `{r['command']}`", "",
+                  _env_line(r), "", "Training: " + _training_line(r["training"]),
                   "", "| sampler | steps | NFE / graph | s / graph | degree | cluster | orbit | spectral | unique "
                   "| novel |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -754,7 +755,8 @@ def render(results: dict[str, Any]) -> str:
     if "gdss_qm9" in parts:
         r = parts["gdss_qm9"]
         pp = PAPER["gdss_qm9"]
-        lines += ["## GDSS on QM9", "", f"Command: `{r['command']}`", "", _env_line(r), "", "Training: " + _training_line(r["training"]),
+        lines += ["## GDSS on QM9", "", f"Command: `{r['command']}`", "",
+                  _env_line(r), "", "Training: " + _training_line(r["training"]),
                   "", "| sampler | steps | NFE / mol | s / mol | validity w/o corr. | validity corr. | unique | "
                   "novel | NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in r["samplers"].items():
@@ -767,7 +769,8 @@ def render(results: dict[str, Any]) -> str:
     if "pard_cs" in parts:
         r = parts["pard_cs"]
         s_ = r["samplers"]["ancestral"]
-        lines += ["## PARD on community-small", "", f"Command: `{r['command']}`", "", _env_line(r), "",
+        lines += ["## PARD on community-small", "", f"Command: `{r['command']}`", "",
+                  _env_line(r), "",
                   "Training: " + _training_line(r["training"]), "",
                   f"Blocks (max_hops {r['order']['max_hops']}): up to {r['order']['max_blocks']} per graph, "
                   f"{r['order']['blocks_mean']:.2f} on average over the training graphs, sizes up to "
@@ -782,7 +785,8 @@ def render(results: dict[str, Any]) -> str:
         r = parts["pard_qm9"]
         s_ = r["samplers"]["ancestral"]
         pp = PAPER["pard_qm9"]
-        lines += ["## PARD on QM9", "", f"Command: `{r['command']}`", "", _env_line(r), "", "Training: " + _training_line(r["training"]),
+        lines += ["## PARD on QM9", "", f"Command: `{r['command']}`", "",
+                  _env_line(r), "", "Training: " + _training_line(r["training"]),
                   "", "| model | steps | NFE / mol | s / mol | validity w/o corr. | validity corr. | unique | novel | "
                   "NSPDK | FCD |", "|---|---|---|---|---|---|---|---|---|---|",
                   *_pard_vs_gdss(s_, parts.get("gdss_qm9"), _mol_cells, 4)]
@@ -790,7 +794,8 @@ def render(results: dict[str, Any]) -> str:
                   "| – |", ""]
     if "scaling" in parts:
         r = parts["scaling"]
-        lines += ["## Memory and time against the number of nodes", "", f"Command: `{r['command']}`", "", _env_line(r), "",
+        lines += ["## Memory and time against the number of nodes", "", f"Command: `{r['command']}`", "",
+                  _env_line(r), "",
                   "One network evaluation at sampling time on one graph (batch 1, one thread, untrained networks "
                   "with the community-small recipes' sizes; PARD in its generation layout, one copy per node, the "
                   "last of 6 equal blocks being generated). Peak memory is the growth of the probe process's "

@@ -14,9 +14,10 @@ import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,40 @@ def cached_json(name: str, key: str, compute: Callable[[], tuple[object, bool]])
         except OSError:
             pass
     return value
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_stem(name: str, default: str) -> str:
+    """``name`` as a portable file stem: runs of other characters than letters, digits and
+    ``. _ + -`` become ``_``, no leading dot, at most 100 characters; ``default`` if nothing is left."""
+    cleaned = _UNSAFE_NAME.sub("_", str(name)).lstrip(".")[:100].strip("_")
+    return cleaned or default
+
+
+def unique_stems(names: Sequence[str | None], default: str = "sample_{i:04d}") -> list[str]:
+    """One file stem per object: :func:`safe_stem` of its name (``default.format(i=i)`` for
+    unnamed ones), made unique ignoring case (case-insensitive file systems) with ``-2``,
+    ``-3``... suffixes, so that no object's file overwrites another's."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        base = safe_stem(name or "", default.format(i=i))
+        candidate, k = base, 1
+        while candidate.lower() in seen:
+            k += 1
+            candidate = f"{base}-{k}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def sample_name(info: Mapping[str, Any], b: int) -> str:
+    """The name of sample ``b`` of a generated state: ``sample_0000``... by its index in the
+    whole run (``info["first_sample"]``, set by the generator for each chunk, plus ``b``), so
+    names do not depend on the batch size."""
+    return f"sample_{int(info.get('first_sample', 0)) + b:04d}"
 
 
 def read_text(file: Path, error: type[Exception] = ValueError) -> str:

@@ -240,7 +240,7 @@ class Generator:
         parts = []
         with Progress(plan.n, enabled=plan.progress) as bar:
             for lo, hi, st in self._chunks(plan):
-                parts.append(self.modality.to_native(st, self.info))
+                parts.append(self._native(st, lo))
                 bar.update(hi - lo)
         return _concat(parts)
 
@@ -286,7 +286,7 @@ class Generator:
             try:
                 with Progress(share, enabled=plan.progress if rank == 0 else False) as bar:
                     for lo, hi, st in self._chunks(plan, mine):
-                        objects = self.modality.to_native(st, self.info)
+                        objects = self._native(st, lo)
                         with atomic_folder(partial / _part_name(lo, hi)) as tmp:
                             self.modality.write(objects, tmp)
                         del objects, st
@@ -399,6 +399,12 @@ class Generator:
         if isinstance(bs, bool) or int(bs) != bs or bs < 1:
             raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
         return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress)
+
+    def _native(self, state: State, first: int) -> list[Any]:
+        """The modality's objects of a chunk whose first sample is sample ``first`` of the run
+        (``info["first_sample"]``: plugins name objects by their index in the run,
+        :func:`polydiff.files.sample_name`)."""
+        return self.modality.to_native(state, {**self.info, "first_sample": first})
 
     def _chunks(self, plan: _Plan, starts: Sequence[int] | None = None) -> Iterator[tuple[int, int, State]]:
         """Generate the chunks of ``batch_size`` samples that begin at ``starts`` (default: all of

@@ -166,7 +166,11 @@ class Modality(ABC):
 
     @abstractmethod
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[Any]:
-        """Generated state -> the field's own objects (graphs, molecules, frames, arrays...)."""
+        """Generated state -> the field's own objects (graphs, molecules, frames, arrays...).
+
+        The generator converts a run chunk by chunk: ``info["first_sample"]`` is then the
+        index in the run of the state's first sample, so objects named by their position get
+        the same names whatever the batch size (:func:`polydiff.plugin.sample_name`)."""
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> State:
         """Objects -> a state (used for observations and for evaluating files)."""

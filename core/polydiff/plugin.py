@@ -21,7 +21,9 @@ Groups:
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
   :func:`cache_dir`, :func:`shared_dir`, :func:`read_text`, :func:`csv_rows` and :func:`read_npz` (users' text,
-  CSV and .npz files with errors naming the file and line or array), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
+  CSV and .npz files with errors naming the file and line or array), :func:`sample_name` (a
+  generated object's name by its index in the run), :func:`unique_stems` (file stems no object
+  shares), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
   types (:func:`positive_int`, ...) and command outputs (:func:`add_output`, :func:`output_file`,
   :func:`output_folder`);
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
@@ -70,9 +72,12 @@ from .files import (
     csv_rows,
     read_npz,
     read_text,
+    safe_stem,
+    sample_name,
     save_figure,
     shared_dir,
     shared_file,
+    unique_stems,
 )
 from .generator import Generator, load
 from .grids import GRIDS, make_grid
@@ -309,9 +314,11 @@ __all__ = [
     "report_error",
     "rotate",
     "run_folder",
+    "safe_stem",
     "sample",
     "sample_categorical",
     "sample_igso3",
+    "sample_name",
     "save_figure",
     "settings_of",
     "shared_dir",
@@ -324,6 +331,7 @@ __all__ = [
     "to_x0_eps",
     "token_guidance",
     "tree_map",
+    "unique_stems",
     "vp_discrete",
     "with_x0_eps",
     "x0_eps",

@@ -212,6 +212,22 @@ def test_end_to_end_sampling_feeds_self_conditioning(trained):
     assert len(bbs) == 2 and all(b.full and np.isfinite(b.atoms).all() for b in bbs)
 
 
+def test_sample_files_do_not_depend_on_the_batch_size(trained, tmp_path):
+    """Objects are named by their index in the run, so a run in chunks writes sample_0000 ...
+    sample_0004 with the same backbones as one chunk (chunk-local names once overwrote each
+    other's PDB files: 5 samples in chunks of 2 left 2 files)."""
+    a = trained.generate_to(tmp_path / "a", 5, seed=0, steps=2, batch_size=5)
+    b = trained.generate_to(tmp_path / "b", 5, seed=0, steps=2, batch_size=2)
+    names = [f"sample_{i:04d}.pdb" for i in range(5)]
+    assert sorted(p.name for p in a.paths) == sorted(p.name for p in b.paths) == names
+    for name in names:
+        (x,), (y,) = (trained.modality.read(tmp_path / d / name) for d in ("a", "b"))
+        np.testing.assert_allclose(x.atoms, y.atoms, atol=2e-3)
+    assert [o.name for o in trained.generate(3, seed=0, steps=2, batch_size=1)] == [n[:-4] for n in names[:3]]
+    twins = [Backbone(np.zeros((3, 4, 3)), name="x"), Backbone(np.ones((3, 4, 3)), name="x")]
+    assert [p.name for p in trained.modality.write(twins, tmp_path / "c")] == ["x.pdb", "x-2.pdb"]
+
+
 def test_scaffolding_keeps_the_motif(trained):
     from polydiff_proteins.scaffold import scaffold
 

@@ -48,6 +48,8 @@ from polydiff.plugin import (
     atomic_write,
     cache_dir,
     check_info,
+    sample_name,
+    unique_stems,
 )
 
 from . import soundctm  # registers the soundctm objective and its distance
@@ -648,7 +650,7 @@ def mels_to_sounds(mels: Tensor, info: Mapping[str, Any], state: Mapping[str, Te
         caption = _caption_text(state["caption"][b], vocab) if "caption" in state and vocab else ""
         label = int(state["label"][b]) if "label" in state else caption_label(caption)
         phase = b if seeds is None else int(seeds[b]) % 2**32  # (seed 0: the sample's index, as before)
-        out.append(Sound(audio_of(m, spec, n_iter=n_iter, seed=phase), spec.sr, caption, label, f"sample_{b:04d}"))
+        out.append(Sound(audio_of(m, spec, n_iter=n_iter, seed=phase), spec.sr, caption, label, sample_name(info, b)))
     return out
 
 
@@ -671,7 +673,7 @@ def rolls_to_chorales(roll: Tensor, info: Mapping[str, Any]) -> list[Any]:
     tok = torch.where(roll.long().cpu() >= int(m["vocab"]), 0, tok) if roll.dim() == 2 else tok
     tracks = tok.reshape(-1, int(m["tracks"]), int(m["length"])).numpy()
     names = tuple(info.get("voices") or [f"track{k + 1}" for k in range(int(m["tracks"]))])
-    return [Chorale(from_tokens(t), names, f"sample_{b:04d}") for b, t in enumerate(tracks)]
+    return [Chorale(from_tokens(t), names, sample_name(info, b)) for b, t in enumerate(tracks)]
 
 
 def tokens_to_stems(tokens: Tensor, info: Mapping[str, Any]) -> list[Stems]:
@@ -692,7 +694,7 @@ def mels_to_stems(mels: Tensor, info: Mapping[str, Any]) -> list[Stems]:
 
     spec = StemSpec.from_dict(info["stem"])
     arr = mels.detach().float().cpu().numpy()
-    return [Stems(stems_audio(m, spec), spec.sr, tuple(info["voices"]), f"sample_{b:04d}", m)
+    return [Stems(stems_audio(m, spec), spec.sr, tuple(info["voices"]), sample_name(info, b), m)
             for b, m in enumerate(arr)]
 
 
@@ -744,9 +746,9 @@ def write_chorales(chorales: Sequence[Any], out: Path) -> list[Path]:
     from .sounds import write_wav
 
     paths = []
-    for c in chorales:
-        paths.append(write_midi(c, out / f"{c.name}.mid"))
-        paths.append(write_wav(out / f"{c.name}.wav", render(c.tracks, 16000, c.step_seconds).sum(0), 16000))
+    for c, stem in zip(chorales, unique_stems([c.name for c in chorales]), strict=True):
+        paths.append(write_midi(c, out / f"{stem}.mid"))
+        paths.append(write_wav(out / f"{stem}.wav", render(c.tracks, 16000, c.step_seconds).sum(0), 16000))
     return paths
 
 
@@ -756,9 +758,9 @@ def write_stems(stems: Sequence[Stems], out: Path) -> list[Path]:
     from .sounds import write_wav
 
     paths = []
-    for s in stems:
+    for s, stem in zip(stems, unique_stems([s.name for s in stems]), strict=True):
         for name, audio in [*zip(s.names, s.audio, strict=True), ("mix", s.mix)]:
-            paths.append(write_wav(out / f"{s.name}_{name}.wav", audio, s.sr))
+            paths.append(write_wav(out / f"{stem}_{name}.wav", audio, s.sr))
     return paths
 
 

@@ -28,7 +28,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
-from polydiff.plugin import atomic_write, read_text
+from polydiff.plugin import atomic_write, read_text, unique_stems
 
 __all__ = [
     "STRUCTURE_SUFFIXES",
@@ -593,7 +593,7 @@ def write_structures(structures: Sequence[Structure], out_dir: Path, *,
         if key in SUMMARY_COLUMNS:
             raise ValueError(f"flag {key!r} clashes with a summary column ({', '.join(SUMMARY_COLUMNS)})")
     out_dir = Path(out_dir)
-    names = unique_names([structure_name(s, f"structure{i}") for i, s in enumerate(structures)])
+    names = unique_stems([structure_name(s, f"structure{i}") for i, s in enumerate(structures)], "structure{i}")
     paths = []
     for structure, name in zip(structures, names, strict=True):
         path = out_dir / f"{name}{WRITE_FORMATS[fmt]}"
@@ -621,32 +621,6 @@ def summary_row(structure: Structure) -> list[Any]:
         symbol, number = "", ""
     return [structure.composition.reduced_formula, symbol, number, float(structure.density),
             float(structure.volume), len(structure), len(structure.composition.elements)]
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-def safe_name(name: str, default: str = "structure") -> str:
-    """``name`` as a portable file name: runs of other characters than letters, digits and
-    ``. _ + -`` become ``_``, no leading dot, at most 100 characters."""
-    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:100].strip("_")
-    return cleaned or default
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """:func:`safe_name` of each name, made unique (ignoring case, for case-insensitive file
-    systems) with ``-2``, ``-3`` ... suffixes."""
-    seen: set[str] = set()
-    out = []
-    for i, name in enumerate(names):
-        base = safe_name(name, f"structure{i}")
-        candidate, k = base, 1
-        while candidate.lower() in seen:
-            k += 1
-            candidate = f"{base}-{k}"
-        seen.add(candidate.lower())
-        out.append(candidate)
-    return out
 
 
 def _writer(structure: Structure, name: str, fmt: str) -> Callable[[Path], None]:

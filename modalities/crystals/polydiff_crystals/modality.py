@@ -44,6 +44,7 @@ from polydiff.plugin import (
     TensorStates,
     check_info,
     object_sizes,
+    sample_name,
     size_histogram,
 )
 
@@ -532,12 +533,12 @@ class CrystalsModality(Modality):
             out = []
             for b, m in enumerate(mats):
                 s, reason = decode(m, spec)
-                out.append(Undecodable(f"sample_{b:04d}", reason or "undecodable") if s is None else s)
+                out.append(Undecodable(sample_name(info, b), reason or "undecodable") if s is None else s)
                 if s is not None:
-                    s.properties["name"] = f"sample_{b:04d}"
+                    s.properties["name"] = sample_name(info, b)
         else:
             out = periodic_to_structures(state, info)
-        return [o if isinstance(o, Undecodable) else written_or_undecodable(o, f"sample_{b:04d}")
+        return [o if isinstance(o, Undecodable) else written_or_undecodable(o, sample_name(info, b))
                 for b, o in enumerate(out)]
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -654,7 +655,7 @@ def periodic_to_structures(state: Mapping[str, Tensor], info: Mapping[str, Any])
     lat = state["lattice"].double().cpu().numpy() * std + mean
     out: list[Any] = []
     for b in range(len(mask)):
-        name = f"sample_{b:04d}"
+        name = sample_name(info, b)
         idx = torch.nonzero(mask[b]).squeeze(1)
         types = state["types"][b, idx].cpu().clamp(max=len(elements) - 1).tolist()
         lengths, angles = np.exp(lat[b, :3]), np.clip(lat[b, 3:], 30.0, 150.0)

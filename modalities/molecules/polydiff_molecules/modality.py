@@ -52,6 +52,7 @@ from polydiff.plugin import (
     check_info,
     object_sizes,
     rotate,
+    sample_name,
     size_histogram,
 )
 
@@ -460,7 +461,7 @@ class MoleculesModality(Modality):
                 else [0] * len(idx)
             bm = None if bonds is None else bonds[b][idx][:, idx].numpy()
             pos = np.round(state["pos"][b, idx].double().numpy() / scale, 4)  # as SDF stores them
-            out.append(Molecule(tuple(elements[i] for i in ty), pos, np.array(q), bm, name=f"sample_{b:04d}"))
+            out.append(Molecule(tuple(elements[i] for i in ty), pos, np.array(q), bm, name=sample_name(info, b)))
         return out
 
     def from_native(self, objects: Sequence[Molecule], info: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -42,8 +42,10 @@ from polydiff.plugin import (
     check_info,
     object_sizes,
     sample_igso3,
+    sample_name,
     shared_dir,
     size_histogram,
+    unique_stems,
 )
 
 from .geometry import Backbone, backbone_from_frames, frames_from_backbone
@@ -260,9 +262,9 @@ class ProteinsModality(Modality):
             ca = state["trans"][i][m].double() / scale
             if "rots" in state:
                 atoms = backbone_from_frames(state["rots"][i][m].double(), ca)
-                out.append(Backbone(np.round(atoms, 3), name=f"sample_{i:04d}"))
+                out.append(Backbone(np.round(atoms, 3), name=sample_name(info, i)))
             else:
-                out.append(Backbone(np.round(ca.numpy()[:, None], 3), name=f"sample_{i:04d}", atom_names=("CA",)))
+                out.append(Backbone(np.round(ca.numpy()[:, None], 3), name=sample_name(info, i), atom_names=("CA",)))
         return out
 
     def from_native(self, objects: Sequence[Backbone], info: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -271,11 +273,13 @@ class ProteinsModality(Modality):
         return dict(to_states(list(objects), n_max, frames).tensors)
 
     def write(self, objects: Sequence[Backbone], out_dir: Path) -> list[Path]:
-        """One PDB file per backbone (``sample_0000.pdb``...)."""
+        """One PDB file per backbone (``sample_0000.pdb``..., by name; names two backbones
+        share get ``-2``... suffixes, so none overwrites another)."""
         from .pdbio import write_pdb
 
         out_dir = Path(out_dir)
-        return [write_pdb(b, out_dir / f"{b.name or f'sample_{i:04d}'}.pdb") for i, b in enumerate(objects)]
+        return [write_pdb(b, out_dir / f"{stem}.pdb")
+                for b, stem in zip(objects, unique_stems([b.name for b in objects]), strict=True)]
 
     def read(self, path: Path) -> list[Backbone]:
         """A PDB / mmCIF file or a folder of them (every chain; problems reported, unusable
