@@ -427,18 +427,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def read_grid(path: Path) -> dict[str, Any]:
-    """A grid file of ``polydiff calibrate``: JSON with a strictly decreasing list ``grid``."""
+    """A grid file of ``polydiff calibrate``: JSON with a strictly decreasing list ``grid`` (or
+    that list alone)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
         raise ValueError(f"{path}: not a readable grid file ({err})") from None
-    g = data.get("grid") if isinstance(data, dict) else None
+    g = data.get("grid") if isinstance(data, dict) else data  # {"grid": [...], ...} or the bare list of times
     if not isinstance(g, list) or len(g) < 2 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in g):
-        raise ValueError(f"{path}: field 'grid' must be a list of at least 2 finite numbers")
+        what = "field 'grid'" if isinstance(data, dict) else "the file"
+        raise ValueError(f"{path}: {what} must be a list of at least 2 finite numbers (times, noise end first)")
     if any(b >= a for a, b in itertools.pairwise(g)):
         raise ValueError(f"{path}: field 'grid' must be strictly decreasing (noise end first)")
-    return data
+    return data if isinstance(data, dict) else {"grid": g}
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@ before it knows whether it needs torch."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "RankFailed", "ResumeError"]
+__all__ = ["CheckpointError", "RankFailed", "ResumeError", "TrainingDiverged"]
 
 
 class CheckpointError(ValueError):
@@ -17,3 +17,8 @@ class ResumeError(CheckpointError):
 
 class RankFailed(RuntimeError):
     """Another rank of a process group failed (sharded sampling); the message names the rank and its error."""
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because its loss or weights became NaN or infinite (no checkpoint of
+    the non-finite weights is written)."""

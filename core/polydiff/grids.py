@@ -74,10 +74,16 @@ def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, 
               **options: float) -> Tensor:
     """Build a grid of ``steps`` intervals for ``schedule`` (float64, decreasing).
 
-    ``kind`` is a registered grid name, a user tensor (returned after validation), or None
+    ``kind`` is a registered grid name, a user grid (a tensor or a list of times, returned as a
+    float64 tensor after validation), or None
     for the schedule's default (log-SNR for VP/VE, Karras for EDM, uniform t for interpolants).
     """
     kind = schedule.default_grid if kind is None else kind
+    if isinstance(kind, (list, tuple)):  # times written out: a user grid
+        try:
+            kind = torch.tensor([float(v) for v in kind], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"a user grid must be a list of times, got {list(kind)!r}") from None
     if isinstance(kind, Tensor):
         grid = kind.to(torch.float64)
         if grid.dim() not in (1, 2) or grid.shape[0] < 2:

@@ -81,6 +81,7 @@ from .config import (
     load_config,
 )
 from .data import check_info, default_collate
+from .errors import TrainingDiverged
 from .files import atomic_write, folder_lock, publish, remove_temp_files, replace_folder, temp_path
 from .losses import OBJECTIVES, diffusion_loss
 from .progress import Progress
@@ -287,6 +288,11 @@ def _strategy(t: Any, module: DiffusionModule) -> Any:
     return kind(auto_wrap_policy=CustomPolicy(lambda m: id(m) in units), state_dict_type=t.checkpoint_format)
 
 
+_DIVERGED = ("The checkpoints written before it are kept (resume from a step-*.ckpt file with train.init, or start "
+             "over with --fresh); lower train.lr, keep train.grad_clip on, or check the data for NaN or infinite "
+             "values.")
+
+
 def _lr_factor(t: Any, n_train: int, world: int) -> Any:
     """The learning rate's factor at step ``s``: a linear warm-up over ``t.warmup`` steps, times
     ``t.lr_decay`` per completed epoch (an epoch is ``n_train`` samples of the stream of
@@ -393,7 +399,10 @@ class DiffusionModule(L.LightningModule):
                 or 0 < trainer.max_steps <= step):
             return
         opts = {"on_step": True, "on_epoch": False, "batch_size": n}
-        self.log("train/loss", loss.cpu(), prog_bar=self.config.train.progress, **opts)
+        loss = loss.cpu()
+        if self._checks_finite() and not bool(torch.isfinite(loss)):
+            raise TrainingDiverged(f"training diverged at step {step}: the loss is {float(loss)}. {_DIVERGED}")
+        self.log("train/loss", loss, prog_bar=self.config.train.progress, **opts)
         if len(per_field) > 1:
             for k, v in per_field.items():
                 self.log(f"train/loss_{k}", v.cpu() if isinstance(v, Tensor) else v, **opts)
@@ -458,7 +467,18 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints --
+    def _checks_finite(self) -> bool:
+        """Whether this process checks the loss and weights for NaN / inf: in one process (in a
+        process group one rank stopping alone would leave the others waiting), and not under
+        fp16 mixed precision, whose gradient scaler skips the steps it overflows."""
+        return self.trainer.world_size == 1 and self.config.train.precision != "16-mixed"
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._checks_finite():
+            bad = next((n for n, p in self.net.named_parameters() if not bool(torch.isfinite(p).all())), None)
+            if bad is not None:
+                raise TrainingDiverged(f"training diverged by step {self.global_step}: the weights of {bad} are not "
+                                       f"finite, so this checkpoint is not written. {_DIVERGED}")
         checkpoint["polydiff"] = {"version": __version__, "modality": self.config.modality,
                                   "config": self.config.to_dict(), "info": self.info, "ema": self.ema is not None,
                                   "data_fingerprints": list(self.data_fingerprints)}

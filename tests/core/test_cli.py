@@ -10,8 +10,11 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+import polydiff
 from polydiff import cli
 from polydiff.config import ConfigError
 
@@ -72,7 +75,6 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--guidance-scale", 2, "--out", tmp_path / "s1")
     assert "give it with --condition" in one_line_error(code, err)
     # inpainting from an observation file: the observed coordinate is reproduced, the other varies
-    import numpy as np
 
     obs = tmp_path / "obs.npz"
     np.savez(obs, x=np.tile([[1.5, 0.0]], (12, 1)).astype("float32"), x_mask=np.tile([[True, False]], (12, 1)))
@@ -112,6 +114,16 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
         code, _, _ = run(capsys, "sample", ckpt, "--num", 4, "--grid", tmp_path / "grid.json", "--sampler", "ddim",
                          "--out", tmp_path / "other_sampler")
     assert code == 0
+    (tmp_path / "bare.json").write_text(json.dumps(g["grid"]))  # the list of times alone is a grid file too
+    code, _, _ = run(capsys, "sample", ckpt, "--num", 16, "--grid", tmp_path / "bare.json", "--sampler", "unipc",
+                     "--out", tmp_path / "bare")
+    assert code == 0 and (tmp_path / "bare" / "samples.csv").read_bytes() == \
+        (tmp_path / "fitted" / "samples.csv").read_bytes()
+    gen = polydiff.load(ckpt)  # and from Python, a list of times
+    assert np.array_equal(gen.generate(4, seed=0, sampler="unipc", grid=g["grid"]),
+                          gen.generate(4, seed=0, sampler="unipc", grid=torch.tensor(g["grid"], dtype=torch.float64)))
+    with pytest.raises(ValueError, match="a user grid must be a list of times"):
+        gen.generate(2, seed=0, grid=[1.0, "x"])
     (tmp_path / "bad.json").write_text(json.dumps({"grid": [1.0, 0.5, 0.7]}))
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--grid", tmp_path / "bad.json", "--out", tmp_path / "s4")
     assert "bad.json: field 'grid' must be strictly decreasing" in one_line_error(code, err)

@@ -583,3 +583,32 @@ def test_train_init_partial_keeps_matching_weights_and_leaves_new_ones_fresh(tmp
         polydiff.train(much_deeper, tmp_path / "much_deeper", verbose=False)
     with pytest.raises(ConfigError, match=r"my\.yaml: train\.init: runs/none\.ckpt: no such checkpoint"):
         init_weights(torch.nn.Linear(3, 7), "runs/none.ckpt", "my.yaml")
+
+
+def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(tmp_path, monkeypatch):
+    """A loss that turns NaN stops training with one error naming the step; no checkpoint of
+    non-finite weights is written, so the last checkpoint stays usable."""
+    from polydiff.errors import TrainingDiverged
+    from polydiff.training import DiffusionModule
+
+    out = tmp_path / "run"
+    original = DiffusionModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 5 else loss  # NaN gradients from step 6 on
+
+    monkeypatch.setattr(DiffusionModule, "training_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"training diverged (at|by) step 8"):
+        polydiff.train(tiny(max_steps=12, log_every=4), out, verbose=False)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir() if p.suffix == ".ckpt")
+    assert names == ["last.ckpt", "step-00000004.ckpt"]
+    assert all(torch.isfinite(v).all() for v in weights(out / "checkpoints" / "last.ckpt").values()
+               if v.is_floating_point())
+    # one point of a CSV: a scale of 0 (the sample std of one point is NaN and poisoned every loss)
+    (tmp_path / "one.csv").write_text("a,b\n1.0,2.0\n")
+    cfg = tiny(max_steps=3)
+    cfg["data"] = {"name": "csv", "path": str(tmp_path / "one.csv")}
+    monkeypatch.setattr(DiffusionModule, "training_step", original)
+    run = polydiff.train(cfg, tmp_path / "one", verbose=False)
+    assert np.isfinite(run.metrics["train/loss"])

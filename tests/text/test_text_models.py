@@ -441,3 +441,22 @@ def test_autoregressive_objective_options_and_training():
         opt.step()
     assert first == pytest.approx(math.log(V), abs=0.1)
     assert float(objective(net, batch, None)[0].detach()) < 0.5 * first
+
+
+def test_the_masked_lm_never_places_padding_at_a_valid_position():
+    """Padding only fills the positions after a sequence's end: the denoiser gives it
+    probability 0, so generated texts have the length drawn for them (an untrained network put
+    padding at valid positions, and the decoded texts came out short or empty)."""
+    import torch
+
+    from polydiff_text.models import MaskedDiffusionLM
+
+    torch.manual_seed(0)
+    net = MaskedDiffusionLM(6, 8, dim=16, depth=1, heads=2, pad_id=5)
+    tokens = torch.full((4, 8), net.mask_id)
+    p = net.denoise(tokens).exp()
+    assert float(p[..., 5].max()) == 0.0
+    torch.testing.assert_close(p.sum(-1), torch.ones(4, 8))
+    free = MaskedDiffusionLM(6, 8, dim=16, depth=1, heads=2)
+    free.load_state_dict(net.state_dict())
+    assert float(free.denoise(tokens).exp()[..., 5].min()) > 0  # without pad_id every token is possible

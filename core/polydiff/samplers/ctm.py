@@ -37,7 +37,7 @@ def _jump(ctx: StepContext, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
     except TypeError as err:
         if "'s'" not in str(err):
             raise
-        raise TypeError(f"sampler 'ctm' needs a two-time model G(x_t, t, s), called as model(state, t[, cond], "
+        raise ValueError(f"sampler 'ctm' needs a two-time model G(x_t, t, s), called as model(state, t[, cond], "
                         f"s=...); this model takes no s (wrap an ordinary denoiser with polydiff.distill.TwoTime, "
                         f"which makes ctm DDIM, or use ddim): {err}") from err
 

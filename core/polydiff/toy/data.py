@@ -21,7 +21,10 @@ from .gmm import GaussianMixture
 
 
 def _stats(x: Tensor) -> dict[str, Any]:
-    return {"data_mean": x.mean(0).tolist(), "data_std": float(x.std(0).pow(2).mean().sqrt())}
+    """Mean and scale of the points (one point: scale 0, as for a constant column; the sample
+    std of one point is NaN and would make every loss NaN)."""
+    std = x.std(0) if len(x) > 1 else torch.zeros(x.shape[1:], dtype=x.dtype)
+    return {"data_mean": x.mean(0).tolist(), "data_std": float(std.pow(2).mean().sqrt())}
 
 
 def draw_gmm(gmm: GaussianMixture, n: int, seed: int) -> tuple[Tensor, Tensor]:

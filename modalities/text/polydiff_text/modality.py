@@ -53,7 +53,8 @@ def mdlm_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: 
     from .models import MaskedDiffusionLM
 
     return MaskedDiffusionLM(int(info["vocab_size"]), int(info["length"]), dim=dim, depth=depth, heads=heads,
-                             mlp_ratio=mlp_ratio, dropout=dropout, time_conditioning=time_conditioning)
+                             mlp_ratio=mlp_ratio, dropout=dropout, time_conditioning=time_conditioning,
+                             pad_id=info.get("pad_id"))
 
 
 def energy_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 128, depth: int = 4,

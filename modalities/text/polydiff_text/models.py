@@ -271,6 +271,10 @@ class MaskedDiffusionLM(nn.Module):
     - unmasked positions carry their token over: 0 at the token, :data:`NEG` elsewhere (finite,
       so nothing downstream is NaN, and probability 1 after a softmax).
 
+    ``pad_id``: the padding token, given probability 0 at every position (padding only fills
+    the invalid positions after a sequence's end, so a valid position never holds it; a barely
+    trained network would otherwise place some, and the decoded text would come out short).
+
     ``time_conditioning=False`` (MDLM's choice with the log-linear schedule: under absorbing
     noise the clean-token posterior given ``x_t`` does not depend on ``t``) ignores ``t``; True embeds ``t``
     (the core's time in [0, 1], sinusoidal + MLP) and modulates every norm (adaLN).
@@ -278,9 +282,10 @@ class MaskedDiffusionLM(nn.Module):
 
     def __init__(self, vocab_size: int, length: int, dim: int = 128, depth: int = 4, heads: int = 4,
                  mlp_ratio: float = 4, dropout: float = 0.0, time_conditioning: bool = False,
-                 field: str = "tokens", mask: str | None = "valid") -> None:
+                 field: str = "tokens", mask: str | None = "valid", pad_id: int | None = None) -> None:
         super().__init__()
         self.vocab_size, self.length, self.field, self.mask = vocab_size, length, field, mask
+        self.pad_id = pad_id if pad_id is not None and 0 <= pad_id < vocab_size else None
         self.time_conditioning = time_conditioning
         self.time = TimeEmbedding(dim) if time_conditioning else None
         self.backbone = Transformer(vocab_size, length, dim, depth, heads, mlp_ratio, dropout,
@@ -300,6 +305,8 @@ class MaskedDiffusionLM(nn.Module):
             tt = torch.as_tensor(t, dtype=torch.float32, device=tokens.device).reshape(-1)
             cond = self.time(tt.expand(tokens.shape[0]))
         logits = self.backbone(tokens, valid=valid, cond=cond).float()
+        if self.pad_id is not None:
+            logits = logits.index_fill(-1, torch.tensor([self.pad_id], device=logits.device), NEG)
         logp = torch.log_softmax(logits, dim=-1)
         carried = tokens != self.mask_id
         onehot = F.one_hot(tokens.clamp(0, self.vocab_size - 1), self.vocab_size).bool()
