@@ -725,6 +725,10 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     if not (verbose and t.progress):
         quiet.setLevel(logging.WARNING)
     val = t.val_every > 0 and data.val is not None and len(data.val) > 0
+    if t.val_every > 0 and not val:
+        warnings.warn(f"train.val_every: {t.val_every}, but dataset {data.info.get('dataset', cfg.data.name)!r} has no "
+                      "validation split, so no validation loss is computed (give the dataset one, or set "
+                      "train.val_every: 0)", stacklevel=2)
     logger: Any = False
     if t.logger == "csv":
         logger = L.pytorch.loggers.CSVLogger(out, name="logs")

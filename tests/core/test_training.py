@@ -612,3 +612,11 @@ def test_a_diverging_run_stops_and_keeps_its_finite_checkpoints(tmp_path, monkey
     monkeypatch.setattr(DiffusionModule, "training_step", original)
     run = polydiff.train(cfg, tmp_path / "one", verbose=False)
     assert np.isfinite(run.metrics["train/loss"])
+
+
+def test_validation_asked_of_a_dataset_without_a_validation_split_warns(tmp_path):
+    (tmp_path / "pts.csv").write_text("a,b\n1.0,2.0\n1.5,2.5\n0.5,1.0\n")
+    cfg = tiny(max_steps=2, val_every=1)
+    cfg["data"] = {"name": "csv", "path": str(tmp_path / "pts.csv")}
+    with pytest.warns(UserWarning, match=r"train\.val_every: 1, but dataset 'csv' has no validation split"):
+        polydiff.train(cfg, tmp_path / "run", verbose=False)

@@ -72,6 +72,9 @@ def test_one_model_samples_and_simulates(trained):
     for k in ("iid_js", "langevin_js", "data_js", "langevin_minus_iid"):
         assert k in res and math.isfinite(res[k])
     assert 0 <= res["data_js"] <= res["iid_js"] + 0.5
+    # the samples' own metrics carry the names evaluate gives them on files, too
+    assert res["js"] == res["iid_js"] and set(MDModality().evaluate(trained.generate(8, seed=0),
+                                                                    trained.reference(), trained.info)) <= set(res)
 
 
 def test_forces_of_a_trained_model_drive_ase(trained):

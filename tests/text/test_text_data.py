@@ -234,7 +234,8 @@ def test_file_dataset_char_and_bpe(tmp_path):
     bpe = D.file_dataset(f, "bpe", length=48, vocab_size=300)
     check_bundle(bpe, bpe.info["vocab_size"])
     assert bpe.info["tokenizer"]["kind"] == "bpe" and bpe.info["eos_id"] == 1
-    with pytest.raises(TextDataError, match=r"docs.txt:1: 5\d tokens \(with eos\) are more than length=20"):
+    with pytest.raises(TextDataError, match=r"docs.txt:1: 5\d tokens \(an end token included where the tokenizer "
+                                            r"adds one\) are more than length=20"):
         D.file_dataset(f, "char", length=20)
     with pytest.warns(TextDataWarning, match="cut 40 of 40 documents longer than length=20"):
         D.file_dataset(f, "char", length=20, truncate=True)

@@ -4,6 +4,7 @@ generation metrics, plots and the pytorch-forecasting bridge."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -113,3 +114,17 @@ def test_predictive_score_is_timegans_last_channel_from_the_others():
     assert G.predictive_score(good, real, steps=200) < 0.5 * G.predictive_score(broken, real, steps=200)
     one = real[..., :1]
     assert G.predictive_score(one, one, steps=200) < G.predictive_score(r.normal(size=one.shape), one, steps=200)
+
+
+def test_generation_metrics_of_too_few_or_too_short_windows_are_nan_with_a_warning():
+    """One window (either side) leaves the covariance-based scores undefined, and one-step
+    windows the lagged ones: NaN with one warning naming them, the other metrics still computed
+    (this was a sqrtm 'Internal error' or 'need at least one array to stack')."""
+    r = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match=r"discriminative, context_fid: NaN \(undefined for 1 generated window"):
+        m = G.generation_metrics(r.normal(size=(1, 8, 2)), r.normal(size=(10, 8, 2)), steps=5)
+    assert math.isnan(m["context_fid"]) and math.isnan(m["discriminative"])
+    assert np.isfinite([m["mean_error"], m["acf_error"], m["predictive"]]).all()
+    with pytest.warns(UserWarning, match=r"predictive, acf_error: NaN \(undefined for windows of 1 step"):
+        m = G.generation_metrics(r.normal(size=(5, 1, 2)), r.normal(size=(10, 1, 2)), steps=5)
+    assert math.isnan(m["predictive"]) and math.isnan(m["acf_error"]) and np.isfinite(m["context_fid"])

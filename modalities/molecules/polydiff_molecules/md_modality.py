@@ -249,7 +249,8 @@ class MDModality(Modality):
         data = generator.modality.dataset(generator.config.data.name, **generator.config.data.options)
         ref_x = _coords(self.reference(data))
         iid = _coords(generator.generate(num, seed=seed))
-        out = js_metrics(iid, ref_x, info, "iid_")
+        plain = js_metrics(iid, ref_x, info)  # the metrics of the samples, named as evaluate on their files names them
+        out = {**plain, **{f"iid_{k}": v for k, v in plain.items()}}
         # the floor: training data of the same size scored the same way (finite-sample JS), evenly
         # spaced over the training set (the peptide's is a time-ordered trajectory: its first
         # ``num`` frames would be one correlated stretch)

@@ -19,7 +19,8 @@
   entropy over what the episodes achieved.
 - ``behaviour_tv``: total-variation distance between the (goal, behaviour) distribution of the
   successful episodes and that of the successful reference demonstrations: the same selection
-  on both sides (:func:`successful`), so a set compared with itself gives 0. A set with no
+  on both sides (:func:`successful`), so a set compared with itself gives 0 (NaN when a side has
+  no successful episode: there is no distribution to compare). A set with no
   success information counts every episode (recorded human demonstrations such as Push-T's
   carry none, and are taken as showing the task).
 - ``score``: the mean over episodes of the maximum reward (Diffusion Policy's Push-T score:

@@ -308,7 +308,7 @@ class _Residue:
         return f"{self.res_id}{self.ins_code}"
 
 
-def _residues(atoms: Any, report: ReadReport) -> dict[str, list[_Residue]]:
+def _residues(atoms: Any, report: ReadReport, decimals: int | None = None) -> dict[str, list[_Residue]]:
     """Protein residues by chain, in file order; counts waters and other residues in ``report``.
 
     A residue is protein when its name is a standard or known modified amino acid (or ``UNK``)
@@ -328,7 +328,8 @@ def _residues(atoms: Any, report: ReadReport) -> dict[str, list[_Residue]]:
         for i in range(a, b):
             atom = str(atom_names[i]).strip().upper()
             if atom in _BACKBONE and atom not in bb:
-                bb[atom] = np.asarray(coord[i], dtype=np.float64)
+                xyz = np.asarray(coord[i], dtype=np.float64)
+                bb[atom] = xyz if decimals is None else np.round(xyz, decimals)
         known = name in ONE_LETTER or name in MODIFIED
         if not (bb and known) and not {"N", "CA", "C"} <= bb.keys():
             report.counts["waters" if name in WATERS else "hetero"] += 1
@@ -379,7 +380,8 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
     wanted = None if chains is None else [str(c) for c in ([chains] if isinstance(chains, str) else chains)]
     atoms = _parse(path)
     report = ReadReport(path)
-    by_chain = _residues(atoms, report)
+    # biotite parses in float32: PDB's columns hold exactly 3 decimals, which rounding restores
+    by_chain = _residues(atoms, report, 3 if _kind(path)[0] == "pdb" else None)
     if not by_chain:
         raise ValueError(f"{path}: no protein chain ({report.counts['waters']} waters, "
                          f"{report.counts['hetero']} other residues)")

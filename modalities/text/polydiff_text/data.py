@@ -476,7 +476,8 @@ def _fit_length(seqs: list[list[int]], wheres: list[str], length: int, too_long:
         return seqs, wheres
     if too_long == "error":
         k = long[0]
-        raise TextDataError(f"{wheres[k]}: {len(seqs[k])} tokens (with eos) are more than length={length} "
+        raise TextDataError(f"{wheres[k]}: {len(seqs[k])} tokens (an end token included where the tokenizer adds one) "
+                            f"are more than length={length} "
                             f"({len(long)} such documents; pass truncate=True to cut them, or a larger length)")
     if too_long == "truncate":
         _warn(f"{source}: cut {len(long)} of {len(seqs)} documents longer than length={length} tokens")

@@ -58,8 +58,11 @@ def _load(path: str, mtime: float) -> Any:
 def energy_of(path: str | Path) -> Energy:
     """The energy of a checkpoint: an autoregressive ``ar`` model (likelihood-ratio energy) or a
     residual ``energy`` model; a clear error for anything else."""
+    if str(path).strip() in ("", "."):
+        raise ValueError("sampler 'edlm' needs an energy: --option energy=CKPT (an 'ar' or an 'energy' checkpoint "
+                         "of the same tokenizer)")
     path = Path(path)
-    if not str(path) or not path.is_file():
+    if not path.is_file():
         raise ValueError(f"sampler 'edlm': option energy={str(path)!r} is not a checkpoint file (an 'ar' or an "
                          "'energy' checkpoint of the same tokenizer)")
     gen = _load(str(path.resolve()), path.stat().st_mtime)

@@ -22,6 +22,7 @@ Every classifier / encoder here is small and seeded so the metrics run on a CPU 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -241,7 +242,8 @@ def marginal_metrics(synthetic: np.ndarray, real: np.ndarray, lags: int = 5) -> 
 
     return {"mean_error": float(np.abs(syn.mean((0, 1)) - rl.mean((0, 1))).mean()),
             "std_error": float(np.abs(syn.std((0, 1)) - rl.std((0, 1))).mean()),
-            "acf_error": float(np.abs(acf(syn) - acf(rl)).mean())}
+            # one-step windows have no lag
+            "acf_error": float(np.abs(acf(syn) - acf(rl)).mean()) if syn.shape[1] > 1 else float("nan")}
 
 
 def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[str, Any] | None = None,
@@ -252,9 +254,18 @@ def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[st
     if syn.shape[1:] != rl.shape[1:]:
         raise ValueError(f"synthetic windows {syn.shape[1:]} and real windows {rl.shape[1:]} differ in shape")
     out = {"n": float(len(syn)), **marginal_metrics(syn, rl)}
-    out["discriminative"] = discriminative_score(syn, rl, steps, seed=seed)
-    out["predictive"] = predictive_score(syn, rl, steps, seed=seed)
-    out["context_fid"] = context_fid(syn, rl, steps=steps, seed=seed)
+    few = [f"{len(x)} {side} window" + "s" * (len(x) != 1) for side, x in (("generated", syn), ("real", rl))
+           if len(x) < 2]
+    if few or syn.shape[1] < 2:
+        undefined = ("discriminative, context_fid" if few else "") + (", " if few and syn.shape[1] < 2 else "") + \
+            ("predictive, acf_error" if syn.shape[1] < 2 else "")
+        why = " and ".join(few) if few else f"windows of {syn.shape[1]} step"
+        warnings.warn(f"{undefined}: NaN (undefined for {why}; they need at least 2 windows of at least 2 steps "
+                      "on each side)", stacklevel=2)
+    nan = float("nan")
+    out["discriminative"] = discriminative_score(syn, rl, steps, seed=seed) if not few else nan
+    out["predictive"] = predictive_score(syn, rl, steps, seed=seed) if syn.shape[1] > 1 else nan
+    out["context_fid"] = context_fid(syn, rl, steps=steps, seed=seed) if not few else nan
     horizon = int((info or {}).get("horizon", 0))
     if horizon > 0:
         out["lps"] = linear_predictive_score(syn, rl, int(info["context"]))
