@@ -80,7 +80,8 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
         raise ValueError(f"calibrate_grid fits deterministic Gaussian samplers; {sampler!r} is "
                          f"{'stochastic' if sdef.stochastic else sdef.kind}")
     if steps < 2:
-        raise ValueError(f"a grid of {steps} step has no interior time to fit")
+        raise ValueError(f"steps must be at least 2 to calibrate a grid, got {steps} (a grid of one step has no "
+                         "interior time to fit)")
     fields = as_fields(process, prediction)
     names = None if not isinstance(shape_or_state, Mapping) else [k for k, f in fields.items()
                                                                     if f.kind == "gaussian"]

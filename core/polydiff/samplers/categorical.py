@@ -137,8 +137,12 @@ def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec
     through; ``model(state, t[, cond]) -> {field: logits}``."""
     names = list(fields)
     if len(names) != 1 or not isinstance(fields[names[0]].process, Absorbing):
+        def kind(k: str) -> str:
+            f = fields[k]
+            return f.kind if f.kind != "categorical" else f"categorical, {type(f.process).__name__} noise"
+
         raise ValueError("sampler 'first_hitting' generates one absorbing (masked) categorical field; this state has "
-                         f"fields {', '.join(f'{k} ({fields[k].kind})' for k in names)}")
+                         f"fields {', '.join(f'{k} ({kind(k)})' for k in names)}")
     (name,) = names
     opts = {"tokens_per_step": 1, "precision": "float64", **dict(settings.options)}
     unknown = sorted(set(opts) - {"tokens_per_step", "precision"})
