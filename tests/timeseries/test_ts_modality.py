@@ -59,8 +59,8 @@ def test_generation_metrics_separate_good_from_bad():
     noise = rng.normal(size=(300, 24, 2)) * 0.7
     assert G.discriminative_score(same, real, steps=150) < G.discriminative_score(noise, real, steps=150)
     # (the predictive score of independent channels: each one's own next value)
-    assert G.predictive_score(same[..., :1], real[..., :1], steps=150) < \
-        G.predictive_score(noise[..., :1], real[..., :1], steps=150)
+    assert G.predictive_score(same, real, steps=150, target="all") < \
+        G.predictive_score(noise, real, steps=150, target="all")
     enc = G.train_encoder(real, steps=60)
     assert G.context_fid(same, real, enc) < G.context_fid(noise, real, enc)
     m = G.marginal_metrics(same, real)
@@ -125,6 +125,8 @@ def test_generation_metrics_of_too_few_or_too_short_windows_are_nan_with_a_warni
         m = G.generation_metrics(r.normal(size=(1, 8, 2)), r.normal(size=(10, 8, 2)), steps=5)
     assert math.isnan(m["context_fid"]) and math.isnan(m["discriminative"])
     assert np.isfinite([m["mean_error"], m["acf_error"], m["predictive"]]).all()
-    with pytest.warns(UserWarning, match=r"predictive, acf_error: NaN \(undefined for windows of 1 step"):
+    with pytest.warns(UserWarning, match=r"predictive, predictive_all, acf_error: NaN \(undefined for windows "
+                                         r"of 1 step"):
         m = G.generation_metrics(r.normal(size=(5, 1, 2)), r.normal(size=(10, 1, 2)), steps=5)
-    assert math.isnan(m["predictive"]) and math.isnan(m["acf_error"]) and np.isfinite(m["context_fid"])
+    assert math.isnan(m["predictive"]) and math.isnan(m["predictive_all"]) and math.isnan(m["acf_error"])
+    assert np.isfinite(m["context_fid"])

@@ -10,7 +10,7 @@ and PaCoDi:
 - :func:`predictive_score` (TimeGAN): a GRU trained on synthetic windows to predict the last
   channel's next step from the other channels up to now, its mean absolute error on real
   windows (one-channel windows: the next step from the steps before, which TimeGAN's
-  definition leaves undefined);
+  definition leaves undefined); ``predictive_all``: every channel's next step from all channels;
 - :func:`context_fid` (Diffusion-TS / PaCoDi): the Fréchet distance between Gaussian fits of
   encoder embeddings of real and synthetic windows. The encoder is **trained in-project** on the
   real windows (:class:`WindowEncoder`, a dilated-convolution encoder with a TS2Vec-like
@@ -125,29 +125,36 @@ def discriminative_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 5
 
 
 def predictive_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, hidden: int | None = None,
-                     seed: int = 0) -> float:
+                     seed: int = 0, target: str = "last") -> float:
     """Mean absolute error on real windows of a GRU trained on synthetic windows to predict, at
     every step, the last channel's next value from the other channels' values up to that step
     (TimeGAN's ``predictive_score_metrics``: inputs ``x[:, :-1, :C-1]``, target
-    ``x[:, 1:, C-1]``); for one-channel windows, the next value from the values before it."""
+    ``x[:, 1:, C-1]``); for one-channel windows, the next value from the values before it.
+    ``target="all"``: every channel's next value from all channels (informative where the
+    channels are independent, as in the sines, whose last channel the others cannot predict)."""
+    if target not in ("last", "all"):
+        raise ValueError(f"target must be 'last' or 'all', got {target!r}")
     syn, rl = _arr(synthetic), _arr(real)
     xs = torch.from_numpy(syn).float()
     xr = torch.from_numpy(rl).float()
     c = xs.shape[2]
-    inputs = slice(0, c - 1) if c > 1 else slice(0, 1)
+    if target == "all":
+        inputs, outputs = slice(0, c), slice(0, c)
+    else:
+        inputs, outputs = (slice(0, c - 1) if c > 1 else slice(0, 1)), slice(c - 1, c)
     torch.manual_seed(seed)
-    net = _GRU(max(c - 1, 1), hidden or max(c * 2, 8), 1)
+    net = _GRU(inputs.stop - inputs.start, hidden or max(c * 2, 8), outputs.stop - outputs.start)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(len(xs), (min(128, len(xs)),), generator=g)
         b = xs[idx]
-        loss = (net(b[:, :-1, inputs]) - b[:, 1:, c - 1:]).abs().mean()
+        loss = (net(b[:, :-1, inputs]) - b[:, 1:, outputs]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float((net(xr[:, :-1, inputs]) - xr[:, 1:, c - 1:]).abs().mean())
+        return float((net(xr[:, :-1, inputs]) - xr[:, 1:, outputs]).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,13 +265,14 @@ def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[st
            if len(x) < 2]
     if few or syn.shape[1] < 2:
         undefined = ("discriminative, context_fid" if few else "") + (", " if few and syn.shape[1] < 2 else "") + \
-            ("predictive, acf_error" if syn.shape[1] < 2 else "")
+            ("predictive, predictive_all, acf_error" if syn.shape[1] < 2 else "")
         why = " and ".join(few) if few else f"windows of {syn.shape[1]} step"
         warnings.warn(f"{undefined}: NaN (undefined for {why}; they need at least 2 windows of at least 2 steps "
                       "on each side)", stacklevel=2)
     nan = float("nan")
     out["discriminative"] = discriminative_score(syn, rl, steps, seed=seed) if not few else nan
     out["predictive"] = predictive_score(syn, rl, steps, seed=seed) if syn.shape[1] > 1 else nan
+    out["predictive_all"] = predictive_score(syn, rl, steps, seed=seed, target="all") if syn.shape[1] > 1 else nan
     out["context_fid"] = context_fid(syn, rl, steps=steps, seed=seed) if not few else nan
     horizon = int((info or {}).get("horizon", 0))
     if horizon > 0:
