@@ -285,5 +285,6 @@ class PaCoDiNet(_Denoiser):
 
 
 def num_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones too: a loaded network, whose parameters are frozen, has
+    its full size)."""
+    return sum(p.numel() for p in net.parameters())
