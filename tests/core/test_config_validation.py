@@ -270,8 +270,8 @@ def test_sampler_options_are_checked_against_their_defaults():
     pc = SAMPLERS.get("pc")
     with pytest.raises(polydiff.RegistryError) as err:
         pc.options({"snr": "abc"})
-    assert str(err.value) == ("sampler 'pc' option snr: expected a number, got 'abc'; options: n_corrector=1, "
-                              "norm='batch', scale_eps=1.0, snr=0.16")
+    assert str(err.value) == ("sampler 'pc' option snr: expected a number, got 'abc'; options: denoise=False, "
+                              "n_corrector=1, norm='batch', predictor='reverse', scale_eps=1.0, snr=0.16")
     with pytest.raises(polydiff.RegistryError, match=r"option n_corrector: expected an integer, got True"):
         pc.options({"n_corrector": True})
     with pytest.raises(polydiff.RegistryError, match=r"option norm: expected a string, got 3"):
@@ -360,7 +360,8 @@ def test_polydiff_sample_option_with_wrong_types(toy_checkpoint, tmp_path, capsy
     code, _, err = run(capsys, "sample", toy_checkpoint, "--num", 4, "--steps", 2, "--sampler", "pc",
                        "--option", "snr=abc", "--out", tmp_path / "s")
     assert one_line_error(code, err) == ("sampler 'pc' option snr: expected a number, got 'abc'; options: "
-                                         "n_corrector=1, norm='batch', scale_eps=1.0, snr=0.16")
+                                         "denoise=False, n_corrector=1, norm='batch', predictor='reverse', "
+                                         "scale_eps=1.0, snr=0.16")
     code, _, err = run(capsys, "sample", toy_checkpoint, "--num", 4, "--steps", 2, "--sampler", "ddim",
                        "--option", "eta=[1]", "--out", tmp_path / "s")
     assert one_line_error(code, err).startswith("sampler 'ddim' option eta: expected a number, got [1]")
