@@ -713,8 +713,7 @@ def _same_predictors(samplers: dict[str, Any]) -> str:
     if not a or not b or any(a[k]["values"] != b[k]["values"] for k in ("degree", "cluster", "orbit")):
         return ""
     return (" The two predictors gave the same graphs: they agree to first order in the step, and at 1000 steps "
-            "their adjacencies differ by far less than the 0.5 threshold that makes the edges (3e-4 on 4 graphs "
-            "of this model).")
+            "their adjacencies differ by far less than the 0.5 threshold that makes the edges.")
 
 
 def _env_line(r: dict[str, Any]) -> str:

@@ -263,17 +263,18 @@ def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[st
     out = {"n": float(len(syn)), **marginal_metrics(syn, rl)}
     few = [f"{len(x)} {side} window" + "s" * (len(x) != 1) for side, x in (("generated", syn), ("real", rl))
            if len(x) < 2]
-    if few or syn.shape[1] < 2:
-        undefined = ("discriminative, context_fid" if few else "") + (", " if few and syn.shape[1] < 2 else "") + \
-            ("predictive, predictive_all, acf_error" if syn.shape[1] < 2 else "")
+    short = syn.shape[1] < 2
+    undefined = (["discriminative", "context_fid"] if few else []) + \
+        (["predictive", "predictive_all", "acf_error"] if short else [])
+    if undefined:
         why = " and ".join(few) if few else f"windows of {syn.shape[1]} step"
-        warnings.warn(f"{undefined}: NaN (undefined for {why}; they need at least 2 windows of at least 2 steps "
-                      "on each side)", stacklevel=2)
+        warnings.warn(f"{', '.join(undefined)}: NaN (undefined for {why}; they need at least 2 windows of at least "
+                      "2 steps on each side)", stacklevel=2)
     nan = float("nan")
-    out["discriminative"] = discriminative_score(syn, rl, steps, seed=seed) if not few else nan
-    out["predictive"] = predictive_score(syn, rl, steps, seed=seed) if syn.shape[1] > 1 else nan
-    out["predictive_all"] = predictive_score(syn, rl, steps, seed=seed, target="all") if syn.shape[1] > 1 else nan
-    out["context_fid"] = context_fid(syn, rl, steps=steps, seed=seed) if not few else nan
+    out["discriminative"] = nan if few else discriminative_score(syn, rl, steps, seed=seed)
+    out["predictive"] = nan if short else predictive_score(syn, rl, steps, seed=seed)
+    out["predictive_all"] = nan if short else predictive_score(syn, rl, steps, seed=seed, target="all")
+    out["context_fid"] = nan if few else context_fid(syn, rl, steps=steps, seed=seed)
     horizon = int((info or {}).get("horizon", 0))
     if horizon > 0:
         out["lps"] = linear_predictive_score(syn, rl, int(info["context"]))
