@@ -603,6 +603,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{target}: no such checkpoint, file or folder")
     for k, v in metrics.items():
         print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    undefined = [k for k, v in metrics.items() if isinstance(v, float) and math.isnan(v)]
+    if undefined:
+        warnings.warn(f"nan means undefined for these inputs, not a failure (e.g. a distance to a side with "
+                      f"nothing to compare; the modality's docs say when): {', '.join(undefined)}", stacklevel=1)
     if args.json is not None:
         atomic_write(args.json, json.dumps(result, indent=1, default=_json_value))
     return 0

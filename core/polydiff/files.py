@@ -348,9 +348,12 @@ def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str,
         raise bad("a single .npy array, not an .npz archive of named arrays; save them with numpy.savez")
     if not head.startswith(b"PK"):
         raise bad("not a zip archive, which an .npz file is")
+    # zipfile raises RuntimeError / NotImplementedError for damaged flags ("encrypted", an
+    # unknown compression method) and zlib.error for damaged compressed data
+    damaged = (zipfile.BadZipFile, EOFError, OSError, zlib.error, RuntimeError, NotImplementedError)
     try:
         loaded = np.load(file, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    except (*damaged, ValueError) as err:
         raise bad(f"a cut-off or damaged zip archive: {err}") from None
     out = {}
     with loaded:
@@ -362,7 +365,7 @@ def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str,
                     raise bad(f"array {key!r} holds pickled Python objects, which are refused as unsafe: loading "
                               "them could run code; store numbers and strings as plain arrays") from None
                 raise bad(f"array {key!r}: {err}") from None
-            except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as err:
+            except (*damaged, KeyError) as err:
                 raise bad(f"array {key!r} is cut off or damaged: {err or type(err).__name__}") from None
     return out
 

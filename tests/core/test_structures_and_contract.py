@@ -226,6 +226,13 @@ def test_read_npz_names_every_kind_of_bad_file(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: not a readable .npz file ({words}")):
             read_npz(tmp_path / name)
+    central = good.read_bytes().index(b"PK\x01\x02")  # the first member's central directory entry
+    for name, offset, value in (("encrypted.npz", 8, 1), ("method.npz", 10, 99)):  # zipfile: RuntimeError,
+        data = bytearray(good.read_bytes())                                        # NotImplementedError
+        data[central + offset] |= value
+        (tmp_path / name).write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: not a readable .npz file")):
+            read_npz(tmp_path / name)
     np.save(tmp_path / "lone.npy", np.zeros(3))
     (tmp_path / "lone.npz").write_bytes((tmp_path / "lone.npy").read_bytes())
     with pytest.raises(ValueError, match=r"a single \.npy array"):

@@ -255,3 +255,29 @@ def test_type_guidance_tilts_the_composition():
     more = cl_share(Control(guidance=periodic_guidance(reg, 4.0, fields, scale=1.0, keys=["types"])))
     fewer = cl_share(Control(guidance=periodic_guidance(reg, 0.0, fields, scale=1.0, keys=["types"])))
     assert more > plain + 0.1 and fewer < plain - 0.1, (fewer, plain, more)
+
+
+class _Payload:
+    """A class a pickle can reference: what a hostile 'regressor' file would carry."""
+
+
+@pytest.mark.parametrize("loader", ["guide", "regressor"])
+def test_regressor_files_open_without_unpickling_code(tmp_path, loader):
+    """Both kinds of crystals regressor file are read with ``torch.load(weights_only=True)``: a
+    file holding a Python object is refused with a one-line error naming it, and so is a file
+    that is not a regressor at all (nothing is executed, nothing falls back)."""
+    from polydiff_crystals.cli import load_regressor
+
+    load = load_guide if loader == "guide" else load_regressor
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"kind": "matrix", "config": _Payload()}, hostile)
+    with pytest.raises(ValueError, match=r"hostile.pt: not a .*saved by polydiff-crystals"):
+        load(hostile)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match=r"other.pt: not a .*saved by polydiff-crystals"):
+        load(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a torch file")
+    with pytest.raises(ValueError, match=r"junk.pt: not a"):
+        load(junk)

@@ -106,23 +106,20 @@ def read_mixture(path: Path, sr: int) -> np.ndarray:
     far as it goes, with a warning)."""
     import warnings
 
-    from .sounds import AUDIO_SUFFIXES, cut_off, load_audio
+    from .sounds import AUDIO_SUFFIXES, cut_off, load_audio, resample_audio
 
     path = Path(path)
     if path.is_file() and path.suffix.lower() not in AUDIO_SUFFIXES:
         raise ValueError(f"{path}: not an audio file (the mixture must be {'/'.join(AUDIO_SUFFIXES)})")
     try:
         audio, rate = load_audio(path)
+        audio = resample_audio(audio, rate, sr)
     except ValueError as err:
         raise ValueError(f"{path}: not a readable audio file ({err})") from None
     short = cut_off(path)
     if short:
         warnings.warn(f"{path}: the file looks cut off ({short}); separating what is there", stacklevel=2)
-    if rate != sr:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sr)
-    return np.asarray(audio, dtype=np.float32)
+    return audio
 
 
 def _warn_length(path: Path, n: int, length: int, sr: int) -> None:

@@ -831,15 +831,17 @@ def folder_kind(folder: Path) -> tuple[str, list[Path], list[Path], str]:
 
 def read_stems(path: Path, names: Sequence[str] | None = None) -> list[Stems]:
     """Pieces written by :func:`write_stems`: every ``NAME_mix.wav`` (or the pieces ``names``)
-    with its ``NAME_<voice>.wav`` stems (a missing or unreadable stem is an error naming it)."""
+    with its ``NAME_<voice>.wav`` stems (a missing or unreadable stem, or one at another sample
+    rate than the piece's first, is an error naming it). Stems of one piece that differ in
+    length (one cut off) are cropped to the shortest, with a warning naming the short ones."""
     from .music import VOICES
-    from .sounds import load_audio
+    from .sounds import cut_off, load_audio
 
     out = []
     mixes = sorted(Path(path).glob("*_mix.wav")) if names is None else [Path(path) / f"{n}_mix.wav" for n in names]
     for mix in mixes:
         name = mix.name[: -len("_mix.wav")]
-        rows, sr = [], None
+        rows, rates, files = [], [], []
         for v in VOICES:
             f = mix.with_name(f"{name}_{v}.wav")
             if not f.is_file():
@@ -848,9 +850,19 @@ def read_stems(path: Path, names: Sequence[str] | None = None) -> list[Stems]:
                 a, sr = load_audio(f)
             except ValueError as err:
                 raise ValueError(f"{f}: not a readable audio file ({err})") from None
+            if rates and sr != rates[0]:
+                raise ValueError(f"{f}: sampled at {sr} Hz, but {files[0].name} at {rates[0]} Hz: the stems of "
+                                 f"{name!r} must share one sample rate")
             rows.append(a)
-        n = min(len(r) for r in rows)
-        out.append(Stems(np.stack([r[:n] for r in rows]), int(sr), VOICES, name))
+            rates.append(sr)
+            files.append(f)
+        n, longest = min(len(r) for r in rows), max(len(r) for r in rows)
+        if n < longest:
+            short = [f"{f.name} ({len(r)} samples{'; ' + cut_off(f) if cut_off(f) else ''})"
+                     for f, r in zip(files, rows) if len(r) < longest]
+            warnings.warn(f"{mix.parent}: the stems of {name!r} differ in length: {', '.join(short)} against "
+                          f"{longest} samples; all are cropped to the shortest ({n})", stacklevel=2)
+        out.append(Stems(np.stack([r[:n] for r in rows]), int(rates[0]), VOICES, name))
     return out
 
 

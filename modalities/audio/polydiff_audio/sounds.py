@@ -634,15 +634,30 @@ def load_audio(file: str | Path) -> tuple[np.ndarray, int]:
     return y.astype(np.float32), int(sr)
 
 
-def _decode(file: Path, spec: MelSpec) -> np.ndarray:
-    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long; ValueError with the reason if unusable."""
-    import librosa
+def resample_audio(y: np.ndarray, sr: int, target: int) -> np.ndarray:
+    """``y`` (read at ``sr`` Hz) at ``target`` Hz, float32. A ValueError with the reason only
+    (the caller names the file) when nothing usable comes out: samples so large (a damaged
+    float WAV holds values up to 1e38) that resampling overflows, or no samples left."""
     import numpy as np
 
+    if sr == target:
+        return np.asarray(y, dtype=np.float32)
+    import librosa
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = librosa.resample(y, orig_sr=sr, target_sr=target).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"samples too large to resample from {sr} to {target} Hz (up to "
+                         f"{float(np.abs(y).max()):.3g}; audio lies within about [-1, 1])")
+    if out.size == 0:
+        raise ValueError(f"{len(y)} samples at {sr} Hz leave none at {target} Hz")
+    return out
+
+
+def _decode(file: Path, spec: MelSpec) -> np.ndarray:
+    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long; ValueError with the reason if unusable."""
     y, sr = load_audio(file)
-    if sr != spec.sr:
-        y = librosa.resample(y, orig_sr=sr, target_sr=spec.sr)
-    return _fit(y.astype(np.float32), spec.samples)
+    return _fit(resample_audio(y, sr, spec.sr), spec.samples)
 
 
 def _label_of(cell: str, where: str) -> int:

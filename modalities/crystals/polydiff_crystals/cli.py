@@ -61,19 +61,27 @@ def _configure_regressor(p: argparse.ArgumentParser) -> None:
 
 
 def save_regressor(model: Any, path: Path, options: dict[str, Any]) -> Path:
-    """A regressor file: weights plus what rebuilds it (elements, targets, sizes)."""
-    blob = {"state_dict": model.state_dict(), "elements": list(model.elements), "targets": list(model.targets),
-            "options": options}
+    """A regressor file: weights plus what rebuilds it (elements, targets, sizes), plain data
+    only, so that it opens with ``torch.load(weights_only=True)``."""
+    from .guidance import plain
+
+    blob = {"state_dict": model.state_dict(), "elements": plain(list(model.elements)),
+            "targets": plain(list(model.targets)), "options": plain(options)}
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def load_regressor(path: Path) -> Any:
-    """The :class:`.periodic.CrystalRegressor` saved by :func:`save_regressor`."""
+    """The :class:`.periodic.CrystalRegressor` saved by :func:`save_regressor` (weights only: no
+    code is unpickled)."""
+    from .guidance import load_blob
     from .periodic import CrystalRegressor
 
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    model = CrystalRegressor(blob["elements"], blob["targets"], **blob["options"])
-    model.load_state_dict(blob["state_dict"])
+    blob = load_blob(path, "a property regressor")
+    try:
+        model = CrystalRegressor(blob["elements"], blob["targets"], **blob["options"])
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a property regressor saved by polydiff-crystals ({err})") from None
     return model.eval()
 
 

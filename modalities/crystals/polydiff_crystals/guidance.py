@@ -32,7 +32,9 @@ push with the uniform prior's variance 1/12 per coordinate (``sigma = t``, ``alp
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -366,24 +368,45 @@ def train_guide(bundle: DataBundle, prop: str, fields: Mapping[str, FieldSpec], 
     return train_matrix_regressor(bundle, prop, fields, **options)
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as JSON data (numpy and tensor values as numbers and lists), so that a regressor
+    file holds only tensors and plain containers and opens with ``torch.load(weights_only=True)``."""
+    return json.loads(json.dumps(obj, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def load_blob(path: Path, what: str) -> dict[str, Any]:
+    """A regressor file's contents, read with ``torch.load(weights_only=True)`` (opening a file
+    cannot run code); anything else is a ``ValueError`` naming the file."""
+    try:
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not {what} saved by polydiff-crystals ({str(err).splitlines()[0]})") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: not {what} saved by polydiff-crystals (holds a {type(blob).__name__})")
+    return blob
+
+
 def save_guide(reg: MatrixRegressor | PeriodicRegressor, path: Path, report: Mapping[str, Any] | None = None) -> Path:
     """Write a regressor (weights, configuration, report) atomically."""
     kind = "periodic" if isinstance(reg, PeriodicRegressor) else "matrix"
-    blob = {"kind": kind, "config": dict(reg.config), "info": getattr(reg, "info", None),
-            "state": reg.state_dict(), "report": dict(report or {})}
+    blob = {"kind": kind, "config": plain(dict(reg.config)), "info": plain(getattr(reg, "info", None)),
+            "state": reg.state_dict(), "report": plain(dict(report or {}))}
     return atomic_write(Path(path), lambda tmp: torch.save(blob, tmp))
 
 
 def load_guide(path: Path) -> tuple[MatrixRegressor | PeriodicRegressor, dict[str, Any]]:
     """A regressor written by :func:`save_guide` (eval mode) and its report."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    if blob.get("kind") == "periodic":
-        reg: MatrixRegressor | PeriodicRegressor = PeriodicRegressor(blob["info"], **blob["config"])
-    elif blob.get("kind") == "matrix":
-        reg = MatrixRegressor(**blob["config"])
-    else:
-        raise ValueError(f"{path}: not a guide regressor (kind {blob.get('kind')!r})")
-    reg.load_state_dict(blob["state"])
+    blob = load_blob(path, "a guide regressor")
+    try:
+        if blob.get("kind") == "periodic":
+            reg: MatrixRegressor | PeriodicRegressor = PeriodicRegressor(blob["info"], **blob["config"])
+        elif blob.get("kind") == "matrix":
+            reg = MatrixRegressor(**blob["config"])
+        else:
+            raise ValueError(f"kind {blob.get('kind')!r}")
+        reg.load_state_dict(blob["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a guide regressor saved by polydiff-crystals ({err})") from None
     return reg.eval(), dict(blob.get("report", {}))
 
 

@@ -16,7 +16,6 @@ mass) with ``mask`` (B, 5) for the peptide.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from polydiff.plugin import (
     atomic_write,
     check_info,
     package_recipes,
+    read_npz,
     rotate,
 )
 
@@ -194,26 +194,32 @@ class MDModality(Modality):
 
     def read(self, path: Path) -> list[np.ndarray]:
         """An NPZ with ``x`` (or ``coordinates``), a folder holding ``samples.npz``, or a
-        multi-frame XYZ / extended XYZ of 5-bead frames."""
+        multi-frame XYZ / extended XYZ of 5-bead frames. Errors name the file: not a readable
+        archive of plain arrays (:func:`polydiff.plugin.read_npz`), no coordinates, coordinates
+        that are not finite real numbers of shape (n, 2) or (n, beads, 3), XYZ frames of
+        different sizes."""
         path = Path(path)
         if path.is_dir():
             path = path / "samples.npz"
-        if path.suffix == ".npz":
-            try:
-                z = np.load(path, allow_pickle=False)
-                keys = list(z.files)
-                key = "x" if "x" in keys else "coordinates" if "coordinates" in keys else None
-                x = None if key is None else np.asarray(z[key], dtype=np.float64)
-            except (OSError, EOFError, ValueError, AttributeError, zipfile.BadZipFile) as err:
-                raise ValueError(f"{path}: not a readable NPZ file of coordinates ({err})") from err
-            if x is None:
-                raise ValueError(f"{path}: no array 'x' or 'coordinates' (has {keys})")
-            if x.ndim not in (2, 3) or x.shape[-1] not in (2, 3) or not np.isfinite(x).all():
-                raise ValueError(f"{path}: expected finite coordinates (n, 2) or (n, beads, 3), got shape {x.shape}")
-            return list(x)
+        if path.suffix.lower() == ".npz":
+            z = read_npz(path, ValueError)
+            key = "x" if "x" in z else "coordinates" if "coordinates" in z else None
+            if key is None:
+                raise ValueError(f"{path}: no array 'x' or 'coordinates' (has {', '.join(z) or 'none'})")
+            x = z[key]
+            if x.dtype.kind not in "iuf" or x.ndim not in (2, 3) or x.shape[-1] not in (2, 3) \
+                    or not np.isfinite(x).all():
+                raise ValueError(f"{path}: expected finite real coordinates (n, 2) or (n, beads, 3) in {key!r}, got "
+                                 f"shape {x.shape} {x.dtype}")
+            return list(x.astype(np.float64))
         from .molio import read_xyz
 
-        return [m.positions for m in read_xyz(path)]
+        frames = [m.positions for m in read_xyz(path)]
+        for k, f in enumerate(frames):
+            if f.shape != frames[0].shape:
+                raise ValueError(f"{path}: frame {k + 1} has {len(f)} beads, frame 1 has {len(frames[0])}: the frames "
+                                 "of one file are samples of one system")
+        return frames
 
     def evaluate(self, objects: Sequence[np.ndarray], reference: Sequence[np.ndarray],
                  info: Mapping[str, Any]) -> dict[str, float]:

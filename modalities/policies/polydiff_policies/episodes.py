@@ -113,13 +113,16 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
         raise EpisodeError(f"{path}: no 'episode_ends' array (cumulative episode ends)")
     ends = np.asarray(z["episode_ends"]).reshape(-1)
     for name, a in (("obs", obs), ("actions", actions)):
-        if a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
-            raise EpisodeError(f"{path}: {name!r} must be a numeric (steps, dim) array, got shape {a.shape} "
+        if a.ndim != 2 or a.dtype.kind not in "iuf":
+            raise EpisodeError(f"{path}: {name!r} must be a (steps, dim) array of real numbers, got shape {a.shape} "
                                f"{a.dtype}")
     if len(obs) != len(actions):
         raise EpisodeError(f"{path}: {len(obs)} observations but {len(actions)} actions (one action per observation)")
     if not np.issubdtype(ends.dtype, np.integer) or len(ends) == 0:
         raise EpisodeError(f"{path}: 'episode_ends' must be a non-empty integer array")
+    if ends.dtype.kind == "u" and int(ends.max()) > np.iinfo(np.int64).max:
+        raise EpisodeError(f"{path}: 'episode_ends' holds {int(ends.max())}, beyond any number of steps")
+    ends = ends.astype(np.int64)  # unsigned ends would turn the starts (and slices) into floats
     starts = np.concatenate([[0], ends[:-1]])
     bad = np.nonzero(ends <= starts)[0]
     if len(bad):
@@ -138,8 +141,9 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
                                "gives every episode the same goal")
         goals = np.tile(np.asarray(goal, dtype=np.float32).reshape(-1), (len(ends), 1))
     goals = np.asarray(goals)
-    if goals.ndim != 2 or len(goals) != len(ends):
-        raise EpisodeError(f"{path}: 'goals' must be (episodes, goal_dim) = ({len(ends)}, ...), got {goals.shape}")
+    if goals.ndim != 2 or len(goals) != len(ends) or goals.dtype.kind not in "iuf":
+        raise EpisodeError(f"{path}: 'goals' must be (episodes, goal_dim) = ({len(ends)}, ...) real numbers, got "
+                           f"{goals.shape} {goals.dtype}")
     if env is not None:
         _check_env_sizes(path, env, {_key(z, "obs"): obs, _key(z, "actions"): actions,
                                      ("goals" if "goals" in z else "the goal option"): goals})
@@ -161,13 +165,18 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
         meta["env"] = [known] * len(ends)
     out = []
     for e, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
-        o, act, g = obs[a:b], actions[a:b], goals[e]
-        for name, arr in (("obs", o), ("actions", act), ("goals", g)):
-            if not np.isfinite(arr).all():
-                step = int(np.nonzero(~np.isfinite(arr).reshape(len(arr), -1).all(-1))[0][0]) if arr.ndim > 1 else 0
-                where = f"step {step}" if arr.ndim > 1 else "its goal"
-                raise EpisodeError(f"{path}: episode {e}: {name!r} holds NaN or infinite values ({where})")
-        out.append(Episode(o.astype(np.float32), act.astype(np.float32), g.astype(np.float32),
+        arrays = {"obs": obs[a:b], "actions": actions[a:b], "goals": goals[e]}
+        for name, arr in arrays.items():
+            with np.errstate(over="ignore"):  # a finite value beyond float32's range becomes inf: refused
+                as32 = arr.astype(np.float32)
+            for bad, what in ((~np.isfinite(arr), "NaN or infinite values"),
+                              (~np.isfinite(as32), "values beyond float32's range")):
+                if bad.any():
+                    step = int(np.nonzero(bad.reshape(len(arr), -1).any(-1))[0][0]) if arr.ndim > 1 else 0
+                    where = f"step {step}" if arr.ndim > 1 else "its goal"
+                    raise EpisodeError(f"{path}: episode {e}: {name!r} holds {what} ({where})")
+            arrays[name] = as32
+        out.append(Episode(arrays["obs"], arrays["actions"], arrays["goals"],
                            str(labels["outcomes"][e]) if labels["outcomes"] is not None else "",
                            str(labels["behaviours"][e]) if labels["behaviours"] is not None else "",
                            {k: v[e] for k, v in meta.items()}))

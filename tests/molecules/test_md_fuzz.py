@@ -1,0 +1,263 @@
+"""Fuzzing the molecules plugin's readers of folders and of the ``md`` modality's files: the
+``samples.npz`` (and multi-frame extended XYZ) that ``polydiff sample`` writes for the ``md``
+modality, and a folder of SDF / XYZ / SMILES files read by the molecules modality
+(``polydiff evaluate DIR``). A damaged file ends in a typed error naming it, or in a result with
+the right number of records (fewer only with a warning naming the file). (``read_xyz``,
+``read_sdf`` and ``read_smiles`` themselves are fuzzed in ``test_mol_io.py``.)"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rdkit")
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as fixed_seed
+from hypothesis import strategies as st
+
+from polydiff.fuzz import EXAMPLES_ENV, fuzz_reader
+from polydiff_molecules import MDModality, Molecule, MoleculesModality, from_rdkit
+from polydiff_molecules.molio import MoleculeFileError, write_sdf, write_xyz
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NPY_TOKENS = (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"\x93NUMPY", b"x.npy", b"coordinates", b"<f8", b"<U3",
+              b"'shape': (", b"(999999999999, 5, 3)", b"(0, 2)", b"fortran_order': True")
+
+
+# -- md: samples.npz and the extended XYZ ---------------------------------------------------------
+
+def _frames(kind: str) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return list(rng.normal(size=(6, 5, 3)) if kind == "peptide" else rng.normal(size=(6, 2)))
+
+
+def _npz_frames(name: str, data: bytes) -> int | None:
+    """Frames of a ``samples.npz``: the length of its ``x`` (or ``coordinates``) where numpy loads it."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            key = "x" if "x" in z.files else "coordinates"
+            return len(z[key])
+    except Exception:  # unreadable: the reader must refuse it
+        return None
+
+
+def _check_frames(frames: list[np.ndarray]) -> None:
+    """Frames ``evaluate`` can stack: one shape, (2,) or (beads, 3), finite."""
+    shapes = {np.shape(f) for f in frames}
+    assert len(shapes) <= 1, f"frames of several shapes: {sorted(shapes)}"
+    for f in frames:
+        assert f.shape in ((2,), (3,)) or (f.ndim == 2 and f.shape[-1] in (2, 3)), f"a frame of shape {f.shape}"
+        assert np.isfinite(f).all(), "non-finite coordinates"
+
+
+@pytest.mark.parametrize("kind", ["peptide", "2d", "compressed"])
+def test_fuzz_md_read_folder(tmp_path, kind):
+    """``polydiff evaluate DIR --modality md``: the folder's ``samples.npz`` as ``polydiff sample``
+    writes it (peptide or 2-D), or compressed (``numpy.savez_compressed``, as users may save theirs)."""
+    src = tmp_path / "src"
+    if kind == "compressed":
+        src.mkdir()
+        np.savez_compressed(src / "samples.npz", x=np.stack(_frames("peptide")))
+    else:
+        MDModality().write(_frames(kind), src)
+    valid = {"samples.npz": (src / "samples.npz").read_bytes()}
+    print(fuzz_reader(MDModality().read, valid, tmp_path / "fuzz", examples=150, folder=True,
+                      expected=(ValueError, OSError), records=_npz_frames, check=_check_frames, tokens=NPY_TOKENS,
+                      name=f"MDModality.read({kind} samples.npz)"))
+
+
+VALUES = (np.nan, np.inf, -np.inf, 1e300, 0.0, -1.0, 2.0**62)
+DTYPES = ("int64", "uint8", "float16", "float32", "bool", "complex64", "U5", "S3")
+
+
+def _reshape(a: np.ndarray, how: str) -> np.ndarray:
+    if how == "ravel":
+        return a.reshape(-1)
+    if how == "add axis":
+        return a[..., None]
+    if how == "transpose":
+        return a.T
+    if how == "scalar":
+        return np.asarray(a.reshape(-1)[0]) if a.size else a
+    return a[:0] if a.ndim else a  # "empty"
+
+
+@st.composite
+def _damaged_coordinates(draw: Any, x: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """``{"x": x}`` with 1 to 3 changes: the key renamed, dropped or joined by another array, the
+    dtype or shape changed, one element set to a tricky value."""
+    arrays, steps = {"x": x.copy()}, []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["rename", "add", "dtype", "shape", "value", "value"]))
+        key = draw(st.sampled_from(sorted(arrays))) if arrays else None
+        if key is None or kind == "add":
+            new = draw(st.sampled_from(["x", "coordinates", "energies"]))
+            arrays[new] = draw(st.sampled_from([np.zeros((3, 2)), np.arange(3), np.array(["a"]), np.array(1.5)]))
+            steps.append(f"added {new}")
+        elif kind == "rename":
+            new = draw(st.sampled_from(["coordinates", "X", "pos"]))
+            arrays[new] = arrays.pop(key)
+            steps.append(f"{key} renamed {new}")
+        elif kind == "dtype":
+            dtype = draw(st.sampled_from(DTYPES))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    arrays[key] = arrays[key].astype(dtype)
+                except (ValueError, TypeError, OverflowError):  # e.g. "0.125" as int64: left as it is
+                    pass
+            steps.append(f"{key} as {dtype}")
+        elif kind == "shape":
+            how = draw(st.sampled_from(["ravel", "add axis", "transpose", "scalar", "empty"]))
+            arrays[key] = _reshape(arrays[key], how)
+            steps.append(f"{key}: {how}")
+        elif arrays[key].size and arrays[key].dtype.kind in "fc":
+            a, at, value = arrays[key].copy(), draw(st.integers(0, arrays[key].size - 1)), draw(st.sampled_from(VALUES))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                a.reshape(-1)[at] = value
+            arrays[key] = a
+            steps.append(f"{key}[{at}] = {value!r}")
+    return arrays, "; ".join(steps)
+
+
+@pytest.mark.parametrize("kind", ["peptide", "2d"])
+def test_fuzz_md_coordinate_arrays(tmp_path, kind):
+    """Well-formed ``samples.npz`` files of damaged arrays (the bytes fuzz above rarely gets past
+    the archive's CRCs): a typed error naming the file, or one finite frame per row of ``x``."""
+    x = np.stack(_frames(kind))
+    counter = itertools.count()
+
+    @fixed_seed(0)
+    @settings(max_examples=int(os.environ.get(EXAMPLES_ENV) or 150), deadline=None, database=None,
+              print_blob=False, phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
+              suppress_health_check=list(HealthCheck))
+    @given(_damaged_coordinates(x), st.booleans())
+    def one(case: tuple[dict[str, np.ndarray], str], compressed: bool) -> None:
+        arrays, what = case
+        folder = tmp_path / f"case-{next(counter)}"
+        folder.mkdir()
+        (np.savez_compressed if compressed else np.savez)(folder / "samples.npz", **arrays)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning that does not name the file (numpy's ComplexWarning)
+            try:
+                frames = MDModality().read(folder)
+            except (ValueError, OSError) as err:
+                assert "samples.npz" in str(err), f"{what}: the {type(err).__name__} does not name the file: {err}"
+                return
+        _check_frames(frames)
+        want = _npz_frames("samples.npz", (folder / "samples.npz").read_bytes())
+        assert len(frames) == want, f"{what}: {len(frames)} frames read, the file holds {want}"
+
+    one()
+
+
+def test_fuzz_md_read_extxyz(tmp_path):
+    """The peptide's multi-frame extended XYZ (5 beads a frame): a clear error naming it, or
+    frames of one shape."""
+    src = tmp_path / "src"
+    MDModality().write(_frames("peptide"), src)
+    valid = {"samples.extxyz": (src / "samples.extxyz").read_bytes()}
+    print(fuzz_reader(MDModality().read, valid, tmp_path / "fuzz", examples=150, expected=(ValueError, OSError),
+                      check=_check_frames, tokens=(b"Properties=", b"species:S:1:pos:R:3", b"name=", b"5\n", b"4\n",
+                                                   b"C ", b"Xx", b"999999"),
+                      name="MDModality.read(samples.extxyz)"))
+
+
+def test_md_xyz_frames_of_different_sizes_are_an_error(tmp_path):
+    """Frames of one XYZ file are samples of one system: a frame of other size names the frame
+    (``evaluate`` would otherwise fail stacking them, naming nothing)."""
+    path = tmp_path / "mixed.extxyz"
+    path.write_text("5\nname=a\n" + "C 0 0 0\n" * 5 + "4\nname=b\n" + "C 0 0 0\n" * 4)
+    with pytest.raises(ValueError, match=r"mixed\.extxyz: frame 2 has 4 beads, frame 1 has 5"):
+        MDModality().read(path)
+
+
+# -- molecules: a folder of SDF / XYZ / SMILES files ----------------------------------------------
+
+def _embedded(smiles: str, name: str) -> Molecule:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(mol, randomSeed=3) == 0
+    return from_rdkit(mol, name=name)
+
+
+@pytest.fixture(scope="module")
+def molecule_files(tmp_path_factory) -> dict[str, bytes]:
+    """Two SDF files of one molecule each (as ``polydiff sample`` writes them), an XYZ file of
+    two frames and a SMILES file of two molecules."""
+    out = tmp_path_factory.mktemp("molecule-files")
+    ethanol, phenol, nitrile = _embedded("CCO", "ethanol"), _embedded("c1ccccc1O", "phenol"), _embedded("CC#N", "acn")
+    write_sdf([ethanol], out / "sample_0000.sdf")
+    write_sdf([phenol], out / "sample_0001.sdf")
+    write_xyz([nitrile, ethanol], out / "frames.xyz")
+    (out / "more.smi").write_text("smiles name\nCCO ethanol\nC#N hcn\n")
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def _text(data: bytes, encoding: str = "utf-8") -> list[str] | None:
+    try:
+        return re.split(r"\r\n|\r|\n", data.decode(encoding))
+    except UnicodeDecodeError:
+        return None
+
+
+def _sdf_records(data: bytes) -> int | None:
+    """Records of an SDF file: the ``$$$$``-separated chunks with something in them."""
+    lines = _text(data)
+    if lines is None:
+        return None
+    chunks, current = [], []
+    for line in lines:
+        current.append(line)
+        if line.startswith("$$$$"):
+            chunks.append(current)
+            current = []
+    chunks.append(current)
+    return sum(1 for c in chunks if any(s.strip() for s in c if not s.startswith("$$$$")))
+
+
+def _smiles_records(data: bytes) -> int | None:
+    lines = _text(data, "utf-8-sig")
+    if lines is None:
+        return None
+    lines = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+    return len(lines) - bool(lines and lines[0].split()[0].lower() == "smiles")
+
+
+def _check_molecules(result: list[Molecule]) -> None:
+    assert result, "an empty list returned without an error"
+    for m in result:
+        assert isinstance(m, Molecule) and len(m) >= 1, "an empty molecule"
+        assert np.isfinite(m.positions).all(), f"non-finite coordinates in {m.name!r}"
+        assert len(m.charges) == len(m) and (m.bonds is None or m.bonds.shape == (len(m), len(m)))
+
+
+@pytest.mark.parametrize("target", ["sample_0000.sdf", "frames.xyz", "more.smi"])
+def test_fuzz_molecules_read_folder(tmp_path, molecule_files, target):
+    """``polydiff evaluate DIR --modality molecules`` on a folder of SDF, XYZ and SMILES files, one
+    of them damaged: a clear error naming it, or every molecule of the folder read (fewer only
+    with a warning naming the damaged file)."""
+    others = {"sample_0000.sdf": 1, "sample_0001.sdf": 1, "frames.xyz": 2, "more.smi": 2}
+    rest = sum(n for name, n in others.items() if name != target)
+
+    def records(name: str, data: bytes) -> int | None:
+        mine = _sdf_records(data) if name.endswith(".sdf") else _smiles_records(data) if name.endswith(".smi") else None
+        return None if mine is None else rest + mine
+
+    print(fuzz_reader(MoleculesModality().read, molecule_files, tmp_path / "fuzz", examples=100, folder=True,
+                      mutate=[target], expected=(MoleculeFileError, ValueError, OSError), records=records,
+                      check=_check_molecules, timeout=10.0,
+                      tokens=(b"V2000", b"M  END", b"$$$$", b"Properties=", b"[", b"(", b"=", b"999"),
+                      name=f"MoleculesModality.read(folder, {target} damaged)"))
