@@ -8,8 +8,10 @@ Reading is forgiving where datasets are usually dirty and strict elsewhere: an u
 (a file, a data block or a CSV row) is skipped with its reason, and the skips are counted and
 reported with one warning per file; any other malformed input (a POSCAR, an extXYZ frame without
 a cell, a non-numeric property cell) raises :class:`CrystalFileError` naming the file and the
-line, frame, row or column. Writing goes through :func:`polydiff.plugin.atomic_write`, so an
-existing file is replaced only by a complete new one.
+line, frame, row or column. A parsed structure that is no crystal (no sites, an unknown element,
+a cell that is not finite or has no volume, coordinates that are not finite) counts as malformed
+too. Writing goes through :func:`polydiff.plugin.atomic_write`, so an existing file is replaced
+only by a complete new one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
@@ -226,14 +229,46 @@ def parse_cif(text: str, first_line: int = 1) -> Structure:
             detail = f" ({'; '.join(said)})" if said else ""
             reason = f"{type(err).__name__}: {err}{detail}"
             raise ValueError(reason if len(reason) <= 300 else reason[:297] + "...") from None
-    if len(structure) == 0:
-        raise ValueError("no atom sites")
+    problem = _structure_problem(structure)
+    if problem:
+        raise ValueError(problem)
     if not structure.is_ordered:
         raise ValueError("partial occupancies (disordered sites) are not supported")
     mismatch = _formula_mismatch(text, structure)
     if mismatch:
         raise ValueError(mismatch)
     return structure
+
+
+def _structure_problem(structure: Structure) -> str | None:
+    """Why a parsed ``structure`` is no usable crystal, or None: no sites, a species that is no
+    element (pymatgen's dummy species for an unknown symbol such as ``Xx``), a cell that is not
+    finite or has no volume (dependent lattice vectors, a zero scale), coordinates not finite."""
+    from pymatgen.core.periodic_table import DummySpecies
+
+    if len(structure) == 0:
+        return "no atom sites"
+    dummies = sorted({sp.symbol for site in structure for sp in site.species if isinstance(sp, DummySpecies)})
+    if dummies:
+        return f"unknown element(s) {', '.join(map(repr, dummies))}"
+    problem = _cell_problem(structure.lattice.matrix)
+    if problem:
+        return problem
+    if not (np.isfinite(structure.frac_coords).all() and np.isfinite(structure.cart_coords).all()):
+        return "atom coordinates that are not finite (NaN or infinite)"
+    return None
+
+
+def _cell_problem(matrix: Any) -> str | None:
+    """Why a 3x3 lattice ``matrix`` (rows the cell vectors) is no crystal cell, or None: entries
+    that are not finite, or no volume (linearly dependent vectors)."""
+    matrix = np.asarray(matrix, dtype=float)
+    if not np.isfinite(matrix).all():
+        return f"the cell is not finite (lattice vectors {matrix.tolist()})"
+    volume = abs(float(np.linalg.det(matrix)))
+    if not (math.isfinite(volume) and volume > 0):
+        return f"the cell has no volume (dependent lattice vectors {matrix.tolist()})"
+    return None
 
 
 _CELL_FIELDS = ("_cell_length_a", "_cell_length_b", "_cell_length_c", "_cell_angle_alpha", "_cell_angle_beta",
@@ -430,9 +465,14 @@ def _numeric_column(i: int, rows: list[tuple[int, int, list[str]]]) -> bool:
 
 
 def _read_poscar(path: Path) -> Structure:
+    """The structure of a POSCAR; a malformed file, one without element symbols (VASP 4:
+    pymatgen would invent H, He, Li...) or a structure that is no crystal is a CrystalFileError."""
     text = read_text(path, CrystalFileError)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    overrun = _poscar_overrun(text)  # before pymatgen: it builds a list of that many symbols first
+    if overrun:
+        raise CrystalFileError(f"{path}:{overrun}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             structure = Poscar.from_str(text).structure
         except Exception as err:  # pymatgen raises many kinds for a bad POSCAR
@@ -440,13 +480,37 @@ def _read_poscar(path: Path) -> Structure:
             if where:
                 raise CrystalFileError(f"{path}:{where}") from None
             raise CrystalFileError(f"{path}: not a readable POSCAR ({type(err).__name__}: {err})") from None
+    if any(str(w.message).startswith("Elements in POSCAR cannot be determined") for w in caught):
+        raise CrystalFileError(f"{path}: no element symbols (a VASP 4 POSCAR: add a line of symbols above the "
+                               "atom counts)")
+    problem = _structure_problem(structure)
+    if problem:
+        raise CrystalFileError(f"{path}: {problem}")
     return _named(structure, path.stem if path.suffix.lower() in (".vasp", ".poscar") else path.name)
+
+
+def _poscar_overrun(text: str) -> str | None:
+    """``"LINE: why"`` when the atom counts (the first line of whole numbers from line 6 on, where
+    pymatgen looks for them) announce more atoms than the file has lines, else None."""
+    lines = text.splitlines()
+    for k in range(5, min(len(lines), 16)):
+        try:
+            total = sum(int(x) for x in lines[k].split("#")[0].split())
+        except ValueError:
+            continue
+        if total > len(lines):
+            return f"{k + 1}: {total} atoms announced but the file has {len(lines)} lines (cut off?)"
+        return None
+    return None
 
 
 def _read_extxyz(path: Path, properties: Sequence[str] | None) -> list[Structure]:
     import ase.io
 
     text = read_text(path, CrystalFileError)
+    layout = _xyz_layout(text.split("\n"))  # before ASE: a huge atom count would keep it reading for ever
+    if layout:
+        raise CrystalFileError(f"{path}: {layout}")
     try:
         frames = ase.io.read(io.StringIO(text), index=":", format="extxyz")
     except Exception as err:  # ASE raises many kinds for a bad file
@@ -461,16 +525,22 @@ def _read_extxyz(path: Path, properties: Sequence[str] | None) -> list[Structure
         if atoms.cell.rank < 3:
             raise CrystalFileError(f"{path}: frame {k}: no 3-D cell (a crystal needs Lattice=\"ax ay az bx by bz "
                                    "cx cy cz\" in the frame's comment line)")
-        props = {key: float(v) for key, v in atoms.info.items() if _is_number(v)}
+        props = {key: float(v) for key, v in atoms.info.items() if key != "name" and _is_number(v)}
         if atoms.calc is not None:
-            props.update({key: float(v) for key, v in atoms.calc.results.items() if _is_number(v)})
+            props.update({key: float(v) for key, v in atoms.calc.results.items() if key != "name" and _is_number(v)})
         if properties is not None:
             props = {key: v for key, v in props.items() if key in properties}
         name = atoms.info.get("name")
         if not isinstance(name, str) or not name:
             name = path.stem if len(frames) == 1 else f"{path.stem}_{k}"
+        problem = _cell_problem(atoms.cell.array)  # before Structure: a singular cell fails in its inversion
+        if problem:
+            raise CrystalFileError(f"{path}: frame {k}: {problem}")
         structure = Structure(Lattice(atoms.cell.array), atoms.get_chemical_symbols(), atoms.positions,
                               coords_are_cartesian=True)
+        problem = _structure_problem(structure)
+        if problem:
+            raise CrystalFileError(f"{path}: frame {k}: {problem}")
         out.append(_named(structure, name, props))
     return out
 
@@ -542,6 +612,32 @@ def _xyz_problem(lines: list[str]) -> str | None:
     return None
 
 
+def _xyz_layout(lines: list[str]) -> str | None:
+    """Why the frames of an extended XYZ text (``lines`` split on ``\\n``, as ASE reads them) do not
+    add up, walking them as ASE does, or None: an atom count that is negative or runs past the end
+    of the file, or text after the blank line at which ASE stops (it would drop the frames there).
+    A count line that is not a number is left to ASE (and :func:`_xyz_problem`) to explain."""
+    i = k = 0
+    end = len(lines) - (lines[-1] == "")  # the last line ends with the text's final newline
+    while i < len(lines) and lines[i].strip():
+        try:
+            n = int(lines[i])
+        except ValueError:
+            return None
+        if n < 0:
+            return f"frame {k} (line {i + 1}): a negative atom count ({n})"
+        if i + 1 + n >= end:
+            return f"frame {k} (line {i + 1}): {n} atoms announced but the file ends after line {end} (cut off?)"
+        i, k = i + 2 + n, k + 1
+        while i < len(lines) and lines[i].lstrip().startswith("VEC"):
+            i += 1
+    rest = next((j for j in range(i, len(lines)) if lines[j].strip()), None)
+    if rest is None:
+        return None
+    where = f"after frame {k - 1}" if k else "before the first frame"
+    return f"line {rest + 1}: text after the blank line {i + 1}, where ASE ends the file {where} (remove blank lines)"
+
+
 def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -565,6 +661,9 @@ def _read_json(path: Path, properties: Sequence[str] | None) -> list[Structure]:
         except Exception as err:  # from_dict raises many kinds for a wrong dict
             raise CrystalFileError(f"{path}: record {k}: not a pymatgen Structure dict "
                                    f"({type(err).__name__}: {err})") from None
+        problem = _structure_problem(structure)
+        if problem:
+            raise CrystalFileError(f"{path}: record {k}: {problem}")
         props = dict(structure.properties or {})
         name = props.pop("name", None) or (path.stem if len(items) == 1 else f"{path.stem}_{k}")
         props = {key: float(v) for key, v in props.items() if _is_number(v) and

@@ -575,20 +575,13 @@ class CrystalsModality(Modality):
     def read(self, path: Path) -> list[Any]:
         """A CIF / POSCAR / extXYZ / CSV-of-CIFs file or a folder of them; a samples folder's
         ``undecodable.csv`` rows come back as :class:`Undecodable` (they stay invalid samples)."""
-        import csv
-
         from .crystal_io import read_structures
 
         path = Path(path)
         bad = path / "undecodable.csv"
-        rows = []
-        if path.is_dir() and bad.is_file():
-            with bad.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            if rows and not {"name", "reason"} <= set(rows[0]):
-                raise ValueError(f"{bad}: expected the columns name, reason; found {sorted(rows[0])}")
+        rows = _read_undecodable(bad) if path.is_dir() and bad.is_file() else []
         structs: list[Any] = read_structures(path) if not rows or any(path.glob("*.cif")) else []
-        return structs + [Undecodable(r["name"], r["reason"]) for r in rows]
+        return structs + rows
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """CDVAE's validity, coverage (COV-R / COV-P, AMSD / AMCD) and property Wasserstein
@@ -630,6 +623,39 @@ def as_written(structure: Any) -> Any:
 
     out = parse_cif(str(CifWriter(structure)))
     out.properties.update(structure.properties)
+    return out
+
+
+def _read_undecodable(file: Path) -> list[Undecodable]:
+    """The rows of a samples folder's ``undecodable.csv`` (columns ``name``, ``reason``; blank
+    lines skipped). Bytes that are not UTF-8, an unreadable CSV record, other columns or a row
+    whose cells do not match the header are a ValueError naming the file and the line."""
+    import csv
+    import io
+
+    from polydiff.plugin import read_text
+
+    reader = csv.reader(io.StringIO(read_text(file), newline=""))
+    rows: list[tuple[int, list[str]]] = []  # (line, cells)
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        end = reader.line_num
+        for cells in reader:
+            line, end = end + 1, reader.line_num
+            if cells:
+                rows.append((line, cells))
+    except csv.Error as err:
+        raise ValueError(f"{file}:{reader.line_num}: not a readable CSV row ({err})") from None
+    if not rows:
+        return []
+    if not {"name", "reason"} <= set(header):
+        raise ValueError(f"{file}: expected the columns name, reason; found {sorted(header)}")
+    i, j = header.index("name"), header.index("reason")
+    out = []
+    for line, cells in rows:
+        if len(cells) != len(header):
+            raise ValueError(f"{file}:{line}: {len(cells)} cells, the header has {len(header)}")
+        out.append(Undecodable(cells[i], cells[j]))
     return out
 
 
