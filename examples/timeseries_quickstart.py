@@ -22,7 +22,7 @@ from polydiff_timeseries.metrics import forecast_metrics
 from polydiff_timeseries.plot import plot_forecast
 from polydiff_timeseries.tsdiff import raw_windows
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "timeseries" / "tsdiff_ar.yaml"
+RECIPE = "timeseries:tsdiff_ar"  # the recipe shipped with the plugin (configs/timeseries/tsdiff_ar.yaml)
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     out = args.out
     progress = False if args.quiet else None  # None: a bar on a terminal, plain lines in logs of long runs
 
-    # 1. train (resumable; `polydiff train configs/timeseries/tsdiff_ar.yaml` does the same)
+    # 1. train (resumable; `polydiff train timeseries:tsdiff_ar` does the same)
     overrides = [f"train.max_steps={args.steps}", f"train.progress={str(not args.quiet).lower()}"]
     run = polydiff.train(RECIPE, out / "run", overrides=overrides, fresh=True, verbose=False)
     gen = polydiff.load(run.checkpoint)

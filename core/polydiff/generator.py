@@ -562,7 +562,19 @@ class Generator:
         return check_metrics(self.modality.evaluate(objects, ref, self.info), self.modality.name)
 
     def plot(self, objects: Any, path: str | Path) -> Path | None:
-        """The modality's figure of ``objects`` (over the reference when the plot accepts one)."""
+        """The modality's figure of ``objects`` (over the reference when the plot accepts one);
+        None, with a warning saying why, without matplotlib or when the plugin draws none."""
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            warnings.warn("no picture: matplotlib is not installed (pip install 'polydiff[plot]')", stacklevel=2)
+            return None
+        png = self._plot(objects, path)
+        if png is None:
+            warnings.warn(f"no picture: the {self.modality.name} plugin draws none of these samples", stacklevel=2)
+        return png
+
+    def _plot(self, objects: Any, path: str | Path) -> Path | None:
         if "reference" in inspect.signature(self.modality.plot).parameters:
             return self.modality.plot(objects, Path(path), reference=self.reference())
         return self.modality.plot(objects, Path(path))

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -476,3 +477,43 @@ def test_progress_bar_on_a_terminal_not_with_quiet(ckpt, capsys, tmp_path, monke
     assert cli.main(["sample", str(ckpt), "--num", "40", "--out", str(tmp_path / "e"), "--quiet"]) == 0
     assert len(log.getvalue().strip().splitlines()) == 6
     capsys.readouterr()
+
+
+def test_plot_without_matplotlib_says_why_and_writes_the_samples(ckpt, tmp_path, capsys, monkeypatch):
+    """``sample --plot`` without matplotlib writes the samples and one warning naming the extra
+    to install; a plugin that draws nothing is named too (never a silent missing picture)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else
+                        find_spec(name, *a))
+    with pytest.warns(UserWarning, match=re.escape("no picture: matplotlib is not installed (pip install "
+                                                   "'polydiff[plot]')")):
+        code, _, err = run(capsys, "sample", ckpt, "--num", 3, "--steps", 2, "--out", tmp_path / "s", "--plot")
+    assert code == 0, err
+    assert (tmp_path / "s" / "samples.csv").is_file() and not (tmp_path / "s" / "samples.png").exists()
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    gen = polydiff.load(ckpt)
+    monkeypatch.setattr(gen.modality, "plot", lambda objects, path, reference=None: None)
+    with pytest.warns(UserWarning, match="no picture: the toy plugin draws none"):
+        assert gen.plot(np.zeros((3, 2)), tmp_path / "p.png") is None
+
+
+def test_plugin_plot_modules_need_matplotlib_at_import(monkeypatch):
+    """Plugins guard their plots with ``try: from .plot import ...; except ImportError``: that
+    guard works only if the plot module itself fails to import without matplotlib."""
+    import importlib
+    import sys
+
+    modules = [m for m in ("polydiff_policies.plot", "polydiff_audio.plot", "polydiff_crystals.plot",
+                           "polydiff_molecules.plot", "polydiff_graphs.plot", "polydiff_text.plot",
+                           "polydiff_timeseries.plot", "polydiff_proteins.plot")
+               if importlib.util.find_spec(m.split(".")[0]) is not None]
+    if not modules:
+        pytest.skip("no plugin installed")
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")] + modules:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    for m in modules:
+        with pytest.raises(ImportError):
+            importlib.import_module(m)

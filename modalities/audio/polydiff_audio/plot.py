@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
 from polydiff.plugin import save_figure
@@ -46,8 +47,6 @@ def _show_stems(ax: Any, stems: Any) -> None:
 
 def plot_audio(objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None, n: int = 6) -> Path:
     """Up to ``n`` samples (top row) over as many reference items (bottom row)."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
 from polydiff.plugin import save_figure
 
 
 def _colour(z: int) -> tuple[float, float, float, float]:
-    import matplotlib
 
     return matplotlib.colormaps["tab20"]((z * 7) % 20)
 
@@ -45,8 +45,6 @@ def plot_crystals(samples: Sequence[Any], path: Path, reference: Sequence[Any] |
                   per_row: int = 6) -> Path:
     """Unit cells of samples (and a row of data first), then histograms of density, atoms per
     cell, number of elements and space groups, samples over data; written atomically."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import networkx as nx
 
 from polydiff.plugin import atomic_write, save_figure

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
 from polydiff.plugin import save_figure
@@ -48,8 +49,6 @@ def plot_molecules(samples: Sequence[Molecule], path: Path, reference: Sequence[
                    per_row: int = 6) -> Path:
     """Up to ``per_row`` samples per row (one row of reference molecules first when given) and
     the atom-count histograms; written atomically as a PNG."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
 from polydiff.plugin import atomic_write, save_figure
@@ -50,8 +51,6 @@ def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
 
 def plot_rollouts(episodes: Sequence[Episode], path: Path, reference: Sequence[Episode] | None = None) -> Path:
     """Agent paths of ``episodes`` (solid: success, dotted: failure) beside the reference's."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -68,8 +67,6 @@ def plot_rollouts(episodes: Sequence[Episode], path: Path, reference: Sequence[E
 def animate(episode: Episode, path: Path, fps: int = 10, stride: int = 1) -> Path:
     """A GIF of one episode recorded with ``record_states`` (``meta["states"]``), drawn by its
     environment frame by frame (every ``stride``-th state), written atomically."""
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
+
 from polydiff.plugin import save_figure
 
 from .metrics import canonical_smiles

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
 from polydiff.plugin import save_figure
