@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polydiff.fuzz import FuzzFailure, csv_records, fuzz_reader, line_records
+from polydiff.fuzz import FuzzFailure, csv_records, fuzz_arrays, fuzz_reader, line_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,6 +62,49 @@ def test_harness_catches_bad_readers(tmp_path):
             fuzz_reader(reader, valid, tmp_path / reader.__name__, examples=100, records=csv_records,
                         timeout=0.5 if reader is slow else 10.0)
 
+
+def test_harness_catches_bad_array_readers(tmp_path):
+    """:func:`fuzz_arrays` fails a reader that leaks a numpy exception and one that silently reads
+    complex values as real, and passes a careful reader."""
+    base = {"x": np.arange(12.0).reshape(6, 2)}
+
+    def naive(path: Path) -> list[np.ndarray]:  # numpy's KeyError / TypeError, naming no file
+        with np.load(path) as z:
+            return list(z["x"])
+
+    def careful(path: Path) -> np.ndarray:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                x = z["x"]
+        except KeyError:
+            raise ValueError(f"{path.name}: no array x") from None
+        if x.dtype.kind not in "iuf" or x.ndim != 2 or x.shape[1] != 2 or not np.isfinite(x).all():
+            raise ValueError(f"{path.name}: x must be finite real numbers of shape (n, 2), not {x.dtype} {x.shape}")
+        return x.astype(np.float64)
+
+    def complex_as_real(path: Path) -> np.ndarray:
+        with np.load(path, allow_pickle=False) as z:
+            x = z["x"] if "x" in z.files else None
+            if x is None or x.dtype.kind not in "iufc" or x.ndim != 2 or x.shape[1] != 2:
+                raise ValueError(f"{path.name}: x must be numbers of shape (n, 2)")
+            x = x.astype(np.float64)  # drops imaginary parts (numpy warns, naming no file)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{path.name}: non-finite values")
+        return x
+
+    def rows(name: str, data: bytes) -> int | None:
+        try:
+            with np.load(__import__("io").BytesIO(data), allow_pickle=False) as z:
+                return len(z["x"])
+        except Exception:
+            return None
+
+    for reader, match in ((naive, "does not name the file|raised TypeError"),
+                          (complex_as_real, "raised ComplexWarning")):
+        with pytest.raises(FuzzFailure, match=match):
+            fuzz_arrays(reader, base, tmp_path / reader.__name__, examples=100, records=rows, timeout=10.0)
+    report = fuzz_arrays(careful, base, tmp_path / "careful", examples=100, records=rows, timeout=10.0)
+    assert report.examples == 100 and report.errors and report.reads
 
 def test_line_records():
     assert line_records(b"a\n\n#c\nb\r\nc\rd") == 4

@@ -8,22 +8,14 @@ the right number of records (fewer only with a warning naming the file). (``read
 from __future__ import annotations
 
 import io
-import itertools
-import os
 import re
-import warnings
-from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rdkit")
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as fixed_seed
-from hypothesis import strategies as st
-
-from polydiff.fuzz import EXAMPLES_ENV, fuzz_reader
+from polydiff.fuzz import fuzz_arrays, fuzz_reader
 from polydiff_molecules import MDModality, Molecule, MoleculesModality, from_rdkit
 from polydiff_molecules.molio import MoleculeFileError, write_sdf, write_xyz
 
@@ -75,90 +67,14 @@ def test_fuzz_md_read_folder(tmp_path, kind):
                       name=f"MDModality.read({kind} samples.npz)"))
 
 
-VALUES = (np.nan, np.inf, -np.inf, 1e300, 0.0, -1.0, 2.0**62)
-DTYPES = ("int64", "uint8", "float16", "float32", "bool", "complex64", "U5", "S3")
-
-
-def _reshape(a: np.ndarray, how: str) -> np.ndarray:
-    if how == "ravel":
-        return a.reshape(-1)
-    if how == "add axis":
-        return a[..., None]
-    if how == "transpose":
-        return a.T
-    if how == "scalar":
-        return np.asarray(a.reshape(-1)[0]) if a.size else a
-    return a[:0] if a.ndim else a  # "empty"
-
-
-@st.composite
-def _damaged_coordinates(draw: Any, x: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-    """``{"x": x}`` with 1 to 3 changes: the key renamed, dropped or joined by another array, the
-    dtype or shape changed, one element set to a tricky value."""
-    arrays, steps = {"x": x.copy()}, []
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["rename", "add", "dtype", "shape", "value", "value"]))
-        key = draw(st.sampled_from(sorted(arrays))) if arrays else None
-        if key is None or kind == "add":
-            new = draw(st.sampled_from(["x", "coordinates", "energies"]))
-            arrays[new] = draw(st.sampled_from([np.zeros((3, 2)), np.arange(3), np.array(["a"]), np.array(1.5)]))
-            steps.append(f"added {new}")
-        elif kind == "rename":
-            new = draw(st.sampled_from(["coordinates", "X", "pos"]))
-            arrays[new] = arrays.pop(key)
-            steps.append(f"{key} renamed {new}")
-        elif kind == "dtype":
-            dtype = draw(st.sampled_from(DTYPES))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    arrays[key] = arrays[key].astype(dtype)
-                except (ValueError, TypeError, OverflowError):  # e.g. "0.125" as int64: left as it is
-                    pass
-            steps.append(f"{key} as {dtype}")
-        elif kind == "shape":
-            how = draw(st.sampled_from(["ravel", "add axis", "transpose", "scalar", "empty"]))
-            arrays[key] = _reshape(arrays[key], how)
-            steps.append(f"{key}: {how}")
-        elif arrays[key].size and arrays[key].dtype.kind in "fc":
-            a, at, value = arrays[key].copy(), draw(st.integers(0, arrays[key].size - 1)), draw(st.sampled_from(VALUES))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                a.reshape(-1)[at] = value
-            arrays[key] = a
-            steps.append(f"{key}[{at}] = {value!r}")
-    return arrays, "; ".join(steps)
-
-
 @pytest.mark.parametrize("kind", ["peptide", "2d"])
 def test_fuzz_md_coordinate_arrays(tmp_path, kind):
     """Well-formed ``samples.npz`` files of damaged arrays (the bytes fuzz above rarely gets past
     the archive's CRCs): a typed error naming the file, or one finite frame per row of ``x``."""
-    x = np.stack(_frames(kind))
-    counter = itertools.count()
-
-    @fixed_seed(0)
-    @settings(max_examples=int(os.environ.get(EXAMPLES_ENV) or 150), deadline=None, database=None,
-              print_blob=False, phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck))
-    @given(_damaged_coordinates(x), st.booleans())
-    def one(case: tuple[dict[str, np.ndarray], str], compressed: bool) -> None:
-        arrays, what = case
-        folder = tmp_path / f"case-{next(counter)}"
-        folder.mkdir()
-        (np.savez_compressed if compressed else np.savez)(folder / "samples.npz", **arrays)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a warning that does not name the file (numpy's ComplexWarning)
-            try:
-                frames = MDModality().read(folder)
-            except (ValueError, OSError) as err:
-                assert "samples.npz" in str(err), f"{what}: the {type(err).__name__} does not name the file: {err}"
-                return
-        _check_frames(frames)
-        want = _npz_frames("samples.npz", (folder / "samples.npz").read_bytes())
-        assert len(frames) == want, f"{what}: {len(frames)} frames read, the file holds {want}"
-
-    one()
+    print(fuzz_arrays(MDModality().read, {"x": np.stack(_frames(kind))}, tmp_path, file="samples.npz", folder=True,
+                      examples=150, expected=(ValueError, OSError), records=_npz_frames, check=_check_frames,
+                      keys=("x", "coordinates", "energies", "X", "pos"),
+                      name=f"MDModality.read({kind} samples.npz arrays)"))
 
 
 def test_fuzz_md_read_extxyz(tmp_path):

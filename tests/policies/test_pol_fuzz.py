@@ -12,24 +12,15 @@ typed error naming the file or in episodes that are consistent with the file."""
 from __future__ import annotations
 
 import io
-import itertools
-import os
-import signal
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as fixed_seed
-from hypothesis import strategies as st
-
-from polydiff.fuzz import EXAMPLES_ENV, fuzz_reader
+from polydiff.fuzz import fuzz_arrays, fuzz_reader
 from polydiff_policies import PoliciesModality
 from polydiff_policies.envs.base import Episode
 from polydiff_policies.episodes import EpisodeError, npz_bytes, read_episodes, write_episodes
@@ -103,129 +94,8 @@ def test_fuzz_policies_read_folder(tmp_path, layout):
 
 # -- the arrays inside a well-formed archive ----------------------------------------------------------
 
-VALUES = (np.nan, np.inf, -np.inf, 1e300, -1e300, 3e38, 1e30, 0.0, -1.0, 2.0**40, -(2.0**62), 0.5)
-DTYPES = ("int8", "int64", "uint64", "uint8", "float16", "float64", "bool", "complex64", "U5", "S3")
 KEYS = ("obs", "actions", "state", "action", "episode_ends", "goals", "outcomes", "behaviours", "success", "score",
         "env", "extra")
-
-
-def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return a.astype(dtype)
-        except (ValueError, TypeError, OverflowError):
-            return a
-
-
-def _reshape(a: np.ndarray, how: str) -> np.ndarray:
-    if how == "ravel":
-        return a.reshape(-1)
-    if how == "add axis":
-        return a[..., None]
-    if how == "transpose":
-        return a.T
-    if how == "scalar":
-        return np.asarray(a.reshape(-1)[0]) if a.size else a.reshape(-1)
-    if a.ndim == 0:  # a scalar has no rows to drop or repeat
-        return a
-    if how == "empty":
-        return a[:0]
-    if how == "drop last":
-        return a[:-1]
-    return np.concatenate([a, a[-1:]]) if len(a) else a  # "repeat last"
-
-
-@st.composite
-def _damaged_arrays(draw: Any, base: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-    """``base`` with 1 to 3 changes: a key dropped, renamed or added, a dtype or shape changed,
-    one element set to a tricky value (NaN, infinite, beyond float32, negative, huge)."""
-    arrays = {k: np.array(v) for k, v in base.items()}
-    steps = []
-    for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from(sorted(arrays))) if arrays else None
-        kind = draw(st.sampled_from(["drop", "rename", "add", "dtype", "shape", "value", "value", "value"]))
-        if key is None or kind == "add":
-            new = draw(st.sampled_from(KEYS))
-            arrays[new] = draw(st.sampled_from([np.zeros((3, 2)), np.arange(3), np.array(["a", "b", "c"]),
-                                                np.array([True, False, True]), np.array(5), np.zeros(0),
-                                                np.array(["pusht"] * 3), np.array(["mine"])]))
-            steps.append(f"added {new}={arrays[new]!r}")
-        elif kind == "drop":
-            del arrays[key]
-            steps.append(f"dropped {key}")
-        elif kind == "rename":
-            new = draw(st.sampled_from(KEYS))
-            arrays[new] = arrays.pop(key)
-            steps.append(f"renamed {key} to {new}")
-        elif kind == "dtype":
-            dtype = draw(st.sampled_from(DTYPES))
-            arrays[key] = _cast(arrays[key], dtype)
-            steps.append(f"{key} as {dtype}")
-        elif kind == "shape":
-            how = draw(st.sampled_from(["ravel", "add axis", "transpose", "scalar", "empty", "drop last",
-                                        "repeat last"]))
-            arrays[key] = _reshape(arrays[key], how)
-            steps.append(f"{key}: {how}")
-        elif arrays[key].size:
-            a = arrays[key].copy()
-            at = draw(st.integers(0, a.size - 1))
-            value = draw(st.sampled_from(VALUES))
-            if a.dtype.kind not in "fc":
-                a = _cast(a, "float64") if a.dtype.kind in "iub" and not np.isfinite(value) else a
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    a.reshape(-1)[at] = value
-                except (ValueError, TypeError, OverflowError):
-                    pass
-            arrays[key] = a
-            steps.append(f"{key}[{at}] = {value!r}")
-    return arrays, "; ".join(steps)
-
-
-class _Hang(BaseException):
-    """Raised in the reader by the alarm (a BaseException so that readers cannot catch it)."""
-
-
-def _examples(default: int) -> int:
-    return int(os.environ.get(EXAMPLES_ENV) or default)
-
-
-def _accept(read: Callable[[Path], list[Episode]], path: Path, what: str, timeout: float = 10.0) -> None:
-    """The outcomes :func:`polydiff.fuzz.fuzz_reader` accepts: a typed error naming the file, or
-    as many consistent episodes as the file's ``episode_ends`` holds (fewer only with a warning
-    naming it); anything else (another exception, a message without the file, a hang) fails."""
-
-    def alarm(signum: int, frame: Any) -> None:
-        raise _Hang
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                episodes = read(path)
-            except _Hang:
-                raise AssertionError(f"{what}: no answer within {timeout:g}s (a hang?)") from None
-            except EXPECTED as err:
-                assert path.name in str(err), f"{what}: the {type(err).__name__} does not name {path.name}: {err}"
-                return
-            except Exception as err:
-                raise AssertionError(f"{what}: raised {type(err).__name__}, not one of "
-                                     f"{', '.join(e.__name__ for e in EXPECTED)}: {err}") from err
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-    try:
-        _check(episodes)
-    except AssertionError as err:
-        raise AssertionError(f"{what}: inconsistent result: {err}") from None
-    want = _npz_episodes(path.name, path.read_bytes())
-    warned = any(path.name in str(w.message) for w in caught)
-    assert want is None or len(episodes) == want or (len(episodes) < want and warned), \
-        f"{what}: {len(episodes)} episodes, the file's episode_ends holds {want}"
 
 
 @pytest.mark.parametrize("layout", ["rollouts", "pusht"])
@@ -239,19 +109,6 @@ def test_fuzz_episode_arrays(tmp_path, layout):
         read: Callable[[Path], list[Episode]] = read_episodes
     else:
         base, read = _pusht_arrays(), PoliciesModality().read
-    counter = itertools.count()
-
-    @fixed_seed(0)
-    @settings(max_examples=_examples(200), deadline=None, database=None, print_blob=False,
-              phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck))
-    @given(_damaged_arrays(base))
-    def one(case: tuple[dict[str, np.ndarray], str]) -> None:
-        arrays, what = case
-        path = tmp_path / f"case-{next(counter)}" / "demos.npz"
-        path.parent.mkdir()
-        path.write_bytes(npz_bytes(arrays))
-        _accept(read, path, f"{layout}: {what}")
-
-    one()
-
+    print(fuzz_arrays(read, base, tmp_path / "fuzz", file="demos.npz", examples=200, expected=EXPECTED,
+                      records=_npz_episodes, check=_check, keys=KEYS, timeout=10.0,
+                      name=f"{getattr(read, '__qualname__', 'read')}({layout} arrays)"))
