@@ -31,8 +31,8 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
   condition ``atoms``), proteins (residues; synthetic backbones of that one length), crystals
   (atoms per cell: prototypes of at most that many sites, sampled with the condition ``atoms``),
   text (sequence length; character blocks of RDKit's bundled NCI SMILES file read as one
-  stream, sampled with the ancestral sampler in a fixed number of steps, as the recipe's
-  first-hitting sampler makes one network call per token), audio (log-mel frames of 256 samples
+  stream, sampled with the ancestral sampler in a fixed number of steps, as the first-hitting
+  sampler makes one network call per token), audio (log-mel frames of 256 samples
   at 16 kHz; the embedded sound events, padded) and policies (action horizon of the reach
   policy, 4 actions executed per chunk; a sample is a whole rollout). Every size is set through
   the recipe's sections or a sampling condition: no plugin needed a change.
@@ -350,20 +350,26 @@ def part_shard(args: argparse.Namespace) -> dict[str, Any]:
     if not ckpt.exists():
         ckpt, _ = train_for(recipe("toy", "gmm"), args.runs / "models" / "toy", args.minutes, args.threads)
     exe = str(Path(sys.executable).parent / "polydiff")
-    rows, files = [], {}
-    for procs in (1, 2):
-        out = args.runs / f"shard_{procs}"
-        cmd = [exe, "sample", str(ckpt), "--num", "200000", "--batch-size", "10000", "--seed", "3", "--out", str(out),
-               "--overwrite", "--quiet", "--steps", "20"]
-        cmd += ["--processes", "2"] if procs == 2 else ["--threads", "2"]
-        t0 = time.perf_counter()
-        got = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        wall = time.perf_counter() - t0
-        if got.returncode != 0:
-            raise RuntimeError(got.stderr)
-        files[procs] = (out / "samples.csv").read_bytes()
-        rows.append({"processes": procs, "threads_each": 2 // procs, "wall_s": wall, "samples_per_s": 200000 / wall})
-    return {"num": 200000, "batch": 10000, "steps": 20, "rows": rows, "identical": files[1] == files[2]}
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    files: dict[int, bytes] = {}
+    for _ in range(args.repeats):  # rounds alternate the two, so a slower stretch of the machine hits both
+        for procs in (1, 2):
+            out = args.runs / f"shard_{procs}"
+            cmd = [exe, "sample", str(ckpt), "--num", "200000", "--batch-size", "10000", "--seed", "3", "--out",
+                   str(out), "--overwrite", "--quiet", "--steps", "20"]
+            cmd += ["--processes", "2"] if procs == 2 else ["--threads", "2"]
+            t0 = time.perf_counter()
+            got = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            walls[procs].append(time.perf_counter() - t0)
+            if got.returncode != 0:
+                raise RuntimeError(got.stderr)
+            data = (out / "samples.csv").read_bytes()
+            if files.setdefault(procs, data) != data:
+                raise RuntimeError(f"polydiff sample with {procs} process(es) wrote other samples on a repeat")
+    rows = [{"processes": procs, "threads_each": 2 // procs, "wall_s": statistics.median(w), "wall_all": w,
+             "samples_per_s": 200000 / statistics.median(w)} for procs, w in walls.items()]
+    return {"num": 200000, "batch": 10000, "steps": 20, "repeats": args.repeats, "rows": rows,
+            "identical": files[1] == files[2]}
 
 
 def _size_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -493,7 +499,7 @@ def part_report(args: argparse.Namespace) -> None:
              if (args.runs / f"{p}.json").exists()}
     cmds: dict[str, list[str]] = {}
     for p, r in parts.items():
-        cmds.setdefault(r.get("command", "?"), []).append(p)
+        cmds.setdefault(r.get("command", "?") + (f" (at {r['commit']})" if r.get("commit") else ""), []).append(p)
     env = environment(command_line("scale.py", ["--parts", "report"]))
     md = header("Scale: compiled, quantized and sharded sampling; training processes; problem size", env)
     md += ["Parts and the commands that ran them: "
@@ -592,10 +598,12 @@ def part_report(args: argparse.Namespace) -> None:
     if "shard" in parts:
         s = parts["shard"]
         md += ["## Sharded sampling (`polydiff sample --processes 2`)", "",
-               f"{s['num']} toy samples, batch {s['batch']}, {s['steps']} steps, on 2 cores.", "",
-               "| processes | threads each | wall s (with start-up) | samples / s |", "|---|---|---|---|"]
-        md += [f"| {r['processes']} | {r['threads_each']} | {_f(r['wall_s'])} | {_f(r['samples_per_s'])} |"
-               for r in s["rows"]]
+               f"{s['num']} toy samples, batch {s['batch']}, {s['steps']} steps, on 2 cores"
+               + (f"; median of {s['repeats']} rounds, each running both in turn." if s.get("repeats") else "."), "",
+               "| processes | threads each | wall s (with start-up) | samples / s | every round (s) |",
+               "|---|---|---|---|---|"]
+        md += [f"| {r['processes']} | {r['threads_each']} | {_f(r['wall_s'])} | {_f(r['samples_per_s'])} | "
+               f"{', '.join(_f(w) for w in r.get('wall_all', [r['wall_s']]))} |" for r in s["rows"]]
         md += ["", f"Files byte-identical to the one-process run: **{s['identical']}**.", ""]
         verdicts.append(f"sharded output identical: {s['identical']}")
     if "size" in parts:
@@ -647,6 +655,8 @@ def main(argv: list[str] | None = None) -> None:
         res = {"variants": part_variants, "train": part_train, "fsdp": part_fsdp, "shard": part_shard,
                "size": part_size}[part](args)
         res["command"] = command_line("scale.py", argv)
+        env = environment(res["command"])
+        res["commit"] = f"{env['commit'][:7]}{' + uncommitted changes' if env['dirty'] else ''}, {env['date']}"
         path = args.runs / f"{part}.json"
         if part == "variants" and args.merge and path.exists():
             res = merge_variants(json.loads(path.read_text()), res)
