@@ -82,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         report_error(err)
         return 2
+    except ModuleNotFoundError as err:  # an optional dependency of a plugin or a command
+        if debug:
+            raise
+        report_error(ModuleNotFoundError(f"{err} (a missing dependency: install it, or the extra of the plugin "
+                                         "that needs it, and run again; --debug shows where it was needed)"))
+        return 2
     except KeyboardInterrupt:
         print("polydiff: interrupted", file=sys.stderr)
         return 130

@@ -163,6 +163,18 @@ def test_bad_recipes_exit_2_with_one_line(tmp_path, capsys):
         cli.main(["train", str(bad), "--debug"])
 
 
+def test_missing_dependency_is_one_line(monkeypatch, capsys):
+    def needs_rdkit(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'rdkit'", name="rdkit")
+
+    monkeypatch.setattr(cli, "parse_command", needs_rdkit)
+    code, _, err = run(capsys, "sample", "any.ckpt")
+    line = one_line_error(code, err)
+    assert "No module named 'rdkit' (a missing dependency: install it" in line and "Traceback" not in err
+    with pytest.raises(ModuleNotFoundError):  # --debug: the traceback
+        cli.main(["sample", "any.ckpt", "--debug"])
+
+
 def test_bad_files_exit_2(tmp_path, capsys):
     code, _, err = run(capsys, "sample", tmp_path / "none.ckpt", "--num", 3)
     assert "no such checkpoint file" in one_line_error(code, err)

@@ -8,12 +8,13 @@ the right number of records (fewer only with a warning naming the file). (``read
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rdkit")
+
+from molecule_records import check_molecules, sdf_records, smiles_records
 
 from polydiff.fuzz import fuzz_arrays, fuzz_reader
 from polydiff_molecules import MDModality, Molecule, MoleculesModality, from_rdkit
@@ -122,44 +123,6 @@ def molecule_files(tmp_path_factory) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
-def _text(data: bytes, encoding: str = "utf-8") -> list[str] | None:
-    try:
-        return re.split(r"\r\n|\r|\n", data.decode(encoding))
-    except UnicodeDecodeError:
-        return None
-
-
-def _sdf_records(data: bytes) -> int | None:
-    """Records of an SDF file: the ``$$$$``-separated chunks with something in them."""
-    lines = _text(data)
-    if lines is None:
-        return None
-    chunks, current = [], []
-    for line in lines:
-        current.append(line)
-        if line.startswith("$$$$"):
-            chunks.append(current)
-            current = []
-    chunks.append(current)
-    return sum(1 for c in chunks if any(s.strip() for s in c if not s.startswith("$$$$")))
-
-
-def _smiles_records(data: bytes) -> int | None:
-    lines = _text(data, "utf-8-sig")
-    if lines is None:
-        return None
-    lines = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
-    return len(lines) - bool(lines and lines[0].split()[0].lower() == "smiles")
-
-
-def _check_molecules(result: list[Molecule]) -> None:
-    assert result, "an empty list returned without an error"
-    for m in result:
-        assert isinstance(m, Molecule) and len(m) >= 1, "an empty molecule"
-        assert np.isfinite(m.positions).all(), f"non-finite coordinates in {m.name!r}"
-        assert len(m.charges) == len(m) and (m.bonds is None or m.bonds.shape == (len(m), len(m)))
-
-
 @pytest.mark.parametrize("target", ["sample_0000.sdf", "frames.xyz", "more.smi"])
 def test_fuzz_molecules_read_folder(tmp_path, molecule_files, target):
     """``polydiff evaluate DIR --modality molecules`` on a folder of SDF, XYZ and SMILES files, one
@@ -169,11 +132,12 @@ def test_fuzz_molecules_read_folder(tmp_path, molecule_files, target):
     rest = sum(n for name, n in others.items() if name != target)
 
     def records(name: str, data: bytes) -> int | None:
-        mine = _sdf_records(data) if name.endswith(".sdf") else _smiles_records(data) if name.endswith(".smi") else None
+        count = {".sdf": sdf_records, ".smi": smiles_records}.get(name[-4:])
+        mine = None if count is None else count(name, data)
         return None if mine is None else rest + mine
 
     print(fuzz_reader(MoleculesModality().read, molecule_files, tmp_path / "fuzz", examples=100, folder=True,
                       mutate=[target], expected=(MoleculeFileError, ValueError, OSError), records=records,
-                      check=_check_molecules, timeout=10.0,
+                      check=check_molecules, timeout=10.0,
                       tokens=(b"V2000", b"M  END", b"$$$$", b"Properties=", b"[", b"(", b"=", b"999"),
                       name=f"MoleculesModality.read(folder, {target} damaged)"))

@@ -4,12 +4,12 @@ warnings, folders, one file per molecule, fuzzing, and (with ../shared) real QM9
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from molecule_records import check_molecules, sdf_records, smiles_records
 
 from polydiff.fuzz import fuzz_reader
 from polydiff.plugin import USER_ERRORS, shared_dir
@@ -261,7 +261,7 @@ def test_write_molecules_one_file_each(tmp_path, mols):
     named = [mols[0], mols[1], mols[2], mols[0], Molecule(("C",), [[0, 0, 0]], name="../up")]
     paths = write_molecules(named, tmp_path / "out")
     assert [p.name for p in paths] == ["methylammonium.sdf", "acetate_ion_2.sdf", "sample_0002.sdf",
-                                       "methylammonium_0003.sdf", "_up.sdf"]
+                                       "methylammonium-2.sdf", "up.sdf"]
     assert all(p.parent == tmp_path / "out" for p in paths)
     assert_same(read_sdf(paths[1])[0], mols[1], atol=5.1e-5)
     xyz = write_molecules(mols, tmp_path / "xyz", fmt="xyz")
@@ -273,45 +273,11 @@ def test_write_molecules_one_file_each(tmp_path, mols):
 
 # -- fuzzing --------------------------------------------------------------------------------------
 
-def _check_molecules(result: list[Molecule]) -> None:
-    assert result, "an empty list returned without an error"
-    for m in result:
-        assert isinstance(m, Molecule) and len(m) >= 1, "an empty molecule"
-        assert np.isfinite(m.positions).all(), f"non-finite coordinates in {m.name!r}"
-        assert len(m.charges) == len(m) and (m.bonds is None or m.bonds.shape == (len(m), len(m)))
-
-
-def _sdf_records(name: str, data: bytes) -> int | None:
-    """Records of an SDF file: the ``$$$$``-separated chunks with something in them."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    chunks, current = [], []
-    for line in re.split(r"\r\n|\r|\n", text):
-        current.append(line)
-        if line.startswith("$$$$"):
-            chunks.append(current)
-            current = []
-    chunks.append(current)
-    return sum(1 for c in chunks if any(s.strip() for s in c if not s.startswith("$$$$")))
-
-
-def _smiles_records(name: str, data: bytes) -> int | None:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-    lines = [s.strip() for s in re.split(r"\r\n|\r|\n", text)]
-    lines = [s for s in lines if s and not s.startswith("#")]
-    return len(lines) - bool(lines and lines[0].split()[0].lower() == "smiles")
-
-
 def test_fuzz_read_xyz(tmp_path, mols):
     valid = write_xyz(mols[:2], tmp_path / "v.xyz").read_bytes()
     tokens = (b"Properties=", b"species:S:1:pos:R:3", b":charges:I:1", b"name=", b'"', b"=", b"Xx", b"999999")
     print(fuzz_reader(read_xyz, {"small.xyz": valid}, tmp_path / "fuzz", examples=200, expected=(MoleculeFileError,),
-                      check=_check_molecules, tokens=tokens, name="read_xyz"))
+                      check=check_molecules, tokens=tokens, name="read_xyz"))
 
 
 @pytest.mark.parametrize("v3000", [False, True])
@@ -320,14 +286,14 @@ def test_fuzz_read_sdf(tmp_path, mols, v3000):
     tokens = (b"V2000", b"V3000", b"M  CHG  1   1   1\n", b">  <x>\n", b"  1  2  4  0\n", b"999", b" R ", b"*",
               b"M  V30 ", b"CHG=1")
     print(fuzz_reader(read_sdf, {"small.sdf": valid}, tmp_path / "fuzz", examples=150, expected=(MoleculeFileError,),
-                      records=_sdf_records, check=_check_molecules, tokens=tokens,
+                      records=sdf_records, check=check_molecules, tokens=tokens,
                       name=f"read_sdf({'V3000' if v3000 else 'V2000'})"))
 
 
 def test_fuzz_read_smiles(tmp_path):
     valid = b"smiles name\n# comment\nCCO ethanol\nc1ccccc1\tbenzene\nC[NH3+]\n"
     print(fuzz_reader(read_smiles, {"small.smi": valid}, tmp_path / "fuzz", examples=150,
-                      expected=(MoleculeFileError,), records=_smiles_records, tokens=(b"[", b"]", b"(", b"=", b"@"),
+                      expected=(MoleculeFileError,), records=smiles_records, tokens=(b"[", b"]", b"(", b"=", b"@"),
                       name="read_smiles"))
 
 

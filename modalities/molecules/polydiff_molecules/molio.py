@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import atomic_write, read_text
+from polydiff.plugin import atomic_write, read_text, unique_stems
 
 from .molecule import ATOMIC_NUMBER, PERIODIC, Molecule
 
@@ -585,31 +585,20 @@ def read_molecules(path: str | Path, seed: int = 0) -> list[Molecule]:
     return mols
 
 
-def _file_stem(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._+-]+", "_", _one_line(name)).lstrip(".")
-    return stem[:100]
-
-
 def write_molecules(mols: Molecule | Iterable[Molecule], out_dir: str | Path, fmt: str = "sdf") -> list[Path]:
     """Write each molecule to its own file ``out_dir/<name>.<fmt>`` (``fmt`` ``"sdf"`` or
     ``"xyz"``; each written atomically) and return the paths in order.
 
-    The file stem is the name with characters other than letters, digits and ``._+-``
-    replaced by ``_`` (``sample_0000``, ``sample_0001`` ... by position for unnamed molecules);
-    a stem already used gets ``_<position>`` appended, so no file overwrites another."""
+    The file stem is the name made portable and unique by :func:`polydiff.plugin.unique_stems`
+    (``sample_0000``, ``sample_0001`` ... by position for unnamed molecules; a repeated name gets
+    ``-2``, ``-3`` ...), so no file overwrites another."""
     if fmt not in ("sdf", "xyz"):
         raise ValueError(f"fmt must be 'sdf' or 'xyz', got {fmt!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    items = list(_molecules(mols))
     paths: list[Path] = []
-    used: set[str] = set()
-    for k, mol in enumerate(_molecules(mols)):
-        stem = _file_stem(mol.name) or f"sample_{k:04d}"
-        if stem.lower() in used:
-            stem = f"{stem}_{k:04d}"
-        while stem.lower() in used:
-            stem += "_"
-        used.add(stem.lower())
+    for mol, stem in zip(items, unique_stems([_one_line(m.name) for m in items]), strict=True):
         path = out_dir / f"{stem}.{fmt}"
         paths.append(write_sdf(mol, path) if fmt == "sdf" else write_xyz(mol, path))
     return paths
