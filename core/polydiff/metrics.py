@@ -63,3 +63,51 @@ def sliced_wasserstein(a: Tensor | np.ndarray | Mapping[str, Tensor], b: Tensor 
     pa = torch.sort(a @ theta, 0)[0]
     pb = torch.sort(b.to(a.device) @ theta, 0)[0]
     return float(wasserstein_1d(pa, pb, p).mean() ** (1 / p))
+
+
+def gaussian_fit(x: np.ndarray | Tensor, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of a set of vectors (N, D), N >= 2, in float64:
+    the Gaussian that Fréchet distances compare. A ValueError naming ``name`` for another shape
+    or for NaN / infinite values."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"frechet_distance: set {name} must be (N, D) with N >= 2, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"frechet_distance: set {name} contains NaN or infinite values")
+    return a.mean(0), np.atleast_2d(np.cov(a, rowvar=False))
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
+                     eps: float = 1e-6) -> float:
+    """Fréchet distance (squared 2-Wasserstein) between the Gaussians N(mu1, sigma1) and
+    N(mu2, sigma2): ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2))``.
+
+    The FID / FAD / context-FID formula: the square root of the product is
+    ``scipy.linalg.sqrtm`` with its imaginary part dropped; where it is not finite (a singular
+    product), ``eps`` is added to both diagonals and the root taken again, as pytorch-fid does.
+    Scalars are 1-D Gaussians (``sigma`` a variance). Not clipped at 0: identical inputs give
+    0 up to rounding.
+    """
+    from scipy import linalg
+
+    m1, m2 = np.atleast_1d(np.asarray(mu1, dtype=np.float64)), np.atleast_1d(np.asarray(mu2, dtype=np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64)), np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
+    if m1.ndim != 1 or m2.ndim != 1 or m1.shape != m2.shape:
+        raise ValueError(f"frechet_distance: dimensions differ (means of shapes {m1.shape} and {m2.shape})")
+    d = m1.shape[0]
+    if s1.shape != (d, d) or s2.shape != (d, d):
+        raise ValueError(f"frechet_distance: covariances must be ({d}, {d}), got {s1.shape} and {s2.shape}")
+    if not all(np.isfinite(v).all() for v in (m1, m2, s1, s2)):
+        raise ValueError("frechet_distance: NaN or infinite means or covariances")
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        off = np.eye(d) * eps
+        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+    diff = m1 - m2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
+
+
+def frechet_distance_of_sets(a: np.ndarray | Tensor, b: np.ndarray | Tensor, *, eps: float = 1e-6) -> float:
+    """:func:`frechet_distance` between the Gaussians fitted (:func:`gaussian_fit`) to two sets
+    of vectors (N, D) and (M, D), e.g. embeddings of generated and real samples."""
+    return frechet_distance(*gaussian_fit(a, "a"), *gaussian_fit(b, "b"), eps=eps)

@@ -94,7 +94,7 @@ from .guidance import (
     token_guidance,
 )
 from .losses import OBJECTIVES, TIME_DENSITIES, WEIGHTINGS, diffusion_loss, gaussian_loss, masked_elbo
-from .metrics import sliced_wasserstein
+from .metrics import frechet_distance, frechet_distance_of_sets, gaussian_fit, sliced_wasserstein
 from .modality import Command, Modality, package_recipes
 from .nn import (
     EGNN,
@@ -268,7 +268,10 @@ __all__ = [
     "field_mask",
     "first_hitting",
     "forces",
+    "frechet_distance",
+    "frechet_distance_of_sets",
     "from_x0_eps",
+    "gaussian_fit",
     "gaussian_loss",
     "gaussian_names",
     "gradient_guidance",

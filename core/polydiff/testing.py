@@ -2,12 +2,14 @@
 
 - :func:`check_modality`: the modality contract. Every plugin runs it in its own tests:
   datasets load offline, ``info`` is well typed, ``fields`` / ``prior_state`` / network shapes
-  agree, one training step and one sampling call work, ``write`` then ``read`` round-trips,
+  agree, one training step and one sampling call work, ``write`` then ``read`` round-trips
+  (files, and states where ``from_native`` exists),
   ``evaluate`` returns finite floats, ``flags`` have one value per object, and a bad file makes
   ``read`` fail with an error naming the file.
 - Symmetry checks: group actions on dict-of-tensor states (:func:`rotation`,
   :func:`translation`, :func:`permutation`, :func:`compose`) and :func:`assert_equivariant` /
-  :func:`assert_invariant`, which check ``fn(T x) == T fn(x)`` for random group elements ``T``.
+  :func:`assert_invariant`, which check ``fn(T x) == T fn(x)`` for random group elements ``T``
+  (and, unless told otherwise, that the outputs are finite).
 """
 
 from __future__ import annotations
@@ -375,6 +377,16 @@ def _check_equal(got: Any, want: Any, atol: float, rtol: float) -> tuple[bool, s
     return ok, f"max abs error {_max_error(got, want):.3e}"
 
 
+def _nonfinite(y: Mapping[str, Any]) -> str | None:
+    """Which floating output holds NaN or inf values, and how many, or None if all are finite."""
+    for key, v in y.items():
+        if isinstance(v, Tensor) and (v.is_floating_point() or v.is_complex()):
+            bad = int((~torch.isfinite(v)).sum())
+            if bad:
+                return f"output {key!r} has {bad} non-finite values (NaN or inf) of {v.numel()}"
+    return None
+
+
 def _run_check(
     fn: Callable[[Any], Any],
     inputs: Mapping[str, Any] | Tensor,
@@ -386,6 +398,7 @@ def _run_check(
     trials: int,
     seed: int,
     dtype: torch.dtype | None,
+    allow_nonfinite: bool,
 ) -> None:
     """Shared body of :func:`assert_equivariant` (``invariant`` a key list) and
     :func:`assert_invariant` (``invariant=None``: every output key)."""
@@ -407,9 +420,16 @@ def _run_check(
     def call(state: dict[str, Any]) -> dict[str, Any]:
         return _as_dict(fn(state[TENSOR_KEY] if bare else state), f"the output of {name}")
 
+    def check_finite(out: Mapping[str, Any], where: str) -> None:
+        why = None if allow_nonfinite else _nonfinite(out)
+        if why is not None:
+            raise AssertionError(f"{name}: {why} on {where} (seed {seed}, dtype {dtype}); pass allow_nonfinite=True "
+                                 "if such outputs are expected")
+
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         y = call(x)
+        check_finite(y, "the original inputs")
         inv = set(y) if invariant is None else set(invariant)
         unknown = inv - set(y)
         if unknown:
@@ -420,6 +440,7 @@ def _run_check(
             if set(y_t) != set(y):
                 raise AssertionError(f"{name} returned keys {sorted(y_t)} on transformed inputs but {sorted(y)} "
                                      f"on the originals")
+            check_finite(y_t, f"the transformed inputs (trial {trial + 1} of {trials})")
             # The output transform sees the inputs as context (e.g. the mask named by a translation).
             expected = out_t.apply({**x, **y}, g)
             for key in y:
@@ -446,6 +467,7 @@ def assert_equivariant(
     trials: int = 3,
     seed: int = 0,
     dtype: torch.dtype | None = torch.float64,
+    allow_nonfinite: bool = False,
 ) -> None:
     """Check ``fn(T x) == T fn(x)`` for ``trials`` random group elements ``T`` of ``transform``.
 
@@ -460,9 +482,11 @@ def assert_equivariant(
     equivariant, the others unchanged, and the keys in ``invariant`` must be unchanged even if
     the transform would act on them (an energy, a graph-level label). Raises AssertionError
     naming the key, the transform, the max abs error and the tolerance
-    (``|got - want| <= atol + rtol |want|`` elementwise; NaN matches NaN).
+    (``|got - want| <= atol + rtol |want|`` elementwise). A floating output holding NaN or inf
+    also raises AssertionError naming it (an all-NaN network would otherwise match itself):
+    ``allow_nonfinite=True`` accepts such outputs, and then NaN matches NaN.
     """
-    _run_check(fn, inputs, transform, outputs, tuple(invariant), atol, rtol, trials, seed, dtype)
+    _run_check(fn, inputs, transform, outputs, tuple(invariant), atol, rtol, trials, seed, dtype, allow_nonfinite)
 
 
 def assert_invariant(
@@ -475,9 +499,11 @@ def assert_invariant(
     trials: int = 3,
     seed: int = 0,
     dtype: torch.dtype | None = torch.float64,
+    allow_nonfinite: bool = False,
 ) -> None:
-    """Check ``fn(T x) == fn(x)`` for every output key: :func:`assert_equivariant` with all outputs invariant."""
-    _run_check(fn, inputs, transform, None, None, atol, rtol, trials, seed, dtype)
+    """Check ``fn(T x) == fn(x)`` for every output key: :func:`assert_equivariant` with all outputs
+    invariant (non-finite outputs fail unless ``allow_nonfinite=True``)."""
+    _run_check(fn, inputs, transform, None, None, atol, rtol, trials, seed, dtype, allow_nonfinite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +525,18 @@ class ContractReport:
     metrics: dict[str, float]
     flags: dict[str, list[Any]]
     checked: list[str]
+
+
+ROUND_TRIP = "write then read round-trips"
+"""The :attr:`ContractReport.checked` entry when files and the states of the objects read back agree."""
+NO_FROM_NATIVE = "write then read: files round-trip; no from_native, states not compared"
+"""The :attr:`ContractReport.checked` entry when the modality has no ``from_native`` (it raises
+NotImplementedError), so only the files written again were compared."""
+NOT_ENCODABLE = "write then read: files round-trip; samples and objects read back beyond from_native's encoding"
+"""The :attr:`ContractReport.checked` entry when ``from_native`` rejects the sampled objects with a
+ValueError (an untrained network's samples may not fit the encoding, e.g. a graph node of a degree
+above the features' maximum) and rejects the objects read back as well: the files were compared,
+the states could not be."""
 
 
 def _fail(what: str, detail: str) -> AssertionError:
@@ -567,7 +605,9 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     settings (the first Gaussian sampler by default, or ``ancestral`` for categorical states);
     ``low_precision``: also sample with the network cast to bfloat16 and to float16 (networks
     run in low precision while the solver keeps float32). Raises AssertionError naming the
-    broken part of the contract; returns what it built.
+    broken part of the contract; returns what it built, with the parts checked in ``checked``
+    (:data:`ROUND_TRIP` where ``from_native`` also found the states of the objects read back
+    equal to those written, :data:`NO_FROM_NATIVE` where the modality has none).
     """
     from pathlib import Path
 
@@ -706,15 +746,27 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
                                            f"({q.name!r})")
     if len(rewritten) != len(paths):
         raise _fail("write then read", f"{len(paths)} files written, {len(rewritten)} when written again")
-    try:  # where from_native accepts the objects, their states must agree too
-        a, b = modality.from_native(objects, info), modality.from_native(back, info)
-    except (NotImplementedError, ValueError):
-        a = b = None
-    if a is not None:
+    try:  # where the modality converts objects back to states, those of the objects read back must agree
+        a = modality.from_native(objects, info)
+    except NotImplementedError:  # the modality cannot: the files alone were compared
+        checked.append(NO_FROM_NATIVE)
+    except ValueError as err:  # the samples do not fit the encoding: those read back must not either
+        try:
+            modality.from_native(back, info)
+        except ValueError:
+            checked.append(NOT_ENCODABLE)
+        else:
+            raise _fail("write then read", f"from_native rejects the sampled objects ({err}) but accepts the "
+                                           "objects read back from their files") from err
+    else:
+        try:
+            b = modality.from_native(back, info)
+        except ValueError as err:
+            raise _fail("write then read", f"from_native rejects the objects read back: {err}") from err
         why = _states_close(a, b)
         if why is not None:
             raise _fail("write then read", f"the objects read back differ from those written: {why}")
-    checked.append("write then read round-trips")
+        checked.append(ROUND_TRIP)
     reference = modality.reference(bundle)
     try:
         metrics = check_metrics(modality.evaluate(objects, reference, info), modality.name)

@@ -69,7 +69,8 @@ def test_voice_crossing_rate_two_of_eight():
     # only adjacent pairs: the third voice is compared with the second, not the first
     third = np.full(8, 50)
     assert mm.voice_crossing_rate([np.stack([up, lo, third])]) == pytest.approx(2 / 16)
-    assert mm.voice_crossing_rate([np.zeros((2, 4), int)]) == 0.0
+    # a piece with no jointly sounding steps adds nothing to the pooled rate
+    assert mm.voice_crossing_rate([np.stack([up, lo]), np.zeros((2, 4), int)]) == pytest.approx(2 / 8)
 
 
 def test_parallel_fifths_one_of_three_similar_motions():
@@ -91,10 +92,45 @@ def test_parallel_octaves_and_compound_intervals():
     crossed = np.array([[60, 62], [67, 69]])  # the upper voice below the lower: still a fifth between them
     assert mm.parallel_rates([crossed])["fifths"] == 1.0
     through_rest = np.array([[67, 0, 69], [60, 0, 62]])  # motion through a rest is not counted
-    assert mm.parallel_rates([through_rest]) == {"fifths": 0.0, "octaves": 0.0}
+    with_rest = mm.parallel_rates([through_rest, twelfth])
+    assert with_rest == {"fifths": 1.0, "octaves": 0.0}  # only the twelfth's one move is counted
     # three voices: every pair is examined (S-A fifths, S-B octaves, A-B fourths)
     three = np.array([[72, 74], [65, 67], [60, 62]])
     assert mm.parallel_rates([three]) == {"fifths": pytest.approx(1 / 3), "octaves": pytest.approx(1 / 3)}
+
+
+def test_nothing_to_measure_is_nan_not_the_ideal_score():
+    """All rests, one voice, held notes or no steps leave a rate without a denominator: NaN
+    (undefined), never 0.0, which would be the ideal crossing / parallel score."""
+    rests = np.zeros((4, 8), int)
+    one_voice = np.array([[60, 62, 64, 65]])
+    held = np.array([[67, 67, 67], [60, 60, 60]])           # both sound, nobody moves
+    through_rest = np.array([[67, 0, 69], [60, 0, 62]])
+    for pieces in ([rests], [one_voice], [rests, one_voice]):
+        assert np.isnan(mm.voice_crossing_rate(pieces))
+    assert mm.voice_crossing_rate([held]) == 0.0             # measured: sounding together, no crossing
+    for pieces in ([rests], [one_voice], [held], [through_rest], [np.zeros((2, 1), int) + 60]):
+        r = mm.parallel_rates(pieces)
+        assert set(r) == {"fifths", "octaves"} and np.isnan(r["fifths"]) and np.isnan(r["octaves"])
+    assert np.isnan(mm.voice_range_rate([rests]))
+    assert mm.voice_range_rate([rests, one_voice]) == pytest.approx(4 / 4)   # soprano 60..65: all inside
+    assert mm.note_density([rests]) == 0.0                   # measured: no notes over 32 cells
+    assert np.isnan(mm.note_density([np.zeros((4, 0), int)]))
+    assert np.isnan(mm.note_density([]))
+    assert np.isnan(mm.arrangement_accuracy([], [], [0]))
+    assert np.isnan(mm.arrangement_accuracy([np.zeros((2, 0), int)], [np.zeros((2, 0), int)], [0]))
+
+
+def test_music_metrics_of_an_all_rest_set_are_undefined_not_perfect():
+    """The bundle of a silent generated set: NaN rates beside finite reference values, the worst
+    pitch-class distance, and the density gap equal to the reference's density."""
+    bach = np.array([[67, 69, 71, 72], [60, 62, 65, 67], [55, 55, 57, 57], [43, 43, 45, 45]])
+    m = mm.music_metrics([np.zeros((4, 4), int)], [bach])
+    for key in ("voice_range_rate", "voice_crossing_rate", "parallel_fifths", "parallel_octaves"):
+        assert np.isnan(m[key]) and np.isfinite(m[f"{key}_ref"]), key
+    assert m["note_density"] == 0.0 and m["note_density_gap"] == pytest.approx(m["note_density_ref"])
+    assert m["note_density_ref"] == pytest.approx((4 + 4 + 2 + 2) / 16)
+    assert m["pitch_class_distance"] == 1.0
 
 
 def test_arrangement_accuracy():

@@ -96,14 +96,30 @@ def test_condition_on_an_unconditional_model_is_an_error(unconditional_ckpt):
 
 
 def test_condition_on_a_conditional_model_is_used():
+    """The label reaches the network on every call, and changes the samples."""
+    import torch
+
     toy = ToyModality()
     data = gmm_dataset(k=4, n=64, n_test=8)
     cfg = from_dict({"modality": "toy", "data": {"name": "gmm", "k": 4, "n": 64, "n_test": 8},
                      "model": {"name": "mlp", "hidden": 16, "depth": 1, "conditional": True}}, source="t.yaml")
     fields = toy.fields(data.info)
     net = toy.network("mlp", data.info, fields, hidden=16, depth=1, conditional=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # new weights: the residual blocks start as the identity, which would hide the label
+        for p in net.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    labels = []
+    net.register_forward_pre_hook(lambda module, args: labels.append(args[0].get("label")))
     gen = Generator(toy, cfg, data.info, fields, net)
-    assert gen.generate(3, condition={"label": 2}, steps=2, seed=0).shape == (3, 2)
+
+    two = gen.generate(3, condition={"label": 2}, steps=2, seed=0)
+    assert two.shape == (3, 2)
+    assert len(labels) >= 2, "the network was not called once per step"
+    assert all(v is not None and v.tolist() == [2, 2, 2] for v in labels), labels
+    np.testing.assert_array_equal(gen.generate(3, condition={"label": 2}, steps=2, seed=0), two)  # reproducible
+    zero = gen.generate(3, condition={"label": 0}, steps=2, seed=0)
+    assert np.abs(zero - two).max() > 1e-3  # same noise, another label: other samples
 
 
 def test_cli_condition_on_an_unconditional_model_exits_2_with_one_line(unconditional_ckpt, tmp_path, capsys):

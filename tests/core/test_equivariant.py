@@ -219,6 +219,34 @@ def test_equivariant_and_invariant_functions_pass():
         assert_equivariant(energy_and_forces, state, rotation("position"))
 
 
+class AllNaN(nn.Module):
+    """A broken network: NaN everywhere, which NaN-equals-NaN comparisons would let through."""
+
+    def forward(self, s: dict) -> dict:
+        return {"h": s["h"] * float("nan"), "x": s["x"] * float("nan")}
+
+
+def test_non_finite_outputs_fail_unless_allowed():
+    state = make_state()
+    for check in (assert_equivariant, assert_invariant):
+        with pytest.raises(AssertionError, match=r"AllNaN: output 'h' has 140 non-finite values \(NaN or inf\) of 140 "
+                                                 r"on the original inputs .*allow_nonfinite=True"):
+            check(AllNaN(), state, rotation("x"))
+    assert_equivariant(AllNaN(), state, rotation("x"), allow_nonfinite=True)  # then NaN matches NaN
+
+    x = positions()
+
+    def blows_up(v):  # finite on the original inputs only
+        return v if torch.equal(v, x) else v / 0.0
+
+    with pytest.raises(AssertionError, match=r"blows_up: output 'x' has 84 non-finite values \(NaN or inf\) of 84 on "
+                                             r"the transformed inputs \(trial 1 of 3\)"):
+        assert_equivariant(blows_up, x, rotation(TENSOR_KEY))
+    with pytest.raises(AssertionError, match="not equivariant"):  # allowed, inf still differs from a finite value
+        assert_equivariant(blows_up, x, rotation(TENSOR_KEY), allow_nonfinite=True)
+    assert_equivariant(lambda v: {"x": v, "count": torch.arange(B)}, x, rotation(TENSOR_KEY))  # integers: no check
+
+
 def test_permutation_acts_on_pair_entries():
     g = torch.Generator().manual_seed(1)
     state = {

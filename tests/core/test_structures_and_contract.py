@@ -23,7 +23,7 @@ from polydiff.data import default_collate, rotate
 from polydiff.modality import check_metrics
 from polydiff.plugin import FieldSpec, GaussianProcess, Masked, Symmetric, ZeroCoM, sample
 from polydiff.techniques import Techniques
-from polydiff.testing import check_modality
+from polydiff.testing import NO_FROM_NATIVE, NOT_ENCODABLE, ROUND_TRIP, check_modality
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,17 +91,78 @@ class _Drifts(CloudsModality):
         return {**out, "pos": out["pos"] + 1.0}
 
 
+class _Converts(CloudsModality):
+    """Clouds that convert objects back to states: positions padded to the largest cloud, a mask."""
+
+    def from_native(self, objects, info):
+        width = max(len(c) for c in objects)
+        pos = torch.zeros(len(objects), width, 2, dtype=torch.float64)
+        mask = torch.zeros(len(objects), width, dtype=torch.bool)
+        for i, cloud in enumerate(objects):
+            pos[i, : len(cloud)] = torch.tensor(cloud, dtype=torch.float64).reshape(-1, 2)
+            mask[i, : len(cloud)] = True
+        return {"pos": pos, "mask": mask}
+
+
+class _RoundsOnWrite(_Converts):
+    def write(self, objects, out_dir):  # lossy but idempotent: the files written again agree, the states do not
+        return super().write([[[round(x, 1), round(y, 1)] for x, y in c] for c in objects], out_dir)
+
+
+class _FromNativeFails(_Converts):
+    def from_native(self, objects, info):
+        raise ValueError("clouds need at least 7 points")
+
+
+class _RejectsOnlySamples(_Converts):  # objects read back are tuples, the sampled ones lists
+    def read(self, path):
+        return [tuple(c) for c in super().read(path)]
+
+    def from_native(self, objects, info):
+        if not any(isinstance(c, tuple) for c in objects):
+            raise ValueError("clouds need at least 7 points")
+        return super().from_native([list(c) for c in objects], info)
+
+
+class _ReadsBackTuples(_Converts):
+    def read(self, path):
+        return [tuple(c) for c in super().read(path)]
+
+    def from_native(self, objects, info):
+        if any(isinstance(c, tuple) for c in objects):
+            raise ValueError("a cloud is a tuple")
+        return super().from_native(objects, info)
+
+
 @pytest.mark.parametrize("broken, part, words", [
     (_WrongShape, "network", "field 'pos' has shape"),
     (_NoMask, "prior_state", "no tensor 'mask'"),
     (_ListMetrics, "evaluate", "returned a list"),
     (_ArrayMetric, "evaluate", "metric 'points'"),
     (_Drifts, "sampling", "leaves its structure ZeroCoM"),
+    (_RoundsOnWrite, "write then read", "the objects read back differ from those written: entry 'pos'"),
+    (_RejectsOnlySamples, "write then read", "rejects the sampled objects (clouds need at least 7 points) but "
+                                             "accepts the objects read back"),
+    (_ReadsBackTuples, "write then read", "from_native rejects the objects read back: a cloud is a tuple"),
 ])
 def test_contract_kit_names_the_broken_part(tmp_path, broken, part, words):
     with pytest.raises(AssertionError, match=rf"modality contract: {part}: .*{re.escape(words)}"):
         check_modality(broken(), tmp_path, data={"n": 48}, model={"hidden": 8}, low_precision=False,
                        bad_files=False)
+
+
+def test_contract_kit_compares_states_read_back_only_where_from_native_exists(tmp_path):
+    """A modality without from_native has its files compared, and the report says that the
+    states were not: it does not claim the full round trip."""
+    options = {"data": {"n": 48}, "model": {"hidden": 8}, "low_precision": False, "bad_files": False}
+    states = check_modality(_Converts(), tmp_path / "converts", **options).checked
+    files = check_modality(CloudsModality(), tmp_path / "files", **options).checked
+    assert ROUND_TRIP == "write then read round-trips"  # the label the plugins' tests look for
+    assert ROUND_TRIP in states and NO_FROM_NATIVE not in states
+    assert NO_FROM_NATIVE in files and ROUND_TRIP not in files
+    assert len(states) == len(files)
+    rejected = check_modality(_FromNativeFails(), tmp_path / "rejected", **options).checked
+    assert NOT_ENCODABLE in rejected and ROUND_TRIP not in rejected and len(rejected) == len(files)
 
 
 def test_a_prediction_of_the_wrong_shape_is_named_in_training():

@@ -14,6 +14,8 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from polydiff.plugin import Absorbing, FieldSpec, FlatTorus, GaussianProcess, GeodesicFlow, Masked, Plain, shared_dir
+from polydiff_crystals.data import cdvae_canonical
+from polydiff_crystals.modality import periodic_states
 from polydiff_crystals.periodic import (
     CrystalRegressor,
     PeriodicNet,
@@ -308,10 +310,63 @@ def test_periodic_net_float32_and_scalar_time():
     assert out["frac"].dtype == torch.float32 and out["types"].dtype == torch.float32
 
 
-def test_periodic_net_lattice_basis_change():
-    pytest.skip("by design (as CSPNet) the network reads lattice parameters and fractional coordinates in the given "
-                "basis, so it is not invariant to a change of basis; the data pipeline fixes the basis. The geometry "
-                "it uses (minimum images) is basis independent: test_min_image_is_basis_independent_...")
+def two_bases() -> tuple[Structure, Structure, np.ndarray]:
+    """One triclinic crystal (a generic lattice: its reduced basis is unique) described in two bases related by a
+    unimodular integer matrix, with the same atoms in the same order; and that matrix."""
+    rng = np.random.default_rng(5)
+    lat = Lattice.from_parameters(4.1, 4.6, 5.2, 78.0, 96.0, 107.0)
+    u = np.array([[1, 0, 0], [1, 1, 0], [0, -1, 1]])  # new basis vectors (rows) as integer combinations
+    assert round(np.linalg.det(u)) == 1
+    species = ["Li", "O", "Na", "Cl", "O"]
+    one = Structure(lat, species, rng.uniform(0, 1, (len(species), 3)))
+    other = Structure(Lattice(u @ lat.matrix), species, one.cart_coords, coords_are_cartesian=True,
+                      to_unit_cell=True)
+    return one, other, u
+
+
+def basis_states(structures: list[Structure]) -> dict[str, torch.Tensor]:
+    """The modality's periodic states of ``structures`` (float64), INFO's elements and lattice standardisation."""
+    info = {**INFO, "max_atoms": max(len(s) for s in structures)}
+    batch = periodic_states(structures, info).get_batch(torch.arange(len(structures)))
+    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+
+
+def test_periodic_net_is_not_invariant_to_a_lattice_basis_change():
+    """Documented (periodic.py): like CSPNet the network reads lattice parameters and fractional coordinates in the
+    given basis, so one crystal in two bases gets different predictions. Should it become invariant, this fails
+    and the documentation (and the need for a fixed basis) must change with it."""
+    one, other, u = two_bases()
+    np.testing.assert_allclose(other.distance_matrix, one.distance_matrix, atol=1e-8)  # the same crystal
+    jump = other.frac_coords - one.frac_coords @ np.linalg.inv(u)  # the same points: integer differences only
+    np.testing.assert_allclose(jump, np.round(jump), atol=1e-9)
+    s = basis_states([one, other])
+    assert (s["lattice"][0] - s["lattice"][1]).abs().max() > 0.5  # different inputs for the same crystal
+    out = make_net()(s, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    # per-atom element logits do not depend on the basis for an invariant network: here they do
+    assert (out["types"][0] - out["types"][1]).abs().max() > 1e-3
+    # nor would the predicted Cartesian displacement of each atom (each crystal's own cell matrix, one frame)
+    disp = []
+    for k, st in enumerate((one, other)):
+        d = out["frac"][k] - s["frac"][k]
+        disp.append((d - torch.round(d)) @ torch.tensor(st.lattice.matrix))
+    assert (disp[0] - disp[1]).abs().max() > 1e-3
+
+
+def test_cdvae_niggli_reduction_maps_two_bases_to_one_input():
+    """The basis fixing of the CDVAE loader (:func:`cdvae_canonical`: Niggli reduction, lattice rebuilt from its
+    parameters) gives both descriptions the same network input, and so the same predictions. (The default set and
+    users' files are not reduced: they are read in the basis they come in.)"""
+    one, other, _ = two_bases()
+    raw = basis_states([one, other])
+    s = basis_states([cdvae_canonical(one), cdvae_canonical(other)])
+    assert (raw["lattice"][0] - raw["lattice"][1]).abs().max() > 0.5
+    assert torch.allclose(s["lattice"][0], s["lattice"][1], atol=1e-5)
+    assert torus_close(s["frac"][0], s["frac"][1], atol=1e-5)
+    assert torch.equal(s["types"][0], s["types"][1]) and torch.equal(s["mask"][0], s["mask"][1])
+    np.testing.assert_allclose(cdvae_canonical(other).distance_matrix, one.distance_matrix, atol=1e-8)
+    out = make_net()(s, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    for k in out:
+        assert torch.allclose(out[k][0], out[k][1], atol=1e-4), k
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +428,13 @@ def test_train_regressor_learns_volume_per_atom():
     assert hist["n_val"] == 20 and best < 0.5 * hist["baseline_val_mae"][0], (best, hist["baseline_val_mae"])
     pred = predict(model, structures[:7])
     assert pred.shape == (7, 1)
-    np.testing.assert_allclose(model.target_mean.item(), np.mean([s.properties["vpa"] for s in structures]), rtol=0.2)
+    # standardised with the training split's statistics (80 of the 100), not the whole set's
+    train_idx, val_idx = hist["train_idx"], hist["val_idx"]
+    assert len(train_idx) == 80 and sorted(train_idx + val_idx) == list(range(100))
+    vpa = np.array([s.properties["vpa"] for s in structures])
+    assert abs(vpa[train_idx].mean() - vpa.mean()) > 1e-3 * vpa.mean()  # the check can tell the two apart
+    np.testing.assert_allclose(model.target_mean.item(), vpa[train_idx].mean(), rtol=1e-5)
+    np.testing.assert_allclose(model.target_std.item(), vpa[train_idx].std(), rtol=1e-5)
 
 
 def test_train_regressor_freeze_keeps_early_layers():

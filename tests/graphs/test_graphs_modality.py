@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import networkx as nx
 import pytest
 
 from polydiff import available_modalities, load_modality
@@ -47,6 +48,22 @@ def test_generic_graph_run(modality, tmp_path):
     train_metrics = modality.evaluate(data.train.graphs, modality.reference(data), data.info)
     assert train_metrics["novel"] == 0.0 and train_metrics["vun"] == 0.0
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_evaluate_reports_the_share_of_empty_graphs(modality):
+    """Empty generated graphs are left out of the MMDs (GDSS's convention, kept: the MMDs do not move), and
+    ``empty_frac`` makes them visible."""
+    data = modality.dataset(num_graphs=30)
+    reference = modality.reference(data)
+    graphs = list(data.train.graphs[:6])
+    base = modality.evaluate(graphs, reference, data.info)
+    padded = modality.evaluate([*graphs, nx.Graph(), nx.Graph()], reference, data.info)
+    assert base["empty_frac"] == 0.0 and padded["empty_frac"] == 0.25
+    for key in ("degree", "cluster", "orbit", "spectral"):
+        assert padded[key] == base[key], key
+    assert padded["nodes_mean"] == pytest.approx(base["nodes_mean"] * 6 / 8)
+    alone = modality.evaluate([nx.Graph()], reference, data.info)
+    assert alone["empty_frac"] == 1.0 and math.isnan(alone["degree"])
 
 
 def test_molecule_run(modality, tmp_path):

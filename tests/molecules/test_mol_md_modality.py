@@ -99,11 +99,16 @@ def test_forces_of_a_trained_model_drive_ase(trained):
 def test_fokker_planck_regulariser_trains(tmp_path):
     import polydiff as pd
 
+    weight = 5e-4
     cfg = {"modality": "md", "data": {"name": "muller_brown", "n": 64, "test": 64},
-           "model": {"name": "mlp", **TINY}, "loss": {"weighting": "snr", "techniques": {"fp_weight": 5e-4}},
+           "model": {"name": "mlp", **TINY}, "loss": {"weighting": "snr", "techniques": {"fp_weight": weight}},
            "train": {"max_steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1}}
     run = pd.train(cfg, tmp_path / "fp")
     assert run.step == 2 and math.isfinite(run.metrics["train/loss"])
+    # the regulariser ran and is in the trained loss: total = denoising term + fp_weight * penalty
+    pen = run.metrics.get("train/loss_fokker_planck")
+    assert pen is not None and math.isfinite(pen) and pen > 0
+    assert run.metrics["train/loss"] == pytest.approx(run.metrics["train/loss_x"] + weight * pen, rel=1e-5, abs=1e-7)
 
 
 def test_time_restricted_normalised_fokker_planck_trains_and_validates(tmp_path):

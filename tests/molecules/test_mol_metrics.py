@@ -111,6 +111,20 @@ def ammonium(nh: float = 1.03) -> Molecule:
     return Molecule(("N", "H", "H", "H", "H"), np.vstack([[0, 0, 0], nh * dirs]), name="NH4")
 
 
+def borane(bh: float = 1.19) -> Molecule:
+    """Planar BH3: B-H at the table's single-bond length, EDM-valid (boron valence 3)."""
+    ang = np.radians([0.0, 120.0, 240.0])
+    return Molecule(("B", "H", "H", "H"), np.vstack([[0, 0, 0], bh * np.stack([np.cos(ang), np.sin(ang),
+                                                                                np.zeros(3)], 1)]), name="BH3")
+
+
+def ffh_energy(rd) -> float:
+    """RDKit's own MMFF94 energy of an RDKit molecule (kcal/mol)."""
+    from rdkit.Chem import rdForceFieldHelpers as ffh
+
+    return ffh.MMFFGetMoleculeForceField(rd, ffh.MMFFGetMoleculeProperties(rd)).CalcEnergy()
+
+
 def shifted(mol: Molecule, offset) -> Molecule:
     return Molecule(mol.symbols, mol.positions + np.asarray(offset, dtype=np.float64), name=mol.name)
 
@@ -396,6 +410,22 @@ def test_mmff_against_rdkit():
     assert math.isnan(mmff_energy_per_atom([ammonium()]))
 
 
+def test_molecules_mmff_cannot_type_are_counted():
+    """Borane is EDM-valid but MMFF94 has no boron type: the energy averages the other valid
+    molecule alone, and ``mmff_n`` / ``mmff_frac`` say so (1 of 2 valid; NH4 is not valid)."""
+    mol, rd = rdkit_molecule("OCC(C)=O")
+    want = ffh_energy(rd) / len(mol)
+    bh3 = borane()
+    assert validity(bh3)[0] and mmff_energy(bh3) is None
+    dist = distribution_metrics([mol, bh3, ammonium()], [mol])
+    assert dist["mmff_energy_per_atom"] == pytest.approx(want, rel=1e-10)
+    assert (dist["mmff_n"], dist["mmff_frac"]) == (1.0, 0.5)
+    alone = distribution_metrics([bh3], [mol])
+    assert math.isnan(alone["mmff_energy_per_atom"]) and (alone["mmff_n"], alone["mmff_frac"]) == (0.0, 0.0)
+    none_valid = distribution_metrics([ammonium()], [mol])
+    assert none_valid["mmff_n"] == 0.0 and math.isnan(none_valid["mmff_frac"])
+
+
 def test_evaluate_molecules():
     ref = [rdkit_molecule(s, seed=i)[0] for i, s in enumerate(["CCO", "CC=O", "CC#N", "CCN"])]
     samples = [Molecule(m.symbols, m.positions) for m in ref] + [ammonium()]
@@ -414,5 +444,7 @@ def test_evaluate_molecules():
     dist = distribution_metrics(samples, ref)
     assert dist == {k: full[k] for k in dist}
     assert np.isfinite(full["mmff_energy_per_atom"])
+    assert (full["mmff_n"], full["mmff_frac"]) == (4.0, 1.0)  # the four valid ones, all typed
     empty = evaluate_molecules([], reference=ref)
-    assert all(math.isnan(v) for k, v in empty.items() if k not in ("n_valid", "n_unique"))
+    assert empty["mmff_n"] == 0.0
+    assert all(math.isnan(v) for k, v in empty.items() if k not in ("n_valid", "n_unique", "mmff_n"))

@@ -303,6 +303,18 @@ def test_pairwise_tm_and_clusters_of_two_groups():
     assert M.diversity(bbs) == pytest.approx(np.mean(np.r_[within, tm[:3, 3:].ravel()]))
 
 
+def test_clusters_are_nan_when_a_tm_score_is_unknown():
+    """A chain under 3 residues has NaN TM-scores: its edges are unknown, so the cluster count
+    (and fraction) is NaN, not the maximum-diversity count of a graph without those edges."""
+    h = helix(30)
+    bbs = [h, moved(h, rigid(h.atoms, seed=1), "h1"), helix(2, "short")]
+    assert math.isnan(M.tm_clusters(bbs))
+    assert M.tm_clusters(bbs[:2]) == 1.0  # the measurable pair alone: one cluster
+    out = M.evaluate_backbones([h, helix(2, "short")], [h, strand(30)])
+    assert math.isnan(out["tm_clusters"]) and math.isnan(out["tm_cluster_frac"]) and math.isnan(out["tm_diversity"])
+    assert out["ref_tm_clusters"] == 2.0 and out["ref_tm_cluster_frac"] == 1.0 and out["tm_n"] == 2.0
+
+
 def test_tm_subset():
     idx = M.tm_subset(100, max_pairs=300, seed=0)
     assert len(idx) == 25 and len(set(idx.tolist())) == 25 and (np.diff(idx) > 0).all()

@@ -366,16 +366,39 @@ def test_other_core_samplers_run_on_frames(trained, sampler):
     assert len(bbs) == 2 and all(len(b) == 20 and np.isfinite(b.atoms).all() for b in bbs)
 
 
-def test_minibatch_ot_pairing_trains(tmp_path):
+def test_minibatch_ot_pairing_trains(tmp_path, monkeypatch):
     import polydiff as pd
+    from polydiff import techniques
 
+    loss = {"weighting": "frameflow", "manifold_weighting": "velocity"}
     cfg = {"modality": "proteins", "data": {"name": "synthetic", "n": 8, "test": 2, "min_length": 24,
                                             "max_length": 28},
            "model": {"name": "frames", **TINY}, "process": {"frames": True, "train_noise": "igso3"},
-           "loss": {"weighting": "frameflow", "manifold_weighting": "velocity", "techniques": {"immiscible": True}},
+           "loss": {**loss, "techniques": {"immiscible": True}},
            "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "threads": 1}}
+    pairings = []
+    real = techniques.assign_noise
+
+    def spy(x0: torch.Tensor, eps: torch.Tensor, **options) -> torch.Tensor:
+        perm = real(x0, eps, **options)
+        pairings.append((x0.detach().double(), eps.detach().double(), perm))
+        return perm
+
+    monkeypatch.setattr(techniques, "assign_noise", spy)
     run = pd.train(cfg, tmp_path / "ot")
+    monkeypatch.undo()
     assert run.step == 2 and math.isfinite(run.metrics["train/loss"])
+    # one pairing per step, of the whole batch; each no costlier than the draws as they came, one not the identity
+    assert len(pairings) == 2
+    ident = torch.arange(4)
+    for x0, eps, perm in pairings:
+        assert sorted(perm.tolist()) == ident.tolist()
+        cost = (x0 - eps[perm]).norm(dim=1).sum()
+        assert cost <= (x0 - eps).norm(dim=1).sum() + 1e-9
+    assert any(not torch.equal(perm.cpu(), ident) for *_, perm in pairings)
+    # the same run without the pairing (same seed, same draws) ends at another loss
+    plain = pd.train({**cfg, "loss": loss}, tmp_path / "plain")
+    assert plain.step == 2 and plain.metrics["train/loss"] != run.metrics["train/loss"]
 
 
 def test_evaluate_a_folder_of_users_files(tmp_path, capsys):

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 import polydiff
 from polydiff import cli
 from polydiff.testing import check_modality
 from polydiff_text import TextModality
 from polydiff_text.data import TextDataError
-from polydiff_text.metrics import smiles_metrics, unigram_entropy
+from polydiff_text.metrics import generative_perplexity, smiles_metrics, unigram_entropy
+from polydiff_text.models import ARLM
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -127,6 +129,62 @@ def test_metrics_by_hand():
     m = smiles_metrics(["CCO", "OCC", "C1CC", "c1ccccc1"], training=["CCO"])
     # OCC is CCO; C1CC has an unclosed ring: valid 3/4, distinct valid 2, novel 1 (benzene)
     assert m == {"validity": 0.75, "uniqueness": pytest.approx(2 / 3), "novelty": 0.5}
+
+
+class _StubJudge(torch.nn.Module):
+    """A judge with fixed next-token logits ``table[previous token] + bias[position]`` (B, L, V)
+    and the real :meth:`ARLM.nll` (padding masked by ``valid``, summed per sequence)."""
+
+    def __init__(self, table: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.table, self.bias = table, bias  # (V + 1, V): row V is the start token; (L, V)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        prev = torch.cat([torch.full_like(tokens[:, :1], self.table.shape[1]), tokens[:, :-1]], dim=1)
+        return self.table[prev] + self.bias[: tokens.shape[1]]
+
+    nll = ARLM.nll
+
+
+def _padded(lengths: list[int], L: int, V: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Random tokens (N, L) with trailing padding holding id ``V`` (the start id) beyond each length."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, V, (len(lengths), L), generator=g)
+    valid = torch.arange(L)[None] < torch.tensor(lengths)[:, None]
+    return torch.where(valid, tokens, torch.full_like(tokens, V)), valid
+
+
+def test_generative_perplexity_of_a_uniform_judge_is_the_vocabulary_size():
+    V, L = 7, 6
+    judge = _StubJudge(torch.zeros(V + 1, V), torch.zeros(L, V))
+    tokens, valid = _padded([6, 1, 3, 0, 5], L, V, seed=0)
+    for batch_size in (1, 2, 64):
+        assert generative_perplexity(judge, tokens, valid, batch_size=batch_size) == pytest.approx(V, abs=1e-6)
+    with pytest.raises(ValueError, match="no valid tokens"):
+        generative_perplexity(judge, tokens[3:4], valid[3:4])
+
+
+def test_generative_perplexity_is_exp_of_the_nll_per_valid_token():
+    """By hand: ``exp(sum of -log p over valid tokens / number of valid tokens)``. Lengths
+    differ, padding is present and the batch (2) is smaller than N (5): dividing by sequences,
+    counting padding or keeping one batch's sum only would all give other numbers."""
+    V, L = 5, 6
+    g = torch.Generator().manual_seed(1)
+    table, bias = 3 * torch.randn(V + 1, V, generator=g), torch.randn(L, V, generator=g)
+    judge = _StubJudge(table, bias)
+    lengths = [6, 1, 4, 2, 5]
+    tokens, valid = _padded(lengths, L, V, seed=2)
+    total, count = 0.0, 0
+    for row, n in zip(tokens.tolist(), lengths):
+        prev = V
+        for i in range(n):
+            logits = [float(table[prev, v]) + float(bias[i, v]) for v in range(V)]
+            total += math.log(sum(math.exp(x) for x in logits)) - logits[row[i]]
+            count, prev = count + 1, row[i]
+    expected = math.exp(total / count)
+    got = generative_perplexity(judge, tokens, valid, batch_size=2)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert abs(got - math.exp(total / len(lengths))) > 0.1 and abs(got - math.exp(total / tokens.numel())) > 0.1
 
 
 def test_samples_written_are_read_back_with_newlines_and_empty_texts(tmp_path):

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from polydiff.plugin import frechet_distance_of_sets
+
 __all__ = ["AudioClassifier", "caption_agreement", "class_spread", "embeddings", "frechet_distance", "mel_distances",
            "train_classifier"]
 
@@ -131,28 +133,11 @@ def train_classifier(mels: Tensor, labels: Tensor, *, steps: int = 600, batch: i
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """The Frechet distance ``|mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2))`` between Gaussians fitted
-    (mean, unbiased covariance) to two embedding sets (N, D) and (M, D), in float64; the matrix square root is
-    ``scipy.linalg.sqrtm`` with its imaginary part dropped, and an offset of 1e-6 on the diagonals where the
-    product is singular (as pytorch-fid does). Each set needs at least 2 rows."""
-    from scipy import linalg
-
-    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    for name, x in (("a", xa), ("b", xb)):
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"frechet_distance: set {name} must be (N, D) with N >= 2, got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"frechet_distance: set {name} contains NaN or infinite values")
-    if xa.shape[1] != xb.shape[1]:
-        raise ValueError(f"frechet_distance: dimensions differ ({xa.shape[1]} vs {xb.shape[1]})")
-    mu_a, mu_b = xa.mean(0), xb.mean(0)
-    ca, cb = np.atleast_2d(np.cov(xa, rowvar=False)), np.atleast_2d(np.cov(xb, rowvar=False))
-    covmean = linalg.sqrtm(ca @ cb)
-    if not np.isfinite(covmean).all():
-        off = np.eye(ca.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((ca + off) @ (cb + off))
-    covmean = np.real(covmean)
-    diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(ca) + np.trace(cb) - 2 * np.trace(covmean))
+    (mean, unbiased covariance) to two embedding sets (N, D) and (M, D), in float64: the shared
+    :func:`polydiff.metrics.frechet_distance` (``scipy.linalg.sqrtm`` with its imaginary part dropped, and an
+    offset of 1e-6 on the diagonals where the product is singular, as pytorch-fid does). Each set needs at least
+    2 rows."""
+    return frechet_distance_of_sets(a, b)
 
 
 def embeddings(clf: AudioClassifier, mels: Tensor, batch: int = 256) -> np.ndarray:

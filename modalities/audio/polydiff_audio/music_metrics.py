@@ -12,6 +12,7 @@ fifths) are descriptive: Bach's own chorales are not at zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,19 +76,20 @@ def pitch_class_distance(gen: Any, ref: Any) -> float:
 def note_density(chorales: Any) -> float:
     """Notes (runs of equal non-zero pitch) per step per voice over all pieces: 1/4 for
     quarter notes without rests. Measures rhythmic activity; repeated notes of one pitch count
-    once (the roll cannot split them), and rests lower it. 0.0 for no steps."""
+    once (the roll cannot split them), and rests lower it (all rests: 0.0). NaN (undefined) when
+    there are no steps at all."""
     n_notes, n_cells = 0, 0
     for a in _pieces(chorales):
         n_notes += sum(len(notes(row)) for row in a)
         n_cells += a.size
-    return float(n_notes / n_cells) if n_cells else 0.0
+    return float(n_notes / n_cells) if n_cells else math.nan
 
 
 def voice_range_rate(chorales: Any, names: Sequence[str] = VOICES) -> float:
     """Fraction of notes whose pitch lies inside their voice's common range (:data:`RANGES`,
     inclusive). Voices are named by a chorale's own ``names``, else by ``names`` in order; a
     voice name not in RANGES is a ValueError. Says whether parts are singable by their voice
-    type, not whether they are good lines. 0.0 when there are no notes."""
+    type, not whether they are good lines. NaN (undefined) when there are no notes (all rests)."""
     inside = total = 0
     for i, (a, nm) in enumerate(zip(_pieces(chorales), _names(chorales, names), strict=True)):
         if len(nm) < a.shape[0]:
@@ -100,14 +102,15 @@ def voice_range_rate(chorales: Any, names: Sequence[str] = VOICES) -> float:
             for _, _, p in notes(row):
                 total += 1
                 inside += lo <= p <= hi
-    return float(inside / total) if total else 0.0
+    return float(inside / total) if total else math.nan
 
 
 def voice_crossing_rate(chorales: Any) -> float:
     """Over every step where two ADJACENT voices (rows k and k + 1, the upper first) both sound,
     the fraction where the lower voice is strictly above the upper one. Unisons are not
     crossings; non-adjacent crossings (e.g. bass above soprano with the inner voices between)
-    show up only through adjacent pairs. 0.0 when no two adjacent voices ever sound together."""
+    show up only through adjacent pairs. NaN (undefined, not the ideal 0.0) when no two adjacent
+    voices ever sound together (one voice, all rests)."""
     cross = joint = 0
     for a in _pieces(chorales):
         for k in range(a.shape[0] - 1):
@@ -115,7 +118,7 @@ def voice_crossing_rate(chorales: Any) -> float:
             both = (up > 0) & (lo > 0)
             joint += int(both.sum())
             cross += int((both & (lo > up)).sum())
-    return float(cross / joint) if joint else 0.0
+    return float(cross / joint) if joint else math.nan
 
 
 def parallel_rates(chorales: Any) -> dict[str, float]:
@@ -125,7 +128,8 @@ def parallel_rates(chorales: Any) -> dict[str, float]:
     12 == 7) before and after (resp. an octave or unison, mod 12 == 0). Counts only simultaneous
     moves on the step grid: hidden/direct fifths, motion through a rest and moves at different
     steps are not counted; a moving pair's fifth-to-fifth by contrary motion is not a parallel
-    here. Both 0.0 when no pair ever moves together."""
+    here. Both NaN (undefined, not the ideal 0.0) when no pair ever moves together (one voice,
+    rests, held notes)."""
     fifths = octaves = moves = 0
     for a in _pieces(chorales):
         if a.shape[1] < 2:
@@ -142,14 +146,15 @@ def parallel_rates(chorales: Any) -> dict[str, float]:
                 fifths += int((sim & (before == 7) & (after == 7)).sum())
                 octaves += int((sim & (before == 0) & (after == 0)).sum())
     if not moves:
-        return {"fifths": 0.0, "octaves": 0.0}
+        return {"fifths": math.nan, "octaves": math.nan}
     return {"fifths": fifths / moves, "octaves": octaves / moves}
 
 
 def arrangement_accuracy(gen: Any, true: Any, voices: Sequence[int]) -> float:
     """Fraction of steps, over the given voice indices of every piece, whose generated pitch
     equals the true one (rests count: a rest where the truth rests is right). Exact match
-    only: a good alternative harmonisation scores low, an octave error is wrong."""
+    only: a good alternative harmonisation scores low, an octave error is wrong. NaN when there
+    are no steps to score (no pieces, or pieces of 0 steps)."""
     g, t = _pieces(gen), _pieces(true)
     if len(g) != len(t):
         raise ValueError(f"arrangement_accuracy: {len(g)} generated pieces but {len(t)} true ones")
@@ -165,14 +170,20 @@ def arrangement_accuracy(gen: Any, true: Any, voices: Sequence[int]) -> float:
             raise ValueError(f"arrangement_accuracy: voice index {bad[0]} out of range for {a.shape[0]} voices")
         hit += int((a[idx] == b[idx]).sum())
         total += a[idx].size
-    return float(hit / total) if total else 0.0
+    return float(hit / total) if total else math.nan
 
 
 def music_metrics(gen: Any, ref: Any) -> dict[str, float]:
     """The statistics of this module for a generated set against a reference set: the
     pitch-class distance, the note density of each and their absolute gap, and the voice-range,
     crossing and parallel fifth / octave rates of the generated set with the reference's value
-    beside each (``*_ref``) as the target. Style statistics, not a quality score."""
+    beside each (``*_ref``) as the target. Style statistics, not a quality score.
+
+    Each rate pools its counts over all pieces of a set, so a piece with nothing to measure
+    (all rests, one voice) adds nothing to it; a set where no piece has anything to measure
+    gets NaN (undefined: an all-rest generator does not score the ideal 0), and so does the
+    density gap when either set has no steps. A mostly silent set shows in its low
+    ``note_density``."""
     out: dict[str, float] = {"pitch_class_distance": pitch_class_distance(gen, ref)}
     dg, dr = note_density(gen), note_density(ref)
     out.update(note_density=dg, note_density_ref=dr, note_density_gap=abs(dg - dr))

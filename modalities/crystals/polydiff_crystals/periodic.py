@@ -14,7 +14,9 @@ A crystal is a lattice (a, b, c in Angstrom, alpha, beta, gamma in degrees) and 
 Both networks are invariant to permutations of the atoms (their per-atom outputs permute), to global translations
 of the fractional coordinates and to integer shifts of single atoms; padded atoms never influence present ones.
 They are not invariant to a change of lattice basis (like CSPNet, they read lattice parameters and fractional
-coordinates in the given basis); data pipelines fix the basis, e.g. by Niggli reduction.
+coordinates in the given basis): the data must fix the basis. The CDVAE loader does, by Niggli reduction
+(:func:`~polydiff_crystals.data.cdvae_canonical`); the default set and users' files are read in the basis they
+come in.
 """
 
 from __future__ import annotations
@@ -561,7 +563,8 @@ def train_regressor(structures: Sequence[Any], targets: Sequence[str] | Mapping[
 
     Returns the model (eval mode) and a history: ``train_loss`` and ``val_mae`` (per epoch; val MAE per target in
     target units), ``baseline_val_mae`` (predicting the training mean), ``best_epoch``, ``n_train``, ``n_val``,
-    ``n_missing`` (NaN target values), ``frozen`` (parameter names) and ``skipped_init`` (head entries not loaded).
+    ``n_missing`` (NaN target values), ``frozen`` (parameter names), ``skipped_init`` (head entries not loaded) and
+    ``train_idx`` / ``val_idx`` (the indices into ``structures`` of the two splits).
     """
     if epochs < 1 or batch_size < 1 or not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"train_regressor: need epochs >= 1, batch_size >= 1, 0 <= val_fraction < 1; got {epochs}, "
@@ -609,7 +612,8 @@ def train_regressor(structures: Sequence[Any], targets: Sequence[str] | Mapping[
     base = [float(torch.nanmean((mean[k] - y[val_idx, k]).abs())) for k in range(len(names))] if n_val else []
     history: dict[str, Any] = {"targets": names, "train_loss": [], "val_mae": [], "baseline_val_mae": base,
                                "best_epoch": epochs - 1, "n_train": len(train_idx), "n_val": n_val,
-                               "n_missing": n_missing, "frozen": frozen, "skipped_init": skipped}
+                               "n_missing": n_missing, "frozen": frozen, "skipped_init": skipped,
+                               "train_idx": train_idx.tolist(), "val_idx": val_idx.tolist()}
     best, best_state = math.inf, None
     start = time.monotonic()
     for epoch in range(epochs):

@@ -42,7 +42,8 @@ Differences from EDM's code, on purpose:
 Distribution metrics (:func:`distribution_metrics`) compare samples with reference molecules (the
 data), using each molecule's own ``bonds`` when set, else :func:`infer_bonds`: bond-length and
 bond-angle 1-Wasserstein distances per kind, averaged with the kinds' reference frequencies; total
-variation between element frequencies; mean MMFF94 energy per atom of valid samples. Undefined
+variation between element frequencies; mean MMFF94 energy per atom of valid samples, with the
+number (``mmff_n``) and share of valid samples (``mmff_frac``) MMFF94 could score. Undefined
 values are NaN, never a placeholder constant.
 """
 
@@ -425,32 +426,42 @@ def mmff_energy(mol: Molecule) -> float | None:
         return float(ff.CalcEnergy())
 
 
-def _mmff_per_atom(mols: Sequence[Molecule], valid: Sequence[bool]) -> float:
-    energies = []
+def _mmff_per_atom(mols: Sequence[Molecule], valid: Sequence[bool]) -> dict[str, float]:
+    """``mmff_energy_per_atom`` (mean over the valid, non-empty molecules MMFF can be set up
+    for; NaN when none), ``mmff_n`` (how many those are) and ``mmff_frac`` (``mmff_n`` over the
+    valid, non-empty molecules; NaN when there are none)."""
+    energies, tried = [], 0
     for mol, ok in zip(mols, valid):
-        e = mmff_energy(mol) if ok and len(mol) else None
+        if not (ok and len(mol)):
+            continue
+        tried += 1
+        e = mmff_energy(mol)
         if e is not None:
             energies.append(e / len(mol))
-    return float(np.mean(energies)) if energies else math.nan
+    return {"mmff_energy_per_atom": float(np.mean(energies)) if energies else math.nan,
+            "mmff_n": float(len(energies)), "mmff_frac": _ratio(len(energies), tried)}
 
 
 def mmff_energy_per_atom(mols: Sequence[Molecule], dtype: Any = np.float64) -> float:
     """Mean over EDM-valid molecules of MMFF94 energy / number of atoms (kcal/mol), skipping
-    those MMFF cannot be set up for; NaN when none can."""
-    return _mmff_per_atom(mols, [_assess(m, dtype).valid for m in mols])
+    those MMFF cannot be set up for; NaN when none can. :func:`distribution_metrics` reports
+    how many were scored (``mmff_n``, ``mmff_frac``)."""
+    return _mmff_per_atom(mols, [_assess(m, dtype).valid for m in mols])["mmff_energy_per_atom"]
 
 
 def distribution_metrics(mols: Sequence[Molecule], reference: Sequence[Molecule],
                          valid: Sequence[bool] | None = None) -> dict[str, float]:
     """``bond_length_w1``, ``bond_angle_w1``, ``atom_type_tv`` against ``reference`` and
-    ``mmff_energy_per_atom`` of the valid samples (``valid`` flags, computed when not given)."""
+    ``mmff_energy_per_atom`` of the valid samples (``valid`` flags, computed when not given),
+    with ``mmff_n`` (the number of molecules that energy averages: valid ones MMFF94 cannot be
+    set up for, e.g. with boron, are left out) and ``mmff_frac`` (``mmff_n`` / valid)."""
     if valid is None:
         valid = [_assess(m).valid for m in mols]
     return {
         "bond_length_w1": bond_length_w1(mols, reference),
         "bond_angle_w1": bond_angle_w1(mols, reference),
         "atom_type_tv": atom_type_tv(mols, reference),
-        "mmff_energy_per_atom": _mmff_per_atom(mols, valid),
+        **_mmff_per_atom(mols, valid),
     }
 
 

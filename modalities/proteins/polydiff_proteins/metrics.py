@@ -362,9 +362,13 @@ def _offdiag_mean(m: np.ndarray) -> float:
     return _nanmean(m[i, j])
 
 
-def _clusters(m: np.ndarray, threshold: float) -> int:
-    """Connected components of the graph with an edge where TM-score >= threshold."""
-    return int(connected_components(np.nan_to_num(m, nan=0.0) >= threshold, directed=False)[0])
+def _clusters(m: np.ndarray, threshold: float) -> float:
+    """Connected components of the graph with an edge where TM-score >= threshold; NaN when a
+    TM-score is NaN (a chain under 3 residues): an unknown edge could join two components, and
+    counting it as absent would report more clusters (more diversity) than measured."""
+    if np.isnan(m).any():
+        return math.nan
+    return float(connected_components(m >= threshold, directed=False)[0])
 
 
 def diversity(backbones: Sequence[Backbone], max_pairs: int = 300, seed: int = 0) -> float:
@@ -376,12 +380,14 @@ def diversity(backbones: Sequence[Backbone], max_pairs: int = 300, seed: int = 0
     return _offdiag_mean(pairwise_tm([bbs[i] for i in idx]))
 
 
-def tm_clusters(backbones: Sequence[Backbone], threshold: float = 0.5, max_pairs: int = 300, seed: int = 0) -> int:
+def tm_clusters(backbones: Sequence[Backbone], threshold: float = 0.5, max_pairs: int = 300,
+                seed: int = 0) -> float:
     """Number of clusters by single-linkage clustering at TM-score ``threshold``: two structures
     share a cluster when a chain of pairs with TM-score (:func:`pairwise_tm`) >= threshold joins
     them (connected components). FrameDiff counted clusters with MaxCluster at TM 0.5; single
     linkage is the most permissive linkage, so it gives the fewest clusters. For more than
-    ``max_pairs`` pairs the count is that of a seeded random subset (:func:`tm_subset`)."""
+    ``max_pairs`` pairs the count is that of a seeded random subset (:func:`tm_subset`). NaN when
+    a structure of that set has fewer than 3 residues (its TM-scores are NaN)."""
     bbs = _check(backbones)
     idx = tm_subset(len(bbs), max_pairs, seed)
     return _clusters(pairwise_tm([bbs[i] for i in idx]), threshold)
@@ -511,8 +517,9 @@ def evaluate_backbones(samples: Sequence[Backbone], reference: Sequence[Backbone
 
     Sample-side: ``n``, ``mean_length``, :func:`geometry_metrics`, :func:`secondary_structure`,
     :func:`rg_metrics`, ``tm_diversity`` (:func:`diversity`), ``tm_clusters`` /
-    ``tm_cluster_frac`` (single linkage at TM 0.5, :func:`tm_clusters`) over ``tm_n`` structures
-    (a seeded subset when there are more than ``max_tm_pairs`` pairs). The same for the reference
+    ``tm_cluster_frac`` (single linkage at TM 0.5, :func:`tm_clusters`; NaN when a chain of the
+    set has under 3 residues) over ``tm_n`` structures (a seeded subset when there are more than
+    ``max_tm_pairs`` pairs). The same for the reference
     with a ``ref_`` prefix. Comparisons: ``rama_jsd`` (:func:`ramachandran_distance`),
     ``dssp_ss_distance`` / ``psea_ss_distance`` (:func:`ss_distance`). With ``train``:
     ``novelty_max_tm`` (mean of :func:`novelty`) and ``novel_frac`` (max TM < 0.5); with

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polydiff.plugin import frechet_distance, gaussian_fit
+
 from .metrics import forecast_metrics
 
 
@@ -212,25 +214,16 @@ def train_encoder(real: np.ndarray, steps: int = 300, seed: int = 0, temperature
     return enc.eval()
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussian fits of two sets of embeddings (N, D)."""
-    from scipy import linalg
-
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(s1 @ s2)
-    covmean = np.real(root[0] if isinstance(root, tuple) else root)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
-
-
 def context_fid(synthetic: np.ndarray, real: np.ndarray, encoder: WindowEncoder | None = None, steps: int = 300,
                 seed: int = 0) -> float:
-    """Context-FID with an encoder trained in-project on ``real`` (see the module docstring)."""
+    """Context-FID with an encoder trained in-project on ``real`` (see the module docstring): the
+    Fréchet distance (:func:`polydiff.plugin.frechet_distance`) between Gaussians fitted to the
+    embeddings of ``real`` and ``synthetic`` windows (at least 2 of each)."""
     enc = encoder or train_encoder(real, steps, seed)
     with torch.no_grad():
         fa = enc(torch.from_numpy(_arr(real)).float()).numpy().astype(np.float64)
         fb = enc(torch.from_numpy(_arr(synthetic)).float()).numpy().astype(np.float64)
-    return frechet_distance(fa, fb)
+    return frechet_distance(*gaussian_fit(fa, "real"), *gaussian_fit(fb, "synthetic"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +231,15 @@ def context_fid(synthetic: np.ndarray, real: np.ndarray, encoder: WindowEncoder 
 # ---------------------------------------------------------------------------------------------
 
 def marginal_metrics(synthetic: np.ndarray, real: np.ndarray, lags: int = 5) -> dict[str, float]:
-    """Differences of per-channel means, standard deviations and autocorrelations (lags 1..)."""
+    """Differences of per-channel marginals and autocorrelations between windows (N, L, C):
+    each value is the mean over channels (and lags) of an absolute synthetic - real difference.
+
+    - ``mean_error``: of the channel means over all windows and steps;
+    - ``std_error``: of the channel standard deviations (ddof 0) over all windows and steps;
+    - ``acf_error``: of the autocorrelations at lags k = 1..min(lags, L - 1), each the mean over
+      windows of ``(sum_t xc_t xc_(t-k) / (L - k)) / (sum_t xc_t^2 / L + 1e-12)``, ``xc`` the
+      window minus its own mean; NaN for one-step windows.
+    """
     syn, rl = _arr(synthetic), _arr(real)
 
     def acf(x: np.ndarray) -> np.ndarray:

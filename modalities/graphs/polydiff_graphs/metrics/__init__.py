@@ -36,13 +36,16 @@ from .vun import VALIDITY, is_planar_graph, novelty, uniqueness, vun
 
 def graph_metrics(graphs: Sequence[nx.Graph], reference: Sequence[nx.Graph], train: Sequence[nx.Graph] | None = None,
                   validity: str | None = None, methods: Sequence[str] = METHODS) -> dict[str, float]:
-    """MMDs against ``reference`` plus uniqueness / novelty (with ``train``) and V.U.N. (with ``validity``)."""
+    """MMDs against ``reference`` plus uniqueness / novelty (with ``train``) and V.U.N. (with ``validity``),
+    ``nodes_mean`` / ``edges_mean`` and ``empty_frac``: the share of generated graphs with no nodes, which the
+    MMDs leave out (GDSS's convention), so that a model emitting empty graphs is seen."""
     if not graphs:
         raise ValueError("graph_metrics needs at least one generated graph")
     out = graph_mmds(reference, graphs, methods)
     out.update(vun(graphs, train, validity))
     out["nodes_mean"] = sum(g.number_of_nodes() for g in graphs) / len(graphs)
     out["edges_mean"] = sum(g.number_of_edges() for g in graphs) / len(graphs)
+    out["empty_frac"] = sum(g.number_of_nodes() == 0 for g in graphs) / len(graphs)
     return {k: float(v) for k, v in out.items()}
 
 

@@ -15,7 +15,8 @@ spectral    ``np.histogram(eig(normalised Laplacian), 200, (-1e-5, 2))``  gaussi
 
 Histograms use numpy's own binning: half-open bins, last bin closed, values on an edge go to the
 upper bin (many clustering coefficients fall exactly on an edge). Empty generated graphs are
-dropped before the MMD, as in GDSS.
+dropped before the MMD, as in GDSS; :func:`~polydiff_graphs.metrics.graph_metrics` reports their
+share as ``empty_frac``.
 """
 
 from __future__ import annotations
