@@ -607,7 +607,8 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     run in low precision while the solver keeps float32). Raises AssertionError naming the
     broken part of the contract; returns what it built, with the parts checked in ``checked``
     (:data:`ROUND_TRIP` where ``from_native`` also found the states of the objects read back
-    equal to those written, :data:`NO_FROM_NATIVE` where the modality has none).
+    equal to those written, :data:`NO_FROM_NATIVE` where the modality has none,
+    :data:`NOT_ENCODABLE` where it rejects the samples and the objects read back alike).
     """
     from pathlib import Path
 

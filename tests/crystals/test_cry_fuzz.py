@@ -103,6 +103,18 @@ def _text(data: bytes) -> str | None:
         return None
 
 
+def _csv_rows(data: bytes, reader: Any = csv.reader) -> list[Any] | None:
+    """The rows of a CSV table (``reader``: ``csv.reader`` or ``csv.DictReader``); None when
+    the bytes are not UTF-8 or not CSV (the reader must refuse them)."""
+    text = _text(data)
+    if text is None:
+        return None
+    try:
+        return list(reader(io.StringIO(text, newline="")))
+    except csv.Error:
+        return None
+
+
 def cif_records(name: str, data: bytes) -> int | None:
     """The data blocks: lines starting with ``data_`` outside ``;`` text fields (CIF 1.1)."""
     text = _text(data)
@@ -141,14 +153,8 @@ def xyz_records(name: str, data: bytes) -> int | None:
 
 def csv_cif_records(name: str, data: bytes) -> int | None:
     """The non-empty data rows of the table (a CIF cell spans lines inside its quotes)."""
-    text = _text(data)
-    if text is None:
-        return None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error:
-        return None
-    return sum(1 for row in rows[1:] if row)
+    rows = _csv_rows(data)
+    return None if rows is None else sum(1 for row in rows[1:] if row)
 
 
 def json_records(name: str, data: bytes) -> int | None:
@@ -262,12 +268,8 @@ def _samples_folder(tmp_path) -> dict[str, bytes]:
 
 
 def _undecodable_records(data: bytes) -> int | None:
-    text = _text(data)
-    if text is None:
-        return None
-    try:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except csv.Error:
+    rows = _csv_rows(data, csv.DictReader)
+    if rows is None:
         return None
     if rows and not {"name", "reason"} <= set(rows[0]):
         return None
@@ -278,7 +280,7 @@ def _summary_records(data: bytes) -> int | None:
     text = _text(data)
     if text is None:
         return None
-    try:
+    try:  # the header alone decides
         header = next(csv.reader(io.StringIO(text, newline="")), [])
     except csv.Error:
         return None
