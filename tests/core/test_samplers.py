@@ -3,6 +3,7 @@ observed order of accuracy, equivalences, seeding, multi-field packing, dtypes, 
 
 import decimal
 import math
+import warnings
 
 import pytest
 import torch
@@ -524,7 +525,9 @@ def test_singlestep_dpm_solver_spends_the_whole_budget(name, stages):
         x = _run(model, proc, (8, 2), name, seed=0, stages=stages, **for_budget(name, nfe))
         assert model.calls == nfe and torch.isfinite(x).all(), (nfe, model.calls)
     model.calls = 0
-    _run(model, proc, (8, 2), name, steps=5 // get_sampler(name).nfe_per_step, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dpm_solver3 with steps=1: the one-step warning
+        _run(model, proc, (8, 2), name, steps=5 // get_sampler(name).nfe_per_step, seed=0)
     assert model.calls < 5
 
 
@@ -577,3 +580,20 @@ def test_grids_ending_at_sigma_zero_stay_finite(name, end):
     proc, model = _setup("vp_linear", TARGET)
     x = _run(model, proc, (32, 2), name, steps=6, **end)
     assert torch.isfinite(x).all(), f"{name} with {end} gave non-finite samples"
+
+
+def test_one_step_of_a_multi_call_method_warns():
+    """One step of heun / dpm_solver2 over the whole range lands far from the data (measured on
+    the exact mixture under the EDM process: a spread about 40x the data's); a first-order step,
+    two steps, or a first-order ``orders`` plan are quiet."""
+    proc, model = _setup("edm", TARGET)
+    with pytest.warns(UserWarning, match="one 2-call step over the whole range"):
+        x = _run(model, proc, (500, 2), "heun", steps=1)
+    assert x.std() > 10 * TARGET.sample(2000, generator=torch.Generator().manual_seed(0)).std()
+    with pytest.warns(UserWarning, match="'dpm_solver3' takes one 3-call step"):
+        _run(model, proc, (8, 2), "dpm_solver3", steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = (("ddim", {"steps": 1}), ("heun", {"steps": 2}), ("dpm_solver2", {"steps": 1, "orders": (1,)}))
+        for sampler, kw in quiet:
+            _run(model, proc, (8, 2), sampler, **kw)
