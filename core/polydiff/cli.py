@@ -326,7 +326,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=non_negative_int,
                    help="seed for sampling a checkpoint (default: the recipe's sample.seed)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="modality evaluation option for a checkpoint (repeatable)")
+                   help="modality evaluation option (repeatable), of a checkpoint or of files (graphs: fcd=true)")
     s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--quiet", action="store_true", help="no progress bar while sampling a checkpoint")
     s.set_defaults(func=cmd_evaluate, parser=s)
@@ -597,10 +597,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "evaluate_model")
         result.update(modality=gen.modality.name, metrics=metrics)
     elif target.exists():
-        if options or any(v is not None for v in (args.num, args.seed, args.sampler, args.steps)):
-            raise ValueError("--option, --num, --sampler, --steps and --seed are for evaluating a checkpoint")
+        if any(v is not None for v in (args.num, args.seed, args.sampler, args.steps)):
+            raise ValueError("--num, --sampler, --steps and --seed are for evaluating a checkpoint")
         _threads(args.threads, cfg)
-        ev = evaluate_samples(target, cfg, modality=args.modality, reference=args.reference)
+        ev = evaluate_samples(target, cfg, modality=args.modality, reference=args.reference, options=options)
         metrics = ev.metrics
         result.update(modality=ev.modality, num=ev.num, metrics=metrics)
         if ev.flags:

@@ -65,7 +65,7 @@ from . import distributed
 from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
 from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
-from .modality import Modality, check_metrics
+from .modality import Modality, check_metrics, evaluation_options
 from .progress import Progress
 from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
@@ -556,10 +556,12 @@ class Generator:
             self._reference = self.modality.reference(build_data(self.config, self.modality))
         return self._reference
 
-    def evaluate(self, objects: Any, reference: Any = None) -> dict[str, float]:
-        """The modality's metrics of ``objects`` against ``reference`` (default: the recipe's data)."""
+    def evaluate(self, objects: Any, reference: Any = None, **options: Any) -> dict[str, float]:
+        """The modality's metrics of ``objects`` against ``reference`` (default: the recipe's
+        data); ``options``: the modality's own (graphs: ``fcd=True`` adds FCD)."""
+        options = evaluation_options(self.modality, options)
         ref = self.reference() if reference is None else reference
-        return check_metrics(self.modality.evaluate(objects, ref, self.info), self.modality.name)
+        return check_metrics(self.modality.evaluate(objects, ref, self.info, **options), self.modality.name)
 
     def plot(self, objects: Any, path: str | Path) -> Path | None:
         """The modality's figure of ``objects`` (over the reference when the plot accepts one);
@@ -607,7 +609,7 @@ class Evaluation:
 
 
 def evaluate_samples(target: str | Path, config: Config | None = None, *, modality: str | None = None,
-                     reference: str | Path | None = None) -> Evaluation:
+                     reference: str | Path | None = None, options: Mapping[str, Any] | None = None) -> Evaluation:
     """Metrics of native files: a folder written by ``polydiff sample`` or any folder / file of
     the modality's native files written by another tool.
 
@@ -615,6 +617,7 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
     folder's ``polydiff.json``. The reference objects are read from ``reference`` (a file or
     folder of native files) when given, else taken from the recipe's data (``config``, else the
     recipe stored in ``polydiff.json``), else from the modality's embedded default dataset.
+    ``options``: the modality's evaluation options (graphs: ``{"fcd": True}``).
     """
     target = Path(target)
     if not target.exists():
@@ -631,6 +634,7 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
         if modality or config is not None:
             raise
         raise ValueError(f"{meta_file}: modality {name!r}: {err}") from None
+    options = evaluation_options(mod, options or {})
     cfg = config
     if cfg is None and meta.get("config") and meta.get("modality") == name:
         cfg = from_dict(meta["config"], source=f"{meta_file} (stored recipe)")
@@ -650,7 +654,7 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
                           stacklevel=2)
     objects = mod.read(target)
     try:
-        metrics = check_metrics(mod.evaluate(objects, ref_objects, info), name)
+        metrics = check_metrics(mod.evaluate(objects, ref_objects, info, **options), name)
         flags = {k: list(v) for k, v in mod.flags(objects, info).items()}
     except ValueError as err:  # the samples cannot be evaluated (too few, ...): say which files hold them
         if str(target) in str(err):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import inspect
 import sys
 import warnings
 from abc import ABC, abstractmethod
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .data import DataBundle, TensorStates, default_collate
+from .registry import ValueMismatch, check_options, no_option
 from .state import FieldSpec, State
 
 __all__ = ["Command", "DataBundle", "Modality", "TensorStates", "default_collate", "package_recipes"]
@@ -84,6 +86,24 @@ def check_metrics(metrics: Any, modality: str, where: str = "evaluate") -> dict[
             raise ValueError(f"modality {modality!r}: {where} gave the metric {k!r} the value {v!r}, which is not a "
                              "number (a metric is a float, NaN where undefined)")
     return dict(metrics)
+
+
+def evaluation_options(modality: Modality, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` checked as the keywords :meth:`Modality.evaluate` takes after ``objects``,
+    ``reference`` and ``info`` (graphs: ``fcd``) and converted to their annotated types; a
+    ValueError naming an option it does not take, or a value that does not fit."""
+    if not options:
+        return {}
+    params = list(inspect.signature(modality.evaluate).parameters.values())[3:]
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(no_option(f"the evaluation of modality {modality.name!r}", unknown, allowed))
+    try:
+        return check_options(modality.evaluate, options, skip=3)
+    except ValueMismatch as err:
+        raise ValueError(f"evaluation option {err.name}: {err}") from None
 
 
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
@@ -198,11 +218,10 @@ class Modality(ABC):
 
     def evaluate_model(self, generator: Any, *, num: int, seed: int, **options: Any) -> dict[str, float]:
         """Metrics of a trained model (``polydiff evaluate CKPT --option key=value``): by default
-        the metrics of ``num`` generated samples. Override to add those that need the model
-        itself (held-out likelihood or perplexity, forecasts, rollouts in an environment)."""
-        if options:
-            raise ValueError(f"modality {self.name!r} takes no evaluation options (got {', '.join(options)})")
-        return generator.evaluate(generator.generate(num, seed=seed))
+        the metrics of ``num`` generated samples (``options``: those of :meth:`evaluate`, such as
+        graphs' ``fcd``). Override to add those that need the model itself (held-out likelihood
+        or perplexity, forecasts, rollouts in an environment)."""
+        return generator.evaluate(generator.generate(num, seed=seed), **evaluation_options(self, options))
 
     def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
         """An observation for conditional generation (``polydiff sample --observed FILE``) from a

@@ -93,9 +93,11 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     (tmp_path / "obs.csv").write_text("x0,x1\n1,2,3\n")
     code, _, err = run(capsys, "sample", ckpt, "--observed", tmp_path / "obs.csv", "--out", tmp_path / "x")
     assert "obs.csv:2: expected 2 cells, got 3" in one_line_error(code, err)
-    # model-level evaluation options: the toy modality takes none, and says so
+    # model-level evaluation options: the toy modality takes none, and says so for a checkpoint and for files
     code, _, err = run(capsys, "evaluate", ckpt, "--option", "depth=3")
-    assert "takes no evaluation options (got depth)" in one_line_error(code, err)
+    assert "the evaluation of modality 'toy' has no option depth; allowed: none" in one_line_error(code, err)
+    code, _, err = run(capsys, "evaluate", tmp_path / "inpaint_csv", "--option", "depth=3")
+    assert "the evaluation of modality 'toy' has no option depth; allowed: none" in one_line_error(code, err)
     code, text, _ = run(capsys, "sample", ckpt, "--num", 12, "--sampler", "ddpm", "--steps", 10, "--particles", 4,
                         "--observed", obs, "--out", tmp_path / "smc")
     assert code == 0

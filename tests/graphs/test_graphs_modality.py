@@ -111,3 +111,15 @@ def test_evaluate_users_molecule_files_with_per_molecule_flags(tmp_path, capsys)
     assert res["num"] == 4 and res["metrics"]["validity"] == 1.0 and res["metrics"]["uniqueness"] == 1.0
     assert res["per_sample"]["valid"] == [True] * 4 and res["per_sample"]["smiles"][0] == "CCO"
     assert res["per_sample"]["nodes"] == [3, 6, 4, 3]
+    assert "fcd" not in res["metrics"]
+    # the plugin's evaluation option reaches files too: --option fcd=true adds FCD (when the fcd package runs
+    # offline), and an option evaluate does not take is named
+    from polydiff_graphs.metrics import fcd_available, fcd_distance
+
+    code = cli(["evaluate", str(mine), "--modality", "graphs", "--reference", str(ref), "--option", "fdc=true"])
+    assert code != 0 and "has no option fdc (did you mean fcd?)" in capsys.readouterr().err
+    if fcd_available()[0]:
+        assert cli(["evaluate", str(mine), "--modality", "graphs", "--reference", str(ref), "--option", "fcd=true",
+                    "--json", str(out)]) == 0
+        fcd = json.loads(out.read_text())["metrics"]["fcd"]
+        assert fcd == pytest.approx(fcd_distance(mine.read_text().split(), ref.read_text().split())) and fcd > 0
