@@ -354,8 +354,8 @@ def test_periodic_net_is_not_invariant_to_a_lattice_basis_change():
 
 def test_cdvae_niggli_reduction_maps_two_bases_to_one_input():
     """The basis fixing of the CDVAE loader (:func:`cdvae_canonical`: Niggli reduction, lattice rebuilt from its
-    parameters) gives both descriptions the same network input, and so the same predictions. (The default set and
-    users' files are not reduced: they are read in the basis they come in.)"""
+    parameters) gives both descriptions the same network input, and so the same predictions. (The default set is
+    used in its prototypes' own cells; users' files are reduced too: the next test.)"""
     one, other, _ = two_bases()
     raw = basis_states([one, other])
     s = basis_states([cdvae_canonical(one), cdvae_canonical(other)])
@@ -367,6 +367,45 @@ def test_cdvae_niggli_reduction_maps_two_bases_to_one_input():
     out = make_net()(s, torch.tensor([0.5, 0.5], dtype=torch.float64))
     for k in out:
         assert torch.allclose(out[k][0], out[k][1], atol=1e-4), k
+
+
+def test_users_files_are_niggli_reduced_unless_asked_not_to(tmp_path):
+    """The files dataset reduces every cell (``niggli``, default): one crystal written in two bases becomes one
+    training input; with ``niggli=False`` the two bases stay two inputs."""
+    from polydiff_crystals.modality import files_dataset
+
+    one, other, _ = two_bases()
+    one.to(filename=str(tmp_path / "one.vasp"), fmt="poscar")
+    other.to(filename=str(tmp_path / "other.vasp"), fmt="poscar")
+
+    def lattices(**options):
+        data = files_dataset(str(tmp_path), representation="periodic", test_fraction=0.5, **options)
+        return [d.get_batch(torch.arange(1))["lattice"][0].double() for d in (data.train, data.test)], data.info
+
+    (a, b), info = lattices()
+    assert torch.allclose(a, b, atol=1e-5) and info["niggli"] is True
+    (a, b), info = lattices(niggli=False)
+    assert (a - b).abs().max() > 0.5 and info["niggli"] is False
+
+
+def test_a_cell_that_cannot_be_reduced_is_named(tmp_path, monkeypatch):
+    import polydiff_crystals.data as data
+    from polydiff_crystals.modality import files_dataset
+
+    one, other, _ = two_bases()
+    one.to(filename=str(tmp_path / "fine.vasp"), fmt="poscar")
+    other.to(filename=str(tmp_path / "skewed.vasp"), fmt="poscar")
+
+    def fail(structure):
+        if structure.properties["name"] == "skewed":
+            raise ValueError("Unable to find niggli reduction")
+        return structure
+
+    monkeypatch.setattr(data, "cdvae_canonical", fail)
+    with pytest.raises(ValueError, match=r"crystal 'skewed': its cell cannot be Niggli-reduced .*"
+                                         r"niggli=false"):
+        files_dataset(str(tmp_path), representation="periodic")
+    assert len(files_dataset(str(tmp_path), representation="periodic", test_fraction=0.5, niggli=False).train) == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from polydiff.plugin import atomic_write, shared_file
 
-from .crystal_io import read_cif_csv
+from .crystal_io import read_cif_csv, structure_name
 
 __all__ = [
     "CDVAE_COLUMNS",
@@ -167,6 +167,19 @@ def cdvae_canonical(structure: Structure) -> Structure:
     reduced = structure.get_reduced_structure()
     return Structure(Lattice.from_parameters(*reduced.lattice.parameters), reduced.species, reduced.frac_coords,
                      properties=dict(structure.properties))
+
+
+def reduced_cells(structures: Sequence[Structure], source: Path) -> list[Structure]:
+    """Every structure in its canonical Niggli-reduced cell (:func:`cdvae_canonical`); a
+    ValueError naming ``source`` and the structure when pymatgen cannot reduce its lattice."""
+    out = []
+    for k, s in enumerate(structures):
+        try:
+            out.append(cdvae_canonical(s))
+        except (ValueError, ArithmeticError) as err:
+            raise ValueError(f"{source}: crystal {structure_name(s, f'#{k}')!r}: its cell cannot be Niggli-reduced "
+                             f"({err}); pass data.options.niggli=false to train on the cells as given") from None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- default set

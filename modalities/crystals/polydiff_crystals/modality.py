@@ -402,18 +402,25 @@ def random_dataset(n: int = 200, representation: str = "periodic", seed: int = 0
 
 def files_dataset(path: str, representation: str = "matrix", seed: int = 0, test_fraction: float = 0.1,
                   conditions: Sequence[str] = (), wyckoff: bool = False, max_sites: int = 20,
-                  max_elements: int = 3) -> DataBundle:
+                  max_elements: int = 3, niggli: bool = True) -> DataBundle:
     """Users' crystals: a CIF / POSCAR / extXYZ file, a CSV of CIF strings with property
     columns, or a folder of them (:func:`.crystal_io.read_structures`), split 90 / 10.
     ``max_sites`` and ``max_elements`` size the matrix representation (crystals that do not
-    fit are skipped and counted); the periodic representation ignores ``max_elements``."""
+    fit are skipped and counted); the periodic representation ignores ``max_elements``.
+    ``niggli`` (default) puts every crystal in its Niggli-reduced cell as CDVAE builds its data
+    (:func:`.data.cdvae_canonical`): the networks read lattice parameters and fractional
+    coordinates in the basis given, so one crystal written in two bases would be two inputs."""
     from .crystal_io import read_structures
+    from .data import reduced_cells
 
     if max_sites < 1 or max_elements < 1:
         raise ValueError(f"max_sites and max_elements must be >= 1, got {max_sites}, {max_elements}")
-    train, test = _split(read_structures(Path(path)), test_fraction, seed)
+    structures = read_structures(Path(path))
+    if niggli:
+        structures = reduced_cells(structures, Path(path))
+    train, test = _split(structures, test_fraction, seed)
     info = {"dataset": "files", "path": str(path), "seed": seed, "test_fraction": test_fraction, "cutoffs": "mp20",
-            "max_sites": max_sites, "max_elements": max_elements}
+            "max_sites": max_sites, "max_elements": max_elements, "niggli": niggli}
     return make_bundle(train, test, info, representation=representation, conditions=conditions, wyckoff=wyckoff,
                        max_sites=max_sites, max_elements=max_elements)
 

@@ -14,9 +14,9 @@ A crystal is a lattice (a, b, c in Angstrom, alpha, beta, gamma in degrees) and 
 Both networks are invariant to permutations of the atoms (their per-atom outputs permute), to global translations
 of the fractional coordinates and to integer shifts of single atoms; padded atoms never influence present ones.
 They are not invariant to a change of lattice basis (like CSPNet, they read lattice parameters and fractional
-coordinates in the given basis): the data must fix the basis. The CDVAE loader does, by Niggli reduction
-(:func:`~polydiff_crystals.data.cdvae_canonical`); the default set and users' files are read in the basis they
-come in.
+coordinates in the given basis): the data must fix the basis. The CDVAE loader and the files dataset do, by Niggli
+reduction (:func:`~polydiff_crystals.data.cdvae_canonical`; files: ``niggli=false`` keeps the cells as given); the
+default set is used in its prototypes' own cells.
 """
 
 from __future__ import annotations
