@@ -323,3 +323,36 @@ def test_evaluating_files_without_a_reference_says_what_they_are_compared_with(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cli(["evaluate", str(points), "--modality", "toy", "--reference", str(points)]) == 0
+
+
+class _WithOption(CloudsModality):
+    def evaluate(self, objects, reference, info, radius: float = 1.0, exact: bool = False):
+        return {**super().evaluate(objects, reference, info), "radius": radius, "exact": float(exact)}
+
+
+def test_evaluation_options_are_evaluates_own_keywords():
+    """Keywords of a plugin's ``evaluate`` after ``info`` are its evaluation options: checked by name
+    (a near miss suggested) and converted to their annotated types; the default ``evaluate_model``
+    passes them through the generator."""
+    from polydiff.modality import evaluation_options
+
+    mod = _WithOption()
+    assert evaluation_options(mod, {}) == {}
+    assert evaluation_options(mod, {"radius": 2, "exact": True}) == {"radius": 2.0, "exact": True}
+    assert isinstance(evaluation_options(mod, {"radius": 2})["radius"], float)
+    with pytest.raises(ValueError, match=r"modality 'clouds' has no option radus \(did you mean radius\?\); "
+                                         r"allowed: radius, exact"):
+        evaluation_options(mod, {"radus": 2.0})
+    with pytest.raises(ValueError, match="evaluation option radius"):
+        evaluation_options(mod, {"radius": "wide"})
+    with pytest.raises(ValueError, match="has no option radius; allowed: none"):
+        evaluation_options(CloudsModality(), {"radius": 2.0})
+
+    class Gen:  # the two calls the default evaluate_model makes
+        def generate(self, num, seed):
+            return [[[0.0, 1.0], [0.0, -1.0]]] * num
+
+        def evaluate(self, objects, **options):
+            return mod.evaluate(objects, objects, {}, **evaluation_options(mod, options))
+
+    assert mod.evaluate_model(Gen(), num=3, seed=0, radius=4)["radius"] == 4.0
