@@ -29,11 +29,13 @@ from .crystal_io import read_cif_csv, structure_name
 
 __all__ = [
     "CDVAE_COLUMNS",
+    "cdvae_canonical",
     "cdvae_crystals",
     "crystal_cache_dir",
     "default_crystals",
     "min_distance",
     "random_crystals",
+    "reduced_cells",
     "similar_elements",
 ]
 
