@@ -549,10 +549,16 @@ PARTS = {"gdss_cs": part_gdss_cs, "gdss_ego": part_gdss_ego, "gdss_qm9": part_gd
 
 
 def environment() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "git": _git()}
+    """The machine, and the commit the run's code came from: HEAD when the script started (its
+    modules were imported then); ``git_at_end`` too when HEAD moved during the run."""
+    out = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "git": GIT_AT_START}
+    end = _git()
+    if end != GIT_AT_START:
+        out["git_at_end"] = end
+    return out
 
 
 def _git() -> str | None:
@@ -561,6 +567,9 @@ def _git() -> str | None:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+GIT_AT_START = _git()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -644,12 +653,16 @@ def _mol_cells(s: dict[str, Any]) -> str:
 
 
 def _pard_vs_gdss(pard: dict[str, Any], gdss: dict[str, Any] | None, cells: Any, digits: int) -> list[str]:
-    """Table rows: PARD, then every GDSS sampler of the same dataset (when that part ran)."""
+    """Table rows: PARD, then every GDSS sampler of the same dataset (when that part ran), each
+    GDSS row naming its own training (its part's budget, not PARD's)."""
     rows = [f"| PARD | {pard['steps']} per block | {pard['nfe_per_graph']:.0f} ({pard['blocks_per_graph']:.1f} "
             f"blocks) | {_fmt(pard['seconds_per_graph'], digits)} | " + cells(pard)]
+    trained = (gdss or {}).get("training", {})
+    when = (f"; trained {trained['steps']} steps in {trained['wall_seconds'] / 60:.0f} min"
+            if "steps" in trained and "wall_seconds" in trained else "")
     for name, g in (gdss or {}).get("samplers", {}).items():
-        rows.append(f"| GDSS ({name}) | {g['steps']} | {g['nfe_per_graph']} | {_fmt(g['seconds_per_graph'], digits)} | "
-                    + cells(g))
+        rows.append(f"| GDSS ({name}{when}) | {g['steps']} | {g['nfe_per_graph']} | "
+                    f"{_fmt(g['seconds_per_graph'], digits)} | " + cells(g))
     return rows
 
 
@@ -717,12 +730,14 @@ def _same_predictors(samplers: dict[str, Any]) -> str:
 
 
 def _env_line(r: dict[str, Any]) -> str:
-    """The commit and machine a part ran on (recorded when it finished)."""
+    """The commit and machine a part ran on (the commit at its start, when it finished)."""
     e = r.get("environment") or {}
     if not e:
         return "Environment: not recorded."
-    return (f"Commit `{e.get('git')}`, finished {e.get('date')}; python {e.get('python')}, torch {e.get('torch')}, "
-            f"{e.get('cpu_count')} CPUs, {e.get('threads')} torch threads, {e.get('platform')}.")
+    moved = f" (HEAD `{e['git_at_end']}` when it finished)" if e.get("git_at_end") else ""
+    return (f"Commit `{e.get('git')}`{moved}, finished {e.get('date')}; python {e.get('python')}, "
+            f"torch {e.get('torch')}, {e.get('cpu_count')} CPUs, {e.get('threads')} torch threads, "
+            f"{e.get('platform')}.")
 
 
 def render(results: dict[str, Any]) -> str:
