@@ -4,7 +4,7 @@ evaluated (validity, uniqueness, novelty, entropy, NLL bound) and saved with a f
 
     python examples/text_quickstart.py [--out runs/text_quickstart] [--quiet]
 
-About 70 seconds on 2 CPU cores; a small model trained briefly, so expect modest validity
+About 100 seconds on 2 CPU cores; a small model trained briefly, so expect modest validity
 (about 0.1). The same run from the command line, with the full recipe:
 
     polydiff train text:smiles_mdlm --out runs/smiles
@@ -33,8 +33,8 @@ recipe = {
     "data": {"name": "smiles", "length": 48, "test_fraction": 0.1},
     "model": {"name": "mdlm", "dim": 64, "depth": 2, "heads": 4},
     "process": {"schedule": "linear"},
-    "train": {"max_steps": 2500, "batch_size": 64, "lr": 2e-3, "warmup": 100, "accelerator": "cpu", "devices": 1,
-              "threads": 2, "checkpoint_every": 2500, "progress": not args.quiet},
+    "train": {"max_steps": 1500, "batch_size": 64, "lr": 2e-3, "warmup": 100, "accelerator": "cpu", "devices": 1,
+              "threads": 2, "checkpoint_every": 1500, "progress": not args.quiet},
     "sample": {"sampler": "first_hitting", "num": 128},
 }
 
