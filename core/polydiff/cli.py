@@ -30,7 +30,6 @@ runs, nothing with ``--quiet``).
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import json
 import math
@@ -51,11 +50,9 @@ from .files import atomic_folder, atomic_write, cached_json
 from .progress import interactive
 from .registry import (
     RegistryError,
-    ValueMismatch,
     available_modalities,
-    check_options,
+    check_keywords,
     load_modality,
-    no_option,
     plugins_fingerprint,
 )
 
@@ -584,8 +581,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             gen.config = cfg
         _threads(args.threads, gen.config)
         sc = gen.config.sample
-        options = _check_options(gen.modality.evaluate_model, options,
-                                 f"the evaluation of modality {gen.modality.name!r}", skip=("generator", "num", "seed"))
+        options = check_keywords(gen.modality.evaluate_model, options,
+                                 f"the evaluation of modality {gen.modality.name!r}", "--option",
+                                 skip=("generator", "num", "seed"))
         num = sc.num if args.num is None else args.num
         if interactive(sys.stderr) and not args.quiet:
             print(f"polydiff: evaluating {target}: {num} samples, then the metrics", file=sys.stderr)
@@ -632,22 +630,6 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = _value(text)
     return out
-
-
-def _check_options(fn: Any, options: dict[str, Any], what: str, skip: Sequence[str] = ()) -> dict[str, Any]:
-    """``--option`` values checked against ``fn``'s annotations and returned converted; a clear
-    error for a value that does not fit (naming the option) and for names that ``fn`` does not
-    take (unless it takes ``**``)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        allowed = [k for k in params if k not in skip and k != "self"]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(no_option(what, unknown, allowed))
-    try:
-        return check_options(fn, options)
-    except ValueMismatch as err:
-        raise ValueError(f"--option {err.name}: {err}") from None
 
 
 def _value(text: str) -> Any:

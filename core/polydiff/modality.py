@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .data import DataBundle, TensorStates, default_collate
-from .registry import ValueMismatch, check_options, no_option
+from .registry import check_keywords
 from .state import FieldSpec, State
 
 __all__ = ["Command", "DataBundle", "Modality", "TensorStates", "default_collate", "package_recipes"]
@@ -94,16 +94,9 @@ def evaluation_options(modality: Modality, options: Mapping[str, Any]) -> dict[s
     ValueError naming an option it does not take, or a value that does not fit."""
     if not options:
         return {}
-    params = list(inspect.signature(modality.evaluate).parameters.values())[3:]
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(no_option(f"the evaluation of modality {modality.name!r}", unknown, allowed))
-    try:
-        return check_options(modality.evaluate, options, skip=3)
-    except ValueMismatch as err:
-        raise ValueError(f"evaluation option {err.name}: {err}") from None
+    data_args = list(inspect.signature(modality.evaluate).parameters)[:3]
+    return check_keywords(modality.evaluate, options, f"the evaluation of modality {modality.name!r}",
+                          "evaluation option", skip=data_args)
 
 
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:

@@ -309,6 +309,25 @@ def check_options(fn: Any, options: Mapping[str, Any], skip: int = 0) -> dict[st
     return out
 
 
+def check_keywords(fn: Any, options: Mapping[str, Any], what: str, label: str, skip: Sequence[str] = ()
+                   ) -> dict[str, Any]:
+    """``options`` as keyword arguments of ``fn`` (its parameters other than ``skip``), checked
+    and converted by :func:`check_options`; a ValueError naming ``what`` for a name ``fn`` does
+    not take (unless it takes ``**``), and one naming ``label`` and the option for a value that
+    does not fit. Used for ``polydiff evaluate --option`` and plugins' evaluation options."""
+    params = inspect.signature(fn).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        allowed = [p.name for p in params
+                   if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(no_option(what, unknown, allowed))
+    try:
+        return check_options(fn, options)
+    except ValueMismatch as err:
+        raise ValueError(f"{label} {err.name}: {err}") from None
+
+
 def param_hints(fn: Any) -> dict[str, Any]:
     """The resolved annotations of ``fn``'s parameters (``__init__``'s for a class), by name.
 
