@@ -418,6 +418,7 @@ def cmd_samplers(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a recipe into a run folder; print where the checkpoint went."""
     from .training import train
 
     cfg = load_config(args.config, args.overrides)
@@ -447,6 +448,7 @@ def read_grid(path: Path) -> dict[str, Any]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a sampling grid to a checkpoint and write it as JSON for ``sample --grid``."""
     from .generator import load
     from .samplers.base import get_sampler
 
@@ -531,6 +533,7 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """Generate samples from a checkpoint into native files (sharded across processes when asked)."""
     from . import distributed
 
     if args.processes > 1 and not distributed.init_from_env():
@@ -562,6 +565,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint or a folder of native files with the modality's metrics."""
     from .checkpoints import SHARDED_META
     from .generator import evaluate_samples, load
     from .modality import check_metrics

@@ -61,6 +61,7 @@ class Component:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The component as a YAML mapping: ``name`` plus its options."""
         return {"name": self.name, **self.options}
 
 

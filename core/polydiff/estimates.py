@@ -82,6 +82,7 @@ def with_x0_eps(out: Mapping[str, Tensor], state: State, t: Tensor, fields: Mapp
 
 
 def batch_of(state: Mapping[str, Any]) -> int:
+    """The batch size: the first dimension of the state's first batched tensor."""
     for v in state.values():
         if isinstance(v, Tensor) and v.dim() > 0:
             return v.shape[0]
@@ -112,4 +113,5 @@ def tree_cat(a: Any, b: Any, batch: int) -> Any:
 
 
 def state_dtype(state: State) -> torch.dtype:
+    """The dtype of the state's first floating field (float32 when it has none)."""
     return next((v.dtype for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()), torch.float32)

@@ -152,12 +152,14 @@ class Generator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         ema: bool | None = None) -> Generator:
+        """A generator from a checkpoint (EMA weights unless ``ema=False`` or the recipe says ``sample.ema: false``)."""
         got = load_network(path, ema)
         got.net.requires_grad_(False)  # a loaded network samples: guidance differentiates to the state only
         gen = cls(got.modality, got.config, got.info, got.fields, got.net, checkpoint=got.path, step=got.step)
         return gen.to(device) if device is not None else gen
 
     def to(self, device: str | torch.device) -> Generator:
+        """Move the network to ``device``; returns the generator for chaining."""
         self.net.to(device)
         return self
 

@@ -22,11 +22,13 @@ LAM_LOW = -10.0  # log-SNR grids start no lower: alpha(t_max) = 0 (rectified flo
 
 @GRIDS.register("uniform_t", "evenly spaced in t")
 def uniform_t(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    """``steps + 1`` times evenly spaced from ``t_max`` down to ``t_min``."""
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
 @GRIDS.register("uniform_logsnr", "evenly spaced in log-SNR (DPM-Solver's 'logSNR' skip type)")
 def uniform_logsnr(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    """``steps + 1`` times evenly spaced in log-SNR, ends exact (the log-SNR start clipped at ``LAM_LOW``)."""
     lo = schedule.lam(torch.tensor(t_max, dtype=torch.float64))
     hi = schedule.lam(torch.tensor(t_min, dtype=torch.float64))
     lo = torch.clamp(lo, min=LAM_LOW)  # alpha(t_max) = 0 (rectified flow): start from a finite lam
@@ -37,6 +39,7 @@ def uniform_logsnr(schedule: Schedule, steps: int, t_max: float, t_min: float) -
 
 @GRIDS.register("karras", "Karras et al. rho-spaced noise levels sigma/alpha (rho: the schedule's, else 7)")
 def karras(schedule: Schedule, steps: int, t_max: float, t_min: float, rho: float | None = None) -> Tensor:
+    """``steps + 1`` times whose noise levels ``sigma / alpha`` follow Karras et al.'s rho-spacing."""
     rho = float(getattr(schedule, "rho", 7.0)) if rho is None else rho
     s_max = torch.exp(-schedule.lam(torch.tensor(t_max, dtype=torch.float64))).clamp(max=1e4)
     s_min = torch.exp(-schedule.lam(torch.tensor(t_min, dtype=torch.float64)))
@@ -49,6 +52,7 @@ def karras(schedule: Schedule, steps: int, t_max: float, t_min: float, rho: floa
 
 @GRIDS.register("quadratic", "quadratically spaced in t (dense near the data end; DDIM's 'quad')")
 def quadratic(schedule: Schedule, steps: int, t_max: float, t_min: float) -> Tensor:
+    """``steps + 1`` times quadratically spaced in t, dense near ``t_min``."""
     r = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     return t_min + (t_max - t_min) * r**2
 

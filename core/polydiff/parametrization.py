@@ -18,6 +18,7 @@ PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 
 def check_prediction(kind: str) -> str:
+    """``kind`` if it names a known prediction, else a ValueError listing them."""
     if kind not in PREDICTIONS:
         raise ValueError(f"unknown prediction {kind!r}; allowed: {', '.join(PREDICTIONS)}")
     return kind

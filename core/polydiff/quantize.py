@@ -94,6 +94,7 @@ class QuantizationReport:
     sensitivity: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """One line: what was quantized, what was kept in float, and the output error."""
         kept = ", ".join(f"{k} ({v})" for k, v in self.kept.items()) or "none"
         err = "" if self.error is None else (
             f"; output error {self.error:.3g} (all layers: {self.error_all:.3g}, tolerance {self.tolerance:g})")

@@ -94,12 +94,14 @@ class Packer:
         self.flat = self.single and len(self.shapes[self.names[0]]) == 1
 
     def pack(self, state: Mapping[str, Tensor]) -> Tensor:
+        """The named fields as one flat (B, D) tensor, in ``names`` order."""
         if self.flat:
             return state[self.names[0]]
         parts = [state[k].reshape(state[k].shape[0], -1) for k in self.names]
         return parts[0] if self.single else torch.cat(parts, dim=1)
 
     def unpack(self, flat: Tensor) -> State:
+        """The inverse of :meth:`pack`: a (B, D) tensor back to named fields."""
         if self.single:
             k = self.names[0]
             return {k: flat if self.flat else flat.reshape(flat.shape[0], *self.shapes[k])}

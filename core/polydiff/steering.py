@@ -109,15 +109,19 @@ class Potential:
     width: int = 1
 
     def wrap(self, model: Model, fields: Mapping[str, FieldSpec], adapt: Callable[[Any], Model]) -> Model:
+        """The proposal: the model the sampler calls (``adapt`` turns another model into a callable)."""
         return model
 
     def init(self, loop: SamplingLoop) -> Tensor:
+        """The carried per-particle tensor (B, width) before the first step."""
         return torch.zeros(loop.batch, self.width, dtype=torch.float64, device=loop.ts.device)
 
     def step(self, info: StepInfo, carry: Tensor) -> tuple[Tensor, Tensor]:
+        """The step's log-weight increment (B,) and the new carry."""
         return torch.zeros(info.loop.batch, dtype=torch.float64, device=carry.device), carry
 
     def final(self, state: State, carry: Tensor, loop: SamplingLoop) -> Tensor:
+        """The last log-weight increment (B,), on the final sample."""
         return torch.zeros(loop.batch, dtype=torch.float64, device=carry.device)
 
 

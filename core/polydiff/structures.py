@@ -36,15 +36,19 @@ class Plain:
     noise_gain = 1.0
 
     def noise(self, z: Tensor, state: State) -> Tensor:
+        """Admissible noise from i.i.d. normal draws ``z`` (here: ``z`` itself)."""
         return z
 
     def project(self, x: Tensor, state: State) -> Tensor:
+        """``x`` projected onto the field's subspace; samplers apply it to every prediction."""
         return x
 
     def weights(self, x: Tensor, state: State) -> Tensor:
+        """1 where an entry is free, 0 where it is held (losses average over the free ones)."""
         return torch.ones_like(x)
 
     def dof(self, x: Tensor, state: State) -> Tensor:
+        """Degrees of freedom per sample (B,), for likelihoods and per-dimension losses."""
         return torch.full((x.shape[0],), float(x[0].numel()), device=x.device)
 
 

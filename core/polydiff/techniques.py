@@ -466,6 +466,7 @@ class SelfConditioning:
         self.last: dict[str, Tensor] | None = None
 
     def reset(self) -> None:
+        """Forget the last prediction (at the start of a new sampling run)."""
         self.last = None
 
     def __call__(self, state: State, t: Tensor, cond: Any = None) -> Mapping[str, Tensor]:
@@ -574,6 +575,7 @@ class Techniques:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Techniques:
+        """The recipe's ``techniques`` mapping, with unknown keys named in the error."""
         cfg = dict(cfg or {})
         allowed = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - allowed)

@@ -122,6 +122,7 @@ class StepBatches(IterableDataset):
         self._perms: dict[int, Tensor] = {}
 
     def permutation(self, epoch: int) -> Tensor:
+        """The order of the training set in ``epoch``, seeded by epoch (same on every rank and on resume)."""
         if epoch not in self._perms:
             if len(self._perms) > 4:
                 self._perms.pop(min(self._perms))

@@ -24,12 +24,15 @@ class MaskSchedule:
     """``alpha(t)`` (probability of keeping the clean token) and its derivative."""
 
     def alpha(self, t: Tensor) -> Tensor:
+        """Probability that a token is still clean at time ``t`` (1 at t = 0, near 0 at t = 1)."""
         raise NotImplementedError
 
     def dalpha(self, t: Tensor) -> Tensor:
+        """``d alpha / dt`` (negative): how fast tokens are masked; the ELBO's weight."""
         raise NotImplementedError
 
     def t_of_alpha(self, alpha: Tensor) -> Tensor:
+        """The inverse of :meth:`alpha`, for samplers that step in alpha (first hitting)."""
         raise NotImplementedError
 
 
@@ -79,6 +82,7 @@ class CategoricalProcess:
         return self.vocab
 
     def alpha(self, t: Tensor) -> Tensor:
+        """Probability that a token is still clean at ``t`` (the schedule's ``alpha``)."""
         return self.schedule.alpha(t)
 
     def rate(self, t: Tensor) -> Tensor:
@@ -91,6 +95,7 @@ class Absorbing(CategoricalProcess):
 
     @property
     def mask_id(self) -> int:
+        """The mask token's index: one past the vocabulary."""
         return self.vocab
 
     @property
@@ -98,6 +103,7 @@ class Absorbing(CategoricalProcess):
         return self.vocab + 1
 
     def prior_sample(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+        """The prior at t = 1: every token masked."""
         return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
 
     def q_sample(self, x0: Tensor, t: Tensor, u: Tensor) -> Tensor:
@@ -133,11 +139,13 @@ class Uniform(CategoricalProcess):
 
     def prior_sample(self, shape: tuple[int, ...], u: Tensor | None = None,
                      device: torch.device | str = "cpu") -> Tensor:
+        """The prior at t = 1: tokens uniform over the vocabulary (from uniforms ``u`` when given)."""
         if u is None:
             return torch.randint(0, self.vocab, shape, device=device)
         return torch.clamp((u * self.vocab).long(), max=self.vocab - 1)
 
     def q_sample(self, x0: Tensor, t: Tensor, u: Tensor, u2: Tensor) -> Tensor:
+        """Corrupt ``x0`` (B, L) at ``t`` (B,): keep a token where ``u < alpha(t)``, else draw it from ``u2``."""
         keep = u < _bcast(self.alpha(t), x0)
         rnd = torch.clamp((u2 * self.vocab).long(), max=self.vocab - 1)
         return torch.where(keep, x0, rnd)

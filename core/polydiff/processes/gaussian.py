@@ -53,12 +53,15 @@ class Schedule:
         return self.sampling_grid(sampler, steps), self.sampling_t_min(sampler, steps) if t_min is None else t_min
 
     def alpha(self, t: Tensor) -> Tensor:
+        """Signal scale ``alpha(t)`` of ``x_t = alpha x0 + sigma eps``."""
         return torch.exp(self.log_alpha(t))
 
     def log_alpha(self, t: Tensor) -> Tensor:
+        """``log alpha(t)``; a schedule gives whichever of the two is stable in closed form."""
         return torch.log(self.alpha(t))
 
     def sigma(self, t: Tensor) -> Tensor:
+        """Noise scale ``sigma(t)`` of ``x_t = alpha x0 + sigma eps``."""
         raise NotImplementedError
 
     def dalpha(self, t: Tensor) -> Tensor:
@@ -500,6 +503,7 @@ class GaussianProcess:
         return self.schedule.t_max
 
     def coefs(self, t: Tensor) -> Coefs:
+        """Every schedule value a sampler or loss needs at ``t``, in one call."""
         return Coefs(*self.schedule.values(t))
 
     def marginal(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ class Manifold:
     tangent_shape: tuple[int, ...] | None = None
 
     def exp(self, x: Tensor, v: Tensor) -> Tensor:
+        """The point reached from ``x`` along the geodesic with tangent vector ``v``."""
         raise NotImplementedError
 
     def log(self, x: Tensor, y: Tensor) -> Tensor:
@@ -37,6 +38,7 @@ class Manifold:
         raise NotImplementedError
 
     def project(self, x: Tensor) -> Tensor:
+        """``x`` mapped back onto the manifold (wrapping, renormalising); the identity by default."""
         return x
 
     def prior(self, shape: tuple[int, ...], u: Tensor) -> Tensor:
@@ -138,11 +140,13 @@ class GeodesicFlow:
         return torch.expm1(rate * t) / math.expm1(rate)
 
     def dkappa(self, t: Tensor) -> Tensor:
+        """``d kappa / dt``, the speed of the schedule along the geodesic."""
         if self.rate == 0:
             return torch.ones_like(t)
         return self.rate * torch.exp(self.rate * t) / math.expm1(self.rate)
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """The point a fraction ``kappa(t)`` of the way along the geodesic from ``x0`` to ``x1``."""
         v = self.manifold.log(x0, x1)
         return self.manifold.exp(x0, _expand(self.kappa(t), v) * v)
 

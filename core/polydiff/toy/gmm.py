@@ -38,6 +38,7 @@ class GaussianMixture:
         return cls(weights, means, stds)
 
     def to_dict(self) -> dict[str, list]:
+        """Plain JSON lists (stored in the dataset's ``info`` and in checkpoints)."""
         return {"weights": self.weights.tolist(), "means": self.means.tolist(), "stds": self.stds.tolist()}
 
     def sample(self, n: int, generator: torch.Generator | None = None, *, alpha: float = 1.0,
@@ -72,6 +73,7 @@ class GaussianMixture:
         return torch.logsumexp(lp, dim=1)
 
     def responsibilities(self, x: Tensor, alpha: Tensor | float = 1.0, sigma: Tensor | float = 0.0) -> Tensor:
+        """Posterior component probabilities (N, K) of ``x`` under the mixture noised to (alpha, sigma)."""
         lp, _, _ = self._components(x, torch.as_tensor(alpha), torch.as_tensor(sigma))
         return torch.softmax(lp, dim=1)
 

@@ -86,6 +86,7 @@ class RotationMixture:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RotationMixture:
+        """The inverse of :meth:`to_dict`."""
         return cls(d["centres"], d["weights"], float(d.get("spread", 0.0)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -311,6 +311,7 @@ class TrackBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), _zero(nn.Linear(emb_dim, 6 * hidden)))
 
     def attention(self, a: Tensor, cross: bool) -> Tensor:
+        """Self-attention over time within each track, or over all tracks' frames jointly (``cross``)."""
         b, k, n, h = a.shape
         seq = a.reshape(b, k * n, h) if cross else a.reshape(b * k, n, h)
         q, kk, v = self.qkv(seq).reshape(seq.shape[0], seq.shape[1], 3, self.heads, h // self.heads).permute(

@@ -56,6 +56,7 @@ class GuidedTeacher:
         self.net, self.keys = net, list(keys)
 
     def to(self, device: torch.device) -> GuidedTeacher:
+        """Move the teacher's network to ``device``; returns self."""
         if isinstance(self.net, nn.Module):
             self.net.to(device)
         return self

@@ -42,9 +42,8 @@ import numpy as np
 from rdkit import Chem, RDConfig
 from scipy.spatial import Delaunay
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from polydiff.plugin import DataBundle, shared_file
+from polydiff.plugin import DataBundle, TensorStates, shared_file
 
 from .chem import (
     ATOM,
@@ -403,21 +402,17 @@ def load_graph_file(path: str | Path) -> list[nx.Graph]:
 # -- datasets -----------------------------------------------------------------------------------
 
 
-class GraphStates(Dataset):
+class GraphStates(TensorStates):
     """Padded dense states of a list of graphs, with the graphs themselves (``.graphs``)."""
 
     def __init__(self, graphs: Sequence[nx.Graph], tensors: dict[str, Tensor]) -> None:
+        if any(len(v) != len(graphs) for v in tensors.values()):
+            raise ValueError(f"{len(graphs)} graphs but states of lengths {({k: len(v) for k, v in tensors.items()})}")
         self.graphs = list(graphs)
         self.tensors = tensors
 
     def __len__(self) -> int:
         return len(self.graphs)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    def get_batch(self, index: Tensor) -> dict[str, Tensor]:
-        return {k: v[index] for k, v in self.tensors.items()}
 
 
 def _where(dataset: str, source: dict[str, Any]) -> str:

@@ -262,14 +262,17 @@ class Normalizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Normalizer:
+        """Per-dimension minimum and maximum of ``x`` (..., D)."""
         x = np.asarray(x, dtype=np.float64).reshape(-1, np.asarray(x).shape[-1])
         return cls(x.min(0), x.max(0))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Normalizer:
+        """The inverse of :meth:`to_dict`."""
         return cls(np.asarray(d["low"], dtype=np.float64), np.asarray(d["high"], dtype=np.float64))
 
     def to_dict(self) -> dict[str, list[float]]:
+        """Plain JSON lists (stored in the dataset's ``info`` and in checkpoints)."""
         return {"low": [float(v) for v in self.low], "high": [float(v) for v in self.high]}
 
     def _scale(self) -> tuple[np.ndarray, np.ndarray]:
@@ -278,12 +281,14 @@ class Normalizer:
         return (self.high + self.low) / 2, half
 
     def encode(self, x: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """Map ``x`` from [low, high] to [-1, 1] per dimension (numpy or torch in, same out)."""
         mid, half = self._scale()
         if isinstance(x, Tensor):
             return (x - x.new_tensor(mid)) / x.new_tensor(half)
         return ((x - mid) / half).astype(np.float32)
 
     def decode(self, y: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """The inverse of :meth:`encode`."""
         mid, half = self._scale()
         if isinstance(y, Tensor):
             return y * y.new_tensor(half) + y.new_tensor(mid)

@@ -81,6 +81,7 @@ class Backbone:
         return self.atoms[:, self.atom_names.index("CA")]
 
     def atom(self, name: str) -> np.ndarray:
+        """Coordinates (L, 3) of one backbone atom (N, CA, C, O) of every residue."""
         if name not in self.atom_names:
             raise ValueError(f"backbone {self.name!r} has no {name} atoms (a {'/'.join(self.atom_names)} trace)")
         return self.atoms[:, self.atom_names.index(name)]

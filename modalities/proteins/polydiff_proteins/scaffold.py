@@ -129,6 +129,7 @@ class Scaffolds:
     motif_rmsd: np.ndarray
 
     def summary(self, threshold: float = 0.5) -> dict[str, float]:
+        """Count, mean and largest motif RMSD, and the fraction below ``threshold`` (A)."""
         r = self.motif_rmsd
         return {"n": float(len(r)), "motif_rmsd_mean": float(r.mean()), "motif_rmsd_max": float(r.max()),
                 "motif_kept_frac": float((r < threshold).mean())}

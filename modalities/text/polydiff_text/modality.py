@@ -184,6 +184,7 @@ class TextModality(Modality):
 
     # -- objects -----------------------------------------------------------------------------------
     def tokenizer(self, info: Mapping[str, Any]) -> Tokenizer:
+        """The dataset's tokenizer, rebuilt from ``info`` (checkpoints carry it)."""
         return tokenizer_from_dict(info["tokenizer"])
 
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ class LinearForecaster:
         self.w: np.ndarray | None = None
 
     def fit(self, windows: np.ndarray) -> LinearForecaster:
+        """Fit on training windows (N, L) or (N, L, C); returns self."""
         w = np.asarray(windows, dtype=np.float64)
         w = w[..., None] if w.ndim == 2 else w
         n, length, c = w.shape
@@ -94,6 +95,7 @@ class DeepARForecaster:
         self.dataset: Any = None
 
     def fit(self, windows: np.ndarray) -> DeepARForecaster:
+        """Train DeepAR on training windows (N, L) or (N, L, C); returns self."""
         pf = _require_forecasting()
         import lightning as L
         from pytorch_forecasting.data.encoders import NaNLabelEncoder, TorchNormalizer

@@ -600,6 +600,7 @@ class Scaler:
         return np.tile(self.loc, (n, 1)), np.tile(self.scale, (n, 1))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (stored in the dataset's ``info`` and in checkpoints)."""
         return {"kind": self.kind, "context": self.context, "loc": self.loc, "scale": self.scale}
 
 

@@ -62,16 +62,20 @@ class HalfSpectrum:
         return component_variance(self.length, x.dtype, x.device)[:, None, :]  # (K, 1, 2)
 
     def noise(self, z: Tensor, state: Mapping[str, Tensor]) -> Tensor:
+        """Normal draws scaled to each component's variance (what white noise has in this basis)."""
         return z * self._var(z).sqrt()
 
     def project(self, x: Tensor, state: Mapping[str, Tensor]) -> Tensor:
+        """Zero the components a real signal cannot have (DC and Nyquist imaginary parts)."""
         return x * (self._var(x) > 0).to(x.dtype)
 
     def weights(self, x: Tensor, state: Mapping[str, Tensor]) -> Tensor:
+        """Inverse-variance loss weights, 0 on the components held at zero."""
         v = self._var(x)
         return torch.where(v > 0, 1 / v.clamp_min(1e-12), torch.zeros_like(v)).expand_as(x)
 
     def dof(self, x: Tensor, state: Mapping[str, Tensor]) -> Tensor:
+        """The number of free real components per sample: the window's length times its channels."""
         free = (self._var(x) > 0).expand_as(x[0]).sum()
         return torch.full((x.shape[0],), float(free), device=x.device)
 

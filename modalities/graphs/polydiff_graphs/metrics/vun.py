@@ -55,6 +55,7 @@ class IsomorphismIndex:
         return any(nx.is_isomorphic(graph, other) for other in self._buckets.get(key, ()))
 
     def add(self, graph: nx.Graph, key: str | None = None) -> None:
+        """Index ``graph`` under its WL hash (or ``key`` when the caller has computed it)."""
         self._buckets[key or wl_hash(graph)].append(graph)
 
 
