@@ -19,6 +19,7 @@ Groups:
 - training: :func:`diffusion_loss`, the registries of weightings, time densities,
   objectives and per-sample alignments (:data:`ALIGNMENTS`), the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
+- seeded helpers: :func:`local_seed` (seed torch for a block, give the caller its RNG state back);
 - files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
   :func:`cache_dir`, :func:`shared_dir`, :func:`read_text`, :func:`csv_rows` and :func:`read_npz` (users' text,
   CSV and .npz files with errors naming the file and line or array), :func:`sample_name` (a
@@ -148,7 +149,7 @@ from .processes.so3 import (
     random_rotation,
     sample_igso3,
 )
-from .random import Noise, sample_categorical
+from .random import Noise, local_seed, sample_categorical
 from .registry import Registry, RegistryError, load_modality
 from .samplers import (
     SAMPLERS,
@@ -286,6 +287,7 @@ __all__ = [
     "load_network",
     "load_observed",
     "load_teacher",
+    "local_seed",
     "log_map",
     "make_condition",
     "make_grid",

@@ -11,7 +11,8 @@ int64 arithmetic with every product kept below 2**63, so no overflow occurs on a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -157,3 +158,17 @@ def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     target = (u.to(torch.float64) * cdf[..., -1]).unsqueeze(-1)
     idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     return idx.clamp_max(probs.shape[-1] - 1)
+
+
+@contextmanager
+def local_seed(seed: int) -> Iterator[None]:
+    """Seed torch's global generators for a block and give the caller's state back after it.
+
+    For seeded helpers that build and train a small network (a metric's classifier, an
+    evaluator's regressor): their result depends on ``seed`` only, and the caller's own random
+    stream is neither read nor moved by the call.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from polydiff.cli import main
 from polydiff_timeseries import genmetrics as G
@@ -63,6 +64,14 @@ def test_generation_metrics_separate_good_from_bad():
         G.predictive_score(noise, real, steps=150, target="all")
     enc = G.train_encoder(real, steps=60)
     assert G.context_fid(same, real, enc) < G.context_fid(noise, real, enc)
+    # seeded: the caller's torch stream neither changes the scores nor is moved by them
+    torch.manual_seed(0)
+    expected_next = torch.rand(3)
+    torch.manual_seed(0)
+    d1, p1 = G.discriminative_score(same, real, steps=20), G.predictive_score(same, real, steps=20)
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(77)
+    assert (d1, p1) == (G.discriminative_score(same, real, steps=20), G.predictive_score(same, real, steps=20))
     m = G.marginal_metrics(same, real)
     assert m["acf_error"] < G.marginal_metrics(noise, real)["acf_error"]
     win = np.concatenate([real, same])[..., :1]

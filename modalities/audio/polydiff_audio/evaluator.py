@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from polydiff.plugin import frechet_distance_of_sets
+from polydiff.plugin import frechet_distance_of_sets, local_seed
 
 __all__ = ["AudioClassifier", "caption_agreement", "class_spread", "embeddings", "frechet_distance", "mel_distances",
            "train_classifier"]
@@ -105,8 +105,7 @@ def train_classifier(mels: Tensor, labels: Tensor, *, steps: int = 600, batch: i
     if steps < 1 or batch < 1:
         raise ValueError(f"train_classifier: steps and batch must be positive, got {steps}, {batch}")
     classes = int(labels.max()) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with local_seed(seed):
         model = AudioClassifier(mels.shape[1], classes, **options)
     model = model.to(mels.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import atomic_write
+from polydiff.plugin import atomic_write, local_seed
 
 __all__ = ["MelAutoencoder", "load_autoencoder", "reconstruction_error", "save_autoencoder", "train_autoencoder"]
 
@@ -149,8 +149,7 @@ def train_autoencoder(mels: Tensor, *, latent_channels: int = 8, downsample: int
         raise ValueError(f"{who}: steps and batch must be positive, got {steps}, {batch}")
     if latent_penalty < 0 or not math.isfinite(latent_penalty):
         raise ValueError(f"{who}: latent_penalty must be a finite number >= 0, got {latent_penalty}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with local_seed(seed):
         ae = MelAutoencoder(mels.shape[1], latent_channels, downsample, width)
     ae._check_mel(mels[:1])
     ae = ae.to(mels.device)

@@ -50,6 +50,7 @@ from polydiff.plugin import (
     atomic_write,
     gradient_guidance,
     input_scale,
+    local_seed,
     make_grid,
     time_input,
     token_guidance,
@@ -278,8 +279,8 @@ def train_matrix_regressor(bundle: DataBundle, prop: str, fields: Mapping[str, F
     sched = proc.schedule
     x, xt = bundle.train.tensors["x"], bundle.test.tensors["x"]
     y, yt = _targets(bundle, prop)
-    torch.manual_seed(seed)
-    net = MatrixRegressor(x.shape[1], x.shape[2], hidden, layers, float(getattr(sched, "sigma_data", 0.5)))
+    with local_seed(seed):
+        net = MatrixRegressor(x.shape[1], x.shape[2], hidden, layers, float(getattr(sched, "sigma_data", 0.5)))
     _standardise(net, y)
 
     def noisy(xs: Tensor, sigma: Tensor, gen: torch.Generator) -> Tensor:
@@ -333,8 +334,8 @@ def train_periodic_regressor(bundle: DataBundle, prop: str, fields: Mapping[str,
     :data:`PERIODIC_TIMES`, ``test_mae_sampler``, ``steps``, ``seconds``, ``n_train``, ``n_test``."""
     sched = fields["lattice"].process.schedule
     y, yt = _targets(bundle, prop)
-    torch.manual_seed(seed)
-    net = PeriodicRegressor(bundle.info, hidden, layers, **options)
+    with local_seed(seed):
+        net = PeriodicRegressor(bundle.info, hidden, layers, **options)
     _standardise(net, y)
     n_train, n_test = len(y), len(yt)
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import ConditionEmbedding, TimeEmbedding
+from polydiff.plugin import ConditionEmbedding, TimeEmbedding, local_seed
 
 __all__ = [
     "CrystalRegressor",
@@ -575,7 +575,6 @@ def train_regressor(structures: Sequence[Any], targets: Sequence[str] | Mapping[
         warnings.warn(f"train_regressor: {n_missing} target values are NaN or None and are left out of the loss",
                       stacklevel=2)
     batch = structures_to_batch(structures, elements)
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(structures)
     perm = torch.randperm(n, generator=gen)
@@ -588,7 +587,8 @@ def train_regressor(structures: Sequence[Any], targets: Sequence[str] | Mapping[
     mean = torch.nanmean(y_train, 0)
     std = torch.sqrt(torch.nanmean((y_train - mean) ** 2, 0))
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    model = CrystalRegressor(elements, names, **dict(model_options or {}))
+    with local_seed(seed):
+        model = CrystalRegressor(elements, names, **dict(model_options or {}))
     skipped = _load_init(model, init) if init is not None else []
     model.target_mean.copy_(mean)
     model.target_std.copy_(std)

@@ -25,7 +25,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.plugin import Absorbing, DataBundle, FieldSpec, Noise, atomic_write, gradient_guidance, token_guidance
+from polydiff.plugin import (
+    Absorbing,
+    DataBundle,
+    FieldSpec,
+    Noise,
+    atomic_write,
+    gradient_guidance,
+    local_seed,
+    token_guidance,
+)
 
 from .nets import PropertyRegressor, property_regressor
 
@@ -65,8 +74,8 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
         raise ValueError("a noise-aware regressor needs the generator's fields")
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0 Angstrom, got {jitter}")
-    torch.manual_seed(seed)
-    net = property_regressor(bundle.info, property=prop, arch=arch, **options)
+    with local_seed(seed):
+        net = property_regressor(bundle.info, property=prop, arch=arch, **options)
     net.fit_normaliser(bundle.train.tensors[prop])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.plugin import frechet_distance, gaussian_fit
+from polydiff.plugin import frechet_distance, gaussian_fit, local_seed
 
 from .metrics import forecast_metrics
 
@@ -111,8 +111,8 @@ def discriminative_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 5
     perm = torch.from_numpy(rng.permutation(2 * n))
     cut = int(0.8 * 2 * n)
     tr, te = perm[:cut], perm[cut:]
-    torch.manual_seed(seed)
-    net = _GRU(x.shape[2], hidden or max(x.shape[2] * 2, 8), 1)
+    with local_seed(seed):
+        net = _GRU(x.shape[2], hidden or max(x.shape[2] * 2, 8), 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -144,8 +144,8 @@ def predictive_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, 
         inputs, outputs = slice(0, c), slice(0, c)
     else:
         inputs, outputs = (slice(0, c - 1) if c > 1 else slice(0, 1)), slice(c - 1, c)
-    torch.manual_seed(seed)
-    net = _GRU(inputs.stop - inputs.start, hidden or max(c * 2, 8), outputs.stop - outputs.start)
+    with local_seed(seed):
+        net = _GRU(inputs.stop - inputs.start, hidden or max(c * 2, 8), outputs.stop - outputs.start)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -189,8 +189,8 @@ def train_encoder(real: np.ndarray, steps: int = 300, seed: int = 0, temperature
     over the batch pulls their embeddings together (a simplified TS2Vec instance-wise loss)."""
     x = torch.from_numpy(_arr(real)).float()
     length = x.shape[1]
-    torch.manual_seed(seed)
-    enc = WindowEncoder(x.shape[2])
+    with local_seed(seed):
+        enc = WindowEncoder(x.shape[2])
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     std = x.std().clamp_min(1e-6)
