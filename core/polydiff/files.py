@@ -126,14 +126,28 @@ def replace_folder(tmp: str | Path, out: str | Path) -> Path:
     return out
 
 
-def save_figure(fig: object, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it (plots of every modality)."""
-    import matplotlib.pyplot as plt
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` (``kwargs``: its arguments, e.g. ``figsize``) drawn off-screen on
+    an Agg canvas of its own: plots never switch the user's backend or touch pyplot's figures,
+    so a notebook's inline plots keep working after a library plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically (plots of every modality); a pyplot figure is
+    closed after it."""
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     finally:
-        plt.close(fig)
+        if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it there
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
 
 def publish(src: str | Path, dst: str | Path) -> Path:

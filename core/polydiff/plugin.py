@@ -20,7 +20,8 @@ Groups:
   objectives and per-sample alignments (:data:`ALIGNMENTS`), the energy parametrisation, augmentations;
 - networks: :mod:`polydiff.nn` blocks (time and condition embeddings, residual MLP, EGNN);
 - seeded helpers: :func:`local_seed` (seed torch for a block, give the caller its RNG state back);
-- files and the command line: :func:`atomic_write`, :func:`atomic_folder`,
+- files and the command line: :func:`atomic_write`, :func:`atomic_folder`, :func:`new_figure` and
+  :func:`save_figure` (off-screen plots),
   :func:`cache_dir`, :func:`shared_dir`, :func:`read_text`, :func:`csv_rows` and :func:`read_npz` (users' text,
   CSV and .npz files with errors naming the file and line or array), :func:`sample_name` (a
   generated object's name by its index in the run), :func:`unique_stems` (file stems no object
@@ -71,6 +72,7 @@ from .files import (
     atomic_write,
     cache_dir,
     csv_rows,
+    new_figure,
     read_npz,
     read_text,
     safe_stem,
@@ -293,6 +295,7 @@ __all__ = [
     "make_grid",
     "masked_elbo",
     "masked_mean",
+    "new_figure",
     "nn",
     "non_negative_int",
     "null_state",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -593,6 +593,42 @@ def _states_close(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _plot_leaves_matplotlib_alone(modality: Any, objects: Sequence[Any], reference: Any, path: Any) -> bool:
+    """Plot ``objects`` and check the PNG and that the user's matplotlib state is untouched (no
+    backend switch, which would stop a notebook's inline plots; no pyplot figure left open).
+    False where matplotlib is missing or the modality has no plot."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib
+
+    def backend() -> Any:  # the raw setting: reading rcParams["backend"] would resolve (and so change) it
+        return dict.__getitem__(matplotlib.rcParams, "backend")
+
+    def figures() -> list[int]:
+        plt = sys.modules.get("matplotlib.pyplot")
+        return [] if plt is None else list(plt.get_fignums())
+
+    before, open_before = backend(), figures()
+    import inspect
+
+    with_reference = "reference" in inspect.signature(modality.plot).parameters  # as Generator.plot calls it
+    out = modality.plot(objects, path, reference=reference) if with_reference else modality.plot(objects, path)
+    if out is None:
+        return False
+    if not path.exists() or path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        raise _fail("plot", f"plot returned {out} but {path} is not a PNG file")
+    if isinstance(before, str) and str(backend()).lower() != before.lower():  # (resolving 'auto' is no switch)
+        raise _fail("plot", f"plot switched matplotlib's backend ({before!r} -> {backend()!r}); draw on "
+                            "polydiff.plugin.new_figure() instead of calling matplotlib.use")
+    if figures() != open_before:
+        raise _fail("plot", "plot left pyplot figures open; draw on polydiff.plugin.new_figure() "
+                            "(or close them)")
+    return True
+
+
 def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | None = None,
                    model: Mapping[str, Any] | None = None, process: Mapping[str, Any] | None = None, n: int = 4,
                    sampler: str | None = None, steps: int = 2, sample_options: Mapping[str, Any] | None = None,
@@ -785,6 +821,8 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
         if len(v) != n:
             raise _fail("flags", f"flag {k!r} has {len(v)} values for {n} objects")
     checked.append("evaluate returns floats; flags have one value per object")
+    if _plot_leaves_matplotlib_alone(modality, objects, reference, tmp / f"{modality.name}-plot.png"):
+        checked.append("plot writes a PNG and leaves matplotlib's backend and pyplot's figures as they were")
     if bad_files:
         for p in paths:
             if p.suffix == ".png":

@@ -356,3 +356,67 @@ def test_evaluation_options_are_evaluates_own_keywords():
             return mod.evaluate(objects, objects, {}, **evaluation_options(mod, options))
 
     assert mod.evaluate_model(Gen(), num=3, seed=0, radius=4)["radius"] == 4.0
+
+
+_PLOT_SCRIPT = r'''
+import sys
+from pathlib import Path
+
+import matplotlib
+
+from polydiff.plugin import new_figure, save_figure
+from polydiff.testing import _plot_leaves_matplotlib_alone
+
+matplotlib.use("svg")  # the user's choice (a notebook's would be inline)
+
+
+class Good:
+    def plot(self, objects, path, reference=None):
+        fig = new_figure(figsize=(2, 2))
+        fig.subplots().plot(objects)
+        return save_figure(fig, path)
+
+
+class SwitchesBackend:
+    def plot(self, objects, path, reference=None):
+        matplotlib.use("Agg")
+        return Good().plot(objects, path)
+
+
+class LeavesFigureOpen:
+    def plot(self, objects, path, reference=None):
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot(objects)
+        fig.savefig(path, format="png")
+        return path
+
+
+out = Path(sys.argv[1])
+print("good", _plot_leaves_matplotlib_alone(Good(), [1, 2, 3], None, out / "good.png"))
+print("backend still", matplotlib.get_backend())
+for bad in (SwitchesBackend(), LeavesFigureOpen()):
+    try:
+        _plot_leaves_matplotlib_alone(bad, [1, 2, 3], None, out / "bad.png")
+        print(type(bad).__name__, "passed")
+    except AssertionError as err:
+        print(type(bad).__name__, "failed:", err)
+'''
+
+
+def test_contract_plot_check_catches_a_backend_switch_and_open_figures(tmp_path):
+    """A plot must not switch the user's matplotlib backend (it would stop a notebook's inline
+    plots) nor leave pyplot figures open; ``new_figure`` + ``save_figure`` do neither. Run in a
+    fresh interpreter: the check compares matplotlib's process-wide state."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    script = tmp_path / "plot_check.py"
+    script.write_text(_PLOT_SCRIPT)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "good True" and lines[1] == "backend still svg"
+    assert lines[2].startswith("SwitchesBackend failed:") and "backend" in lines[2]
+    assert lines[3].startswith("LeavesFigureOpen failed:") and "figures open" in lines[3]

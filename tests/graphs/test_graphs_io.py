@@ -130,3 +130,10 @@ def test_plots(tmp_path):
     path = plot_molecules([*mols, bad], tmp_path / "m.png")
     assert path.read_bytes()[:8] == PNG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "m.png"]      # no temporary files left
+    # with a row of data above the samples: a taller picture (graphs) / one more row of cells (molecules)
+    from PIL import Image
+
+    with_ref = plot_graphs(_samples(), tmp_path / "g_ref.png", reference=_samples()[:2])
+    assert Image.open(with_ref).size[1] > Image.open(tmp_path / "g.png").size[1]
+    with_ref = plot_molecules([*mols, bad], tmp_path / "m_ref.png", reference=mols[:1])
+    assert Image.open(with_ref).size[1] > Image.open(tmp_path / "m.png").size[1]

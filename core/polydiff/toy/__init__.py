@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distill import TwoTimeMLP
-from ..files import save_figure
+from ..files import new_figure, save_figure
 from ..modality import DataBundle, Modality
 from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, time_input
 from ..nn import precondition as edm_precondition
@@ -261,14 +261,12 @@ class ToyModality(Modality):
         if np.asarray(objects).ndim == 3:
             return plot_rotations(np.asarray(objects), path, reference)
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib  # noqa: F401
         except ImportError:
             return None
         x = np.asarray(objects, dtype=np.float64)
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = new_figure(figsize=(5, 5))
+        ax = fig.subplots()
         if x.shape[1] == 1:
             if reference is not None:
                 ax.hist(np.asarray(reference)[:, 0], bins=60, density=True, color="0.7", label="data")

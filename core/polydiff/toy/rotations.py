@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_write, save_figure
+from ..files import atomic_write, new_figure, save_figure
 from ..metrics import sliced_wasserstein
 from ..modality import DataBundle, TensorStates
 from ..nn import ResidualMLP, TimeEmbedding
@@ -333,10 +333,7 @@ def plot_rotations(x: np.ndarray, path: Path, reference: np.ndarray | None = Non
     """Two panels: the directions of the rotated x axes (first columns) in longitude / latitude,
     and a histogram of the rotation angles, over the reference in grey."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         return None
 
@@ -348,7 +345,8 @@ def plot_rotations(x: np.ndarray, path: Path, reference: np.ndarray | None = Non
         return np.degrees(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1, 1)))
 
     x = np.asarray(x, np.float64)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    ax, bx = fig.subplots(1, 2)
     if reference is not None:
         r = np.asarray(reference, np.float64)
         ax.scatter(*lonlat(r), s=2, c="0.7", label="data")

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
+import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 VOICE_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", "tab:brown")
 
@@ -47,9 +47,6 @@ def _show_stems(ax: Any, stems: Any) -> None:
 
 def plot_audio(objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None, n: int = 6) -> Path:
     """Up to ``n`` samples (top row) over as many reference items (bottom row)."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .modality import Stems
     from .music import Chorale
 
@@ -59,7 +56,8 @@ def plot_audio(objects: Sequence[Any], path: Path, reference: Sequence[Any] | No
     show = _show_chorale if isinstance(first, Chorale) else _show_stems if isinstance(first, Stems) else _show_sound
     rows = 2 if refs else 1
     cols = max(len(objs), 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.0 * rows), squeeze=False)
+    fig = new_figure(figsize=(2.2 * cols, 2.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for j in range(cols):
         if j < len(objs):
             show(axes[0, j], objs[j])
@@ -76,6 +74,4 @@ def plot_audio(objects: Sequence[Any], path: Path, reference: Sequence[Any] | No
     if isinstance(first, Chorale):
         axes[0, 0].legend(fontsize=5, loc="upper right", markerscale=1.5)
     fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ from typing import Any
 import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 
 def _colour(z: int) -> tuple[float, float, float, float]:
@@ -45,15 +45,12 @@ def plot_crystals(samples: Sequence[Any], path: Path, reference: Sequence[Any] |
                   per_row: int = 6) -> Path:
     """Unit cells of samples (and a row of data first), then histograms of density, atoms per
     cell, number of elements and space groups, samples over data; written atomically."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .modality import spacegroup_of
 
     samples = list(samples)
     rows = [("data", list(reference or [])[:per_row]), ("sample", samples[:per_row])]
     rows = [(k, r) for k, r in rows if r]
-    fig = plt.figure(figsize=(2.0 * per_row, 2.0 * len(rows) + 2.6))
+    fig = new_figure(figsize=(2.0 * per_row, 2.0 * len(rows) + 2.6))
     grid = fig.add_gridspec(len(rows) + 1, per_row, height_ratios=[1.0] * len(rows) + [1.3])
     for r, (kind, items) in enumerate(rows):
         for c, s in enumerate(items):

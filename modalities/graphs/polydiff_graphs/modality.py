@@ -198,9 +198,13 @@ class GraphsModality(Modality):
             out.update(valid=[s is not None for s in smiles], smiles=smiles)
         return out
 
-    def plot(self, objects: Sequence[Any], path: Path) -> Path | None:
+    def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
+        """Spring-layout drawings (molecule depictions for molecular graphs) of the samples under
+        a row of reference graphs; unreadable reference records are left out."""
         graphs = list(objects)
-        return plot_molecules(graphs, path) if is_molecular(graphs) else plot_graphs(graphs, path)
+        ref = [g for g in reference or [] if not (isinstance(g, nx.Graph) and is_placeholder(g))]
+        draw = plot_molecules if is_molecular(graphs) else plot_graphs
+        return draw(graphs, path, reference=ref)
 
 
 def _without_placeholders(reference: Sequence[Any]) -> list[Any]:

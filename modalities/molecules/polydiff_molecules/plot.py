@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
+import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 from .molecule import Molecule
 
@@ -49,16 +49,13 @@ def plot_molecules(samples: Sequence[Molecule], path: Path, reference: Sequence[
                    per_row: int = 6) -> Path:
     """Up to ``per_row`` samples per row (one row of reference molecules first when given) and
     the atom-count histograms; written atomically as a PNG."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .metrics import stability
 
     rows = [("sample", list(samples)[: per_row * 2])]
     if reference:
         rows.insert(0, ("data", list(reference)[:per_row]))
     n_rows = sum((len(r) + per_row - 1) // per_row for _, r in rows) + 1
-    fig = plt.figure(figsize=(1.8 * per_row, 1.9 * n_rows))
+    fig = new_figure(figsize=(1.8 * per_row, 1.9 * n_rows))
     k = 0
     for label, mols in rows:
         for i, m in enumerate(mols):

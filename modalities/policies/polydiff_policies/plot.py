@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib  # (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
-from polydiff.plugin import atomic_write, save_figure
+from polydiff.plugin import atomic_write, new_figure, save_figure
 
 from . import envs
 from .envs.base import Episode
@@ -25,8 +25,6 @@ def _env_of(episodes: Sequence[Episode]) -> str | None:
 
 
 def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
-    import matplotlib.pyplot as plt
-
     name = _env_of(episodes)
     if name in envs.ENVIRONMENTS and episodes:
         env = envs.make(name)
@@ -36,7 +34,7 @@ def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
             env.set_state(np.asarray(first[0]))
         env.draw(ax)
     labels = sorted({e.behaviour or "?" for e in episodes})
-    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(labels)}
+    colours = {b: matplotlib.colormaps["tab10"](i % 10) for i, b in enumerate(labels)}
     for ep in episodes[:MAX_PANEL]:
         ok = bool(ep.meta.get("success", bool(ep.outcome)))
         ax.plot(ep.obs[:, 0], ep.obs[:, 1], color=colours[ep.behaviour or "?"], lw=1.0, alpha=0.8 if ok else 0.3,
@@ -51,13 +49,11 @@ def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
 
 def plot_rollouts(episodes: Sequence[Episode], path: Path, reference: Sequence[Episode] | None = None) -> Path:
     """Agent paths of ``episodes`` (solid: success, dotted: failure) beside the reference's."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(episodes, f"rollouts ({len(episodes)})")]
     if reference:
         panels.append((reference, f"demonstrations ({len(reference)})"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    fig = new_figure(figsize=(5 * len(panels), 5))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (eps, title) in zip(axes[0], panels):
         _panel(ax, eps, title)
     fig.tight_layout()
@@ -67,8 +63,6 @@ def plot_rollouts(episodes: Sequence[Episode], path: Path, reference: Sequence[E
 def animate(episode: Episode, path: Path, fps: int = 10, stride: int = 1) -> Path:
     """A GIF of one episode recorded with ``record_states`` (``meta["states"]``), drawn by its
     environment frame by frame (every ``stride``-th state), written atomically."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     states = episode.meta.get("states")
@@ -77,7 +71,8 @@ def animate(episode: Episode, path: Path, fps: int = 10, stride: int = 1) -> Pat
         raise ValueError("animate needs an episode recorded with record_states=True in a known environment")
     env = envs.make(str(name))
     env.reset(seed=0, options={"goal": episode.goal})
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = new_figure(figsize=(4, 4))
+    ax = fig.subplots()
     frames = list(range(0, len(states), stride))
 
     def draw(k: int) -> None:
@@ -89,6 +84,4 @@ def animate(episode: Episode, path: Path, fps: int = 10, stride: int = 1) -> Pat
         ax.set_title(f"step {k}", fontsize=8)
 
     anim = FuncAnimation(fig, draw, frames=frames)
-    out = atomic_write(Path(path), lambda tmp: anim.save(str(tmp), writer=PillowWriter(fps=fps)))
-    plt.close(fig)
-    return out
+    return atomic_write(Path(path), lambda tmp: anim.save(str(tmp), writer=PillowWriter(fps=fps)))

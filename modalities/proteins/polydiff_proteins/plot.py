@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 from .geometry import Backbone
 from .metrics import dssp, ramachandran
@@ -20,7 +17,7 @@ from .metrics import dssp, ramachandran
 SS_COLOURS = {"H": "#d62728", "E": "#1f77b4", "-": "#999999"}
 
 
-def _trace(ax: plt.Axes, bb: Backbone) -> None:
+def _trace(ax: Axes, bb: Backbone) -> None:
     ca = bb.ca - bb.ca.mean(0)
     # the two principal axes, so every trace is seen from its widest side
     _, _, vt = np.linalg.svd(ca, full_matrices=False)
@@ -40,8 +37,8 @@ def plot_backbones(samples: Sequence[Backbone], path: Path, reference: Sequence[
     groups = [("sample", list(samples)[:per_row])]
     if reference:
         groups.append(("data", list(reference)[:per_row]))
-    fig, axes = plt.subplots(len(groups), per_row + 1, figsize=(2.0 * (per_row + 1), 2.1 * len(groups)),
-                             squeeze=False)
+    fig = new_figure(figsize=(2.0 * (per_row + 1), 2.1 * len(groups)))
+    axes = fig.subplots(len(groups), per_row + 1, squeeze=False)
     for row, (label, bbs) in enumerate(groups):
         for j in range(per_row):
             ax = axes[row, j]

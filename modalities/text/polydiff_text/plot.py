@@ -11,27 +11,20 @@ from typing import Any
 
 import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 from .metrics import canonical_smiles
 
 
-def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: Path, shown: int = 6) -> Path | None:
-    """Save the figure to ``path`` (PNG); None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: Path, shown: int = 6) -> Path:
+    """Save the figure to ``path`` (PNG)."""
     grid = _molecule_grid(samples, reference)
     counts = Counter("".join(samples))
     ref_counts = Counter("".join(reference)) if reference else Counter()
     chars = [c for c, _ in (ref_counts or counts).most_common(40)]
     rows = 3 if grid is not None else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(10, 8 + 5 * (rows == 3)),
-                             gridspec_kw={"height_ratios": [1, 1.4 if rows == 2 else 0.8, 2.6][:rows]})
+    fig = new_figure(figsize=(10, 8 + 5 * (rows == 3)))
+    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1, 1.4 if rows == 2 else 0.8, 2.6][:rows]})
     ax, tx = axes[0], axes[1]
     x = range(len(chars))
     total, ref_total = max(sum(counts.values()), 1), max(sum(ref_counts.values()), 1)

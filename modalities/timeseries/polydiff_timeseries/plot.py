@@ -8,20 +8,9 @@ from pathlib import Path
 import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
 
-from polydiff.plugin import save_figure
+from polydiff.plugin import new_figure, save_figure
 
 from .metrics import sample_quantile
-
-
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def _save(fig, path: Path) -> Path:
@@ -30,18 +19,16 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: np.ndarray | None = None,
-                  titles: Sequence[str] | None = None, max_series: int = 6) -> Path | None:
+                  titles: Sequence[str] | None = None, max_series: int = 6) -> Path:
     """One panel per series: the history, the median forecast with 50% and 90% intervals
     (nearest-rank quantiles of the sample paths) and, when given, the true future.
     ``history`` (N, T), ``samples`` (N, S, H), ``target`` (N, H)."""
-    plt = _plt()
-    if plt is None:
-        return None
     hist = np.atleast_2d(np.asarray(history, np.float64))
     s = np.asarray(samples, np.float64)
     s = s[None] if s.ndim == 2 else s
     n = min(len(s), max_series)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), squeeze=False)
+    fig = new_figure(figsize=(9, 2.2 * n))
+    axes = fig.subplots(n, 1, squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
         t_h = np.arange(hist.shape[1])
@@ -61,15 +48,13 @@ def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: 
 
 
 def plot_samples(synthetic: np.ndarray, reference: np.ndarray | None, path: Path, n: int = 8,
-                 channel: int = 0) -> Path | None:
+                 channel: int = 0) -> Path:
     """Real (grey, left) and synthetic (blue, right) windows of one channel."""
-    plt = _plt()
-    if plt is None:
-        return None
     syn = np.asarray(synthetic, np.float64)
     syn = syn[..., None] if syn.ndim == 2 else syn
     cols = 2 if reference is not None else 1
-    fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 3), squeeze=False, sharey=True)
+    fig = new_figure(figsize=(5 * cols, 3))
+    axes = fig.subplots(1, cols, squeeze=False, sharey=True)
     if reference is not None:
         ref = np.asarray(reference, np.float64)
         ref = ref[..., None] if ref.ndim == 2 else ref
