@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .config import Config, build_fields, build_network, from_dict
 from .errors import CheckpointError, ResumeError  # noqa: F401  (re-exported: polydiff.checkpoints.ResumeError)
 from .files import atomic_write
+from .random import local_seed
 from .registry import load_modality
 from .state import FieldSpec
 
@@ -322,7 +323,8 @@ def load_network(path: str | Path, ema: bool | None = None) -> Loaded:
     modality = load_modality(cfg.modality)
     info = dict(meta["info"])
     fields = build_fields(cfg, modality, info)
-    net = build_network(cfg, modality, info, fields)
+    with local_seed(cfg.train.seed):  # initial weights, overwritten: the caller's random stream stays where it was
+        net = build_network(cfg, modality, info, fields)
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:

@@ -168,7 +168,15 @@ def local_seed(seed: int) -> Iterator[None]:
     evaluator's regressor): their result depends on ``seed`` only, and the caller's own random
     stream is neither read nor moved by the call.
     """
+    with kept_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def kept_rng() -> Iterator[None]:
+    """Give the caller back the state of torch's global generators (CPU and initialised CUDA
+    devices) after a block that seeds or draws from them (training, :func:`local_seed`)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
         yield

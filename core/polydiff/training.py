@@ -85,7 +85,7 @@ from .errors import TrainingDiverged
 from .files import atomic_write, folder_lock, publish, remove_temp_files, replace_folder, temp_path
 from .losses import OBJECTIVES, diffusion_loss
 from .progress import Progress
-from .random import Noise
+from .random import Noise, kept_rng
 from .registry import load_modality
 from .state import FieldSpec, State
 from .techniques import Techniques, technique_loss
@@ -686,8 +686,8 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
     out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)
     launcher = _launcher_rank() == 0
     # only the launcher locks: the processes Lightning's DDP launcher starts re-run this function
-    try:
-        with folder_lock(out, "run folder") if launcher else nullcontext():
+    try:  # training seeds torch's generators from train.seed: the caller gets its own stream back
+        with folder_lock(out, "run folder") if launcher else nullcontext(), kept_rng():
             return _train(cfg, out, fresh, callbacks, verbose, launcher)
     finally:
         # Lightning's trainer, module and optimizer hold reference cycles over the model's tensors: collect

@@ -160,6 +160,17 @@ def straight(tmp_path_factory) -> polydiff.training.Run:
     return polydiff.train(tiny(), tmp_path_factory.mktemp("straight"), verbose=False)
 
 
+def test_train_and_load_leave_the_callers_random_stream_alone(tmp_path, straight):
+    """Training seeds torch from ``train.seed`` and loading builds a network before its weights
+    arrive; neither moves the caller's own stream (a notebook's next draws stay the same)."""
+    torch.manual_seed(7)
+    expected = torch.rand(5)
+    torch.manual_seed(7)
+    polydiff.train(tiny(max_steps=2, checkpoint_every=2), tmp_path / "run", verbose=False)
+    polydiff.load(straight.checkpoint)
+    assert torch.equal(torch.rand(5), expected)
+
+
 def test_train_writes_checkpoints_logs_and_config(straight):
     out = straight.out_dir
     assert straight.step == 12 and straight.checkpoint == out / "checkpoints" / "last.ckpt"
