@@ -476,8 +476,11 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     the samples; returns the folder, the number of samples and ``generate_to``'s result."""
     from . import distributed
     from .conditions import number_list
-    from .generator import interrupted_run, load
+    from .generator import check_samples_folder, interrupted_run, load
 
+    out = args.out or _default_samples_dir(args.checkpoint)
+    if not (args.overwrite or args.resume):
+        check_samples_folder(out)  # refuse a used folder before loading, quantizing or compiling
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     if args.quantize is not None:
@@ -486,7 +489,6 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
         if distributed.world()[0] == 0:
             print(f"polydiff: quantized, {gen.quantization.summary()}")
     sc = gen.config.sample
-    out = args.out or _default_samples_dir(args.checkpoint)
     # absent flags: the interrupted run's values with --resume, else the recipe's
     before = (interrupted_run(out) if args.resume else None) or {}
     num = args.num if args.num is not None else before.get("num", sc.num)

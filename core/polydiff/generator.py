@@ -750,6 +750,13 @@ def _partial_of(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def check_samples_folder(out: str | Path) -> None:
+    """Refuse an existing non-empty ``out`` (a file, or a folder with anything in it): the check
+    ``generate_to`` makes without ``overwrite`` or ``resume``, for callers that want it before
+    any expensive work."""
+    _check_out(Path(out), False)
+
+
 def _check_out(out: Path, replace: bool) -> None:
     """Refuse, before any work, to write into an existing non-empty ``out`` unless it may be
     replaced: ``replace`` given and ``out`` a samples folder polydiff wrote."""

@@ -106,6 +106,9 @@ def test_overwrite_never_replaces_the_run_folder(run_dir, ckpt, capsys, tmp_path
     assert G.is_samples_folder(out)
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--out", out)
     assert "already exists and is not empty; pass --overwrite" in one_line_error(code, err)
+    code, printed, err = run(capsys, "sample", ckpt, "--num", 5, "--out", out, "--quantize", "int8")
+    assert "already exists and is not empty" in one_line_error(code, err)
+    assert "quantized" not in printed  # refused before the calibration's work
     assert run(capsys, "sample", ckpt, "--num", 6, "--out", out, "--overwrite")[0] == 0
     assert len(np.loadtxt(out / "samples.csv", delimiter=",", skiprows=1)) == 6
     (out / "notes.txt").write_text("mine")
