@@ -281,7 +281,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="post-training quantization of the network before sampling (see polydiff.quantize)")
     s.add_argument("--processes", type=positive_int, default=1,
                    help="shard the samples over this many local processes (gloo/NCCL; the files equal a one-process "
-                        "run's); under torchrun or srun the launcher's processes shard without it")
+                        "run's); under torchrun or srun the launcher's processes shard without it (torchrun -- $(which "
+                        "polydiff) sample ...: without the '--' torchrun takes --num for its own --numa-binding)")
     again = s.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true",
                        help="replace an existing samples folder written by polydiff (never another folder), or "

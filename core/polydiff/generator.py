@@ -400,6 +400,11 @@ class Generator:
         bs = batch_size if batch_size is not None else (self.config.sample.batch_size or DEFAULT_BATCH)
         if isinstance(bs, bool) or int(bs) != bs or bs < 1:
             raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
+        last = int(n) % int(bs)
+        if last and int(n) > int(bs) and settings.compile not in (False, True, "network"):
+            warnings.warn(f"compile={settings.compile!r}: the last chunk ({last} of {n} samples; chunks of {bs}) "
+                          "compiles the whole loop once more for its batch size; a number of samples that is a "
+                          "multiple of the batch size avoids it", stacklevel=3)
         return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress)
 
     def _native(self, state: State, first: int) -> list[Any]:

@@ -224,7 +224,8 @@ def test_forecast_command_and_native_observations(tiny, tmp_path, capsys):
     pd.DataFrame({"timestamp": idx, "a": w[:20], "b": w[:20]}).to_csv(bad, index=False)
     capsys.readouterr()
     assert cli(["sample", str(gen.checkpoint), "--observed", str(bad), "--out", str(tmp_path / "x")]) == 2
-    assert "two.csv: 2 value columns, the model has 1 channels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "two.csv: 2 value columns, the model has 1 channel(s)" in err and "timeseries forecast" in err
 
 
 def test_modality_contract(tmp_path):

@@ -117,6 +117,7 @@ def _run_check(args: argparse.Namespace) -> int:
 COMMANDS = {
     "scaffold": Command("motif scaffolding with a trained frame model: PDB files, motif RMSD, diversity",
                         _configure_scaffold, _run_scaffold),
-    "check": Command("read PDB / mmCIF files and print per-residue reports (missing atoms, breaks, unknown residues)",
+    "check": Command("read PDB / mmCIF files and print per-residue reports (missing atoms, breaks, unknown residues); "
+                     "exit status 1 when any file has a problem, as linters do",
                      _configure_check, _run_check),
 }

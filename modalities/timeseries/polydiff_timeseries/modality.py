@@ -292,7 +292,9 @@ class TimeSeriesModality(Modality):
         warn_history_gaps(ss, ctx_len, path)
         c = as_context(ss, ctx_len, horizon)
         if c.values.shape[-1] != int(info["channels"]):
-            raise ValueError(f"{path}: {c.values.shape[-1]} value columns, the model has {info['channels']} channels")
+            raise ValueError(f"{path}: {c.values.shape[-1]} value columns, the model has {info['channels']} "
+                             "channel(s): --observed takes one history, its value columns the model's channels "
+                             "(forecast several series with: polydiff timeseries forecast CKPT FILE)")
         obs = np.isfinite(c.values)
         if not obs.any():
             raise ValueError(f"{path}: no observed value in the last {ctx_len} steps")
