@@ -400,11 +400,6 @@ class Generator:
         bs = batch_size if batch_size is not None else (self.config.sample.batch_size or DEFAULT_BATCH)
         if isinstance(bs, bool) or int(bs) != bs or bs < 1:
             raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
-        last = int(n) % int(bs)
-        if last and int(n) > int(bs) and settings.compile not in (False, True, "network"):
-            warnings.warn(f"compile={settings.compile!r}: the last chunk ({last} of {n} samples; chunks of {bs}) "
-                          "compiles the whole loop once more for its batch size; a number of samples that is a "
-                          "multiple of the batch size avoids it", stacklevel=3)
         return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress)
 
     def _native(self, state: State, first: int) -> list[Any]:
@@ -418,11 +413,18 @@ class Generator:
         ``[0, n)``); yields ``(lo, hi, state)`` with each chunk's final state on the CPU. Priors
         are built per chunk."""
         cache: dict[str, Any] = {}
-        for lo in starts if starts is not None else range(0, plan.n, plan.batch_size):
-            hi = min(plan.n, lo + plan.batch_size)
-            spec = self._prior(plan, lo, hi, cache)
-            seeds = plan.seed * _SEED_STRIDE + torch.arange(lo, hi, dtype=torch.long)
+        bs = plan.batch_size
+        one_size = plan.settings.compile not in (False, True, "network")  # a compiled loop: one batch size
+        for lo in starts if starts is not None else range(0, plan.n, bs):
+            hi = min(plan.n, lo + bs)
+            # a short last chunk under a compiled loop is computed as the full window [hi - bs, hi) and cut
+            # (each sample depends on its own seed only), instead of compiling the whole loop again
+            a = hi - bs if one_size and hi - lo < bs <= hi else lo
+            spec = self._prior(plan, a, hi, cache)
+            seeds = plan.seed * _SEED_STRIDE + torch.arange(a, hi, dtype=torch.long)
             state = self._sample(spec, plan.settings, plan.control, seeds, plan.device)
+            if a != lo:
+                state = {k: _slice(v, hi - a, lo - a, hi - a) for k, v in state.items()}
             yield lo, hi, {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in state.items()}
 
     def _prior(self, plan: _Plan, lo: int, hi: int, cache: dict[str, Any]) -> dict[str, Any]:

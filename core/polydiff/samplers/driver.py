@@ -474,7 +474,8 @@ def compiled_walk(mode: bool | str = "loop", fullgraph: bool = False) -> Callabl
     One compiled function per mode, so every loop of the same sampler, grid length and shapes
     reuses the graph: the loop reads nothing back to the host and its memo of stage times
     compares tensors by identity, so it neither breaks nor recompiles per call (a new batch
-    size compiles once more, with that dimension symbolic, as for :func:`compiled`). Compilation
+    size compiles once more, with that dimension symbolic, as for :func:`compiled`; the
+    generator computes a short last chunk as a full one, so a run keeps one size). Compilation
     grows with the number of steps: for long grids compile the network alone (``compile=True``).
     ``fullgraph=True`` makes any graph break an error (the tests' proof that the loop has no
     host synchronisation)."""
