@@ -65,11 +65,12 @@ from . import distributed
 from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
 from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
-from .modality import Modality, check_metrics, evaluation_options
+from .modality import Modality, check_metrics, evaluation_options, plot_objects
 from .progress import Progress
 from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
 from .samplers.base import SAMPLERS, SampleSettings, get_sampler, settings_of
+from .samplers.driver import compiles_loop
 from .state import FieldSpec, State
 from .steering import CONTROL_NAMES, Control, control_of
 from .techniques import SelfConditioned
@@ -414,7 +415,7 @@ class Generator:
         are built per chunk."""
         cache: dict[str, Any] = {}
         bs = plan.batch_size
-        one_size = plan.settings.compile not in (False, True, "network")  # a compiled loop: one batch size
+        one_size = compiles_loop(plan.settings.compile)  # a compiled loop keeps one batch size
         for lo in starts if starts is not None else range(0, plan.n, bs):
             hi = min(plan.n, lo + bs)
             # a short last chunk under a compiled loop is computed as the full window [hi - bs, hi) and cut
@@ -586,9 +587,7 @@ class Generator:
         return png
 
     def _plot(self, objects: Any, path: str | Path) -> Path | None:
-        if "reference" in inspect.signature(self.modality.plot).parameters:
-            return self.modality.plot(objects, Path(path), reference=self.reference())
-        return self.modality.plot(objects, Path(path))
+        return plot_objects(self.modality, objects, Path(path), self.reference)
 
 
 def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool | None = None, *,

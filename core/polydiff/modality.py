@@ -99,6 +99,15 @@ def evaluation_options(modality: Modality, options: Mapping[str, Any]) -> dict[s
                           "evaluation option", skip=data_args)
 
 
+def plot_objects(modality: Modality, objects: Sequence[Any], path: Path,
+                 reference: Callable[[], Sequence[Any] | None]) -> Path | None:
+    """``modality.plot(objects, path)``, with ``reference=reference()`` for a plot that takes one
+    (the reference is only built then)."""
+    if "reference" in inspect.signature(modality.plot).parameters:
+        return modality.plot(objects, path, reference=reference())
+    return modality.plot(objects, path)
+
+
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
     """The YAML recipes shipped as package data in ``package/folder`` (name -> path), read
     with :mod:`importlib.resources` so they are found in wheels as in checkouts."""

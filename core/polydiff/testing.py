@@ -600,6 +600,8 @@ def _plot_leaves_matplotlib_alone(modality: Any, objects: Sequence[Any], referen
     import importlib.util
     import sys
 
+    from .modality import plot_objects
+
     if importlib.util.find_spec("matplotlib") is None:
         return False
     import matplotlib
@@ -612,10 +614,7 @@ def _plot_leaves_matplotlib_alone(modality: Any, objects: Sequence[Any], referen
         return [] if plt is None else list(plt.get_fignums())
 
     before, open_before = backend(), figures()
-    import inspect
-
-    with_reference = "reference" in inspect.signature(modality.plot).parameters  # as Generator.plot calls it
-    out = modality.plot(objects, path, reference=reference) if with_reference else modality.plot(objects, path)
+    out = plot_objects(modality, objects, path, lambda: reference)  # as Generator.plot calls it
     if out is None:
         return False
     if not path.exists() or path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":

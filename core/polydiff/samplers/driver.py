@@ -397,6 +397,12 @@ class SamplingLoop:
         return state
 
 
+def compiles_loop(compile: bool | str) -> bool:
+    """Whether a ``compile`` setting compiles the whole fixed-step loop (one graph per batch size),
+    rather than the network alone (``True`` / ``"network"``) or nothing."""
+    return bool(compile) and compile not in (True, "network")
+
+
 def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Noise,
         settings: SampleSettings | None = None, *, cond: Any = None, model_dtype: torch.dtype | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None, **keywords: Any) -> State:
@@ -407,7 +413,7 @@ def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Nois
     if sdef.loop == "own":
         if settings.compile in (True, "network"):
             model = compiled(model)
-        elif settings.compile:
+        elif compiles_loop(settings.compile):
             raise ValueError(f"sampler {sdef.name!r} runs its own loop with host decisions; "
                              f"compile={settings.compile!r} needs a fixed-step sampler (compile=True compiles only "
                              "the network)")
@@ -415,7 +421,7 @@ def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Nois
     loop = SamplingLoop(model, fields, state, noise, settings, cond=cond, model_dtype=model_dtype)
     if settings.compile in (True, "network"):  # the network alone: one graph for every step
         loop.model = compiled(loop.model)
-    elif settings.compile:
+    elif compiles_loop(settings.compile):
         if callback is not None:
             raise ValueError(f"compile={settings.compile!r} runs the whole loop as one graph: a callback cannot run "
                              "between steps (compile='network' compiles only the network)")
