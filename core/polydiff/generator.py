@@ -150,6 +150,15 @@ class Generator:
         self._defaults: dict[str, Any] = {}
         self.quantization: Any = None  # the QuantizationReport of a quantized() generator
 
+    def __repr__(self) -> str:
+        sc = self.config.sample
+        where = "not from a checkpoint" if self.checkpoint is None else f"{str(self.checkpoint)!r}, step {self.step}"
+        size = (f"{sum(p.numel() for p in self.net.parameters()):,} parameters" if self.quantization is None
+                else f"quantized {self.quantization.scheme}")  # quantized weights are buffers, not parameters
+        return (f"<polydiff Generator: {self.modality.name} ({where}); network {type(self.net).__name__}, "
+                f"{size}, on {self.device}; fields {', '.join(self.fields)}; samples with {sc.sampler}, "
+                f"{sc.steps} steps>")
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         ema: bool | None = None) -> Generator:

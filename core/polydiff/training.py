@@ -679,8 +679,10 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
     (see the module docstring for what refuses instead); ``fresh`` deletes earlier checkpoints
     and logs first and starts over. The run folder is locked while training
     (:class:`polydiff.files.FolderBusy` if another command holds it). ``callbacks`` are extra
-    Lightning callbacks. Lightning's DDP launcher re-runs the calling script once per extra
-    process, so multi-process runs are best started from the command line (``polydiff train``).
+    Lightning callbacks. ``verbose=False`` drops the messages (the model summary, what the run
+    resumes or starts from) but keeps the progress bar, which ``train.progress: false`` turns
+    off. Lightning's DDP launcher re-runs the calling script once per extra process, so
+    multi-process runs are best started from the command line (``polydiff train``).
     """
     cfg = resolve_config(config, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)

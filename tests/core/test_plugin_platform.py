@@ -474,3 +474,12 @@ def test_evaluate_users_files_with_per_sample_flags(tmp_path, capsys):
     (folder / "points.csv").write_text("a,b\n1,2\n3,oops\n")
     assert cli(["evaluate", str(folder / "points.csv"), "--modality", "toy"]) == 2
     assert "points.csv:3" in capsys.readouterr().err
+
+
+def test_top_level_names_are_the_public_api():
+    """``dir(polydiff)`` (what tab completion offers) is ``__all__``, every name of which
+    resolves; the module's own helpers (importlib, typing names) are not offered."""
+    assert dir(polydiff) == sorted(polydiff.__all__)
+    for name in polydiff.__all__:
+        assert getattr(polydiff, name) is not None, name
+    assert not {"importlib", "Any", "TYPE_CHECKING", "annotations"} & set(dir(polydiff))

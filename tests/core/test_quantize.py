@@ -316,6 +316,10 @@ def test_generator_quantized_stays_close(ckpt, scheme):
     assert not np.array_equal(a, b)
     assert np.median(np.abs(a - b)) < 0.05 * np.abs(a).std()  # the same samples up to quantization error
     assert gen.quantization is None and isinstance(gen.net.mlp, nn.Module)
+    # what a notebook shows for each: the model, where it came from, and whether it is quantized
+    params = sum(p.numel() for p in gen.net.parameters())
+    assert f"{params:,} parameters" in repr(gen) and str(ckpt) in repr(gen) and "quantized" not in repr(gen)
+    assert f"quantized {scheme}" in repr(q) and "parameters" not in repr(q)
 
 
 def test_calibration_in_chunks_of_batch_size(ckpt):
