@@ -27,7 +27,7 @@ import polydiff
 from polydiff_audio.modality import arrangement
 from polydiff_audio.music import Chorale
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/audio_quickstart"),
                     help="output folder: the runs, samples and pictures (default: runs/audio_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

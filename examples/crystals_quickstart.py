@@ -23,7 +23,7 @@ import polydiff
 from polydiff_crystals import Undecodable
 from polydiff_crystals.wyckoff import wyckoff_letters
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/crystals_quickstart"),
                     help="output folder: the runs, samples and pictures (default: runs/crystals_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

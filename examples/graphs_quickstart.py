@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polydiff
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/graphs_quickstart"),
                     help="output folder: the runs and their samples (default: runs/graphs_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

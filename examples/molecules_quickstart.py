@@ -23,7 +23,7 @@ from pathlib import Path
 import polydiff
 from polydiff_molecules import MDModality
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/molecules_quickstart"),
                     help="output folder: the runs, samples and pictures (default: runs/molecules_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

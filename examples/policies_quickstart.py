@@ -22,7 +22,7 @@ from pathlib import Path
 import polydiff
 from polydiff_policies import Policy, envs, rollout
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/policies_quickstart"),
                     help="output folder: the run, its rollouts and pictures (default: runs/policies_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -25,7 +25,7 @@ import polydiff
 from polydiff_proteins.geometry import Backbone, build_backbone
 from polydiff_proteins.scaffold import scaffold
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/proteins_quickstart"),
                     help="output folder: the run, its samples and pictures (default: runs/proteins_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polydiff
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/text_quickstart"),
                     help="output folder: the run and its samples (default: runs/text_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -26,7 +26,7 @@ RECIPE = "timeseries:tsdiff_ar"  # the recipe shipped with the plugin (configs/t
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/timeseries_quickstart"),
                    help="output folder: the run, samples, forecasts, plots (default: runs/timeseries_quickstart)")
     p.add_argument("--steps", type=positive_int, default=600, help="training steps (the recipe says 1500)")

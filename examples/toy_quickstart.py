@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polydiff
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path("runs/toy_quickstart"),
                     help="output folder: the run and its samples (default: runs/toy_quickstart)")
 parser.add_argument("--quiet", action="store_true", help="no progress bars")
