@@ -212,7 +212,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
         raise ConfigError(f"{path}: not valid YAML at {yaml_problem(err, str(path))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    overrides = overrides if isinstance(overrides, Mapping) else list(overrides)
+    overrides = overrides if isinstance(overrides, (Mapping, str)) else list(overrides)
     try:
         return from_dict(apply_overrides(raw, overrides, str(path)), source=str(path))
     except ConfigError as err:  # the bad key or value may be the command line's, not the file's: say both

@@ -10,6 +10,9 @@ the keys the core itself reads; plugins add any other JSON-able keys they need.
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -101,17 +104,64 @@ def object_sizes(n: int, info: Mapping[str, Any], generator: torch.Generator | N
     """``n`` object sizes of a new batch: the condition ``name`` when the user gives it (one
     whole number for every sample, or one per sample, each at least ``minimum``), else drawn
     from ``info[key]`` (:func:`draw_sizes`). A bad value (text, a fraction, too small, a wrong
-    count) is an error naming the condition, never a silent truncation."""
+    count) is an error naming the condition, never a silent truncation; a size beyond the
+    largest in the training data is generated with a warning (the model never saw one)."""
     if given is None:
         return draw_sizes(n, info, generator, key)
-    raw = given.tolist() if isinstance(given, Tensor) else given
-    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-    whole = all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v >= minimum
-                for v in values)
+    values = _values(given)
+    whole = values is not None and all(_is_number(v) and float(v).is_integer() and v >= minimum for v in values)
     if not whole or len(values) not in (1, n):
         raise ValueError(f"condition {name!r}: expected a whole number of at least {minimum}, or {n} of them (one "
                          f"per sample), got {given!r}")
-    return torch.tensor([int(v) for v in values], dtype=torch.long).expand(n).clone()
+    sizes = torch.tensor([int(v) for v in values], dtype=torch.long).expand(n).clone()
+    largest = len(info.get(key) or []) - 1
+    if largest > 0 and int(sizes.max()) > largest:
+        warnings.warn(f"condition {name!r}: {int(sizes.max())} is beyond the largest size in the training data "
+                      f"({largest}); the model never saw such objects", stacklevel=3)
+    return sizes
+
+
+def condition_values(n: int, given: Any, *, name: str, kind: str = "real", low: float | None = None,
+                     high: float | None = None, trained: tuple[float, float] | None = None) -> Tensor:
+    """The (n,) values of the condition ``name`` that a user gave: one number for every sample,
+    or one per sample (a list, array or tensor of ``n``). ``kind="class"``: whole numbers in
+    ``low..high`` (long); ``"real"``: finite numbers in ``[low, high]`` where given (float32),
+    with a warning for values outside ``trained``, the training data's range, where the model
+    extrapolates (an embedding of a property often saturates there). Python and numpy numbers
+    alike; text, booleans, NaN, fractional classes or a wrong count are an error naming the
+    condition (leave a condition out for none)."""
+    if kind not in ("real", "class"):
+        raise ValueError(f"kind must be 'real' or 'class', got {kind!r}")
+    values = _values(given)
+    what = "a whole number" if kind == "class" else "a finite number"
+    if low is not None or high is not None:
+        what += f" in {'' if low is None else f'{low:g}'}..{'' if high is None else f'{high:g}'}"
+    ok = values is not None and len(values) in (1, n) and all(
+        _is_number(v) and math.isfinite(v) and (kind == "real" or float(v).is_integer())
+        and (low is None or v >= low) and (high is None or v <= high) for v in values)
+    if not ok:
+        raise ValueError(f"condition {name!r}: expected {what}, or {n} of them (one per sample), got {given!r}")
+    if kind == "class":
+        return torch.tensor([int(v) for v in values], dtype=torch.long).expand(n).clone()
+    out = torch.tensor([float(v) for v in values], dtype=torch.float32).expand(n).clone()
+    if trained is not None:
+        lo, hi = float(trained[0]), float(trained[1])
+        outside = [float(v) for v in values if not lo <= float(v) <= hi]
+        if outside:
+            warnings.warn(f"condition {name!r}: {outside[0]:g} lies outside the training data's range {lo:g} to "
+                          f"{hi:g}; the model extrapolates there", stacklevel=3)
+    return out
+
+
+def _values(given: Any) -> list[Any] | None:
+    """A condition value as a flat list (one entry, or one per sample); None when nested."""
+    raw = given.tolist() if hasattr(given, "tolist") and not isinstance(given, (str, bytes)) else given
+    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    return None if any(isinstance(v, (list, tuple)) for v in values) else values
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 Augment = Callable[[State, torch.Generator], State]

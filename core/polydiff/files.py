@@ -139,10 +139,19 @@ def new_figure(**kwargs: Any) -> Any:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically (plots of every modality); a pyplot figure is
+    """Save a matplotlib figure atomically (plots of every modality) in the format its suffix
+    names (``.png``, ``.pdf``, ``.svg``, ``.jpg``...; PNG without a suffix); a pyplot figure is
     closed after it."""
+    path = Path(path)
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: a folder; give the figure a file name, e.g. {path / 'samples.png'}")
+        kind = path.suffix.lower().lstrip(".") or "png"
+        known = fig.canvas.get_supported_filetypes()
+        if kind not in known:
+            raise ValueError(f"{path}: matplotlib writes no .{kind} figures; use one of "
+                             f"{', '.join('.' + k for k in sorted(known))}")
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=kind))
     finally:
         if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it there
             import matplotlib.pyplot as plt

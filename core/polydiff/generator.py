@@ -41,6 +41,7 @@ are the same bytes; an interrupted sharded run resumes with any number of proces
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -65,7 +66,7 @@ from . import distributed
 from .checkpoints import CheckpointError, load_checkpoint, load_network, network_weights, save_checkpoint_file
 from .config import DRIVER_OPTIONS, Config, build_data, from_dict
 from .files import atomic_folder, atomic_write, folder_lock
-from .modality import Modality, check_metrics, evaluation_options, plot_objects
+from .modality import Modality, check_metrics, check_objects, evaluation_options, plot_objects
 from .progress import Progress
 from .quantize import TOLERANCE
 from .registry import RegistryError, load_modality
@@ -122,6 +123,7 @@ class _Plan:
     condition: Mapping[str, Any] | None
     device: torch.device
     progress: bool | None
+    guided: bool = False  # guidance_scale asked for by the caller (not the recipe's default)
 
 
 @dataclass
@@ -170,7 +172,7 @@ class Generator:
 
     def to(self, device: str | torch.device) -> Generator:
         """Move the network to ``device``; returns the generator for chaining."""
-        self.net.to(device)
+        self.net.to(as_device(device))
         return self
 
     @property
@@ -319,7 +321,7 @@ class Generator:
             resumed = sum(min(plan.n, lo + plan.batch_size) - lo for lo in done)
 
             def merge() -> list[Path]:
-                extra = {"batch_size": plan.batch_size, "request": opened["digest"]}
+                extra = {"seed": plan.seed, "batch_size": plan.batch_size, "request": opened["digest"]}
                 paths = self._merge_into(out, partial, plan.n, opened["replace"], plot,
                                          {**dict(metadata or {}), **extra})
                 shutil.rmtree(partial)
@@ -379,6 +381,10 @@ class Generator:
         :meth:`sampling_defaults`, then the recipe)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"seed must be an integer (or None for a fresh one), got {seed!r}")
+        if condition is not None and not isinstance(condition, Mapping):
+            raise ValueError(f"condition must be a dict of condition values such as {{'label': 3}}, got {condition!r}")
         d = self._defaults
         sampler = sampler if sampler is not None else d.get("sampler")
         steps = steps if steps is not None else d.get("steps")
@@ -390,7 +396,15 @@ class Generator:
         options = dict(options)
         ctl = control_of(options.pop("control", None), **{k: options.pop(k) for k in list(options)
                                                           if k in CONTROL_NAMES})
+        guided = ctl.guidance_scale is not None and ctl.uncond_model is None and ctl.null is None
+        gs = ctl.guidance_scale
+        if guided and (isinstance(gs, (str, bool)) or (isinstance(gs, (int, float)) and not math.isfinite(gs))):
+            raise ValueError(f"guidance_scale must be a number (or a per-field dict, a per-sample tensor, a function "
+                             f"of time), got {ctl.guidance_scale!r}")
         keys = list(condition or {}) or list(self.info.get("conditions") or {})
+        if guided and not keys:
+            raise ValueError(f"guidance_scale: classifier-free guidance steers toward a condition, and this "
+                             f"{self.modality.name} model takes none")
         default_scale = self.config.sample.guidance_scale
         if ctl.guidance_scale is None and default_scale is not None and ctl.uncond_model is None and keys:
             ctl = control_of(ctl, guidance_scale=default_scale)  # the recipe's default guidance
@@ -400,17 +414,18 @@ class Generator:
         given = options.pop("settings", None)
         settings = settings_of(given, sampler=sampler, steps=steps, **options) if given is not None else \
             self.settings(sampler, steps, **options)
+        _check_keywords(options, settings.sampler)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if abs(int(seed)) * _SEED_STRIDE + int(n) >= 2**63:  # per-sample seeds are 64-bit integers
             raise ValueError(f"seed must be below {(2**63 - int(n)) // _SEED_STRIDE}, got {seed}")
-        dev = torch.device(device) if device is not None else (
+        dev = as_device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else self.device)
         self.net.to(dev)
         bs = batch_size if batch_size is not None else (self.config.sample.batch_size or DEFAULT_BATCH)
         if isinstance(bs, bool) or int(bs) != bs or bs < 1:
             raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
-        return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress)
+        return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress, guided)
 
     def _native(self, state: State, first: int) -> list[Any]:
         """The modality's objects of a chunk whose first sample is sample ``first`` of the run
@@ -447,6 +462,8 @@ class Generator:
                 gen = torch.Generator().manual_seed(_block_seed(plan.seed, k))
                 cond = _slice_condition(plan.condition, plan.n, b_lo, b_hi)
                 cache["block"], cache["spec"] = k, self.modality.prior_state(b_hi - b_lo, self.info, gen, cond)
+                if plan.guided:
+                    _check_guided(cache["spec"], plan.control.condition_keys or ())
             a, b = max(lo, b_lo) - b_lo, min(hi, b_hi) - b_lo
             pieces.append({key: _slice(v, b_hi - b_lo, a, b) for key, v in cache["spec"].items()})
             sizes.append(b - a)
@@ -505,7 +522,7 @@ class Generator:
         from .samplers.calibrate import calibrate_grid
 
         st = self.settings(sampler, **options)
-        dev = torch.device(device) if device is not None else self.device
+        dev = as_device(device) if device is not None else self.device
         self.net.to(dev)
         spec = self.modality.prior_state(pilot, self.info, torch.Generator().manual_seed(seed), condition)
         spec = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in spec.items()}
@@ -559,6 +576,7 @@ class Generator:
         is replaced only with ``overwrite=True``, and only when it is a samples folder polydiff
         wrote (:func:`is_samples_folder`): never a run folder or a folder with other files.
         """
+        check_objects(self.modality, objects, self.info)
         out = _samples_path(out_dir)
         _check_out(out, overwrite)
         with atomic_folder(out, overwrite=overwrite, replaceable=is_samples_folder) as tmp:
@@ -579,6 +597,9 @@ class Generator:
         """The modality's metrics of ``objects`` against ``reference`` (default: the recipe's
         data); ``options``: the modality's own (graphs: ``fcd=True`` adds FCD)."""
         options = evaluation_options(self.modality, options)
+        check_objects(self.modality, objects, self.info)
+        if reference is not None:
+            check_objects(self.modality, reference, self.info, "reference")
         ref = self.reference() if reference is None else reference
         return check_metrics(self.modality.evaluate(objects, ref, self.info, **options), self.modality.name)
 
@@ -587,6 +608,7 @@ class Generator:
         None, with a warning saying why, without matplotlib or when the plugin draws none."""
         import importlib.util
 
+        check_objects(self.modality, objects, self.info)
         if importlib.util.find_spec("matplotlib") is None:
             warnings.warn("no picture: matplotlib is not installed (pip install 'polydiff[plot]')", stacklevel=2)
             return None
@@ -599,16 +621,26 @@ class Generator:
         return plot_objects(self.modality, objects, Path(path), self.reference)
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool | None = None, *,
+def load(checkpoint: str | Path | Any, device: str | torch.device | None = None, ema: bool | None = None, *,
          modality: str | None = None) -> Generator:
-    """Open a checkpoint as a :class:`Generator` (EMA weights unless ``ema=False``; by default as
-    the recipe's ``sample.ema`` says, true unless it asks for the raw weights); with
-    ``modality`` (a plugin's command), a checkpoint of another modality is an error saying so.
+    """Open a checkpoint (a path, or the :class:`~polydiff.training.Run` that
+    :func:`polydiff.train` returned: its last checkpoint) as a :class:`Generator` (EMA weights
+    unless ``ema=False``; by default as the recipe's ``sample.ema`` says, true unless it asks
+    for the raw weights); with ``modality`` (a plugin's command), a checkpoint of another
+    modality is an error saying so. ``device``: where the network goes (an error if this
+    machine has no such device).
 
     The network is in eval mode with its parameters frozen (``requires_grad`` off): guided
     sampling differentiates through it to the state only, and autograd then records none of
     the parameters' operations (nor recomputes what depends on them alone, such as S4 kernels).
     To fine-tune, train from the checkpoint (``train.init``) or unfreeze ``gen.net`` yourself."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        path = getattr(checkpoint, "checkpoint", None)  # a Run (not imported: it would import Lightning)
+        if not isinstance(path, os.PathLike):
+            raise TypeError(f"checkpoint must be a path or the Run polydiff.train returned, got {checkpoint!r}")
+        checkpoint = path
+    if device is not None:
+        as_device(device)  # before reading the file
     gen = Generator.from_checkpoint(checkpoint, device=device, ema=ema)
     if modality is not None and gen.modality.name != modality:
         raise ValueError(f"{checkpoint}: a {gen.modality.name!r} model; this command needs a {modality!r} model")
@@ -959,6 +991,64 @@ def _concatenation(modality: Modality, parts: Sequence[Path], names: Sequence[st
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+def as_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, refused clearly where this machine has no such device
+    (rather than torch's assertion deep in the first transfer)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: torch sees no CUDA GPU on this machine "
+                             f"(torch {torch.__version__}); use device='cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use device='cpu'")
+    return dev
+
+
+_GENERATE_WORDS = ("n", "sampler", "steps", "seed", "condition", "batch_size", "device", "progress", "settings",
+                   "control", "options", "overwrite", "resume", "plot", "metadata")
+
+
+def _check_keywords(options: Mapping[str, Any], sampler: str) -> None:
+    """A keyword that is neither a setting nor an option of ``sampler`` but close to one of
+    generate's own words is a misspelling: say so, rather than blame the sampler."""
+    from .samplers.base import SETTING_NAMES
+
+    accepted = set(get_sampler(sampler).defaults) if sampler in SAMPLERS else set()
+    any_sampler = {k for name in SAMPLERS for k in get_sampler(name).defaults}  # another sampler's: its error
+    words = [*_GENERATE_WORDS, *SETTING_NAMES, *CONTROL_NAMES]
+    for key in options:
+        if key in accepted or key in words or key in any_sampler:
+            continue
+        close = difflib.get_close_matches(key, [*words, *sorted(any_sampler)], n=1, cutoff=0.75)
+        if close and close[0] in words:  # nearest another sampler's option: the sampler's error says more
+            raise TypeError(f"unknown keyword {key!r} (did you mean {close[0]!r}?); sampler {sampler!r} takes "
+                            f"{', '.join(sorted(accepted)) or 'no options'}")
+
+
+def _check_guided(spec: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Classifier-free guidance on conditions that no sample carries changes nothing (the
+    conditional and unconditional predictions are the same): an error naming them."""
+    from .conditions import NULL_CLASS
+
+    def empty(k: str) -> bool:
+        v = spec.get(k)
+        if not isinstance(v, Tensor):
+            return v is None
+        return bool(torch.isnan(v).all()) if v.is_floating_point() else bool((v == NULL_CLASS).all())
+
+    missing = [k for k in keys if empty(k)]
+    if missing:
+        raise ValueError(f"guidance_scale guides toward the condition {', '.join(map(repr, missing))}, but no sample "
+                         f"is given a value, so guidance would change nothing: pass condition={{{missing[0]!r}: ...}}")
+
 
 def _block_seed(seed: int, block: int) -> int:
     """The seed of prior block ``block`` of a request seeded ``seed`` (block 0: ``seed``)."""

@@ -103,6 +103,10 @@ def make_grid(schedule: Schedule, steps: int, kind: str | Tensor | None = None, 
         raise ValueError(f"steps must be >= 1, got {steps}")
     t_max = schedule.t_max if t_max is None else t_max
     t_min = schedule.t_min if t_min is None else t_min
+    top = float(schedule.t_max)
+    if not (0 <= t_min and t_max <= top * (1 + 1e-6)):  # also refuses NaN
+        raise ValueError(f"t_min and t_max must lie in the schedule's time range [0, {top:g}] "
+                         f"({type(schedule).__name__}), got t_max {t_max:g}, t_min {t_min:g}")
     if t_min <= 0 and kind in ("uniform_logsnr", "karras", "vp_quadratic"):
         t_min = 1e-3 * t_max  # log-SNR is infinite at t = 0
     if not t_max > t_min:

@@ -99,6 +99,24 @@ def evaluation_options(modality: Modality, options: Mapping[str, Any]) -> dict[s
                           "evaluation option", skip=data_args)
 
 
+def check_objects(modality: Modality, objects: Any, info: Mapping[str, Any], what: str = "objects") -> None:
+    """``objects`` as :meth:`Modality.native_types` says a list of them looks, else a
+    TypeError naming what was given (or a ValueError for an empty list)."""
+    types = modality.native_types(info)
+    if types is None:
+        return
+    names = " or ".join(t.__name__ for t in types)
+    if isinstance(objects, (str, bytes, Mapping, *types)) or not isinstance(objects, Sequence):
+        raise TypeError(f"{what}: expected a list of {names} (the {modality.name} plugin's objects), got "
+                        f"{type(objects).__name__}")
+    if len(objects) == 0:
+        raise ValueError(f"{what}: an empty list (no {names} objects)")
+    for i, obj in enumerate(objects):
+        if not isinstance(obj, types):
+            raise TypeError(f"{what}[{i}]: expected a {names} (the {modality.name} plugin's objects), got "
+                            f"{type(obj).__name__}")
+
+
 def plot_objects(modality: Modality, objects: Sequence[Any], path: Path,
                  reference: Callable[[], Sequence[Any] | None]) -> Path | None:
     """``modality.plot(objects, path)``, with ``reference=reference()`` for a plot that takes one
@@ -193,6 +211,14 @@ class Modality(ABC):
         The generator converts a run chunk by chunk: ``info["first_sample"]`` is then the
         index in the run of the state's first sample, so objects named by their position get
         the same names whatever the batch size (:func:`polydiff.plugin.sample_name`)."""
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...] | None:
+        """The classes of the objects :meth:`to_native` returns for a model with ``info`` (e.g.
+        ``(networkx.Graph,)``); the generator then refuses anything else given to ``save``,
+        ``evaluate`` or ``plot`` with one line naming it (a list of strings handed to a graph
+        metric, a single object for a list). None (the default): objects are not checked, as
+        for modalities whose objects are arrays."""
+        return None
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> State:
         """Objects -> a state (used for observations and for evaluating files)."""

@@ -8,6 +8,7 @@ Groups:
 
 - the contract: :class:`Modality`, :class:`Command`, :class:`DataBundle`, :class:`DatasetInfo`,
   :class:`TensorStates`, :func:`check_info`, :func:`draw_sizes`, :func:`object_sizes`,
+  :func:`condition_values` (users' condition values checked), :func:`as_device`,
   :func:`package_recipes`;
 - states and fields: :class:`FieldSpec`, structures, processes (Gaussian schedules,
   categorical, manifolds including :class:`SO3` and IGSO(3));
@@ -56,6 +57,7 @@ from .data import (
     TensorStates,
     check_info,
     compose_augment,
+    condition_values,
     default_collate,
     draw_sizes,
     object_sizes,
@@ -82,7 +84,7 @@ from .files import (
     shared_file,
     unique_stems,
 )
-from .generator import Generator, load
+from .generator import Generator, as_device, load
 from .grids import GRIDS, make_grid
 from .guidance import (
     Observation,
@@ -242,6 +244,7 @@ __all__ = [
     "VPLinear",
     "ZeroCoM",
     "add_output",
+    "as_device",
     "as_fields",
     "as_observation",
     "at_least_float32",
@@ -257,6 +260,7 @@ __all__ = [
     "clip_lam",
     "coef_table",
     "compose_augment",
+    "condition_values",
     "controlled_sample",
     "csv_rows",
     "ctm",

@@ -593,6 +593,14 @@ def _states_close(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_native_types(modality: Any, objects: Sequence[Any], info: Mapping[str, Any], step: str) -> None:
+    """The objects ``step`` gave are of the classes :meth:`Modality.native_types` declares."""
+    types = modality.native_types(info)
+    wrong = [type(o).__name__ for o in objects if types is not None and not isinstance(o, types)]
+    if wrong:
+        raise _fail("native_types", f"{step} gave a {wrong[0]}, not one of {[t.__name__ for t in types]}")
+
+
 def _plot_leaves_matplotlib_alone(modality: Any, objects: Sequence[Any], reference: Any, path: Any) -> bool:
     """Plot ``objects`` and check the PNG and that the user's matplotlib state is untouched (no
     backend switch, which would stop a notebook's inline plots; no pyplot figure left open).
@@ -745,6 +753,7 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     objects = modality.to_native(state, info)
     if len(objects) != n:
         raise _fail("to_native", f"{len(objects)} objects from {n} samples")
+    _check_native_types(modality, objects, info, "to_native")
     checked.append("one sampling call and to_native")
     for low_dtype in (torch.bfloat16, torch.float16) if low_precision else ():
         what = f"{str(low_dtype).removeprefix('torch.')} network"
@@ -774,6 +783,7 @@ def check_modality(modality: Any, tmp_dir: Any, *, data: Mapping[str, Any] | Non
     back = modality.read(out_dir)
     if len(back) != n:
         raise _fail("read", f"read back {len(back)} objects of the {n} written")
+    _check_native_types(modality, back, info, "read")
     again = tmp / f"{modality.name}-rewritten"
     rewritten = sorted(Path(p) for p in modality.write(back, again))
     for p, q in zip(sorted(paths), rewritten, strict=False):

@@ -684,8 +684,12 @@ def train(config: Config | Mapping[str, Any] | str | Path, out_dir: str | Path |
     off. Lightning's DDP launcher re-runs the calling script once per extra process, so
     multi-process runs are best started from the command line (``polydiff train``).
     """
+    if not isinstance(fresh, bool):  # fresh deletes checkpoints: "no" must not mean yes
+        raise TypeError(f"fresh must be True or False, got {fresh!r}")
     cfg = resolve_config(config, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / _run_name(cfg)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: the run folder is a file; give a folder to train into")
     launcher = _launcher_rank() == 0
     # only the launcher locks: the processes Lightning's DDP launcher starts re-run this function
     try:  # training seeds torch's generators from train.seed: the caller gets its own stream back
