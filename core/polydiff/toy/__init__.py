@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data import condition_values
 from ..distill import TwoTimeMLP
 from ..files import new_figure, save_figure
 from ..modality import DataBundle, Modality
@@ -167,15 +168,8 @@ class ToyModality(Modality):
             if key not in allowed:
                 has = f"its data declares only: {', '.join(allowed)}" if allowed else "the model is unconditional"
                 raise ValueError(f"unknown condition {key!r}: the model was not trained with it; {has}")
-            labels = torch.as_tensor(value, dtype=torch.long).reshape(-1)
-            if labels.numel() == 1:
-                labels = labels.expand(n)
-            if labels.numel() != n:
-                raise ValueError(f"condition {key!r}: expected one value or {n}, got {labels.numel()}")
-            k = int(allowed[key]["num_classes"])
-            if bool(((labels < -1) | (labels >= k)).any()):
-                raise ValueError(f"condition {key!r}: labels must lie in 0..{k - 1} (-1 = unconditional)")
-            spec[key] = labels.clone()
+            k = int(allowed[key]["num_classes"])  # -1: the null label (unconditional)
+            spec[key] = condition_values(n, value, name=key, kind="class", low=-1, high=k - 1)
         return spec
 
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,10 @@ def point_metrics(x: np.ndarray, ref: np.ndarray, gmm: dict[str, Any] | None = N
         raise ValueError(f"samples {x.shape} and reference {ref.shape} must both be (N, D) with the same D")
     if len(x) < 2:
         raise ValueError(f"need at least 2 samples to evaluate, got {len(x)}")
+    bad = int((~np.isfinite(x)).any(1).sum())
+    if bad:
+        warnings.warn(f"{bad} of {len(x)} samples have non-finite coordinates (a diverged sampler?): the metrics "
+                      "are NaN", stacklevel=2)
     cov_x, cov_r = np.atleast_2d(np.cov(x.T)), np.atleast_2d(np.cov(ref.T))
     out = {"n": float(len(x)), "sw2": sliced_wasserstein(x, ref),
            "mean_error": float(np.linalg.norm(x.mean(0) - ref.mean(0))),
