@@ -80,10 +80,15 @@ __all__ = [
 def train(config: Any, out_dir: str | Path | None = None, *, overrides: Any = (), fresh: bool = False,
           callbacks: Any = (), verbose: bool = True) -> Run:
     """Train a recipe (a YAML path, ``"<modality>:<recipe>"``, a dict or a Config) into
-    ``out_dir`` and return the :class:`~polydiff.training.Run`; ``overrides`` as ``--set``
-    takes them (``["train.max_steps=100"]``) or as a dict (``{"train.max_steps": 100}``).
-    See :func:`polydiff.training.train` (imported lazily, so that ``import polydiff`` does not
-    import Lightning)."""
+    ``out_dir`` (default ``runs/<recipe name>``) and return the :class:`~polydiff.training.Run`.
+
+    ``overrides``: recipe values as ``--set`` takes them (``["train.max_steps=100"]``) or as a
+    dict (``{"train.max_steps": 100}``). A run folder holding checkpoints resumes from the
+    newest intact one; ``fresh=True`` deletes its checkpoints and logs and starts over.
+    ``callbacks``: extra Lightning callbacks. ``verbose=False`` drops the messages (model
+    summary, what the run resumes from) but keeps the progress bar (``train.progress: false``
+    turns it off). Details: :func:`polydiff.training.train` (imported lazily, so that
+    ``import polydiff`` does not import Lightning)."""
     from .training import train as _train
 
     return _train(config, out_dir, overrides=overrides, fresh=fresh, callbacks=callbacks, verbose=verbose)

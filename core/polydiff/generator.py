@@ -141,7 +141,15 @@ class SamplesWritten:
 
 
 class Generator:
-    """A trained network with everything needed to sample it and handle its outputs."""
+    """A trained network with everything needed to sample it and handle its outputs
+    (:func:`load` opens one from a checkpoint).
+
+    :meth:`generate` returns new objects in the modality's own form (graphs, molecules,
+    arrays...), :meth:`generate_to` streams them into a samples folder, :meth:`save` writes
+    objects there, :meth:`evaluate` scores them against the recipe's data, :meth:`plot` draws
+    them; :meth:`quantized` and :meth:`calibrate_grid` make sampling cheaper. ``modality``,
+    ``config`` (the recipe), ``info`` (what the data told the model: sizes, conditions...),
+    ``fields`` and ``net`` are the parts."""
 
     def __init__(self, modality: Modality, config: Config, info: Mapping[str, Any], fields: Mapping[str, FieldSpec],
                  net: nn.Module, *, checkpoint: Path | None = None, step: int | None = None) -> None:
@@ -157,9 +165,10 @@ class Generator:
         where = "not from a checkpoint" if self.checkpoint is None else f"{str(self.checkpoint)!r}, step {self.step}"
         size = (f"{sum(p.numel() for p in self.net.parameters()):,} parameters" if self.quantization is None
                 else f"quantized {self.quantization.scheme}")  # quantized weights are buffers, not parameters
+        conditions = ", ".join(self.info.get("conditions") or {})
         return (f"<polydiff Generator: {self.modality.name} ({where}); network {type(self.net).__name__}, "
-                f"{size}, on {self.device}; fields {', '.join(self.fields)}; samples with {sc.sampler}, "
-                f"{sc.steps} steps>")
+                f"{size}, on {self.device}; fields {', '.join(self.fields)}"
+                f"{f'; conditions {conditions}' if conditions else ''}; samples with {sc.sampler}, {sc.steps} steps>")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -594,8 +603,11 @@ class Generator:
         return self._reference
 
     def evaluate(self, objects: Any, reference: Any = None, **options: Any) -> dict[str, float]:
-        """The modality's metrics of ``objects`` against ``reference`` (default: the recipe's
-        data); ``options``: the modality's own (graphs: ``fcd=True`` adds FCD)."""
+        """The modality's metrics (a dict of floats, NaN where undefined) of ``objects``, a list
+        of the modality's objects as :meth:`generate` returns them (or ``modality.read`` reads files),
+        against ``reference`` (objects of the same kind; default: the recipe's data);
+        ``options``: the modality's own (graphs: ``fcd=True`` adds FCD). The plugin's page in
+        docs/ lists its metrics."""
         options = evaluation_options(self.modality, options)
         check_objects(self.modality, objects, self.info)
         if reference is not None:
@@ -604,8 +616,10 @@ class Generator:
         return check_metrics(self.modality.evaluate(objects, ref, self.info, **options), self.modality.name)
 
     def plot(self, objects: Any, path: str | Path) -> Path | None:
-        """The modality's figure of ``objects`` (over the reference when the plot accepts one);
-        None, with a warning saying why, without matplotlib or when the plugin draws none."""
+        """The modality's figure of ``objects`` (over the reference when the plot accepts one)
+        written to ``path`` in the format its suffix names (PNG without one; missing folders
+        are made); None, with a warning saying why, without matplotlib or when the plugin
+        draws none."""
         import importlib.util
 
         check_objects(self.modality, objects, self.info)

@@ -637,12 +637,16 @@ class StepCheckpoints(Callback):
 
 @dataclass
 class Run:
-    """The result of :func:`train`."""
+    """The result of :func:`train`: ``out_dir`` (the run folder), ``checkpoint`` (its
+    ``checkpoints/last.ckpt``, what :func:`polydiff.load` opens; ``polydiff.load(run)`` also
+    works), ``step`` (optimizer steps done), ``metrics`` (the last logged values, e.g.
+    ``train/loss``), ``resumed_from`` (the checkpoint the run resumed from, None for a new
+    run) and ``rank`` (this process's rank under a multi-process launch, 0 otherwise)."""
 
     out_dir: Path
-    checkpoint: Path  # OUT/checkpoints/last.ckpt
+    checkpoint: Path
     step: int
-    metrics: dict[str, float] = field(default_factory=dict)  # last logged values (rank 0)
+    metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: Path | None = None
     rank: int = 0
 
