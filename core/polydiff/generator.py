@@ -410,7 +410,9 @@ class Generator:
         if guided and (isinstance(gs, (str, bool)) or (isinstance(gs, (int, float)) and not math.isfinite(gs))):
             raise ValueError(f"guidance_scale must be a number (or a per-field dict, a per-sample tensor, a function "
                              f"of time), got {ctl.guidance_scale!r}")
-        keys = list(condition or {}) or list(self.info.get("conditions") or {})
+        declared = list(self.info.get("conditions") or {})  # the condition entries the network takes
+        asked = [k for k in condition or {} if k in declared] if declared else list(condition or {})
+        keys = asked or declared  # sizes such as atoms=12 are conditions of the prior, not guided
         if guided and not keys:
             raise ValueError(f"guidance_scale: classifier-free guidance steers toward a condition, and this "
                              f"{self.modality.name} model takes none")
@@ -1053,11 +1055,15 @@ def _check_guided(spec: Mapping[str, Any], keys: Sequence[str]) -> None:
     from .conditions import NULL_CLASS
 
     def empty(k: str) -> bool:
-        v = spec.get(k)
+        v = spec[k]
         if not isinstance(v, Tensor):
             return v is None
         return bool(torch.isnan(v).all()) if v.is_floating_point() else bool((v == NULL_CLASS).all())
 
+    absent = [k for k in keys if k not in spec]
+    if absent:
+        raise ValueError(f"guidance_scale guides toward the condition {', '.join(map(repr, absent))}, which this "
+                         "model's samples do not carry (the network is not conditioned on it)")
     missing = [k for k in keys if empty(k)]
     if missing:
         raise ValueError(f"guidance_scale guides toward the condition {', '.join(map(repr, missing))}, but no sample "
