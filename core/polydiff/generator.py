@@ -474,7 +474,7 @@ class Generator:
                 cond = _slice_condition(plan.condition, plan.n, b_lo, b_hi)
                 cache["block"], cache["spec"] = k, self.modality.prior_state(b_hi - b_lo, self.info, gen, cond)
                 if plan.guided:
-                    _check_guided(cache["spec"], plan.control.condition_keys or ())
+                    _check_guided(cache["spec"], plan.control.condition_keys or (), self.info.get("conditions") or {})
             a, b = max(lo, b_lo) - b_lo, min(hi, b_hi) - b_lo
             pieces.append({key: _slice(v, b_hi - b_lo, a, b) for key, v in cache["spec"].items()})
             sizes.append(b - a)
@@ -1049,18 +1049,18 @@ def _check_keywords(options: Mapping[str, Any], sampler: str) -> None:
                             f"{', '.join(sorted(accepted)) or 'no options'}")
 
 
-def _check_guided(spec: Mapping[str, Any], keys: Sequence[str]) -> None:
+def _check_guided(spec: Mapping[str, Any], keys: Sequence[str], declared: Mapping[str, Any]) -> None:
     """Classifier-free guidance on conditions that no sample carries changes nothing (the
     conditional and unconditional predictions are the same): an error naming them."""
     from .conditions import NULL_CLASS
 
     def empty(k: str) -> bool:
-        v = spec[k]
+        v = spec.get(k)
         if not isinstance(v, Tensor):
             return v is None
         return bool(torch.isnan(v).all()) if v.is_floating_point() else bool((v == NULL_CLASS).all())
 
-    absent = [k for k in keys if k not in spec]
+    absent = [k for k in keys if k not in spec and k not in declared]
     if absent:
         raise ValueError(f"guidance_scale guides toward the condition {', '.join(map(repr, absent))}, which this "
                          "model's samples do not carry (the network is not conditioned on it)")
