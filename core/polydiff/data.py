@@ -134,8 +134,10 @@ def condition_values(n: int, given: Any, *, name: str, kind: str = "real", low: 
         raise ValueError(f"kind must be 'real' or 'class', got {kind!r}")
     values = _values(given)
     what = "a whole number" if kind == "class" else "a finite number"
-    if low is not None or high is not None:
-        what += f" in {'' if low is None else f'{low:g}'}..{'' if high is None else f'{high:g}'}"
+    if low is not None and high is not None:
+        what += f" in {low:g}..{high:g}"
+    elif low is not None or high is not None:
+        what += f" >= {low:g}" if low is not None else f" <= {high:g}"
     ok = values is not None and len(values) in (1, n) and all(
         _is_number(v) and math.isfinite(v) and (kind == "real" or float(v).is_integer())
         and (low is None or v >= low) and (high is None or v <= high) for v in values)

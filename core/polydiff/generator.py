@@ -69,7 +69,7 @@ from .files import atomic_folder, atomic_write, folder_lock
 from .modality import Modality, check_metrics, check_objects, evaluation_options, plot_objects
 from .progress import Progress
 from .quantize import TOLERANCE
-from .registry import RegistryError, load_modality
+from .registry import RegistryError, load_modality, seed_value, whole_number
 from .samplers.base import SAMPLERS, SampleSettings, get_sampler, settings_of
 from .samplers.driver import compiles_loop
 from .state import FieldSpec, State
@@ -254,10 +254,10 @@ class Generator:
         logs of long runs; False: none). Other keywords: a ``settings=``
         :class:`~polydiff.SampleSettings` or its fields (grid, t_min, dtype, ...), sampler
         options (``eta``, ...), and a ``control=`` :class:`~polydiff.steering.Control` or its
-        fields (``guidance_scale`` guides on the keys of ``condition``; ``observed``,
-        ``particles``, ``reward``, ...). The modality's :meth:`~polydiff.Modality.sample`
-        generates each chunk. All objects are returned at once: :meth:`generate_to` streams
-        them to files instead.
+        fields (``guidance_scale`` guides on the keys of ``condition``; ``observed``, also a
+        file read as ``polydiff sample --observed`` reads it; ``particles``, ``reward``, ...).
+        The modality's :meth:`~polydiff.Modality.sample` generates each chunk. All objects are
+        returned at once: :meth:`generate_to` streams them to files instead.
         """
         plan = self._plan(n, sampler, steps, seed, condition, batch_size, device, progress, options)
         parts = []
@@ -388,10 +388,7 @@ class Generator:
               options: Mapping[str, Any]) -> _Plan:
         """Resolve a request: settings, control, seed, batch size, device (defaults from
         :meth:`sampling_defaults`, then the recipe)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed must be an integer (or None for a fresh one), got {seed!r}")
+        n, seed = whole_number("n", n), seed_value(seed)
         if condition is not None and not isinstance(condition, Mapping):
             raise ValueError(f"condition must be a dict of condition values such as {{'label': 3}}, got {condition!r}")
         d = self._defaults
@@ -400,11 +397,13 @@ class Generator:
         batch_size = batch_size if batch_size is not None else d.get("batch_size")
         device = device if device is not None else d.get("device")
         progress = progress if progress is not None else d.get("progress")
-        if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if steps is not None:
+            steps = whole_number("steps", steps)
         options = dict(options)
         ctl = control_of(options.pop("control", None), **{k: options.pop(k) for k in list(options)
                                                           if k in CONTROL_NAMES})
+        if isinstance(ctl.observed, (str, os.PathLike)):  # a file, read as the CLI's --observed reads it
+            ctl = control_of(ctl, observed=self.modality.observation(Path(ctl.observed), self.info))
         guided = ctl.guidance_scale is not None and ctl.uncond_model is None and ctl.null is None
         gs = ctl.guidance_scale
         if guided and (isinstance(gs, (str, bool)) or (isinstance(gs, (int, float)) and not math.isfinite(gs))):
@@ -426,17 +425,13 @@ class Generator:
         settings = settings_of(given, sampler=sampler, steps=steps, **options) if given is not None else \
             self.settings(sampler, steps, **options)
         _check_keywords(options, settings.sampler)
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if abs(int(seed)) * _SEED_STRIDE + int(n) >= 2**63:  # per-sample seeds are 64-bit integers
             raise ValueError(f"seed must be below {(2**63 - int(n)) // _SEED_STRIDE}, got {seed}")
         dev = as_device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else self.device)
         self.net.to(dev)
         bs = batch_size if batch_size is not None else (self.config.sample.batch_size or DEFAULT_BATCH)
-        if isinstance(bs, bool) or int(bs) != bs or bs < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
-        return _Plan(int(n), int(seed), int(bs), settings, ctl, condition, dev, progress, guided)
+        return _Plan(n, seed, whole_number("batch_size", bs), settings, ctl, condition, dev, progress, guided)
 
     def _native(self, state: State, first: int) -> list[Any]:
         """The modality's objects of a chunk whose first sample is sample ``first`` of the run

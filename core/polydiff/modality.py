@@ -106,6 +106,7 @@ def check_objects(modality: Modality, objects: Any, info: Mapping[str, Any], wha
     if types is None:
         return
     names = " or ".join(t.__name__ for t in types)
+    one = ("an " if names[0].lower() in "aeiou" else "a ") + names
     if isinstance(objects, (str, bytes, Mapping, *types)) or not isinstance(objects, Sequence):
         raise TypeError(f"{what}: expected a list of {names} (the {modality.name} plugin's objects), got "
                         f"{type(objects).__name__}")
@@ -113,7 +114,7 @@ def check_objects(modality: Modality, objects: Any, info: Mapping[str, Any], wha
         raise ValueError(f"{what}: an empty list (no {names} objects)")
     for i, obj in enumerate(objects):
         if not isinstance(obj, types):
-            raise TypeError(f"{what}[{i}]: expected a {names} (the {modality.name} plugin's objects), got "
+            raise TypeError(f"{what}[{i}]: expected {one} (the {modality.name} plugin's objects), got "
                             f"{type(obj).__name__}")
 
 

@@ -8,7 +8,8 @@ Groups:
 
 - the contract: :class:`Modality`, :class:`Command`, :class:`DataBundle`, :class:`DatasetInfo`,
   :class:`TensorStates`, :func:`check_info`, :func:`draw_sizes`, :func:`object_sizes`,
-  :func:`condition_values` (users' condition values checked), :func:`as_device`,
+  :func:`condition_values` (users' condition values checked), :func:`whole_number` and
+  :func:`seed_value` (users' counts and seeds checked), :func:`as_device`,
   :func:`package_recipes`;
 - states and fields: :class:`FieldSpec`, structures, processes (Gaussian schedules,
   categorical, manifolds including :class:`SO3` and IGSO(3));
@@ -154,7 +155,7 @@ from .processes.so3 import (
     sample_igso3,
 )
 from .random import Noise, local_seed, sample_categorical
-from .registry import Registry, RegistryError, load_modality
+from .registry import Registry, RegistryError, load_modality, seed_value, whole_number
 from .samplers import (
     SAMPLERS,
     CategoricalContext,
@@ -332,6 +333,7 @@ __all__ = [
     "sample_igso3",
     "sample_name",
     "save_figure",
+    "seed_value",
     "settings_of",
     "shared_dir",
     "shared_file",
@@ -345,6 +347,7 @@ __all__ = [
     "tree_map",
     "unique_stems",
     "vp_discrete",
+    "whole_number",
     "with_x0_eps",
     "x0_eps",
 ]

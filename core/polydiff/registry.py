@@ -19,6 +19,7 @@ import enum
 import functools
 import importlib
 import inspect
+import numbers
 import sys
 import types
 import typing
@@ -36,6 +37,26 @@ def no_option(what: str, unknown: Sequence[str], allowed: Sequence[str]) -> str:
     close = [m for u in unknown for m in difflib.get_close_matches(u, list(allowed), n=1)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return f"{what} has no option {', '.join(unknown)}{hint}; allowed: {', '.join(allowed) or 'none'}"
+
+
+def whole_number(name: str, value: Any, low: int | None = 1) -> int:
+    """``value`` as an int when it is a whole number (Python or numpy) of at least ``low``
+    (None: any), else a ValueError naming ``name``: counts, steps and sizes users pass."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+        what = "an integer" if low is None else "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def seed_value(seed: Any, name: str = "seed") -> int:
+    """A whole-number seed (Python or numpy); None draws a fresh one from torch's generator."""
+    if seed is None:
+        import torch
+
+        return int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"{name} must be an integer (or None for a fresh one), got {seed!r}")
+    return int(seed)
 
 
 class RegistryError(KeyError):

@@ -174,3 +174,11 @@ def test_non_finite_points_are_named_when_evaluated():
     x[1, 0] = np.nan
     with pytest.warns(UserWarning, match="1 of 5 samples have non-finite coordinates"):
         assert np.isnan(point_metrics(x, np.zeros((4, 2)) + np.arange(4)[:, None])["sw2"])
+
+
+def test_an_observation_file_is_read_as_the_cli_reads_it(gen, tmp_path):
+    torch.save({"x": torch.tensor([[0.5, float("nan")]])}, tmp_path / "obs.pt")
+    x = gen.generate(3, seed=1, steps=2, observed=tmp_path / "obs.pt", progress=False)
+    np.testing.assert_allclose(x[:, 0], 0.5, atol=1e-5)  # the observed coordinate is kept
+    with pytest.raises(FileNotFoundError, match=r"obs\.csv: no such observation file"):
+        gen.generate(3, seed=1, steps=2, observed=str(tmp_path / "obs.csv"), progress=False)
