@@ -269,3 +269,10 @@ def test_bad_input():
     disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}], [[0, 0, 0]])
     with pytest.raises(ValueError, match="ordered"):
         W.standardize(disordered)
+    # a generated sample that is no crystal (the matrix model returns these), or no structure at all
+    from polydiff_crystals import Undecodable
+
+    with pytest.raises(TypeError, match=r"need a pymatgen Structure; sample_0003 is Undecodable \(lattice: bad\)"):
+        W.wyckoff_letters(Undecodable("sample_0003", "lattice: bad"))
+    with pytest.raises(TypeError, match="need a pymatgen Structure; got str"):
+        W.standardize("NaCl")

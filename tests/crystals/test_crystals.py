@@ -108,8 +108,8 @@ def test_conditions_prior_state_and_errors():
     spec = data.info["conditions"]
     assert spec["spacegroup"]["kind"] == "class" and spec["band_gap"]["kind"] == "scalar"
     assert data.train.get_batch(torch.arange(2))["spacegroup"].tolist() == [225, 221]
-    prior = mod.prior_state(4, data.info, condition={"spacegroup": 221, "band_gap": 2.0})
-    assert prior["spacegroup"].tolist() == [221] * 4 and torch.allclose(prior["band_gap"], torch.full((4,), 2.0))
+    prior = mod.prior_state(4, data.info, condition={"spacegroup": 221, "band_gap": 4.0})
+    assert prior["spacegroup"].tolist() == [221] * 4 and torch.allclose(prior["band_gap"], torch.full((4,), 4.0))
     assert prior["x"] == (4, 94 + 2 + 2 * 20, 3)
     free = mod.prior_state(2, data.info)
     assert free["spacegroup"].tolist() == [-1, -1] and torch.isnan(free["band_gap"]).all()
@@ -118,14 +118,25 @@ def test_conditions_prior_state_and_errors():
     for bad in (0, 231, "abc", 2.5):  # space groups are 1..230 (231 crashed the embedding, 0 sampled)
         with pytest.raises(ValueError, match=r"condition 'spacegroup': expected a whole number in 1\.\.230"):
             mod.prior_state(2, data.info, condition={"spacegroup": bad})
-    with pytest.raises(ValueError, match="condition 'band_gap': expected a number"):
-        mod.prior_state(2, data.info, condition={"band_gap": "high"})
+    for bad in ("high", float("nan"), float("inf"), [1.0, 2.0, 3.0]):  # leave a condition out for none
+        with pytest.raises(ValueError, match="condition 'band_gap': expected a finite number"):
+            mod.prior_state(2, data.info, condition={"band_gap": bad})
+    # one value per sample, as generate's docstring says; numpy numbers as a DataFrame gives them
+    per_sample = mod.prior_state(2, data.info, condition={"spacegroup": [np.int64(221), 225],
+                                                          "band_gap": np.array([3.5, np.float32(4.5)])})
+    assert per_sample["spacegroup"].tolist() == [221, 225] and per_sample["band_gap"].tolist() == [3.5, 4.5]
+    none = mod.prior_state(2, data.info, condition={"spacegroup": None, "band_gap": None})
+    assert none["spacegroup"].tolist() == [-1, -1] and torch.isnan(none["band_gap"]).all()
+    with pytest.warns(UserWarning, match=r"condition 'band_gap': 1e\+09 lies outside the training data's range"):
+        mod.prior_state(2, data.info, condition={"band_gap": 1e9})
     periodic = make_bundle([_rocksalt(), _perovskite()] * 2, [_perovskite()], {"dataset": "test"},
                            representation="periodic")
     assert mod.prior_state(2, periodic.info, condition={"atoms": 3})["mask"].sum(1).tolist() == [3, 3]
     for bad_count in ("abc", 2.5, 0, [1, 2, 3]):
         with pytest.raises(ValueError, match="condition 'atoms': expected a whole number"):
             mod.prior_state(2, periodic.info, condition={"atoms": bad_count})
+    with pytest.warns(UserWarning, match="condition 'atoms': 500 is beyond the largest size in the training data"):
+        mod.prior_state(1, periodic.info, condition={"atoms": 500})
     bad = _rocksalt()
     del bad.properties["band_gap"]
     with pytest.raises(ValueError, match=r"NaCl.*band_gap"):
@@ -197,6 +208,19 @@ def test_trained_model_generates_structures_files_and_a_plot(trained, tmp_path):
     assert len(gen.modality.read(tmp_path / "written")) == 4
     result = evaluate_samples(tmp_path / "written")
     assert result.num == 4 and result.metrics["n"] == 4 and "struct_valid" in result.metrics
+
+
+def test_generator_refuses_objects_that_are_not_crystals(trained, tmp_path):
+    import polydiff
+
+    gen = polydiff.load(trained.checkpoint)
+    assert gen.modality.native_types(gen.info) == (Structure, Undecodable)
+    with pytest.raises(TypeError, match=r"objects\[1\]: expected a Structure or Undecodable .*got str"):
+        gen.evaluate([_rocksalt(), "NaCl"])
+    with pytest.raises(TypeError, match=r"expected a list of Structure or Undecodable .*got Structure"):
+        gen.save(_rocksalt(), tmp_path / "one")
+    with pytest.raises(ValueError, match="an empty list"):
+        gen.plot([], tmp_path / "none.png")
 
 
 def test_default_dataset_is_offline_and_split():

@@ -305,6 +305,27 @@ def test_edge_cases():
     assert stability(Molecule(("Hg", "Cl"), np.array([[0, 0, 0], [2.3, 0, 0]])))[1] == 0
 
 
+def test_non_finite_coordinates_are_invalid_and_empty_molecules_valid_as_in_edm():
+    """EDM's code finds no bond at NaN / inf distances and calls the lone atoms a valid molecule;
+    here they are invalid. An empty molecule stays valid with SMILES '', as EDM's
+    compute_validity has it. Both are counted in a warning."""
+    lost = [Molecule(("C", "C", "O"), np.full((3, 3), v)) for v in (np.nan, np.inf)]
+    for mol in lost:
+        assert validity(mol) == (False, None) and stability(mol) == (False, 0, 3)
+    assert per_molecule_flags(lost)["valid"] == [False, False]
+    empty = Molecule((), np.zeros((0, 3)))
+    assert validity(empty) == (True, "")
+    with pytest.warns(UserWarning) as caught:
+        got = edm_metrics([*lost, ethane(), empty])
+    said = [str(w.message) for w in caught]
+    assert said == ["2 of 4 molecules have non-finite coordinates (NaN or inf): invalid and unstable",
+                    "1 of 4 molecules have no atoms: valid with an empty SMILES, as EDM's compute_validity counts "
+                    "them, and not stable"]
+    assert (got["validity"], got["n_valid"], got["atm_stable"]) == (0.5, 2.0, 8 / 14)
+    with pytest.warns(UserWarning, match="1 of 1 molecules have non-finite"):
+        assert evaluate_molecules(lost[:1])["validity"] == 0.0
+
+
 def test_largest_fragment_and_ties():
     methane_water = joined(ethane(), shifted(water(), [10, 0, 0]))
     assert validity(methane_water) == (True, "[H]C([H])([H])C([H])([H])[H]")

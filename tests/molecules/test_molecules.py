@@ -63,12 +63,24 @@ def test_states_round_trip_and_bond_pairs():
 
 def test_prior_state_sizes_and_conditions():
     mod = MoleculesModality()
-    info = {"size_hist": [0, 0, 0, 5], "elements": ["H", "C"], "charges": [-1, 0, 1], "bond_orders": [0, 1, 2, 3],
-            "conditions": {"gap": {"kind": "scalar", "low": 0.1, "high": 0.4}}}
+    info = {"size_hist": [0, 0, 0, 5, 0, 0, 2], "elements": ["H", "C"], "charges": [-1, 0, 1],
+            "bond_orders": [0, 1, 2, 3], "conditions": {"gap": {"kind": "scalar", "low": 0.1, "high": 0.4}}}
     spec = mod.prior_state(2, info, condition={"atoms": [4, 6], "gap": 0.3})
     assert spec["mask"].sum(1).tolist() == [4, 6] and spec["pos"] == (2, 6, 3) and spec["bonds"] == (2, 15)
     assert torch.allclose(spec["gap"], torch.full((2,), 0.3))
     assert torch.isnan(mod.prior_state(1, info)["gap"]).all()  # no target: the null condition
+    assert torch.isnan(mod.prior_state(2, info, condition={"gap": None})["gap"]).all()  # None: the same
+    # one value per sample, numpy numbers (a DataFrame's), checked as the core's condition_values does
+    per_sample = mod.prior_state(2, info, condition={"gap": [0.2, np.float32(0.3)], "atoms": np.int64(3)})["gap"]
+    assert torch.allclose(per_sample, torch.tensor([0.2, 0.3]))
+    for bad in ("a", float("nan"), float("inf"), True, [0.2, 0.3, 0.4], np.array([[0.2], [0.3]])):
+        with pytest.raises(ValueError, match="condition 'gap': expected a finite number"):
+            mod.prior_state(2, info, condition={"gap": bad})
+    # outside the training range the Gaussian expansion saturates: Hartree given as eV is warned of
+    with pytest.warns(UserWarning, match="condition 'gap': 25 lies outside the training data's range 0.1 to 0.4"):
+        mod.prior_state(2, info, condition={"gap": 25.0})
+    with pytest.warns(UserWarning, match="condition 'atoms': 500 is beyond the largest size in the training data"):
+        mod.prior_state(1, info, condition={"atoms": 500})
     with pytest.raises(ValueError, match="unknown condition 'mu'"):
         mod.prior_state(1, info, condition={"mu": 1.0})
     with pytest.raises(ValueError, match="path must be"):
@@ -79,13 +91,21 @@ def test_prior_state_sizes_and_conditions():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny flow model with alignment and a gap condition, trained end to end on a few steps."""
+    """A tiny flow model with alignment and a gap condition (a stand-in: 0.1 per O, 0.05 per N,
+    on the default molecules written to an SDF), trained end to end on a few steps."""
     import polydiff as pd
+    from polydiff_molecules.data import default_molecules
+    from polydiff_molecules.molio import write_sdf
 
     out = tmp_path_factory.mktemp("molrun")
-    cfg = {"modality": "molecules", "data": {"name": "default", **DATA},
+    mols = default_molecules(n=DATA["n"])
+    for m in mols:
+        m.properties["gap"] = 0.2 + 0.1 * m.symbols.count("O") + 0.05 * m.symbols.count("N")
+    sdf = write_sdf(mols, out / "gap.sdf")
+    cfg = {"modality": "molecules",
+           "data": {"name": "files", "path": str(sdf), "conditions": ["gap"], "test_fraction": DATA["test_fraction"]},
            "model": {"name": "gvp", **TINY}, "process": {"path": "flow", "discrete": True},
-           "loss": {"weighting": "x0", "techniques": {"align": "molecule"}},
+           "loss": {"weighting": "x0", "cond_drop": 0.2, "techniques": {"align": "molecule"}},
            "train": {"max_steps": 4, "batch_size": 6, "lr": 1e-3, "checkpoint_every": 4, "log_every": 2,
                      "threads": 1},
            "sample": {"num": 4, "sampler": "euler", "steps": 4, "seed": 0}}
@@ -103,6 +123,42 @@ def test_trained_model_generates_molecules_and_metrics(trained, tmp_path):
     metrics = trained.evaluate(mols)
     for key in ("atm_stable", "mol_stable", "validity", "novelty"):
         assert key in metrics and (math.isnan(metrics[key]) or 0 <= metrics[key] <= 1)
+
+
+def test_trained_model_answers_misuse_in_one_line(trained):
+    """Guidance without a target, a target outside the training data, foreign or no objects to
+    evaluate, and molecules with NaN coordinates or no atoms."""
+    high = trained.info["conditions"]["gap"]["high"]
+    with pytest.raises(ValueError, match="guidance_scale guides toward the condition 'gap'"):
+        trained.generate(2, seed=0, steps=2, guidance_scale=2.0)
+    with pytest.warns(UserWarning, match="condition 'gap': 25 lies outside the training data's range"):
+        trained.generate(2, seed=0, steps=2, condition={"gap": 25.0})
+    with pytest.raises(ValueError, match="condition 'gap': expected a finite number, or 2 of them"):
+        trained.generate(2, seed=0, steps=2, condition={"gap": [high, high, high]})
+    assert len(trained.generate(2, seed=0, steps=2, condition={"gap": [np.float64(high), high]})) == 2
+    mols = trained.generate(2, seed=0, steps=2)
+    with pytest.raises(TypeError, match=r"objects\[0\]: expected a Molecule \(the molecules plugin's .*got str"):
+        trained.evaluate(["CCO", "CCN"])
+    with pytest.raises(TypeError, match="got Mol"):
+        trained.evaluate([mols[0].to_rdkit()])
+    with pytest.raises(ValueError, match="an empty list"):
+        trained.evaluate([])
+    broken = Molecule(("C", "C", "O"), np.full((3, 3), np.nan), name="nan")
+    with pytest.warns(UserWarning, match="2 of 3 molecules have non-finite coordinates"):
+        metrics = trained.evaluate([broken, broken, embed_smiles("CCO")])
+    assert metrics["validity"] == pytest.approx(1 / 3) and metrics["n_valid"] == 1
+    empty = Molecule((), np.zeros((0, 3)), name="empty")
+    with pytest.warns(UserWarning, match="1 of 1 molecules have no atoms: valid with an empty SMILES"):
+        metrics = trained.evaluate([empty])
+    assert metrics["validity"] == 1.0  # as EDM's compute_validity counts it (SMILES '')
+
+
+def test_molecule_repr_is_one_line():
+    mol = embed_smiles("CCO", name="ethanol")
+    assert repr(mol) == "Molecule('ethanol', C2H6O, 9 atoms)"
+    assert repr(Molecule(("O",), np.zeros((1, 3)))) == "Molecule('', O, 1 atom)"
+    assert repr(Molecule((), np.zeros((0, 3)), name="x")) == "Molecule('x', 0 atoms)"
+    assert mol == mol and mol != Molecule(("C",), np.zeros((1, 3)))  # the dataclass's equality
 
 
 def test_evaluate_a_folder_of_users_files(tmp_path):

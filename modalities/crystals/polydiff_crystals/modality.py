@@ -13,7 +13,8 @@ metrics and files.
   cut to their largest crystal.
 
 Conditions (``data.conditions``): ``spacegroup`` (class 1-230), ``band_gap`` and
-``formation_energy`` (scalars, eV and eV/atom), one (B,) entry each; condition dropout in the
+``formation_energy`` (scalars, eV and eV/atom), one (B,) entry each (a condition a user leaves
+out of ``generate``'s ``condition``, or gives as None, is unconditional); condition dropout in the
 loss gives classifier-free guidance, the noise-aware regressors of :mod:`.guidance` gradient
 guidance. ``data.wyckoff: true`` adds every equivalent Wyckoff relabelling of each training
 crystal (:mod:`.wyckoff`, from the space group's normaliser) as a variant that a seeded
@@ -47,6 +48,7 @@ from polydiff.plugin import (
     sample_name,
     size_histogram,
 )
+from polydiff.plugin import condition_values as given_values
 
 REPRESENTATIONS = ("matrix", "periodic")
 # Sampling moves the periodic model's fractional coordinates at this exponential rate (FrameFlow's
@@ -494,7 +496,9 @@ class CrystalsModality(Modality):
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Shapes of ``n`` new crystals; atom counts (periodic) from the training histogram or
-        given (``--condition atoms=5``); conditions ``spacegroup=225``, ``band_gap=1.5``..."""
+        given (``--condition atoms=5``); conditions ``spacegroup=225``, ``band_gap=1.5``... (one
+        value, or one per sample), with a warning for a size or a property outside the training
+        data. A condition left out (or None) is unconditional: the null class or value."""
         condition = dict(condition or {})
         given = condition.pop("atoms", None)
         known = info.get("conditions", {})
@@ -516,17 +520,14 @@ class CrystalsModality(Modality):
             spec.update(frac=(n, N, 3), lattice=(n, 6), types=(n, N),
                         mask=(torch.arange(N)[None] < sizes[:, None]).float())
         for k, s in known.items():
-            v = condition.get(k)
-            if s["kind"] == "class":
-                low = 1 if k == "spacegroup" else 0  # space groups are numbered 1..230; -1 (absent) is the null class
-                top = int(s["num_classes"]) - 1
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top):
-                    raise ValueError(f"condition {k!r}: expected a whole number in {low}..{top}, got {v!r}")
-                spec[k] = torch.full((n,), -1 if v is None else v, dtype=torch.long)
+            v, cls = condition.get(k), s["kind"] == "class"
+            if v is None:  # the null class (-1) or value
+                spec[k] = torch.full((n,), -1) if cls else torch.full((n,), float("nan"))
+            elif cls:  # space groups are numbered 1..230
+                spec[k] = given_values(n, v, name=k, kind="class", low=1 if k == "spacegroup" else 0,
+                                       high=int(s["num_classes"]) - 1)
             else:
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    raise ValueError(f"condition {k!r}: expected a number, got {v!r}")
-                spec[k] = torch.full((n,), float("nan") if v is None else float(v))
+                spec[k] = given_values(n, v, name=k, trained=(s["low"], s["high"]))
         return spec
 
     def to_native(self, state: Mapping[str, Tensor], info: Mapping[str, Any]) -> list[Any]:
@@ -547,6 +548,11 @@ class CrystalsModality(Modality):
             out = periodic_to_structures(state, info)
         return [o if isinstance(o, Undecodable) else written_or_undecodable(o, sample_name(info, b))
                 for b, o in enumerate(out)]
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        from pymatgen.core import Structure
+
+        return (Structure, Undecodable)
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, Tensor]:
         structs = [s for s in objects if not isinstance(s, Undecodable)]

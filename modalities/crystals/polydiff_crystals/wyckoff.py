@@ -464,6 +464,12 @@ def assign_letters(structure: Structure, spacegroup: int, tol: float = 1e-3) -> 
 
 def _spglib_cell(structure: Structure) -> tuple[tuple, list]:
     """spglib cell of an ordered structure, with one type number per distinct species."""
+    if not isinstance(structure, Structure):
+        from .modality import Undecodable
+
+        got = f"{structure.name} is Undecodable ({structure.reason})" if isinstance(structure, Undecodable) \
+            else f"got {type(structure).__name__}"
+        raise TypeError(f"Wyckoff letters need a pymatgen Structure; {got}")
     if not structure.is_ordered:
         raise ValueError("Wyckoff letters need an ordered structure (every site one species)")
     kinds: list = []

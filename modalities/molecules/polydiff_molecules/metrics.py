@@ -38,6 +38,11 @@ Differences from EDM's code, on purpose:
   table here holds that length for both orders. Pairs missing from the tables never bond (EDM's
   ``check_exists``); elements without an allowed valence are never stable (EDM raises).
 * Formal charges are ignored by stability and validity, as in EDM.
+* A molecule with non-finite (NaN or infinite) coordinates is not a molecule: it has no bonds,
+  no stable atoms and is invalid (EDM's code finds no bonds either and so calls the lone atoms
+  valid). :func:`edm_metrics` and :func:`evaluate_molecules` warn how many there are, and how
+  many have no atoms: those are valid with an empty SMILES, as in EDM's ``compute_validity``,
+  and not stable (EDM's ``check_stability`` calls them stable, 0 of 0 atoms).
 
 Distribution metrics (:func:`distribution_metrics`) compare samples with reference molecules (the
 data), using each molecule's own ``bonds`` when set, else :func:`infer_bonds`: bond-length and
@@ -50,6 +55,7 @@ values are NaN, never a placeholder constant.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -150,9 +156,10 @@ def pairwise_distances(positions: np.ndarray, dtype: Any = np.float64) -> np.nda
 
 def infer_bonds(mol: Molecule, dtype: Any = np.float64) -> np.ndarray:
     """(N, N) symmetric int bond orders from interatomic distances computed in ``dtype`` with
-    EDM's thresholds (:func:`bond_order` for every pair, vectorised)."""
+    EDM's thresholds (:func:`bond_order` for every pair, vectorised); none for non-finite
+    coordinates."""
     n = len(mol)
-    if n < 2:
+    if n < 2 or not np.isfinite(mol.positions).all():
         return np.zeros((n, n), dtype=np.int64)
     z = mol.numbers
     d = 100 * pairwise_distances(mol.positions, dtype)
@@ -212,6 +219,8 @@ class _Assessment:
 def _assess(mol: Molecule, dtype: Any = np.float64) -> _Assessment:
     from rdkit import Chem, rdBase
 
+    if not np.isfinite(mol.positions).all():  # no bonds, no stable atom, not valid
+        return _Assessment(len(mol), 0, False, False, None, 0)
     bonds = infer_bonds(mol, dtype)
     stable = _stable_atoms(mol, bonds)
     n_stable = int(stable.sum())
@@ -235,9 +244,24 @@ def _assess(mol: Molecule, dtype: Any = np.float64) -> _Assessment:
     return _Assessment(len(mol), n_stable, n_stable == len(mol) and len(mol) > 0, valid, smiles, n_frags)
 
 
+def _assess_all(mols: Sequence[Molecule], dtype: Any) -> list[_Assessment]:
+    """:func:`_assess` of every molecule, with a warning counting those with non-finite
+    coordinates or no atoms (see the module docstring)."""
+    lost = sum(not np.isfinite(m.positions).all() for m in mols)
+    empty = sum(len(m) == 0 for m in mols)
+    if lost:
+        warnings.warn(f"{lost} of {len(mols)} molecules have non-finite coordinates (NaN or inf): invalid and "
+                      "unstable", stacklevel=3)
+    if empty:
+        warnings.warn(f"{empty} of {len(mols)} molecules have no atoms: valid with an empty SMILES, as EDM's "
+                      "compute_validity counts them, and not stable", stacklevel=3)
+    return [_assess(m, dtype) for m in mols]
+
+
 def validity(mol: Molecule, dtype: Any = np.float64) -> tuple[bool, str | None]:
     """EDM's validity: (RDKit sanitises the inferred graph, SMILES of its largest fragment with
-    explicit hydrogens or None when invalid). Distances in ``dtype``; ``mol.bonds`` not used."""
+    explicit hydrogens or None when invalid). Distances in ``dtype``; ``mol.bonds`` not used;
+    non-finite coordinates are invalid."""
     a = _assess(mol, dtype)
     return a.valid, a.smiles
 
@@ -288,7 +312,7 @@ def edm_metrics(mols: Sequence[Molecule], train_smiles: Iterable[str] | None = N
     ``uniqueness`` (unique valid / valid), ``novelty`` (unique valid not in ``train_smiles`` /
     unique valid; NaN without ``train_smiles``), ``n_valid``, ``n_unique``. Ratios with a zero
     denominator are NaN."""
-    return _edm_summary([_assess(m, dtype) for m in mols], train_smiles)
+    return _edm_summary(_assess_all(mols, dtype), train_smiles)
 
 
 def per_molecule_flags(mols: Sequence[Molecule], dtype: Any = np.float64) -> dict[str, list]:
@@ -470,7 +494,7 @@ def evaluate_molecules(mols: Sequence[Molecule], reference: Sequence[Molecule] |
     """All metrics of generated ``mols``: :func:`edm_metrics` and ``connectivity`` always, and
     :func:`distribution_metrics` when ``reference`` molecules are given. NaN where undefined."""
     mols = list(mols)
-    assessed = [_assess(m, dtype) for m in mols]
+    assessed = _assess_all(mols, dtype)
     out = _edm_summary(assessed, train_smiles)
     out["connectivity"] = _connectivity(assessed)
     if reference is not None:

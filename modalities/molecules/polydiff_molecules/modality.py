@@ -50,6 +50,7 @@ from polydiff.plugin import (
     TensorStates,
     ZeroCoM,
     check_info,
+    condition_values,
     object_sizes,
     rotate,
     sample_name,
@@ -408,7 +409,10 @@ class MoleculesModality(Modality):
     def prior_state(self, n: int, info: Mapping[str, Any], generator: torch.Generator | None = None,
                     condition: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Atom counts drawn from the training histogram or given (``--condition atoms=12``);
-        property conditions (``--condition gap=0.25``) become (n,) entries."""
+        property conditions (``--condition gap=0.25``; one number or one per sample, in the
+        data's units) become (n,) entries, with a warning for a value outside the training
+        data's range (where the property embedding saturates). A property left out (or None)
+        is unconditional: the null condition."""
         condition = dict(condition or {})
         given = condition.pop("atoms", None)
         known = info.get("conditions", {})
@@ -424,9 +428,10 @@ class MoleculesModality(Modality):
         spec: dict[str, Any] = {"pos": (n, N, 3), "types": (n, N), "charges": (n, N), "bonds": (n, len(i)),
                                 "types_onehot": (n, N, V), "charges_onehot": (n, N, C),
                                 "mask": mask, "pair_mask": mask[:, i] * mask[:, j]}
-        for k in known:
-            v = condition.get(k, float("nan"))
-            spec[k] = torch.as_tensor(v, dtype=torch.float32).reshape(-1).expand(n).clone()
+        for k, s in known.items():
+            v = condition.get(k)
+            spec[k] = torch.full((n,), float("nan")) if v is None else \
+                condition_values(n, v, name=k, trained=(s["low"], s["high"]))
         return spec
 
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
@@ -463,6 +468,9 @@ class MoleculesModality(Modality):
             pos = np.round(state["pos"][b, idx].double().numpy() / scale, 4)  # as SDF stores them
             out.append(Molecule(tuple(elements[i] for i in ty), pos, np.array(q), bm, name=sample_name(info, b)))
         return out
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        return (Molecule,)
 
     def from_native(self, objects: Sequence[Molecule], info: Mapping[str, Any]) -> dict[str, Tensor]:
         n_max = max(int(info.get("max_atoms", 0)), max(len(m) for m in objects))

@@ -24,12 +24,13 @@ CHARGES = (-1, 0, 1)        # formal charge classes of the categorical ``charges
 BOND_ORDERS = (0, 1, 2, 3)  # none, single, double, triple (Kekule form: no aromatic class)
 
 
-@dataclass
+@dataclass(repr=False)
 class Molecule:
     """One molecule. ``positions`` (N, 3) float64 in Angstrom; ``charges`` (N,) int formal
     charges (zeros when unknown); ``bonds`` (N, N) symmetric int bond orders or None (then
     bonds are inferred from distances where needed); ``properties`` scalar labels (QM9's mu,
-    alpha, homo, lumo, gap, cv ...)."""
+    alpha, homo, lumo, gap, cv ...). Shown as its name, formula and atom count
+    (``Molecule('sample_0000', C2H6O, 9 atoms)``); the arrays are its fields."""
 
     symbols: tuple[str, ...]
     positions: np.ndarray
@@ -58,6 +59,10 @@ class Molecule:
 
     def __len__(self) -> int:
         return len(self.symbols)
+
+    def __repr__(self) -> str:
+        formula = f"{self.formula}, " if self.symbols else ""
+        return f"Molecule({self.name!r}, {formula}{len(self)} atom{'' if len(self) == 1 else 's'})"
 
     @property
     def numbers(self) -> np.ndarray:
