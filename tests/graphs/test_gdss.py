@@ -202,6 +202,21 @@ def test_gdss_end_to_end_community(tmp_path, modality):
     assert len(graphs) == 5 and all(isinstance(g, nx.Graph) for g in graphs)
     first = gen.generate(2, seed=0, sampler="s4", steps=3, norm="sample")
     assert [sorted(g.edges()) for g in first] == [sorted(g.edges()) for g in graphs[:2]]  # batch independent
+    # objects that are not a list of graphs get one line naming them (Modality.native_types), empty lists
+    # the same error in evaluate, save and plot, and FCD (a molecule metric) on generic graphs an error
+    for objects, error, message in ((["a", "b"], TypeError, r"objects\[0\]: expected a Graph .*, got str"),
+                                    (graphs[0], TypeError, "objects: expected a list of Graph .*, got Graph"),
+                                    ([], ValueError, r"objects: an empty list \(no Graph objects\)")):
+        with pytest.raises(error, match=message):
+            gen.evaluate(objects)
+    with pytest.raises(ValueError, match="objects: an empty list"):
+        gen.save([], tmp_path / "empty")
+    with pytest.raises(ValueError, match="objects: an empty list"):
+        gen.plot([], tmp_path / "empty.png")
+    with pytest.raises(TypeError, match=r"reference: expected a list of Graph .*, got str"):
+        gen.evaluate(graphs, reference="x")
+    with pytest.raises(ValueError, match=r"FCD .* applies to molecular graphs only"):
+        gen.evaluate(graphs, fcd=True)
     # the command line: sample -> files -> evaluate
     out = tmp_path / "samples"
     assert cli(["sample", str(run.checkpoint), "--num", "4", "--out", str(out), "--threads", "1"]) == 0

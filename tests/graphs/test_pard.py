@@ -5,6 +5,7 @@ polydiff.train, the block-wise generation loop, the plugin's CLI and polydiff ev
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -203,12 +204,12 @@ def _tiny(**data) -> list[str]:
     return tiny_overrides(TINY, 3, **data)
 
 
-def test_pard_end_to_end_community(tmp_path, modality):
+def test_pard_end_to_end_community(tmp_path, modality, monkeypatch):
     cfg = load_config(RECIPES / "community_small_pard.yaml", _tiny(name="community_small", num_graphs=20))
     run = polydiff.train(cfg, tmp_path / "run", verbose=False)
     assert run.step == 3
     gen = polydiff.load(run.checkpoint)
-    assert is_pard(gen)
+    assert is_pard(gen) and "samples with ancestral, 3 steps" in repr(gen)  # the recipe names what samples
     st = generate_states(gen.net, 5, steps=2, seed=0)
     a, mask = st["adj"], st["mask"]
     assert torch.equal(a, a.transpose(1, 2)) and float(a.diagonal(dim1=1, dim2=2).abs().max()) == 0.0
@@ -249,6 +250,23 @@ def test_pard_end_to_end_community(tmp_path, modality):
         gen.generate(2, sampler="s4", steps=2, seed=0)
     with pytest.raises(RegistryError, match=r"'ancestral' has no option snr"):
         gen.generate(2, steps=2, seed=0, snr=0.3)
+    # the recipe's sampler was ddpm (never used: PARD's fields are categorical) before it said ancestral: the
+    # same graphs; settings PARD does not use, and a categorical sampler other than the one that runs, are refused
+    with monkeypatch.context() as m:
+        m.setattr(gen.config, "sample", dataclasses.replace(gen.config.sample, sampler="ddpm",
+                                                            options={"categorical": "ancestral"}))
+        old = gen.generate(5, steps=2, seed=0, batch_size=3)
+    assert [sorted(g.edges()) for g in old] == [sorted(g.edges()) for g in native]
+    with pytest.raises(ValueError, match="sampler 'ddpm' is a Gaussian sampler"):
+        gen.generate(2, sampler="ddpm", steps=2, seed=0)
+    for setting in ({"grid": "karras"}, {"grid": "nosuch"}, {"t_min": 0.5}, {"t_max": 0.9}, {"final_zero": True},
+                    {"compile": True}):
+        with pytest.raises(ValueError, match=f"PARD does not use {next(iter(setting))}: each block takes 2 steps"):
+            gen.generate(2, steps=2, seed=0, **setting)
+    with pytest.raises(ValueError, match="sampler='ancestral' and categorical='tau_leaping' name two: pass "
+                                         "sampler='tau_leaping'"):
+        gen.generate(2, steps=2, seed=0, categorical="tau_leaping")
+    assert len(gen.generate(2, sampler="tau_leaping", steps=2, seed=0)) == 2
     # one polydiff.sample loop cannot run PARD: a clear message
     with pytest.raises(ValueError, match="block by block"):
         polydiff.sample(gen.net, gen.fields, gen.modality.prior_state(2, gen.info), steps=2)

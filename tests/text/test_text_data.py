@@ -20,6 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SHAKESPEARE = shared_dir() / "data" / "text" / "tinyshakespeare.txt"
 
 
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Data warnings are given once per message in a process: each test here starts afresh."""
+    monkeypatch.setattr(D, "_WARNED", set())
+
+
 def needs_shakespeare(test):
     """Mark a test as needing ../shared/data/text and skip it when absent."""
     skip = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"shared data file {SHAKESPEARE} not found "
@@ -180,6 +186,18 @@ def test_smiles_dataset():
     assert len(info["size_hist"]) <= 65 and sum(info["size_hist"]) == info["n_train"]
     again = D.smiles_dataset(length=64, seed=1)
     assert torch.equal(again.train.tensors["tokens"], b.train.tensors["tokens"])  # the split is seeded
+
+
+def test_a_dataset_built_again_does_not_warn_again():
+    """Every evaluation (and every loaded model) builds the recipe's data again: its counts are
+    warned the first time only."""
+    with pytest.warns(TextDataWarning) as first:
+        D.smiles_dataset(length=32, limit=200)
+    said = " ".join(str(w.message) for w in first)
+    assert "skipped" in said and "left out" in said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D.smiles_dataset(length=32, limit=200)
 
 
 # -- tensors and splits --------------------------------------------------------------------------

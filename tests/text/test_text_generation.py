@@ -96,6 +96,33 @@ def test_long_generation_chains_blocks_through_their_overlap(gen):
         generate_long(gen, 1, 80, overlap=32)
 
 
+def test_arguments_are_named_when_wrong(gen, tmp_path):
+    """One str would be read as one prompt per character; every argument is checked by name."""
+    for call, error, message in (
+            (lambda: complete(gen, "to be"), TypeError, r"prompts must be a list of strings \(for one: \['to be'\]\)"),
+            (lambda: complete(gen, []), ValueError, "prompts: an empty list"),
+            (lambda: complete(gen, ["to", 5]), TypeError, r"prompts\[1\]: expected a str, got int"),
+            (lambda: complete(gen, ["to"], seed="a"), ValueError, "seed must be an integer, got 'a'"),
+            (lambda: complete(gen, ["to"], length=2.5), ValueError, "length must be a positive integer, got 2.5"),
+            (lambda: infill(gen, "to <mask>"), TypeError, "templates must be a list of strings"),
+            (lambda: infill(gen, ()), ValueError, "templates: an empty list"),
+            (lambda: infill(gen, ["to"], hole=""), ValueError, "hole must be a non-empty string"),
+            (lambda: generate_long(gen, 2.5, 40), ValueError, "n must be a positive integer, got 2.5"),
+            (lambda: generate_long(gen, 1, "40"), ValueError, "length must be a positive integer, got '40'"),
+            (lambda: generate_long(gen, 1, 40, seed=1.5), ValueError, "seed must be an integer, got 1.5"),
+            (lambda: generate_long(gen, 1, 40, overlap=2.5), ValueError, "overlap must be an integer, got 2.5"),
+            # texts are strings (Modality.native_types): no str() of whatever was given
+            (lambda: gen.evaluate("to be"), TypeError, "objects: expected a list of str .*, got str"),
+            (lambda: gen.evaluate([1, 2]), TypeError, r"objects\[0\]: expected a str .*, got int"),
+            (lambda: gen.save([["t", "o"]], tmp_path / "s"), TypeError, r"objects\[0\]: expected a str .*, got list"),
+            # precision belongs to the first-hitting sampler
+            (lambda: gen.generate(2, sampler="ancestral", steps=2, precision="float32"), ValueError,
+             r"precision is an option of the first_hitting sampler \(pass sampler='first_hitting'\)")):
+        with pytest.raises(error, match=message):
+            call()
+    assert not (tmp_path / "s").exists()
+
+
 def test_complete_command(ckpt, tmp_path, capsys):
     out = tmp_path / "c.jsonl"
     assert cli.main(["text", "complete", str(ckpt), "--prompt", "to be ", "--num", "2", "--length", "50",

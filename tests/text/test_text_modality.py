@@ -210,6 +210,20 @@ def test_state_round_trip_keeps_padding_valid(runs):
     assert gen.modality.to_native(st, gen.info) == ["CCO", "c1ccccc1O"]
 
 
+def test_samples_never_hold_the_unknown_token(runs):
+    """Generation and prompting both sample through the plugin's denoiser, which never proposes
+    ``<unk>``: here a network that would put it everywhere."""
+    from polydiff_text.generation import complete
+
+    gen = polydiff.load(runs["mdlm"])
+    net = getattr(gen.net, "module", gen.net)
+    with torch.no_grad():
+        net.backbone.head.bias[net.unk_id] = 100.0
+    texts = [*gen.generate(3, sampler="ancestral", steps=4, seed=0), *gen.generate(3, seed=0),
+             *complete(gen, ["CC"], seed=0)]
+    assert texts and not any("<unk>" in t for t in texts), texts
+
+
 def test_the_nll_bound_of_a_uniform_model_equals_the_hand_computation(runs):
     """A denoiser with uniform outputs: each masked position costs log V nats with weight
     -alpha'/(1 - alpha), masked with probability 1 - alpha, so the bound integrates to

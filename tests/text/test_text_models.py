@@ -460,3 +460,32 @@ def test_the_masked_lm_never_places_padding_at_a_valid_position():
     free = MaskedDiffusionLM(6, 8, dim=16, depth=1, heads=2)
     free.load_state_dict(net.state_dict())
     assert float(free.denoise(tokens).exp()[..., 5].min()) > 0  # without pad_id every token is possible
+
+
+def test_samplers_never_propose_the_unknown_token():
+    """SMILES ``<unk>`` stands for text the tokenizer did not know (it decodes to no SMILES): the
+    denoiser samplers call gives it probability 0 at masked positions; carried-over tokens and
+    the network itself (training, the ELBO) are unchanged. Amino acids' unknown token ``X`` is a
+    residue and stays."""
+    from polydiff_text.modality import mdlm_network, sampling_net
+    from polydiff_text.tokenizers import AminoAcidTokenizer, SmilesTokenizer
+
+    tok = SmilesTokenizer.fit(["CCO", "c1ccccc1"])
+    info = {"vocab_size": tok.vocab_size, "length": 8, "pad_id": tok.pad_id, "tokenizer": tok.to_dict()}
+    torch.manual_seed(0)
+    net = mdlm_network(info, {}, dim=16, depth=1, heads=2)
+    assert net.unk_id == tok.unk_id == tok.token_names().index("<unk>")
+    amino = AminoAcidTokenizer()
+    assert mdlm_network({**info, "vocab_size": amino.vocab_size, "tokenizer": amino.to_dict()}, {}, dim=16, depth=1,
+                        heads=2).unk_id is None
+    with torch.no_grad():
+        net.backbone.head.bias[tok.unk_id] = 100.0  # a network that would place <unk> everywhere
+    tokens = torch.full((3, 8), net.mask_id)
+    tokens[0, 0] = tok.unk_id  # a carried-over token, even <unk>, stays
+    state = {"tokens": tokens, "valid": torch.ones(3, 8, dtype=torch.bool)}
+    for cache in (True, False):
+        p = sampling_net(net, cache)(state, torch.full((3,), 0.5))["tokens"].exp()
+        assert float(p[1:, :, tok.unk_id].max()) == 0.0 and float(p[0, 1:, tok.unk_id].max()) == 0.0
+        assert float(p[0, 0, tok.unk_id]) == 1.0
+        torch.testing.assert_close(p.sum(-1), torch.ones(3, 8))
+    assert float(net(state)["tokens"].exp()[1:, :, tok.unk_id].min()) > 0.99

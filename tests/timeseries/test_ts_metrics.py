@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from polydiff_timeseries import Forecast
 from polydiff_timeseries import metrics as M
 
 FIXTURE = Path(os.environ.get("POLYDIFF_SHARED", Path(__file__).resolve().parents[3] / "shared")) / \
@@ -104,3 +105,25 @@ def test_shapes_and_errors():
     np.testing.assert_array_equal(M.flatten_channels(x)[1], x[0, :, 1])
     # seasonal error falls back to lag 1 when the history is too short for the season
     np.testing.assert_allclose(M.seasonal_error(np.array([[0.0, 2.0, 4.0]]), 24), [2.0])
+
+
+def test_seasons_and_quantile_levels_outside_their_range_are_named():
+    rng = np.random.default_rng(0)
+    fc = Forecast(rng.normal(size=(3, 5, 4)), ["a", "b", "c"])
+    target, history = rng.normal(size=(3, 4)), rng.normal(size=(3, 12))
+    for season in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=rf"season must be a positive integer .*got {season}"):
+            fc.metrics(target, history, season=season)
+    assert np.isfinite(fc.metrics(target, history, season=np.int64(4))["mase"])
+    for q in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"quantile levels must lie in \[0, 1\]"):
+            fc.quantile(q)
+    with pytest.raises(ValueError, match=r"quantile levels must lie in \[0, 1\], got 2"):
+        fc.to_frame(quantiles=[0.5, 2])
+    assert fc.quantile(1).shape == (3, 4)
+
+
+def test_a_forecast_shows_its_shape_not_its_samples():
+    assert repr(Forecast(np.zeros((8, 100, 10)), [str(i) for i in range(8)])) == \
+        "Forecast(8 series x 100 samples x 10 steps, ids=['0', '1', '2', '3', ...])"
+    assert repr(Forecast(np.zeros((1, 2, 3)), ["x/0"])) == "Forecast(1 series x 2 samples x 3 steps, ids=['x/0'])"

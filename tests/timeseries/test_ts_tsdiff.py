@@ -132,7 +132,8 @@ def test_predict_refine_end_to_end(tiny):
     obs = missing_mask(20, "BM-E", 5, n=6)
     fm = predict(gen, ctx, num_samples=4, steps=20, observed=obs)
     assert np.isfinite(fm.samples).all()
-    short = predict(gen, ctx[:, -12:], num_samples=4, steps=20)
+    with pytest.warns(UserWarning, match="shorter than the model's context"):
+        short = predict(gen, ctx[:, -12:], num_samples=4, steps=20)
     assert short.samples.shape == (6, 4, 5)
     with pytest.raises(ValueError, match=r"context: 2 channels, the model has 1"):
         predict(gen, np.stack([ctx, ctx], -1), num_samples=2, steps=2)
@@ -146,6 +147,30 @@ def test_predict_refine_end_to_end(tiny):
         assert np.abs(r.samples - base).mean() > 1e-4
     with pytest.raises(ValueError, match="do not match"):
         refine(gen, ctx, base[:, :, :3])
+
+
+def test_predict_names_what_is_wrong_with_its_arguments(tiny):
+    gen, data = tiny
+    ctx = raw_windows(data.test)[:2, :20, 0]
+    for options, message in (({"num_samples": 0}, "num_samples must be a positive integer, got 0"),
+                             ({"num_samples": 2.5}, "num_samples must be a positive integer, got 2.5"),
+                             ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+                             ({"seed": "a"}, r"seed must be an integer \(or None for a fresh one\), got 'a'"),
+                             ({"seed": 1.5}, "seed must be an integer"),
+                             ({"observed": np.ones((2, 5))},
+                              r"observed: expected a mask of shape \(N, context\) = \(2, 20\), .* got shape \(2, 5\)")):
+        with pytest.raises(ValueError, match=message):
+            predict(gen, ctx, **{"num_samples": 2, "steps": 4, **options})
+    with pytest.raises(ValueError, match=r"context: no series \(an empty context\)"):
+        predict(gen, ctx[:0], num_samples=2, steps=4)
+    # seed None draws a fresh seed, as generate does; the device is predict's own argument
+    fc = predict(gen, ctx, num_samples=2, steps=4, seed=None, device="cpu")
+    assert fc.samples.shape == (2, 2, 5) and np.isfinite(fc.samples).all()
+    # a history shorter than the context is padded with the command line's warning, at the caller's line
+    with pytest.warns(UserWarning, match=r"^context: 2 of 2 series shorter than the model's context of 20 steps: "
+                                         r"16 step\(s\) in all padded at the front as missing$") as caught:
+        predict(gen, ctx[:, -12:], num_samples=2, steps=4)
+    assert [w.filename for w in caught if "shorter" in str(w.message)] == [__file__]
 
 
 def test_frames_in_and_out(tiny):

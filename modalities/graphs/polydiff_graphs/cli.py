@@ -37,7 +37,7 @@ def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--num", type=positive_int, help="number of graphs (default: the recipe's sample.num)")
     s.add_argument("--steps", type=positive_int, help="steps (PARD: per block)")
-    s.add_argument("--sampler", help="Gaussian sampler for GDSS (see `polydiff samplers`)")
+    s.add_argument("--sampler", help="Gaussian sampler for GDSS, categorical one for PARD (see `polydiff samplers`)")
     s.add_argument("--seed", type=non_negative_int, help="seed (default: the recipe's sample.seed)")
     s.add_argument("--batch-size", type=positive_int)
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")

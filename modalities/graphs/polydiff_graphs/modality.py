@@ -31,6 +31,7 @@ from polydiff.plugin import (
     GaussianProcess,
     Masked,
     Modality,
+    SampleSettings,
     State,
     Symmetric,
     draw_sizes,
@@ -124,9 +125,12 @@ class GraphsModality(Modality):
             raise ValueError("PARD generates graphs block by block: guidance, inpainting and steering are not "
                              "supported for PARD checkpoints")
         n = int(next(v.shape[0] if isinstance(v, torch.Tensor) else v[0] for v in spec.values()))
-        named = settings.sampler in SAMPLERS and SAMPLERS.get(settings.sampler).kind == "categorical"
         return generate_states(net, n, steps=settings.steps, seed=seed, device=device,
-                               categorical=settings.sampler if named else settings.categorical, **settings.options)
+                               categorical=_pard_sampler(settings), **settings.options)
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        """networkx graphs (molecular graphs are networkx graphs with atom and bond attributes)."""
+        return (nx.Graph,)
 
     def commands(self) -> dict[str, Command]:
         """``polydiff graphs sample|evaluate CKPT ...``: sampling / evaluating a graphs checkpoint
@@ -184,6 +188,9 @@ class GraphsModality(Modality):
             out = molecule_metrics(graphs, reference, train_smiles, fcd=fcd)
             out.update(corrected_metrics(graphs, train_smiles))
             return out
+        if fcd:
+            raise ValueError("fcd=True: FCD (the Frechet ChemNet Distance) applies to molecular graphs only; these "
+                             "are generic graphs (their MMDs and V.U.N. are computed without it)")
         return graph_metrics(graphs, reference, train, info.get("validity"))
 
     def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -205,6 +212,26 @@ class GraphsModality(Modality):
         ref = [g for g in reference or [] if not (isinstance(g, nx.Graph) and is_placeholder(g))]
         draw = plot_molecules if is_molecular(graphs) else plot_graphs
         return draw(graphs, path, reference=ref)
+
+
+def _pard_sampler(settings: SampleSettings) -> str:
+    """The categorical sampler PARD runs on every block: ``settings.sampler`` when it is one,
+    else ``settings.categorical`` (checkpoints whose recipe named a Gaussian sampler, which
+    PARD's categorical fields never used). Settings PARD has no use for (each block walks the
+    categorical sampler's own time grid) are an error naming them, as is a ``categorical``
+    sampler other than a categorical ``sampler`` (one would be ignored)."""
+    unused = [k for k in ("grid", "t_min", "t_max") if getattr(settings, k) is not None]
+    unused += [k for k in ("final_zero", "compile") if getattr(settings, k)]
+    if unused:
+        raise ValueError(f"PARD does not use {', '.join(unused)}: each block takes {settings.steps} steps of a "
+                         f"categorical sampler on that sampler's own time grid; leave "
+                         f"{'them' if unused[1:] else 'it'} out")
+    if not (settings.sampler in SAMPLERS and SAMPLERS.get(settings.sampler).kind == "categorical"):
+        return settings.categorical
+    if settings.categorical not in (settings.sampler, SampleSettings.categorical):
+        raise ValueError(f"PARD samples every block with one categorical sampler, and sampler={settings.sampler!r} "
+                         f"and categorical={settings.categorical!r} name two: pass sampler={settings.categorical!r}")
+    return settings.sampler
 
 
 def _without_placeholders(reference: Sequence[Any]) -> list[Any]:

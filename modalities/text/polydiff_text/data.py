@@ -105,8 +105,15 @@ def _lines_of(items: Sequence[int], at_most: int = 8) -> str:
     return f"line{'s' if len(items) > 1 else ''} {shown}{', ...' if len(items) > at_most else ''}"
 
 
+_WARNED: set[str] = set()  # the messages given so far
+
+
 def _warn(message: str) -> None:
-    warnings.warn(message, TextDataWarning, stacklevel=3)
+    """A :class:`TextDataWarning`, once per message in a process: a recipe's data is built again
+    for every evaluation (and every loaded model), and the same counts would be repeated."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, TextDataWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------

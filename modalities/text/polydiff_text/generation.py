@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ from polydiff.plugin import (
     non_negative_int,
     output_file,
     positive_int,
+    whole_number,
 )
 
-from .modality import cached
+from .modality import sampling_net
 
 __all__ = ["COMMANDS", "complete", "fill", "generate_long", "infill"]
 
@@ -55,10 +56,10 @@ def fill(generator: Any, tokens: Tensor, valid: Tensor, *, seed: int = 0, precis
         raise ValueError("prompting and infilling need a masked-diffusion model (network 'mdlm'), not the "
                          "autoregressive baseline")
     field = generator.fields["tokens"]
-    seeds = seed * _STRIDE + torch.arange(len(tokens))
+    seeds = whole_number("seed", seed, None) * _STRIDE + torch.arange(len(tokens))
     valid = valid.to(torch.bool)
     # sequences with fewer holes finish first; the cache stops passing them to the network
-    denoiser = cached(net)
+    denoiser = sampling_net(net)
 
     def model(tk: Tensor, t: Tensor) -> Tensor:
         return denoiser({"tokens": tk, "valid": valid}, t)["tokens"]
@@ -78,15 +79,32 @@ def _decode(generator: Any, tokens: Tensor, valid: Tensor) -> list[str]:
 
 def complete(generator: Any, prompts: Sequence[str], *, length: int | None = None, seed: int = 0,
              precision: str = "float64") -> list[str]:
-    """Continue every prompt up to ``length`` tokens (default: the model's length), prompt included."""
-    return _decode(generator, *_complete_tokens(generator, prompts, length, seed, precision))
+    """Continue every prompt (a list of strings: ``["CCO"]`` for one) up to ``length`` tokens
+    (default: the model's length), prompt included; ``precision``: the first-hitting sampler's
+    draws (``float64``, or ``float32`` as the released samplers draw)."""
+    return _decode(generator, *_complete_tokens(generator, _texts(prompts, "prompts"), length, seed, precision))
+
+
+def _texts(values: Any, what: str) -> list[str]:
+    """A user's list of strings (prompts, templates). One str would be read as one entry per
+    character, so it is an error, as are an empty list and an entry that is not a str."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        one = f" (for one: [{values!r}])" if isinstance(values, str) else ""
+        raise TypeError(f"{what} must be a list of strings{one}, got {type(values).__name__}")
+    out = list(values)
+    if not out:
+        raise ValueError(f"{what}: an empty list, nothing to generate")
+    for i, v in enumerate(out):
+        if not isinstance(v, str):
+            raise TypeError(f"{what}[{i}]: expected a str, got {type(v).__name__}")
+    return out
 
 
 def _complete_tokens(generator: Any, prompts: Sequence[str], length: int | None, seed: int,
                      precision: str) -> tuple[Tensor, Tensor]:
     """The tokens (B, L) of :func:`complete` and the positions generated."""
     tok = _tokenizer(generator)
-    size = int(generator.info["length"]) if length is None else int(length)
+    size = int(generator.info["length"]) if length is None else whole_number("length", length)
     if not 1 <= size <= int(generator.info["length"]):
         raise ValueError(f"length must lie in 1..{generator.info['length']} (the model's length), got {length}; "
                          "use generate_long for longer texts")
@@ -95,7 +113,8 @@ def _complete_tokens(generator: Any, prompts: Sequence[str], length: int | None,
     valid = torch.ones_like(tokens, dtype=torch.bool)
     # documents (SMILES, lines): lengths drawn from the training lengths as in unconditional sampling
     hist = generator.info.get("size_hist") if length is None else None
-    sizes = draw_sizes(len(prompts), generator.info, torch.Generator().manual_seed(seed)) if hist else None
+    sizes = draw_sizes(len(prompts), generator.info, torch.Generator().manual_seed(whole_number("seed", seed, None))) \
+        if hist else None
     for i, p in enumerate(prompts):
         ids = _known(tok, p, f"prompt {i}")
         if len(ids) >= size:
@@ -119,8 +138,11 @@ def _known(tok: Any, text: str, what: str) -> list[int]:
 
 def infill(generator: Any, templates: Sequence[str], *, hole: str = "<mask>", seed: int = 0,
            precision: str = "float64") -> list[str]:
-    """Fill the holes of every template: each ``hole`` marker is one token to generate, the text
-    between markers is kept (e.g. ``"C<mask><mask>O"`` with a SMILES model)."""
+    """Fill the holes of every template (a list of strings): each ``hole`` marker is one token to
+    generate, the text between markers is kept (e.g. ``["C<mask><mask>O"]`` with a SMILES model)."""
+    templates = _texts(templates, "templates")
+    if not isinstance(hole, str) or not hole:
+        raise ValueError(f"hole must be a non-empty string (the marker of one token to fill), got {hole!r}")
     tok = _tokenizer(generator)
     size, mask = int(generator.info["length"]), tok.vocab_size
     rows = []
@@ -149,8 +171,7 @@ def generate_long(generator: Any, n: int, length: int, *, overlap: int | None = 
                   precision: str = "float64") -> list[str]:
     """``n`` texts of ``length`` tokens from a model of shorter length, block after block, each
     block conditioned on the last ``overlap`` tokens so far (default half the model's length)."""
-    if length < 1 or n < 1:
-        raise ValueError(f"n and length must be positive, got {n} and {length}")
+    n, length = whole_number("n", n), whole_number("length", length)
     size = int(generator.info["length"])
     mask = _tokenizer(generator).vocab_size
     first = fill(generator, torch.full((n, size), mask, dtype=torch.long), torch.ones(n, size, dtype=torch.bool),
@@ -163,7 +184,7 @@ def _extend(generator: Any, tokens: Tensor, length: int, overlap: int | None, se
     """``tokens`` (B, L0) extended to ``length`` tokens by blocks of the model's length, each
     starting from the last ``overlap`` tokens so far (default half the model's length)."""
     size = int(generator.info["length"])
-    overlap = size // 2 if overlap is None else int(overlap)
+    overlap = size // 2 if overlap is None else whole_number("overlap", overlap, None)
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must lie in 0..{size - 1}, got {overlap}")
     mask = _tokenizer(generator).vocab_size

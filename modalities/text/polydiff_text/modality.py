@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from polydiff.plugin import (
+    SAMPLERS,
     Absorbing,
     DataBundle,
     FieldSpec,
@@ -41,7 +42,7 @@ from polydiff.plugin import (
 from . import data as D
 from . import edlm, energy, models  # noqa: F401  (register the sampler "edlm" and the objectives)
 from .metrics import canonical_smiles, generative_perplexity, smiles_metrics, unigram_entropy
-from .tokenizers import Tokenizer, tokenizer_from_dict
+from .tokenizers import UNK, Tokenizer, tokenizer_from_dict
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -54,7 +55,17 @@ def mdlm_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: 
 
     return MaskedDiffusionLM(int(info["vocab_size"]), int(info["length"]), dim=dim, depth=depth, heads=heads,
                              mlp_ratio=mlp_ratio, dropout=dropout, time_conditioning=time_conditioning,
-                             pad_id=info.get("pad_id"))
+                             pad_id=info.get("pad_id"), unk_id=_unknown_token(info))
+
+
+def _unknown_token(info: Mapping[str, Any]) -> int | None:
+    """The id of the tokenizer's ``<unk>`` (SMILES): it stands for text the tokenizer did not
+    know and decodes to no text. None without one, and for amino acids, whose unknown token
+    ``X`` is a residue letter of the data."""
+    if not info.get("tokenizer"):
+        return None
+    tok = tokenizer_from_dict(info["tokenizer"])
+    return tok.unk_id if tok.unk_id is not None and tok.token_names()[tok.unk_id] == UNK else None
 
 
 def energy_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: int = 128, depth: int = 4,
@@ -80,9 +91,32 @@ def ar_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], dim: in
 _CACHED_SAMPLERS = ("ancestral", "tau_leaping", "first_hitting")
 
 
-def cached(net: nn.Module) -> nn.Module:
-    """``net`` behind a :class:`CachedDenoiser` when it ignores the time (the cache is exact then), else ``net``."""
-    return net if getattr(getattr(net, "module", net), "time_conditioning", True) else CachedDenoiser(net)
+def sampling_net(net: nn.Module, cache: bool = True) -> nn.Module:
+    """The denoiser samplers call: ``net`` never proposing its unknown token (``unk_id``, see
+    :class:`KnownTokens`), behind a :class:`CachedDenoiser` with ``cache`` when the network
+    ignores the time (the cache is exact then)."""
+    base = getattr(net, "module", net)
+    unk = getattr(base, "unk_id", None)
+    out = net if unk is None else KnownTokens(net, unk)
+    return CachedDenoiser(out) if cache and not getattr(base, "time_conditioning", True) else out
+
+
+class KnownTokens(nn.Module):
+    """A masked-diffusion denoiser whose proposals for masked positions leave out the token
+    ``banned`` (the tokenizer's ``<unk>``, which no training text holds but a barely trained
+    network can still place), its probability spread over the other tokens in proportion;
+    carried-over tokens are unchanged."""
+
+    def __init__(self, net: nn.Module, banned: int) -> None:
+        super().__init__()
+        self.net, self.banned = net, banned
+
+    def forward(self, state: Mapping[str, Any], t: Tensor, *rest: Any) -> dict[str, Tensor]:
+        out = self.net(state, t, *rest)
+        logp = out["tokens"]
+        masked = state["tokens"] == logp.shape[-1]  # the mask id is the vocabulary size
+        known = logp.index_fill(-1, torch.tensor([self.banned], device=logp.device), models.NEG).log_softmax(-1)
+        return {**out, "tokens": torch.where(masked[..., None], known, logp)}
 
 
 class CachedDenoiser(nn.Module):
@@ -178,14 +212,22 @@ class TextModality(Modality):
             tokens = torch.stack([base.generate(1, length, generator=torch.Generator().manual_seed(int(s)))[0]
                                   for s in seed.tolist()])
             return {"tokens": tokens.to(device), "valid": torch.ones_like(spec["valid"]).to(device)}  # eos ends it
-        if settings.sampler in _CACHED_SAMPLERS:
-            net = cached(net)
+        if "precision" in settings.options and settings.sampler in SAMPLERS \
+                and "precision" not in SAMPLERS.get(settings.sampler).defaults:
+            takes = [n for n in SAMPLERS if "precision" in SAMPLERS.get(n).defaults]
+            raise ValueError(f"precision is an option of the {' and '.join(takes)} sampler (pass "
+                             f"sampler={takes[0]!r}); the {settings.sampler} sampler's categorical draws are float64")
+        net = sampling_net(net, cache=settings.sampler in _CACHED_SAMPLERS)
         return controlled_sample(net, fields, spec, settings, control, seed=seed, device=device)
 
     # -- objects -----------------------------------------------------------------------------------
     def tokenizer(self, info: Mapping[str, Any]) -> Tokenizer:
         """The dataset's tokenizer, rebuilt from ``info`` (checkpoints carry it)."""
         return tokenizer_from_dict(info["tokenizer"])
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        """Strings (texts, SMILES, protein sequences)."""
+        return (str,)
 
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[str]:
         tok = self.tokenizer(info)

@@ -275,6 +275,10 @@ class MaskedDiffusionLM(nn.Module):
     the invalid positions after a sequence's end, so a valid position never holds it; a barely
     trained network would otherwise place some, and the decoded text would come out short).
 
+    ``unk_id``: the tokenizer's unknown token (SMILES ``<unk>``, text the tokenizer did not
+    know), which samplers never propose (:func:`polydiff_text.modality.sampling_net`); training
+    and the ELBO score it as any token (data encoded with another model's tokenizer may hold it).
+
     ``time_conditioning=False`` (MDLM's choice with the log-linear schedule: under absorbing
     noise the clean-token posterior given ``x_t`` does not depend on ``t``) ignores ``t``; True embeds ``t``
     (the core's time in [0, 1], sinusoidal + MLP) and modulates every norm (adaLN).
@@ -282,10 +286,12 @@ class MaskedDiffusionLM(nn.Module):
 
     def __init__(self, vocab_size: int, length: int, dim: int = 128, depth: int = 4, heads: int = 4,
                  mlp_ratio: float = 4, dropout: float = 0.0, time_conditioning: bool = False,
-                 field: str = "tokens", mask: str | None = "valid", pad_id: int | None = None) -> None:
+                 field: str = "tokens", mask: str | None = "valid", pad_id: int | None = None,
+                 unk_id: int | None = None) -> None:
         super().__init__()
         self.vocab_size, self.length, self.field, self.mask = vocab_size, length, field, mask
         self.pad_id = pad_id if pad_id is not None and 0 <= pad_id < vocab_size else None
+        self.unk_id = unk_id if unk_id is not None and 0 <= unk_id < vocab_size else None
         self.time_conditioning = time_conditioning
         self.time = TimeEmbedding(dim) if time_conditioning else None
         self.backbone = Transformer(vocab_size, length, dim, depth, heads, mlp_ratio, dropout,

@@ -1,8 +1,9 @@
 """``polydiff timeseries forecast CKPT SERIES``: probabilistic forecasts of a user's series file
 with a trained time-domain model (TSDiff's observation self-guidance, :func:`.predict`),
 written as a quantile CSV (``item_id, timestamp, mean, 0.1 ... 0.9``), optionally plotted.
-Histories shorter than the context or with empty cells are counted in one warning; an ``--out``
-or ``--plot`` that is one of the command's inputs is refused, even with ``--overwrite``.
+Histories shorter than the context or with empty cells are counted in one warning (the one
+:func:`.predict` gives, naming the file); an ``--out`` or ``--plot`` that is one of the
+command's inputs is refused, even with ``--overwrite``.
 
 ::
 
@@ -32,7 +33,7 @@ from polydiff.plugin import (
 )
 
 from . import data as D
-from .tsdiff import as_context, predict, warn_history_gaps
+from .tsdiff import as_context, predict
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -62,7 +63,6 @@ def _run(args: argparse.Namespace) -> int:
     out = output_file(target, args.overwrite)
     gen = load(args.checkpoint, modality="timeseries")
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
-    warn_history_gaps(series, int(gen.info["context"]), args.series)
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
                  steps=args.steps, seed=args.seed)
     atomic_write(out, lambda tmp: fc.to_frame().to_csv(tmp, index=False, float_format="%.9g"))

@@ -23,6 +23,7 @@ with equal weights (properscoring's ``crps_ensemble``, not the "fair" estimator)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,7 +55,10 @@ def flatten_channels(x: np.ndarray, sample_axis: bool = False) -> np.ndarray:
 
 
 def sample_quantile(samples: np.ndarray, q: float, axis: int = 1) -> np.ndarray:
-    """gluonts' nearest-rank quantile of sample paths along ``axis`` (no interpolation)."""
+    """gluonts' nearest-rank quantile of sample paths along ``axis`` (no interpolation); ``q``
+    in [0, 1]."""
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 <= q <= 1:
+        raise ValueError(f"quantile levels must lie in [0, 1], got {q!r}")
     s = np.sort(np.asarray(samples, dtype=np.float64), axis=axis)
     idx = int(np.round((s.shape[axis] - 1) * q))
     return np.take(s, idx, axis=axis)
@@ -97,7 +101,11 @@ def nrmse(target: np.ndarray, samples: np.ndarray) -> float:
 
 
 def seasonal_error(history: np.ndarray, season: int) -> np.ndarray:
-    """``mean |h_t - h_{t-m}|`` per series (N,); m = 1 when the history is not longer than m."""
+    """``mean |h_t - h_{t-m}|`` per series (N,); m = 1 when the history is not longer than m.
+    ``season``: a positive whole number of steps."""
+    if isinstance(season, bool) or not isinstance(season, numbers.Integral) or season < 1:
+        raise ValueError(f"season must be a positive integer (the seasonal period in steps; 1 without one), "
+                         f"got {season!r}")
     h = np.asarray(history, dtype=np.float64)
     h = h[None] if h.ndim == 1 else h
     m = season if season < h.shape[1] else 1

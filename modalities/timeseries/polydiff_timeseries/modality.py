@@ -280,7 +280,7 @@ class TimeSeriesModality(Modality):
         warning naming the file. Samples are windows in model units."""
         if Path(path).suffix in (".pt", ".pth", ".npz"):
             return super().observation(path, info)
-        from .tsdiff import _scales, as_context, warn_history_gaps
+        from .tsdiff import _scales, as_context
 
         ctx_len, horizon = int(info["context"]), int(info.get("horizon", 0))
         if horizon < 1:
@@ -289,8 +289,7 @@ class TimeSeriesModality(Modality):
         ss = D.read_series(path, nan="mask", multivariate=True)
         if len(ss) != 1:
             raise ValueError(f"{path}: expected one series (the history to forecast from), found {len(ss)}")
-        warn_history_gaps(ss, ctx_len, path)
-        c = as_context(ss, ctx_len, horizon)
+        c = as_context(ss, ctx_len, horizon, warn=True)
         if c.values.shape[-1] != int(info["channels"]):
             raise ValueError(f"{path}: {c.values.shape[-1]} value columns, the model has {info['channels']} "
                              "channel(s): --observed takes one history, its value columns the model's channels "

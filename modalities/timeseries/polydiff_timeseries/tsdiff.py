@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from polydiff.plugin import gradient_guidance, sample, to_x0_eps
+from polydiff.plugin import as_device, gradient_guidance, sample, seed_value, to_x0_eps, whole_number
 
 from . import data as D
 from .metrics import QUANTILES, forecast_metrics, sample_quantile
@@ -123,6 +123,11 @@ class Forecast:
     ids: list[str]
     index: list[pd.Index] | None = None
 
+    def __repr__(self) -> str:
+        n, s, h = self.samples.shape
+        ids = ", ".join(map(repr, self.ids[:4])) + (", ..." if len(self.ids) > 4 else "")
+        return f"Forecast({n} series x {s} samples x {h} steps, ids=[{ids}])"
+
     def quantile(self, q: float) -> np.ndarray:
         """gluonts' nearest-rank quantile (N, H)."""
         return sample_quantile(self.samples, q)
@@ -143,7 +148,8 @@ class Forecast:
         return pd.DataFrame(rows)
 
     def metrics(self, target: np.ndarray, history: np.ndarray | None = None, season: int = 1) -> dict[str, float]:
-        """CRPS, ND, NRMSE (and MASE with ``history``) against ``target`` (N, H)."""
+        """CRPS, ND, NRMSE (and MASE with ``history``) against ``target`` (N, H); ``season``:
+        MASE's seasonal period in steps (1: the error of the naive one-step forecast)."""
         return forecast_metrics(target, self.samples, history, season)
 
 
@@ -155,20 +161,23 @@ class _Context:
 
 
 def as_context(context: Any, length: int, horizon: int, freq: str | None = None, target: str | Sequence[str] = "target",
-               id_col: str | None = "item_id", time_col: str = "timestamp") -> _Context:
+               id_col: str | None = "item_id", time_col: str = "timestamp", *, warn: bool = False) -> _Context:
     """Histories as (N, length, C): an array (N, T) or (N, T, C) (NaN = missing), a long
     DataFrame, a pytorch-forecasting ``TimeSeriesDataSet`` or a
     :class:`~polydiff_timeseries.data.SeriesSet`; the last ``length`` steps are
     kept and shorter histories are padded at the front with missing values. Also returns ids
-    and, for timestamped data, the ``horizon`` future timestamps."""
+    and, for timestamped data, the ``horizon`` future timestamps. ``warn``: histories that are
+    not all there are counted in one warning (:func:`history_gaps`), pointing at the caller's
+    caller (the user's :func:`predict` call, or the command that read the file)."""
+    source = "context"
     if isinstance(context, pd.DataFrame):
-        context = D.from_long(context, target, id_col, time_col, nan="mask")
+        context = D.from_long(context, target, id_col, time_col, nan="mask", source=source)
     elif hasattr(context, "target_names") and hasattr(context, "data"):  # a pytorch-forecasting TimeSeriesDataSet
         from .baselines import from_timeseries_dataset
 
         context = from_timeseries_dataset(context)
     if isinstance(context, D.SeriesSet):
-        vals = [v for v in context.values]
+        vals, source = [v for v in context.values], context.source
         ids, index = list(context.ids), []
         for ix in context.index:
             if isinstance(ix, pd.DatetimeIndex) and (ix.freq or context.freq or freq):
@@ -185,6 +194,11 @@ def as_context(context: Any, length: int, horizon: int, freq: str | None = None,
         arr = arr[None] if arr.ndim == 1 else arr
         arr = arr[..., None] if arr.ndim == 2 else arr
         vals, ids, index = list(arr), [str(i) for i in range(len(arr))], None
+    if not vals:
+        raise ValueError(f"{source}: no series (an empty context); give at least one history")
+    gaps = history_gaps(vals, length, source) if warn else None
+    if gaps is not None:
+        warnings.warn(gaps, stacklevel=3)
     out = np.full((len(vals), length, vals[0].shape[-1]), np.nan)
     for i, v in enumerate(vals):
         v = v[-length:]
@@ -192,27 +206,24 @@ def as_context(context: Any, length: int, horizon: int, freq: str | None = None,
     return _Context(out, ids, index)
 
 
-def warn_history_gaps(series: D.SeriesSet, length: int, source: str | Path) -> str | None:
-    """Warn (one line naming ``source``) when the histories that :func:`as_context` will use
-    are not all there: series shorter than the ``length``-step context (front-padded with
-    missing values: how many series, how many steps) and empty cells in the last ``length``
-    steps (masked as missing: how many of how many). Returns the message, or None when the
-    histories are complete."""
-    short = [length - len(v) for v in series.values if len(v) < length]
-    used = [v[-length:] for v in series.values]
+def history_gaps(values: Sequence[np.ndarray], length: int, source: str | Path) -> str | None:
+    """One line naming ``source`` when the histories ``values`` ((T_i, C) each) that
+    :func:`as_context` uses are not all there: series shorter than the ``length``-step context
+    (front-padded with missing values: how many series, how many steps) and empty cells in
+    the last ``length`` steps (masked as missing: how many of how many); None when they are
+    complete. :func:`as_context` warns it (``warn=True``) for :func:`predict`, :func:`refine`,
+    ``polydiff timeseries forecast`` and ``polydiff sample --observed``."""
+    short = [length - len(v) for v in values if len(v) < length]
+    used = [v[-length:] for v in values]
     cells = sum(u.size for u in used)
     empty = sum(int((~np.isfinite(u)).sum()) for u in used)
     parts = []
     if short:
-        parts.append(f"{len(short)} of {len(series)} series shorter than the model's context of {length} steps: "
+        parts.append(f"{len(short)} of {len(values)} series shorter than the model's context of {length} steps: "
                      f"{sum(short)} step(s) in all padded at the front as missing")
     if empty:
         parts.append(f"{empty} of {cells} cells in the last {length} steps empty, treated as missing")
-    if not parts:
-        return None
-    msg = f"{source}: " + "; ".join(parts)
-    warnings.warn(msg, stacklevel=2)
-    return msg
+    return f"{source}: " + "; ".join(parts) if parts else None
 
 
 def _parts(model: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -237,36 +248,55 @@ def _scales(ctx: np.ndarray, observed: np.ndarray, info: Mapping[str, Any]) -> t
     return sc.params(np.where(observed, ctx, 0.0))
 
 
+def _observed(observed: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A user's observed-entry mask as the context's (N, context, C): (N, context),
+    (context,) for every series, or (N, context, C); any other shape is an error."""
+    n, length, _ = shape
+    m = np.asarray(observed, dtype=bool)
+    if m.ndim in (1, 2) and m.shape[-1] == length:
+        m = m.reshape(-1, length, 1)
+    try:
+        return np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"observed: expected a mask of shape (N, context) = ({n}, {length}), (context,) or (N, "
+                         f"context, channels), got shape {np.shape(observed)}") from None
+
+
 def _default_grid(fields: Mapping[str, Any], steps: int | None) -> dict[str, Any]:
     """DDPM on the discrete schedule's own timesteps (all of them by default)."""
     sched = next(iter(fields.values())).process.schedule
     n = getattr(sched, "n", None)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None:
+        whole_number("steps", steps)
     if n is not None:
         return {"steps": n if steps is None else steps, "grid": "uniform_t", "final_zero": True}
     return {"steps": 100 if steps is None else steps}
 
 
 def predict(model: Any, context: Any, *, num_samples: int = 100, guidance: str = "quantile", scale: float = 4.0,
-            observed: np.ndarray | None = None, sampler: str = "ddpm", steps: int | None = None, seed: int = 0,
-            batch_size: int = 1024, **sample_options: Any) -> Forecast:
+            observed: np.ndarray | None = None, sampler: str = "ddpm", steps: int | None = None,
+            seed: int | None = 0, batch_size: int = 1024, device: str | torch.device | None = None,
+            **sample_options: Any) -> Forecast:
     """Probabilistic forecasts of the model's horizon by observation self-guidance.
 
-    ``context``: histories (see :func:`as_context`); ``observed`` (N, context) masks extra
-    missing entries (e.g. :func:`missing_mask`). Returns a :class:`Forecast` in data units.
+    ``context``: histories (see :func:`as_context`; shorter ones, or empty cells, are counted in
+    one warning); ``observed`` (N, context) masks extra missing entries (e.g.
+    :func:`missing_mask`). ``num_samples`` paths per series, sampled ``batch_size`` paths at a
+    time; ``seed`` None draws a fresh one; ``device``: where the network runs (default: where
+    it is). ``sample_options``: settings and options of ``sampler`` (see ``polydiff samplers``).
+    Returns a :class:`Forecast` in data units.
     """
+    num_samples, batch_size = whole_number("num_samples", num_samples), whole_number("batch_size", batch_size)
+    seed = seed_value(seed)
     net, fields, info = _parts(model)
     ctx_len, horizon = int(info["context"]), int(info["horizon"])
-    c = as_context(context, ctx_len, horizon, info.get("freq"))
+    c = as_context(context, ctx_len, horizon, info.get("freq"), warn=True)
     if "channels" in info and c.values.shape[-1] != int(info["channels"]):
         raise ValueError(f"context: {c.values.shape[-1]} channels, the model has {int(info['channels'])} (an array "
                          "is (T,), (N, T) or (N, T, channels))")
     obs = np.isfinite(c.values)
     if observed is not None:
-        m = np.asarray(observed, dtype=bool)
-        m = m.reshape(m.shape[0] if m.ndim > 1 else 1, ctx_len, -1) if m.shape[-1] == ctx_len else m
-        obs = obs & np.broadcast_to(m, obs.shape)
+        obs = obs & _observed(observed, obs.shape)
     if not obs.any(axis=1).all():
         raise ValueError("every series needs at least one observed context value")
     loc, scl = _scales(c.values, obs, info)
@@ -276,7 +306,8 @@ def predict(model: Any, context: Any, *, num_samples: int = 100, guidance: str =
     y_obs = np.concatenate([y, np.zeros((n, horizon, ch))], 1)
     y_mask = np.concatenate([obs, np.zeros((n, horizon, ch), bool)], 1)
     grid = _default_grid(fields, steps)
-    dev = next(net.parameters()).device
+    dev = as_device(device) if device is not None else next(net.parameters()).device
+    net.to(dev)
     out = []
     series_per_batch = max(batch_size // num_samples, 1)
     net.eval()
@@ -332,7 +363,7 @@ def noise_time(fields: Mapping[str, Any], sigma: float) -> float:
 
 def refine(model: Any, context: Any, forecast: Forecast | np.ndarray, *, method: str = "langevin",
            iterations: int = 20, step_size: float = 0.1, noise_scale: float = 0.1, guidance: str = "quantile",
-           scale: float = 1.0, sigma: float = 0.4, num_samples: int | None = None, seed: int = 0) -> Forecast:
+           scale: float = 1.0, sigma: float = 0.4, num_samples: int | None = None, seed: int | None = 0) -> Forecast:
     """Refine base forecasts (N, S, H) with the model's implicit density (TSDiff §4.2).
 
     Energy of a whole window ``y`` (context + forecast, in model units): the denoising loss
@@ -346,7 +377,7 @@ def refine(model: Any, context: Any, forecast: Forecast | np.ndarray, *, method:
         raise ValueError(f"unknown refinement method {method!r}; allowed: langevin, ml")
     net, fields, info = _parts(model)
     ctx_len, horizon = int(info["context"]), int(info["horizon"])
-    c = as_context(context, ctx_len, horizon, info.get("freq"))
+    c = as_context(context, ctx_len, horizon, info.get("freq"), warn=True)
     init = forecast.samples if isinstance(forecast, Forecast) else np.asarray(forecast, np.float64)
     init = init[..., None] if init.ndim == 3 else init  # (N, S, H, C)
     n, ch = c.values.shape[0], c.values.shape[2]
@@ -354,7 +385,7 @@ def refine(model: Any, context: Any, forecast: Forecast | np.ndarray, *, method:
         init = np.moveaxis(init[..., 0].reshape(n, ch, init.shape[1], horizon), 1, -1)
     if init.shape[0] != n or init.shape[2] != horizon:
         raise ValueError(f"base forecasts {init.shape[:3]} do not match {n} series and horizon {horizon}")
-    s = num_samples or init.shape[1]
+    s = init.shape[1] if num_samples is None else whole_number("num_samples", num_samples)
     if init.shape[1] == 1:
         init = np.repeat(init, s, 1)
     elif init.shape[1] != s:
@@ -374,7 +405,7 @@ def refine(model: Any, context: Any, forecast: Forecast | np.ndarray, *, method:
         prior_mask = torch.cat([ctx_mask, torch.zeros(n * s, horizon, ch)], 1).to(dev)
     q = quantile_levels(n, s).float().to(dev)
     t = torch.full((n * s,), noise_time(fields, sigma), dtype=torch.float64, device=dev)
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed_value(seed))
     y = target.clone().requires_grad_(True)
     opt = torch.optim.SGD([y], lr=step_size) if method == "ml" else None
     net.eval()
