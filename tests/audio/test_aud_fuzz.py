@@ -14,9 +14,9 @@ import soundfile as sf
 
 from polydiff.fuzz import fuzz_reader
 from polydiff_audio import AudioModality
-from polydiff_audio.cli import read_mixture
 from polydiff_audio.modality import Stems, read_stems, write_stems
 from polydiff_audio.music import VOICES, Chorale, read_midi, write_midi
+from polydiff_audio.separation import read_mixture
 from polydiff_audio.sounds import MelSpec, Sound, read_sounds, sound_events, write_sounds, write_wav
 
 pytestmark = pytest.mark.usefixtures("one_thread")

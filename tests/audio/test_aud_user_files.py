@@ -14,8 +14,8 @@ import soundfile as sf
 from polydiff_audio import AudioModality
 from polydiff_audio import music as M
 from polydiff_audio import sounds as S
-from polydiff_audio.cli import _warn_length, read_mixture
 from polydiff_audio.modality import folder_kind
+from polydiff_audio.separation import read_mixture, warn_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,7 +144,7 @@ def test_a_non_satb_midi_names_its_file_and_the_voices(tmp_path):
 def test_one_sound_names_the_set_that_is_too_small(tmp_path):
     sounds = S.read_sounds(tone(tmp_path / "x.wav"), S.MelSpec())
     mod = AudioModality()
-    with pytest.raises(ValueError, match=r"the reference holds only 1 sound.*at least 2"):
+    with pytest.raises(ValueError, match=r"the reference holds only 1 sound.*give at least 2 sounds \(a folder"):
         mod.evaluate(sounds * 3, sounds, {})
     with pytest.raises(ValueError, match=r"the evaluated set holds only 1 sound"):
         mod.evaluate(sounds, sounds * 3, {})
@@ -233,9 +233,9 @@ def test_an_unreadable_mixture_gives_a_reason_without_warnings(tmp_path):
 
 def test_a_mixture_of_the_wrong_length_is_cropped_or_padded_with_a_warning():
     with pytest.warns(UserWarning, match=r"long\.wav: the mixture is 10 s long; the model separates 2 s.*8 s are left"):
-        _warn_length(Path("long.wav"), 10 * SR, 2 * SR, SR)
+        warn_length(Path("long.wav"), 10 * SR, 2 * SR, SR)
     with pytest.warns(UserWarning, match=r"tiny\.wav: the mixture is 0\.5 s long.*padded with 1\.5 s of silence"):
-        _warn_length(Path("tiny.wav"), SR // 2, 2 * SR, SR)
+        warn_length(Path("tiny.wav"), SR // 2, 2 * SR, SR)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_length(Path("exact.wav"), 2 * SR, 2 * SR, SR)
+        warn_length(Path("exact.wav"), 2 * SR, 2 * SR, SR)

@@ -58,8 +58,18 @@ def test_sound_states_conditions_and_prior():
     assert torch.equal(spec["caption"][0], spec["caption"][1]) and int(spec["caption"][0, 0]) >= 2
     free = mod.prior_state(2, info)
     assert torch.all(free["caption"] == -1)  # no caption asked: the null (unconditional) caption
-    with pytest.raises(ValueError, match="condition omega: expected a non-negative number"):
+    with pytest.raises(ValueError, match=r"condition 'omega': expected a finite number >= 0"):
         mod.prior_state(2, info, condition={"caption": "a low noisy drum hit", "omega": "abc"})
+    # numpy numbers and one value per sample; a wrong count is named, not a torch expand error
+    assert mod.prior_state(2, info, condition={"omega": np.float32(3)})["omega"].tolist() == [3.0, 3.0]
+    assert mod.prior_state(2, info, condition={"omega": [2, 4]})["omega"].tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError, match=r"condition 'omega': .* or 2 of them \(one per sample\), got \[1, 2, 3\]"):
+        mod.prior_state(2, info, condition={"omega": [1, 2, 3]})
+    two = np.array(["a high beep", "a low beep"])  # one caption per sample, as an array of strings
+    assert not torch.equal(*mod.prior_state(2, info, condition={"caption": two})["caption"])
+    for bad in (5, b"a beep", {"a": 1}, [1, 2], ["a beep"]):
+        with pytest.raises(ValueError, match=r"condition 'caption': expected a string, or 2 of them"):
+            mod.prior_state(2, info, condition={"caption": bad})
     with pytest.warns(UserWarning, match="never saw are read as <unk>: elephant, purple"):
         mod.prior_state(2, info, condition={"caption": "a purple elephant"})
     with pytest.raises(ValueError, match="class labels"):
@@ -68,6 +78,7 @@ def test_sound_states_conditions_and_prior():
         mod.prior_state(2, info, condition={"colour": 1})
     labelled = sounds_dataset(n=24, conditioning="label", evaluator=EVAL).info
     assert mod.prior_state(2, labelled, condition={"label": "drum_low"})["label"].tolist() == [6, 6]
+    assert mod.prior_state(2, labelled, condition={"label": np.int64(6)})["label"].tolist() == [6, 6]
     with pytest.raises(ValueError, match="unknown sound class"):
         mod.prior_state(1, labelled, condition={"label": "violin"})
 
@@ -197,6 +208,46 @@ def test_arrangement_from_a_midi_file_keeps_the_given_voice(tmp_path, chorale_da
         arrangement(Chorale(long, ("soprano",)), info)
 
 
+def test_arrangement_arguments_are_checked(tmp_path, chorale_data):
+    """A MIDI path is read; a track count that differs from the names', a sounds model, bare
+    arrays and fractional pitches are errors; tracks named after no voice are placed in order
+    with a warning; music handed to the sampler directly points at arrangement."""
+    from polydiff.plugin import Control, SampleSettings
+
+    mod = AudioModality()
+    info = chorale_data.info
+    ref = mod.reference(chorale_data)[0]
+    f = write_midi(Chorale(ref.tracks[:1], ("soprano",), "melody"), tmp_path / "soprano.mid")
+    assert arrangement(f, info).masks["roll"].reshape(4, -1)[0].all()
+    with pytest.raises(ValueError, match=r"2 tracks but 1 name\(s\) \(soprano\)"):
+        arrangement(Chorale(ref.tracks[:2], ("soprano",)), info)
+    with pytest.raises(ValueError, match=r"arrangement needs a chorale or stems model's info .* generates 'sound'"):
+        arrangement(Chorale(ref.tracks[:1], ("soprano",)), sounds_dataset(n=12, evaluator=EVAL).info)
+    with pytest.raises(TypeError, match=r"given must be a Chorale .* got ndarray"):
+        arrangement(ref.tracks[:1], info)
+    with pytest.raises(ValueError, match="whole numbers"):
+        arrangement(Chorale(np.full((1, 32), 60.5), ("soprano",)), info)
+    with pytest.warns(UserWarning, match=r"track 1 \('piano'\) as the soprano"):
+        arrangement(Chorale(ref.tracks[:1], ("piano",)), info)
+    spec = mod.prior_state(2, info)
+    for observed, what in ((ref, "a Chorale"), (str(f), "the MIDI file")):
+        with pytest.raises(ValueError, match=f"observed: {what}.* pass observed=arrangement"):
+            mod.sample(None, mod.fields(info), spec, SampleSettings(sampler="first_hitting", steps=2),
+                       Control(observed=observed), seed=torch.arange(2), device=torch.device("cpu"))
+
+
+def test_native_types_follow_the_kind():
+    from polydiff.modality import check_objects
+    from polydiff_audio.modality import Stems
+    from polydiff_audio.sounds import Sound
+
+    mod = AudioModality()
+    assert mod.native_types({"kind": "chorale"}) == (Chorale,) and mod.native_types({"kind": "sound"}) == (Sound,)
+    assert mod.native_types({}) == (Sound, Chorale, Stems)  # a user's files without a model
+    with pytest.raises(TypeError, match=r"objects\[0\]: expected a Chorale .*got int"):
+        check_objects(mod, [1, 2, 3], {"kind": "chorale"})
+
+
 def test_mixture_operator_adds_stem_powers():
     top = 80.0
     db = torch.tensor([-20.0, -20.0, -80.0, -80.0])  # two equal stems and two silent ones
@@ -259,16 +310,24 @@ def test_latent_option_trains_and_decodes(tmp_path):
         sounds_dataset(n=24, latent=str(tmp_path / "missing.pt"))
 
 
-def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
+@pytest.fixture(scope="module")
+def stems_run(tmp_path_factory):
+    """A stems model trained for two steps (separation's end-to-end checks)."""
     import polydiff
-    from polydiff_audio.modality import read_stems, tokens_to_stems, write_stems
 
     recipe = {"modality": "audio", "data": {"name": "chorale_stems", "n_chorales": 4, "length": 8, "hop": 8},
               "model": TRANSFORMER,
               "loss": {"weighting": "edm", "time_density": "lognormal"},
               "train": {"max_steps": 2, "batch_size": 4, "threads": 1, "progress": False, "checkpoint_every": 2},
               "sample": {"num": 1, "sampler": "heun", "steps": 2}}
-    run = polydiff.train(recipe, tmp_path / "run", fresh=True, verbose=False)
+    return polydiff.train(recipe, tmp_path_factory.mktemp("stems") / "run", fresh=True, verbose=False)
+
+
+def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path, stems_run):
+    import polydiff
+    from polydiff_audio.modality import read_stems, tokens_to_stems, write_stems
+
+    run = stems_run
     gen = polydiff.load(run.checkpoint)
     data = AudioModality().dataset("chorale_stems", n_chorales=4, length=8, hop=8)
     pieces = torch.cat([data.train.tensors["tokens"][:1], data.test.tensors["tokens"][:1]])
@@ -293,6 +352,34 @@ def test_separate_command_writes_stems_that_sum_to_the_mixture(tmp_path):
     again = subprocess.run([cli, "audio", "separate", str(run.checkpoint), str(mix), "--out", str(tmp_path / "sep"),
                             "--steps", "2"], capture_output=True, text=True)  # not over the first run's stems
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
+
+
+def test_separate_checks_the_mixture_as_the_command_does(stems_run, tmp_path):
+    """Mono samples only (stereo, stems and text refused), integer PCM scaled, no samples or NaN
+    refused in one line, std > 0, a short mixture padded with the command's warning; the
+    generator refuses objects other than Stems."""
+    import polydiff
+    from polydiff_audio.separation import separate
+
+    gen = polydiff.load(stems_run.checkpoint)
+    mix = gen.reference()[0]
+    for bad, error, match in ((np.stack([mix.mix, mix.mix]), ValueError, r"mono audio of shape \(n_samples,\), got "
+                                                                          r"shape \(2, "),
+                              (mix, TypeError, "got Stems: pass its mixture, stems.mix"),
+                              (np.zeros(0), ValueError, "mix has no samples"),
+                              (np.full(100, np.nan), ValueError, "mix: 100 of 100 samples are NaN or infinite")):
+        with pytest.raises(error, match=match):
+            separate(gen, bad, steps=2)
+    with pytest.raises(ValueError, match="std must be a positive number"):
+        separate(gen, mix.mix, std=0)
+    pcm = np.round(np.clip(mix.mix, -1, 1) * 16384).astype(np.int16)
+    with pytest.warns(UserWarning, match=r"mix: the mixture is .* padded with .* of silence"):
+        short, _ = separate(gen, pcm[:1000], steps=2)
+    with pytest.warns(UserWarning, match="padded"):
+        as_float, _ = separate(gen, pcm[:1000] / 32768, steps=2)
+    np.testing.assert_allclose(short, as_float, atol=1e-6)  # int16 PCM is scaled, not taken as amplitudes
+    with pytest.raises(TypeError, match=r"objects\[0\]: expected a Stems .*got int"):
+        gen.evaluate([1, 2])
 
 
 def test_omega_on_a_one_time_network_is_an_error_not_ignored():

@@ -205,6 +205,15 @@ def test_modality_contract(tmp_path: Path) -> None:
     assert report is not None
 
 
+def test_foreign_objects_are_refused_by_the_generator(tiny_run: Path, tmp_path: Path) -> None:
+    gen = polydiff.load(tiny_run)
+    for call in (gen.evaluate, lambda o: gen.save(o, tmp_path / "x")):
+        with pytest.raises(TypeError, match=r"objects\[0\]: expected a.* Episode .*got str"):
+            call(["CCO"])
+    with pytest.raises(ValueError, match="objects: an empty list"):  # not an error naming a temporary file
+        gen.save([], tmp_path / "y")
+
+
 def test_listed_with_datasets_networks_and_recipes() -> None:
     m = polydiff.load_modality("policies")
     d = m.describe()
@@ -304,6 +313,61 @@ def test_goal_free_is_lambda_zero_and_rollouts_are_seeded(tiny_run: Path) -> Non
         np.testing.assert_array_equal(x.actions, y.actions)
     np.testing.assert_array_equal(e1[0].obs[0], e1[1].obs[0])  # same start
     assert t1["actions"] == sum(len(e.actions) for e in e1) and t1["actions_per_second"] > 0
+
+
+def test_policy_settings_and_inputs_are_checked_in_one_line(tiny_run: Path) -> None:
+    """Zero steps / execute are refused (not replaced by the recipe's), the sampler and the
+    guidance scale at construction; act names the shape it needs, the (obs, info) slip and NaN."""
+    from types import SimpleNamespace
+
+    from polydiff.registry import RegistryError
+
+    for kw, match in (({"steps": 0}, "steps must be a positive integer, got 0"),
+                      ({"execute": 0}, "execute must be a positive integer, got 0"),
+                      ({"guidance_scale": "x"}, "guidance_scale must be a finite number")):
+        with pytest.raises(ValueError, match=match):
+            Policy.from_checkpoint(tiny_run, **kw)
+    with pytest.raises(RegistryError, match="Did you mean 'ddim'"):
+        Policy.from_checkpoint(tiny_run, sampler="ddimm")
+    with pytest.raises(ValueError, match="a 'text' model is not a policy"):
+        Policy.from_generator(SimpleNamespace(modality=SimpleNamespace(name="text")))
+    policy = Policy.from_checkpoint(tiny_run)
+    assert repr(policy) == "<Policy reach: ddim 3 steps, lambda 2, horizon 8, execute 4>"
+    env = envs.make("reach")
+    assert repr(env) == "<ReachEnv 'reach': obs 2, action 2, goal 2 values; 3 goals, max_steps 60>"
+    goal = env.goals[0]
+    for obs, g, match in ((np.zeros(3), goal, r"obs must have shape \(2,\) for environment 'reach', got shape \(3"),
+                          (np.zeros(2), 0.5, r"goal must have shape \(2,\) .* or be None \(goal-free\), got shape"),
+                          (env.reset(seed=0), goal, r"obs is the \(obs, info\) pair env.reset returns"),
+                          (np.array([np.nan, 0.0]), goal, "obs holds NaN")):
+        with pytest.raises(ValueError, match=match):
+            policy.act(obs, g)
+    for n in (0, -1):
+        with pytest.raises(ValueError, match=f"n must be a positive integer, got {n}"):
+            policy.reset(n)
+    policy.reset(2)
+    with pytest.raises(ValueError, match=r"obs must have shape \(2, 2\) \(one row per environment: reset\(2\)\)"):
+        policy.act_batch(np.zeros((1, 2)), None)
+
+
+def test_rollout_arguments_are_checked_in_one_line(tiny_run: Path) -> None:
+    policy = Policy.from_checkpoint(tiny_run)
+    make = lambda: envs.make("reach")  # noqa: E731
+    (ep,), _ = rollout(policy, "reach", 1, max_steps=2)  # an environment's name will do
+    assert len(ep.actions) == 2
+    assert repr(ep).startswith("Episode(success=False, outcome='', behaviour=''; reach, 2 steps, goal [")
+    for kw, match in (({"n": 0}, "n must be a positive integer, got 0"),
+                      ({"max_steps": 0}, "max_steps must be a positive integer, got 0"),
+                      ({"goals": np.zeros((1, 2))}, r"goals must have shape \(n, goal_dim\) = \(2, 2\).*got \(1, 2\)"),
+                      ({"n": 3, "start_seeds": [0]}, r"start_seeds: got 1 seed\(s\) for n=3 episodes"),
+                      ({"make_env": lambda: envs.make("blocks")},
+                       "trained on 'reach' .* environment 'blocks' has 6, 2, 4")):
+        with pytest.raises(ValueError, match=match):
+            rollout(policy, **{"make_env": make, "n": 2, **kw})
+    with pytest.raises(TypeError, match=r"make_env must be an environment name .* got a ReachEnv instance"):
+        rollout(policy, make(), 2)
+    with pytest.raises(TypeError, match=r"policy must be a Policy, got Generator: wrap the model, Policy\.from_gen"):
+        rollout(polydiff.load(tiny_run), make, 2)
 
 
 def test_sample_evaluate_and_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -241,6 +241,37 @@ def test_scaffolding_keeps_the_motif(trained):
         assert kabsch_rmsd(bb.ca[pos], helix.ca[2:8]) < 0.05
 
 
+def test_scaffold_takes_a_motif_file_and_refuses_bad_arguments(trained, tmp_path):
+    """A motif file's path is read as the command line reads it; num, total and a motif that
+    is not a backbone are refused in one line naming the argument."""
+    from polydiff_proteins.pdbio import read_backbones, write_pdb
+    from polydiff_proteins.scaffold import scaffold
+
+    helix = Backbone(build_backbone(np.radians(np.full(10, -63.0)), np.radians(np.full(10, -42.0))), name="helix")
+    path = write_pdb(helix, tmp_path / "helix.pdb")
+    res = scaffold(trained, str(path), "3/A3-8/3", 1, steps=2)
+    assert len(res.backbones) == 1 and len(res.backbones[0]) == 12
+    assert repr(res).startswith("Scaffolds(1 backbones, motif RMSD mean ") and len(repr(res)) < 80
+    for num in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"num must be a positive integer .*got {num}"):
+            scaffold(trained, helix, "3/A3-8/3", num)
+    with pytest.raises(TypeError, match=r"motif must be a Backbone \(e.g. read_backbones\(path\)\[0\]\[0\].*got list"):
+        scaffold(trained, read_backbones(path)[0], "3/A3-8/3", 1)
+    with pytest.raises(ValueError, match=r"total must be \(min, max\).*got \(80, 40\)"):
+        scaffold(trained, helix, "3/A3-8/3", 1, total=(80, 40))
+
+
+def test_foreign_objects_are_refused_and_backbones_show_a_summary(trained, tmp_path):
+    for call in (trained.evaluate, lambda o: trained.plot(o, tmp_path / "x.png"),
+                 lambda o: trained.save(o, tmp_path / "x")):
+        with pytest.raises(TypeError, match=r"objects\[0\]: expected a Backbone .*got int"):
+            call([1, 2])
+    bb = Backbone(np.zeros((50, 4, 3)), name="sample_0000")
+    assert repr(bb) == "Backbone('sample_0000', 50 residues, chain A)"
+    trace = Backbone(np.zeros((3, 1, 3)), chain="B", atom_names=("CA",))
+    assert repr(trace) == "Backbone('', 3 residues, chain B, CA trace)"
+
+
 def test_contig_parsing():
     segs = parse_contig("5-15/A10-25/3")
     assert [(s.chain, s.lo, s.hi) for s in segs] == [(None, 5, 15), ("A", 10, 25), (None, 3, 3)]
@@ -251,6 +282,8 @@ def test_contig_parsing():
             parse_contig(bad)
     with pytest.raises(ValueError, match="total length"):
         draw_layout(segs, np.random.default_rng(0), total=(100, 120))
+    with pytest.raises(ValueError, match="total must be"):
+        draw_layout(segs, np.random.default_rng(0), total=(30, 24))
 
 
 def test_synthetic_dataset_is_deterministic_and_split():

@@ -72,12 +72,9 @@ def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     if gen.info.get("kind") != "stems":
         raise ValueError(f"{args.checkpoint}: separation needs a model of rendered stems (dataset chorale_stems); "
                          f"this one models {gen.info.get('kind')!r}")
-    spec = StemSpec.from_dict(gen.info["stem"])
-    sr = spec.sr
-    mix = read_mixture(args.mix, sr)
-    _warn_length(args.mix, len(mix), int(gen.info["music"]["frames"]) * spec.hop, sr)
-    stems, _ = separate(gen, mix, n=args.num, scale=args.scale, std=args.std, sampler=args.sampler, steps=args.steps,
-                        seed=args.seed)
+    sr = StemSpec.from_dict(gen.info["stem"]).sr
+    stems, _ = separate(gen, args.mix, n=args.num, scale=args.scale, std=args.std, sampler=args.sampler,
+                        steps=args.steps, seed=args.seed)  # reads the file, warns when it is cropped or padded
     voices = tuple(gen.info["voices"])
     objs = [Stems(s, sr, voices, f"{args.mix.stem}_sep{i}") for i, s in enumerate(stems)]
     report: dict[str, Any] = {"mix": str(args.mix), "checkpoint": str(args.checkpoint), "num": args.num,
@@ -98,43 +95,6 @@ def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         report["scores"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     atomic_write(folder / "separation.json", json.dumps(report, indent=1) + "\n")
     return report
-
-
-def read_mixture(path: Path, sr: int) -> np.ndarray:
-    """The mixture file as mono float32 audio at ``sr``; a ValueError naming the file and the
-    reason when it is not a readable WAV / FLAC / OGG file (a file that looks cut off is read as
-    far as it goes, with a warning)."""
-    import warnings
-
-    from .sounds import AUDIO_SUFFIXES, cut_off, load_audio, resample_audio
-
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() not in AUDIO_SUFFIXES:
-        raise ValueError(f"{path}: not an audio file (the mixture must be {'/'.join(AUDIO_SUFFIXES)})")
-    try:
-        audio, rate = load_audio(path)
-        audio = resample_audio(audio, rate, sr)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a readable audio file ({err})") from None
-    short = cut_off(path)
-    if short:
-        warnings.warn(f"{path}: the file looks cut off ({short}); separating what is there", stacklevel=2)
-    return audio
-
-
-def _warn_length(path: Path, n: int, length: int, sr: int) -> None:
-    """A warning when the mixture (``n`` samples at ``sr``) is longer or shorter than the
-    model's ``length`` samples: separate() crops or zero-pads it."""
-    import warnings
-
-    if n > length:
-        warnings.warn(f"{path}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so the "
-                      f"first {length / sr:.3g} s are separated and the remaining {(n - length) / sr:.3g} s are "
-                      "left out", stacklevel=2)
-    elif n < length:
-        warnings.warn(f"{path}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so it "
-                      f"is padded with {(length - n) / sr:.3g} s of silence (the stems written are "
-                      f"{length / sr:.3g} s long)", stacklevel=2)
 
 
 def _configure_evaluator(p: argparse.ArgumentParser) -> None:

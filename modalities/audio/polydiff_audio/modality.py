@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +50,7 @@ from polydiff.plugin import (
     atomic_write,
     cache_dir,
     check_info,
+    condition_values,
     sample_name,
     unique_stems,
 )
@@ -404,6 +407,7 @@ class AudioModality(Modality):
         if OMEGA in spec and getattr(net, "two_time", None) is False:  # a one-time network has no omega input
             raise ValueError("condition omega: only a SoundCTM student (a two-time network) takes a guidance "
                              "strength omega; for this model use --guidance-scale")
+        _check_observed(getattr(control, "observed", None))
         keys = getattr(control, "condition_keys", None)
         if keys is not None and OMEGA in keys:
             control = dataclasses.replace(control, condition_keys=[k for k in keys if k != OMEGA])
@@ -418,6 +422,15 @@ class AudioModality(Modality):
         if kind == "chorale":
             return rolls_to_chorales(state["roll"], info)
         return mels_to_stems(state["stems"], info)
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        """Sounds, chorales or :class:`Stems` as the model's kind says (any of them for files
+        evaluated without a model)."""
+        from .music import Chorale
+        from .sounds import Sound
+
+        kinds: dict[str, tuple[type, ...]] = {"sound": (Sound,), "chorale": (Chorale,), "stems": (Stems,)}
+        return kinds.get(info.get("kind", ""), (Sound, Chorale, Stems))
 
     def from_native(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, Tensor]:
         kind = info["kind"]
@@ -515,7 +528,7 @@ class AudioModality(Modality):
         for items, which in ((objs, "the evaluated set"), (ref, "the reference")):
             if len(items) < 2:
                 raise ValueError(f"{which} holds only {len(items)} sound; fd (a Frechet distance between sets of "
-                                 "sounds) needs at least 2 in each set: give a folder of sounds")
+                                 "sounds) needs at least 2 in each set: give at least 2 sounds (a folder of them)")
         return evaluate_sounds(objs, ref, info)
 
     def observation(self, path: Path, info: Mapping[str, Any]) -> Any:
@@ -594,9 +607,7 @@ def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]
         raise ValueError("this model is not conditioned on class labels" + (" (it takes caption=...)"
                                                                             if "caption" in conds else ""))
     if "caption" in conds:
-        caps = [str(caption)] * n if caption is None or isinstance(caption, str) else [str(c) for c in caption]
-        if len(caps) != n:
-            raise ValueError(f"got {len(caps)} captions for {n} samples")
+        caps = _captions(n, caption)
         tok = tokenize(caps, int(info["caption_length"]))
         out["caption"] = tok if caption is not None else torch.full_like(tok, -1)
         unknown = sorted({w for c in caps for w in words(c)} - set(VOCAB)) if caption is not None else []
@@ -604,7 +615,7 @@ def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]
             warnings.warn(f"caption words the model never saw are read as <unk>: {', '.join(unknown[:10])} (known "
                           f"words: {len(VOCAB)}, e.g. {', '.join(VOCAB[2:8])})", stacklevel=2)
     if "label" in conds:
-        vals = [label] * n if label is None or isinstance(label, (int, str)) else list(label)
+        vals = [label] * n if label is None or isinstance(label, (numbers.Integral, str)) else list(label)
         if len(vals) != n:
             raise ValueError(f"got {len(vals)} labels for {n} samples")
         ids = []
@@ -620,12 +631,37 @@ def _sound_conditions(n: int, info: Mapping[str, Any], condition: dict[str, Any]
                     raise ValueError(f"label must lie in 0..{len(CLASSES) - 1}, got {v}")
                 ids.append(int(v))
         out["label"] = torch.tensor(ids, dtype=torch.long)
-    if omega is not None:
-        values = omega if isinstance(omega, (list, tuple)) else [omega]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ValueError(f"condition omega: expected a non-negative number (the guidance strength), got {omega!r}")
-        out[OMEGA] = torch.as_tensor(values, dtype=torch.float32).reshape(-1).expand(n).clone()
+    if omega is not None:  # the guidance strength a student was distilled with
+        out[OMEGA] = condition_values(n, omega, name=OMEGA, low=0)
     return out
+
+
+def _captions(n: int, caption: Any) -> list[str]:
+    """The captions of ``n`` samples: one string for all, or one per sample (a list, tuple or
+    array of strings); None: the empty caption (the caller makes it null). Anything else is
+    an error naming the condition."""
+    if isinstance(caption, np.ndarray):
+        caption = caption.tolist()
+    if caption is None or isinstance(caption, str):
+        return [caption or ""] * n
+    caps = list(caption) if isinstance(caption, (list, tuple)) else None
+    if caps is None or len(caps) != n or not all(isinstance(c, str) for c in caps):
+        raise ValueError(f"condition 'caption': expected a string, or {n} of them (one per sample), got {caption!r}")
+    return [str(c) for c in caps]
+
+
+def _check_observed(observed: Any) -> None:
+    """Music given as ``observed`` (a Chorale, its tracks, a MIDI file) is arranged through
+    :func:`arrangement`: an error saying so, not a failure deep in the sampler."""
+    from .music import Chorale
+
+    midi = isinstance(observed, (str, os.PathLike)) and Path(observed).suffix.lower() in MIDI_SUFFIXES
+    if midi or isinstance(observed, (Chorale, np.ndarray)):
+        what = f"the MIDI file {str(observed)!r}" if midi else "a Chorale" if isinstance(observed, Chorale) \
+            else "an array of tracks"
+        raise ValueError(f"observed: {what} is arranged through polydiff_audio.modality.arrangement: pass "
+                         "observed=arrangement(chorale_or_midi_path, gen.info) (voices it holds are kept, the "
+                         "others generated)")
 
 
 def _caption_text(tokens: Tensor, vocab: Sequence[str]) -> str:
@@ -699,20 +735,39 @@ def mels_to_stems(mels: Tensor, info: Mapping[str, Any]) -> list[Stems]:
 
 
 def arrangement(given: Any, info: Mapping[str, Any]) -> Observation:
-    """An :class:`Observation` that keeps the voices of ``given`` (a Chorale whose track names are
-    voice names, or whose tracks are taken in order) and lets the model generate the others;
-    ``given`` is cropped or rest-padded to the model's length."""
-    from .music import to_tokens
+    """An :class:`Observation` that keeps the voices of ``given`` and lets the model generate the
+    others: pass it to ``gen.generate(n, observed=arrangement(given, gen.info))``.
 
+    ``given``: a :class:`~.music.Chorale` (or a MIDI file's path, read with
+    :func:`~.music.read_midi`) whose tracks are matched to the model's voices by name (soprano,
+    alto, tenor, bass, any case); unnamed tracks (``""``, ``track1``...) fill the free voices in
+    order, and so do tracks named otherwise, with a warning. Pitches are whole MIDI numbers in
+    the model's range; the music is cropped (with a warning) or rest-padded to the model's
+    length. ``info``: the chorale or stems model's ``gen.info``."""
+    from .music import Chorale, read_midi, to_tokens
+
+    if info.get("kind") not in ("chorale", "stems"):
+        raise ValueError(f"arrangement needs a chorale or stems model's info (gen.info); this model generates "
+                         f"{info.get('kind')!r}")
+    if isinstance(given, (str, os.PathLike)):
+        given = read_midi(Path(given))
+    if not isinstance(given, Chorale):
+        raise TypeError(f"given must be a Chorale (polydiff_audio.music.Chorale(tracks, names)) or a MIDI file's "
+                        f"path, got {type(given).__name__}")
     voices = list(info["voices"])
     length = int(info["music"]["length"])
     raw = np.asarray(given.tracks)
+    if raw.ndim != 2:
+        raise ValueError(f"the Chorale's tracks must be (tracks, steps) MIDI pitches, got shape {raw.shape}")
     if len(raw) > len(voices):
         raise ValueError(f"{len(raw)} tracks, but the model has {len(voices)} voices ({', '.join(voices)})")
+    if len(given.names) != len(raw):
+        raise ValueError(f"{len(raw)} tracks but {len(given.names)} name(s) ({', '.join(map(str, given.names))}): "
+                         "name each track (a voice, or '' for the next free one)")
     if raw.shape[1] > length and (raw[:, length:] != 0).any():
         warnings.warn(f"the observed music is {raw.shape[1]} steps long; the model's {length} steps are kept, the "
                       "rest is cropped", stacklevel=2)
-    tracks = _fit(raw, length)
+    tokens = _fit(to_tokens(raw[:, :length]), length)  # whole pitches in range: a float pitch is an error
     names = [str(n).lower() for n in given.names]
     named = [n for n in names if n in voices]
     if len(set(named)) < len(named):
@@ -721,10 +776,15 @@ def arrangement(given: Any, info: Mapping[str, Any]) -> Observation:
     order = [voices.index(n) if n in voices else None for n in names]
     free = iter([k for k in range(len(voices)) if k not in order])
     order = [k if k is not None else next(free) for k in order]
+    odd = [(i, n, voices[k]) for i, (n, k) in enumerate(zip(given.names, order, strict=True))
+           if str(n).lower() not in voices and not re.fullmatch(r"(track\d+)?", str(n))]
+    if odd:
+        warnings.warn("tracks not named after a voice are taken in order: " + ", ".join(
+            f"track {i + 1} ({n!r}) as the {v}" for i, n, v in odd) + f" (voices: {', '.join(voices)})", stacklevel=2)
     full = np.zeros((len(voices), length), dtype=np.int64)
     mask = np.zeros((len(voices), length), dtype=bool)
-    for row, k in zip(tracks, order, strict=True):
-        full[k], mask[k] = to_tokens(row), True
+    for row, k in zip(tokens, order, strict=True):
+        full[k], mask[k] = row, True
     if info["kind"] == "stems":
         from .music import StemSpec, from_tokens, render, stem_mels
 

@@ -12,7 +12,12 @@ up to the mixture and SI-SNR against the true stems is meaningful.
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,11 +49,18 @@ def separation_control(mix_mel: Tensor, info: Mapping[str, Any], fields: Mapping
     return Control(guidance=[lambda m: gradient_guidance(m, fields, pot, scale=scale, on="x0")])
 
 
-def separate(generator: Any, mix: np.ndarray, *, n: int = 1, scale: float = 1.0, std: float = 0.1,
-             sampler: str | None = None, steps: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The stems of ``mix`` ((n_samples,) audio at the model's stem rate, cropped / zero-padded to
-    the model's length) with a trained stems model: returns ``(stems (n, K, n_samples), mels
-    (n, K, M, F))``, ``n`` separations from seeds ``(seed, i)``."""
+def separate(generator: Any, mix: np.ndarray | str | os.PathLike[str], *, n: int = 1, scale: float = 1.0,
+             std: float = 0.1, sampler: str | None = None, steps: int | None = None,
+             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The stems of ``mix`` with a trained stems model: returns ``(stems (n, K, n_samples), mels
+    (n, K, M, F))``, ``n`` separations from seeds ``(seed, i)``.
+
+    ``mix``: mono audio ``(n_samples,)`` at the model's stem rate (floats in [-1, 1]; integer
+    PCM is scaled to that range), or the path of a WAV / FLAC / OGG file, read as ``polydiff
+    audio separate`` reads it (mono, resampled to the model's rate); a mixture longer or
+    shorter than the model's length is cropped or zero-padded, with a warning. ``std``: the
+    mixture likelihood's standard deviation (normalised mel units, > 0); ``scale``: the
+    guidance scale toward the mixture."""
     from .music import StemSpec, stem_mels
     from .music import separate as mask_separate
 
@@ -56,11 +68,17 @@ def separate(generator: Any, mix: np.ndarray, *, n: int = 1, scale: float = 1.0,
     if info.get("kind") != "stems":
         raise ValueError(f"separation needs a model of rendered stems (dataset chorale_stems); this one models "
                          f"{info.get('kind')!r}")
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (math.isfinite(std) and std > 0):
+        raise ValueError(f"std must be a positive number (the mixture likelihood's spread), got {std!r}")
     spec = StemSpec.from_dict(info["stem"])
     frames = int(info["music"]["frames"])
     length = frames * spec.hop
-    audio = np.zeros(length, dtype=np.float32)
-    audio[: min(length, len(mix))] = np.asarray(mix, dtype=np.float32)[:length]
+    if isinstance(mix, (str, os.PathLike)):
+        name, audio = str(mix), read_mixture(Path(mix), spec.sr)
+    else:
+        name, audio = "mix", mono_samples(mix)
+    warn_length(name, len(audio), length, spec.sr)
+    audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
     y = torch.tensor(stem_mels(audio[None], spec)[0], dtype=torch.float32)[:, :frames]
     control = separation_control(y, info, generator.fields, scale, std)
     state = generator.sample_states(n, sampler=sampler, steps=steps, seed=seed, control=control, progress=False)
@@ -69,4 +87,64 @@ def separate(generator: Any, mix: np.ndarray, *, n: int = 1, scale: float = 1.0,
     return stems, mels
 
 
-__all__ = ["mix_operator", "separate", "separation_control"]
+def mono_samples(mix: Any) -> np.ndarray:
+    """A mixture given as samples, as mono float32 audio: one dimension, real numbers (integer
+    PCM scaled to [-1, 1] by its type's full scale), at least one sample, all finite; else an
+    error saying what to pass."""
+    from .modality import Stems
+
+    if isinstance(mix, Stems):
+        raise TypeError("mix must be mono audio samples or an audio file's path, got Stems: pass its mixture, "
+                        "stems.mix")
+    a = np.asarray(mix)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"mix must be mono audio samples (numbers) or an audio file's path, got "
+                        f"{type(mix).__name__} of {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"mix must be mono audio of shape (n_samples,), got shape {a.shape} (stems: their sum; "
+                         "stereo: the mean of its channels)")
+    if not len(a):
+        raise ValueError("mix has no samples")
+    if a.dtype.kind in "iu":  # integer PCM: its full scale is 1
+        full = float(np.iinfo(a.dtype).max) + 1
+        a = (a - full / 2) / (full / 2) if a.dtype.kind == "u" else a / full
+    bad = int((~np.isfinite(a)).sum())
+    if bad:
+        raise ValueError(f"mix: {bad} of {len(a)} samples are NaN or infinite")
+    return a.astype(np.float32)
+
+
+def read_mixture(path: Path, sr: int) -> np.ndarray:
+    """The mixture file as mono float32 audio at ``sr``; a ValueError naming the file and the
+    reason when it is not a readable WAV / FLAC / OGG file (a file that looks cut off is read as
+    far as it goes, with a warning)."""
+    from .sounds import AUDIO_SUFFIXES, cut_off, load_audio, resample_audio
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise ValueError(f"{path}: not an audio file (the mixture must be {'/'.join(AUDIO_SUFFIXES)})")
+    try:
+        audio, rate = load_audio(path)
+        audio = resample_audio(audio, rate, sr)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a readable audio file ({err})") from None
+    short = cut_off(path)
+    if short:
+        warnings.warn(f"{path}: the file looks cut off ({short}); separating what is there", stacklevel=3)
+    return audio
+
+
+def warn_length(name: str | Path, n: int, length: int, sr: int) -> None:
+    """A warning (naming the mixture ``name``) when it is ``n`` samples at ``sr`` while the model
+    separates ``length``: :func:`separate` crops or zero-pads it."""
+    if n > length:
+        warnings.warn(f"{name}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so the "
+                      f"first {length / sr:.3g} s are separated and the remaining {(n - length) / sr:.3g} s are "
+                      "left out", stacklevel=3)
+    elif n < length:
+        warnings.warn(f"{name}: the mixture is {n / sr:.3g} s long; the model separates {length / sr:.3g} s, so it "
+                      f"is padded with {(length - n) / sr:.3g} s of silence (the stems are {length / sr:.3g} s long)",
+                      stacklevel=3)
+
+
+__all__ = ["mix_operator", "mono_samples", "read_mixture", "separate", "separation_control", "warn_length"]

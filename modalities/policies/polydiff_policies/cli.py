@@ -31,7 +31,7 @@ from polydiff.plugin import (
     run_folder,
 )
 
-from .policy import Policy, _recipe_settings, control_rate, rollout
+from .policy import Policy, control_rate, rollout
 
 
 def _configure_rollout(p: argparse.ArgumentParser) -> None:
@@ -64,9 +64,9 @@ def _rollout_into(args: argparse.Namespace, folder: Path, out: Path) -> None:
     from .modality import ROLLOUTS_FILE, _make_env
 
     gen = load(args.checkpoint, modality="policies")
-    settings, control = _recipe_settings(gen.config.sample, args.sampler, args.steps)
-    scale = 0.0 if args.goal_free else (control.guidance_scale if args.guidance_scale is None else args.guidance_scale)
-    policy = Policy(gen.net, gen.fields, gen.info, settings=settings, guidance_scale=scale, seed=args.seed)
+    policy = Policy.from_generator(gen, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                   guidance_scale=0.0 if args.goal_free else args.guidance_scale)
+    scale = policy.guidance_scale
     starts = [args.seed] * args.num if args.same_start else [args.seed * 100_003 + i for i in range(args.num)]
     episodes, timing = rollout(policy, _make_env(gen.info), args.num, goal_free=scale == 0, start_seeds=starts,
                                record_states=args.gif > 0)

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Modality, Plain, State, shared_file
+from polydiff.plugin import DataBundle, FieldSpec, GaussianProcess, Modality, Plain, State, shared_file, whole_number
 
 from . import envs
 from . import episodes as E
 from .envs.base import Episode
 from .metrics import rollout_metrics
 from .nets import ActionTransformer, MLPPolicy
-from .policy import Policy, _recipe_settings, control_rate, rollout
+from .policy import Policy, control_rate, rollout
 
 ROLLOUTS_FILE = "rollouts.npz"
 BESO_EDM = {"sigma_min": 0.05, "sigma_max": 1.0, "sigma_data": 0.5, "rho": 5.0}
@@ -198,6 +198,9 @@ class PoliciesModality(Modality):
     def to_native(self, state: State, info: Mapping[str, Any]) -> list[Episode]:
         return list(state["episodes"])
 
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        return (Episode,)
+
     def reference(self, data: DataBundle) -> list[Episode]:
         """The held-out demonstrations (episodes, not windows)."""
         return list(self.reference_split(data).episodes)
@@ -252,10 +255,10 @@ class PoliciesModality(Modality):
         robot's policy computation on this machine, :func:`.policy.control_rate`; batched over
         the rollouts: ``actions_per_second_batched``) and network evaluations per chunk."""
         info = generator.info
-        settings, control = _recipe_settings(generator.config.sample, sampler, steps)
-        scale = 0.0 if goal_free else (control.guidance_scale if guidance_scale is None else guidance_scale)
-        policy = Policy(generator.net, generator.fields, info, settings=settings, guidance_scale=scale, seed=seed,
-                        execute=execute)
+        whole_number("num", num)
+        policy = Policy.from_generator(generator, sampler=sampler, steps=steps, seed=seed, execute=execute,
+                                       guidance_scale=0.0 if goal_free else guidance_scale)
+        scale = policy.guidance_scale
         starts = [seed] * num if same_start else [seed * 100_003 + i for i in range(num)]
         t0 = time.perf_counter()
         episodes, timing = rollout(policy, _make_env(info), num, goal_free=scale == 0, start_seeds=starts,

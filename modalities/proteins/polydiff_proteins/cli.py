@@ -48,8 +48,7 @@ def _configure_scaffold(p: argparse.ArgumentParser) -> None:
 
 
 def _run_scaffold(args: argparse.Namespace) -> int:
-    from .pdbio import read_backbones
-    from .scaffold import parse_contig, scaffold
+    from .scaffold import read_motif, scaffold
 
     total = None
     if args.length:
@@ -59,14 +58,11 @@ def _run_scaffold(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--length: expected MIN-MAX, got {args.length!r}") from None
     torch.set_num_threads(args.threads)
-    chains = sorted({s.chain for s in parse_contig(args.contig) if s.chain})
-    motifs, motif_report = read_backbones(args.motif, chains=chains)
-    if len(motifs) != 1:
-        raise ValueError(f"{args.motif}: the contig's motif must come from one chain, got chains {chains}")
+    motif, motif_report = read_motif(args.motif, args.contig)  # before loading the model: a bad file fails fast
     out = args.out or run_folder(args.checkpoint) / "scaffolds"
     with output_folder(out, args.overwrite, marker="scaffolds.json") as folder:  # one run's files, swapped in whole
         gen = load(args.checkpoint, modality="proteins")
-        res = scaffold(gen, motifs[0], args.contig, args.num, seed=args.seed, total=total, steps=args.steps,
+        res = scaffold(gen, motif, args.contig, args.num, seed=args.seed, total=total, steps=args.steps,
                        report=motif_report)
         summary = _write_scaffolds(args, res, folder)
     print(f"polydiff proteins: {args.num} scaffolds of {args.motif.name} ({args.contig}) -> {out}")

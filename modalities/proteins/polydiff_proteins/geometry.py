@@ -70,6 +70,10 @@ class Backbone:
     def __len__(self) -> int:
         return len(self.atoms)
 
+    def __repr__(self) -> str:  # a summary: the coordinates would fill a screen per backbone
+        trace = "" if self.full else f", {'/'.join(self.atom_names)} trace"
+        return f"Backbone({self.name!r}, {len(self)} residues, chain {self.chain}{trace})"
+
     @property
     def full(self) -> bool:
         """Whether all four backbone atoms are present (False for CA traces)."""

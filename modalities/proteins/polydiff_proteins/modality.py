@@ -139,7 +139,10 @@ def _bundle(train: list[Backbone], val: list[Backbone], test: list[Backbone], in
 def synthetic_dataset(n: int = 1000, min_length: int = 40, max_length: int = 100, seed: int = 0,
                       test: int = 64, topologies: Sequence[str] = TOPOLOGIES) -> DataBundle:
     """The embedded default: ``n`` training backbones from :mod:`.synthetic` (helix bundles,
-    hairpins, mixed folds) plus ``test`` held-out ones (another seed), offline."""
+    hairpins, mixed folds) plus ``test`` held-out ones (another seed), offline. The held-out
+    backbones are split in halves: the first ``test // 2`` are the validation split, the rest
+    the test split (the reference of ``evaluate``: ``test: 4`` gives 2 reference backbones);
+    ``test: 1`` serves as both."""
     if n < 1 or test < 1:
         raise ValueError(f"need n >= 1 and test >= 1, got n={n}, test={test}")
     topo = tuple(topologies)
@@ -266,6 +269,9 @@ class ProteinsModality(Modality):
             else:
                 out.append(Backbone(np.round(ca.numpy()[:, None], 3), name=sample_name(info, i), atom_names=("CA",)))
         return out
+
+    def native_types(self, info: Mapping[str, Any]) -> tuple[type, ...]:
+        return (Backbone,)
 
     def from_native(self, objects: Sequence[Backbone], info: Mapping[str, Any]) -> dict[str, Tensor]:
         n_max = max(int(info.get("max_length", 0)), max(len(b) for b in objects))

@@ -15,9 +15,11 @@ generated residue after it) measures how well it was kept.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,9 +105,26 @@ def motif_atoms(motif: Backbone, segments: Sequence[Segment], report: ReadReport
     return out
 
 
+def read_motif(path: str | os.PathLike[str], contig: str) -> tuple[Backbone, ReadReport]:
+    """The motif backbone of a PDB / mmCIF file: the one chain the contig's motif segments name
+    (an error when they name several), and the file's read report."""
+    from .pdbio import read_backbones
+
+    chains = sorted({s.chain for s in parse_contig(contig) if s.chain})
+    motifs, report = read_backbones(path, chains=chains)
+    if len(motifs) != 1:
+        raise ValueError(f"{path}: the contig's motif must come from one chain, got chains {chains}")
+    return motifs[0], report
+
+
 def draw_layout(segments: Sequence[Segment], rng: np.random.Generator, total: tuple[int, int] | None = None,
                 tries: int = 1000) -> tuple[int, np.ndarray]:
-    """One sample's length and the chain positions of the motif residues (in motif order)."""
+    """One sample's length and the chain positions of the motif residues (in motif order);
+    ``total``: ``(min, max)`` bounds of the length."""
+    if total is not None and not (isinstance(total, (tuple, list)) and len(total) == 2
+                                  and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in total)
+                                  and 1 <= total[0] <= total[1]):
+        raise ValueError(f"total must be (min, max) residues, whole numbers with 1 <= min <= max, got {total!r}")
     for _ in range(tries):
         pos, n = [], 0
         for s in segments:
@@ -128,6 +147,11 @@ class Scaffolds:
     positions: list[np.ndarray]
     motif_rmsd: np.ndarray
 
+    def __repr__(self) -> str:  # a summary: the backbones' coordinates would fill screens
+        r = self.motif_rmsd
+        rmsd = f", motif RMSD mean {float(r.mean()):.3g} A, max {float(r.max()):.3g} A" if len(r) else ""
+        return f"Scaffolds({len(self.backbones)} backbones{rmsd})"
+
     def summary(self, threshold: float = 0.5) -> dict[str, float]:
         """Count, mean and largest motif RMSD, and the fraction below ``threshold`` (A)."""
         r = self.motif_rmsd
@@ -135,15 +159,28 @@ class Scaffolds:
                 "motif_kept_frac": float((r < threshold).mean())}
 
 
-def scaffold(generator: Any, motif: Backbone, contig: str, num: int, *, seed: int = 0,
+def scaffold(generator: Any, motif: Backbone | str | os.PathLike[str], contig: str, num: int, *, seed: int = 0,
              total: tuple[int, int] | None = None, sampler: str | None = None, steps: int | None = None,
              progress: bool | None = None, report: ReadReport | None = None) -> Scaffolds:
     """Generate ``num`` scaffolds around ``motif`` laid out by ``contig`` with a trained frame
-    model (a :class:`polydiff.Generator`); ``report``, the motif file's read report, names
-    the motif residues that were dropped when reading it."""
+    model (a :class:`polydiff.Generator`).
+
+    ``motif``: a :class:`Backbone` (e.g. ``read_backbones(path)[0][0]``) or the path of a PDB /
+    mmCIF file, read as ``polydiff proteins scaffold --motif`` reads it (:func:`read_motif`);
+    ``contig``: the layout (see the module docstring); ``total``: ``(min, max)`` bounds of each
+    scaffold's length; ``report``, the motif file's read report, names the motif residues that
+    were dropped when reading it. Returns the backbones (named ``scaffold_0000``...), each one's
+    motif positions and motif RMSD."""
     if "rots" not in generator.fields:
         raise ValueError("motif scaffolding needs a frame model (process frames: true); this model generates CA "
                          "positions only")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise ValueError(f"num must be a positive integer (the number of scaffolds), got {num!r}")
+    if isinstance(motif, (str, os.PathLike)):
+        motif, report = read_motif(Path(motif), contig)
+    elif not isinstance(motif, Backbone):
+        raise TypeError(f"motif must be a Backbone (e.g. read_backbones(path)[0][0]: read_backbones returns the "
+                        f"file's backbones and a report) or the path of a PDB / mmCIF file, got {type(motif).__name__}")
     segs = parse_contig(contig)
     pieces = motif_atoms(motif, segs, report)
     atoms = np.concatenate(pieces)  # (K, 4, 3) motif atoms in layout order

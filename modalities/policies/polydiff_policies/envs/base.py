@@ -44,6 +44,13 @@ class Episode:
     behaviour: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # a summary, what it achieved first: the arrays would fill a screen
+        success = f"success={self.meta['success']}, " if "success" in self.meta else ""
+        env = f"{self.meta['env']}, " if self.meta.get("env") else ""
+        goal = np.round(np.asarray(self.goal, dtype=np.float64), 3).tolist()
+        return (f"Episode({success}outcome={self.outcome!r}, behaviour={self.behaviour!r}; {env}{len(self.actions)} "
+                f"steps, goal {goal})")
+
 
 class GoalEnv(gym.Env):
     """Base class of the goal-conditioned environments (see the module docstring)."""
@@ -58,6 +65,10 @@ class GoalEnv(gym.Env):
     goals: np.ndarray
     #: the ``outcome()`` that achieving each of ``goals`` reports
     goal_labels: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r}: obs {self.obs_dim}, action {self.action_dim}, goal "
+                f"{self.goal_dim} values; {len(self.goals)} goals, max_steps {self.max_steps}>")
 
     def get_state(self) -> np.ndarray:
         """The full simulator state as a flat vector (``reset(options={"state": ...})`` restores it)."""
