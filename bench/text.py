@@ -482,13 +482,23 @@ def speed_section(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _when(env: dict[str, Any]) -> str:
+    return f"commit `{env['commit'][:10]}`, {env['date']}"
+
+
+def _kept(section: dict[str, Any]) -> list[str]:
+    """The line saying a section was kept from an earlier run, when it was."""
+    return [f"Kept from an earlier run ({section['measured']}); not re-run with this report's commit.", ""] \
+        if section.get("measured") else []
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = header("Text: masked diffusion against autoregression, first-hitting sampling, SMILES",
                    res["environment"])
     s = res.get("shakespeare")
     if s:
         m, a = s["mdlm"], s["ar"]
-        lines += ["## Character-level tiny Shakespeare, equal size and equal CPU time", "",
+        lines += ["## Character-level tiny Shakespeare, equal size and equal CPU time", "", *_kept(s),
                   f"Each model trained for {s['minutes']} minutes on this machine (`train.max_minutes`); held-out "
                   f"bits per character on the first {s['test_sequences']} test blocks of 256 characters (MDLM: "
                   f"ELBO bound with {s['elbo_steps']} strata, +- its Monte-Carlo standard error; AR: exact).", "",
@@ -543,7 +553,7 @@ def markdown(res: dict[str, Any]) -> str:
     if sm:
         sampler, steps = sm["smiles_mdlm"].get("sampler", ("first_hitting", None))
         mdlm_default = f"{sampler}, {steps} steps" if steps else sampler.replace("_", "-")
-        lines += ["## SMILES from the embedded default (RDKit's NCI molecules)", "",
+        lines += ["## SMILES from the embedded default (RDKit's NCI molecules)", "", *_kept(sm),
                   f"{sm['samples']} samples per model, each trained {sm['minutes']} minutes; default sampler of each "
                   f"recipe (MDLM: {mdlm_default}; AR: left to right). Novelty against the training molecules.", "",
                   "| model | parameters | steps | validity | uniqueness | novelty | sampling seconds |",
@@ -605,8 +615,10 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(previous_path.read_text())
         if set(SECTIONS) - set(args.skip) <= {"speed", "edlm_speed"}:  # only speed ran: the header stays
             res = {**previous, **{k: v for k, v in res.items() if k in ("speed", "edlm_speed")}}
-        else:
-            res.update({k: v for k, v in previous.items() if k in args.skip})
+        else:  # kept sections say when they were measured (the header names this run)
+            res.update({k: {**v, "measured": v.get("measured") or _when(previous["environment"])}
+                        for k, v in previous.items() if k in args.skip and k in ("shakespeare", "smiles")})
+            res.update({k: v for k, v in previous.items() if k in args.skip and k not in res})
     publish(stem, res, markdown(res))
     return 0
 
