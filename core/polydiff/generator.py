@@ -166,9 +166,11 @@ class Generator:
         size = (f"{sum(p.numel() for p in self.net.parameters()):,} parameters" if self.quantization is None
                 else f"quantized {self.quantization.scheme}")  # quantized weights are buffers, not parameters
         conditions = ", ".join(self.info.get("conditions") or {})
+        own = sc.sampler in SAMPLERS and not get_sampler(sc.sampler).uses_steps
+        how = sc.sampler if own else f"{sc.sampler}, {sc.steps} steps"
         return (f"<polydiff Generator: {self.modality.name} ({where}); network {type(self.net).__name__}, "
                 f"{size}, on {self.device}; fields {', '.join(self.fields)}"
-                f"{f'; conditions {conditions}' if conditions else ''}; samples with {sc.sampler}, {sc.steps} steps>")
+                f"{f'; conditions {conditions}' if conditions else ''}; samples with {how}>")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -425,6 +427,9 @@ class Generator:
         settings = settings_of(given, sampler=sampler, steps=steps, **options) if given is not None else \
             self.settings(sampler, steps, **options)
         _check_keywords(options, settings.sampler)
+        if steps is not None and settings.sampler in SAMPLERS and not get_sampler(settings.sampler).uses_steps:
+            warnings.warn(f"sampler {settings.sampler!r} sets its own number of steps: steps={steps} is ignored",
+                          stacklevel=3)
         if abs(int(seed)) * _SEED_STRIDE + int(n) >= 2**63:  # per-sample seeds are 64-bit integers
             raise ValueError(f"seed must be below {(2**63 - int(n)) // _SEED_STRIDE}, got {seed}")
         dev = as_device(device) if device is not None else (

@@ -150,3 +150,12 @@ def test_a_prompt_the_tokenizer_only_knows_as_unknown_is_an_error():
     assert _known(tok, "CCO", "prompt 0") == tok.encode("CCO")
     with pytest.raises(ValueError, match=r"prompt 0: 1 token\(s\) of 'CéO' .* read '<unk>' in their place"):
         _known(tok, "CéO", "prompt 0")
+
+
+def test_first_hitting_says_it_sets_its_own_steps(gen):
+    """First hitting reveals one token per call at drawn times: a step count asked for is
+    ignored with a warning (not silently), and the repr shows no step count for it."""
+    with pytest.warns(UserWarning, match="sets its own number of steps: steps=5 is ignored"):
+        a = gen.generate(3, seed=0, steps=5, progress=False)
+    assert a == gen.generate(3, seed=0, progress=False)
+    assert "samples with first_hitting>" in repr(gen)

@@ -101,6 +101,7 @@ class SamplerDef:
     # budget(nfe, options) -> (steps, options): how the method spends a budget of nfe model calls
     # (None: the most whole steps of nfe_per_step calls); see for_budget
     budget: Callable[[int, Mapping[str, Any]], tuple[int, dict[str, Any]]] | None = None
+    uses_steps: bool = True  # False: the method sets its own number of steps (first hitting)
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge user options with the defaults, rejecting unknown names and values of the wrong
@@ -134,11 +135,12 @@ SAMPLERS: Registry = Registry("sampler")
 def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_step: int = 1,
              stochastic: bool = False, loop: str = "grid", lazy: Callable[[Mapping[str, Any]], bool] | None = None,
              budget: Callable[[int, Mapping[str, Any]], tuple[int, dict[str, Any]]] | None = None,
-             **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             uses_steps: bool = True, **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a step function under ``name`` with its default options.
 
     ``kind``: "gaussian" (``step(x, d, e, ct, cs, hist, ctx)``) or "categorical"
-    (``step(tokens, p0, t, s, process, ctx)``); ``loop``, ``lazy`` and ``budget``: see :class:`SamplerDef`. A plugin
+    (``step(tokens, p0, t, s, process, ctx)``); ``loop``, ``lazy``, ``budget`` and ``uses_steps``
+    (False: a step count asked for is ignored, with a warning): see :class:`SamplerDef`. A plugin
     registers its samplers when it is imported; recipes naming them load the plugin first.
     """
     if kind not in ("gaussian", "categorical"):
@@ -149,7 +151,7 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         origin = (getattr(fn, "__module__", "") or "").split(".")[0]
         SAMPLERS.register(name, description)(SamplerDef(name, fn, kind, description, nfe_per_step, stochastic,
-                                                        defaults, loop, origin, lazy, budget))
+                                                        defaults, loop, origin, lazy, budget, uses_steps))
         return fn
 
     return deco

@@ -128,7 +128,7 @@ def _gumbel_max_float32(logits: Tensor, u: Tensor) -> Tensor:
 
 @register("first_hitting", "first-hitting sampler for absorbing fields (Zheng et al. 2024): one token unmasked per "
           "model call at its exactly drawn first-hitting time; no grid (steps is ignored)",
-          kind="categorical", stochastic=True, loop="own", tokens_per_step=1, precision="float64")
+          kind="categorical", stochastic=True, loop="own", uses_steps=False, tokens_per_step=1, precision="float64")
 def first_hitting_loop(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, noise: Noise,
                        settings: SampleSettings, *, cond: Any = None,
                        callback: Callable[[dict[str, Any]], None] | None = None) -> State:
