@@ -20,12 +20,17 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/audi
   (soprano given, alto / tenor / bass generated) on ``--arrange`` test windows; MIDI + WAV files
   written by ``polydiff sample --observed soprano.mid``;
 - ``stems``: the joint stems model for ``--stems-minutes``; separation of test mixtures (SI-SNRi,
-  MSDM's chunking) next to the oracle (true stem mels as masks).
+  MSDM's chunking) next to the oracle (true stem mels as masks);
+- ``soundctm_speed`` (not run by default; once before it ``python bench/soundctm_reference.py
+  --setup``): the distillation training step and 1- and 2-step sampling against SoundCTM's own
+  code at our recipe's size, in lockstep rounds (see ``soundctm_speed``). Alone:
+  ``--parts soundctm_speed,report`` (the report keeps the other parts' results).
 
 Usage::
 
     python bench/audio.py                       # every part (about 75 CPU-minutes)
     python bench/audio.py --parts sound,report  # re-evaluate trained models
+    python bench/audio.py --parts soundctm_speed,report   # speed against SoundCTM's code (about 20 min, 1 thread)
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from common import recipe as common_recipe
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "audio"
 OMEGA = 3.5
+PARTS = ("teacher", "student", "sound", "chorales", "stems", "soundctm_speed")
 # SoundCTM's published numbers are FAD with VGGish on AudioCaps (real recordings, a VAE latent and a neural
 # vocoder): a different data set, embedding and vocoder, so no published number is set beside ours.
 
@@ -250,6 +256,213 @@ def part_stems(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+# -- speed against SoundCTM's own code -------------------------------------------------------------
+
+SOUNDCTM_SPEED = {  # rounds in lockstep; SoundCTM's default training (random Heun steps) measured once
+    "full": {"rounds": 3, "steps": 5, "warmup": 1, "batch": 32, "num": 32, "teacher_steps": 8, "sample_repeats": 3,
+             "threads": 1, "default_steps": 3, "n": 1200},
+    "quick": {"rounds": 1, "steps": 1, "warmup": 0, "batch": 4, "num": 2, "teacher_steps": 2, "sample_repeats": 1,
+              "threads": 1, "default_steps": 0, "n": 64},
+}
+EQUAL_PARAMS = [160, 320, 320]  # MelUNet channels with about the parameters of SoundCTM's U-Net at our size
+SOUNDCTM_SETUP = "python bench/soundctm_reference.py --setup"
+SOUNDCTM_KEYS = ("train_step_s", "sample_1_s", "sample_2_s")
+
+
+def _median_timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
+    """Median and all wall seconds of ``repeats`` calls ``fn(seed)`` after one untimed call."""
+    fn(0)
+    wall = []
+    for seed in range(1, repeats + 1):
+        t0 = time.perf_counter()
+        fn(seed)
+        wall.append(time.perf_counter() - t0)
+    return statistics.median(wall), wall
+
+
+def _our_soundctm_speed(b: dict[str, Any], channels: list[int] | None, work: Path) -> dict[str, Any]:
+    """The ``soundctm`` recipe (``channels``: its MelUNet's, None: the recipe's) distilled from a
+    ``sound_teacher`` of the same size trained one step: ``polydiff.train`` for ``warmup + steps + 1``
+    steps at batch ``batch`` with ``teacher_steps`` Heun steps (batch start to batch start; the last,
+    which writes the checkpoint, left out); then ``num`` test captions sampled with the ``ctm``
+    sampler at 1 and 2 steps, omega 3.5: at batch 1 with nu = 1 (``guidance_scale`` 1: both halves of
+    nu-interpolation, as SoundCTM's sampler, whose only working batch is 1), batched with nu = 1, and
+    the recipe's default (1 step, batched, conditional output only)."""
+    import itertools
+
+    from common import batch_clock
+
+    import polydiff
+    from polydiff_audio.modality import reference_sounds
+
+    model = {} if channels is None else {"channels": list(channels)}
+    data = {"n": b["n"]}
+    tag = "recipe" if channels is None else "x".join(map(str, channels))
+    train_opts = {"batch_size": b["batch"], "progress": False, "threads": b["threads"]}
+    teacher_dir = work / f"teacher_{tag}"
+    ckpt = teacher_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():  # one teacher per size for all rounds (its training is not timed)
+        polydiff.train(recipe("sound_teacher", model=model, data=data,
+                              train={**train_opts, "max_steps": 1, "checkpoint_every": 1}), teacher_dir, fresh=True,
+                       verbose=False)
+    total = b["warmup"] + b["steps"] + 1
+    cfg = recipe("soundctm", model=model, data=data, loss={"teacher": str(ckpt), "teacher_steps": b["teacher_steps"]},
+                 train={**train_opts, "init": str(ckpt), "max_steps": total, "checkpoint_every": total})
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    try:
+        run = polydiff.train(cfg, work / f"student_{tag}", fresh=True, callbacks=[clock], verbose=False)
+        gen = polydiff.load(run.checkpoint)
+        torch.set_num_threads(b["threads"])
+        captions = [s.caption for s in reference_sounds(gen.info)[: b["num"]]]
+        cond = {"caption": captions, "omega": OMEGA}
+        counter = Counter(gen.net)
+        net, gen.net = gen.net, counter
+        out: dict[str, Any] = {}
+        try:
+            for steps in (1, 2):
+                for key, batch, nu in ((f"sample_{steps}", 1, {"guidance_scale": 1.0}),
+                                       (f"sample_{steps}_batched", len(captions), {"guidance_scale": 1.0})):
+                    counter.calls = 0
+                    out[f"{key}_s"], out[f"{key}_s_all"] = _median_timed(
+                        lambda seed, s=steps, bs=batch, g=nu: gen.sample_states(
+                            len(captions), sampler="ctm", steps=s, seed=seed, condition=cond, batch_size=bs,
+                            progress=False, **g), b["sample_repeats"])
+                    out[f"{key}_nfe_per_sound"] = counter.calls * batch / len(captions) / (b["sample_repeats"] + 1)
+            out["sample_default_s"], out["sample_default_s_all"] = _median_timed(
+                lambda seed: gen.sample_states(len(captions), seed=seed, condition=cond, batch_size=len(captions),
+                                               progress=False), b["sample_repeats"])
+        finally:
+            gen.net = net
+    finally:
+        torch.set_num_threads(before)
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
+            "final_loss": run.metrics.get("train/loss"), **out, "params": sum(p.numel() for p in gen.net.parameters()),
+            "channels": list(channels or cfg["model"]["channels"]), "num": len(captions)}
+
+
+def soundctm_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training step and 1- / 2-step sampling, polydiff (the recipe's size, and an equal-parameters
+    MelUNet) against SoundCTM's own code (bench/soundctm_reference.py in its scratch venv), in
+    lockstep: ``rounds`` rounds of one measurement each, the first of a round alternating between
+    the two; SoundCTM's default training (random Heun steps) once, in the first round."""
+    from common import ratio_summaries, ratio_summary, reference_missing
+    from soundctm_reference import REF, VENV, find_reference, measure_soundctm, venv_python
+
+    out: dict[str, Any] = {"ours": [], "ours_equal_params": [], "soundctm": [], "soundctm_default": [],
+                           "order": [], "setup": SOUNDCTM_SETUP, "equal_params_channels": EQUAL_PARAMS}
+    opts = {k: b[k] for k in ("steps", "warmup", "threads", "batch", "num", "sample_repeats")}
+    for r in range(b["rounds"]):
+        order = ["ours", "soundctm"] if r % 2 == 0 else ["soundctm", "ours"]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_soundctm_speed(b, None, work))
+                out["ours_equal_params"].append(_our_soundctm_speed(b, EQUAL_PARAMS, work))
+                continue
+            ref = measure_soundctm(**opts, heun_steps=b["teacher_steps"], seed=r)
+            if ref is None:
+                out["soundctm_missing"] = reference_missing("SoundCTM", venv_python(), VENV, REF, find_reference())
+                continue
+            out["soundctm"].append(ref)
+            if r == 0 and b["default_steps"]:
+                out["soundctm_default"].append(measure_soundctm(**{**opts, "steps": b["default_steps"],
+                                                                   "sample_repeats": 1}, heun_steps=0, seed=r))
+        out["order"].append(order)
+        last = {who: out[who][-1] if out[who] else {} for who in ("ours", "soundctm")}
+        print(f"[soundctm_speed] round {r}: " + "; ".join(
+            f"{k} ours {last['ours'][k]:.3f} s, SoundCTM {last['soundctm'].get(k, float('nan')):.3f} s"
+            for k in SOUNDCTM_KEYS), file=sys.stderr, flush=True)
+        if "soundctm_missing" in out:
+            print(f"[soundctm_speed] {out['soundctm_missing']}: run {SOUNDCTM_SETUP}", file=sys.stderr, flush=True)
+            break
+    out["summary"] = ratio_summaries(out, SOUNDCTM_KEYS, "soundctm")
+    out["summary"]["default/train_step_s"] = ratio_summary((x["train_step_s"] for x in out["ours"]),
+                                                           (x["train_step_s"] for x in out["soundctm_default"]),
+                                                           "soundctm")
+    # SoundCTM's default sampling: ctm_inference.sh's 2 steps at batch 1; ours: the recipe's 1 step, batched
+    out["summary"]["default/sample_s"] = ratio_summary((x["sample_default_s"] for x in out["ours"]),
+                                                       (x["sample_2_s"] for x in out["soundctm"]), "soundctm")
+    return out
+
+
+def part_soundctm_speed(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    b = SOUNDCTM_SPEED["quick" if args.speed_quick else "full"]
+    with tempfile.TemporaryDirectory() as tmp:  # fresh teachers and students for every run of the part
+        res = soundctm_speed(b, Path(tmp))
+    return {**res, "budget": b, "environment": environment(command_line("audio.py", None))}
+
+
+def soundctm_speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against SoundCTM's own code."""
+    b, env = r["budget"], r["environment"]
+    lines = ["## Speed against SoundCTM's own code", "",
+             f"Command: `{r['command']}` at commit `{env['commit'][:7]}`, {env['date']} (once before it: "
+             f"`{r['setup']}`, which exports SoundCTM into /tmp/soundctm_ref and makes the venv /tmp/soundctm_venv "
+             "with the project's torch 2.13.0; see `bench/soundctm_reference.py`).", ""]
+    if not r["soundctm"]:
+        return [*lines, f"Not measured: {r.get('soundctm_missing', 'no SoundCTM measurement')}.", ""]
+    t0, o0, e0 = r["soundctm"][0], r["ours"][0], r["ours_equal_params"][0]
+    u = t0["unet"]
+    calls = t0["calls_per_step"]
+    lines += [
+        f"SoundCTM commit {t0['commit'][:12]} (diffusers {t0['versions']['diffusers']}, transformers "
+        f"{t0['versions']['transformers']}, accelerate {t0['versions']['accelerate']}): its CTM U-Net, target copy "
+        f"and teacher U-Net at our recipe's size (block channels {u['block_out_channels']}, "
+        f"{u['layers_per_block']} block per level, cross-attention on the upper levels to "
+        f"{u['cross_attention_dim']}-wide caption embeddings) on our state laid out as {tuple(t0['latent'])}: "
+        "64 mel bins as channels, 64 frames. "
+        f"Ours: the `soundctm` recipe's MelUNet (channels {o0['channels']}) and an equal-parameters MelUNet "
+        f"(channels {e0['channels']}), each distilled from a teacher of its size. {b['threads']} thread(s), "
+        f"{len(r['ours'])} round(s) in lockstep, the first of a round alternating, {env['cpus']} CPUs. Training: "
+        f"batch {b['batch']}, {b['teacher_steps']} guided teacher Heun steps per step on both sides (SoundCTM: "
+        f"`num_heun_step {b['teacher_steps']}`, not random), omega ~ U[2, 5] fed to the student, teacher-feature "
+        f"distance + DSM (weight 1); {b['warmup']} untimed step(s), then the median of {b['steps']} (ours: "
+        "`polydiff.train`, batch start to batch start, with data loading, EMA and logging; SoundCTM: "
+        "`CTMTrainLoop.run_step`: student, teacher solve, target, teacher features, DSM with its adaptive weight "
+        f"(two extra `autograd.grad`), backward, clipping, RAdam, target EMA; {calls['student']} student, "
+        f"{calls['target']} target, {calls['teacher']} teacher and {calls['teacher_features']} teacher-feature "
+        f"calls per step). Sampling: {b['num']} captions, omega 3.5, nu 1 (a doubled batch per call), gamma 0; "
+        "SoundCTM's `karras_sample` runs at batch 1 only (its omega embedding is sized for the undoubled batch: "
+        "batch > 1 fails in `unet_2d_condition.py` line 918), so `ctm_inference.py` loops over the captions at "
+        f"batch 1, and ours is timed the same way and batched. Each sampling time is the median of "
+        f"{b['sample_repeats']} calls after an untimed one. Stand-ins in SoundCTM's process: a text encoder of "
+        "flan-t5-large's width and no layers (random caption embeddings; "
+        f"{100 * t0['text_standin_share_train']:.1f} % of its training step, "
+        f"{100 * t0['text_standin_share_sample_1']:.1f} % of its 1-step sampling), empty `torchaudio` / `wandb` "
+        "modules, and batches handed over as latents (no WAV reading, STFT or VAE on either side).", "",
+        "| | polydiff (recipe) | polydiff (equal parameters) | SoundCTM (own code) | recipe / SoundCTM | "
+        "equal parameters / SoundCTM |", "|---|---|---|---|---|---|",
+        f"| parameters (student network) | {o0['params']:,} | {e0['params']:,} | {t0['params']:,} | | |"]
+    names = {"train_step_s": f"training step (s, batch {b['batch']})",
+             "sample_1_s": f"1-step sampling, batch 1 (s for {b['num']} sounds)",
+             "sample_2_s": f"2-step sampling, batch 1 (s for {b['num']} sounds)"}
+    s = r["summary"]
+    for key, name in names.items():
+        a, q = s[f"ours/{key}"], s[f"ours_equal_params/{key}"]
+        lines.append(f"| {name} | {a['ours']:.3f} | {q['ours']:.3f} | {a['soundctm']:.3f} | {a['ratio']:.2f}x | "
+                     f"{q['ratio']:.2f}x |")
+    for k in (1, 2):
+        lines.append(f"| {k}-step sampling, batched (s for {b['num']} sounds) | "
+                     f"{statistics.median(x[f'sample_{k}_batched_s'] for x in r['ours']):.3f} | "
+                     f"{statistics.median(x[f'sample_{k}_batched_s'] for x in r['ours_equal_params']):.3f} | "
+                     "(fails) | | |")
+    lines += ["", "Ratios are ours / SoundCTM's (below 1: faster)."]
+    dt, ds = s["default/train_step_s"], s["default/sample_s"]
+    if dt["ratio"] is not None:
+        d0 = r["soundctm_default"][0]
+        lines.append(f"Default against default: SoundCTM's training step with its own Heun steps (random 1..39, "
+                     f"weighted, seeded; median of {len(d0['train_step_s_all'])} steps, first round only) "
+                     f"{dt['soundctm']:.3f} s against our recipe's {dt['ours']:.3f} s ({dt['ratio']:.2f}x).")
+    lines += [f"SoundCTM's default sampling (2 steps, batch 1, nu 1) {ds['soundctm']:.3f} s against our recipe's "
+              f"(1 step, batched, conditional output only) {ds['ours']:.3f} s for {b['num']} sounds "
+              f"({ds['ratio']:.2f}x).", ""]
+    return lines
+
+
 # -- report --------------------------------------------------------------------------------------
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -263,18 +476,25 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def part_report(args: argparse.Namespace) -> None:
+    from common import RESULTS
+
     res: dict[str, Any] = {}
-    for part in ("teacher", "student", "sound", "chorales", "stems"):
+    for part in PARTS:
         f = args.runs / f"{part}.json"
         if f.is_file():
             res[part] = json.loads(f.read_text())
+    previous = RESULTS / "audio.json"  # parts not in the run folder keep their latest published results
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    kept = [part for part in PARTS if part not in res and part in old]
+    res.update({part: old[part] for part in kept})
     env = environment(command_line("audio.py", None))
     res["environment"] = env
     md = header("Audio benchmark", env)
     cmds: dict[str, list[str]] = {}
-    for part in ("teacher", "student", "sound", "chorales", "stems"):
+    for part in PARTS:
         if part in res:
-            cmds.setdefault(res[part].get("command", "?"), []).append(part)
+            cmds.setdefault(res[part].get("command", "?"), []).append(part + " (kept from the previous report)"
+                                                                       * (part in kept))
     md += ["Parts and the commands that ran them (each part's JSON is in the run folder): "
            + "; ".join(f"{', '.join(parts)}: `{cmd}`" for cmd, parts in cmds.items()), ""]
     if "sound" in res:
@@ -348,6 +568,8 @@ def part_report(args: argparse.Namespace) -> None:
             md.append(f"| {name} | {_fmt(r.get('si_snri'), 2)} | "
                       + " | ".join(_fmt(r.get(f"si_snri_{k}"), 2) for k in range(4)) + " |")
         md.append("")
+    if "soundctm_speed" in res:
+        md += soundctm_speed_section(res["soundctm_speed"])
     publish("audio", res, "\n".join(md) + "\n")
 
 
@@ -398,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--separate", type=int, default=16, help="test mixtures to separate")
     p.add_argument("--sep-scale", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--speed-quick", action="store_true", help="soundctm_speed: tiny sizes (a smoke test of the part)")
     args = p.parse_args(argv)
     args.runs.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
@@ -405,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
             part_report(args)
             continue
         res = {"teacher": part_teacher, "student": part_student, "sound": part_sound, "chorales": part_chorales,
-               "stems": part_stems}[part](args)
+               "stems": part_stems, "soundctm_speed": part_soundctm_speed}[part](args)
         res["command"] = command_line("audio.py", argv)
         (args.runs / f"{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
 

@@ -6,6 +6,8 @@ parameter counts and memory scaling, next to the published numbers.
     python bench/graphs.py --quick --parts gdss_cs        # a smoke run (minutes)
     python bench/gdss_reference.py --setup                # once: GDSS's own code in /tmp (part speed)
     python bench/graphs.py --parts speed                  # ours against GDSS's code, interleaved (minutes)
+    python bench/pard_reference.py --setup                # once: PARD's own code in /tmp (part pard_speed)
+    python bench/graphs.py --parts pard_speed             # ours against PARD's code, interleaved (minutes)
 
 Every part writes its section of bench/results/graphs.json (merged with the sections already
 there, each with its exact command, budget and environment) and re-renders bench/results/graphs.md.
@@ -18,12 +20,14 @@ reverse-diffusion predictor, noise removal). Needs shared/ (GDSS's graphs, QM9).
 The part ``speed`` times GDSS's training step and PC sampling (20 graphs) with polydiff's
 community-small recipe and with GDSS's own code (bench/gdss_reference.py, run from a scratch
 checkout and venv outside the project), in lockstep: rounds of one measurement each, alternating
-which goes first, 2 threads. Without the reference's venv the report says so.
+which goes first, 2 threads. Without the reference's venv the report says so. The part
+``pard_speed`` does the same for PARD (community-small recipe; bench/pard_reference.py), 1 thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -34,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +67,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "scaling": {"sizes": [20, 50, 100, 200, 400, 800, 1600, 3200, 4800], "budget_gib": 20.0,
                          "timeout": 900, "bisect": 1},
              "speed": {"rounds": 3, "threads": 2, "warmup": 2, "steps": 10, "sample_steps": 50, "num": 20,
-                       "sample_repeats": 3}},
+                       "sample_repeats": 3},
+             "pard_speed": {"rounds": 3, "threads": 1, "warmup": 2, "steps": 10, "batch": 80, "num": 20,
+                            "sample_steps": 40, "sample_repeats": 2}},
     "quick": {"gdss_cs": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_ego": {"minutes": 1, "seeds": 1, "num": 8, "steps": 50},
               "gdss_qm9": {"minutes": 1, "num": 64, "steps": 50},
@@ -70,7 +77,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
               "pard_qm9": {"minutes": 1, "num": 64, "steps": 5, "batch": 64},
               "scaling": {"sizes": [20, 50], "budget_gib": 4.0, "timeout": 300, "bisect": 0},
               "speed": {"rounds": 2, "threads": 2, "warmup": 1, "steps": 5, "sample_steps": 5, "num": 20,
-                        "sample_repeats": 1}},
+                        "sample_repeats": 1},
+              "pard_speed": {"rounds": 2, "threads": 1, "warmup": 1, "steps": 2, "batch": 16, "num": 4,
+                             "sample_steps": 4, "sample_repeats": 1}},
 }
 
 
@@ -541,11 +550,150 @@ def _speed_summary(res: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# speed against PARD's own code
+# ---------------------------------------------------------------------------------------------
+
+PARD_SPEED_SETUP = "python bench/pard_reference.py --setup"
+PARD_SPEED_KEYS = ("train_step_s", "sample_s")
+
+
+def _pard_speed_config(budget: dict[str, Any]) -> Any:
+    """The community-small PARD recipe (its network, blocks and learning rate) on the embedded
+    ``community_small`` graphs (GraphRNN / GDSS parameters, GDSS's split; no shared/ needed), batch
+    ``batch``, ``warmup + steps + 1`` training steps on ``threads`` threads."""
+    from polydiff.config import load_config
+
+    total = budget["warmup"] + budget["steps"] + 1
+    return load_config(RECIPES / "community_small_pard.yaml",
+                       ["data.name=community_small", "train.progress=false", "train.logger=none",
+                        f"train.max_steps={total}", f"train.batch_size={budget['batch']}",
+                        f"train.threads={budget['threads']}"])
+
+
+@contextlib.contextmanager
+def _forced_blocks(classes: torch.Tensor) -> Iterator[None]:
+    """For one generation call of ours: the block-size head's draws (one per block, in order) run
+    as usual and then return ``classes`` (graphs x blocks: size * (D + 1) + degree, 0 = stop), the
+    blocks of training graphs, instead (bench/pard_reference.py gives PARD the same graphs' blocks)."""
+    from polydiff_graphs.models import pard
+
+    original, calls = pard._draw, [0]
+
+    def draw(logits: torch.Tensor, noise: Any) -> torch.Tensor:
+        drawn = original(logits, noise)
+        k = calls[0]
+        calls[0] += 1
+        col = classes[: drawn.shape[0], k] if k < classes.shape[1] else torch.zeros_like(drawn)
+        return col.to(drawn.device, drawn.dtype)
+
+    pard._draw = draw
+    try:
+        yield
+    finally:
+        pard._draw = original
+
+
+def _our_pard_speed(budget: dict[str, Any], work: Path, classes: torch.Tensor) -> dict[str, Any]:
+    """polydiff's community-small PARD recipe (:func:`_pard_speed_config`): ``polydiff.train`` for
+    ``warmup + steps + 1`` steps, each timed from one batch start to the next (the last, which
+    writes the checkpoint, left out); then ``Generator.generate`` of ``num`` graphs with
+    ``sample_steps`` categorical steps per block and the block sizes and degrees ``classes`` of
+    the first ``num`` training graphs (:func:`_forced_blocks`), the median of ``sample_repeats``
+    calls after an untimed one on 2 graphs, as the reference is timed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import batch_clock
+
+    import polydiff
+
+    threads, warmup, num = budget["threads"], budget["warmup"], budget["num"]
+    cfg = _pard_speed_config(budget)
+    clock = batch_clock()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run = polydiff.train(cfg, work / "pard_speed", fresh=True, callbacks=[clock], verbose=False)
+        gen = polydiff.load(run.checkpoint)
+        calls = [0]
+        gen.net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        opts = {"steps": budget["sample_steps"], "progress": False}
+        with _forced_blocks(classes):
+            gen.generate(min(num, 2), seed=0, batch_size=min(num, 2), **opts)  # untimed
+        wall, cpu, sizes = [], [], []
+        for seed in range(1, 1 + budget["sample_repeats"]):
+            calls[0] = 0
+            with _forced_blocks(classes):
+                t0, c0 = time.perf_counter(), time.process_time()
+                graphs = gen.generate(num, seed=seed, batch_size=num, **opts)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            sizes += [g.number_of_nodes() for g in graphs]
+    finally:
+        torch.set_num_threads(before)
+    steps = [b - a for a, b in itertools.pairwise(clock.wall)][warmup:]
+    steps_cpu = [b - a for a, b in itertools.pairwise(clock.cpu)][warmup:]
+    d1 = gen.info["order"]["max_block_degree"] + 1
+    return {"train_step_s": statistics.median(steps), "train_step_s_min": min(steps), "train_step_s_all": steps,
+            "train_step_cpu_s_all": steps_cpu, "batch": cfg.train.batch_size,
+            "final_loss": run.metrics.get("train/loss"), "sample_s": statistics.median(wall), "sample_s_all": wall,
+            "sample_cpu_s_all": cpu, "num": num, "sample_steps": budget["sample_steps"], "network_calls": calls[0],
+            "nodes_per_graph": statistics.fmean(sizes),
+            "forced_nodes_per_graph": (classes // d1).sum(1).float().mean().item(),
+            "forced_blocks_per_graph": (classes > 0).sum(1).float().mean().item(),
+            "params": parameter_counts(gen.net), "model": dict(cfg.model.options), "threads": threads}
+
+
+def part_pard_speed(budget: dict[str, Any], work: Path) -> dict[str, Any]:
+    """PARD's training step and generation of ``num`` graphs, polydiff against PARD's own code
+    (bench/pard_reference.py in its scratch venv, at our recipe's sizes and on our training
+    graphs), in lockstep: ``rounds`` rounds of one measurement each, the first of a round
+    alternating between the two."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import ratio_summary, reference_missing
+    from pard_reference import REF, VENV, find_reference, measure_pard, venv_python, write_graphs
+
+    import polydiff
+
+    cfg = _pard_speed_config(budget)
+    data = polydiff.load_modality(cfg.modality).dataset(cfg.data.name, **cfg.data.options)
+    graphs = write_graphs(data.train.graphs, work / "pard_speed_graphs.json")
+    classes = data.train.tensors["next"][: budget["num"]]
+    model = cfg.model.options
+    out: dict[str, Any] = {"ours": [], "pard": [], "order": [], "setup": PARD_SPEED_SETUP,
+                           "train_graphs": len(data.train), "data": cfg.data.name}
+    for r in range(budget["rounds"]):
+        order = ["ours", "pard"] if r % 2 == 0 else ["pard", "ours"]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_pard_speed(budget, work, classes))
+                continue
+            ref = measure_pard(steps=budget["steps"], warmup=budget["warmup"], threads=budget["threads"],
+                               batch=budget["batch"], num=budget["num"], sample_steps=budget["sample_steps"],
+                               sample_repeats=budget["sample_repeats"], hidden=model["hidden"],
+                               edge_hidden=model["edge_hidden"], layers=model["layers"], heads=model["heads"],
+                               max_hops=cfg.data.options["max_hops"], lr=cfg.train.lr, graphs=graphs, seed=r)
+            if ref is None:
+                out["pard_missing"] = reference_missing("PARD", venv_python(), VENV, REF, find_reference())
+                continue
+            out["pard"].append(ref)
+        out["order"].append(order)
+        ours, ref = out["ours"][-1], out["pard"][-1] if out["pard"] else {}
+        log(f"  pard_speed round {r}: train step ours {ours['train_step_s']:.3f} s, PARD "
+            f"{_fmt(ref.get('train_step_s'), 3)} s; generation of {budget['num']} graphs ours "
+            f"{ours['sample_s']:.3f} s, PARD {_fmt(ref.get('sample_s'), 3)} s")
+        if "pard_missing" in out:
+            log(f"  {out['pard_missing']}: run {PARD_SPEED_SETUP}")
+            break
+    out["summary"] = {key: ratio_summary((x[key] for x in out["ours"]), (x[key] for x in out["pard"]), "pard")
+                      for key in PARD_SPEED_KEYS}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # driver and report
 # ---------------------------------------------------------------------------------------------
 
 PARTS = {"gdss_cs": part_gdss_cs, "gdss_ego": part_gdss_ego, "gdss_qm9": part_gdss_qm9, "pard_cs": part_pard_cs,
-         "pard_qm9": part_pard_qm9, "scaling": part_scaling, "speed": part_speed}
+         "pard_qm9": part_pard_qm9, "scaling": part_scaling, "speed": part_speed, "pard_speed": part_pard_speed}
 
 
 def environment() -> dict[str, Any]:
@@ -720,6 +868,70 @@ def _speed_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pard_speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section for the part ``pard_speed``."""
+    b, env = r["budget"], r.get("environment", {})
+    setup = r.get("setup", PARD_SPEED_SETUP)
+    lines = ["## Speed against PARD's own code", "",
+             f"Command: `{r['command']}` (once before it: `{setup}`, which exports PARD into /tmp/pard_ref and makes "
+             "the venv /tmp/pard_venv, or $PARD_REF / $PARD_VENV, with the project's torch 2.13.0 and a "
+             "`torch_scatter` stand-in; see `bench/pard_reference.py`)", ""]
+    if not r.get("pard"):
+        return [*lines, f"Not measured: {r.get('pard_missing', 'no PARD measurement')}. Run `{setup}`, then the "
+                "command above.", ""]
+    p0, o0, s = r["pard"][0], r["ours"][0], r["summary"]
+    m, pm, si = o0["model"], p0["model"], [x["stand_in"] for x in r["pard"]]
+    lines += [f"Community-small at our recipe's size (`configs/graphs/community_small_pard.yaml`: node width "
+              f"{m['hidden']}, pair width {m['edge_hidden']}, {m['layers']} layers, {m['heads']} heads, max_hops "
+              f"{pm['max_hops']}, {b['sample_steps']} steps per block; PARD commit {_fmt(p0.get('commit'))[:12]} "
+              f"configured so, its other settings those of its `configs/comm20.yaml`, masked BatchNorm, "
+              "`combine_training` as our single network), both on the same "
+              f"{r['train_graphs']} training graphs (our embedded `{r['data']}` data), {b['threads']} thread(s), in "
+              f"lockstep: {len(r['ours'])} round(s), each one measurement of each side, the first of a round "
+              f"alternating. Training: batch {b['batch']}, {b['warmup']} untimed steps, then the median of "
+              f"{b['steps']} (ours: `polydiff.train`, batch start to batch start, with data loading, gradient "
+              "clipping and EMA; PARD: its DataLoader's next batch, `training_step`, backward and AdamW, without "
+              f"Lightning's trainer loop; PARD neither clips nor keeps an EMA). Generation: {b['num']} graphs in one "
+              f"call, {b['sample_steps']} steps per block, the median of {b['sample_repeats']} timed calls after an "
+              "untimed one on 2 graphs (ours: `Generator.generate`, which also converts to networkx graphs; PARD: "
+              "`AutoregressiveDiffusion.generate`). The blocks' sizes and degrees are those of the first "
+              f"{b['num']} training graphs on both sides (each side's block-size head still runs and draws, its "
+              "draw is then replaced), so both generate the same block sequences from briefly trained weights: "
+              f"{o0['forced_blocks_per_graph']:.2f} blocks and {o0['forced_nodes_per_graph']:.2f} nodes per graph "
+              f"(PARD's own block order: {p0['forced_blocks_per_graph']:.2f} and {p0['forced_nodes_per_graph']:.2f}; "
+              f"generated: ours {o0['nodes_per_graph']:.2f} nodes per graph after dropping isolated nodes, PARD "
+              f"{p0['nodes_per_graph']:.2f}). Load average at the end "
+              f"{', '.join(f'{x:.2f}' for x in env.get('load_average') or [])} on {env.get('cpu_count')} cores. "
+              "The CPU columns are the process CPU time: about threads x wall on an idle machine.", "",
+              "| | polydiff | PARD (own code) | ours / PARD | at most the reference's |", "|---|---|---|---|---|",
+              f"| parameters (trunk: our layers / PARD's `PPGNTransformer`) | {o0['params']['total']:,} "
+              f"({o0['params'].get('layers', 0):,}) | {p0['params']['total']:,} ({p0['params']['net']:,}) | | |"]
+    for key, name in (("train_step_s", f"training step (s, median, batch {b['batch']})"),
+                      ("sample_s", f"generation (s per call of {b['num']} graphs)")):
+        v = s[key]
+        lines.append(f"| {name} | {_fmt(v['ours'], 3)} | {_fmt(v['pard'], 3)} | {_fmt(v['ratio'], 2)} | "
+                     f"{'yes' if v['at_most'] else 'no'} |")
+    calls = [o0["network_calls"], p0["network_calls"]]
+    lines += [f"| network calls per generation call | {calls[0]} | {calls[1]} | | |", "",
+              "| round | first | ours: train step s (CPU s) | PARD: train step s (CPU s) | ours: generation s "
+              "(CPU s) | PARD: generation s (CPU s) |", "|---|---|---|---|---|---|"]
+    for i, (o, q) in enumerate(zip(r["ours"], r["pard"], strict=False)):
+        cells = [f"{x[k]:.3f} ({statistics.median(x[c]):.3f})" for k, c in
+                 (("train_step_s", "train_step_cpu_s_all"), ("sample_s", "sample_cpu_s_all")) for x in (o, q)]
+        lines.append(f"| {i} | {r['order'][i][0]} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+    held = [name for key, name in (("train_step_s", "training step"), ("sample_s", "generation")) if s[key]["at_most"]]
+    lines += ["", f"PARD's `torch_scatter` is a PyTorch stand-in (the compiled wheels cannot be installed here); it "
+              f"took {100 * statistics.median(x['train_share'] for x in si):.2f}% of PARD's timed training steps and "
+              f"{100 * statistics.median(x['sample_share'] for x in si):.2f}% of its generation calls (median over "
+              "the rounds). Steps per block are 40 in both defaults (PARD's `comm20.yaml`, our recipe), so the "
+              "sampling comparison is also default against default; PARD's default network for community-small "
+              "(width 128, 6 layers, 8 heads, max_hops 3, a second network for the block sizes) is not this size.",
+              "", "Acceptance (training step and generation at most the reference's, measured in one run): "
+              f"{'held for both' if len(held) == 2 else 'held for ' + (', '.join(held) or 'neither')}. PARD ran "
+              f"with {', '.join(f'{k} {v}' for k, v in p0['versions'].items())}.", ""]
+    return lines
+
+
 def _same_predictors(samplers: dict[str, Any]) -> str:
     """A note when the Euler and reverse-diffusion predictor rows hold the same graphs."""
     a, b = samplers.get("pc"), samplers.get("pc, reverse-diffusion predictor")
@@ -816,6 +1028,8 @@ def render(results: dict[str, Any]) -> str:
                   *_pard_vs_gdss(s_, parts.get("gdss_qm9"), _mol_cells, 4)]
         lines += [f"| **{pp['source']}** | 50 per block | – | – | {pp['validity']} | – | {pp['uniqueness']} | – | – "
                   "| – |", ""]
+    if "pard_speed" in parts:
+        lines += _pard_speed_section(parts["pard_speed"])
     if "scaling" in parts:
         r = parts["scaling"]
         lines += ["## Memory and time against the number of nodes", "", f"Command: `{r['command']}`", "",

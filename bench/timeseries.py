@@ -18,8 +18,12 @@ series (ETTh1, exchange_rate) and pytorch-forecasting for DeepAR (``polydiff-tim
    sampling time, parameters and the attention FLOPs measured with torch's FLOP counter.
 4. Speed against TSDiff's own code at its size (bench/tsdiff_reference.py, in a scratch venv made
    once by ``python bench/tsdiff_reference.py --setup``): training step, unconditional sampling
-   and guided forecasting, interleaved in one run. Alone: ``--skip forecasting,generation``
+   and guided forecasting, interleaved in one run. Alone: ``--skip forecasting,generation,pacodi_speed``
    (skipped sections keep their results from the previous report).
+5. Speed against PaCoDi's own code at our ``pacodi_sine`` / ``pacodi_sine_sde`` recipes' size
+   (bench/pacodi_reference.py, in a scratch venv made once by ``python bench/pacodi_reference.py
+   --setup``): training steps and unconditional sampling at equal steps, and sampling with each
+   side's default steps, interleaved in one run. Alone: ``--skip forecasting,generation,speed``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("forecasting", "generation", "speed")
+SECTIONS = ("forecasting", "generation", "speed", "pacodi_speed")
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "full": {
@@ -60,6 +64,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "gen_samples": 500, "metric_steps": 200,
         "speed": {"rounds": 2, "steps": 10, "warmup": 2, "batch": 64, "num": 32, "series": 2, "num_samples": 16,
                   "sample_repeats": 2, "threads": 1},
+        "pacodi_speed": {"rounds": 2, "steps": 10, "warmup": 2, "batch": 128, "num": 512, "sample_repeats": 2,
+                         "threads": 1},
     },
     "quick": {
         "forecast_sets": {"ar": {"context": 40, "horizon": 10, "stride": 5, "test_windows": 2, "season": 10,
@@ -73,6 +79,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "gen_samples": 200, "metric_steps": 60,
         "speed": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 16, "num": 4, "series": 1, "num_samples": 4,
                   "sample_repeats": 1, "threads": 1},
+        "pacodi_speed": {"rounds": 1, "steps": 2, "warmup": 1, "batch": 16, "num": 4, "sample_repeats": 1,
+                         "threads": 1},
     },
 }
 
@@ -343,6 +351,104 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 5: speed against PaCoDi's own code
+# ---------------------------------------------------------------------------------------------
+
+PACODI_SETUP = "python bench/pacodi_reference.py --setup"
+PACODI_RECIPES = {"pacodi_sine": ("train_step", "sample"), "pacodi_sine_sde": ("sde_train_step", "sample_sde")}
+# report row: (our key, PaCoDi's key); our default steps are the recipes' steps, timed once
+PACODI_ROWS = {"train_step_s": ("train_step_s", "train_step_s"),
+               "sde_train_step_s": ("sde_train_step_s", "sde_train_step_s"),
+               "sample_s": ("sample_s", "sample_s"), "sample_sde_s": ("sample_sde_s", "sample_sde_s"),
+               "sample_default_s": ("sample_s", "sample_default_s")}
+
+
+def _our_pacodi_run(cfg: dict[str, Any], b: dict[str, Any], out: Path, train: str, sample: str) -> dict[str, Any]:
+    """Train ``cfg`` for ``warmup + steps + 1`` steps (the training steps timed batch start to
+    batch start, the last, which writes the checkpoint, left out), then time unconditional
+    sampling of ``num`` windows with the recipe's sampler and steps; the times keyed
+    ``<train>_s``, ``<sample>_s`` (all of them: ``..._s_all``, CPU: ``..._cpu_s_all``)."""
+    import itertools
+    import statistics
+
+    from common import batch_clock
+
+    import polydiff
+
+    clock = batch_clock()
+    run = polydiff.train(cfg, out, fresh=True, callbacks=[clock], verbose=False)
+    gen = polydiff.load(run.checkpoint)
+    sample_s, sample_cpu = _timed(lambda seed: gen.generate(b["num"], seed=seed, progress=False), b["sample_repeats"])
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return {f"{train}_s": statistics.median(wall), f"{train}_s_all": wall, f"{train}_cpu_s_all": cpu,
+            f"{train}_final_loss": run.metrics.get("train/loss"), f"{sample}_s": statistics.median(sample_s),
+            f"{sample}_s_all": sample_s, f"{sample}_cpu_s_all": sample_cpu,
+            f"{sample}_sampler": cfg["sample"]["sampler"], f"{sample}_steps": cfg["sample"]["steps"],
+            "params": sum(p.numel() for p in gen.net.parameters())}
+
+
+def _our_pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """polydiff's PaCoDi as the recipes ``pacodi_sine`` (DDPM) and ``pacodi_sine_sde`` (VP-SDE,
+    Euler-Maruyama) ship it, with PaCoDi's gradient clipping (norm 1.0) and the budget's batch:
+    ``polydiff.train`` (data loading, EMA and logging included) and ``Generator.generate``."""
+    from common import recipe
+
+    train_cfg = {"max_steps": b["warmup"] + b["steps"] + 1, "batch_size": b["batch"], "grad_clip": 1.0,
+                 "threads": b["threads"], "checkpoint_every": 10**6, "progress": False, "logger": "none"}
+    out: dict[str, Any] = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        for name, (train, sample) in PACODI_RECIPES.items():
+            cfg = recipe("timeseries", name, train=train_cfg)
+            out.update(_our_pacodi_run(cfg, b, work / f"pacodi_speed_{name}", train, sample), model=cfg["model"])
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training steps and unconditional sampling of the DDPM and SDE variants, polydiff against
+    PaCoDi's own code (bench/pacodi_reference.py in its scratch venv) at our recipes' size, in
+    lockstep: ``rounds`` rounds of one measurement each, the first of a round alternating."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import ratio_summary, recipe, reference_missing
+    from pacodi_reference import REF, VENV, find_reference, measure_pacodi, venv_python
+
+    ddpm, sde = (recipe("timeseries", name) for name in PACODI_RECIPES)
+    if (ddpm["model"], ddpm["data"]) != (sde["model"], sde["data"]):
+        raise ValueError(f"the PaCoDi reference is timed at one size, but the recipes {', '.join(PACODI_RECIPES)} "
+                         "differ in their model or data sections")
+    size = {"length": ddpm["data"]["window"], "channels": ddpm["data"]["channels"], "hidden": ddpm["model"]["hidden"],
+            "depth": ddpm["model"]["depth"], "ddpm_steps": ddpm["sample"]["steps"], "sde_steps": sde["sample"]["steps"]}
+    out: dict[str, Any] = {"ours": [], "pacodi": [], "order": [], "setup": PACODI_SETUP, "size": size}
+    for r in range(b["rounds"]):
+        order = ["ours", "pacodi"] if r % 2 == 0 else ["pacodi", "ours"]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_pacodi_speed(b, work))
+                continue
+            ref = measure_pacodi(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
+                                 num=b["num"], sample_repeats=b["sample_repeats"], seed=r, **size)
+            if ref is None:
+                out["pacodi_missing"] = reference_missing("PaCoDi", venv_python(), VENV, REF, find_reference())
+                continue
+            out["pacodi"].append(ref)
+        out["order"].append(order)
+        last = {who: out[who][-1] if out[who] else {} for who in ("ours", "pacodi")}
+        log(f"  pacodi speed round {r}: " + "; ".join(
+            f"{row} ours {last['ours'][mine]:.3f} s, PaCoDi {last['pacodi'].get(theirs, float('nan')):.3f} s"
+            for row, (mine, theirs) in PACODI_ROWS.items()))
+        if "pacodi_missing" in out:
+            log(f"  {out['pacodi_missing']}: run {PACODI_SETUP}")
+            break
+    out["summary"] = {row: ratio_summary((x[mine] for x in out["ours"]), (x[theirs] for x in out["pacodi"]), "pacodi")
+                      for row, (mine, theirs) in PACODI_ROWS.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
 
@@ -410,6 +516,8 @@ def markdown(res: dict[str, Any]) -> str:
                  "channel's next value from all channels) is the one that tells them apart.\n")
     if "speed" in res:
         lines += speed_section(res["speed"])
+    if "pacodi_speed" in res:
+        lines += pacodi_speed_section(res["pacodi_speed"])
     return "\n".join(lines)
 
 
@@ -451,6 +559,58 @@ def speed_section(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def pacodi_speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against PaCoDi's own code."""
+    b, env, size = r["budget"], r["environment"], r["size"]
+    lines = ["## Speed against PaCoDi's own code\n",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports PaCoDi into /tmp/pacodi_ref "
+             "and makes the venv /tmp/pacodi_venv with the project's torch 2.13.0; see `bench/pacodi_reference.py`).\n"]
+    if not r["pacodi"]:
+        return [*lines, f"Not measured: {r.get('pacodi_missing', 'no PaCoDi measurement')}.\n"]
+    p0, o0 = r["pacodi"][0], r["ours"][0]
+    m = o0["model"]
+    lines.append(
+        f"Run {r.get('date', '(date not recorded)')} at polydiff commit {r.get('commit')}. "
+        f"PaCoDi commit {p0['commit'][:12]} (timm {p0['versions']['timm']}"
+        f"{', whose attention calls torch scaled_dot_product_attention' if p0['fused_attn'] else ''}; torchvision's "
+        "compiled operators do not load against the CPU torch and an empty `torchvision._meta_registrations` stands "
+        "in, which runs nothing), "
+        f"its `PaCoDi_ddpm` and `PaCoDi_sde` with the `dit_solver_v1` backbone at our recipes' size: windows of "
+        f"{size['length']} steps x {size['channels']} channels ({p0['bins']} frequency bins), emb_size "
+        f"{size['hidden']}, "
+        f"{size['depth']} layers, {p0['heads']} heads (hard-coded in its code; ours {m['heads']}), interaction on, "
+        f"instance normalisation on; ours `pacodi_sine` / `pacodi_sine_sde` (hidden {m['hidden']}, depth "
+        f"{m['depth']}, heads {m['heads']}). {env['cpus']} CPUs{cpu_note(env)}, {b['threads']} thread(s), load "
+        f"average {env['load_average_at_start']:.1f} at start; {len(r['ours'])} round(s) in lockstep, each one "
+        "measurement of each side, the first of a round alternating. Training: batch "
+        f"{b['batch']}, gradient clipping 1.0; {b['warmup']} untimed steps, then the median of {b['steps']} (ours: "
+        "`polydiff.train`, batch start to batch start, with data loading and EMA every step; PaCoDi: its solver's "
+        "step with one accumulation: forward and loss, backward, clipping, Adam, its scheduler, its EMA every 10 "
+        f"steps). Sampling: {b['num']} windows per call, the median of {b['sample_repeats']} calls after an untimed "
+        f"one (PaCoDi: its `Trainer.sample` loop over the EMA model's `generate_unconditional`; ours: "
+        f"`Generator.generate`). Equal steps: DDPM {size['ddpm_steps']} steps (PaCoDi: its DDIM step, eta 0, over "
+        f"its {size['ddpm_steps']}-step schedule; ours ancestral DDPM), SDE {size['sde_steps']} Euler-Maruyama "
+        f"steps. Default against default: ours the recipe's {o0['sample_steps']} DDPM steps; PaCoDi what its "
+        f"evaluation runs with its sines recipe, {p0['default_steps']} DDIM steps of a {p0['default_max_step']}-step "
+        f"model in chunks of {p0['default_chunk']} (its SDE recipes' default, {p0['default_sde_steps']} steps, is "
+        f"{'the equal-steps row' if p0['default_sde_steps'] == size['sde_steps'] else 'not timed'}). Ours has more "
+        "parameters: its MLPs have ratio 2 on the concatenated real and imaginary tokens, ours ratio 4 plus the "
+        "linear messages between branches.\n")
+    lines += ["| | polydiff | PaCoDi (own code) | ours / PaCoDi | at most the reference's |", "|---|---|---|---|---|",
+              f"| parameters | {o0['params']:,} | {p0['params']:,} | | |"]
+    names = {"train_step_s": f"training step, DDPM (s, batch {b['batch']})",
+             "sde_train_step_s": f"training step, SDE (s, batch {b['batch']})",
+             "sample_s": f"sampling, DDPM, {size['ddpm_steps']} steps (s per call of {b['num']})",
+             "sample_sde_s": f"sampling, SDE, {size['sde_steps']} Euler-Maruyama steps (s per call of {b['num']})",
+             "sample_default_s": f"sampling, each side's default: ours {o0['sample_steps']} DDPM steps, PaCoDi "
+                                 f"{p0['default_steps']} DDIM steps (s per call of {b['num']})"}
+    for key, name in names.items():
+        v = r["summary"][key]
+        lines.append(f"| {name} | {v['ours']:.3f} | {v['pacodi']:.3f} | {v['ratio']:.2f}x | "
+                     f"{'yes' if v['at_most'] else 'no'} |")
+    return [*lines, ""]
+
+
 def _commit() -> str | None:
     """The checkout's commit (short), or None outside a git checkout."""
     import subprocess
@@ -473,8 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run on embedded data only")
     p.add_argument("--json", type=Path, default=RESULTS / "timeseries.json")
     p.add_argument("--md", type=Path, default=RESULTS / "timeseries.md")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: forecasting,generation,speed "
-                   "(the results of skipped sections are kept from the previous report)")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: forecasting,generation,speed,"
+                   "pacodi_speed (the results of skipped sections are kept from the previous report)")
     p.add_argument("--jobs", type=int, default=1, help="run the data sets in this many processes (1 thread each)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
@@ -507,13 +667,19 @@ def main(argv: list[str] | None = None) -> int:
             res["speed"] = {**speed(b["speed"], Path(tmp)), "budget": b["speed"], "command": command,
                             "environment": res["environment"], "commit": _commit(),
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if "pacodi_speed" not in skip:  # alone on the machine, after the pool
+        log("pacodi_speed")
+        with tempfile.TemporaryDirectory() as tmp:
+            res["pacodi_speed"] = {**pacodi_speed(b["pacodi_speed"], Path(tmp)), "budget": b["pacodi_speed"],
+                                   "command": command, "environment": res["environment"], "commit": _commit(),
+                                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     elapsed = res["total_seconds"] = time.time() - t_all
     from polydiff.files import atomic_write
 
     previous = json.loads(args.json.read_text()) if skip and args.json.is_file() else {}
     if previous.get("mode", mode) == mode:
         ran = {s for s in SECTIONS if s not in skip}
-        if ran <= {"speed"} and previous:  # only the speed section ran: the header stays the previous run's
+        if ran <= {"speed", "pacodi_speed"} and previous:  # only speed sections ran: the previous run's header stays
             res = {**previous, **{k: v for k, v in res.items() if k in ran}}
         else:
             res.update({k: v for k, v in previous.items() if k in SECTIONS and k in skip})

@@ -24,7 +24,8 @@ def test_speed_section_alone_keeps_the_previous_report_and_says_when_the_referen
                 "total_seconds": 60.0, "forecasting": [], "generation": []}
     out.write_text(json.dumps(previous))
 
-    assert bench.main(["--quick", "--skip", "forecasting,generation", "--json", str(out), "--md", str(md)]) == 0
+    skip = "forecasting,generation,pacodi_speed"
+    assert bench.main(["--quick", "--skip", skip, "--json", str(out), "--md", str(md)]) == 0
     res = json.loads(out.read_text())
     assert res["command"] == previous["command"] and res["total_seconds"] == 60.0  # the header stays
     sp = res["speed"]
