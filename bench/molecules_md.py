@@ -48,7 +48,15 @@ multiple of itself then costs the same at every t, instead of ``sigma^-6`` more 
 the batch penalty no longer hinges on the smallest time drawn. Their weights are calibrated the
 same way (on the base model, with the arm's own penalty) at ``RANGE_RATIOS``.
 
-    python bench/molecules_md.py [--quick] [--runs DIR] [--seed 0] [--no-legacy]
+Speed against ScoreMD's own code (part ``speed``; ``--parts speed`` runs it alone and keeps the
+FP study's published results): the ``md:muller_brown`` recipe's training step without and with
+the penalty, i.i.d. sampling and Langevin dynamics, against ScoreMD's JAX code at our MLP's widths,
+at about our parameter count and (sampling) at its own defaults, measured by
+``bench/scoremd_reference.py`` in its scratch venv (made once by ``python bench/scoremd_reference.py
+--setup``), in interleaved rounds on one thread (:func:`speed`). Without that venv and checkout
+the section says so ("Not measured: ... missing").
+
+    python bench/molecules_md.py [--quick] [--runs DIR] [--seed 0] [--no-legacy] [--parts md,speed]
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ from common import RESULTS, command_line, environment, header, publish
 
 import polydiff
 
+PARTS = ("md", "speed")
 SYSTEMS = ("muller_brown", "alanine")
 FP_RATIOS = (0.1, 0.01)  # penalty / DSM loss in a median batch of the base model (full-range arms)
 # time-restricted, normalised arms: penalty times log-uniform in [t_min, hi] (t_min: the process's,
@@ -550,6 +559,239 @@ def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True,
 
 
 # ---------------------------------------------------------------------------------------------
+# speed against ScoreMD's own code
+# ---------------------------------------------------------------------------------------------
+
+SPEED_SETUP = "python bench/scoremd_reference.py --setup"
+SPEED_KEYS = ("train_step_s", "train_fp_step_s", "sample_s", "langevin_s")
+# ScoreMD, once per round each: at our recipe's widths; at about our parameter count; its own
+# defaults (get_samples' 1000 Euler-Maruyama steps at its 3 x 92 MLP), i.i.d. sampling only
+SPEED_REFS = ("scoremd", "scoremd_equal_params", "scoremd_default")
+SPEED_BUDGETS: dict[str, dict[str, Any]] = {
+    "full": {"rounds": 2, "warmup": 3, "steps": 20, "ref_epochs": 3, "batch": 256, "num": 20_000, "sample_steps": 50,
+             "sample_repeats": 2, "chains": 200, "langevin_steps": 1000, "every": 50, "dt": 1e-2, "friction": 1.0,
+             "fp_weight": 1e-4, "threads": 1, "default_hidden": 92, "default_sample_steps": 1000,
+             "data": {"name": "muller_brown", "n": 20_000, "test": 20_000}},
+    "quick": {"rounds": 1, "warmup": 1, "steps": 2, "ref_epochs": 1, "batch": 32, "num": 64, "sample_steps": 4,
+              "sample_repeats": 1, "chains": 8, "langevin_steps": 20, "every": 10, "dt": 1e-2, "friction": 1.0,
+              "fp_weight": 1e-4, "threads": 1, "default_hidden": 92, "default_sample_steps": 8,
+              "data": {"name": "muller_brown", "n": 512, "test": 512}},
+}
+
+
+def _timed_calls(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of ``repeats`` calls ``fn(seed)``, after one untimed call."""
+    fn(0)
+    wall, cpu = [], []
+    for seed in range(1, repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(seed)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _our_steps(cfg: dict[str, Any], b: dict[str, Any], work: Path) -> tuple[Any, list[float], list[float]]:
+    """``polydiff.train`` for ``warmup + steps + 1`` steps; the checkpoint and the wall and CPU
+    seconds of the timed steps (batch start to batch start; the last, which writes the checkpoint,
+    left out)."""
+    import itertools
+
+    from common import batch_clock
+
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"].update(max_steps=b["warmup"] + b["steps"] + 1, batch_size=b["batch"], threads=b["threads"],
+                        checkpoint_every=10**6, progress=False)
+    clock = batch_clock()
+    run = polydiff.train(cfg, work, fresh=True, callbacks=[clock], verbose=False)
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
+    return run.checkpoint, wall, cpu
+
+
+def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """polydiff's ``md:muller_brown`` recipe (MLP energy, hidden 128, 3 residual blocks): training
+    steps without and with the Fokker-Planck penalty (``loss.techniques.fp_weight``), i.i.d.
+    sampling of ``num`` points in one batch (the recipe's DPM-Solver++(2M), ``sample_steps``
+    steps), and ``langevin_steps`` BAOAB steps of ``chains`` chains with the forces ``-grad
+    E(x, t_min)`` (:func:`polydiff_molecules.md_modality.simulate`, as ``evaluate_model`` runs
+    them), started from exact Müller-Brown samples."""
+    import statistics
+
+    import yaml
+
+    from polydiff_molecules import MDModality
+    from polydiff_molecules.md import langevin_torch, mcmc_reference
+    from polydiff_molecules.md_modality import simulate
+
+    cfg = yaml.safe_load(MDModality().recipes()["muller_brown"].read_text())
+    cfg["data"] = {**cfg["data"], **b["data"]}
+    before = torch.get_num_threads()
+    torch.set_num_threads(b["threads"])
+    try:
+        ckpt, wall, cpu = _our_steps(cfg, b, work / "speed_nofp")
+        fp_cfg = {**cfg, "loss": {**cfg.get("loss", {}), "techniques": {"fp_weight": b["fp_weight"]}}}
+        _, fp_wall, fp_cpu = _our_steps(fp_cfg, b, work / "speed_fp")
+        gen = polydiff.load(ckpt)
+        sample_s, sample_cpu = _timed_calls(lambda seed: gen.generate(
+            b["num"], sampler="dpm++2m", steps=b["sample_steps"], seed=seed, batch_size=b["num"], progress=False),
+            b["sample_repeats"])
+        starts = mcmc_reference("muller_brown", b["chains"], seed=0)
+        t_min = float(gen.fields["x"].process.schedule.t_min)
+        lang_s, lang_cpu = _timed_calls(lambda seed: simulate(
+            gen, starts, chains=b["chains"], steps=b["langevin_steps"], every=b["every"], dt=b["dt"],
+            friction=b["friction"], t_min=None, seed=seed, integrator=langevin_torch), b["sample_repeats"])
+    finally:
+        torch.set_num_threads(before)
+    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
+            "train_fp_step_s": statistics.median(fp_wall), "train_fp_step_s_all": fp_wall,
+            "train_fp_step_cpu_s_all": fp_cpu, "sample_s": statistics.median(sample_s), "sample_s_all": sample_s,
+            "sample_cpu_s_all": sample_cpu, "langevin_s": statistics.median(lang_s), "langevin_s_all": lang_s,
+            "langevin_cpu_s_all": lang_cpu, "t_min": t_min, "model": cfg["model"],
+            "recipe_sample": {k: cfg["sample"][k] for k in ("sampler", "steps")},
+            "params": sum(p.numel() for p in gen.net.parameters())}
+
+
+def _measure_ref(who: str, b: dict[str, Any], ours: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """One ScoreMD measurement (``who`` in :data:`SPEED_REFS`) in its scratch venv, sized by our
+    first measurement ``ours`` (parameters, ``t_min``); None when the reference is missing."""
+    from scoremd_reference import equal_params_width, measure_scoremd
+
+    opts = dict(batch=b["batch"], steps=b["steps"], epochs=b["ref_epochs"], num=b["num"],
+                sample_repeats=b["sample_repeats"], chains=b["chains"], langevin_steps=b["langevin_steps"],
+                every=b["every"], dt=b["dt"], friction=b["friction"], t_min=ours["t_min"], threads=b["threads"],
+                seed=seed)
+    if who == "scoremd_default":  # one timed call: each is 20x the steps of the others
+        return measure_scoremd(parts=("sample",), hidden=(b["default_hidden"],) * 3,
+                               **{**opts, "sample_steps": b["default_sample_steps"], "sample_repeats": 1})
+    width = ours["model"]["hidden"] if who == "scoremd" else equal_params_width(ours["params"])
+    return measure_scoremd(hidden=(width,) * 3, sample_steps=b["sample_steps"], **opts)
+
+
+def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training steps (without and with the Fokker-Planck penalty), i.i.d. sampling and Langevin
+    dynamics, polydiff against ScoreMD's own code (bench/scoremd_reference.py in its scratch
+    venv), in lockstep: ``rounds`` rounds of one measurement of ours and of each ScoreMD variant
+    (:data:`SPEED_REFS`), the order reversed every other round. A missing reference, or a worker
+    that fails, ends the rounds with ``scoremd_missing`` saying why (the results so far are kept)."""
+    import subprocess
+
+    from common import ratio_summary, reference_missing
+    from scoremd_reference import REF, VENV, find_reference, venv_python
+
+    out: dict[str, Any] = {"ours": [], **{who: [] for who in SPEED_REFS}, "order": [], "setup": SPEED_SETUP}
+    for r in range(b["rounds"]):
+        order = ["ours", *SPEED_REFS] if r % 2 == 0 else [*SPEED_REFS[::-1], "ours"]
+        if not out["ours"]:  # the equal-parameters width needs our parameter count first
+            order = ["ours", *(w for w in order if w != "ours")]
+        for who in order:
+            if who == "ours":
+                out["ours"].append(_our_md_speed(b, work / f"round{r}"))
+                continue
+            try:
+                ref = _measure_ref(who, b, out["ours"][0], r)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:  # keep what was measured (and the MD study)
+                out["scoremd_missing"] = f"ScoreMD's worker failed ({who}, round {r}): {str(err)[-500:]}"
+                break
+            if ref is None:
+                out["scoremd_missing"] = reference_missing("ScoreMD", venv_python(), VENV, REF, find_reference())
+                break
+            out[who].append(ref)
+        out["order"].append(order)
+        o, s = out["ours"][-1], (out["scoremd"] or [{}])[-1]
+        log("speed round " + str(r) + ": " + "; ".join(f"{k} ours {o[k]:.4f} s, ScoreMD {s.get(k, math.nan):.4f} s"
+                                                       for k in SPEED_KEYS))
+        if "scoremd_missing" in out:
+            log(f"{out['scoremd_missing']}: run {SPEED_SETUP}")
+            break
+    out["summary"] = {}
+    for who in SPEED_REFS:
+        for key in SPEED_KEYS:
+            theirs = [x[key] for x in out[who] if key in x]
+            if theirs or not out[who]:
+                out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out["ours"]), theirs, "scoremd")
+    return out
+
+
+def _cpu_per_wall(rows: list[dict[str, Any]]) -> float:
+    """The median process CPU / wall time of the timed training steps of ``rows``: about 1 on one
+    busy thread, above 1 with more, below 1 on a shared machine."""
+    pairs = [zip(row["train_step_cpu_s_all"], row["train_step_s_all"]) for row in rows]
+    return float(np.median([c / w for pair in pairs for c, w in pair]))
+
+
+def speed_section(r: dict[str, Any]) -> list[str]:
+    """The report's section on speed against ScoreMD's own code."""
+    import statistics
+
+    b = r["budget"]
+    lines = ["## Speed against ScoreMD's own code", "",
+             f"Command: `{r['command']}` (once before it: `{r['setup']}`, which exports ScoreMD into /tmp/scoremd_ref "
+             "and makes the venv /tmp/scoremd_venv with its JAX 0.5.2 / flax 0.10.4 pins; see "
+             "`bench/scoremd_reference.py`).", ""]
+    if not r["scoremd"]:
+        return [*lines, f"Not measured: {r.get('scoremd_missing', 'no ScoreMD measurement')}.", ""]
+    if "scoremd_missing" in r:
+        lines += [f"Incomplete: {r['scoremd_missing']}.", ""]
+    s0, o0, e0 = r["scoremd"][0], r["ours"][0], (r["scoremd_equal_params"] or [{}])[0]
+    cpu = f"ours {_cpu_per_wall(r['ours']):.2f}, ScoreMD {_cpu_per_wall(r['scoremd']):.2f}"
+    lines += [
+        f"Run {r.get('date', '(date not recorded)')} at polydiff commit {r.get('commit')}; ScoreMD commit "
+        f"`{s0['commit'][:12]}` (JAX {s0['versions']['jax']}, jaxlib {s0['versions']['jaxlib']}, flax "
+        f"{s0['versions']['flax']}, optax {s0['versions']['optax']}), float32 CPU, {b['threads']} thread(s) "
+        f"(ScoreMD's XLA pool started on {b['threads']} CPU(s); busiest thread's share of its timed calls' CPU time "
+        f"{s0['thread_cpu_shares'][0]:.2f}; median CPU / wall of the training steps: {cpu}); "
+        f"{len(r['ours'])} round(s) in lockstep, the order reversed every other round.", "",
+        f"Ours: the `md:muller_brown` recipe ({o0['model']['layers']} residual FiLM blocks of width "
+        f"{o0['model']['hidden']}, SiLU, LayerNorm, a time-embedding MLP). ScoreMD: what its `train.py` builds for "
+        "Müller-Brown with `mlp/small_potential` (an energy MLP of plain Dense + swish layers, score = -grad E, its "
+        f"four sinusoidal time features) at three layers of our width {s0['hidden'][0]}, and at three layers of "
+        f"{e0.get('hidden', ['?'])[0]} (about our parameter count). Training: batch {b['batch']}; ours "
+        f"`polydiff.train` ({b['warmup']} untimed steps, then the median of {b['steps']}, batch start to batch start, "
+        "with data loading, EMA and logging); ScoreMD its own loop (`OneAfterAnother.train`: epochs of "
+        f"{b['steps']} steps fused in one jitted `lax.scan`, an untimed first epoch that compiles, then the median "
+        f"of {b['ref_epochs']} epochs / {b['steps']}). With FP: ours `loss.techniques.fp_weight` "
+        f"{b['fp_weight']:g} (two Hutchinson probes, each a central difference in t of the score); ScoreMD TRAIN.md's "
+        "`residual_fp` (beta 5e-4, two probes, finite differences in t and x, `single_gamma`). i.i.d. sampling: "
+        f"{b['num']} points in one batch, {b['sample_steps']} steps (ours DPM-Solver++(2M); ScoreMD Euler-Maruyama "
+        f"as its `get_samples` composes it, jitted once). Langevin: {b['chains']} chains x {b['langevin_steps']} steps "
+        f"(dt {b['dt']:g}, friction {b['friction']:g}, forces at t_min; ours BAOAB, ScoreMD its OpenMM-style "
+        f"integrator with {b['every']} steps unrolled per jitted step, `simulate`'s `lax.scan`), one force call a "
+        f"step each. Sampling and Langevin: the median of {b['sample_repeats']} calls after an untimed one.", "",
+        "| | polydiff | ScoreMD (own code) | ours / ScoreMD | at most the reference's |", "|---|---|---|---|---|"]
+    names = {"train_step_s": f"training step, no FP (s, batch {b['batch']})",
+             "train_fp_step_s": f"training step with the FP penalty (s, batch {b['batch']})",
+             "sample_s": f"i.i.d. sampling (s per call of {b['num']} points, {b['sample_steps']} steps)",
+             "langevin_s": f"Langevin (s per call of {b['chains']} chains x {b['langevin_steps']} steps)"}
+    for who, label in (("scoremd", f"ScoreMD at our widths (3 x {s0['hidden'][0]})"),
+                       ("scoremd_equal_params", f"ScoreMD at about our parameters (3 x {e0.get('hidden', ['?'])[0]})")):
+        if not r[who]:
+            continue
+        p0 = r[who][0]
+        lines.append(f"| **{label}**: parameters | {o0['params']:,} | {p0['params']:,} | | |")
+        for key, name in names.items():
+            v = r["summary"][f"{who}/{key}"]
+            lines.append(f"| {name} | {_f(v['ours'], 4)} | {_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | "
+                         f"{'yes' if v['at_most'] else 'no'} |")
+        comp = {k: statistics.median(row["compile_s"][k] for row in r[who]) for k in p0["compile_s"]}
+        parts = ", ".join(f"{name} {_f(comp[k], 1)}" for k, name in (("train", "training"), ("train_fp", "with FP"),
+                                                                     ("sample", "sampling"), ("langevin", "Langevin")))
+        lines.append(f"| one-time compilation, once per run (s: {parts}) | none (eager) | {_f(sum(comp.values()), 1)} "
+                     "| | |")
+    if r["scoremd_default"]:
+        d0 = r["scoremd_default"][0]
+        v = r["summary"]["scoremd_default/sample_s"]
+        rs = o0["recipe_sample"]
+        lines.append(f"| **each side's defaults**: i.i.d. sampling of {b['num']} points (ours: {b['sample_steps']} "
+                     f"DPM-Solver++(2M) steps, the recipe's {rs['sampler']} x {rs['steps']}; ScoreMD: `get_samples`' "
+                     f"{d0['sample_steps']} "
+                     f"Euler-Maruyama steps, its 3 x {d0['hidden'][0]} MLP; compilation "
+                     f"{_f(d0['compile_s']['sample'], 1)} s once; one timed call a round) | {_f(v['ours'], 4)} | "
+                     f"{_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | {'yes' if v['at_most'] else 'no'} |")
+    return [*lines, ""]
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
 
@@ -690,18 +932,59 @@ def main(argv: list[str] | None = None) -> int:
                                                              f"{', '.join(map(str, FP_RATIOS))}): about 9 minutes less")
     p.add_argument("--tune-seeds", default="", help="extra fine-tuning seeds (comma-separated) for the arms "
                                                      f"{', '.join(SEED_ARMS)}, from the same base model")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}: md (the FP study "
+                   "above), speed (against ScoreMD's own code); a part not run keeps its previous results")
     args = p.parse_args(argv)
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    if not parts or set(parts) - set(PARTS):
+        p.error(f"--parts: a comma list of {', '.join(PARTS)}")
     runs = args.runs or Path("/tmp/polydiff-bench-molecules-md" + ("-quick" if args.quick else ""))
     tune_seeds = tuple(int(v) for v in args.tune_seeds.split(",") if v.strip())
-    env = environment(command_line("molecules_md.py", argv))
-    res, section = run_md(runs, quick=args.quick, seed=args.seed, legacy=not args.no_legacy, tune_seeds=tune_seeds)
-    res = {"environment": env, **res}
-    md = "\n".join(header("Molecules: energy-based MD with and without the Fokker-Planck penalty", env)) + section
+    command = command_line("molecules_md.py", argv)
+    new: dict[str, Any] = {"environment": environment(command)}
+    if "md" in parts:
+        new.update(run_md(runs, quick=args.quick, seed=args.seed, legacy=not args.no_legacy, tune_seeds=tune_seeds)[0])
+    if "speed" in parts:
+        import tempfile
+
+        b = SPEED_BUDGETS["quick" if args.quick else "full"]
+        log("speed against ScoreMD")
+        with tempfile.TemporaryDirectory() as tmp:
+            new["speed"] = {**speed(b, Path(tmp)), "budget": b, "command": command,
+                            "commit": new["environment"]["commit"][:12],
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path = RESULTS / "molecules_md.json"
+    previous = json.loads(path.read_text()) if path.is_file() and not args.quick else {}
+    res = combine(previous, new, parts)
     if args.quick:
-        print(md)
+        print(render(res))
         return 0
-    publish("molecules_md", res, md)
+    publish("molecules_md", res, render(res))
     return 0
+
+
+def combine(previous: dict[str, Any], new: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    """The results to publish: ``new`` (the parts run) with the previous results of the parts not
+    run. The MD study's results are the top-level keys with its header (``environment``): when
+    only the speed part ran they stay the previous run's, as does the header; the speed part is
+    ``speed``, which carries its own command, commit and date."""
+    if "md" in parts or "systems" not in previous:
+        res = {**new}
+        if "speed" not in parts and "speed" in previous:
+            res["speed"] = previous["speed"]
+        return res
+    return {**{k: v for k, v in previous.items() if k != "speed"}, "speed": new.get("speed", previous.get("speed"))}
+
+
+def render(res: dict[str, Any]) -> str:
+    """The markdown report: the header, the MD study (when its results are there) and the speed part."""
+    text = "\n".join(header("Molecules: energy-based MD with and without the Fokker-Planck penalty",
+                            res["environment"]))
+    if "systems" in res:
+        text += render_section(res)
+    if res.get("speed"):
+        text += "\n".join(speed_section(res["speed"])) + "\n"
+    return text
 
 
 if __name__ == "__main__":
