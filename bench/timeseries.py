@@ -388,10 +388,11 @@ def _our_pacodi_run(cfg: dict[str, Any], b: dict[str, Any], out: Path, train: st
             "params": sum(p.numel() for p in gen.net.parameters())}
 
 
-def _our_pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
+def _our_pacodi_speed(b: dict[str, Any], work: Path, hidden: int | None = None) -> dict[str, Any]:
     """polydiff's PaCoDi as the recipes ``pacodi_sine`` (DDPM) and ``pacodi_sine_sde`` (VP-SDE,
-    Euler-Maruyama) ship it, with PaCoDi's gradient clipping (norm 1.0) and the budget's batch:
-    ``polydiff.train`` (data loading, EMA and logging included) and ``Generator.generate``."""
+    Euler-Maruyama) ship it (or at width ``hidden``), with PaCoDi's gradient clipping (norm 1.0)
+    and the budget's batch: ``polydiff.train`` (data loading, EMA and logging included) and
+    ``Generator.generate``."""
     from common import recipe
 
     train_cfg = {"max_steps": b["warmup"] + b["steps"] + 1, "batch_size": b["batch"], "grad_clip": 1.0,
@@ -401,11 +402,31 @@ def _our_pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     torch.set_num_threads(b["threads"])
     try:
         for name, (train, sample) in PACODI_RECIPES.items():
-            cfg = recipe("timeseries", name, train=train_cfg)
+            cfg = recipe("timeseries", name, train=train_cfg, **({"model": {"hidden": hidden}} if hidden else {}))
             out.update(_our_pacodi_run(cfg, b, work / f"pacodi_speed_{name}", train, sample), model=cfg["model"])
     finally:
         torch.set_num_threads(before)
     return out
+
+
+def _pacodi_equal_params_width(reference_params: int) -> tuple[int, int]:
+    """The smallest width of our ``pacodi_sine`` network (a multiple of its heads) with at least
+    ``reference_params`` parameters, and that count: ours at about PaCoDi's size, never smaller."""
+    from common import recipe
+
+    from polydiff import FieldSpec, GaussianProcess
+    from polydiff_timeseries.nets import PaCoDiNet
+
+    cfg = recipe("timeseries", "pacodi_sine")
+    m, data = cfg["model"], cfg["data"]
+    fields = {"spec": FieldSpec(GaussianProcess("vp_linear"))}  # the count does not depend on the process
+    for hidden in range(m["heads"], 4 * m["hidden"] + 1, m["heads"]):
+        net = PaCoDiNet(data["window"], data["channels"], fields, hidden=hidden, depth=m["depth"], heads=m["heads"],
+                        interaction=m["interaction"])
+        count = sum(p.numel() for p in net.parameters())
+        if count >= reference_params:
+            return hidden, count
+    raise ValueError(f"no width up to {4 * m['hidden']} reaches PaCoDi's {reference_params:,} parameters")
 
 
 def pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -422,12 +443,21 @@ def pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
                          "differ in their model or data sections")
     size = {"length": ddpm["data"]["window"], "channels": ddpm["data"]["channels"], "hidden": ddpm["model"]["hidden"],
             "depth": ddpm["model"]["depth"], "ddpm_steps": ddpm["sample"]["steps"], "sde_steps": sde["sample"]["steps"]}
-    out: dict[str, Any] = {"ours": [], "pacodi": [], "order": [], "setup": PACODI_SETUP, "size": size}
+    out: dict[str, Any] = {"ours": [], "ours_equal_params": [], "pacodi": [], "order": [], "setup": PACODI_SETUP,
+                           "size": size}
     for r in range(b["rounds"]):
-        order = ["ours", "pacodi"] if r % 2 == 0 else ["pacodi", "ours"]
+        # ours at PaCoDi's parameter count runs once that count is known: after PaCoDi in round 0
+        order = ["ours", "pacodi", "ours_equal_params"][:: 1 if r % 2 == 0 else -1]
         for who in order:
             if who == "ours":
                 out["ours"].append(_our_pacodi_speed(b, work))
+                continue
+            if who == "ours_equal_params":
+                if not out["pacodi"]:
+                    continue
+                if "equal_params_hidden" not in out:
+                    out["equal_params_hidden"], _ = _pacodi_equal_params_width(out["pacodi"][0]["params"])
+                out["ours_equal_params"].append(_our_pacodi_speed(b, work, hidden=out["equal_params_hidden"]))
                 continue
             ref = measure_pacodi(steps=b["steps"], warmup=b["warmup"], threads=b["threads"], batch=b["batch"],
                                  num=b["num"], sample_repeats=b["sample_repeats"], seed=r, **size)
@@ -440,11 +470,19 @@ def pacodi_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         log(f"  pacodi speed round {r}: " + "; ".join(
             f"{row} ours {last['ours'][mine]:.3f} s, PaCoDi {last['pacodi'].get(theirs, float('nan')):.3f} s"
             for row, (mine, theirs) in PACODI_ROWS.items()))
+        if out["ours_equal_params"]:
+            eq = out["ours_equal_params"][-1]
+            log(f"  ours at width {out['equal_params_hidden']} ({eq['params']:,} parameters): " + ", ".join(
+                f"{row} {eq[mine]:.3f} s" for row, (mine, _) in PACODI_ROWS.items() if row != "sample_default_s"))
         if "pacodi_missing" in out:
             log(f"  {out['pacodi_missing']}: run {PACODI_SETUP}")
             break
     out["summary"] = {row: ratio_summary((x[mine] for x in out["ours"]), (x[theirs] for x in out["pacodi"]), "pacodi")
                       for row, (mine, theirs) in PACODI_ROWS.items()}
+    if out["ours_equal_params"]:
+        out["summary_equal_params"] = {
+            row: ratio_summary((x[mine] for x in out["ours_equal_params"]), (x[theirs] for x in out["pacodi"]),
+                               "pacodi") for row, (mine, theirs) in PACODI_ROWS.items() if row != "sample_default_s"}
     return out
 
 
@@ -595,7 +633,8 @@ def pacodi_speed_section(r: dict[str, Any]) -> list[str]:
         f"model in chunks of {p0['default_chunk']} (its SDE recipes' default, {p0['default_sde_steps']} steps, is "
         f"{'the equal-steps row' if p0['default_sde_steps'] == size['sde_steps'] else 'not timed'}). Ours has more "
         "parameters: its MLPs have ratio 2 on the concatenated real and imaginary tokens, ours ratio 4 plus the "
-        "linear messages between branches.\n")
+        "linear messages between branches; so ours also runs at the smallest width (a multiple of its heads) with "
+        "at least PaCoDi's parameter count (the rows 'ours at width ...').\n")
     lines += ["| | polydiff | PaCoDi (own code) | ours / PaCoDi | at most the reference's |", "|---|---|---|---|---|",
               f"| parameters | {o0['params']:,} | {p0['params']:,} | | |"]
     names = {"train_step_s": f"training step, DDPM (s, batch {b['batch']})",
@@ -608,6 +647,13 @@ def pacodi_speed_section(r: dict[str, Any]) -> list[str]:
         v = r["summary"][key]
         lines.append(f"| {name} | {v['ours']:.3f} | {v['pacodi']:.3f} | {v['ratio']:.2f}x | "
                      f"{'yes' if v['at_most'] else 'no'} |")
+    if r.get("summary_equal_params"):
+        e0 = r["ours_equal_params"][0]
+        lines.append(f"| parameters, ours at width {r['equal_params_hidden']} (the smallest with at least PaCoDi's) "
+                     f"| {e0['params']:,} | {p0['params']:,} | | |")
+        for key, v in r["summary_equal_params"].items():
+            lines.append(f"| {names[key]}, ours at width {r['equal_params_hidden']} | {v['ours']:.3f} | "
+                         f"{v['pacodi']:.3f} | {v['ratio']:.2f}x | {'yes' if v['at_most'] else 'no'} |")
     return [*lines, ""]
 
 

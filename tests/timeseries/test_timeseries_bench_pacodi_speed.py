@@ -24,3 +24,14 @@ def test_pacodi_speed_times_ours_and_says_when_the_reference_is_missing(tmp_path
     section = {**res, "budget": b, "command": "c", "environment": {"cpus": 2, "load_average_at_start": 0.0}}
     text = "\n".join(bench.pacodi_speed_section(section))
     assert "## Speed against PaCoDi's own code" in text and "Not measured: PaCoDi's reference is missing" in text
+    assert res["ours_equal_params"] == [] and "summary_equal_params" not in res  # no count to match
+
+
+def test_equal_parameter_width_is_the_smallest_with_at_least_the_references_count(bench_module):
+    bench = bench_module("timeseries")
+    hidden, count = bench._pacodi_equal_params_width(275_402)  # PaCoDi at our recipe's widths
+    smaller, below = bench._pacodi_equal_params_width(1)
+    assert count >= 275_402 and hidden % 4 == 0 and hidden < 64  # ours at width 64 has 327,050
+    assert smaller == 4 and below < count
+    assert bench._pacodi_equal_params_width(count) == (hidden, count)
+    assert bench._pacodi_equal_params_width(count + 1)[0] > hidden
