@@ -564,6 +564,7 @@ def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True,
 
 SPEED_SETUP = "python bench/scoremd_reference.py --setup"
 SPEED_KEYS = ("train_step_s", "train_fp_step_s", "sample_s", "langevin_s")
+SPEED_COMPILED = ("sample_s", "langevin_s")  # also timed with ours compiled (compile=True)
 # ScoreMD, once per round each: at our recipe's widths; at about our parameter count; its own
 # defaults (get_samples' 1000 Euler-Maruyama steps at its 3 x 92 MLP), i.i.d. sampling only
 SPEED_REFS = ("scoremd", "scoremd_equal_params", "scoremd_default")
@@ -641,13 +642,27 @@ def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         lang_s, lang_cpu = _timed_calls(lambda seed: simulate(
             gen, starts, chains=b["chains"], steps=b["langevin_steps"], every=b["every"], dt=b["dt"],
             friction=b["friction"], t_min=None, seed=seed, integrator=langevin_torch), b["sample_repeats"])
+        compiled = {  # the same calls with the network (sampling) or the force (Langevin) compiled
+            "sample": lambda seed: gen.generate(b["num"], sampler="dpm++2m", steps=b["sample_steps"], seed=seed,
+                                                batch_size=b["num"], progress=False, compile=True),
+            "langevin": lambda seed: simulate(gen, starts, chains=b["chains"], steps=b["langevin_steps"],
+                                              every=b["every"], dt=b["dt"], friction=b["friction"], t_min=None,
+                                              seed=seed, integrator=langevin_torch, compile=True)}
+        comp: dict[str, Any] = {}
+        for key, fn in compiled.items():
+            t0 = time.perf_counter()
+            fn(0)  # compiles
+            comp[f"{key}_compiled_first_s"] = time.perf_counter() - t0
+            wall_c, cpu_c = _timed_calls(fn, b["sample_repeats"])
+            comp.update({f"{key}_compiled_s": statistics.median(wall_c), f"{key}_compiled_s_all": wall_c,
+                         f"{key}_compiled_cpu_s_all": cpu_c})
     finally:
         torch.set_num_threads(before)
     return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
             "train_fp_step_s": statistics.median(fp_wall), "train_fp_step_s_all": fp_wall,
             "train_fp_step_cpu_s_all": fp_cpu, "sample_s": statistics.median(sample_s), "sample_s_all": sample_s,
             "sample_cpu_s_all": sample_cpu, "langevin_s": statistics.median(lang_s), "langevin_s_all": lang_s,
-            "langevin_cpu_s_all": lang_cpu, "t_min": t_min, "model": cfg["model"],
+            "langevin_cpu_s_all": lang_cpu, **comp, "t_min": t_min, "model": cfg["model"],
             "recipe_sample": {k: cfg["sample"][k] for k in ("sampler", "steps")},
             "params": sum(p.numel() for p in gen.net.parameters())}
 
@@ -710,6 +725,11 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             theirs = [x[key] for x in out[who] if key in x]
             if theirs or not out[who]:
                 out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out["ours"]), theirs, "scoremd")
+        for key in SPEED_COMPILED:  # ours compiled against ScoreMD's jitted call
+            theirs = [x[key] for x in out[who] if key in x]
+            if theirs and all(f"{key[:-2]}_compiled_s" in x for x in out["ours"]):
+                out["summary"][f"{who}/{key[:-2]}_compiled_s"] = ratio_summary(
+                    (x[f"{key[:-2]}_compiled_s"] for x in out["ours"]), theirs, "scoremd")
     return out
 
 
@@ -773,6 +793,12 @@ def speed_section(r: dict[str, Any]) -> list[str]:
             v = r["summary"][f"{who}/{key}"]
             lines.append(f"| {name} | {_f(v['ours'], 4)} | {_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | "
                          f"{'yes' if v['at_most'] else 'no'} |")
+            v = r["summary"].get(f"{who}/{key[:-2]}_compiled_s")
+            if v is not None:
+                first = statistics.median(row[f"{key[:-2]}_compiled_first_s"] for row in r["ours"])
+                lines.append(f"| {name}, ours compiled (`compile=True`; first call with compilation {_f(first, 1)} s) "
+                             f"| {_f(v['ours'], 4)} | {_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | "
+                             f"{'yes' if v['at_most'] else 'no'} |")
         comp = {k: statistics.median(row["compile_s"][k] for row in r[who]) for k in p0["compile_s"]}
         parts = ", ".join(f"{name} {_f(comp[k], 1)}" for k, name in (("train", "training"), ("train_fp", "with FP"),
                                                                      ("sample", "sampling"), ("langevin", "Langevin")))

@@ -67,7 +67,7 @@ from .data import (
 )
 from .distill import DISTANCES, Comparison, TwoTime, ctm, ctm_loss, jump, load_teacher
 from .elbo import CategoricalELBO, categorical_elbo
-from .energy import EnergyModel, forces
+from .energy import EnergyModel, force_function, forces
 from .estimates import call, field_coefs, gaussian_names, tree_map, with_x0_eps, x0_eps
 from .files import (
     SHARED_ENV,
@@ -275,6 +275,7 @@ __all__ = [
     "field_coefs",
     "field_mask",
     "first_hitting",
+    "force_function",
     "forces",
     "frechet_distance",
     "frechet_distance_of_sets",

@@ -231,16 +231,17 @@ class MDModality(Modality):
         return js_metrics(x, _coords(reference), info)
 
     def evaluate_model(self, generator: Any, *, num: int, seed: int, langevin: int = 100, chains: int = 200,
-                       dt: float | None = None, friction: float = 1.0, t_min: float | None = None, every: int = 50
-                       ) -> dict[str, float]:
-        """``polydiff evaluate CKPT [--option langevin=200 chains=64 dt=1e-3]``: JS divergence of
-        (a) ``num`` i.i.d. samples and (b) Langevin trajectories (``chains`` chains of ``langevin``
+                       dt: float | None = None, friction: float = 1.0, t_min: float | None = None, every: int = 50,
+                       compile: bool = False) -> dict[str, float]:
+        """``polydiff evaluate CKPT [--option langevin=200 chains=64 dt=1e-3 compile=true]``: JS
+        divergence of (a) ``num`` i.i.d. samples and (b) Langevin trajectories (``chains`` chains of ``langevin``
         x ``every`` steps with the forces ``-grad E(x, t_min)``, kT = 1 in model units, started
         from held-out reference frames) against the reference, their gap, and the floor
         (``data_*``: ``num`` training samples scored the same way: what a perfect model gets
         with finite samples). ``dt`` defaults to 1e-2 for the 2-D systems and 4e-3 for the
         peptide (model units; stable and within the sampling noise of exact-force runs, see
-        bench/results/molecules_md.md)."""
+        bench/results/molecules_md.md). ``compile``: the Langevin forces as one compiled graph
+        (seconds to compile, then faster per step; worth it for long runs)."""
         from .md import langevin_torch
 
         for name, value in (("langevin", langevin), ("chains", chains), ("every", every)):
@@ -265,7 +266,7 @@ class MDModality(Modality):
         train = _coords(self.to_native(data.train.get_batch(idx), info))
         out.update(js_metrics(train, ref_x, info, "data_"))
         traj = simulate(generator, ref_x, chains=chains, steps=langevin * every, every=every, dt=dt,
-                        friction=friction, t_min=t_min, seed=seed, integrator=langevin_torch)
+                        friction=friction, t_min=t_min, seed=seed, integrator=langevin_torch, compile=compile)
         out.update(js_metrics(traj.reshape(-1, *ref_x.shape[1:]), ref_x, info, "langevin_"))
         key = "js_phi_psi" if info.get("kind") == "peptide" else "js"
         out["langevin_minus_iid"] = out[f"langevin_{key}"] - out[f"iid_{key}"]
@@ -282,34 +283,40 @@ class MDModality(Modality):
         return plot_free_energy(sets, Path(path), kind="ramachandran" if x.ndim == 3 else "2d")
 
 
-def model_forces(generator: Any, t_min: float | None = None) -> Callable[[Tensor], Tensor]:
+def model_forces(generator: Any, t_min: float | None = None, compile: bool = False) -> Callable[[Tensor], Tensor]:
     """``x (B, ...) -> -grad E(x, t_min)`` in model units of a trained energy model (default
-    ``t_min``: the process's smallest time)."""
-    from polydiff.plugin import forces
+    ``t_min``: the process's smallest time). ``compile``: one compiled graph per call
+    (:func:`polydiff.plugin.force_function`: seconds to compile once, faster per step)."""
+    from polydiff.plugin import force_function
 
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
     proc = generator.fields["x"].process
     t = float(getattr(proc, "t_min", 1e-3) if t_min is None else t_min)
     peptide = generator.info.get("kind") == "peptide"
+    fn = force_function(generator.net, t, compile=compile)
 
     def force(x: Tensor) -> Tensor:
         st = {"x": x.to(torch.float32)}
         if peptide:
             st["mask"] = torch.ones(x.shape[:2])
-        return forces(generator.net, st, t)["x"].to(x.dtype)
+        return fn(st)["x"].to(x.dtype)
 
     return force
 
 
 def simulate(generator: Any, starts: np.ndarray, *, chains: int, steps: int, every: int, dt: float, friction: float,
-             t_min: float | None, seed: int, integrator: Callable[..., np.ndarray]) -> np.ndarray:
+             t_min: float | None, seed: int, integrator: Callable[..., np.ndarray], compile: bool = False
+             ) -> np.ndarray:
     """Langevin trajectories of a trained energy model from ``chains`` start frames (Angstrom /
-    model coordinates converted by ``info["scale"]``); returns frames in data units."""
+    model coordinates converted by ``info["scale"]``); returns frames in data units.
+    ``compile``: the forces as one compiled graph (:func:`model_forces`)."""
     scale = float(generator.info.get("scale", 1.0))
     rng = np.random.default_rng(seed)
     x0 = starts[rng.choice(len(starts), size=chains, replace=len(starts) < chains)] * scale
     if x0.ndim == 3:
         x0 = x0 - x0.mean(1, keepdims=True)
-    force = model_forces(generator, t_min)
+    force = model_forces(generator, t_min, compile=compile)
     traj = integrator(force, torch.as_tensor(x0, dtype=torch.float64), steps=steps, dt=dt, gamma=friction, kT=1.0,
                       seed=seed, every=every)
     return np.asarray(traj, dtype=np.float64) / scale
