@@ -271,12 +271,9 @@ SOUNDCTM_KEYS = ("train_step_s", "sample_1_s", "sample_2_s")
 
 def _median_timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
     """Median and all wall seconds of ``repeats`` calls ``fn(seed)`` after one untimed call."""
-    fn(0)
-    wall = []
-    for seed in range(1, repeats + 1):
-        t0 = time.perf_counter()
-        fn(seed)
-        wall.append(time.perf_counter() - t0)
+    from common import timed_calls
+
+    wall, _ = timed_calls(fn, repeats)
     return statistics.median(wall), wall
 
 

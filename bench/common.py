@@ -142,6 +142,19 @@ def batch_clock() -> Any:
     return BatchClock()
 
 
+def timed_calls(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of ``repeats`` calls ``fn(seed)`` (seeds 1, 2, ...), after one
+    untimed call ``fn(0)`` (warm-up)."""
+    fn(0)
+    wall, cpu = [], []
+    for seed in range(1, repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(seed)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def export_mirror(mirror: Path, dest: Path, repo: str, marker: str, env: str, script: str,
                   paths: tuple[str, ...] = ()) -> str:
     """Export the HEAD tree (or only ``paths``) of a bare git mirror of ``github.com/<repo>`` into

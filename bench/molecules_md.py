@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, environment, header, publish
+from common import RESULTS, command_line, environment, header, publish, timed_calls
 
 import polydiff
 
@@ -580,18 +580,6 @@ SPEED_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _timed_calls(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
-    """Wall and process CPU seconds of ``repeats`` calls ``fn(seed)``, after one untimed call."""
-    fn(0)
-    wall, cpu = [], []
-    for seed in range(1, repeats + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn(seed)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
-
-
 def _our_steps(cfg: dict[str, Any], b: dict[str, Any], work: Path) -> tuple[Any, list[float], list[float]]:
     """``polydiff.train`` for ``warmup + steps + 1`` steps; the checkpoint and the wall and CPU
     seconds of the timed steps (batch start to batch start; the last, which writes the checkpoint,
@@ -634,12 +622,12 @@ def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         fp_cfg = {**cfg, "loss": {**cfg.get("loss", {}), "techniques": {"fp_weight": b["fp_weight"]}}}
         _, fp_wall, fp_cpu = _our_steps(fp_cfg, b, work / "speed_fp")
         gen = polydiff.load(ckpt)
-        sample_s, sample_cpu = _timed_calls(lambda seed: gen.generate(
+        sample_s, sample_cpu = timed_calls(lambda seed: gen.generate(
             b["num"], sampler="dpm++2m", steps=b["sample_steps"], seed=seed, batch_size=b["num"], progress=False),
             b["sample_repeats"])
         starts = mcmc_reference("muller_brown", b["chains"], seed=0)
         t_min = float(gen.fields["x"].process.schedule.t_min)
-        lang_s, lang_cpu = _timed_calls(lambda seed: simulate(
+        lang_s, lang_cpu = timed_calls(lambda seed: simulate(
             gen, starts, chains=b["chains"], steps=b["langevin_steps"], every=b["every"], dt=b["dt"],
             friction=b["friction"], t_min=None, seed=seed, integrator=langevin_torch), b["sample_repeats"])
         compiled = {  # the same calls with the network (sampling) or the force (Langevin) compiled
@@ -653,7 +641,7 @@ def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
             fn(0)  # compiles
             comp[f"{key}_compiled_first_s"] = time.perf_counter() - t0
-            wall_c, cpu_c = _timed_calls(fn, b["sample_repeats"])
+            wall_c, cpu_c = timed_calls(fn, b["sample_repeats"])
             comp.update({f"{key}_compiled_s": statistics.median(wall_c), f"{key}_compiled_s_all": wall_c,
                          f"{key}_compiled_cpu_s_all": cpu_c})
     finally:

@@ -256,18 +256,6 @@ SPEED_SETUP = "python bench/tsdiff_reference.py --setup"
 SPEED_KEYS = ("train_step_s", "sample_s", "forecast_s")
 
 
-def _timed(fn: Any, repeats: int) -> tuple[list[float], list[float]]:
-    """Wall and process CPU seconds of ``repeats`` calls ``fn(seed)``, after one untimed call."""
-    fn(0)
-    wall, cpu = [], []
-    for seed in range(1, repeats + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn(seed)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
-
-
 def _our_tsdiff_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     """polydiff's TSDiff at the size of TSDiff's ``diffusion_small_config`` on windows of TSDiff's
     hourly recipes (context 336, horizon 24): ``polydiff.train`` for ``warmup + steps + 1`` steps
@@ -277,7 +265,7 @@ def _our_tsdiff_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     import itertools
     import statistics
 
-    from common import batch_clock
+    from common import batch_clock, timed_calls
     from tsdiff_reference import CONTEXT, PREDICTION
 
     import polydiff
@@ -298,9 +286,9 @@ def _our_tsdiff_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
         run = polydiff.train(cfg, work / "tsdiff_speed", fresh=True, callbacks=[clock], verbose=False)
         gen = polydiff.load(run.checkpoint)
         ctx = raw_windows(gen.modality.dataset("ar", **data).test)[: b["series"], :CONTEXT, 0]
-        sample_s, sample_cpu = _timed(lambda seed: gen.generate(b["num"], seed=seed, progress=False),
+        sample_s, sample_cpu = timed_calls(lambda seed: gen.generate(b["num"], seed=seed, progress=False),
                                       b["sample_repeats"])
-        forecast_s, forecast_cpu = _timed(lambda seed: predict(gen, ctx, num_samples=b["num_samples"],
+        forecast_s, forecast_cpu = timed_calls(lambda seed: predict(gen, ctx, num_samples=b["num_samples"],
                                                                guidance="quantile", scale=4.0, seed=seed),
                                           b["sample_repeats"])
     finally:
@@ -371,14 +359,15 @@ def _our_pacodi_run(cfg: dict[str, Any], b: dict[str, Any], out: Path, train: st
     import itertools
     import statistics
 
-    from common import batch_clock
+    from common import batch_clock, timed_calls
 
     import polydiff
 
     clock = batch_clock()
     run = polydiff.train(cfg, out, fresh=True, callbacks=[clock], verbose=False)
     gen = polydiff.load(run.checkpoint)
-    sample_s, sample_cpu = _timed(lambda seed: gen.generate(b["num"], seed=seed, progress=False), b["sample_repeats"])
+    sample_s, sample_cpu = timed_calls(lambda seed: gen.generate(b["num"], seed=seed, progress=False),
+                                       b["sample_repeats"])
     wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
     cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
     return {f"{train}_s": statistics.median(wall), f"{train}_s_all": wall, f"{train}_cpu_s_all": cpu,
