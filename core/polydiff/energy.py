@@ -86,4 +86,3 @@ def force_function(model: EnergyModel, t: float = 0.0, *, compile: bool = False
         return {k: -grads[k] for k in model.keys}
 
     return torch.compile(call, fullgraph=True)
-

@@ -234,8 +234,8 @@ class MDModality(Modality):
                        dt: float | None = None, friction: float = 1.0, t_min: float | None = None, every: int = 50,
                        compile: bool = False) -> dict[str, float]:
         """``polydiff evaluate CKPT [--option langevin=200 chains=64 dt=1e-3 compile=true]``: JS
-        divergence of (a) ``num`` i.i.d. samples and (b) Langevin trajectories (``chains`` chains of ``langevin``
-        x ``every`` steps with the forces ``-grad E(x, t_min)``, kT = 1 in model units, started
+        divergence of (a) ``num`` i.i.d. samples and (b) Langevin trajectories (``chains`` chains
+        of ``langevin`` x ``every`` steps with the forces ``-grad E(x, t_min)``, kT = 1 in model units, started
         from held-out reference frames) against the reference, their gap, and the floor
         (``data_*``: ``num`` training samples scored the same way: what a perfect model gets
         with finite samples). ``dt`` defaults to 1e-2 for the 2-D systems and 4e-3 for the
