@@ -239,7 +239,7 @@ def run_plain(s: Setup, steps: int) -> tuple[Clock, dict[str, Tensor]]:
         module = training.DiffusionModule(net, s.fields, cfg, s.info, s.data)  # the loss and the EMA copy
         ema = module.ema
         params = list(net.parameters())
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        opt = training.make_optimizer(params, t)
         warm = t.warmup
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm)) if warm > 0 else None
         pairs = (list(ema.parameters()), params, list(ema.buffers()), list(net.buffers())) if ema is not None else None
