@@ -563,8 +563,21 @@ def run_md(out: Path, quick: bool = False, seed: int = 0, legacy: bool = True,
 # ---------------------------------------------------------------------------------------------
 
 SPEED_SETUP = "python bench/scoremd_reference.py --setup"
-SPEED_KEYS = ("train_step_s", "train_fp_step_s", "sample_s", "langevin_s")
+SPEED_KEYS = ("train_step_s", "train_fp_step_s", "sample_s", "langevin_s")  # ScoreMD's timings
 SPEED_COMPILED = ("sample_s", "langevin_s")  # also timed with ours compiled (compile=True)
+# our training variants (each a polydiff.train run): key -> (ScoreMD's key it is compared with,
+# loss.techniques.fp_residual with fp_weight from the budget, or None: no FP penalty; train.compile).
+# The log-density residual is the form of ScoreMD's residual_fp; the score residual is one order more
+TRAIN_VARIANTS: dict[str, tuple[str, str | None, bool]] = {
+    "train_step_s": ("train_step_s", None, False),
+    "train_step_compiled_s": ("train_step_s", None, True),
+    "train_fp_step_s": ("train_fp_step_s", "score", False),
+    "train_fp_logd_step_s": ("train_fp_step_s", "log_density", False),
+    "train_fp_logd_step_compiled_s": ("train_fp_step_s", "log_density", True),
+}
+# every timing of ours -> ScoreMD's timing it is compared with
+OUR_TIMINGS = {**{k: v[0] for k, v in TRAIN_VARIANTS.items()}, "sample_s": "sample_s",
+               "sample_compiled_s": "sample_s", "langevin_s": "langevin_s", "langevin_compiled_s": "langevin_s"}
 # ScoreMD, once per round each: at our recipe's widths; at about our parameter count; its own
 # defaults (get_samples' 1000 Euler-Maruyama steps at its 3 x 92 MLP), i.i.d. sampling only
 SPEED_REFS = ("scoremd", "scoremd_equal_params", "scoremd_default")
@@ -580,10 +593,10 @@ SPEED_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _our_steps(cfg: dict[str, Any], b: dict[str, Any], work: Path) -> tuple[Any, list[float], list[float]]:
-    """``polydiff.train`` for ``warmup + steps + 1`` steps; the checkpoint and the wall and CPU
+def _our_steps(cfg: dict[str, Any], b: dict[str, Any], work: Path) -> tuple[Any, list[float], list[float], float]:
+    """``polydiff.train`` for ``warmup + steps + 1`` steps; the checkpoint, the wall and CPU
     seconds of the timed steps (batch start to batch start; the last, which writes the checkpoint,
-    left out)."""
+    left out) and the wall seconds of the first step (with ``train.compile``, its compilation)."""
     import itertools
 
     from common import batch_clock
@@ -593,9 +606,9 @@ def _our_steps(cfg: dict[str, Any], b: dict[str, Any], work: Path) -> tuple[Any,
                         checkpoint_every=10**6, progress=False)
     clock = batch_clock()
     run = polydiff.train(cfg, work, fresh=True, callbacks=[clock], verbose=False)
-    wall = [y - x for x, y in itertools.pairwise(clock.wall)][b["warmup"]:]
+    wall = [y - x for x, y in itertools.pairwise(clock.wall)]
     cpu = [y - x for x, y in itertools.pairwise(clock.cpu)][b["warmup"]:]
-    return run.checkpoint, wall, cpu
+    return run.checkpoint, wall[b["warmup"]:], cpu, wall[0]
 
 
 def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -618,10 +631,17 @@ def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
     before = torch.get_num_threads()
     torch.set_num_threads(b["threads"])
     try:
-        ckpt, wall, cpu = _our_steps(cfg, b, work / "speed_nofp")
-        fp_cfg = {**cfg, "loss": {**cfg.get("loss", {}), "techniques": {"fp_weight": b["fp_weight"]}}}
-        _, fp_wall, fp_cpu = _our_steps(fp_cfg, b, work / "speed_fp")
-        gen = polydiff.load(ckpt)
+        trained: dict[str, Any] = {}
+        for key, (_, residual, compile_) in TRAIN_VARIANTS.items():
+            c = {**cfg, "train": {**cfg["train"], "compile": compile_}}
+            if residual is not None:
+                tech = {"fp_weight": b["fp_weight"], "fp_residual": residual}
+                c["loss"] = {**cfg.get("loss", {}), "techniques": tech}
+            ckpt, wall, cpu, first = _our_steps(c, b, work / key[:-2])
+            trained.update({key: statistics.median(wall), f"{key}_all": wall, f"{key[:-2]}_cpu_s_all": cpu,
+                            f"{key[:-2]}_first_s": first})
+            if key == "train_step_s":
+                gen = polydiff.load(ckpt)
         sample_s, sample_cpu = timed_calls(lambda seed: gen.generate(
             b["num"], sampler="dpm++2m", steps=b["sample_steps"], seed=seed, batch_size=b["num"], progress=False),
             b["sample_repeats"])
@@ -646,9 +666,7 @@ def _our_md_speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
                          f"{key}_compiled_cpu_s_all": cpu_c})
     finally:
         torch.set_num_threads(before)
-    return {"train_step_s": statistics.median(wall), "train_step_s_all": wall, "train_step_cpu_s_all": cpu,
-            "train_fp_step_s": statistics.median(fp_wall), "train_fp_step_s_all": fp_wall,
-            "train_fp_step_cpu_s_all": fp_cpu, "sample_s": statistics.median(sample_s), "sample_s_all": sample_s,
+    return {**trained, "sample_s": statistics.median(sample_s), "sample_s_all": sample_s,
             "sample_cpu_s_all": sample_cpu, "langevin_s": statistics.median(lang_s), "langevin_s_all": lang_s,
             "langevin_cpu_s_all": lang_cpu, **comp, "t_min": t_min, "model": cfg["model"],
             "recipe_sample": {k: cfg["sample"][k] for k in ("sampler", "steps")},
@@ -708,16 +726,11 @@ def speed(b: dict[str, Any], work: Path) -> dict[str, Any]:
             log(f"{out['scoremd_missing']}: run {SPEED_SETUP}")
             break
     out["summary"] = {}
-    for who in SPEED_REFS:
-        for key in SPEED_KEYS:
-            theirs = [x[key] for x in out[who] if key in x]
-            if theirs or not out[who]:
+    for who in SPEED_REFS:  # each timing of ours (eager or compiled) against ScoreMD's jitted one
+        for key, ref_key in OUR_TIMINGS.items():
+            theirs = [x[ref_key] for x in out[who] if ref_key in x]
+            if (theirs or not out[who]) and all(key in x for x in out["ours"]):
                 out["summary"][f"{who}/{key}"] = ratio_summary((x[key] for x in out["ours"]), theirs, "scoremd")
-        for key in SPEED_COMPILED:  # ours compiled against ScoreMD's jitted call
-            theirs = [x[key] for x in out[who] if key in x]
-            if theirs and all(f"{key[:-2]}_compiled_s" in x for x in out["ours"]):
-                out["summary"][f"{who}/{key[:-2]}_compiled_s"] = ratio_summary(
-                    (x[f"{key[:-2]}_compiled_s"] for x in out["ours"]), theirs, "scoremd")
     return out
 
 
@@ -759,7 +772,10 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         "with data loading, EMA and logging); ScoreMD its own loop (`OneAfterAnother.train`: epochs of "
         f"{b['steps']} steps fused in one jitted `lax.scan`, an untimed first epoch that compiles, then the median "
         f"of {b['ref_epochs']} epochs / {b['steps']}). With FP: ours `loss.techniques.fp_weight` "
-        f"{b['fp_weight']:g} (two Hutchinson probes, each a central difference in t of the score); ScoreMD TRAIN.md's "
+        f"{b['fp_weight']:g} with two Hutchinson probes, as the score residual (the default: a central difference "
+        "in t of the score and a vector-Jacobian product, differentiated once more by the loss) or as the "
+        "log-density residual (`fp_residual: log_density`: finite differences in t and x, all 7 evaluations "
+        "in one batch; the compiled rows add `train.compile: true`); ScoreMD TRAIN.md's "
         "`residual_fp` (beta 5e-4, two probes, finite differences in t and x, `single_gamma`). i.i.d. sampling: "
         f"{b['num']} points in one batch, {b['sample_steps']} steps (ours DPM-Solver++(2M); ScoreMD Euler-Maruyama "
         f"as its `get_samples` composes it, jitted once). Langevin: {b['chains']} chains x {b['langevin_steps']} steps "
@@ -767,10 +783,20 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         f"integrator with {b['every']} steps unrolled per jitted step, `simulate`'s `lax.scan`), one force call a "
         f"step each. Sampling and Langevin: the median of {b['sample_repeats']} calls after an untimed one.", "",
         "| | polydiff | ScoreMD (own code) | ours / ScoreMD | at most the reference's |", "|---|---|---|---|---|"]
-    names = {"train_step_s": f"training step, no FP (s, batch {b['batch']})",
-             "train_fp_step_s": f"training step with the FP penalty (s, batch {b['batch']})",
+    step = f"(s, batch {b['batch']})"
+    names = {"train_step_s": f"training step, no FP {step}",
+             "train_step_compiled_s": f"training step, no FP {step}, ours compiled (`train.compile: true`)",
+             "train_fp_step_s": f"training step with the FP penalty {step}, ours the score residual",
+             "train_fp_logd_step_s": f"training step with the FP penalty {step}, ours the log-density residual "
+                                     "(`fp_residual: log_density`, the form of ScoreMD's `residual_fp`)",
+             "train_fp_logd_step_compiled_s": f"training step with the FP penalty {step}, ours the log-density "
+                                              "residual compiled",
              "sample_s": f"i.i.d. sampling (s per call of {b['num']} points, {b['sample_steps']} steps)",
-             "langevin_s": f"Langevin (s per call of {b['chains']} chains x {b['langevin_steps']} steps)"}
+             "sample_compiled_s": f"i.i.d. sampling (s per call of {b['num']} points, {b['sample_steps']} steps), "
+                                  "ours compiled (`compile=True`)",
+             "langevin_s": f"Langevin (s per call of {b['chains']} chains x {b['langevin_steps']} steps)",
+             "langevin_compiled_s": f"Langevin (s per call of {b['chains']} chains x {b['langevin_steps']} steps), "
+                                    "ours compiled (`compile=True`)"}
     for who, label in (("scoremd", f"ScoreMD at our widths (3 x {s0['hidden'][0]})"),
                        ("scoremd_equal_params", f"ScoreMD at about our parameters (3 x {e0.get('hidden', ['?'])[0]})")):
         if not r[who]:
@@ -778,15 +804,14 @@ def speed_section(r: dict[str, Any]) -> list[str]:
         p0 = r[who][0]
         lines.append(f"| **{label}**: parameters | {o0['params']:,} | {p0['params']:,} | | |")
         for key, name in names.items():
-            v = r["summary"][f"{who}/{key}"]
+            v = r["summary"].get(f"{who}/{key}")
+            if v is None:  # a timing an older run did not take
+                continue
+            if "compiled" in key:
+                first = statistics.median(row[f"{key[:-2]}_first_s"] for row in r["ours"])
+                name += f"; its first {'step' if key.startswith('train') else 'call'}, compiling: {_f(first, 1)} s"
             lines.append(f"| {name} | {_f(v['ours'], 4)} | {_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | "
                          f"{'yes' if v['at_most'] else 'no'} |")
-            v = r["summary"].get(f"{who}/{key[:-2]}_compiled_s")
-            if v is not None:
-                first = statistics.median(row[f"{key[:-2]}_compiled_first_s"] for row in r["ours"])
-                lines.append(f"| {name}, ours compiled (`compile=True`; first call with compilation {_f(first, 1)} s) "
-                             f"| {_f(v['ours'], 4)} | {_f(v['scoremd'], 4)} | {_f(v['ratio'], 2)}x | "
-                             f"{'yes' if v['at_most'] else 'no'} |")
         comp = {k: statistics.median(row["compile_s"][k] for row in r[who]) for k in p0["compile_s"]}
         parts = ", ".join(f"{name} {_f(comp[k], 1)}" for k, name in (("train", "training"), ("train_fp", "with FP"),
                                                                      ("sample", "sampling"), ("langevin", "Langevin")))

@@ -101,6 +101,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (torch.set_num_threads); 0 keeps PyTorch's default
     logger: str = field(default="csv", metadata={"choices": LOGGERS})
     progress: bool = True
+    # torch.compile the network for the training loss (the loss, optimiser and EMA stay eager):
+    # the first steps pay the compilation, every later step runs the fused graph; an energy
+    # network's gradient and the backward through it compile into the same graph
+    compile: bool = False
 
 
 @dataclass
@@ -507,6 +511,14 @@ def _check_train(cfg: Config, source: str) -> None:
     if t.checkpoint_format == "sharded" and t.strategy != "fsdp":
         raise ConfigError(f"{source}: train.checkpoint_format: sharded checkpoints are written by train.strategy: "
                           f"fsdp, not {t.strategy!r}")
+    if t.compile and t.strategy == "fsdp":
+        raise ConfigError(f"{source}: train.compile: not supported with train.strategy: fsdp (compile with ddp or "
+                          "one process)")
+    tech = cfg.loss.techniques if isinstance(cfg.loss.techniques, Mapping) else {}
+    if t.compile and (tech.get("fp_weight") or 0) > 0 and tech.get("fp_residual", "score") == "score":
+        raise ConfigError(f"{source}: train.compile: the score Fokker-Planck penalty (loss.techniques.fp_weight) "
+                          "differentiates the network's output again, which torch.compile cannot; set "
+                          "loss.techniques.fp_residual: log_density (energy models) or train.compile: false")
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"{source}: train.ema: expected a decay in [0, 1) (0 = off), got {t.ema}")
     if not 0.0 < t.lr_decay <= 1.0:

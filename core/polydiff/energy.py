@@ -7,7 +7,9 @@ with it unchanged (give those fields ``prediction="score"``). The gradient is ta
 ``torch.enable_grad()``, so it works inside sampling's ``no_grad`` too; while gradients are on
 (training) it is taken with ``create_graph=True``, so the loss trains the energy through its
 gradient. The energy itself is returned as the extra output ``"energy"`` (e.g. for Metropolis
-corrections, energy-based likelihood ratios or importance weights).
+corrections, energy-based likelihood ratios or importance weights). Under ``torch.compile``
+(``train.compile``, ``generate(compile=True)``) the gradient is taken with ``torch.func.grad``
+instead, so the energy, its gradient and a loss's backward through both are one graph.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class EnergyModel(nn.Module):
             raise ValueError(f"an energy network predicts scores: give fields {wrong} prediction='score'")
 
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
+        if torch.compiler.is_compiling():
+            return self._traced(state, t, cond)
         graph = torch.is_grad_enabled()  # training: keep the graph so the loss reaches the energy
         with torch.enable_grad():
             xs = {k: state[k] if state[k].requires_grad else state[k].detach().requires_grad_(True)
@@ -50,6 +54,21 @@ class EnergyModel(nn.Module):
         out = {k: -g if graph else -g.detach() for k, g in zip(self.keys, grads)}
         out["energy"] = e if graph else e.detach()
         return out
+
+    def _traced(self, state: Mapping[str, Tensor], t: Tensor, cond: Any) -> dict[str, Tensor]:
+        """The same outputs with the gradient taken by ``torch.func.grad``, which ``torch.compile``
+        traces into the graph (``torch.autograd.grad`` would break it in two): the energy, its
+        gradient and, in training, the loss's backward through both (the double backward) run as
+        one compiled graph."""
+        def total(xs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            st = {k: xs.get(k, v) for k, v in state.items()}
+            e = self.energy(st, t) if cond is None else self.energy(st, t, cond)
+            if e.dim() != 1:
+                raise ValueError(f"the energy network must return one energy per sample (B,), got {tuple(e.shape)}")
+            return e.sum(), e
+
+        grads, e = torch.func.grad(total, has_aux=True)({k: state[k] for k in self.keys})
+        return {**{k: -grads[k] for k in self.keys}, "energy": e}
 
 
 def forces(model: EnergyModel, state: Mapping[str, Tensor], t: Tensor | float = 0.0) -> dict[str, Tensor]:

@@ -8,7 +8,8 @@
 - :func:`fokker_planck_penalty`: the score Fokker-Planck residual (Lai et al. 2023) as a
   regulariser, with Hutchinson divergences (unbiased squared norm from two probes), optionally
   at times restricted to a range (:func:`fp_times`) and normalised per time
-  (:func:`fp_normalizer`).
+  (:func:`fp_normalizer`); for energy models also the scalar residual of the log-density
+  (:func:`log_density_residual`, finite differences only: one order of differentiation less).
 - :class:`ScoreAugment`: score augmentation (Hou et al. 2025, "ScoreAug"): transform the noisy
   input, ask for the transformed target, and tell the network which transform was used.
 - :class:`SelfConditioning`: self-conditioning (Chen et al. 2023, "Analog bits"): the
@@ -271,10 +272,70 @@ def score_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], s
     return project(ds_dt - grad_phi)
 
 
+def log_density_residual(model: Callable[..., Any], fields: Mapping[str, FieldSpec], state: State, t: Tensor,
+                         probes: Sequence[Tensor], *, cond: Any = None, h: float = 1e-2, x_step: float = 1e-2
+                         ) -> tuple[Tensor, Tensor]:
+    """The log-density Fokker-Planck residual of an energy model as ``(gamma (B,), div (B, P))``:
+    ``R = gamma - div[:, j]`` estimates it with probe ``j``, ``gamma - div.sum(1)`` over a basis.
+
+    With ``log q = -E`` (the model's extra output ``"energy"``), ``s`` its projected score, per
+    Gaussian field the drift ``f x`` and diffusion ``g**2`` of the forward SDE::
+
+        R = d(log q)/dt + sum_k f_k dof_k + f x . s - g**2 / 2 (div s + |s|**2)
+
+    which is zero for the true ``log q_t`` (divide the density's Fokker-Planck equation by ``q``).
+    Every derivative is a finite difference of model outputs, so training differentiates through
+    the energy's gradient only once (ScoreMD's ``residual_fp``; the score form
+    :func:`score_residual` needs one more order): ``d(log q)/dt`` a central difference with
+    relative step ``h``; ``div s`` along each probe ``u`` (packed, projected) as ``u . (s(x + e
+    u) - s(x - e u)) / (2 e)`` with ``e = x_step * sigma(t)`` (the smallest over the fields), an
+    unbiased estimate for a probe of unit covariance (Hutchinson), exact summed over a basis. All
+    ``2 P + 3`` evaluations go through the model as one batch. ``R`` is blind to a function of
+    ``t`` alone added to ``log q`` apart from its time derivative: the residual also fixes the
+    energy's normalisation over time, which the energy's own function of ``t`` can absorb."""
+    packer = Packer(fields, state)
+    names = packer.names
+    aux = {k: v for k, v in state.items() if k not in names}
+    x = packer.pack(state).detach()
+    b, n_eval = x.shape[0], 2 * len(probes) + 3
+    tt = t.to(torch.float64)
+    fs, g2s, fdof, sig = {}, {}, torch.zeros(b, dtype=x.dtype, device=x.device), None
+    for k in names:
+        shape = (-1, *([1] * (state[k].dim() - 1)))
+        sched = fields[k].process.schedule
+        f, g2 = sched.drift_diffusion(tt.reshape(shape))
+        fs[k], g2s[k] = f.to(x.dtype).expand_as(state[k]), g2.to(x.dtype).expand_as(state[k])
+        fdof = fdof + f.reshape(-1).to(x.dtype) * fields[k].structure.dof(state[k], state).to(x.dtype)
+        sk = sched.sigma(tt).to(x.dtype)
+        sig = sk if sig is None else torch.minimum(sig, sk)
+    f, half_g2 = packer.pack(fs), 0.5 * packer.pack(g2s)
+    e = (x_step * sig)[:, None]
+    shifted = [x + sign * e * u for u in probes for sign in (1.0, -1.0)]
+    xs = torch.cat([x, *shifted, x, x])
+    t_all = torch.cat([t] * (n_eval - 2) + [t * (1 + h), t * (1 - h)])
+    big = {**tree_map(lambda v: torch.cat([v] * n_eval), aux, b), **packer.unpack(xs)}
+    big_cond = tree_map(lambda v: torch.cat([v] * n_eval), cond, b)
+    out = call(model, big, t_all, big_cond)
+    if "energy" not in out:
+        raise ValueError("the log-density Fokker-Planck residual needs a model that returns its energy (the extra "
+                         f"output 'energy', e.g. polydiff.plugin.EnergyModel); this one returned {sorted(out)}")
+    est = x0_eps(out, big, t_all, fields, names)
+    scores = packer.pack({k: -fields[k].structure.project(est[k][1], big)
+                          / field_coefs(fields[k], t_all, big[k]).sigma for k in names}).reshape(n_eval, b, -1)
+    energy = out["energy"].reshape(n_eval, b)
+    s = scores[0]
+    dlogq_dt = (energy[-1] - energy[-2]) / (2 * h * t.to(x.dtype))
+    gamma = dlogq_dt + fdof + (f * x * s).sum(1) - (half_g2 * s * s).sum(1)
+    divs = [(half_g2 * u * (scores[1 + 2 * i] - scores[2 + 2 * i])).sum(1) / (2 * e[:, 0])
+            for i, u in enumerate(probes)]
+    return gamma, torch.stack(divs, 1)
+
+
+FP_RESIDUALS = ("score", "log_density")
 FP_TIME_DENSITIES = ("uniform", "log_uniform")
 
 
-def fp_normalizer(fields: Mapping[str, FieldSpec], state: State, t: Tensor) -> Tensor:
+def fp_normalizer(fields: Mapping[str, FieldSpec], state: State, t: Tensor, power: int = 3) -> Tensor:
     """Per-entry factor ``sigma(t)**3 / g(t)**2`` (packed, (B, D)) that makes the score
     Fokker-Planck residual dimensionless and O(1) at every time.
 
@@ -288,14 +349,16 @@ def fp_normalizer(fields: Mapping[str, FieldSpec], state: State, t: Tensor) -> T
     ``v0`` it is that times ``(sigma**2 / (alpha**2 v0 + sigma**2))**3 <= 1``. Equivalently, the
     normalised residual is the residual of the score in noise units (``sigma s``) per unit of
     log-SNR (``sigma**3 / g**2 = sigma / |dlam/dt|``, as ``d/dt = (dlam/dt) d/dlam``); it
-    does not change when time is reparametrised or the data rescaled."""
+    does not change when time is reparametrised or the data rescaled. ``power=2`` gives
+    ``sigma**2 / g**2 = 1 / |dlam/dt|``, which makes the (dimensionless) log-density residual one
+    per unit of log-SNR."""
     packer = Packer(fields, state)
     out = {}
     for k in packer.names:
         tt = t.to(torch.float64).reshape(-1, *([1] * (state[k].dim() - 1)))
         _, g2 = fields[k].process.schedule.drift_diffusion(tt)
         sigma = fields[k].process.schedule.sigma(tt)
-        out[k] = (sigma**3 / g2).to(state[k].dtype).expand_as(state[k])
+        out[k] = (sigma**power / g2).to(state[k].dtype).expand_as(state[k])
     return packer.pack(out)
 
 
@@ -320,9 +383,15 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
                           cond: Any = None, time_density: str = "uniform", h: float = 1e-2,
                           divergence: str = "hutchinson", t_range: Sequence[float] | None = None,
                           range_density: str = "log_uniform", normalize: bool = False, clip: float | None = None,
-                          **density_options: float) -> Tensor:
-    """The squared score Fokker-Planck residual per dimension at one random time per sample, with
-    the graph kept for training (it needs double backpropagation through the network).
+                          residual: str = "score", x_step: float = 1e-2, **density_options: float) -> Tensor:
+    """The squared Fokker-Planck residual per dimension at one random time per sample, with the
+    graph kept for training (it needs double backpropagation through the network).
+
+    ``residual="score"``: the residual of the score's equation (:func:`score_residual`, a vector:
+    its squared norm over ``D`` entries). ``"log_density"``: an energy model's scalar residual of
+    ``log q = -E`` (:func:`log_density_residual`, squared over ``D**2`` as ScoreMD does), with
+    every derivative a finite difference (``x_step``: the step in x, relative to ``sigma(t)``),
+    one order of differentiation cheaper and compilable (``train.compile``).
 
     Times: from the loss's ``time_density`` (with ``density_options``), or, given ``t_range =
     (lo, hi)``, drawn within it by ``range_density`` (:func:`fp_times`), independently of the
@@ -339,6 +408,8 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
         raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    if residual not in FP_RESIDUALS:
+        raise ValueError(f"residual must be one of {', '.join(FP_RESIDUALS)}, got {residual!r}")
     if t_range is None:
         t = sample_time(fields, noise, time_density, **density_options)
     else:
@@ -351,22 +422,35 @@ def fokker_planck_penalty(model: Model, fields: Mapping[str, FieldSpec], batch: 
     dtype = noisy[packer.names[0]].dtype
     dim = packer.pack(noisy).shape[1]
     tt = t.to(dev, dtype)
-    scale = fp_normalizer(fields, noisy, t.to(dev)) if normalize else None
+    # normalised: the score residual times sigma**3 / g**2 per entry; the log-density residual
+    # (dimensionless already) times sigma**2 / g**2 = 1 / |d lambda / dt|, i.e. per unit of log-SNR
+    scale = fp_normalizer(fields, noisy, t.to(dev), power=2 if residual == "log_density" else 3) if normalize else None
 
-    def residual(probes: list[Tensor] | None) -> Tensor:
-        r = score_residual(model, fields, noisy, tt, cond=cond, probes=probes, h=h, create_graph=True)
-        return r if scale is None else r * scale
+    def project(v: Tensor) -> Tensor:
+        return packer.pack({k: fields[k].structure.project(z, noisy) for k, z in packer.unpack(v).items()})
 
-    if divergence == "exact":
-        r = residual(None)
-        per = (r * r).sum(1) / dim
+    if divergence == "hutchinson":
+        probes = [project(noise.randn((dim,), dtype).to(dev)) for _ in range(2)]
+    if residual == "log_density":
+        if divergence == "exact":
+            eye = torch.eye(dim, dtype=dtype, device=dev)
+            probes = [project(eye[j].expand(tt.shape[0], dim)) for j in range(dim)]
+        gamma, div = log_density_residual(model, fields, noisy, tt, probes, cond=cond, h=h, x_step=x_step)
+        r = gamma[:, None] - (div.sum(1, keepdim=True) if divergence == "exact" else div)
+        if scale is not None:
+            r = r * scale.mean(1, keepdim=True)
+        per = r[:, 0] * r[:, -1] / dim**2  # two probes' product (unbiased), or the exact residual squared
     else:
-        probes = []
-        for _ in range(2):
-            z = packer.unpack(noise.randn((dim,), dtype).to(dev))
-            probes.append(packer.pack({k: fields[k].structure.project(v, noisy) for k, v in z.items()}))
-        ra, rb = residual([probes[0]]), residual([probes[1]])
-        per = (ra * rb).sum(1) / dim
+        def vector(ps: list[Tensor] | None) -> Tensor:
+            r = score_residual(model, fields, noisy, tt, cond=cond, probes=ps, h=h, create_graph=True)
+            return r if scale is None else r * scale
+
+        if divergence == "exact":
+            r = vector(None)
+            per = (r * r).sum(1) / dim
+        else:
+            ra, rb = vector([probes[0]]), vector([probes[1]])
+            per = (ra * rb).sum(1) / dim
     if clip is not None:
         per = clip * torch.tanh(per / clip)
     return per.mean()
@@ -518,7 +602,9 @@ class Techniques:
     (how within the range: "log_uniform", the default, or "uniform") and ``fp_normalize``
     (scale the residual by ``sigma**3 / g**2`` so it stays O(1) as t -> 0, see
     :func:`fp_normalizer`), ``fp_clip`` (a soft cap on each sample's penalty, see
-    :func:`fokker_planck_penalty`), ``cond_drop`` (condition dropout probability) with
+    :func:`fokker_planck_penalty`), ``fp_residual`` ("score", the default, or "log_density" for
+    energy models: :func:`log_density_residual`) with ``fp_x_step`` (its finite-difference step in
+    x relative to ``sigma(t)``, in (0, 0.5]), ``cond_drop`` (condition dropout probability) with
     ``condition_keys``.
     """
 
@@ -535,6 +621,8 @@ class Techniques:
     fp_t_density: str = field(default="log_uniform", metadata={"choices": FP_TIME_DENSITIES})
     fp_normalize: bool = False
     fp_clip: float | None = None
+    fp_residual: str = field(default="score", metadata={"choices": FP_RESIDUALS})
+    fp_x_step: float = 1e-2
     cond_drop: float = 0.0
     condition_keys: list[str] = field(default_factory=list)
 
@@ -563,12 +651,19 @@ class Techniques:
             if not (math.isfinite(hi) and 0 < lo < hi):
                 raise ValueError(f"{where}.fp_t_range must be [lo, hi] with 0 < lo < hi, got [{lo:g}, {hi:g}]")
             self.fp_t_range = (lo, hi)
+        if self.fp_residual not in FP_RESIDUALS:
+            raise ValueError(f"{where}.fp_residual must be one of {', '.join(FP_RESIDUALS)}, got "
+                             f"{self.fp_residual!r}")
+        if not 0 < self.fp_x_step <= 0.5:
+            raise ValueError(f"{where}.fp_x_step (finite-difference step in x, relative to sigma(t)) must be in "
+                             f"(0, 0.5], got {self.fp_x_step!r}")
         if self.fp_clip is not None and not (math.isfinite(self.fp_clip) and self.fp_clip > 0):
             raise ValueError(f"{where}.fp_clip (a cap on each sample's penalty) must be a finite number > 0, got "
                              f"{self.fp_clip!r}")
         if self.fp_weight == 0:
             given = [k for k, off in (("fp_t_range", self.fp_t_range is None), ("fp_normalize", not self.fp_normalize),
-                                      ("fp_clip", self.fp_clip is None)) if not off]
+                                      ("fp_clip", self.fp_clip is None), ("fp_residual", self.fp_residual == "score"),
+                                      ("fp_x_step", self.fp_x_step == 1e-2)) if not off]
             if given:
                 raise ValueError(f"{where}.{given[0]} has no effect without fp_weight > 0 (the Fokker-Planck "
                                  "penalty is off)")
@@ -625,7 +720,8 @@ def technique_loss(model: Model, fields: Mapping[str, FieldSpec], batch: State, 
         pen = fokker_planck_penalty(model, fields, batch, noise, cond=loss_options.get("cond"), h=techniques.fp_step,
                                     time_density=loss_options.get("time_density", "uniform"),
                                     t_range=techniques.fp_t_range, range_density=techniques.fp_t_density,
-                                    normalize=techniques.fp_normalize, clip=techniques.fp_clip, **dens)
+                                    normalize=techniques.fp_normalize, clip=techniques.fp_clip,
+                                    residual=techniques.fp_residual, x_step=techniques.fp_x_step, **dens)
         loss = loss + techniques.fp_weight * pen
         logs = {**logs, "fokker_planck": pen.detach()}
     return loss, logs

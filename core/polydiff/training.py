@@ -338,6 +338,7 @@ class DiffusionModule(L.LightningModule):
         self._fingerprint: Tensor | None = None
         self._ema_pairs: tuple[Any, ...] | None = None
         self._step_logs: tuple[Tensor, dict[str, Any], int] | None = None
+        self._compiled: Any = None  # train.compile: the network under torch.compile, made at the first step
 
     def forward(self, state: State, t: Tensor, cond: Any = None) -> Any:
         return self.net(state, t) if cond is None else self.net(state, t, cond)
@@ -390,13 +391,24 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: State, batch_idx: int) -> Tensor:
         seed = step_seed(self.config.train.seed, self.global_step, self.global_rank)
         shared = step_seed(self.config.train.seed, self.global_step, 0, "shared")  # the same on every rank
-        loss, per_field = self._loss(self.net, batch, seed, shared=shared)
+        loss, per_field = self._loss(self._train_net(), batch, seed, shared=shared)
         # logged in on_train_batch_end, on the steps whose values someone reads
         self._step_logs = (loss.detach(), {k: v.detach() if isinstance(v, Tensor) else v for k, v in per_field.items()},
                            next(iter(batch.values())).shape[0])
         first = batch[next(iter(self.fields))].detach().double().sum()
         self._fingerprint = first if self._fingerprint is None else self._fingerprint + first
         return loss
+
+    def _train_net(self) -> Any:
+        """The network as the training loss calls it: itself, or compiled once (``train.compile``;
+        one graph per code object, recompiled once with dynamic sizes if the batch shape changes)."""
+        if not self.config.train.compile:
+            return self.net
+        if self._compiled is None:
+            from .samplers.driver import compiled  # sampling stays out of training's imports
+
+            self._compiled = compiled(self.net)
+        return self._compiled
 
     def on_train_batch_end(self, outputs: Any, batch: State, batch_idx: int) -> None:
         """Log the step's losses where their values are read: on the steps where Lightning writes to the

@@ -202,6 +202,74 @@ def test_normalised_fokker_planck_penalty_is_zero_for_an_exact_score():
         assert abs(float(pen.detach())) < 1e-5 and float(bad.detach()) > 1e-2
 
 
+def _mixture_energy(gm: GaussianMixture, proc: GaussianProcess, offset: float = 0.0, scale: float = 1.0):
+    """An energy network ``E(x, t) = -scale * log q_t(x) + offset * t`` of the noised mixture:
+    the exact one for scale 1 and any offset that is constant in t (offset = 0 here)."""
+
+    def energy(state, t):
+        c = proc.coefs(t.double())
+        return -scale * gm.log_prob(state["x"].double(), c.alpha[:, None], c.sigma[:, None]) + offset * t.double()
+
+    return energy
+
+
+def test_log_density_fokker_planck_residual_is_zero_for_the_exact_energy():
+    """With the exact divergence, the log-density residual vanishes (to the finite differences'
+    error) for -log q_t, and not for an energy of the wrong temperature, nor for one whose
+    normalisation drifts in t; it reaches the network through one backward pass (no double
+    backward of the score). The Hutchinson form's unbiasedness: the next test."""
+    from polydiff.plugin import EnergyModel
+
+    gm = GaussianMixture.random(k=3, dim=2, seed=0)
+    fields = {"x": FieldSpec(PROC, prediction="score")}
+    batch = {"x": gm.sample(128, torch.Generator().manual_seed(0)).double()}
+    opts = {"divergence": "exact", "residual": "log_density", "h": 1e-4, "x_step": 1e-3,
+            "t_range": (1e-2, 0.9), "range_density": "uniform"}
+
+    def pen(energy, **kw):
+        return float(fokker_planck_penalty(EnergyModel(energy, fields), fields, batch, Noise(128, seed=0),
+                                           **{**opts, **kw}).detach())
+
+    ok = pen(_mixture_energy(gm, PROC))
+    hot = pen(_mixture_energy(gm, PROC, scale=0.7))
+    drift = pen(_mixture_energy(gm, PROC, offset=5.0))  # d log q/dt off by 5: residual 5, penalty 25 / D^2
+    assert abs(ok) < 1e-5, ok
+    assert hot > 0.1
+    assert drift == pytest.approx(25 / 4, rel=1e-3)
+    normed = pen(_mixture_energy(gm, PROC), normalize=True)
+    assert abs(normed) < 1e-5
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1)).double()
+    model = EnergyModel(lambda st, t: net(torch.cat([st["x"], t[:, None].to(st["x"].dtype)], 1))[:, 0], fields)
+    p = fokker_planck_penalty(model, fields, batch, Noise(128, seed=1), residual="log_density")
+    p.backward()
+    assert torch.isfinite(p) and all(q.grad is not None and torch.isfinite(q.grad).all() for q in net.parameters())
+
+
+def test_log_density_residual_needs_an_energy_and_matches_the_score_form_in_expectation():
+    """A model without an energy output is refused with a clear message. For a score off by a
+    factor (k s*, data at the origin; energy k |x|^2 / (2 sigma^2) + c(t) chosen so the
+    x-independent part vanishes) the Hutchinson estimate is unbiased: its mean over many samples
+    equals the exact-divergence penalty."""
+    from polydiff.plugin import EnergyModel
+
+    fields = {"x": FieldSpec(PROC, prediction="score")}
+    batch = {"x": torch.zeros(4000, 3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match="returns its energy"):
+        fokker_planck_penalty(lambda s, t: {"x": s["x"]}, fields, batch, Noise(4000, seed=0), residual="log_density")
+    k = 1.5
+
+    def energy(state, t):
+        sig2 = PROC.coefs(t.double()).sigma ** 2
+        return k * (state["x"].double() ** 2).sum(1) / (2 * sig2)
+
+    model = EnergyModel(energy, fields)
+    opts = {"residual": "log_density", "h": 1e-4, "t_range": (0.05, 0.5), "range_density": "uniform"}
+    exact = float(fokker_planck_penalty(model, fields, batch, Noise(4000, seed=0), divergence="exact",
+                                        **opts).detach())
+    hutch = float(fokker_planck_penalty(model, fields, batch, Noise(4000, seed=0), **opts).detach())
+    assert exact > 1.0 and abs(hutch / exact - 1) < 0.1, (exact, hutch)
+
+
 def test_fokker_planck_options_validate():
     ok = Techniques.from_config({"fp_weight": 0.1, "fp_t_range": [1e-3, "0.05"], "fp_t_density": "uniform",
                                  "fp_normalize": True})
@@ -219,7 +287,10 @@ def test_fokker_planck_options_validate():
            ({"fp_weight": -1.0}, "fp_weight"),
            ({"fp_weight": 0.1, "fp_step": 1.0}, "fp_step"),
            ({"fp_weight": 0.1, "fp_clip": 0.0}, "fp_clip"),
-           ({"fp_clip": 1.0}, "fp_clip has no effect")]
+           ({"fp_clip": 1.0}, "fp_clip has no effect"),
+           ({"fp_weight": 0.1, "fp_residual": "vector"}, "fp_residual"),
+           ({"fp_weight": 0.1, "fp_x_step": 0.0}, "fp_x_step"),
+           ({"fp_residual": "log_density"}, "fp_residual has no effect")]
     for cfg, msg in bad:
         with pytest.raises(ValueError, match=msg):
             Techniques.from_config(cfg)
