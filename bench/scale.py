@@ -19,6 +19,11 @@ Parts (each writes ``RUNS/<part>.json``; ``report`` renders ``bench/results/scal
 - ``train``: training throughput and per-rank peak memory of the toy and GDSS recipes and a
   34.7M-parameter toy network with 1 process x 2 threads against 2 processes x 1 thread (DDP and
   FSDP over gloo), steps and samples per second net of start-up;
+- ``train_compile``: each modality's main recipe (and ``md:muller_brown``, an energy model)
+  trained eager and with ``train.compile: true``, in alternation, ``--threads`` threads: the
+  median training step after warm-up, the first compiled step (compilation, with dynamo reset and
+  inductor's caches off, as a fresh process finds them) and the steps after which compiling has
+  paid for itself;
 - ``fsdp``: every plugin's main recipe, 3 steps on 2 CPU processes under FSDP with sharded
   checkpoints, then ``polydiff.load`` of the shards and 2 samples (a check, not a speed);
 - ``shard``: ``polydiff sample`` with 1 and 2 processes on the same request: wall time and the
@@ -61,7 +66,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, environment, header, publish, recipe, rss_mib, train_for, warm_up
+from common import (
+    ROOT,
+    batch_clock,
+    command_line,
+    environment,
+    header,
+    publish,
+    recipe,
+    rss_mib,
+    train_for,
+    warm_up,
+)
 
 # modality -> (recipe, sampling overrides for the bench, main metric, lower is better)
 MODELS: dict[str, tuple[str, dict[str, Any], str, bool]] = {
@@ -85,6 +101,7 @@ NUM = {"toy": 2000, "graphs": 20, "timeseries": 64, "molecules": 32, "proteins":
        "text": 32, "policies": 32}
 
 
+REPORT_PARTS = ("variants", "train", "train_compile", "fsdp", "shard", "size")
 MEMORY = "VmHWM"  # how peak memory is read (ru_maxrss is carried over from the parent into the child on Linux)
 
 
@@ -307,6 +324,57 @@ def part_train(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+TRAIN_COMPILE_STEPS = {"warmup": 3, "timed": 10, "rounds": 2}
+
+
+def _timed_training(cfg: dict[str, Any], out: Path, threads: int, compile_: bool) -> dict[str, Any]:
+    """``polydiff.train`` of ``cfg`` for warm-up + timed steps (+1, the checkpoint's), as a fresh
+    run; the wall seconds of the first step and the median of the timed ones."""
+    import torch
+
+    import polydiff
+
+    n = TRAIN_COMPILE_STEPS
+    cfg = {**cfg, "train": {**cfg["train"], "max_steps": n["warmup"] + n["timed"] + 1, "threads": threads,
+                            "checkpoint_every": 10**6, "progress": False, "logger": "none", "compile": compile_,
+                            "val_every": 0}}
+    if compile_:  # compile from nothing, as a new process would
+        torch._dynamo.reset()
+    clock = batch_clock()
+    polydiff.train(cfg, out, fresh=True, verbose=False, callbacks=[clock])
+    steps = [b - a for a, b in zip(clock.wall, clock.wall[1:])]
+    return {"first_s": steps[0], "step_s": statistics.median(steps[n["warmup"]:]), "steps_s": steps}
+
+
+def part_train_compile(args: argparse.Namespace) -> dict[str, Any]:
+    import torch._inductor.config as inductor
+
+    inductor.fx_graph_cache = False  # every compiled run pays its compilation
+    inductor.autotune_local_cache = False
+    recipes = [(mod, MODELS[mod][0]) for mod in args.modalities.split(",")] + [("md", "muller_brown")]
+    res: dict[str, Any] = {"threads": args.threads, **TRAIN_COMPILE_STEPS, "models": {}}
+    for mod, name in recipes:
+        rows: dict[str, list[dict[str, Any]]] = {"eager": [], "compiled": []}
+        entry: dict[str, Any] = {"recipe": f"{mod}:{name}", "rows": rows}
+        try:
+            for r in range(TRAIN_COMPILE_STEPS["rounds"]):
+                for side in (("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")):
+                    print(f"[train_compile] {mod}:{name} {side} (round {r})", file=sys.stderr, flush=True)
+                    rows[side].append(_timed_training(recipe(mod, name), args.runs / f"compile_{mod}_{side}",
+                                                      args.threads, side == "compiled"))
+        except Exception as err:  # a network that does not compile is a result to report
+            entry["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        if rows["eager"] and rows["compiled"]:
+            eager = statistics.median(x["step_s"] for x in rows["eager"])
+            comp = statistics.median(x["step_s"] for x in rows["compiled"])
+            first = rows["compiled"][0]["first_s"] - rows["eager"][0]["first_s"]  # the first round: cold
+            entry.update(eager_step_s=eager, compiled_step_s=comp, speedup=eager / comp, compile_s=first,
+                         break_even_steps=first / (eager - comp) if eager > comp else None)
+        print(f"  {({k: v for k, v in entry.items() if k != 'rows'})}", file=sys.stderr, flush=True)
+        res["models"][mod] = entry
+    return res
+
+
 def part_fsdp(args: argparse.Namespace) -> dict[str, Any]:
     """Every plugin's main recipe under FSDP with sharded checkpoints: 3 steps on 2 CPU processes
     (checkpoints at step 2 and the end), then ``polydiff.load`` of the last one (assembled from
@@ -494,9 +562,12 @@ def _f(v: Any, d: int = 3) -> str:
 
 
 def part_report(args: argparse.Namespace) -> None:
-    parts = {p: json.loads((args.runs / f"{p}.json").read_text()) for p in ("variants", "train", "fsdp", "shard",
-                                                                             "size")
-             if (args.runs / f"{p}.json").exists()}
+    published = ROOT / "bench" / "results" / "scale.json"  # parts not in RUNS keep their published results
+    parts = {p: v for p, v in (json.loads(published.read_text()) if published.exists() else {}).items()
+             if p in REPORT_PARTS}
+    parts.update({p: json.loads((args.runs / f"{p}.json").read_text()) for p in REPORT_PARTS
+                  if (args.runs / f"{p}.json").exists()})
+    parts = {p: parts[p] for p in REPORT_PARTS if p in parts}
     cmds: dict[str, list[str]] = {}
     for p, r in parts.items():
         cmds.setdefault(r.get("command", "?") + (f" (at {r['commit']})" if r.get("commit") else ""), []).append(p)
@@ -581,6 +652,25 @@ def part_report(args: argparse.Namespace) -> None:
                           f"{_f(r['steps_per_s'])} | {_f(r['samples_per_s'])} | {_f(r.get('steps_peak_mib'), 4)} | "
                           f"{_f(r.get('peak_rss_mib'), 4)} |")
         md.append("")
+    if "train_compile" in parts:
+        c = parts["train_compile"]
+        md += ["## Training compiled (`train.compile: true`) against eager, per modality", "",
+               f"Each main recipe trained from fresh weights, {c['warmup']} warm-up steps then the median of "
+               f"{c['timed']} (batch start to batch start: data, loss, backward, optimiser, EMA), {c['threads']} "
+               f"thread(s), {c['rounds']} rounds alternating which side runs first; the recipe's batch size. "
+               "Compilation: the first compiled step less the first eager step, in the first round, with dynamo "
+               "reset and inductor's on-disk caches off (as a fresh process finds them); break-even: the steps "
+               "after which compiling has paid for itself.", "",
+               "| recipe | eager step (s) | compiled step (s) | speed-up | compilation (s) | break-even (steps) |",
+               "|---|---|---|---|---|---|"]
+        for e in c["models"].values():
+            if "eager_step_s" not in e:
+                md.append(f"| {e['recipe']} | error: {e.get('error', 'not measured')[:150]} | | | | |")
+                continue
+            md.append(f"| {e['recipe']} | {_f(e['eager_step_s'])} | {_f(e['compiled_step_s'])} | "
+                      f"{_f(e['speedup'])}x | {_f(e['compile_s'])} | "
+                      f"{_f(e['break_even_steps']) if e['break_even_steps'] else 'never'} |")
+        md.append("")
     if "fsdp" in parts:
         f = parts["fsdp"]
         md += ["## Every plugin under FSDP with sharded checkpoints", "",
@@ -652,8 +742,8 @@ def main(argv: list[str] | None = None) -> None:
         if part == "report":
             part_report(args)
             continue
-        res = {"variants": part_variants, "train": part_train, "fsdp": part_fsdp, "shard": part_shard,
-               "size": part_size}[part](args)
+        res = {"variants": part_variants, "train": part_train, "train_compile": part_train_compile,
+               "fsdp": part_fsdp, "shard": part_shard, "size": part_size}[part](args)
         res["command"] = command_line("scale.py", argv)
         env = environment(res["command"])
         res["commit"] = f"{env['commit'][:7]}{' + uncommitted changes' if env['dirty'] else ''}, {env['date']}"
