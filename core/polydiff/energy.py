@@ -46,14 +46,18 @@ class EnergyModel(nn.Module):
         with torch.enable_grad():
             xs = {k: state[k] if state[k].requires_grad else state[k].detach().requires_grad_(True)
                   for k in self.keys}
-            st = {**state, **xs}
-            e = self.energy(st, t) if cond is None else self.energy(st, t, cond)
-            if e.dim() != 1:
-                raise ValueError(f"the energy network must return one energy per sample (B,), got {tuple(e.shape)}")
+            e = self._energy({**state, **xs}, t, cond)
             grads = torch.autograd.grad(e.sum(), [xs[k] for k in self.keys], create_graph=graph)
         out = {k: -g if graph else -g.detach() for k, g in zip(self.keys, grads)}
         out["energy"] = e if graph else e.detach()
         return out
+
+    def _energy(self, state: Mapping[str, Tensor], t: Tensor, cond: Any) -> Tensor:
+        """The network's energies (B,), checked for shape."""
+        e = self.energy(state, t) if cond is None else self.energy(state, t, cond)
+        if e.dim() != 1:
+            raise ValueError(f"the energy network must return one energy per sample (B,), got {tuple(e.shape)}")
+        return e
 
     def _traced(self, state: Mapping[str, Tensor], t: Tensor, cond: Any) -> dict[str, Tensor]:
         """The same outputs with the gradient taken by ``torch.func.grad``, which ``torch.compile``
@@ -61,10 +65,7 @@ class EnergyModel(nn.Module):
         gradient and, in training, the loss's backward through both (the double backward) run as
         one compiled graph."""
         def total(xs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            st = {k: xs.get(k, v) for k, v in state.items()}
-            e = self.energy(st, t) if cond is None else self.energy(st, t, cond)
-            if e.dim() != 1:
-                raise ValueError(f"the energy network must return one energy per sample (B,), got {tuple(e.shape)}")
+            e = self._energy({k: xs.get(k, v) for k, v in state.items()}, t, cond)
             return e.sum(), e
 
         grads, e = torch.func.grad(total, has_aux=True)({k: state[k] for k in self.keys})
