@@ -90,12 +90,16 @@ RANGE_RATIOS = (0.1, 0.01)  # as FP_RATIOS; at 1 a 10-step smoke run already bro
 # CLIP_FACTOR x the base model's median batch penalty of the unclipped family. Only where batch
 # penalties are heavy-tailed: on alanine the [t_min, 0.2] family's mean is 1000x its median
 # (Mueller-Brown: max / median <= 3, so a cap would change nothing there)
+# the same [t_min, LD_RANGE_HI] normalised family with the log-density residual
+# (loss.techniques.fp_residual: log_density, the form of ScoreMD's residual_fp), one seed
+LD_RANGE_HI = 0.05
+LD_RATIOS = (0.1, 0.01)
 CLIP_FACTOR = 10.0
 CLIP_SYSTEMS = ("alanine",)
 CLIP_RATIOS = {0.05: (0.1,), 0.2: (0.1, 0.01)}  # per range end: the ratios given a clipped arm
 # extra fine-tuning seeds (--tune-seeds) run these arms again from the same base model (the last,
 # alanine's clipped [t_min, 0.2] arm at ratio 0.01, is the one arm that narrowed its gap on seed 0)
-SEED_ARMS = ("fp0", "fp0.1_t0.05n", "fp0.01_t0.05n", "fp0.01_t0.2nc")
+SEED_ARMS = ("fp0", "fp0.1_t0.05n", "fp0.01_t0.05n", "fp0.01_t0.2nc", "fp0.1_t0.05nld", "fp0.01_t0.05nld")
 CALIBRATION_BATCHES = 8
 T_MIN_CHECK = 0.01  # the Langevin diagnostic at a larger force time
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -217,7 +221,8 @@ def penalty_stats(gen: Any, s: dict[str, Any], seed: int, fp: dict[str, Any] | N
 def _penalty_options(fp: dict[str, Any] | None) -> dict[str, Any]:
     """``loss.techniques`` FP options as keyword arguments of ``fokker_planck_penalty``."""
     fp = fp or {}
-    out: dict[str, Any] = {"normalize": bool(fp.get("fp_normalize", False)), "clip": fp.get("fp_clip")}
+    out: dict[str, Any] = {"normalize": bool(fp.get("fp_normalize", False)), "clip": fp.get("fp_clip"),
+                           "residual": fp.get("fp_residual", "score")}
     if fp.get("fp_t_range"):
         out["t_range"] = tuple(fp["fp_t_range"])
         out["range_density"] = fp.get("fp_t_density", "log_uniform")
@@ -237,6 +242,9 @@ def arm_specs(t_min: float, legacy: bool = True, clip: bool = False) -> list[dic
         fp = {"fp_t_range": [t_min, hi], "fp_normalize": True}
         fam = f"t in [{t_min:g}, {hi:g}], normalised"
         arms += [{"key": f"fp{r:g}_t{hi:g}n", "family": fam, "ratio": r, "fp": fp} for r in RANGE_RATIOS]
+    fp = {"fp_t_range": [t_min, LD_RANGE_HI], "fp_normalize": True, "fp_residual": "log_density"}
+    fam = f"t in [{t_min:g}, {LD_RANGE_HI:g}], normalised, log-density"
+    arms += [{"key": f"fp{r:g}_t{LD_RANGE_HI:g}nld", "family": fam, "ratio": r, "fp": fp} for r in LD_RATIOS]
     if clip:
         for hi in RANGE_HIS:
             fp = {"fp_t_range": [t_min, hi], "fp_normalize": True, "fp_clip": None}
@@ -252,7 +260,8 @@ def arm_label(spec: dict[str, Any], t_min: float) -> str:
         return "no FP"
     if fp:
         clip = f" clip {fp['fp_clip']:.2g}" if fp.get("fp_clip") else ""
-        return f"FP [{t_min:g}, {fp['fp_t_range'][1]:g}] norm{clip} w={w:.2g}"
+        form = " log-density" if fp.get("fp_residual") == "log_density" else ""
+        return f"FP [{t_min:g}, {fp['fp_t_range'][1]:g}] norm{clip}{form} w={w:.2g}"
     return f"FP w={w:.2g}"
 
 
