@@ -97,8 +97,9 @@ LD_RATIOS = (0.1, 0.01)
 CLIP_FACTOR = 10.0
 CLIP_SYSTEMS = ("alanine",)
 CLIP_RATIOS = {0.05: (0.1,), 0.2: (0.1, 0.01)}  # per range end: the ratios given a clipped arm
-# extra fine-tuning seeds (--tune-seeds) run these arms again from the same base model (the last,
-# alanine's clipped [t_min, 0.2] arm at ratio 0.01, is the one arm that narrowed its gap on seed 0)
+# extra fine-tuning seeds (--tune-seeds) run these arms again from the same base model (alanine's
+# clipped [t_min, 0.2] arm at ratio 0.01 was the one arm that narrowed its gap on seed 0; the last
+# two: the log-density residual, beside the score residual's arms of the same family)
 SEED_ARMS = ("fp0", "fp0.1_t0.05n", "fp0.01_t0.05n", "fp0.01_t0.2nc", "fp0.1_t0.05nld", "fp0.01_t0.05nld")
 CALIBRATION_BATCHES = 8
 T_MIN_CHECK = 0.01  # the Langevin diagnostic at a larger force time

@@ -43,3 +43,17 @@ def test_running_only_the_speed_part_keeps_the_fp_study(bench_module):
     assert res["systems"] == {"alanine": {}} and res["environment"]["commit"] == "new" and res["speed"] == {"v": 1}
     alone = {"environment": {}, "speed": {"v": 3}}  # no previous results
     assert bench.combine({}, alone, ["speed"]) == alone
+
+
+def test_study_arms_include_the_log_density_form(bench_module):
+    """The FP study runs the [t_min, 0.05] normalised family with both residual forms, labels
+    them apart and passes the form to the calibration's penalty."""
+    bench = bench_module("molecules_md")
+    arms = {a["key"]: a for a in bench.arm_specs(1e-3, legacy=False)}
+    ld = [a for a in arms.values() if a["fp"].get("fp_residual") == "log_density"]
+    assert [a["ratio"] for a in ld] == list(bench.LD_RATIOS) and all(a["key"] in bench.SEED_ARMS for a in ld)
+    assert ld[0]["fp"]["fp_t_range"] == arms["fp0.1_t0.05n"]["fp"]["fp_t_range"]
+    score = bench.arm_label({**arms["fp0.1_t0.05n"], "weight": 0.5}, 1e-3)
+    assert "log-density" in bench.arm_label({**ld[0], "weight": 0.5}, 1e-3) and "log-density" not in score
+    assert bench._penalty_options(ld[0]["fp"])["residual"] == "log_density"
+    assert bench._penalty_options(None)["residual"] == "score"
