@@ -97,7 +97,7 @@ def force_function(model: EnergyModel, t: float = 0.0, *, compile: bool = False
         xs = {k: state[k] for k in model.keys}
         rest = {k: v for k, v in state.items() if k not in xs}
         x = next(iter(xs.values()))
-        tt = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+        tt = torch.full((1,), float(t), dtype=torch.float32, device=x.device).expand(x.shape[0])  # one shared time
 
         def total(inputs: dict[str, Tensor]) -> Tensor:
             return model.energy({**rest, **inputs}, tt).sum()

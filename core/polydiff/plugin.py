@@ -114,6 +114,7 @@ from .nn import (
     at_least_float32,
     input_scale,
     precondition,
+    shared_time,
     time_input,
 )
 from .parametrization import from_x0_eps, to_x0_eps
@@ -338,6 +339,7 @@ __all__ = [
     "settings_of",
     "shared_dir",
     "shared_file",
+    "shared_time",
     "size_histogram",
     "sliced_wasserstein",
     "steer",

@@ -11,7 +11,7 @@ import torch
 import polydiff
 from polydiff.config import ConfigError, build_data, from_dict
 from polydiff.guidance import null_state
-from polydiff.nn import ConditionEmbedding, precondition
+from polydiff.nn import ConditionEmbedding, precondition, shared_time
 from polydiff.toy import ToyModality
 from polydiff.toy.data import point_metrics, read_points, sliced_wasserstein, write_points
 from polydiff.toy.gmm import ExactDenoiser, GaussianMixture
@@ -174,6 +174,38 @@ def test_network_is_finite_at_both_ends(toy, schedule, prediction):
     for t in (p.t_max, p.t_min, 0.0 if schedule != "edm" else p.t_min):
         with torch.no_grad():
             assert torch.isfinite(net({"x": x}, torch.full((8,), float(t)))["x"]).all(), t
+
+
+def test_shared_time_reads_strides_not_values():
+    b = 5
+    one = torch.full((1,), 0.3).expand(b)  # how samplers pass a grid time
+    assert shared_time(one, b).shape == (1,) and float(shared_time(one, b)) == pytest.approx(0.3)
+    assert shared_time(torch.tensor(0.3), b).shape == (1,) and shared_time(0.3, b).shape == (1,)
+    same_values = one.contiguous()  # equal values in separate memory: not provably shared, kept per sample
+    assert shared_time(same_values, b).shape == (b,)
+    per_sample = torch.rand(b)
+    assert shared_time(per_sample, b) is per_sample or torch.equal(shared_time(per_sample, b), per_sample)
+    with pytest.raises(ValueError, match="batch of 5"):
+        shared_time(torch.rand(3), b)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_network_with_a_shared_time_equals_per_sample_times(toy, conditional):
+    """A batch sharing one time embeds it once and broadcasts: the same outputs as per-sample times."""
+    data = toy.dataset("gmm", n=200)
+    fields = toy.fields(data.info)
+    torch.manual_seed(0)
+    net = toy.network("mlp", data.info, fields, hidden=16, depth=2, conditional=conditional)
+    for p in net.parameters():  # the last layers start at zero: make every path count
+        p.data.normal_(0, 0.3)
+    x = torch.randn(6, 2)
+    state = {"x": x, "label": torch.tensor([0, 1, 2, 0, -1, 1])} if conditional else {"x": x}
+    shared = torch.full((1,), 0.4).expand(6)
+    with torch.no_grad():
+        a, b = net(state, shared)["x"], net(state, shared.contiguous())["x"]
+    assert a.shape == b.shape == (6, 2)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(a[0], a[1])
 
 
 def test_precondition_is_exact_for_the_ideal_output():

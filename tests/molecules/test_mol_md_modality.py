@@ -40,6 +40,29 @@ def test_contract_alanine(tmp_path):
                    model={"name": "beads", **TINY}, n=3, steps=3)
 
 
+@pytest.mark.parametrize(("name", "shape"), [("mlp", (7, 2)), ("beads", (7, 5, 3))])
+def test_energy_with_a_shared_time_equals_per_sample_times(name, shape):
+    """Sampling and dynamics pass one time for the batch (a stride-0 view): the networks embed it
+    once; energies and forces equal those of per-sample times."""
+    from polydiff.plugin import EnergyModel
+    from polydiff_molecules.md_nets import ENERGY_NETWORKS
+
+    md = MDModality()
+    info = {"dim": 2, "n_beads": 5, "data_std": 0.8}
+    fields = md.fields(info)
+    torch.manual_seed(0)
+    net = EnergyModel(ENERGY_NETWORKS[name](info, fields, hidden=16, layers=2), fields)
+    for p in net.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(*shape)
+    shared = torch.full((1,), 0.2).expand(shape[0])
+    a, b = net({"x": x}, shared), net({"x": x}, shared.contiguous())
+    for k in ("x", "energy"):
+        assert a[k].shape == b[k].shape and a[k].shape[0] == shape[0]
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a["energy"][0], a["energy"][1])
+
+
 def test_js_metrics_can_fail_and_are_near_zero_for_the_same_density():
     from polydiff_molecules.md import SYSTEMS
 

@@ -38,6 +38,24 @@ def time_input(schedule: Any, t: Tensor) -> Tensor:
     return torch.nan_to_num(-lam / 4, nan=0.0, posinf=6.0, neginf=-6.0).clamp(-6.0, 6.0).to(torch.float32)
 
 
+def shared_time(t: Tensor | float, batch: int) -> Tensor:
+    """Times ``t`` (a scalar, (1,) or (B,)) as one time (1,) when they are provably the same for
+    the whole batch, else as (B,).
+
+    Samplers pass a grid time as a stride-0 view of one value (and dynamics one fixed time), so
+    a network that embeds ``shared_time(t, B)`` computes its time embedding, and every layer that
+    depends on time alone (FiLM projections, schedule coefficients), once per batch instead of
+    once per sample, and broadcasts the (1, ...) result. The test reads strides, never values:
+    no host synchronisation, and a graph under ``torch.compile``. Training's per-sample times
+    are (B,) and pass through unchanged."""
+    t = torch.as_tensor(t).reshape(-1)
+    if t.numel() == 1 or (t.numel() > 1 and t.stride(0) == 0):
+        return t[:1]
+    if t.numel() != batch:
+        raise ValueError(f"times must be a scalar, (1,) or ({batch},) for a batch of {batch}; got {t.numel()}")
+    return t
+
+
 def at_least_float32(x: Tensor) -> Tensor:
     """``x`` in float32 when its dtype is lower (bfloat16, float16), else unchanged: for the
     parts of a network that must not run in low precision (small guards such as 1e-8 round to
@@ -136,7 +154,9 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """A residual MLP ``(x (B, in), emb (B, emb_dim)) -> (B, out)``: the denoiser of vectors."""
+    """A residual MLP ``(x (B, in), emb (B, emb_dim)) -> (B, out)``: the denoiser of vectors.
+    ``emb`` may be (1, emb_dim), one embedding for the whole batch (:func:`shared_time`): it is
+    broadcast, and its FiLM projections are computed once."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, depth: int = 3, emb_dim: int = 64) -> None:
         super().__init__()

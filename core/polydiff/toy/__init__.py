@@ -31,7 +31,7 @@ from ..data import condition_values
 from ..distill import TwoTimeMLP
 from ..files import new_figure, save_figure
 from ..modality import DataBundle, Modality
-from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, time_input
+from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, shared_time, time_input
 from ..nn import precondition as edm_precondition
 from ..parametrization import from_x0_eps
 from ..processes.gaussian import GaussianProcess
@@ -81,7 +81,7 @@ class ToyMLP(nn.Module):
 
     def forward(self, state: Mapping[str, Tensor], t: Tensor, cond: Any = None) -> dict[str, Tensor]:
         x = state["x"]
-        tt = t.reshape(-1).expand(x.shape[0]).to(torch.float64)
+        tt = shared_time(t, x.shape[0]).to(torch.float64)  # (1,) when the batch shares one time: broadcast
         c = self.process.coefs(tt[:, None])
         emb = self.time(time_input(self.process.schedule, tt))
         if self.cond is not None:

@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polydiff.plugin import FieldSpec, ResidualMLP, TimeEmbedding, at_least_float32, input_scale, time_input
+from polydiff.plugin import (
+    FieldSpec,
+    ResidualMLP,
+    TimeEmbedding,
+    at_least_float32,
+    input_scale,
+    shared_time,
+    time_input,
+)
 
 __all__ = ["ENERGY_NETWORKS", "BeadEnergy", "MLPEnergy", "bead_energy", "energy_closure", "mlp_energy"]
 
@@ -47,9 +55,11 @@ class _TimeAndScale(nn.Module):
         self.time = TimeEmbedding(emb_dim)
 
     def forward(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(emb (B, emb_dim), c_in (B,), alpha (B,))`` at times ``t`` for inputs ``x`` (B, ...)."""
-        b = x.shape[0]
-        tt = torch.as_tensor(t, device=x.device).reshape(-1).expand(b)
+        """``(emb (B, emb_dim), c_in (B,), alpha (B,))`` at times ``t`` for inputs ``x`` (B, ...),
+        each with 1 for B when the batch shares one time (:func:`polydiff.plugin.shared_time`:
+        sampling and dynamics), to be broadcast."""
+        tt = shared_time(torch.as_tensor(t, device=x.device), x.shape[0])
+        b = tt.shape[0]
         if self.process is None:
             one = torch.ones(b, dtype=x.dtype, device=x.device)
             return self.time(tt.to(x.dtype)), one / self.sigma_data, one
@@ -186,6 +196,6 @@ def energy_closure(net: Callable[..., Tensor], t: float, key: str = "x") -> Call
 
     def energy(x: Tensor) -> Tensor:
         xx = x if dtype is None else x.to(dtype)
-        return net({key: xx}, torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device))
+        return net({key: xx}, torch.full((1,), float(t), dtype=torch.float64, device=x.device).expand(x.shape[0]))
 
     return energy
