@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from polydiff import FieldSpec, GaussianProcess, Noise, sample
 from polydiff.losses import diffusion_loss
 from polydiff_timeseries.modality import TimeSeriesModality
-from polydiff_timeseries.nets import PaCoDiNet, TimeTransformer, num_parameters
+from polydiff_timeseries.nets import PaCoDiNet, TimeTransformer, TSDiffNet, num_parameters
 from polydiff_timeseries.spectral import (
     HalfSpectrum,
     attention_flops,
@@ -97,6 +97,31 @@ def test_pacodi_network_outputs_and_interaction():
     assert num_parameters(net) - num_parameters(mean_field) == 4 * (16 * 16 + 16)
     with pytest.raises(ValueError, match="representation"):
         PaCoDiNet(length, c, {"x": fields["spec"]})
+
+
+@pytest.mark.parametrize("kind", ["pacodi", "dit", "tsdiff"])
+def test_a_shared_time_gives_the_outputs_of_per_sample_times(kind):
+    """Samplers pass one time as a stride-0 view: the networks embed it once and broadcast, with
+    the outputs of the same time given per sample."""
+    length, c = 24, 3
+    torch.manual_seed(0)
+    if kind == "pacodi":
+        fields = {"spec": FieldSpec(GaussianProcess("vp_linear"), HalfSpectrum(length), "eps")}
+        net, key = PaCoDiNet(length, c, fields, hidden=16, depth=2, heads=2), "spec"
+        x = HalfSpectrum(length).noise(torch.randn(4, num_bins(length), c, 2), {})
+    else:
+        fields = {"x": FieldSpec(GaussianProcess("vp_linear"), prediction="eps")}
+        net = (TimeTransformer(length, c, fields, hidden=16, depth=2, heads=2) if kind == "dit"
+               else TSDiffNet(c, fields, hidden=16, depth=2, state=8))
+        key, x = "x", torch.randn(4, length, c)
+    for p in net.parameters():  # zero-initialised modulations and mixes: make every path count
+        p.data.normal_(0, 0.2)
+    shared = torch.full((1,), 0.4).expand(4)
+    with torch.no_grad():
+        a, b = net({key: x}, shared)[key], net({key: x}, shared.contiguous())[key]
+    assert a.shape == b.shape == x.shape
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a[0], a[1])
 
 
 def test_attention_flops_on_the_half_length_sequence():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.plugin import FieldSpec, TimeEmbedding, from_x0_eps, input_scale, time_input
+from polydiff.plugin import FieldSpec, TimeEmbedding, from_x0_eps, input_scale, shared_time, time_input
 from polydiff.plugin import precondition as edm_precondition
 
 from .spectral import component_variance
@@ -181,7 +181,10 @@ class _Denoiser(nn.Module):
         self.time = TimeEmbedding(emb_dim)
 
     def coefs(self, t: Tensor, x: Tensor) -> tuple[Any, Tensor]:
-        tt = t.reshape(-1).expand(x.shape[0]).to(torch.float64)
+        """The process coefficients at ``t``, shaped to broadcast against ``x``, and the time
+        embedding: computed once, for a batch of 1, when the batch shares one time
+        (:func:`polydiff.plugin.shared_time`, as samplers pass it), and broadcast."""
+        tt = shared_time(t, x.shape[0]).to(torch.float64)
         c = self.process.coefs(tt.reshape(-1, *([1] * (x.dim() - 1))))
         return c, self.time(time_input(self.process.schedule, tt))
 
