@@ -26,7 +26,9 @@ reads ``A^2`` of the noisy adjacency (up to ~36 at ``t = 1``) next to attention 
 Layers that carry time, not data, are kept in full precision (TFMQ-DM's point that the time
 embedding must not be quantized with the features): every layer whose input rows were the
 same for all samples of the batch in every calibration call (a function of ``t`` only, such as
-a time-embedding MLP), plus any layer whose qualified name matches a ``keep`` pattern.
+a time-embedding MLP), or that saw one row while other layers saw the batch (a time input
+embedded once and broadcast, :func:`polydiff.nn.shared_time`), plus any layer whose qualified
+name matches a ``keep`` pattern.
 
 Then an error budget (``tolerance``, on by default): a few of the calibration calls, spread
 evenly over the whole run, are recorded and replayed. If the quantized network's outputs differ
@@ -107,14 +109,18 @@ class _Observer:
     """Input statistics of one layer over the calibration calls."""
 
     def __init__(self, percentile: float | None) -> None:
-        self.percentile, self.amax, self.calls, self.time_only = percentile, 0.0, 0, True
+        self.percentile, self.amax, self.calls = percentile, 0.0, 0
+        # rows the same for the whole batch in every call (or one row), and the most rows seen: a
+        # layer that only ever saw one row is a time layer when other layers saw a batch
+        self.equal_rows, self.rows = True, 0
 
     def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         x = inputs[0].detach()
-        if x.dim() >= 2 and x.shape[0] > 1:
-            self.time_only &= bool((x == x[:1]).all())
-        else:
-            self.time_only = False
+        if x.dim() < 2:
+            self.equal_rows = False
+        elif x.shape[0] > 1:
+            self.equal_rows &= bool((x == x[:1]).all())
+        self.rows = max(self.rows, x.shape[0] if x.dim() else 1)
         a = x.abs().float().reshape(-1)
         if self.percentile is None or a.numel() < 2:
             v = float(a.max()) if a.numel() else 0.0
@@ -372,13 +378,14 @@ def quantize(net: nn.Module, calibrate: Callable[[nn.Module], Any], scheme: str 
         for h in handles:
             h.remove()
     candidates: dict[str, QuantizedLayer] = {}
+    batch = max(ob.rows for ob in observers.values())
     for name, m in layers.items():
         ob = observers[name]
         if any(fnmatch.fnmatchcase(name, pat) for pat in keep):
             report.kept[name] = "keep pattern"
         elif ob.calls == 0:
             report.kept[name] = "not called in calibration"
-        elif ob.time_only:
+        elif ob.equal_rows and batch > 1:
             report.kept[name] = "time input"
         elif _own_forward(m):  # e.g. a weight-standardised conv: its forward is not the plain layer's
             report.kept[name] = f"own forward ({type(m).__name__})"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import polydiff
+from polydiff.nn import shared_time
 from polydiff.quantize import SENSITIVITY_CALLS, QuantizedLayer, _Recorder, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -276,6 +277,31 @@ def test_calibration_spans_every_step_and_time_layers_are_kept():
     assert "1 layers quantized (static input scales)" in rep.summary()
 
 
+class SharedTimeNet(TimeNet):
+    """TimeNet with its time embedded once for the batch and broadcast (as with shared_time)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tt = shared_time(t, x.shape[0])
+        return self.out(torch.nn.functional.silu(self.inp(x) + self.temb(tt[:, None].to(x.dtype))))
+
+
+@pytest.mark.parametrize("batch", [32, 1])
+def test_a_time_embedded_once_and_broadcast_is_kept(batch):
+    """A time layer that sees one row while the others see the batch is a time layer; at a
+    calibration batch of one nothing can tell, and nothing is kept for it."""
+    torch.manual_seed(0)
+
+    def calibrate(m):
+        for t in (0.9, 0.5, 0.1):
+            m(torch.randn(batch, 2), torch.full((1,), t).expand(batch))
+
+    _, rep = quantize(SharedTimeNet(), calibrate, "int8", tolerance=None)
+    if batch > 1:
+        assert rep.kept == {"temb.0": "time input", "temb.2": "time input"} and rep.quantized == ["inp", "out"]
+    else:
+        assert rep.kept == {} and sorted(rep.quantized) == ["inp", "out", "temb.0", "temb.2"]
+
+
 def test_errors():
     net = TimeNet()
     with pytest.raises(ValueError, match="scheme must be one of"):
@@ -311,6 +337,10 @@ def test_generator_quantized_stays_close(ckpt, scheme):
     gen = polydiff.load(ckpt)
     q = gen.quantized(scheme, calibration=32)
     assert q.quantization.quantized and q.net is not gen.net
+    # the time embedding and the FiLM projections, fed by the time alone, stay in full precision
+    time_layers = [k for k in q.quantization.kept if k.startswith("time.") or k.endswith(".film")]
+    assert len(time_layers) == 2 + len(gen.net.mlp.blocks)
+    assert all(q.quantization.kept[k] == "time input" for k in time_layers)
     a = gen.generate(256, seed=4, progress=False)
     b = q.generate(256, seed=4, progress=False)
     assert not np.array_equal(a, b)
