@@ -182,9 +182,9 @@ def timed_loss(*modules: ModuleType) -> Iterator[None]:
     saved = [(m.DiffusionModule, m.DiffusionModule._loss) for m in modules]
 
     def wrap(orig: Any) -> Any:
-        def _loss(self: Any, net: nn.Module, batch: Any, seed: int, train: bool = True) -> Any:
+        def _loss(self: Any, net: nn.Module, batch: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
             t0 = now()
-            out = orig(self, net, batch, seed, train)
+            out = orig(self, net, batch, seed, *args, **kwargs)
             CLOCK.fwd.append(since(t0))
             return out
         return _loss

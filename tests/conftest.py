@@ -35,6 +35,7 @@ def bench_module(monkeypatch):
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up there
         spec.loader.exec_module(mod)
         return mod
 
