@@ -57,6 +57,7 @@ import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -311,6 +312,23 @@ def _lr_factor(t: Any, n_train: int, world: int) -> Any:
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
+def clip_grad_norm(params: Sequence[Tensor], max_norm: float) -> bool:
+    """Scale the gradients of ``params`` in place to a global 2-norm of at most ``max_norm``, with
+    the operations of ``torch.nn.utils.clip_grad_norm_`` (so the same bits), when every gradient is
+    a dense tensor of one device and dtype; False (nothing done) otherwise. Without that function's
+    per-call grouping of the tensors by device and dtype it costs half as much: 0.16 ms against
+    0.3-0.45 ms a step for a 158k-parameter MLP on a CPU."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    first = grads[0]
+    if any(g.is_sparse or g.device != first.device or g.dtype != first.dtype for g in grads):
+        return False
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return True
+
+
 def make_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
     """The recipe's optimiser (``train.optimizer``: AdamW, or Adam with L2 weight decay) over
     ``params``, with ``train.lr`` and ``train.weight_decay``. Its fused kernel (one pass over all
@@ -447,6 +465,10 @@ class DiffusionModule(L.LightningModule):
         module computes that norm across ranks (Lightning's own clipping refuses FSDP)."""
         if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        if (gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+                and type(self.trainer.precision_plugin) is Precision  # float32: no scaler to consult
+                and clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], gradient_clip_val)):
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

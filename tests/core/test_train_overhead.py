@@ -94,3 +94,24 @@ def test_overhead_benchmark_times_polydiff_and_the_plain_loop_alike(bench_module
     for side in ("polydiff", "plain", "fwd_bwd"):
         m = r["median"][side]
         assert m["steps"] == 8 and m["fwd_bwd_ms"] > 0, (side, m)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 50.0])  # below, near and above the clip norm
+def test_clip_grad_norm_gives_torchs_bits_and_declines_mixed_gradients(scale):
+    from polydiff.training import clip_grad_norm
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in [(7, 5), (5,), (3, 4, 2), (1,)]]
+    grads = [torch.randn_like(p) * scale for p in params]
+    mine = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for p, q, g in zip(params, mine, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    mine[1].grad = params[1].grad = None  # a parameter without a gradient is skipped
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    assert clip_grad_norm(mine, 1.0) is True
+    for p, q in zip(params, mine):
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad)
+    mixed = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    for p in mixed:
+        p.grad = torch.full_like(p, scale)
+    assert clip_grad_norm(mixed, 1.0) is False and all(torch.equal(p.grad, torch.full_like(p, scale)) for p in mixed)
