@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q -c constraints.txt
 PLUGINS := $(wildcard modalities/*/pyproject.toml) examples/third_party_plugin/pyproject.toml
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench examples clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check core modalities tests bench examples
+
+# Run every examples/<name>_quickstart.py (not part of `make test`: about 15 min on 2 CPU cores).
+examples: setup
+	@for f in examples/*_quickstart.py; do n=$$(basename $$f _quickstart.py); echo "== $$n"; \
+		$(BIN)/python $$f --out runs/examples/$$n --quiet || exit 1; done
 
 bench: setup
 	$(BIN)/python bench/samplers.py
