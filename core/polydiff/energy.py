@@ -89,7 +89,8 @@ def force_function(model: EnergyModel, t: float = 0.0, *, compile: bool = False
     is taken with ``torch.func.grad`` and the whole call compiled by ``torch.compile`` into one
     graph (elementwise work fused, no autograd engine per call): a one-time compilation of
     seconds (again for a new shape), then about 1.5x faster per call for a small network on a
-    CPU (bench/results/molecules_md.md). Same forces up to float rounding."""
+    CPU (bench/results/molecules_md.md). Same forces up to float rounding, and like
+    :func:`forces` without a graph: nothing is kept for a backward pass, in grad mode too."""
     if not compile:
         return lambda state: forces(model, state, t)
 
@@ -105,4 +106,13 @@ def force_function(model: EnergyModel, t: float = 0.0, *, compile: bool = False
         grads = torch.func.grad(total)(xs)
         return {k: -grads[k] for k in model.keys}
 
-    return torch.compile(call, fullgraph=True)
+    graph = torch.compile(call, fullgraph=True)
+
+    def detached(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        # torch.func.grad differentiates whatever the grad mode outside; no_grad keeps the forces
+        # free of a graph to the weights (which dynamics would chain from step to step, about
+        # 3 MB a step for a small MLP) and lets the compiled graph be an inference one
+        with torch.no_grad():
+            return graph(state)
+
+    return detached

@@ -236,6 +236,26 @@ def test_compiled_energy_model_is_one_graph_with_the_eager_gradients():
     torch.testing.assert_close(out["x"], model({"x": x}, t)["x"], rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_force_function_returns_forces_without_a_graph_to_trainable_weights():
+    """force_function(compile=True) on a network whose weights train: the forces equal the eager
+    ones and carry no autograd graph, in grad mode too, so dynamics feeding each step's forces
+    into the next state do not chain a graph (and its saved activations) across the steps."""
+    from polydiff.plugin import EnergyModel, force_function, forces
+
+    fields = {"x": polydiff.FieldSpec(polydiff.GaussianProcess("vp_linear"), prediction="score")}
+    torch.manual_seed(0)
+    model = EnergyModel(_SmoothEnergy(), fields)
+    assert all(p.requires_grad for p in model.parameters())
+    force = force_function(model, 1e-3, compile=True)
+    x = torch.randn(16, 2)
+    for _ in range(3):
+        f = force({"x": x})["x"]
+        assert not f.requires_grad and f.grad_fn is None
+        torch.testing.assert_close(f, forces(model, {"x": x}, 1e-3)["x"], rtol=1e-4, atol=1e-5)
+        x = x + 1e-2 * f
+    assert not x.requires_grad
+
+
 def test_train_compile_trains_the_same_model(tmp_path):
     """``train.compile: true`` compiles the network once for the loss: the run takes the eager
     run's steps up to float rounding; with the score Fokker-Planck penalty it is refused."""
