@@ -1,5 +1,6 @@
 """Schedules, parametrisations, structures and grids against their definitions."""
 
+import copy
 import math
 
 import pytest
@@ -33,6 +34,27 @@ def test_schedule_derivatives_and_inverse(name):
     assert torch.all(lam[1:] < lam[:-1]), "log-SNR must decrease with t"
     assert torch.allclose(lam, torch.log(s.alpha(t) / s.sigma(t)), atol=1e-9)
     assert torch.allclose(s.t_of_lam(lam), t, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_values_are_the_methods_bit_for_bit(name, dtype):
+    """``values`` (what coefs, the losses and the samplers read) gives exactly the five methods'
+    results, also where a schedule computes the shared pieces once, and for a subclass that
+    redefines a method (it must not inherit the parent's shortcut)."""
+    s = SCHEDULES.build(name)
+    t = torch.cat([_times(s), torch.tensor([s.t_min, s.t_train_min, s.t_max])]).to(dtype)[:, None]
+    want = (s.alpha(t), s.sigma(t), s.lam(t), s.dalpha(t), s.dsigma(t))
+    for got, ref in zip(s.values(t), want):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
+
+    class Louder(type(s)):
+        def sigma(self, t):
+            return 2 * super().sigma(t)
+
+    loud = copy.copy(s)
+    loud.__class__ = Louder
+    assert torch.equal(loud.values(t)[1], loud.sigma(t))
 
 
 @pytest.mark.parametrize("name", ["vp_linear", "vp_cosine", "subvp", "ve", "edm"])

@@ -165,6 +165,18 @@ class VPLinear(Schedule):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
+    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # the methods' operations with log alpha, alpha and sigma computed once (the same bits;
+        # a training step's coefficients in a third of the tensor operations); a subclass may
+        # redefine any of the methods, so it gets them one by one
+        if type(self) is not VPLinear:
+            return super().values(t)
+        la = self.log_alpha(t)
+        a, e = torch.exp(la), -torch.expm1(2 * la)
+        s = torch.sqrt(torch.clamp(e, min=0))
+        da = a * (-0.5 * t * (self.beta_max - self.beta_min) - 0.5 * self.beta_min)
+        return a, s, la - 0.5 * torch.log(e), da, -a * da / s
+
     def t_of_lam(self, lam: Tensor) -> Tensor:
         big = torch.nn.functional.softplus(-2 * lam)  # = -2 log alpha
         d = self.beta_max - self.beta_min
@@ -195,6 +207,14 @@ class VPCosine(Schedule):
 
     def dsigma(self, t: Tensor) -> Tensor:
         return -self.alpha(t) * self.dalpha(t) / self.sigma(t)
+
+    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # the methods' operations with log alpha, alpha and sigma computed once (the same bits)
+        if type(self) is not VPCosine:
+            return super().values(t)
+        la = self.log_alpha(t)
+        a, s, da = torch.exp(la), torch.sqrt(torch.clamp(-torch.expm1(2 * la), min=0)), self.dalpha(t)
+        return a, s, la - torch.log(s), da, -a * da / s
 
     def t_of_lam(self, lam: Tensor) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
@@ -442,11 +462,13 @@ class DiscreteVP(Schedule):
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
     def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        if type(self) is not DiscreteVP:  # a subclass may redefine the methods: take them one by one
+            return super().values(t)
         la, slope = self._interp(t)
-        alpha = torch.exp(la)
-        sigma = torch.sqrt(torch.clamp(-torch.expm1(2 * la), min=0))
+        alpha, e = torch.exp(la), -torch.expm1(2 * la)
+        sigma = torch.sqrt(torch.clamp(e, min=0))
         dalpha = alpha * slope
-        return alpha, sigma, la - torch.log(sigma), dalpha, -alpha * dalpha / sigma
+        return alpha, sigma, la - 0.5 * torch.log(e), dalpha, -alpha * dalpha / sigma  # lam as lam() has it
 
     def t_of_lam(self, lam: Tensor) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
