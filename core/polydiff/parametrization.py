@@ -68,11 +68,11 @@ def convert(pred: Tensor, source: str, target: str, x: Tensor, c: Coefs) -> Tens
 def x0_error_scale(kind: str, c: Coefs) -> Tensor:
     """``k`` with ``x0_error = k * prediction_error`` (used to express loss weightings)."""
     a, s = c.alpha, c.sigma
-    one = a * 0 + 1
-    return {
-        "x0": one,
-        "eps": s / a,
-        "score": s * s / a,
-        "v": s / (a * a + s * s),
-        "velocity": s / (a * c.dsigma - s * c.dalpha),
+    scale = {  # only the one asked for is computed
+        "x0": lambda: a * 0 + 1,
+        "eps": lambda: s / a,
+        "score": lambda: s * s / a,
+        "v": lambda: s / (a * a + s * s),
+        "velocity": lambda: s / (a * c.dsigma - s * c.dalpha),
     }[check_prediction(kind)]
+    return scale()
