@@ -115,3 +115,15 @@ def test_clip_grad_norm_gives_torchs_bits_and_declines_mixed_gradients(scale):
     for p in mixed:
         p.grad = torch.full_like(p, scale)
     assert clip_grad_norm(mixed, 1.0) is False and all(torch.equal(p.grad, torch.full_like(p, scale)) for p in mixed)
+
+
+def test_training_clips_through_the_fast_path(tmp_path, monkeypatch):
+    """A float32 run on one device clips every step with polydiff.training.clip_grad_norm (a
+    Lightning change that bypassed configure_gradient_clipping would lose the saving silently)."""
+    from polydiff import training
+
+    took: list[bool] = []
+    fast = training.clip_grad_norm
+    monkeypatch.setattr(training, "clip_grad_norm", lambda params, m: took.append(fast(params, m)) or took[-1])
+    polydiff.train(tiny(max_steps=4, grad_clip=0.5), tmp_path, verbose=False)
+    assert took == [True] * 4
