@@ -9,7 +9,7 @@ process (so machine load affects every side alike):
 - ``plain loop``: the same work in plain PyTorch: the same network and initial weights, the same
   batches (a ``DataLoader`` over the same :class:`polydiff.training.StepBatches`), the same loss
   (``DiffusionModule._loss``, with the same per-step seeds), AdamW with the recipe's learning
-  rate, weight decay and warm-up schedule, gradient-norm clipping as Lightning does it
+  rate, weight decay, warm-up and per-epoch decay, gradient-norm clipping as Lightning does it
   (``clip_grad_norm_``), the same EMA update and the loss kept every ``log_every`` steps. Its
   final weights (network and EMA) are compared bit for bit with polydiff's: the two sides do the
   same computation;
@@ -240,8 +240,8 @@ def run_plain(s: Setup, steps: int) -> tuple[Clock, dict[str, Tensor]]:
         ema = module.ema
         params = list(net.parameters())
         opt = training.make_optimizer(params, t)
-        warm = t.warmup
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm)) if warm > 0 else None
+        factor = training._lr_factor(t, len(s.data.train), 1)  # warm-up and per-epoch decay, as polydiff's
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor) if t.warmup > 0 or t.lr_decay != 1.0 else None
         pairs = (list(ema.parameters()), params, list(ema.buffers()), list(net.buffers())) if ema is not None else None
         ds = training.StepBatches(s.data.train, t.batch_size, t.seed, 0, 1, 0, s.data.collate, s.data.augment)
         batches = iter(DataLoader(ds, batch_size=None, num_workers=0))
@@ -251,7 +251,8 @@ def run_plain(s: Setup, steps: int) -> tuple[Clock, dict[str, Tensor]]:
             batch = next(batches)
             t0 = now()
             torch.default_generator.manual_seed(training.step_seed(t.seed, step, 0, "torch"))
-            loss, _ = module._loss(net, batch, training.step_seed(t.seed, step, 0))
+            loss, _ = module._loss(net, batch, training.step_seed(t.seed, step, 0),
+                                   shared=training.step_seed(t.seed, step, 0, "shared"))
             opt.zero_grad()
             t1 = now()
             loss.backward()
@@ -300,7 +301,8 @@ def run_fwd_bwd(s: Setup, steps: int) -> Clock:
             for p in net.parameters():
                 p.grad = None
             torch.default_generator.manual_seed(training.step_seed(t.seed, step, 0, "torch"))
-            loss, _ = module._loss(net, batch, training.step_seed(t.seed, step, 0))
+            loss, _ = module._loss(net, batch, training.step_seed(t.seed, step, 0),
+                                   shared=training.step_seed(t.seed, step, 0, "shared"))
             t1 = now()
             loss.backward()
             clock.bwd.append(since(t1))

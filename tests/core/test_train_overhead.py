@@ -73,7 +73,8 @@ def test_logged_losses_and_run_metrics_are_those_of_their_steps(tmp_path, max_st
 def test_overhead_benchmark_times_polydiff_and_the_plain_loop_alike(bench_module, monkeypatch):
     """bench/train_overhead.py end to end on a tiny toy recipe: its timing wrapper passes every
     argument of ``DiffusionModule._loss`` through (a keyword added to ``_loss`` once broke it), each
-    side records one forward per step, and polydiff and the plain loop end with the same weights."""
+    side records one forward per step, and polydiff and the plain loop end with the same weights
+    (also with a per-epoch learning-rate decay, which the plain loop once left out)."""
     import argparse
 
     bench = bench_module("train_overhead")
@@ -83,7 +84,7 @@ def test_overhead_benchmark_times_polydiff_and_the_plain_loop_alike(bench_module
 
     def recipe_dict(name, steps, threads):
         cfg = full(name, steps, threads)
-        cfg["train"] = {**cfg["train"], "log_every": 4, "batch_size": 32}
+        cfg["train"] = {**cfg["train"], "log_every": 4, "batch_size": 32, "lr_decay": 0.5}  # 256 / 32: 8 steps an epoch
         return {**cfg, **small}
 
     monkeypatch.setattr(bench, "recipe_dict", recipe_dict)
