@@ -10,7 +10,9 @@ for the EDM schedule ``t`` is sigma itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -81,9 +83,18 @@ class Schedule:
         raise NotImplementedError
 
     def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(alpha, sigma, lam, dalpha, dsigma)`` at ``t``; schedules whose pieces share work
-        (a table lookup) override this to do it once."""
+        """``(alpha, sigma, lam, dalpha, dsigma)`` at ``t``. A schedule whose pieces share work
+        (log alpha, a table lookup) defines ``_values`` to do it once, giving the methods' bits;
+        it serves that class only, as a subclass may redefine a method."""
+        if self._own_values is not None:
+            return self._own_values(t)
         return self.alpha(t), self.sigma(t), self.lam(t), self.dalpha(t), self.dsigma(t)
+
+    _own_values: ClassVar[Callable[..., Any] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._own_values = cls.__dict__.get("_values")  # the class's own, never a parent's
 
     def prior_std(self) -> float:
         """Standard deviation of the prior at ``t_max`` (the data term is neglected)."""
@@ -165,12 +176,8 @@ class VPLinear(Schedule):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
-    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        # the methods' operations with log alpha, alpha and sigma computed once (the same bits;
-        # a training step's coefficients in a third of the tensor operations); a subclass may
-        # redefine any of the methods, so it gets them one by one
-        if type(self) is not VPLinear:
-            return super().values(t)
+    def _values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # log alpha, alpha and sigma once: a training step's coefficients in a third of the operations
         la = self.log_alpha(t)
         a, e = torch.exp(la), -torch.expm1(2 * la)
         s = torch.sqrt(torch.clamp(e, min=0))
@@ -208,10 +215,7 @@ class VPCosine(Schedule):
     def dsigma(self, t: Tensor) -> Tensor:
         return -self.alpha(t) * self.dalpha(t) / self.sigma(t)
 
-    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        # the methods' operations with log alpha, alpha and sigma computed once (the same bits)
-        if type(self) is not VPCosine:
-            return super().values(t)
+    def _values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         la = self.log_alpha(t)
         a, s, da = torch.exp(la), torch.sqrt(torch.clamp(-torch.expm1(2 * la), min=0)), self.dalpha(t)
         return a, s, la - torch.log(s), da, -a * da / s
@@ -461,9 +465,7 @@ class DiscreteVP(Schedule):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
-    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        if type(self) is not DiscreteVP:  # a subclass may redefine the methods: take them one by one
-            return super().values(t)
+    def _values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         la, slope = self._interp(t)
         alpha, e = torch.exp(la), -torch.expm1(2 * la)
         sigma = torch.sqrt(torch.clamp(e, min=0))
