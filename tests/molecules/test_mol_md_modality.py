@@ -72,6 +72,9 @@ def test_js_metrics_can_fail_and_are_near_zero_for_the_same_density():
     same = js_metrics(a, b, info)["js"]
     shifted = js_metrics(a + np.array([0.5, 0.0]), b, info)["js"]
     assert same < 0.08 and shifted > 3 * same
+    for empty in ((a[:0], b), (a, b[:0])):
+        with pytest.raises(ValueError, match=r"js_metrics: no (samples|reference)"):
+            js_metrics(*empty, info)
 
 
 @pytest.fixture(scope="module")

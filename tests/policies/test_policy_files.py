@@ -130,3 +130,23 @@ def test_no_success_information_is_nan_and_self_comparison_is_zero(tmp_path: Pat
     # rollouts that all failed still report 0: they record success
     failed = [type(e)(e.obs, e.actions, e.goal, "", e.behaviour, {"success": False}) for e in eps]
     assert rollout_metrics(failed)["success_rate"] == 0.0
+
+
+def test_success_and_score_arrays_of_the_wrong_kind_are_refused(tmp_path: Path) -> None:
+    """``bool("False")`` is True and ``bool(nan)`` too: a ``success`` array of strings or NaN
+    read as all or half successes. Booleans and 0 / 1 numbers are accepted, the rest named."""
+    z = dict(np.load(_demos(tmp_path / "demos.npz")))
+    n = len(z["episode_ends"])
+    for ok in (np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), np.zeros(n)):
+        np.savez(tmp_path / "ok.npz", **{**z, "success": ok})
+        assert rollout_metrics(read_episodes(tmp_path / "ok.npz"))["success_rate"] == 0.0
+    cases = {"success": (np.array(["False"] * n), "booleans or 0 / 1"),
+             "score": (np.array([np.nan] + [0.5] * (n - 1)), "finite real numbers"),
+             "env": (np.arange(n), "strings")}
+    for key, (values, want) in cases.items():
+        np.savez(tmp_path / "bad.npz", **{**z, key: values})
+        with pytest.raises(EpisodeError, match=rf"bad\.npz: '{key}' must hold {want}"):
+            read_episodes(tmp_path / "bad.npz")
+    np.savez(tmp_path / "half.npz", **{**z, "success": np.array([np.nan] + [0.0] * (n - 1))})
+    with pytest.raises(EpisodeError, match="'success' must hold booleans"):
+        read_episodes(tmp_path / "half.npz")

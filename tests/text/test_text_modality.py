@@ -187,6 +187,35 @@ def test_generative_perplexity_is_exp_of_the_nll_per_valid_token():
     assert abs(got - math.exp(total / len(lengths))) > 0.1 and abs(got - math.exp(total / tokens.numel())) > 0.1
 
 
+def test_metrics_count_values_of_tensors_and_refuse_what_they_would_misread():
+    """A tensor's elements hash by identity, so counting them directly gave every token its own
+    class (ln 4 for a sample of one repeated token); a plain string passed as the sample list was
+    read one character per sample; a mask with values other than 0 / 1 was scored at its
+    positive positions but counted by its sum; a mask with a gap padded inside the context."""
+    assert unigram_entropy(torch.tensor([[0, 0, 0, 0], [1, 1, 2, 2]])) == pytest.approx(math.log(2) / 2)
+    assert unigram_entropy([torch.tensor([5, 5, 6, 6])]) == pytest.approx(math.log(2))
+    with pytest.raises(TypeError, match="sample 0 holds nan"):
+        unigram_entropy([[float("nan"), 1.0]])
+    with pytest.raises(TypeError, match="not one string"):
+        smiles_metrics("CCO")
+    with pytest.raises(TypeError, match="not one string"):
+        smiles_metrics(["CCO", "CCN"], "CCO")
+    V, L = 5, 4
+    judge = _StubJudge(torch.randn(V + 1, V, generator=torch.Generator().manual_seed(0)), torch.zeros(L, V))
+    tokens = torch.randint(0, V, (2, L), generator=torch.Generator().manual_seed(1))
+    bools = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    expected = generative_perplexity(judge, tokens, bools)
+    assert generative_perplexity(judge, tokens, bools.long()) == pytest.approx(expected, rel=1e-12)
+    assert generative_perplexity(judge, tokens, bools.float()) == pytest.approx(expected, rel=1e-12)
+    for bad in (2 * bools.long(), 0.5 * bools.float()):
+        with pytest.raises(ValueError, match="only 0 and 1"):
+            generative_perplexity(judge, tokens, bad)
+    with pytest.raises(ValueError, match="row 1 of valid is not a prefix"):
+        generative_perplexity(judge, tokens, torch.tensor([[True, True, False, False], [True, False, True, True]]))
+    with pytest.raises(ValueError, match="valid has shape"):
+        generative_perplexity(judge, tokens, bools[:, :3])
+
+
 def test_samples_written_are_read_back_with_newlines_and_empty_texts(tmp_path):
     mod = TextModality()
     texts = ["ROMEO:\nBut soft!", "", "tab\there \"quoted\""]

@@ -121,6 +121,9 @@ def js_metrics(samples: np.ndarray, reference: np.ndarray, info: Mapping[str, An
 
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples of shape {samples.shape[1:]} but reference of shape {reference.shape[1:]}")
+    for name, a in (("samples", samples), ("reference", reference)):
+        if len(a) == 0:
+            raise ValueError(f"js_metrics: no {name} (a divergence needs points on both sides)")
     if info.get("kind") == "peptide" or samples.ndim == 3:
         out = {f"{prefix}js_phi_psi": ramachandran_js(phi_psi(samples), phi_psi(reference), bins=64),
                f"{prefix}phi_positive": float(np.mean(phi_psi(samples)[:, 0] > 0))}

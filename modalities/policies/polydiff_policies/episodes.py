@@ -160,7 +160,7 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
         if v is not None:
             if v.shape != (len(ends),):
                 raise EpisodeError(f"{path}: {key!r} must hold one value per episode ({len(ends)}), got {v.shape}")
-            meta[key] = v.tolist()
+            meta[key] = _meta_values(path, key, v)
     if known is not None and "env" not in meta:
         meta["env"] = [known] * len(ends)
     out = []
@@ -181,6 +181,24 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
                            str(labels["behaviours"][e]) if labels["behaviours"] is not None else "",
                            {k: v[e] for k, v in meta.items()}))
     return out
+
+
+def _meta_values(path: Path, key: str, v: np.ndarray) -> list[Any]:
+    """The per-episode values of an optional array, checked against its kind in :data:`META`:
+    ``success`` booleans (or 0 / 1), ``score`` finite real numbers, ``env`` strings. A string
+    ``"False"`` would otherwise read as a success, a NaN score as a number."""
+    kind = META[key]
+    if kind is str:
+        ok, want = v.dtype.kind in "US", "strings"
+    elif kind is bool:
+        ok = v.dtype.kind == "b" or (v.dtype.kind in "iuf" and bool(np.isin(v, (0, 1)).all()))
+        want = "booleans or 0 / 1"
+    else:
+        ok, want = v.dtype.kind in "iuf" and bool(np.isfinite(v).all()), "finite real numbers"
+    if not ok:
+        raise EpisodeError(f"{path}: {key!r} must hold {want} (one per episode), got {v.dtype} values "
+                           f"{v[:3].tolist()}{'...' if len(v) > 3 else ''}")
+    return [kind(x) for x in v.tolist()]
 
 
 def check_episodes(episodes: Sequence[Episode], source: str = "episodes") -> tuple[int, int, int]:
