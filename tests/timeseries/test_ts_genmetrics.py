@@ -201,3 +201,48 @@ def test_context_fid_is_the_frechet_distance_of_the_encoder_embeddings():
     want = d @ d + np.trace(c1) + np.trace(c2) - 2 * root_trace
     assert want > 0.01
     assert G.context_fid(syn, real, enc) == pytest.approx(want, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the TimeGAN scores' held-out split and inputs
+# ---------------------------------------------------------------------------------------------
+
+class _OneAnswer(torch.nn.Module):
+    """A 'classifier' that answers real for every window (its only weight has no say in the sign)."""
+
+    def __init__(self, inp: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(*x.shape[:2], 1) + 0 * self.w
+
+
+def test_discriminative_score_holds_out_as_many_real_as_synthetic_windows(monkeypatch):
+    """TimeGAN splits each set 80 / 20 on its own, so always answering one class is accuracy
+    0.5 (score 0). Splitting the pooled windows gave it |share of real - 0.5|, nonzero for most
+    seeds (all five balanced by chance: about 0.3^5)."""
+    monkeypatch.setattr(G, "_GRU", _OneAnswer)
+    rng = np.random.default_rng(0)
+    real, syn = rng.normal(size=(20, 6, 1)), rng.normal(size=(25, 6, 1))
+    assert [G.discriminative_score(syn, real, steps=2, seed=s) for s in range(5)] == [0.0] * 5
+
+
+def test_time_series_scores_refuse_inputs_they_would_misread():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(6, 5, 2))
+    nan = real.copy()
+    nan[3, 2, 1] = np.nan
+    for fn in (G.discriminative_score, G.predictive_score):
+        with pytest.raises(ValueError, match="synthetic window 3 holds NaN"):
+            fn(nan, real, steps=1)
+        with pytest.raises(ValueError, match=r"are \(5, 2\) \(length, channels\), real ones \(5, 1\)"):
+            fn(real, real[..., :1], steps=1)
+    with pytest.raises(ValueError, match="at least 2 synthetic window"):
+        G.discriminative_score(real[:1], real, steps=1)
+    with pytest.raises(ValueError, match="at least 2 step"):
+        G.predictive_score(real[:, :1], real[:, :1], steps=1)
+    with pytest.raises(ValueError, match=r"marginal_metrics: synthetic windows are \(5, 2\)"):
+        G.marginal_metrics(real, real[..., :1])
+    with pytest.raises(ValueError, match="real window 3 holds NaN"):
+        G.generation_metrics(real, nan, steps=1)

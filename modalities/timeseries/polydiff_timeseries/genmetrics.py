@@ -45,6 +45,23 @@ def _arr(x: Any) -> np.ndarray:
     return a
 
 
+def _pair(synthetic: Any, real: Any, metric: str, least: int = 1, length: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Both window sets as (N, L, C) arrays, checked: the same window shape, at least ``least``
+    windows and ``length`` steps each, finite values (a NaN would come back as a number)."""
+    syn, rl = _arr(synthetic), _arr(real)
+    if syn.shape[1:] != rl.shape[1:]:
+        raise ValueError(f"{metric}: synthetic windows are {syn.shape[1:]} (length, channels), real ones "
+                         f"{rl.shape[1:]}")
+    for name, a in (("synthetic", syn), ("real", rl)):
+        if len(a) < least or a.shape[1] < length:
+            raise ValueError(f"{metric}: needs at least {least} {name} window(s) of at least {length} step(s), got "
+                             f"{a.shape[:2]}")
+        bad = np.nonzero(~np.isfinite(a).reshape(len(a), -1).all(1))[0]
+        if len(bad):
+            raise ValueError(f"{metric}: {name} window {int(bad[0])} holds NaN or infinite values")
+    return syn, rl
+
+
 # ---------------------------------------------------------------------------------------------
 # predictive scores of synthetic data: LPS and TSTR
 # ---------------------------------------------------------------------------------------------
@@ -101,16 +118,19 @@ class _GRU(nn.Module):
 def discriminative_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, hidden: int | None = None,
                          seed: int = 0) -> float:
     """``|accuracy - 0.5|`` of a GRU classifier of real vs synthetic windows, trained on 80%
-    of each and tested on the rest (0 = indistinguishable, 0.5 = perfectly separated)."""
-    syn, rl = _arr(synthetic), _arr(real)
+    of each and tested on the rest (0 = indistinguishable, 0.5 = perfectly separated). As in
+    TimeGAN's ``train_test_divide``, each set is split on its own, so the held-out set holds as
+    many real windows as synthetic ones and a classifier that always answers one class scores 0
+    (a split of the pooled windows would give it ``|share of real - 0.5|``)."""
+    syn, rl = _pair(synthetic, real, "discriminative_score", least=2)
     n = min(len(syn), len(rl))
     rng = np.random.default_rng(seed)
     syn, rl = syn[rng.permutation(len(syn))[:n]], rl[rng.permutation(len(rl))[:n]]
     x = torch.from_numpy(np.concatenate([rl, syn])).float()
     y = torch.cat([torch.ones(n), torch.zeros(n)])
-    perm = torch.from_numpy(rng.permutation(2 * n))
-    cut = int(0.8 * 2 * n)
-    tr, te = perm[:cut], perm[cut:]
+    cut = max(1, min(n - 1, int(0.8 * n)))  # per set: windows [0, cut) train, [cut, n) test
+    tr = torch.cat([torch.arange(cut), n + torch.arange(cut)])
+    te = torch.cat([torch.arange(cut, n), n + torch.arange(cut, n)])
     with local_seed(seed):
         net = _GRU(x.shape[2], hidden or max(x.shape[2] * 2, 8), 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -136,7 +156,7 @@ def predictive_score(synthetic: np.ndarray, real: np.ndarray, steps: int = 500, 
     channels are independent, as in the sines, whose last channel the others cannot predict)."""
     if target not in ("last", "all"):
         raise ValueError(f"target must be 'last' or 'all', got {target!r}")
-    syn, rl = _arr(synthetic), _arr(real)
+    syn, rl = _pair(synthetic, real, "predictive_score", length=2)
     xs = torch.from_numpy(syn).float()
     xr = torch.from_numpy(rl).float()
     c = xs.shape[2]
@@ -240,7 +260,7 @@ def marginal_metrics(synthetic: np.ndarray, real: np.ndarray, lags: int = 5) -> 
       windows of ``(sum_t xc_t xc_(t-k) / (L - k)) / (sum_t xc_t^2 / L + 1e-12)``, ``xc`` the
       window minus its own mean; NaN for one-step windows.
     """
-    syn, rl = _arr(synthetic), _arr(real)
+    syn, rl = _pair(synthetic, real, "marginal_metrics")
 
     def acf(x: np.ndarray) -> np.ndarray:
         xc = x - x.mean(1, keepdims=True)
@@ -258,9 +278,7 @@ def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[st
                        steps: int = 300, seed: int = 0) -> dict[str, float]:
     """Marginal errors, discriminative / predictive scores, context-FID and (for windows with a
     horizon) the Linear Predictive Score of ``synthetic`` against ``real`` windows."""
-    syn, rl = _arr(synthetic), _arr(real)
-    if syn.shape[1:] != rl.shape[1:]:
-        raise ValueError(f"synthetic windows {syn.shape[1:]} and real windows {rl.shape[1:]} differ in shape")
+    syn, rl = _pair(synthetic, real, "generation_metrics")
     out = {"n": float(len(syn)), **marginal_metrics(syn, rl)}
     few = [f"{len(x)} {side} window" + "s" * (len(x) != 1) for side, x in (("generated", syn), ("real", rl))
            if len(x) < 2]
