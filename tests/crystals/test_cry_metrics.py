@@ -221,6 +221,28 @@ def test_crystal_from_arrays_reasons():
     assert flags["reason"] == ["non_positive_lattice"]
 
 
+def test_symbols_ions_and_bad_histograms():
+    """Element symbols in the arrays made every crystal silently invalid; Fe2+ and Fe3+ counted
+    as two elements; a histogram with a negative count gave a total variation."""
+    frac = np.array([[0, 0, 0], [0.5, 0.5, 0.5]])
+    by_symbol, reason = M.crystal_from_arrays(frac, ["Na", "Cl"], [4, 4, 4], [90] * 3)
+    assert reason is None and by_symbol == M.crystal_from_arrays(frac, [11, 17], [4, 4, 4], [90] * 3)[0]
+    with pytest.raises(ValueError, match="'Qq' is not an element symbol"):
+        M.crystal_from_arrays(frac, ["Na", "Qq"], [4, 4, 4], [90] * 3)
+    with pytest.raises(ValueError, match="booleans"):
+        M.crystal_from_arrays(frac, [True, True], [4, 4, 4], [90] * 3)
+    from pymatgen.core import Species
+
+    cell = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0.5]]
+    ions = Structure(Lattice.cubic(4.2), [Species("Fe", 2), Species("Fe", 3), Species("O", -2), Species("O", -2)], cell)
+    plain = Structure(Lattice.cubic(4.2), ["Fe", "Fe", "O", "O"], cell)
+    assert M.per_crystal_flags([ions])["n_elements"] == [2]
+    assert M.num_elements_wdist([ions], [plain]) == 0.0
+    with pytest.raises(ValueError, match="space group 1 has count -1"):
+        M.spacegroup_tv({1: -1, 225: 2}, {225: 1})
+    assert M.spacegroup_tv({1: 1, 225: 1}, {225: 1}) == 0.5
+
+
 def moved_copy(s, seed=0):
     """The same crystal, rotated in space and translated: a duplicate for StructureMatcher."""
     rng = np.random.default_rng(seed)

@@ -188,7 +188,8 @@ def crystal_from_arrays(
     ``Crystal.get_structure`` decides: a negative length (``non_positive_lattice``), a failing constructor
     (``construction_raises_exception``) or a volume below 0.1 Å^3 (``unrealistically_small_lattice``). We also
     refuse non-finite numbers (``non_finite_values``), empty crystals (``no_atoms``) and atomic numbers outside
-    1..118 (``invalid_atom_types``), which would crash CDVAE. Wrong array shapes raise ValueError.
+    1..118 (``invalid_atom_types``), which would crash CDVAE. ``atom_types`` may also be element symbols.
+    Wrong array shapes, unknown symbols and boolean types raise ValueError.
     """
     structure, reason = _build(frac_coords, atom_types, lengths, angles)
     return (None, reason) if reason is not None else (structure, None)
@@ -203,7 +204,7 @@ def _build(
     """:func:`crystal_from_arrays`, except that a cell under MIN_VOLUME comes back with its reason and its
     structure: CDVAE builds it before the volume check, calls it not constructed and still fingerprints it."""
     frac = np.asarray(frac_coords, dtype=float)
-    types = np.asarray(atom_types)
+    types = _symbols_to_numbers(np.asarray(atom_types))
     abc = np.asarray(lengths, dtype=float).reshape(-1)
     ang = np.asarray(angles, dtype=float).reshape(-1)
     if abc.shape != (3,) or ang.shape != (3,):
@@ -231,6 +232,24 @@ def _build(
     if not volume >= MIN_VOLUME:  # also catches NaN
         return (structure if math.isfinite(volume) else None), "unrealistically_small_lattice"
     return structure, None
+
+
+def _symbols_to_numbers(types: np.ndarray) -> np.ndarray:
+    """Element symbols (``"Na"``) as atomic numbers; numbers pass through. An unknown symbol or a
+    boolean array is an error, not an invalid crystal: it is the caller's input, not a sample."""
+    if types.dtype.kind == "b":
+        raise ValueError("atom_types are atomic numbers or element symbols, got booleans")
+    if types.dtype.kind not in "US":
+        return types
+    from pymatgen.core import Element
+
+    numbers = []
+    for sym in types.reshape(-1).tolist():
+        try:
+            numbers.append(Element(sym.strip()).Z)
+        except ValueError:
+            raise ValueError(f"atom_types: {sym!r} is not an element symbol") from None
+    return np.asarray(numbers, dtype=np.int64).reshape(types.shape)
 
 
 def _atom_types(types: np.ndarray | Sequence) -> tuple[int, ...] | None:
@@ -749,7 +768,8 @@ def density_wdist(pred: Sequence[Structure], reference: Sequence[Structure]) -> 
 
 
 def _n_elements(structure: Structure) -> int:
-    return len(set(structure.species))
+    """Distinct elements (Fe2+ and Fe3+ are one element, as CDVAE's atom types count them)."""
+    return len(structure.composition.element_composition)
 
 
 def num_elements_wdist(pred: Sequence[Structure], reference: Sequence[Structure]) -> float:
@@ -887,7 +907,13 @@ def spacegroup_distribution(structures: Sequence[Structure | None], symprec: flo
 
 
 def _histogram(items: Mapping[int, float] | Sequence[Structure | None], symprec: float) -> Mapping[int, float]:
-    return items if isinstance(items, Mapping) else spacegroup_distribution(items, symprec)
+    if not isinstance(items, Mapping):
+        return spacegroup_distribution(items, symprec)
+    bad = next(((k, v) for k, v in items.items() if not (v >= 0 and math.isfinite(v))), None)
+    if bad is not None:
+        raise ValueError(f"space-group histogram: space group {bad[0]} has count {bad[1]!r} (counts are finite "
+                         "and >= 0)")
+    return items
 
 
 def spacegroup_tv(
