@@ -169,7 +169,10 @@ def test_sdf_round_trip(tmp_path, mols):
     assert ours["bond_length_w1"] == ours["bond_length_w1"]  # a number, not NaN
     assert ours.keys() == theirs.keys()
     assert all(ours[k] == theirs[k] or (ours[k] != ours[k] and theirs[k] != theirs[k]) for k in ours)
-    aromatic = Molecule(("C", "C"), [[0, 0, 0], [1.4, 0, 0]], bonds=[[0, 4], [4, 0]], name="x")
+    with pytest.raises(ValueError, match="'x': bond order 4; orders are 0"):  # refused before any writing
+        Molecule(("C", "C"), [[0, 0, 0], [1.4, 0, 0]], bonds=[[0, 4], [4, 0]], name="x")
+    aromatic = Molecule(("C", "C"), [[0, 0, 0], [1.4, 0, 0]], bonds=[[0, 1], [1, 0]], name="x")
+    aromatic.bonds[0, 1] = aromatic.bonds[1, 0] = 4  # changed after the checks
     with pytest.raises(ValueError, match="bond order 4 cannot be written"):
         write_sdf(aromatic, tmp_path / "bad.sdf")
     with pytest.raises(ValueError, match="cannot be an SD field name"):

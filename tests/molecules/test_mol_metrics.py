@@ -417,6 +417,23 @@ def test_distribution_metrics_hand_values():
     assert math.isnan(atom_type_tv([], ref))
 
 
+def test_a_lost_molecule_with_its_own_bonds_adds_no_lengths_and_odd_bond_orders_are_refused():
+    """A NaN molecule carrying a bond matrix turned the set's bond-length and angle distances
+    into NaN; an aromatic 1.5 was cast to 1, and 4 or -1 became bond kinds of their own."""
+    ref = [ethane(), water()]
+    w = water()
+    bonded = np.array([[0, 1, 1], [1, 0, 0], [1, 0, 0]])
+    lost = Molecule(w.symbols, np.full((3, 3), np.nan), bonds=bonded)
+    assert bond_length_w1([ethane(cc=1.56), lost], ref) == bond_length_w1([ethane(cc=1.56)], ref)
+    assert bond_angle_w1([water(angle=100.0), lost], ref) == pytest.approx(4.52)
+    for order in (1.5, 4, -1):
+        with pytest.raises(ValueError, match=f"bond order {order}; orders are 0"):
+            Molecule(w.symbols, w.positions, bonds=bonded * order)
+    with pytest.raises(ValueError, match="symmetric"):
+        Molecule(w.symbols, w.positions, bonds=np.array([["1"] * 3] * 3))
+    assert Molecule(w.symbols, w.positions, bonds=bonded.astype(float)).bonds.dtype == np.int64
+
+
 def test_mmff_against_rdkit():
     from rdkit.Chem import rdForceFieldHelpers as ffh
 

@@ -315,6 +315,31 @@ def test_clusters_are_nan_when_a_tm_score_is_unknown():
     assert out["ref_tm_clusters"] == 2.0 and out["ref_tm_cluster_frac"] == 1.0 and out["tm_n"] == 2.0
 
 
+def test_non_finite_backbones_are_named_not_scored():
+    """TM-align never returned on a NaN coordinate (so ``polydiff evaluate`` hung on one diverged
+    sample); every metric now names such a backbone instead."""
+    h = helix(30)
+    bad = Backbone(h.atoms.copy(), name="sample_0003")
+    bad.atoms[5, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"tm_score: a \(sample_0003\): residue 5 has NaN"):
+        M.tm_score(bad, h)
+    with pytest.raises(ValueError, match=r"samples\[1\] \(sample_0003\): residue 5 has NaN or infinite"):
+        M.evaluate_backbones([h, bad], [h])
+    bad.atoms[5, 1, 0] = np.inf
+    for fn in (M.diversity, M.geometry_metrics, M.rg_metrics, M.secondary_structure):
+        with pytest.raises(ValueError, match=r"backbones\[0\] \(sample_0003\)"):
+            fn([bad, h])
+
+
+def test_a_single_residue_leaves_the_log_rg_ratio_finite_and_novelty_says_how_many_it_scored():
+    one = Backbone(np.zeros((1, 1, 3)), atom_names=("CA",), name="one")
+    r = M.rg_metrics([one, helix(40)])
+    assert r["rg_abs_log_ratio"] == pytest.approx(M.rg_metrics([helix(40)])["rg_abs_log_ratio"])
+    train = [helix(30, "t0"), hairpin(10), strand(24, "t2")]
+    out = M.evaluate_backbones(train * 4, train, train=train, max_novelty_pairs=6)
+    assert out["novelty_n"] == 2.0 and out["novelty_max_tm"] == pytest.approx(1.0)
+
+
 def test_tm_subset():
     idx = M.tm_subset(100, max_pairs=300, seed=0)
     assert len(idx) == 25 and len(set(idx.tolist())) == 25 and (np.diff(idx) > 0).all()

@@ -328,7 +328,10 @@ def per_molecule_flags(mols: Sequence[Molecule], dtype: Any = np.float64) -> dic
 
 
 def _bonds_of(mol: Molecule) -> np.ndarray:
-    """The molecule's own bonds when set, else inferred ones (float64)."""
+    """The molecule's own bonds when set, else inferred ones; none for non-finite coordinates
+    (not a molecule, see the module docstring: its own bonds would add NaN lengths and angles)."""
+    if not np.isfinite(mol.positions).all():
+        return np.zeros((len(mol), len(mol)), dtype=np.int64)
     return mol.bonds if mol.bonds is not None else infer_bonds(mol)
 
 

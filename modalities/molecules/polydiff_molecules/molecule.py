@@ -51,10 +51,15 @@ class Molecule:
         self.charges = np.zeros(n, dtype=np.int64) if self.charges is None else \
             np.asarray(self.charges, dtype=np.int64).reshape(n)
         if self.bonds is not None:
-            b = np.asarray(self.bonds, dtype=np.int64)
-            if b.shape != (n, n) or not np.array_equal(b, b.T) or np.any(np.diag(b)):
+            raw = np.asarray(self.bonds)
+            b = raw.astype(np.int64) if raw.dtype.kind in "biuf" else None
+            if b is None or b.shape != (n, n) or not np.array_equal(b, b.T) or np.any(np.diag(b)):
                 raise ValueError(f"molecule {self.name!r}: bonds must be a symmetric (N, N) matrix with a zero "
-                                 f"diagonal, got shape {b.shape}")
+                                 f"diagonal, got shape {raw.shape}")
+            odd = raw[~np.isin(raw, BOND_ORDERS)]
+            if odd.size:  # the int cast would turn an aromatic 1.5 into 1; 4 or -1 would be bond kinds of their own
+                raise ValueError(f"molecule {self.name!r}: bond order {odd.ravel()[0].item()!r}; orders are 0 (none), "
+                                 "1, 2 or 3 (Kekule form: kekulise aromatic bonds, e.g. with RDKit's Chem.Kekulize)")
             self.bonds = b
 
     def __len__(self) -> int:

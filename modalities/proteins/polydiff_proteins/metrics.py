@@ -50,11 +50,23 @@ SS_KEYS = ("dssp_helix", "dssp_strand", "dssp_loop", "psea_helix", "psea_strand"
 
 
 def _check(backbones: Sequence[Backbone], what: str = "backbones") -> list[Backbone]:
-    """The backbones as a list; ValueError for an empty set (every metric needs one structure)."""
+    """The backbones as a list; ValueError for an empty set (every metric needs one structure)
+    and for a backbone with NaN or infinite coordinates (:func:`_finite`)."""
     out = list(backbones)
     if not out:
         raise ValueError(f"{what}: empty list of backbones")
+    for i, bb in enumerate(out):
+        _finite(bb, f"{what}[{i}]")
     return out
+
+
+def _finite(bb: Backbone, where: str) -> None:
+    """ValueError naming a backbone with NaN or infinite coordinates (a diverged sample): TM-align
+    never returns on NaN, and every other metric would turn it into a number or a set-wide NaN."""
+    bad = np.nonzero(~np.isfinite(bb.atoms).all(axis=(1, 2)))[0]
+    if len(bad):
+        raise ValueError(f"{where} ({bb.name or 'unnamed'}): residue {int(bad[0])} has NaN or infinite coordinates "
+                         f"({len(bad)} of {len(bb)} residues); leave the backbone out to score the others")
 
 
 def _mean(values: Sequence[float] | np.ndarray) -> float:
@@ -311,11 +323,12 @@ def rg_ratio(backbones: Sequence[Backbone]) -> np.ndarray:
 
 def rg_metrics(backbones: Sequence[Backbone]) -> dict[str, float]:
     """``rg_mean`` (A), ``rg_ratio`` (mean of :func:`rg_ratio`) and ``rg_abs_log_ratio`` = mean
-    ``|log rg_ratio|`` (0 for ideally compact, length-independent; compare to the reference's)."""
+    ``|log rg_ratio|`` (0 for ideally compact, length-independent; compare to the reference's)
+    over the structures with Rg > 0 (a single residue has none: its log would be infinite)."""
     bbs = _check(backbones)
     ratio = rg_ratio(bbs)
     return {"rg_mean": _mean(radius_of_gyration(bbs)), "rg_ratio": _mean(ratio),
-            "rg_abs_log_ratio": _mean(np.abs(np.log(ratio)))}
+            "rg_abs_log_ratio": _mean(np.abs(np.log(ratio[ratio > 0])))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +341,8 @@ def tm_score(a: Backbone, b: Backbone) -> tuple[float, float]:
     fewer than 3 residues (TM-align refuses those). Costs O(L_a L_b)."""
     if len(a) < 3 or len(b) < 3:
         return math.nan, math.nan
+    _finite(a, "tm_score: a")
+    _finite(b, "tm_score: b")
     res = tmtools.tm_align(np.ascontiguousarray(a.ca), np.ascontiguousarray(b.ca), a.sequence, b.sequence)
     return float(res.tm_norm_chain1), float(res.tm_norm_chain2)
 
@@ -522,7 +537,8 @@ def evaluate_backbones(samples: Sequence[Backbone], reference: Sequence[Backbone
     ``max_tm_pairs`` pairs). The same for the reference
     with a ``ref_`` prefix. Comparisons: ``rama_jsd`` (:func:`ramachandran_distance`),
     ``dssp_ss_distance`` / ``psea_ss_distance`` (:func:`ss_distance`). With ``train``:
-    ``novelty_max_tm`` (mean of :func:`novelty`) and ``novel_frac`` (max TM < 0.5); with
+    ``novelty_max_tm`` (mean of :func:`novelty`) and ``novel_frac`` (max TM < 0.5) over
+    ``novelty_n`` samples (at most ``max_novelty_pairs // len(train)``, a seeded subset); with
     ``designability``: ``designable_frac``, ``sc_rmsd_mean``, ``sc_rmsd_median``. Keys that need
     what is not there (full backbones, a training set, design models) are NaN.
     ValueError for an empty samples / reference / train list."""
@@ -533,12 +549,13 @@ def evaluate_backbones(samples: Sequence[Backbone], reference: Sequence[Backbone
     out["rama_jsd"] = ramachandran_distance(smp, ref, bins)
     out["dssp_ss_distance"] = _tv(out, ref_out, "dssp")
     out["psea_ss_distance"] = _tv(out, ref_out, "psea")
-    out["novelty_max_tm"] = out["novel_frac"] = math.nan
+    out["novelty_max_tm"] = out["novel_frac"] = out["novelty_n"] = math.nan
     if train is not None:
         best = novelty(smp, train, max_novelty_pairs, seed)
         best = best[np.isfinite(best)]
         out["novelty_max_tm"] = _mean(best)
         out["novel_frac"] = _mean(best < NOVEL_TM)
+        out["novelty_n"] = float(len(best))
     out["designable_frac"] = out["sc_rmsd_mean"] = out["sc_rmsd_median"] = math.nan
     if designability is not None:
         out |= designability.summary(smp)[1]
