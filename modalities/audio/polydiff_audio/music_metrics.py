@@ -24,18 +24,21 @@ RANGES = {"soprano": (60, 79), "alto": (55, 74), "tenor": (48, 67), "bass": (40,
 
 
 def _pieces(chorales: Any) -> list[np.ndarray]:
-    """Chorales, (K, T) arrays or one (N, K, T) array -> a list of (K, T) int64 arrays."""
+    """Chorales, (K, T) arrays or one (N, K, T) array -> a list of (K, T) int64 arrays, each
+    checked: integer MIDI pitches 0..127 (a pitch of -3 would count as a note, 61.9 as 61)."""
     if isinstance(chorales, np.ndarray):
         if chorales.ndim == 2:
-            return [chorales.astype(np.int64)]
-        if chorales.ndim == 3:
-            return [c.astype(np.int64) for c in chorales]
-        raise ValueError(f"expected (K, T) or (N, K, T) pitches, got an array of shape {chorales.shape}")
+            chorales = chorales[None]
+        elif chorales.ndim != 3:
+            raise ValueError(f"expected (K, T) or (N, K, T) pitches, got an array of shape {chorales.shape}")
     out = []
     for i, c in enumerate(chorales):
         a = np.asarray(getattr(c, "tracks", c))
         if a.ndim != 2:
             raise ValueError(f"piece {i}: expected (K, T) pitches, got shape {a.shape}")
+        if a.dtype.kind not in "biuf" or (a.size and not (np.isfinite(a).all() and (a == np.round(a)).all())):
+            raise ValueError(f"piece {i}: pitches must be whole MIDI numbers, got {a.dtype} values such as "
+                             f"{a.ravel()[:3].tolist()}")
         if a.size and ((a < 0).any() or (a > 127).any()):
             raise ValueError(f"piece {i}: pitches must be MIDI 0..127 (0 = rest); got {int(a.min())}..{int(a.max())}"
                              " (tokens? use music.from_tokens)")
@@ -217,16 +220,36 @@ def si_snri(est: np.ndarray, mix: np.ndarray, ref: np.ndarray) -> float:
     return si_snr(est, ref) - si_snr(mix, ref)
 
 
+def _si_snr_msdm(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
+    """MSDM's ``sisnr`` (evaluation/evaluate_separation.py): no zero-mean step, ``eps`` in the
+    projection's numerator and denominator as well as in both energies."""
+    alpha = (est @ ref + eps) / (ref @ ref + eps)
+    target = alpha * ref
+    noise = target - est
+    return float(10 * np.log10((target @ target + eps) / (noise @ noise + eps)))
+
+
 def separation_scores(est: np.ndarray, mix: np.ndarray, ref: np.ndarray, sr: int, chunk: float = 4.0,
-                      hop: float = 2.0, min_active: int = 2, silence_db: float = -40.0) -> dict[str, float]:
-    """MSDM's evaluation protocol for separated stems ``est`` (K, n) of ``mix`` (n,) against the
-    true stems ``ref`` (K, n): chunks of ``chunk`` seconds every ``hop`` seconds (a clip shorter
-    than one chunk is one chunk; a final partial chunk is left out); a source is active in a
-    chunk when its energy is above ``silence_db`` relative to the loudest source-chunk energy of
-    the clip; chunks with fewer than ``min_active`` active sources are skipped; SI-SNRi is
-    computed per active source per used chunk. Returns ``si_snri`` (the mean of the per-source
-    means), ``si_snri_<k>`` per source index (nan if never active in a used chunk) and
-    ``chunks`` (the number of chunks used; all nan when 0)."""
+                      hop: float = 2.0, min_active: int = 2, silence_db: float = -40.0,
+                      protocol: str = "active") -> dict[str, float]:
+    """SI-SNRi of separated stems ``est`` (K, n) of ``mix`` (n,) against the true stems ``ref``
+    (K, n) over chunks of ``chunk`` seconds every ``hop`` seconds, skipping chunks with fewer
+    than ``min_active`` active (non-silent) sources, as MSDM evaluates. Returns ``si_snri`` (the
+    mean of the per-source means), ``si_snri_<k>`` per source index and ``chunks`` (the number
+    of chunks used; all nan when 0).
+
+    ``protocol="active"`` (default): a clip shorter than one chunk is one chunk and a final
+    partial chunk is left out; a source is active in a chunk when its energy is above
+    ``silence_db`` relative to the loudest source-chunk energy of the clip (a level-free test);
+    only the active sources of a chunk are scored (the SI-SNR of a silent target measures
+    nothing), with zero-mean :func:`si_snr`; ``si_snri_<k>`` is nan if source k is never active
+    in a used chunk. ``protocol="msdm"``: MSDM's ``evaluate_separations`` on one clip, for
+    numbers comparable with its code: every chunk start ``i * hop`` for ``i < ceil((n - (chunk
+    - hop) sr) / (hop sr))``, the last ones cut short by the clip's end; silence is the absolute
+    test ``|x|_2 / len(x) < 1.5e-5``; every source of a used chunk is scored, silent ones
+    included, with MSDM's SI-SNR (no zero-mean step; ``silence_db`` is not used)."""
+    if protocol not in ("active", "msdm"):
+        raise ValueError(f"separation_scores: protocol must be 'active' or 'msdm', got {protocol!r}")
     e, r = np.asarray(est, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     x = np.asarray(mix, dtype=np.float64).reshape(-1)
     if e.ndim != 2 or e.shape != r.shape:
@@ -235,6 +258,8 @@ def separation_scores(est: np.ndarray, mix: np.ndarray, ref: np.ndarray, sr: int
         raise ValueError(f"separation_scores: mix has {x.size} samples, the stems {r.shape[1]}")
     if sr <= 0 or chunk <= 0 or hop <= 0:
         raise ValueError(f"separation_scores: sr, chunk and hop must be positive, got {sr}, {chunk}, {hop}")
+    if protocol == "msdm":
+        return _separation_msdm(e, x, r, int(chunk * sr), int(chunk * sr) - int((chunk - hop) * sr), min_active)
     n, size, step = x.size, max(1, round(chunk * sr)), max(1, round(hop * sr))
     starts = list(range(0, n - size + 1, step)) if n >= size else [0]
     size = min(size, n)
@@ -251,12 +276,34 @@ def separation_scores(est: np.ndarray, mix: np.ndarray, ref: np.ndarray, sr: int
         used += 1
         for k in np.flatnonzero(active[:, c]):
             scores[k].append(si_snri(e[k, s:s + size], x[s:s + size], r[k, s:s + size]))
+    return _summary(scores, used)
+
+
+def _summary(scores: list[list[float]], used: int) -> dict[str, float]:
     per = [float(np.mean(v)) if v else float("nan") for v in scores]
     good = [v for v in per if not np.isnan(v)]
     out: dict[str, float] = {"si_snri": float(np.mean(good)) if good else float("nan")}
     out.update({f"si_snri_{k}": v for k, v in enumerate(per)})
     out["chunks"] = float(used)
     return out
+
+
+def _separation_msdm(e: np.ndarray, x: np.ndarray, r: np.ndarray, size: int, step: int,
+                     min_active: int) -> dict[str, float]:
+    """:func:`separation_scores` with ``protocol="msdm"`` (chunk and step in samples)."""
+    if size <= 0 or step <= 0:
+        raise ValueError(f"separation_scores: a chunk of {size} samples every {step} samples")
+    scores: list[list[float]] = [[] for _ in range(r.shape[0])]
+    used = 0
+    for i in range(max(0, math.ceil((x.size - (size - step)) / step))):
+        s = slice(i * step, i * step + size)
+        active = sum(bool(np.linalg.norm(r[k, s]) / max(r[k, s].size, 1) >= 1.5e-5) for k in range(r.shape[0]))
+        if active < min_active:
+            continue
+        used += 1
+        for k in range(r.shape[0]):
+            scores[k].append(_si_snr_msdm(e[k, s], r[k, s]) - _si_snr_msdm(x[s], r[k, s]))
+    return _summary(scores, used)
 
 
 __all__ = ["RANGES", "VOICES", "arrangement_accuracy", "music_metrics", "note_density", "parallel_rates",
