@@ -486,3 +486,15 @@ def test_evaluate_molecules():
     empty = evaluate_molecules([], reference=ref)
     assert empty["mmff_n"] == 0.0
     assert all(math.isnan(v) for k, v in empty.items() if k not in ("n_valid", "n_unique", "mmff_n"))
+
+
+def test_nanometre_coordinates_are_warned_about():
+    """Molecules in nm were all invalid without any other sign."""
+    nm = [Molecule(m.symbols, m.positions / 10) for m in (ethane(), water())]
+    with pytest.warns(UserWarning, match=r"nearest neighbour is 0\.109 Angstrom.*nanometres"):
+        evaluate_molecules(nm)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_molecules([ethane(), water()])

@@ -497,3 +497,16 @@ def test_real_structures():
     out = M.evaluate_backbones(full[:4], full[4:], train=full)
     assert out["novelty_max_tm"] == pytest.approx(1.0) and out["novel_frac"] == 0.0
     assert out["tm_diversity"] < 0.6 and out["rama_jsd"] < 0.5
+
+
+def test_nanometre_coordinates_are_warned_about():
+    """Backbones in nm passed every check unnoticed (CA-CA valid 1.0, no breaks)."""
+    h = helix(30)
+    nm = Backbone(h.atoms / 10, name="nm")
+    with pytest.warns(UserWarning, match=r"samples: the median CA-CA distance .* is 0\.38.*nanometres"):
+        M.evaluate_backbones([nm], [h])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        M.evaluate_backbones([h], [h])

@@ -255,7 +255,24 @@ def _assess_all(mols: Sequence[Molecule], dtype: Any) -> list[_Assessment]:
     if empty:
         warnings.warn(f"{empty} of {len(mols)} molecules have no atoms: valid with an empty SMILES, as EDM's "
                       "compute_validity counts them, and not stable", stacklevel=3)
+    _warn_units(mols)
     return [_assess(m, dtype) for m in mols]
+
+
+def _warn_units(mols: Sequence[Molecule], most: int = 200) -> None:
+    """A warning when the median nearest-neighbour distance (over up to ``most`` molecules) is
+    under 0.5 A, where bonded atoms are 0.9-1.6 A apart: coordinates in nanometres would make
+    every molecule invalid without any other sign."""
+    near = []
+    for m in mols[:most]:
+        if len(m) > 1 and np.isfinite(m.positions).all():
+            d = pairwise_distances(m.positions, np.float64)
+            np.fill_diagonal(d, np.inf)
+            near.append(d.min(1))
+    if near and (median := float(np.median(np.concatenate(near)))) < 0.5:
+        warnings.warn(f"the median distance of an atom to its nearest neighbour is {median:.3g} Angstrom, where bonded "
+                      "atoms are 0.9-1.6 apart: are the coordinates in nanometres? The metrics read Angstrom (a "
+                      "generator whose atoms collapse looks the same)", stacklevel=4)
 
 
 def validity(mol: Molecule, dtype: Any = np.float64) -> tuple[bool, str | None]:

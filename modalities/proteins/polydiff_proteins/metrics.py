@@ -23,6 +23,7 @@ per-structure means). Distances in Angstrom, angles in degrees.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,15 @@ def _finite(bb: Backbone, where: str) -> None:
     if len(bad):
         raise ValueError(f"{where} ({bb.name or 'unnamed'}): residue {int(bad[0])} has NaN or infinite coordinates "
                          f"({len(bad)} of {len(bb)} residues); leave the backbone out to score the others")
+
+
+def _warn_units(backbones: Sequence[Backbone], what: str) -> None:
+    """A warning when the median CA-CA distance of bonded residues is under 1.5 A (ideal: 3.8):
+    coordinates in nanometres would pass every check (CA-CA valid, no breaks) unnoticed."""
+    d = [np.linalg.norm(np.diff(bb.ca, axis=0), axis=-1)[bonded_pairs(bb)] for bb in backbones if len(bb) > 1]
+    if d and (median := float(np.median(np.concatenate(d)))) < 1.5:
+        warnings.warn(f"{what}: the median CA-CA distance of consecutive residues is {median:.3g}, where proteins "
+                      f"have {CA_CA}: are the coordinates in nanometres? The metrics read Angstrom", stacklevel=3)
 
 
 def _mean(values: Sequence[float] | np.ndarray) -> float:
@@ -543,6 +553,8 @@ def evaluate_backbones(samples: Sequence[Backbone], reference: Sequence[Backbone
     what is not there (full backbones, a training set, design models) are NaN.
     ValueError for an empty samples / reference / train list."""
     smp, ref = _check(samples, "samples"), _check(reference, "reference")
+    for what, bbs in (("samples", smp), ("reference", ref)):
+        _warn_units(bbs, what)
     out = _set_metrics(smp, max_tm_pairs, seed)
     ref_out = _set_metrics(ref, max_tm_pairs, seed)
     out |= {f"ref_{k}": v for k, v in ref_out.items()}
