@@ -177,6 +177,30 @@ def test_molecule_nspdk_against_reference():
     assert same["atom_tv"] == 0.0
 
 
+def test_molecule_metrics_follow_gdss_conventions():
+    """GDSS labels bonds ``int(bond.GetBondTypeAsDouble())`` (aromatic 1.5 -> 1, as single) and
+    leaves empty generated graphs out of NSPDK; its validity check is RDKit's property step,
+    which refuses a neutral five-valent N that full sanitisation rewrites into a nitro group."""
+    toluene, _ = smiles_to_graphs(["Cc1ccccc1"])
+    cyclohexane, _ = smiles_to_graphs(["CC1CCCCC1"])
+    assert molecule_metrics(cyclohexane, toluene)["nspdk"] == pytest.approx(0.0, abs=1e-15)
+    ref, _ = smiles_to_graphs(["CCO", "CCN", "CC=O"])
+    gen, _ = smiles_to_graphs(["CCO", "CCN", "CC=O"])
+    assert molecule_metrics([*gen, nx.Graph()], ref)["nspdk"] == pytest.approx(0.0, abs=1e-15)
+    assert math.isnan(molecule_metrics([nx.Graph()], ref)["nspdk"])
+    nitro = nx.Graph()
+    nitro.add_nodes_from([(0, {"atom": "C"}), (1, {"atom": "N"}), (2, {"atom": "O"}), (3, {"atom": "O"})])
+    nitro.add_edges_from([(0, 1, {"bond": 1}), (1, 2, {"bond": 2}), (1, 3, {"bond": 2})])
+    assert graph_to_mol(nitro) is None and molecule_metrics([nitro])["validity"] == 0.0
+    charged = nx.Graph(nitro)
+    charged.nodes[1]["atom"], charged.nodes[3]["atom"], charged.edges[1, 3]["bond"] = "N+", "O-", 1
+    assert graph_smiles(charged) == "C[N+](=O)[O-]"
+    aromatic = nx.Graph(cyclohexane[0])
+    aromatic.edges[0, 1]["bond"] = 1.5
+    with pytest.raises(ValueError, match=r"bond order 1\.5 between 0 and 1: expected 1, 2 or 3 \(Kekulé"):
+        graph_to_mol(aromatic)
+
+
 def test_fcd_if_available():
     ok, why = fcd_available()
     if not ok:

@@ -140,7 +140,10 @@ def mol_to_graph(mol: Chem.Mol) -> nx.Graph:
 
 
 def build_mol(graph: nx.Graph) -> Chem.RWMol:
-    """The unsanitised RDKit molecule of a molecular graph (nodes in sorted order)."""
+    """The unsanitised RDKit molecule of a molecular graph: atoms in sorted node order, bonds
+    added as GDSS's ``construct_mol`` adds them (by the larger atom index, then the smaller, the
+    larger one first), so that an atom lists its bonds in GDSS's order and the valency
+    correction breaks ties as GDSS's does."""
     nodes = sorted(graph.nodes())
     index = {v: i for i, v in enumerate(nodes)}
     mol = Chem.RWMol()
@@ -149,27 +152,35 @@ def build_mol(graph: nx.Graph) -> Chem.RWMol:
         atom = Chem.Atom(symbol)
         atom.SetFormalCharge(charge)
         mol.AddAtom(atom)
+    bonds = []
     for u, v, d in graph.edges(data=True):
-        order = round(float(d.get(BOND, 1)))
-        if u == v or order == 0:
+        raw = float(d.get(BOND, 1))
+        if u == v or raw == 0:
             continue
-        if order not in BOND_TYPES:
-            raise ValueError(f"bond order {d.get(BOND)!r} between {u} and {v}: expected 1, 2 or 3")
-        mol.AddBond(index[u], index[v], BOND_TYPES[order])
+        if raw not in BOND_TYPES:  # 1.5 would round to 2: aromatic bonds must be kekulised first
+            raise ValueError(f"bond order {d.get(BOND)!r} between {u} and {v}: expected 1, 2 or 3 (Kekulé orders)")
+        i, j = sorted((index[u], index[v]))
+        bonds.append((j, i, BOND_TYPES[int(raw)]))
+    for j, i, kind in sorted(bonds, key=lambda b: (b[0], b[1])):
+        mol.AddBond(j, i, kind)
     return mol
 
 
 def graph_to_mol(graph: nx.Graph) -> Chem.Mol | None:
     """The sanitised molecule of a molecular graph, or None if RDKit rejects it (valence, ...).
 
-    No correction is attempted: this is the "validity without correction" test. A placeholder
-    for an unreadable record (:func:`is_placeholder`) is None.
+    No correction is attempted: this is the "validity without correction" test. Valences are
+    checked as GDSS's ``check_valency`` checks them (RDKit's property step alone) before the
+    full sanitisation, whose clean-up step would otherwise rewrite a neutral five-valent N
+    (``N(=O)=O``) into a charged nitro group and accept it. A placeholder for an unreadable
+    record (:func:`is_placeholder`) is None.
     """
     if graph.number_of_nodes() == 0 or is_placeholder(graph):
         return None
     mol = build_mol(graph).GetMol()
     with quiet_rdkit():
         try:
+            Chem.SanitizeMol(Chem.Mol(mol), sanitizeOps=Chem.SanitizeFlags.SANITIZE_PROPERTIES)
             Chem.SanitizeMol(mol)
         except Exception:  # RDKit raises AtomValenceException, KekulizeException, ...
             return None

@@ -2,57 +2,69 @@
 
 GDSS (following MoFlow) repairs an over-valent atom by lowering the order of its highest-order
 bond by one, repeatedly, and then keeps the largest fragment; its "validity w/o correction" is
-measured before any repair. :func:`correct_valency` does the same on molecular graphs: an atom's
-allowed valence is the largest valence RDKit lists for the isoelectronic element (``N+`` counts
-as C, ``O-`` as F), so charged tokens keep their meaning.
+measured before any repair. :func:`correct_valency` runs the same procedure on the RDKit
+molecule of a graph, step for step: the atom repaired is the first one RDKit's valence check
+(its property step, as GDSS's ``check_valency``) reports; among its highest-order bonds the first
+in its bond list (:func:`..chem.build_mol` adds bonds in GDSS's order, and a lowered bond is
+removed and added again, so it moves to the end of that list as in GDSS); the fragment kept is
+the one with the longest SMILES string (MoFlow's ``valid_mol_can_with_seg``), read back from
+that string. Charged tokens keep their meaning (``N+`` may have four bonds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import networkx as nx
 from rdkit import Chem
 
-from ..chem import ATOM, BOND, canonical_set, canonical_smiles, graph_to_mol, parse_token
+from ..chem import BOND_TYPES, build_mol, canonical_set, canonical_smiles, graph_to_mol, mol_to_graph, quiet_rdkit
 
 
-@lru_cache(maxsize=256)
-def max_valence(token: str) -> int:
-    """Largest allowed valence of an atom token (``"C"`` 4, ``"N"`` 3, ``"N+"`` 4, ``"O-"`` 1, ``"S"`` 6)."""
-    symbol, charge = parse_token(token)
-    table = Chem.GetPeriodicTable()
-    z = table.GetAtomicNumber(symbol) - charge
-    if z < 1:
-        return 0
-    valences = [v for v in table.GetValenceList(z) if v >= 0]
-    return max(valences) if valences else 0
+def _valence_problem(mol: Chem.RWMol) -> int | None:
+    """Index of the first atom whose valence RDKit's property check refuses, or None."""
+    for problem in Chem.DetectChemistryProblems(mol, sanitizeOps=Chem.SanitizeFlags.SANITIZE_PROPERTIES):
+        if problem.GetType() == "AtomValenceException":
+            return problem.GetAtomIdx()
+    return None
 
 
 def correct_valency(graph: nx.Graph) -> nx.Graph:
-    """A copy of ``graph`` whose over-valent atoms are repaired by lowering, one order at a
-    time, their highest-order bond (removed at order 0), then reduced to its largest connected
-    fragment (GDSS / MoFlow's ``correct_mol`` + ``valid_mol_can_with_seg``)."""
-    g = graph.copy()
-    while True:
-        bad = next((v for v in sorted(g.nodes()) if _valence(g, v) > max_valence(g.nodes[v].get(ATOM, "C"))), None)
-        if bad is None:
-            break
-        u, w = max(((bad, n) for n in sorted(g[bad])), key=lambda e: int(g.edges[e].get(BOND, 1)))
-        order = int(g.edges[u, w].get(BOND, 1)) - 1
-        if order > 0:
-            g.edges[u, w][BOND] = order
-        else:
-            g.remove_edge(u, w)
-    if g.number_of_nodes() > 1 and not nx.is_connected(g):
-        keep = max(nx.connected_components(g), key=lambda c: (len(c), -min(c)))
-        g = nx.convert_node_labels_to_integers(g.subgraph(keep).copy(), ordering="sorted")
-    return g
+    """A copy of ``graph`` repaired as GDSS / MoFlow repair a generated molecule (``correct_mol``
+    then ``valid_mol_can_with_seg``, see the module docstring); an empty graph when the kept
+    fragment's SMILES does not parse back (GDSS drops that molecule)."""
+    if graph.number_of_nodes() == 0:
+        return nx.Graph()
+    with quiet_rdkit():
+        mol = build_mol(graph)
+        while (idx := _valence_problem(mol)) is not None:
+            bonds = list(mol.GetAtomWithIdx(idx).GetBonds())
+            if not bonds:  # over-valent without a bond (a charge RDKit cannot place): nothing to lower
+                break
+            top = max(int(b.GetBondTypeAsDouble()) for b in bonds)
+            bond = next(b for b in bonds if int(b.GetBondTypeAsDouble()) == top)
+            start, end = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+            mol.RemoveBond(start, end)
+            if top > 1:
+                mol.AddBond(start, end, BOND_TYPES[top - 1])
+        try:
+            Chem.SanitizeMol(mol, sanitizeOps=Chem.SanitizeFlags.SANITIZE_PROPERTIES)
+            smiles = Chem.MolToSmiles(mol, isomericSmiles=True)
+        except Exception:  # a molecule the loop could not repair
+            return graph_of(None)
+        parts = smiles.split(".")
+        kept = max(parts, key=len)  # the first of the longest strings, as a stable sort by length keeps it
+        return graph_of(Chem.MolFromSmiles(kept))
 
 
-def _valence(g: nx.Graph, v: int) -> int:
-    return sum(int(d.get(BOND, 1)) for _, _, d in g.edges(v, data=True))
+def graph_of(mol: Chem.Mol | None) -> nx.Graph:
+    """The molecular graph of a sanitised molecule, or an empty graph for None."""
+    if mol is None:
+        return nx.Graph()
+    try:
+        return mol_to_graph(mol)
+    except ValueError:
+        return nx.Graph()
 
 
 def corrected_metrics(graphs: Sequence[nx.Graph], train_smiles: Sequence[str] | None = None) -> dict[str, float]:

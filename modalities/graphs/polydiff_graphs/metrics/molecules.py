@@ -6,9 +6,11 @@
 - ``uniqueness``: distinct canonical SMILES (stereo dropped) / valid molecules (MOSES).
 - ``novelty``: distinct valid SMILES absent from the training SMILES / distinct valid SMILES (MOSES).
 - ``nspdk``: NSPDK MMD (:mod:`.nspdk`) against the reference molecules, labels = element
-  symbol and bond order, aromatic bonds 1.5 for molecules RDKit sanitises (GDSS builds its
-  graphs from re-parsed SMILES, hence aromatic); a graph that does not sanitise keeps its Kekulé
-  orders. GDSS evaluates corrected molecules; we evaluate the raw ones.
+  symbol and ``int`` of RDKit's bond order, as GDSS's ``mols_to_nx`` labels them: a molecule
+  RDKit sanitises is aromatic, and its aromatic bonds (1.5) are labelled 1 like single bonds; a
+  graph that does not sanitise keeps its Kekulé orders. Empty generated graphs are left out, as
+  GDSS's ``nspdk_stats`` leaves them out (a zero vector could lower the MMD). GDSS evaluates
+  corrected molecules; we evaluate the raw ones.
 - ``fcd``: Fréchet ChemNet Distance via the optional ``fcd`` package (its ChemNet weights ship
   in the wheel), on valid generated vs reference SMILES.
 - ``atom_tv`` / ``bond_tv``: total-variation distance between the atom-token (and bond-order)
@@ -41,12 +43,12 @@ def nspdk_view(graph: nx.Graph) -> nx.Graph:
         for atom in mol.GetAtoms():
             g.add_node(atom.GetIdx(), label=atom.GetSymbol())
         for bond in mol.GetBonds():
-            g.add_edge(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), label=bond.GetBondTypeAsDouble())
+            g.add_edge(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), label=int(bond.GetBondTypeAsDouble()))
         return g
     for v, d in graph.nodes(data=True):
         g.add_node(v, label=parse_token(d.get(ATOM, "C"))[0])
     for u, v, d in graph.edges(data=True):
-        g.add_edge(u, v, label=float(d.get(BOND, 1)))
+        g.add_edge(u, v, label=int(float(d.get(BOND, 1))))
     return g
 
 
@@ -116,8 +118,8 @@ def molecule_metrics(graphs: Sequence[nx.Graph], reference: Sequence[nx.Graph] |
         else:
             out.update(atom_tv=math.nan, bond_tv=math.nan, atoms_mean=math.nan)
         if nspdk:
-            out["nspdk"] = (nspdk_mmd([nspdk_view(g) for g in reference], [nspdk_view(g) for g in read])
-                            if read else math.nan)
+            views = [v for v in (nspdk_view(g) for g in read) if v.number_of_nodes()]
+            out["nspdk"] = nspdk_mmd([nspdk_view(g) for g in reference], views) if views else math.nan
         if fcd:
             out["fcd"] = fcd_distance(smiles, smiles_of(reference)) if len(smiles) >= 2 else math.nan
     return out
