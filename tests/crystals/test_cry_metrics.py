@@ -503,7 +503,7 @@ def test_split_composition_validity_equals_cdvae_exhaustive_loop_and_is_fast():
         assert M._split_validity(states, enegs, red) == M._exhaustive_validity(states, enegs, red), (els, cnt)
         compared += 1
     assert compared == 800
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: other work on the machine does not count against the bound
     M.composition_validity(["K", "Xe", "I", "Na", "Cl", "O", "S", "Fe", "Mn", "Ti", "N", "F"], [9, 1, 2, 3, 4, 5, 6,
                                                                                               7, 8, 9, 10, 11])
-    assert time.perf_counter() - t < 2.0
+    assert time.process_time() - t < 2.0

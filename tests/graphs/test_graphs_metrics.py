@@ -122,6 +122,18 @@ def test_empty_generated_graphs_are_dropped():
     assert math.isnan(degree_mmd(ref, [nx.Graph()]))
 
 
+def test_directed_multigraph_and_empty_reference_graphs_are_refused():
+    """A directed triangle against an undirected one gave clustering and spectral MMD 2 and
+    degree and orbit 0 (each descriptor read it by another convention)."""
+    tri = nx.cycle_graph(3)
+    for bad in (nx.DiGraph(tri), nx.MultiGraph(tri)):
+        for fn in (degree_mmd, graph_mmds):
+            with pytest.raises(ValueError, match=f"generated graph 1 is a {type(bad).__name__}"):
+                fn([tri], [tri, bad])
+    with pytest.raises(ValueError, match="reference graph 1 has no nodes"):
+        degree_mmd([tri, nx.Graph()], [tri])
+
+
 # -- orbit counts -------------------------------------------------------------------------------
 
 

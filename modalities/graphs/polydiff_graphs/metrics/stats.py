@@ -57,8 +57,24 @@ def _nonempty(graphs: Sequence[nx.Graph]) -> list[nx.Graph]:
     return [g for g in graphs if g.number_of_nodes() > 0]
 
 
+def _check_graphs(ref: Sequence[nx.Graph], pred: Sequence[nx.Graph]) -> None:
+    """ValueError for graphs the descriptors would read by other conventions: directed graphs and
+    multigraphs (the degree would count both directions or parallel edges, clustering and the
+    spectrum take directed forms, orbits symmetrise), and reference graphs with no nodes (the
+    reference defines the target; generated empty graphs are left out, as GDSS leaves them)."""
+    for side, graphs in (("reference", ref), ("generated", pred)):
+        for i, g in enumerate(graphs):
+            if g.is_directed() or g.is_multigraph():
+                raise ValueError(f"{side} graph {i} is a {type(g).__name__}: the MMDs are defined for simple "
+                                 "undirected graphs (nx.Graph(g) drops directions and parallel edges)")
+    empty = next((i for i, g in enumerate(ref) if g.number_of_nodes() == 0), None)
+    if empty is not None:
+        raise ValueError(f"reference graph {empty} has no nodes")
+
+
 def _descriptor_mmd(ref: Sequence[nx.Graph], pred: Sequence[nx.Graph], describe: Callable[[nx.Graph], np.ndarray],
                     **kernel: float | str | bool) -> float:
+    _check_graphs(ref, pred)
     pred = _nonempty(pred)
     if not pred:
         return float("nan")
