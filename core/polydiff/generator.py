@@ -9,8 +9,9 @@ batch size (``generate(10, seed=0)[:5]`` equals ``generate(5, seed=0)``, up to t
 the network's arithmetic, which can round differently for other batch shapes).
 
 What a sample depends on. Sample ``i`` of a request seeded ``s`` gets the noise seed
-``s * 1_000_003 + i`` and its prior entries (sizes, masks, conditions) from the modality's
-``prior_state`` called on a fixed block of :data:`PRIOR_BLOCK` samples (block ``i //
+``s * 1_000_003 + i`` (so a request of more than 1,000,003 samples reaches the noise of seed
+``s + 1``'s: give requests that large seeds far apart) and its prior entries (sizes, masks,
+conditions) from the modality's ``prior_state`` called on a fixed block of :data:`PRIOR_BLOCK` samples (block ``i //
 PRIOR_BLOCK``, its generator seeded by ``(s, block)``; block 0 by ``s`` itself, as a single
 ``prior_state(n)`` call was seeded before). Neither depends on the batch size, so priors are
 built chunk by chunk and memory stays bounded by the chunk; only the network's arithmetic can
@@ -279,7 +280,8 @@ class Generator:
         ``polydiff sample`` does): chunk by chunk into ``OUT.partial``, then merged into ``out_dir``
         (see the module docstring). The result equals ``save(generate(...))`` with the same
         arguments, ``batch_size`` included (other batch sizes give the same samples up to the
-        last bits of the network's arithmetic); memory is bounded by ``batch_size``, not by ``n``.
+        last bits of the network's arithmetic, except with the samplers that couple a batch:
+        ``pc`` with ``norm="batch"`` and ``rk45``); memory is bounded by ``batch_size``, not by ``n``.
 
         ``resume=True`` finishes an interrupted run (the same request; ``seed`` / ``batch_size``
         left out take the interrupted run's); ``overwrite=True`` replaces a samples folder

@@ -6,6 +6,9 @@ runs on CPU and GPU with no ``torch.Generator`` per sample and no ``.item()``.
 
 The mixing function is a 32-bit integer hash (multiply / xor-shift rounds) evaluated in
 int64 arithmetic with every product kept below 2**63, so no overflow occurs on any device.
+A seed is a 64-bit integer and both of its halves key the stream (hashed separately, then
+chained), so distinct seeds give distinct streams: a 32-bit key would make two seeds (or two
+samples of one large run, by the birthday bound past about 65,000) draw identical noise.
 """
 
 from __future__ import annotations
@@ -44,11 +47,15 @@ def _mix_int(x: int) -> int:
 
 
 def _bits(seeds: torch.Tensor, counter: int, n: int, stream: int) -> torch.Tensor:
-    """32 random bits for each (sample, element): shape (B, n), int64 in [0, 2**32)."""
-    s = _mix(seeds.long().reshape(-1, 1) ^ ((seeds.long().reshape(-1, 1) >> 32) * _GOLDEN))
+    """32 random bits for each (sample, element): shape (B, n), int64 in [0, 2**32). The low and
+    high halves of a seed are hashed apart (bijectively) and enter in turn, so for any element
+    two distinct 64-bit seeds reach the last hash with different inputs unless a 2**-32 chance
+    coincidence happens for that element alone: their streams differ."""
+    s = seeds.long().reshape(-1, 1)
+    low, high = _mix(s), _mix((s >> 32) ^ 0x5BD1E995)  # _mix masks to the low 32 bits first
     c = _mix_int(counter * 0x9E3779B1 + stream * 0x85EBCA77)
     idx = torch.arange(n, device=seeds.device, dtype=torch.long)
-    return _mix(_mix(s ^ c) + _mix(idx * _GOLDEN + stream))
+    return _mix(_mix(_mix(low ^ c) + _mix(idx * _GOLDEN + stream)) ^ high)
 
 
 def uniform(seeds: torch.Tensor, counter: int, shape: Sequence[int], dtype: torch.dtype = torch.float32,
@@ -65,9 +72,10 @@ def uniform(seeds: torch.Tensor, counter: int, shape: Sequence[int], dtype: torc
         v = ((hi >> 6) * 2**27 + (lo >> 5)).double()  # 53 bits
         u = (v + 0.5) / 2.0**53
     else:
-        u = ((hi >> 8).to(torch.float64) + 0.5) / 2.0**24
-        u = u.to(dtype)
-    return u.reshape(len(seeds), *shape)
+        u = (((hi >> 8).to(torch.float64) + 0.5) / 2.0**24).to(dtype)  # 24 bits
+    # the top value, 1 - 2**-25 (float32) or 1 - 2**-54 (float64), rounds to 1.0: kept below 1
+    info = torch.finfo(dtype)
+    return u.clamp_(min=info.tiny, max=1 - info.eps / 2).reshape(len(seeds), *shape)
 
 
 def randn(seeds: torch.Tensor, counter: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -107,7 +115,10 @@ class Noise:
         if seed is None:  # nothing asked for: torch's global generator, as torch.randn would use
             self.seeds = None
         else:
-            seeds = torch.as_tensor(seed, dtype=torch.long)
+            given = torch.as_tensor(seed)
+            if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+                raise TypeError(f"seed must be an integer or integer per-sample seeds, got {seed!r}")
+            seeds = given.long()
             if seeds.dim() == 0:  # sample b of a run seeded s gets seed (s, b)
                 seeds = seeds * 1_000_003 + torch.arange(batch, dtype=torch.long)
             if seeds.shape != (batch,):

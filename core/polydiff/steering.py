@@ -586,6 +586,12 @@ class Control:
     ess_threshold: float = 0.5
     wrap_model: Wrapper | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("particles", "repaint", "jump"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
     @property
     def active(self) -> bool:
         """Whether anything is switched on (otherwise the run is plain :func:`polydiff.sample`)."""

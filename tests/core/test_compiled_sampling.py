@@ -76,6 +76,9 @@ def test_compile_option_errors():
         polydiff.sample(model, proc, (4, 2), steps=2, seed=0, compile="loop", callback=lambda d: None)
     with pytest.raises(ValueError, match="cudagraphs"):
         polydiff.sample(model, proc, (4, 2), steps=2, seed=0, compile="fastest")
+    for mode in ("loop", "max-autotune"):  # adaptive: its sub-steps are chosen on the host (docs/scale.md)
+        with pytest.raises(ValueError, match=f"sampler 'rk45' chooses its sub-steps on the host.*compile='{mode}'"):
+            polydiff.sample(model, proc, (4, 2), steps=1, seed=0, sampler="rk45", compile=mode)
 
 
 def test_generator_compile_matches_eager(tmp_path):
@@ -282,3 +285,46 @@ def test_train_compile_trains_the_same_model(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.compile.*fsdp"):
         polydiff.train({**recipe, "train": {**recipe["train"], "compile": True, "strategy": "fsdp"}},
                        tmp_path / "bad2", fresh=True, verbose=False)
+
+
+def test_reverse_sde_drifts_refuse_a_grid_that_reaches_alpha_zero():
+    """pc's Euler predictor divides by alpha like euler_maruyama, and returned all NaN on a flow
+    schedule (alpha(1) = 0) where euler_maruyama refused."""
+    from polydiff.processes.gaussian import SCHEDULES
+
+    proc = polydiff.GaussianProcess(SCHEDULES.get("linear")())
+
+    def model(x, t):
+        return x * t[:, None]
+
+    for sampler, options in (("euler_maruyama", {}), ("pc", {"predictor": "euler"})):
+        with pytest.raises(ValueError, match=rf"sampler '{sampler}'.* needs alpha\(t\) > 0"):
+            polydiff.sample(model, proc, (4, 2), sampler=sampler, steps=2, seed=0, prediction="velocity", **options)
+    out = polydiff.sample(model, proc, (4, 2), sampler="pc", steps=2, seed=0, prediction="velocity")  # defined
+    assert torch.isfinite(out).all()
+
+
+def test_sampling_arguments_that_were_misread_are_refused():
+    """seed=1.5 sampled as seed 1, particles=0 as 1, a float16 solver ran although only float32
+    and float64 are supported; steps=2.5 and a negative shape failed inside torch."""
+    proc = polydiff.GaussianProcess(polydiff.VPLinear())
+
+    def model(x, t):
+        return x * t[:, None]
+
+    cases = [({"seed": 1.5}, TypeError, "seed must be an integer"),
+             ({"seed": torch.tensor([0.5, 1.0, 2.0, 3.0])}, TypeError, "seed must be an integer"),
+             ({"steps": 2.5}, ValueError, "steps must be an integer >= 1, got 2.5"),
+             ({"steps": 0}, ValueError, "steps must be an integer >= 1, got 0"),
+             ({"dtype": torch.float16}, ValueError, "must be torch.float32 or torch.float64")]
+    for kwargs, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            polydiff.sample(model, proc, (4, 2), **{"seed": 0, "steps": 2, **kwargs})
+    with pytest.raises(ValueError, match=r"the shape \(-1, 2\) must hold whole numbers"):
+        polydiff.sample(model, proc, (-1, 2), seed=0, steps=2)
+    from polydiff.steering import Control
+
+    for name in ("particles", "repaint", "jump"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
+            Control(**{name: 0})
+    assert polydiff.sample(model, proc, (4, 2), seed=torch.tensor([0, 1, 2, 3]), steps=2).shape == (4, 2)

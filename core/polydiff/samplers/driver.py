@@ -22,6 +22,7 @@ re-implementing it.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -170,10 +171,12 @@ class SamplingLoop:
                           "method (ddim, euler)", stacklevel=2)
         self._tm, self._tc = plan.model_times, plan.cols
         if self.packer.names:
-            if gdef.name == "euler_maruyama" and not bool(torch.isfinite(self.coefs[0].dalpha / self.coefs[0].alpha)
-                                                          .all()):
-                raise ValueError(f"sampler {gdef.name!r} needs alpha(t) > 0 on the whole grid; the process reaches "
-                                 "alpha = 0 at t_max: lower t_max or use an ODE sampler / ddim / ddpm")
+            sde_drift = gdef.name == "euler_maruyama" or (gdef.name == "pc" and self.opts.get("predictor") == "euler")
+            if sde_drift and not bool(torch.isfinite(self.coefs[0].dalpha / self.coefs[0].alpha).all()):
+                what = f"sampler {gdef.name!r}" + (" with predictor='euler'" if gdef.name == "pc" else "")
+                raise ValueError(f"{what} needs alpha(t) > 0 on the whole grid (its reverse-SDE drift divides by it); "
+                                 "the process reaches alpha = 0 at t_max: lower t_max or use an ODE sampler / ddim / "
+                                 "ddpm")
             if plan.alpha_min_start <= 0:
                 for k in self.packer.names:
                     f = self.fields[k]
@@ -410,6 +413,10 @@ def run(model: Model, fields: Mapping[str, FieldSpec], state: State, noise: Nois
     sampler with its own loop such as ``first_hitting``, that loop)."""
     settings = settings_of(settings, **keywords)
     sdef = get_sampler(settings.sampler)
+    if sdef.nfe_per_step == 0 and compiles_loop(settings.compile):  # adaptive: the host picks each sub-step
+        raise ValueError(f"sampler {sdef.name!r} chooses its sub-steps on the host (adaptive); "
+                         f"compile={settings.compile!r} needs a fixed-step sampler (compile=True compiles only the "
+                         "network)")
     if sdef.loop == "own":
         if settings.compile in (True, "network"):
             model = compiled(model)
@@ -527,6 +534,11 @@ def prepare(model: Model, process: Any, shape_or_state: tuple[int, ...] | Tensor
         state_model = model
     if wrap_model is not None:
         state_model = wrap_model(state_model)
+    for k in fields:
+        shape = spec.get(k)
+        if isinstance(shape, (tuple, list, torch.Size)) and any(
+                isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in shape):
+            raise ValueError(f"field {k!r}: the shape {tuple(shape)} must hold whole numbers >= 0 (batch first)")
     batch = _batch_size(spec)
     dev = torch.device(device) if device is not None else _device_of(spec)
     noise = Noise(batch, seed=seed, generator=generator, device=dev)
