@@ -510,6 +510,10 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     if args.compile is not None:
         options["compile"] = args.compile
     sampler, steps = args.sampler, args.steps
+    if args.resume and args.grid is None:  # the interrupted run's sampler and steps where no flag gives them
+        stored = before.get("settings") if isinstance(before.get("settings"), dict) else {}
+        sampler = sampler if sampler is not None else stored.get("sampler")
+        steps = steps if steps is not None else stored.get("steps")
     if args.grid is not None:
         import torch
 

@@ -117,3 +117,26 @@ def test_helpers_without_a_group():
     assert world() == (0, 1)
     assert _without(["sample", "c", "--processes", "2", "--num", "3"], "--processes") == ["sample", "c", "--num", "3"]
     assert _without(["--processes=2", "x"], "--processes") == ["x"]
+
+
+def test_resume_alone_takes_the_interrupted_runs_sampler_and_steps(ckpt, tmp_path, monkeypatch):
+    """`--resume` with no other flag was refused ("settings.steps: 20 (now 4)"): only num, seed
+    and batch size came from the interrupted run."""
+    whole = sample(ckpt, tmp_path / "whole", "--num", "7", "--sampler", "ddim", "--steps", "4")
+    assert whole.returncode == 0, whole.stderr
+    gen = polydiff.load(ckpt)
+    real_write, calls = gen.modality.write, []
+
+    def failing_write(objects, folder):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(objects, folder)
+
+    monkeypatch.setattr(gen.modality, "write", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate_to(tmp_path / "cut", 7, seed=5, batch_size=3, sampler="ddim", steps=4, progress=False)
+    cmd = [str(POLYDIFF), "sample", str(ckpt), "--out", str(tmp_path / "cut"), "--resume", "--threads", "1", "--quiet"]
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert snapshot(tmp_path / "cut")["samples.csv"] == snapshot(tmp_path / "whole")["samples.csv"]
