@@ -46,6 +46,21 @@ def sample(ckpt: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+def _interrupted_at_write(ckpt: Path, monkeypatch: pytest.MonkeyPatch, call: int) -> G.Generator:
+    """The checkpoint's generator, whose ``call``-th write of a chunk raises KeyboardInterrupt (a Ctrl-C)."""
+    gen = polydiff.load(ckpt)
+    real_write, calls = gen.modality.write, []
+
+    def failing_write(objects, folder):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real_write(objects, folder)
+
+    monkeypatch.setattr(gen.modality, "write", failing_write)
+    return gen
+
+
 def test_two_processes_write_the_bytes_of_one(ckpt, tmp_path):
     one = sample(ckpt, tmp_path / "one")
     two = sample(ckpt, tmp_path / "two", "--processes", "2")
@@ -64,16 +79,7 @@ def test_two_processes_write_the_bytes_of_one(ckpt, tmp_path):
 def test_interrupted_run_with_gaps_resumes_sharded(ckpt, tmp_path, monkeypatch):
     whole = sample(ckpt, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
-    gen = polydiff.load(ckpt)
-    real_write, calls = gen.modality.write, []
-
-    def failing_write(objects, folder):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_write(objects, folder)
-
-    monkeypatch.setattr(gen.modality, "write", failing_write)
+    gen = _interrupted_at_write(ckpt, monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         gen.generate_to(tmp_path / "cut", 13, seed=5, batch_size=3, progress=False)
     partial = tmp_path / "cut.partial"
@@ -124,16 +130,7 @@ def test_resume_alone_takes_the_interrupted_runs_sampler_and_steps(ckpt, tmp_pat
     and batch size came from the interrupted run."""
     whole = sample(ckpt, tmp_path / "whole", "--num", "7", "--sampler", "ddim", "--steps", "4")
     assert whole.returncode == 0, whole.stderr
-    gen = polydiff.load(ckpt)
-    real_write, calls = gen.modality.write, []
-
-    def failing_write(objects, folder):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_write(objects, folder)
-
-    monkeypatch.setattr(gen.modality, "write", failing_write)
+    gen = _interrupted_at_write(ckpt, monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         gen.generate_to(tmp_path / "cut", 7, seed=5, batch_size=3, sampler="ddim", steps=4, progress=False)
     cmd = [str(POLYDIFF), "sample", str(ckpt), "--out", str(tmp_path / "cut"), "--resume", "--threads", "1", "--quiet"]
