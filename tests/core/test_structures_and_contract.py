@@ -50,7 +50,8 @@ def test_samplers_project_predictions_onto_the_field_structure(sampler, predicti
         else:
             assert float((x * (1 - m)).abs().max()) == 0.0, name  # padding held at zero
         if name == "ZeroCoM":
-            assert float(((x * m).sum(1) / m.sum(1)).abs().max()) < 1e-6 * max(1.0, float(x.abs().max()))
+            # float32 rounding of a centred sum of a few atoms: a few 1e-7 relative (measured up to 1.0e-6)
+            assert float(((x * m).sum(1) / m.sum(1)).abs().max()) < 1e-5 * max(1.0, float(x.abs().max()))
         assert float(x.abs().max()) > 1e-3  # the present entries are not all zero
 
 
