@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -55,6 +54,7 @@ from .guidance import (
     x0_eps,
 )
 from .random import Noise
+from .registry import whole_number
 from .samplers.base import SampleSettings, settings_of
 from .samplers.driver import SamplingLoop, model_dtype_of, prepare, sample
 from .state import FieldSpec, State, as_fields
@@ -589,9 +589,8 @@ class Control:
 
     def __post_init__(self) -> None:
         for name in ("particles", "repaint", "jump"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            if getattr(self, name) is not None:
+                whole_number(name, getattr(self, name))
 
     @property
     def active(self) -> bool:

@@ -314,8 +314,8 @@ def test_sampling_arguments_that_were_misread_are_refused():
 
     cases = [({"seed": 1.5}, TypeError, "seed must be an integer"),
              ({"seed": torch.tensor([0.5, 1.0, 2.0, 3.0])}, TypeError, "seed must be an integer"),
-             ({"steps": 2.5}, ValueError, "steps must be an integer >= 1, got 2.5"),
-             ({"steps": 0}, ValueError, "steps must be an integer >= 1, got 0"),
+             ({"steps": 2.5}, ValueError, "steps must be a positive integer, got 2.5"),
+             ({"steps": 0}, ValueError, "steps must be a positive integer, got 0"),
              ({"dtype": torch.float16}, ValueError, "must be torch.float32 or torch.float64")]
     for kwargs, kind, message in cases:
         with pytest.raises(kind, match=message):
@@ -325,6 +325,6 @@ def test_sampling_arguments_that_were_misread_are_refused():
     from polydiff.steering import Control
 
     for name in ("particles", "repaint", "jump"):
-        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer, got 0"):
             Control(**{name: 0})
     assert polydiff.sample(model, proc, (4, 2), seed=torch.tensor([0, 1, 2, 3]), steps=2).shape == (4, 2)

@@ -31,7 +31,6 @@ takes one, or the same names as keywords.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -40,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..processes.gaussian import Coefs
-from ..registry import Registry, RegistryError, ValueMismatch, check_value, is_plain, no_option
+from ..registry import Registry, RegistryError, ValueMismatch, check_value, is_plain, no_option, whole_number
 
 
 class StepContext(NamedTuple):
@@ -226,9 +225,8 @@ def settings_of(settings: SampleSettings | None = None, **keywords: Any) -> Samp
     if not isinstance(base, SampleSettings):
         raise TypeError(f"settings must be a SampleSettings, got {type(base).__name__}")
     named = {k: v for k, v in keywords.items() if k in SETTING_NAMES and v is not None}
-    steps = named.get("steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if "steps" in named:
+        named["steps"] = whole_number("steps", named["steps"])
     if named.get("dtype", torch.float32) not in (torch.float32, torch.float64):
         raise ValueError(f"dtype (the solver's arithmetic) must be torch.float32 or torch.float64, got "
                          f"{named['dtype']!r}; the network's own dtype is model_dtype")
