@@ -241,12 +241,10 @@ def _symbols_to_numbers(types: np.ndarray) -> np.ndarray:
         raise ValueError("atom_types are atomic numbers or element symbols, got booleans")
     if types.dtype.kind not in "US":
         return types
-    from pymatgen.core import Element
-
     numbers = []
     for sym in types.reshape(-1).tolist():
         try:
-            numbers.append(Element(sym.strip()).Z)
+            numbers.append(_atomic_number(sym.strip()))
         except ValueError:
             raise ValueError(f"atom_types: {sym!r} is not an element symbol") from None
     return np.asarray(numbers, dtype=np.int64).reshape(types.shape)
