@@ -505,7 +505,7 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
         if not args.observed.exists():
             raise FileNotFoundError(f"{args.observed}: no such observation file")
         control["observed"] = gen.modality.observation(args.observed, gen.info)
-    if "guidance_scale" in control and not condition:
+    if "guidance_scale" in control and not condition and gen.conditions:  # none: the generator says the model has none
         raise ValueError("--guidance-scale guides toward a condition: give it with --condition KEY=VALUE")
     if args.compile is not None:
         options["compile"] = args.compile

@@ -166,12 +166,17 @@ class Generator:
         where = "not from a checkpoint" if self.checkpoint is None else f"{str(self.checkpoint)!r}, step {self.step}"
         size = (f"{sum(p.numel() for p in self.net.parameters()):,} parameters" if self.quantization is None
                 else f"quantized {self.quantization.scheme}")  # quantized weights are buffers, not parameters
-        conditions = ", ".join(self.info.get("conditions") or {})
+        conditions = ", ".join(self.conditions)
         own = sc.sampler in SAMPLERS and not get_sampler(sc.sampler).uses_steps
         how = sc.sampler if own else f"{sc.sampler}, {sc.steps} steps"
         return (f"<polydiff Generator: {self.modality.name} ({where}); network {type(self.net).__name__}, "
                 f"{size}, on {self.device}; fields {', '.join(self.fields)}"
                 f"{f'; conditions {conditions}' if conditions else ''}; samples with {how}>")
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        """The conditions the network takes, ``{key: spec}`` (empty: an unconditional model)."""
+        return self.modality.conditions(self.net, self.info)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -413,7 +418,7 @@ class Generator:
         if guided and (isinstance(gs, (str, bool)) or (isinstance(gs, (int, float)) and not math.isfinite(gs))):
             raise ValueError(f"guidance_scale must be a number (or a per-field dict, a per-sample tensor, a function "
                              f"of time), got {ctl.guidance_scale!r}")
-        declared = list(self.info.get("conditions") or {})  # the condition entries the network takes
+        declared = list(self.conditions)  # the condition entries the network takes
         asked = [k for k in condition or {} if k in declared] if declared else list(condition or {})
         keys = asked or declared  # sizes such as atoms=12 are conditions of the prior, not guided
         if guided and not keys:
@@ -476,7 +481,7 @@ class Generator:
                 cond = _slice_condition(plan.condition, plan.n, b_lo, b_hi)
                 cache["block"], cache["spec"] = k, self.modality.prior_state(b_hi - b_lo, self.info, gen, cond)
                 if plan.guided:
-                    _check_guided(cache["spec"], plan.control.condition_keys or (), self.info.get("conditions") or {})
+                    _check_guided(cache["spec"], plan.control.condition_keys or (), self.conditions)
             a, b = max(lo, b_lo) - b_lo, min(hi, b_hi) - b_lo
             pieces.append({key: _slice(v, b_hi - b_lo, a, b) for key, v in cache["spec"].items()})
             sizes.append(b - a)

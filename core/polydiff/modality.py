@@ -191,6 +191,13 @@ class Modality(ABC):
         """The state spec of ``n`` new samples: field shapes (tuples) plus fixed entries
         (masks, sizes, conditions as tensors), ready for :func:`polydiff.sample`."""
 
+    def conditions(self, net: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+        """The conditions the trained network ``net`` takes, ``{key: spec}``: by default every
+        condition the data declares (``info["conditions"]``). Override it where a recipe can
+        train an unconditional network on data that declares conditions, so that guidance and
+        ``condition=`` are refused with the model's reason rather than the data's."""
+        return dict(info.get("conditions") or {})
+
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
                control: Any, *, seed: Tensor, device: torch.device) -> State:
         """Generate the states of ``spec`` (a part of :meth:`prior_state`'s output) with ``net``.

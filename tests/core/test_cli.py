@@ -73,7 +73,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
                        "--guidance-scale", 2, "--out", tmp_path / "guided")  # an unconditional model: refused
     assert "unknown condition 'label'" in one_line_error(code, err) and not (tmp_path / "guided").exists()
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--guidance-scale", 2, "--out", tmp_path / "s1")
-    assert "give it with --condition" in one_line_error(code, err)
+    assert "this toy model takes none" in one_line_error(code, err)
     # inpainting from an observation file: the observed coordinate is reproduced, the other varies
 
     obs = tmp_path / "obs.npz"

@@ -95,6 +95,19 @@ def test_condition_on_an_unconditional_model_is_an_error(unconditional_ckpt):
     assert gen.generate(4, steps=2, seed=0).shape == (4, 2)          # without a condition it samples
 
 
+def test_guidance_on_an_unconditional_model_says_the_model_has_no_conditions(unconditional_ckpt, tmp_path, capsys):
+    """The gmm data declares ``label``, but the network ignores it: guidance is refused for the
+    model's reason, not with a hint to pass ``condition={'label': ...}`` (which then fails)."""
+    gen = polydiff.load(unconditional_ckpt)
+    assert gen.conditions == {} and "conditions" not in repr(gen)
+    with pytest.raises(ValueError, match=r"guidance_scale: classifier-free guidance steers toward a condition, and "
+                                         r"this toy model takes none"):
+        gen.generate(4, guidance_scale=2.0, steps=2)
+    assert main(["sample", str(unconditional_ckpt), "--guidance-scale", "2", "--num", "4", "--steps", "2",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "this toy model takes none" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
 def test_condition_on_a_conditional_model_is_used():
     """The label reaches the network on every call, and changes the samples."""
     import torch
@@ -112,6 +125,7 @@ def test_condition_on_a_conditional_model_is_used():
     labels = []
     net.register_forward_pre_hook(lambda module, args: labels.append(args[0].get("label")))
     gen = Generator(toy, cfg, data.info, fields, net)
+    assert list(gen.conditions) == ["label"] and "conditions label" in repr(gen)
 
     two = gen.generate(3, condition={"label": 2}, steps=2, seed=0)
     assert two.shape == (3, 2)

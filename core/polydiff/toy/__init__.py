@@ -172,6 +172,13 @@ class ToyModality(Modality):
             spec[key] = condition_values(n, value, name=key, kind="class", low=-1, high=k - 1)
         return spec
 
+    def conditions(self, net: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
+        """The data's conditions that the network embeds: labelled data declares ``label``
+        whether or not the model was trained with ``conditional=True``."""
+        declared = dict(info.get("conditions") or {})
+        have = _net_conditions(net)
+        return declared if have is None else {k: v for k, v in declared.items() if k in have}
+
     def sample(self, net: nn.Module, fields: Mapping[str, FieldSpec], spec: Mapping[str, Any], settings: Any,
                control: Any, *, seed: Tensor, device: torch.device) -> State:
         """The core's sampling loop, after checking that the network takes the conditions asked
