@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="samples generated and written at once: bounds memory; each sample has its own seed, so "
                         "the samples do not depend on it up to float rounding (batched products may differ in the "
                         "last digits; with the same --batch-size, --processes N gives the same bytes), except with "
-                        "the batch-coupled samplers pc (norm=batch) and rk45 (default: the recipe's "
+                        "the batch-coupled samplers pc and s4 (norm=batch) and rk45 (default: the recipe's "
                         "sample.batch_size, else 1024)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
     s.add_argument("--condition", action="append", default=[], metavar="KEY=VALUE",

@@ -286,7 +286,7 @@ class Generator:
         (see the module docstring). The result equals ``save(generate(...))`` with the same
         arguments, ``batch_size`` included (other batch sizes give the same samples up to the
         last bits of the network's arithmetic, except with the samplers that couple a batch:
-        ``pc`` with ``norm="batch"`` and ``rk45``); memory is bounded by ``batch_size``, not by ``n``.
+        ``pc`` and ``s4`` with ``norm="batch"``, and ``rk45``); memory is bounded by ``batch_size``, not by ``n``.
 
         ``resume=True`` finishes an interrupted run (the same request; ``seed`` / ``batch_size``
         left out take the interrupted run's); ``overwrite=True`` replaces a samples folder

@@ -71,12 +71,17 @@ class Registry:
 
     ``providers`` name modules that register into this registry and are imported on its first
     lookup, so that a heavy component (one needing torch) is known without being imported by
-    whoever merely creates the registry."""
+    whoever merely creates the registry. ``on_miss`` is called once, the first time a name is
+    not found, to import components registered elsewhere (the samplers of installed plugins
+    that the running model's plugin did not import); it returns a note for the error when a
+    name is still unknown."""
 
-    def __init__(self, kind: str, providers: Sequence[str] = ()) -> None:
+    def __init__(self, kind: str, providers: Sequence[str] = (),
+                 on_miss: Callable[[], str] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, tuple[Any, str]] = {}
         self._providers = list(providers)
+        self._on_miss, self._miss_note = on_miss, ""
 
     @property
     def _entries(self) -> dict[str, tuple[Any, str]]:
@@ -84,6 +89,12 @@ class Registry:
         while self._providers:
             importlib.import_module(self._providers.pop(0))
         return self._items
+
+    def _has(self, name: object) -> bool:
+        if name not in self._entries and self._on_miss is not None:
+            hook, self._on_miss = self._on_miss, None
+            self._miss_note = hook()
+        return name in self._entries
 
     def register(self, name: str, description: str = "") -> Callable[[Any], Any]:
         """Decorator: register ``obj`` under ``name``."""
@@ -99,10 +110,11 @@ class Registry:
 
     def get(self, name: str) -> Any:
         """The component registered as ``name``; a clear error listing the choices otherwise."""
-        if name not in self._entries:
+        if not self._has(name):
             close = difflib.get_close_matches(name, self._entries, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Allowed: {', '.join(sorted(self._entries))}")
+            raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Allowed: {', '.join(sorted(self._entries))}"
+                                f"{self._miss_note}")
         return self._entries[name][0]
 
     def build(self, name: str, **options: Any) -> Any:
@@ -129,7 +141,7 @@ class Registry:
         return {k: v[1] for k, v in sorted(self._entries.items())}
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return self._has(name)
 
     def __iter__(self):
         return iter(sorted(self._entries))

@@ -177,6 +177,43 @@ def test_plugin_sampler_names_are_known_before_the_recipe_is_checked():
         from_dict({"modality": "nope"}, source="r.yaml")
 
 
+def test_another_plugins_sampler_serves_a_toy_model(tmp_path):
+    """``polydiff samplers`` lists graphs' s4; a toy checkpoint sampled with it in a fresh
+    interpreter (which never imported the graphs plugin) finds it too."""
+    if "graphs" not in polydiff.available_modalities():
+        pytest.skip("the graphs plugin is not installed")
+    ckpt = tmp_path / "run"
+    polydiff.train({"modality": "toy", "data": {"name": "gmm", "k": 2, "dim": 2},
+                    "model": {"name": "mlp", "hidden": 8, "depth": 1},
+                    "train": {"max_steps": 2, "batch_size": 16, "accelerator": "cpu", "devices": 1, "threads": 1,
+                              "progress": False, "logger": "none"}}, ckpt, fresh=True, verbose=False)
+    code = ("import sys, polydiff; gen = polydiff.load(sys.argv[1]); "
+            "assert 'polydiff_graphs' not in sys.modules; "
+            "x = gen.generate(3, sampler='s4', steps=2, seed=0); print(x.shape, 'polydiff_graphs' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(ckpt / "checkpoints" / "last.ckpt")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(3,", "2)", "True"]
+
+
+def test_a_registry_imports_elsewhere_once_on_a_miss():
+    calls = []
+
+    def import_elsewhere() -> str:
+        calls.append(1)
+        reg.register("late")(object)
+        return " (plugin 'broken' could not be imported)"
+
+    reg = registry.Registry("thing", on_miss=import_elsewhere)
+    reg.register("early")(int)
+    assert "early" in reg and calls == []                 # a known name imports nothing
+    assert reg.get("late") is object and calls == [1]     # the first miss imports, and finds it
+    with pytest.raises(registry.RegistryError, match=r"unknown thing 'nope'\. Allowed: early, late \(plugin "
+                                                     r"'broken' could not be imported\)"):
+        reg.get("nope")
+    assert "nope" not in reg and calls == [1]             # once
+
+
 def test_recipes_ship_as_package_data_and_resolve_by_name():
     recipes = polydiff.load_modality("toy").recipes()
     assert set(recipes) >= {"gmm", "gmm_flow"} and all(p.is_file() for p in recipes.values())

@@ -129,7 +129,21 @@ class SamplerDef:
         return check_value(value, float if isinstance(default, float) else type(default))
 
 
-SAMPLERS: Registry = Registry("sampler")
+def _plugin_samplers() -> str:
+    """Import every installed plugin, so that a sampler one of them registers (graphs' ``s4``)
+    serves a model of another; a note naming the plugins that could not be imported."""
+    from ..registry import available_modalities, load_modality
+
+    broken = []
+    for name in available_modalities():
+        try:
+            load_modality(name)
+        except Exception as err:  # a broken plugin must not hide the others' samplers
+            broken.append(f"{name} ({' '.join(str(err).split())})")
+    return f" (plugins that could not be imported: {'; '.join(broken)})" if broken else ""
+
+
+SAMPLERS: Registry = Registry("sampler", on_miss=_plugin_samplers)
 
 
 def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_step: int = 1,
