@@ -84,9 +84,17 @@ def elbo_integrand(process: Any, logits: Tensor, x0: Tensor, x_t: Tensor, t: Ten
     return torch.where(noisy, total, torch.zeros_like(total))
 
 
+def _onset_order(process: Any, h: float = 1e-4) -> float:
+    """``k`` in ``1 - alpha(t) ~ t^k`` near ``t = 0``, measured (1 linear, 2 cosine), kept in [1, 4]."""
+    a = process.alpha(torch.tensor([h, 2 * h], dtype=torch.float64))
+    d1, d2 = float(1 - a[0]), float(1 - a[1])
+    k = math.log2(d2 / d1) if d1 > 0 and d2 > 0 else 1.0
+    return min(max(round(k, 2), 1.0), 4.0)
+
+
 def categorical_elbo(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[str, FieldSpec], state: State, *,
                      steps: int = 64, samples: int = 1, seed: int | Sequence[int] | Tensor = 0, cond: Any = None,
-                     t_min: float = 0.0, t_max: float = 1.0, time_power: float = 2.0) -> CategoricalELBO:
+                     t_min: float = 0.0, t_max: float = 1.0, time_power: float | None = None) -> CategoricalELBO:
     """Monte-Carlo estimate of the continuous-time negative ELBO of the categorical fields of ``state``.
 
     Args:
@@ -105,13 +113,19 @@ def categorical_elbo(model: Callable[..., Mapping[str, Tensor]], fields: Mapping
         t_min, t_max: the integration range.
         time_power: strata are equal in ``s`` in [0, 1] and ``t = t_min + (t_max - t_min) s**time_power``
             (the Jacobian ``time_power s**(time_power - 1)`` multiplies the integrand, so the
-            estimate stays unbiased); 1 is uniform in ``t``. With the linear schedule
-            (``1 - alpha ~ t`` near 0) the uniform-in-t integrand has infinite variance: a position
-            corrupted with probability ~t carries a rate ~1/t, so its second moment diverges
-            logarithmically at ``t -> 0``, the estimate is heavy-tailed and its standard error
-            optimistic. ``time_power=2`` (the default) puts more draws near 0 and makes the variance finite
-            (on the tests' exact denoisers it cuts the worst standard error about 5x); the cosine
-            schedule (``1 - alpha ~ t^2``) has finite variance either way.
+            estimate stays unbiased); 1 is uniform in ``t``. Near ``t = 0`` a position is
+            corrupted with probability ``1 - alpha ~ t^k`` (``k = 1`` for the linear schedule,
+            2 for the cosine one) and then carries a rate ``~1/t``, so with ``t = s^p`` a draw is
+            ``~p/s`` with probability ``~s^(pk)``: its variance is finite for ``pk > 2`` (uniform
+            in ``t`` with the linear schedule it is not: a heavy-tailed estimate, its standard
+            error optimistic) and the variance of the standard error itself for ``pk > 4``.
+            The default (None) takes ``p = 4/k``, ``k`` measured from the schedule near ``t = 0``
+            (the smallest of the fields'): 4 for linear, 2 for cosine.
+            With ``p = 2`` on the linear schedule the reported standard error was right in mean
+            square but skewed: for 1,024 seeds of an exact denoiser (64 strata x 8 draws) its
+            median was 0.79x the spread of the estimates for uniform noise and 0.90x for
+            absorbing noise; with ``p = 4``, 0.91x and 0.98x, and the spread itself 14% smaller
+            for uniform noise (equal for absorbing).
 
     The estimate is the mean over strata and draws of ``(t_max - t_min)`` times the integrand
     (:func:`elbo_integrand`, times the Jacobian above), with its stratified standard error
@@ -136,6 +150,8 @@ def categorical_elbo(model: Callable[..., Mapping[str, Tensor]], fields: Mapping
         raise ValueError(f"steps and samples must be positive, got steps={steps}, samples={samples}")
     if not 0.0 <= t_min < t_max <= 1.0:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    if time_power is None:
+        time_power = 4.0 / min(_onset_order(fields[k].process) for k in fields)
     if not time_power > 0:
         raise ValueError(f"time_power must be positive, got {time_power}")
 

@@ -212,7 +212,8 @@ def test_mdlm_through_the_core_loss_has_no_nan():
     per = masked_elbo(logits, x0, x0, torch.full((4,), 0.5), fields["tokens"].process, valid)
     assert torch.all(per == 0)
     res = categorical_elbo(net.eval(), fields, {"tokens": x0, "valid": valid}, steps=3)
-    assert torch.isfinite(res.nll).all() and (res.nll > 0).all()
+    # each draw is a non-negative KL term; three draws may mask nothing in a short sequence (0 then)
+    assert torch.isfinite(res.nll).all() and (res.nll >= 0).all() and (res.nll > 0).sum() >= 3
 
 
 def test_mdlm_training_through_the_core_loss_lowers_it():
