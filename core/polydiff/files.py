@@ -328,6 +328,17 @@ def unique_stems(names: Sequence[str | None], default: str = "sample_{i:04d}") -
     return out
 
 
+def natural_key(name: str | os.PathLike) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a file name or stem: case-insensitive, numbers by value, so that a folder of
+    samples reads back in the order it was written (``sample_9999`` before ``sample_10000``,
+    ``g2`` before ``g10``; ``x`` before ``X-2``). Use ``sorted(paths, key=natural_key)``."""
+    name = os.fspath(name)
+    name = os.path.basename(name) or name
+    low = name.lower().replace(".", "\0")  # a suffix's dot first: x.pdb before x-2.pdb, as x before x-2
+    parts = [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", low) if t]
+    return (*parts, (1, name))
+
+
 def sample_name(info: Mapping[str, Any], b: int) -> str:
     """The name of sample ``b`` of a generated state: ``sample_0000``... by its index in the
     whole run (``info["first_sample"]``, set by the generator for each chunk, plus ``b``), so

@@ -27,9 +27,9 @@ Groups:
   :func:`cache_dir`, :func:`shared_dir`, :func:`read_text`, :func:`csv_rows` and :func:`read_npz` (users' text,
   CSV and .npz files with errors naming the file and line or array), :func:`sample_name` (a
   generated object's name by its index in the run), :func:`unique_stems` (file stems no object
-  shares), :func:`parse_pairs`, :data:`USER_ERRORS`, argument
-  types (:func:`positive_int`, ...) and command outputs (:func:`add_output`, :func:`output_file`,
-  :func:`output_folder`);
+  shares), :func:`natural_key` (folders read back in the written order), :func:`parse_pairs`,
+  :data:`USER_ERRORS`, argument types (:func:`positive_int`, ...) and command outputs
+  (:func:`add_output`, :func:`output_file`, :func:`output_folder`);
 - contract tests for plugins' own test suites live in :mod:`polydiff.testing`.
 """
 
@@ -75,6 +75,7 @@ from .files import (
     atomic_write,
     cache_dir,
     csv_rows,
+    natural_key,
     new_figure,
     read_npz,
     read_text,
@@ -302,6 +303,7 @@ __all__ = [
     "make_grid",
     "masked_elbo",
     "masked_mean",
+    "natural_key",
     "new_figure",
     "nn",
     "non_negative_int",

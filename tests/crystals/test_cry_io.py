@@ -235,6 +235,26 @@ def test_write_summary_columns_flags_and_names(tmp_path: Path) -> None:
     assert not (tmp_path / "other").exists()
 
 
+def test_a_samples_folder_reads_back_in_the_written_order(tmp_path: Path) -> None:
+    """sample_9999 before sample_10000, and an undecodable sample in its place."""
+    from polydiff_crystals.modality import CrystalsModality, Undecodable
+
+    def named(n: str) -> Structure:
+        s = Structure(Lattice.cubic(3.0), ["Fe"], [[0, 0, 0]])
+        s.properties = {"name": n}
+        return s
+
+    mod = CrystalsModality()
+    names = ["sample_1000", "sample_1001", "sample_10000"]
+    mod.write([named(n) for n in names], tmp_path / "a")
+    assert [s.properties["name"] for s in mod.read(tmp_path / "a")] == names
+    mod.write([named("sample_0000"), Undecodable("sample_0001", "lattice: bad"), named("sample_0002")], tmp_path / "b")
+    got = mod.read(tmp_path / "b")
+    assert [type(s).__name__ for s in got] == ["Structure", "Undecodable", "Structure"]
+    assert [s.name if isinstance(s, Undecodable) else s.properties["name"] for s in got] == \
+        ["sample_0000", "sample_0001", "sample_0002"]
+
+
 def test_write_never_leaves_a_half_written_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_structures(examples(), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -287,9 +307,9 @@ def test_folder_skips_bad_poscar_extxyz_and_non_utf8_files(tmp_path: Path) -> No
     (tmp_path / "cut.extxyz").write_text(extxyz_frame(cell, -1.5) + extxyz_frame(cell, -1.0)[:40])
     (tmp_path / "bin.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81\n")
     with pytest.warns(UserWarning, match=r"skipped 3 of 4 crystal file\(s\) that could not be read: "
+                                         r"bin\.cif:1: not UTF-8 text.*; cut\.extxyz: frame 1 \(line 5\): 2 atoms.*; "
                                          r"POSCAR_bad:4: expected 3 number\(s\) \(a lattice vector\), got '1\.0 abc "
-                                         r"2\.0'; bin\.cif:1: not UTF-8 text.*; cut\.extxyz: frame 1 \(line 5\): "
-                                         r"2 atoms"):
+                                         r"2\.0'"):
         got = read_structures(tmp_path)
     assert [s.properties["name"] for s in got] == ["a"]
     with pytest.raises(CrystalFileError, match=r"POSCAR_bad:4: expected 3 number"):

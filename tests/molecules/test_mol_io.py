@@ -274,6 +274,12 @@ def test_write_molecules_one_file_each(tmp_path, mols):
         write_molecules(mols, tmp_path / "pdb", fmt="pdb")
 
 
+def test_a_samples_folder_reads_back_in_the_written_order(tmp_path):
+    names = ["sample_1000", "sample_1001", "sample_10000"]  # sorted as strings: 1000, 10000, 1001
+    write_molecules([Molecule(("C",), [[0.0, 0.0, float(i)]], name=n) for i, n in enumerate(names)], tmp_path / "s")
+    assert [m.name for m in read_molecules(tmp_path / "s")] == names
+
+
 # -- fuzzing --------------------------------------------------------------------------------------
 
 def test_fuzz_read_xyz(tmp_path, mols):

@@ -125,6 +125,25 @@ def test_write_refuses_what_does_not_fit(tmp_path):
     assert not (tmp_path / "far.pdb").exists()
 
 
+def test_modality_read_gives_back_what_write_wrote_and_warns_about_drops(tmp_path):
+    """A folder of samples reads back in the written order (sample_9999 before sample_10000),
+    a one-residue backbone included; residues dropped on reading are counted in a warning."""
+    from polydiff_proteins import ProteinsModality
+
+    mod = ProteinsModality()
+    names = ["sample_1000", "sample_1001", "sample_10000", "one"]
+    bbs = [helix(3, name=n) for n in names[:3]] + [helix(1, name="one")]
+    mod.write(bbs, tmp_path / "s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = mod.read(tmp_path / "s")
+    assert [b.name for b in got] == ["one", *names[:3]] and [len(b) for b in got] == [1, 3, 3, 3]
+    lines = [s for s in pdb_lines(helix(4)) if not (s.startswith("ATOM") and atom_of(s) == (2, "O"))]
+    with pytest.warns(UserWarning, match=r"1 residue\(s\) dropped \(gap\.pdb: A LYS 2: missing O\)"):
+        (bb,) = mod.read(write_lines(tmp_path / "gap.pdb", lines))
+    assert len(bb) == 3
+
+
 # -- hand-made problems ----------------------------------------------------------------------------
 
 def test_missing_atom_is_reported_and_breaks_the_chain(tmp_path):
@@ -138,6 +157,31 @@ def test_missing_atom_is_reported_and_breaks_the_chain(tmp_path):
     assert [(b.name, len(b)) for b in segs] == [("gap_seg1", 2), ("gap_seg2", 3)]
 
 
+def test_repeated_residue_numbers_keep_every_residue(tmp_path):
+    """52 and 52A are two residues (insertion codes); they read as two residues numbered 52 and
+    are written back with an insertion code; numbering that repeats without one (MD files that
+    wrap past 9999) is another residue too; a second residue name at one number
+    (microheterogeneity) is reported and dropped."""
+    bb = helix(5, res_ids=np.array([50, 51, 52, 52, 53]))
+    lines = pdb_lines(bb)
+    assert [ln[22:27] for ln in lines if ln.startswith("ATOM") and ln[12:16] == " CA "] == \
+        ["  50 ", "  51 ", "  52 ", "  52A", "  53 "]
+    (got,), report = read_backbones(write_lines(tmp_path / "ins.pdb", lines))
+    assert report.ok and got.sequence == bb.sequence and list(got.res_ids) == [50, 51, 52, 52, 53]
+    assert write_pdb(got, tmp_path / "again.pdb").read_text() == "\n".join(lines) + "\n"   # stable
+    wrapped = [ln[:26] + " " + ln[27:] if ln.startswith("ATOM") else ln for ln in lines]  # no insertion codes
+    (got,), report = read_backbones(write_lines(tmp_path / "wrapped.pdb", wrapped))
+    assert got.sequence == bb.sequence and report.ok
+    thr = [ln for ln in wrapped if ln.startswith("ATOM") and ln[17:20] == "THR"]
+    micro = [ln for ln in wrapped if not ln.startswith(("TER", "END"))]
+    micro += [ln[:17] + "SER" + ln[20:30] + f"{float(ln[30:38]) + 0.3:8.3f}" + ln[38:] for ln in thr] + ["END"]
+    (got,), report = read_backbones(write_lines(tmp_path / "micro.pdb", micro))
+    assert got.sequence == bb.sequence and [(p.res_id, p.res_name) for p in report.problems] == [(52, "SER")]
+    assert "a second residue numbered 52 in the place of THR (CA within 1.0 A)" in report.problems[0].problem
+    with pytest.raises(ValueError, match=r"residue number 7 is used 28 times"):
+        backbones_to_pdb_string(helix(28, sequence="A" * 28, res_ids=np.full(28, 7)))
+
+
 def test_chain_break_by_a_gap_and_short_segments(tmp_path):
     bb = helix(7)
     bb.atoms[4:] += [10.0, 0.0, 0.0]
@@ -147,7 +191,7 @@ def test_chain_break_by_a_gap_and_short_segments(tmp_path):
     assert isinstance(brk, ChainBreak) and (brk.chain, brk.before, brk.after) == ("A", "4", "5") and brk.distance > 8
     bb.atoms[6:] += [10.0, 0.0, 0.0]  # a last segment of one residue
     segs, report = read_backbones(write_pdb(bb, tmp_path / "gap2.pdb"), split_breaks=True)
-    assert [len(s) for s in segs] == [4, 2] and report.skipped == [("A seg3", "1 usable residue (fewer than 2)")]
+    assert [len(s) for s in segs] == [4, 2] and report.skipped == [("A seg3", "1 usable residue(s) (fewer than 2)")]
     ca = Backbone(atoms=bb.ca[:, None], atom_names=("CA",))
     _, report = read_backbones(write_pdb(ca, tmp_path / "ca.pdb"))
     assert [(b.before, b.after) for b in report.breaks] == [("4", "5"), ("6", "7")]
@@ -241,6 +285,19 @@ def test_bad_coordinate_names_the_line(tmp_path):
         read_backbones(write_lines(tmp_path / "bad.pdb", lines))
 
 
+def test_bad_or_missing_occupancy_names_the_line(tmp_path):
+    lines = pdb_lines(helix(4))
+    lines[6] = lines[6][:54] + "  x.00" + lines[6][60:]
+    with pytest.raises(ValueError, match=r"occ\.pdb:7: cannot parse as PDB: the occupancy \(columns 55-60\) is "
+                                         r"not a number \('  x\.00'\)"):
+        read_backbones(write_lines(tmp_path / "occ.pdb", lines))
+    lines = pdb_lines(helix(4))
+    lines[6] = lines[6][:54]
+    with pytest.raises(ValueError, match=r"short\.pdb:7: cannot parse as PDB: the occupancy \(columns 55-60\) is "
+                                         r"missing"):
+        read_backbones(write_lines(tmp_path / "short.pdb", lines))
+
+
 def test_other_bad_inputs(tmp_path):
     (tmp_path / "x.txt").write_text("a note\n")
     for path, message in [(tmp_path / "missing.pdb", "no such file"), (tmp_path / "x.txt", "not a structure file"),
@@ -254,7 +311,7 @@ def test_other_bad_inputs(tmp_path):
             read_backbones(tmp_path / name)
         assert str(err.value).startswith(str(tmp_path / name))
     one = [s for s in pdb_lines(helix(2)) if not (s.startswith("ATOM") and atom_of(s)[0] == 2)]
-    with pytest.raises(ValueError, match=r"one\.pdb: no protein chain with at least 2 usable residues"):
+    with pytest.raises(ValueError, match=r"one\.pdb: no protein chain with at least 2 usable residue\(s\)"):
         read_backbones(write_lines(tmp_path / "one.pdb", one))
 
 

@@ -31,7 +31,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
-from polydiff.plugin import atomic_write, read_text, unique_stems
+from polydiff.plugin import atomic_write, natural_key, read_text, unique_stems
 
 __all__ = [
     "STRUCTURE_SUFFIXES",
@@ -119,8 +119,9 @@ def read_cif_csv(path: Path | str, *, limit: int | None = None, columns: Mapping
 
 
 def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structure]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.name != SAMPLES_METADATA)
+    files = sorted((p for p in folder.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.name != SAMPLES_METADATA),
+                   key=natural_key)  # the written order: sample_9999 before sample_10000
     unrelated = [p.name for p in files if _format_of(p) is None]
     if unrelated:
         warnings.warn(f"{folder}: skipped {len(unrelated)} file(s) that are not crystal files: "

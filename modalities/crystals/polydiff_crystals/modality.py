@@ -44,6 +44,7 @@ from polydiff.plugin import (
     Plain,
     TensorStates,
     check_info,
+    natural_key,
     object_sizes,
     sample_name,
     size_histogram,
@@ -587,14 +588,19 @@ class CrystalsModality(Modality):
 
     def read(self, path: Path) -> list[Any]:
         """A CIF / POSCAR / extXYZ / CSV-of-CIFs file or a folder of them; a samples folder's
-        ``undecodable.csv`` rows come back as :class:`Undecodable` (they stay invalid samples)."""
-        from .crystal_io import read_structures
+        ``undecodable.csv`` rows come back as :class:`Undecodable` (they stay invalid samples),
+        all in the written order."""
+        from .crystal_io import read_structures, structure_name
 
         path = Path(path)
         bad = path / "undecodable.csv"
         rows = _read_undecodable(bad) if path.is_dir() and bad.is_file() else []
         structs: list[Any] = read_structures(path) if not rows or any(path.glob("*.cif")) else []
-        return structs + rows
+        if not rows:
+            return structs
+        # undecodable samples back in their places among the others: the written order
+        return sorted([*structs, *rows], key=lambda s: natural_key(s.name if isinstance(s, Undecodable)
+                                                                   else structure_name(s, "")))
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """CDVAE's validity, coverage (COV-R / COV-P, AMSD / AMCD) and property Wasserstein

@@ -37,7 +37,7 @@ from typing import Any
 import networkx as nx
 from rdkit import Chem
 
-from polydiff.plugin import atomic_write
+from polydiff.plugin import atomic_write, natural_key
 
 from .chem import ATOM, graph_to_mol, is_placeholder, read_sdf, read_smiles, read_text, set_origin, text_lines
 
@@ -525,12 +525,6 @@ def _is_graphs_json(path: Path) -> bool:
     return not isinstance(data, dict) or "graphs" in data
 
 
-def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key of a file stem: case-insensitive, numbers by value (``g2`` before ``g10``)."""
-    parts = [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name.lower()) if t]
-    return (*parts, (1, name))
-
-
 def folder_graph_files(folder: Path) -> list[Path]:
     """The files :func:`read_graphs` reads from ``folder`` (see there), with one warning naming
     what it leaves out; FileNotFoundError naming the folder when there are none."""
@@ -551,7 +545,7 @@ def folder_graph_files(folder: Path) -> list[Path]:
             continue
         stems.setdefault(entry.stem, []).append(entry)
     files = [min(group, key=lambda f: (FAITHFUL_ORDER.index(f.suffix.lower()), f.name))
-             for _, group in sorted(stems.items(), key=lambda item: _natural(item[0]))]
+             for _, group in sorted(stems.items(), key=lambda item: natural_key(item[0]))]
     left = ignored + subfolders
     if left and files:
         parts = []

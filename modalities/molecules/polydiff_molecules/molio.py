@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import atomic_write, read_text, unique_stems
+from polydiff.plugin import atomic_write, natural_key, read_text, unique_stems
 
 from .molecule import ATOMIC_NUMBER, PERIODIC, Molecule
 
@@ -564,8 +564,9 @@ def read_molecules(path: str | Path, seed: int = 0) -> list[Molecule]:
         return _read_file(path, seed)
     if not path.is_dir():
         raise MoleculeFileError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MOLECULE_SUFFIXES)
+    files = sorted((p for p in path.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MOLECULE_SUFFIXES),
+                   key=natural_key)  # the written order: sample_9999 before sample_10000
     if not files:
         raise MoleculeFileError(f"{path}: no molecule files (expected {', '.join(MOLECULE_SUFFIXES)})")
     mols: list[Molecule] = []

@@ -288,12 +288,22 @@ class ProteinsModality(Modality):
                 for b, stem in zip(objects, unique_stems([b.name for b in objects]), strict=True)]
 
     def read(self, path: Path) -> list[Backbone]:
-        """A PDB / mmCIF file or a folder of them (every chain; problems reported, unusable
-        chains skipped with a warning)."""
-        from .pdbio import read_backbones, read_folder
+        """A PDB / mmCIF file or a folder of them (every chain, one residue or more, as
+        :meth:`write` writes them): dropped residues and chain breaks are counted in a warning,
+        unusable chains and files skipped with one."""
+        import warnings
+
+        from .pdbio import dropped_summary, read_backbones, read_folder
 
         path = Path(path)
-        return read_folder(path)[0] if path.is_dir() else read_backbones(path)[0]
+        if path.is_dir():
+            bbs, reports = read_folder(path, min_residues=1)
+        else:
+            bbs, report = read_backbones(path, min_residues=1)
+            reports = [report]
+        if dropped := dropped_summary(reports):
+            warnings.warn(f"{path}: {dropped} (polydiff proteins check FILE shows every problem)", stacklevel=2)
+        return bbs
 
     def evaluate(self, objects: Sequence[Backbone], reference: Sequence[Backbone],
                  info: Mapping[str, Any]) -> dict[str, float]:

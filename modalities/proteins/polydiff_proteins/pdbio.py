@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import atomic_write
+from polydiff.plugin import atomic_write, natural_key
 
 from .geometry import ATOMS, Backbone
 
@@ -245,8 +245,7 @@ def _parse(path: Path) -> Any:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         where = _bad_coordinate_line(text) if kind == "pdb" else None
         if where is not None:
-            raise ValueError(f"{path}:{where[0]}: cannot parse as PDB: the coordinates (columns 31-54) are not "
-                             f"numbers ({where[1]!r})") from err
+            raise ValueError(f"{path}:{where[0]}: cannot parse as PDB: {where[1]}") from err
         raise ValueError(f"{path}: cannot parse as {what} ({type(err).__name__}: {msg})") from err
     if len(atoms) == 0:
         raise ValueError(f"{path}: no atoms in the first model")
@@ -254,6 +253,7 @@ def _parse(path: Path) -> Any:
 
 
 _COORD_RECORDS = ("ATOM  ", "HETATM")
+SAME_PLACE = 1.0  # A: two residues with one number whose backbone atoms are this close are one place
 
 
 def _check_truncated(path: Path, text: str) -> None:
@@ -283,15 +283,21 @@ def _check_truncated(path: Path, text: str) -> None:
 
 
 def _bad_coordinate_line(text: str) -> tuple[int, str] | None:
-    """``(line number, columns 31-54)`` of the first ATOM / HETATM record whose coordinates
-    are not numbers, None if there is none."""
+    """``(line number, what is wrong)`` of the first ATOM / HETATM record whose coordinates
+    (columns 31-54) or occupancy (columns 55-60, which choose among alternate locations) are
+    not numbers, None if there is none."""
     for number, line in enumerate(text.splitlines(), start=1):
         if line.startswith(_COORD_RECORDS):
-            cols = line[30:54]
+            cols, occupancy = line[30:54], line[54:60]
             try:
                 [float(cols[i:i + 8]) for i in (0, 8, 16)]
             except ValueError:
-                return number, cols
+                return number, f"the coordinates (columns 31-54) are not numbers ({cols!r})"
+            try:
+                float(occupancy)
+            except ValueError:
+                what = "missing" if not occupancy.strip() else f"not a number ({occupancy!r})"
+                return number, f"the occupancy (columns 55-60) is {what}"
     return None
 
 
@@ -308,12 +314,33 @@ class _Residue:
         return f"{self.res_id}{self.ins_code}"
 
 
+def _split_repeats(starts: np.ndarray, names: np.ndarray, atom_names: np.ndarray) -> list[int]:
+    """Residue starts, also where biotite's residue (one chain, number and insertion code)
+    changes its residue name or repeats an atom name: consecutive residues that share a number
+    are then read as the residues they are."""
+    out = []
+    for a, b in itertools.pairwise(starts.tolist()):
+        out.append(a)
+        seen: set[str] = set()
+        for i in range(a, b):
+            atom = str(atom_names[i]).strip().upper()
+            if i > out[-1] and (atom in seen or names[i] != names[i - 1]):
+                out.append(i)
+                seen = set()
+            seen.add(atom)
+    return [*out, int(starts[-1])]
+
+
 def _residues(atoms: Any, report: ReadReport, decimals: int | None = None) -> dict[str, list[_Residue]]:
     """Protein residues by chain, in file order; counts waters and other residues in ``report``.
 
     A residue is protein when its name is a standard or known modified amino acid (or ``UNK``)
-    and it has at least one of N, CA, C, O, or when an unknown name has N, CA and C. Atoms are
-    merged by (chain, number, insertion code), the first record of each atom name winning."""
+    and it has at least one of N, CA, C, O, or when an unknown name has N, CA and C. Records of
+    one (chain, number, insertion code) that come back later with other atoms of the same
+    residue name are merged into the residue; a later residue with the same key is another
+    residue (numbering that repeats, or an insertion code lost), unless its first backbone atom
+    in common lies within :data:`SAME_PLACE` of the earlier one's (microheterogeneity, a
+    repeated record): then it is reported and dropped."""
     import biotite.structure as struc
 
     starts = struc.get_residue_starts(atoms, add_exclusive_stop=True)
@@ -321,8 +348,8 @@ def _residues(atoms: Any, report: ReadReport, decimals: int | None = None) -> di
     names, atom_names, coord = atoms.res_name, atoms.atom_name, atoms.coord
     blank = "A" if "A" not in set(chain_ids.tolist()) else "_"
     chains: dict[str, list[_Residue]] = {}
-    seen: dict[tuple[str, int, str], _Residue] = {}
-    for a, b in itertools.pairwise(starts):
+    seen: dict[tuple[str, int, str], list[_Residue]] = {}
+    for a, b in itertools.pairwise(_split_repeats(starts, names, atom_names)):
         name = str(names[a]).strip().upper()
         bb: dict[str, np.ndarray] = {}
         for i in range(a, b):
@@ -336,19 +363,27 @@ def _residues(atoms: Any, report: ReadReport, decimals: int | None = None) -> di
             continue
         chain = str(chain_ids[a]).strip() or blank
         key = (chain, int(res_ids[a]), str(ins[a]).strip())
-        if key in seen:  # a residue's records split in the file, or another residue name (microheterogeneity)
-            old = seen[key]
-            if old.name == name:
-                for atom, xyz in bb.items():
-                    old.atoms.setdefault(atom, xyz)
+        earlier = seen.setdefault(key, [])
+        last = earlier[-1] if earlier else None
+        if last is not None and last.name == name and not bb.keys() & last.atoms.keys():
+            for atom, xyz in bb.items():  # one residue's records split in the file
+                last.atoms.setdefault(atom, xyz)
             continue
-        seen[key] = _Residue(chain, key[1], key[2], name, bb)
-        chains.setdefault(chain, []).append(seen[key])
+        clash = next(((old, at) for old in earlier for at in ("CA", "N", "C", "O")
+                      if at in bb and at in old.atoms and np.linalg.norm(bb[at] - old.atoms[at]) < SAME_PLACE), None)
+        if clash is not None:  # microheterogeneity or a repeated record: two residues in one place
+            report.problems.append(ResidueProblem(
+                chain, key[1], name, f"a second residue numbered {key[1]}{key[2]} in the place of {clash[0].name} "
+                f"({clash[1]} within {SAME_PLACE} A): the first kept", key[2]))
+            continue
+        # a new residue (one whose number repeats elsewhere, e.g. numbering that wraps past 9999, is another)
+        earlier.append(_Residue(chain, key[1], key[2], name, bb))
+        chains.setdefault(chain, []).append(earlier[-1])
     return chains
 
 
 def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonstandard: str = "map",
-                   split_breaks: bool = False) -> tuple[list[Backbone], ReadReport]:
+                   split_breaks: bool = False, min_residues: int = 2) -> tuple[list[Backbone], ReadReport]:
     """The backbones of the protein chains of a structure file's first model, and a report.
 
     Reads ``.pdb`` / ``.ent`` / ``.cif`` / ``.mmcif`` (optionally ``.gz``) with biotite, with
@@ -368,7 +403,7 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
     - breaks (C(i)-N(i+1) > 2.0 A; in CA traces CA-CA > 4.2 A) are reported; with
       ``split_breaks`` the chain is split there into backbones ``<name>_seg1``, ``_seg2``...
       (only chains that have a break);
-    - chains (or segments) of fewer than 2 usable residues are skipped and reported;
+    - chains (or segments) of fewer than ``min_residues`` usable residues are skipped and reported;
       waters and other non-protein residues are ignored and counted.
 
     Raises ``ValueError`` starting with the path for a missing, empty, unreadable or
@@ -397,18 +432,18 @@ def read_backbones(path: str | Path, chains: Sequence[str] | None = None, nonsta
     out: list[Backbone] = []
     for chain, residues in by_chain.items():
         name = stem if single else f"{stem}_{chain}"
-        out.extend(_chain_backbones(name, chain, residues, nonstandard, split_breaks, report))
+        out.extend(_chain_backbones(name, chain, residues, nonstandard, split_breaks, report, min_residues))
     report.counts["dropped"] = len(report.problems)
     report.counts["chains"] = len(out)
     report.counts["residues"] = sum(len(b) for b in out)
     if not out:
-        raise ValueError(f"{path}: no protein chain with at least 2 usable residues "
+        raise ValueError(f"{path}: no protein chain with at least {min_residues} usable residue(s) "
                          f"({_first(f'{k}: {why}' for k, why in report.skipped)})")
     return out, report
 
 
 def _chain_backbones(name: str, chain: str, residues: list[_Residue], nonstandard: str, split: bool,
-                     report: ReadReport) -> list[Backbone]:
+                     report: ReadReport, min_residues: int = 2) -> list[Backbone]:
     """The backbone(s) of one chain's residues, reporting dropped residues, breaks and skips."""
     ca_trace = not any(r.atoms.keys() & {"N", "C", "O"} for r in residues)
     need = ("CA",) if ca_trace else ATOMS
@@ -450,8 +485,8 @@ def _chain_backbones(name: str, chain: str, residues: list[_Residue], nonstandar
     out = []
     for k, (a, b) in enumerate(bounds, start=1):
         label, bb_name = (f"{chain} seg{k}", f"{name}_seg{k}") if len(bounds) > 1 else (chain, name)
-        if b - a < 2:
-            report.skipped.append((label, f"{b - a} usable residue (fewer than 2)"))
+        if b - a < min_residues:
+            report.skipped.append((label, f"{b - a} usable residue(s) (fewer than {min_residues})"))
             continue
         out.append(Backbone(atoms=xyz[a:b], sequence="".join(s for _, s in kept[a:b]), chain=chain, name=bb_name,
                             atom_names=tuple(need), res_ids=np.array([r.res_id for r, _ in kept[a:b]])))
@@ -470,7 +505,7 @@ def read_folder(folder: str | Path, **options: Any) -> tuple[list[Backbone], lis
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder")
     files = []
-    for p in sorted(folder.iterdir()):
+    for p in sorted(folder.iterdir(), key=natural_key):  # the written order: sample_9999 before sample_10000
         try:
             _kind(p)
         except ValueError:
@@ -545,11 +580,27 @@ def _chain_ids(backbones: Sequence[Backbone]) -> list[str]:
     return list(_CHAIN_IDS[:len(backbones)])
 
 
+def _insertion_codes(res_ids: np.ndarray, label: str) -> list[str]:
+    """Column 27 of each residue: blank for the first residue of a number, then ``A``, ``B``...
+    for later ones (52, 52A), so that residues sharing a number stay apart when read back."""
+    seen: dict[int, int] = {}
+    codes = []
+    for r in res_ids.tolist():
+        k = seen.get(int(r), 0)
+        if k > 26:
+            raise ValueError(f"backbone {label!r}: residue number {r} is used {k + 1} times; insertion codes "
+                             "(A-Z) tell at most 27 apart")
+        codes.append(" " if k == 0 else chr(ord("A") + k - 1))
+        seen[int(r)] = k + 1
+    return codes
+
+
 def backbones_to_pdb_string(backbones: Backbone | Sequence[Backbone]) -> str:
     """PDB text of one or several backbones (chains of one structure): fixed-column ``ATOM``
     records (occupancy 1.00, B-factor 0.00), ``TER`` after each chain, ``END``.
 
-    Residue names come from the one-letter sequence (:data:`THREE_LETTER`; ``UNK`` for others).
+    Residue names come from the one-letter sequence (:data:`THREE_LETTER`; ``UNK`` for others);
+    a residue number that repeats gets insertion codes (52, 52A, 52B...).
     Raises ``ValueError`` naming the backbone when a coordinate is not finite or does not fit
     the ``%8.3f`` field, or a residue number does not fit the 4-column field."""
     bbs = [backbones] if isinstance(backbones, Backbone) else list(backbones)
@@ -572,12 +623,13 @@ def backbones_to_pdb_string(backbones: Backbone | Sequence[Backbone]) -> str:
             raise ValueError(f"backbone {label!r}: more than 99999 atoms and TER records do not fit the PDB format")
         fields = [(_atom_field(a, _ELEMENT.get(a, a[:1])), _ELEMENT.get(a, a[:1])) for a in bb.atom_names]
         res_name = "UNK"
+        codes = _insertion_codes(res_ids, label)
         for i, letter in enumerate(bb.sequence):
             res_name = THREE_LETTER.get(letter.upper(), "UNK")
             for j, (atom, element) in enumerate(fields):
                 serial += 1
                 xi, yi, zi = x[i, j]
-                lines.append(f"ATOM  {serial:5d} {atom} {res_name:>3s} {chain}{int(res_ids[i]):4d}    "
+                lines.append(f"ATOM  {serial:5d} {atom} {res_name:>3s} {chain}{int(res_ids[i]):4d}{codes[i]}   "
                              f"{xi:8.3f}{yi:8.3f}{zi:8.3f}{1.0:6.2f}{0.0:6.2f}          {element:>2s}  ")
         serial += 1
         last = int(res_ids[-1]) if len(res_ids) else 0
