@@ -407,18 +407,17 @@ def read_npz(file: str | Path, error: type[Exception] = ValueError) -> dict[str,
 def csv_rows(file: Path, text: str, delimiter: str = ",", error: type[Exception] = ValueError
              ) -> list[tuple[int, list[str]]]:
     """The non-blank records of ``text`` (read from ``file``) with the 1-based line each starts
-    on. A quoted field running over several lines (an unclosed quote) or a record the csv module
-    cannot read is an ``error`` naming the file and the line. A line of empty cells (``,,``) is
-    a record (callers refuse it)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    on. A quoted field may hold line breaks (RFC 4180: a caption or a SMILES cell written with
+    its newline); a quote that is never closed, or one followed by anything but a delimiter, is
+    an ``error`` naming the file and the line its record starts on, as is any record the csv
+    module cannot read. A line of empty cells (``,,``) is a record (callers refuse it)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows, last = [], 0
     try:
         for r in reader:
             first, last = last + 1, reader.line_num
-            if last > first:
-                raise error(f"{file}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
             if len(r) > 1 or (r and r[0].strip()):
                 rows.append((first, r))
     except csv.Error as err:
-        raise error(f"{file}:{last + 1}: not a readable CSV row ({err})") from None
+        raise error(f"{file}:{last + 1}: not a readable CSV record ({err}; a quote left open?)") from None
     return rows

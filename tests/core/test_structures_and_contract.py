@@ -271,6 +271,19 @@ def test_every_recipe_key_is_documented():
             assert f"`{f.name}`" in text, f"docs/recipes.md does not name {section}.{f.name}"
 
 
+def test_csv_rows_take_line_breaks_in_quoted_fields_and_name_an_open_quote(tmp_path):
+    from polydiff.files import csv_rows
+
+    f = tmp_path / "c.csv"
+    text = 'name,caption\r\n\r\na,"two\nlines"\nb,"say ""hi"""\n,\n'
+    assert csv_rows(f, text) == [(1, ["name", "caption"]), (3, ["a", "two\nlines"]), (5, ["b", 'say "hi"']),
+                                 (6, ["", ""])]
+    with pytest.raises(ValueError, match=r"c\.csv:3: not a readable CSV record \(.*; a quote left open\?\)"):
+        csv_rows(f, 'name,caption\nx,1\na,"never closed\nb,2\n')
+    with pytest.raises(ValueError, match=r"c\.csv:2: not a readable CSV record"):
+        csv_rows(f, 'name,caption\na,"closed" late,1\n')
+
+
 def test_read_npz_names_every_kind_of_bad_file(tmp_path):
     from polydiff.guidance import load_observed
     from polydiff.plugin import read_npz

@@ -180,6 +180,13 @@ def test_csv_errors(tmp_path: Path) -> None:
                      [["a", str(CifWriter(nacl)), "1.0"], ["b", str(CifWriter(nacl)), "n/a?"]])
     with pytest.raises(CrystalFileError, match=r"t\.csv: row 1 \(line \d+\), column 'heat_ref': not a number"):
         read_cif_csv(file, columns={"heat_ref": "formation_energy"})
+    for cell in ("inf", "-Infinity", "nan"):
+        inf = write_csv(tmp_path / "i.csv", ["material_id", "cif", "heat_ref"],
+                        [["a", str(CifWriter(nacl)), "1.0"], ["b", str(CifWriter(nacl)), cell]])
+        for read in (lambda f: read_cif_csv(f, columns={"heat_ref": "formation_energy"}), read_structures):
+            with pytest.raises(CrystalFileError, match=rf"i\.csv: row 1 \(line \d+\), column 'heat_ref': not a "
+                                                       rf"finite number: '{cell}' \(leave the cell empty"):
+                read(inf)
     with pytest.raises(CrystalFileError, match=r"t\.csv: no column 'gap'"):
         read_cif_csv(file, columns={"gap": "band_gap"})
     no_cif = write_csv(tmp_path / "n.csv", ["material_id", "structure"], [["a", "x"]])

@@ -4,6 +4,7 @@ line, directories, and PNG plots."""
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 import pytest
 
 from polydiff_graphs.chem import graph_smiles, smiles_to_graphs
@@ -57,6 +58,15 @@ def test_graphml_keeps_attributes(tmp_path):
     assert back[0].nodes[1]["atom"] == "N+" and back[1].edges[0, 1]["bond"] == 3
     assert back[2].graph["label"] == 3 and back[2].nodes[0] == {"weight": 1.5, "name": "a"}
     assert back[2].nodes[1]["flag"] is True and back[2].edges[0, 1]["kind"] == "x"
+    # one attribute with values of several types (and numpy scalars) keeps each value and type
+    mixed = nx.path_graph(4)
+    for (u, v), value in zip(mixed.edges, [1, 0.5, "a"]):
+        mixed.edges[u, v]["capacity"] = value
+    mixed.nodes[0].update(count=np.int64(3), x=np.float32(0.1), ok=np.bool_(True))
+    (got,) = read_graphml(write_graphml([mixed], tmp_path / "mixed.graphml"))
+    assert [got.edges[e]["capacity"] for e in [(0, 1), (1, 2), (2, 3)]] == [1, 0.5, "a"]
+    assert got.nodes[0] == {"count": 3, "x": float(np.float32(0.1)), "ok": True}
+    assert type(got.nodes[0]["count"]) is int and type(got.edges[0, 1]["capacity"]) is int
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

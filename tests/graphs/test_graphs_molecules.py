@@ -81,6 +81,10 @@ def test_csv_smiles_column_and_malformed_rows(tmp_path):
     bad.write_text("id,smiles\n1,CCO\n2,CCN,extra\n")
     with pytest.raises(ValueError, match=r"bad.csv:3: expected 2 fields, got 3"):
         read_smiles(bad)
+    zinc = tmp_path / "zinc.csv"  # ZINC-250k's layout: each SMILES quoted with its line break inside
+    zinc.write_text('smiles,logP\n"CCO\n",0.1\n"c1ccccc1\n",1.9\n')
+    graphs, skipped = read_smiles(zinc)
+    assert skipped == 0 and [graph_smiles(g) for g in graphs] == ["CCO", "c1ccccc1"]
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("id,formula\n1,C2H6O\n")
     with pytest.raises(ValueError, match=r"nocol.csv:1: no smiles column; columns: id, formula"):

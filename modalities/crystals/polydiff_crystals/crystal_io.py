@@ -437,6 +437,9 @@ def _read_csv(path: Path, *, limit: int | None, columns: Mapping[str, str] | Non
                 except ValueError:
                     raise CrystalFileError(f"{path}: row {k} (line {line}), column {column!r}: not a number: "
                                            f"{cell[:40]!r}") from None
+                if not math.isfinite(props[prop]):  # an empty cell is the way to say "unknown"
+                    raise CrystalFileError(f"{path}: row {k} (line {line}), column {column!r}: not a finite number: "
+                                           f"{cell[:40]!r} (leave the cell empty for an unknown value)")
         try:
             structure = parse_cif(cells[i_cif])
         except ValueError as err:

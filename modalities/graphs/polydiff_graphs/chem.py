@@ -17,7 +17,6 @@ Read as training data, such records are skipped and counted instead.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import re
 import warnings
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import networkx as nx
 from rdkit import Chem, RDLogger
+
+from polydiff.plugin import csv_rows
 
 ATOM = "atom"
 BOND = "bond"
@@ -265,18 +266,7 @@ def read_smiles_column(path: str | Path, column: str | None = None) -> tuple[lis
 
 
 def _read_csv_smiles(path: Path, text: str, column: str | None) -> tuple[list[str], list[int]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records: list[tuple[int, list[str]]] = []
-    last = 0
-    try:
-        for row in reader:
-            first, last = last + 1, reader.line_num
-            if last > first:
-                raise ValueError(f"{path}:{first}: a quoted field runs over lines {first}-{last} (an unclosed quote?)")
-            if row and any(c.strip() for c in row):
-                records.append((first, row))
-    except csv.Error as err:
-        raise ValueError(f"{path}:{last + 1}: not a readable CSV row ({err})") from None
+    records = [(line, row) for line, row in csv_rows(path, text) if any(c.strip() for c in row)]
     if not records:
         raise ValueError(f"{path}: the file is empty")
     (hline, header), rows = records[0], records[1:]

@@ -27,6 +27,7 @@ import ast
 import io
 import json
 import math
+import numbers
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 from rdkit import Chem
 
 from polydiff.plugin import atomic_write, natural_key
@@ -113,27 +115,32 @@ _GRAPHML_NS = "http://graphml.graphdrawing.org/xmlns"
 
 
 def _graphml_type(value: Any) -> str:
-    if isinstance(value, bool):
+    """GraphML's type of a value (numpy scalars as the Python numbers they are)."""
+    if isinstance(value, (bool, np.bool_)):
         return "boolean"
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         return "long"
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return "double"
     return "string"
 
 
 def _graphml_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return repr(float(value))  # every digit: the value reads back exactly
+    return str(value)
 
 
 def write_graphml(graphs: Sequence[nx.Graph], path: str | Path) -> Path:
-    """All graphs in one GraphML document (one ``<graph>`` each), attributes kept."""
-    keys: dict[tuple[str, str], tuple[str, str]] = {}
+    """All graphs in one GraphML document (one ``<graph>`` each), attributes kept: one key per
+    attribute name and value type, so an attribute holding 1 on one edge and 0.5 on another
+    reads back as both (as networkx writes them)."""
+    keys: dict[tuple[str, str, str], str] = {}
 
     def key(domain: str, name: str, value: Any) -> str:
-        if (domain, name) not in keys:
-            keys[(domain, name)] = (f"d{len(keys)}", _graphml_type(value))
-        return keys[(domain, name)][0]
+        return keys.setdefault((domain, name, _graphml_type(value)), f"d{len(keys)}")
 
     root = ET.Element("graphml", xmlns=_GRAPHML_NS)
     bodies = []
@@ -150,7 +157,7 @@ def write_graphml(graphs: Sequence[nx.Graph], path: str | Path) -> Path:
             for name, value in d.items():
                 ET.SubElement(edge, "data", key=key("edge", name, value)).text = _graphml_text(value)
         bodies.append(el)
-    for (domain, name), (kid, kind) in keys.items():
+    for (domain, name, kind), kid in keys.items():
         root.append(ET.Element("key", {"id": kid, "for": domain, "attr.name": name, "attr.type": kind}))
     root.extend(bodies)
     ET.indent(root)
