@@ -434,11 +434,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def read_grid(path: Path) -> dict[str, Any]:
     """A grid file of ``polydiff calibrate``: JSON with a strictly decreasing list ``grid`` (or
-    that list alone)."""
+    that list alone) and, optionally, the ``sampler`` it was fitted for."""
+    from .files import read_text
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such grid file")
+    text = read_text(Path(path))  # bytes that are not UTF-8: an error naming the file and line
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
+        data = json.loads(text)
+    except ValueError as err:
         raise ValueError(f"{path}: not a readable grid file ({err})") from None
+    if isinstance(data, dict) and data.get("sampler") is not None and not isinstance(data["sampler"], str):
+        raise ValueError(f"{path}: field 'sampler' must be a sampler's name, got {data['sampler']!r}")
     g = data.get("grid") if isinstance(data, dict) else data  # {"grid": [...], ...} or the bare list of times
     if not isinstance(g, list) or len(g) < 2 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in g):

@@ -209,7 +209,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}  # UTF-8 whatever the locale
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:

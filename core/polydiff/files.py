@@ -62,7 +62,7 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object],
         elif isinstance(data, bytes):
             tmp.write_bytes(data)
         else:
-            tmp.write_text(data)
+            tmp.write_text(data, encoding="utf-8")  # what read_text reads, whatever the locale
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
@@ -286,7 +286,7 @@ def cached_json(name: str, key: str, compute: Callable[[], tuple[object, bool]])
     cache folder that cannot be written only costs the speed."""
     file = cache_dir() / f"{name}.json"
     try:
-        stored = json.loads(file.read_text())
+        stored = json.loads(file.read_text(encoding="utf-8"))
         if isinstance(stored, dict) and stored.get("key") == key:
             return stored["value"]
     except (OSError, ValueError, KeyError):

@@ -539,7 +539,7 @@ def _shapes(arrays: Mapping[str, Any]) -> str:
 
 def _add_to_report(path: Path, report: FuzzReport) -> None:
     """Add ``report`` to the JSON file ``path`` (reader -> counts) that benchmarks read."""
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     old[report.reader] = {"examples": report.examples, "ok": report.reads, "errors": report.errors,
                           "warned": report.warned, "seconds": round(report.seconds, 2),
                           "error_types": report.error_types}

@@ -305,7 +305,7 @@ class Generator:
                 lambda: self._open_run(out, partial, n, seed, batch_size, args, overwrite=overwrite, resume=resume),
                 f"opening {partial}")
             if opened["complete"]:
-                files = json.loads((out / METADATA_FILE).read_text()).get("files", [])
+                files = json.loads((out / METADATA_FILE).read_text(encoding="utf-8")).get("files", [])
                 return SamplesWritten(out, [out / f for f in files], opened["num"], opened["num"], 0, complete=True)
             plan = self._plan(n, sampler, steps, opened["seed"], condition, opened["batch_size"],
                               device if device is not None or size == 1 else distributed.local_device(), progress,
@@ -528,7 +528,7 @@ class Generator:
         meta = {"modality": self.modality.name, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "step": self.step, "num": num, "files": sorted(str(p.relative_to(folder)) for p in files),
                 **dict(metadata), "info": self.info, "config": self.config.to_dict()}
-        (folder / METADATA_FILE).write_text(json.dumps(meta, indent=1, default=str))
+        (folder / METADATA_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 
     def calibrate_grid(self, steps: int, sampler: str | None = None, *, pilot: int = 256, seed: int = 0,
                        condition: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
@@ -783,7 +783,7 @@ def is_samples_folder(path: str | Path) -> bool:
     in the folder (no checkpoints, recipe, logs or other files)."""
     path = Path(path)
     try:
-        meta = json.loads((path / METADATA_FILE).read_text())
+        meta = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
         entries = list(path.iterdir())
     except (OSError, ValueError):
         return False
@@ -853,7 +853,7 @@ def _listing(folder: Path, most: int = 6) -> str:
 def _request_of(out: Path) -> str | None:
     """The request digest a streamed run stored in ``out``'s polydiff.json (None: none)."""
     try:
-        meta = json.loads((out / METADATA_FILE).read_text())
+        meta = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return meta.get("request") if isinstance(meta, dict) and is_samples_folder(out) else None
@@ -903,7 +903,7 @@ def _read_partial(partial: Path) -> dict[str, Any]:
         raise FileExistsError(f"{partial} is in the way: it is not the folder of an interrupted `polydiff sample` run "
                               f"(no {PARTIAL_FILE}); move it away or choose another output folder")
     try:
-        meta = json.loads(f.read_text())
+        meta = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{f}: unreadable ({err}); pass --overwrite to start over") from None
     if not isinstance(meta, dict) or meta.get("format") != _PARTIAL_FORMAT or not isinstance(meta.get("request"), dict):

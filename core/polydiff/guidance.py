@@ -31,11 +31,13 @@ written with a sentinel, ``-1`` for integer labels and NaN for real values, whic
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -491,7 +493,7 @@ def as_observation(observed: Observation | Mapping[str, Any] | str | Path) -> Ob
     """Normalise ``{field: values}``, ``{field: (values, mask)}``, an :class:`Observation` or a
     file (see :func:`load_observed`)."""
     if isinstance(observed, Observation):
-        return observed
+        return checked_observation(observed)
     if isinstance(observed, (str, Path)):
         return load_observed(observed)
     values, masks = {}, {}
@@ -500,7 +502,34 @@ def as_observation(observed: Observation | Mapping[str, Any] | str | Path) -> Ob
             values[k], masks[k] = torch.as_tensor(v[0]), torch.as_tensor(v[1]).bool()
         else:
             values[k] = torch.as_tensor(v)
-    return Observation(values, masks)
+    return checked_observation(Observation(values, masks))
+
+
+def checked_observation(obs: Observation, where: str = "") -> Observation:
+    """``obs`` with its unobserved non-finite values (NaN in a gap) set to 0, which nothing
+    reads but which would turn ``mask * (values - x)`` into NaN; a non-finite *observed* value
+    is a ValueError (``where`` prefixes it: the file), since every sample would come out NaN."""
+    values = dict(obs.values)
+    for k, v in obs.values.items():
+        if not v.is_floating_point():
+            continue
+        finite = torch.isfinite(v)
+        if bool(finite.all()):
+            continue
+        m = obs.masks.get(k)
+        try:
+            f, observed = torch.broadcast_tensors(finite, torch.ones((), dtype=torch.bool) if m is None else m.bool())
+        except RuntimeError:  # a manifold field's point mask: Observation.expand_points sorts it out
+            continue
+        bad = observed & ~f
+        if bool(bad.any()):
+            first = tuple(bad.nonzero()[0].tolist())
+            raise ValueError(f"{where}observed values of {k!r} are not finite at {int(bad.sum())} observed "
+                             f"entr{'y' if int(bad.sum()) == 1 else 'ies'} (the first at index {first}); NaN may stand "
+                             "only where the mask is False")
+        if f.shape == v.shape:
+            values[k] = torch.where(finite, v, torch.zeros((), dtype=v.dtype))
+    return Observation(values, dict(obs.masks))
 
 
 def index_mask(shape: Sequence[int], dim: int, index: int | slice | Sequence[int] | Tensor) -> Tensor:
@@ -518,12 +547,7 @@ def load_observed(path: str | Path) -> Observation:
     the values of field ``k`` and ``k_mask`` (or ``k.mask``) its mask (True = observed)."""
     path = Path(path)
     if path.suffix == ".npz":
-        raw = {}
-        for k, v in read_npz(path).items():
-            try:
-                raw[k] = torch.from_numpy(v)
-            except TypeError:
-                raise ValueError(f"{path}: array {k!r} holds {v.dtype} values, not numbers") from None
+        raw: Any = read_npz(path)
     elif path.suffix in (".pt", ".pth"):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
@@ -536,16 +560,27 @@ def load_observed(path: str | Path) -> Observation:
             raise ValueError(f"{path}: expected a dict of tensors (field -> values), got a {type(raw).__name__}")
     else:
         raise ValueError(f"{path}: observations are read from .pt or .npz files")
-    values = {k: torch.as_tensor(v) for k, v in raw.items() if not (k.endswith("_mask") or k.endswith(".mask"))}
-    masks = {}
+    tensors = {}
     for k, v in raw.items():
+        if not isinstance(k, str):
+            raise ValueError(f"{path}: entry {k!r}: keys name fields (strings)")
+        if isinstance(v, np.ndarray) and v.dtype.byteorder == (">" if sys.byteorder == "little" else "<"):
+            v = v.astype(v.dtype.newbyteorder("="))  # big-endian arrays are legal .npz
+        try:
+            tensors[k] = torch.as_tensor(v)
+        except (TypeError, ValueError, RuntimeError) as err:
+            kind = f"{v.dtype} values" if isinstance(v, np.ndarray) else f"a {type(v).__name__}"
+            raise ValueError(f"{path}: entry {k!r} holds {kind}, not an array of numbers ({err})") from None
+    values = {k: v for k, v in tensors.items() if not (k.endswith("_mask") or k.endswith(".mask"))}
+    masks = {}
+    for k, v in tensors.items():
         for suf in ("_mask", ".mask"):
             if k.endswith(suf):
                 base = k[: -len(suf)]
                 if base not in values:
                     raise KeyError(f"{path}: mask {k!r} has no values entry {base!r}")
-                masks[base] = torch.as_tensor(v).bool()
-    return Observation(values, masks)
+                masks[base] = v.bool()
+    return checked_observation(Observation(values, masks), f"{path}: ")
 
 
 class ObservedPath:

@@ -288,3 +288,19 @@ def test_listing_cache_is_keyed_by_the_installed_plugins(tmp_path, monkeypatch, 
     eps = registry._entry_points()
     monkeypatch.setattr(registry, "_entry_points", lambda: {**eps, "extra": eps["toy"]})
     assert registry.plugins_fingerprint() != before
+
+
+def test_grid_files_with_a_byte_order_mark_read_and_bad_fields_are_named(tmp_path):
+    from polydiff.cli import read_grid
+
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"grid": [1.0, 0.5, 0.001], "sampler": "unipc"}).encode())
+    assert read_grid(bom) == {"grid": [1.0, 0.5, 0.001], "sampler": "unipc"}  # Windows editors write the BOM
+    (tmp_path / "s.json").write_text(json.dumps({"grid": [1.0, 0.5], "sampler": 5}))
+    with pytest.raises(ValueError, match=r"s\.json: field 'sampler' must be a sampler's name, got 5"):
+        read_grid(tmp_path / "s.json")
+    (tmp_path / "latin.json").write_bytes(b'{"grid": [1.0, 0.5], "note": "caf\xe9"}')
+    with pytest.raises(ValueError, match=r"latin\.json:1: not UTF-8 text"):
+        read_grid(tmp_path / "latin.json")
+    with pytest.raises(FileNotFoundError, match=r"missing\.json: no such grid file"):
+        read_grid(tmp_path / "missing.json")

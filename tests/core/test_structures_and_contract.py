@@ -5,6 +5,7 @@ output, collation, augmentation and recipe overrides fail with errors that say w
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from importlib.metadata import EntryPoint
@@ -284,6 +285,23 @@ def test_csv_rows_take_line_breaks_in_quoted_fields_and_name_an_open_quote(tmp_p
         csv_rows(f, 'name,caption\na,"closed" late,1\n')
 
 
+def test_text_files_are_utf8_whatever_the_locale(tmp_path):
+    """atomic_write's text and the recipes are UTF-8 (what read_text reads), also under an
+    ASCII locale (C, no coercion), where the locale's encoding would fail on 'café'."""
+    import subprocess
+    import sys
+
+    (tmp_path / "r.yaml").write_text("modality: toy\ndata: {name: gmm}\n# café\n", encoding="utf-8")
+    code = ("import sys, pathlib; from polydiff.files import atomic_write; from polydiff.config import load_config; "
+            "p = atomic_write(pathlib.Path(sys.argv[1]) / 'c.txt', 'caf\\u00e9'); "
+            "print(p.read_bytes().hex(), load_config(sys.argv[1] + '/r.yaml').modality)")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["café".encode().hex(), "toy"]
+
+
 def test_read_npz_names_every_kind_of_bad_file(tmp_path):
     from polydiff.guidance import load_observed
     from polydiff.plugin import read_npz
@@ -318,6 +336,30 @@ def test_read_npz_names_every_kind_of_bad_file(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"bad.pt: not a readable .pt file"):
         load_observed(tmp_path / "bad.pt")
+
+
+def test_observations_refuse_non_finite_observed_values_and_odd_entries(tmp_path):
+    """A NaN where the mask is True would make every sample NaN; where it is False it is a gap,
+    read as 0 (reconstruction guidance multiplies the mask into values - x)."""
+    from polydiff.guidance import as_observation, load_observed
+
+    f = tmp_path / "obs.npz"
+    np.savez(f, x=np.array([np.nan, 0.5], np.float32), x_mask=np.array([True, False]))
+    with pytest.raises(ValueError, match=r"obs\.npz: observed values of 'x' are not finite at 1 observed entry "
+                                         r"\(the first at index \(0,\)\); NaN may stand only where the mask is False"):
+        load_observed(f)
+    np.savez(f, x=np.array([[0.5, np.inf], [1.0, np.nan]]), x_mask=np.array([[True, False], [True, False]]))
+    assert load_observed(f).values["x"].tolist() == [[0.5, 0.0], [1.0, 0.0]]
+    with pytest.raises(ValueError, match=r"^observed values of 'x' are not finite at 2 observed entries"):
+        as_observation({"x": torch.tensor([float("nan"), float("inf"), 1.0])})  # no mask: all observed
+    np.savez(f, x=np.arange(3.0).astype(">f8"), x_mask=np.array([True, True, False]))  # big-endian is legal
+    assert load_observed(f).values["x"].tolist() == [0.0, 1.0, 2.0]
+    for name, raw, words in [("str.pt", {"x": "abc"}, r"entry 'x' holds a str, not an array of numbers"),
+                             ("key.pt", {0: torch.zeros(2)}, r"entry 0: keys name fields \(strings\)"),
+                             ("ragged.pt", {"x": [[1.0, 2.0], [3.0]]}, r"entry 'x' holds a list, not an array")]:
+        torch.save(raw, tmp_path / name)
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: {words}"):
+            load_observed(tmp_path / name)
 
 
 def test_evaluate_json_must_not_replace_its_inputs(tmp_path, capsys):

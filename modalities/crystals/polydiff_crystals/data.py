@@ -80,7 +80,7 @@ def _cached(file: Path, key: dict[str, Any], build: Callable[[], tuple[list[Stru
         if not candidate.is_file():
             continue
         try:
-            stored = json.loads(candidate.read_text())
+            stored = json.loads(candidate.read_text(encoding="utf-8"))
             if stored["key"] | {"n": key.get("n")} != key:
                 continue
             records = stored["structures"]
