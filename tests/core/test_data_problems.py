@@ -41,6 +41,23 @@ def _points(tmp_path, n):
 
 # -- splits and the reference set -----------------------------------------------------------------
 
+def test_csv_values_beyond_float32_are_errors_and_diverged_samples_read_back(tmp_path, recwarn):
+    """Training points are float32: 1e39 would become inf there. A samples file may hold the
+    nan / inf of a diverged sample (write_points writes them): it reads back for evaluation to
+    count it."""
+    from polydiff.toy.data import read_points, write_points
+
+    f = tmp_path / "big.csv"
+    f.write_text("a,b\n1,2\n1e39,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"big\.csv:3: '1e39' is beyond float32's range \(\+-3\.403e\+38\)"):
+        ToyModality().dataset("csv", path=str(f))
+    x = np.array([[1.0, np.nan], [np.inf, 0.5], [0.25, -3.0]])
+    back = ToyModality().read(write_points(x, tmp_path / "s" / "samples.csv").parent)
+    assert np.array_equal(back, x, equal_nan=True)
+    with pytest.warns(UserWarning, match=r"2 of 3 samples have non-finite coordinates"):
+        ToyModality().evaluate(back, np.zeros((4, 2)), {})
+
+
 def test_csv_split_that_leaves_no_test_points_is_an_error(tmp_path):
     toy = ToyModality()
     f = _points(tmp_path, 2)

@@ -3,6 +3,7 @@ policies in plain Gymnasium loops, guidance over goals, and tiny end-to-end runs
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -69,6 +70,22 @@ def test_episode_files_round_trip_and_are_deterministic(tmp_path: Path) -> None:
     with zipfile.ZipFile(io.BytesIO(a)) as zf:
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_byte_string_labels_read_as_text_and_a_nan_score_is_not_written(tmp_path: Path) -> None:
+    """Files converted from HDF5 / zarr hold byte strings: read as the text they are, not
+    "b'left'"; a score the reader would refuse is refused by the writer too."""
+    obs, act, ends, goals = np.zeros((6, 3)), np.zeros((6, 2)), np.array([2, 6]), np.zeros((2, 2))
+    eps = read_episodes(_save(tmp_path / "b.npz", obs=obs, actions=act, episode_ends=ends, goals=goals,
+                              outcomes=np.array([b"left", b"right"]), env=np.array([b"reach", b"reach"])))
+    assert [e.outcome for e in eps] == ["left", "right"] and eps[0].meta["env"] == "reach"
+    with pytest.raises(EpisodeError, match=r"l\.npz: 'outcomes' holds bytes that are not UTF-8 text"):
+        read_episodes(_save(tmp_path / "l.npz", obs=obs, actions=act, episode_ends=ends, goals=goals,
+                            outcomes=np.array([b"caf\xe9", b"x"])))
+    bad = [dataclasses.replace(e, meta={**e.meta, "score": float("nan")}) for e in _episodes()]
+    with pytest.raises(EpisodeError, match=r"s\.npz: 'score' must hold finite real numbers"):
+        write_episodes(bad, tmp_path / "s.npz")
+    assert not (tmp_path / "s.npz").exists()
 
 
 def test_episode_file_errors_name_the_file_and_the_episode(tmp_path: Path) -> None:
@@ -460,3 +477,13 @@ def test_pusht_dataset_and_replay_command(tmp_path: Path, capsys: pytest.Capture
     assert r["episodes"] == 2 and r["final_block_pos_error_px_max"] < 1.0
     assert r["step_carry_block_pos_error_px_p90"] < 1e-3
     capsys.readouterr()
+
+
+def test_replay_episode_count_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    """--episodes -1 replayed all but the last episode and 0 failed inside numpy."""
+    from polydiff.cli import main
+
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as stop:
+            main(["policies", "replay", "--episodes", bad])
+        assert stop.value.code == 2 and "--episodes" in capsys.readouterr().err

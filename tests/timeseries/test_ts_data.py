@@ -132,8 +132,15 @@ def test_modality_dataset_bundle_and_missing_values(tmp_path):
 
 def test_write_read_windows(tmp_path):
     w = np.random.default_rng(0).normal(size=(3, 7, 2))
+    w[0, 0, 0] = float(np.float32(0.1))                         # a float32 sample's value, as to_native gives it
+    w[1, 2] = [1e300, -1e-300]
     f = write_windows(w, tmp_path / "s.csv")
-    np.testing.assert_allclose(read_windows(f), w, rtol=1e-8)
+    assert np.array_equal(read_windows(f), w)                  # the same floats, not 9 digits of them
+    w[2, 3, 1], w[2, 4, 0] = np.nan, -np.inf                   # a diverged sample reads back as it was written
+    got = read_windows(write_windows(w, tmp_path / "d.csv"))
+    assert np.array_equal(got, w, equal_nan=True)
+    with pytest.raises(ValueError, match=r"generation_metrics: synthetic window 2 holds NaN or infinite values"):
+        TimeSeriesModality().evaluate(got, w[:2], {})
 
 
 @pytest.mark.shared

@@ -77,7 +77,7 @@ def csv_dataset(path: str, label: str | None = None, columns: Sequence[str] | No
     values, labels = [], []
     for line, row in rows:
         try:
-            values.append([parse_number(row[i], file, line) for i in idx])
+            values.append([parse_number(row[i], file, line, float32=True) for i in idx])
         except ValueError as err:
             raise ValueError(f"{err} (expected numbers in columns {', '.join(coords)}, "
                              f"got {delimiter.join(row)!r})") from None
@@ -173,14 +173,23 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def parse_number(cell: str, file: Path, line: int) -> float:
-    """A finite number from a CSV cell; a ``ValueError`` naming file and line otherwise."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def parse_number(cell: str, file: Path, line: int, *, finite: bool = True, float32: bool = False) -> float:
+    """A number from a CSV cell; a ``ValueError`` naming file and line otherwise: for a cell
+    that is no number, for NaN / infinity when ``finite``, and when ``float32`` (values that
+    training or sampling holds in float32) for a finite value beyond float32's range, which
+    would become infinity there."""
     try:
         value = float(cell)
     except ValueError:
         raise ValueError(f"{file}:{line}: not a number: {cell!r}") from None
-    if not math.isfinite(value):
+    if finite and not math.isfinite(value):
         raise ValueError(f"{file}:{line}: not a finite number: {cell!r}")
+    if float32 and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{file}:{line}: {cell!r} is beyond float32's range (+-{FLOAT32_MAX:.4g}), in which the "
+                         "points are held")
     return value
 
 
@@ -196,9 +205,11 @@ def write_points(points: np.ndarray, file: Path, columns: Sequence[str] | None =
 
 
 def read_points(file: Path) -> np.ndarray:
-    """(N, D) float64 points from a CSV file written by :func:`write_points` (or any numeric CSV)."""
+    """(N, D) float64 points from a CSV file written by :func:`write_points` (or any numeric CSV):
+    samples that diverged (``nan``, ``inf``, which :func:`write_points` writes) read back as they
+    are, for evaluation to count them."""
     _, rows = read_table(file, complete=True)
-    return np.asarray([[parse_number(c, file, line) for c in r] for line, r in rows], dtype=np.float64)
+    return np.asarray([[parse_number(c, file, line, finite=False) for c in r] for line, r in rows], dtype=np.float64)
 
 
 def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
@@ -215,7 +226,7 @@ def read_observation(file: Path, dim: int) -> tuple[Tensor, Tensor]:
     line, cells = rows[0]
     if len(cells) != dim:
         raise ValueError(f"{file}:{line}: expected {dim} cells, got {len(cells)}")
-    numbers = [parse_number(c, file, line) if c else 0.0 for c in cells]
+    numbers = [parse_number(c, file, line, float32=True) if c else 0.0 for c in cells]
     if all(c == "" for c in cells):
         raise ValueError(f"{file}:{line}: every cell is empty: nothing is observed")
     values = torch.tensor(numbers, dtype=torch.float32)

@@ -93,7 +93,7 @@ def _rollout_into(args: argparse.Namespace, folder: Path, out: Path) -> None:
 
 def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", type=Path, help="Push-T episodes (default: ../shared/data/robot_pusht)")
-    p.add_argument("--episodes", type=int, help="the first N episodes only")
+    p.add_argument("--episodes", type=positive_int, help="the first N episodes only")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
 
 

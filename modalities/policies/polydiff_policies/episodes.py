@@ -98,6 +98,18 @@ def _check_env_sizes(path: Path, env: str, arrays: Mapping[str, np.ndarray]) -> 
                                f", but environment {env!r} has {dim}-D {what}s")
 
 
+def _decoded(z: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """``z`` with byte-string arrays (files converted from HDF5 or zarr) as the UTF-8 text they
+    hold: ``str()`` of bytes would make the label ``"b'left'"``."""
+    for key, v in z.items():
+        if v.dtype.kind == "S":
+            try:
+                z[key] = np.char.decode(v, "utf-8")
+            except UnicodeDecodeError as err:
+                raise EpisodeError(f"{path}: {key!r} holds bytes that are not UTF-8 text ({err.reason})") from None
+    return z
+
+
 def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: str | None = None) -> list[Episode]:
     """The episodes of an ``.npz`` file (see the module docstring). ``goal``: the goal of every
     episode for files without ``goals``; without it, the single goal of the file's environment
@@ -107,7 +119,7 @@ def read_episodes(path: str | Path, goal: Sequence[float] | None = None, env: st
     episode: unreadable files, missing arrays, wrong shapes or sizes, NaN or infinite values,
     episode ends that are not increasing or do not cover the arrays, empty episodes."""
     path = Path(path)
-    z = load_npz(path)
+    z = _decoded(load_npz(path), path)
     obs, actions = _pick(z, "obs", path), _pick(z, "actions", path)
     if "episode_ends" not in z:
         raise EpisodeError(f"{path}: no 'episode_ends' array (cumulative episode ends)")
@@ -251,6 +263,7 @@ def write_episodes(episodes: Sequence[Episode], path: str | Path) -> Path:
     for key, dtype in META.items():
         if all(key in e.meta for e in episodes):
             arrays[key] = np.array([e.meta[key] for e in episodes], dtype=dtype)
+            _meta_values(Path(path), key, arrays[key])  # what read_episodes would refuse (a NaN score)
     return atomic_write(Path(path), npz_bytes(arrays))
 
 

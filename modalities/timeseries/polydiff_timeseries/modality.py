@@ -415,14 +415,16 @@ def _read_one(file: Path) -> np.ndarray:
 
 
 def write_windows(windows: np.ndarray, file: Path, columns: Sequence[str] | None = None) -> Path:
-    """Windows (N, L, C) as a long CSV ``sample, step, <channels>`` (written atomically)."""
+    """Windows (N, L, C) as a long CSV ``sample, step, <channels>`` (written atomically): every
+    value in its shortest exact form, so :func:`read_windows` gives back the same floats, and a
+    diverged sample's values as ``nan`` / ``inf``."""
     w = np.asarray(windows, dtype=np.float64)
     n, length, c = w.shape
     cols = list(columns) if columns is not None else [f"c{i}" for i in range(c)]
     df = pd.DataFrame(w.reshape(n * length, c), columns=cols)
     df.insert(0, "step", np.tile(np.arange(length), n))
     df.insert(0, "sample", np.repeat(np.arange(n), length))
-    return atomic_write(file, lambda tmp: df.to_csv(tmp, index=False, float_format="%.9g"))
+    return atomic_write(file, lambda tmp: df.to_csv(tmp, index=False, na_rep="nan"))
 
 
 def read_windows(file: Path) -> np.ndarray:
@@ -431,8 +433,9 @@ def read_windows(file: Path) -> np.ndarray:
     The file must be complete and regular: the header ``sample, step, <channels>``, every row
     with that many fields, ``sample`` / ``step`` non-negative integers, finite values, every
     sample with the same steps, each (sample, step) once, and a line end after the last row (a
-    file cut off while it was written ends mid-row). Anything else is a :class:`DataError`
-    naming the file and the line."""
+    file cut off while it was written ends mid-row). Values may be ``nan`` / ``inf``, as
+    :func:`write_windows` writes a diverged sample (the metrics then name the window). Anything
+    else is a :class:`DataError` naming the file and the line."""
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such samples file")
@@ -467,7 +470,7 @@ def read_windows(file: Path) -> np.ndarray:
                     vals[i, j] = float(c)
                 except ValueError:
                     raise D.DataError(f"{file}:{lines[i]}: column {header[j]!r}: not a number: {c!r}") from None
-    bad = np.argwhere(~np.isfinite(vals))
+    bad = np.argwhere(~np.isfinite(vals[:, :2]))
     if bad.size:
         i, j = bad[0]
         raise D.DataError(f"{file}:{lines[i]}: column {header[j]!r}: not a finite number: {rows[i][j]!r}")
