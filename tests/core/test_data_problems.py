@@ -45,7 +45,7 @@ def test_csv_values_beyond_float32_are_errors_and_diverged_samples_read_back(tmp
     """Training points are float32: 1e39 would become inf there. A samples file may hold the
     nan / inf of a diverged sample (write_points writes them): it reads back for evaluation to
     count it."""
-    from polydiff.toy.data import read_points, write_points
+    from polydiff.toy.data import write_points
 
     f = tmp_path / "big.csv"
     f.write_text("a,b\n1,2\n1e39,2\n3,4\n")
