@@ -68,6 +68,19 @@ def test_irregular_timestamps_error_names_series_and_row(tmp_path):
                          "target": [1.0, 2.0, 4.0, 5.0]})
     ss = D.from_long(gaps, id_col=None, regularize=True, nan="mask")
     assert ss.values[0].shape == (5, 1) and np.isnan(ss.values[0][2, 0]) and ss.freq == "h"
+    # calendar steps vary in length: monthly data with a missing month is monthly with one gap (the
+    # greatest common step of months, one day, made 701 steps of 23 values)
+    for freq in ("MS", "QE", "B"):
+        idx = pd.date_range("2020-01-01", periods=24, freq=freq).delete(5)
+        ss = D.from_long(pd.DataFrame({"timestamp": idx, "target": np.arange(23.0)}), id_col=None, regularize=True,
+                         nan="mask")
+        assert ss.freq == freq and ss.values[0].shape == (24, 1)
+        assert np.isnan(ss.values[0][5, 0]) and np.array_equal(np.delete(ss.values[0][:, 0], 5), np.arange(23.0))
+    # a typo in the time column would allocate 1e11 steps: an error naming the row
+    typo = pd.DataFrame({"timestamp": [0, 1, 2, 100_000_000_000], "target": [1.0, 2, 3, 4]})
+    with pytest.raises(D.DataError, match=r"regularize=True would make 100,000,000,001 time steps from 4 rows; the "
+                                          r"widest gap, 99999999998 steps, is before row 3"):
+        D.from_long(typo, id_col=None, regularize=True, nan="mask")
 
 
 def test_nan_policies(tmp_path):

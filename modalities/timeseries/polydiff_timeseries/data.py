@@ -182,6 +182,7 @@ def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False
                                 f"{names[k + 1]} (pass regularize=True to reindex with NaN gaps)")
             d = np.gcd.reduce(step.astype(np.int64))
             pos = ((arr - arr[0]) // d).astype(np.int64)
+            _check_growth(where, names, int(pos[-1]) + 1, step / d)
             return pd.RangeIndex(int(arr[0]), int(arr[0]) + int(pos[-1] + 1) * int(d), int(d)), None, pos
         return pd.Index(arr.astype(np.int64)), None, None
     idx = _timestamps(idx, where, names)
@@ -204,11 +205,44 @@ def regular_index(ts: pd.Series | pd.Index, where: str, regularize: bool = False
         raise DataError(f"{where}: irregular timestamps: step {pd.Timedelta(int(d[0]), 'ns')} at first but "
                         f"{pd.Timedelta(int(d[k]), 'ns')} before {names[k + 1]} ({idx[k + 1]}); resample the data "
                         "(e.g. df.resample('h').mean()) or pass regularize=True to reindex with NaN gaps")
+    calendar = _calendar_grid(idx)  # months, quarters, years, business days: steps of unequal length
+    if calendar is not None:
+        full, freq = calendar
+        return full, freq, full.get_indexer(idx).astype(np.int64)
     step = int(np.gcd.reduce(d))
+    _check_growth(where, names, int((idx.asi8[-1] - idx.asi8[0]) // step) + 1, d / step)
     full = pd.date_range(idx[0], idx[-1], freq=pd.Timedelta(step, "ns"))
     freq = pd.infer_freq(full) if len(full) >= 3 else None
     pos = ((idx.asi8 - idx.asi8[0]) // step).astype(np.int64)
     return pd.DatetimeIndex(full, freq=freq), freq, pos
+
+
+CALENDAR_FREQS = ("YS", "YE", "QS", "QE", "MS", "ME", "W", "B")  # pandas offsets whose steps vary in length
+MAX_GROWTH = 100  # regularize may make at most this many steps per given row (plus 1,000)
+
+
+def _calendar_grid(idx: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, str] | None:
+    """The coarsest calendar grid (monthly, quarterly...) that holds every timestamp of ``idx``
+    from its first to its last, or None: monthly data with a missing month is monthly with one
+    gap, not daily with 700 (the greatest common step of months is one day)."""
+    best = None
+    for freq in CALENDAR_FREQS:
+        anchored = f"W-{idx[0].day_name()[:3].upper()}" if freq == "W" else freq
+        full = pd.date_range(idx[0], idx[-1], freq=anchored)
+        if len(full) and full[0] == idx[0] and full[-1] == idx[-1] and idx.isin(full).all() and \
+                (best is None or len(full) < len(best[0])):
+            best = (pd.DatetimeIndex(full, freq=anchored), anchored)
+    return best
+
+
+def _check_growth(where: str, names: Sequence[str], steps: int, gaps: np.ndarray) -> None:
+    """A DataError when reindexing ``len(gaps) + 1`` rows would make ``steps`` steps, far more
+    than the rows (a typo in the time column, e.g. one timestamp 1e11): named with the widest gap."""
+    if steps > MAX_GROWTH * (len(gaps) + 1) + 1000:
+        k = int(np.argmax(gaps))
+        raise DataError(f"{where}: regularize=True would make {steps:,} time steps from {len(gaps) + 1} rows; the "
+                        f"widest gap, {float(gaps[k]):.0f} steps, is before {names[k + 1]} (a typo in the time "
+                        "column?)")
 
 
 def _timestamps(idx: pd.Index, where: str, names: Sequence[str]) -> pd.DatetimeIndex:
