@@ -255,6 +255,28 @@ def test_read_midi_written_by_mido(tmp_path):
     assert s.names == ("track1",) and s.step_seconds == pytest.approx(0.15)
 
 
+def test_a_track_on_two_channels_is_two_tracks_and_a_damaged_length_is_refused(tmp_path):
+    """A type-1 track holding a melody (channel 0) and a bass (channel 1) kept only the top line;
+    a delta time of 2^28 ticks asked for gigabytes."""
+    import mido
+
+    mid = mido.MidiFile(type=1, ticks_per_beat=96)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.Message("note_on", note=60, velocity=90, channel=0, time=0))
+    tr.append(mido.Message("note_on", note=48, velocity=90, channel=1, time=0))
+    tr.append(mido.Message("note_off", note=60, velocity=0, channel=0, time=96))
+    tr.append(mido.Message("note_off", note=48, velocity=0, channel=1, time=0))
+    mid.save(str(tmp_path / "two.mid"))
+    np.testing.assert_array_equal(M.read_midi(tmp_path / "two.mid").tracks, [[60] * 4, [48] * 4])
+    huge = mido.MidiFile(type=1, ticks_per_beat=1)
+    huge.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=90, time=0),
+                                       mido.Message("note_off", note=60, velocity=0, time=0x0FFFFFFF)]))
+    huge.save(str(tmp_path / "huge.mid"))
+    with pytest.raises(ValueError, match=r"huge\.mid: the piece would be 1,073,741,820 sixteenth steps long"):
+        M.read_midi(tmp_path / "huge.mid")
+
+
 def test_unreadable_midi_names_the_file(tmp_path):
     import mido
 

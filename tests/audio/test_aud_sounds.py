@@ -285,6 +285,19 @@ def test_write_refuses_duplicates_and_nan(tmp_path):
     assert paths[0].name == "sound_00000.wav" and np.abs(sf.read(str(paths[0]))[0]).max() <= 1.0
 
 
+def test_write_keeps_integer_pcm_captions_with_line_breaks_and_refuses_hidden_names(tmp_path):
+    """int16 PCM is scaled to full scale 1 (it was cast and clipped to -1, 0, 1); a caption with
+    a line break (quoted in captions.csv) reads back; a name with a leading dot would be a hidden
+    file that reading skips."""
+    pcm = (sine(440, 0.2) * 16384).astype(np.int16)
+    S.write_sounds([S.Sound(pcm, S.SR, "a low beep\nsecond line", name="pcm")], tmp_path / "a")
+    (back,) = S.read_sounds(tmp_path / "a")
+    np.testing.assert_allclose(back.audio[:len(pcm)], pcm / 32768, atol=1e-6)
+    assert back.caption == "a low beep\nsecond line"
+    with pytest.raises(ValueError, match=r"sound 0 has name '\.take1'.*starts with a dot"):
+        S.write_sounds([S.Sound(sine(440, 0.2), S.SR, name=".take1")], tmp_path / "b")
+
+
 def test_captions_csv_labels_and_nesting(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a", "b", "sub/c", "d"):

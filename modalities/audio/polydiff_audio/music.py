@@ -389,12 +389,16 @@ def _track_notes(track: Any) -> tuple[str, list[tuple[int, int, int, int]]]:
     return name, out
 
 
+MAX_MIDI_STEPS = 1_000_000  # sixteenths: over 8 hours at 120 beats a minute
+
+
 def read_midi(path: str | Path) -> Chorale:
     """A MIDI file -> :class:`Chorale`: one track per MIDI track with notes, in file order (a
-    type-0 file is split by channel). Names: the voice name when a track's name is one
-    (case-insensitive, e.g. "Soprano"), else ``track1``, ``track2``... (the position among the
-    tracks with notes). Note on/off times are rounded to the sixteenth grid of the file's first
-    tempo, which also sets ``step_seconds``; a note shorter than half a step keeps one step;
+    track with notes on several channels, as in type-0 files, is split by channel). Names: the
+    voice name when a track's name is one (case-insensitive, e.g. "Soprano"), else ``track1``,
+    ``track2``... (the position among the tracks with notes). Note on/off times are rounded to
+    the sixteenth grid of the file's first tempo, which also sets ``step_seconds``; a note
+    shorter than half a step keeps one step;
     where notes of one track overlap the highest sounds. Notes on the General MIDI drum channel
     (10) are not pitches: they are left out with one warning naming the tracks (a track of drums
     only is left out whole). The piece's name is the name of a leading track without notes, else
@@ -433,7 +437,7 @@ def read_midi(path: str | Path) -> Chorale:
                 groups.append((name, []))
             continue
         chans = sorted({n[3] for n in ns})
-        if mid.type == 0 and len(chans) > 1:
+        if len(chans) > 1:  # parts on several channels (type 0's whole piece): one track each, not their top line
             groups.extend(("", [n for n in ns if n[3] == c]) for c in chans)
         else:
             groups.append((name, ns))
@@ -455,6 +459,10 @@ def read_midi(path: str | Path) -> Chorale:
             q.append((a, b, p))
         quantised.append(q)
     length = max(max((b for q in quantised for _, b, _ in q), default=0), round(end / per_step))
+    if length > MAX_MIDI_STEPS:  # a damaged delta time would allocate gigabytes
+        hours = length * tempo / 1e6 * STEP / 3600
+        raise ValueError(f"{path}: the piece would be {length:,} sixteenth steps long ({hours:.0f} hours at its "
+                         f"tempo), more than {MAX_MIDI_STEPS:,}: a damaged delta time?")
     tracks = np.zeros((len(groups), length), dtype=np.int64)
     for row, q in zip(tracks, quantised, strict=True):
         for a, b, p in q:

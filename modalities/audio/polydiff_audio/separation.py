@@ -105,9 +105,9 @@ def mono_samples(mix: Any) -> np.ndarray:
                          "stereo: the mean of its channels)")
     if not len(a):
         raise ValueError("mix has no samples")
-    if a.dtype.kind in "iu":  # integer PCM: its full scale is 1
-        full = float(np.iinfo(a.dtype).max) + 1
-        a = (a - full / 2) / (full / 2) if a.dtype.kind == "u" else a / full
+    from .sounds import pcm_to_float
+
+    a = pcm_to_float(a)  # integer PCM: its full scale is 1
     bad = int((~np.isfinite(a)).sum())
     if bad:
         raise ValueError(f"mix: {bad} of {len(a)} samples are NaN or infinite")

@@ -769,10 +769,24 @@ def write_wav(path: str | Path, audio: np.ndarray, sr: int) -> Path:
     return atomic_write(Path(path), lambda tmp: wavfile.write(str(tmp), int(sr), data))
 
 
+def pcm_to_float(a: np.ndarray) -> np.ndarray:
+    """Audio samples as floats with full scale 1: integer PCM divided by its full scale
+    (unsigned PCM centred first), floats as they are."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        full = float(np.iinfo(a.dtype).max) + 1
+        return (a - full / 2) / (full / 2) if a.dtype.kind == "u" else a / full
+    return a
+
+
 def write_sounds(sounds: Sequence[Sound], out_dir: str | Path) -> list[Path]:
-    """One 32-bit float WAV per sound (``NAME.wav``, clipped to [-1, 1]) and ``captions.csv`` (file,
-    caption, label name or empty), each written atomically; returns the paths (WAVs, then the CSV).
-    A sound without a name is called ``sound_00000``...; duplicate names are an error."""
+    """One 32-bit float WAV per sound (``NAME.wav``, clipped to [-1, 1]; integer PCM scaled to full
+    scale 1) and ``captions.csv`` (file, caption, label name or empty), each written atomically;
+    returns the paths (WAVs, then the CSV). A sound without a name is called ``sound_00000``...;
+    duplicate names, and names that are no plain file name or start with a dot (a hidden file,
+    which reading a folder skips), are errors."""
     import csv
 
     import numpy as np
@@ -783,8 +797,9 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path) -> list[Path]:
         name = s.name or f"sound_{i:05d}"
         if name in names:
             raise ValueError(f"write_sounds: sounds {names[name]} and {i} are both named {name!r}")
-        if "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"write_sounds: sound {i} has name {name!r}, which is not a plain file name")
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"write_sounds: sound {i} has name {name!r}, which is not a plain file name (or starts "
+                             "with a dot: a hidden file)")
         names[name] = i
         audio = np.asarray(s.audio)
         if audio.ndim != 1 or audio.size == 0:
@@ -796,7 +811,7 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path) -> list[Path]:
     writer.writerow(["file", "caption", "label"])
     for name, i in names.items():
         s = sounds[i]
-        audio = np.clip(np.asarray(s.audio, dtype=np.float32), -1.0, 1.0)
+        audio = np.clip(pcm_to_float(s.audio).astype(np.float32), -1.0, 1.0)
         file = out_dir / f"{name}.wav"
         paths.append(write_wav(file, audio, int(s.sr)))
         label = CLASSES[s.label] if 0 <= s.label < len(CLASSES) else ""
