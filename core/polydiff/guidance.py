@@ -506,19 +506,22 @@ def as_observation(observed: Observation | Mapping[str, Any] | str | Path) -> Ob
 
 
 def checked_observation(obs: Observation, where: str = "") -> Observation:
-    """``obs`` with its unobserved non-finite values (NaN in a gap) set to 0, which nothing
-    reads but which would turn ``mask * (values - x)`` into NaN; a non-finite *observed* value
-    is a ValueError (``where`` prefixes it: the file), since every sample would come out NaN."""
-    values = dict(obs.values)
+    """``obs`` ready to sample with: a field without a mask gets one where its values are NaN
+    (NaN = not observed, as in a time series' gaps); unobserved non-finite values are set to 0,
+    which nothing reads but which would turn ``mask * (values - x)`` into NaN. A non-finite
+    *observed* value (an infinity, or NaN under a True mask) is a ValueError (``where``
+    prefixes it: the file), since every sample would come out NaN."""
+    values, masks = dict(obs.values), dict(obs.masks)
     for k, v in obs.values.items():
         if not v.is_floating_point():
             continue
         finite = torch.isfinite(v)
         if bool(finite.all()):
             continue
-        m = obs.masks.get(k)
+        if k not in masks:
+            masks[k] = ~torch.isnan(v)
         try:
-            f, observed = torch.broadcast_tensors(finite, torch.ones((), dtype=torch.bool) if m is None else m.bool())
+            f, observed = torch.broadcast_tensors(finite, masks[k].bool())
         except RuntimeError:  # a manifold field's point mask: Observation.expand_points sorts it out
             continue
         bad = observed & ~f
@@ -529,7 +532,7 @@ def checked_observation(obs: Observation, where: str = "") -> Observation:
                              "only where the mask is False")
         if f.shape == v.shape:
             values[k] = torch.where(finite, v, torch.zeros((), dtype=v.dtype))
-    return Observation(values, dict(obs.masks))
+    return Observation(values, masks)
 
 
 def index_mask(shape: Sequence[int], dim: int, index: int | slice | Sequence[int] | Tensor) -> Tensor:
@@ -544,7 +547,8 @@ def index_mask(shape: Sequence[int], dim: int, index: int | slice | Sequence[int
 
 def load_observed(path: str | Path) -> Observation:
     """Read observations from a ``.pt`` (a dict of tensors) or ``.npz`` file: entry ``k`` holds
-    the values of field ``k`` and ``k_mask`` (or ``k.mask``) its mask (True = observed)."""
+    the values of field ``k`` and ``k_mask`` (or ``k.mask``) its mask (True = observed); without
+    a mask, NaN values are the unobserved entries (see :func:`checked_observation`)."""
     path = Path(path)
     if path.suffix == ".npz":
         raw: Any = read_npz(path)

@@ -180,5 +180,6 @@ def test_an_observation_file_is_read_as_the_cli_reads_it(gen, tmp_path):
     torch.save({"x": torch.tensor([[0.5, float("nan")]])}, tmp_path / "obs.pt")
     x = gen.generate(3, seed=1, steps=2, observed=tmp_path / "obs.pt", progress=False)
     np.testing.assert_allclose(x[:, 0], 0.5, atol=1e-5)  # the observed coordinate is kept
+    assert np.isfinite(x).all() and np.ptp(x[:, 1]) > 0  # NaN without a mask: generated (it came out NaN)
     with pytest.raises(FileNotFoundError, match=r"obs\.csv: no such observation file"):
         gen.generate(3, seed=1, steps=2, observed=str(tmp_path / "obs.csv"), progress=False)

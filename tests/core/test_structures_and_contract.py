@@ -351,7 +351,9 @@ def test_observations_refuse_non_finite_observed_values_and_odd_entries(tmp_path
     np.savez(f, x=np.array([[0.5, np.inf], [1.0, np.nan]]), x_mask=np.array([[True, False], [True, False]]))
     assert load_observed(f).values["x"].tolist() == [[0.5, 0.0], [1.0, 0.0]]
     with pytest.raises(ValueError, match=r"^observed values of 'x' are not finite at 2 observed entries"):
-        as_observation({"x": torch.tensor([float("nan"), float("inf"), 1.0])})  # no mask: all observed
+        as_observation({"x": torch.tensor([float("inf"), -float("inf"), 1.0])})  # no mask: an infinity is observed
+    obs = as_observation({"x": torch.tensor([float("nan"), 2.0])})   # no mask: NaN is a gap
+    assert obs.values["x"].tolist() == [0.0, 2.0] and obs.masks["x"].tolist() == [False, True]
     np.savez(f, x=np.arange(3.0).astype(">f8"), x_mask=np.array([True, True, False]))  # big-endian is legal
     assert load_observed(f).values["x"].tolist() == [0.0, 1.0, 2.0]
     for name, raw, words in [("str.pt", {"x": "abc"}, r"entry 'x' holds a str, not an array of numbers"),

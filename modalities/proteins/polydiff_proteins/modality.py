@@ -289,8 +289,8 @@ class ProteinsModality(Modality):
 
     def read(self, path: Path) -> list[Backbone]:
         """A PDB / mmCIF file or a folder of them (every chain, one residue or more, as
-        :meth:`write` writes them): dropped residues and chain breaks are counted in a warning,
-        unusable chains and files skipped with one."""
+        :meth:`write` writes them): dropped residues are counted in a warning, unusable chains
+        and files skipped with one."""
         import warnings
 
         from .pdbio import dropped_summary, read_backbones, read_folder
@@ -301,7 +301,7 @@ class ProteinsModality(Modality):
         else:
             bbs, report = read_backbones(path, min_residues=1)
             reports = [report]
-        if dropped := dropped_summary(reports):
+        if dropped := dropped_summary(reports, breaks=False):  # a break loses nothing (generated chains have many)
             warnings.warn(f"{path}: {dropped} (polydiff proteins check FILE shows every problem)", stacklevel=2)
         return bbs
 

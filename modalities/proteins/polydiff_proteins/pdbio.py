@@ -544,15 +544,15 @@ def _reason(report: ReadReport) -> str:
     return f"{report.file.name}{error[len(full):]}" if error.startswith(full) else f"{report.file.name}: {error}"
 
 
-def dropped_summary(reports: Iterable[ReadReport], n: int = 5) -> str | None:
-    """One line counting the residues dropped and the chain breaks found in ``reports``, naming
-    the files and the first ``n`` residues and breaks; None when there are none."""
+def dropped_summary(reports: Iterable[ReadReport], n: int = 5, breaks: bool = True) -> str | None:
+    """One line counting the residues dropped and (with ``breaks``) the chain breaks found in
+    ``reports``, naming the files and the first ``n`` residues and breaks; None when there are none."""
     reports = [r for r in reports if not r.error]
     problems = [f"{r.file.name}: {x}" for r in reports for x in r.problems]
-    breaks = [f"{r.file.name}: {x}" for r in reports for x in r.breaks]
+    breaks = [f"{r.file.name}: {x}" for r in reports for x in r.breaks] if breaks else []
     if not problems and not breaks:
         return None
-    files = {r.file.name for r in reports if r.problems or r.breaks}
+    files = {r.file.name for r in reports if r.problems or (breaks and r.breaks)}
     parts = []
     if problems:
         parts.append(f"{len(problems)} residue(s) dropped ({_first(problems, n)})")
