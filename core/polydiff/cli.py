@@ -157,35 +157,52 @@ def add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = F
 
 
 def refuse_inputs(out: str | Path, inputs: Mapping[str, str | Path | None], flag: str = "--out") -> None:
-    """A ``FileExistsError`` when the output ``out`` is one of the command's ``inputs`` (name ->
-    path; the same file by any path, links included): ``--overwrite`` must never replace the
-    user's own data or model."""
+    """A ``FileExistsError`` when writing the output ``out`` could replace one of the command's
+    ``inputs`` (name -> path; by any path, links included): ``out`` is the input, a folder that
+    holds it (replacing the folder would delete it), or an existing file inside an input folder
+    (a samples folder's own files). ``--overwrite`` must never replace the user's own data or model."""
+    o = Path(out).resolve()
     for name, path in inputs.items():
-        if path is not None and Path(out).resolve() == Path(path).resolve():
-            raise FileExistsError(f"{out}: {flag} is the {name} this command reads ({path}); refusing to replace it "
-                                  f"even with --overwrite (choose another {flag})")
+        if path is None:
+            continue
+        p = Path(path).resolve()
+        if o == p:
+            how = "is"
+        elif p.is_relative_to(o):
+            how = "is a folder holding"
+        elif p.is_dir() and o.is_relative_to(p) and o.exists():
+            how = "is a file inside"
+        else:
+            continue
+        raise FileExistsError(f"{out}: {flag} {how} the {name} this command reads ({path}); refusing to replace it "
+                              f"even with --overwrite (choose another {flag})")
 
 
-def output_file(path: str | Path, overwrite: bool) -> Path:
+def output_file(path: str | Path, overwrite: bool, inputs: Mapping[str, str | Path | None] | None = None,
+                flag: str = "--out") -> Path:
     """``path``, when a command may write it there: nothing is there, or it is a file and
-    ``overwrite`` is given (a command that reads files also calls :func:`refuse_inputs`). Call
-    it before the work, so a refused run costs nothing; write with
+    ``overwrite`` is given, and it is none of the command's ``inputs`` (:func:`refuse_inputs`).
+    Call it before the work, so a refused run costs nothing; write with
     :func:`~polydiff.files.atomic_write`."""
     path = Path(path)
+    refuse_inputs(path, inputs or {}, flag)
     if path.is_dir():
         raise FileExistsError(f"{path} is a folder; --out names the file to write")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another {flag}")
     return path
 
 
 @contextmanager
-def output_folder(path: str | Path, overwrite: bool, marker: str) -> Iterator[Path]:
+def output_folder(path: str | Path, overwrite: bool, marker: str,
+                  inputs: Mapping[str, str | Path | None] | None = None) -> Iterator[Path]:
     """Build a command's output folder in a temporary sibling (yielded) and put it at ``path``
     when the block succeeds. An existing non-empty folder is replaced only with ``overwrite``,
-    and only if it holds ``marker`` (the file this command always writes), so that a user's
-    folder is never deleted and two runs never mix their files. Enter it before the work."""
+    and only if it holds ``marker`` (the file this command always writes) and none of the
+    command's ``inputs`` (:func:`refuse_inputs`), so that a user's folder or file is never
+    deleted and two runs never mix their files. Enter it before the work."""
     path = Path(path)
+    refuse_inputs(path, inputs or {})
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         if not overwrite:
             raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it, or "
@@ -302,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pilot", type=positive_int, default=256, help="pilot samples the grid is fitted on (default 256)")
     s.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pilot samples")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option (repeatable)")
-    s.add_argument("--out", type=Path, help="grid file (default: RUN/grid-SAMPLER-STEPS.json)")
+    add_output(s, "grid file (default: RUN/grid-SAMPLER-STEPS.json)")
     s.add_argument("--device", help="torch device (default: the checkpoint's)")
     s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: the recipe's train.threads)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -464,6 +481,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     gen = load(args.checkpoint, device=args.device)
     _threads(args.threads, gen.config)
     sampler = args.sampler or gen.config.sample.sampler
+    out = output_file(args.out or _default_samples_dir(args.checkpoint).parent / f"grid-{sampler}-{args.steps}.json",
+                      args.overwrite, {"checkpoint": args.checkpoint})
     sdef = get_sampler(sampler)
     if args.sampler is None and (sdef.kind != "gaussian" or sdef.stochastic):
         raise ValueError(f"the recipe's sampler {sampler!r} is {'stochastic' if sdef.stochastic else sdef.kind}; "
@@ -471,7 +490,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                          "dpm++2m)")
     grid = gen.calibrate_grid(args.steps, sampler, pilot=args.pilot, seed=args.seed, progress=_progress(args),
                               **parse_pairs(args.option, "--option"))
-    out = args.out or _default_samples_dir(args.checkpoint).parent / f"grid-{sampler}-{args.steps}.json"
     atomic_write(out, json.dumps({"grid": grid.tolist(), "sampler": sampler, "steps": args.steps,
                                   "checkpoint": str(args.checkpoint), "pilot": args.pilot, "seed": args.seed},
                                  indent=1))
@@ -590,7 +608,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = parse_pairs(args.option, "--option")
     result: dict[str, Any] = {"target": str(target)}
     if args.json is not None:  # the JSON must not replace what is being evaluated
-        refuse_inputs(args.json, {"target": target, "reference": args.reference}, "--json")
+        refuse_inputs(args.json, {"target": target, "reference": args.reference, "recipe": args.config}, "--json")
     if target.suffix == ".ckpt" and (target.is_file() or (target / SHARDED_META).is_file()):  # a checkpoint
         if args.modality or args.reference:
             raise ValueError("--modality and --reference are for evaluating files; a checkpoint is evaluated against "

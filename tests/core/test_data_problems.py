@@ -189,3 +189,35 @@ def test_a_plugin_command_given_another_modalitys_checkpoint_says_so(uncondition
     with pytest.raises(ValueError, match="a 'toy' model; this command needs a 'graphs' model"):
         polydiff.load(unconditional_ckpt, modality="graphs")
     assert polydiff.load(unconditional_ckpt, modality="toy").modality.name == "toy"
+
+
+def test_outputs_never_replace_what_the_command_reads(unconditional_ckpt, tmp_path, capsys):
+    """calibrate --out CKPT turned the checkpoint into grid JSON; evaluate --json into a samples
+    folder replaced its files; --overwrite of an output folder deleted an input inside it."""
+    from polydiff.cli import output_folder, refuse_inputs
+
+    before = unconditional_ckpt.read_bytes()
+    assert main(["calibrate", str(unconditional_ckpt), "--steps", "2", "--sampler", "unipc", "--pilot", "8",
+                 "--out", str(unconditional_ckpt), "--overwrite"]) == 2
+    assert "--out is the checkpoint this command reads" in capsys.readouterr().err
+    assert unconditional_ckpt.read_bytes() == before
+    samples = tmp_path / "s"
+    assert main(["sample", str(unconditional_ckpt), "--num", "4", "--steps", "2", "--out", str(samples)]) == 0
+    meta = (samples / "polydiff.json").read_bytes()
+    assert main(["evaluate", str(samples), "--json", str(samples / "polydiff.json")]) == 2
+    assert "--json is a file inside the target" in capsys.readouterr().err and \
+        (samples / "polydiff.json").read_bytes() == meta
+    refuse_inputs(samples / "metrics.json", {"target": samples})  # a new file beside the samples is fine
+    mine = tmp_path / "out" / "mine.pdb"
+    mine.parent.mkdir()
+    mine.write_text("x")
+    (mine.parent / "done.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"--out is a folder holding the motif"):
+        with output_folder(mine.parent, True, "done.json", inputs={"motif": mine}):
+            pass
+    assert mine.read_text() == "x"
+    with pytest.raises(FileExistsError, match=r"already exists; pass --overwrite to replace it, or choose another "
+                                              r"--plot"):
+        from polydiff.cli import output_file
+
+        output_file(mine, False, flag="--plot")

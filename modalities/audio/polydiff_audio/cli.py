@@ -50,7 +50,8 @@ def _configure_separate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_separate(args: argparse.Namespace) -> int:
-    with output_folder(args.out, args.overwrite, marker="separation.json") as folder:  # one run's files, whole
+    inputs = {"mixture": args.mix, "checkpoint": args.checkpoint, "reference": args.reference}
+    with output_folder(args.out, args.overwrite, marker="separation.json", inputs=inputs) as folder:  # whole
         report = _separate_into(args, folder)
     print(f"wrote {report['files']} files to {args.out}")
     if "scores" in report:

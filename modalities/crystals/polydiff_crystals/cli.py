@@ -91,7 +91,10 @@ def _run_regressor(args: argparse.Namespace) -> int:
     from .modality import elements_of
     from .periodic import train_regressor
 
-    output_file(args.out, args.overwrite)
+    report_file = args.out.with_suffix(".json" if args.out.suffix != ".json" else ".report.json")
+    output_file(args.out, args.overwrite, {"data": None if args.data in ("perov_5", "carbon_24") else args.data,
+                                           "initial regressor": args.init})
+    output_file(report_file, args.overwrite)
     torch.set_num_threads(args.threads)
     crystals = cdvae_crystals(args.data, "val") if args.data in ("perov_5", "carbon_24") else \
         read_structures(Path(args.data))
@@ -117,7 +120,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
     save_regressor(model, args.out, opts)
     best = float(np.ravel(hist["val_mae"][hist["best_epoch"]])[0])
     base = float(np.ravel(hist["baseline_val_mae"])[0])
-    atomic_write(args.out.with_suffix(".json"), json.dumps({"target": args.target, "n": len(crystals),
+    atomic_write(report_file, json.dumps({"target": args.target, "n": len(crystals),
                                                             "val_mae": best, "baseline_val_mae": base,
                                                             "frozen": len(hist.get("frozen", []))}, indent=2) + "\n")
     print(f"polydiff crystals: {args.target} regressor on {len(crystals)} crystals -> {args.out}: val MAE {best:.4g} "

@@ -27,6 +27,7 @@ from polydiff.plugin import (
     non_negative_int,
     parse_pairs,
     positive_int,
+    refuse_inputs,
     run_folder,
 )
 
@@ -83,6 +84,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        refuse_inputs(args.json, {"checkpoint": args.checkpoint}, "--json")
     gen, graphs, _, _, _, seconds = _generate(args)
     metrics = gen.evaluate(graphs)
     for k, v in metrics.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, add_output, atomic_write, load, output_file
+from polydiff.plugin import Command, add_output, atomic_write, load, output_file, refuse_inputs
 
 
 def _configure_regressor(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,9 @@ def _run_regressor(args: argparse.Namespace) -> int:
     from .modality import qm9_dataset
     from .properties import save_regressor, train_regressor
 
-    output_file(args.out, args.overwrite)
+    report_file = args.out.with_suffix(".json" if args.out.suffix != ".json" else ".report.json")
+    output_file(args.out, args.overwrite, {"generator": args.noisy})
+    output_file(report_file, args.overwrite)
     torch.set_num_threads(args.threads)
     fields = None
     if args.noisy is not None:
@@ -62,8 +64,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, seed=args.seed, arch=args.arch,
                                   jitter=args.jitter if args.jitter is not None else (0.0 if fields else 0.1), **opts)
     save_regressor(net, args.out, bundle.info, noisy=fields is not None)
-    atomic_write(args.out.with_suffix(".json"), json.dumps({"property": args.property, "half": half, **report},
-                                                           indent=2) + "\n")
+    atomic_write(report_file, json.dumps({"property": args.property, "half": half, **report}, indent=2) + "\n")
     print(f"polydiff molecules: {args.property} regressor ({'noisy' if fields else 'clean'}, {half} half) -> "
           f"{args.out}: test MAE {report['test_mae']:.4g}")
     return 0
@@ -93,6 +94,9 @@ def _run_property(args: argparse.Namespace) -> int:
     from .modality import qm9_dataset
     from .properties import load_regressor, property_mae, targets_for
 
+    if args.json:
+        refuse_inputs(args.json, {"checkpoint": args.checkpoint, "regressor": args.regressor, "guide": args.guide,
+                                  **{f"judge {j}": j for j in args.judge}}, "--json")
     torch.set_num_threads(args.threads)
     gen = load(args.checkpoint, modality="molecules")
     evaluator, blob = load_regressor(args.regressor)

@@ -28,6 +28,7 @@ from polydiff.plugin import (
     non_negative_int,
     output_folder,
     positive_int,
+    refuse_inputs,
     run_folder,
 )
 
@@ -51,7 +52,7 @@ def _configure_rollout(p: argparse.ArgumentParser) -> None:
 def _run_rollout(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = args.out or run_folder(args.checkpoint) / "rollouts"
-    with output_folder(out, args.overwrite, marker="metrics.json") as folder:  # one run's files, swapped in whole
+    with output_folder(out, args.overwrite, marker="metrics.json", inputs={"checkpoint": args.checkpoint}) as folder:
         _rollout_into(args, folder, out)
     return 0
 
@@ -103,6 +104,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from .envs.pusht import fidelity
 
     path = args.file or shared_file("data", "robot_pusht", "pusht_cchi_v7_lowdim.npz")
+    if args.json:
+        refuse_inputs(args.json, {"episodes file": path}, "--json")
     res = fidelity(path, episodes=args.episodes)
     for k, v in res.items():
         print(f"  {k:<32} {v:.4g}")

@@ -60,7 +60,8 @@ def _run_scaffold(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     motif, motif_report = read_motif(args.motif, args.contig)  # before loading the model: a bad file fails fast
     out = args.out or run_folder(args.checkpoint) / "scaffolds"
-    with output_folder(out, args.overwrite, marker="scaffolds.json") as folder:  # one run's files, swapped in whole
+    with output_folder(out, args.overwrite, marker="scaffolds.json",  # one run's files, swapped in whole
+                       inputs={"motif": args.motif, "checkpoint": args.checkpoint}) as folder:
         gen = load(args.checkpoint, modality="proteins")
         res = scaffold(gen, motif, args.contig, args.num, seed=args.seed, total=total, steps=args.steps,
                        report=motif_report)

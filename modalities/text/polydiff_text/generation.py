@@ -214,7 +214,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.out is not None:
-        output_file(args.out, args.overwrite)
+        output_file(args.out, args.overwrite, {"checkpoint": args.checkpoint})
     gen = load(args.checkpoint, modality="text")
     prompts = [p for p in args.prompt for _ in range(args.num)]
     size = int(gen.info["length"])

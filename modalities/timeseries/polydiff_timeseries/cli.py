@@ -28,7 +28,6 @@ from polydiff.plugin import (
     non_negative_int,
     output_file,
     positive_int,
-    refuse_inputs,
     run_folder,
 )
 
@@ -57,10 +56,9 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     target = args.out or run_folder(args.checkpoint) / f"{args.series.stem}.forecast.csv"
     inputs = {"series file": args.series, "checkpoint": args.checkpoint}
-    refuse_inputs(target, inputs)
+    out = output_file(target, args.overwrite, inputs)
     if args.plot is not None:
-        refuse_inputs(args.plot, {**inputs, "forecast CSV": target}, flag="--plot")
-    out = output_file(target, args.overwrite)
+        output_file(args.plot, args.overwrite, {**inputs, "forecast CSV": target}, flag="--plot")
     gen = load(args.checkpoint, modality="timeseries")
     series = D.read_series(args.series, args.target, args.id_col, args.time_col, nan="mask")
     fc = predict(gen, series, num_samples=args.num_samples, guidance=args.guidance, scale=args.scale,
