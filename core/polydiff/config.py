@@ -49,6 +49,25 @@ OPTIMIZERS = ("adamw", "adam")
 DRIVER_OPTIONS = ("grid", "categorical", "t_min", "t_max", "final_zero", "compile")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last value silently: a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                again = key in seen
+            except TypeError:  # an unhashable key: the base loader's error says so
+                break
+            if again:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 class ConfigError(ValueError):
     """A bad recipe; the message names the file, the key path and what is allowed."""
 
@@ -209,7 +228,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}  # UTF-8 whatever the locale
+        raw = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader) or {}  # UTF-8 always
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:

@@ -232,6 +232,14 @@ def test_yaml_errors_name_the_file_line_and_column(tmp_path):
     assert msg.startswith(f"{GMM}: --set model.name: 'a: b: c' is not valid YAML at column 5: "), msg
     assert msg.endswith("quote a string value") and "unicode string" not in msg
     assert load_config(GMM, ["model.name='mlp'"]).model.name == "mlp"
+    # a key given twice: plain YAML keeps the last silently (a second train: section dropped the first)
+    for text, where in [("modality: toy\ntrain:\n  lr: 0.002\n  lr: 0.003\n", "line 4, column 3: the key 'lr'"),
+                        ("train: {lr: 0.002}\ndata: {name: gmm}\ntrain: {max_steps: 3}\n",
+                         "line 3, column 1: the key 'train'"),
+                        ("train: {lr: 0.1, lr: 0.2}\n", "line 1, column 18: the key 'lr'")]:
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=rf"r\.yaml: not valid YAML at {where} is given twice"):
+            load_config(f)
     f.write_bytes(b"train: {lr: \xff}\n")
     with pytest.raises(ConfigError, match=r"r\.yaml: not a text file"):
         load_config(f)
