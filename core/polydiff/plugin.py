@@ -40,6 +40,7 @@ from .checkpoints import CheckpointError, load_network, run_folder
 from .cli import (
     USER_ERRORS,
     add_output,
+    non_negative_float,
     non_negative_int,
     output_file,
     output_folder,
@@ -306,6 +307,7 @@ __all__ = [
     "natural_key",
     "new_figure",
     "nn",
+    "non_negative_float",
     "non_negative_int",
     "null_state",
     "object_sizes",

@@ -520,3 +520,28 @@ def test_top_level_names_are_the_public_api():
     for name in polydiff.__all__:
         assert getattr(polydiff, name) is not None, name
     assert not {"importlib", "Any", "TYPE_CHECKING", "annotations"} & set(dir(polydiff))
+
+
+@pytest.mark.parametrize("argv", [
+    ("crystals", "regressor", "--threads", "0"), ("crystals", "regressor", "--n", "-3"),
+    ("crystals", "regressor", "--hidden", "0"), ("crystals", "wyckoff", "x.cif", "--symprec", "-1"),
+    ("crystals", "wyckoff", "x.cif", "--symprec", "nan"), ("molecules", "regressor", "--steps", "0"),
+    ("molecules", "property", "--num", "0"), ("audio", "autoencoder", "--threads", "0"),
+    ("audio", "separate", "c.ckpt", "m.wav", "--scale", "nan"), ("timeseries", "forecast", "--scale", "inf")])
+def test_plugin_counts_and_scales_are_checked_by_the_parser(argv, capsys):
+    """--threads 0 ended in a torch traceback, --n -3 trained on all but 3 crystals, --symprec -1
+    crashed spglib (a segfault), --scale nan wrote an all-empty forecast."""
+    if argv[0] not in polydiff.available_modalities():
+        pytest.skip(f"the {argv[0]} plugin is not installed")
+    with pytest.raises(SystemExit) as stop:
+        cli(list(argv))
+    flag = next(a for a in argv if a.startswith("--"))
+    assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_sampler_options_must_be_finite():
+    """eta=nan (or inf) wrote all-NaN samples with exit 0; an infinite default (EDM's s_tmax) stays allowed."""
+    for value in (float("nan"), "inf", "-Infinity"):
+        with pytest.raises(registry.RegistryError, match=r"sampler 'ddim' option eta: expected a finite number"):
+            polydiff.SAMPLERS.get("ddim").options({"eta": value})
+    assert polydiff.SAMPLERS.get("edm").options({"s_tmax": float("inf")})["s_tmax"] == float("inf")

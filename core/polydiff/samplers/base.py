@@ -31,6 +31,7 @@ takes one, or the same names as keywords.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -126,7 +127,11 @@ class SamplerDef:
         default = self.defaults[name]
         if default is None or not is_plain(value):
             return value
-        return check_value(value, float if isinstance(default, float) else type(default))
+        out = check_value(value, float if isinstance(default, float) else type(default))
+        if isinstance(out, float) and not math.isfinite(out) and not (math.isinf(out) and math.isinf(default)):
+            # eta=nan or inf wrote all-NaN samples; an option whose default is infinite (s_tmax) may be one
+            raise ValueMismatch("a finite number", value, name)
+        return out
 
 
 def _plugin_samplers() -> str:

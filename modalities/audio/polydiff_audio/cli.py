@@ -27,6 +27,7 @@ import numpy as np
 from polydiff.plugin import (
     Command,
     add_output,
+    non_negative_float,
     non_negative_int,
     output_file,
     output_folder,
@@ -40,7 +41,8 @@ def _configure_separate(p: argparse.ArgumentParser) -> None:
     p.add_argument("mix", type=Path, help="the mixture (WAV / FLAC; resampled to the model's rate)")
     add_output(p, "folder for the separated stems (and separation.json, what made them)", required=True)
     p.add_argument("--num", type=positive_int, default=1, help="separations to draw (default 1)")
-    p.add_argument("--scale", type=float, default=1.0, help="guidance scale toward the mixture (default 1)")
+    p.add_argument("--scale", type=non_negative_float, default=1.0,
+                   help="guidance scale toward the mixture (default 1)")
     p.add_argument("--std", type=positive_float, default=0.1,
                    help="mixture likelihood std in normalised mel units (default 0.1)")
     p.add_argument("--sampler", default=None, help="sampler (default: the recipe's)")
@@ -99,8 +101,8 @@ def _separate_into(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
 
 def _configure_evaluator(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, default=None, help="training events (default: the evaluator's)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the evaluator's)")
+    p.add_argument("--n", type=positive_int, default=None, help="training events (default: the evaluator's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the evaluator's)")
 
 
 def _run_evaluator(args: argparse.Namespace) -> int:
@@ -121,14 +123,14 @@ def _run_evaluator(args: argparse.Namespace) -> int:
 
 def _configure_autoencoder(p: argparse.ArgumentParser) -> None:
     add_output(p, "the autoencoder file to write (.pt)", required=True)
-    p.add_argument("--n", type=int, default=1200, help="sound events of the embedded set (default 1200)")
-    p.add_argument("--seed", type=int, default=0, help="the data seed, as in the recipe's data.seed")
+    p.add_argument("--n", type=positive_int, default=1200, help="sound events of the embedded set (default 1200)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="the data seed, as in the recipe's data.seed")
     p.add_argument("--files", type=Path, help="train on a folder of the user's sounds instead")
-    p.add_argument("--latent-channels", type=int, default=8)
-    p.add_argument("--downsample", type=int, default=1, help="halvings of the frame rate (default 1)")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latent-channels", type=positive_int, default=8)
+    p.add_argument("--downsample", type=non_negative_int, default=1, help="halvings of the frame rate (default 1)")
+    p.add_argument("--width", type=positive_int, default=128)
+    p.add_argument("--steps", type=positive_int, default=1500)
+    p.add_argument("--threads", type=positive_int, default=2)
 
 
 def _run_autoencoder(args: argparse.Namespace) -> int:

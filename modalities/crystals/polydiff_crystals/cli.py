@@ -24,12 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydiff.plugin import Command, add_output, atomic_write, output_file
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 
 def _configure_wyckoff(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="a CIF / POSCAR / extXYZ / CSV file or a folder of them")
-    p.add_argument("--symprec", type=float, default=0.1, help="symmetry tolerance in A (default 0.1)")
+    p.add_argument("--symprec", type=positive_float, default=0.1, help="symmetry tolerance in A (default 0.1)")
 
 
 def _run_wyckoff(args: argparse.Namespace) -> int:
@@ -48,15 +57,16 @@ def _run_wyckoff(args: argparse.Namespace) -> int:
 def _configure_regressor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="perov_5", help="perov_5, carbon_24 or a CSV of CIF strings with property columns")
     p.add_argument("--target", required=True, help="property: band_gap, formation_energy, energy_per_atom, ...")
-    p.add_argument("--n", type=int, default=None, help="use n seeded crystals (a small property set)")
+    p.add_argument("--n", type=positive_int, default=None, help="use n seeded crystals (a small property set)")
     p.add_argument("--min-band-gap", type=float, default=None, help="keep crystals with a larger band gap")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--layers", type=positive_int, default=4)
     p.add_argument("--init", type=Path, help="a regressor file to start from (transfer learning)")
-    p.add_argument("--freeze", type=float, default=0.0, help="fraction of early layers to freeze (with --init)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--freeze", type=non_negative_float, default=0.0,
+                   help="fraction of early layers to freeze (with --init)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=2)
     add_output(p, "the regressor file to write (.pt; its report beside it as .json)", required=True)
 
 

@@ -24,25 +24,35 @@ from pathlib import Path
 
 import torch
 
-from polydiff.plugin import Command, add_output, atomic_write, load, output_file, refuse_inputs
+from polydiff.plugin import (
+    Command,
+    add_output,
+    atomic_write,
+    load,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_int,
+    refuse_inputs,
+)
 
 
 def _configure_regressor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--property", required=True, help="QM9 property: mu, alpha, homo, lumo, gap or cv")
     p.add_argument("--half", default=None, help="QM9 half: regressor (default) or generator (default with --noisy)")
-    p.add_argument("--n", type=int, default=4000, help="molecules (default 4000)")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n", type=positive_int, default=4000, help="molecules (default 4000)")
+    p.add_argument("--steps", type=positive_int, default=4000)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--arch", default="pairs", choices=["pairs", "gvp"],
                    help="pairs: two-body distance histograms + MLP (default); gvp: a GVP trunk")
-    p.add_argument("--hidden", type=int, default=None, help="hidden width (default: the arch's, 256 / 128)")
-    p.add_argument("--layers", type=int, default=None, help="layers (default: the arch's, 2 / 4)")
+    p.add_argument("--hidden", type=positive_int, default=None, help="hidden width (default: the arch's, 256 / 128)")
+    p.add_argument("--layers", type=positive_int, default=None, help="layers (default: the arch's, 2 / 4)")
     p.add_argument("--noisy", type=Path, help="a generator checkpoint: train on its noisy states (guidance)")
-    p.add_argument("--jitter", type=float, default=None,
+    p.add_argument("--jitter", type=non_negative_float, default=None,
                    help="Gaussian position noise (A) in training batches, so the regressor also reads generated "
                    "molecules (default: 0.1 for an evaluation regressor, 0 with --noisy)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=2)
     add_output(p, "the regressor file to write (.pt; its report beside it as .json)", required=True)
 
 
@@ -74,19 +84,19 @@ def _configure_property(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--regressor", type=Path, required=True, help="evaluation regressor (polydiff molecules regressor)")
     p.add_argument("--targets", default="id", help="id (held-out values) or ood (the 99th percentile)")
-    p.add_argument("--num", type=int, default=100)
+    p.add_argument("--num", type=positive_int, default=100)
     p.add_argument("--mode", default="cfg", help="off, cfg, gradient or unconditional (default cfg)")
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=non_negative_float, default=2.0)
     p.add_argument("--guide", type=Path, help="noise-aware regressor for --mode gradient")
-    p.add_argument("--guide-scale", type=float, default=1.0)
+    p.add_argument("--guide-scale", type=non_negative_float, default=1.0)
     p.add_argument("--guide-on", default="pos,types",
                    help="what gradient guidance moves: pos, types or pos,types (default)")
     p.add_argument("--judge", type=Path, action="append", default=[],
                    help="another regressor of the same property that scores the same samples (repeatable; "
                    "one of another --arch tells a real change from a blind spot the guide shares with the evaluator)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--json", type=Path)
 
 

@@ -25,6 +25,7 @@ from polydiff.plugin import (
     add_output,
     atomic_write,
     load,
+    non_negative_float,
     non_negative_int,
     output_file,
     positive_int,
@@ -44,7 +45,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-col", default="timestamp", help="time column (default: timestamp)")
     p.add_argument("--num-samples", type=positive_int, default=100, help="sample paths per series (default 100)")
     p.add_argument("--guidance", default="quantile", choices=["quantile", "mse"], help="self-guidance energy")
-    p.add_argument("--scale", type=float, default=4.0, help="self-guidance scale (default 4)")
+    p.add_argument("--scale", type=non_negative_float, default=4.0, help="self-guidance scale (default 4)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: every step of the training schedule)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
