@@ -319,6 +319,10 @@ def load_network(path: str | Path, ema: bool | None = None) -> Loaded:
     path = Path(path)
     ckpt, weights = open_weights(path, ema)
     meta = ckpt["polydiff"]
+    missing = [k for k in ("config", "info") if not isinstance(meta.get(k) if isinstance(meta, dict) else None, dict)]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint's polydiff metadata has no {' or '.join(missing)} (a damaged "
+                              "or hand-edited checkpoint?)")
     cfg = from_dict(meta["config"], source=f"{path} (stored recipe)")
     modality = load_modality(cfg.modality)
     info = dict(meta["info"])

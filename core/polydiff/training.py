@@ -773,9 +773,6 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     if fresh and launcher:  # only now that the data and the network are built: a bad file must not cost the old run
         for sub in (ckpt_dir, out / "logs"):
             shutil.rmtree(sub, ignore_errors=True)
-    if launcher:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     t = cfg.train
     quiet = logging.getLogger("lightning.pytorch")
@@ -796,8 +793,12 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
         logger = L.pytorch.loggers.TensorBoardLogger(out, name="logs")
     try:
         trainer = _trainer(cfg, module, out, ckpt_dir, logger, val, callbacks, verbose)
-    except (MisconfigurationException, ValueError, ImportError) as err:
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as err:  # TypeError: devices=-1 on CPU
         raise cfg.error("train", str(err)) from err
+    if launcher:  # the resolved recipe, for people (checkpoints carry their own); never over the recipe being read
+        out.mkdir(parents=True, exist_ok=True)
+        if not (cfg.source and Path(cfg.source).resolve() == (out / "config.yaml").resolve()):
+            atomic_write(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     try:
         with warnings.catch_warnings():
             for msg in _QUIET_WARNINGS:

@@ -221,3 +221,31 @@ def test_outputs_never_replace_what_the_command_reads(unconditional_ckpt, tmp_pa
         from polydiff.cli import output_file
 
         output_file(mine, False, flag="--plot")
+
+
+def test_a_checkpoint_without_its_data_info_is_named(unconditional_ckpt, tmp_path):
+    import torch
+
+    ckpt = torch.load(unconditional_ckpt, map_location="cpu", weights_only=True)
+    del ckpt["polydiff"]["info"]
+    torch.save(ckpt, tmp_path / "noinfo.ckpt")
+    with pytest.raises(ValueError, match=r"noinfo\.ckpt: the checkpoint's polydiff metadata has no info"):
+        polydiff.load(tmp_path / "noinfo.ckpt")
+
+
+def test_training_keeps_the_users_recipe_and_a_failed_start_leaves_nothing(tmp_path, capsys):
+    """Training from OUT/config.yaml rewrote it (comments gone, overrides baked in); devices=-1 on
+    a CPU machine was a traceback that left a folder holding only config.yaml."""
+    import yaml
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    recipe = exp / "config.yaml"
+    recipe.write_text("# my notes\n" + yaml.safe_dump(TINY, sort_keys=False))
+    before = recipe.read_bytes()
+    assert main(["train", str(recipe), "--out", str(exp), "--set", "train.max_steps=2"]) == 0
+    assert recipe.read_bytes() == before and (exp / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--out", str(tmp_path / "new"), "--set", "train.devices=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "devices" in err[0] and not (tmp_path / "new").exists()
