@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import itertools
 import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -487,7 +488,13 @@ def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) 
     out = dict(rest)
     hints = typing.get_type_hints(SampleSettings)
     for k in DRIVER_OPTIONS:  # None leaves a setting at its default
-        if k in out:
+        if k == "grid" and isinstance(out.get(k), list):  # times written out (noise end first), kept as a list
+            g = out[k]
+            if len(g) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                     for v in g) or any(b >= a for a, b in itertools.pairwise(g)):
+                raise ConfigError(f"{source}: sample.grid: a list of times must hold at least 2 finite numbers, "
+                                  f"strictly decreasing (noise end first), got {g!r}")
+        elif k in out:
             out[k] = _checked(out[k], hints[k], f"sample.{k}", source, default=None)
     cdef = None
     if out.get("categorical") is not None:

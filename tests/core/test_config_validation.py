@@ -435,3 +435,14 @@ def test_max_minutes_stops_training_and_saves_the_last_checkpoint(tmp_path):
     assert more.resumed_from is not None and more.step > run.step + 5, (run.step, more.step)
     with pytest.raises(ConfigError, match=r"train\.max_minutes"):
         from_dict({**recipe, "train": {"max_minutes": -1}})
+
+
+def test_a_recipe_grid_may_be_a_list_of_times():
+    """docs/recipes.md: sample.grid is a grid name or a list of times (the list was refused)."""
+    cfg = from_dict({"modality": "toy", "sample": {"sampler": "unipc", "grid": [0.99, 0.5, 0.1, 0.001]}},
+                    source="r.yaml")
+    assert cfg.sample.options["grid"] == [0.99, 0.5, 0.1, 0.001]
+    for bad in ([0.5, 0.9], [1.0, "x"], [0.5], [1.0, float("nan")]):
+        with pytest.raises(ConfigError, match=r"r\.yaml: sample\.grid: a list of times must hold at least 2 finite "
+                                              r"numbers, strictly decreasing"):
+            from_dict({"modality": "toy", "sample": {"grid": bad}}, source="r.yaml")
