@@ -451,6 +451,9 @@ def _loss_options(loss: LossConfig, rest: Mapping[str, Any], source: str) -> dic
     o = _registered(OBJECTIVES, loss.objective, "loss.objective", source)
     if not 0.0 <= loss.cond_drop < 1.0:
         raise ConfigError(f"{source}: loss.cond_drop: expected a probability in [0, 1), got {loss.cond_drop}")
+    for k, v in (loss.field_weights or {}).items():  # NaN trained until "diverged", a negative weight a negative loss
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{source}: loss.field_weights.{k}: expected a finite number >= 0, got {v!r}")
     numeric = _keywords(w, 2) + _keywords(d, 3)
     objective = [k for k in _keywords(o, 0) if k not in ("teacher", "fields", "info")]
     allowed = [f.name for f in dataclasses.fields(LossConfig) if f.name != "options"] + numeric + objective

@@ -249,6 +249,10 @@ def diffusion_loss(model: Callable[..., Mapping[str, Tensor]], fields: Mapping[s
     if unknown:
         raise KeyError(f"loss.terms names {unknown}, but the network returned no such loss/<name> output "
                        f"(it returned {sorted(out)})")
+    unknown = sorted(set(field_weights or ()) - set(fields))
+    if unknown:  # a misspelt field would weigh nothing, silently
+        raise KeyError(f"loss.field_weights names {unknown}, which are not fields of the state (fields: "
+                       f"{', '.join(fields)})")
     return total, logs
 
 

@@ -19,6 +19,7 @@ import enum
 import functools
 import importlib
 import inspect
+import math
 import numbers
 import sys
 import types
@@ -314,6 +315,8 @@ def check_value(value: Any, hint: Any, choices: Sequence[Any] | None = None, def
         if (allowed or default is None) and (_allows_none(hint) or default is None) and "null" not in expected:
             expected += " or null"
         raise ValueMismatch(expected, given)
+    if isinstance(out, float) and math.isnan(out) and hint is not Any:  # p_std: .nan trained until "diverged"
+        raise ValueMismatch("a number (not NaN)", given)
     return out
 
 

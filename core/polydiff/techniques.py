@@ -677,6 +677,10 @@ class Techniques:
         if unknown:
             raise KeyError(f"unknown training techniques {unknown}; allowed: {', '.join(sorted(allowed))}")
         out = cls(**cfg)
+        for name in ("self_condition", "score_augment", "cond_drop"):  # probabilities (1.5 trained as if 1)
+            p = getattr(out, name)
+            if isinstance(p, (int, float)) and not 0.0 <= p <= 1.0:
+                raise ValueError(f"loss.techniques.{name}: expected a probability in [0, 1], got {p}")
         if "fp_t_density" in cfg and out.fp_t_range is None:
             raise ValueError("loss.techniques.fp_t_density needs fp_t_range (without a range the penalty times "
                              "follow the loss's time_density)")

@@ -106,7 +106,7 @@ def test_wrong_types_in_the_toy_recipe_are_one_line_errors(key, value, expected)
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
-    ("train.lr", float("nan"), "expected a positive number, got nan"),
+    ("train.lr", float("nan"), "expected a number (not NaN), got nan"),
     ("train.weight_decay", -1e-4, "expected a non-negative number, got -0.0001"),
     ("train.grad_clip", float("inf"), "expected a non-negative number, got inf"),
     ("sample.batch_size", 0, "expected a positive integer or null, got 0"),
@@ -446,3 +446,32 @@ def test_a_recipe_grid_may_be_a_list_of_times():
         with pytest.raises(ConfigError, match=r"r\.yaml: sample\.grid: a list of times must hold at least 2 finite "
                                               r"numbers, strictly decreasing"):
             from_dict({"modality": "toy", "sample": {"grid": bad}}, source="r.yaml")
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"field_weights": {"x": float("nan")}}, r"loss\.field_weights\.x: expected a finite number >= 0, got nan"),
+    ({"field_weights": {"x": -1}}, r"loss\.field_weights\.x: expected a finite number >= 0, got -1"),
+    ({"techniques": {"self_condition": 1.5}}, r"loss\.techniques\.self_condition: expected a probability in \[0, 1\]"),
+    ({"techniques": {"cond_drop": 2.0}}, r"loss\.techniques\.cond_drop: expected a probability in \[0, 1\]"),
+])
+def test_loss_weights_and_technique_probabilities_are_checked(section, expected):
+    """NaN field weights trained until 'diverged', negative ones to a negative loss, and
+    probabilities above 1 trained as if 1."""
+    with pytest.raises(ConfigError, match=expected):
+        from_dict({"modality": "toy", "loss": section}, SRC)
+    with pytest.raises(ConfigError, match=r"loss\.p_std: expected a number \(not NaN\), got nan"):
+        from_dict({"modality": "toy", "loss": {"time_density": "lognormal", "p_std": float("nan")}}, SRC)
+
+
+def test_a_field_weight_for_no_field_is_an_error():
+    import torch
+
+    from polydiff.losses import diffusion_loss
+    from polydiff.random import Noise
+
+    from polydiff.state import as_fields
+
+    fields = as_fields(polydiff.GaussianProcess(polydiff.VPLinear()))
+    with pytest.raises(KeyError, match=r"loss\.field_weights names \['y'\], which are not fields of the state"):
+        diffusion_loss(lambda st, t: {"x": torch.zeros_like(st["x"])}, fields, {"x": torch.zeros(4, 2)},
+                       Noise(4, seed=0), field_weights={"y": 2.0})
