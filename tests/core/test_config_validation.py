@@ -468,7 +468,6 @@ def test_a_field_weight_for_no_field_is_an_error():
 
     from polydiff.losses import diffusion_loss
     from polydiff.random import Noise
-
     from polydiff.state import as_fields
 
     fields = as_fields(polydiff.GaussianProcess(polydiff.VPLinear()))
