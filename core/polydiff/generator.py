@@ -382,7 +382,7 @@ class Generator:
                              "(the seed and batch size are reused when not given) "
                              "or pass --overwrite to start over")
         opened["replace"] = overwrite or bool(stored is not None and stored.get("overwrite"))
-        _check_out(out, opened["replace"])
+        check_samples_out(out, opened["replace"])
         if stored is None:
             with atomic_folder(partial) as tmp:
                 atomic_write(tmp / PARTIAL_FILE, json.dumps({"format": _PARTIAL_FORMAT, "num": plan.n,
@@ -596,7 +596,7 @@ class Generator:
         """
         check_objects(self.modality, objects, self.info)
         out = _samples_path(out_dir)
-        _check_out(out, overwrite)
+        check_samples_out(out, overwrite)
         with atomic_folder(out, overwrite=overwrite, replaceable=is_samples_folder) as tmp:
             paths = [Path(p) for p in self.modality.write(objects, tmp)]
             if plot:
@@ -824,12 +824,14 @@ def check_samples_folder(out: str | Path) -> None:
     """Refuse an existing non-empty ``out`` (a file, or a folder with anything in it): the check
     ``generate_to`` makes without ``overwrite`` or ``resume``, for callers that want it before
     any expensive work."""
-    _check_out(Path(out), False)
+    check_samples_out(Path(out), False)
 
 
-def _check_out(out: Path, replace: bool) -> None:
+def check_samples_out(out: str | Path, replace: bool) -> None:
     """Refuse, before any work, to write into an existing non-empty ``out`` unless it may be
-    replaced: ``replace`` given and ``out`` a samples folder polydiff wrote."""
+    replaced: ``replace`` given and ``out`` a samples folder polydiff wrote (what
+    :meth:`Generator.save` checks; a plugin command that samples before saving calls it first)."""
+    out = Path(out)
     if not out.exists():
         return
     if not out.is_dir():

@@ -87,7 +87,7 @@ from .files import (
     shared_file,
     unique_stems,
 )
-from .generator import Generator, as_device, load
+from .generator import Generator, as_device, check_samples_out, load
 from .grids import GRIDS, make_grid
 from .guidance import (
     Observation,
@@ -259,6 +259,7 @@ __all__ = [
     "categorical_elbo",
     "check_info",
     "check_option",
+    "check_samples_out",
     "classifier_free",
     "classifier_potential",
     "clip_lam",

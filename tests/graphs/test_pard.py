@@ -238,6 +238,14 @@ def test_pard_end_to_end_community(tmp_path, modality, monkeypatch):
     with redirect_stdout(buf):
         assert cli(["evaluate", str(out)]) == 0
     assert "degree:" in buf.getvalue()
+    import polydiff_graphs.cli as gcli  # an existing --out is refused before sampling, not after it
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before claiming the output folder")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gcli, "generate_graphs", no_sampling)
+        assert cli(["graphs", "sample", str(run.checkpoint), "--num", "4", "--out", str(out)]) == 2
     # the core's Generator and `polydiff sample` call GraphsModality.sample: the same graphs
     native = gen.generate(5, steps=2, seed=0, batch_size=3)
     assert [sorted(g.edges()) for g in native] == [sorted(g.edges()) for g in graphs]

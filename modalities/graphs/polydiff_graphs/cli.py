@@ -23,6 +23,7 @@ import torch
 from polydiff.plugin import (
     Command,
     atomic_write,
+    check_samples_out,
     load,
     non_negative_int,
     parse_pairs,
@@ -70,9 +71,10 @@ def _generate(args: argparse.Namespace) -> tuple[object, list, int, int, dict, f
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    out = args.out or run_folder(args.checkpoint) / "samples"
+    check_samples_out(out, args.overwrite)  # before sampling: a refused run costs nothing
     gen, graphs, num, seed, options, seconds = _generate(args)
     sc = gen.config.sample
-    out = args.out or run_folder(args.checkpoint) / "samples"
     meta = {"model": "pard" if is_pard(gen) else "gdss", "sampler": args.sampler or sc.sampler,
             "steps": sc.steps if args.steps is None else args.steps, "seed": seed, "options": options,
             "seconds": seconds}
