@@ -157,6 +157,7 @@ from .processes.so3 import (
     random_rotation,
     sample_igso3,
 )
+from .progress import Progress
 from .random import Noise, local_seed, sample_categorical
 from .registry import Registry, RegistryError, load_modality, seed_value, whole_number
 from .samplers import (
@@ -227,6 +228,7 @@ __all__ = [
     "Observation",
     "Packer",
     "Plain",
+    "Progress",
     "Registry",
     "RegistryError",
     "ResidualBlock",

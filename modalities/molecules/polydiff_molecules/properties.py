@@ -30,6 +30,7 @@ from polydiff.plugin import (
     DataBundle,
     FieldSpec,
     Noise,
+    Progress,
     atomic_write,
     gradient_guidance,
     local_seed,
@@ -82,7 +83,7 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
     gen = torch.Generator().manual_seed(seed)
     n = len(bundle.train)
     t0 = time.perf_counter()
-    bar = _bar(steps, f"regressor {prop}") if progress else None
+    bar = Progress(steps, f"regressor {prop}", unit="step", enabled=None if progress else False)
     for _ in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         batch = bundle.train.get_batch(idx)
@@ -100,11 +101,8 @@ def train_regressor(bundle: DataBundle, prop: str, *, fields: Mapping[str, Field
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    if bar is not None:
-        bar.close()
+        bar.update(1, loss=f"{loss.item():.3f}")
+    bar.close()
     net.eval()
     report = {"train_seconds": time.perf_counter() - t0, "steps": steps,
               "test_mae": regressor_mae(net, bundle.test, prop)}
@@ -274,14 +272,6 @@ def shuffled_mae(evaluator: PropertyRegressor, data: Any, seed: int = 0) -> floa
                           for lo in range(0, len(data), 256)])
     perm = torch.randperm(len(pred), generator=torch.Generator().manual_seed(seed))
     return float((pred - data.tensors[prop][perm]).abs().mean())
-
-
-def _bar(total: int, desc: str) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
 
 
 __all__: Sequence[str] = ["load_regressor", "noisy_batch", "property_mae", "regressor_guidance", "regressor_mae",
