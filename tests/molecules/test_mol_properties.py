@@ -136,6 +136,10 @@ def test_regressor_command_trains_either_arch_on_qm9(tmp_path, monkeypatch, caps
     assert isinstance(gvp, GVPRegressor) and gblob["options"] == {"arch": "gvp", "hidden": 8, "layers": 1}
     report = json.loads((tmp_path / "pairs.json").read_text())
     assert report["property"] == "gap" and report["half"] == "regressor" and report["test_mae"] > 0
+    assert main([*base, "--out", str(tmp_path / "pairs.pt")]) == 2  # the model and its report: --overwrite
+    assert main([*base, "--steps", "2", "--out", str(tmp_path / "reg.json")]) == 0  # the report beside, not over it
+    assert load_regressor(tmp_path / "reg.json")[0] is not None
+    assert json.loads((tmp_path / "reg.report.json").read_text())["property"] == "gap"
 
     # the property command scores one set of samples with the evaluator and each judge
     import polydiff as pd
