@@ -73,3 +73,8 @@ def test_final_zero_multi_field_and_errors(target):
         calibrate_grid(model, process, (8, 2), 5, sampler="ddpm")
     with pytest.raises(ValueError, match="no interior time"):
         calibrate_grid(model, process, (8, 2), 1, sampler="ddim")
+    # max_trials=0 or tol=nan returned the starting grid as if it had been fitted
+    for bad, words in (({"max_trials": 0}, "max_trials must be a positive integer"),
+                       ({"tol": float("nan")}, "tol must be a positive number")):
+        with pytest.raises(ValueError, match=words):
+            calibrate_grid(model, process, (8, 2), 5, sampler="ddim", **bad)

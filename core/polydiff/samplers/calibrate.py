@@ -82,6 +82,10 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
     if steps < 2:
         raise ValueError(f"steps must be at least 2 to calibrate a grid, got {steps} (a grid of one step has no "
                          "interior time to fit)")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"max_trials must be a positive integer, got {max_trials!r} (0 returned the starting grid)")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
     fields = as_fields(process, prediction)
     names = None if not isinstance(shape_or_state, Mapping) else [k for k, f in fields.items()
                                                                     if f.kind == "gaussian"]
