@@ -170,12 +170,26 @@ def refuse_inputs(out: str | Path, inputs: Mapping[str, str | Path | None], flag
             how = "is"
         elif p.is_relative_to(o):
             how = "is a folder holding"
-        elif p.is_dir() and o.is_relative_to(p) and o.exists():
+        elif p.is_dir() and o.is_relative_to(p) and o.exists() and _read_by_command(p, o):
             how = "is a file inside"
         else:
             continue
         raise FileExistsError(f"{out}: {flag} {how} the {name} this command reads ({path}); refusing to replace it "
                               f"even with --overwrite (choose another {flag})")
+
+
+def _read_by_command(folder: Path, file: Path) -> bool:
+    """Whether ``file`` (inside the input ``folder``) may be what a command reads there: in a
+    samples folder, its metadata and the files it lists (a report written beside them earlier,
+    such as metrics.json, is not); in any other folder, every file."""
+    from .generator import METADATA_FILE
+
+    try:
+        meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        listed = {METADATA_FILE, *meta["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return file.relative_to(folder).as_posix() in listed
 
 
 def output_file(path: str | Path, overwrite: bool, inputs: Mapping[str, str | Path | None] | None = None,

@@ -207,7 +207,15 @@ def test_outputs_never_replace_what_the_command_reads(unconditional_ckpt, tmp_pa
     assert main(["evaluate", str(samples), "--json", str(samples / "polydiff.json")]) == 2
     assert "--json is a file inside the target" in capsys.readouterr().err and \
         (samples / "polydiff.json").read_bytes() == meta
-    refuse_inputs(samples / "metrics.json", {"target": samples})  # a new file beside the samples is fine
+    refuse_inputs(samples / "metrics.json", {"target": samples})  # a new file beside the samples is fine,
+    (samples / "metrics.json").write_text("{}")                      # and so is replacing that report
+    refuse_inputs(samples / "metrics.json", {"target": samples})
+    with pytest.raises(FileExistsError, match=r"is a file inside the target"):  # but not a sample
+        refuse_inputs(samples / "samples.csv", {"target": samples})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.csv").write_text("1,2\n")  # a user's folder: any file there may be data
+    with pytest.raises(FileExistsError, match=r"is a file inside the target"):
+        refuse_inputs(tmp_path / "mine" / "a.csv", {"target": tmp_path / "mine"})
     mine = tmp_path / "out" / "mine.pdb"
     mine.parent.mkdir()
     mine.write_text("x")
