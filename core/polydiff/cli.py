@@ -572,10 +572,15 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
             "options": {k: v for k, v in options.items() if k != "grid"}, "condition": condition, **shown,
             **({"grid": str(args.grid)} if args.grid is not None else {}),
             **({"quantize": gen.quantization.summary()} if gen.quantization is not None else {})}
-    done = gen.generate_to(out, num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
-                           batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
-                           resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),
-                           **options, **control)
+    try:
+        done = gen.generate_to(out, num, sampler=sampler, steps=steps, seed=seed, condition=condition or None,
+                               batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+                               resume=args.resume, plot=args.plot, metadata=meta, progress=_progress(args),
+                               **options, **control)
+    except ValueError as err:  # the grid's times checked against the model's schedule: name the file
+        if args.grid is not None and str(err).startswith("a user grid"):
+            raise ValueError(f"{args.grid}: {err}") from None
+        raise
     return out, num, done
 
 

@@ -131,7 +131,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     assert "bad.json: field 'grid' must be strictly decreasing" in one_line_error(code, err)
     (tmp_path / "far.json").write_text(json.dumps({"grid": [5.0, 0.5, 0.001]}))
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--grid", tmp_path / "far.json", "--out", tmp_path / "s5")
-    assert "a user grid must lie in the schedule's time range" in one_line_error(code, err)
+    assert "far.json: a user grid must lie in the schedule's time range" in one_line_error(code, err)
     code, _, err = run(capsys, "calibrate", ckpt, "--steps", 4, "--sampler", "ddpm", "--out", tmp_path / "g2.json")
     assert "deterministic" in one_line_error(code, err) and not (tmp_path / "g2.json").exists()
     code, _, err = run(capsys, "sample", ckpt, "--num", 5, "--option", "etaa=1", "--out", tmp_path / "s2")
