@@ -257,3 +257,15 @@ def test_training_keeps_the_users_recipe_and_a_failed_start_leaves_nothing(tmp_p
     assert main(["train", str(recipe), "--out", str(tmp_path / "new"), "--set", "train.devices=-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "devices" in err[0] and not (tmp_path / "new").exists()
+
+
+def test_toy_network_sizes_must_be_positive():
+    """model.hidden=0 trained a network of nothing, silently."""
+    toy = ToyModality()
+    data = gmm_dataset(k=2, n=40, n_test=8)
+    fields = toy.fields(data.info)
+    for name in ("mlp", "two_time_mlp"):
+        for key, value in (("hidden", 0), ("emb_dim", -1), ("depth", 1.5)):
+            with pytest.raises(ValueError, match=rf"model\.{key} must be"):
+                toy.network(name, data.info, fields, **{key: value})
+    assert toy.network("mlp", data.info, fields, hidden=8, depth=0) is not None

@@ -35,6 +35,7 @@ from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, sh
 from ..nn import precondition as edm_precondition
 from ..parametrization import from_x0_eps
 from ..processes.gaussian import GaussianProcess
+from ..registry import whole_number
 from ..state import FieldSpec, State
 from ..structures import Plain
 from .data import csv_dataset, gmm_dataset, point_metrics, read_observation, read_points, write_points
@@ -93,9 +94,10 @@ class ToyMLP(nn.Module):
         return {"x": from_x0_eps(x0, eps, self.prediction, c).to(x.dtype)}
 
 
-def _point_inputs(info: Mapping[str, Any], conditional: bool, name: str) -> tuple[int, float, Any]:
+def _point_inputs(info: Mapping[str, Any], conditional: bool, name: str, **sizes: int) -> tuple[int, float, Any]:
     """What a point network needs from ``info``: the dimension, ``sigma_data`` (the data's root
-    mean square about 0, what EDM's skip connection assumes) and the condition specs."""
+    mean square about 0, what EDM's skip connection assumes) and the condition specs; ``sizes``
+    (hidden, depth, emb_dim) are checked to be whole numbers (depth may be 0)."""
     if is_rotations(info):
         raise ValueError(f"the {name} network generates points; rotations data needs the so3_mlp network")
     conditions = None
@@ -103,6 +105,8 @@ def _point_inputs(info: Mapping[str, Any], conditional: bool, name: str) -> tupl
         conditions = info.get("conditions")
         if not conditions:
             raise ValueError("conditional=True needs a dataset with labels (gmm, or csv with label=COLUMN)")
+    for key, value in sizes.items():  # hidden: 0 trained a network of nothing, silently
+        whole_number(f"model.{key}", value, low=0 if key == "depth" else 1)
     mean = np.asarray(info.get("data_mean", [0.0]), dtype=np.float64)
     sigma_data = float(np.sqrt(float(info.get("data_std", 1.0)) ** 2 + np.mean(mean**2)))
     return int(info["dim"]), sigma_data, conditions
@@ -112,7 +116,8 @@ def two_time_mlp(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidde
                  emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False) -> nn.Module:
     """A two-time model ``G(x_t, t, s)`` of points (:class:`polydiff.distill.TwoTimeMLP`) for
     consistency-trajectory distillation (``loss.objective: ctm``, sampler ``ctm``)."""
-    dim, sigma_data, conditions = _point_inputs(info, conditional, "two_time_mlp")
+    dim, sigma_data, conditions = _point_inputs(info, conditional, "two_time_mlp", hidden=hidden, depth=depth,
+                                                emb_dim=emb_dim)
     return TwoTimeMLP(dim, fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions)
 
 
@@ -120,7 +125,7 @@ def mlp_network(info: Mapping[str, Any], fields: Mapping[str, FieldSpec], hidden
                 emb_dim: int = 64, time_embedding: str = "sinusoidal", conditional: bool = False,
                 precondition: bool = True) -> nn.Module:
     """The residual MLP; ``conditional=True`` embeds the class label (needs labelled data)."""
-    dim, sigma_data, conditions = _point_inputs(info, conditional, "mlp")
+    dim, sigma_data, conditions = _point_inputs(info, conditional, "mlp", hidden=hidden, depth=depth, emb_dim=emb_dim)
     return ToyMLP(dim, fields, sigma_data, hidden, depth, emb_dim, time_embedding, conditions,
                   precondition)
 
