@@ -201,7 +201,7 @@ def output_file(path: str | Path, overwrite: bool, inputs: Mapping[str, str | Pa
     path = Path(path)
     refuse_inputs(path, inputs or {}, flag)
     if path.is_dir():
-        raise FileExistsError(f"{path} is a folder; --out names the file to write")
+        raise FileExistsError(f"{path} is a folder; {flag} names the file to write")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another {flag}")
     return path
