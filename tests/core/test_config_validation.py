@@ -193,9 +193,17 @@ def test_optional_values_of_a_graphs_recipe_accept_null():
     assert from_dict(with_value(GRAPHS, "sample.snr", 1), "graphs.yaml").sample.options["snr"] == 1.0
 
 
-def test_values_a_factory_cannot_build_from_name_the_section_and_the_options():
+def test_values_a_factory_cannot_build_from_name_the_section_and_the_options(monkeypatch):
     cfg = from_dict(with_value(TOY, "model.hidden", -2), SRC)  # an integer, but no network has -2 units
     toy = polydiff.load_modality("toy")
+    with pytest.raises(ConfigError) as err:
+        build_network(cfg, toy, {"dim": 2}, build_fields(cfg, toy, {"dim": 2}))
+    assert one_line(err) == f"{SRC}: model: model.hidden must be a positive integer, got -2"  # the toy checks it
+
+    def broken(info, fields, **options):  # a factory that fails inside torch, without naming the value
+        raise RuntimeError("Trying to create tensor with negative dimension -2: [-2, 2]")
+
+    monkeypatch.setattr(type(toy), "networks", lambda self: {"mlp": broken})
     with pytest.raises(ConfigError) as err:
         build_network(cfg, toy, {"dim": 2}, build_fields(cfg, toy, {"dim": 2}))
     assert one_line(err).startswith(f"{SRC}: model: network 'mlp' cannot be built with hidden=-2, depth=3, ")
