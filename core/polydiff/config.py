@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from .registry import RegistryError, ValueMismatch, check_options, check_value, load_modality
+from .registry import RegistryError, ValueMismatch, available_modalities, check_options, check_value, load_modality
 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 LOGGERS = ("csv", "tensorboard", "none")
@@ -320,7 +320,10 @@ def from_dict(raw: Mapping[str, Any] | Config, source: str = "<config>") -> Conf
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     _no_unknown(raw, _SECTIONS, "", source)
     cfg = Config(source=source)
-    modality = raw.get("modality", "toy")
+    if "modality" not in raw:  # no silent fallback to the toy: an empty or truncated recipe is an error
+        raise ConfigError(f"{source}: modality: missing; name the plugin the recipe is for "
+                          f"(installed: {', '.join(sorted(available_modalities())) or 'none'})")
+    modality = raw["modality"]
     if not isinstance(modality, str) or not modality:
         raise ConfigError(f"{source}: modality: expected a plugin name, got {modality!r}")
     cfg.modality = modality

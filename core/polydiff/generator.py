@@ -530,7 +530,7 @@ class Generator:
                 **dict(metadata), "info": self.info, "config": self.config.to_dict()}
         (folder / METADATA_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 
-    def calibrate_grid(self, steps: int, sampler: str | None = None, *, pilot: int = 256, seed: int = 0,
+    def calibrate_grid(self, steps: int, sampler: str | None = None, *, pilot: int = 256, seed: int | None = 0,
                        condition: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
                        progress: bool | None = None, **options: Any) -> Tensor:
         """A ``steps``-step time grid for ``sampler`` fitted to this model on ``pilot`` samples
@@ -539,6 +539,7 @@ class Generator:
         bar over the trial grids (as for :meth:`generate`)."""
         from .samplers.calibrate import calibrate_grid
 
+        pilot, seed = whole_number("pilot", pilot), seed_value(seed)
         st = self.settings(sampler, **options)
         dev = as_device(device) if device is not None else self.device
         self.net.to(dev)

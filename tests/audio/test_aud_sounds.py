@@ -381,3 +381,30 @@ def test_ogg_is_read(tmp_path):
         (snd,) = S.read_sounds(tmp_path)
     m = S.mel_of(snd.audio)
     assert np.abs(m - S.mel_of(sine(700, 0.5))).mean() < 0.1
+
+
+def test_read_sounds_names_the_files_it_crops(tmp_path):
+    """A file longer than MelSpec.samples keeps its start; that was silent (a 5 s clip lost 4 s)."""
+    S.write_sounds([S.Sound(sine(440, 0.5, n=2 * S.SR), S.SR, name="long"),
+                    S.Sound(sine(440, 0.5, n=S.SR // 2), S.SR, name="short")], tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        got = S.read_sounds(tmp_path)
+    (msg,) = [str(w.message) for w in caught]
+    assert f"kept the first {SPEC.samples / S.SR:.4g} s" in msg and "1 of 2 audio files" in msg
+    assert "long.wav (2 s)" in msg and "short" not in msg
+    np.testing.assert_allclose(got[0].audio, sine(440, 0.5, n=SPEC.samples), atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        S.read_sounds(tmp_path / "short.wav")  # nothing cropped: no warning
+
+
+def test_a_captioned_sound_without_a_class_keeps_label_minus_one(tmp_path):
+    """Written with an empty label, it read back as the class its caption names."""
+    s = S.sound_events(1, seed=1)[0]
+    assert S.caption_label(s.caption) >= 0
+    s.label = -1
+    S.write_sounds([s, S.Sound(sine(440, 0.5), S.SR, "", -1, "bare")], tmp_path)
+    lines = (tmp_path / "captions.csv").read_text().splitlines()
+    assert lines[1].endswith(",none") and lines[2] == "bare.wav,,"
+    got = {b.name: (b.caption, b.label) for b in S.read_sounds(tmp_path)}
+    assert got == {s.name: (s.caption, -1), "bare": ("", -1)}

@@ -183,3 +183,14 @@ def test_an_observation_file_is_read_as_the_cli_reads_it(gen, tmp_path):
     assert np.isfinite(x).all() and np.ptp(x[:, 1]) > 0  # NaN without a mask: generated (it came out NaN)
     with pytest.raises(FileNotFoundError, match=r"obs\.csv: no such observation file"):
         gen.generate(3, seed=1, steps=2, observed=str(tmp_path / "obs.csv"), progress=False)
+
+
+def test_calibrate_grid_checks_its_pilot_and_seed(gen):
+    """pilot=0 fitted a grid to an empty batch; seed=None reached torch.manual_seed."""
+    for kw, msg in [({"pilot": 0}, "pilot must be a positive integer, got 0"),
+                    ({"pilot": 2.5}, "pilot must be a positive integer"),
+                    ({"seed": 1.5}, "seed must be an integer")]:
+        with pytest.raises(ValueError, match=msg):
+            gen.calibrate_grid(4, "unipc", max_trials=1, reference_steps=8, progress=False, **kw)
+    grid = gen.calibrate_grid(4, "unipc", pilot=8, seed=None, max_trials=1, reference_steps=8, progress=False)
+    assert grid.shape == (5,)

@@ -78,3 +78,24 @@ def test_final_zero_multi_field_and_errors(target):
                        ({"tol": float("nan")}, "tol must be a positive number")):
         with pytest.raises(ValueError, match=words):
             calibrate_grid(model, process, (8, 2), 5, sampler="ddim", **bad)
+
+
+def test_calibration_arguments_are_checked_and_seed_none_is_one_seed(target):
+    """Non-integer steps reached torch.linspace; seed=None drew a fresh prior for the reference and
+    for every trial, so each trial was scored against another batch's solution."""
+    _, process, model = target
+    for kw, msg in [({"steps": 2.5}, "steps must be an integer"),
+                    ({"reference_steps": 0}, "reference_steps must be a positive integer"),
+                    ({"reference_steps": 3}, r"reference_steps \(3\) must be at least steps \(4\)"),
+                    ({"seed": 1.5}, "seed must be an integer")]:
+        args = {"steps": 4, "max_trials": 1, "reference_steps": 10, **kw}
+        with pytest.raises(ValueError, match=msg):
+            calibrate_grid(model, process, (16, 2), args.pop("steps"), sampler="unipc", **args)
+    from polydiff.registry import seed_value
+
+    torch.manual_seed(5)
+    fresh = calibrate_grid(model, process, (64, 2), 4, sampler="unipc", seed=None, max_trials=12, reference_steps=20)
+    torch.manual_seed(5)
+    drawn = seed_value(None)
+    fixed = calibrate_grid(model, process, (64, 2), 4, sampler="unipc", seed=drawn, max_trials=12, reference_steps=20)
+    assert torch.equal(fresh, fixed)

@@ -197,7 +197,7 @@ def test_a_fresh_process_lists_lightly_and_exits_2_without_traceback(tmp_path):
     """In a new interpreter: `modalities` imports no training machinery (Lightning), and a bad
     recipe gives status 2 and one line on stderr."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {max_steps: many}\n")
+    bad.write_text("modality: toy\ntrain: {max_steps: many}\n")
     script = ("import sys; from polydiff.cli import main; main(['modalities']); "
               "print('LIGHTNING', 'lightning' in sys.modules); sys.exit(main(['train', sys.argv[1]]))")
     proc = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True, timeout=120,

@@ -482,3 +482,17 @@ def test_a_field_weight_for_no_field_is_an_error():
     with pytest.raises(KeyError, match=r"loss\.field_weights names \['y'\], which are not fields of the state"):
         diffusion_loss(lambda st, t: {"x": torch.zeros_like(st["x"])}, fields, {"x": torch.zeros(4, 2)},
                        Noise(4, seed=0), field_weights={"y": 2.0})
+
+
+def test_a_recipe_must_name_its_modality(tmp_path):
+    """An empty (or truncated) recipe file once trained the toy model with every default."""
+    for text in ("", "# nothing yet\n", "train: {max_steps: 3}\n"):
+        f = tmp_path / "r.yaml"
+        f.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(f)
+        msg = one_line(err)
+        assert msg.startswith(f"{f}: modality: missing; name the plugin") and "toy" in msg, msg
+    with pytest.raises(ConfigError, match="modality: missing"):
+        from_dict({"train": {"max_steps": 3}}, "<config>")
+    assert from_dict({"modality": "toy"}, "<config>").modality == "toy"

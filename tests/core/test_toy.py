@@ -66,10 +66,10 @@ def test_csv_errors_name_file_and_line(tmp_path, toy):
 
 
 def test_csv_errors_through_a_recipe_name_the_recipe(tmp_path, toy):
-    cfg = from_dict({"data": {"name": "csv", "path": str(tmp_path / "none.csv")}}, source="r.yaml")
+    cfg = from_dict({"modality": "toy", "data": {"name": "csv", "path": str(tmp_path / "none.csv")}}, source="r.yaml")
     with pytest.raises(ConfigError, match=r"r\.yaml: data: .*none\.csv: no such CSV file"):
         build_data(cfg, toy)
-    cfg = from_dict({"data": {"name": "gmm", "kk": 3}}, source="r.yaml")
+    cfg = from_dict({"modality": "toy", "data": {"name": "gmm", "kk": 3}}, source="r.yaml")
     with pytest.raises(ConfigError, match=r"r\.yaml: unknown key 'data\.kk' for dataset 'gmm' \(did you mean 'k'\?\); "
                                           r"allowed: k, dim.*"
                                           r"--set '~data\.kk'"):

@@ -45,31 +45,32 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_unknown_key_names_file_path_and_allowed_keys():
     with pytest.raises(ConfigError) as err:
-        from_dict({"train": {"lrr": 1e-3}}, SRC)
+        from_dict({"modality": "toy", "train": {"lrr": 1e-3}}, SRC)
     msg = str(err.value)
     assert msg.startswith("configs/x.yaml: unknown key 'train.lrr' (did you mean 'lr'?); allowed: max_steps, "
                           "batch_size, lr,")
     with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\); allowed: modality, data"):
-        from_dict({"trian": {}}, SRC)
+        from_dict({"modality": "toy", "trian": {}}, SRC)
 
 
 def test_wrong_types_are_named():
     with pytest.raises(ConfigError, match=r"^configs/x\.yaml: train\.lr: expected a number, got 'abc'$"):
-        from_dict({"train": {"lr": "abc"}}, SRC)
+        from_dict({"modality": "toy", "train": {"lr": "abc"}}, SRC)
     with pytest.raises(ConfigError, match=r"train\.max_steps: expected an integer, got 2\.5"):
-        from_dict({"train": {"max_steps": 2.5}}, SRC)
+        from_dict({"modality": "toy", "train": {"max_steps": 2.5}}, SRC)
     with pytest.raises(ConfigError, match=r"train\.progress: expected true or false, got 3"):
-        from_dict({"train": {"progress": 3}}, SRC)
+        from_dict({"modality": "toy", "train": {"progress": 3}}, SRC)
     with pytest.raises(ConfigError, match=r"train\.precision: expected one of 32, 64, bf16-mixed"):
-        from_dict({"train": {"precision": "8bit"}}, SRC)
+        from_dict({"modality": "toy", "train": {"precision": "8bit"}}, SRC)
     with pytest.raises(ConfigError, match=r"train\.devices: expected an integer or a string or a list"):
-        from_dict({"train": {"devices": 1.5}}, SRC)
+        from_dict({"modality": "toy", "train": {"devices": 1.5}}, SRC)
     with pytest.raises(ConfigError, match=r"^configs/x\.yaml: train: expected a mapping, got 5$"):
-        from_dict({"train": 5}, SRC)
+        from_dict({"modality": "toy", "train": 5}, SRC)
 
 
 def test_yaml_ambiguities_are_resolved():
-    cfg = from_dict({"train": {"lr": "1e-3", "precision": 32, "max_steps": "1e3", "devices": [0, 1]}}, SRC)
+    cfg = from_dict({"modality": "toy", "train": {"lr": "1e-3", "precision": 32, "max_steps": "1e3",
+                                                  "devices": [0, 1]}}, SRC)
     assert cfg.train.lr == 1e-3 and cfg.train.precision == "32" and cfg.train.max_steps == 1000
     assert cfg.train.devices == [0, 1]
 
@@ -77,15 +78,16 @@ def test_yaml_ambiguities_are_resolved():
 def test_unknown_names_error_through_the_registries():
     with pytest.raises(ConfigError, match=r"configs/x\.yaml: sample\.sampler: unknown sampler 'eulr'\. "
                                           r"Did you mean 'euler'\? Allowed: .*ddim"):
-        from_dict({"sample": {"sampler": "eulr"}}, SRC)
+        from_dict({"modality": "toy", "sample": {"sampler": "eulr"}}, SRC)
     with pytest.raises(ConfigError, match=r"unknown key 'sample\.etaa' \(did you mean 'eta'\?\); allowed: .*eta"):
-        from_dict({"sample": {"sampler": "ddim", "etaa": 1.0}}, SRC)
+        from_dict({"modality": "toy", "sample": {"sampler": "ddim", "etaa": 1.0}}, SRC)
     with pytest.raises(ConfigError, match=r"loss\.weighting: unknown loss weighting 'snrr'"):
-        from_dict({"loss": {"weighting": "snrr"}}, SRC)
+        from_dict({"modality": "toy", "loss": {"weighting": "snrr"}}, SRC)
     with pytest.raises(ConfigError, match=r"unknown key 'loss\.gama' \(did you mean 'gamma'\?\); allowed: .*gamma"):
-        from_dict({"loss": {"weighting": "min_snr", "gama": 5}}, SRC)
-    assert from_dict({"loss": {"weighting": "min_snr", "gamma": 3}}, SRC).loss.options == {"gamma": 3.0}
-    cfg = from_dict({"process": {"schedule": "vp_cosinus"}}, SRC)
+        from_dict({"modality": "toy", "loss": {"weighting": "min_snr", "gama": 5}}, SRC)
+    gamma = from_dict({"modality": "toy", "loss": {"weighting": "min_snr", "gamma": 3}}, SRC).loss.options
+    assert gamma == {"gamma": 3.0}
+    cfg = from_dict({"modality": "toy", "process": {"schedule": "vp_cosinus"}}, SRC)
     toy = polydiff.load_modality("toy")
     with pytest.raises(ConfigError, match=r"configs/x\.yaml: process: unknown schedule 'vp_cosinus'"):
         build_fields(cfg, toy, {"dim": 2})
@@ -304,9 +306,9 @@ def test_techniques_from_the_recipe(tmp_path):
     assert run.step == 3 and np.isfinite(run.metrics["train/loss"])
     with pytest.raises(ConfigError, match=r"unknown key 'loss\.techniques\.imiscible' \(did you mean "
                                           r"'immiscible'\?\); allowed: immiscible"):
-        from_dict({"loss": {"techniques": {"imiscible": True}}}, SRC)
+        from_dict({"modality": "toy", "loss": {"techniques": {"imiscible": True}}}, SRC)
     with pytest.raises(ConfigError, match=r"loss\.techniques\.cond_drop: condition dropout is set twice"):
-        from_dict({"loss": {"cond_drop": 0.1, "techniques": {"cond_drop": 0.2}}}, SRC)
+        from_dict({"modality": "toy", "loss": {"cond_drop": 0.1, "techniques": {"cond_drop": 0.2}}}, SRC)
     recipe = tiny(max_steps=2)
     recipe["data"] = {"name": "csv", "path": str(tmp_path / "p.csv")}
     recipe["loss"] = {"cond_drop": 0.1}

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..grids import make_grid
+from ..registry import seed_value, whole_number
 from ..state import as_fields
 from .base import get_sampler
 from .driver import Model, sample
@@ -55,7 +56,7 @@ def _gaussian_error(a: Any, b: Any, names: list[str] | None) -> float:
 def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] | Tensor | Mapping[str, Any],
                    steps: int, *,
                    sampler: str = "dpm++2m", grid: str | Tensor | None = None, reference_steps: int = 100,
-                   max_trials: int = 150, tol: float = 0.02, seed: int = 0, prediction: str = "eps",
+                   max_trials: int = 150, tol: float = 0.02, seed: int | None = 0, prediction: str = "eps",
                    t_max: float | None = None, t_min: float | None = None, final_zero: bool = False,
                    progress: Callable[[int, float], None] | None = None, **options: Any) -> Tensor:
     """A ``steps``-step grid for ``sampler`` fitted to ``model`` on a pilot batch.
@@ -71,7 +72,8 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
         reference_steps: DPM-Solver++(2M) steps of the accurate pilot solution.
         max_trials, tol: stop after this many trial grids, or when the move size (in log
             spacing units) falls below ``tol``.
-        seed: the pilot batch's seed. progress: called as ``progress(trials, error)``.
+        seed: the pilot batch's seed (None: a fresh one, the same for every trial). progress:
+            called as ``progress(trials, error)``.
 
     Returns: the fitted grid, a float64 tensor of ``steps + 1`` decreasing times.
     """
@@ -79,6 +81,7 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
     if sdef.kind != "gaussian" or sdef.stochastic:
         raise ValueError(f"calibrate_grid fits deterministic Gaussian samplers; {sampler!r} is "
                          f"{'stochastic' if sdef.stochastic else sdef.kind}")
+    steps = whole_number("steps", steps, low=None)
     if steps < 2:
         raise ValueError(f"steps must be at least 2 to calibrate a grid, got {steps} (a grid of one step has no "
                          "interior time to fit)")
@@ -86,6 +89,10 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
         raise ValueError(f"max_trials must be a positive integer, got {max_trials!r} (0 returned the starting grid)")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if whole_number("reference_steps", reference_steps) < steps:
+        raise ValueError(f"reference_steps ({reference_steps}) must be at least steps ({steps}): the reference "
+                         "solution has to be finer than the grid fitted to it")
+    seed = seed_value(seed)  # None draws one seed for the reference and every trial alike
     fields = as_fields(process, prediction)
     names = None if not isinstance(shape_or_state, Mapping) else [k for k, f in fields.items()
                                                                     if f.kind == "gaussian"]

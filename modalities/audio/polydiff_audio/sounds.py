@@ -654,10 +654,12 @@ def resample_audio(y: np.ndarray, sr: int, target: int) -> np.ndarray:
     return out
 
 
-def _decode(file: Path, spec: MelSpec) -> np.ndarray:
-    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long; ValueError with the reason if unusable."""
+def _decode(file: Path, spec: MelSpec) -> tuple[np.ndarray, int]:
+    """Mono float32 audio at ``spec.sr`` and ``spec.samples`` long, and its length before the
+    crop / padding; ValueError with the reason if unusable."""
     y, sr = load_audio(file)
-    return _fit(resample_audio(y, sr, spec.sr), spec.samples)
+    y = resample_audio(y, sr, spec.sr)
+    return _fit(y, spec.samples), y.shape[-1]
 
 
 def _label_of(cell: str, where: str) -> int:
@@ -666,10 +668,12 @@ def _label_of(cell: str, where: str) -> int:
         return -1
     if cell in CLASSES:
         return CLASSES.index(cell)
+    if cell == "none":  # a caption that names no class (empty would read the class from the caption)
+        return -1
     if re.fullmatch(r"[0-9]+", cell) and int(cell) < len(CLASSES):
         return int(cell)
     raise ValueError(f"{where}: unknown label {cell!r} (expected a class name such as {CLASSES[0]!r} or an "
-                     f"index 0-{len(CLASSES) - 1}, or empty)")
+                     f"index 0-{len(CLASSES) - 1}, 'none', or empty)")
 
 
 def _read_captions(csv_file: Path, folder: Path) -> dict[str, tuple[str, int, str]]:
@@ -708,10 +712,11 @@ def read_sounds(path: str | Path, spec: MelSpec = MelSpec()) -> list[Sound]:
     files, or one such file, with captions from an optional ``captions.csv`` in the folder
     (header ``file,caption[,label]``, ``file`` relative to the folder, ``label`` a class name or
     index). Audio is mixed to mono, resampled to ``spec.sr`` and cropped / zero-padded to
-    ``spec.samples``. Files that cannot be decoded, are empty or hold NaN are skipped with one
-    warning; none usable, or a bad captions.csv, is a ValueError naming the file (and line).
-    A sound without a caption row gets caption "" and label -1; with a caption but no label,
-    the label :func:`caption_label` reads from it."""
+    ``spec.samples`` (longer files are cropped to their start, with one warning that names them).
+    Files that cannot be decoded, are empty or hold NaN are skipped with one warning; none
+    usable, or a bad captions.csv, is a ValueError naming the file (and line).
+    A sound without a caption row gets caption "" and label -1; with a caption but an empty label,
+    the label :func:`caption_label` reads from it; the label ``none`` is -1."""
 
     path = Path(path)
     if not path.exists():
@@ -728,15 +733,17 @@ def read_sounds(path: str | Path, spec: MelSpec = MelSpec()) -> list[Sound]:
         folder, files = path.parent, [path]
     captions = _read_captions(folder / CAPTIONS_FILE, folder) if (folder / CAPTIONS_FILE).is_file() else {}
 
-    sounds, skipped, cut = [], [], []
+    sounds, skipped, cut, long = [], [], [], []
     for file in files:
         try:
-            audio = _decode(file, spec)
+            audio, n = _decode(file, spec)
         except ValueError as err:
             if path.is_file():
                 raise ValueError(f"{file}: not a readable audio file ({err})") from None
             skipped.append(f"{file.relative_to(folder).as_posix()} ({err})")
             continue
+        if n > spec.samples:
+            long.append(f"{file.relative_to(folder).as_posix()} ({n / spec.sr:.3g} s)")
         short = cut_off(file)
         if short:
             cut.append(f"{file.relative_to(folder).as_posix()} ({short})")
@@ -755,6 +762,12 @@ def read_sounds(path: str | Path, spec: MelSpec = MelSpec()) -> list[Sound]:
         where = path if path.is_file() else folder
         warnings.warn(f"{where}: read {len(cut)} of {len(files)} audio files that look cut off as far as they go: "
                       f"{'; '.join(cut[:3])}{more}", stacklevel=2)
+    if long:
+        more = f"; and {len(long) - 3} more" if len(long) > 3 else ""
+        where = path if path.is_file() else folder
+        warnings.warn(f"{where}: kept the first {spec.samples / spec.sr:.4g} s (MelSpec.samples = {spec.samples} at "
+                      f"{spec.sr} Hz) of {len(long)} of {len(files)} audio files that are longer: "
+                      f"{'; '.join(long[:3])}{more}", stacklevel=2)
     return sounds
 
 
@@ -783,7 +796,8 @@ def pcm_to_float(a: np.ndarray) -> np.ndarray:
 
 def write_sounds(sounds: Sequence[Sound], out_dir: str | Path) -> list[Path]:
     """One 32-bit float WAV per sound (``NAME.wav``, clipped to [-1, 1]; integer PCM scaled to full
-    scale 1) and ``captions.csv`` (file, caption, label name or empty), each written atomically;
+    scale 1) and ``captions.csv`` (file, caption, label name, or ``none`` for a captioned sound
+    without a class, or empty), each written atomically;
     returns the paths (WAVs, then the CSV). A sound without a name is called ``sound_00000``...;
     duplicate names, and names that are no plain file name or start with a dot (a hidden file,
     which reading a folder skips), are errors."""
@@ -814,7 +828,7 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path) -> list[Path]:
         audio = np.clip(pcm_to_float(s.audio).astype(np.float32), -1.0, 1.0)
         file = out_dir / f"{name}.wav"
         paths.append(write_wav(file, audio, int(s.sr)))
-        label = CLASSES[s.label] if 0 <= s.label < len(CLASSES) else ""
+        label = CLASSES[s.label] if 0 <= s.label < len(CLASSES) else "none" if s.caption else ""
         writer.writerow([file.name, s.caption, label])
     paths.append(atomic_write(out_dir / CAPTIONS_FILE, table.getvalue()))
     return paths
