@@ -521,6 +521,11 @@ def _sample_options(sample: SampleConfig, rest: Mapping[str, Any], source: str) 
                     out[k] = d.check(k, out[k])
                 except ValueMismatch as err:
                     raise ConfigError(f"{source}: sample.{k}: {err}") from None
+    from .samplers.driver import COMPILE_MODES
+
+    if out.get("compile") is not None and out["compile"] not in COMPILE_MODES:
+        raise ConfigError(f"{source}: sample.compile: expected one of {', '.join(map(repr, COMPILE_MODES))}, "
+                          f"got {out['compile']!r}")
     for k in ("num", "steps"):
         if getattr(sample, k) < 1:
             raise ConfigError(f"{source}: sample.{k}: expected a positive integer, got {getattr(sample, k)}")
@@ -580,6 +585,28 @@ def build_fields(cfg: Config, modality: Any, info: Mapping[str, Any]) -> Any:
     options = _check_options(cfg, modality.fields, cfg.process, 1, "process", f"modality {modality.name!r}")
     return _guard(cfg, "process", lambda: modality.fields(info, **options), f"modality {modality.name!r}'s fields",
                   options)
+
+
+def check_sample_grid(cfg: Config, fields: Mapping[str, Any]) -> None:
+    """The ``sample`` section's time grid against the first Gaussian field's schedule (its time
+    range is known only once the fields are built): training checks it first, so that a bad
+    ``sample.t_min`` fails before the run, not at its first sampling."""
+    import torch
+
+    from .grids import make_grid
+
+    ref = next((f.process.schedule for f in fields.values() if getattr(f, "kind", None) == "gaussian"), None)
+    s, opts = cfg.sample, cfg.sample.options
+    if ref is None or not any(opts.get(k) is not None for k in ("grid", "t_min", "t_max", "final_zero")):
+        return
+    grid = opts.get("grid")
+    grid = torch.tensor(grid, dtype=torch.float64) if isinstance(grid, list) else grid
+    try:
+        grid, t_min = ref.sampling_defaults(s.sampler, s.steps, grid, opts.get("t_min"))
+        make_grid(ref, s.steps, grid, t_max=opts.get("t_max"), t_min=t_min, final_zero=bool(opts.get("final_zero")))
+    except ValueError as err:
+        keys = [f"sample.{k}" for k in ("grid", "t_min", "t_max", "final_zero") if opts.get(k) is not None]
+        raise cfg.error(", ".join(keys), str(err)) from None
 
 
 def build_network(cfg: Config, modality: Any, info: Mapping[str, Any], fields: Mapping[str, Any]) -> Any:

@@ -79,6 +79,7 @@ from .config import (
     build_data,
     build_fields,
     build_network,
+    check_sample_grid,
     from_dict,
     load_config,
 )
@@ -765,6 +766,7 @@ def _train(cfg: Config, out: Path, fresh: bool, callbacks: Sequence[Callback], v
     data = build_data(cfg, modality)
     info = _plain_info(data.info, cfg)
     fields = build_fields(cfg, modality, info)
+    check_sample_grid(cfg, fields)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     net = build_network(cfg, modality, info, fields)
     if cfg.train.init and resume is None:  # fine-tuning: start from another run's weights

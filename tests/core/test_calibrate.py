@@ -99,3 +99,12 @@ def test_calibration_arguments_are_checked_and_seed_none_is_one_seed(target):
     drawn = seed_value(None)
     fixed = calibrate_grid(model, process, (64, 2), 4, sampler="unipc", seed=drawn, max_trials=12, reference_steps=20)
     assert torch.equal(fresh, fixed)
+
+
+def test_calibration_runs_at_most_max_trials(target):
+    _, process, model = target
+    for n in (1, 2, 3, 6):
+        seen = []
+        calibrate_grid(model, process, (16, 2), 4, sampler="unipc", max_trials=n, reference_steps=8,
+                       progress=lambda k, err, seen=seen: seen.append(k))
+        assert max(seen) <= n and seen[-1] == n, (n, seen)

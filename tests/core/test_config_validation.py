@@ -496,3 +496,19 @@ def test_a_recipe_must_name_its_modality(tmp_path):
     with pytest.raises(ConfigError, match="modality: missing"):
         from_dict({"train": {"max_steps": 3}}, "<config>")
     assert from_dict({"modality": "toy"}, "<config>").modality == "toy"
+
+
+def test_sample_compile_and_time_range_fail_before_training(tmp_path):
+    """sample.compile=maxautotune and sample.t_min=-1 trained the whole run, then failed at sampling."""
+    with pytest.raises(ConfigError, match=r"r\.yaml: sample\.compile: expected one of .*, got 'maxautotune'"):
+        from_dict({"modality": "toy", "sample": {"compile": "maxautotune"}}, "r.yaml")
+    assert from_dict({"modality": "toy", "sample": {"compile": "loop"}}, "r.yaml").sample.options["compile"] == "loop"
+    recipe = {"modality": "toy", "data": {"name": "gmm", "k": 2, "dim": 2, "n": 64},
+              "model": {"name": "mlp", "hidden": 8, "depth": 1},
+              "train": {"max_steps": 2, "batch_size": 16, "progress": False, "logger": "none", "threads": 1}}
+    for sample, msg in [({"t_min": -1.0}, r"sample\.t_min: t_min and t_max must lie in the schedule's time range"),
+                        ({"grid": [0.999, 0.5, 1e-4]}, r"sample\.grid: a user grid must lie in the schedule's time")]:
+        out = tmp_path / "run"
+        with pytest.raises(ConfigError, match=msg):
+            polydiff.train({**recipe, "sample": sample}, out, verbose=False)
+        assert not out.exists()

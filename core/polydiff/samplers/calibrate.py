@@ -140,6 +140,8 @@ def calibrate_grid(model: Model, process: Any, shape_or_state: tuple[int, ...] |
         improved = False
         for i in range(z.shape[0]):
             for sgn in (1.0, -1.0):
+                if trials >= max_trials:  # never one trial more than asked (the bar read 151/150)
+                    break
                 trial = z.clone()
                 trial[i] += sgn * move
                 e = error(trial)

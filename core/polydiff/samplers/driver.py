@@ -448,6 +448,7 @@ def walk(loop: SamplingLoop) -> State:
 
 
 _LOOP_MODES = {"loop": "default", "cudagraphs": "reduce-overhead", "max-autotune": "max-autotune"}
+COMPILE_MODES = (False, True, "network", *_LOOP_MODES)  # what ``compile=`` takes
 _COMPILED: dict[tuple[str, bool], Callable[[SamplingLoop], State]] = {}
 
 
