@@ -150,3 +150,14 @@ def test_success_and_score_arrays_of_the_wrong_kind_are_refused(tmp_path: Path) 
     np.savez(tmp_path / "half.npz", **{**z, "success": np.array([np.nan] + [0.0] * (n - 1))})
     with pytest.raises(EpisodeError, match="'success' must hold booleans"):
         read_episodes(tmp_path / "half.npz")
+
+
+def test_the_plot_module_is_reachable_from_the_package():
+    """docs/policies.md calls polydiff_policies.plot.animate(...) after `import polydiff_policies`:
+    the package's lazy attributes did not include the module (AttributeError: plot)."""
+    import subprocess
+    import sys
+
+    code = "import polydiff_policies as p; print(callable(p.plot.animate))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr

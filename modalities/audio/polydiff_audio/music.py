@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.plugin import atomic_write, cache_dir
+from polydiff.plugin import Progress, atomic_write, cache_dir
 
 VOICES = ("soprano", "alto", "tenor", "bass")
 LOW, HIGH = 36, 81           # MIDI pitch range of tokens (covers every pitch of the music21 Bach chorales)
@@ -195,15 +195,17 @@ def load_chorales(n: int | None = None, cache: bool = True) -> list[Chorale]:
     paths = _corpus_paths()
     skipped, first_reason, moved = 0, "", 0
     i = got.scanned
-    while i < len(paths) and (n is None or len(got.chorales) < n):
-        chorale, reason, m = _parse_chorale(paths[i])
-        i += 1
-        if chorale is None:
-            skipped += 1
-            first_reason = first_reason or reason
-            continue
-        moved += m
-        got.chorales.append(chorale)
+    with Progress(len(paths), "parsing Bach chorales (once; cached)", "file", initial=i) as bar:  # minutes for all
+        while i < len(paths) and (n is None or len(got.chorales) < n):
+            chorale, reason, m = _parse_chorale(paths[i])
+            i += 1
+            bar.update_to(i)
+            if chorale is None:
+                skipped += 1
+                first_reason = first_reason or reason
+                continue
+            moved += m
+            got.chorales.append(chorale)
     got.scanned, got.complete = i, i >= len(paths)
     if skipped:
         warnings.warn(f"load_chorales: skipped {skipped} corpus file(s) that are not four-part chorales "

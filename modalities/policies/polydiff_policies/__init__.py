@@ -26,4 +26,8 @@ def __getattr__(name: str):
         from . import policy
 
         return getattr(policy, name)
+    if name == "plot":  # polydiff_policies.plot.animate(...) without importing the module first
+        import importlib
+
+        return importlib.import_module(f"{__name__}.plot")
     raise AttributeError(name)
