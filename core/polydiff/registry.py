@@ -14,6 +14,7 @@ inside the factory.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import difflib
 import enum
 import functools
@@ -104,6 +105,9 @@ class Registry:
             if name in self._items:
                 raise RegistryError(f"{self.kind} {name!r} is registered twice")
             doc = description or (inspect.getdoc(obj) or "").split("\n")[0]
+            if description and not getattr(obj, "__doc__", None):
+                with contextlib.suppress(AttributeError, TypeError):  # help(obj) shows what the listing shows
+                    obj.__doc__ = description
             self._items[name] = (obj, doc)
             return obj
 

@@ -168,6 +168,8 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
         raise ValueError(f"sampler loop must be 'grid', 'calls' or 'own', got {loop!r}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not fn.__doc__ or getattr(fn, "_doc_from_register", False):  # help(step) shows what `polydiff
+            fn.__doc__, fn._doc_from_register = description, True     # samplers` does (stacked: the outermost)
         origin = (getattr(fn, "__module__", "") or "").split(".")[0]
         SAMPLERS.register(name, description)(SamplerDef(name, fn, kind, description, nfe_per_step, stochastic,
                                                         defaults, loop, origin, lazy, budget, uses_steps))
@@ -177,6 +179,7 @@ def register(name: str, description: str, *, kind: str = "gaussian", nfe_per_ste
 
 
 def get_sampler(name: str) -> SamplerDef:
+    """The registered sampler ``name`` (an error listing the choices, with "did you mean")."""
     return SAMPLERS.get(name)
 
 

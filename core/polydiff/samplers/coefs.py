@@ -70,6 +70,7 @@ def phi(k: int, z: Tensor) -> Tensor:
 
 
 def is_number(v: Number, value: float) -> bool:
+    """``v`` is the plain number ``value`` (a tensor never is: checking it would sync the host)."""
     return not isinstance(v, Tensor) and v == value
 
 

@@ -64,6 +64,7 @@ def split_steps(tree: Any, n: int) -> list[Any]:
 
 
 def cast_coefs(c: Coefs, dtype: torch.dtype) -> Coefs:
+    """``c`` with every coefficient in ``dtype`` (the solver's arithmetic)."""
     return Coefs(*(v.to(dtype) for v in (c.alpha, c.sigma, c.lam, c.dalpha, c.dsigma)))
 
 

@@ -71,6 +71,7 @@ def _generate(args: argparse.Namespace) -> tuple[object, list, int, int, dict, f
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    """``polydiff graphs sample``: graphs from a checkpoint, written as files with their metadata."""
     out = args.out or run_folder(args.checkpoint) / "samples"
     check_samples_out(out, args.overwrite)  # before sampling: a refused run costs nothing
     gen, graphs, num, seed, options, seconds = _generate(args)
@@ -86,6 +87,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """``polydiff graphs evaluate``: the GDSS / PARD metrics of a checkpoint's samples."""
     if args.json is not None:
         refuse_inputs(args.json, {"checkpoint": args.checkpoint}, "--json")
     gen, graphs, _, _, _, seconds = _generate(args)
