@@ -568,6 +568,8 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
                              "steps); give only one of them")
         steps = len(grid_meta["grid"]) - 1
     shown = {k: (str(args.observed) if k == "observed" else v) for k, v in control.items()}
+    if args.observed is not None and control["observed"].meta:
+        shown["observed_meta"] = control["observed"].meta
     meta = {"sampler": sampler or sc.sampler, "steps": sc.steps if steps is None else steps, "seed": seed,
             "options": {k: v for k, v in options.items() if k != "grid"}, "condition": condition, **shown,
             **({"grid": str(args.grid)} if args.grid is not None else {}),

@@ -418,11 +418,14 @@ class Observation:
     whole field is given. Build masks with :func:`index_mask`, e.g. "the first 100 time steps"
     is ``index_mask(shape, 1, slice(0, 100))`` and "tracks 1 and 4" ``index_mask(shape, 0, [1, 4])``.
     For a manifold field a mask selects whole points (see :meth:`expand_points`): ``(N,)`` for
-    the rotations of a ``(B, N, 3, 3)`` field.
+    the rotations of a ``(B, N, 3, 3)`` field. ``meta``: plain facts a reader of the samples
+    needs (e.g. the scale a plugin applied to observed values), written by ``polydiff sample
+    --observed`` into the samples' metadata as ``observed_meta``.
     """
 
     values: dict[str, Tensor]
     masks: dict[str, Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def expand(self, name: str, like: Tensor, repeat: int = 1) -> tuple[Tensor, Tensor]:
         """``(values, mask)`` of field ``name`` broadcast to ``like`` (B, ...); per-sample rows are
@@ -532,7 +535,7 @@ def checked_observation(obs: Observation, where: str = "") -> Observation:
                              "only where the mask is False")
         if f.shape == v.shape:
             values[k] = torch.where(finite, v, torch.zeros((), dtype=v.dtype))
-    return Observation(values, masks)
+    return Observation(values, masks, dict(obs.meta))
 
 
 def index_mask(shape: Sequence[int], dim: int, index: int | slice | Sequence[int] | Tensor) -> Tensor:

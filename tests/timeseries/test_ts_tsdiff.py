@@ -3,6 +3,8 @@ missing-value scenarios, and predict / refine / synthesize on a tiny trained mod
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -245,6 +247,10 @@ def test_forecast_command_and_native_observations(tiny, tmp_path, capsys):
     x = gen.modality.read(samples)
     np.testing.assert_allclose(x[:, :20, 0], np.broadcast_to(obs.values["x"][:20, 0].numpy(), (4, 20)), atol=1e-5)
     assert np.std(x[:, 20:, 0], axis=0).mean() > 1e-3  # the horizon is generated, not copied
+    # the samples are in model units; the metadata says how to bring them back to the file's
+    meta = json.loads((samples / "polydiff.json").read_text())["observed_meta"]
+    assert meta["columns"] == ["value"] and len(meta["loc"]) == len(meta["scale"]) == 1
+    np.testing.assert_allclose(x[0, :20, 0] * meta["scale"][0] + meta["loc"][0], w[:20], rtol=1e-5, atol=1e-5)
     bad = tmp_path / "two.csv"
     pd.DataFrame({"timestamp": idx, "a": w[:20], "b": w[:20]}).to_csv(bad, index=False)
     capsys.readouterr()

@@ -277,7 +277,9 @@ class TimeSeriesModality(Modality):
         missing) scaled as the model's training windows, observed; the horizon is generated
         (forecasting by inpainting; ``polydiff timeseries forecast`` uses self-guidance instead).
         A history shorter than the context (front-padded) or with empty cells is counted in one
-        warning naming the file. Samples are windows in model units."""
+        warning naming the file. Samples are windows in model units; the metadata's
+        ``observed_meta`` holds the history's columns and the per-channel ``loc`` / ``scale``
+        that bring them back to the file's units (``value * scale + loc``)."""
         if Path(path).suffix in (".pt", ".pth", ".npz"):
             return super().observation(path, info)
         from .tsdiff import _scales, as_context
@@ -301,7 +303,10 @@ class TimeSeriesModality(Modality):
         y = np.where(obs, (np.nan_to_num(c.values) - loc[:, None]) / scl[:, None], 0.0)[0]
         values = np.concatenate([y, np.zeros((horizon, y.shape[1]))])
         mask = np.concatenate([obs[0], np.zeros((horizon, y.shape[1]), bool)])
-        return Observation({"x": torch.as_tensor(values, dtype=torch.float32)}, {"x": torch.as_tensor(mask)})
+        meta = {"columns": list(ss.columns), "loc": [float(v) for v in loc[0]], "scale": [float(v) for v in scl[0]],
+                "units": "samples are scaled as the model's training windows: data = value * scale + loc, per "
+                         "channel (polydiff timeseries forecast writes data units with timestamps)"}
+        return Observation({"x": torch.as_tensor(values, dtype=torch.float32)}, {"x": torch.as_tensor(mask)}, meta)
 
     def evaluate_model(self, generator: Any, *, num: int, seed: int, forecast: bool | None = None,
                        num_samples: int = 32, windows: int = 64, steps: int | None = None) -> dict[str, float]:
