@@ -516,9 +516,11 @@ def _generate(args: argparse.Namespace) -> tuple[Path, int, Any]:
     """``polydiff sample``'s work on this process: load, quantize, resolve the options, write
     the samples; returns the folder, the number of samples and ``generate_to``'s result."""
     from . import distributed
+    from .checkpoints import load_checkpoint
     from .conditions import number_list
     from .generator import check_samples_folder, interrupted_run, load
 
+    load_checkpoint(args.checkpoint, mmap=True)  # a wrong path says so first (mapped lazily: cheap)
     out = args.out or _default_samples_dir(args.checkpoint)
     if not (args.overwrite or args.resume):
         check_samples_folder(out)  # refuse a used folder before loading, quantizing or compiling
@@ -654,7 +656,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.update(modality=gen.modality.name, metrics=metrics)
     elif target.exists():
         if any(v is not None for v in (args.num, args.seed, args.sampler, args.steps)):
-            raise ValueError("--num, --sampler, --steps and --seed are for evaluating a checkpoint")
+            hint = f" such as {target / 'checkpoints' / 'last.ckpt'}" if (target / "checkpoints").is_dir() else ""
+            raise ValueError(f"--num, --sampler, --steps and --seed are for evaluating a checkpoint (a .ckpt file"
+                             f"{hint}); {target} is not one")
         _threads(args.threads, cfg)
         ev = evaluate_samples(target, cfg, modality=args.modality, reference=args.reference, options=options)
         metrics = ev.metrics

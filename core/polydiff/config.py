@@ -227,7 +227,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
     overrides and check it."""
     path = recipe_path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such config file{_shipped_hint(path)}")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader) or {}  # UTF-8 always
     except UnicodeDecodeError as err:
@@ -244,6 +244,20 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] =
         if not overrides or not str(err).startswith(head) or str(err).startswith(head + "--set"):
             raise
         raise ConfigError(f"{path} (with --set): {str(err)[len(head):]}") from None
+
+
+def _shipped_hint(path: Path) -> str:
+    """For a bare name that a plugin ships as a recipe (``gmm``): "; did you mean toy:gmm?"."""
+    if len(path.parts) != 1 or ":" in path.name:
+        return ""
+    found = []
+    for name in sorted(available_modalities()):
+        try:
+            recipes = load_modality(name).recipes()
+        except Exception:  # a broken plugin must not hide the real error
+            continue
+        found += [f"{name}:{r}" for r in recipes if r == path.stem]
+    return f"; did you mean {' or '.join(found)}? (shipped recipes: `polydiff modalities`)" if found else ""
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any],

@@ -346,6 +346,23 @@ def sample_name(info: Mapping[str, Any], b: int) -> str:
     return f"sample_{int(info.get('first_sample', 0)) + b:04d}"
 
 
+def samples_file(path: str | Path, name: str, suffixes: Sequence[str]) -> Path:
+    """The file a modality reads for ``path``: ``path`` itself, or for a folder its ``name``
+    (what ``polydiff sample`` writes) or else its only file with one of ``suffixes``; a folder
+    with neither, or with several candidates, is an error naming them (it said only that
+    ``name`` was missing)."""
+    path = Path(path)
+    if not path.is_dir() or (path / name).is_file():
+        return path / name if path.is_dir() else path
+    found = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes
+                    and not p.name.startswith(".")), key=natural_key)
+    if len(found) == 1:
+        return found[0]
+    what = f"it holds {len(found)}: {', '.join(p.name for p in found[:5])}" if found else "it holds none"
+    raise FileNotFoundError(f"{path}: a folder is read from its {name} or its one {' / '.join(suffixes)} file, and "
+                            f"{what}; pass the file itself")
+
+
 def read_text(file: Path, error: type[Exception] = ValueError) -> str:
     """The UTF-8 text of a user's file (a byte-order mark dropped); bytes that are not UTF-8
     are an ``error`` naming the file, the line and the offending byte."""

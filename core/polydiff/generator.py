@@ -695,12 +695,19 @@ def evaluate_samples(target: str | Path, config: Config | None = None, *, modali
     target = Path(target)
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such file or folder")
-    meta_file = target / METADATA_FILE if target.is_dir() else None
-    meta = read_metadata(meta_file) if meta_file is not None and meta_file.is_file() else {}
+    # a folder's own polydiff.json; for one file of such a folder, the folder's
+    meta_file = target / METADATA_FILE if target.is_dir() else target.parent / METADATA_FILE
+    meta = read_metadata(meta_file) if meta_file.is_file() else {}
     name = modality or (config.modality if config is not None else None) or meta.get("modality")
+    if name is None and target.is_dir() and (target / "checkpoints").is_dir():
+        raise ValueError(f"{target}: a training run's folder, not samples: evaluate its checkpoint "
+                         f"({target / 'checkpoints' / 'last.ckpt'}) or the samples drawn from it "
+                         f"({target / 'samples'}, written by `polydiff sample`)")
     if name is None:
-        raise ValueError(f"{target}: not a folder written by `polydiff sample` (no {METADATA_FILE}); say which "
-                         "modality its files are with --modality NAME (see `polydiff modalities`)")
+        what = "a folder written by" if target.is_dir() else "in a folder written by"
+        what += " `polydiff sample`"
+        raise ValueError(f"{target}: not {what} (no {meta_file}); say which modality its files are with "
+                         "--modality NAME (see `polydiff modalities`)")
     try:
         mod = load_modality(name)
     except RegistryError as err:

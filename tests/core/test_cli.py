@@ -304,3 +304,36 @@ def test_grid_files_with_a_byte_order_mark_read_and_bad_fields_are_named(tmp_pat
         read_grid(tmp_path / "latin.json")
     with pytest.raises(FileNotFoundError, match=r"missing\.json: no such grid file"):
         read_grid(tmp_path / "missing.json")
+
+
+def test_a_new_users_wrong_paths_get_the_fix(tmp_path, capsys):
+    """From a walkthrough: each mistake once pointed the wrong way."""
+    out = tmp_path / "run"
+    code, _, _ = run(capsys, "train", GMM, "--out", out, "--set", "train.max_steps=2", *FAST)
+    assert code == 0
+    code, _, _ = run(capsys, "sample", out / "checkpoints" / "last.ckpt", "--num", 6, "--steps", 2)
+    assert code == 0 and (out / "samples" / "samples.csv").is_file()
+    # the recipe passed as a checkpoint: said "samples already exists ... --overwrite" first
+    code, _, err = run(capsys, "sample", out / "config.yaml", "--num", 4)
+    assert "config.yaml: not a readable checkpoint" in one_line_error(code, err)
+    # a run folder to evaluate: "--modality" did not help; name its checkpoint and samples
+    code, _, err = run(capsys, "evaluate", out)
+    msg = one_line_error(code, err)
+    assert "a training run's folder" in msg and str(out / "checkpoints" / "last.ckpt") in msg, msg
+    code, _, err = run(capsys, "evaluate", out, "--num", 3)
+    assert f"such as {out / 'checkpoints' / 'last.ckpt'}); {out} is not one" in one_line_error(code, err)
+    # one file of a samples folder: the folder's polydiff.json names the modality
+    code, text, _ = run(capsys, "evaluate", out / "samples" / "samples.csv")
+    assert code == 0 and "n: 6" in text
+    # a folder of the user's own file under another name is read; two are named
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pts.csv").write_bytes((out / "samples" / "samples.csv").read_bytes())
+    code, text, _ = run(capsys, "evaluate", mine, "--modality", "toy")
+    assert code == 0 and "n: 6" in text
+    (mine / "more.csv").write_bytes((mine / "pts.csv").read_bytes())
+    code, _, err = run(capsys, "evaluate", mine, "--modality", "toy")
+    assert "holds 2: more.csv, pts.csv; pass the file itself" in one_line_error(code, err)
+    # a shipped recipe's bare name
+    code, _, err = run(capsys, "train", "gmm")
+    assert "gmm: no such config file; did you mean toy:gmm?" in one_line_error(code, err)

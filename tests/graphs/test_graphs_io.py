@@ -147,3 +147,14 @@ def test_plots(tmp_path):
     assert Image.open(with_ref).size[1] > Image.open(tmp_path / "g.png").size[1]
     with_ref = plot_molecules([*mols, bad], tmp_path / "m_ref.png", reference=mols[:1])
     assert Image.open(with_ref).size[1] > Image.open(tmp_path / "m.png").size[1]
+
+
+def test_an_unknown_suffix_is_named_not_read_as_an_edge_list(tmp_path):
+    """A plot passed as graphs said "fc.png:1: not UTF-8 text"; edge lists keep their suffixes."""
+    png = tmp_path / "fc.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match=r"fc\.png: not a graph file \(suffix '\.png'\); graphs are read from"):
+        read_graphs(png)
+    for name in ("g.el", "g.edges", "g"):
+        (tmp_path / name).write_text("0 1\n1 2\n")
+        assert read_graphs(tmp_path / name)[0].number_of_edges() == 2

@@ -165,3 +165,16 @@ def test_time_restricted_normalised_fokker_planck_trains_and_validates(tmp_path)
     bad = {**cfg, "loss": {"weighting": "snr", "techniques": {**fp, "fp_t_range": [0.05, 1e-3]}}}
     with pytest.raises(ValueError, match="fp_t_range"):
         pd.train(bad, tmp_path / "bad")
+
+
+def test_md_read_names_unsupported_files_and_reads_a_folders_one_file(tmp_path):
+    """A CSV was parsed as XYZ ("frame 1: expected the number of atoms"); a folder needed samples.npz."""
+    mod = MDModality()
+    bad = tmp_path / "pts.csv"
+    bad.write_text("x,y\n0,1\n")
+    with pytest.raises(ValueError, match=r"pts\.csv: not a samples file \(suffix '\.csv'\)"):
+        mod.read(bad)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    np.savez(folder / "points.npz", x=np.zeros((3, 2)))
+    assert len(mod.read(folder)) == 3

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..data import condition_values
 from ..distill import TwoTimeMLP
-from ..files import new_figure, save_figure
+from ..files import new_figure, samples_file, save_figure
 from ..modality import DataBundle, Modality
 from ..nn import ConditionEmbedding, ResidualMLP, TimeEmbedding, input_scale, shared_time, time_input
 from ..nn import precondition as edm_precondition
@@ -227,7 +227,7 @@ class ToyModality(Modality):
     def read(self, path: Path) -> np.ndarray:
         """Points (N, D), or rotations (N, 3, 3) from a file with the columns ``r00 .. r22``."""
         path = Path(path)
-        file = path / SAMPLES_FILE if path.is_dir() else path
+        file = samples_file(path, SAMPLES_FILE, (".csv",))
         if is_rotation_file(file):
             return read_rotations(file)
         return read_points(file)

@@ -515,8 +515,11 @@ def read_graphs(path: str | Path, complete: bool = False, keep_invalid: bool = F
         if complete:
             _check_sdf_ended(path)
         graphs = read_sdf(path, keep_invalid)[0]
-    else:
+    elif suffix in (".edgelist", ".edges", ".txt", ".el", ""):
         graphs = read_edge_list(path, complete)
+    else:  # a plot or another tool's file read as an edge list said "not UTF-8" or "bad line"
+        raise ValueError(f"{path}: not a graph file (suffix {suffix!r}); graphs are read from .graphml, .json, .g6 / "
+                         ".graph6, .edgelist / .edges / .txt (edge lists), .smi / .csv (SMILES) or .sdf / .sd")
     if not graphs:
         raise ValueError(f"{path}: no graphs in the file")
     return graphs

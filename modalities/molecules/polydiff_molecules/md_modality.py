@@ -38,6 +38,7 @@ from polydiff.plugin import (
     package_recipes,
     read_npz,
     rotate,
+    samples_file,
 )
 
 TOY_SCALE = 1.0
@@ -201,9 +202,10 @@ class MDModality(Modality):
         archive of plain arrays (:func:`polydiff.plugin.read_npz`), no coordinates, coordinates
         that are not finite real numbers of shape (n, 2) or (n, beads, 3), XYZ frames of
         different sizes."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "samples.npz"
+        path = samples_file(path, "samples.npz", (".npz", ".xyz", ".extxyz"))
+        if path.suffix.lower() not in (".npz", ".xyz", ".extxyz"):
+            raise ValueError(f"{path}: not a samples file (suffix {path.suffix!r}); MD samples are read from .npz "
+                             "(array 'x' or 'coordinates') or .xyz / .extxyz files")
         if path.suffix.lower() == ".npz":
             z = read_npz(path, ValueError)
             key = "x" if "x" in z else "coordinates" if "coordinates" in z else None
