@@ -490,3 +490,28 @@ def test_pdb_files_read_back_as_the_objects_written(tmp_path):
     (path,) = ProteinsModality().write([bb], tmp_path)
     (back,) = ProteinsModality().read(path)
     np.testing.assert_array_equal(back.atoms, bb.atoms)
+
+
+def test_synthetic_backbones_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The default 1000 took about a minute, silently, on every train, sample --plot and evaluate."""
+    import numpy as np
+
+    from polydiff_proteins import synthetic
+
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
+    first = synthetic.cached_backbones(6, seed=4)
+    built = [b for b, _ in synthetic.synthetic_backbones(6, seed=4)]
+    assert len(list((tmp_path / "proteins").glob("synthetic-*.npz"))) == 1
+
+    def no_build(*a, **k):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(synthetic, "synthetic_backbones", no_build)
+    again = synthetic.cached_backbones(6, seed=4)
+    for a, b, c in zip(first, again, built, strict=True):
+        assert np.array_equal(a.atoms, c.atoms) and np.array_equal(b.atoms, c.atoms) and b.name == c.name
+    (next((tmp_path / "proteins").glob("*.npz"))).write_bytes(b"damaged")
+    monkeypatch.undo()
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="unreadable synthetic-backbone cache"):
+        assert len(synthetic.cached_backbones(6, seed=4)) == 6

@@ -50,7 +50,7 @@ from polydiff.plugin import (
 
 from .geometry import Backbone, backbone_from_frames, frames_from_backbone
 from .nets import ca_network, frame_network
-from .synthetic import TOPOLOGIES, synthetic_backbones
+from .synthetic import TOPOLOGIES, cached_backbones
 
 SCALE = 0.1  # Angstrom -> nanometre
 
@@ -146,8 +146,8 @@ def synthetic_dataset(n: int = 1000, min_length: int = 40, max_length: int = 100
     if n < 1 or test < 1:
         raise ValueError(f"need n >= 1 and test >= 1, got n={n}, test={test}")
     topo = tuple(topologies)
-    train = [b for b, _ in synthetic_backbones(n, min_length, max_length, seed, topo)]
-    held = [b for b, _ in synthetic_backbones(test, min_length, max_length, seed + 1_000_003, topo)]
+    train = cached_backbones(n, min_length, max_length, seed, topo)
+    held = cached_backbones(test, min_length, max_length, seed + 1_000_003, topo)
     half = len(held) // 2
     info = {"dataset": "synthetic", "n": n, "min_length": min_length, "max_length_option": max_length,
             "seed": seed, "topologies": list(topo)}
@@ -340,8 +340,7 @@ def _train_reference(info: Mapping[str, Any], most: int = 100) -> list[Backbone]
     if info.get("dataset") == "synthetic":
         topo = tuple(info.get("topologies", TOPOLOGIES))
         n = min(int(info["n"]), most)
-        return [b for b, _ in synthetic_backbones(n, int(info["min_length"]), int(info["max_length_option"]),
-                                                  int(info["seed"]), topo)]
+        return cached_backbones(n, int(info["min_length"]), int(info["max_length_option"]), int(info["seed"]), topo)
     if info.get("dataset") == "pdb" and Path(str(info.get("path", ""))).exists():
         import warnings
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -207,3 +208,44 @@ def synthetic_backbones(n: int, min_length: int = 40, max_length: int = 100, see
         bb, ss = synthetic_backbone(int(rng.integers(min_length, max_length + 1)), rng, topologies[i % len(topologies)])
         bb.name = f"{bb.name}_{i:05d}"
         yield bb, ss
+
+
+def cached_backbones(n: int, min_length: int = 40, max_length: int = 100, seed: int = 0,
+                     topologies: tuple[str, ...] = TOPOLOGIES, cache: bool = True) -> list[Backbone]:
+    """:func:`synthetic_backbones` without their strings, built once (about a minute for the
+    default 1000, with a progress line) and then read from ``cache_dir()/"proteins"``: an npz
+    keyed by the options, numpy's version and this module's source, so a change to the builder
+    rebuilds it; an unreadable cache is rebuilt."""
+    import hashlib
+    import io
+    import warnings
+    import zipfile
+
+    from polydiff.plugin import Progress, atomic_write, cache_dir
+
+    key = f"{n} {min_length} {max_length} {seed} {','.join(topologies)} numpy {np.__version__} " + \
+        hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
+    file = cache_dir() / "proteins" / f"synthetic-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if cache and file.is_file():
+        try:
+            with np.load(file, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    bounds = np.cumsum([0, *z["lengths"].tolist()])
+                    return [Backbone(z["atoms"][a:b], name=str(name))
+                            for a, b, name in zip(bounds[:-1], bounds[1:], z["names"], strict=True)]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            warnings.warn(f"{file}: unreadable synthetic-backbone cache ({err}); building them again", stacklevel=2)
+    out = []
+    with Progress(n, "building synthetic backbones (once; cached)", "backbone") as bar:
+        for i, (bb, _) in enumerate(synthetic_backbones(n, min_length, max_length, seed, topologies)):
+            out.append(bb)
+            bar.update_to(i + 1)
+    if cache:
+        buf = io.BytesIO()
+        np.savez(buf, key=np.array(key), atoms=np.concatenate([b.atoms for b in out]),
+                 lengths=np.array([len(b.atoms) for b in out]), names=np.array([b.name for b in out]))
+        try:
+            atomic_write(file, buf.getvalue())
+        except OSError:  # a cache that cannot be written costs only the time
+            pass
+    return out
