@@ -825,7 +825,8 @@ _QUIET_WARNINGS = (".*does not have many workers.*", ".*resuming from a checkpoi
 
 class _NoAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        msg = str(record.msg)  # also "TPU available: False ..." on every machine without one
+        return "litlogger" not in msg and "available: False" not in msg
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
@@ -956,7 +957,10 @@ def resume_point(ckpt_dir: Path, cfg: Config, *, announce: bool = True, report: 
             "output folder")
     if announce:
         note = f"; skipped {', '.join(bad.name for bad, _ in skipped)}" if skipped else ""
-        print(f"polydiff: resuming from {path} (step {step}){note}", flush=True)
+        done = isinstance(step, int) and step >= cfg.train.max_steps
+        tail = (f": it is at train.max_steps ({cfg.train.max_steps}) already, so nothing is trained; raise "
+                "train.max_steps to continue, or pass --fresh to start over") if done else ""
+        print(f"polydiff: resuming from {path} (step {step}){note}{tail}", flush=True)
     return path
 
 

@@ -334,6 +334,9 @@ def test_a_new_users_wrong_paths_get_the_fix(tmp_path, capsys):
     (mine / "more.csv").write_bytes((mine / "pts.csv").read_bytes())
     code, _, err = run(capsys, "evaluate", mine, "--modality", "toy")
     assert "holds 2: more.csv, pts.csv; pass the file itself" in one_line_error(code, err)
+    # training a finished run again said "trained to step 2" as if it had
+    code, text, _ = run(capsys, "train", GMM, "--out", out, "--set", "train.max_steps=2", *FAST)
+    assert code == 0 and "at train.max_steps (2) already, so nothing is trained; raise train.max_steps" in text
     # a shipped recipe's bare name
     code, _, err = run(capsys, "train", "gmm")
     assert "gmm: no such config file; did you mean toy:gmm?" in one_line_error(code, err)
