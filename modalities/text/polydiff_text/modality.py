@@ -283,10 +283,12 @@ class TextModality(Modality):
     # -- metrics -----------------------------------------------------------------------------------
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """Unigram entropy of the samples and of the reference (tokens of the stored tokenizer,
-        else characters), their mean lengths, and for SMILES validity / uniqueness / novelty.
-        Novelty is against ``reference`` here (``polydiff evaluate FILES --reference TRAIN.smi``
-        gives MOSES's novelty, against the training set); :meth:`evaluate_model` measures it
-        against the model's training split."""
+        else characters), their mean lengths, and for SMILES validity / uniqueness and
+        ``novelty_vs_reference``: the share of distinct valid samples not in ``reference``. That
+        is MOSES's novelty only when the reference is the training set (``polydiff evaluate
+        FILES --reference TRAIN.smi``); a samples folder's default reference is the test split,
+        so it is not called ``novelty`` (training molecules scored 1 under that name).
+        :meth:`evaluate_model` reports ``novelty`` against the model's training split."""
         samples = [str(s) for s in objects]
         ref = [str(s) for s in reference]
         if not samples:
@@ -303,7 +305,10 @@ class TextModality(Modality):
             out["reference_entropy"] = unigram_entropy(ids(ref))
             out["reference_mean_chars"] = sum(map(len, ref)) / len(ref)
         if _is_smiles(info, samples):
-            out.update(smiles_metrics(samples, ref or None))
+            m = smiles_metrics(samples, ref or None)
+            if "novelty" in m:
+                m["novelty_vs_reference"] = m.pop("novelty")
+            out.update(m)
         return out
 
     def flags(self, objects: Sequence[Any], info: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -325,7 +330,8 @@ class TextModality(Modality):
         texts = generator.generate(num, seed=seed)
         out = dict(generator.evaluate(texts))
         data = generator.modality.dataset(generator.config.data.name, **generator.config.data.options)
-        if "novelty" in out:
+        if "novelty_vs_reference" in out:  # MOSES's novelty: against the training split, not the test split
+            del out["novelty_vs_reference"]
             training = self.to_native(dict(data.train.tensors), data.info)
             out["novelty"] = smiles_metrics([str(s) for s in texts], training)["novelty"]
         test = self.reference_split(data)
