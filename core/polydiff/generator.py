@@ -642,7 +642,7 @@ class Generator:
         return png
 
     def _plot(self, objects: Any, path: str | Path) -> Path | None:
-        return plot_objects(self.modality, objects, Path(path), self.reference)
+        return plot_objects(self.modality, objects, Path(path), self.reference, self.info)
 
 
 def load(checkpoint: str | Path | Any, device: str | torch.device | None = None, ema: bool | None = None, *,

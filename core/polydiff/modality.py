@@ -119,12 +119,18 @@ def check_objects(modality: Modality, objects: Any, info: Mapping[str, Any], wha
 
 
 def plot_objects(modality: Modality, objects: Sequence[Any], path: Path,
-                 reference: Callable[[], Sequence[Any] | None]) -> Path | None:
+                 reference: Callable[[], Sequence[Any] | None], info: Mapping[str, Any] | None = None
+                 ) -> Path | None:
     """``modality.plot(objects, path)``, with ``reference=reference()`` for a plot that takes one
-    (the reference is only built then)."""
-    if "reference" in inspect.signature(modality.plot).parameters:
-        return modality.plot(objects, path, reference=reference())
-    return modality.plot(objects, path)
+    (the reference is only built then) and ``info=`` (the model's data info: units, window
+    layout) for a plot that takes it."""
+    params = inspect.signature(modality.plot).parameters
+    extra: dict[str, Any] = {}
+    if "reference" in params:
+        extra["reference"] = reference()
+    if "info" in params and info is not None:
+        extra["info"] = info
+    return modality.plot(objects, path, **extra)
 
 
 def package_recipes(package: str, folder: str = "recipes") -> dict[str, Path]:
@@ -293,7 +299,8 @@ class Modality(ABC):
 
     def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
         """Save a figure of some objects (over ``reference`` where that helps) to ``path``
-        (PNG); None if the plugin has no plot or its plotting library is missing."""
+        (PNG); None if the plugin has no plot or its plotting library is missing. A plugin's
+        ``plot`` may also take ``info`` (the model's data info), which ``--plot`` then passes."""
         return None
 
     def commands(self) -> dict[str, Command]:

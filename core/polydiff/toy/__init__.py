@@ -273,15 +273,24 @@ class ToyModality(Modality):
         x = np.asarray(objects, dtype=np.float64)
         fig = new_figure(figsize=(5, 5))
         ax = fig.subplots()
+        what = f"samples (n={len(x)})" + ("" if reference is None else f" over data (n={len(reference)})")
         if x.shape[1] == 1:
             if reference is not None:
                 ax.hist(np.asarray(reference)[:, 0], bins=60, density=True, color="0.7", label="data")
             ax.hist(x[:, 0], bins=60, density=True, histtype="step", color="C0", label="samples")
+            ax.set(xlabel="x0", ylabel="density", title=f"{what}: histogram")
+            ax.legend(loc="upper right")
         else:
             if reference is not None:
                 r = np.asarray(reference)
-                ax.scatter(r[:, 0], r[:, 1], s=2, c="0.7", label="data")
-            ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", label="samples")
+                ax.scatter(r[:, 0], r[:, 1], s=2, c="0.7", alpha=0.5, linewidths=0, label="data", zorder=1)
+            # few samples are drawn bigger, so 8 points stay visible over 10k faint data points
+            size = float(np.clip(2.0 * np.sqrt(2000.0 / len(x)), 2.0, 30.0))
+            ax.scatter(x[:, 0], x[:, 1], s=size, c="C0", linewidths=0, label="samples", zorder=2)
             ax.set_aspect("equal", adjustable="datalim")
-        ax.legend(loc="upper right", markerscale=4)
+            ax.set(xlabel="x0", ylabel="x1", title=what if x.shape[1] == 2 else f"{what}: first two coordinates")
+            legend = ax.legend(loc="upper right")
+            for handle in legend.legend_handles:  # the same legible marker for both sets
+                handle.set_sizes([20.0])
+                handle.set_alpha(1.0)
         return save_figure(fig, path)

@@ -354,6 +354,7 @@ def plot_rotations(x: np.ndarray, path: Path, reference: np.ndarray | None = Non
     ax.scatter(*lonlat(x), s=2, c="C0", label="samples")
     bx.hist(angles(x), bins=60, range=(0, 180), density=True, histtype="step", color="C0", label="samples")
     ax.set(xlabel="longitude of R e_x (deg)", ylabel="latitude (deg)", xlim=(-180, 180), ylim=(-90, 90))
-    bx.set(xlabel="rotation angle (deg)")
+    bx.set(xlabel="rotation angle (deg)", ylabel="density")
     ax.legend(loc="upper right", markerscale=4)
+    bx.legend(loc="best")
     return save_figure(fig, path)

@@ -756,7 +756,8 @@ def plot_free_energy(samples: Mapping[str, Array], path: str | Path, system: str
     for k, v in sets.items():
         h, _, _ = np.histogram2d(v[:, 0], v[:, 1], bins=bins, range=box)
         panels[k] = _free_energy(h) if h.sum() else np.full((bins, bins), np.nan)
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    # constrained layout: each panel's y label and ticks clear the panel to its left
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     extent = (box[0][0], box[0][1], box[1][0], box[1][1])
     image = None

@@ -57,11 +57,13 @@ def plot_molecules(samples: Sequence[Molecule], path: Path, reference: Sequence[
     n_rows = sum((len(r) + per_row - 1) // per_row for _, r in rows) + 1
     fig = new_figure(figsize=(1.8 * per_row, 1.9 * n_rows))
     k = 0
+    drawn = set()
     for label, mols in rows:
         for i, m in enumerate(mols):
             ax = fig.add_subplot(n_rows, per_row, k * per_row + i % per_row + 1)
             flag = "" if label == "data" else (" stable" if stability(m)[0] else " unstable")
             draw_molecule(ax, m, f"{label}: {m.formula}{flag}")
+            drawn.update(m.symbols)
             if i % per_row == per_row - 1:
                 k += 1
         if len(mols) % per_row:
@@ -74,6 +76,22 @@ def plot_molecules(samples: Sequence[Molecule], path: Path, reference: Sequence[
         ax.hist([len(m) for m in reference], bins=bins, density=True, alpha=0.5, label="data")
     ax.hist(counts, bins=bins, density=True, alpha=0.5, label="samples")
     ax.set_xlabel("atoms per molecule")
+    ax.set_ylabel("fraction of molecules")
     ax.legend(fontsize=7)
     fig.tight_layout()
+    _element_legend(fig, drawn)
     return save_figure(fig, Path(path))
+
+
+def _element_legend(fig: Any, symbols: set[str]) -> None:
+    """A legend of the element colours of the drawn atoms, above the grid (known elements in
+    :data:`COLOURS` order, then the others, drawn pink)."""
+    from matplotlib.lines import Line2D
+
+    order = [s for s in COLOURS if s in symbols] + sorted(symbols - COLOURS.keys())
+    if not order:
+        return
+    handles = [Line2D([], [], ls="", marker="o", markersize=7, markerfacecolor=COLOURS.get(s, "#ff69b4"),
+                      markeredgecolor="black", markeredgewidth=0.3, label=s) for s in order]
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), fontsize=8,
+               title="elements", title_fontsize=8, frameon=False)

@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
         ctx = as_context(series, int(gen.info["context"]), int(gen.info["horizon"])).values  # (N, ctx, C)
         history = np.moveaxis(ctx, -1, 1).reshape(-1, ctx.shape[1])  # one row per forecast series
-        png = plot_forecast(history, fc.samples, args.plot, titles=fc.ids)
+        png = plot_forecast(history, fc.samples, args.plot, titles=fc.ids, index=fc.index)
         print(f"  plot: {png}" if png is not None else "  (no plot: matplotlib is not installed)")
     return 0
 

@@ -346,10 +346,18 @@ class TimeSeriesModality(Modality):
 
         return COMMANDS
 
-    def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None) -> Path | None:
+    def plot(self, objects: Sequence[Any], path: Path, reference: Sequence[Any] | None = None,
+             info: Mapping[str, Any] | None = None) -> Path | None:
+        """Real and synthetic windows; with the model's ``info``, a line where the context ends
+        (windows with a horizon) and the y axis saying how the values are scaled."""
         from .plot import plot_samples
 
-        return plot_samples(np.asarray(objects), None if reference is None else np.asarray(reference), path)
+        info = info or {}
+        horizon = int(info.get("horizon") or 0)
+        context = int(info["context"]) if horizon > 0 and "context" in info else None
+        scaling = info["scaling"].get("kind") if isinstance(info.get("scaling"), Mapping) else None
+        return plot_samples(np.asarray(objects), None if reference is None else np.asarray(reference), path,
+                            context=context, scaling=scaling)
 
 
 LAYOUTS = ("polydiff's samples.csv ('sample,step,<one column per channel>'), a wide CSV / parquet ('timestamp' "

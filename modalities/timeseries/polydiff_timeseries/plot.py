@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib  # noqa: F401  (at the top: without matplotlib this module does not import, and callers skip the plot)
 import numpy as np
+import pandas as pd
 
 from polydiff.plugin import new_figure, save_figure
 
@@ -18,11 +20,23 @@ def _save(fig, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
+def _times(n_hist: int, horizon: int, index: pd.Index | None) -> tuple[Any, Any, str]:
+    """x values of a history of ``n_hist`` steps and of its forecast, and the x label: the
+    forecast's timestamps ``index`` (:attr:`.Forecast.index`) continued back over the history
+    when they are dates with a frequency, else step numbers (``index``'s when it has them)."""
+    if isinstance(index, pd.DatetimeIndex) and index.freq is not None and len(index) == horizon:
+        return pd.date_range(end=index[0] - index.freq, periods=n_hist, freq=index.freq), index, "time"
+    first = int(index[0]) if isinstance(index, pd.RangeIndex) and len(index) == horizon else n_hist
+    return np.arange(first - n_hist, first), np.arange(first, first + horizon), "step"
+
+
 def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: np.ndarray | None = None,
-                  titles: Sequence[str] | None = None, max_series: int = 6) -> Path:
+                  titles: Sequence[str] | None = None, max_series: int = 6,
+                  index: Sequence[pd.Index] | None = None) -> Path:
     """One panel per series: the history, the median forecast with 50% and 90% intervals
     (nearest-rank quantiles of the sample paths) and, when given, the true future.
-    ``history`` (N, T), ``samples`` (N, S, H), ``target`` (N, H)."""
+    ``history`` (N, T), ``samples`` (N, S, H), ``target`` (N, H); ``index``: per series the
+    forecast's timestamps (:attr:`.Forecast.index`), which then label the x axis."""
     hist = np.atleast_2d(np.asarray(history, np.float64))
     s = np.asarray(samples, np.float64)
     s = s[None] if s.ndim == 2 else s
@@ -31,8 +45,10 @@ def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: 
     axes = fig.subplots(n, 1, squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
-        t_h = np.arange(hist.shape[1])
-        t_f = np.arange(hist.shape[1], hist.shape[1] + s.shape[2])
+        t_h, t_f, xlabel = _times(hist.shape[1], s.shape[2], None if index is None else index[i])
+        ax.set_ylabel("value", fontsize=8)
+        if i == n - 1:
+            ax.set_xlabel(xlabel)
         ax.plot(t_h, hist[i], color="0.2", lw=1, label="history")
         q = {p: sample_quantile(s[i:i + 1], p)[0] for p in (0.05, 0.25, 0.5, 0.75, 0.95)}
         ax.fill_between(t_f, q[0.05], q[0.95], color="C0", alpha=0.2, label="90% interval")
@@ -47,9 +63,19 @@ def plot_forecast(history: np.ndarray, samples: np.ndarray, path: Path, target: 
     return _save(fig, path)
 
 
+def value_label(scaling: str | None) -> str:
+    """The y label of windows in model units: ``scaling`` is the dataset's scaling kind
+    (``info["scaling"]["kind"]``; None: unknown)."""
+    if scaling is None:
+        return "value (model units)"
+    return "value" if scaling == "none" else f"value ({scaling}-scaled)"
+
+
 def plot_samples(synthetic: np.ndarray, reference: np.ndarray | None, path: Path, n: int = 8,
-                 channel: int = 0) -> Path:
-    """Real (grey, left) and synthetic (blue, right) windows of one channel."""
+                 channel: int = 0, context: int | None = None, scaling: str | None = None) -> Path:
+    """Real (grey, left) and synthetic (blue, right) windows of one channel, against the time
+    step; a dashed line where the first ``context`` steps end and the horizon begins (when the
+    windows are longer); the values in model units, as ``scaling`` (see :func:`value_label`)."""
     syn = np.asarray(synthetic, np.float64)
     syn = syn[..., None] if syn.ndim == 2 else syn
     cols = 2 if reference is not None else 1
@@ -64,4 +90,10 @@ def plot_samples(synthetic: np.ndarray, reference: np.ndarray | None, path: Path
     for w in syn[:n]:
         axes[0, cols - 1].plot(w[:, channel], color="C0", lw=0.8)
     axes[0, cols - 1].set_title("synthetic")
+    for ax in axes[0]:
+        ax.set_xlabel("time step")
+        if context is not None and 0 < context < syn.shape[1]:
+            ax.axvline(context - 0.5, color="k", ls="--", lw=0.8, label="context | horizon")
+            ax.legend(loc="upper left", fontsize=7)
+    axes[0, 0].set_ylabel(value_label(scaling))
     return _save(fig, path)
