@@ -19,6 +19,7 @@ import errno
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,11 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
             f"and polydiff opens checkpoints only with torch.load(weights_only=True) so that loading cannot run "
             f"code ({detail})") from None
     except (RuntimeError, EOFError, OSError) as err:
-        # torch's zip reader answers some truncated files with a bare EINVAL
+        # torch's zip reader answers some truncated files with a bare EINVAL, and other zip files
+        # (an .npz of arrays) with its C++ assertion text
         detail = "damaged or truncated" if getattr(err, "errno", None) == errno.EINVAL else _first_sentence(err)
+        if "enforce fail" in str(err) and zipfile.is_zipfile(path):
+            detail = "a zip archive without torch's data.pkl, such as an .npz of arrays, not a torch.save file"
         raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except Exception as err:  # a damaged pickle stream fails anywhere in torch's unpickler (IndexError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (damaged: {type(err).__name__}: "

@@ -316,6 +316,11 @@ def test_a_new_users_wrong_paths_get_the_fix(tmp_path, capsys):
     # the recipe passed as a checkpoint: said "samples already exists ... --overwrite" first
     code, _, err = run(capsys, "sample", out / "config.yaml", "--num", 4)
     assert "config.yaml: not a readable checkpoint" in one_line_error(code, err)
+    # an .npz passed as a checkpoint: torch's C++ assertion text leaked
+    np.savez(tmp_path / "eps.npz", a=np.zeros(3))
+    code, _, err = run(capsys, "sample", tmp_path / "eps.npz", "--num", 2)
+    msg = one_line_error(code, err)
+    assert "eps.npz: not a readable checkpoint (a zip archive without torch's data.pkl" in msg and "enforce" not in msg
     # a run folder to evaluate: "--modality" did not help; name its checkpoint and samples
     code, _, err = run(capsys, "evaluate", out)
     msg = one_line_error(code, err)
