@@ -161,3 +161,14 @@ def test_the_plot_module_is_reachable_from_the_package():
     code = "import polydiff_policies as p; print(callable(p.plot.animate))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_episodes_and_reference_of_different_environments_are_refused(tmp_path: Path) -> None:
+    """Reach episodes against Push-T demonstrations printed behaviour_tv 1, as if measured."""
+    eps = read_episodes(_demos(tmp_path / "demos.npz"))
+    mine = [type(e)(e.obs, e.actions, e.goal, e.outcome, e.behaviour, {**e.meta, "env": "reach"}) for e in eps]
+    other = [type(e)(e.obs, e.actions, e.goal, e.outcome, e.behaviour, {**e.meta, "env": "pusht"}) for e in eps]
+    mod = PoliciesModality()
+    with pytest.raises(ValueError, match="episodes are from environment reach, the reference from pusht"):
+        mod.evaluate(mine, other, {})
+    assert mod.evaluate(mine, mine, {})["behaviour_tv"] == 0.0

@@ -232,7 +232,13 @@ class PoliciesModality(Modality):
 
     def evaluate(self, objects: Sequence[Any], reference: Sequence[Any], info: Mapping[str, Any]) -> dict[str, float]:
         """Success rate, goal coverage, behaviour / outcome entropy, behaviour TV distance to the
-        reference demonstrations, Push-T score (see :mod:`.metrics`)."""
+        reference demonstrations, Push-T score (see :mod:`.metrics`). Episodes and reference
+        from different environments are an error (their behaviours cannot be compared)."""
+        ours = sorted({str(e.meta["env"]) for e in objects if e.meta.get("env")})
+        theirs = sorted({str(e.meta["env"]) for e in reference if e.meta.get("env")})
+        if ours and theirs and ours != theirs:
+            raise ValueError(f"the episodes are from environment {', '.join(ours)}, the reference from "
+                             f"{', '.join(theirs)}: give --reference episodes of {', '.join(ours)}")
         env = info.get("env") or next((e.meta.get("env") for e in objects if e.meta.get("env")), None)
         labels = envs.goal_outcomes(env) if env in envs.ENVIRONMENTS else ()
         return rollout_metrics(list(objects), list(reference), labels)
