@@ -52,3 +52,17 @@ def test_unknown_suffix_says_what_to_do_on_the_command_line(tmp_path):
     with pytest.raises(TextDataError, match=r"mols\.csv: cannot tell the format .* rename the file to one of") as err:
         TextModality().read(f)
     assert "format=" not in str(err.value)
+
+
+def test_prose_against_the_smiles_default_is_scored_as_text():
+    """Text files evaluated without a reference met the default SMILES data's tokenizer:
+    entropy of SMILES tokens and validity 0 for prose (with a reference: character entropy)."""
+    import polydiff
+
+    mod = polydiff.load_modality("text")
+    prose = ["To be, or not to be, that is the question", "Whether tis nobler in the mind to suffer"]
+    smiles_info = {"tokenizer": {"kind": "smiles", "tokens": ["C", "O", "("]}, "pad_id": 0}
+    got = mod.evaluate(prose, ["CCO", "c1ccccc1"], smiles_info)
+    chars = mod.evaluate(prose, [], {})
+    assert got["entropy"] == pytest.approx(chars["entropy"]) and "validity" not in got
+    assert "validity" in mod.evaluate(["CCO", "CC(C)O"], ["CCO"], smiles_info)

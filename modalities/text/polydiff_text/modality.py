@@ -294,6 +294,8 @@ class TextModality(Modality):
         if not samples:
             raise ValueError("no samples to evaluate")
         tok = self.tokenizer(info) if info.get("tokenizer") else None
+        if tok is not None and _prose_for_smiles(info, samples):  # users' text against the default (SMILES) data
+            tok = None
 
         def ids(texts: Sequence[str]) -> list[list[int]]:
             if tok is None:
@@ -378,7 +380,17 @@ def _document(file: Path) -> str:
 
 def _is_smiles(info: Mapping[str, Any], samples: Sequence[str]) -> bool:
     kind = (info.get("tokenizer") or {}).get("kind")
+    if _prose_for_smiles(info, samples):
+        return False
     return kind == "smiles" if kind is not None else _looks_like_smiles(samples)
+
+
+def _prose_for_smiles(info: Mapping[str, Any], samples: Sequence[str]) -> bool:
+    """Samples with spaces or line breaks under a SMILES tokenizer's info: text files evaluated
+    against the SMILES default data, which no SMILES model writes (its vocabulary has no space).
+    Their entropy is then one of characters and no SMILES metric is reported for them."""
+    kind = (info.get("tokenizer") or {}).get("kind")
+    return kind == "smiles" and any(" " in s.strip() or "\n" in s for s in samples)
 
 
 def _looks_like_smiles(texts: Sequence[str]) -> bool:
