@@ -400,3 +400,15 @@ def test_separate_with_true_mels():
         assert _si_snr(est[k].astype(float), stems[k].astype(float)) - _si_snr(mix, stems[k].astype(float)) > 10
     with pytest.raises(ValueError, match="frames"):
         M.separate(mix, M.stem_mels(stems, spec)[:, :, :-3], spec)
+
+
+def test_midi_files_against_the_default_sounds_name_the_fix():
+    """MIDI evaluated without --reference met the default sound data: the error now names the
+    chorales recipe (--config audio:chorales) as well as --reference."""
+    import polydiff
+    from polydiff_audio import sounds as S
+
+    tracks = np.random.default_rng(0).integers(50, 70, size=(4, 40))
+    with pytest.raises(ValueError, match=r"MIDI music \(chorales\) but the reference is sounds .*--config "
+                                         r"audio:chorales"):
+        polydiff.load_modality("audio").evaluate([M.Chorale(tracks)], S.sound_events(2, seed=0), {})

@@ -515,8 +515,11 @@ class AudioModality(Modality):
             raise ValueError("the reference holds no objects to compare with")
         mine, theirs = _what(objs), _what(ref)
         if mine != theirs:
+            recipe = {"chorales": "audio:chorales", "stems": "audio:stems", "sounds": "audio:sound_teacher"}
+            hint = next((f" (--reference FILES, or --config {r} for its data)" for k, r in recipe.items()
+                         if k in mine), "")
             raise ValueError(f"the evaluated files are {mine} but the reference is {theirs}; give a reference of "
-                             "the same kind")
+                             f"the same kind{hint}")
         if isinstance(objs[0], Chorale):
             from .music_metrics import music_metrics
 
