@@ -334,3 +334,16 @@ def test_csv_non_numeric_cell_of_a_property_column_is_an_error(tmp_path: Path) -
     rows[2][2] = ""
     got = read_structures(write_csv(tmp_path / "t.csv", ["material_id", "cif", "formation_energy", "formula"], rows))
     assert [s.properties.get("formation_energy") for s in got] == [-1.0, -2.0, None, None]
+
+
+def test_a_plot_beside_the_crystals_is_not_reported(tmp_path: Path) -> None:
+    """`polydiff sample --plot` writes samples.png: reading the folder warned it was no crystal file."""
+    nacl, _, _ = examples()
+    (tmp_path / "a.cif").write_text(str(CifWriter(nacl)))
+    (tmp_path / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(read_structures(tmp_path)) == 1
+    (tmp_path / "notes.txt").write_text("not a crystal")
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not crystal files: notes\.txt"):
+        read_structures(tmp_path)

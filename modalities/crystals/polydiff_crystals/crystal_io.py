@@ -122,7 +122,7 @@ def _read_folder(folder: Path, properties: Sequence[str] | None) -> list[Structu
     files = sorted((p for p in folder.iterdir()
                     if p.is_file() and not p.name.startswith(".") and p.name != SAMPLES_METADATA),
                    key=natural_key)  # the written order: sample_9999 before sample_10000
-    unrelated = [p.name for p in files if _format_of(p) is None]
+    unrelated = [p.name for p in files if _format_of(p) is None and p.suffix.lower() != ".png"]  # plots: ours
     if unrelated:
         warnings.warn(f"{folder}: skipped {len(unrelated)} file(s) that are not crystal files: "
                       f"{_listing(unrelated)}", stacklevel=3)

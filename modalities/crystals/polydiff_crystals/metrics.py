@@ -41,6 +41,8 @@ from pymatgen.core import Composition, Element, Lattice, Structure
 from scipy.spatial.distance import cdist, pdist
 from scipy.stats import wasserstein_distance
 
+from polydiff.plugin import Progress
+
 __all__ = [
     "COV_CUTOFFS",
     "CRYSTALNN_BUDGET",
@@ -594,8 +596,10 @@ def _fingerprints_of(
     pairs = [(None, None) if key is None else _FP_CACHE[key] for key in keys]
     failed = sum(1 for t, (s, _) in zip(targets, pairs) if t is not None and s is None)
     if failed:
+        none = sum(t is None for t in targets)  # undecodable: no fingerprint either (n_fingerprint_failed counts both)
+        also = f" (and {none} undecodable have none: {failed + none} without a fingerprint)" if none else ""
         warnings.warn(
-            f"fingerprints failed for {failed} of {len(crystals)} {name}; they count as not valid", stacklevel=3
+            f"fingerprints failed for {failed} of {len(crystals)} {name}{also}; they count as not valid", stacklevel=3
         )
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -653,12 +657,10 @@ def _enclosed_sites(structure: Structure, radius: float) -> int:
     return count
 
 
-def _progress_bar(total: int, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc)
+def _progress_bar(total: int, desc: str) -> Progress:
+    """polydiff's progress: a bar on a terminal, sparse plain lines in logs (a raw tqdm bar
+    filled logs with carriage returns)."""
+    return Progress(total, desc, "crystal")
 
 
 def fingerprints(
