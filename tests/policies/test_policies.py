@@ -423,6 +423,8 @@ def test_sample_evaluate_and_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.
     assert "--overwrite" in capsys.readouterr().err and (tmp_path / "r" / "episode-000.gif").is_file()
     assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--out", str(tmp_path / "r"), "--overwrite"]) == 0
     assert not (tmp_path / "r" / "episode-000.gif").exists() and (tmp_path / "r" / "metrics.json").is_file()
+    capsys.readouterr()  # the rollouts folder says what it holds: evaluate needs no --modality
+    assert main(["evaluate", str(tmp_path / "r")]) == 0 and "behaviour_tv" in capsys.readouterr().out
     mine = tmp_path / "mine"  # a folder this command did not write is never replaced
     assert main(["policies", "rollout", str(tiny_run), "--num", "2", "--out", str(mine), "--overwrite"]) == 2
     assert "holds no metrics.json" in capsys.readouterr().err and (mine / "demos.npz").is_file()

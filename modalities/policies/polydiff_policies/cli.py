@@ -77,6 +77,9 @@ def _rollout_into(args: argparse.Namespace, folder: Path, out: Path) -> None:
                    actions_per_second_batched=timing["actions_per_second"], nfe_per_chunk=float(policy.nfe))
     write_episodes(episodes, folder / ROLLOUTS_FILE)
     atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    # what `polydiff evaluate FOLDER` reads to know the modality and the recipe's data (the reference)
+    atomic_write(folder / "polydiff.json", json.dumps({"modality": "policies", "config": gen.config.to_dict(),
+                                                       "num": args.num, "files": [ROLLOUTS_FILE]}, indent=1))
     print(f"polydiff policies: {args.num} episodes in {name!r} -> {out}")
     for k, v in metrics.items():
         print(f"  {k:<24} {v:.4g}")
