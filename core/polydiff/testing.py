@@ -601,6 +601,20 @@ def _check_native_types(modality: Any, objects: Sequence[Any], info: Mapping[str
         raise _fail("native_types", f"{step} gave a {wrong[0]}, not one of {[t.__name__ for t in types]}")
 
 
+def kept_figures(monkeypatch: Any, *modules: Any) -> list[Any]:
+    """The figures that ``modules``' plots pass to ``save_figure``, kept instead of written
+    (``monkeypatch``: pytest's fixture): a plot's test inspects its axes, labels and legends."""
+    figs: list[Any] = []
+
+    def keep(fig: Any, path: Any, **kwargs: Any) -> Any:
+        figs.append(fig)
+        return path
+
+    for module in modules:
+        monkeypatch.setattr(module, "save_figure", keep)
+    return figs
+
+
 def _plot_leaves_matplotlib_alone(modality: Any, objects: Sequence[Any], reference: Any, path: Any) -> bool:
     """Plot ``objects`` and check the PNG and that the user's matplotlib state is untouched (no
     backend switch, which would stop a notebook's inline plots; no pyplot figure left open).

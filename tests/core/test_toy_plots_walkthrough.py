@@ -11,21 +11,14 @@ pytest.importorskip("matplotlib")
 
 import polydiff
 import polydiff.toy as toy_module
+from polydiff.testing import kept_figures
 from polydiff.toy import rotations
 
 
 @pytest.fixture
 def drawn(monkeypatch):
     """The figures the toy plots draw, instead of their files."""
-    figs = []
-
-    def keep(fig, path, **kwargs):
-        figs.append(fig)
-        return path
-
-    monkeypatch.setattr(toy_module, "save_figure", keep)
-    monkeypatch.setattr(rotations, "save_figure", keep)
-    return figs
+    return kept_figures(monkeypatch, toy_module, rotations)
 
 
 def test_gmm_scatter_labels_sizes_and_legend(tmp_path, drawn):

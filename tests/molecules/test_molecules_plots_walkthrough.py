@@ -9,20 +9,14 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from polydiff.testing import kept_figures
 from polydiff_molecules import md
 from polydiff_molecules import plot as P
 from polydiff_molecules.molecule import Molecule
 
 
 def keep_figures(monkeypatch, module):
-    figs = []
-
-    def keep(fig, path, **kwargs):
-        figs.append(fig)
-        return path
-
-    monkeypatch.setattr(module, "save_figure", keep)
-    return figs
+    return kept_figures(monkeypatch, module)
 
 
 WATER = Molecule(("O", "H", "H"), [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]], name="water")

@@ -11,19 +11,13 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import polydiff
+from polydiff.testing import kept_figures
 from polydiff_timeseries import plot as P
 
 
 @pytest.fixture
 def drawn(monkeypatch):
-    figs = []
-
-    def keep(fig, path, **kwargs):
-        figs.append(fig)
-        return path
-
-    monkeypatch.setattr(P, "save_figure", keep)
-    return figs
+    return kept_figures(monkeypatch, P)
 
 
 def _context_lines(ax):
