@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.plugin import frechet_distance, gaussian_fit, local_seed
+from polydiff.plugin import Progress, frechet_distance, gaussian_fit, local_seed
 
 from .metrics import forecast_metrics
 
@@ -290,10 +290,16 @@ def generation_metrics(synthetic: np.ndarray, real: np.ndarray, info: Mapping[st
         warnings.warn(f"{', '.join(undefined)}: NaN (undefined for {why}; they need at least 2 windows of at least "
                       "2 steps on each side)", stacklevel=2)
     nan = float("nan")
-    out["discriminative"] = nan if few else discriminative_score(syn, rl, steps, seed=seed)
-    out["predictive"] = nan if short else predictive_score(syn, rl, steps, seed=seed)
-    out["predictive_all"] = nan if short else predictive_score(syn, rl, steps, seed=seed, target="all")
-    out["context_fid"] = nan if few else context_fid(syn, rl, steps=steps, seed=seed)
+    # four small networks are trained here (half a minute or more on a CPU): say so as it goes
+    with Progress(4, "time-series metrics (training their networks)", "metric") as bar:
+        out["discriminative"] = nan if few else discriminative_score(syn, rl, steps, seed=seed)
+        bar.update(1)
+        out["predictive"] = nan if short else predictive_score(syn, rl, steps, seed=seed)
+        bar.update(1)
+        out["predictive_all"] = nan if short else predictive_score(syn, rl, steps, seed=seed, target="all")
+        bar.update(1)
+        out["context_fid"] = nan if few else context_fid(syn, rl, steps=steps, seed=seed)
+        bar.update(1)
     horizon = int((info or {}).get("horizon", 0))
     if horizon > 0:
         out["lps"] = linear_predictive_score(syn, rl, int(info["context"]))
