@@ -601,17 +601,21 @@ def _check_native_types(modality: Any, objects: Sequence[Any], info: Mapping[str
         raise _fail("native_types", f"{step} gave a {wrong[0]}, not one of {[t.__name__ for t in types]}")
 
 
-def kept_figures(monkeypatch: Any, *modules: Any) -> list[Any]:
+def kept_figures(monkeypatch: Any, *modules: Any, write: bool = False) -> list[Any]:
     """The figures that ``modules``' plots pass to ``save_figure``, kept instead of written
-    (``monkeypatch``: pytest's fixture): a plot's test inspects its axes, labels and legends."""
+    (``write=True``: kept and written; ``monkeypatch``: pytest's fixture): a plot's test
+    inspects its axes, labels and legends."""
     figs: list[Any] = []
+    saves = {id(m): m.save_figure for m in modules}
 
-    def keep(fig: Any, path: Any, **kwargs: Any) -> Any:
-        figs.append(fig)
-        return path
+    def keeper(module: Any) -> Callable[..., Any]:
+        def keep(fig: Any, path: Any, **kwargs: Any) -> Any:
+            figs.append(fig)
+            return saves[id(module)](fig, path, **kwargs) if write else path
+        return keep
 
     for module in modules:
-        monkeypatch.setattr(module, "save_figure", keep)
+        monkeypatch.setattr(module, "save_figure", keeper(module))
     return figs
 
 

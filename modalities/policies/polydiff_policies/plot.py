@@ -24,25 +24,47 @@ def _env_of(episodes: Sequence[Episode]) -> str | None:
     return next((str(e.meta["env"]) for e in episodes if e.meta.get("env")), None)
 
 
+def _goals(episodes: Sequence[Episode]) -> list[np.ndarray]:
+    """The distinct goals of ``episodes`` in order of first appearance."""
+    out: list[np.ndarray] = []
+    for ep in episodes:
+        g = np.asarray(ep.goal, dtype=np.float64)
+        if not any(g.shape == o.shape and np.allclose(g, o) for o in out):
+            out.append(g)
+    return out
+
+
 def _panel(ax, episodes: Sequence[Episode], title: str) -> None:
+    from matplotlib.lines import Line2D
+
     name = _env_of(episodes)
     if name in envs.ENVIRONMENTS and episodes:
         env = envs.make(name)
-        env.reset(seed=0, options={"goal": episodes[0].goal})
         first = episodes[0].meta.get("states")
-        if first is not None:
-            env.set_state(np.asarray(first[0]))
-        env.draw(ax)
-    labels = sorted({e.behaviour or "?" for e in episodes})
+        for k, goal in enumerate(_goals(episodes[:MAX_PANEL])):  # every goal shown is drawn as commanded
+            env.reset(seed=0, options={"goal": goal})
+            if first is not None:
+                env.set_state(np.asarray(first[0]))
+            texts = len(ax.texts)
+            env.draw(ax)
+            if k:  # the scene again, for its goal: its labels once only
+                for text in ax.texts[texts:]:
+                    text.remove()
+    labels = sorted({e.behaviour for e in episodes if e.behaviour})
     colours = {b: matplotlib.colormaps["tab10"](i % 10) for i, b in enumerate(labels)}
+    unnamed = "0.4" if labels else "tab:blue"  # episodes without a behaviour
+    outcomes = set()
     for ep in episodes[:MAX_PANEL]:
         ok = bool(ep.meta.get("success", bool(ep.outcome)))
-        ax.plot(ep.obs[:, 0], ep.obs[:, 1], color=colours[ep.behaviour or "?"], lw=1.0, alpha=0.8 if ok else 0.3,
-                ls="-" if ok else ":")
-    for b, c in colours.items():
-        ax.plot([], [], color=c, label=b)
-    if labels:
-        ax.legend(fontsize=7, loc="upper right", title="behaviour", title_fontsize=7)
+        outcomes.add(ok)
+        ax.plot(ep.obs[:, 0], ep.obs[:, 1], color=colours.get(ep.behaviour, unnamed), lw=1.0,
+                alpha=0.8 if ok else 0.3, ls="-" if ok else ":")
+    handles = [Line2D([], [], color=c, label=b) for b, c in colours.items()]
+    handles += [Line2D([], [], color="k", ls="-" if ok else ":", label="success" if ok else "failure")
+                for ok in sorted(outcomes, reverse=True)]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper right", title="behaviour" if labels else None,
+                  title_fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.set_aspect("equal")
 

@@ -22,9 +22,20 @@ def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: 
     counts = Counter("".join(samples))
     ref_counts = Counter("".join(reference)) if reference else Counter()
     chars = [c for c, _ in (ref_counts or counts).most_common(40)]
-    rows = 3 if grid is not None else 2
-    fig = new_figure(figsize=(10, 8 + 5 * (rows == 3)))
-    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1, 1.4 if rows == 2 else 0.8, 2.6][:rows]})
+    lines = []
+    for i, s in enumerate(samples[:shown]):
+        flat = s.replace("\n", " / ")
+        lines += textwrap.wrap(f"[{i}] {flat}", 110, max_lines=3, placeholder=" ...")
+    # heights in inches fitted to the content: the bars, the text's lines (8 pt monospace) and
+    # the molecule grid at the figure's width (no empty band under the text)
+    heights = [3.2, 0.3 + 0.135 * max(len(lines), 1)]
+    if grid is not None:
+        import numpy as np
+
+        h, w = np.asarray(grid).shape[:2]
+        heights.append(0.3 + 8.5 * h / w)
+    fig = new_figure(figsize=(10, sum(heights) + 0.4 * len(heights)), layout="constrained")
+    axes = fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights})
     ax, tx = axes[0], axes[1]
     x = range(len(chars))
     total, ref_total = max(sum(counts.values()), 1), max(sum(ref_counts.values()), 1)
@@ -36,10 +47,6 @@ def plot_samples(samples: Sequence[str], reference: Sequence[str] | None, path: 
     ax.set_title("character frequencies (the data's 40 most common)")
     ax.legend()
     tx.axis("off")
-    lines = []
-    for i, s in enumerate(samples[:shown]):
-        flat = s.replace("\n", " / ")
-        lines += textwrap.wrap(f"[{i}] {flat}", 110, max_lines=3, placeholder=" ...")
     tx.text(0, 1, "\n".join(lines) or "(no samples)", va="top", family="monospace", fontsize=8)
     tx.set_title("first samples")
     if grid is not None:
